@@ -1,0 +1,50 @@
+# grbd — see README.md. `make test` is what CI runs.
+SHELL    := /bin/bash
+GO       ?= go
+PKGS     := ./...
+FUZZTIME ?= 60s
+BIN      := bin/grbd
+
+.PHONY: all build deps verify test unit e2e bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/grbd
+
+# deps ensures the system programs the tests drive (fio, libnbd, nbdkit, fuse3, qemu-utils, e2fsprogs).
+deps:
+	@bash scripts/ensure-deps.sh
+
+# verify: formatting, vet, staticcheck when installed, go.mod tidy.
+verify:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if command -v staticcheck >/dev/null; then staticcheck $(PKGS); else echo "staticcheck not installed: skipped"; fi
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy: run 'go mod tidy' and commit"; exit 1; }
+
+# test: everything CI runs — unit tests with the race detector, then the
+# end-to-end tests with the real binary, fio and an ext4 mount.
+test: deps verify unit e2e
+
+unit:
+	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /e2e)
+
+e2e:
+	$(GO) test -count=1 -timeout 15m -v ./e2e
+
+# bench: fio against grbd and peer NBD servers in one run (not part of test).
+bench: deps build
+	$(BIN) bench --json bench-results.json
+
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin bench-results.json

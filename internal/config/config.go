@@ -1,0 +1,212 @@
+// Package config reads and validates grbd's cluster configuration: one YAML
+// file, shared by every member, that describes the whole resource (device size,
+// journal, replication, the data nodes and the optional witness), in the spirit
+// of a DRBD resource file.
+//
+// Parsing is strict: unknown keys, wrong types and bad values are errors that
+// name the file, the line and the field. A Config returned by Load or Parse has
+// passed Validate and has its defaults filled in. Config values are plain data
+// and safe to share read-only between goroutines.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Errors callers branch on.
+var (
+	// ErrInvalid marks any configuration error; FieldError unwraps to it.
+	ErrInvalid = errors.New("config: invalid")
+	// ErrUnknownMember is returned by Member lookups for a name not in the file.
+	ErrUnknownMember = errors.New("config: unknown member")
+)
+
+// Replication protocols, as in DRBD.
+const (
+	ProtocolA = "A" // ack after the local journal; peers asynchronous
+	ProtocolB = "B" // ack after peers received the write in memory
+	ProtocolC = "C" // ack after every up-to-date peer journaled it
+)
+
+// Journal sync modes.
+const (
+	SyncOnFlush = "flush"  // durable on NBD FLUSH/FUA, as the NBD protocol requires
+	SyncAlways  = "always" // every write is durable before it is acknowledged
+)
+
+// Config is one cluster resource.
+type Config struct {
+	Cluster     string      `yaml:"cluster"`
+	Device      Device      `yaml:"device"`
+	Journal     Journal     `yaml:"journal"`
+	NBD         NBD         `yaml:"nbd"`
+	Replication Replication `yaml:"replication"`
+	Nodes       []Member    `yaml:"nodes"`
+	Witness     *Member     `yaml:"witness,omitempty"`
+
+	// Path is the file the config was loaded from ("" when parsed from memory).
+	Path string `yaml:"-"`
+}
+
+// Device describes the exported block device.
+type Device struct {
+	Size Size `yaml:"size"`
+}
+
+// Journal tunes the write-ahead journal of every data node.
+type Journal struct {
+	MaxSize     Size   `yaml:"max-size,omitempty"`
+	SegmentSize Size   `yaml:"segment-size,omitempty"`
+	Sync        string `yaml:"sync,omitempty"`
+}
+
+// NBD tunes the NBD export of the primary.
+type NBD struct {
+	Export      string `yaml:"export,omitempty"`
+	MaxInFlight int    `yaml:"max-in-flight,omitempty"`
+}
+
+// Replication tunes the data path between data nodes.
+type Replication struct {
+	Protocol string `yaml:"protocol,omitempty"`
+}
+
+// Member is a data node or the witness. Addresses are host:port.
+type Member struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`            // peer (replication and control plane) listener
+	NBD     string `yaml:"nbd,omitempty"`      // NBD listener; data nodes only
+	Admin   string `yaml:"admin"`              // HTTP admin/status listener; keep it local
+	DataDir string `yaml:"data-dir,omitempty"` // relative paths are resolved against the config file
+}
+
+// Defaults applied by Validate to empty fields.
+const (
+	DefaultJournalMax     = Size(1 << 30)
+	DefaultJournalSegment = Size(64 << 20)
+	DefaultMaxInFlight    = 128
+)
+
+// Load reads, parses and validates the config file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse parses and validates a config; name is used in error messages and to
+// resolve relative data directories.
+func Parse(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", name, ErrInvalid, trimYAML(err))
+	}
+	if root.Kind == 0 {
+		return nil, fmt.Errorf("%s: %w: empty file", name, ErrInvalid)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", name, ErrInvalid, trimYAML(err))
+	}
+	c.Path = name
+	if errs := c.validate(&root); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &c, nil
+}
+
+// trimYAML turns yaml.v3's multi-line messages into one line per problem.
+func trimYAML(err error) string {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	s = strings.TrimPrefix(s, "unmarshal errors:\n")
+	lines := strings.Split(s, "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, "; ")
+}
+
+// FieldError is one invalid value, located in the file.
+type FieldError struct {
+	File  string
+	Line  int
+	Field string // dotted path, e.g. nodes[1].nbd
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+// Member returns the data node or witness with the given name.
+func (c *Config) Member(name string) (Member, bool, error) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, false, nil
+		}
+	}
+	if c.Witness != nil && c.Witness.Name == name {
+		return *c.Witness, true, nil
+	}
+	return Member{}, false, fmt.Errorf("%w %q in %s", ErrUnknownMember, name, c.Path)
+}
+
+// Marshal renders the config as YAML (used by `grbd local` to write its file).
+func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// lineOf finds the line of the value at path (map keys and sequence indices),
+// or of the closest existing ancestor.
+func lineOf(root *yaml.Node, path ...any) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch k := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == k {
+						next = n.Content[i+1]
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && k < len(n.Content) {
+				next = n.Content[k]
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n, line = next, next.Line
+	}
+	return line
+}
+
+// resolveDir makes a relative data dir relative to the config file's folder.
+func (c *Config) resolveDir(d string) string {
+	if d == "" || filepath.IsAbs(d) || c.Path == "" {
+		return d
+	}
+	return filepath.Join(filepath.Dir(c.Path), d)
+}

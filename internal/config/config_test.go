@@ -1,0 +1,151 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const good = `cluster: demo
+device:
+  size: 1GiB
+journal:
+  max-size: 512MiB
+nodes:
+  - name: alpha
+    address: 127.0.0.1:7700
+    nbd: 127.0.0.1:10809
+    admin: 127.0.0.1:7800
+    data-dir: alpha
+  - name: beta
+    address: 127.0.0.1:7701
+    nbd: 127.0.0.1:10810
+    admin: 127.0.0.1:7801
+    data-dir: /var/lib/grbd/beta
+witness:
+  name: w
+  address: 127.0.0.1:7702
+  admin: 127.0.0.1:7802
+`
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse("/etc/grbd/demo.yaml", []byte(good))
+	require.NoError(t, err)
+	require.Equal(t, Size(1<<30), c.Device.Size)
+	require.Equal(t, Size(512<<20), c.Journal.MaxSize)
+	require.Equal(t, DefaultJournalSegment, c.Journal.SegmentSize, "default filled")
+	require.Equal(t, SyncOnFlush, c.Journal.Sync)
+	require.Equal(t, ProtocolC, c.Replication.Protocol)
+	require.Equal(t, "/etc/grbd/alpha", c.Nodes[0].DataDir, "relative dir resolved against the file")
+	require.Equal(t, "/var/lib/grbd/beta", c.Nodes[1].DataDir)
+	m, witness, err := c.Member("w")
+	require.NoError(t, err)
+	require.True(t, witness)
+	require.Equal(t, "127.0.0.1:7702", m.Address)
+	_, _, err = c.Member("nope")
+	require.ErrorIs(t, err, ErrUnknownMember)
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	c, err := Parse("x.yaml", []byte(good))
+	require.NoError(t, err)
+	b, err := c.Marshal()
+	require.NoError(t, err)
+	c2, err := Parse("x.yaml", b)
+	require.NoError(t, err)
+	require.Equal(t, c.Nodes, c2.Nodes)
+	require.Equal(t, c.Device, c2.Device)
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(string) string
+		want string // substring: file:line: field: message
+	}{
+		{"unknown key", func(s string) string { return strings.Replace(s, "  size: 1GiB", "  size: 1GiB\n  colour: red", 1) }, "c.yaml: config: invalid: line 4: field colour not found"},
+		{"missing cluster", func(s string) string { return strings.Replace(s, "cluster: demo", "cluster: \"\"", 1) }, "c.yaml:1: cluster: required"},
+		{"bad size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 1GB", 1) }, "line 3: config: invalid: size \"1GB\""},
+		{"unaligned size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 1000", 1) }, "c.yaml:3: device.size: 1000 is not a multiple of 4096"},
+		{"zero size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 0", 1) }, "c.yaml:3: device.size: required"},
+		{"small journal", func(s string) string { return strings.Replace(s, "max-size: 512MiB", "max-size: 8MiB", 1) }, "c.yaml:5: journal.max-size: must be at least 4 segments"},
+		{"bad sync", func(s string) string {
+			return strings.Replace(s, "max-size: 512MiB", "max-size: 512MiB\n  sync: sometimes", 1)
+		}, "c.yaml:6: journal.sync: \"sometimes\""},
+		{"bad protocol", func(s string) string { return s + "replication:\n  protocol: D\n" }, "c.yaml:22: replication.protocol: \"D\": want A, B or C"},
+		{"no nodes", func(s string) string { return s[:strings.Index(s, "nodes:")] }, "c.yaml:1: nodes: at least one data node"},
+		{"duplicate name", func(s string) string { return strings.Replace(s, "name: beta", "name: alpha", 1) }, "c.yaml:12: nodes[1].name: duplicate member name \"alpha\""},
+		{"bad address", func(s string) string { return strings.Replace(s, "address: 127.0.0.1:7701", "address: nowhere", 1) }, "c.yaml:13: nodes[1].address: \"nowhere\" is not host:port"},
+		{"wildcard host", func(s string) string { return strings.Replace(s, "nbd: 127.0.0.1:10810", "nbd: :10810", 1) }, "c.yaml:14: nodes[1].nbd: \":10810\" has no host"},
+		{"bad port", func(s string) string { return strings.Replace(s, "admin: 127.0.0.1:7801", "admin: 127.0.0.1:70000", 1) }, "c.yaml:15: nodes[1].admin: \"127.0.0.1:70000\": port must be 0-65535"},
+		{"port clash", func(s string) string { return strings.Replace(s, "nbd: 127.0.0.1:10810", "nbd: 127.0.0.1:10809", 1) }, "c.yaml:14: nodes[1].nbd: 127.0.0.1:10809 is already used by alpha.nbd"},
+		{"missing data dir", func(s string) string { return strings.Replace(s, "    data-dir: alpha\n", "", 1) }, "nodes[0].data-dir: required"},
+		{"witness with nbd", func(s string) string {
+			return strings.Replace(s, "  admin: 127.0.0.1:7802", "  admin: 127.0.0.1:7802\n  nbd: 127.0.0.1:1", 1)
+		}, "witness.nbd: a witness holds no data"},
+		{"wrong type", func(s string) string {
+			return strings.Replace(s, "nodes:\n", "nodes: 3\n", 1)[:strings.Index(s, "nodes:")+9]
+		}, "cannot unmarshal"},
+		{"not yaml", func(string) string { return "cluster: [" }, "c.yaml: config: invalid"},
+		{"empty", func(string) string { return "" }, "c.yaml: config: invalid: empty file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.edit(good)
+			_, err := Parse("c.yaml", []byte(src))
+			require.Error(t, err)
+			require.ErrorIs(t, err, ErrInvalid)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestParseReportsAllErrors(t *testing.T) {
+	src := strings.Replace(strings.Replace(good, "size: 1GiB", "size: 1000", 1), "address: 127.0.0.1:7701", "address: x", 1)
+	_, err := Parse("c.yaml", []byte(src))
+	require.Error(t, err)
+	var fe *FieldError
+	require.True(t, errors.As(err, &fe))
+	require.Contains(t, err.Error(), "device.size")
+	require.Contains(t, err.Error(), "nodes[1].address")
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(good), 0o600))
+	c, err := Load(p)
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(dir, "alpha"), c.Nodes[0].DataDir)
+	_, err = Load(filepath.Join(dir, "missing.yaml"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Size
+		err  bool
+	}{
+		{"4096", 4096, false}, {"64KiB", 64 << 10, false}, {"1GiB", 1 << 30, false}, {"2T", 2 << 40, false},
+		{" 3 MiB ", 3 << 20, false}, {"", 0, true}, {"-1", 0, true}, {"1.5GiB", 0, true}, {"1GB", 0, true},
+		{"99999999999TiB", 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseSize(tc.in)
+			if tc.err {
+				require.ErrorIs(t, err, ErrInvalid)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+	require.Equal(t, "1GiB", Size(1<<30).String())
+	require.Equal(t, "1000", Size(1000).String())
+}

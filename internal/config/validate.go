@@ -1,0 +1,158 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+)
+
+// maxMembers bounds the cluster: quorum traffic and full-mesh replication
+// grow with the square of the member count.
+const maxMembers = 16
+
+// validate checks every field, fills defaults and returns all problems found,
+// each located in the file.
+func (c *Config) validate(root *yaml.Node) []error {
+	var errs []error
+	bad := func(msg string, path ...any) {
+		errs = append(errs, &FieldError{File: c.Path, Line: lineOf(root, path...), Field: fieldName(path), Msg: msg})
+	}
+
+	if !nameRE.MatchString(c.Cluster) {
+		bad("required: lower-case letters, digits, '-' or '_', at most 63 characters", "cluster")
+	}
+	switch {
+	case c.Device.Size <= 0:
+		bad("required: the device size, e.g. 1GiB", "device", "size")
+	case c.Device.Size%4096 != 0:
+		bad(fmt.Sprintf("%d is not a multiple of 4096", c.Device.Size), "device", "size")
+	}
+
+	if c.Journal.SegmentSize == 0 {
+		c.Journal.SegmentSize = DefaultJournalSegment
+	}
+	if c.Journal.MaxSize == 0 {
+		c.Journal.MaxSize = DefaultJournalMax
+	}
+	if c.Journal.SegmentSize < 1<<20 {
+		bad("must be at least 1MiB", "journal", "segment-size")
+	}
+	if c.Journal.MaxSize < 4*c.Journal.SegmentSize {
+		bad(fmt.Sprintf("must be at least 4 segments (%s)", 4*c.Journal.SegmentSize), "journal", "max-size")
+	}
+	switch c.Journal.Sync {
+	case "":
+		c.Journal.Sync = SyncOnFlush
+	case SyncOnFlush, SyncAlways:
+	default:
+		bad(fmt.Sprintf("%q: want %q or %q", c.Journal.Sync, SyncOnFlush, SyncAlways), "journal", "sync")
+	}
+
+	if c.NBD.MaxInFlight == 0 {
+		c.NBD.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.NBD.MaxInFlight < 1 || c.NBD.MaxInFlight > 4096 {
+		bad("must be between 1 and 4096", "nbd", "max-in-flight")
+	}
+
+	switch c.Replication.Protocol {
+	case "":
+		c.Replication.Protocol = ProtocolC
+	case ProtocolA, ProtocolB, ProtocolC:
+	default:
+		bad(fmt.Sprintf("%q: want A, B or C", c.Replication.Protocol), "replication", "protocol")
+	}
+
+	switch {
+	case len(c.Nodes) == 0:
+		bad("at least one data node is required", "nodes")
+	case len(c.Nodes) > maxMembers:
+		bad(fmt.Sprintf("at most %d data nodes", maxMembers), "nodes")
+	}
+	names := map[string]bool{}
+	listeners := map[string]string{}
+	checkMember := func(m *Member, data bool, path ...any) {
+		at := func(field string) []any { return append(append([]any{}, path...), field) }
+		if !nameRE.MatchString(m.Name) {
+			bad("required: lower-case letters, digits, '-' or '_', at most 63 characters", at("name")...)
+		} else if names[m.Name] {
+			bad(fmt.Sprintf("duplicate member name %q", m.Name), at("name")...)
+		}
+		names[m.Name] = true
+		addrs := []struct {
+			field, val string
+			need       bool
+		}{{"address", m.Address, true}, {"admin", m.Admin, true}, {"nbd", m.NBD, data}}
+		for _, a := range addrs {
+			if a.val == "" {
+				if a.need {
+					bad("required: host:port", at(a.field)...)
+				}
+				continue
+			}
+			if !data && a.field == "nbd" {
+				continue
+			}
+			if err := checkHostPort(a.val); err != nil {
+				bad(err.Error(), at(a.field)...)
+				continue
+			}
+			if other, dup := listeners[a.val]; dup && !isPortZero(a.val) {
+				bad(fmt.Sprintf("%s is already used by %s", a.val, other), at(a.field)...)
+			}
+			listeners[a.val] = fmt.Sprintf("%s.%s", m.Name, a.field)
+		}
+		if !data && m.NBD != "" {
+			bad("a witness holds no data and exports no device", at("nbd")...)
+		}
+		if data && m.DataDir == "" {
+			bad("required: the directory for the journal and the image", at("data-dir")...)
+		}
+		m.DataDir = c.resolveDir(m.DataDir)
+	}
+	for i := range c.Nodes {
+		checkMember(&c.Nodes[i], true, "nodes", i)
+	}
+	if c.Witness != nil {
+		checkMember(c.Witness, false, "witness")
+	}
+	return errs
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host: bind an explicit address (e.g. 127.0.0.1:%s), never all interfaces by accident", s, port)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: port must be 0-65535", s)
+	}
+	return nil
+}
+
+func isPortZero(s string) bool {
+	_, port, _ := net.SplitHostPort(s)
+	return port == "0"
+}
+
+func fieldName(path []any) string {
+	s := ""
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			if s != "" {
+				s += "."
+			}
+			s += k
+		case int:
+			s += fmt.Sprintf("[%d]", k)
+		}
+	}
+	return s
+}
