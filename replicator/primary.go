@@ -68,7 +68,7 @@ func (p Protocol) required() Level {
 type ReqID uint64
 
 type peer struct {
-	upToDate bool     // counts for acknowledgement
+	upToDate bool      // counts for acknowledgement
 	acked    [4]uint64 // highest seq acked per level
 }
 

@@ -12,7 +12,9 @@ func TestPrimaryProtocols(t *testing.T) {
 		do   func(p *Primary)
 		want []ReqID
 	}
-	w := func(id ReqID, seq uint64) func(*Primary) { return func(p *Primary) { require.NoError(t, p.Write(id, seq)) } }
+	w := func(id ReqID, seq uint64) func(*Primary) {
+		return func(p *Primary) { require.NoError(t, p.Write(id, seq)) }
+	}
 	ack := func(peer string, seq uint64, l Level) func(*Primary) {
 		return func(p *Primary) { require.NoError(t, p.Ack(peer, seq, l)) }
 	}

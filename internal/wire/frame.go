@@ -1,0 +1,348 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"slices"
+	"strconv"
+)
+
+// Errors. Every encode or decode error wraps exactly one of these (the
+// Reader's truncation errors also wrap io.ErrUnexpectedEOF); errors of the
+// underlying stream are wrapped as they are. Test with errors.Is. ErrShort is
+// the only one that is not a fault: DecodeFrame needs more bytes. Every other
+// decode error means the peer or the stream is broken and the session must be
+// dropped: after it the stream position is unknown.
+var (
+	// ErrBadMagic: the frame does not start with Magic (not a grbd peer, or
+	// the stream lost synchronisation).
+	ErrBadMagic = errors.New("wire: bad magic")
+	// ErrVersion: the frame's version is not Version. Refused, never guessed.
+	ErrVersion = errors.New("wire: unsupported version")
+	// ErrTooLarge: the body length exceeds MaxBody (checked from the header,
+	// before any allocation), or a message to encode does not fit.
+	ErrTooLarge = errors.New("wire: frame too large")
+	// ErrChecksum: the CRC32C over header and body does not match.
+	ErrChecksum = errors.New("wire: checksum mismatch")
+	// ErrShort: DecodeFrame was given a prefix of a frame; retry with more
+	// bytes.
+	ErrShort = errors.New("wire: short buffer")
+	// ErrTruncated: the Reader's stream ended inside a frame.
+	ErrTruncated = errors.New("wire: truncated frame")
+	// ErrMalformed: the body does not match its type's layout (wrong size,
+	// string too long, bad boolean, unknown enum, reserved flag set), or a
+	// message to encode has such a field.
+	ErrMalformed = errors.New("wire: malformed message")
+	// ErrUnknownType: the frame's type is not one of the Type constants.
+	ErrUnknownType = errors.New("wire: unknown message type")
+)
+
+// Frame constants. Part of the format: do not change.
+//
+//	0       4        5        6        8         12        16
+//	| magic | version| type   | flags  | length  | crc32c  | body[length]
+//	| u32   | u8 (1) | u8     | u16    | u32     | u32     |
+//
+// All integers are little-endian. crc32c is CRC-32C (Castagnoli) over header
+// bytes [0:12] followed by the body.
+const (
+	// HeaderSize is the size of a frame header.
+	HeaderSize = 16
+	// Magic opens every frame; on the wire it reads "GRBD".
+	Magic uint32 = 0x44425247
+	// Version is the only frame version this package speaks.
+	Version uint8 = 1
+	// MaxBody bounds a frame body: a 32 MiB payload plus room for fields.
+	MaxBody = 32<<20 + 4<<10
+	// MaxData is the largest Data a sender may put in a Write or ResyncData
+	// and be sure it fits (the exact limits are MaxBody minus the fixed
+	// fields, a little more).
+	MaxData = 32 << 20
+	// MaxString is the longest string field, in bytes.
+	MaxString = 255
+	// FlagFUA in a Write or Zero frame: the client asked for this write to
+	// be durable before it completes, so the peer syncs it promptly and
+	// acknowledges it at AckDurable. The only flag defined; every other bit,
+	// and FUA on other types, is ErrMalformed.
+	FlagFUA uint16 = 1 << 0
+)
+
+// Header field offsets. Part of the format: do not change.
+const (
+	offMagic   = 0
+	offVersion = 4
+	offType    = 5
+	offFlags   = 6
+	offLength  = 8
+	offCRC     = 12
+)
+
+var (
+	le         = binary.LittleEndian
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+)
+
+// Type identifies a message. Part of the format: do not change the values.
+type Type uint8
+
+// Message types. 0 is never valid.
+const (
+	TypeHello         Type = 1
+	TypeWrite         Type = 2
+	TypeZero          Type = 3
+	TypeAck           Type = 4
+	TypeFlush         Type = 5
+	TypeFlushAck      Type = 6
+	TypeResyncRequest Type = 7
+	TypeResyncData    Type = 8
+	TypeResyncDone    Type = 9
+	TypeNack          Type = 10
+	TypePing          Type = 11
+	TypePong          Type = 12
+	TypeVerifyRequest Type = 13
+	TypeVerifyReply   Type = 14
+)
+
+var typeNames = [...]string{
+	TypeHello:         "Hello",
+	TypeWrite:         "Write",
+	TypeZero:          "Zero",
+	TypeAck:           "Ack",
+	TypeFlush:         "Flush",
+	TypeFlushAck:      "FlushAck",
+	TypeResyncRequest: "ResyncRequest",
+	TypeResyncData:    "ResyncData",
+	TypeResyncDone:    "ResyncDone",
+	TypeNack:          "Nack",
+	TypePing:          "Ping",
+	TypePong:          "Pong",
+	TypeVerifyRequest: "VerifyRequest",
+	TypeVerifyReply:   "VerifyReply",
+}
+
+func (t Type) String() string {
+	if int(t) < len(typeNames) && typeNames[t] != "" {
+		return typeNames[t]
+	}
+	return "Type(" + strconv.Itoa(int(t)) + ")"
+}
+
+// Message is one peer-protocol message: a pointer to one of the message
+// structs of this package (*Hello, *Write, ...). The interface is sealed.
+type Message interface {
+	// Type is the frame type the message travels as.
+	Type() Type
+	// plan validates the message for encoding and appends its fixed fields
+	// (everything but a trailing Data or Sums) to dst.
+	plan(dst []byte) (plan, error)
+	// decode replaces the message with the body's content. It validates the
+	// body exactly and may alias body.
+	decode(flags uint16, body []byte) error
+}
+
+// plan is a message ready to frame: buf holds the caller's prefix followed
+// by the fixed fields; raw (Write, ResyncData) or sums (VerifyReply) follow
+// them in the body.
+type plan struct {
+	typ   Type
+	flags uint16
+	buf   []byte
+	raw   []byte
+	sums  []uint32
+}
+
+// planOf dispatches on the concrete type instead of calling m.plan through
+// the interface: the compiler can then prove that m does not escape, so a
+// caller's &Write{...} stays on its stack and WriteMsg does not allocate.
+func planOf(m Message, dst []byte) (p plan, err error) {
+	switch v := m.(type) {
+	case *Hello:
+		p, err = v.plan(dst)
+	case *Write:
+		p, err = v.plan(dst)
+	case *Zero:
+		p, err = v.plan(dst)
+	case *Ack:
+		p, err = v.plan(dst)
+	case *Flush:
+		p, err = v.plan(dst)
+	case *FlushAck:
+		p, err = v.plan(dst)
+	case *ResyncRequest:
+		p, err = v.plan(dst)
+	case *ResyncData:
+		p, err = v.plan(dst)
+	case *ResyncDone:
+		p, err = v.plan(dst)
+	case *Nack:
+		p, err = v.plan(dst)
+	case *Ping:
+		p, err = v.plan(dst)
+	case *Pong:
+		p, err = v.plan(dst)
+	case *VerifyRequest:
+		p, err = v.plan(dst)
+	case *VerifyReply:
+		p, err = v.plan(dst)
+	default:
+		// Only nil reaches here (the interface is sealed). Formatting m
+		// would make it escape.
+		return plan{}, fmt.Errorf("wire: encode nil message: %w", ErrMalformed)
+	}
+	if err != nil {
+		return plan{}, err
+	}
+	return p, nil
+}
+
+// bodyLen is the body size of p, whose buf starts at start.
+func (p *plan) bodyLen(start int) int {
+	return len(p.buf) - start + len(p.raw) + 4*len(p.sums)
+}
+
+// putHeader writes header bytes [0:12] into b.
+func putHeader(b []byte, t Type, flags uint16, length int) {
+	le.PutUint32(b[offMagic:], Magic)
+	b[offVersion] = Version
+	b[offType] = byte(t)
+	le.PutUint16(b[offFlags:], flags)
+	le.PutUint32(b[offLength:], uint32(length))
+}
+
+// header is a parsed frame header.
+type header struct {
+	typ    Type
+	flags  uint16
+	length int
+	crc    uint32
+}
+
+// parseHeader checks magic, version and length of the HeaderSize bytes in b.
+// It runs before the body is read or allocated.
+func parseHeader(b []byte) (header, error) {
+	if m := le.Uint32(b[offMagic:]); m != Magic {
+		return header{}, fmt.Errorf("wire: magic %#08x, want %#08x: %w", m, Magic, ErrBadMagic)
+	}
+	if v := b[offVersion]; v != Version {
+		return header{}, fmt.Errorf("wire: version %d, want %d: %w", v, Version, ErrVersion)
+	}
+	n := le.Uint32(b[offLength:])
+	if n > MaxBody {
+		return header{}, fmt.Errorf("wire: body of %d bytes, max %d: %w", n, MaxBody, ErrTooLarge)
+	}
+	return header{
+		typ:    Type(b[offType]),
+		flags:  le.Uint16(b[offFlags:]),
+		length: int(n),
+		crc:    le.Uint32(b[offCRC:]),
+	}, nil
+}
+
+// checkCRC verifies h against header bytes hdr[0:12] and body.
+func checkCRC(h header, hdr, body []byte) error {
+	c := crc32.Update(0, castagnoli, hdr[:offCRC])
+	if c = crc32.Update(c, castagnoli, body); c != h.crc {
+		return fmt.Errorf("wire: %v frame crc %#08x, computed %#08x: %w", h.typ, h.crc, c, ErrChecksum)
+	}
+	return nil
+}
+
+// decodeBody fills m (of type h.typ) from a checksummed body.
+func decodeBody(m Message, h header, body []byte) error {
+	if err := m.decode(h.flags, body); err != nil {
+		return fmt.Errorf("wire: %v body (%d bytes): %w", h.typ, len(body), err)
+	}
+	return nil
+}
+
+// AppendFrame appends m's frame to dst and returns the extended slice. It is
+// meant for tests, fuzzing and tools; streams use Writer. It panics if m is
+// invalid (WriteMsg returns the same condition as an error).
+func AppendFrame(dst []byte, m Message) []byte {
+	start := len(dst)
+	dst = slices.Grow(dst, HeaderSize+64)[:start+HeaderSize]
+	p, err := planOf(m, dst)
+	if err != nil {
+		panic(err)
+	}
+	n := p.bodyLen(start + HeaderSize)
+	if n > MaxBody {
+		panic(fmt.Errorf("wire: encode %v: body of %d bytes, max %d: %w", p.typ, n, MaxBody, ErrTooLarge))
+	}
+	dst = slices.Grow(p.buf, len(p.raw)+4*len(p.sums))
+	dst = append(dst, p.raw...)
+	for _, s := range p.sums {
+		dst = le.AppendUint32(dst, s)
+	}
+	f := dst[start:]
+	putHeader(f, p.typ, p.flags, n)
+	c := crc32.Update(0, castagnoli, f[:offCRC])
+	le.PutUint32(f[offCRC:], crc32.Update(c, castagnoli, f[HeaderSize:]))
+	return dst
+}
+
+// DecodeFrame decodes the frame at the start of b and returns it with the
+// number of bytes it occupies. It has no side effects; the message's byte
+// slices alias b. ErrShort means b holds only a prefix of a frame.
+func DecodeFrame(b []byte) (Message, int, error) {
+	if len(b) < HeaderSize {
+		return nil, 0, fmt.Errorf("wire: %d of %d header bytes: %w", len(b), HeaderSize, ErrShort)
+	}
+	h, err := parseHeader(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	end := HeaderSize + h.length
+	if len(b) < end {
+		return nil, 0, fmt.Errorf("wire: %d of %d frame bytes: %w", len(b), end, ErrShort)
+	}
+	body := b[HeaderSize:end:end]
+	if err := checkCRC(h, b, body); err != nil {
+		return nil, 0, err
+	}
+	m := newMessage(h.typ)
+	if m == nil {
+		return nil, 0, fmt.Errorf("wire: type %d: %w", uint8(h.typ), ErrUnknownType)
+	}
+	if err := decodeBody(m, h, body); err != nil {
+		return nil, 0, err
+	}
+	return m, end, nil
+}
+
+// newMessage returns a zero message of type t, or nil if t is unknown.
+func newMessage(t Type) Message {
+	switch t {
+	case TypeHello:
+		return new(Hello)
+	case TypeWrite:
+		return new(Write)
+	case TypeZero:
+		return new(Zero)
+	case TypeAck:
+		return new(Ack)
+	case TypeFlush:
+		return new(Flush)
+	case TypeFlushAck:
+		return new(FlushAck)
+	case TypeResyncRequest:
+		return new(ResyncRequest)
+	case TypeResyncData:
+		return new(ResyncData)
+	case TypeResyncDone:
+		return new(ResyncDone)
+	case TypeNack:
+		return new(Nack)
+	case TypePing:
+		return new(Ping)
+	case TypePong:
+		return new(Pong)
+	case TypeVerifyRequest:
+		return new(VerifyRequest)
+	case TypeVerifyReply:
+		return new(VerifyReply)
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package journal
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/grbd/grbd/internal/vfs"
+)
+
+const (
+	testDev    = 64 << 10
+	testRegion = 4 << 10
+)
+
+func testOptions(fs vfs.FS) Options {
+	return Options{Dir: "/db", FS: fs, DeviceSize: testDev, SegmentSize: 8 << 10, MaxSize: 64 << 10, RegionSize: testRegion}
+}
+
+// mustOpen opens a journal and registers a cleanup that checks its
+// invariants and closes it (if the test did not).
+func mustOpen(t *testing.T, opts Options) *Journal {
+	t.Helper()
+	j, err := Open(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if j.closing.Load() {
+			return
+		}
+		checkInvariants(t, j)
+		require.NoError(t, j.Close())
+	})
+	return j
+}
+
+// checkInvariants holds for every open journal at rest.
+func checkInvariants(t *testing.T, j *Journal) {
+	t.Helper()
+	st := j.Stats()
+	require.LessOrEqual(t, st.DurableSeq, st.LastSeq, "durable <= last")
+	require.LessOrEqual(t, st.CheckpointSeq, st.LastSeq, "checkpoint <= last")
+	require.LessOrEqual(t, st.JournalBytes, j.maxSize, "journal within MaxSize")
+	var prev uint64
+	require.NoError(t, j.ReadRecords(st.FirstRetainedSeq, func(w Write) error {
+		require.Greater(t, w.Seq, prev, "records in seq order")
+		prev = w.Seq
+		return nil
+	}))
+	require.LessOrEqual(t, prev, st.LastSeq)
+}
+
+// model is what the device must hold: the writes applied in seq order, and
+// per region the seq of its last write.
+type model struct {
+	data    []byte
+	regions []uint64
+}
+
+func newModel() *model {
+	return &model{data: make([]byte, testDev), regions: make([]uint64, testDev/testRegion)}
+}
+
+func (m *model) apply(w Write) {
+	n := int64(len(w.Data)) + w.ZeroLength
+	if w.ZeroLength > 0 {
+		clear(m.data[w.Offset : w.Offset+n])
+	} else {
+		copy(m.data[w.Offset:], w.Data)
+	}
+	for r := w.Offset / testRegion; r <= (w.Offset+n-1)/testRegion; r++ {
+		m.regions[r] = w.Seq
+	}
+}
+
+func (m *model) changedSince(seq uint64) []Extent {
+	var out []Extent
+	for r, s := range m.regions {
+		if s <= seq {
+			continue
+		}
+		off := int64(r) * testRegion
+		if k := len(out) - 1; k >= 0 && out[k].Offset+out[k].Length == off {
+			out[k].Length += testRegion
+		} else {
+			out = append(out, Extent{off, testRegion})
+		}
+	}
+	return out
+}
+
+// requireModel checks the device contents and the region table.
+func requireModel(t *testing.T, j *Journal, m *model) {
+	t.Helper()
+	got := make([]byte, testDev)
+	require.NoError(t, j.ReadAt(got, 0))
+	if !bytes.Equal(m.data, got) {
+		for i := range got {
+			if got[i] != m.data[i] {
+				t.Fatalf("device differs from model first at byte %d: got %#x want %#x", i, got[i], m.data[i])
+			}
+		}
+	}
+	for _, seq := range []uint64{0, 1, j.LastSeq() / 2, j.LastSeq()} {
+		require.Equal(t, m.changedSince(seq), j.ChangedSince(seq), "ChangedSince(%d)", seq)
+	}
+}
+
+// randWrite returns a sector-aligned write: data (mostly) or zeroes.
+func randWrite(rng *rand.Rand) Write {
+	sectors := 1 + rng.IntN(16)
+	off := int64(rng.IntN(testDev/512-sectors+1)) * 512
+	if rng.IntN(8) == 0 {
+		return Write{Offset: off, ZeroLength: int64(sectors) * 512}
+	}
+	data := make([]byte, sectors*512)
+	for i := range data {
+		data[i] = byte(rng.Uint32() | 1) // never zero: a lost write is visible
+	}
+	return Write{Offset: off, Data: data, Epoch: 7}
+}
+
+// copyFS returns an exact copy of fs (it syncs every file and directory of
+// fs first, so the crash clone loses nothing).
+func copyFS(t *testing.T, fs *vfs.MemFS) *vfs.MemFS {
+	t.Helper()
+	var walk func(dir string)
+	walk = func(dir string) {
+		names, err := fs.ReadDir(dir)
+		require.NoError(t, err)
+		for _, n := range names {
+			p := path.Join(dir, n)
+			fi, err := fs.Stat(p)
+			require.NoError(t, err)
+			if fi.IsDir() {
+				walk(p)
+				continue
+			}
+			f, err := fs.OpenFile(p, os.O_RDONLY, 0)
+			require.NoError(t, err)
+			require.NoError(t, f.Sync())
+			require.NoError(t, f.Close())
+		}
+		require.NoError(t, fs.SyncDir(dir))
+	}
+	walk("/")
+	return fs.CrashClone(rand.New(rand.NewPCG(0, 0)))
+}
+
+func readFile(t *testing.T, fs vfs.FS, name string) []byte {
+	t.Helper()
+	f, err := fs.OpenFile(name, os.O_RDONLY, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	size, err := f.Size()
+	require.NoError(t, err)
+	b := make([]byte, size)
+	if size > 0 {
+		_, err = f.ReadAt(b, 0)
+		require.NoError(t, err)
+	}
+	return b
+}
+
+func writeFile(t *testing.T, fs vfs.FS, name string, b []byte) {
+	t.Helper()
+	f, err := fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	require.NoError(t, err)
+	_, err = f.WriteAt(b, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Sync())
+	require.NoError(t, f.Close())
+}
+
+// lastSegment returns the path of the newest segment file.
+func lastSegment(t *testing.T, fs vfs.FS, dir string) string {
+	t.Helper()
+	names, err := fs.ReadDir(path.Join(dir, journalName))
+	require.NoError(t, err)
+	require.NotEmpty(t, names)
+	return path.Join(dir, journalName, names[len(names)-1])
+}
+
+// recordOffsets returns the offsets of the records of a segment image.
+func recordOffsets(t *testing.T, seg []byte) []int64 {
+	t.Helper()
+	var offs []int64
+	for off := int64(segHeaderSize); off < int64(len(seg)); {
+		_, n, err := DecodeRecord(seg[off:])
+		require.NoError(t, err)
+		offs = append(offs, off)
+		off += int64(n)
+	}
+	return offs
+}
+
+// collect returns the records ReadRecords yields from seq from.
+func collect(t *testing.T, j *Journal, from uint64) []Write {
+	t.Helper()
+	var out []Write
+	require.NoError(t, j.ReadRecords(from, func(w Write) error {
+		w.Data = bytes.Clone(w.Data)
+		out = append(out, w)
+		return nil
+	}))
+	return out
+}

@@ -1,0 +1,478 @@
+// Package journal is the write path of one grbd node: a journaled block
+// store made of a data file (the device image, data.img), a write-ahead
+// journal of physical redo records (journal/NNNNNNNN.seg) and a small meta
+// file holding the last checkpoint and a per-region table of last writes.
+//
+// Append writes a record to the journal (page cache) and applies it to the
+// data file, so reads see it at once. Sync group-commits the journal: many
+// callers share one fdatasync. Checkpoint makes the data file durable,
+// records the checkpoint in meta and frees the segments no longer needed.
+// Open replays the records past the checkpoint and cuts a torn tail. The
+// formats and the replay rules are in docs/journal.md.
+//
+// Durability: a write is durable once Sync(s) with s >= its seq returned nil,
+// or a checkpoint covering it completed. After a power loss the store holds
+// every durable write. A write that was not yet durable may survive or not;
+// in the data file its sectors may hold old or new bytes (like a disk with a
+// volatile cache), and the recovered LastSeq does not count it.
+//
+// Concurrency: a Journal is safe for concurrent use. Appends are serialized
+// by one mutex held across seq assignment, the journal write and the
+// data-file write, so the data file reflects the journal in seq order. ReadAt
+// runs concurrently with everything; a read racing an overlapping write sees
+// old or new bytes per sector. One journal fdatasync is in flight at a time.
+// Checkpoints never hold the append mutex across an fdatasync; they run in a
+// background goroutine once MaxSize/4 journal bytes accumulated, and when a
+// writer blocks on a full journal (MaxSize).
+package journal
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/grbd/grbd/internal/vfs"
+)
+
+// Defaults and limits of Options.
+const (
+	DefaultSegmentSize = 64 << 20
+	DefaultMaxSize     = 1 << 30
+	MinSegmentSize     = 4 << 10
+	MaxSegmentSize     = 1 << 30 // the record sync hint is 32 bits
+
+	dataName    = "data.img"
+	journalName = "journal"
+)
+
+// Options configure Open.
+type Options struct {
+	Dir         string       // holds data.img, meta, journal/NNNNNNNN.seg
+	FS          vfs.FS       // default vfs.Default
+	DeviceSize  int64        // required when creating; on reopen 0 or the store's size
+	SegmentSize int64        // default 64 MiB
+	MaxSize     int64        // journal bytes bound, default 1 GiB, at least 2 segments
+	RegionSize  int64        // dirty-tracking granularity; default 4 KiB, grown to <= 4M regions
+	Logger      *slog.Logger // default: discard
+}
+
+// Stats is a snapshot of the journal's counters.
+type Stats struct {
+	LastSeq          uint64 // highest appended seq
+	DurableSeq       uint64 // every record <= DurableSeq survives a crash
+	CheckpointSeq    uint64 // records <= CheckpointSeq are durable in the data file
+	FirstRetainedSeq uint64 // ReadRecords can start anywhere >= this
+	JournalBytes     int64  // bytes of all segment files
+	Segments         int
+	Writes           uint64 // records appended since Open
+	Syncs            uint64 // journal fdatasync calls since Open
+	Checkpoints      uint64 // completed checkpoints since Open
+}
+
+// Extent is a byte range of the device.
+type Extent struct {
+	Offset, Length int64
+}
+
+// Journal is an open journaled block store. See the package documentation.
+type Journal struct {
+	fs                  vfs.FS
+	log                 *slog.Logger
+	dir, jdir           string
+	segSize, maxSize    int64
+	devSize, regionSize int64
+	salt                uint64
+	data                vfs.File
+
+	ckMu     sync.Mutex // serializes checkpoints; taken before mu
+	metaBuf  []byte     // guarded by ckMu
+	ckClosed bool       // guarded by ckMu
+
+	mu           sync.Mutex // the append lock; guards the fields below
+	spaceCond    sync.Cond  // on mu: journal space freed, closed or failed
+	segs         []*segment // oldest first; the last one is active
+	lastSeq      uint64
+	regions      []uint64 // per region the seq of its last write
+	journalBytes int64
+	appended     int64 // journal bytes appended since Open
+	ckptAppended int64 // appended as of the last checkpoint's snapshot
+	retain       uint64
+	waiters      int    // appenders blocked on space
+	ckptFails    uint64 // failed checkpoints, to wake blocked appenders
+	ckptErr      error
+	closed       bool
+	punch        vfs.Puncher // nil once the data file said ErrNotSupported
+	buf          []byte      // record encoding scratch
+	hooks        testHooks
+
+	smu        sync.Mutex // group commit state
+	syncCond   sync.Cond  // on smu
+	syncing    bool       // a leader is syncing
+	syncClosed bool
+
+	syncMu sync.Mutex // held across every journal fdatasync: one in flight
+
+	life       sync.RWMutex // ReadAt (read side) against Close
+	lifeClosed bool
+
+	lastSeqA, durable, ckptSeq atomic.Uint64
+	writes, syncs, ckpts       atomic.Uint64
+	closing                    atomic.Bool
+	failure                    atomic.Pointer[error]
+
+	ckptReq chan struct{}
+	done    chan struct{}
+	bg      sync.WaitGroup
+}
+
+// testHooks let tests observe the write path.
+type testHooks struct {
+	beforeWrite func(w Write) // under mu, seq assigned, before the journal write
+}
+
+// segment is one journal file.
+type segment struct {
+	num, firstSeq uint64
+	f             vfs.File
+	synced        atomic.Int64 // bytes made durable by fdatasync (the sync mark)
+
+	// Guarded by Journal.mu.
+	lastSeq uint64 // firstSeq-1 while empty
+	size    int64
+	refs    int  // readers and syncers using f
+	freed   bool // removed from Journal.segs; close f when refs drops to 0
+
+	dirSynced bool // guarded by Journal.syncMu: its name is durable
+}
+
+func (s *segment) empty() bool { return s.lastSeq < s.firstSeq }
+
+func segName(num uint64) string { return fmt.Sprintf("%08d.seg", num) }
+
+// Open creates a store in opts.Dir, or opens the one there and replays its
+// journal. See docs/journal.md for the replay rules.
+func Open(opts Options) (*Journal, error) {
+	if opts.Dir == "" {
+		return nil, fmt.Errorf("%w: Dir is required", ErrInvalidOptions)
+	}
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.SegmentSize == 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	if opts.MaxSize == 0 {
+		opts.MaxSize = DefaultMaxSize
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case opts.SegmentSize < MinSegmentSize || opts.SegmentSize > MaxSegmentSize:
+		return nil, fmt.Errorf("%w: SegmentSize %d not in [%d, %d]", ErrInvalidOptions, opts.SegmentSize, MinSegmentSize, MaxSegmentSize)
+	case opts.MaxSize < 2*opts.SegmentSize:
+		return nil, fmt.Errorf("%w: MaxSize %d below 2 segments", ErrInvalidOptions, opts.MaxSize)
+	case opts.DeviceSize < 0:
+		return nil, fmt.Errorf("%w: DeviceSize %d", ErrInvalidOptions, opts.DeviceSize)
+	}
+	j := &Journal{
+		fs: opts.FS, log: opts.Logger, dir: opts.Dir, jdir: filepath.Join(opts.Dir, journalName),
+		segSize: opts.SegmentSize, maxSize: opts.MaxSize, retain: ^uint64(0),
+		ckptReq: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	j.spaceCond.L = &j.mu
+	j.syncCond.L = &j.smu
+	if err := j.open(opts.DeviceSize, opts.RegionSize); err != nil {
+		j.closeFiles()
+		return nil, err
+	}
+	j.bg.Add(1)
+	go j.background()
+	return j, nil
+}
+
+func (j *Journal) open(deviceSize, regionSize int64) error {
+	if err := j.fs.MkdirAll(j.jdir, 0o755); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if err := j.fs.Remove(filepath.Join(j.dir, metaTmpName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("journal: remove stale meta.tmp: %w", err)
+	}
+	m, err := j.readMeta()
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return j.create(deviceSize, regionSize)
+	}
+	if deviceSize != 0 && deviceSize != m.deviceSize {
+		return fmt.Errorf("%w: store in %s has %d bytes, options say %d", ErrSizeMismatch, j.dir, m.deviceSize, deviceSize)
+	}
+	j.devSize, j.regionSize, j.salt, j.regions = m.deviceSize, m.regionSize, m.salt, m.regions
+	j.ckptSeq.Store(m.checkpointSeq)
+	if j.data, err = j.fs.OpenFile(filepath.Join(j.dir, dataName), os.O_RDWR, 0); err != nil {
+		return fmt.Errorf("journal: open data file: %w", err)
+	}
+	size, err := j.data.Size()
+	if err != nil {
+		return fmt.Errorf("journal: stat data file: %w", err)
+	}
+	if size != j.devSize {
+		return fmt.Errorf("%w: data file is %d bytes, meta says %d", ErrCorrupt, size, j.devSize)
+	}
+	j.punch, _ = j.data.(vfs.Puncher)
+	return j.replay(m.checkpointSeq)
+}
+
+// create makes a new store. The meta file is written last: until it exists
+// a crash leaves nothing that Open would not recreate.
+func (j *Journal) create(deviceSize, wantRegion int64) error {
+	if deviceSize <= 0 {
+		return fmt.Errorf("%w: DeviceSize is required to create a store in %s", ErrInvalidOptions, j.dir)
+	}
+	rs, err := regionSizeFor(deviceSize, wantRegion)
+	if err != nil {
+		return err
+	}
+	nums, err := j.listSegments()
+	if err != nil {
+		return err
+	}
+	for _, num := range nums {
+		if j.segmentHasRecords(num) {
+			return fmt.Errorf("%w: %s holds journal records but no meta file", ErrCorrupt, j.jdir)
+		}
+		if err := j.fs.Remove(filepath.Join(j.jdir, segName(num))); err != nil {
+			return fmt.Errorf("journal: remove empty segment: %w", err)
+		}
+	}
+	var b [8]byte
+	for j.salt == 0 {
+		_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
+		j.salt = binary.LittleEndian.Uint64(b[:])
+	}
+	j.devSize, j.regionSize = deviceSize, rs
+	j.regions = make([]uint64, regionCount(deviceSize, rs))
+	if j.data, err = j.fs.OpenFile(filepath.Join(j.dir, dataName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+		return fmt.Errorf("journal: create data file: %w", err)
+	}
+	j.punch, _ = j.data.(vfs.Puncher)
+	if err := j.data.Truncate(deviceSize); err != nil {
+		return fmt.Errorf("journal: size data file: %w", err)
+	}
+	if err := j.data.Sync(); err != nil {
+		return fmt.Errorf("journal: sync data file: %w", err)
+	}
+	seg, err := j.createSegment(1, 1)
+	if err != nil {
+		return err
+	}
+	j.segs, j.journalBytes = []*segment{seg}, seg.size
+	if err := j.fdatasync(seg); err != nil {
+		return err
+	}
+	for _, d := range []string{j.jdir, filepath.Dir(j.dir)} {
+		if err := j.fs.SyncDir(d); err != nil {
+			return fmt.Errorf("journal: sync dir %s: %w", d, err)
+		}
+	}
+	seg.dirSynced = true
+	if _, err := j.writeMeta(encodeMeta(nil, &meta{deviceSize: deviceSize, regionSize: rs, salt: j.salt, regions: j.regions})); err != nil {
+		return err
+	}
+	j.log.Info("journal: created store", "dir", j.dir, "device_size", deviceSize, "region_size", rs)
+	return nil
+}
+
+// createSegment creates segment num with its header (not synced).
+func (j *Journal) createSegment(num, firstSeq uint64) (*segment, error) {
+	name := filepath.Join(j.jdir, segName(num))
+	f, err := j.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("journal: create segment: %w", err)
+	}
+	var hdr [segHeaderSize]byte
+	encodeSegHeader(hdr[:], segHeader{num: num, firstSeq: firstSeq, salt: j.salt})
+	if _, err := f.WriteAt(hdr[:], 0); err != nil {
+		_ = f.Close()
+		_ = j.fs.Remove(name)
+		return nil, fmt.Errorf("journal: write segment %d header: %w", num, err)
+	}
+	return &segment{num: num, firstSeq: firstSeq, f: f, lastSeq: firstSeq - 1, size: segHeaderSize}, nil
+}
+
+// fdatasync syncs a segment file, counting the call. The caller must not
+// hold syncMu; it is taken here so that only one runs at a time.
+func (j *Journal) fdatasync(s *segment) error {
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
+	j.syncs.Add(1)
+	if err := s.f.Sync(); err != nil {
+		return j.fail(fmt.Errorf("journal: sync segment %d: %w", s.num, err))
+	}
+	if !s.dirSynced {
+		if err := j.fs.SyncDir(j.jdir); err != nil {
+			return j.fail(fmt.Errorf("journal: sync dir %s: %w", j.jdir, err))
+		}
+		s.dirSynced = true
+	}
+	return nil
+}
+
+// fail records the first fatal error and wakes everyone waiting; it returns
+// err wrapped in ErrFailed. It takes no locks (callers may hold mu); waiters
+// recheck j.failed() whenever they wake, and every path that fails also
+// broadcasts.
+func (j *Journal) fail(err error) error {
+	werr := fmt.Errorf("%w: %w", ErrFailed, err)
+	if j.failure.CompareAndSwap(nil, &werr) {
+		j.log.Error("journal: store failed, reopen to recover", "err", err)
+	}
+	go j.wakeAll() // outside any lock the caller may hold
+	return *j.failure.Load()
+}
+
+func (j *Journal) wakeAll() {
+	j.mu.Lock()
+	j.spaceCond.Broadcast()
+	j.mu.Unlock()
+	j.smu.Lock()
+	j.syncCond.Broadcast()
+	j.smu.Unlock()
+}
+
+// failed returns the sticky failure, if any.
+func (j *Journal) failed() error {
+	if p := j.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Size is the device size in bytes.
+func (j *Journal) Size() int64 { return j.devSize }
+
+// RegionSize is the granularity of ChangedSince.
+func (j *Journal) RegionSize() int64 { return j.regionSize }
+
+// LastSeq is the seq of the last appended record.
+func (j *Journal) LastSeq() uint64 { return j.lastSeqA.Load() }
+
+// DurableSeq is the highest seq known durable.
+func (j *Journal) DurableSeq() uint64 { return j.durable.Load() }
+
+// Stats returns a snapshot of the journal's counters.
+func (j *Journal) Stats() Stats {
+	j.mu.Lock()
+	st := Stats{
+		LastSeq:          j.lastSeq,
+		FirstRetainedSeq: j.segs[0].firstSeq,
+		JournalBytes:     j.journalBytes,
+		Segments:         len(j.segs),
+	}
+	j.mu.Unlock()
+	st.DurableSeq = j.durable.Load()
+	st.CheckpointSeq = j.ckptSeq.Load()
+	st.Writes, st.Syncs, st.Checkpoints = j.writes.Load(), j.syncs.Load(), j.ckpts.Load()
+	return st
+}
+
+// Retain asks the journal to keep the records > seq (for replication catch
+// up). It is a floor, not a guarantee: when the journal passes MaxSize/2 or
+// a writer waits for space, checkpoints free retained segments anyway.
+func (j *Journal) Retain(seq uint64) {
+	j.mu.Lock()
+	j.retain = seq
+	j.mu.Unlock()
+}
+
+// Close checkpoints (so the next Open replays nothing) and closes the store.
+func (j *Journal) Close() error {
+	if !j.closing.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	close(j.done)
+	j.bg.Wait()
+	err := j.failed()
+	if err == nil {
+		err = j.checkpoint()
+	}
+	j.shutdown()
+	return err
+}
+
+// closeNoCheckpoint closes like a crashed process would leave things (but
+// with the page cache intact): for tests of replay.
+func (j *Journal) closeNoCheckpoint() {
+	if !j.closing.CompareAndSwap(false, true) {
+		return
+	}
+	close(j.done)
+	j.bg.Wait()
+	j.shutdown()
+}
+
+func (j *Journal) shutdown() {
+	j.ckMu.Lock() // waits for a checkpoint a caller started concurrently
+	j.ckClosed = true
+	j.ckMu.Unlock()
+	j.mu.Lock()
+	j.closed = true
+	j.spaceCond.Broadcast()
+	j.mu.Unlock()
+	j.smu.Lock()
+	j.syncClosed = true
+	for j.syncing {
+		j.syncCond.Wait()
+	}
+	j.syncCond.Broadcast()
+	j.smu.Unlock()
+	j.life.Lock()
+	j.lifeClosed = true
+	j.life.Unlock()
+	j.closeFiles()
+}
+
+// closeFiles closes the data file and the segments nobody references.
+func (j *Journal) closeFiles() {
+	if j.data != nil {
+		_ = j.data.Close()
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, s := range j.segs {
+		s.freed = true
+		if s.refs == 0 {
+			_ = s.f.Close()
+		}
+	}
+}
+
+// background runs the automatic checkpoints.
+func (j *Journal) background() {
+	defer j.bg.Done()
+	for {
+		select {
+		case <-j.done:
+			return
+		case <-j.ckptReq:
+			if err := j.checkpoint(); err != nil {
+				j.log.Error("journal: background checkpoint", "err", err)
+			}
+		}
+	}
+}
+
+// requestCheckpoint wakes the background goroutine; requests coalesce.
+func (j *Journal) requestCheckpoint() {
+	select {
+	case j.ckptReq <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,83 @@
+package journal
+
+import "fmt"
+
+// ReadRecords calls fn, in seq order, for every retained record with
+// Seq >= from that was appended before the call. It returns ErrCompacted
+// when records at or above from are no longer in the journal, and fn's
+// error if fn fails. w.Data is only valid during the call of fn. fn runs
+// without any journal lock held; appends and checkpoints go on meanwhile
+// (a segment freed meanwhile stays readable until ReadRecords returns).
+func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
+	type snap struct {
+		s   *segment
+		end int64
+	}
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return ErrClosed
+	}
+	if first := j.segs[0].firstSeq; max(from, 1) < first {
+		j.mu.Unlock()
+		return fmt.Errorf("%w: from %d, oldest retained %d", ErrCompacted, from, first)
+	}
+	var snaps []snap
+	for _, s := range j.segs {
+		if !s.empty() && s.lastSeq >= from {
+			s.refs++
+			snaps = append(snaps, snap{s, s.size})
+		}
+	}
+	j.mu.Unlock()
+	defer func() {
+		for _, sn := range snaps {
+			j.release(sn.s)
+		}
+	}()
+	var r segReader
+	for _, sn := range snaps {
+		r = segReader{f: sn.s.f, end: sn.end, buf: r.buf[:0]}
+		for off := int64(segHeaderSize); off < sn.end; {
+			rec, n, derr, ioerr := r.record(off)
+			if ioerr != nil {
+				return fmt.Errorf("journal: read segment %d: %w", sn.s.num, ioerr)
+			}
+			if derr == nil && rec.Salt != j.salt {
+				derr = fmt.Errorf("%w: foreign salt %#x", ErrCorrupt, rec.Salt)
+			}
+			if derr != nil {
+				return fmt.Errorf("journal: segment %s offset %d: %w", segName(sn.s.num), off, derr)
+			}
+			if rec.Seq >= from {
+				if err := fn(rec.Write); err != nil {
+					return err
+				}
+			}
+			off += int64(n)
+		}
+	}
+	return nil
+}
+
+// ChangedSince returns the regions (RegionSize granularity, adjacent ones
+// merged, the last one clipped to the device) whose last write has a seq
+// above seq. It holds the append lock while it scans the region table.
+func (j *Journal) ChangedSince(seq uint64) []Extent {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []Extent
+	for r, s := range j.regions {
+		if s <= seq {
+			continue
+		}
+		off := int64(r) * j.regionSize
+		end := min(off+j.regionSize, j.devSize)
+		if k := len(out) - 1; k >= 0 && out[k].Offset+out[k].Length == off {
+			out[k].Length = end - out[k].Offset
+			continue
+		}
+		out = append(out, Extent{Offset: off, Length: end - off})
+	}
+	return out
+}

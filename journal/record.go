@@ -1,0 +1,258 @@
+package journal
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+)
+
+// Record format, part of the format: do not change (docs/journal.md has the
+// full description). Little-endian; every record starts 8-byte aligned.
+//
+//	 0      4       5      6       8        12      16     24      32       40     48     56       60     64
+//	+-------+-------+------+-------+--------+-------+------+-------+--------+------+------+--------+------+-----------------+
+//	| magic |version| type | flags | length | dcrc  | seq  | epoch | offset | dlen | salt | synced | hcrc | data | zero pad |
+//	+-------+-------+------+-------+--------+-------+------+-------+--------+------+------+--------+------+-----------------+
+//
+// length is the whole record (header, data, padding to 8 bytes); dcrc is the
+// CRC32C of data and padding (0 for a zero record); hcrc is the CRC32C of
+// bytes [0,60), so the pair covers every byte of the record. salt is the
+// journal's random identity: guest data that happens to look like a record
+// does not carry it. synced is a durability hint: the number of bytes of the
+// record's segment known durable when it was appended.
+const (
+	// RecordHeaderSize is the size of a record header.
+	RecordHeaderSize = 64
+	// MaxWriteSize bounds the data of one write record.
+	MaxWriteSize = 32 << 20
+
+	recordMagic   = 0x524a5247 // "GRJR"
+	segmentMagic  = 0x534a5247 // "GRJS"
+	metaMagic     = 0x4d4a5247 // "GRJM"
+	formatVersion = 1
+
+	typeWrite = 1
+	typeZero  = 2
+
+	maxZeroLength = 1 << 62
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Write is one block-device write: Data at Offset, or, when ZeroLength > 0
+// (and Data is nil), ZeroLength bytes of zeros at Offset.
+type Write struct {
+	Seq        uint64
+	Epoch      uint64
+	Offset     int64
+	Data       []byte
+	ZeroLength int64
+}
+
+// Record is a Write as stored in the journal, with the journal's salt and the
+// durability hint (see the format description above).
+type Record struct {
+	Write
+	Salt   uint64
+	Synced int64
+}
+
+func align8(n int64) int64 { return (n + 7) &^ 7 }
+
+// recordLen is the encoded size of w, assuming w is valid.
+func recordLen(w *Write) int64 {
+	return RecordHeaderSize + align8(int64(len(w.Data)))
+}
+
+// checkWrite validates the shape of w (not its seq or device bounds).
+func checkWrite(w *Write) error {
+	switch {
+	case len(w.Data) > 0 && w.ZeroLength != 0:
+		return fmt.Errorf("%w: both data and zero length", ErrInvalidWrite)
+	case len(w.Data) == 0 && w.ZeroLength <= 0:
+		return fmt.Errorf("%w: no data and zero length %d", ErrInvalidWrite, w.ZeroLength)
+	case len(w.Data) > MaxWriteSize:
+		return fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(w.Data), MaxWriteSize)
+	case w.ZeroLength > maxZeroLength:
+		return fmt.Errorf("%w: zero length %d", ErrTooLarge, w.ZeroLength)
+	case w.Offset < 0 || w.Offset > math.MaxInt64-int64(len(w.Data))-w.ZeroLength:
+		return fmt.Errorf("%w: offset %d", ErrOutOfRange, w.Offset)
+	}
+	return nil
+}
+
+// EncodeRecord appends the encoding of r to dst and returns the extended
+// slice. It allocates only when dst lacks capacity. r.Seq must be > 0 and
+// r.Synced must fit in 32 bits.
+func EncodeRecord(dst []byte, r Record) ([]byte, error) {
+	if err := checkWrite(&r.Write); err != nil {
+		return dst, err
+	}
+	if r.Seq == 0 || r.Synced < 0 || r.Synced > math.MaxUint32 {
+		return dst, fmt.Errorf("%w: seq %d synced %d", ErrInvalidWrite, r.Seq, r.Synced)
+	}
+	n := int(recordLen(&r.Write))
+	start := len(dst)
+	if cap(dst)-start < n {
+		grown := make([]byte, start, start+n)
+		copy(grown, dst)
+		dst = grown
+	}
+	dst = dst[:start+n]
+	b := dst[start:]
+	typ, dlen := byte(typeWrite), uint64(len(r.Data))
+	if r.ZeroLength > 0 {
+		typ, dlen = typeZero, uint64(r.ZeroLength)
+	}
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], recordMagic)
+	b[4] = formatVersion
+	b[5] = typ
+	le.PutUint16(b[6:], 0)
+	le.PutUint32(b[8:], uint32(n))
+	le.PutUint64(b[16:], r.Seq)
+	le.PutUint64(b[24:], r.Epoch)
+	le.PutUint64(b[32:], uint64(r.Offset))
+	le.PutUint64(b[40:], dlen)
+	le.PutUint64(b[48:], r.Salt)
+	le.PutUint32(b[56:], uint32(r.Synced))
+	var dcrc uint32
+	if typ == typeWrite {
+		copy(b[RecordHeaderSize:], r.Data)
+		clear(b[RecordHeaderSize+len(r.Data):])
+		dcrc = crc32.Checksum(b[RecordHeaderSize:], castagnoli)
+	}
+	le.PutUint32(b[12:], dcrc)
+	le.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+	return dst, nil
+}
+
+// DecodeRecord decodes the record at the start of b and returns it with its
+// encoded length. Data aliases b: nothing is allocated. Errors:
+//
+//   - ErrTruncated: b ends inside the record; n is the record's full length
+//     when the header is intact, else 0;
+//   - ErrCorrupt: any check fails (a single flipped bit anywhere in a record
+//     is always reported as ErrCorrupt);
+//   - ErrVersion: the header is intact but of an unknown version.
+func DecodeRecord(b []byte) (r Record, n int, err error) {
+	le := binary.LittleEndian
+	if len(b) < 4 {
+		return r, 0, ErrTruncated
+	}
+	if le.Uint32(b) != recordMagic {
+		return r, 0, fmt.Errorf("%w: bad record magic %#x", ErrCorrupt, le.Uint32(b))
+	}
+	if len(b) < RecordHeaderSize {
+		return r, 0, ErrTruncated
+	}
+	if got, want := crc32.Checksum(b[:60], castagnoli), le.Uint32(b[60:]); got != want {
+		return r, 0, fmt.Errorf("%w: record header crc %#x, want %#x", ErrCorrupt, got, want)
+	}
+	if b[4] != formatVersion {
+		return r, 0, fmt.Errorf("%w: record version %d", ErrVersion, b[4])
+	}
+	typ, flags, length := b[5], le.Uint16(b[6:]), int64(le.Uint32(b[8:]))
+	dcrc, dlen := le.Uint32(b[12:]), le.Uint64(b[40:])
+	r.Seq = le.Uint64(b[16:])
+	r.Epoch = le.Uint64(b[24:])
+	off := le.Uint64(b[32:])
+	r.Salt = le.Uint64(b[48:])
+	r.Synced = int64(le.Uint32(b[56:]))
+	switch {
+	case flags != 0:
+		return Record{}, 0, fmt.Errorf("%w: record flags %#x", ErrCorrupt, flags)
+	case r.Seq == 0:
+		return Record{}, 0, fmt.Errorf("%w: record seq 0", ErrCorrupt)
+	case typ == typeWrite && (dlen == 0 || dlen > MaxWriteSize || length != RecordHeaderSize+align8(int64(dlen))):
+		return Record{}, 0, fmt.Errorf("%w: write record length %d data %d", ErrCorrupt, length, dlen)
+	case typ == typeZero && (dlen == 0 || dlen > maxZeroLength || length != RecordHeaderSize || dcrc != 0):
+		return Record{}, 0, fmt.Errorf("%w: zero record length %d zero length %d", ErrCorrupt, length, dlen)
+	case typ != typeWrite && typ != typeZero:
+		return Record{}, 0, fmt.Errorf("%w: record type %d", ErrCorrupt, typ)
+	case off > math.MaxInt64-dlen:
+		return Record{}, 0, fmt.Errorf("%w: record offset %d length %d", ErrCorrupt, off, dlen)
+	}
+	r.Offset = int64(off)
+	if int64(len(b)) < length {
+		return Record{}, int(length), ErrTruncated
+	}
+	if typ == typeZero {
+		r.ZeroLength = int64(dlen)
+		return r, int(length), nil
+	}
+	if got := crc32.Checksum(b[RecordHeaderSize:length], castagnoli); got != dcrc {
+		return Record{}, 0, fmt.Errorf("%w: record data crc %#x, want %#x", ErrCorrupt, got, dcrc)
+	}
+	r.Data = b[RecordHeaderSize : RecordHeaderSize+int64(dlen) : RecordHeaderSize+int64(dlen)]
+	return r, int(length), nil
+}
+
+// Segment header, part of the format: do not change. Bytes [48,64) are the
+// sync mark, rewritten in place after every fdatasync of the segment.
+//
+//	 0       4         6       8        12         16      24         32     40         44    48       56         60      64
+//	+-------+---------+-------+--------+----------+-------+----------+------+----------+-----+--------+----------+-------+
+//	| magic | version | flags | length | reserved | segno | firstSeq | salt | reserved | crc | synced | reserved | mcrc  |
+//	+-------+---------+-------+--------+----------+-------+----------+------+----------+-----+--------+----------+-------+
+//
+// crc is the CRC32C of [0,44); mcrc the CRC32C of [48,60). synced is the
+// number of bytes of this segment made durable by a completed fdatasync.
+const segHeaderSize = 64
+
+type segHeader struct {
+	num      uint64
+	firstSeq uint64
+	salt     uint64
+}
+
+func encodeSegHeader(b []byte, h segHeader) {
+	le := binary.LittleEndian
+	clear(b[:segHeaderSize])
+	le.PutUint32(b[0:], segmentMagic)
+	le.PutUint16(b[4:], formatVersion)
+	le.PutUint32(b[8:], segHeaderSize)
+	le.PutUint64(b[16:], h.num)
+	le.PutUint64(b[24:], h.firstSeq)
+	le.PutUint64(b[32:], h.salt)
+	le.PutUint32(b[44:], crc32.Checksum(b[:44], castagnoli))
+	encodeMark(b[48:64], 0)
+}
+
+func decodeSegHeader(b []byte) (segHeader, error) {
+	le := binary.LittleEndian
+	if len(b) < segHeaderSize {
+		return segHeader{}, fmt.Errorf("%w: segment header is %d bytes", ErrTruncated, len(b))
+	}
+	if le.Uint32(b) != segmentMagic {
+		return segHeader{}, fmt.Errorf("%w: bad segment magic %#x", ErrCorrupt, le.Uint32(b))
+	}
+	if got, want := crc32.Checksum(b[:44], castagnoli), le.Uint32(b[44:]); got != want {
+		return segHeader{}, fmt.Errorf("%w: segment header crc %#x, want %#x", ErrCorrupt, got, want)
+	}
+	if v := le.Uint16(b[4:]); v != formatVersion {
+		return segHeader{}, fmt.Errorf("%w: segment version %d", ErrVersion, v)
+	}
+	if le.Uint16(b[6:]) != 0 || le.Uint32(b[8:]) != segHeaderSize || le.Uint32(b[12:]) != 0 || le.Uint32(b[40:]) != 0 {
+		return segHeader{}, fmt.Errorf("%w: segment header fields", ErrCorrupt)
+	}
+	return segHeader{num: le.Uint64(b[16:]), firstSeq: le.Uint64(b[24:]), salt: le.Uint64(b[32:])}, nil
+}
+
+// encodeMark fills the 16-byte sync mark.
+func encodeMark(b []byte, synced int64) {
+	le := binary.LittleEndian
+	le.PutUint64(b[0:], uint64(synced))
+	le.PutUint32(b[8:], 0)
+	le.PutUint32(b[12:], crc32.Checksum(b[:12], castagnoli))
+}
+
+// decodeMark returns the synced offset of a sync mark, 0 when it is torn.
+func decodeMark(b []byte) int64 {
+	le := binary.LittleEndian
+	if len(b) < 16 || crc32.Checksum(b[:12], castagnoli) != le.Uint32(b[12:]) || le.Uint64(b) > math.MaxInt64 {
+		return 0
+	}
+	return int64(le.Uint64(b))
+}

@@ -1,0 +1,321 @@
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/grbd/grbd/internal/vfs"
+)
+
+// listSegments returns the segment numbers in the journal directory, sorted.
+func (j *Journal) listSegments() ([]uint64, error) {
+	names, err := j.fs.ReadDir(j.jdir)
+	if err != nil {
+		return nil, fmt.Errorf("journal: list segments: %w", err)
+	}
+	var nums []uint64
+	for _, name := range names {
+		base, ok := strings.CutSuffix(name, ".seg")
+		num, err := strconv.ParseUint(base, 10, 64)
+		if !ok || err != nil || segName(num) != name || num == 0 {
+			j.log.Warn("journal: ignoring unexpected file", "dir", j.jdir, "name", name)
+			continue
+		}
+		nums = append(nums, num) // ReadDir sorts, and %08d keeps numeric order
+	}
+	return nums, nil
+}
+
+// segmentHasRecords reports whether segment num holds a decodable record
+// after its header.
+func (j *Journal) segmentHasRecords(num uint64) bool {
+	f, err := j.fs.OpenFile(filepath.Join(j.jdir, segName(num)), os.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return false
+	}
+	r := &segReader{f: f, end: size}
+	_, _, derr, ioerr := r.record(segHeaderSize)
+	return derr == nil && ioerr == nil
+}
+
+// replay opens the segments and re-applies the records past the checkpoint
+// ckpt to the data file and the region table. Rules (docs/journal.md):
+// segments in order, seqs strictly increasing, a bad record in a non-last
+// segment is corruption, a bad record in the last segment is a torn tail
+// unless something proves the bytes there had been made durable.
+func (j *Journal) replay(ckpt uint64) error {
+	nums, err := j.listSegments()
+	if err != nil {
+		return err
+	}
+	if len(nums) == 0 {
+		return fmt.Errorf("%w: no segments in %s", ErrCorrupt, j.jdir)
+	}
+	// Segments before a gap in the numbering were freed by a checkpoint
+	// whose removals were not all made durable; they hold only records <=
+	// ckpt (checked below through the first segment after the gap).
+	var stale []uint64
+	for i := len(nums) - 1; i > 0; i-- {
+		if nums[i-1] != nums[i]-1 {
+			stale, nums = nums[:i], nums[i:]
+			break
+		}
+	}
+	var prev uint64 // seq of the last record seen
+	for i, num := range nums {
+		// The first segment must start at or below ckpt+1, each later one
+		// right after its predecessor's records.
+		seg, err := j.replaySegment(num, i == len(nums)-1, ckpt, &prev)
+		if err != nil {
+			return err
+		}
+		j.segs = append(j.segs, seg)
+		j.journalBytes += seg.size
+	}
+	lastRec := prev
+	prev = max(prev, ckpt)
+	j.lastSeq = prev
+	j.lastSeqA.Store(prev)
+	// Everything replayed is in the page cache, maybe not on disk (a process
+	// crash): make it durable before DurableSeq claims it.
+	active := j.segs[len(j.segs)-1]
+	if err := j.fdatasync(active); err != nil {
+		return err
+	}
+	if err := j.fs.SyncDir(j.jdir); err != nil {
+		return fmt.Errorf("journal: sync dir %s: %w", j.jdir, err)
+	}
+	for _, s := range j.segs {
+		s.dirSynced = true
+	}
+	active.synced.Store(active.size)
+	j.writeMark(active, active.size)
+	j.durable.Store(prev)
+	for _, num := range stale {
+		if err := j.fs.Remove(filepath.Join(j.jdir, segName(num))); err != nil {
+			j.log.Warn("journal: remove stale segment", "segment", num, "err", err)
+		}
+	}
+	j.log.Info("journal: opened", "dir", j.dir, "checkpoint_seq", ckpt, "last_seq", prev,
+		"last_record_seq", lastRec, "segments", len(j.segs), "stale_segments_removed", len(stale))
+	return j.failed()
+}
+
+// replaySegment replays one segment. prev is the seq of the last record
+// seen so far, and is advanced.
+func (j *Journal) replaySegment(num uint64, last bool, ckpt uint64, prev *uint64) (*segment, error) {
+	name := filepath.Join(j.jdir, segName(num))
+	f, err := j.fs.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("journal: open segment: %w", err)
+	}
+	seg, err := j.replayFile(f, num, last, ckpt, prev)
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return seg, nil
+}
+
+func (j *Journal) replayFile(f vfs.File, num uint64, last bool, ckpt uint64, prev *uint64) (*segment, error) {
+	size, err := f.Size()
+	if err != nil {
+		return nil, fmt.Errorf("journal: stat segment %d: %w", num, err)
+	}
+	r := &segReader{f: f, end: size}
+	corrupt := func(off int64, why error) error {
+		return fmt.Errorf("%w: segment %s offset %d: %w", ErrCorrupt, segName(num), off, why)
+	}
+	hb, err := r.peek(0, segHeaderSize)
+	if err != nil {
+		return nil, fmt.Errorf("journal: read segment %d: %w", num, err)
+	}
+	hdr, herr := decodeSegHeader(hb)
+	if herr != nil {
+		if errors.Is(herr, ErrVersion) || !last {
+			return nil, corrupt(0, herr)
+		}
+		// The last segment's header is torn: it was created just before the
+		// crash. Nothing in it can have been made durable unless a record
+		// says so.
+		if valid, proof := j.scanLater(r, 0, *prev); proof {
+			return nil, corrupt(0, fmt.Errorf("bad header before %d durable records: %w", valid, herr))
+		}
+		j.log.Warn("journal: reinitializing segment with a torn header", "segment", num, "err", herr)
+		return j.reinitSegment(f, num, max(*prev, ckpt)+1)
+	}
+	switch {
+	case hdr.num != num || hdr.salt != j.salt:
+		return nil, corrupt(0, fmt.Errorf("header names segment %d salt %#x", hdr.num, hdr.salt))
+	case hdr.firstSeq == 0 || hdr.firstSeq > max(*prev, ckpt)+1:
+		return nil, corrupt(0, fmt.Errorf("first seq %d after record %d and checkpoint %d: records missing", hdr.firstSeq, *prev, ckpt))
+	}
+	mark := decodeMark(hb[48:64])
+	seg := &segment{num: num, firstSeq: hdr.firstSeq, f: f, lastSeq: hdr.firstSeq - 1}
+	seg.synced.Store(mark)
+	off, lastGood := int64(segHeaderSize), *prev
+	if hdr.firstSeq-1 > lastGood {
+		lastGood = hdr.firstSeq - 1
+	}
+	for off < size {
+		rec, n, derr, ioerr := r.record(off)
+		if ioerr != nil {
+			return nil, fmt.Errorf("journal: read segment %d: %w", num, ioerr)
+		}
+		if derr == nil && (rec.Salt != j.salt || rec.Seq <= lastGood) {
+			// Intact bytes, but not the next record of this journal: no
+			// crash produces that.
+			return nil, corrupt(off, fmt.Errorf("record seq %d salt %#x after seq %d", rec.Seq, rec.Salt, lastGood))
+		}
+		if errors.Is(derr, ErrVersion) {
+			return nil, corrupt(off, derr)
+		}
+		if derr != nil {
+			if !last {
+				return nil, corrupt(off, derr)
+			}
+			if off < mark {
+				return nil, corrupt(off, fmt.Errorf("%w inside the synced prefix (%d bytes)", derr, mark))
+			}
+			valid, proof := j.scanLater(r, off, lastGood)
+			if proof {
+				return nil, corrupt(off, fmt.Errorf("%w followed by a record written after this offset was synced", derr))
+			}
+			j.log.Warn("journal: cutting torn tail", "segment", num, "offset", off, "size", size,
+				"err", derr, "discarded_unsynced_records", valid)
+			if err := f.Truncate(off); err != nil {
+				return nil, fmt.Errorf("journal: cut segment %d: %w", num, err)
+			}
+			break
+		}
+		if rec.Offset+rec.ZeroLength+int64(len(rec.Data)) > j.devSize {
+			return nil, corrupt(off, fmt.Errorf("record [%d,+%d) beyond device", rec.Offset, rec.ZeroLength+int64(len(rec.Data))))
+		}
+		if rec.Seq > ckpt {
+			if err := j.apply(&rec.Write); err != nil {
+				return nil, fmt.Errorf("journal: replay seq %d: %w", rec.Seq, err)
+			}
+			j.markRegions(&rec.Write)
+		}
+		lastGood, seg.lastSeq = rec.Seq, rec.Seq
+		off += int64(n)
+	}
+	seg.size = off
+	*prev = max(*prev, seg.lastSeq)
+	return seg, nil
+}
+
+// scanLater looks past a bad record at off for valid records of this
+// journal with a seq above after. It returns how many it found and whether
+// one of them proves, by its sync hint, that off had been made durable
+// before it was written (synced > off), i.e. that the bad bytes are
+// corruption rather than an unsynced write lost in the crash.
+func (j *Journal) scanLater(r *segReader, off int64, after uint64) (valid int, proof bool) {
+	for p := (off + 8) &^ 7; p+RecordHeaderSize <= r.end; p += 8 {
+		b, err := r.peek(p, 4)
+		if err != nil || len(b) < 4 || binary.LittleEndian.Uint32(b) != recordMagic {
+			continue
+		}
+		rec, n, derr, ioerr := r.record(p)
+		if ioerr != nil || derr != nil || rec.Salt != j.salt || rec.Seq <= after {
+			continue
+		}
+		valid++
+		if rec.Synced > off {
+			return valid, true
+		}
+		after = rec.Seq
+		p += int64(n) - 8
+	}
+	return valid, false
+}
+
+// reinitSegment rewrites a segment whose header was torn as an empty one.
+func (j *Journal) reinitSegment(f vfs.File, num, firstSeq uint64) (*segment, error) {
+	var hdr [segHeaderSize]byte
+	encodeSegHeader(hdr[:], segHeader{num: num, firstSeq: firstSeq, salt: j.salt})
+	if err := f.Truncate(0); err != nil {
+		return nil, fmt.Errorf("journal: reinit segment %d: %w", num, err)
+	}
+	if _, err := f.WriteAt(hdr[:], 0); err != nil {
+		return nil, fmt.Errorf("journal: reinit segment %d: %w", num, err)
+	}
+	return &segment{num: num, firstSeq: firstSeq, f: f, lastSeq: firstSeq - 1, size: segHeaderSize}, nil
+}
+
+// writeMark records in the segment header that its first synced bytes are
+// durable. Called after the fdatasync that made them so; the mark itself
+// becomes durable with the next one. An error only costs a weaker proof at
+// the next replay, so it is logged, not fatal.
+func (j *Journal) writeMark(s *segment, synced int64) {
+	var b [16]byte
+	encodeMark(b[:], synced)
+	if _, err := s.f.WriteAt(b[:], 48); err != nil {
+		j.log.Warn("journal: write sync mark", "segment", s.num, "err", err)
+	}
+}
+
+// segReader reads a segment file through a window buffer, so replay and
+// ReadRecords use bounded memory (one record at most, plus a chunk).
+type segReader struct {
+	f    vfs.File
+	end  int64 // bytes of the file to consider
+	buf  []byte
+	base int64 // file offset of buf[0]
+}
+
+const readChunk = 1 << 20
+
+// peek returns up to want bytes at off; fewer only at r.end.
+func (r *segReader) peek(off int64, want int) ([]byte, error) {
+	if avail := r.end - off; int64(want) > avail {
+		want = int(max(avail, 0))
+	}
+	if off >= r.base && off+int64(want) <= r.base+int64(len(r.buf)) {
+		s := off - r.base
+		return r.buf[s : s+int64(want)], nil
+	}
+	n := int(min(int64(max(want, readChunk)), r.end-off))
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n)
+	}
+	r.buf = r.buf[:n]
+	got, err := r.f.ReadAt(r.buf, off)
+	if got < n {
+		r.buf = r.buf[:0]
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	r.base = off
+	return r.buf[:want], nil
+}
+
+// record decodes the record at off. derr is a decoding error, ioerr a read
+// error.
+func (r *segReader) record(off int64) (rec Record, n int, derr, ioerr error) {
+	b, err := r.peek(off, RecordHeaderSize)
+	if err != nil {
+		return rec, 0, nil, err
+	}
+	rec, n, derr = DecodeRecord(b)
+	if errors.Is(derr, ErrTruncated) && n > len(b) && off+int64(n) <= r.end {
+		if b, err = r.peek(off, n); err != nil {
+			return rec, 0, nil, err
+		}
+		rec, n, derr = DecodeRecord(b)
+	}
+	return rec, n, derr, nil
+}

@@ -1,0 +1,179 @@
+package journal
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// Sync returns when every record <= seq is durable (seq above LastSeq means
+// LastSeq). Concurrent callers share fdatasyncs: one caller at a time leads
+// and syncs everything appended so far; the others wait for it and return
+// when it covered them, else one of them leads the next round.
+func (j *Journal) Sync(seq uint64) error {
+	seq = min(seq, j.lastSeqA.Load())
+	j.smu.Lock()
+	defer j.smu.Unlock()
+	for {
+		if err := j.failed(); err != nil {
+			return err
+		}
+		if j.durable.Load() >= seq {
+			return nil
+		}
+		if j.syncClosed {
+			return ErrClosed
+		}
+		if j.syncing {
+			j.syncCond.Wait()
+			continue
+		}
+		j.syncing = true
+		j.smu.Unlock()
+		target, err := j.syncActive()
+		j.smu.Lock()
+		j.syncing = false
+		if err == nil && target > j.durable.Load() {
+			j.durable.Store(target)
+		}
+		j.syncCond.Broadcast()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// syncActive makes every record appended so far durable and returns the
+// last one's seq. Older segments were synced when they were rotated out.
+func (j *Journal) syncActive() (uint64, error) {
+	j.mu.Lock()
+	seg := j.segs[len(j.segs)-1]
+	seg.refs++
+	target, end := j.lastSeq, seg.size
+	j.mu.Unlock()
+	defer j.release(seg)
+	if err := j.fdatasync(seg); err != nil {
+		return 0, err
+	}
+	if end > seg.synced.Load() {
+		seg.synced.Store(end)
+		j.writeMark(seg, end)
+	}
+	return target, nil
+}
+
+// release drops a reference taken under mu, closing a freed segment's file
+// when it was the last.
+func (j *Journal) release(s *segment) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	s.refs--
+	if s.freed && s.refs == 0 {
+		_ = s.f.Close()
+	}
+}
+
+// Checkpoint makes the data file durable up to LastSeq, records that in the
+// meta file, and frees the journal segments wholly at or below the
+// checkpoint and the Retain floor. It holds the append lock only to snapshot
+// the region table and to update the segment list, never across an
+// fdatasync.
+func (j *Journal) Checkpoint() error {
+	if j.closing.Load() {
+		return ErrClosed
+	}
+	return j.checkpoint()
+}
+
+func (j *Journal) checkpoint() error {
+	j.ckMu.Lock()
+	defer j.ckMu.Unlock()
+	if j.ckClosed {
+		return ErrClosed
+	}
+	if err := j.failed(); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	ck, appended := j.lastSeq, j.appended
+	j.metaBuf = encodeMeta(j.metaBuf[:0], &meta{
+		deviceSize: j.devSize, regionSize: j.regionSize, checkpointSeq: ck, salt: j.salt, regions: j.regions,
+	})
+	j.mu.Unlock()
+
+	// The journal must hold every record up to ck durably before the meta
+	// says ck: otherwise a crash could lose records ck-k..ck from the journal
+	// while they are skipped as checkpointed, and ReadRecords would silently
+	// jump over them.
+	err := j.Sync(ck)
+	if err == nil {
+		// Every data-file write of a record <= ck was issued before the
+		// snapshot above.
+		if serr := j.data.Sync(); serr != nil {
+			err = j.fail(fmt.Errorf("journal: sync data file: %w", serr))
+		}
+	}
+	if err == nil {
+		var sticky bool
+		if sticky, err = j.writeMeta(j.metaBuf); sticky {
+			err = j.fail(err)
+		}
+	}
+	if err != nil {
+		j.mu.Lock()
+		j.ckptFails++
+		j.ckptErr = err
+		j.spaceCond.Broadcast()
+		j.mu.Unlock()
+		return err
+	}
+
+	j.mu.Lock()
+	j.ckptSeq.Store(ck)
+	j.ckptAppended = appended
+	free := j.freeable(ck)
+	for _, s := range free {
+		j.journalBytes -= s.size
+		s.freed = true
+		if s.refs == 0 {
+			_ = s.f.Close()
+		}
+	}
+	j.segs = j.segs[len(free):]
+	j.spaceCond.Broadcast()
+	j.mu.Unlock()
+	j.advanceDurable(ck)
+	j.ckpts.Add(1)
+
+	// Removals need not be durable: a segment that comes back after a crash
+	// holds only checkpointed records, and replay drops it.
+	for _, s := range free {
+		if err := j.fs.Remove(filepath.Join(j.jdir, segName(s.num))); err != nil {
+			j.log.Warn("journal: remove freed segment", "segment", s.num, "err", err)
+		}
+	}
+	if len(free) > 0 {
+		if err := j.fs.SyncDir(j.jdir); err != nil {
+			j.log.Warn("journal: sync dir after freeing segments", "err", err)
+		}
+	}
+	return nil
+}
+
+// freeable returns, with mu held, the oldest segments that a checkpoint at
+// ck lets go: never the active one, only those whose records are all <= ck,
+// and only those <= the Retain floor unless the journal is above MaxSize/2
+// or a writer waits for space (MaxSize wins over Retain).
+func (j *Journal) freeable(ck uint64) []*segment {
+	bytes, n := j.journalBytes, 0
+	for _, s := range j.segs[:len(j.segs)-1] {
+		if s.lastSeq > ck {
+			break
+		}
+		if s.lastSeq > j.retain && j.waiters == 0 && bytes <= j.maxSize/2 {
+			break
+		}
+		bytes -= s.size
+		n++
+	}
+	return j.segs[:n:n]
+}
