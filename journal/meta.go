@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // Meta file, part of the format: do not change. Written whole to meta.tmp,
@@ -46,12 +47,7 @@ func metaLen(regions int) int { return metaHeaderSize + 8*regions + 8 }
 func encodeMeta(dst []byte, m *meta) []byte {
 	n := metaLen(len(m.regions))
 	start := len(dst)
-	if cap(dst)-start < n {
-		grown := make([]byte, start, start+n)
-		copy(grown, dst)
-		dst = grown
-	}
-	dst = dst[:start+n]
+	dst = slices.Grow(dst, n)[:start+n]
 	b := dst[start:]
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], metaMagic)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 )
 
 // Record format, part of the format: do not change (docs/journal.md has the
@@ -94,12 +95,7 @@ func EncodeRecord(dst []byte, r Record) ([]byte, error) {
 	}
 	n := int(recordLen(&r.Write))
 	start := len(dst)
-	if cap(dst)-start < n {
-		grown := make([]byte, start, start+n)
-		copy(grown, dst)
-		dst = grown
-	}
-	dst = dst[:start+n]
+	dst = slices.Grow(dst, n)[:start+n]
 	b := dst[start:]
 	typ, dlen := byte(typeWrite), uint64(len(r.Data))
 	if r.ZeroLength > 0 {
