@@ -1,0 +1,240 @@
+package blockdev
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/pojntfx/go-nbd/pkg/protocol"
+)
+
+// Fixed newstyle handshake (part of the NBD protocol: do not change):
+//
+//	S: "NBDMAGIC" "IHAVEOPT" u16 handshake flags (FIXED_NEWSTYLE|NO_ZEROES)
+//	C: u32 client flags
+//	repeat:
+//	  C: "IHAVEOPT" u32 option u32 length, length bytes of data
+//	  S: u64 0x3e889045565a9 u32 option u32 reply type u32 length, data
+//	     (NBD_OPT_EXPORT_NAME instead gets u64 size, u16 flags, [124 zeroes])
+//	until NBD_OPT_GO succeeds, NBD_OPT_EXPORT_NAME, or NBD_OPT_ABORT.
+
+// errAborted: the client ended the handshake with NBD_OPT_ABORT.
+var errAborted = errors.New("blockdev: client aborted negotiation")
+
+// negotiate runs the handshake on c and returns the export to serve.
+func (c *conn) negotiate() (export, error) {
+	greeting := protocol.NegotiationNewstyleHeader{
+		OldstyleMagic:  protocol.NEGOTIATION_MAGIC_OLDSTYLE,
+		OptionMagic:    protocol.NEGOTIATION_MAGIC_OPTION,
+		HandshakeFlags: protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE | nbdFlagNoZeroes,
+	}
+	if err := c.send(greeting); err != nil {
+		return export{}, err
+	}
+	var clientFlags uint32
+	if err := binary.Read(c.br, binary.BigEndian, &clientFlags); err != nil {
+		return export{}, fmt.Errorf("blockdev: read client flags: %w", err)
+	}
+	if clientFlags&^nbdFlagsCKnown != 0 {
+		return export{}, fmt.Errorf("%w: %#x", ErrBadClientFlags, clientFlags)
+	}
+	noZeroes := clientFlags&nbdFlagCNoZeroes != 0
+
+	for i := 0; ; i++ {
+		if i == maxOptions {
+			return export{}, fmt.Errorf("%w: more than %d", ErrTooManyOptions, maxOptions)
+		}
+		var oh protocol.NegotiationOptionHeader
+		if err := binary.Read(c.br, binary.BigEndian, &oh); err != nil {
+			return export{}, fmt.Errorf("blockdev: read option header: %w", err)
+		}
+		if oh.OptionMagic != protocol.NEGOTIATION_MAGIC_OPTION {
+			return export{}, fmt.Errorf("%w: %#x", ErrBadOptionMagic, oh.OptionMagic)
+		}
+		if oh.Length > maxOptionLength {
+			return export{}, fmt.Errorf("%w: option %d with %d bytes", ErrOptionTooLarge, oh.ID, oh.Length)
+		}
+		data := make([]byte, oh.Length)
+		if _, err := io.ReadFull(c.br, data); err != nil {
+			return export{}, fmt.Errorf("blockdev: read option %d data: %w", oh.ID, err)
+		}
+
+		switch oh.ID {
+		case nbdOptExportName:
+			if !c.srv.knownExport(data) {
+				return export{}, fmt.Errorf("%w: %q", ErrUnknownExport, data)
+			}
+			x := c.srv.export(false)
+			if err := c.sendExportName(x, noZeroes); err != nil {
+				return export{}, err
+			}
+			return x, nil
+		case protocol.NEGOTIATION_ID_OPTION_ABORT:
+			// Best effort: the client may already have closed.
+			_ = c.sendReply(oh.ID, protocol.NEGOTIATION_TYPE_REPLY_ACK, nil)
+			return export{}, errAborted
+		case protocol.NEGOTIATION_ID_OPTION_LIST:
+			if err := c.optList(oh.ID, data); err != nil {
+				return export{}, err
+			}
+		case protocol.NEGOTIATION_ID_OPTION_INFO, protocol.NEGOTIATION_ID_OPTION_GO:
+			x, ok, err := c.optInfo(oh.ID, data)
+			if err != nil {
+				return export{}, err
+			}
+			if ok && oh.ID == protocol.NEGOTIATION_ID_OPTION_GO {
+				return x, nil
+			}
+		default:
+			// NBD_OPT_STRUCTURED_REPLY, NBD_OPT_STARTTLS, meta contexts,
+			// extended headers and anything unknown: simple replies only.
+			if err := c.sendReply(oh.ID, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED,
+				[]byte("option not supported")); err != nil {
+				return export{}, err
+			}
+		}
+	}
+}
+
+func (c *conn) optList(id uint32, data []byte) error {
+	if len(data) != 0 {
+		return c.sendReply(id, nbdRepErrInvalid, []byte("NBD_OPT_LIST takes no data"))
+	}
+	name := c.srv.opts.ExportName
+	b := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(name)), uint32(len(name)))
+	b = append(b, name...)
+	if err := c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_SERVER, b); err != nil {
+		return err
+	}
+	return c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ACK, nil)
+}
+
+// optInfo answers NBD_OPT_INFO or NBD_OPT_GO. ok reports success, in which
+// case x is the export to serve if the option was GO.
+func (c *conn) optInfo(id uint32, data []byte) (x export, ok bool, err error) {
+	name, infos, valid := parseInfoRequest(data)
+	if !valid {
+		return x, false, c.sendReply(id, nbdRepErrInvalid, []byte("malformed NBD_OPT_INFO/GO data"))
+	}
+	if !c.srv.knownExport(name) {
+		return x, false, c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNKNOWN, []byte("unknown export"))
+	}
+	var wantName, wantDesc, wantBlock bool
+	for _, t := range infos {
+		switch t {
+		case protocol.NEGOTIATION_TYPE_INFO_NAME:
+			wantName = true
+		case protocol.NEGOTIATION_TYPE_INFO_DESCRIPTION:
+			wantDesc = true
+		case protocol.NEGOTIATION_TYPE_INFO_BLOCKSIZE:
+			wantBlock = true
+		}
+	}
+	x = c.srv.export(wantBlock && id == protocol.NEGOTIATION_ID_OPTION_GO)
+	o := &c.srv.opts
+
+	info := binary.BigEndian.AppendUint16(nil, protocol.NEGOTIATION_TYPE_INFO_EXPORT)
+	info = binary.BigEndian.AppendUint64(info, uint64(x.size))
+	info = binary.BigEndian.AppendUint16(info, x.flags)
+	if err := c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_INFO, info); err != nil {
+		return x, false, err
+	}
+	if wantName {
+		b := binary.BigEndian.AppendUint16(nil, protocol.NEGOTIATION_TYPE_INFO_NAME)
+		if err := c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_INFO, append(b, o.ExportName...)); err != nil {
+			return x, false, err
+		}
+	}
+	if wantDesc && o.Description != "" {
+		b := binary.BigEndian.AppendUint16(nil, protocol.NEGOTIATION_TYPE_INFO_DESCRIPTION)
+		if err := c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_INFO, append(b, o.Description...)); err != nil {
+			return x, false, err
+		}
+	}
+	// Block sizes are always sent (the spec allows unrequested info) but
+	// alignment is only enforced when the client asked for them in GO.
+	b := binary.BigEndian.AppendUint16(nil, protocol.NEGOTIATION_TYPE_INFO_BLOCKSIZE)
+	b = binary.BigEndian.AppendUint32(b, o.MinBlockSize)
+	b = binary.BigEndian.AppendUint32(b, o.PreferredBlockSize)
+	b = binary.BigEndian.AppendUint32(b, o.MaxBlockSize)
+	if err := c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_INFO, b); err != nil {
+		return x, false, err
+	}
+	return x, true, c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ACK, nil)
+}
+
+// parseInfoRequest decodes NBD_OPT_INFO/GO data:
+//
+//	u32 name length, name, u16 n, n x u16 info type
+//
+// valid is false unless the lengths add up exactly and the name is a legal
+// NBD string length.
+func parseInfoRequest(data []byte) (name []byte, infos []uint16, valid bool) {
+	if len(data) < 6 {
+		return nil, nil, false
+	}
+	nl := binary.BigEndian.Uint32(data)
+	if nl > maxStringLength || uint64(nl) > uint64(len(data)-6) {
+		return nil, nil, false
+	}
+	name = data[4 : 4+nl]
+	rest := data[4+nl:]
+	n := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	if len(rest) != 2*n {
+		return nil, nil, false
+	}
+	infos = make([]uint16, n)
+	for i := range infos {
+		infos[i] = binary.BigEndian.Uint16(rest[2*i:])
+	}
+	return name, infos, true
+}
+
+// sendExportName answers a successful NBD_OPT_EXPORT_NAME.
+func (c *conn) sendExportName(x export, noZeroes bool) error {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 10+exportNameZeroes), uint64(x.size))
+	b = binary.BigEndian.AppendUint16(b, x.flags)
+	if !noZeroes {
+		b = append(b, make([]byte, exportNameZeroes)...)
+	}
+	if _, err := c.bw.Write(b); err != nil {
+		return fmt.Errorf("blockdev: send export info: %w", err)
+	}
+	return c.flush()
+}
+
+// sendReply sends one option reply; final replies (ACK, errors) are flushed.
+func (c *conn) sendReply(opt, typ uint32, data []byte) error {
+	h := protocol.NegotiationReplyHeader{
+		ReplyMagic: protocol.NEGOTIATION_MAGIC_REPLY,
+		ID:         opt,
+		Type:       typ,
+		Length:     uint32(len(data)),
+	}
+	if err := binary.Write(c.bw, binary.BigEndian, h); err != nil {
+		return fmt.Errorf("blockdev: send option reply: %w", err)
+	}
+	if _, err := c.bw.Write(data); err != nil {
+		return fmt.Errorf("blockdev: send option reply: %w", err)
+	}
+	if typ == protocol.NEGOTIATION_TYPE_REPLY_INFO || typ == protocol.NEGOTIATION_TYPE_REPLY_SERVER {
+		return nil // more replies follow
+	}
+	return c.flush()
+}
+
+func (c *conn) send(v any) error {
+	if err := binary.Write(c.bw, binary.BigEndian, v); err != nil {
+		return fmt.Errorf("blockdev: send handshake: %w", err)
+	}
+	return c.flush()
+}
+
+func (c *conn) flush() error {
+	if err := c.bw.Flush(); err != nil {
+		return fmt.Errorf("blockdev: send handshake: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/node"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+type statusOptions struct {
+	configPath string
+	name       string
+	json       bool
+	timeout    time.Duration
+}
+
+func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
+	fs.StringVar(&o.name, "name", "", "only this member (default: every data node)")
+	fs.BoolVar(&o.json, "json", false, "print JSON (an array, one object per member)")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for each member")
+}
+
+// memberStatus is one row of `grbd status`: the node's own report, or why it
+// could not be had.
+type memberStatus struct {
+	Member    string `json:"member"`
+	Admin     string `json:"admin"`
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+	*node.Status
+}
+
+func newStatusCommand() *cobra.Command {
+	o := &statusOptions{}
+	cmd := &cobra.Command{
+		Use:   "status --config FILE [--name NAME] [--json]",
+		Short: "Show roles, disk states and journal positions of the cluster's members",
+		Long: `Asks each data node's admin endpoint for its state. Exits non-zero when no
+member answers.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.configPath == "" {
+				return errors.New("--config is required")
+			}
+			cfg, err := config.Load(o.configPath)
+			if err != nil {
+				return err
+			}
+			members := cfg.Nodes
+			if o.name != "" {
+				m, _, err := cfg.Member(o.name)
+				if err != nil {
+					return err
+				}
+				members = []config.Member{m}
+			}
+			rows := make([]memberStatus, len(members))
+			reachable := 0
+			for i, m := range members {
+				rows[i] = fetchStatus(cmd.Context(), m, o.timeout)
+				if rows[i].Reachable {
+					reachable++
+				}
+			}
+			if o.json {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rows); err != nil {
+					return err
+				}
+			} else {
+				printStatus(cmd.OutOrStdout(), cfg, rows)
+			}
+			if reachable == 0 {
+				return errors.New("status: no member answered")
+			}
+			return nil
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func fetchStatus(ctx context.Context, m config.Member, timeout time.Duration) memberStatus {
+	row := memberStatus{Member: m.Name, Admin: m.Admin}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.Admin+"/status", nil)
+	if err != nil {
+		row.Error = err.Error()
+		return row
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		row.Error = err.Error()
+		return row
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		row.Error = "admin endpoint answered " + resp.Status
+		return row
+	}
+	var st node.Status
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		row.Error = "bad status reply: " + err.Error()
+		return row
+	}
+	row.Reachable, row.Status = true, &st
+	return row
+}
+
+func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus) {
+	fmt.Fprintf(w, "cluster %s  device %s  protocol %s\n", cfg.Cluster, cfg.Device.Size, cfg.Replication.Protocol)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
+	for _, r := range rows {
+		if !r.Reachable {
+			fmt.Fprintf(tw, "%s\tUnknown\t-\t-\t-\t-\t-\tunreachable: %s\n", r.Member, r.Error)
+			continue
+		}
+		j := r.Journal
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, r.Role, r.Disk, r.NBD,
+			j.LastSeq, j.DurableSeq, j.CheckpointSeq, config.Size(j.Bytes), j.Segments)
+	}
+	tw.Flush()
+}
