@@ -266,6 +266,13 @@ func (j *Journal) create(deviceSize, wantRegion int64) error {
 	if err := j.data.Truncate(deviceSize); err != nil {
 		return fmt.Errorf("journal: size data file: %w", err)
 	}
+	// Thick-provision the image: a full disk is an error now, not an EIO on
+	// some later write, and first writes skip block allocation.
+	if a, ok := j.data.(vfs.Allocator); ok {
+		if err := a.Allocate(0, deviceSize); err != nil && !errors.Is(err, vfs.ErrNotSupported) {
+			return fmt.Errorf("journal: reserve %d bytes for the data file: %w", deviceSize, err)
+		}
+	}
 	if err := j.data.Sync(); err != nil {
 		return fmt.Errorf("journal: sync data file: %w", err)
 	}

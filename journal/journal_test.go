@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/grbd/grbd/internal/vfs"
 )
@@ -502,4 +504,17 @@ func TestAutomaticCheckpoint(t *testing.T) {
 	st := j.Stats()
 	require.Greater(t, st.CheckpointSeq, uint64(60))
 	require.Less(t, st.JournalBytes, o.MaxSize/4+o.SegmentSize*2)
+}
+
+// TestDataFileThickProvisioned checks that creating a store reserves the
+// whole image on disk, so a full disk fails at create time rather than as an
+// EIO on a later write.
+func TestDataFileThickProvisioned(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(Options{Dir: dir, FS: vfs.Default, DeviceSize: 8 << 20})
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(filepath.Join(dir, "data.img"), &st))
+	require.GreaterOrEqual(t, st.Blocks*512, int64(8<<20), "data.img is sparse")
 }

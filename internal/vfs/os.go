@@ -91,12 +91,19 @@ func (f *osFile) Sync() error {
 
 // PunchHole implements Puncher with fallocate(PUNCH_HOLE|KEEP_SIZE).
 func (f *osFile) PunchHole(off, n int64) error {
+	return f.fallocate("punch hole", unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+// Allocate implements Allocator with fallocate(0).
+func (f *osFile) Allocate(off, n int64) error { return f.fallocate("allocate", 0, off, n) }
+
+func (f *osFile) fallocate(what string, mode uint32, off, n int64) error {
 	if n == 0 {
 		return nil
 	}
 	var serr error
 	if err := f.rc.Control(func(fd uintptr) {
-		serr = unix.Fallocate(int(fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		serr = unix.Fallocate(int(fd), mode, off, n)
 	}); err != nil {
 		return err
 	}
@@ -104,7 +111,7 @@ func (f *osFile) PunchHole(off, n int64) error {
 	case serr == nil:
 		return nil
 	case errors.Is(serr, unix.EOPNOTSUPP), errors.Is(serr, unix.ENOSYS):
-		return fmt.Errorf("punch hole %s: %w (%w)", f.f.Name(), ErrNotSupported, serr)
+		return fmt.Errorf("%s %s: %w (%w)", what, f.f.Name(), ErrNotSupported, serr)
 	default:
 		return &os.PathError{Op: "fallocate", Path: f.f.Name(), Err: serr}
 	}

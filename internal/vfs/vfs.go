@@ -80,3 +80,11 @@ type File interface {
 type Puncher interface {
 	PunchHole(off, n int64) error
 }
+
+// Allocator is the optional capability of reserving disk space for a range
+// of a file (fallocate mode 0): later writes there cannot fail for lack of
+// space and skip block allocation. Implementations return an error wrapping
+// ErrNotSupported when the file system lacks it.
+type Allocator interface {
+	Allocate(off, n int64) error
+}
