@@ -19,6 +19,20 @@ type Status struct {
 	Uptime     float64       `json:"uptime_seconds"`
 	Journal    JournalStatus `json:"journal"`
 	IO         IOStatus      `json:"io"`
+	Protocol   string        `json:"protocol"`
+	// Peers: on the primary, one entry per other data node; on a secondary,
+	// the primary once it connected.
+	Peers []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is one replication peer as this node sees it.
+type PeerStatus struct {
+	Name         string `json:"name"`
+	Connection   string `json:"connection"` // Connected, Connecting, Disconnected
+	Disk         string `json:"disk"`       // UpToDate, Inconsistent, Outdated, Unknown
+	AckedSeq     uint64 `json:"acked_seq"`  // highest seq the peer journaled
+	Behind       uint64 `json:"behind"`     // writes the peer has not journaled yet
+	CatchupBytes uint64 `json:"catchup_bytes"`
 }
 
 // JournalStatus is the journal position of the node.
@@ -47,12 +61,20 @@ type IOStatus struct {
 func (n *Node) Status() Status {
 	js := n.store.Stats()
 	ns := n.nbd.Stats()
+	disk, peers := DiskUpToDate, []PeerStatus{}
+	if n.prim != nil {
+		peers = n.prim.peerStatuses()
+	} else {
+		disk, peers = n.sec.disk(), n.sec.peerStatuses()
+	}
 	return Status{
 		Cluster:    n.cfg.Cluster,
 		Name:       n.me.Name,
 		Version:    Version,
-		Role:       "Primary",
-		Disk:       "UpToDate",
+		Role:       n.role(),
+		Disk:       disk,
+		Protocol:   n.cfg.Replication.Protocol,
+		Peers:      peers,
 		DeviceSize: n.store.Size(),
 		NBD:        "nbd://" + n.NBDAddr().String(),
 		Uptime:     time.Since(n.started).Seconds(),

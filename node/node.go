@@ -3,6 +3,13 @@
 // I/O edge around the pure logic packages; all sockets and files live here or
 // below.
 //
+// The node named by replication.primary exports a writable device and ships
+// every write to its peers (primary.go, link.go: one dialing goroutine per
+// peer, a sender and an ack reader per session); every other data node
+// listens on its address, applies the primary's writes in sequence order and
+// exports a read-only device (secondary.go). The replication core
+// (replicator.Primary) is driven under one mutex.
+//
 // A Node is safe for concurrent use. Start brings every listener up before it
 // returns; Close stops them, waits for in-flight requests and checkpoints the
 // journal so the next start replays nothing.
@@ -21,6 +28,7 @@ import (
 	"github.com/grbd/grbd/blockdev"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/replicator"
 )
 
 // Version is the grbd release; set at build time with -ldflags.
@@ -46,6 +54,12 @@ type Node struct {
 
 	admin   *http.Server
 	adminLn net.Listener
+
+	prim     *primary   // on the primary
+	sec      *secondary // on a secondary
+	peerLn   net.Listener
+	stopRepl context.CancelFunc
+	replWG   sync.WaitGroup
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -79,6 +93,29 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("node %s: open store in %s: %w", name, me.DataDir, err)
 	}
 	n.dev = &device{store: n.store, syncAlways: cfg.Journal.Sync == config.SyncAlways, epoch: 1}
+	if cfg.Replication.Primary == name {
+		proto, err := replicator.ParseProtocol(cfg.Replication.Protocol)
+		if err != nil {
+			n.store.Close()
+			return nil, err
+		}
+		n.prim = newPrimary(n.store, proto, n.dev.epoch, log)
+		for _, m := range cfg.Nodes {
+			if m.Name != name {
+				n.prim.addLink(newLink(n.prim, m.Name, m.Address, cfg.Cluster, name, log))
+			}
+		}
+		n.dev.prim = n.prim
+	} else {
+		if n.sec, err = newSecondary(n.store, cfg.Cluster, name, me.DataDir, log); err != nil {
+			n.store.Close()
+			return nil, err
+		}
+		if n.peerLn, err = net.Listen("tcp", me.Address); err != nil {
+			n.store.Close()
+			return nil, fmt.Errorf("node %s: peer listen: %w", name, err)
+		}
+	}
 
 	n.nbd, err = blockdev.NewServer(n.dev, blockdev.Options{
 		ExportName:  cfg.NBD.Export,
@@ -91,11 +128,13 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("node %s: nbd: %w", name, err)
 	}
 	if n.nbdLn, err = net.Listen("tcp", me.NBD); err != nil {
+		n.closePeerLn()
 		n.store.Close()
 		return nil, fmt.Errorf("node %s: nbd listen: %w", name, err)
 	}
 	if n.adminLn, err = net.Listen("tcp", me.Admin); err != nil {
 		n.nbdLn.Close()
+		n.closePeerLn()
 		n.store.Close()
 		return nil, fmt.Errorf("node %s: admin listen: %w", name, err)
 	}
@@ -114,9 +153,10 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Node, error) {
 			log.Error("admin server stopped", "err", err)
 		}
 	}()
+	n.startReplication()
 	st := n.store.Stats()
 	log.Info("node started", "nbd", n.NBDAddr(), "admin", n.AdminAddr(), "size", cfg.Device.Size,
-		"last_seq", st.LastSeq, "checkpoint_seq", st.CheckpointSeq)
+		"last_seq", st.LastSeq, "checkpoint_seq", st.CheckpointSeq, "role", n.role())
 	return n, nil
 }
 
@@ -133,9 +173,55 @@ func (n *Node) Close() error {
 		defer cancel()
 		errs := []error{n.nbd.Close(), n.admin.Shutdown(ctx)}
 		n.wg.Wait()
+		n.stopReplication()
 		errs = append(errs, n.store.Close())
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped", "err", n.closeErr)
 	})
 	return n.closeErr
+}
+
+func (n *Node) closePeerLn() {
+	if n.peerLn != nil {
+		n.peerLn.Close()
+	}
+}
+
+// role is Primary or Secondary.
+func (n *Node) role() string {
+	if n.prim != nil {
+		return RolePrimary
+	}
+	return RoleSecondary
+}
+
+// Roles shown in status.
+const (
+	RolePrimary   = "Primary"
+	RoleSecondary = "Secondary"
+)
+
+// startReplication starts the peer links (primary) or the peer listener
+// (secondary).
+func (n *Node) startReplication() {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopRepl = cancel
+	if n.sec != nil {
+		n.sec.serve(n.peerLn)
+		return
+	}
+	for _, l := range n.prim.links {
+		n.replWG.Go(func() { l.run(ctx) })
+	}
+	n.replWG.Go(func() { n.prim.retainLoop(ctx.Done()) })
+}
+
+// stopReplication ends every peer session; the NBD server has drained, so no
+// write is waiting for a peer.
+func (n *Node) stopReplication() {
+	n.stopRepl()
+	if n.sec != nil {
+		n.sec.close()
+	}
+	n.replWG.Wait()
 }

@@ -22,6 +22,8 @@ type localOptions struct {
 	size     string
 	nbdPort  int
 	basePort int
+	nodes    int
+	protocol string
 }
 
 func (o *localOptions) AddFlags(fs *pflag.FlagSet) {
@@ -29,6 +31,8 @@ func (o *localOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.size, "size", "1GiB", "device size when creating the cluster")
 	fs.IntVar(&o.nbdPort, "nbd-port", 10809, "NBD port of the first data node on 127.0.0.1")
 	fs.IntVar(&o.basePort, "base-port", 7700, "first peer port; admin ports start at base-port+100")
+	fs.IntVar(&o.nodes, "nodes", 1, "data nodes when creating the cluster (the first is the primary)")
+	fs.StringVar(&o.protocol, "protocol", "C", "replication protocol when creating the cluster: A, B or C")
 }
 
 func newLocalCommand(g *globalOptions) *cobra.Command {
@@ -37,8 +41,11 @@ func newLocalCommand(g *globalOptions) *cobra.Command {
 		Use:   "local [--dir DIR]",
 		Short: "Run a local cluster on loopback with sane defaults",
 		Long: `Creates DIR/grbd.yaml on first use (an existing one is reused as it is) and runs
-the cluster's members on 127.0.0.1 until SIGINT or SIGTERM. Prints
-"ready nbd://127.0.0.1:PORT" when the export accepts connections.
+the cluster's members on 127.0.0.1 until SIGINT or SIGTERM. With --nodes N the
+cluster has N data nodes replicating from the first (the primary; the others
+export read-only devices on the following NBD ports). Prints
+"ready nbd://127.0.0.1:PORT" for each node when its export accepts
+connections, the primary first.
 Inspect it with: grbd status --config DIR/grbd.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -49,6 +56,9 @@ Inspect it with: grbd status --config DIR/grbd.yaml`,
 			cfg, created, err := o.loadOrCreate()
 			if err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("nodes") && len(cfg.Nodes) != o.nodes {
+				return fmt.Errorf("local: %s has %d data nodes, not --nodes %d: remove %s to recreate it", cfg.Path, len(cfg.Nodes), o.nodes, o.dir)
 			}
 			if created {
 				log.Info("created cluster config", "path", cfg.Path)
@@ -68,6 +78,9 @@ Inspect it with: grbd status --config DIR/grbd.yaml`,
 	return cmd
 }
 
+// localNames are the data nodes of a local cluster, in order.
+var localNames = []string{"alpha", "beta", "gamma", "delta", "epsilon"}
+
 // loadOrCreate reuses DIR/grbd.yaml or writes a fresh single-node config.
 func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 	path := filepath.Join(o.dir, localConfigName)
@@ -81,19 +94,25 @@ func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("--size: %w", err)
 	}
-	if o.nbdPort < 1 || o.nbdPort > 65535 || o.basePort < 1 || o.basePort > 65535-200 {
+	if o.nodes < 1 || o.nodes > len(localNames) {
+		return nil, false, fmt.Errorf("--nodes must be between 1 and %d", len(localNames))
+	}
+	if o.nbdPort < 1 || o.nbdPort > 65535-o.nodes || o.basePort < 1 || o.basePort > 65535-200 {
 		return nil, false, fmt.Errorf("--nbd-port and --base-port must be valid TCP ports")
 	}
 	cfg := &config.Config{
-		Cluster: "local",
-		Device:  config.Device{Size: size},
-		Nodes: []config.Member{{
-			Name:    "alpha",
-			Address: fmt.Sprintf("127.0.0.1:%d", o.basePort),
-			NBD:     fmt.Sprintf("127.0.0.1:%d", o.nbdPort),
-			Admin:   fmt.Sprintf("127.0.0.1:%d", o.basePort+100),
-			DataDir: "alpha",
-		}},
+		Cluster:     "local",
+		Device:      config.Device{Size: size},
+		Replication: config.Replication{Protocol: o.protocol},
+	}
+	for i, name := range localNames[:o.nodes] {
+		cfg.Nodes = append(cfg.Nodes, config.Member{
+			Name:    name,
+			Address: fmt.Sprintf("127.0.0.1:%d", o.basePort+i),
+			NBD:     fmt.Sprintf("127.0.0.1:%d", o.nbdPort+i),
+			Admin:   fmt.Sprintf("127.0.0.1:%d", o.basePort+100+i),
+			DataDir: name,
+		})
 	}
 	b, err := cfg.Marshal()
 	if err != nil {

@@ -133,4 +133,23 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus) {
 			j.LastSeq, j.DurableSeq, j.CheckpointSeq, config.Size(j.Bytes), j.Segments)
 	}
 	tw.Flush()
+	var peers []string
+	for _, r := range rows {
+		if r.Reachable && r.Role == node.RolePrimary {
+			for _, p := range r.Peers {
+				peers = append(peers, fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t%s", r.Member, p.Name, p.Connection, p.Disk,
+					p.AckedSeq, p.Behind, config.Size(p.CatchupBytes)))
+			}
+		}
+	}
+	if len(peers) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PRIMARY\tPEER\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP")
+	for _, l := range peers {
+		fmt.Fprintln(tw, l)
+	}
+	tw.Flush()
 }

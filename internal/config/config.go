@@ -77,6 +77,10 @@ type NBD struct {
 // Replication tunes the data path between data nodes.
 type Replication struct {
 	Protocol string `yaml:"protocol,omitempty"`
+	// Primary names the data node that exports the writable device; the
+	// others are read-only secondaries. Default: the first data node. A
+	// stop-gap until the quorum control plane elects the primary.
+	Primary string `yaml:"primary,omitempty"`
 }
 
 // Member is a data node or the witness. Addresses are host:port.

@@ -40,6 +40,7 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, DefaultJournalSegment, c.Journal.SegmentSize, "default filled")
 	require.Equal(t, SyncOnFlush, c.Journal.Sync)
 	require.Equal(t, ProtocolC, c.Replication.Protocol)
+	require.Equal(t, "alpha", c.Replication.Primary, "default primary: the first data node")
 	require.Equal(t, "/etc/grbd/alpha", c.Nodes[0].DataDir, "relative dir resolved against the file")
 	require.Equal(t, "/var/lib/grbd/beta", c.Nodes[1].DataDir)
 	m, witness, err := c.Member("w")
@@ -48,6 +49,12 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, "127.0.0.1:7702", m.Address)
 	_, _, err = c.Member("nope")
 	require.ErrorIs(t, err, ErrUnknownMember)
+}
+
+func TestParsePrimary(t *testing.T) {
+	c, err := Parse("c.yaml", []byte(good+"replication:\n  primary: beta\n"))
+	require.NoError(t, err)
+	require.Equal(t, "beta", c.Replication.Primary)
 }
 
 func TestMarshalRoundTrip(t *testing.T) {
@@ -77,6 +84,8 @@ func TestParseErrors(t *testing.T) {
 			return strings.Replace(s, "max-size: 512MiB", "max-size: 512MiB\n  sync: sometimes", 1)
 		}, "c.yaml:6: journal.sync: \"sometimes\""},
 		{"bad protocol", func(s string) string { return s + "replication:\n  protocol: D\n" }, "c.yaml:22: replication.protocol: \"D\": want A, B or C"},
+		{"primary not a node", func(s string) string { return s + "replication:\n  primary: gamma\n" }, "c.yaml:22: replication.primary: \"gamma\" is not a data node"},
+		{"primary is the witness", func(s string) string { return s + "replication:\n  primary: w\n" }, "c.yaml:22: replication.primary: \"w\" is not a data node"},
 		{"no nodes", func(s string) string { return s[:strings.Index(s, "nodes:")] }, "c.yaml:1: nodes: at least one data node"},
 		{"duplicate name", func(s string) string { return strings.Replace(s, "name: beta", "name: alpha", 1) }, "c.yaml:12: nodes[1].name: duplicate member name \"alpha\""},
 		{"bad address", func(s string) string { return strings.Replace(s, "address: 127.0.0.1:7701", "address: nowhere", 1) }, "c.yaml:13: nodes[1].address: \"nowhere\" is not host:port"},

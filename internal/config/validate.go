@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	"gopkg.in/yaml.v3"
@@ -117,6 +118,13 @@ func (c *Config) validate(root *yaml.Node) []error {
 	}
 	if c.Witness != nil {
 		checkMember(c.Witness, false, "witness")
+	}
+	switch {
+	case len(c.Nodes) == 0:
+	case c.Replication.Primary == "":
+		c.Replication.Primary = c.Nodes[0].Name
+	case !slices.ContainsFunc(c.Nodes, func(m Member) bool { return m.Name == c.Replication.Primary }):
+		bad(fmt.Sprintf("%q is not a data node", c.Replication.Primary), "replication", "primary")
 	}
 	return errs
 }

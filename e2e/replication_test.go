@@ -1,0 +1,281 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/node"
+	"github.com/stretchr/testify/require"
+)
+
+// replCluster is a 2-node cluster of `grbd node` processes: n0 primary, n1
+// secondary.
+type replCluster struct {
+	t       *testing.T
+	dir     string
+	cfgPath string
+	cfg     *config.Config
+}
+
+func newReplCluster(t *testing.T, protocol, journalMax string) *replCluster {
+	t.Helper()
+	dir := t.TempDir()
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: e2e\ndevice:\n  size: 256MiB\njournal:\n  max-size: %s\n  segment-size: 4MiB\n"+
+		"replication:\n  protocol: %s\nnodes:\n", journalMax, protocol)
+	for i := range 2 {
+		fmt.Fprintf(&b, "  - name: n%d\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: n%d\n",
+			i, freePort(t), freePort(t), freePort(t), i)
+	}
+	p := filepath.Join(dir, "grbd.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(b.String()), 0o644))
+	cfg, err := config.Load(p)
+	require.NoError(t, err)
+	return &replCluster{t: t, dir: dir, cfgPath: p, cfg: cfg}
+}
+
+func (c *replCluster) start(name, logName string) *proc {
+	c.t.Helper()
+	return startGrbd(c.t, c.dir, logName, "node", "--config", c.cfgPath, "--name", name)
+}
+
+// status fetches a node's /status.
+func (c *replCluster) status(name string) (node.Status, error) {
+	m, _, err := c.cfg.Member(name)
+	if err != nil {
+		return node.Status{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.Admin+"/status", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return node.Status{}, err
+	}
+	defer resp.Body.Close()
+	var st node.Status
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+// waitPeer waits until the primary n0 reports peer n1 UpToDate with nothing
+// behind, and returns that status.
+func (c *replCluster) waitPeer(timeout time.Duration) node.Status {
+	c.t.Helper()
+	var st node.Status
+	var err error
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		st, err = c.status("n0")
+		if err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskUpToDate &&
+			st.Peers[0].Connection == node.ConnConnected && st.Peers[0].Behind == 0 {
+			return st
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("peer n1 not UpToDate within %v: %+v (err %v)", timeout, st.Peers, err)
+	return st
+}
+
+// sha256File hashes a node's device image.
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	require.NoError(t, err)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// requireSameImages compares the stopped nodes' data.img files.
+func (c *replCluster) requireSameImages() {
+	c.t.Helper()
+	a := sha256File(c.t, filepath.Join(c.cfg.Nodes[0].DataDir, "data.img"))
+	b := sha256File(c.t, filepath.Join(c.cfg.Nodes[1].DataDir, "data.img"))
+	require.Equal(c.t, a, b, "primary and secondary images differ")
+}
+
+// TestReplicationProtocolC: fio verify on the primary of a 2-node protocol C
+// cluster; the secondary's export is read-only and refuses writes with EPERM;
+// after a clean stop both images are byte-identical.
+func TestReplicationProtocolC(t *testing.T) {
+	requireTools(t, "fio", "nbdinfo")
+	c := newReplCluster(t, "C", "64MiB")
+	sec := c.start("n1", "n1")
+	prim := c.start("n0", "n0")
+	c.waitPeer(10 * time.Second)
+
+	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), "--size=16m", "--offset_increment=16m")...)
+	require.NotContains(t, out, "verify: bad", out)
+	require.Contains(t, out, "WRITE:", out)
+	st := c.waitPeer(10 * time.Second)
+	require.Equal(t, node.RolePrimary, st.Role)
+	require.NotZero(t, st.Peers[0].AckedSeq)
+
+	info := run(t, 30*time.Second, "nbdinfo", "--json", sec.uri())
+	require.Contains(t, info, `"is_read_only": true`, info)
+	out, err := runErr(30*time.Second, "fio", "--name=ro", "--ioengine=nbd", "--uri="+sec.uri(), "--rw=write", "--bs=4k", "--size=64k")
+	require.Error(t, err, "a write to the secondary succeeded:\n%s", out)
+	require.Contains(t, out, "Operation not permitted", out)
+	sst, err := c.status("n1")
+	require.NoError(t, err)
+	require.Equal(t, node.RoleSecondary, sst.Role)
+	require.Equal(t, node.DiskUpToDate, sst.Disk)
+
+	human := run(t, 30*time.Second, grbdBin, "status", "--config", c.cfgPath)
+	require.Regexp(t, `n0\s+n1\s+Connected\s+UpToDate`, human)
+
+	prim.stop()
+	sec.stop()
+	c.requireSameImages()
+}
+
+// TestReplicationCatchUp kills the secondary with SIGKILL in the middle of a
+// verified fio run: writes go on without it; restarted, it catches up from
+// the primary's journal. A second absence spans more writes than the journal
+// holds, so the peer comes back through a region resync. Both times it must
+// end UpToDate with an identical image.
+func TestReplicationCatchUp(t *testing.T) {
+	requireTools(t, "fio")
+	c := newReplCluster(t, "C", "256MiB")
+	sec := c.start("n1", "n1")
+	prim := c.start("n0", "n0")
+	c.waitPeer(10 * time.Second)
+
+	// Phase 1: short absence, journal catch-up.
+	fio := exec.Command("fio", fioVerifyArgs(prim.uri(), "--size=24m", "--offset_increment=24m")...)
+	fio.Dir = os.TempDir()
+	var fioOut strings.Builder
+	fio.Stdout, fio.Stderr = &fioOut, &fioOut
+	require.NoError(t, fio.Start())
+	fioDone := make(chan error, 1)
+	go func() { fioDone <- fio.Wait() }()
+	time.Sleep(700 * time.Millisecond)
+	sec.kill9()
+	st0, err := c.status("n0")
+	require.NoError(t, err)
+	time.Sleep(500 * time.Millisecond)
+	st1, err := c.status("n0")
+	require.NoError(t, err)
+	require.Greater(t, st1.Journal.LastSeq, st0.Journal.LastSeq, "writes stalled while the peer was down")
+	sec = c.start("n1", "n1-restarted")
+	select {
+	case err := <-fioDone:
+		require.NoError(t, err, fioOut.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatal("fio hangs")
+	}
+	require.NotContains(t, fioOut.String(), "verify: bad", fioOut.String())
+	st := c.waitPeer(20 * time.Second)
+	t.Logf("journal catch-up: %d writes (4 KiB) while the peer was away before its restart, catch-up moved %d bytes",
+		st1.Journal.LastSeq-st0.Journal.LastSeq, st.Peers[0].CatchupBytes)
+	require.NotZero(t, st.Peers[0].CatchupBytes, "the restarted peer was not caught up")
+
+	require.NotContains(t, logOf(t, c, "n0"), "region resync", "phase 1 should catch up from the journal")
+	catchup := st.Peers[0].CatchupBytes
+
+	// Phase 2: an absence longer than the journal retains (MaxSize/2):
+	// region resync.
+	sec.kill9()
+	before, err := c.status("n0")
+	require.NoError(t, err)
+	out := run(t, 2*time.Minute, "fio", "--name=fill", "--ioengine=nbd", "--uri="+prim.uri(), "--rw=write", "--bs=1m",
+		"--iodepth=8", "--size=200m", "--offset=48m")
+	require.Contains(t, out, "WRITE:", out)
+	after, err := c.status("n0")
+	require.NoError(t, err)
+	sec = c.start("n1", "n1-resync")
+	st = c.waitPeer(30 * time.Second)
+	t.Logf("region resync: %d writes (1 MiB) while the peer was away, resync moved %d bytes in all",
+		after.Journal.LastSeq-before.Journal.LastSeq, st.Peers[0].CatchupBytes-catchup)
+
+	prim.stop()
+	sec.stop()
+	c.requireSameImages()
+	require.Contains(t, logOf(t, c, "n0"), "region resync", "phase 2 did not take the region resync path")
+}
+
+func logOf(t *testing.T, c *replCluster, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.dir, name+".log"))
+	require.NoError(t, err)
+	return string(b)
+}
+
+// TestReplicationAckSafety: under protocol C every write fio saw completed is
+// on the secondary. Kill both nodes with SIGKILL right after fio verified on
+// the primary, start a single-node cluster on a copy of the secondary's data
+// directory, and let fio verify every block there.
+func TestReplicationAckSafety(t *testing.T) {
+	requireTools(t, "fio")
+	c := newReplCluster(t, "C", "64MiB")
+	sec := c.start("n1", "n1")
+	prim := c.start("n0", "n0")
+	c.waitPeer(10 * time.Second)
+	args := []string{"--size=16m", "--offset_increment=16m"}
+	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), args...)...)
+	require.NotContains(t, out, "verify: bad", out)
+	prim.kill9()
+	sec.kill9()
+
+	copyDir := filepath.Join(c.dir, "copy")
+	run(t, 30*time.Second, "cp", "-a", c.cfg.Nodes[1].DataDir, copyDir)
+	single := filepath.Join(c.dir, "single.yaml")
+	cfg := fmt.Sprintf("cluster: e2e\ndevice:\n  size: 256MiB\njournal:\n  max-size: 64MiB\n  segment-size: 4MiB\n"+
+		"nodes:\n  - name: solo\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: %s\n",
+		freePort(t), freePort(t), freePort(t), copyDir)
+	require.NoError(t, os.WriteFile(single, []byte(cfg), 0o644))
+	solo := startGrbd(t, c.dir, "solo", "node", "--config", single, "--name", "solo")
+	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(solo.uri(), append(args, "--verify_only")...)...)
+	require.NotContains(t, out, "verify: bad", "secondary lacks acknowledged writes:\n%s", out)
+	require.Contains(t, out, "READ:", out)
+	solo.stop()
+}
+
+// TestLocalTwoNodes: `grbd local --nodes 2` runs a primary and a read-only
+// secondary in one process, replicating.
+func TestLocalTwoNodes(t *testing.T) {
+	requireTools(t, "nbdinfo", "fio")
+	dir := t.TempDir()
+	cdir := filepath.Join(dir, "cluster")
+	nbdPort, base := freePort(t), 20000+freePort(t)%20000
+	p := startGrbd(t, dir, "local2", "local", "--nodes", "2", "--dir", cdir, "--size", "64MiB",
+		"--nbd-port", fmt.Sprint(nbdPort), "--base-port", fmt.Sprint(base))
+	select {
+	case <-p.seen:
+	case <-time.After(30 * time.Second):
+		t.Fatal("second node never ready")
+	}
+	p.mu.Lock()
+	uris := append([]string(nil), p.ready...)
+	p.mu.Unlock()
+	require.Equal(t, []string{fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort), fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort+1)}, uris)
+	require.Contains(t, run(t, 30*time.Second, "nbdinfo", "--json", uris[1]), `"is_read_only": true`)
+	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+uris[0], "--rw=randwrite", "--bs=4k", "--size=8m", "--iodepth=8")
+	cfg := filepath.Join(cdir, "grbd.yaml")
+	require.Eventually(t, func() bool {
+		out, err := runErr(10*time.Second, grbdBin, "status", "--config", cfg)
+		return err == nil && regexp.MustCompile(`alpha\s+beta\s+Connected\s+UpToDate\s+\d+\s+0\s`).MatchString(out)
+	}, 10*time.Second, 100*time.Millisecond, "beta never UpToDate with nothing behind")
+	out := run(t, 10*time.Second, grbdBin, "status", "--config", cfg)
+	require.Regexp(t, `beta\s+Secondary\s+UpToDate`, out)
+	p.stop()
+}
