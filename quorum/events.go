@@ -49,7 +49,6 @@ func (m *Member) Tick() {
 	m.retryProposals()
 }
 
-
 func (m *Member) resetElection() {
 	m.elapsed = 0
 	// splitmix64: deterministic jitter from the configured seed.
