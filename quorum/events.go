@@ -111,7 +111,11 @@ func (m *Member) IsPrimary() bool {
 // primary (exclusive); at or below Now() it is fenced. Zero or negative
 // values mean "not serving".
 func (m *Member) ServingUntil() int64 {
-	if !m.IsPrimary() || m.now < m.promotedAt+int64(m.cfg.Timing.LeaseWait()) {
+	wait := int64(m.cfg.Timing.LeaseWait())
+	if len(m.names) == 1 {
+		wait = 0 // no other member could ever have held a lease
+	}
+	if !m.IsPrimary() || m.now < m.promotedAt+wait {
 		return never
 	}
 	acked := make([]int64, 0, len(m.names))
@@ -158,7 +162,8 @@ func (m *Member) maybeFailover() {
 	if !m.cfg.AutoFailover || !m.consistent || m.state.Primary == m.self || m.state.IsOutdated(m.self) {
 		return
 	}
-	if m.now-m.heardPrimary >= int64(m.cfg.Timing.Failover+m.rank*m.cfg.Timing.Stagger) {
+	// A lone voter has nobody to wait for.
+	if len(m.names) == 1 || m.now-m.heardPrimary >= int64(m.cfg.Timing.Failover+m.rank*m.cfg.Timing.Stagger) {
 		m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch}
 	}
 }
@@ -228,12 +233,13 @@ func (m *Member) propose(key string, c Command) {
 	if last, ok := m.lastPropose[key]; ok && m.now-last < int64(m.cfg.Timing.Retry) {
 		return
 	}
-	m.lastPropose[key] = m.now
 	b, err := c.Encode()
 	if err != nil {
 		return
 	}
-	_ = m.rn.Propose(b) // dropped without a leader: retried
+	if m.rn.Propose(b) == nil {
+		m.lastPropose[key] = m.now
+	} // dropped (no leader yet): retried at the next tick
 }
 
 // Status is a snapshot for status displays.

@@ -47,8 +47,12 @@ func newRootCommand() *cobra.Command {
 	g.AddFlags(root.PersistentFlags())
 	root.AddCommand(
 		newNodeCommand(g),
+		newWitnessCommand(g),
 		newLocalCommand(g),
 		newStatusCommand(),
+		newPrimaryCommand(),
+		newSecondaryCommand(),
+		newResolveCommand(),
 		newBenchCommand(g),
 		newVersionCommand(),
 	)

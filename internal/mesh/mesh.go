@@ -352,7 +352,8 @@ func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool) error {
 	if m.cfg.OnPeer != nil {
 		m.cfg.OnPeer(p.name, false)
 	}
-	return errors.New("session closed")
+	m.log.Info("peer link down", "peer", p.name)
+	return nil
 }
 
 // handshake exchanges StreamOpen{Control} on the first stream.
