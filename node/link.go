@@ -70,6 +70,9 @@ type link struct {
 	live     atomic.Bool // written under mu: writes are queued for this peer
 	counted  bool        // (core) the core waits for this peer
 	caughtUp bool        // (core) it acked everything up to where it went live
+	clearAt  uint64      // (core) its Clear waits until it acked this
+	clearGen int64       // (core) generation named by its last Clear; -1 none
+	clearing bool        // (core) a Clear request is being made
 	awaiting bool        // (core) becomes caught up once it journaled target
 	target   uint64      // (core)
 
@@ -90,7 +93,7 @@ type link struct {
 }
 
 func newLink(p *primary, name string) *link {
-	l := &link{p: p, name: name, log: p.log.With("peer", name),
+	l := &link{p: p, name: name, log: p.log.With("peer", name), clearGen: -1,
 		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 	l.qcond = sync.NewCond(&l.qmu)
 	l.conn.Store(ConnConnecting)
@@ -383,6 +386,7 @@ func (l *link) recv(r *wire.Reader) error {
 				l.acked.Store(max(l.acked.Load(), m.Seq))
 				l.known.Store(l.acked.Load())
 				l.checkUpToDateLocked()
+				p.maybeClearLocked(l)
 			}
 			p.releaseLocked()
 			p.coreMu.Unlock()

@@ -313,48 +313,72 @@ func (p *primary) onState(st quorum.State) {
 	defer p.coreMu.Unlock()
 	p.state = st
 	for _, l := range p.links {
-		if st.IsOutdated(l.name) && l.counted && !l.caughtUp {
+		if l.counted && !l.caughtUp && p.mayUncountLocked(l) {
 			l.counted = false
 			_ = p.core.SetUpToDate(l.name, false, 0)
 			p.releaseLocked()
 			p.log.Info("peer Outdated: no longer waited for", "peer", l.name)
 		}
-		if st.IsOutdated(l.name) && l.caughtUp {
-			p.n.ctl.RequestClear(l.name)
-		}
+		p.maybeClearLocked(l)
 	}
 }
 
+// mayUncountLocked: the applied state says the peer is Outdated at a
+// generation no Clear of this primary can still overtake (docs/quorum.md,
+// "Outdating"). Caller holds coreMu.
+func (p *primary) mayUncountLocked(l *link) bool {
+	return p.state.IsOutdated(l.name) && int64(p.state.GenOf(l.name)) > l.clearGen
+}
+
 // peerLost is called when a link's session ends or the peer stops
-// acknowledging: a counted peer keeps holding writes back until its Outdate
-// is applied (onState).
+// acknowledging: a counted peer keeps holding writes back until an Outdate
+// above its last Clear is applied (onState).
 func (p *primary) peerLost(l *link) {
 	p.coreMu.Lock()
 	l.caughtUp = false
-	counted, outdated := l.counted, p.state.IsOutdated(l.name)
-	if counted && outdated {
-		l.counted = false
+	counted := l.counted
+	if counted && p.mayUncountLocked(l) {
+		l.counted, counted = false, false
 		_ = p.core.SetUpToDate(l.name, false, 0)
 		p.releaseLocked()
 	}
 	p.coreMu.Unlock()
-	if counted && !outdated && p.ctx.Err() == nil {
+	if counted && p.ctx.Err() == nil {
 		p.log.Warn("peer lost: outdating it before writes go on without it", "peer", l.name)
 		p.n.ctl.RequestOutdate(l.name)
 	}
 }
 
-// peerCaughtUp counts a peer that holds every write up to where it went
-// live, then asks for its Clear. Caller holds coreMu.
+// peerCaughtUpLocked counts a peer that holds every write up to where it
+// went live. Writes appended before it was counted may have completed
+// without it, so its Clear waits until it acknowledged those too
+// (maybeClearLocked). Caller holds coreMu.
 func (p *primary) peerCaughtUpLocked(l *link) {
 	l.caughtUp = true
 	if !l.counted {
 		l.counted = true
 		_ = p.core.SetUpToDate(l.name, true, 0)
 	}
-	if p.state.IsOutdated(l.name) {
-		go p.n.ctl.RequestClear(l.name) // not under coreMu: the control plane may call back
+	l.clearAt = p.store.LastSeq()
+	p.maybeClearLocked(l)
+}
+
+// maybeClearLocked proposes the Clear of an Outdated peer that holds every
+// write appended before it was counted. Caller holds coreMu.
+func (p *primary) maybeClearLocked(l *link) {
+	if !l.caughtUp || l.acked.Load() < l.clearAt || !p.state.IsOutdated(l.name) || l.clearing {
+		return
 	}
+	l.clearing = true
+	go func() { // not under coreMu: the control plane may call back
+		g, ok := p.n.ctl.RequestClear(l.name)
+		p.coreMu.Lock()
+		if ok {
+			l.clearGen = int64(g)
+		}
+		l.clearing = false
+		p.coreMu.Unlock()
+	}()
 }
 
 // retainLoop pins the journal records peers still need.

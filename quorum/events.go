@@ -2,6 +2,8 @@ package quorum
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -192,26 +194,33 @@ func (m *Member) RequestDemote() {
 	}
 }
 
-// RequestOutdate asks, as primary, for peer to be marked Outdated; the
-// driver keeps counting the peer until State shows it (docs/quorum.md).
+// RequestOutdate asks, as primary, for peer to be marked Outdated at a
+// generation above its current one (even if it is Outdated already: that
+// voids any Clear still in flight). The driver keeps counting the peer until
+// State shows it Outdated above the generation of its last Clear
+// (docs/quorum.md, "Outdating").
 func (m *Member) RequestOutdate(peer string) {
-	if m.IsPrimary() && !m.state.IsOutdated(peer) {
+	if m.IsPrimary() && peer != m.self {
 		delete(m.wantClear, peer)
-		m.wantOutdate[peer] = true
+		m.wantOutdate[peer] = m.state.GenOf(peer)
 		m.lastPropose["outdate/"+peer] = never
 		m.retryProposals()
 	}
 }
 
-// RequestClear asks, as primary, for peer to leave Outdated: it holds every
-// write and is counted again.
-func (m *Member) RequestClear(peer string) {
-	if m.IsPrimary() && m.state.IsOutdated(peer) {
-		delete(m.wantOutdate, peer)
-		m.wantClear[peer] = true
-		m.lastPropose["clear/"+peer] = never
-		m.retryProposals()
+// RequestClear asks, as primary, for an Outdated peer that caught up to
+// leave Outdated. It returns the generation the Clear names: the driver
+// must count the peer until an Outdate above that generation is applied.
+func (m *Member) RequestClear(peer string) (uint64, bool) {
+	if !m.IsPrimary() || !m.state.IsOutdated(peer) {
+		return 0, false
 	}
+	g := m.state.GenOf(peer)
+	delete(m.wantOutdate, peer)
+	m.wantClear[peer] = g
+	m.lastPropose["clear/"+peer] = never
+	m.retryProposals()
+	return g, true
 }
 
 func (m *Member) retryProposals() {
@@ -221,11 +230,13 @@ func (m *Member) retryProposals() {
 	if m.wantDemote {
 		m.propose("demote", Command{Type: CmdDemote, Node: m.self, Epoch: m.state.Epoch})
 	}
-	for n := range m.wantOutdate {
-		m.propose("outdate/"+n, Command{Type: CmdOutdate, Node: n, By: m.self, Epoch: m.state.Epoch})
+	// Sorted: the same inputs must give the same log (the simulation
+	// replays seeds exactly).
+	for _, n := range slices.Sorted(maps.Keys(m.wantOutdate)) {
+		m.propose("outdate/"+n, Command{Type: CmdOutdate, Node: n, By: m.self, Epoch: m.state.Epoch, Gen: m.state.GenOf(n)})
 	}
-	for n := range m.wantClear {
-		m.propose("clear/"+n, Command{Type: CmdClear, Node: n, By: m.self, Epoch: m.state.Epoch})
+	for _, n := range slices.Sorted(maps.Keys(m.wantClear)) {
+		m.propose("clear/"+n, Command{Type: CmdClear, Node: n, By: m.self, Epoch: m.state.Epoch, Gen: m.wantClear[n]})
 	}
 }
 

@@ -112,8 +112,8 @@ type Member struct {
 	// Proposals retried until applied or moot.
 	wantPromote *Command
 	wantDemote  bool
-	wantOutdate map[string]bool
-	wantClear   map[string]bool
+	wantOutdate map[string]uint64 // peer -> generation when asked: done once outdated above it
+	wantClear   map[string]uint64 // peer -> generation the Clear names
 	lastPropose map[string]int64
 
 	dirty bool // storage changed since the last Persisted
@@ -129,7 +129,7 @@ func NewMember(cfg Config) (*Member, error) {
 	m := &Member{
 		cfg: cfg, self: cfg.Self, storage: cfg.Storage, promotedAt: -1,
 		leaseAcks: map[string]int64{}, pending: map[uint64]uint64{},
-		wantOutdate: map[string]bool{}, wantClear: map[string]bool{}, lastPropose: map[string]int64{},
+		wantOutdate: map[string]uint64{}, wantClear: map[string]uint64{}, lastPropose: map[string]int64{},
 		rng: cfg.Seed*0x9e3779b97f4a7c15 + 1, consistent: true,
 	}
 	if m.storage == nil {
@@ -363,7 +363,7 @@ func (m *Member) setState(st State, index uint64) {
 	if st.Epoch != old.Epoch || st.Primary != old.Primary {
 		m.heardPrimary = m.now
 		m.leaseAcks = map[string]int64{}
-		m.wantOutdate, m.wantClear = map[string]bool{}, map[string]bool{}
+		m.wantOutdate, m.wantClear = map[string]uint64{}, map[string]uint64{}
 		m.promotedAt = -1
 		if st.Primary == m.self && st.Epoch != old.Epoch && index > m.bootCommit {
 			m.promotedAt = m.now
@@ -375,14 +375,14 @@ func (m *Member) setState(st State, index uint64) {
 	if m.wantDemote && st.Primary != m.self {
 		m.wantDemote = false
 	}
-	for n := range m.wantOutdate {
-		if st.IsOutdated(n) {
+	for n, g := range m.wantOutdate {
+		if st.IsOutdated(n) && st.GenOf(n) > g {
 			delete(m.wantOutdate, n)
 		}
 	}
-	for n := range m.wantClear {
-		if !st.IsOutdated(n) {
-			delete(m.wantClear, n)
+	for n, g := range m.wantClear {
+		if !st.IsOutdated(n) || st.GenOf(n) != g {
+			delete(m.wantClear, n) // done, or moot: an Outdate came first
 		}
 	}
 }

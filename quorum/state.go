@@ -20,6 +20,11 @@ type State struct {
 	// Outdated lists, sorted, the data nodes that may lack acknowledged
 	// writes.
 	Outdated []string
+	// Gen counts, per data node, the Outdate and Clear commands applied to
+	// it. Both name the Gen they expect (compare-and-swap), so a Clear
+	// proposed before an Outdate can never apply after it (docs/quorum.md,
+	// "Outdating").
+	Gen map[string]uint64
 }
 
 // IsOutdated reports whether name is Outdated.
@@ -31,8 +36,18 @@ func (s State) IsOutdated(name string) bool {
 // Clone returns a deep copy.
 func (s State) Clone() State {
 	s.Outdated = slices.Clone(s.Outdated)
+	if s.Gen != nil {
+		g := make(map[string]uint64, len(s.Gen))
+		for k, v := range s.Gen {
+			g[k] = v
+		}
+		s.Gen = g
+	}
 	return s
 }
+
+// GenOf is name's Outdate/Clear generation.
+func (s State) GenOf(name string) uint64 { return s.Gen[name] }
 
 func (s *State) setOutdated(name string, on bool) {
 	i, found := slices.BinarySearch(s.Outdated, name)
@@ -70,12 +85,13 @@ func (t CommandType) String() string {
 //     is a data node that is not Outdated (unless Force).
 //   - Demote: Node stops being primary if it is the primary of Epoch.
 //   - Outdate / Clear: By, the primary of Epoch, marks Node as Outdated or
-//     not.
+//     not, if Node's generation is still Gen; the generation then grows.
 type Command struct {
 	Type  CommandType
 	Node  string
 	By    string // Outdate, Clear
 	Epoch uint64 // the epoch the proposer saw (Promote: the one it replaces)
+	Gen   uint64 // Outdate, Clear: the generation the proposer saw
 	Force bool   // Promote
 }
 
@@ -86,7 +102,7 @@ func (c Command) String() string {
 	case CmdDemote:
 		return fmt.Sprintf("Demote{%s epoch %d}", c.Node, c.Epoch)
 	}
-	return fmt.Sprintf("%v{%s epoch %d by %s}", c.Type, c.Node, c.Epoch, c.By)
+	return fmt.Sprintf("%v{%s epoch %d gen %d by %s}", c.Type, c.Node, c.Epoch, c.Gen, c.By)
 }
 
 // Apply applies c to s if its condition holds and reports whether it did.
@@ -109,13 +125,17 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 		s.Primary = ""
 		return true
 	case CmdOutdate, CmdClear:
-		if c.Epoch != s.Epoch || c.By != s.Primary || c.By == "" || !slices.Contains(dataNodes, c.Node) {
+		if c.Epoch != s.Epoch || c.By != s.Primary || c.By == "" || !slices.Contains(dataNodes, c.Node) || c.Gen != s.Gen[c.Node] {
 			return false
 		}
 		if c.Type == CmdOutdate && c.Node == s.Primary {
 			return false
 		}
 		s.setOutdated(c.Node, c.Type == CmdOutdate)
+		if s.Gen == nil {
+			s.Gen = map[string]uint64{}
+		}
+		s.Gen[c.Node]++
 		return true
 	}
 	return false
@@ -124,9 +144,10 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 // Command and state encodings. Part of the format: do not change.
 //
 //	command: | version u8 (1) | type u8 | length u16 | body | crc32c u32 |
-//	body:    | epoch u64 | force u8 | node string | by string |
+//	body:    | epoch u64 | gen u64 | force u8 | node string | by string |
 //	state:   | version u8 (1) | type u8 (0xff) | length u16 | body | crc32c u32 |
 //	body:    | epoch u64 | forced u8 | primary string | count u16 | outdated string... |
+//	         | gens u16 | gens x (name string | gen u64) |  (sorted by name, gen > 0)
 //
 // A string is a u8 length and that many bytes (member names are at most 63
 // bytes). Integers are little-endian; the CRC-32C covers every byte before
@@ -138,7 +159,7 @@ const (
 	codecTrailer   = 4
 	maxName        = 63
 	maxOutdated    = 64
-	maxCommandBody = 8 + 1 + 2*(1+maxName)
+	maxCommandBody = 8 + 8 + 1 + 2*(1+maxName)
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -193,6 +214,7 @@ func (c Command) Encode() ([]byte, error) {
 		return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
 	}
 	body := binary.LittleEndian.AppendUint64(make([]byte, 0, maxCommandBody), c.Epoch)
+	body = binary.LittleEndian.AppendUint64(body, c.Gen)
 	body = append(body, boolByte(c.Force))
 	body = appendName(body, c.Node)
 	body = appendName(body, c.By)
@@ -209,11 +231,11 @@ func DecodeCommand(b []byte) (Command, error) {
 	if cmdNames[c.Type] == "" {
 		return Command{}, fmt.Errorf("%w: command type %d", ErrCorrupt, typ)
 	}
-	if len(body) < 9 || body[8] > 1 {
+	if len(body) < 17 || body[16] > 1 {
 		return Command{}, fmt.Errorf("%w: command body", ErrCorrupt)
 	}
-	c.Epoch, c.Force = binary.LittleEndian.Uint64(body), body[8] == 1
-	rest := body[9:]
+	c.Epoch, c.Gen, c.Force = binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:]), body[16] == 1
+	rest := body[17:]
 	if c.Node, rest, err = getName(rest); err != nil {
 		return Command{}, err
 	}
@@ -240,6 +262,24 @@ func (s State) Encode() ([]byte, error) {
 			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
 		}
 		body = appendName(body, n)
+	}
+	var gens []string
+	for n, g := range s.Gen {
+		if g > 0 {
+			gens = append(gens, n)
+		}
+	}
+	sort.Strings(gens)
+	if len(gens) > maxOutdated {
+		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
+	}
+	body = binary.LittleEndian.AppendUint16(body, uint16(len(gens)))
+	for _, n := range gens {
+		if len(n) > maxName {
+			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
+		}
+		body = appendName(body, n)
+		body = binary.LittleEndian.AppendUint64(body, s.Gen[n])
 	}
 	return frame(stateType, body), nil
 }
@@ -274,9 +314,39 @@ func DecodeState(b []byte) (State, error) {
 		if name, rest, err = getName(rest); err != nil {
 			return State{}, err
 		}
+		if k := len(s.Outdated); k > 0 && s.Outdated[k-1] >= name {
+			return State{}, fmt.Errorf("%w: outdated list not sorted", ErrCorrupt)
+		}
 		s.Outdated = append(s.Outdated, name)
 	}
-	if len(rest) != 0 || !sort.StringsAreSorted(s.Outdated) {
+	if len(rest) < 2 {
+		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
+	}
+	n = int(binary.LittleEndian.Uint16(rest))
+	rest = rest[2:]
+	if n > maxOutdated {
+		return State{}, fmt.Errorf("%w: %d generations", ErrCorrupt, n)
+	}
+	prev := ""
+	for i := range n {
+		var name string
+		if name, rest, err = getName(rest); err != nil {
+			return State{}, err
+		}
+		if len(rest) < 8 || (i > 0 && name <= prev) {
+			return State{}, fmt.Errorf("%w: generations", ErrCorrupt)
+		}
+		g := binary.LittleEndian.Uint64(rest)
+		rest = rest[8:]
+		if g == 0 {
+			return State{}, fmt.Errorf("%w: zero generation", ErrCorrupt)
+		}
+		if s.Gen == nil {
+			s.Gen = map[string]uint64{}
+		}
+		s.Gen[name], prev = g, name
+	}
+	if len(rest) != 0 {
 		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
 	}
 	return s, nil

@@ -9,30 +9,39 @@ import (
 var dataNodes = []string{"a", "b", "c"}
 
 func TestApply(t *testing.T) {
-	base := State{Epoch: 3, Primary: "a", Outdated: []string{"c"}}
+	base := State{Epoch: 3, Primary: "a", Outdated: []string{"c"}, Gen: map[string]uint64{"c": 1}}
+	g := func(kv ...any) map[string]uint64 {
+		out := map[string]uint64{}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i].(string)] = uint64(kv[i+1].(int))
+		}
+		return out
+	}
 	for _, tc := range []struct {
 		name    string
 		cmd     Command
 		applied bool
 		want    State
 	}{
-		{"promote", Command{Type: CmdPromote, Node: "b", Epoch: 3}, true, State{Epoch: 4, Primary: "b", Outdated: []string{"c"}}},
+		{"promote", Command{Type: CmdPromote, Node: "b", Epoch: 3}, true, State{Epoch: 4, Primary: "b", Outdated: []string{"c"}, Gen: g("c", 1)}},
 		{"promote stale epoch", Command{Type: CmdPromote, Node: "b", Epoch: 2}, false, base},
 		{"promote future epoch", Command{Type: CmdPromote, Node: "b", Epoch: 4}, false, base},
 		{"promote outdated", Command{Type: CmdPromote, Node: "c", Epoch: 3}, false, base},
-		{"promote outdated forced", Command{Type: CmdPromote, Node: "c", Epoch: 3, Force: true}, true, State{Epoch: 4, Primary: "c", Forced: true}},
+		{"promote outdated forced", Command{Type: CmdPromote, Node: "c", Epoch: 3, Force: true}, true, State{Epoch: 4, Primary: "c", Forced: true, Gen: g("c", 1)}},
 		{"promote witness", Command{Type: CmdPromote, Node: "w", Epoch: 3}, false, base},
-		{"re-promote self", Command{Type: CmdPromote, Node: "a", Epoch: 3}, true, State{Epoch: 4, Primary: "a", Outdated: []string{"c"}}},
-		{"demote", Command{Type: CmdDemote, Node: "a", Epoch: 3}, true, State{Epoch: 3, Outdated: []string{"c"}}},
+		{"re-promote self", Command{Type: CmdPromote, Node: "a", Epoch: 3}, true, State{Epoch: 4, Primary: "a", Outdated: []string{"c"}, Gen: g("c", 1)}},
+		{"demote", Command{Type: CmdDemote, Node: "a", Epoch: 3}, true, State{Epoch: 3, Outdated: []string{"c"}, Gen: g("c", 1)}},
 		{"demote other", Command{Type: CmdDemote, Node: "b", Epoch: 3}, false, base},
 		{"demote stale", Command{Type: CmdDemote, Node: "a", Epoch: 2}, false, base},
-		{"outdate", Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 3}, true, State{Epoch: 3, Primary: "a", Outdated: []string{"b", "c"}}},
+		{"outdate", Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 3}, true, State{Epoch: 3, Primary: "a", Outdated: []string{"b", "c"}, Gen: g("b", 1, "c", 1)}},
 		{"outdate by non-primary", Command{Type: CmdOutdate, Node: "b", By: "c", Epoch: 3}, false, base},
 		{"outdate stale epoch", Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 2}, false, base},
+		{"outdate stale generation", Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 3, Gen: 1}, false, base},
 		{"outdate the primary", Command{Type: CmdOutdate, Node: "a", By: "a", Epoch: 3}, false, base},
-		{"outdate twice", Command{Type: CmdOutdate, Node: "c", By: "a", Epoch: 3}, true, base},
-		{"clear", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 3}, true, State{Epoch: 3, Primary: "a", Outdated: []string{}}},
-		{"clear stale", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 1}, false, base},
+		{"outdate again voids a pending clear", Command{Type: CmdOutdate, Node: "c", By: "a", Epoch: 3, Gen: 1}, true, State{Epoch: 3, Primary: "a", Outdated: []string{"c"}, Gen: g("c", 2)}},
+		{"clear", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 3, Gen: 1}, true, State{Epoch: 3, Primary: "a", Outdated: []string{}, Gen: g("c", 2)}},
+		{"clear stale generation", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 3, Gen: 0}, false, base},
+		{"clear stale", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 1, Gen: 1}, false, base},
 		{"unknown type", Command{Type: 9}, false, base},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,7 +83,7 @@ func TestCommandRoundTrip(t *testing.T) {
 }
 
 func TestStateRoundTrip(t *testing.T) {
-	for _, s := range []State{{}, {Epoch: 7, Primary: "alpha", Forced: true, Outdated: []string{"beta", "gamma"}}} {
+	for _, s := range []State{{}, {Epoch: 7, Primary: "alpha", Forced: true, Outdated: []string{"beta", "gamma"}, Gen: map[string]uint64{"beta": 3, "gamma": 1, "alpha": 2}}} {
 		b, err := s.Encode()
 		require.NoError(t, err)
 		got, err := DecodeState(b)
@@ -91,8 +100,8 @@ func seedCommands() []Command {
 		{Type: CmdPromote, Node: "alpha", Epoch: 0},
 		{Type: CmdPromote, Node: "beta", Epoch: 41, Force: true},
 		{Type: CmdDemote, Node: "alpha", Epoch: 2},
-		{Type: CmdOutdate, Node: "beta", By: "alpha", Epoch: 9},
-		{Type: CmdClear, Node: "beta", By: "alpha", Epoch: 1<<64 - 1},
+		{Type: CmdOutdate, Node: "beta", By: "alpha", Epoch: 9, Gen: 4},
+		{Type: CmdClear, Node: "beta", By: "alpha", Epoch: 1<<64 - 1, Gen: 1<<64 - 1},
 	}
 }
 
@@ -117,7 +126,7 @@ func FuzzDecodeCommand(f *testing.F) {
 
 // FuzzDecodeState: as FuzzDecodeCommand, for snapshots.
 func FuzzDecodeState(f *testing.F) {
-	for _, s := range []State{{}, {Epoch: 3, Primary: "a", Outdated: []string{"b"}}} {
+	for _, s := range []State{{}, {Epoch: 3, Primary: "a", Outdated: []string{"b"}, Gen: map[string]uint64{"b": 1}}} {
 		b, _ := s.Encode()
 		f.Add(b)
 	}

@@ -270,9 +270,13 @@ func (d *Driver) RequestOutdate(peer string) {
 	_ = d.do(func(m *quorum.Member) error { m.RequestOutdate(peer); return nil })
 }
 
-// RequestClear asks, as primary, for peer to leave Outdated.
-func (d *Driver) RequestClear(peer string) {
-	_ = d.do(func(m *quorum.Member) error { m.RequestClear(peer); return nil })
+// RequestClear asks, as primary, for peer to leave Outdated; it returns the
+// generation the Clear names (see quorum.Member.RequestClear).
+func (d *Driver) RequestClear(peer string) (uint64, bool) {
+	var g uint64
+	var ok bool
+	_ = d.do(func(m *quorum.Member) error { g, ok = m.RequestClear(peer); return nil })
+	return g, ok
 }
 
 // SetConsistent tells the core whether this node's disk may be promoted.
