@@ -39,6 +39,12 @@ type PeerStatus struct {
 	AckedSeq     uint64 `json:"acked_seq"`  // highest seq the peer journaled
 	Behind       uint64 `json:"behind"`     // writes the peer has not journaled yet
 	CatchupBytes uint64 `json:"catchup_bytes"`
+	// Region resync progress (primary side), while the peer is Inconsistent.
+	ResyncTotal  int64   `json:"resync_bytes_total"`
+	ResyncDone   int64   `json:"resync_bytes_done"`
+	SyncPercent  float64 `json:"sync_percent,omitempty"`
+	SyncETA      float64 `json:"sync_eta_seconds,omitempty"`
+	Disconnected bool    `json:"disconnected,omitempty"` // grbd disconnect is in force
 }
 
 // JournalStatus is the journal position of the node.
@@ -139,6 +145,34 @@ func (n *Node) adminHandler() http.Handler {
 		defer cancel()
 		if err := n.ctl.WaitState(ctx, func(s quorum.Status) bool { return s.Primary != n.me.Name }); err != nil {
 			writeError(w, http.StatusGatewayTimeout, fmt.Errorf("still primary after %v: %w", roleTimeout, err))
+			return
+		}
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	mux.HandleFunc("POST /verify", func(w http.ResponseWriter, r *http.Request) {
+		res, err := n.Verify(r.Context(), r.URL.Query().Get("resync") == "1")
+		if err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	for _, path := range []string{"connect", "disconnect"} {
+		mux.HandleFunc("POST /"+path, func(w http.ResponseWriter, r *http.Request) {
+			peer := r.URL.Query().Get("peer")
+			if peer == "" {
+				peer = "*"
+			}
+			if err := n.SetDisconnected(peer, path == "disconnect"); err != nil {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, n.Status())
+		})
+	}
+	mux.HandleFunc("POST /invalidate", func(w http.ResponseWriter, _ *http.Request) {
+		if err := n.Invalidate(); err != nil {
+			writeError(w, http.StatusConflict, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, n.Status())

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/witness"
 	"github.com/stretchr/testify/require"
 )
@@ -263,4 +264,66 @@ func TestManualPromotion(t *testing.T) {
 	require.NoError(t, p.ctl.RequestDemote())
 	require.Eventually(t, func() bool { return p.currentPrimary() == nil }, 5*time.Second, 10*time.Millisecond)
 	require.ErrorIs(t, p.dev.WriteAt(block(1), 0, false), syscall.EPERM)
+}
+
+func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 64)
+	c.waitUpToDate(p)
+	ctx := t.Context()
+	res, err := p.Verify(ctx, false)
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+	require.Empty(t, res[0].OutOfSync, "fresh replica differs")
+
+	// Damage the secondary's image behind its back.
+	img, err := os.OpenFile(filepath.Join(c.nodes["d1"].me.DataDir, "data.img"), os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = img.WriteAt(bytes.Repeat([]byte{0xee}, 512), 3*4096+100)
+	require.NoError(t, err)
+	require.NoError(t, img.Close())
+
+	res, err = p.Verify(ctx, true)
+	require.NoError(t, err)
+	require.Empty(t, res[0].Error)
+	require.Equal(t, []journal.Extent{{Offset: 0, Length: verifyChunk}}, res[0].OutOfSync)
+	require.True(t, res[0].Resynced)
+	c.waitUpToDate(p)
+	res, err = p.Verify(ctx, false)
+	require.NoError(t, err)
+	require.Empty(t, res[0].OutOfSync, "resync did not repair")
+	c.requireImages(block, 64)
+
+	_, err = c.nodes["d1"].Verify(ctx, false)
+	require.ErrorIs(t, err, ErrNotPrimary)
+}
+
+func TestDisconnectOutdatesAndConnectCatchesUp(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 10)
+	c.waitUpToDate(p)
+	require.NoError(t, p.SetDisconnected("d1", true))
+	writeBlocks(t, p, 10, 40) // goes on once d1 is Outdated
+	require.Contains(t, p.ctl.Status().Outdated, "d1")
+	require.True(t, p.Status().Peers[0].Disconnected)
+	require.Error(t, p.SetDisconnected("nobody", true))
+	require.NoError(t, p.SetDisconnected("d1", false))
+	require.Eventually(t, func() bool { return len(p.ctl.Status().Outdated) == 0 }, 10*time.Second, 5*time.Millisecond, "d1 Cleared after connect")
+	c.waitUpToDate(p)
+	c.requireImages(block, 40)
+}
+
+func TestInvalidateResyncsEverything(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 100)
+	c.waitUpToDate(p)
+	require.Error(t, p.Invalidate(), "the primary cannot be invalidated")
+	require.NoError(t, c.nodes["d1"].Invalidate())
+	require.Eventually(t, func() bool { return p.Status().Peers[0].ResyncTotal == 4<<20 }, 10*time.Second, 5*time.Millisecond,
+		"the whole device is copied")
+	c.waitUpToDate(p)
+	c.requireImages(block, 100)
 }

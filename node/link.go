@@ -90,6 +90,9 @@ type link struct {
 	known     atomic.Uint64 // retention floor: what the peer is known to hold
 	catchup   atomic.Uint64 // bytes moved by catch-up and resync
 	lastAckNs atomic.Int64  // unix nanos of the last ack (or session start)
+
+	resyncTotal, resyncDone atomic.Int64 // bytes of the current or last region resync
+	resyncStart             atomic.Int64 // unix nanos
 }
 
 func newLink(p *primary, name string) *link {
@@ -177,6 +180,17 @@ func msgBytes(m wire.Message) int {
 func (l *link) run(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
+		if l.p.n.isDisconnected(l.name) {
+			// grbd disconnect: no data path to this peer until connect.
+			l.conn.Store(ConnDisconnected)
+			l.p.peerLost(l)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
 		l.conn.Store(ConnConnecting)
 		octx, cancel := context.WithTimeout(ctx, connectGrace)
 		s, err := l.p.n.mesh.Open(octx, l.name, wire.StreamData)
@@ -537,7 +551,17 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	l.disk.Store(DiskInconsistent)
 	p.mu.Lock()
 	extents := mergeExtents(append(p.store.ChangedSince(from), extra...))
-	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra))
+	var total int64
+	for _, e := range extents {
+		total += e.Length
+	}
+	l.resyncTotal.Store(total)
+	l.resyncDone.Store(0)
+	l.resyncStart.Store(time.Now().UnixNano())
+	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra), "bytes", total)
+	p.n.events.add(Event{Type: "resync", Peer: l.name, Detail: fmt.Sprintf("started: %d bytes in %d regions", total, len(extents))})
+	rate := int64(p.n.cfg.Replication.ResyncRate)
+	start := time.Now()
 	first := true
 	for _, e := range extents {
 		for off := e.Offset; off < e.Offset+e.Length; off += resyncChunk {
@@ -559,6 +583,7 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 			}
 			l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf})
 			l.catchup.Add(uint64(n))
+			done := l.resyncDone.Add(n)
 			// The peer persisted "Inconsistent since from" when it took the
 			// first chunk: live writes may now follow it.
 			l.live.Store(true)
@@ -567,6 +592,12 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 			if !l.waitRoom() {
 				return nil
 			}
+			if rate > 0 {
+				// replication.resync-rate: never ahead of done/rate.
+				if ahead := time.Duration(done*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
+					time.Sleep(ahead)
+				}
+			}
 		}
 	}
 	if !first {
@@ -574,6 +605,7 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	}
 	l.startLiveLocked(p.store.LastSeq())
 	p.mu.Unlock()
+	p.n.events.add(Event{Type: "resync", Peer: l.name, Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
 	return nil
 }
 
@@ -584,10 +616,19 @@ func (l *link) status(last uint64) PeerStatus {
 	if last > acked {
 		behind = last - acked
 	}
-	return PeerStatus{
+	ps := PeerStatus{
 		Name: l.name, Connection: l.conn.Load().(string), Disk: l.disk.Load().(string),
 		AckedSeq: acked, Behind: behind, CatchupBytes: l.catchup.Load(),
+		ResyncTotal: l.resyncTotal.Load(), ResyncDone: l.resyncDone.Load(), Disconnected: l.p.n.isDisconnected(l.name),
 	}
+	if ps.Disk == DiskInconsistent && ps.ResyncTotal > 0 {
+		elapsed := time.Since(time.Unix(0, l.resyncStart.Load())).Seconds()
+		ps.SyncPercent = 100 * float64(ps.ResyncDone) / float64(ps.ResyncTotal)
+		if ps.ResyncDone > 0 && elapsed > 0 {
+			ps.SyncETA = elapsed * float64(ps.ResyncTotal-ps.ResyncDone) / float64(ps.ResyncDone)
+		}
+	}
+	return ps
 }
 
 // mergeExtents sorts extents and merges overlapping or adjacent ones.

@@ -107,6 +107,9 @@ type Node struct {
 	histMu sync.Mutex
 	hist   replicator.History
 
+	discMu       sync.Mutex
+	disconnected map[string]bool // grbd disconnect: peers without a data path
+
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -260,6 +263,8 @@ func (n *Node) handleStream(peer string, kind uint8, s net.Conn) {
 	switch kind {
 	case wire.StreamData:
 		n.sec.handle(peer, s)
+	case wire.StreamAdmin:
+		n.serveAdmin(peer, s)
 	default:
 		s.Close()
 	}
@@ -296,4 +301,60 @@ func (n *Node) history() replicator.History {
 	n.histMu.Lock()
 	defer n.histMu.Unlock()
 	return n.hist
+}
+
+// isDisconnected reports whether grbd disconnect cut the data path to peer.
+func (n *Node) isDisconnected(peer string) bool {
+	n.discMu.Lock()
+	defer n.discMu.Unlock()
+	return n.disconnected[peer] || n.disconnected["*"]
+}
+
+// SetDisconnected cuts (on) or restores the data path to peer ("*": every
+// peer), as drbdadm disconnect/connect: a primary stops replicating to it
+// (it is Outdated first), a secondary refuses the primary's stream. The
+// control plane stays connected. Not persisted: a restart connects again.
+func (n *Node) SetDisconnected(peer string, on bool) error {
+	if peer != "*" {
+		if _, _, err := n.cfg.Member(peer); err != nil || peer == n.me.Name {
+			return fmt.Errorf("node: %q is not another member", peer)
+		}
+	}
+	n.discMu.Lock()
+	if n.disconnected == nil {
+		n.disconnected = map[string]bool{}
+	}
+	if on {
+		n.disconnected[peer] = true
+	} else {
+		delete(n.disconnected, peer)
+	}
+	n.discMu.Unlock()
+	if on {
+		if p := n.currentPrimary(); p != nil {
+			for _, l := range p.links {
+				if n.isDisconnected(l.name) {
+					l.kickSession()
+				}
+			}
+		}
+		n.sec.dropFrom(peer)
+	}
+	n.events.add(Event{Type: "connection", Peer: peer, Detail: map[bool]string{true: "disconnected by the operator", false: "connect requested by the operator"}[on]})
+	return nil
+}
+
+// Invalidate discards this secondary's data: it becomes Inconsistent and
+// takes a full resync from the primary at its next connect.
+func (n *Node) Invalidate() error {
+	if n.currentPrimary() != nil {
+		return fmt.Errorf("node: %s is primary: invalidate a secondary", n.me.Name)
+	}
+	if err := n.sec.saveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
+		return err
+	}
+	n.ctl.SetConsistent(false)
+	n.sec.dropFrom("*")
+	n.events.add(Event{Type: "invalidate", Detail: "full resync requested"})
+	return nil
 }

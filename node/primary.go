@@ -173,6 +173,23 @@ func (p *primary) failed() error {
 // lets it complete; with fua it then waits for a flush covering it.
 func (p *primary) write(w journal.Write, fua bool) error {
 	p.mu.Lock()
+	return p.appendAndWait(w, fua)
+}
+
+// rewriteOwn writes the primary's current bytes of [off, off+len(buf))
+// again, read and appended under the write lock so that no client write can
+// come between (verify --resync).
+func (p *primary) rewriteOwn(buf []byte, off int64) error {
+	p.mu.Lock()
+	if err := p.store.ReadAt(buf, off); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	return p.appendAndWait(journal.Write{Epoch: p.epoch, Offset: off, Data: buf}, false)
+}
+
+// appendAndWait is write's body; the caller holds mu, which it releases.
+func (p *primary) appendAndWait(w journal.Write, fua bool) error {
 	if err := p.failed(); err != nil {
 		p.mu.Unlock()
 		return err

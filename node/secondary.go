@@ -128,11 +128,26 @@ func (s *secondary) allowDiscard() {
 	s.mu.Unlock()
 }
 
+// dropFrom ends the session with peer ("*": any).
+func (s *secondary) dropFrom(peer string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.sessions {
+		if peer == "*" || s.primaryName.Load() == peer {
+			c.Close()
+		}
+	}
+}
+
 // handle serves one data stream from peer.
 func (s *secondary) handle(peer string, c net.Conn) {
 	s.wg.Add(1)
 	defer s.wg.Done()
 	defer c.Close()
+	if s.n.isDisconnected(peer) {
+		s.refuse(c, "disconnected by the operator")
+		return
+	}
 	s.mu.Lock()
 	if s.blocked {
 		s.mu.Unlock()

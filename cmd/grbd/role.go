@@ -108,26 +108,9 @@ func (o *roleOptions) post(cmd *cobra.Command, name, path string) error {
 	if isWitness {
 		return fmt.Errorf("%s is the witness: it holds no data and has no role to change", name)
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.Admin+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	body, err := adminPost(cmd.Context(), m.Admin, path, o.timeout)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s: %s", name, e.Error)
-		}
-		return fmt.Errorf("%s: admin endpoint answered %s", name, resp.Status)
 	}
 	var st node.Status
 	if err := json.Unmarshal(body, &st); err != nil {
@@ -135,4 +118,31 @@ func (o *roleOptions) post(cmd *cobra.Command, name, path string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s: role %s, epoch %d, primary %q, disk %s\n", name, st.Role, st.Quorum.Epoch, st.Quorum.Primary, st.Disk)
 	return nil
+}
+
+// adminPost sends a POST to an admin endpoint and returns the body of a 200
+// answer; other answers become errors carrying the endpoint's message.
+func adminPost(ctx context.Context, admin, path string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+admin+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("admin endpoint answered %s", resp.Status)
+	}
+	return body, nil
 }

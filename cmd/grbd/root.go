@@ -45,6 +45,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	g.AddFlags(root.PersistentFlags())
+	root.AddCommand(newConnectCommands()...)
 	root.AddCommand(
 		newNodeCommand(g),
 		newWitnessCommand(g),
@@ -53,6 +54,8 @@ func newRootCommand() *cobra.Command {
 		newPrimaryCommand(),
 		newSecondaryCommand(),
 		newResolveCommand(),
+		newVerifyCommand(),
+		newInvalidateCommand(),
 		newBenchCommand(g),
 		newVersionCommand(),
 	)

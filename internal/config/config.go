@@ -86,6 +86,9 @@ type Replication struct {
 	// PeerTimeout: a connected peer that acknowledges nothing for this
 	// long while writes wait for it is disconnected (and Outdated).
 	PeerTimeout Duration `yaml:"peer-timeout,omitempty"`
+	// ResyncRate bounds region resync traffic per peer, bytes per second
+	// (0: unlimited), so that application writes keep their bandwidth.
+	ResyncRate Size `yaml:"resync-rate,omitempty"`
 	// AfterSplitBrain is the automatic split-brain policy: "disconnect"
 	// (refuse and report) or "discard-secondary" (the node that is not
 	// primary discards its divergent writes).
