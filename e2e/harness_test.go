@@ -156,14 +156,14 @@ func startMember(t *testing.T, logDir, name, wait string, args ...string) *proc 
 		p.kill9()
 		if t.Failed() {
 			b, _ := os.ReadFile(p.log)
-			t.Logf("--- log of %s (last 4 KiB) ---\n%s", name, tail(string(b), 4096))
+			t.Logf("--- log of %s (last 4 KiB) ---\n%s", name, tail(string(b), 8192))
 		}
 	})
 	select {
 	case <-p.started:
 	case <-p.done:
 		b, _ := os.ReadFile(p.log)
-		t.Fatalf("%s exited before %q: %v\n%s", name, wait, p.err, tail(string(b), 4096))
+		t.Fatalf("%s exited before %q: %v\n%s", name, wait, p.err, tail(string(b), 8192))
 	case <-time.After(60 * time.Second):
 		t.Fatalf("%s printed no %q line within 60s", name, wait)
 	}

@@ -129,7 +129,15 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
 		defer cancel()
-		err := n.ctl.WaitState(ctx, func(s quorum.Status) bool { return s.Role == quorum.RolePrimary && s.Serving })
+		// The node may learn only now (catching up with the log) that it is
+		// Outdated: its promotion is then refused.
+		err := n.ctl.WaitState(ctx, func(s quorum.Status) bool {
+			return (s.Role == quorum.RolePrimary && s.Serving) || (!force && s.IsOutdated(n.me.Name))
+		})
+		if err == nil && !force && n.ctl.Status().IsOutdated(n.me.Name) {
+			writeError(w, http.StatusConflict, fmt.Errorf("%w: %s (grbd primary --force promotes it anyway, losing the writes it missed)", quorum.ErrOutdated, n.me.Name))
+			return
+		}
 		if err != nil {
 			writeError(w, http.StatusGatewayTimeout, fmt.Errorf("not primary after %v: %w", roleTimeout, err))
 			return

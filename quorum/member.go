@@ -178,6 +178,9 @@ func NewMember(cfg Config) (*Member, error) {
 	}
 	m.rn = rn
 	m.resetElection()
+	// A member that just started gives the links a failover period to
+	// come up before it takes the primary's silence for its death.
+	m.heardPrimary = int64(cfg.Timing.Failover)
 	return m, nil
 }
 
@@ -369,8 +372,8 @@ func (m *Member) setState(st State, index uint64) {
 			m.promotedAt = m.now
 		}
 	}
-	if m.wantPromote != nil && st.Epoch != m.wantPromote.Epoch {
-		m.wantPromote = nil
+	if m.wantPromote != nil && (st.Epoch != m.wantPromote.Epoch || (!m.wantPromote.Force && st.IsOutdated(m.self))) {
+		m.wantPromote = nil // done, or moot: it would be refused
 	}
 	if m.wantDemote && st.Primary != m.self {
 		m.wantDemote = false

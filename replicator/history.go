@@ -44,12 +44,18 @@ func (h History) Last() HistoryEntry {
 }
 
 // Enter returns h with epoch e starting at seq appended, unless h already
-// ends in e.
+// ends in e. Entries starting at or after seq go first: they describe
+// records this node never received (taken from a primary's history when it
+// connected), and the node's own records from seq on are now of epoch e.
 func (h History) Enter(e, seq uint64, forced bool) History {
-	if len(h) > 0 && h[len(h)-1].Epoch >= e {
+	out := slices.Clone(h)
+	for len(out) > 0 && out[len(out)-1].FirstSeq >= seq {
+		out = out[:len(out)-1]
+	}
+	if len(out) > 0 && out[len(out)-1].Epoch >= e {
 		return h
 	}
-	return append(slices.Clone(h), HistoryEntry{Epoch: e, FirstSeq: seq, Forced: forced})
+	return append(out, HistoryEntry{Epoch: e, FirstSeq: seq, Forced: forced})
 }
 
 // Adopt is the history of a secondary that keeps its records up to d and

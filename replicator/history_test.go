@@ -48,6 +48,13 @@ func TestHistoryAdoptAndEnter(t *testing.T) {
 	require.Equal(t, uint64(3), got.EpochOf(150))
 	require.Equal(t, got, got.Enter(4, 300, false), "older epoch: no change")
 	require.Equal(t, HistoryEntry{Epoch: 6, FirstSeq: 300, Forced: true}, got.Enter(6, 300, true).Last())
+
+	// A node that adopted a primary's history beyond its own records and is
+	// promoted at its own position drops the entries it holds no records of
+	// (sim seed 1374 of the first version).
+	held := History{{Epoch: 1, FirstSeq: 1}, {Epoch: 2, FirstSeq: 53}}
+	require.Equal(t, History{{Epoch: 1, FirstSeq: 1}, {Epoch: 4, FirstSeq: 43}}, held.Enter(4, 43, false))
+	require.Equal(t, uint64(4), held.Enter(4, 43, false).EpochOf(50))
 }
 
 func TestHistoryCodec(t *testing.T) {

@@ -110,6 +110,11 @@ type peer struct {
 	ctl  chan *wire.Control
 }
 
+// maxBackoff caps the redial interval: a member that comes back is linked
+// again within this, before its failover timers can mistake a slow redial
+// for a dead primary.
+const maxBackoff = 200 * time.Millisecond
+
 // New returns a Mesh; call Serve for each listener and Start to dial.
 func New(cfg Config) (*Mesh, error) {
 	cfg.defaults()
@@ -282,7 +287,7 @@ func (m *Mesh) dialLoop(p *peer) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
