@@ -21,13 +21,13 @@ import (
 
 // testCluster runs data nodes and a witness in this process, on loopback.
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	cfg   *config.Config
 	nodes map[string]*Node
 	wit   *witness.Witness
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -37,7 +37,7 @@ func freeAddr(t *testing.T) string {
 
 // newTestCluster writes a config for n data nodes (d0, d1, ...) and, with
 // wit, a witness w; extra is YAML appended at the top level.
-func newTestCluster(t *testing.T, n int, wit bool, extra string) *testCluster {
+func newTestCluster(t testing.TB, n int, wit bool, extra string) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	var b strings.Builder

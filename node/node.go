@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,7 +100,8 @@ type Node struct {
 	bg     sync.WaitGroup
 
 	roleMu   sync.Mutex
-	prim     *primary // the current primary instance, nil on a secondary
+	prim     *primary                // the current primary instance, nil on a secondary
+	primA    atomic.Pointer[primary] // prim, for the I/O path
 	sec      *secondary
 	lastRole RoleEvent
 	events   *eventLog

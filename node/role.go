@@ -74,6 +74,7 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 	}
 	p.start()
 	n.prim = p
+	n.primA.Store(p)
 	n.log.Info("became primary", "epoch", st.Epoch, "forced", st.Forced, "first_seq", n.store.LastSeq()+1)
 }
 
@@ -83,14 +84,13 @@ func (n *Node) stopPrimaryLocked(err error) {
 	if n.prim == nil {
 		return
 	}
+	// Requests stop reaching the instance before it fails what it holds.
+	n.primA.Store(nil)
 	n.prim.stop(err)
 	n.log.Info("primary role ended", "epoch", n.prim.epoch)
 	n.prim = nil
 }
 
-// currentPrimary is the primary instance, or nil.
-func (n *Node) currentPrimary() *primary {
-	n.roleMu.Lock()
-	defer n.roleMu.Unlock()
-	return n.prim
-}
+// currentPrimary is the primary instance, or nil. Lock-free: every NBD
+// request asks.
+func (n *Node) currentPrimary() *primary { return n.primA.Load() }
