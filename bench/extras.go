@@ -47,10 +47,12 @@ type ResyncResult struct {
 	AwaySeconds  float64 `json:"away_seconds"`  // writing time while the peer was down
 	BytesWritten uint64  `json:"bytes_written"` // NBD bytes written on the primary meanwhile
 	BytesMoved   uint64  `json:"bytes_moved"`   // catchup_bytes the primary sent the peer
-	Seconds      float64 `json:"seconds"`       // restart of the peer -> peer UpToDate
-	// BytesPerSecond is BytesMoved / Seconds. Seconds includes the peer's
-	// process start, so this understates the wire rate a little.
-	BytesPerSecond float64 `json:"bytes_per_second"`
+	// StartSeconds is the restarted peer's start-up (its own journal replay
+	// included) until it printed its ready line; Seconds runs from then
+	// until the primary reports it UpToDate with nothing behind.
+	StartSeconds   float64 `json:"start_seconds"`
+	Seconds        float64 `json:"seconds"`
+	BytesPerSecond float64 `json:"bytes_per_second"`  // BytesMoved / Seconds
 	Amplification  float64 `json:"moved_per_written"` // BytesMoved / BytesWritten
 	Outcome
 }
@@ -106,11 +108,13 @@ func measureResync(ctx context.Context, cl *GrbdCluster, jobsDir, job string) (R
 	if err := cl.restart(ctx, peer.name); err != nil {
 		return r, err
 	}
+	ready := time.Now()
+	r.StartSeconds = ready.Sub(start).Seconds()
 	final, err := cl.waitInSync(ctx, 10*time.Minute)
 	if err != nil {
 		return r, err
 	}
-	r.Seconds = time.Since(start).Seconds()
+	r.Seconds = time.Since(ready).Seconds()
 	fp, _ := final.peer(peer.name)
 	bp, _ := before.peer(peer.name)
 	r.BytesMoved = fp.CatchupBytes - bp.CatchupBytes

@@ -185,9 +185,9 @@ func (r *ResyncResult) summary() string {
 	if s, ok := r.Outcome.summary(); ok {
 		return s
 	}
-	return fmt.Sprintf("peer killed, %s ran %.1f s on the primary and wrote %.2f GB; restarted, the peer was UpToDate after %.2f s; "+
-		"resync moved %.2f GB = %.2f GB/s, %.2fx the bytes written", r.Job, r.AwaySeconds, float64(r.BytesWritten)/1e9,
-		r.Seconds, float64(r.BytesMoved)/1e9, r.BytesPerSecond/1e9, r.Amplification)
+	return fmt.Sprintf("peer killed, %s ran %.1f s on the primary and wrote %.2f GB; restarted, the peer was ready after %.2f s "+
+		"and UpToDate %.2f s later; resync moved %.2f GB = %.2f GB/s, %.2fx the bytes written", r.Job, r.AwaySeconds,
+		float64(r.BytesWritten)/1e9, r.StartSeconds, r.Seconds, float64(r.BytesMoved)/1e9, r.BytesPerSecond/1e9, r.Amplification)
 }
 
 func (r *FailoverResult) summary() string {
