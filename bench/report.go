@@ -26,6 +26,7 @@ type Report struct {
 	Results  []Result        `json:"results"` // averaged over rounds
 	Runs     []Result        `json:"runs"`    // every round
 	Skipped  []Skip          `json:"skipped"`
+	Failures []Failure       `json:"failures"`
 	Procs    []ProcStats     `json:"processes"`
 	Resync   *ResyncResult   `json:"resync,omitempty"`
 	Failover *FailoverResult `json:"failover,omitempty"`
@@ -38,6 +39,14 @@ type Machine struct {
 	Kernel    string `json:"kernel"`
 	Fio       string `json:"fio"`
 	LoadStart string `json:"load_average_start"` // 1-minute load average
+}
+
+// Failure is one fio job that failed on one system in one round.
+type Failure struct {
+	System string `json:"system"`
+	Job    string `json:"workload"`
+	Round  int    `json:"round"`
+	Error  string `json:"error"`
 }
 
 // Skip is a system that could not run here.
@@ -54,7 +63,7 @@ func newReport(cfg Config) *Report {
 		Machine: Machine{CPUs: runtime.NumCPU(), Kernel: strings.TrimSpace(string(kernel)),
 			Fio: strings.TrimSpace(string(fio)), LoadStart: loadAverage()},
 		Size: cfg.Size, Duration: cfg.Duration.Seconds(), Ramp: cfg.Ramp.Seconds(), Rounds: cfg.Rounds,
-		Baseline: cfg.Baseline, Skipped: []Skip{}, Procs: []ProcStats{},
+		Baseline: cfg.Baseline, Skipped: []Skip{}, Failures: []Failure{}, Procs: []ProcStats{},
 	}
 }
 
@@ -97,6 +106,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	for _, s := range rep.Skipped {
 		fmt.Fprintf(w, "%s: skipped: %s\n", s.System, s.Reason)
+	}
+	for _, f := range rep.Failures {
+		fmt.Fprintf(w, "%s %s round %d: FAILED: %s\n", f.System, f.Job, f.Round, f.Error)
 	}
 
 	fmt.Fprintln(w, "\nserver processes over the whole run (idle time included)")

@@ -25,6 +25,7 @@ func sampleReport() *Report {
 		Baseline: SysNBDKit, Rounds: 1, Duration: 5, Size: 1 << 30, Machine: Machine{CPUs: 2},
 		Results: results, Runs: results,
 		Skipped:  []Skip{{System: SysGrbd2Witness, Reason: "grbd witness not available"}},
+		Failures: []Failure{{System: SysQemuQuorum, Job: "randread-4k-qd32", Round: 1, Error: "bench: fio failed: EIO"}},
 		Procs:    []ProcStats{{System: SysGrbd1, Process: "n0", PID: 7, PeakRSS: 64 << 20, CPUSeconds: 12.5}},
 		Resync:   resync,
 		Failover: &FailoverResult{System: "failover-3n-C", Outcome: Outcome{Skipped: "needs automatic failover"}},
@@ -42,6 +43,7 @@ func TestWriteText(t *testing.T) {
 		"0.20x", // grbd-1n seqwrite
 		"1.00x", // the baseline's own ratio
 		"grbd-2n+w-C: skipped: grbd witness not available",
+		"qemu-quorum-2 randread-4k-qd32 round 1: FAILED: bench: fio failed: EIO",
 		"64.0   12.5", // peak RSS MiB, CPU s
 		"= 1.25 GB/s, 0.50x the bytes written",
 		"failover (failover-3n-C): skipped: needs automatic failover",

@@ -168,6 +168,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.progress("started %s at %s", s.Name(), uri)
 	}
 
+	var errs []error
 	for round := range cfg.Rounds {
 		for _, job := range cfg.Jobs {
 			// Rotate the system order every round so no system always runs
@@ -175,8 +176,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			for k := range running {
 				i := (k + round) % len(running)
 				r, err := runFio(ctx, jobsDir, job, uris[i])
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
 				if err != nil {
-					return nil, fmt.Errorf("bench: %s: %w", running[i].Name(), err)
+					// One failed job must not throw away the rest of a long
+					// run: it is reported, and fails the run at the end.
+					f := Failure{System: running[i].Name(), Job: job, Round: round + 1, Error: err.Error()}
+					rep.Failures = append(rep.Failures, f)
+					errs = append(errs, fmt.Errorf("bench: %s: %w", f.System, err))
+					cfg.progress("round %d %-24s %-16s FAILED: %v", round+1, job, f.System, err)
+					continue
 				}
 				r.System, r.Round = running[i].Name(), round+1
 				rep.Runs = append(rep.Runs, r)
@@ -187,7 +197,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Results = average(rep.Runs)
 
-	var errs []error
 	for _, s := range running {
 		errs = append(errs, rep.addProcStats(s))
 	}
