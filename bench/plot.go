@@ -43,7 +43,7 @@ func renderPNG(w io.Writer, results []Result, title string) error {
 		return fmt.Errorf("bench: plot: no results")
 	}
 	// One slot per job on the X axis; its bars take 80% of the slot.
-	slot := max(float64(len(systems))*barInch/0.8, 0.9)
+	slot := max(float64(len(systems))*barInch/0.8, 1.1)
 	width := max(plotMinWidth, slot*float64(len(jobs))+yAxisInch)
 	barWidth := vg.Length((width-yAxisInch)/float64(len(jobs))*0.8/float64(len(systems))) * vg.Inch
 
@@ -108,7 +108,7 @@ func barPlot(results []Result, jobs, systems []string, barWidth vg.Length, ylabe
 		return nil, fmt.Errorf("bench: plot %s: nothing to draw", ylabel)
 	}
 	p.Y.Min = math.Pow(10, math.Floor(math.Log10(lo/2)))
-	p.Y.Max = hi * 1.3
+	p.Y.Max = math.Pow(10, math.Ceil(math.Log10(hi*1.05))) // a labelled decade on top
 	p.NominalX(jobs...)
 	p.X.Min, p.X.Max = -0.5, float64(len(jobs))-0.5
 	p.X.Tick.Label.Rotation = 0.25

@@ -83,6 +83,13 @@ func (rep *Report) addProcStats(s System) error {
 	return nil
 }
 
+// Title names the run for the plot: date, CPUs and the load average
+// before and after (the machine may be shared).
+func (rep *Report) Title() string {
+	return fmt.Sprintf("grbd bench %s, %d CPUs, load average %s -> %s",
+		rep.Started.Format("2006-01-02"), rep.Machine.CPUs, rep.Machine.LoadStart, rep.LoadEnd)
+}
+
 // WriteJSON stores the report.
 func (rep *Report) WriteJSON(path string) error {
 	b, err := json.MarshalIndent(rep, "", "  ")

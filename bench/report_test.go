@@ -22,7 +22,7 @@ func sampleReport() *Report {
 	resync := &ResyncResult{System: "resync-2n-C", Job: "seqwrite-1m-qd8", AwaySeconds: 5, BytesWritten: 2e9,
 		BytesMoved: 1e9, Seconds: 0.8, BytesPerSecond: 1.25e9, Amplification: 0.5}
 	return &Report{
-		Baseline: SysNBDKit, Rounds: 1, Duration: 5, Size: 1 << 30, Machine: Machine{CPUs: 2},
+		Baseline: SysNBDKit, Rounds: 1, Duration: 5, Size: 1 << 30, Machine: Machine{CPUs: 2, LoadStart: "0.50"}, LoadEnd: "1.50",
 		Results: results, Runs: results,
 		Skipped:  []Skip{{System: SysGrbd2Witness, Reason: "grbd witness not available"}},
 		Failures: []Failure{{System: SysQemuQuorum, Job: "randread-4k-qd32", Round: 1, Error: "bench: fio failed: EIO"}},
@@ -62,6 +62,10 @@ func TestWriteText(t *testing.T) {
 	}
 	require.Equal(t, []string{"randwrite-4k-qd32 nbdkit-file", "randwrite-4k-qd32 grbd-1n",
 		"seqwrite-1m-qd8 nbdkit-file", "seqwrite-1m-qd8 grbd-1n"}, rows)
+}
+
+func TestTitle(t *testing.T) {
+	require.Equal(t, "grbd bench 0001-01-01, 2 CPUs, load average 0.50 -> 1.50", sampleReport().Title())
 }
 
 func TestWriteJSONRoundTrip(t *testing.T) {

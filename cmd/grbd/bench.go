@@ -86,8 +86,7 @@ Needs fio, nbdkit and qemu-nbd (make deps installs them).`,
 				errs = append(errs, rep.WriteJSON(o.jsonPath))
 			}
 			if o.pngPath != "" {
-				title := fmt.Sprintf("grbd bench %s, %d CPUs", rep.Started.Format("2006-01-02"), rep.Machine.CPUs)
-				errs = append(errs, bench.WritePNG(o.pngPath, rep.Results, title))
+				errs = append(errs, bench.WritePNG(o.pngPath, rep.Results, rep.Title()))
 			}
 			return errors.Join(errs...)
 		},
