@@ -38,9 +38,12 @@ unit:
 e2e:
 	$(GO) test -count=1 -timeout 15m -v ./e2e
 
-# bench: fio against grbd and peer NBD servers in one run (not part of test).
+# bench: the fio job files of bench/jobs against grbd and its peer NBD servers
+# in one run, plus resync and failover (not part of test; ~12 minutes). Writes
+# bench-results.json and bench-results.png; BENCHFLAGS adds flags, e.g.
+# BENCHFLAGS='--rounds 3 --duration 10s' (see `grbd bench --help`).
 bench: deps build
-	$(BIN) bench --json bench-results.json
+	$(BIN) bench --json bench-results.json --png bench-results.png $(BENCHFLAGS)
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
@@ -51,7 +54,7 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin bench-results.json
+	rm -rf bin bench-results.json bench-results.png
 
 # sim: a long simulation run (SIMSEEDS=20000 make sim).
 sim:
