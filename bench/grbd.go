@@ -139,11 +139,12 @@ func (g *GrbdCluster) writeConfig(dir string, size int64) error {
 	return nil
 }
 
-// startMember runs one member and waits for its ready line (data nodes) or
+// startMember runs one member and waits for its listening line (data
+// nodes; which one becomes primary is found through the admin endpoints) or
 // its admin listener (witness).
 func (g *GrbdCluster) startMember(ctx context.Context, m *member) error {
 	cmd := "node"
-	ready := readiness{Line: "ready "}
+	ready := readiness{Line: "listening "}
 	if m.witness {
 		cmd, ready = "witness", readiness{Line: "ready ", Addr: m.admin}
 	}

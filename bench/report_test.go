@@ -19,7 +19,7 @@ func sampleReport() *Report {
 		{System: SysGrbd1, Job: "randwrite-4k-qd32", IOPS: 45000, BW: 45000 * 4096, P50: 600, P99: 1100, P999: 3000},
 		{System: SysGrbd1, Job: "seqwrite-1m-qd8", IOPS: 600, BW: 600 << 20, P50: 9000, P99: 40000, P999: 60000},
 	}
-	resync := &ResyncResult{System: "resync-2n-C", Job: "seqwrite-1m-qd8", AwaySeconds: 5, BytesWritten: 2e9,
+	resync := &ResyncResult{System: "resync-2n+w-C", Job: "seqwrite-1m-qd8", AwaySeconds: 5, BytesWritten: 2e9,
 		BytesMoved: 1e9, Seconds: 0.8, BytesPerSecond: 1.25e9, Amplification: 0.5}
 	return &Report{
 		Baseline: SysNBDKit, Rounds: 1, Duration: 5, Size: 1 << 30, Machine: Machine{CPUs: 2, LoadStart: "0.50"}, LoadEnd: "1.50",

@@ -78,7 +78,7 @@ func Suite(binary, extraYAML string) Config {
 		Jobs:        JobOrder,
 		Baseline:    SysNBDKit,
 		Goals:       DefaultGoals(),
-		Resync:      grbd("resync-2n-C", 2, false, config.ProtocolC),
+		Resync:      grbd("resync-2n+w-C", 2, true, config.ProtocolC),
 		ResyncJob:   "seqwrite-1m-qd8",
 		ResyncWrite: 5 * time.Second,
 		Failover:    failover,
