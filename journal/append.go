@@ -31,23 +31,44 @@ func (j *Journal) Append(w Write) (uint64, error) {
 		return 0, fmt.Errorf("%w: %d byte record, journal MaxSize %d", ErrTooLarge, n, j.maxSize)
 	}
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	if err := j.reserve(n); err != nil {
+	seq, ticket, err := j.appendLocked(&w, n)
+	j.mu.Unlock()
+	if err != nil {
 		return 0, err
+	}
+	// Apply to the data file outside the append lock, in ticket (= append)
+	// order: the next record's journal write overlaps this data write, and
+	// overlapping writes still land in sequence order.
+	j.waitTurn(ticket)
+	err = j.apply(&w)
+	j.endTurn(ticket)
+	if err != nil {
+		// The record is in the journal: the journal and the data file
+		// disagree until a replay, so stop here.
+		return 0, j.fail(fmt.Errorf("journal: apply seq %d: %w", seq, err))
+	}
+	return seq, nil
+}
+
+// appendLocked writes w's record to the journal and returns its seq and its
+// apply ticket. Caller holds mu.
+func (j *Journal) appendLocked(w *Write, n int64) (uint64, uint64, error) {
+	if err := j.reserve(n); err != nil {
+		return 0, 0, err
 	}
 	switch {
 	case w.Seq == 0:
 		w.Seq = j.lastSeq + 1
 	case w.Seq <= j.lastSeq:
-		return 0, fmt.Errorf("%w: seq %d, last %d", ErrSeqOrder, w.Seq, j.lastSeq)
+		return 0, 0, fmt.Errorf("%w: seq %d, last %d", ErrSeqOrder, w.Seq, j.lastSeq)
 	}
 	if j.hooks.beforeWrite != nil {
-		j.hooks.beforeWrite(w)
+		j.hooks.beforeWrite(*w)
 	}
 	seg := j.segs[len(j.segs)-1]
-	buf, err := EncodeRecord(j.buf[:0], Record{Write: w, Salt: j.salt, Synced: seg.synced.Load()})
+	buf, err := EncodeRecord(j.buf[:0], Record{Write: *w, Salt: j.salt, Synced: seg.synced.Load()})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if cap(buf) <= 4<<20 {
 		j.buf = buf // keep the scratch buffer unless a huge write grew it
@@ -55,7 +76,7 @@ func (j *Journal) Append(w Write) (uint64, error) {
 	// A failed journal write changes nothing: the next record overwrites
 	// whatever part of it reached the file.
 	if _, err := seg.f.WriteAt(buf, seg.size); err != nil {
-		return 0, fmt.Errorf("journal: write segment %d: %w", seg.num, err)
+		return 0, 0, fmt.Errorf("journal: write segment %d: %w", seg.num, err)
 	}
 	seg.size += n
 	seg.lastSeq = w.Seq
@@ -64,16 +85,47 @@ func (j *Journal) Append(w Write) (uint64, error) {
 	j.lastSeq = w.Seq
 	j.lastSeqA.Store(w.Seq)
 	j.writes.Add(1)
-	// The record is in the journal: if the data file does not take it, the
-	// journal and the data file disagree until a replay, so stop here.
-	if err := j.apply(&w); err != nil {
-		return 0, j.fail(fmt.Errorf("journal: apply seq %d: %w", w.Seq, err))
-	}
-	j.markRegions(&w)
+	j.markRegions(w)
 	if j.appended-j.ckptAppended > j.maxSize/4 {
 		j.requestCheckpoint()
 	}
-	return w.Seq, nil
+	ticket := j.nextTicket
+	j.nextTicket++
+	return w.Seq, ticket, nil
+}
+
+// waitTurn returns when every apply with a lower ticket has finished.
+func (j *Journal) waitTurn(ticket uint64) {
+	j.applyMu.Lock()
+	if j.applyTurn == ticket {
+		j.applyMu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	j.turnWaiters[ticket] = append(j.turnWaiters[ticket], ch)
+	j.applyMu.Unlock()
+	<-ch
+}
+
+// endTurn passes the turn to the next ticket.
+func (j *Journal) endTurn(ticket uint64) {
+	j.applyMu.Lock()
+	j.applyTurn = ticket + 1
+	chs := j.turnWaiters[ticket+1]
+	delete(j.turnWaiters, ticket+1)
+	j.applyMu.Unlock()
+	for _, ch := range chs {
+		close(ch)
+	}
+}
+
+// waitApplied returns when every record appended so far is in the data
+// file (checkpoints sync the data file only after that).
+func (j *Journal) waitApplied() {
+	j.mu.Lock()
+	end := j.nextTicket
+	j.mu.Unlock()
+	j.waitTurn(end)
 }
 
 // reserve waits, with mu held, until a record of n bytes fits in the journal,
@@ -146,7 +198,7 @@ func (j *Journal) advanceDurable(seq uint64) {
 	j.smu.Unlock()
 }
 
-// apply writes w to the data file. Called with mu held (or during Open).
+// apply writes w to the data file. Called in ticket order (or during Open).
 func (j *Journal) apply(w *Write) error {
 	if w.ZeroLength == 0 {
 		_, err := j.data.WriteAt(w.Data, w.Offset)

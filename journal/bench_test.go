@@ -89,3 +89,23 @@ func BenchmarkEncodeRecord(b *testing.B) {
 		buf, _ = EncodeRecord(buf[:0], r)
 	}
 }
+
+// BenchmarkAppendParallel: 4 KiB appends from many writers (the NBD server
+// at QD32), no fdatasync.
+func BenchmarkAppendParallel(b *testing.B) {
+	j := benchJournal(b)
+	data := make([]byte, 4<<10)
+	var next atomic.Int64
+	b.SetBytes(4 << 10)
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			if _, err := j.Append(Write{Offset: i % 65536 * 4096, Data: data}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

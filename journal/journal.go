@@ -107,9 +107,14 @@ type Journal struct {
 	ckptFails    uint64 // failed checkpoints, to wake blocked appenders
 	ckptErr      error
 	closed       bool
-	punch        vfs.Puncher // nil once the data file said ErrNotSupported
+	punch        vfs.Puncher // nil once the data file said ErrNotSupported (applyMu after Open)
+	nextTicket   uint64      // apply order of the next record
 	buf          []byte      // record encoding scratch
 	hooks        testHooks
+
+	applyMu     sync.Mutex // data-file applies go in ticket order
+	applyTurn   uint64     // the ticket allowed to apply now
+	turnWaiters map[uint64][]chan struct{}
 
 	smu        sync.Mutex // group commit state
 	syncCond   sync.Cond  // on smu
@@ -185,6 +190,7 @@ func Open(opts Options) (*Journal, error) {
 		fs: opts.FS, log: opts.Logger, dir: opts.Dir, jdir: filepath.Join(opts.Dir, journalName),
 		segSize: opts.SegmentSize, maxSize: opts.MaxSize, retain: ^uint64(0),
 		ckptReq: make(chan struct{}, 1), done: make(chan struct{}),
+		turnWaiters: map[uint64][]chan struct{}{},
 	}
 	j.spaceCond.L = &j.mu
 	j.syncCond.L = &j.smu
@@ -433,6 +439,7 @@ func (j *Journal) shutdown() {
 	j.closed = true
 	j.spaceCond.Broadcast()
 	j.mu.Unlock()
+	j.waitApplied() // appends past the journal write finish their data write
 	j.smu.Lock()
 	j.syncClosed = true
 	for j.syncing {

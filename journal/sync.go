@@ -105,9 +105,10 @@ func (j *Journal) checkpoint() error {
 	// while they are skipped as checkpointed, and ReadRecords would silently
 	// jump over them.
 	err := j.Sync(ck)
+	// Every record <= ck reached the data file before it is synced (the
+	// snapshot above took them all; later ones may land too, harmlessly).
+	j.waitApplied()
 	if err == nil {
-		// Every data-file write of a record <= ck was issued before the
-		// snapshot above.
 		if serr := j.data.Sync(); serr != nil {
 			err = j.fail(fmt.Errorf("journal: sync data file: %w", serr))
 		}

@@ -329,10 +329,11 @@ func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool) error {
 		return ErrClosed
 	}
 	if p.sess != nil {
-		p.sess.Close() // a newer session replaces the old one
+		p.sess.Close() // a newer session replaces the old one; up is closed already
+	} else {
+		close(p.up)
 	}
 	p.sess = sess
-	close(p.up)
 	m.mu.Unlock()
 	m.log.Info("peer link up", "peer", p.name, "remote", c.RemoteAddr().String())
 	if m.cfg.OnPeer != nil {

@@ -184,3 +184,20 @@ func TestCoalesceJoinsDataHeaderAndBody(t *testing.T) {
 	_, _ = c.Write(emptyData)
 	require.Equal(t, [][]byte{winHdr, emptyData}, rec.writes)
 }
+
+// A second session with a peer that still has one registered replaces it
+// (chaos seed 1000: a long SIGSTOP made the dialer redial before the
+// acceptor noticed the old session was dead; the acceptor panicked).
+func TestNewerSessionReplacesRegisteredOne(t *testing.T) {
+	nodes := startMeshes(t, "c1", "a", "b")
+	waitConnected(t, nodes["a"].m, "b")
+	waitConnected(t, nodes["b"].m, "a")
+	// Dial b again as "a", while b's session with a is still registered.
+	extra, err := New(Config{Cluster: "c1", Self: "a", Peers: map[string]string{"b": nodes["b"].ln.Addr().String()}, HandshakeTimeout: time.Second})
+	require.NoError(t, err)
+	extra.Start()
+	defer extra.Close()
+	waitConnected(t, extra, "b")
+	waitConnected(t, nodes["b"].m, "a")
+	nodes["b"].m.Send("a", &wire.Control{Kind: wire.ControlRaft, Data: []byte("to the newest")})
+}
