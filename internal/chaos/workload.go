@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +90,7 @@ type Workload struct {
 
 	ids       atomic.Uint64
 	era       atomic.Int64
+	stopped   atomic.Bool
 	noFlush   atomic.Bool
 	writesOK  atomic.Int64
 	sessions  []*session
@@ -140,6 +142,7 @@ func (w *Workload) Start(ctx context.Context) {
 
 // Stop ends the workers, waits for them and closes the connections.
 func (w *Workload) Stop() {
+	w.stopped.Store(true)
 	if w.cancel != nil {
 		w.cancel()
 	}
@@ -148,6 +151,9 @@ func (w *Workload) Stop() {
 		s.close()
 	}
 }
+
+// Stopped reports whether Stop was called.
+func (w *Workload) Stopped() bool { return w.stopped.Load() }
 
 // NewEra marks that unsynced data may have been lost just now (a simulated
 // power loss): later operations are checked for linearizability separately,
@@ -261,14 +267,20 @@ func (w *Workload) do(ctx context.Context, c *nbdclient.Client, op *Op, buf []by
 	}
 }
 
-// Verify reads every block once from the current primary, retrying failed
-// reads until ctx ends. The reads join the history, so the checks cover
-// them; run it after the faults healed.
+// verifyTries bounds the attempts to read one block in Verify.
+const verifyTries = 20
+
+// Verify reads every block once from the current primary, retrying a failed
+// read (up to verifyTries times, reconnecting each time). The reads join the
+// history, so the checks cover them; run it after the faults healed. It
+// returns an error naming the blocks it could not read.
 func (w *Workload) Verify(ctx context.Context) error {
 	buf := make([]byte, BlockSize)
 	client := w.cfg.Conns * w.cfg.Workers
+	var unread []string
 	for b := range w.cfg.Blocks {
-		for {
+		var last string
+		for try := 0; try < verifyTries; try++ {
 			c, node, gen, err := w.verifySes.client(ctx)
 			if err != nil {
 				return fmt.Errorf("chaos: verify block %d: %w", b, err)
@@ -276,14 +288,18 @@ func (w *Workload) Verify(ctx context.Context) error {
 			op := Op{ID: w.ids.Add(1), Client: client, Kind: OpRead, Block: b, Node: node, Era: int(w.era.Load())}
 			w.do(ctx, c, &op, buf)
 			w.hist.Add(op)
-			if op.Outcome == OK {
+			if last = op.Err; op.Outcome == OK {
+				last = ""
 				break
 			}
 			w.verifySes.drop(gen, op.Call, op.Err)
-			if ctx.Err() != nil {
-				return fmt.Errorf("chaos: verify block %d: %s: %w", b, op.Err, ctx.Err())
-			}
 		}
+		if last != "" {
+			unread = append(unread, fmt.Sprintf("block %d: %s", b, last))
+		}
+	}
+	if len(unread) > 0 {
+		return fmt.Errorf("chaos: %d blocks unreadable: %s", len(unread), strings.Join(unread, "; "))
 	}
 	return nil
 }
