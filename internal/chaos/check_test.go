@@ -94,6 +94,7 @@ func TestCheckLinearizable(t *testing.T) {
 		{name: "zeroes after a write", fresh: true, hist: new(h).w(0, 1, 0, 1).rd(0, 0, 2, 3), want: []string{"Illegal"}},
 		{name: "unknown write may apply late", fresh: true, hist: new(h).wu(0, 1, 0, 1).w(0, 2, 2, 3).rd(0, 1, 10, 11), want: []string{"Ok"}},
 		{name: "unknown write may never apply", fresh: true, hist: new(h).w(0, 2, 0, 1).wu(0, 1, 2, 3).rd(0, 2, 10, 11), want: []string{"Ok"}},
+		{name: "unobserved unknown writes are dropped", fresh: true, hist: new(h).wu(0, 1, 0, 1).wu(0, 3, 0, 1).w(0, 2, 2, 3).rd(0, 2, 10, 11), want: []string{"Ok"}},
 		{name: "corrupt read", fresh: true, hist: new(h).w(0, 1, 0, 1).rd(0, ValueCorrupt, 2, 3), want: []string{"Illegal"}},
 		{name: "blocks are independent", fresh: true, hist: new(h).w(0, 1, 0, 1).w(1, 2, 0, 1).rd(1, 2, 2, 3).rd(0, 1, 2, 3), want: []string{"Ok"}},
 		{
@@ -138,6 +139,8 @@ func TestCheckDurability(t *testing.T) {
 		{name: "newer unflushed value read", hist: new(h).w(0, 1, 0, 1).fl(2, 3).w(0, 2, 4, 5).rd(0, 2, 10, 11).era(1)},
 		{name: "concurrent write may win", hist: new(h).w(0, 1, 0, 10).w(0, 2, 1, 9).fl(11, 12).rd(0, 2, 20, 21).rd(0, 1, 22, 23)},
 		{name: "unknown write may win", hist: new(h).w(0, 1, 0, 1).fl(2, 3).wu(0, 2, 4, 5).rd(0, 2, 20, 21)},
+		{name: "flush after a power loss does not cover lost writes", hist: new(h).w(0, 1, 0, 1).fl(5, 6).era(1).rd(0, 0, 10, 11).era(1)},
+		{name: "FUA survives a power loss", hist: new(h).w(0, 1, 0, 1).fua().fl(5, 6).era(1).rd(0, 0, 10, 11).era(1), want: []string{AnomalyLostWrite}},
 		{name: "corrupt read", hist: new(h).rd(0, ValueCorrupt, 0, 1), want: []string{AnomalyCorrupt}},
 		{name: "phantom read", hist: new(h).rd(0, 99, 0, 1), want: []string{AnomalyPhantom}},
 	}

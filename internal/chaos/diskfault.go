@@ -239,25 +239,26 @@ func MountTmpfs(dir string, size int64) (func() error, error) {
 	}, nil
 }
 
-// FillDisk allocates a filler file in dir so that only leave bytes stay free
-// on its filesystem, and returns the function that removes it.
+// FillDisk allocates a filler file in dir until its filesystem is full, then
+// gives back leave bytes, and returns the function that removes the filler.
+// It grows the filler step by step because the node keeps writing: "free
+// space" is a moving target.
 func FillDisk(dir string, leave int64) (func() error, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return nil, fmt.Errorf("chaos: statfs %s: %w", dir, err)
-	}
-	free := int64(st.Bavail) * st.Bsize
 	path := filepath.Join(dir, fillerFileName)
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: filler: %w", err)
 	}
 	defer f.Close()
-	if n := free - leave; n > 0 {
-		if err := unix.Fallocate(int(f.Fd()), 0, 0, n); err != nil {
-			os.Remove(path)
-			return nil, fmt.Errorf("chaos: fill %s with %d bytes: %w", dir, n, err)
+	var size int64
+	for _, step := range []int64{4 << 20, 64 << 10, 4 << 10} {
+		for unix.Fallocate(int(f.Fd()), 0, size, step) == nil {
+			size += step
 		}
+	}
+	if err := f.Truncate(max(size-leave, 0)); err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("chaos: filler: %w", err)
 	}
 	return func() error { return os.Remove(path) }, nil
 }

@@ -97,16 +97,33 @@ func CheckDurability(ops []Op) []Anomaly {
 }
 
 // durableByBlock lists, per block, the acknowledged writes that became
-// durable, sorted by when, each with the running maximum of call times.
+// durable, sorted by when, each with the running maximum of call times. A
+// FLUSH covers the writes acknowledged before it was called in the same era:
+// writes lost by a simulated power loss (an era boundary) before the FLUSH
+// began are not made durable by it.
 func durableByBlock(writes map[uint64]Op, flushes []Op) map[int][]durableWrite {
-	// Flushes sorted by call; minRet[i] is the earliest return among
-	// flushes[i:], i.e. the first moment a flush called at or after
+	// Per era, flushes sorted by call; minRet[i] is the earliest return
+	// among flushes[i:], i.e. the first moment a flush called at or after
 	// flushes[i].Call had completed.
+	type eraFlushes struct {
+		calls  []time.Duration
+		minRet []time.Duration
+	}
+	byEra := map[int]*eraFlushes{}
 	sort.Slice(flushes, func(i, j int) bool { return flushes[i].Call < flushes[j].Call })
-	minRet := make([]time.Duration, len(flushes)+1)
-	minRet[len(flushes)] = never
-	for i := len(flushes) - 1; i >= 0; i-- {
-		minRet[i] = min(minRet[i+1], flushes[i].Return)
+	for _, f := range flushes {
+		e := byEra[f.Era]
+		if e == nil {
+			e = &eraFlushes{}
+			byEra[f.Era] = e
+		}
+		e.calls = append(e.calls, f.Call)
+		e.minRet = append(e.minRet, f.Return)
+	}
+	for _, e := range byEra {
+		for i := len(e.minRet) - 2; i >= 0; i-- {
+			e.minRet[i] = min(e.minRet[i], e.minRet[i+1])
+		}
 	}
 	out := map[int][]durableWrite{}
 	for _, w := range writes {
@@ -115,8 +132,12 @@ func durableByBlock(writes map[uint64]Op, flushes []Op) map[int][]durableWrite {
 		}
 		at := w.Return
 		if !w.FUA {
-			i := sort.Search(len(flushes), func(i int) bool { return flushes[i].Call > w.Return })
-			at = minRet[i]
+			at = never
+			if e := byEra[w.Era]; e != nil {
+				if i := sort.Search(len(e.calls), func(i int) bool { return e.calls[i] > w.Return }); i < len(e.calls) {
+					at = e.minRet[i]
+				}
+			}
 		}
 		if at == never {
 			continue

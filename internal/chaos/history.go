@@ -101,15 +101,18 @@ func (h *History) Ops() []Op {
 
 // OpCounts summarises a history.
 type OpCounts struct {
-	Writes        int            `json:"writes"`
-	WritesOK      int            `json:"writes_ok"`
-	WritesFailed  int            `json:"writes_failed"`
-	WritesUnknown int            `json:"writes_unknown"`
-	Reads         int            `json:"reads"`
-	ReadsOK       int            `json:"reads_ok"`
-	Flushes       int            `json:"flushes"`
-	FlushesOK     int            `json:"flushes_ok"`
-	Errors        map[string]int `json:"errors,omitempty"` // error text (shortened) -> count
+	Writes        int `json:"writes"`
+	WritesOK      int `json:"writes_ok"`
+	WritesFailed  int `json:"writes_failed"`
+	WritesUnknown int `json:"writes_unknown"`
+	Reads         int `json:"reads"`
+	ReadsOK       int `json:"reads_ok"`
+	Flushes       int `json:"flushes"`
+	FlushesOK     int `json:"flushes_ok"`
+	// MaxWriteLatency is the longest acknowledged write: how long writes
+	// stalled during a fault.
+	MaxWriteLatency time.Duration  `json:"max_write_latency"`
+	Errors          map[string]int `json:"errors,omitempty"` // error text (shortened) -> count
 }
 
 // Count summarises ops.
@@ -123,6 +126,7 @@ func Count(ops []Op) OpCounts {
 			switch op.Outcome {
 			case OK:
 				c.WritesOK++
+				c.MaxWriteLatency = max(c.MaxWriteLatency, op.Return-op.Call)
 			case Failed:
 				c.WritesFailed++
 			case Unknown:

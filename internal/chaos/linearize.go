@@ -92,9 +92,18 @@ func describeValue(v uint64) string {
 }
 
 // porcupineOps converts the reads and writes of one era. Failed reads say
-// nothing and are left out; writes that did not succeed may still apply and
-// get a far-future return.
+// nothing and are left out. Writes that did not succeed may still apply and
+// get a far-future return; those whose value no read observed are left out
+// as well: placing such a write after every other operation is always a
+// valid choice for it, so dropping it changes no verdict, and unobserved
+// unknown writes are what makes the search explode after an error storm.
 func porcupineOps(ops []Op, era int) []porcupine.Operation {
+	seen := map[uint64]bool{}
+	for _, op := range ops {
+		if op.Kind == OpRead && op.Outcome == OK {
+			seen[op.Value] = true
+		}
+	}
 	var out []porcupine.Operation
 	for _, op := range ops {
 		if op.Era != era || (op.Kind != OpRead && op.Kind != OpWrite) {
@@ -105,6 +114,9 @@ func porcupineOps(ops []Op, era int) []porcupine.Operation {
 		case op.Kind == OpRead && op.Outcome != OK:
 			continue
 		case op.Kind == OpWrite && op.Outcome != OK:
+			if !seen[op.Value] {
+				continue
+			}
 			ret = farFuture
 		}
 		out = append(out, porcupine.Operation{

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -136,14 +135,6 @@ func (r *Run) WaitInSync(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 	return true
-}
-
-// ScenarioSeed derives a scenario's seed from a suite seed, so that each
-// scenario has its own stream and a single one can be replayed.
-func ScenarioSeed(suite uint64, name string) uint64 {
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%d/%s", suite, name)
-	return h.Sum64()
 }
 
 // Execute runs a scenario with a seed: start the cluster, start the
@@ -279,11 +270,19 @@ func checkNeeds(env Env, n Needs) error {
 	return nil
 }
 
+// Sizes of every scenario's cluster: small, so that resyncs and disk-full
+// faults are quick.
+const (
+	scenarioDevice  = "64MiB"
+	scenarioJournal = "32MiB"
+)
+
 // clusterConfig builds the cluster config of a shape; cleanup unmounts what
 // it mounted and must always run.
 func clusterConfig(env Env, s Shape, dir string, ev *Events) (ClusterConfig, func(), error) {
 	cfg := ClusterConfig{Bin: env.Bin, Dir: dir, DataNodes: max(s.DataNodes, 1), Witness: s.Witness,
-		Protocol: s.Protocol, Proxies: s.Proxies, ExtraYAML: s.ExtraYAML, Events: ev}
+		Protocol: s.Protocol, Proxies: s.Proxies, ExtraYAML: s.ExtraYAML, Events: ev,
+		DeviceSize: scenarioDevice, JournalMaxSize: scenarioJournal}
 	cleanup := func() {}
 	if s.TmpfsData == "" {
 		return cfg, cleanup, nil
@@ -291,7 +290,7 @@ func clusterConfig(env Env, s Shape, dir string, ev *Events) (ClusterConfig, fun
 	// Room for the thick-provisioned image, the journal bound and a little
 	// slack (meta, segment headers).
 	mnt := filepath.Join(dir, "tmpfs-"+s.TmpfsData)
-	unmount, err := MountTmpfs(mnt, deviceBytes("64MiB")+deviceBytes("32MiB")+8<<20)
+	unmount, err := MountTmpfs(mnt, deviceBytes(scenarioDevice)+deviceBytes(scenarioJournal)+8<<20)
 	if err != nil {
 		return cfg, cleanup, err
 	}

@@ -285,10 +285,13 @@ func injectPartition(oneWay bool) func(context.Context, *Run) error {
 			return err
 		}
 		a, b := r.C.Member("n0").Endpoint(), r.C.Member("n1").Endpoint()
-		for i := 0; r.Round(i, 1); i++ {
+		// Round 0 is short (TCP retransmits across it); round 1 outlasts
+		// the link's keepalive timeout (2s + 10s), so the primary drops
+		// the peer and catches it up after healing. Soak runs mix both.
+		for i := 0; r.Round(i, 2); i++ {
 			hold := []time.Duration{time.Second, 3 * time.Second}
-			if !r.until.IsZero() && r.Rand.IntN(3) == 0 {
-				hold = []time.Duration{12 * time.Second, 20 * time.Second} // past yamux's keepalive timeout
+			if i == 1 || (i > 1 && r.Rand.IntN(3) == 0) {
+				hold = []time.Duration{13 * time.Second, 16 * time.Second}
 			}
 			switch {
 			case !oneWay:

@@ -192,6 +192,9 @@ func (w *Workload) Outages() []Outage {
 	return append([]Outage(nil), w.outages...)
 }
 
+// failBackoff is the least pause of a worker after a failed operation.
+const failBackoff = 50 * time.Millisecond
+
 func (w *Workload) worker(ctx context.Context, s *session, client int, rng *rand.Rand) {
 	buf := make([]byte, BlockSize)
 	for range w.cfg.MaxOps {
@@ -220,8 +223,14 @@ func (w *Workload) worker(ctx context.Context, s *session, client int, rng *rand
 		w.hist.Add(op)
 		if op.Outcome == OK {
 			s.up(node, op.Return)
-		} else {
-			s.drop(gen, op.Call, op.Err)
+			continue
+		}
+		s.drop(gen, op.Call, op.Err)
+		// Back off like a real client: an error storm helps nobody and
+		// floods the history with writes of unknown outcome.
+		select {
+		case <-ctx.Done():
+		case <-time.After(failBackoff + time.Duration(rng.Int64N(int64(failBackoff)))):
 		}
 	}
 }
@@ -396,6 +405,6 @@ func (s *session) close() {
 
 func (s *session) logf(format string, args ...any) {
 	if s.w.cfg.Logf != nil {
-		s.w.cfg.Logf("chaos: "+format, args...)
+		s.w.cfg.Logf(format, args...)
 	}
 }

@@ -84,8 +84,9 @@ type fixedTarget struct{ uri string }
 
 func (f fixedTarget) Primary(context.Context) (string, string, error) { return "mem", f.uri, nil }
 
-// serveDev serves dev until the test ends; restart closes every connection.
-func serveDev(t *testing.T, dev blockdev.Device) (uri string, restart func()) {
+// serveDev serves dev until the test ends; restart closes every connection
+// and serves again, calling during (if not nil) while nothing is served.
+func serveDev(t *testing.T, dev blockdev.Device) (uri string, restart func(during func())) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -99,10 +100,13 @@ func serveDev(t *testing.T, dev blockdev.Device) (uri string, restart func()) {
 	}
 	s := start(l)
 	t.Cleanup(func() { mu.Lock(); defer mu.Unlock(); _ = s.Close() })
-	return "nbd://" + addr, func() {
+	return "nbd://" + addr, func(during func()) {
 		mu.Lock()
 		defer mu.Unlock()
 		_ = s.Close()
+		if during != nil {
+			during()
+		}
 		l, err := net.Listen("tcp", addr)
 		require.NoError(t, err)
 		s = start(l)
@@ -135,7 +139,7 @@ func runWorkload(t *testing.T, dev blockdev.Device, uri string, between func(w *
 func TestWorkloadHealthy(t *testing.T) {
 	dev := newCrashDev(1 << 20)
 	uri, restart := serveDev(t, dev)
-	r := runWorkload(t, dev, uri, func(*Workload) { restart() })
+	r := runWorkload(t, dev, uri, func(*Workload) { restart(nil) })
 	require.True(t, r.OK(), r.Summary())
 	require.Greater(t, r.Ops.WritesOK, 500)
 	require.NotZero(t, r.Ops.FlushesOK)
@@ -149,9 +153,10 @@ func TestWorkloadCrashLosesOnlyUnsynced(t *testing.T) {
 	dev := newCrashDev(1 << 20)
 	uri, restart := serveDev(t, dev)
 	r := runWorkload(t, dev, uri, func(w *Workload) {
-		dev.crash()
-		w.NewEra()
-		restart()
+		restart(func() {
+			dev.crash()
+			w.NewEra()
+		})
 	})
 	require.True(t, r.OK(), r.Summary())
 	require.Len(t, r.Eras, 2)
@@ -178,9 +183,10 @@ func TestWorkloadCatchesPlantedBugs(t *testing.T) {
 				dev.mu.Unlock()
 				if tc.crash {
 					require.NoError(t, w.WaitWrites(context.Background(), 300))
-					dev.crash()
-					w.NewEra()
-					restart()
+					restart(func() {
+						dev.crash()
+						w.NewEra()
+					})
 				}
 			})
 			require.False(t, r.OK(), r.Summary())
