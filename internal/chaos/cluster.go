@@ -405,6 +405,16 @@ func (c *Cluster) ImageSum(name string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// RemoveData deletes the data directories of stopped members (logs, config
+// and reports stay).
+func (c *Cluster) RemoveData() {
+	for _, m := range c.members {
+		if !c.Running(m.Name) {
+			_ = os.RemoveAll(m.DataDir)
+		}
+	}
+}
+
 // Firewall returns the cluster's nftables firewall, creating it on first use
 // (ErrSkip when nft or root is missing).
 func (c *Cluster) Firewall(ctx context.Context) (*Firewall, error) {
@@ -415,9 +425,24 @@ func (c *Cluster) Firewall(ctx context.Context) (*Firewall, error) {
 		if err != nil {
 			return nil, err
 		}
+		fw.UnboundDials = c.unboundDials()
 		c.fw = fw
 	}
 	return c.fw, nil
+}
+
+// unboundDials reports whether members dial each other from 127.0.0.1
+// rather than from their own address (see Firewall.UnboundDials); with no
+// member connection to look at it assumes they do.
+func (c *Cluster) unboundDials() bool {
+	var peers []string
+	for _, m := range c.members {
+		peers = append(peers, m.Address)
+	}
+	src, err := dialSources(peers)
+	unbound := err != nil || len(src) == 0 || src["127.0.0.1"]
+	c.ev.Logf("member links come from %v: unbound dials %t", src, unbound)
+	return unbound
 }
 
 // Proxies returns the link proxies (nil unless ClusterConfig.Proxies).

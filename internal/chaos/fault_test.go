@@ -261,3 +261,20 @@ func TestProxies(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(start), 180*time.Millisecond, "100ms each way")
 	require.NoError(t, p.Clear("a", "b"))
 }
+
+func TestDialSources(t *testing.T) {
+	addr := echoServer(t, "127.77.250.9")
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.77.250.8")}}
+	bound, err := d.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer bound.Close()
+	unbound, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer unbound.Close()
+	src, err := dialSources([]string{addr})
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"127.77.250.8": true, "127.0.0.1": true}, src)
+	got, ok := parseProcAddr("0100007F:1F90")
+	require.True(t, ok)
+	require.Equal(t, "127.0.0.1:8080", got)
+}

@@ -216,3 +216,46 @@ func renderTable(table string, blocks []link, unbound bool) string {
 	b.WriteString("\t}\n}\n")
 	return b.String()
 }
+
+// dialSources returns the local IPs of the established TCP connections to
+// any of addrs (host:port), read from /proc/net/tcp: it tells whether
+// members bind their dialing sockets to their own address.
+func dialSources(addrs []string) (map[string]bool, error) {
+	want := map[string]bool{}
+	for _, a := range addrs {
+		want[a] = true
+	}
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	out := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "01" { // 01: ESTABLISHED
+			continue
+		}
+		local, lok := parseProcAddr(f[1])
+		remote, rok := parseProcAddr(f[2])
+		if lok && rok && want[remote] {
+			host, _, _ := strings.Cut(local, ":")
+			out[host] = true
+		}
+	}
+	return out, nil
+}
+
+// parseProcAddr decodes /proc/net/tcp's "0100007F:1F90" (IPv4 in host byte
+// order, little-endian here; port big-endian) into "127.0.0.1:8080".
+func parseProcAddr(s string) (string, bool) {
+	ipHex, portHex, ok := strings.Cut(s, ":")
+	if !ok || len(ipHex) != 8 {
+		return "", false
+	}
+	ip, err1 := strconv.ParseUint(ipHex, 16, 32)
+	port, err2 := strconv.ParseUint(portHex, 16, 16)
+	if err1 != nil || err2 != nil {
+		return "", false
+	}
+	return fmt.Sprintf("%d.%d.%d.%d:%d", ip&0xff, ip>>8&0xff, ip>>16&0xff, ip>>24, port), true
+}

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,6 +70,9 @@ type Env struct {
 	// Workload overrides workload defaults (Target, Seed and the block
 	// layout are set by Execute).
 	Workload WorkloadConfig
+	// KeepData keeps the members' data directories of passing runs (they
+	// are removed by default; failed runs keep everything).
+	KeepData bool
 }
 
 // Run is one execution of a scenario, handed to its Inject.
@@ -176,6 +180,10 @@ func Execute(ctx context.Context, env Env, sc Scenario, seed uint64) (*Report, e
 
 	wcfg := env.Workload
 	wcfg.Target, wcfg.Seed, wcfg.Logf = c, seed, ev.Logf
+	// Lighter than the workload's defaults: the machine is shared with the
+	// members themselves (and, in CI, with other jobs).
+	wcfg.Workers = cmp.Or(wcfg.Workers, 2)
+	wcfg.Think = cmp.Or(wcfg.Think, 3*time.Millisecond)
 	wcfg.Blocks = max(wcfg.Blocks, 64)
 	// One spare block-sized slot past the last block is free for probes.
 	wcfg.Base, wcfg.Stride = 0, deviceBytes(ccfg.DeviceSize)/int64(wcfg.Blocks+1)/BlockSize*BlockSize
@@ -198,6 +206,9 @@ func Execute(ctx context.Context, env Env, sc Scenario, seed uint64) (*Report, e
 	rep.Duration = ev.Since()
 	if err := rep.Write(dir); err != nil {
 		return rep, err
+	}
+	if rep.OK() && injectErr == nil && !env.KeepData {
+		c.RemoveData()
 	}
 	if injectErr != nil {
 		return rep, fmt.Errorf("chaos: scenario %s: %w", sc.Name, injectErr)
