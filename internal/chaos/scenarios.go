@@ -68,7 +68,13 @@ func injectKillRestart(name string) func(context.Context, *Run) error {
 			r.Sleep(ctx, 200*time.Millisecond, time.Second)
 			r.C.Kill(name)
 			if len(r.C.DataNodes()) > 1 {
-				if err := r.Progress(ctx, 200); err != nil {
+				// Soak rounds sometimes stay away for more writes than the
+				// journal retains (MaxSize/2 = 16 MiB): region resync.
+				away := int64(200)
+				if i > 1 && r.Rand.IntN(3) == 0 {
+					away = 5000
+				}
+				if err := r.Progress(ctx, away); err != nil {
 					r.Note("writes did not continue while %s was down: %v", name, err)
 				}
 			} else {
@@ -264,7 +270,11 @@ func injectPause(name string) func(context.Context, *Run) error {
 				return err
 			}
 			n := r.W.WritesOK()
-			r.Sleep(ctx, 300*time.Millisecond, 2500*time.Millisecond)
+			if i > 1 && r.Rand.IntN(3) == 0 {
+				r.Sleep(ctx, 13*time.Second, 16*time.Second) // soak: past the link's keepalive timeout
+			} else {
+				r.Sleep(ctx, 300*time.Millisecond, 2500*time.Millisecond)
+			}
 			r.Note("round %d: %d writes acknowledged while %s was stopped", i, r.W.WritesOK()-n, name)
 			if err := r.C.Resume(name); err != nil {
 				return err
