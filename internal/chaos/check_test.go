@@ -173,3 +173,43 @@ func TestReportWritesVisualization(t *testing.T) {
 	r.Expected = []string{AnomalyLinearizability}
 	require.True(t, r.OK(), "an expected anomaly kind does not fail the run")
 }
+
+func TestMarkTorn(t *testing.T) {
+	codec := Codec{Run: 9}
+	enc := func(v uint64) []byte {
+		b := make([]byte, BlockSize)
+		codec.Encode(b, 0, v, 0)
+		return b
+	}
+	mix := append(append([]byte(nil), enc(1)[:2000]...), enc(2)[2000:]...)
+	garbage := append([]byte(nil), mix...)
+	garbage[100] = enc(1)[100] ^ enc(2)[100] ^ 0xff // matches neither
+	cases := []struct {
+		name string
+		hist *h
+		raw  []byte
+		want uint64
+	}{
+		{name: "mix of the old value and a write in flight", hist: new(h).w(0, 1, 0, 1).w(0, 2, 5, 20).rd(0, ValueCorrupt, 10, 15), raw: mix, want: ValueTorn},
+		{name: "mix with an unknown write", hist: new(h).w(0, 1, 0, 1).wu(0, 2, 5, 6).rd(0, ValueCorrupt, 10, 15), raw: mix, want: ValueTorn},
+		{name: "no write in flight", hist: new(h).w(0, 1, 0, 1).w(0, 2, 2, 3).rd(0, ValueCorrupt, 10, 15), raw: mix, want: ValueCorrupt},
+		{name: "old value overwritten before the read", hist: new(h).w(0, 1, 0, 1).w(0, 3, 2, 3).w(0, 2, 5, 20).rd(0, ValueCorrupt, 10, 15), raw: mix, want: ValueCorrupt},
+		{name: "bytes no candidate has", hist: new(h).w(0, 1, 0, 1).w(0, 2, 5, 20).rd(0, ValueCorrupt, 10, 15), raw: garbage, want: ValueCorrupt},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ops := tc.hist.ops
+			for i := range ops {
+				ops[i].Client = 0 // as enc wrote them
+			}
+			ops[len(ops)-1].Raw = tc.raw
+			markTorn(ops, codec)
+			require.Equal(t, tc.want, ops[len(ops)-1].Value, ops[len(ops)-1].Err)
+			if tc.want == ValueTorn {
+				require.Empty(t, CheckDurability(ops))
+				require.Equal(t, "Ok", CheckLinearizable(ops, true, 5*time.Second)[0].Result)
+				require.Equal(t, 1, Count(ops).TornReads)
+			}
+		})
+	}
+}

@@ -63,7 +63,7 @@ func CheckDurability(ops []Op) []Anomaly {
 	durable := durableByBlock(writes, flushes)
 	var out []Anomaly
 	for _, r := range ops {
-		if r.Kind != OpRead || r.Outcome != OK {
+		if r.Kind != OpRead || r.Outcome != OK || r.Value == ValueTorn {
 			continue
 		}
 		if r.Value == ValueCorrupt {

@@ -77,6 +77,7 @@ type Op struct {
 	Err     string // error text for Failed and Unknown; the decode error of a corrupt read
 	Era     int    // see Workload.NewEra
 	Node    string // member the operation was sent to
+	Raw     []byte `json:"-"` // the bytes of a corrupt read, for markTorn
 }
 
 // History is an append-only, concurrency-safe list of operations.
@@ -107,6 +108,7 @@ type OpCounts struct {
 	WritesUnknown int `json:"writes_unknown"`
 	Reads         int `json:"reads"`
 	ReadsOK       int `json:"reads_ok"`
+	TornReads     int `json:"torn_reads"` // see ValueTorn
 	Flushes       int `json:"flushes"`
 	FlushesOK     int `json:"flushes_ok"`
 	// MaxWriteLatency is the longest acknowledged write: how long writes
@@ -136,6 +138,9 @@ func Count(ops []Op) OpCounts {
 			c.Reads++
 			if ok {
 				c.ReadsOK++
+			}
+			if op.Value == ValueTorn {
+				c.TornReads++
 			}
 		case OpFlush:
 			c.Flushes++

@@ -91,8 +91,8 @@ func describeValue(v uint64) string {
 	return fmt.Sprint(v)
 }
 
-// porcupineOps converts the reads and writes of one era. Failed reads say
-// nothing and are left out. Writes that did not succeed may still apply and
+// porcupineOps converts the reads and writes of one era. Failed and torn
+// reads say nothing and are left out. Writes that did not succeed may still apply and
 // get a far-future return; those whose value no read observed are left out
 // as well: placing such a write after every other operation is always a
 // valid choice for it, so dropping it changes no verdict, and unobserved
@@ -111,7 +111,7 @@ func porcupineOps(ops []Op, era int) []porcupine.Operation {
 		}
 		ret := int64(op.Return)
 		switch {
-		case op.Kind == OpRead && op.Outcome != OK:
+		case op.Kind == OpRead && (op.Outcome != OK || op.Value == ValueTorn):
 			continue
 		case op.Kind == OpWrite && op.Outcome != OK:
 			if !seen[op.Value] {

@@ -96,8 +96,8 @@ func (r *Report) Summary() string {
 	}
 	fmt.Fprintf(&b, "scenario %s seed %d: %s in %.1fs (replay: %s)\n", r.Scenario, r.Seed, verdict, r.Duration.Seconds(), r.Replay())
 	o := r.Ops
-	fmt.Fprintf(&b, "operations: %d writes (%d ok, %d failed, %d unknown; longest ack %.3fs), %d reads (%d ok), %d flushes (%d ok)\n",
-		o.Writes, o.WritesOK, o.WritesFailed, o.WritesUnknown, o.MaxWriteLatency.Seconds(), o.Reads, o.ReadsOK, o.Flushes, o.FlushesOK)
+	fmt.Fprintf(&b, "operations: %d writes (%d ok, %d failed, %d unknown; longest ack %.3fs), %d reads (%d ok, %d torn), %d flushes (%d ok)\n",
+		o.Writes, o.WritesOK, o.WritesFailed, o.WritesUnknown, o.MaxWriteLatency.Seconds(), o.Reads, o.ReadsOK, o.TornReads, o.Flushes, o.FlushesOK)
 	if len(o.Errors) > 0 {
 		keys := make([]string, 0, len(o.Errors))
 		for k := range o.Errors {

@@ -18,7 +18,7 @@ const QuorumYAML = ""
 func Scenarios() []Scenario {
 	return []Scenario{
 		{Name: "single-kill9", Doc: "kill -9 the only node under load and restart it: no acknowledged write may be lost (the page cache survives a process crash)",
-			Shape: Shape{DataNodes: 1}, Inject: injectKillRestart("n0")},
+			Shape: Shape{DataNodes: 1}, Inject: injectKillRestart(rolePrimary)},
 		{Name: "single-torn-tail", Doc: "kill -9, then truncate the last journal segment inside an unsynced record (a power loss): the node cuts the tail; only unsynced writes may be lost",
 			Shape: Shape{DataNodes: 1}, Inject: injectTornTail},
 		{Name: "single-journal-bitflip", Doc: "flip a bit in a synced journal record: the node must refuse to start; undone, it starts with nothing lost. A flip in the unsynced tail is cut (or refused), never applied",
@@ -28,9 +28,9 @@ func Scenarios() []Scenario {
 		{Name: "single-disk-full", Doc: "fill the node's filesystem under load, then free it: writes may fail, nothing acknowledged may be lost, service resumes (after a restart if the store failed)",
 			Shape: Shape{DataNodes: 1, TmpfsData: "n0"}, Needs: NeedRoot, Inject: injectDiskFull},
 		{Name: "two-kill9-secondary", Doc: "protocol C: kill -9 the secondary under load, writes continue, restart it: it resyncs and the images end identical",
-			Shape: Shape{DataNodes: 2}, Inject: injectKillRestart("n1")},
+			Shape: Shape{DataNodes: 2}, Inject: injectKillRestart(roleSecondary)},
 		{Name: "two-pause-secondary", Doc: "protocol C: SIGSTOP the secondary (writes stall or continue without it), SIGCONT, resync",
-			Shape: Shape{DataNodes: 2}, Inject: injectPause("n1")},
+			Shape: Shape{DataNodes: 2}, Inject: injectPause(roleSecondary)},
 		{Name: "two-partition", Doc: "protocol C: partition primary and secondary with nftables, heal: writes stall or continue (today the primary drops the peer at once; issue 4 will outdate it first), then resync",
 			Shape: Shape{DataNodes: 2}, Needs: NeedNft, Inject: injectPartition(false)},
 		{Name: "two-oneway-partition", Doc: "protocol C: drop one direction only between primary and secondary, heal, resync",
@@ -62,9 +62,47 @@ func ScenarioByName(name string) (Scenario, bool) {
 	return Scenario{}, false
 }
 
-func injectKillRestart(name string) func(context.Context, *Run) error {
+// role names a data node by what it does; scenarios resolve it when they
+// inject, so they keep working when roles move (issue 4's elections).
+type role int
+
+const (
+	rolePrimary   role = iota
+	roleSecondary      // the first data node that is not the primary
+)
+
+// pick resolves a role now.
+func (r *Run) pick(ctx context.Context, which role) (string, error) {
+	prim, _, err := r.C.Primary(ctx)
+	if err != nil {
+		return "", err
+	}
+	if which == rolePrimary {
+		return prim, nil
+	}
+	others := otherData(r, prim)
+	if len(others) == 0 {
+		return "", fmt.Errorf("chaos: no secondary in a one-node cluster")
+	}
+	return others[0].Name, nil
+}
+
+// pair resolves the primary and a secondary now.
+func (r *Run) pair(ctx context.Context) (prim, sec string, err error) {
+	if prim, err = r.pick(ctx, rolePrimary); err != nil {
+		return "", "", err
+	}
+	sec, err = r.pick(ctx, roleSecondary)
+	return prim, sec, err
+}
+
+func injectKillRestart(which role) func(context.Context, *Run) error {
 	return func(ctx context.Context, r *Run) error {
 		for i := 0; r.Round(i, 2); i++ {
+			name, err := r.pick(ctx, which)
+			if err != nil {
+				return err
+			}
 			r.Sleep(ctx, 200*time.Millisecond, time.Second)
 			r.C.Kill(name)
 			if len(r.C.DataNodes()) > 1 {
@@ -263,9 +301,13 @@ func injectDiskFull(ctx context.Context, r *Run) error {
 	return nil
 }
 
-func injectPause(name string) func(context.Context, *Run) error {
+func injectPause(which role) func(context.Context, *Run) error {
 	return func(ctx context.Context, r *Run) error {
 		for i := 0; r.Round(i, 2); i++ {
+			name, err := r.pick(ctx, which)
+			if err != nil {
+				return err
+			}
 			if err := r.C.Pause(name); err != nil {
 				return err
 			}
@@ -294,11 +336,15 @@ func injectPartition(oneWay bool) func(context.Context, *Run) error {
 		if err != nil {
 			return err
 		}
-		a, b := r.C.Member("n0").Endpoint(), r.C.Member("n1").Endpoint()
 		// Round 0 is short (TCP retransmits across it); round 1 outlasts
 		// the link's keepalive timeout (2s + 10s), so the primary drops
 		// the peer and catches it up after healing. Soak runs mix both.
 		for i := 0; r.Round(i, 2); i++ {
+			prim, sec, err := r.pair(ctx)
+			if err != nil {
+				return err
+			}
+			a, b := r.C.Member(prim).Endpoint(), r.C.Member(sec).Endpoint()
 			hold := []time.Duration{time.Second, 3 * time.Second}
 			if i == 1 || (i > 1 && r.Rand.IntN(3) == 0) {
 				hold = []time.Duration{13 * time.Second, 16 * time.Second}
@@ -334,15 +380,19 @@ func injectPartition(oneWay bool) func(context.Context, *Run) error {
 // them all. The SIGSTOP widens the window a primary that acknowledges too
 // early would need to lose writes: the real code stalls, a buggy one acks.
 func injectCrashPromote(ctx context.Context, r *Run) error {
-	if err := r.C.Pause("n1"); err != nil {
+	prim, sec, err := r.pair(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.C.Pause(sec); err != nil {
 		return err
 	}
 	n := r.W.WritesOK()
 	r.Sleep(ctx, 300*time.Millisecond, 600*time.Millisecond)
 	r.Note("%d writes acknowledged while the secondary was stopped", r.W.WritesOK()-n)
-	r.C.Kill("n0")
-	r.C.Kill("n1")
-	if err := r.C.StartAlone(ctx, "n1"); err != nil {
+	r.C.Kill(prim)
+	r.C.Kill(sec)
+	if err := r.C.StartAlone(ctx, sec); err != nil {
 		return err
 	}
 	if err := r.Progress(ctx, 200); err != nil {
@@ -354,20 +404,24 @@ func injectCrashPromote(ctx context.Context, r *Run) error {
 func injectLatency(ctx context.Context, r *Run) error {
 	p := r.C.Proxies()
 	for i := 0; r.Round(i, 1); i++ {
+		prim, sec, err := r.pair(ctx)
+		if err != nil {
+			return err
+		}
 		lat := time.Duration(2+r.Rand.IntN(20)) * time.Millisecond
-		if err := p.Latency("n0", "n1", lat, lat/4); err != nil {
+		if err := p.Latency(prim, sec, lat, lat/4); err != nil {
 			return err
 		}
 		if err := r.Progress(ctx, 100); err != nil {
 			r.Anomaly("no writes with %v latency: %v", lat, err)
 		}
-		if err := p.Bandwidth("n0", "n1", int64(256+r.Rand.IntN(4096))); err != nil {
+		if err := p.Bandwidth(prim, sec, int64(256+r.Rand.IntN(4096))); err != nil {
 			return err
 		}
 		if err := r.Progress(ctx, 50); err != nil {
 			r.Anomaly("no writes with a bandwidth limit: %v", err)
 		}
-		if err := p.Clear("n0", "n1"); err != nil {
+		if err := p.Clear(prim, sec); err != nil {
 			return err
 		}
 		r.WaitInSync(ctx, 60*time.Second)

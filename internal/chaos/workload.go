@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -182,8 +183,13 @@ func (w *Workload) WaitWrites(ctx context.Context, n int64) error {
 	return nil
 }
 
-// Ops returns the history so far.
-func (w *Workload) Ops() []Op { return w.hist.Ops() }
+// Ops returns the history so far, with torn reads told apart from corrupt
+// ones (see ValueTorn).
+func (w *Workload) Ops() []Op {
+	ops := w.hist.Ops()
+	markTorn(ops, w.codec)
+	return ops
+}
 
 // Outages returns the connection outages seen so far.
 func (w *Workload) Outages() []Outage {
@@ -271,7 +277,7 @@ func (w *Workload) do(ctx context.Context, c *nbdclient.Client, op *Op, buf []by
 		v, derr := w.codec.Decode(buf, op.Block)
 		op.Value = v
 		if derr != nil {
-			op.Value, op.Err = ValueCorrupt, derr.Error()
+			op.Value, op.Err, op.Raw = ValueCorrupt, derr.Error(), bytes.Clone(buf)
 		}
 	}
 }
