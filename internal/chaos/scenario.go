@@ -175,6 +175,10 @@ func Execute(ctx context.Context, env Env, sc Scenario, seed uint64) (*Report, e
 		r.until = time.Now().Add(env.Soak)
 	}
 	if err := startCluster(ctx, c, sc); err != nil {
+		if IsSkip(err) { // nothing worth keeping
+			c.Close()
+			_ = os.RemoveAll(dir)
+		}
 		return nil, err
 	}
 
