@@ -5,7 +5,7 @@ PKGS     := ./...
 FUZZTIME ?= 60s
 BIN      := bin/grbd
 
-.PHONY: all build deps verify test unit e2e bench fuzz chaos clean
+.PHONY: all build deps verify test unit e2e bench fuzz chaos clean sim
 
 all: build
 
@@ -28,8 +28,12 @@ verify:
 # end-to-end tests with the real binary, fio and an ext4 mount.
 test: deps verify unit e2e
 
+# unit: every package with the race detector (the simulation with a short
+# seed range there), then the simulation's 1000 seeds at full speed.
+SIMSEEDS ?= 1000
 unit:
-	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test -race -short -count=1 -timeout 10m $$($(GO) list ./... | grep -v /e2e)
+	set -o pipefail; $(GO) test -count=1 -timeout 10m -run TestSim -v ./internal/sim -seeds $(SIMSEEDS) | grep -E '^(---|ok|FAIL|PASS|\s+sim_test)'
 
 e2e:
 	$(GO) test -count=1 -timeout 15m -v ./e2e
@@ -61,3 +65,7 @@ fuzz:
 
 clean:
 	rm -rf bin bench-results.json chaos-report
+
+# sim: a long simulation run (SIMSEEDS=20000 make sim).
+sim:
+	$(GO) test -count=1 -timeout 120m -run TestSimSeeds -v ./internal/sim -seeds $(SIMSEEDS)

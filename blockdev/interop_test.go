@@ -164,9 +164,6 @@ h.shutdown()
 // own crc32c read-back verification of every block.
 func TestInteropFioVerify(t *testing.T) {
 	fio := requireTool(t, "fio")
-	if testing.Short() {
-		t.Skip("fio run skipped in -short mode")
-	}
 	const jobs, per = 4, 32 << 20
 	dev := newMemDev(jobs * per)
 	s, addr := startServer(t, dev, Options{})

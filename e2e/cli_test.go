@@ -46,8 +46,8 @@ func TestLocalQuickstart(t *testing.T) {
 	var rows []map[string]any
 	out = run(t, 30*time.Second, grbdBin, "status", "--config", cfg, "--json")
 	require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
-	require.Len(t, rows, 1)
-	for _, k := range []string{"member", "reachable", "role", "disk", "device_size", "nbd", "journal", "io"} {
+	require.Len(t, rows, 3, "alpha, beta and the witness")
+	for _, k := range []string{"member", "reachable", "role", "disk", "device_size", "nbd", "journal", "io", "quorum"} {
 		require.Contains(t, rows[0], k, "status --json lacks %q: %s", k, out)
 	}
 	require.Equal(t, true, rows[0]["reachable"])
@@ -60,7 +60,7 @@ func TestLocalQuickstart(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort), p.uri())
 	p.stop()
 
-	// With the node gone, status says so and fails.
+	// With the members gone, status says so and fails.
 	out, err := runErr(30*time.Second, grbdBin, "status", "--config", cfg)
 	require.Error(t, err)
 	require.Contains(t, out, "unreachable")

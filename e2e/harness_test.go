@@ -64,7 +64,9 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// clusterConfig writes a config for n data nodes under dir and returns its path.
+// clusterConfig writes a config for n data nodes (n0, n1, ...) under dir and
+// returns its path; with more than one node it adds a witness w, so that any
+// one member may fail.
 func clusterConfig(t *testing.T, dir string, nodes int, size string, extra string) string {
 	t.Helper()
 	var b strings.Builder
@@ -73,6 +75,9 @@ func clusterConfig(t *testing.T, dir string, nodes int, size string, extra strin
 	for i := 0; i < nodes; i++ {
 		fmt.Fprintf(&b, "  - name: n%d\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: n%d\n",
 			i, freePort(t), freePort(t), freePort(t), i)
+	}
+	if nodes > 1 {
+		fmt.Fprintf(&b, "witness:\n  name: w\n  address: 127.0.0.1:%d\n  admin: 127.0.0.1:%d\n  data-dir: w\n", freePort(t), freePort(t))
 	}
 	p := filepath.Join(dir, "grbd.yaml")
 	require.NoError(t, os.WriteFile(p, []byte(b.String()), 0o644))
@@ -88,15 +93,32 @@ type proc struct {
 	done chan struct{}
 	err  error
 
-	mu    sync.Mutex
-	ready []string // URIs printed on "ready" lines, in order
-	seen  chan struct{}
+	mu      sync.Mutex
+	ready   []string // URIs printed on "ready" lines, in order
+	lines   []string // every stdout line
+	seen    chan struct{}
+	started chan struct{} // closed at the first line starting with the wait prefix
 }
 
-// startGrbd runs `grbd args...` and waits for its first "ready nbd://" line.
+// stdout returns the lines printed so far.
+func (p *proc) stdout() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// startGrbd runs `grbd args...` and waits for its first "ready nbd://" line
+// (a serving primary).
 func startGrbd(t *testing.T, logDir, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, done: make(chan struct{}), seen: make(chan struct{}, 16)}
+	return startMember(t, logDir, name, "ready ", args...)
+}
+
+// startMember runs `grbd args...` and waits for its first stdout line that
+// starts with wait ("ready ", "listening ", "ready witness", "member ").
+func startMember(t *testing.T, logDir, name, wait string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, done: make(chan struct{}), seen: make(chan struct{}, 64), started: make(chan struct{})}
 	p.log = filepath.Join(logDir, name+".log")
 	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(t, err)
@@ -108,14 +130,24 @@ func startGrbd(t *testing.T, logDir, name string, args ...string) *proc {
 	require.NoError(t, p.cmd.Start())
 	go func() {
 		sc := bufio.NewScanner(out)
+		var once sync.Once
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(logf, "stdout:", line)
-			if uri, ok := strings.CutPrefix(line, "ready "); ok {
+			p.mu.Lock()
+			p.lines = append(p.lines, line)
+			p.mu.Unlock()
+			if strings.HasPrefix(line, wait) {
+				once.Do(func() { close(p.started) })
+			}
+			if uri, ok := strings.CutPrefix(line, "ready "); ok && strings.HasPrefix(uri, "nbd://") {
 				p.mu.Lock()
 				p.ready = append(p.ready, uri)
 				p.mu.Unlock()
-				p.seen <- struct{}{}
+				select {
+				case p.seen <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}()
@@ -124,16 +156,16 @@ func startGrbd(t *testing.T, logDir, name string, args ...string) *proc {
 		p.kill9()
 		if t.Failed() {
 			b, _ := os.ReadFile(p.log)
-			t.Logf("--- log of %s (last 4 KiB) ---\n%s", name, tail(string(b), 4096))
+			t.Logf("--- log of %s (last 4 KiB) ---\n%s", name, tail(string(b), 8192))
 		}
 	})
 	select {
-	case <-p.seen:
+	case <-p.started:
 	case <-p.done:
 		b, _ := os.ReadFile(p.log)
-		t.Fatalf("%s exited before ready: %v\n%s", name, p.err, tail(string(b), 4096))
+		t.Fatalf("%s exited before %q: %v\n%s", name, wait, p.err, tail(string(b), 8192))
 	case <-time.After(60 * time.Second):
-		t.Fatalf("%s not ready after 60s", name)
+		t.Fatalf("%s printed no %q line within 60s", name, wait)
 	}
 	return p
 }

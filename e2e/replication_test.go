@@ -21,35 +21,53 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// replCluster is a 2-node cluster of `grbd node` processes: n0 primary, n1
-// secondary.
+// replCluster is a cluster of `grbd node` processes and a witness: n0 is
+// started first and becomes primary, n1 (and n2) are secondaries.
 type replCluster struct {
 	t       *testing.T
 	dir     string
 	cfgPath string
 	cfg     *config.Config
+	witness *proc
 }
 
 func newReplCluster(t *testing.T, protocol, journalMax string) *replCluster {
-	t.Helper()
-	dir := t.TempDir()
-	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: e2e\ndevice:\n  size: 256MiB\njournal:\n  max-size: %s\n  segment-size: 4MiB\n"+
-		"replication:\n  protocol: %s\nnodes:\n", journalMax, protocol)
-	for i := range 2 {
-		fmt.Fprintf(&b, "  - name: n%d\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: n%d\n",
-			i, freePort(t), freePort(t), freePort(t), i)
-	}
-	p := filepath.Join(dir, "grbd.yaml")
-	require.NoError(t, os.WriteFile(p, []byte(b.String()), 0o644))
-	cfg, err := config.Load(p)
-	require.NoError(t, err)
-	return &replCluster{t: t, dir: dir, cfgPath: p, cfg: cfg}
+	return newReplClusterN(t, 2, protocol, journalMax)
 }
 
+func newReplClusterN(t *testing.T, nodes int, protocol, journalMax string) *replCluster {
+	t.Helper()
+	dir := t.TempDir()
+	extra := fmt.Sprintf("replication:\n  protocol: %s\n", protocol)
+	p := clusterConfig(t, dir, nodes, "256MiB", extra)
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(p, []byte(strings.Replace(string(b), "max-size: 64MiB", "max-size: "+journalMax, 1)), 0o644))
+	cfg, err := config.Load(p)
+	require.NoError(t, err)
+	c := &replCluster{t: t, dir: dir, cfgPath: p, cfg: cfg}
+	if cfg.Witness != nil {
+		c.witness = startMember(t, dir, "w", "ready witness", "witness", "--config", p, "--name", "w")
+	}
+	return c
+}
+
+// start runs data node name; n0 is expected to become primary (ready line),
+// the others secondaries (listening line).
 func (c *replCluster) start(name, logName string) *proc {
 	c.t.Helper()
-	return startGrbd(c.t, c.dir, logName, "node", "--config", c.cfgPath, "--name", name)
+	wait := "listening "
+	if name == "n0" {
+		wait = "ready "
+	}
+	return startMember(c.t, c.dir, logName, wait, "node", "--config", c.cfgPath, "--name", name)
+}
+
+// uri is a data node's NBD URI from the config.
+func (c *replCluster) uri(name string) string {
+	m, _, err := c.cfg.Member(name)
+	require.NoError(c.t, err)
+	return "nbd://" + m.NBD
 }
 
 // status fetches a node's /status.
@@ -119,8 +137,8 @@ func (c *replCluster) requireSameImages() {
 func TestReplicationProtocolC(t *testing.T) {
 	requireTools(t, "fio", "nbdinfo")
 	c := newReplCluster(t, "C", "64MiB")
-	sec := c.start("n1", "n1")
 	prim := c.start("n0", "n0")
+	sec := c.start("n1", "n1")
 	c.waitPeer(10 * time.Second)
 
 	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), "--size=16m", "--offset_increment=16m")...)
@@ -130,9 +148,9 @@ func TestReplicationProtocolC(t *testing.T) {
 	require.Equal(t, node.RolePrimary, st.Role)
 	require.NotZero(t, st.Peers[0].AckedSeq)
 
-	info := run(t, 30*time.Second, "nbdinfo", "--json", sec.uri())
+	info := run(t, 30*time.Second, "nbdinfo", "--json", c.uri("n1"))
 	require.Contains(t, info, `"is_read_only": true`, info)
-	out, err := runErr(30*time.Second, "fio", "--name=ro", "--ioengine=nbd", "--uri="+sec.uri(), "--rw=write", "--bs=4k", "--size=64k")
+	out, err := runErr(30*time.Second, "fio", "--name=ro", "--ioengine=nbd", "--uri="+c.uri("n1"), "--rw=write", "--bs=4k", "--size=64k")
 	require.Error(t, err, "a write to the secondary succeeded:\n%s", out)
 	require.Contains(t, out, "Operation not permitted", out)
 	sst, err := c.status("n1")
@@ -156,8 +174,8 @@ func TestReplicationProtocolC(t *testing.T) {
 func TestReplicationCatchUp(t *testing.T) {
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "256MiB")
-	sec := c.start("n1", "n1")
 	prim := c.start("n0", "n0")
+	sec := c.start("n1", "n1")
 	c.waitPeer(10 * time.Second)
 
 	// Phase 1: short absence, journal catch-up.
@@ -227,8 +245,8 @@ func logOf(t *testing.T, c *replCluster, name string) string {
 func TestReplicationAckSafety(t *testing.T) {
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
-	sec := c.start("n1", "n1")
 	prim := c.start("n0", "n0")
+	sec := c.start("n1", "n1")
 	c.waitPeer(10 * time.Second)
 	args := []string{"--size=16m", "--offset_increment=16m"}
 	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), args...)...)
@@ -238,6 +256,9 @@ func TestReplicationAckSafety(t *testing.T) {
 
 	copyDir := filepath.Join(c.dir, "copy")
 	run(t, 30*time.Second, "cp", "-a", c.cfg.Nodes[1].DataDir, copyDir)
+	// The copy joins a new one-member cluster: its control-plane log
+	// belongs to the old one.
+	require.NoError(t, os.Remove(filepath.Join(copyDir, "raft.state")))
 	single := filepath.Join(c.dir, "single.yaml")
 	cfg := fmt.Sprintf("cluster: e2e\ndevice:\n  size: 256MiB\njournal:\n  max-size: 64MiB\n  segment-size: 4MiB\n"+
 		"nodes:\n  - name: solo\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: %s\n",
@@ -250,26 +271,18 @@ func TestReplicationAckSafety(t *testing.T) {
 	solo.stop()
 }
 
-// TestLocalTwoNodes: `grbd local --nodes 2` runs a primary and a read-only
-// secondary in one process, replicating.
-func TestLocalTwoNodes(t *testing.T) {
+// TestLocalCluster: `grbd local` runs 2 data nodes and a witness as
+// separate processes; the primary replicates to the read-only secondary.
+func TestLocalCluster(t *testing.T) {
 	requireTools(t, "nbdinfo", "fio")
 	dir := t.TempDir()
 	cdir := filepath.Join(dir, "cluster")
 	nbdPort, base := freePort(t), 20000+freePort(t)%20000
-	p := startGrbd(t, dir, "local2", "local", "--nodes", "2", "--dir", cdir, "--size", "64MiB",
+	p := startGrbd(t, dir, "local", "local", "--dir", cdir, "--size", "64MiB",
 		"--nbd-port", fmt.Sprint(nbdPort), "--base-port", fmt.Sprint(base))
-	select {
-	case <-p.seen:
-	case <-time.After(30 * time.Second):
-		t.Fatal("second node never ready")
-	}
-	p.mu.Lock()
-	uris := append([]string(nil), p.ready...)
-	p.mu.Unlock()
-	require.Equal(t, []string{fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort), fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort+1)}, uris)
-	require.Contains(t, run(t, 30*time.Second, "nbdinfo", "--json", uris[1]), `"is_read_only": true`)
-	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+uris[0], "--rw=randwrite", "--bs=4k", "--size=8m", "--iodepth=8")
+	require.Equal(t, fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort), p.uri())
+	require.Contains(t, run(t, 30*time.Second, "nbdinfo", "--json", fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort+1)), `"is_read_only": true`)
+	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+p.uri(), "--rw=randwrite", "--bs=4k", "--size=8m", "--iodepth=8")
 	cfg := filepath.Join(cdir, "grbd.yaml")
 	require.Eventually(t, func() bool {
 		out, err := runErr(10*time.Second, grbdBin, "status", "--config", cfg)
@@ -277,5 +290,10 @@ func TestLocalTwoNodes(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond, "beta never UpToDate with nothing behind")
 	out := run(t, 10*time.Second, grbdBin, "status", "--config", cfg)
 	require.Regexp(t, `beta\s+Secondary\s+UpToDate`, out)
+	require.Regexp(t, `witness\s+Witness`, out)
+	lines := strings.Join(p.stdout(), "\n")
+	for _, m := range []string{"alpha", "beta", "witness"} {
+		require.Regexp(t, `member `+m+` pid \d+ role `, lines)
+	}
 	p.stop()
 }

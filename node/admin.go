@@ -1,25 +1,31 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/grbd/grbd/internal/member"
+	"github.com/grbd/grbd/quorum"
 )
 
 // Status is what `grbd status` shows and what GET /status returns as JSON.
 // Field names are part of the admin API: add fields, never rename them.
 type Status struct {
-	Cluster    string        `json:"cluster"`
-	Name       string        `json:"name"`
-	Version    string        `json:"version"`
-	Role       string        `json:"role"` // Primary or Secondary
-	Disk       string        `json:"disk"` // UpToDate, Outdated, Inconsistent
-	DeviceSize int64         `json:"device_size"`
-	NBD        string        `json:"nbd"`
-	Uptime     float64       `json:"uptime_seconds"`
-	Journal    JournalStatus `json:"journal"`
-	IO         IOStatus      `json:"io"`
-	Protocol   string        `json:"protocol"`
+	Cluster    string              `json:"cluster"`
+	Name       string              `json:"name"`
+	Version    string              `json:"version"`
+	Role       string              `json:"role"` // Primary or Secondary
+	Disk       string              `json:"disk"` // UpToDate, Consistent, Outdated, Inconsistent, SplitBrain
+	Quorum     member.QuorumStatus `json:"quorum"`
+	DeviceSize int64               `json:"device_size"`
+	NBD        string              `json:"nbd"`
+	Uptime     float64             `json:"uptime_seconds"`
+	Journal    JournalStatus       `json:"journal"`
+	IO         IOStatus            `json:"io"`
+	Protocol   string              `json:"protocol"`
 	// Peers: on the primary, one entry per other data node; on a secondary,
 	// the primary once it connected.
 	Peers []PeerStatus `json:"peers"`
@@ -29,10 +35,16 @@ type Status struct {
 type PeerStatus struct {
 	Name         string `json:"name"`
 	Connection   string `json:"connection"` // Connected, Connecting, Disconnected
-	Disk         string `json:"disk"`       // UpToDate, Inconsistent, Outdated, Unknown
+	Disk         string `json:"disk"`       // UpToDate, Inconsistent, Outdated, SplitBrain, Unknown
 	AckedSeq     uint64 `json:"acked_seq"`  // highest seq the peer journaled
 	Behind       uint64 `json:"behind"`     // writes the peer has not journaled yet
 	CatchupBytes uint64 `json:"catchup_bytes"`
+	// Region resync progress (primary side), while the peer is Inconsistent.
+	ResyncTotal  int64   `json:"resync_bytes_total"`
+	ResyncDone   int64   `json:"resync_bytes_done"`
+	SyncPercent  float64 `json:"sync_percent,omitempty"`
+	SyncETA      float64 `json:"sync_eta_seconds,omitempty"`
+	Disconnected bool    `json:"disconnected,omitempty"` // grbd disconnect is in force
 }
 
 // JournalStatus is the journal position of the node.
@@ -61,18 +73,20 @@ type IOStatus struct {
 func (n *Node) Status() Status {
 	js := n.store.Stats()
 	ns := n.nbd.Stats()
-	disk, peers := DiskUpToDate, []PeerStatus{}
-	if n.prim != nil {
-		peers = n.prim.peerStatuses()
+	qs := n.ctl.Status()
+	role, disk, peers := RoleSecondary, "", []PeerStatus{}
+	if p := n.currentPrimary(); p != nil {
+		role, disk, peers = RolePrimary, DiskUpToDate, p.peerStatuses()
 	} else {
-		disk, peers = n.sec.disk(), n.sec.peerStatuses()
+		disk, peers = n.sec.disk(qs.IsOutdated(n.me.Name)), n.sec.peerStatuses()
 	}
 	return Status{
 		Cluster:    n.cfg.Cluster,
 		Name:       n.me.Name,
 		Version:    Version,
-		Role:       n.role(),
+		Role:       role,
 		Disk:       disk,
+		Quorum:     member.StatusOf(qs),
 		Protocol:   n.cfg.Replication.Protocol,
 		Peers:      peers,
 		DeviceSize: n.store.Size(),
@@ -89,16 +103,138 @@ func (n *Node) Status() Status {
 	}
 }
 
+// roleTimeout bounds how long POST /primary and /secondary wait for the
+// change to take effect.
+const roleTimeout = 10 * time.Second
+
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(n.Status())
+		writeJSON(w, http.StatusOK, n.Status())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
+		StreamEvents(w, r, n.events.subscribe)
+	})
+	mux.HandleFunc("POST /primary", func(w http.ResponseWriter, r *http.Request) {
+		force := r.URL.Query().Get("force") == "1"
+		if err := n.ctl.RequestPromote(force); err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		if force {
+			n.log.Warn("forced promotion requested: writes this node missed are lost", "node", n.me.Name)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
+		defer cancel()
+		// The node may learn only now (catching up with the log) that it is
+		// Outdated: its promotion is then refused.
+		err := n.ctl.WaitState(ctx, func(s quorum.Status) bool {
+			return (s.Role == quorum.RolePrimary && s.Serving) || (!force && s.IsOutdated(n.me.Name))
+		})
+		if err == nil && !force && n.ctl.Status().IsOutdated(n.me.Name) {
+			writeError(w, http.StatusConflict, fmt.Errorf("%w: %s (grbd primary --force promotes it anyway, losing the writes it missed)", quorum.ErrOutdated, n.me.Name))
+			return
+		}
+		if err != nil {
+			writeError(w, http.StatusGatewayTimeout, fmt.Errorf("not primary after %v: %w", roleTimeout, err))
+			return
+		}
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	mux.HandleFunc("POST /secondary", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.ctl.RequestDemote(); err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
+		defer cancel()
+		if err := n.ctl.WaitState(ctx, func(s quorum.Status) bool { return s.Primary != n.me.Name }); err != nil {
+			writeError(w, http.StatusGatewayTimeout, fmt.Errorf("still primary after %v: %w", roleTimeout, err))
+			return
+		}
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	mux.HandleFunc("POST /verify", func(w http.ResponseWriter, r *http.Request) {
+		res, err := n.Verify(r.Context(), r.URL.Query().Get("resync") == "1")
+		if err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	for _, path := range []string{"connect", "disconnect"} {
+		mux.HandleFunc("POST /"+path, func(w http.ResponseWriter, r *http.Request) {
+			peer := r.URL.Query().Get("peer")
+			if peer == "" {
+				peer = "*"
+			}
+			if err := n.SetDisconnected(peer, path == "disconnect"); err != nil {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, n.Status())
+		})
+	}
+	mux.HandleFunc("POST /invalidate", func(w http.ResponseWriter, _ *http.Request) {
+		if err := n.Invalidate(); err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	mux.HandleFunc("POST /resolve", func(w http.ResponseWriter, _ *http.Request) {
+		n.sec.allowDiscard()
+		n.log.Warn("split brain: this node will discard its divergent writes at the next connect")
+		writeJSON(w, http.StatusOK, n.Status())
+	})
 	return mux
+}
+
+// writeJSON answers with v as indented JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// writeError answers {"error": "..."}.
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// StreamEvents writes events as JSON lines: the recent ones, then (unless
+// ?now=1) new ones as they happen, until the client goes away.
+func StreamEvents(w http.ResponseWriter, r *http.Request, subscribe func() ([]Event, chan Event, func())) {
+	recent, ch, cancel := subscribe()
+	defer cancel()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	for _, e := range recent {
+		_ = enc.Encode(e)
+	}
+	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	if r.URL.Query().Get("now") == "1" {
+		return
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case e := <-ch:
+			if enc.Encode(e) != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	}
 }

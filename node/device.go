@@ -1,50 +1,120 @@
 package node
 
 import (
+	"time"
+
+	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/journal"
 )
 
-// device adapts the journaled store to the NBD export's Device interface.
+// device adapts the node to the NBD export's Device interface; what a
+// request may do depends on the node's role at that moment.
 //
 // Durability contract (NBD semantics): a completed write is visible to reads
 // at once; it is durable after a FLUSH that follows it, or at once when it
-// carried FUA or the config says journal.sync: always. On the primary,
-// "completed" and "durable" also cover every UpToDate peer as the replication
-// protocol prescribes (docs/replication.md). A secondary's device is
-// read-only: the NBD server advertises READ_ONLY and refuses writes.
+// carried FUA or the config says journal.sync: always. "Completed" and
+// "durable" also cover every counted peer as the replication protocol
+// prescribes (docs/replication.md).
+//
+// Roles: on the primary, requests run only while it holds the lease
+// (docs/quorum.md); without it they wait a short grace (a lease, or
+// suspend-timeout with on-no-quorum: suspend-io) and then fail with EIO.
+// On a secondary writes fail with EPERM, and reads too unless
+// nbd.secondary-reads is set.
 type device struct {
-	store      *journal.Journal
-	syncAlways bool
-	epoch      uint64
-	prim       *primary // nil on a secondary
+	n *Node
 }
 
-func (d *device) Size() int64 { return d.store.Size() }
+func (d *device) Size() int64 { return d.n.store.Size() }
 
-// ReadOnly implements blockdev.ReadOnlyChecker.
-func (d *device) ReadOnly() bool { return d.prim == nil }
+// ReadOnly implements blockdev.ReadOnlyChecker: a connection opened while
+// the node is not primary is read-only for its lifetime.
+func (d *device) ReadOnly() bool { return d.n.currentPrimary() == nil }
 
-func (d *device) ReadAt(p []byte, off int64) error { return d.store.ReadAt(p, off) }
+// grace is how long a request waits for the lease before it fails.
+func (d *device) grace() time.Duration {
+	q := d.n.cfg.Quorum
+	if q.OnNoQuorum == config.OnNoQuorumSuspend {
+		return q.SuspendTimeout.D()
+	}
+	// A new primary waits out its predecessor's lease before it serves;
+	// requests that arrive meanwhile wait with it.
+	return q.Lease.D()*5/4 + 3*q.Tick.D()
+}
+
+// serving returns the primary instance once it may serve, waiting up to the
+// grace; nil with ErrReadOnly on a secondary.
+func (d *device) serving() (*primary, error) {
+	var deadline time.Time
+	for {
+		p := d.n.currentPrimary()
+		if p == nil {
+			return nil, ErrReadOnly
+		}
+		if d.n.ctl.Serving() {
+			return p, nil
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(d.grace())
+		}
+		if !now.Before(deadline) {
+			return nil, ErrFenced
+		}
+		time.Sleep(min(d.n.cfg.Quorum.Tick.D(), deadline.Sub(now)))
+	}
+}
+
+// complete is the final check of a request that ran: only a primary that
+// still holds the lease acknowledges it.
+func (d *device) complete(err error) error {
+	if err != nil {
+		return err
+	}
+	if !d.n.ctl.Serving() {
+		return ErrFenced
+	}
+	return nil
+}
+
+func (d *device) ReadAt(p []byte, off int64) error {
+	prim, err := d.serving()
+	if err != nil {
+		if err == ErrReadOnly && d.n.cfg.NBD.SecondaryReads {
+			return d.n.store.ReadAt(p, off)
+		}
+		return err
+	}
+	if err := prim.readBarrier(off, int64(len(p))); err != nil {
+		return err
+	}
+	return d.complete(d.n.store.ReadAt(p, off))
+}
 
 func (d *device) WriteAt(p []byte, off int64, fua bool) error {
-	if d.prim == nil {
-		return ErrReadOnly
+	prim, err := d.serving()
+	if err != nil {
+		return err
 	}
-	return d.prim.write(journal.Write{Epoch: d.epoch, Offset: off, Data: p}, fua || d.syncAlways)
+	return d.complete(prim.write(journal.Write{Epoch: prim.epoch, Offset: off, Data: p}, fua || d.syncAlways()))
 }
 
 func (d *device) WriteZeroes(off, length int64, fua bool) error {
-	if d.prim == nil {
-		return ErrReadOnly
+	prim, err := d.serving()
+	if err != nil {
+		return err
 	}
-	return d.prim.write(journal.Write{Epoch: d.epoch, Offset: off, ZeroLength: length}, fua || d.syncAlways)
+	return d.complete(prim.write(journal.Write{Epoch: prim.epoch, Offset: off, ZeroLength: length}, fua || d.syncAlways()))
 }
 
-// Flush makes every completed write durable: they all have a sequence number
-// at or below LastSeq, and Sync group-commits the journal up to it.
+// Flush makes every completed write durable, locally and on every counted
+// peer.
 func (d *device) Flush() error {
-	if d.prim == nil {
-		return d.store.Sync(d.store.LastSeq())
+	prim, err := d.serving()
+	if err != nil {
+		return err
 	}
-	return d.prim.flush(0)
+	return d.complete(prim.flush(0))
 }
+
+func (d *device) syncAlways() bool { return d.n.cfg.Journal.Sync == config.SyncAlways }

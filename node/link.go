@@ -1,11 +1,14 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +16,6 @@ import (
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
-	"github.com/hashicorp/yamux"
 )
 
 // Connection and disk states shown in status.
@@ -23,14 +25,17 @@ const (
 	ConnConnected    = "Connected"
 
 	DiskUpToDate     = "UpToDate"
+	DiskConsistent   = "Consistent" // not Outdated, but not (yet) connected and caught up
 	DiskInconsistent = "Inconsistent"
 	DiskOutdated     = "Outdated"
 	DiskUnknown      = "Unknown"
+	DiskSplitBrain   = "SplitBrain"
 )
 
-// helloFlagInconsistent in Hello.Flags: the sender is in the middle of a
-// bitmap resync from LastSeq (it persisted that before the resync began) and
-// must not be caught up from its journal position.
+// Hello.Flags from a secondary. helloFlagInconsistent: the sender is in the
+// middle of a region resync from LastSeq (it persisted that before the
+// resync began) and must not be caught up from its journal position; an
+// Extents message with its own regions to resync follows the Hello.
 const helloFlagInconsistent uint32 = 1
 
 const (
@@ -48,35 +53,28 @@ const (
 	liveGap = 512
 	// handshakeTimeout bounds the Hello exchange.
 	handshakeTimeout = 10 * time.Second
+	// connectGrace: a peer without a session for this long is lost (and
+	// Outdated) instead of holding writes back.
+	connectGrace = 200 * time.Millisecond
 )
 
-// yamuxConfig is the session configuration of both ends.
-func yamuxConfig(log *slog.Logger) *yamux.Config {
-	c := yamux.DefaultConfig()
-	c.MaxStreamWindowSize = 16 << 20 // bandwidth x RTT, see docs/replication.md
-	c.EnableKeepAlive = true
-	c.KeepAliveInterval = 2 * time.Second
-	c.ConnectionWriteTimeout = 10 * time.Second
-	c.LogOutput = nil
-	c.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
-	return c
-}
-
-// link is the primary's side of one peer: it dials, handshakes, catches the
-// peer up, then ships live writes from its queue and feeds the peer's acks to
-// the core. Fields marked (mu) are guarded by primary.mu, (core) by
-// primary.coreMu, (q) by qmu.
+// link is the primary's side of one peer: it opens a data stream on the
+// member link, handshakes, catches the peer up, then ships live writes from
+// its queue and feeds the peer's acks to the core. Fields marked (mu) are
+// guarded by primary.mu, (core) by primary.coreMu, (q) by qmu.
 type link struct {
-	p          *primary
-	name, addr string
-	cluster    string
-	from       string
-	log        *slog.Logger
+	p    *primary
+	name string
+	log  *slog.Logger
 
-	live     bool   // (mu) writes are queued for this peer
-	upToDate bool   // (core) counted by the core
-	awaiting bool   // (core) becomes UpToDate once it journaled target
-	target   uint64 // (core)
+	live     atomic.Bool // written under mu: writes are queued for this peer
+	counted  bool        // (core) the core waits for this peer
+	caughtUp bool        // (core) it acked everything up to where it went live
+	clearAt  uint64      // (core) its Clear waits until it acked this
+	clearGen int64       // (core) generation named by its last Clear; -1 none
+	clearing bool        // (core) a Clear request is being made
+	awaiting bool        // (core) becomes caught up once it journaled target
+	target   uint64      // (core)
 
 	qmu    sync.Mutex
 	qcond  *sync.Cond
@@ -86,15 +84,19 @@ type link struct {
 	wake   chan struct{}
 	kick   chan struct{} // congestion: end the session
 
-	conn    atomic.Value // string
-	disk    atomic.Value // string
-	acked   atomic.Uint64
-	known   atomic.Uint64 // retention floor: what the peer is known to hold
-	catchup atomic.Uint64 // bytes moved by catch-up and resync
+	conn      atomic.Value // string
+	disk      atomic.Value // string
+	acked     atomic.Uint64
+	known     atomic.Uint64 // retention floor: what the peer is known to hold
+	catchup   atomic.Uint64 // bytes moved by catch-up and resync
+	lastAckNs atomic.Int64  // unix nanos of the last ack (or session start)
+
+	resyncTotal, resyncDone atomic.Int64 // bytes of the current or last region resync
+	resyncStart             atomic.Int64 // unix nanos
 }
 
-func newLink(p *primary, name, addr, cluster, from string, log *slog.Logger) *link {
-	l := &link{p: p, name: name, addr: addr, cluster: cluster, from: from, log: log.With("peer", name),
+func newLink(p *primary, name string) *link {
+	l := &link{p: p, name: name, log: p.log.With("peer", name), clearGen: -1,
 		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 	l.qcond = sync.NewCond(&l.qmu)
 	l.conn.Store(ConnConnecting)
@@ -126,13 +128,20 @@ func (l *link) enqueueLive(m wire.Message) {
 		l.enqueue(m)
 		return
 	}
-	l.live = false
+	l.live.Store(false)
 	l.log.Warn("peer congested: disconnecting it, it will catch up", "queued_bytes", congestLimit)
+	l.kickSession()
+}
+
+// kickSession ends the current session (congestion, peer timeout).
+func (l *link) kickSession() {
 	select {
 	case l.kick <- struct{}{}:
 	default:
 	}
 }
+
+func (l *link) lastAck() time.Time { return time.Unix(0, l.lastAckNs.Load()) }
 
 // enqueueWait adds m once the queue has room; false when the session ended.
 func (l *link) enqueueWait(m wire.Message) bool {
@@ -164,61 +173,69 @@ func msgBytes(m wire.Message) int {
 	return 64
 }
 
-// run dials and serves the peer until ctx ends, retrying with backoff.
+// run serves the peer until ctx ends: it opens a data stream on the member
+// link, runs a session on it, and starts over with backoff. A peer that has
+// no session within connectGrace is lost (peerLost): counted, it is
+// Outdated so that writes need not wait for it.
 func (l *link) run(ctx context.Context) {
 	backoff := 50 * time.Millisecond
-	var d net.Dialer
 	for ctx.Err() == nil {
+		if l.p.n.isDisconnected(l.name) {
+			// grbd disconnect: no data path to this peer until connect.
+			l.conn.Store(ConnDisconnected)
+			l.p.peerLost(l)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
 		l.conn.Store(ConnConnecting)
-		c, err := d.DialContext(ctx, "tcp", l.addr)
+		octx, cancel := context.WithTimeout(ctx, connectGrace)
+		s, err := l.p.n.mesh.Open(octx, l.name, wire.StreamData)
+		cancel()
 		if err == nil {
 			start := time.Now()
-			err = l.session(ctx, c)
+			err = l.session(ctx, s)
 			if time.Since(start) > 5*time.Second {
 				backoff = 50 * time.Millisecond
 			}
-			if ctx.Err() == nil {
-				l.log.Warn("peer link down", "err", err)
-			}
+		} else {
+			l.p.peerLost(l)
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		l.log.Debug("peer link down", "err", err)
 		l.conn.Store(ConnDisconnected)
 		select {
 		case <-ctx.Done():
+			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, time.Second)
 	}
 }
 
-// session runs one connection: handshake, catch-up, live replication.
-func (l *link) session(ctx context.Context, c net.Conn) error {
-	sess, err := yamux.Client(c, yamuxConfig(l.log))
+// session runs one data stream: handshake, catch-up, live replication.
+func (l *link) session(ctx context.Context, s net.Conn) error {
+	defer s.Close()
+	r, w := wire.NewReader(s), wire.NewWriter(s)
+	hello, extra, err := l.handshake(s, r, w)
 	if err != nil {
-		c.Close()
-		return err
-	}
-	defer sess.Close()
-	data, err := sess.OpenStream()
-	if err != nil {
-		return err
-	}
-	// resync and control are opened as the design lays out; in this version
-	// region copies travel in order on the data stream (docs/replication.md)
-	// and liveness is yamux keepalive, so both stay idle.
-	for range 2 {
-		if _, err := sess.OpenStream(); err != nil {
-			return err
+		if errors.Is(err, ErrSplitBrain) {
+			l.disk.Store(DiskSplitBrain)
+			l.p.n.events.add(Event{Type: "split-brain", Peer: l.name, Detail: err.Error()})
 		}
-	}
-	r, w := wire.NewReader(data), wire.NewWriter(data)
-	hello, err := l.handshake(data, r, w)
-	if err != nil {
+		l.p.peerLost(l)
 		return err
 	}
-	l.log.Info("peer connected", "peer_last_seq", hello.LastSeq, "inconsistent", hello.Flags&helloFlagInconsistent != 0)
+	l.log.Info("peer connected", "peer_last_seq", hello.LastSeq, "inconsistent", hello.Flags&helloFlagInconsistent != 0, "extra_extents", len(extra))
 	// What the peer holds as of this session (it may have lost an unsynced
 	// tail since the last one); set before its acks are read.
 	l.acked.Store(hello.LastSeq)
+	l.lastAckNs.Store(time.Now().UnixNano())
 	l.conn.Store(ConnConnected)
 
 	l.qmu.Lock()
@@ -235,14 +252,14 @@ func (l *link) session(ctx context.Context, c net.Conn) error {
 	wg.Go(func() { errc <- l.send(w, done) })
 	wg.Go(func() { errc <- l.recv(r) })
 	wg.Go(func() {
-		if err := l.catchUp(hello); err != nil {
+		if err := l.catchUp(hello, extra); err != nil {
 			errc <- err
 		}
 	})
 	select {
 	case err = <-errc:
 	case <-l.kick:
-		err = errCongested
+		err = errKicked
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -251,38 +268,82 @@ func (l *link) session(ctx context.Context, c net.Conn) error {
 	l.closed = true
 	l.qcond.Broadcast()
 	l.qmu.Unlock()
-	sess.Close()
+	s.Close()
 	wg.Wait()
 	l.down()
 	return err
 }
 
-func (l *link) handshake(s *yamux.Stream, r *wire.Reader, w *wire.Writer) (*wire.Hello, error) {
+// handshake sends Hello and History, and reads the peer's Hello and, for
+// an Inconsistent peer, the Extents it needs besides the primary's changes.
+func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []journal.Extent, error) {
 	_ = s.SetDeadline(time.Now().Add(handshakeTimeout))
 	defer s.SetDeadline(time.Time{})
-	me := &wire.Hello{Cluster: l.cluster, From: l.from, Role: wire.RolePrimary, Epoch: l.p.epoch,
-		LastSeq: l.p.store.LastSeq(), DurableSeq: l.p.store.DurableSeq()}
+	p := l.p
+	me := &wire.Hello{Cluster: p.n.cfg.Cluster, From: p.n.me.Name, Role: wire.RolePrimary, Epoch: p.epoch,
+		LastSeq: p.store.LastSeq(), DurableSeq: p.store.DurableSeq()}
+	hist := &wire.History{LastSeq: me.LastSeq}
+	for _, e := range p.n.history() {
+		var f uint8
+		if e.Forced {
+			f = wire.HistoryForced
+		}
+		hist.Entries = append(hist.Entries, wire.HistoryEntry{Epoch: e.Epoch, FirstSeq: e.FirstSeq, Flags: f})
+	}
+	if len(hist.Entries) > wire.MaxHistory {
+		hist.Entries = hist.Entries[len(hist.Entries)-wire.MaxHistory:]
+	}
 	if err := w.WriteMsg(me); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if err := w.WriteMsg(hist); err != nil {
+		return nil, nil, err
 	}
 	if err := w.Flush(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m, err := r.ReadMsg()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	if nack, ok := m.(*wire.Nack); ok {
+		if nack.Code == wire.NackState && strings.HasPrefix(nack.Reason, splitBrainReason) {
+			return nil, nil, fmt.Errorf("%w: %s", ErrSplitBrain, nack.Reason)
+		}
+		return nil, nil, fmt.Errorf("%w: peer refused: code %d: %s", ErrHandshake, nack.Code, nack.Reason)
 	}
 	h, ok := m.(*wire.Hello)
 	switch {
 	case !ok:
-		return nil, fmt.Errorf("%w: first message is %v", ErrHandshake, m.Type())
-	case h.Cluster != l.cluster:
-		return nil, fmt.Errorf("%w: peer is in cluster %q, not %q", ErrHandshake, h.Cluster, l.cluster)
+		return nil, nil, fmt.Errorf("%w: first message is %v", ErrHandshake, m.Type())
+	case h.Cluster != p.n.cfg.Cluster:
+		return nil, nil, fmt.Errorf("%w: peer is in cluster %q, not %q", ErrHandshake, h.Cluster, p.n.cfg.Cluster)
 	case h.From != l.name:
-		return nil, fmt.Errorf("%w: peer says it is %q", ErrHandshake, h.From)
+		return nil, nil, fmt.Errorf("%w: peer says it is %q", ErrHandshake, h.From)
 	}
 	hc := *h
-	return &hc, nil
+	if hc.Flags&helloFlagInconsistent == 0 {
+		return &hc, nil, nil
+	}
+	m, err = r.ReadMsg()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: extents: %w", ErrHandshake, err)
+	}
+	ex, ok := m.(*wire.Extents)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: expected Extents, got %v", ErrHandshake, m.Type())
+	}
+	if ex.Flags&wire.ExtentsAll != 0 {
+		return &hc, []journal.Extent{{Offset: 0, Length: p.store.Size()}}, nil
+	}
+	extra := make([]journal.Extent, 0, len(ex.Extents))
+	for _, e := range ex.Extents {
+		if e.Length == 0 || e.Offset+e.Length > uint64(p.store.Size()) || e.Offset+e.Length < e.Offset {
+			return nil, nil, fmt.Errorf("%w: extent [%d,+%d) outside the device", ErrHandshake, e.Offset, e.Length)
+		}
+		extra = append(extra, journal.Extent{Offset: int64(e.Offset), Length: int64(e.Length)})
+	}
+	return &hc, extra, nil
 }
 
 // send writes queued messages, flushing the socket only when the queue is
@@ -332,12 +393,14 @@ func (l *link) recv(r *wire.Reader) error {
 		p := l.p
 		switch m := m.(type) {
 		case *wire.Ack:
+			l.lastAckNs.Store(time.Now().UnixNano())
 			p.coreMu.Lock()
 			err = p.core.Ack(l.name, m.Seq, replicator.Level(m.Level))
 			if m.Level >= wire.AckJournaled {
 				l.acked.Store(max(l.acked.Load(), m.Seq))
 				l.known.Store(l.acked.Load())
 				l.checkUpToDateLocked()
+				p.maybeClearLocked(l)
 			}
 			p.releaseLocked()
 			p.coreMu.Unlock()
@@ -369,39 +432,36 @@ func (l *link) checkUpToDateLocked() {
 	if !l.awaiting || l.acked.Load() < l.target {
 		return
 	}
-	l.awaiting, l.upToDate = false, true
-	_ = l.p.core.SetUpToDate(l.name, true, 0) // acks already fed: claim nothing more
+	l.awaiting = false
+	l.p.peerCaughtUpLocked(l)
 	l.disk.Store(DiskUpToDate)
 	l.log.Info("peer up to date", "seq", l.target, "catchup_bytes", l.catchup.Load())
 }
 
-// down stops counting the peer so writes stop waiting for it.
-//
-// Issue 4 hook: before SetUpToDate(false) the primary must commit "peer is
-// Outdated" through the control plane, so a later failover can never pick
-// this peer; until then writes keep waiting (or fail when quorum is lost).
+// down ends a session: the peer gets no more live writes, and the primary
+// learns it is lost (it stays counted until its Outdate is applied).
 func (l *link) down() {
 	p := l.p
 	p.mu.Lock()
-	l.live = false
+	l.live.Store(false)
 	p.coreMu.Lock()
-	l.upToDate, l.awaiting = false, false
-	_ = p.core.SetUpToDate(l.name, false, 0)
-	p.releaseLocked()
+	l.awaiting = false
 	p.coreMu.Unlock()
 	p.mu.Unlock()
-	if l.disk.Load() == DiskUpToDate {
+	switch l.disk.Load() {
+	case DiskUpToDate, DiskInconsistent:
 		l.disk.Store(DiskOutdated)
 	}
 	l.qmu.Lock()
 	l.q, l.qbytes, l.closed = nil, 0, true
 	l.qcond.Broadcast()
 	l.qmu.Unlock()
+	p.peerLost(l)
 }
 
 // catchUp brings the peer from its Hello position to live writes: journal
 // records when the journal still holds them, region copies otherwise.
-func (l *link) catchUp(h *wire.Hello) error {
+func (l *link) catchUp(h *wire.Hello, extra []journal.Extent) error {
 	st := l.p.store
 	from := h.LastSeq
 	if from > st.LastSeq() {
@@ -411,7 +471,7 @@ func (l *link) catchUp(h *wire.Hello) error {
 	l.known.Store(from)
 	if h.Flags&helloFlagInconsistent != 0 {
 		l.disk.Store(DiskInconsistent)
-		return l.resync(from)
+		return l.resync(from, extra)
 	}
 	l.disk.Store(DiskOutdated)
 	sent := from
@@ -436,14 +496,14 @@ func (l *link) catchUp(h *wire.Hello) error {
 		return nil
 	case errors.Is(err, journal.ErrCompacted):
 		l.log.Info("journal compacted past peer: region resync", "from", sent, "err", err)
-		return l.resync(sent)
+		return l.resync(sent, nil)
 	}
 	return err
 }
 
 var (
 	errSessionEnded = errors.New("node: peer session ended")
-	errCongested    = errors.New("node: peer congested")
+	errKicked       = errors.New("node: peer session ended by the primary (congestion or peer timeout)")
 )
 
 // goLive queues the last records under the write lock and switches the peer to
@@ -471,7 +531,7 @@ func (l *link) goLive(sent *uint64) error {
 // write up to target, and waits for its ack of target. Caller holds mu.
 func (l *link) startLiveLocked(target uint64) {
 	l.enqueue(&wire.ResyncDone{AsOf: target})
-	l.live = true
+	l.live.Store(true)
 	p := l.p
 	p.coreMu.Lock()
 	l.target, l.awaiting = target, true
@@ -482,15 +542,26 @@ func (l *link) startLiveLocked(target uint64) {
 	p.coreMu.Unlock()
 }
 
-// resync copies every region changed after from, each read under the write
-// lock and journaled as a fresh record so that it is ordered with live
-// writes on the data stream (docs/replication.md, "Region resync").
-func (l *link) resync(from uint64) error {
+// resync copies every region changed after from, and the extra regions the
+// peer asked for, each read under the write lock and journaled as a fresh
+// record so that it is ordered with live writes on the data stream
+// (docs/replication.md, "Region resync").
+func (l *link) resync(from uint64, extra []journal.Extent) error {
 	p := l.p
 	l.disk.Store(DiskInconsistent)
 	p.mu.Lock()
-	extents := p.store.ChangedSince(from)
-	l.log.Info("region resync", "from", from, "extents", len(extents))
+	extents := mergeExtents(append(p.store.ChangedSince(from), extra...))
+	var total int64
+	for _, e := range extents {
+		total += e.Length
+	}
+	l.resyncTotal.Store(total)
+	l.resyncDone.Store(0)
+	l.resyncStart.Store(time.Now().UnixNano())
+	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra), "bytes", total)
+	p.n.events.add(Event{Type: "resync", Peer: l.name, Detail: fmt.Sprintf("started: %d bytes in %d regions", total, len(extents))})
+	rate := int64(p.n.cfg.Replication.ResyncRate)
+	start := time.Now()
 	first := true
 	for _, e := range extents {
 		for off := e.Offset; off < e.Offset+e.Length; off += resyncChunk {
@@ -512,13 +583,20 @@ func (l *link) resync(from uint64) error {
 			}
 			l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf})
 			l.catchup.Add(uint64(n))
+			done := l.resyncDone.Add(n)
 			// The peer persisted "Inconsistent since from" when it took the
 			// first chunk: live writes may now follow it.
-			l.live = true
+			l.live.Store(true)
 			first = false
 			p.mu.Unlock()
 			if !l.waitRoom() {
 				return nil
+			}
+			if rate > 0 {
+				// replication.resync-rate: never ahead of done/rate.
+				if ahead := time.Duration(done*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
+					time.Sleep(ahead)
+				}
 			}
 		}
 	}
@@ -527,6 +605,7 @@ func (l *link) resync(from uint64) error {
 	}
 	l.startLiveLocked(p.store.LastSeq())
 	p.mu.Unlock()
+	p.n.events.add(Event{Type: "resync", Peer: l.name, Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
 	return nil
 }
 
@@ -537,8 +616,31 @@ func (l *link) status(last uint64) PeerStatus {
 	if last > acked {
 		behind = last - acked
 	}
-	return PeerStatus{
+	ps := PeerStatus{
 		Name: l.name, Connection: l.conn.Load().(string), Disk: l.disk.Load().(string),
 		AckedSeq: acked, Behind: behind, CatchupBytes: l.catchup.Load(),
+		ResyncTotal: l.resyncTotal.Load(), ResyncDone: l.resyncDone.Load(), Disconnected: l.p.n.isDisconnected(l.name),
 	}
+	if ps.Disk == DiskInconsistent && ps.ResyncTotal > 0 {
+		elapsed := time.Since(time.Unix(0, l.resyncStart.Load())).Seconds()
+		ps.SyncPercent = 100 * float64(ps.ResyncDone) / float64(ps.ResyncTotal)
+		if ps.ResyncDone > 0 && elapsed > 0 {
+			ps.SyncETA = elapsed * float64(ps.ResyncTotal-ps.ResyncDone) / float64(ps.ResyncDone)
+		}
+	}
+	return ps
+}
+
+// mergeExtents sorts extents and merges overlapping or adjacent ones.
+func mergeExtents(ext []journal.Extent) []journal.Extent {
+	slices.SortFunc(ext, func(a, b journal.Extent) int { return cmp.Compare(a.Offset, b.Offset) })
+	out := ext[:0]
+	for _, e := range ext {
+		if k := len(out) - 1; k >= 0 && e.Offset <= out[k].Offset+out[k].Length {
+			out[k].Length = max(out[k].Length, e.Offset+e.Length-out[k].Offset)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }

@@ -1,18 +1,20 @@
-// Package node runs one grbd data node: it owns the node's journaled store, its
-// NBD export and its admin HTTP endpoint, and wires them together. It is the
-// I/O edge around the pure logic packages; all sockets and files live here or
-// below.
+// Package node runs one grbd data node: its journaled store, its NBD export,
+// its admin HTTP endpoint, its links to the other members (internal/mesh)
+// and its control plane (internal/ctlplane on quorum/), and switches the
+// node between the primary and secondary roles as the control plane
+// decides. It is the I/O edge around the pure logic packages; all sockets
+// and files live here or below.
 //
-// The node named by replication.primary exports a writable device and ships
-// every write to its peers (primary.go, link.go: one dialing goroutine per
-// peer, a sender and an ack reader per session); every other data node
-// listens on its address, applies the primary's writes in sequence order and
-// exports a read-only device (secondary.go). The replication core
-// (replicator.Primary) is driven under one mutex.
+// As primary (primary.go, link.go) the node journals every write, ships it
+// to each peer over a data stream it opens, and completes it when the
+// replication core (replicator.Primary) and the lease allow. As secondary
+// (secondary.go) it accepts the data stream of the primary of its newest
+// epoch, applies the writes in sequence order and acknowledges them; its
+// export refuses writes (EPERM).
 //
-// A Node is safe for concurrent use. Start brings every listener up before it
-// returns; Close stops them, waits for in-flight requests and checkpoints the
-// journal so the next start replays nothing.
+// A Node is safe for concurrent use. Start brings every listener up before
+// it returns; Close stops them, waits for in-flight requests and
+// checkpoints the journal so the next start replays nothing.
 package node
 
 import (
@@ -22,11 +24,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/grbd/grbd/blockdev"
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/member"
+	"github.com/grbd/grbd/internal/mesh"
+	"github.com/grbd/grbd/internal/vfs"
+	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
 )
@@ -38,13 +49,38 @@ var Version = "dev"
 var (
 	// ErrWitness is returned when Start is asked to run a witness as a data node.
 	ErrWitness = errors.New("node: member is a witness, not a data node")
+	// ErrReadOnly is returned for writes (and, unless secondary-reads is
+	// set, reads) on a node that is not primary. It carries EPERM.
+	ErrReadOnly = fmt.Errorf("node: not primary: %w", syscall.EPERM)
+	// ErrFenced is returned while the primary has no lease. It carries EIO.
+	ErrFenced = fmt.Errorf("node: primary fenced: no quorum: %w", syscall.EIO)
+	// ErrDeposed is returned for requests a primary held when it lost the
+	// role. It carries EIO: the outcome of such a write is unknown.
+	ErrDeposed = fmt.Errorf("node: no longer primary: %w", syscall.EIO)
 )
+
+// Options configure Start.
+type Options struct {
+	Logger *slog.Logger
+	// OnRole is told about every role change of this node (for the CLI's
+	// "role" lines).
+	OnRole func(RoleEvent)
+}
+
+// RoleEvent describes a role change.
+type RoleEvent struct {
+	Role    string // Primary or Secondary
+	Epoch   uint64
+	Serving bool
+	NBD     string
+}
 
 // Node is one running data node.
 type Node struct {
 	cfg     *config.Config
 	me      config.Member
 	log     *slog.Logger
+	opts    Options
 	started time.Time
 
 	store *journal.Journal
@@ -55,20 +91,38 @@ type Node struct {
 	admin   *http.Server
 	adminLn net.Listener
 
-	prim     *primary   // on the primary
-	sec      *secondary // on a secondary
-	peerLn   net.Listener
-	stopRepl context.CancelFunc
-	replWG   sync.WaitGroup
+	peerLn net.Listener
+	mesh   *mesh.Mesh
+	ctl    *ctlplane.Driver
+	proto  replicator.Protocol
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+
+	roleMu   sync.Mutex
+	prim     *primary                // the current primary instance, nil on a secondary
+	primA    atomic.Pointer[primary] // prim, for the I/O path
+	sec      *secondary
+	lastRole RoleEvent
+	events   *eventLog
+
+	histMu sync.Mutex
+	hist   replicator.History
+
+	discMu       sync.Mutex
+	disconnected map[string]bool // grbd disconnect: peers without a data path
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Start opens the store (replaying its journal), then starts the NBD export
-// and the admin endpoint of member name.
-func Start(cfg *config.Config, name string, log *slog.Logger) (*Node, error) {
+// historyFile holds the node's data-generation history.
+const historyFile = "history"
+
+// Start opens the store (replaying its journal), joins the cluster and
+// starts the NBD export and the admin endpoint of member name.
+func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	me, isWitness, err := cfg.Member(name)
 	if err != nil {
 		return nil, err
@@ -76,70 +130,24 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Node, error) {
 	if isWitness {
 		return nil, fmt.Errorf("%w: %s", ErrWitness, name)
 	}
-	if log == nil {
-		log = slog.Default()
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
-	log = log.With("node", name)
-	n := &Node{cfg: cfg, me: me, log: log, started: time.Now()}
-
-	n.store, err = journal.Open(journal.Options{
-		Dir:         me.DataDir,
-		DeviceSize:  int64(cfg.Device.Size),
-		SegmentSize: int64(cfg.Journal.SegmentSize),
-		MaxSize:     int64(cfg.Journal.MaxSize),
-		Logger:      log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("node %s: open store in %s: %w", name, me.DataDir, err)
+	log := opts.Logger.With("node", name)
+	n := &Node{cfg: cfg, me: me, log: log, opts: opts, started: time.Now(), events: newEventLog()}
+	n.events.node = name
+	if n.proto, err = replicator.ParseProtocol(cfg.Replication.Protocol); err != nil {
+		return nil, err
 	}
-	n.dev = &device{store: n.store, syncAlways: cfg.Journal.Sync == config.SyncAlways, epoch: 1}
-	if cfg.Replication.Primary == name {
-		proto, err := replicator.ParseProtocol(cfg.Replication.Protocol)
-		if err != nil {
-			n.store.Close()
-			return nil, err
-		}
-		n.prim = newPrimary(n.store, proto, n.dev.epoch, log)
-		for _, m := range cfg.Nodes {
-			if m.Name != name {
-				n.prim.addLink(newLink(n.prim, m.Name, m.Address, cfg.Cluster, name, log))
-			}
-		}
-		n.dev.prim = n.prim
-	} else {
-		if n.sec, err = newSecondary(n.store, cfg.Cluster, name, me.DataDir, log); err != nil {
-			n.store.Close()
-			return nil, err
-		}
-		if n.peerLn, err = net.Listen("tcp", me.Address); err != nil {
-			n.store.Close()
-			return nil, fmt.Errorf("node %s: peer listen: %w", name, err)
-		}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.open(); err != nil {
+		n.cancel()
+		n.abort()
+		return nil, err
 	}
-
-	n.nbd, err = blockdev.NewServer(n.dev, blockdev.Options{
-		ExportName:  cfg.NBD.Export,
-		Description: fmt.Sprintf("grbd %s/%s", cfg.Cluster, name),
-		MaxInFlight: cfg.NBD.MaxInFlight,
-		Logger:      log,
-	})
-	if err != nil {
-		n.store.Close()
-		return nil, fmt.Errorf("node %s: nbd: %w", name, err)
-	}
-	if n.nbdLn, err = net.Listen("tcp", me.NBD); err != nil {
-		n.closePeerLn()
-		n.store.Close()
-		return nil, fmt.Errorf("node %s: nbd listen: %w", name, err)
-	}
-	if n.adminLn, err = net.Listen("tcp", me.Admin); err != nil {
-		n.nbdLn.Close()
-		n.closePeerLn()
-		n.store.Close()
-		return nil, fmt.Errorf("node %s: admin listen: %w", name, err)
-	}
-	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
-
+	n.bg.Go(func() { n.ctl.Run(n.ctx) })
+	n.mesh.Serve(n.peerLn)
+	n.mesh.Start()
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -153,11 +161,76 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Node, error) {
 			log.Error("admin server stopped", "err", err)
 		}
 	}()
-	n.startReplication()
+	n.reconcile()
 	st := n.store.Stats()
 	log.Info("node started", "nbd", n.NBDAddr(), "admin", n.AdminAddr(), "size", cfg.Device.Size,
-		"last_seq", st.LastSeq, "checkpoint_seq", st.CheckpointSeq, "role", n.role())
+		"last_seq", st.LastSeq, "checkpoint_seq", st.CheckpointSeq, "protocol", cfg.Replication.Protocol)
 	return n, nil
+}
+
+// open builds every part; on error abort releases what was opened.
+func (n *Node) open() error {
+	cfg, me := n.cfg, n.me
+	var err error
+	n.store, err = journal.Open(journal.Options{
+		Dir:         me.DataDir,
+		DeviceSize:  int64(cfg.Device.Size),
+		SegmentSize: int64(cfg.Journal.SegmentSize),
+		MaxSize:     int64(cfg.Journal.MaxSize),
+		Logger:      n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)
+	}
+	if err := n.loadHistory(); err != nil {
+		return err
+	}
+	if n.sec, err = newSecondary(n); err != nil {
+		return err
+	}
+	if n.ctl, err = ctlplane.Open(member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)); err != nil {
+		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
+	}
+	n.ctl.SetConsistent(n.sec.consistent())
+	if n.mesh, err = mesh.New(member.MeshConfig(cfg, me.Name, n.log, n.ctl.Deliver, n.handleStream)); err != nil {
+		return err
+	}
+	n.ctl.SetSender(n.mesh)
+	n.dev = &device{n: n}
+	if n.nbd, err = blockdev.NewServer(n.dev, blockdev.Options{
+		ExportName:  cfg.NBD.Export,
+		Description: fmt.Sprintf("grbd %s/%s", cfg.Cluster, me.Name),
+		MaxInFlight: cfg.NBD.MaxInFlight,
+		Logger:      n.log,
+	}); err != nil {
+		return fmt.Errorf("node %s: nbd: %w", me.Name, err)
+	}
+	if n.peerLn, err = net.Listen("tcp", me.Address); err != nil {
+		return fmt.Errorf("node %s: peer listen: %w", me.Name, err)
+	}
+	if n.nbdLn, err = net.Listen("tcp", me.NBD); err != nil {
+		return fmt.Errorf("node %s: nbd listen: %w", me.Name, err)
+	}
+	if n.adminLn, err = net.Listen("tcp", me.Admin); err != nil {
+		return fmt.Errorf("node %s: admin listen: %w", me.Name, err)
+	}
+	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	return nil
+}
+
+// abort releases what open acquired before it failed.
+func (n *Node) abort() {
+	for _, ln := range []net.Listener{n.peerLn, n.nbdLn, n.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if n.mesh != nil {
+		n.mesh.Close()
+	}
+	if n.store != nil {
+		n.store.Close()
+	}
 }
 
 // NBDAddr is where the export listens.
@@ -171,9 +244,15 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		n.cancel()
+		n.bg.Wait() // the control plane stopped: no more role changes
+		n.roleMu.Lock()
+		n.stopPrimaryLocked(ErrDeposed)
+		n.roleMu.Unlock()
 		errs := []error{n.nbd.Close(), n.admin.Shutdown(ctx)}
 		n.wg.Wait()
-		n.stopReplication()
+		n.sec.close()
+		n.mesh.Close()
 		errs = append(errs, n.store.Close())
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped", "err", n.closeErr)
@@ -181,47 +260,103 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
-func (n *Node) closePeerLn() {
-	if n.peerLn != nil {
-		n.peerLn.Close()
+// handleStream serves a stream a peer opened.
+func (n *Node) handleStream(peer string, kind uint8, s net.Conn) {
+	switch kind {
+	case wire.StreamData:
+		n.sec.handle(peer, s)
+	case wire.StreamAdmin:
+		n.serveAdmin(peer, s)
+	default:
+		s.Close()
 	}
 }
 
-// role is Primary or Secondary.
-func (n *Node) role() string {
-	if n.prim != nil {
-		return RolePrimary
+func (n *Node) loadHistory() error {
+	b, err := vfs.ReadFile(vfs.Default, filepath.Join(n.me.DataDir, historyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
-	return RoleSecondary
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	h, err := replicator.DecodeHistory(b)
+	if err != nil {
+		return fmt.Errorf("node: %s: %w", filepath.Join(n.me.DataDir, historyFile), err)
+	}
+	n.hist = h
+	return nil
 }
 
-// Roles shown in status.
-const (
-	RolePrimary   = "Primary"
-	RoleSecondary = "Secondary"
-)
-
-// startReplication starts the peer links (primary) or the peer listener
-// (secondary).
-func (n *Node) startReplication() {
-	ctx, cancel := context.WithCancel(context.Background())
-	n.stopRepl = cancel
-	if n.sec != nil {
-		n.sec.serve(n.peerLn)
-		return
+// setHistory persists h before it becomes the node's history.
+func (n *Node) setHistory(h replicator.History) error {
+	n.histMu.Lock()
+	defer n.histMu.Unlock()
+	if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(n.me.DataDir, historyFile), h.Encode()); err != nil {
+		return fmt.Errorf("node: persist history: %w", err)
 	}
-	for _, l := range n.prim.links {
-		n.replWG.Go(func() { l.run(ctx) })
-	}
-	n.replWG.Go(func() { n.prim.retainLoop(ctx.Done()) })
+	n.hist = h
+	return nil
 }
 
-// stopReplication ends every peer session; the NBD server has drained, so no
-// write is waiting for a peer.
-func (n *Node) stopReplication() {
-	n.stopRepl()
-	if n.sec != nil {
-		n.sec.close()
+func (n *Node) history() replicator.History {
+	n.histMu.Lock()
+	defer n.histMu.Unlock()
+	return n.hist
+}
+
+// isDisconnected reports whether grbd disconnect cut the data path to peer.
+func (n *Node) isDisconnected(peer string) bool {
+	n.discMu.Lock()
+	defer n.discMu.Unlock()
+	return n.disconnected[peer] || n.disconnected["*"]
+}
+
+// SetDisconnected cuts (on) or restores the data path to peer ("*": every
+// peer), as drbdadm disconnect/connect: a primary stops replicating to it
+// (it is Outdated first), a secondary refuses the primary's stream. The
+// control plane stays connected. Not persisted: a restart connects again.
+func (n *Node) SetDisconnected(peer string, on bool) error {
+	if peer != "*" {
+		if _, _, err := n.cfg.Member(peer); err != nil || peer == n.me.Name {
+			return fmt.Errorf("node: %q is not another member", peer)
+		}
 	}
-	n.replWG.Wait()
+	n.discMu.Lock()
+	if n.disconnected == nil {
+		n.disconnected = map[string]bool{}
+	}
+	if on {
+		n.disconnected[peer] = true
+	} else {
+		delete(n.disconnected, peer)
+	}
+	n.discMu.Unlock()
+	if on {
+		if p := n.currentPrimary(); p != nil {
+			for _, l := range p.links {
+				if n.isDisconnected(l.name) {
+					l.kickSession()
+				}
+			}
+		}
+		n.sec.dropFrom(peer)
+	}
+	n.events.add(Event{Type: "connection", Peer: peer, Detail: map[bool]string{true: "disconnected by the operator", false: "connect requested by the operator"}[on]})
+	return nil
+}
+
+// Invalidate discards this secondary's data: it becomes Inconsistent and
+// takes a full resync from the primary at its next connect.
+func (n *Node) Invalidate() error {
+	if n.currentPrimary() != nil {
+		return fmt.Errorf("node: %s is primary: invalidate a secondary", n.me.Name)
+	}
+	if err := n.sec.saveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
+		return err
+	}
+	n.ctl.SetConsistent(false)
+	n.sec.dropFrom("*")
+	n.events.add(Event{Type: "invalidate", Detail: "full resync requested"})
+	return nil
 }

@@ -1,74 +1,199 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
 )
 
 // Errors callers branch on.
 var (
-	// ErrReadOnly is returned by a secondary's device for any write; the NBD
-	// server refuses writes to a read-only export before they reach it.
-	ErrReadOnly = errors.New("node: secondary is read-only")
-	// ErrPeerAhead is returned when a peer's journal is past the primary's:
-	// the histories diverged and only a full sync (not yet built) can help.
+	// ErrPeerAhead is returned when a peer's journal is past the primary's
+	// in a way the divergence rules cannot resolve.
 	ErrPeerAhead = errors.New("node: peer ahead of primary")
 	// ErrHandshake is returned when a peer's Hello is missing or refused.
 	ErrHandshake = errors.New("node: handshake refused")
 	// ErrPeerFailed is returned when a peer nacks a write or a flush.
 	ErrPeerFailed = errors.New("node: peer failed a request")
+	// ErrSplitBrain is returned when a peer's data diverged in a way that
+	// only the operator may resolve.
+	ErrSplitBrain = errors.New("node: split brain")
 )
 
-// primary is the write path of the primary: every device write is journaled
-// locally, shipped to every live peer in sequence order, and completes when the
-// replication core (replicator.Primary) releases it.
+// primary is the write path of the primary of one epoch: every device
+// write is journaled locally, shipped to every live peer in sequence order,
+// and completes when the replication core (replicator.Primary) releases it.
 //
-// Locking, in this order: mu (write order: held across journal.Append and the
-// enqueue to every peer, so peers see writes in sequence order without gap or
-// duplicate), coreMu (the core, the waiters and each link's upToDate), then a
-// link's qmu. The core is only touched under coreMu.
+// Counted peers: the core waits for every data node that is not Outdated in
+// the control plane's state (docs/quorum.md, "Outdating"), connected or
+// not. A peer stops being counted only once its Outdate is applied; it is
+// counted again once it caught up, before its Clear is proposed.
+//
+// Locking, in this order: mu (write order: held across journal.Append and
+// the enqueue to every peer, so peers see writes in sequence order without
+// gap or duplicate), coreMu (the core, the waiters and each link's counted
+// flags), then a link's qmu, then rmu. The core is only touched under
+// coreMu.
 type primary struct {
+	n     *Node
 	store *journal.Journal
 	epoch uint64
 	log   *slog.Logger
+	ctx   context.Context
+	stopf context.CancelFunc
+	wg    sync.WaitGroup
 
 	mu sync.Mutex
 
-	coreMu  sync.Mutex
-	core    *replicator.Primary
-	nextID  replicator.ReqID
-	waiters map[replicator.ReqID]chan struct{}
+	coreMu   sync.Mutex
+	core     *replicator.Primary
+	nextID   replicator.ReqID
+	waiters  map[replicator.ReqID]*waiter
+	err      error // set by stop: every waiter fails with it
+	state    quorum.State
+	fencedAt time.Time // when the lease was lost (zero while serving)
 
-	links []*link // fixed after newPrimary
+	// rmu guards inflight: writes appended locally but not yet released,
+	// which reads of overlapping ranges wait for (a read never returns data
+	// a failover could take back).
+	rmu      sync.Mutex
+	inflight map[uint64]inflightWrite
+
+	links []*link // fixed after start
 }
 
-func newPrimary(store *journal.Journal, proto replicator.Protocol, epoch uint64, log *slog.Logger) *primary {
-	return &primary{
-		store: store, epoch: epoch, log: log,
-		core:    replicator.NewPrimary(proto),
-		waiters: map[replicator.ReqID]chan struct{}{},
+type inflightWrite struct {
+	off, end int64
+	done     chan struct{}
+}
+
+// waiter is a request held by the core; done closes when it is released
+// (err nil) or failed (err set).
+type waiter struct {
+	done chan struct{}
+	err  error
+}
+
+func newPrimary(n *Node, epoch uint64) *primary {
+	p := &primary{
+		n: n, store: n.store, epoch: epoch, log: n.log.With("epoch", epoch),
+		core:     replicator.NewPrimary(n.proto),
+		waiters:  map[replicator.ReqID]*waiter{},
+		inflight: map[uint64]inflightWrite{},
 	}
+	p.ctx, p.stopf = context.WithCancel(n.ctx)
+	return p
 }
 
-// addLink registers a peer; call before any write.
-func (p *primary) addLink(l *link) {
+// addLink registers a peer, counted or not; call before start.
+func (p *primary) addLink(l *link, counted bool) {
 	p.links = append(p.links, l)
 	p.coreMu.Lock()
 	p.core.AddPeer(l.name)
+	if counted {
+		// Not Outdated: it may hold every write so far, and it must get
+		// every write from now on before one completes.
+		l.counted = true
+		_ = p.core.SetUpToDate(l.name, true, 0)
+	}
 	p.coreMu.Unlock()
+}
+
+func (p *primary) start() {
+	for _, l := range p.links {
+		p.wg.Go(func() { l.run(p.ctx) })
+	}
+	p.wg.Go(p.retainLoop)
+	p.wg.Go(p.watchdog)
+}
+
+// stop ends the instance: links close, waiting requests fail with err.
+func (p *primary) stop(err error) {
+	p.coreMu.Lock()
+	p.err = err
+	p.failWaitersLocked(err)
+	p.coreMu.Unlock()
+	p.stopf()
+	p.wg.Wait()
+}
+
+func (p *primary) failWaitersLocked(err error) {
+	for id, w := range p.waiters {
+		w.err = err
+		close(w.done)
+		delete(p.waiters, id)
+	}
+}
+
+// onServing learns whether the lease is held. Without it, requests the core
+// holds fail with ErrFenced: at once with on-no-quorum: io-error, after
+// suspend-timeout with suspend-io unless the lease comes back first.
+func (p *primary) onServing(serving bool) {
+	p.coreMu.Lock()
+	defer p.coreMu.Unlock()
+	if serving {
+		p.fencedAt = time.Time{}
+		return
+	}
+	if !p.fencedAt.IsZero() {
+		return
+	}
+	p.fencedAt = time.Now()
+	if p.n.cfg.Quorum.OnNoQuorum != config.OnNoQuorumSuspend {
+		p.failWaitersLocked(ErrFenced)
+		return
+	}
+	at := p.fencedAt
+	time.AfterFunc(p.n.cfg.Quorum.SuspendTimeout.D(), func() {
+		p.coreMu.Lock()
+		defer p.coreMu.Unlock()
+		if p.fencedAt.Equal(at) {
+			p.failWaitersLocked(ErrFenced)
+		}
+	})
+}
+
+// failed is the error a released request returns: nil unless stopped.
+func (p *primary) failed() error {
+	p.coreMu.Lock()
+	defer p.coreMu.Unlock()
+	return p.err
 }
 
 // write journals w, ships it to every live peer and waits until the protocol
 // lets it complete; with fua it then waits for a flush covering it.
 func (p *primary) write(w journal.Write, fua bool) error {
 	p.mu.Lock()
+	return p.appendAndWait(w, fua)
+}
+
+// rewriteOwn writes the primary's current bytes of [off, off+len(buf))
+// again, read and appended under the write lock so that no client write can
+// come between (verify --resync).
+func (p *primary) rewriteOwn(buf []byte, off int64) error {
+	p.mu.Lock()
+	if err := p.store.ReadAt(buf, off); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	return p.appendAndWait(journal.Write{Epoch: p.epoch, Offset: off, Data: buf}, false)
+}
+
+// appendAndWait is write's body; the caller holds mu, which it releases.
+func (p *primary) appendAndWait(w journal.Write, fua bool) error {
+	if err := p.failed(); err != nil {
+		p.mu.Unlock()
+		return err
+	}
 	seq, err := p.store.Append(w)
 	if err != nil {
 		p.mu.Unlock()
@@ -77,7 +202,7 @@ func (p *primary) write(w journal.Write, fua bool) error {
 	w.Seq = seq
 	var msg wire.Message
 	for _, l := range p.links {
-		if !l.live {
+		if !l.live.Load() {
 			continue
 		}
 		if msg == nil {
@@ -85,15 +210,41 @@ func (p *primary) write(w journal.Write, fua bool) error {
 		}
 		l.enqueueLive(msg)
 	}
-	ch := p.submit(func(id replicator.ReqID) error { return p.core.Write(id, seq) })
+	wt := p.submit(func(id replicator.ReqID) error { return p.core.Write(id, seq) })
+	p.rmu.Lock()
+	p.inflight[seq] = inflightWrite{off: w.Offset, end: w.Offset + int64(len(w.Data)) + w.ZeroLength, done: wt.done}
+	p.rmu.Unlock()
 	p.mu.Unlock()
 	if !plantedEarlyAck { // the fault suite's planted bug: see plantedbug_on.go
-		<-ch
+		<-wt.done
+	}
+	p.rmu.Lock()
+	delete(p.inflight, seq)
+	p.rmu.Unlock()
+	if wt.err != nil {
+		return wt.err
 	}
 	if fua {
 		return p.flush(seq)
 	}
 	return nil
+}
+
+// readBarrier waits until every write overlapping [off, off+n) that was
+// appended before the call has completed.
+func (p *primary) readBarrier(off, n int64) error {
+	var wait []chan struct{}
+	p.rmu.Lock()
+	for _, w := range p.inflight {
+		if w.off < off+n && off < w.end {
+			wait = append(wait, w.done)
+		}
+	}
+	p.rmu.Unlock()
+	for _, ch := range wait {
+		<-ch
+	}
+	return p.failed()
 }
 
 // wireWrite converts a journal record to its wire message, copying the data:
@@ -107,20 +258,20 @@ func wireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 }
 
 // flush makes every write up to seq (0: everything so far) durable locally and
-// on every UpToDate peer.
+// on every counted peer.
 func (p *primary) flush(seq uint64) error {
 	p.mu.Lock()
 	if seq == 0 {
 		seq = p.store.LastSeq()
 	}
 	var id replicator.ReqID
-	ch := p.submit(func(rid replicator.ReqID) error {
+	wt := p.submit(func(rid replicator.ReqID) error {
 		id = rid
 		p.core.Flush(rid, seq)
 		// A superset of the peers the core waits for: extra FlushAcks are
 		// harmless Durable acks.
 		for _, l := range p.links {
-			if l.upToDate {
+			if l.counted && l.live.Load() {
 				l.enqueue(&wire.Flush{ID: uint64(rid), Seq: seq})
 			}
 		}
@@ -137,39 +288,120 @@ func (p *primary) flush(seq uint64) error {
 	p.core.LocalSynced(seq)
 	p.releaseLocked()
 	p.coreMu.Unlock()
-	<-ch
-	return nil
+	<-wt.done
+	return wt.err
 }
 
 // submit registers a waiter and feeds the core through fn, under coreMu.
-// Caller holds mu. The returned channel closes when the core releases it.
-func (p *primary) submit(fn func(replicator.ReqID) error) chan struct{} {
+// Caller holds mu. The waiter is done when the core releases it (or stop or
+// fencing fails it).
+func (p *primary) submit(fn func(replicator.ReqID) error) *waiter {
 	p.coreMu.Lock()
 	defer p.coreMu.Unlock()
 	p.nextID++
 	id := p.nextID
-	ch := make(chan struct{})
-	p.waiters[id] = ch
+	wt := &waiter{done: make(chan struct{})}
+	if p.err != nil {
+		wt.err = p.err
+		close(wt.done)
+		return wt
+	}
+	p.waiters[id] = wt
 	if err := fn(id); err != nil {
 		// Only ErrSeqOrder, impossible under mu: a broken invariant.
 		panic(fmt.Sprintf("node: replication core: %v", err))
 	}
 	p.releaseLocked()
-	return ch
+	return wt
 }
 
 // releaseLocked completes what the core released. Caller holds coreMu.
 func (p *primary) releaseLocked() {
 	for _, id := range p.core.Ready() {
-		if ch, ok := p.waiters[id]; ok {
-			close(ch)
+		if wt, ok := p.waiters[id]; ok {
+			close(wt.done)
 			delete(p.waiters, id)
 		}
 	}
 }
 
-// retainLoop pins the journal records peers still need, until stop closes.
-func (p *primary) retainLoop(stop <-chan struct{}) {
+// onState applies the control plane's Outdated set: a peer whose Outdate
+// was applied stops being counted unless it caught up since.
+func (p *primary) onState(st quorum.State) {
+	p.coreMu.Lock()
+	defer p.coreMu.Unlock()
+	p.state = st
+	for _, l := range p.links {
+		if l.counted && !l.caughtUp && p.mayUncountLocked(l) {
+			l.counted = false
+			_ = p.core.SetUpToDate(l.name, false, 0)
+			p.releaseLocked()
+			p.log.Info("peer Outdated: no longer waited for", "peer", l.name)
+		}
+		p.maybeClearLocked(l)
+	}
+}
+
+// mayUncountLocked: the applied state says the peer is Outdated at a
+// generation no Clear of this primary can still overtake (docs/quorum.md,
+// "Outdating"). Caller holds coreMu.
+func (p *primary) mayUncountLocked(l *link) bool {
+	return p.state.IsOutdated(l.name) && int64(p.state.GenOf(l.name)) > l.clearGen
+}
+
+// peerLost is called when a link's session ends or the peer stops
+// acknowledging: a counted peer keeps holding writes back until an Outdate
+// above its last Clear is applied (onState).
+func (p *primary) peerLost(l *link) {
+	p.coreMu.Lock()
+	l.caughtUp = false
+	counted := l.counted
+	if counted && p.mayUncountLocked(l) {
+		l.counted, counted = false, false
+		_ = p.core.SetUpToDate(l.name, false, 0)
+		p.releaseLocked()
+	}
+	p.coreMu.Unlock()
+	if counted && p.ctx.Err() == nil {
+		p.log.Warn("peer lost: outdating it before writes go on without it", "peer", l.name)
+		p.n.ctl.RequestOutdate(l.name)
+	}
+}
+
+// peerCaughtUpLocked counts a peer that holds every write up to where it
+// went live. Writes appended before it was counted may have completed
+// without it, so its Clear waits until it acknowledged those too
+// (maybeClearLocked). Caller holds coreMu.
+func (p *primary) peerCaughtUpLocked(l *link) {
+	l.caughtUp = true
+	if !l.counted {
+		l.counted = true
+		_ = p.core.SetUpToDate(l.name, true, 0)
+	}
+	l.clearAt = p.store.LastSeq()
+	p.maybeClearLocked(l)
+}
+
+// maybeClearLocked proposes the Clear of an Outdated peer that holds every
+// write appended before it was counted. Caller holds coreMu.
+func (p *primary) maybeClearLocked(l *link) {
+	if !l.caughtUp || l.acked.Load() < l.clearAt || !p.state.IsOutdated(l.name) || l.clearing {
+		return
+	}
+	l.clearing = true
+	go func() { // not under coreMu: the control plane may call back
+		g, ok := p.n.ctl.RequestClear(l.name)
+		p.coreMu.Lock()
+		if ok {
+			l.clearGen = int64(g)
+		}
+		l.clearing = false
+		p.coreMu.Unlock()
+	}()
+}
+
+// retainLoop pins the journal records peers still need.
+func (p *primary) retainLoop() {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -179,9 +411,32 @@ func (p *primary) retainLoop(stop <-chan struct{}) {
 		}
 		p.store.Retain(floor)
 		select {
-		case <-stop:
+		case <-p.ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// watchdog disconnects a counted peer that acknowledged nothing for
+// replication.peer-timeout while writes wait for it (a paused or wedged
+// peer): it is then Outdated and writes go on.
+func (p *primary) watchdog() {
+	timeout := p.n.cfg.Replication.PeerTimeout.D()
+	t := time.NewTicker(max(timeout/10, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		last := p.store.LastSeq()
+		for _, l := range p.links {
+			if l.live.Load() && l.acked.Load() < last && time.Since(l.lastAck()) > timeout {
+				l.log.Warn("peer acknowledged nothing within the peer timeout: disconnecting it", "timeout", timeout, "acked", l.acked.Load(), "last", last)
+				l.kickSession()
+			}
 		}
 	}
 }

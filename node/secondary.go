@@ -7,198 +7,227 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/mesh"
+	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
-	"github.com/hashicorp/yamux"
+	"github.com/grbd/grbd/replicator"
 )
 
-// resyncMarker is the file in a secondary's data directory that records
-// "Inconsistent since seq N": written (and synced) before the first region
-// copy is applied, removed after the primary's ResyncDone.
-const resyncMarker = "resync-from"
+// resyncFile in a secondary's data directory records that its disk is
+// Inconsistent (replicator.ResyncState): written and synced before the
+// first region copy is applied or the journal is rewound, removed after the
+// primary's ResyncDone.
+const resyncFile = "resync"
 
 // applyQueue bounds the messages received but not yet applied.
 const applyQueue = 4096
 
-// secondary is the peer side: it accepts the primary's connection, applies its
-// writes in sequence order to the local journal and acknowledges them.
+// splitBrainReason opens the Nack reason a secondary sends when it refuses
+// to discard divergent data.
+const splitBrainReason = "split brain"
+
+// secondary is the peer side: it accepts the primary's data stream, applies
+// its writes in sequence order to the local journal and acknowledges them.
 //
-// One session at a time: a new connection closes the previous session and
-// waits (sessMu) until its applier stopped, so the LastSeq in the new Hello
-// is final. Status fields are atomics.
+// One session at a time: a new stream closes the previous session and waits
+// (sessMu) until its applier stopped, so the LastSeq in the new Hello is
+// final. While the node is primary, streams are refused. Status fields are
+// atomics.
 type secondary struct {
-	store   *journal.Journal
-	cluster string
-	name    string
-	dir     string
-	log     *slog.Logger
+	n     *Node
+	store *journal.Journal
+	log   *slog.Logger
 
-	ln net.Listener
-	wg sync.WaitGroup
-
-	mu       sync.Mutex // guards sessions, closing
-	sessions map[*yamux.Session]bool
-	closing  bool
+	mu       sync.Mutex          // guards sessions, blocked, resync, discardOnce
+	sessions map[net.Conn]uint64 // stream -> epoch of its primary
+	blocked  bool                // the node is primary: refuse streams
+	resync   *replicator.ResyncState
+	discard  bool       // grbd resolve: discard divergent data at the next connect
 	sessMu   sync.Mutex // held by the running session
+	wg       sync.WaitGroup
 
-	epoch        atomic.Uint64 // highest epoch seen
-	syncFrom     atomic.Uint64 // valid when inconsistent
-	inconsistent atomic.Bool
-	caughtUp     atomic.Bool // got ResyncDone in the current session
-	connected    atomic.Bool
-	primaryName  atomic.Value // string
-	journaled    atomic.Uint64
+	epoch       atomic.Uint64 // newest epoch known
+	caughtUp    atomic.Bool   // got ResyncDone in the current session
+	connected   atomic.Bool
+	splitBrain  atomic.Bool
+	primaryName atomic.Value // string
+	journaled   atomic.Uint64
 }
 
-func newSecondary(store *journal.Journal, cluster, name, dir string, log *slog.Logger) (*secondary, error) {
-	s := &secondary{store: store, cluster: cluster, name: name, dir: dir, log: log, sessions: map[*yamux.Session]bool{}}
+func newSecondary(n *Node) (*secondary, error) {
+	s := &secondary{n: n, store: n.store, log: n.log, sessions: map[net.Conn]uint64{}}
 	s.primaryName.Store("")
-	b, err := os.ReadFile(filepath.Join(dir, resyncMarker))
+	b, err := vfs.ReadFile(vfs.Default, filepath.Join(n.me.DataDir, resyncFile))
 	switch {
 	case err == nil:
-		v, perr := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-		if perr != nil {
-			return nil, fmt.Errorf("node: %s: %w", resyncMarker, perr)
+		rs, err := replicator.DecodeResyncState(b)
+		if err != nil {
+			return nil, fmt.Errorf("node: %s: %w", filepath.Join(n.me.DataDir, resyncFile), err)
 		}
-		s.syncFrom.Store(v)
-		s.inconsistent.Store(true)
-		log.Warn("disk is Inconsistent: interrupted resync", "sync_from", v)
+		s.resync = &rs
+		n.log.Warn("disk is Inconsistent: interrupted resync", "sync_from", rs.From, "extents", len(rs.Extents), "all", rs.All)
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	return s, nil
 }
 
-// serve accepts the primary's connections until the listener closes.
-func (s *secondary) serve(ln net.Listener) {
-	s.ln = ln
-	s.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Go(func() { s.handle(c) })
+// consistent reports whether the disk may be promoted.
+func (s *secondary) consistent() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resync == nil && !s.splitBrain.Load()
+}
+
+// setEpoch tells the secondary side the newest applied epoch and its
+// primary: sessions of older epochs end, and streams are refused while
+// this node is the primary.
+func (s *secondary) setEpoch(epoch uint64, primary string) {
+	if epoch > s.epoch.Load() {
+		s.epoch.Store(epoch)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.blocked = primary == s.n.me.Name
+	for c, e := range s.sessions {
+		if e < epoch || s.blocked {
+			c.Close()
 		}
-	})
+	}
+}
+
+// stopSessions refuses new streams and ends the running session, waiting
+// until its applier stopped.
+func (s *secondary) stopSessions() {
+	s.mu.Lock()
+	s.blocked = true
+	for c := range s.sessions {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.sessMu.Lock() // the running session, if any, has finished
+	s.sessMu.Unlock()
 }
 
 func (s *secondary) close() {
-	s.mu.Lock()
-	s.closing = true
-	for sess := range s.sessions {
-		sess.Close()
-	}
-	s.mu.Unlock()
-	if s.ln != nil {
-		s.ln.Close()
-	}
+	s.stopSessions()
 	s.wg.Wait()
 }
 
-func (s *secondary) handle(c net.Conn) {
-	sess, err := yamux.Server(c, yamuxConfig(s.log))
-	if err != nil {
-		c.Close()
-		return
-	}
-	defer sess.Close()
+// allowDiscard makes the next connect discard divergent data (grbd resolve).
+func (s *secondary) allowDiscard() {
 	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	s.discard = true
+	s.mu.Unlock()
+}
+
+// dropFrom ends the session with peer ("*": any).
+func (s *secondary) dropFrom(peer string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.sessions {
+		if peer == "*" || s.primaryName.Load() == peer {
+			c.Close()
+		}
+	}
+}
+
+// handle serves one data stream from peer.
+func (s *secondary) handle(peer string, c net.Conn) {
+	s.wg.Add(1)
+	defer s.wg.Done()
+	defer c.Close()
+	if s.n.isDisconnected(peer) {
+		s.refuse(c, "disconnected by the operator")
 		return
 	}
-	s.sessions[sess] = true
+	s.mu.Lock()
+	if s.blocked {
+		s.mu.Unlock()
+		s.refuse(c, "this node is primary")
+		return
+	}
+	// A new primary stream replaces the old one.
+	for other := range s.sessions {
+		other.Close()
+	}
+	s.sessions[c] = 0
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.sessions, sess)
+		delete(s.sessions, c)
 		s.mu.Unlock()
 	}()
-	data, err := sess.AcceptStream()
-	if err != nil {
-		return
-	}
-	// A new primary connection replaces the old one.
-	s.mu.Lock()
-	for other := range s.sessions {
-		if other != sess {
-			other.Close()
-		}
-	}
-	s.mu.Unlock()
-	// The resync and control streams are idle in this version: drain them.
-	for range 2 {
-		st, err := sess.AcceptStream()
-		if err != nil {
-			return
-		}
-		s.wg.Go(func() { drain(st) })
-	}
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
-	if sess.IsClosed() {
-		return
-	}
-	err = s.session(data)
+	err := s.session(peer, c)
 	s.connected.Store(false)
 	s.caughtUp.Store(false)
-	s.log.Warn("primary link down", "err", err)
+	s.n.ctl.SetConsistent(s.consistent())
+	if err != nil {
+		s.log.Warn("primary link down", "primary", peer, "err", err)
+	}
 }
 
-// drain reads st until it fails.
-func drain(st net.Conn) {
-	buf := make([]byte, 4096)
-	for {
-		if _, err := st.Read(buf); err != nil {
-			return
-		}
-	}
+func (s *secondary) refuse(c net.Conn, why string) {
+	w := wire.NewWriter(c)
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = w.WriteMsg(&wire.Nack{Code: wire.NackState, Reason: why})
+	_ = w.Flush()
 }
 
 // session serves one primary connection on its data stream.
-func (s *secondary) session(data *yamux.Stream) error {
-	r, w := wire.NewReader(data), wire.NewWriter(data)
-	_ = data.SetDeadline(time.Now().Add(handshakeTimeout))
-	m, err := r.ReadMsg()
+func (s *secondary) session(peer string, c net.Conn) error {
+	r, w := mesh.StreamReader(c), wire.NewWriter(c)
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	h, hist, err := readPrimaryHello(r)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrHandshake, err)
+		return err
 	}
-	h, ok := m.(*wire.Hello)
 	switch {
-	case !ok:
-		return fmt.Errorf("%w: first message is %v", ErrHandshake, m.Type())
-	case h.Cluster != s.cluster:
-		return fmt.Errorf("%w: primary %q is in cluster %q, not %q", ErrHandshake, h.From, h.Cluster, s.cluster)
+	case h.Cluster != s.n.cfg.Cluster || h.From != peer || h.Role != wire.RolePrimary:
+		s.refuse(c, "bad hello")
+		return fmt.Errorf("%w: hello from %q (%q, role %d) on %q's stream", ErrHandshake, h.From, h.Cluster, h.Role, peer)
 	case h.Epoch < s.epoch.Load():
+		s.refuse(c, fmt.Sprintf("stale epoch %d < %d", h.Epoch, s.epoch.Load()))
 		return fmt.Errorf("%w: primary %q has stale epoch %d < %d", ErrHandshake, h.From, h.Epoch, s.epoch.Load())
 	}
-	s.epoch.Store(h.Epoch)
-	me := &wire.Hello{Cluster: s.cluster, From: s.name, Role: wire.RoleSecondary, Epoch: h.Epoch,
-		LastSeq: s.store.LastSeq(), DurableSeq: s.store.DurableSeq()}
-	if s.inconsistent.Load() {
-		me.LastSeq, me.Flags = s.syncFrom.Load(), helloFlagInconsistent
+	s.epoch.Store(max(s.epoch.Load(), h.Epoch))
+	s.mu.Lock()
+	if _, ok := s.sessions[c]; ok {
+		s.sessions[c] = h.Epoch
+	}
+	s.mu.Unlock()
+
+	me, extents, err := s.agree(c, h, hist)
+	if err != nil {
+		return err
 	}
 	if err := w.WriteMsg(me); err != nil {
 		return err
 	}
+	if extents != nil {
+		if err := w.WriteMsg(extents); err != nil {
+			return err
+		}
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	_ = data.SetDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	s.primaryName.Store(h.From)
 	s.connected.Store(true)
 	s.journaled.Store(s.store.LastSeq())
-	s.log.Info("primary connected", "primary", h.From, "last_seq", me.LastSeq)
+	s.log.Info("primary connected", "primary", h.From, "epoch", h.Epoch, "last_seq", me.LastSeq, "inconsistent", me.Flags != 0)
 
-	a := &applier{s: s, w: w, in: make(chan wire.Message, applyQueue), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	a := &applier{s: s, w: w, epoch: h.Epoch, in: make(chan wire.Message, applyQueue), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	a.received.Store(s.store.LastSeq())
 	var wg sync.WaitGroup
 	wg.Go(a.apply)
@@ -207,19 +236,151 @@ func (s *secondary) session(data *yamux.Stream) error {
 	err = a.read(r)
 	close(a.in)
 	a.stopOnce.Do(func() { close(a.done) })
-	data.Close()
+	c.Close()
 	a.wg.Wait()
 	wg.Wait()
 	return err
 }
 
+func readPrimaryHello(r *wire.Reader) (*wire.Hello, replicator.History, error) {
+	m, err := r.ReadMsg()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	h, ok := m.(*wire.Hello)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: first message is %v", ErrHandshake, m.Type())
+	}
+	hc := *h
+	m, err = r.ReadMsg()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: history: %w", ErrHandshake, err)
+	}
+	wh, ok := m.(*wire.History)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: expected History, got %v", ErrHandshake, m.Type())
+	}
+	var hist replicator.History
+	for _, e := range wh.Entries {
+		hist = append(hist, replicator.HistoryEntry{Epoch: e.Epoch, FirstSeq: e.FirstSeq, Forced: e.Flags&wire.HistoryForced != 0})
+	}
+	return &hc, hist, nil
+}
+
+// agree compares this node's journal with the primary's history
+// (docs/quorum.md, "Data generations"): a node that is behind is caught up;
+// one that diverged rewinds to the common point and asks for its own
+// changes to be resynced too; a split brain is refused unless the policy or
+// the operator allows discarding. It returns the Hello to answer and, for an
+// Inconsistent node, the Extents to send after it.
+func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.Hello, *wire.Extents, error) {
+	me := &wire.Hello{Cluster: s.n.cfg.Cluster, From: s.n.me.Name, Role: wire.RoleSecondary, Epoch: h.Epoch}
+	s.mu.Lock()
+	rs := s.resync
+	discard := s.discard
+	s.mu.Unlock()
+	mine := s.n.history()
+	last := s.store.LastSeq()
+	if rs != nil {
+		last = min(last, rs.From)
+	}
+	d := replicator.Diverge(pri, h.LastSeq, mine, last)
+	if d.Diverged && d.SplitBrain && !discard && s.n.cfg.Replication.AfterSplitBrain != config.SplitBrainDiscardSecondary {
+		s.splitBrain.Store(true)
+		s.n.events.add(Event{Type: "split-brain", Peer: h.From, Detail: fmt.Sprintf("diverged after seq %d", d.Common)})
+		s.refuse(c, fmt.Sprintf("%s: %s diverged from %s after seq %d; resolve with grbd resolve", splitBrainReason, s.n.me.Name, h.From, d.Common))
+		return nil, nil, fmt.Errorf("%w: diverged from %s after seq %d", ErrSplitBrain, h.From, d.Common)
+	}
+	from := d.Common
+	if rs == nil && !d.Diverged {
+		if err := s.n.setHistory(mine.Adopt(pri, from)); err != nil {
+			return nil, nil, err
+		}
+		me.LastSeq, me.DurableSeq = s.store.LastSeq(), s.store.DurableSeq()
+		return me, nil, nil
+	}
+	if d.Diverged {
+		s.log.Warn("journal diverged from the primary's: rewinding and resyncing", "primary", h.From, "common_seq", d.Common, "last_seq", last, "split_brain", d.SplitBrain)
+		s.n.events.add(Event{Type: "diverged", Peer: h.From, Detail: fmt.Sprintf("rewound to seq %d", d.Common)})
+	}
+	// Inconsistent from `from`: persist what must be resynced before the
+	// journal forgets it.
+	next := replicator.ResyncState{From: from}
+	if rs != nil {
+		next.All, next.Extents = rs.All, append(next.Extents, rs.Extents...)
+	}
+	for _, e := range s.store.ChangedSince(from) {
+		next.Extents = append(next.Extents, replicator.Extent{Offset: uint64(e.Offset), Length: uint64(e.Length)})
+	}
+	next.Extents = compactExtents(next.Extents)
+	if len(next.Extents) > wire.MaxExtents/2 {
+		next.All, next.Extents = true, nil
+	}
+	if err := s.saveResync(&next); err != nil {
+		return nil, nil, err
+	}
+	if _, err := s.store.Rewind(from); err != nil {
+		return nil, nil, fmt.Errorf("node: rewind to %d: %w", from, err)
+	}
+	if err := s.n.setHistory(mine.Adopt(pri, from)); err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	s.splitBrain.Store(false)
+	s.discard = false
+	s.mu.Unlock()
+	me.LastSeq, me.DurableSeq, me.Flags = from, from, helloFlagInconsistent
+	ex := &wire.Extents{}
+	if next.All {
+		ex.Flags = wire.ExtentsAll
+	}
+	for _, e := range next.Extents {
+		ex.Extents = append(ex.Extents, wire.Extent{Offset: e.Offset, Length: e.Length})
+	}
+	return me, ex, nil
+}
+
+// compactExtents sorts and merges extents.
+func compactExtents(ext []replicator.Extent) []replicator.Extent {
+	j := make([]journal.Extent, len(ext))
+	for i, e := range ext {
+		j[i] = journal.Extent{Offset: int64(e.Offset), Length: int64(e.Length)}
+	}
+	j = mergeExtents(j)
+	out := make([]replicator.Extent, len(j))
+	for i, e := range j {
+		out[i] = replicator.Extent{Offset: uint64(e.Offset), Length: uint64(e.Length)}
+	}
+	return out
+}
+
+// saveResync persists rs (nil: the disk is consistent again).
+func (s *secondary) saveResync(rs *replicator.ResyncState) error {
+	path := filepath.Join(s.n.me.DataDir, resyncFile)
+	if rs == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("node: %w", err)
+		}
+		if err := vfs.Default.SyncDir(s.n.me.DataDir); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	} else if err := vfs.WriteFileAtomic(vfs.Default, path, rs.Encode()); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.resync = rs
+	s.mu.Unlock()
+	return nil
+}
+
 // applier is one session's pipeline: read → apply (in order) → ack (batched).
 type applier struct {
-	s    *secondary
-	w    *wire.Writer
-	in   chan wire.Message
-	wake chan struct{}
-	done chan struct{}
+	s     *secondary
+	epoch uint64 // of the session's primary
+	w     *wire.Writer
+	in    chan wire.Message
+	wake  chan struct{}
+	done  chan struct{}
 
 	stopOnce sync.Once
 	wg       sync.WaitGroup // flush syncs
@@ -277,9 +438,14 @@ func (a *applier) read(r *wire.Reader) error {
 		default:
 			return fmt.Errorf("%w: unexpected %v from primary", ErrHandshake, m.Type())
 		}
-		if epoch != 0 && epoch < a.s.epoch.Load() {
-			a.reply(&wire.Nack{Seq: seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", epoch, a.s.epoch.Load())})
-			continue
+		if known := a.s.epoch.Load(); epoch != 0 && epoch < known {
+			// A deposed primary: refuse, and end the session so that it
+			// can complete nothing more through this node.
+			a.reply(&wire.Nack{Seq: seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", epoch, known)})
+			a.fail(fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, epoch, known))
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return a.failed
 		}
 		if seq > 0 {
 			a.received.Store(seq)
@@ -314,7 +480,7 @@ func (a *applier) apply() {
 				a.nack(m.AsOf, err)
 				continue
 			}
-			w = journal.Write{Seq: m.AsOf, Epoch: s.epoch.Load(), Offset: int64(m.Offset), Data: m.Data}
+			w = journal.Write{Seq: m.AsOf, Epoch: a.epoch, Offset: int64(m.Offset), Data: m.Data}
 		case *wire.ResyncDone:
 			if err := s.markConsistent(); err != nil {
 				a.nack(m.AsOf, err)
@@ -401,83 +567,60 @@ func (a *applier) flushOut(sentRecv, sentJournal *uint64) error {
 }
 
 // markInconsistent persists "Inconsistent since LastSeq" before the first
-// region copy is applied; an existing marker keeps its older position.
+// region copy is applied; an existing state keeps its older position.
 func (s *secondary) markInconsistent() error {
-	if s.inconsistent.Load() {
+	s.mu.Lock()
+	rs := s.resync
+	s.mu.Unlock()
+	if rs != nil {
 		return nil
 	}
 	from := s.store.LastSeq()
-	if err := writeFileSync(filepath.Join(s.dir, resyncMarker), []byte(strconv.FormatUint(from, 10)+"\n")); err != nil {
+	if err := s.saveResync(&replicator.ResyncState{From: from}); err != nil {
 		return err
 	}
-	s.syncFrom.Store(from)
-	s.inconsistent.Store(true)
+	s.n.ctl.SetConsistent(false)
 	s.log.Info("region resync started: disk Inconsistent", "sync_from", from)
 	return nil
 }
 
-// markConsistent makes every applied record durable, then drops the marker.
+// markConsistent makes every applied record durable, then drops the
+// resync state.
 func (s *secondary) markConsistent() error {
-	if !s.inconsistent.Load() {
+	s.mu.Lock()
+	rs := s.resync
+	s.mu.Unlock()
+	if rs == nil {
 		return nil
 	}
 	if err := s.store.Sync(s.store.LastSeq()); err != nil {
 		return err
 	}
-	if err := os.Remove(filepath.Join(s.dir, resyncMarker)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("node: %w", err)
-	}
-	if err := syncDir(s.dir); err != nil {
+	if err := s.saveResync(nil); err != nil {
 		return err
 	}
-	s.inconsistent.Store(false)
+	s.n.ctl.SetConsistent(s.consistent())
 	s.log.Info("region resync done: disk consistent", "seq", s.store.LastSeq())
 	return nil
 }
 
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("node: write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("node: sync %s: %w", dir, err)
-	}
-	return nil
-}
-
-// disk is the secondary's own view of its data.
-func (s *secondary) disk() string {
+// disk is the secondary's own view of its data; outdated is the control
+// plane's word on it.
+func (s *secondary) disk(outdated bool) string {
+	s.mu.Lock()
+	inconsistent := s.resync != nil
+	s.mu.Unlock()
 	switch {
-	case s.inconsistent.Load():
+	case s.splitBrain.Load():
+		return DiskSplitBrain
+	case inconsistent:
 		return DiskInconsistent
+	case outdated:
+		return DiskOutdated
 	case s.connected.Load() && s.caughtUp.Load():
 		return DiskUpToDate
 	}
-	return DiskOutdated
+	return DiskConsistent
 }
 
 func (s *secondary) peerStatuses() []PeerStatus {

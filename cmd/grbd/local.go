@@ -23,15 +23,17 @@ type localOptions struct {
 	nbdPort  int
 	basePort int
 	nodes    int
+	witness  bool
 	protocol string
 }
 
 func (o *localOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dir, "dir", "grbd-local", "directory for the cluster config and every member's data")
 	fs.StringVar(&o.size, "size", "1GiB", "device size when creating the cluster")
-	fs.IntVar(&o.nbdPort, "nbd-port", 10809, "NBD port of the first data node on 127.0.0.1")
+	fs.IntVar(&o.nbdPort, "nbd-port", 10809, "NBD port of the first data node on 127.0.0.1 (the others follow)")
 	fs.IntVar(&o.basePort, "base-port", 7700, "first peer port; admin ports start at base-port+100")
-	fs.IntVar(&o.nodes, "nodes", 1, "data nodes when creating the cluster (the first is the primary)")
+	fs.IntVar(&o.nodes, "nodes", 2, "data nodes when creating the cluster")
+	fs.BoolVar(&o.witness, "witness", true, "add a witness when creating the cluster")
 	fs.StringVar(&o.protocol, "protocol", "C", "replication protocol when creating the cluster: A, B or C")
 }
 
@@ -39,13 +41,16 @@ func newLocalCommand(g *globalOptions) *cobra.Command {
 	o := &localOptions{}
 	cmd := &cobra.Command{
 		Use:   "local [--dir DIR]",
-		Short: "Run a local cluster on loopback with sane defaults",
+		Short: "Run a local cluster on loopback with sane defaults (2 data nodes + witness)",
 		Long: `Creates DIR/grbd.yaml on first use (an existing one is reused as it is) and runs
-the cluster's members on 127.0.0.1 until SIGINT or SIGTERM. With --nodes N the
-cluster has N data nodes replicating from the first (the primary; the others
-export read-only devices on the following NBD ports). Prints
-"ready nbd://127.0.0.1:PORT" for each node when its export accepts
-connections, the primary first.
+every member of that cluster on 127.0.0.1 as its own process (grbd node, grbd
+witness) until SIGINT or SIGTERM. Defaults: 2 data nodes and a witness,
+protocol C, automatic failover.
+
+Prints "member NAME pid PID role ROLE nbd://..." for each member at start and
+whenever a role changes, and "ready nbd://HOST:PORT" each time a primary starts
+serving: that is the URI to use. Kill the primary (kill -9 PID) to watch the
+other data node take over within about a second.
 Inspect it with: grbd status --config DIR/grbd.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -67,11 +72,11 @@ Inspect it with: grbd status --config DIR/grbd.yaml`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			names := make([]string, len(cfg.Nodes))
-			for i, n := range cfg.Nodes {
-				names[i] = n.Name
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("local: %w", err)
 			}
-			return runNodes(ctx, cmd, cfg, names, log)
+			return superviseLocal(ctx, cmd.OutOrStdout(), self, cfg, g, log)
 		},
 	}
 	o.AddFlags(cmd.Flags())
@@ -81,7 +86,7 @@ Inspect it with: grbd status --config DIR/grbd.yaml`,
 // localNames are the data nodes of a local cluster, in order.
 var localNames = []string{"alpha", "beta", "gamma", "delta", "epsilon"}
 
-// loadOrCreate reuses DIR/grbd.yaml or writes a fresh single-node config.
+// loadOrCreate reuses DIR/grbd.yaml or writes a fresh config.
 func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 	path := filepath.Join(o.dir, localConfigName)
 	if _, err := os.Stat(path); err == nil {
@@ -113,6 +118,14 @@ func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 			Admin:   fmt.Sprintf("127.0.0.1:%d", o.basePort+100+i),
 			DataDir: name,
 		})
+	}
+	if o.witness {
+		cfg.Witness = &config.Member{
+			Name:    "witness",
+			Address: fmt.Sprintf("127.0.0.1:%d", o.basePort+len(localNames)),
+			Admin:   fmt.Sprintf("127.0.0.1:%d", o.basePort+100+len(localNames)),
+			DataDir: "witness",
+		}
 	}
 	b, err := cfg.Marshal()
 	if err != nil {

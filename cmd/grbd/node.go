@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/grbd/grbd/internal/config"
@@ -35,23 +37,32 @@ func (o *nodeOptions) validate() error {
 	return errors.Join(errs...)
 }
 
+// load validates the flags and reads the logger and the config.
+func (o *nodeOptions) load(g *globalOptions) (*slog.Logger, *config.Config, error) {
+	if err := o.validate(); err != nil {
+		return nil, nil, err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Load(o.configPath)
+	return log, cfg, err
+}
+
 func newNodeCommand(g *globalOptions) *cobra.Command {
 	o := &nodeOptions{}
 	cmd := &cobra.Command{
 		Use:   "node --config FILE --name NAME",
-		Short: "Run a data node: journal, NBD export and admin endpoint",
+		Short: "Run a data node: journal, NBD export, replication and control plane",
 		Long: `Runs one data node of the cluster described by --config until SIGINT or SIGTERM.
-Prints "ready nbd://HOST:PORT" on stdout once the export accepts connections.`,
+Prints "listening nbd://HOST:PORT" once the export accepts connections,
+"role ROLE epoch N serving|fenced|standby nbd://HOST:PORT" whenever the node's
+role changes, and "ready nbd://HOST:PORT" whenever it starts serving as primary:
+only the serving primary completes I/O; a secondary refuses it with EPERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			cfg, err := config.Load(o.configPath)
+			log, cfg, err := o.load(g)
 			if err != nil {
 				return err
 			}
@@ -73,13 +84,26 @@ func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names
 			_ = n.Close()
 		}
 	}()
+	out := &lockedWriter{w: cmd.OutOrStdout()}
 	for _, name := range names {
-		n, err := node.Start(cfg, name, log)
+		n, err := node.Start(cfg, name, node.Options{Logger: log, OnRole: func(ev node.RoleEvent) {
+			state := "standby"
+			if ev.Role == node.RolePrimary {
+				state = "fenced"
+				if ev.Serving {
+					state = "serving"
+				}
+			}
+			out.printf("role %s epoch %d %s %s\n", ev.Role, ev.Epoch, state, ev.NBD)
+			if state == "serving" {
+				out.printf("ready %s\n", ev.NBD)
+			}
+		}})
 		if err != nil {
 			return err
 		}
 		nodes = append(nodes, n)
-		fmt.Fprintf(cmd.OutOrStdout(), "ready nbd://%s\n", n.NBDAddr())
+		out.printf("listening nbd://%s\n", n.NBDAddr())
 	}
 	<-ctx.Done()
 	log.Info("shutting down", "cause", context.Cause(ctx))
@@ -89,4 +113,16 @@ func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names
 	}
 	nodes = nil
 	return errors.Join(errs...)
+}
+
+// lockedWriter serialises lines written from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, format, args...)
 }

@@ -45,10 +45,17 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	g.AddFlags(root.PersistentFlags())
+	root.AddCommand(newConnectCommands()...)
 	root.AddCommand(
 		newNodeCommand(g),
+		newWitnessCommand(g),
 		newLocalCommand(g),
 		newStatusCommand(),
+		newPrimaryCommand(),
+		newSecondaryCommand(),
+		newResolveCommand(),
+		newVerifyCommand(),
+		newInvalidateCommand(),
 		newBenchCommand(g),
 		newVersionCommand(),
 	)

@@ -25,7 +25,7 @@ type statusOptions struct {
 
 func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
-	fs.StringVar(&o.name, "name", "", "only this member (default: every data node)")
+	fs.StringVar(&o.name, "name", "", "only this member (default: every member)")
 	fs.BoolVar(&o.json, "json", false, "print JSON (an array, one object per member)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for each member")
 }
@@ -44,8 +44,8 @@ func newStatusCommand() *cobra.Command {
 	o := &statusOptions{}
 	cmd := &cobra.Command{
 		Use:   "status --config FILE [--name NAME] [--json]",
-		Short: "Show roles, disk states and journal positions of the cluster's members",
-		Long: `Asks each data node's admin endpoint for its state. Exits non-zero when no
+		Short: "Show roles, quorum, disk states and journal positions of the cluster's members",
+		Long: `Asks each member's admin endpoint for its state. Exits non-zero when no
 member answers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -56,7 +56,10 @@ member answers.`,
 			if err != nil {
 				return err
 			}
-			members := cfg.Nodes
+			members := append([]config.Member(nil), cfg.Nodes...)
+			if cfg.Witness != nil {
+				members = append(members, *cfg.Witness)
+			}
 			if o.name != "" {
 				m, _, err := cfg.Member(o.name)
 				if err != nil {
@@ -121,15 +124,31 @@ func fetchStatus(ctx context.Context, m config.Member, timeout time.Duration) me
 
 func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus) {
 	fmt.Fprintf(w, "cluster %s  device %s  protocol %s\n", cfg.Cluster, cfg.Device.Size, cfg.Replication.Protocol)
+	for _, r := range rows {
+		if r.Reachable {
+			q := r.Quorum
+			fmt.Fprintf(w, "quorum: epoch %d  primary %q  outdated %v  raft leader %q (term %d)  as seen by %s\n",
+				q.Epoch, q.Primary, q.Outdated, q.RaftLeader, q.RaftTerm, r.Member)
+			break
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
 	for _, r := range rows {
-		if !r.Reachable {
+		switch {
+		case !r.Reachable:
 			fmt.Fprintf(tw, "%s\tUnknown\t-\t-\t-\t-\t-\tunreachable: %s\n", r.Member, r.Error)
 			continue
+		case r.Role == "Witness":
+			fmt.Fprintf(tw, "%s\tWitness\t-\t-\t-\t-\t-\t-\n", r.Member)
+			continue
+		}
+		role := r.Role
+		if role == node.RolePrimary && !r.Quorum.Serving {
+			role += " (fenced)"
 		}
 		j := r.Journal
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, r.Role, r.Disk, r.NBD,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, r.NBD,
 			j.LastSeq, j.DurableSeq, j.CheckpointSeq, config.Size(j.Bytes), j.Segments)
 	}
 	tw.Flush()

@@ -15,8 +15,11 @@ import (
 )
 
 // Process is one running grbd member process. Its stderr and stdout go to a
-// log file; stdout lines "ready nbd://..." are collected (a data node prints
-// one when it serves, and a new primary prints one after a failover).
+// log file. The process counts as started at its first "listening ..." or
+// "ready ..." line on stdout (a data node prints "listening nbd://..." once
+// its export accepts connections and "ready nbd://..." whenever it starts
+// serving as primary; a witness prints "ready witness NAME"); the "ready"
+// lines are collected.
 type Process struct {
 	Name    string
 	LogPath string
@@ -26,6 +29,7 @@ type Process struct {
 	err  error // exit status, valid once done is closed
 
 	mu      sync.Mutex
+	started bool
 	ready   []string
 	readyCh chan struct{}
 	stopped bool // SIGSTOPped
@@ -60,9 +64,13 @@ func startProcess(name, bin string, args, env []string, logPath string) (*Proces
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(logf, "stdout:", line)
-			if uri, ok := strings.CutPrefix(line, "ready "); ok {
+			uri, ready := strings.CutPrefix(line, "ready ")
+			if ready || strings.HasPrefix(line, "listening ") {
 				p.mu.Lock()
-				p.ready = append(p.ready, uri)
+				p.started = true
+				if ready {
+					p.ready = append(p.ready, uri)
+				}
 				p.mu.Unlock()
 				select {
 				case p.readyCh <- struct{}{}:
@@ -101,13 +109,16 @@ func (p *Process) Ready() []string {
 	return append([]string(nil), p.ready...)
 }
 
-// WaitReady waits for the first ready line or, when healthURL is set, for it
-// to answer 200 (a witness exports nothing). An exit first is ErrExited.
+// WaitReady waits for the first "listening" or "ready" line or, when
+// healthURL is set, for it to answer 200. An exit first is ErrExited.
 func (p *Process) WaitReady(ctx context.Context, healthURL string) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if len(p.Ready()) > 0 {
+		p.mu.Lock()
+		started := p.started
+		p.mu.Unlock()
+		if started {
 			return nil
 		}
 		if healthURL != "" && healthy(ctx, healthURL) {

@@ -27,6 +27,9 @@ const (
 	// NeedDialOverrides: members honour GRBD_DIAL_OVERRIDES (detected after
 	// start: some proxy accepted a connection).
 	NeedDialOverrides
+	// NeedStatic: a build without the quorum (static primary): the
+	// scenario does by hand what the control plane would refuse.
+	NeedStatic
 )
 
 // Shape is the cluster a scenario runs on.
@@ -112,7 +115,12 @@ func (r *Run) Anomaly(format string, args ...any) {
 
 // Progress waits (up to 30s) until n more writes are acknowledged.
 func (r *Run) Progress(ctx context.Context, n int64) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	return r.ProgressWithin(ctx, n, 30*time.Second)
+}
+
+// ProgressWithin waits up to d until n more writes are acknowledged.
+func (r *Run) ProgressWithin(ctx context.Context, n int64, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return r.W.WaitWrites(ctx, n)
 }
@@ -278,6 +286,9 @@ func checkNeeds(env Env, n Needs) error {
 		if _, err := lookNft(); err != nil {
 			return fmt.Errorf("%w: needs nft (apt-get install nftables, or `make deps` as root)", ErrSkip)
 		}
+	}
+	if n&NeedStatic != 0 && SupportsWitness(env.Bin) {
+		return fmt.Errorf("%w: static-primary builds only (this binary has the quorum; a failover scenario covers the same ground)", ErrSkip)
 	}
 	if n&NeedFailover != 0 && !SupportsWitness(env.Bin) {
 		return fmt.Errorf("%w: needs automatic failover with a witness (issue 4): `%s witness --help` fails", ErrSkip, filepath.Base(env.Bin))

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,7 +23,18 @@ type MemberStatus struct {
 		LastSeq    uint64 `json:"last_seq"`
 		DurableSeq uint64 `json:"durable_seq"`
 	} `json:"journal"`
+	// Quorum is the control plane's view (builds with the quorum; nil
+	// before): a primary that lost its lease still says Primary but is not
+	// serving.
+	Quorum *struct {
+		Epoch   uint64 `json:"epoch"`
+		Serving bool   `json:"serving"`
+	} `json:"quorum"`
 }
+
+// serving reports whether a primary may complete I/O (always true for
+// builds without the quorum).
+func (s MemberStatus) serving() bool { return s.Quorum == nil || s.Quorum.Serving }
 
 // PeerStatus is one peer as a member sees it.
 type PeerStatus struct {
@@ -69,10 +81,12 @@ func (c *Cluster) Status(ctx context.Context, name string) (MemberStatus, error)
 }
 
 // Primary implements Target: the one data node that answers with role
-// Primary, and its NBD URI. ErrNoPrimary and ErrManyPrimaries are
+// Primary (preferring the one serving, when a deposed primary has not
+// noticed yet), and its NBD URI. ErrNoPrimary and ErrManyPrimaries are
 // transient during a failover; callers retry.
 func (c *Cluster) Primary(ctx context.Context) (string, string, error) {
-	var names, uris []string
+	var all, serving []string
+	uris := map[string]string{}
 	for _, m := range c.DataNodes() {
 		if !c.Running(m.Name) {
 			continue
@@ -81,19 +95,21 @@ func (c *Cluster) Primary(ctx context.Context) (string, string, error) {
 		if err != nil || st.Role != RolePrimary {
 			continue
 		}
-		uri := st.NBD
-		if uri == "" {
-			uri = "nbd://" + m.NBD
+		uris[m.Name] = cmp.Or(st.NBD, "nbd://"+m.NBD)
+		all = append(all, m.Name)
+		if st.serving() {
+			serving = append(serving, m.Name)
 		}
-		names, uris = append(names, m.Name), append(uris, uri)
 	}
-	switch len(names) {
-	case 0:
+	switch {
+	case len(serving) == 1:
+		return serving[0], uris[serving[0]], nil
+	case len(all) == 1:
+		return all[0], uris[all[0]], nil
+	case len(all) == 0:
 		return "", "", ErrNoPrimary
-	case 1:
-		return names[0], uris[0], nil
 	}
-	return "", "", fmt.Errorf("%w: %s", ErrManyPrimaries, strings.Join(names, ", "))
+	return "", "", fmt.Errorf("%w: %s", ErrManyPrimaries, strings.Join(all, ", "))
 }
 
 // WaitPrimary polls until a data node other than not (which may be "") is the

@@ -99,6 +99,7 @@ type Workload struct {
 
 	mu      sync.Mutex
 	outages []Outage
+	resume  chan struct{} // non-nil while paused; closed by Resume
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -150,6 +151,40 @@ func (w *Workload) Stop() {
 	w.wg.Wait()
 	for _, s := range append(w.sessions, w.verifySes) {
 		s.close()
+	}
+}
+
+// Pause holds the workers before their next operation (operations in
+// flight go on) until Resume: scenarios pause to read every block right
+// after a failover, before new writes could hide a lost one.
+func (w *Workload) Pause() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.resume == nil {
+		w.resume = make(chan struct{})
+	}
+}
+
+// Resume releases paused workers.
+func (w *Workload) Resume() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.resume != nil {
+		close(w.resume)
+		w.resume = nil
+	}
+}
+
+// waitResumed blocks while the workload is paused.
+func (w *Workload) waitResumed(ctx context.Context) {
+	w.mu.Lock()
+	ch := w.resume
+	w.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
 	}
 }
 
@@ -209,6 +244,7 @@ func (w *Workload) worker(ctx context.Context, s *session, client int, rng *rand
 			return
 		case <-time.After(time.Duration(rng.Int64N(int64(w.cfg.Think)))):
 		}
+		w.waitResumed(ctx)
 		c, node, gen, err := s.client(ctx)
 		if err != nil {
 			return

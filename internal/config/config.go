@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -49,6 +50,7 @@ type Config struct {
 	Journal     Journal     `yaml:"journal"`
 	NBD         NBD         `yaml:"nbd"`
 	Replication Replication `yaml:"replication"`
+	Quorum      Quorum      `yaml:"quorum"`
 	Nodes       []Member    `yaml:"nodes"`
 	Witness     *Member     `yaml:"witness,omitempty"`
 
@@ -68,20 +70,53 @@ type Journal struct {
 	Sync        string `yaml:"sync,omitempty"`
 }
 
-// NBD tunes the NBD export of the primary.
+// NBD tunes the NBD export of every data node.
 type NBD struct {
 	Export      string `yaml:"export,omitempty"`
 	MaxInFlight int    `yaml:"max-in-flight,omitempty"`
+	// SecondaryReads lets clients read from a secondary's export (stale
+	// by up to the replication lag; never linearizable). Default false:
+	// a secondary refuses reads and writes with EPERM.
+	SecondaryReads bool `yaml:"secondary-reads,omitempty"`
 }
 
 // Replication tunes the data path between data nodes.
 type Replication struct {
 	Protocol string `yaml:"protocol,omitempty"`
-	// Primary names the data node that exports the writable device; the
-	// others are read-only secondaries. Default: the first data node. A
-	// stop-gap until the quorum control plane elects the primary.
-	Primary string `yaml:"primary,omitempty"`
+	// PeerTimeout: a connected peer that acknowledges nothing for this
+	// long while writes wait for it is disconnected (and Outdated).
+	PeerTimeout Duration `yaml:"peer-timeout,omitempty"`
+	// ResyncRate bounds region resync traffic per peer, bytes per second
+	// (0: unlimited), so that application writes keep their bandwidth.
+	ResyncRate Size `yaml:"resync-rate,omitempty"`
+	// AfterSplitBrain is the automatic split-brain policy: "disconnect"
+	// (refuse and report) or "discard-secondary" (the node that is not
+	// primary discards its divergent writes).
+	AfterSplitBrain string `yaml:"after-split-brain,omitempty"`
 }
+
+// Quorum tunes the control plane (docs/quorum.md).
+type Quorum struct {
+	Tick            Duration `yaml:"tick,omitempty"`             // control-plane clock
+	Lease           Duration `yaml:"lease,omitempty"`            // primary lease
+	FailoverTimeout Duration `yaml:"failover-timeout,omitempty"` // silence before a failover
+	// AutoFailover: promote an UpToDate secondary when the primary is
+	// lost (and elect the first primary of a new cluster).
+	AutoFailover *bool `yaml:"auto-failover,omitempty"`
+	// OnNoQuorum: "io-error" fails requests with EIO while the primary
+	// has no lease; "suspend-io" holds them up to SuspendTimeout.
+	OnNoQuorum     string   `yaml:"on-no-quorum,omitempty"`
+	SuspendTimeout Duration `yaml:"suspend-timeout,omitempty"`
+}
+
+// Quorum policies.
+const (
+	OnNoQuorumIOError = "io-error"
+	OnNoQuorumSuspend = "suspend-io"
+
+	SplitBrainDisconnect       = "disconnect"
+	SplitBrainDiscardSecondary = "discard-secondary"
+)
 
 // Member is a data node or the witness. Addresses are host:port.
 type Member struct {
@@ -97,7 +132,16 @@ const (
 	DefaultJournalMax     = Size(1 << 30)
 	DefaultJournalSegment = Size(64 << 20)
 	DefaultMaxInFlight    = 128
+
+	DefaultTick            = Duration(10 * time.Millisecond)
+	DefaultLease           = Duration(250 * time.Millisecond)
+	DefaultFailoverTimeout = Duration(250 * time.Millisecond)
+	DefaultSuspendTimeout  = Duration(30 * time.Second)
+	DefaultPeerTimeout     = Duration(2 * time.Second)
 )
+
+// AutoFailoverOn reports the effective auto-failover setting.
+func (q Quorum) AutoFailoverOn() bool { return q.AutoFailover == nil || *q.AutoFailover }
 
 // Load reads, parses and validates the config file at path.
 func Load(path string) (*Config, error) {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -30,6 +31,7 @@ witness:
   name: w
   address: 127.0.0.1:7702
   admin: 127.0.0.1:7802
+  data-dir: w
 `
 
 func TestParseGood(t *testing.T) {
@@ -40,7 +42,10 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, DefaultJournalSegment, c.Journal.SegmentSize, "default filled")
 	require.Equal(t, SyncOnFlush, c.Journal.Sync)
 	require.Equal(t, ProtocolC, c.Replication.Protocol)
-	require.Equal(t, "alpha", c.Replication.Primary, "default primary: the first data node")
+	require.True(t, c.Quorum.AutoFailoverOn())
+	require.Equal(t, OnNoQuorumIOError, c.Quorum.OnNoQuorum)
+	require.Equal(t, DefaultLease, c.Quorum.Lease)
+	require.Equal(t, SplitBrainDisconnect, c.Replication.AfterSplitBrain)
 	require.Equal(t, "/etc/grbd/alpha", c.Nodes[0].DataDir, "relative dir resolved against the file")
 	require.Equal(t, "/var/lib/grbd/beta", c.Nodes[1].DataDir)
 	m, witness, err := c.Member("w")
@@ -51,10 +56,12 @@ func TestParseGood(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownMember)
 }
 
-func TestParsePrimary(t *testing.T) {
-	c, err := Parse("c.yaml", []byte(good+"replication:\n  primary: beta\n"))
+func TestParseQuorum(t *testing.T) {
+	c, err := Parse("c.yaml", []byte(good+"quorum:\n  auto-failover: false\n  on-no-quorum: suspend-io\n  lease: 1s\n"))
 	require.NoError(t, err)
-	require.Equal(t, "beta", c.Replication.Primary)
+	require.False(t, c.Quorum.AutoFailoverOn())
+	require.Equal(t, OnNoQuorumSuspend, c.Quorum.OnNoQuorum)
+	require.Equal(t, time.Second, c.Quorum.Lease.D())
 }
 
 func TestMarshalRoundTrip(t *testing.T) {
@@ -83,9 +90,13 @@ func TestParseErrors(t *testing.T) {
 		{"bad sync", func(s string) string {
 			return strings.Replace(s, "max-size: 512MiB", "max-size: 512MiB\n  sync: sometimes", 1)
 		}, "c.yaml:6: journal.sync: \"sometimes\""},
-		{"bad protocol", func(s string) string { return s + "replication:\n  protocol: D\n" }, "c.yaml:22: replication.protocol: \"D\": want A, B or C"},
-		{"primary not a node", func(s string) string { return s + "replication:\n  primary: gamma\n" }, "c.yaml:22: replication.primary: \"gamma\" is not a data node"},
-		{"primary is the witness", func(s string) string { return s + "replication:\n  primary: w\n" }, "c.yaml:22: replication.primary: \"w\" is not a data node"},
+		{"bad protocol", func(s string) string { return s + "replication:\n  protocol: D\n" }, "c.yaml:23: replication.protocol: \"D\": want A, B or C"},
+		{"static primary is gone", func(s string) string { return s + "replication:\n  primary: alpha\n" }, "field primary not found"},
+		{"bad split-brain policy", func(s string) string { return s + "replication:\n  after-split-brain: coin\n" }, "c.yaml:23: replication.after-split-brain: \"coin\""},
+		{"bad on-no-quorum", func(s string) string { return s + "quorum:\n  on-no-quorum: panic\n" }, "c.yaml:23: quorum.on-no-quorum: \"panic\""},
+		{"short lease", func(s string) string { return s + "quorum:\n  lease: 20ms\n" }, "c.yaml:23: quorum.lease: must be at least 5 ticks"},
+		{"bad tick", func(s string) string { return s + "quorum:\n  tick: 2s\n" }, "c.yaml:23: quorum.tick: must be between 1ms and 1s"},
+		{"witness without data dir", func(s string) string { return strings.Replace(s, "  data-dir: w\n", "", 1) }, "witness.data-dir: required: the directory for the control-plane log"},
 		{"no nodes", func(s string) string { return s[:strings.Index(s, "nodes:")] }, "c.yaml:1: nodes: at least one data node"},
 		{"duplicate name", func(s string) string { return strings.Replace(s, "name: beta", "name: alpha", 1) }, "c.yaml:12: nodes[1].name: duplicate member name \"alpha\""},
 		{"bad address", func(s string) string { return strings.Replace(s, "address: 127.0.0.1:7701", "address: nowhere", 1) }, "c.yaml:13: nodes[1].address: \"nowhere\" is not host:port"},

@@ -3,8 +3,8 @@ package config
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -65,6 +65,14 @@ func (c *Config) validate(root *yaml.Node) []error {
 	default:
 		bad(fmt.Sprintf("%q: want A, B or C", c.Replication.Protocol), "replication", "protocol")
 	}
+	switch c.Replication.AfterSplitBrain {
+	case "":
+		c.Replication.AfterSplitBrain = SplitBrainDisconnect
+	case SplitBrainDisconnect, SplitBrainDiscardSecondary:
+	default:
+		bad(fmt.Sprintf("%q: want %q or %q", c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDiscardSecondary), "replication", "after-split-brain")
+	}
+	c.validateQuorum(bad)
 
 	switch {
 	case len(c.Nodes) == 0:
@@ -108,8 +116,12 @@ func (c *Config) validate(root *yaml.Node) []error {
 		if !data && m.NBD != "" {
 			bad("a witness holds no data and exports no device", at("nbd")...)
 		}
-		if data && m.DataDir == "" {
-			bad("required: the directory for the journal and the image", at("data-dir")...)
+		if m.DataDir == "" {
+			if data {
+				bad("required: the directory for the journal and the image", at("data-dir")...)
+			} else {
+				bad("required: the directory for the control-plane log", at("data-dir")...)
+			}
 		}
 		m.DataDir = c.resolveDir(m.DataDir)
 	}
@@ -119,14 +131,43 @@ func (c *Config) validate(root *yaml.Node) []error {
 	if c.Witness != nil {
 		checkMember(c.Witness, false, "witness")
 	}
-	switch {
-	case len(c.Nodes) == 0:
-	case c.Replication.Primary == "":
-		c.Replication.Primary = c.Nodes[0].Name
-	case !slices.ContainsFunc(c.Nodes, func(m Member) bool { return m.Name == c.Replication.Primary }):
-		bad(fmt.Sprintf("%q is not a data node", c.Replication.Primary), "replication", "primary")
-	}
 	return errs
+}
+
+// validateQuorum fills and checks the quorum and timing fields.
+func (c *Config) validateQuorum(bad func(string, ...any)) {
+	q := &c.Quorum
+	fill := func(d *Duration, def Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	fill(&q.Tick, DefaultTick)
+	fill(&q.Lease, DefaultLease)
+	fill(&q.FailoverTimeout, DefaultFailoverTimeout)
+	fill(&q.SuspendTimeout, DefaultSuspendTimeout)
+	fill(&c.Replication.PeerTimeout, DefaultPeerTimeout)
+	switch {
+	case q.Tick.D() < time.Millisecond || q.Tick.D() > time.Second:
+		bad("must be between 1ms and 1s", "quorum", "tick")
+	case q.Lease.D() < 5*q.Tick.D():
+		bad(fmt.Sprintf("must be at least 5 ticks (%v)", 5*q.Tick.D()), "quorum", "lease")
+	case q.FailoverTimeout.D() < q.Tick.D():
+		bad("must be at least one tick", "quorum", "failover-timeout")
+	}
+	switch q.OnNoQuorum {
+	case "":
+		q.OnNoQuorum = OnNoQuorumIOError
+	case OnNoQuorumIOError, OnNoQuorumSuspend:
+	default:
+		bad(fmt.Sprintf("%q: want %q or %q", q.OnNoQuorum, OnNoQuorumIOError, OnNoQuorumSuspend), "quorum", "on-no-quorum")
+	}
+	if q.SuspendTimeout.D() < 0 {
+		bad("must not be negative", "quorum", "suspend-timeout")
+	}
+	if c.Replication.PeerTimeout.D() < q.Tick.D() {
+		bad("must be at least one quorum tick", "replication", "peer-timeout")
+	}
 }
 
 func checkHostPort(s string) error {

@@ -21,9 +21,13 @@ const (
 	pingSize         = 16
 	verifyReqSize    = 32
 	verifyReplyFixed = 28 // then Sums
+	controlFixed     = 17 // then Data
+	historyFixed     = 10 // then entries
+	extentsFixed     = 8  // then extents
 
-	// maxFixed bounds what plan appends: a Hello with two maximal strings.
-	maxFixed = helloFixed + 2*(2+MaxString)
+	// maxFixed bounds what plan appends: a StreamOpen with three maximal
+	// strings (longer than a Hello with two).
+	maxFixed = 1 + 3*(2+MaxString)
 	// maxSums is the largest VerifyReply.Sums that fits in MaxBody.
 	maxSums = (MaxBody - verifyReplyFixed) / 4
 )

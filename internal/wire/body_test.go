@@ -58,7 +58,7 @@ func TestMalformedBodies(t *testing.T) {
 		typ := c.msg.Type()
 		cases = append(cases, bad{c.name + "/reserved flag", typ, c.flags | 1<<3, c.body})
 		switch typ {
-		case TypeWrite, TypeResyncData:
+		case TypeWrite, TypeResyncData, TypeControl:
 			continue // any length past the fixed part is valid Data
 		}
 		cases = append(cases,
@@ -134,11 +134,15 @@ func TestLimits(t *testing.T) {
 	require.GreaterOrEqual(t, MaxBody-writeFixed, MaxData)
 	require.GreaterOrEqual(t, MaxBody-resyncDataFixed, MaxData)
 
-	// The largest Hello fills the Writer's fixed buffer exactly.
+	// The largest StreamOpen fills the Writer's fixed buffer exactly; a
+	// Hello fits.
 	max := strings.Repeat("m", MaxString)
-	p, err := planOf(&Hello{Cluster: max, From: max}, nil)
+	p, err := planOf(&StreamOpen{Kind: StreamControl, Cluster: max, From: max, To: max}, nil)
 	require.NoError(t, err)
 	require.Len(t, p.buf, maxFixed)
+	p, err = planOf(&Hello{Cluster: max, From: max}, nil)
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(p.buf), maxFixed)
 
 	// MaxBody itself is accepted: TestRoundTripMax; MaxBody+1 is not:
 	// TestHeaderErrors.

@@ -390,6 +390,26 @@ func Clone(m Message) Message {
 			c.Sums = slices.Clone(v.Sums)
 		}
 		return c
+	case *StreamOpen:
+		return cloneVal(v)
+	case *Control:
+		c := cloneVal(v)
+		if c != nil {
+			c.Data = cloneBytes(v.Data)
+		}
+		return c
+	case *History:
+		c := cloneVal(v)
+		if c != nil && v.Entries != nil {
+			c.Entries = slices.Clone(v.Entries)
+		}
+		return c
+	case *Extents:
+		c := cloneVal(v)
+		if c != nil && v.Extents != nil {
+			c.Extents = slices.Clone(v.Extents)
+		}
+		return c
 	}
 	return nil
 }

@@ -103,6 +103,10 @@ const (
 	TypePong          Type = 12
 	TypeVerifyRequest Type = 13
 	TypeVerifyReply   Type = 14
+	TypeStreamOpen    Type = 15
+	TypeControl       Type = 16
+	TypeHistory       Type = 17
+	TypeExtents       Type = 18
 )
 
 var typeNames = [...]string{
@@ -120,6 +124,10 @@ var typeNames = [...]string{
 	TypePong:          "Pong",
 	TypeVerifyRequest: "VerifyRequest",
 	TypeVerifyReply:   "VerifyReply",
+	TypeStreamOpen:    "StreamOpen",
+	TypeControl:       "Control",
+	TypeHistory:       "History",
+	TypeExtents:       "Extents",
 }
 
 func (t Type) String() string {
@@ -185,6 +193,14 @@ func planOf(m Message, dst []byte) (p plan, err error) {
 	case *VerifyRequest:
 		p, err = v.plan(dst)
 	case *VerifyReply:
+		p, err = v.plan(dst)
+	case *StreamOpen:
+		p, err = v.plan(dst)
+	case *Control:
+		p, err = v.plan(dst)
+	case *History:
+		p, err = v.plan(dst)
+	case *Extents:
 		p, err = v.plan(dst)
 	default:
 		// Only nil reaches here (the interface is sealed). Formatting m
@@ -343,6 +359,14 @@ func newMessage(t Type) Message {
 		return new(VerifyRequest)
 	case TypeVerifyReply:
 		return new(VerifyReply)
+	case TypeStreamOpen:
+		return new(StreamOpen)
+	case TypeControl:
+		return new(Control)
+	case TypeHistory:
+		return new(History)
+	case TypeExtents:
+		return new(Extents)
 	}
 	return nil
 }

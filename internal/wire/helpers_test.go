@@ -188,6 +188,20 @@ func msgCases(big bool) []msgCase {
 		{name: "verifyreply/3", msg: &VerifyReply{ID: 4, Offset: 8192, Chunk: 4096, Sums: sums(3)},
 			body: cat(u64(4), u64(8192), u64(4096), u32(3), sumBytes(sums(3)))},
 		{name: "verifyreply/max", msg: &VerifyReply{ID: 5, Chunk: 4096, Sums: sMax}, big: true, body: bodyV},
+		{name: "streamopen/control", msg: &StreamOpen{Kind: StreamControl, Cluster: "prod", From: "alpha", To: "beta"},
+			body: cat([]byte{1}, str("prod"), str("alpha"), str("beta"))},
+		{name: "streamopen/max strings", msg: &StreamOpen{Kind: StreamAdmin, Cluster: maxStr, From: maxStr, To: maxStr},
+			body: cat([]byte{4}, str(maxStr), str(maxStr), str(maxStr))},
+		{name: "control/raft", msg: &Control{Kind: ControlRaft, Data: []byte("raft message")},
+			body: cat([]byte{1}, u64(0), u64(0), []byte("raft message"))},
+		{name: "control/lease", msg: &Control{Kind: ControlLeaseAck, Epoch: 9, Sent: 1 << 33},
+			body: cat([]byte{3}, u64(9), u64(1<<33))},
+		{name: "history/empty", msg: &History{LastSeq: 5}, body: cat(u64(5), u16(0))},
+		{name: "history/2", msg: &History{LastSeq: 99, Entries: []HistoryEntry{{Epoch: 1, FirstSeq: 1}, {Epoch: 4, FirstSeq: 50, Flags: HistoryForced}}},
+			body: cat(u64(99), u16(2), u64(1), u64(1), []byte{0}, u64(4), u64(50), []byte{1})},
+		{name: "extents/all", msg: &Extents{Flags: ExtentsAll}, body: cat(u32(1), u32(0))},
+		{name: "extents/2", msg: &Extents{Extents: []Extent{{0, 4096}, {1 << 30, 1 << 20}}},
+			body: cat(u32(0), u32(2), u64(0), u64(4096), u64(1<<30), u64(1<<20))},
 	}
 	if big {
 		return cases

@@ -38,6 +38,10 @@ type slots struct {
 	pong          Pong
 	verifyRequest VerifyRequest
 	verifyReply   VerifyReply
+	streamOpen    StreamOpen
+	control       Control
+	history       History
+	extents       Extents
 }
 
 func (s *slots) get(t Type) Message {
@@ -70,6 +74,14 @@ func (s *slots) get(t Type) Message {
 		return &s.verifyRequest
 	case TypeVerifyReply:
 		return &s.verifyReply
+	case TypeStreamOpen:
+		return &s.streamOpen
+	case TypeControl:
+		return &s.control
+	case TypeHistory:
+		return &s.history
+	case TypeExtents:
+		return &s.extents
 	}
 	return nil
 }

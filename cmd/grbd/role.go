@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/node"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// roleOptions are the flags of primary, secondary and resolve.
+type roleOptions struct {
+	configPath string
+	force      bool
+	timeout    time.Duration
+}
+
+func (o *roleOptions) AddFlags(fs *pflag.FlagSet, force bool) {
+	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
+	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "how long to wait for the change")
+	if force {
+		fs.BoolVar(&o.force, "force", false, "DANGEROUS: promote even an Outdated node; writes it missed are lost and the other nodes' newer data becomes a split brain")
+	}
+}
+
+func newPrimaryCommand() *cobra.Command {
+	o := &roleOptions{}
+	cmd := &cobra.Command{
+		Use:   "primary NODE --config FILE [--force]",
+		Short: "Make NODE the primary (through the control plane)",
+		Long: `Asks NODE to become primary: its promotion is committed through the
+control-plane log (a majority of the members must agree), the current primary is
+deposed, and NODE serves once the old primary's lease has run out. An Outdated
+node (one that may lack acknowledged writes) is refused unless --force is given:
+--force is for disaster recovery only and loses the writes NODE missed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := ""
+			if o.force {
+				q = "?force=1"
+			}
+			return o.post(cmd, args[0], "/primary"+q)
+		},
+	}
+	o.AddFlags(cmd.Flags(), true)
+	return cmd
+}
+
+func newSecondaryCommand() *cobra.Command {
+	o := &roleOptions{}
+	cmd := &cobra.Command{
+		Use:   "secondary NODE --config FILE",
+		Short: "Make NODE stop being primary",
+		Long: `Asks NODE to give up the primary role. With quorum.auto-failover on, the
+cluster elects a primary again after failover-timeout; to move the role to a
+given node, run "grbd primary OTHER" instead.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return o.post(cmd, args[0], "/secondary") },
+	}
+	o.AddFlags(cmd.Flags(), false)
+	return cmd
+}
+
+func newResolveCommand() *cobra.Command {
+	o := &roleOptions{}
+	var discard string
+	cmd := &cobra.Command{
+		Use:   "resolve --discard NODE --config FILE",
+		Short: "Resolve a split brain by discarding NODE's divergent writes",
+		Long: `After a split brain (data written on both sides of a forced promotion), NODE
+refuses to resync until told which side loses. "resolve --discard NODE" makes
+NODE discard its writes since the divergence point at its next connect and
+take the primary's data instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if discard == "" {
+				return errors.New("--discard NODE is required")
+			}
+			return o.post(cmd, discard, "/resolve")
+		},
+	}
+	o.AddFlags(cmd.Flags(), false)
+	cmd.Flags().StringVar(&discard, "discard", "", "the data node whose divergent writes are discarded")
+	return cmd
+}
+
+// post sends a role request to the admin endpoint of the data node name and
+// prints the node's status line.
+func (o *roleOptions) post(cmd *cobra.Command, name, path string) error {
+	if o.configPath == "" {
+		return errors.New("--config is required")
+	}
+	cfg, err := config.Load(o.configPath)
+	if err != nil {
+		return err
+	}
+	m, isWitness, err := cfg.Member(name)
+	if err != nil {
+		return err
+	}
+	if isWitness {
+		return fmt.Errorf("%s is the witness: it holds no data and has no role to change", name)
+	}
+	body, err := adminPost(cmd.Context(), m.Admin, path, o.timeout)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	var st node.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("%s: bad reply: %w", name, err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: role %s, epoch %d, primary %q, disk %s\n", name, st.Role, st.Quorum.Epoch, st.Quorum.Primary, st.Disk)
+	return nil
+}
+
+// adminPost sends a POST to an admin endpoint and returns the body of a 200
+// answer; other answers become errors carrying the endpoint's message.
+func adminPost(ctx context.Context, admin, path string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+admin+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("admin endpoint answered %s", resp.Status)
+	}
+	return body, nil
+}

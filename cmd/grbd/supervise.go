@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/grbd/grbd/internal/config"
+)
+
+// localMember is one child process of `grbd local`.
+type localMember struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// superviseLocal runs every member of cfg as a child process of self, in
+// this process group, relays their role lines as "member ..." lines and a
+// "ready" line per serving primary, and stops them when ctx ends.
+func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *config.Config, g *globalOptions, log *slog.Logger) error {
+	out := &lockedWriter{w: stdout}
+	var members []*localMember
+	defer func() {
+		for _, m := range members {
+			select {
+			case <-m.done:
+			default:
+				_ = m.cmd.Process.Kill()
+				<-m.done
+			}
+		}
+	}()
+	start := func(verb, name string) error {
+		args := []string{verb, "--config", cfg.Path, "--name", name, "--log-level", g.logLevel, "--log-format", g.logFormat}
+		c := exec.Command(self, args...)
+		c.Stderr = os.Stderr
+		// Children die with this process even after a kill -9 of it.
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		pipe, err := c.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := c.Start(); err != nil {
+			return fmt.Errorf("local: start %s: %w", name, err)
+		}
+		m := &localMember{name: name, cmd: c, done: make(chan struct{})}
+		members = append(members, m)
+		go relayMember(out, m, pipe)
+		go func() { m.err = c.Wait(); close(m.done) }()
+		return nil
+	}
+	if cfg.Witness != nil {
+		if err := start("witness", cfg.Witness.Name); err != nil {
+			return err
+		}
+	}
+	for _, n := range cfg.Nodes {
+		if err := start("node", n.Name); err != nil {
+			return err
+		}
+	}
+	exited := make(chan *localMember, len(members))
+	for _, m := range members {
+		go func() { <-m.done; exited <- m }()
+	}
+	alive := len(members)
+	for alive > 0 {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping the local cluster", "cause", context.Cause(ctx))
+			return stopMembers(members)
+		case m := <-exited:
+			alive--
+			out.printf("member %s pid %d exited (%v)\n", m.name, m.cmd.Process.Pid, exitText(m.err))
+		}
+	}
+	return errors.New("local: every member exited")
+}
+
+// relayMember turns a child's stdout lines into member lines.
+func relayMember(out *lockedWriter, m *localMember, r io.Reader) {
+	pid := m.cmd.Process.Pid
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 3 && f[0] == "ready" && f[1] == "witness":
+			out.printf("member %s pid %d role Witness\n", m.name, pid)
+		case len(f) == 2 && f[0] == "ready":
+			out.printf("ready %s\n", f[1])
+		case len(f) == 6 && f[0] == "role":
+			// role ROLE epoch N STATE URI
+			out.printf("member %s pid %d role %s %s epoch %s %s\n", m.name, pid, f[1], f[5], f[3], f[4])
+		}
+	}
+}
+
+// stopMembers sends SIGTERM to every live member and waits, killing those
+// that do not stop within 30 s.
+func stopMembers(members []*localMember) error {
+	for _, m := range members {
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	var errs []error
+	for _, m := range members {
+		select {
+		case <-m.done:
+		case <-time.After(30 * time.Second):
+			_ = m.cmd.Process.Kill()
+			<-m.done
+			errs = append(errs, fmt.Errorf("local: %s did not stop within 30s", m.name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}

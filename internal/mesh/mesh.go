@@ -1,0 +1,527 @@
+// Package mesh keeps the links between cluster members: one TCP connection
+// per pair of members, multiplexed with yamux, carrying long-lived streams
+// (control, data, resync, admin). The member whose name sorts first dials;
+// the other accepts. The first stream of a session is the control stream
+// and doubles as the handshake (cluster and member names, and later the
+// credentials); control-plane messages (raft, leases) travel on it in both
+// directions through bounded per-peer queues. Other streams are opened on
+// demand with Open and delivered to the other side's Handler.
+// docs/wire.md ("Member links") is the protocol.
+//
+// Concurrency: a Mesh is safe for concurrent use. Callbacks (OnControl,
+// OnPeer) run on the mesh's goroutines and must not block for long; Handler
+// runs in a goroutine of its own per stream.
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/hashicorp/yamux"
+)
+
+// Errors callers branch on.
+var (
+	// ErrClosed is returned by Open after Close.
+	ErrClosed = errors.New("mesh: closed")
+	// ErrUnknownPeer is returned for a peer not in the config.
+	ErrUnknownPeer = errors.New("mesh: unknown peer")
+	// ErrHandshake marks a refused or failed session or stream handshake.
+	ErrHandshake = errors.New("mesh: handshake refused")
+)
+
+// Config configures a Mesh.
+type Config struct {
+	Cluster string
+	Self    string
+	// Peers maps every other member to the address this member dials for
+	// it (only the peers whose names sort after Self are dialed).
+	Peers map[string]string
+	// BindHost, when set, is the local IP dialing sockets bind to, so that
+	// a member's traffic leaves from its own address.
+	BindHost string
+	// StreamWindow is yamux's per-stream receive window (bandwidth x RTT).
+	StreamWindow uint32
+	// HandshakeTimeout bounds a session or stream handshake.
+	HandshakeTimeout time.Duration
+	// KeepAlive is the yamux keepalive interval.
+	KeepAlive time.Duration
+	// ControlQueue bounds the control messages queued per peer; more are
+	// dropped (raft and leases tolerate loss).
+	ControlQueue int
+	Logger       *slog.Logger
+
+	// OnControl receives every control message from a peer. The message is
+	// the receiver's to keep.
+	OnControl func(peer string, m *wire.Control)
+	// OnPeer is told when a session with peer comes up or goes down.
+	OnPeer func(peer string, up bool)
+	// Handler serves a stream the peer opened (kinds other than control).
+	// It owns the stream and must close it.
+	Handler func(peer string, kind uint8, s net.Conn)
+}
+
+func (c *Config) defaults() {
+	if c.StreamWindow == 0 {
+		c.StreamWindow = 16 << 20
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = time.Second
+	}
+	if c.ControlQueue == 0 {
+		c.ControlQueue = 1024
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Mesh is one member's set of links. See the package documentation.
+type Mesh struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	peers  map[string]*peer
+	closed bool
+	lns    []net.Listener
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// peer is the state of the link to one other member.
+type peer struct {
+	name string
+	addr string
+	sess *yamux.Session // nil while down; guarded by Mesh.mu
+	up   chan struct{}  // closed when sess becomes non-nil; replaced when it drops
+	ctl  chan *wire.Control
+}
+
+// maxBackoff caps the redial interval: a member that comes back is linked
+// again within this, before its failover timers can mistake a slow redial
+// for a dead primary.
+const maxBackoff = 200 * time.Millisecond
+
+// New returns a Mesh; call Serve for each listener and Start to dial.
+func New(cfg Config) (*Mesh, error) {
+	cfg.defaults()
+	if cfg.Self == "" {
+		return nil, fmt.Errorf("mesh: Self is required")
+	}
+	m := &Mesh{cfg: cfg, log: cfg.Logger.With("mesh", cfg.Self), peers: map[string]*peer{}}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	for name, addr := range cfg.Peers {
+		if name == cfg.Self {
+			return nil, fmt.Errorf("mesh: %s lists itself as a peer", name)
+		}
+		m.peers[name] = &peer{name: name, addr: addr, up: make(chan struct{}), ctl: make(chan *wire.Control, cfg.ControlQueue)}
+	}
+	return m, nil
+}
+
+// Start dials every peer whose name sorts after Self, retrying with backoff
+// until Close.
+func (m *Mesh) Start() {
+	names := make([]string, 0, len(m.peers))
+	for n := range m.peers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if n > m.cfg.Self {
+			p := m.peers[n]
+			m.wg.Go(func() { m.dialLoop(p) })
+		}
+	}
+}
+
+// Serve accepts sessions on ln until Close.
+func (m *Mesh) Serve(ln net.Listener) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		ln.Close()
+		return
+	}
+	m.lns = append(m.lns, ln)
+	m.mu.Unlock()
+	m.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			m.wg.Go(func() { m.accept(c) })
+		}
+	})
+}
+
+// Close ends every session and waits for the mesh's goroutines.
+func (m *Mesh) Close() {
+	m.mu.Lock()
+	m.closed = true
+	for _, ln := range m.lns {
+		ln.Close()
+	}
+	for _, p := range m.peers {
+		if p.sess != nil {
+			p.sess.Close()
+		}
+	}
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+}
+
+// Connected reports whether a session with peer is up.
+func (m *Mesh) Connected(peer string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.peers[peer]
+	return p != nil && p.sess != nil
+}
+
+// Send queues a control message for peer; it is dropped when the queue is
+// full or the session is down.
+func (m *Mesh) Send(peer string, c *wire.Control) {
+	p := m.peers[peer]
+	if p == nil || !m.Connected(peer) {
+		return
+	}
+	select {
+	case p.ctl <- c:
+	default:
+	}
+}
+
+// Open opens a stream of kind to peer, waiting for the session until ctx
+// ends.
+func (m *Mesh) Open(ctx context.Context, peer string, kind uint8) (net.Conn, error) {
+	p := m.peers[peer]
+	if p == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, peer)
+	}
+	for {
+		m.mu.Lock()
+		sess, up, closed := p.sess, p.up, m.closed
+		m.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
+		if sess != nil {
+			s, err := sess.OpenStream()
+			if err != nil {
+				return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
+			}
+			_ = s.SetWriteDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+			w := wire.NewWriter(s)
+			err = w.WriteMsg(&wire.StreamOpen{Kind: kind, Cluster: m.cfg.Cluster, From: m.cfg.Self, To: peer})
+			if err == nil {
+				err = w.Flush()
+			}
+			_ = s.SetWriteDeadline(time.Time{})
+			if err != nil {
+				s.Close()
+				return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
+			}
+			return s, nil
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-m.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (m *Mesh) yamuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.MaxStreamWindowSize = m.cfg.StreamWindow
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = m.cfg.KeepAlive
+	c.ConnectionWriteTimeout = 10 * time.Second
+	c.StreamOpenTimeout = m.cfg.HandshakeTimeout
+	c.LogOutput = nil
+	c.Logger = slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)
+	return c
+}
+
+func (m *Mesh) dialLoop(p *peer) {
+	backoff := 50 * time.Millisecond
+	d := net.Dialer{Timeout: m.cfg.HandshakeTimeout, KeepAlive: 5 * time.Second}
+	if m.cfg.BindHost != "" {
+		if ip := net.ParseIP(m.cfg.BindHost); ip != nil && !ip.IsUnspecified() {
+			d.LocalAddr = &net.TCPAddr{IP: ip}
+		}
+	}
+	for m.ctx.Err() == nil {
+		c, err := d.DialContext(m.ctx, "tcp", p.addr)
+		if err == nil {
+			start := time.Now()
+			err = m.runSession(p, c, true)
+			if time.Since(start) > 5*time.Second {
+				backoff = 50 * time.Millisecond
+			}
+		}
+		if m.ctx.Err() != nil {
+			return
+		}
+		m.log.Debug("peer link down", "peer", p.name, "err", err)
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func (m *Mesh) accept(c net.Conn) {
+	_ = c.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	// Identify the dialer before yamux: the control stream's StreamOpen
+	// names it. runSession does the rest.
+	err := m.runSession(nil, c, false)
+	if err != nil && m.ctx.Err() == nil {
+		m.log.Warn("refused or lost peer session", "remote", c.RemoteAddr().String(), "err", err)
+	}
+}
+
+// runSession performs the handshake on c and serves the session until it
+// ends. p is the dialed peer (nil when accepting: the handshake names it).
+func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool) error {
+	var sess *yamux.Session
+	var err error
+	if dialer {
+		sess, err = yamux.Client(c, m.yamuxConfig())
+	} else {
+		sess, err = yamux.Server(c, m.yamuxConfig())
+	}
+	if err != nil {
+		c.Close()
+		return err
+	}
+	defer sess.Close()
+	ctl, p, err := m.handshake(sess, p, dialer)
+	if err != nil {
+		return err
+	}
+	_ = c.SetDeadline(time.Time{})
+
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	if p.sess != nil {
+		p.sess.Close() // a newer session replaces the old one
+	}
+	p.sess = sess
+	close(p.up)
+	m.mu.Unlock()
+	m.log.Info("peer link up", "peer", p.name, "remote", c.RemoteAddr().String())
+	if m.cfg.OnPeer != nil {
+		m.cfg.OnPeer(p.name, true)
+	}
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { m.writeControl(p, ctl, done) })
+	wg.Go(func() { m.readControl(p, ctl); sess.Close() })
+	wg.Go(func() { m.acceptStreams(p, sess) })
+	<-sess.CloseChan()
+	close(done)
+	ctl.Close()
+	wg.Wait()
+
+	m.mu.Lock()
+	if p.sess == sess {
+		p.sess = nil
+		p.up = make(chan struct{})
+	}
+	m.mu.Unlock()
+	if m.cfg.OnPeer != nil {
+		m.cfg.OnPeer(p.name, false)
+	}
+	m.log.Info("peer link down", "peer", p.name)
+	return nil
+}
+
+// handshake exchanges StreamOpen{Control} on the first stream.
+func (m *Mesh) handshake(sess *yamux.Session, p *peer, dialer bool) (net.Conn, *peer, error) {
+	var s net.Conn
+	var err error
+	if dialer {
+		s, err = sess.OpenStream()
+	} else {
+		s, err = acceptTimeout(sess, m.cfg.HandshakeTimeout)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: control stream: %w", ErrHandshake, err)
+	}
+	_ = s.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	r, w := wire.NewReader(s), wire.NewWriter(s)
+	send := func(to string) error {
+		if err := w.WriteMsg(&wire.StreamOpen{Kind: wire.StreamControl, Cluster: m.cfg.Cluster, From: m.cfg.Self, To: to}); err != nil {
+			return err
+		}
+		return w.Flush()
+	}
+	if dialer {
+		if err := send(p.name); err != nil {
+			s.Close()
+			return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+		}
+	}
+	msg, err := r.ReadMsg()
+	if err != nil {
+		s.Close()
+		return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	so, ok := msg.(*wire.StreamOpen)
+	switch {
+	case !ok:
+		err = fmt.Errorf("first message is %v", msg.Type())
+	case so.Kind != wire.StreamControl:
+		err = fmt.Errorf("first stream is of kind %d, not control", so.Kind)
+	case so.Cluster != m.cfg.Cluster:
+		err = fmt.Errorf("peer %q is in cluster %q, not %q", so.From, so.Cluster, m.cfg.Cluster)
+	case so.To != m.cfg.Self:
+		err = fmt.Errorf("peer %q wants %q, this is %q", so.From, so.To, m.cfg.Self)
+	case dialer && so.From != p.name:
+		err = fmt.Errorf("dialed %q, answered by %q", p.name, so.From)
+	case !dialer && m.peers[so.From] == nil:
+		err = fmt.Errorf("%w: %q", ErrUnknownPeer, so.From)
+	case !dialer && so.From > m.cfg.Self:
+		err = fmt.Errorf("peer %q must be dialed by %q, not dial it", so.From, m.cfg.Self)
+	}
+	if err != nil {
+		s.Close()
+		return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	if !dialer {
+		p = m.peers[so.From]
+		if err := send(p.name); err != nil {
+			s.Close()
+			return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+		}
+	}
+	_ = s.SetDeadline(time.Time{})
+	return &readerConn{Conn: s, r: r}, p, nil
+}
+
+// readerConn keeps the wire.Reader that read the handshake, whose buffer
+// may already hold later frames.
+type readerConn struct {
+	net.Conn
+	r *wire.Reader
+}
+
+func acceptTimeout(sess *yamux.Session, d time.Duration) (net.Conn, error) {
+	type result struct {
+		s   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		s, err := sess.AcceptStream()
+		ch <- result{s, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.s, r.err
+	case <-time.After(d):
+		sess.Close()
+		return nil, errors.New("timeout")
+	}
+}
+
+func (m *Mesh) writeControl(p *peer, ctl net.Conn, done <-chan struct{}) {
+	w := wire.NewWriter(ctl)
+	for {
+		select {
+		case <-done:
+			return
+		case c := <-p.ctl:
+			if err := w.WriteMsg(c); err != nil {
+				return
+			}
+			for more := true; more; {
+				select {
+				case c := <-p.ctl:
+					if err := w.WriteMsg(c); err != nil {
+						return
+					}
+				default:
+					more = false
+				}
+			}
+			if err := w.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (m *Mesh) readControl(p *peer, ctl net.Conn) {
+	r := ctl.(*readerConn).r
+	for {
+		msg, err := r.ReadMsg()
+		if err != nil {
+			return
+		}
+		c, ok := msg.(*wire.Control)
+		if !ok {
+			m.log.Warn("unexpected message on control stream", "peer", p.name, "type", msg.Type())
+			return
+		}
+		if m.cfg.OnControl != nil {
+			m.cfg.OnControl(p.name, wire.Clone(c).(*wire.Control))
+		}
+	}
+}
+
+func (m *Mesh) acceptStreams(p *peer, sess *yamux.Session) {
+	for {
+		s, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		m.wg.Go(func() {
+			_ = s.SetReadDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+			r := wire.NewReader(s)
+			msg, err := r.ReadMsg()
+			_ = s.SetReadDeadline(time.Time{})
+			so, ok := msg.(*wire.StreamOpen)
+			if err != nil || !ok || so.From != p.name || so.To != m.cfg.Self || so.Kind == wire.StreamControl || m.cfg.Handler == nil {
+				s.Close()
+				return
+			}
+			m.cfg.Handler(p.name, so.Kind, &readerConn{Conn: s, r: r})
+		})
+	}
+}
+
+// StreamReader returns the wire.Reader a stream delivered by Handler was
+// read through: frames after the StreamOpen may already be buffered in it.
+// Use it instead of wrapping the stream in a new Reader.
+func StreamReader(s net.Conn) *wire.Reader {
+	if rc, ok := s.(*readerConn); ok {
+		return rc.r
+	}
+	return wire.NewReader(s)
+}

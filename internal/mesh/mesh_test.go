@@ -1,0 +1,151 @@
+package mesh
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/stretchr/testify/require"
+)
+
+type node struct {
+	m    *Mesh
+	ln   net.Listener
+	mu   sync.Mutex
+	ctl  []string // "from:epoch"
+	strs chan net.Conn
+}
+
+func (n *node) controls() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.ctl...)
+}
+
+// startMeshes runs one Mesh per name on loopback, all in cluster c.
+func startMeshes(t *testing.T, cluster string, names ...string) map[string]*node {
+	t.Helper()
+	nodes := map[string]*node{}
+	addrs := map[string]string{}
+	for _, n := range names {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		nodes[n] = &node{ln: ln, strs: make(chan net.Conn, 8)}
+		addrs[n] = ln.Addr().String()
+	}
+	for _, name := range names {
+		peers := map[string]string{}
+		for o, a := range addrs {
+			if o != name {
+				peers[o] = a
+			}
+		}
+		nd := nodes[name]
+		m, err := New(Config{
+			Cluster: cluster, Self: name, Peers: peers, BindHost: "127.0.0.1",
+			HandshakeTimeout: 2 * time.Second,
+			OnControl: func(peer string, c *wire.Control) {
+				nd.mu.Lock()
+				nd.ctl = append(nd.ctl, peer+":"+string(c.Data))
+				nd.mu.Unlock()
+			},
+			Handler: func(peer string, kind uint8, s net.Conn) { nd.strs <- s },
+		})
+		require.NoError(t, err)
+		nd.m = m
+		m.Serve(nd.ln)
+		m.Start()
+		t.Cleanup(m.Close)
+	}
+	return nodes
+}
+
+func waitConnected(t *testing.T, m *Mesh, peers ...string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, p := range peers {
+			if !m.Connected(p) {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 5*time.Millisecond)
+}
+
+func TestControlMessagesBothWays(t *testing.T) {
+	nodes := startMeshes(t, "c1", "a", "b", "w")
+	waitConnected(t, nodes["a"].m, "b", "w")
+	waitConnected(t, nodes["w"].m, "a", "b")
+	nodes["a"].m.Send("w", &wire.Control{Kind: wire.ControlRaft, Data: []byte("x1")})
+	nodes["w"].m.Send("a", &wire.Control{Kind: wire.ControlLeaseAck, Data: []byte("y1")})
+	nodes["b"].m.Send("a", &wire.Control{Kind: wire.ControlRaft, Data: []byte("z1")})
+	require.Eventually(t, func() bool { return len(nodes["w"].controls()) == 1 && len(nodes["a"].controls()) == 2 }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, []string{"a:x1"}, nodes["w"].controls())
+	require.ElementsMatch(t, []string{"w:y1", "b:z1"}, nodes["a"].controls())
+}
+
+func TestOpenStreamEitherDirection(t *testing.T) {
+	nodes := startMeshes(t, "c1", "a", "b")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, dir := range [][2]string{{"a", "b"}, {"b", "a"}} {
+		s, err := nodes[dir[0]].m.Open(ctx, dir[1], wire.StreamData)
+		require.NoError(t, err)
+		w := wire.NewWriter(s)
+		require.NoError(t, w.WriteMsg(&wire.Ping{ID: 7}))
+		require.NoError(t, w.Flush())
+		got := <-nodes[dir[1]].strs
+		msg, err := StreamReader(got).ReadMsg()
+		require.NoError(t, err)
+		require.Equal(t, &wire.Ping{ID: 7}, msg)
+		s.Close()
+		got.Close()
+	}
+	_, err := nodes["a"].m.Open(ctx, "nobody", wire.StreamData)
+	require.ErrorIs(t, err, ErrUnknownPeer)
+}
+
+func TestWrongClusterIsRefused(t *testing.T) {
+	a := startMeshes(t, "c1", "a", "b")
+	// A stranger in another cluster dials b pretending to be "a".
+	stranger, err := New(Config{Cluster: "other", Self: "a", Peers: map[string]string{"b": a["b"].ln.Addr().String()}, HandshakeTimeout: time.Second})
+	require.NoError(t, err)
+	stranger.Start()
+	defer stranger.Close()
+	time.Sleep(300 * time.Millisecond)
+	require.False(t, stranger.Connected("b"))
+}
+
+func TestReconnectsAfterSessionLoss(t *testing.T) {
+	nodes := startMeshes(t, "c1", "a", "b")
+	waitConnected(t, nodes["a"].m, "b")
+	nodes["a"].m.mu.Lock()
+	nodes["a"].m.peers["b"].sess.Close()
+	nodes["a"].m.mu.Unlock()
+	require.Eventually(t, func() bool { return !nodes["b"].m.Connected("a") }, 5*time.Second, 5*time.Millisecond)
+	waitConnected(t, nodes["a"].m, "b")
+	waitConnected(t, nodes["b"].m, "a")
+	nodes["b"].m.Send("a", &wire.Control{Kind: wire.ControlRaft, Data: []byte("after")})
+	require.Eventually(t, func() bool { return len(nodes["a"].controls()) == 1 }, 5*time.Second, 5*time.Millisecond)
+}
+
+func TestOpenWaitsForSession(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	m, err := New(Config{Cluster: "c", Self: "a", Peers: map[string]string{"b": addr}})
+	require.NoError(t, err)
+	m.Start()
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = m.Open(ctx, "b", wire.StreamData)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	m.Close()
+	_, err = m.Open(context.Background(), "b", wire.StreamData)
+	require.ErrorIs(t, err, ErrClosed)
+}

@@ -1,0 +1,199 @@
+package sim
+
+import (
+	"slices"
+
+	"github.com/grbd/grbd/quorum"
+	"github.com/grbd/grbd/replicator"
+	"go.etcd.io/raft/v3"
+)
+
+// member is one simulated member: the real control plane and, for a data
+// node, a model of the node's data path (node/primary.go, link.go,
+// secondary.go) reduced to its decisions.
+type member struct {
+	w    *world
+	name string
+	data bool
+	up   bool
+
+	q    *quorum.Member
+	disk *raft.MemoryStorage // what survives a crash: persisted before sending
+
+	// Durable data (a process crash keeps the journal and the history).
+	journal []record // journal[i].Seq == i+1
+	hist    replicator.History
+
+	// Volatile.
+	serving bool
+	prim    *primaryModel
+	sess    *session // the primary this secondary follows
+	known   uint64   // newest epoch known (secondary side)
+}
+
+// session is a secondary's view of its primary's stream.
+type session struct {
+	from  string
+	epoch uint64
+}
+
+func (m *member) start() {
+	st := raft.NewMemoryStorage()
+	hs, _, _ := m.disk.InitialState()
+	snap, _ := m.disk.Snapshot()
+	if !raft.IsEmptySnap(snap) {
+		_ = st.ApplySnapshot(snap)
+	}
+	_ = st.SetHardState(hs)
+	first, _ := m.disk.FirstIndex()
+	last, _ := m.disk.LastIndex()
+	if last >= first {
+		ents, _ := m.disk.Entries(first, last+1, 1<<30)
+		_ = st.Append(ents)
+	}
+	q, err := quorum.NewMember(quorum.Config{
+		Self: m.name, Members: m.w.infos, Storage: st, Timing: quorum.DefaultTiming(),
+		AutoFailover: true, Seed: m.w.rng.Uint64(),
+	})
+	if err != nil {
+		panic(err)
+	}
+	m.q, m.up, m.serving, m.prim, m.sess, m.known = q, true, false, nil, nil, 0
+	m.flush()
+}
+
+func (m *member) crash() {
+	if m.prim != nil {
+		m.w.res.Unknown += len(m.prim.pending)
+	}
+	m.up, m.q, m.prim, m.sess, m.serving = false, nil, nil, nil, false
+}
+
+// flush runs the Ready cycle: persist, send, advance, then react to the
+// applied state.
+func (m *member) flush() {
+	for m.q.HasReady() {
+		rd := m.q.Ready()
+		if rd.Persist {
+			hs, snap, ents := m.q.Persisted()
+			d := raft.NewMemoryStorage()
+			_ = d.ApplySnapshot(snap)
+			_ = d.SetHardState(hs)
+			_ = d.Append(ents)
+			m.disk = d
+		}
+		for _, msg := range rd.Messages {
+			m.w.net.sendControl(msg)
+		}
+		m.q.Advance()
+	}
+	m.reconcile()
+}
+
+// reconcile mirrors node.reconcile: start or stop the primary role, follow
+// the newest epoch, apply the Outdated set.
+func (m *member) reconcile() {
+	if !m.data {
+		return
+	}
+	st := m.q.State()
+	m.known = max(m.known, st.Epoch)
+	if m.sess != nil && m.sess.epoch < m.known {
+		m.sess = nil
+	}
+	switch {
+	case m.q.IsPrimary() && (m.prim == nil || m.prim.epoch != st.Epoch):
+		m.sess = nil
+		m.hist = m.hist.Enter(st.Epoch, m.last()+1, st.Forced)
+		m.prim = newPrimaryModel(m, st)
+		m.w.tracef("%s becomes primary of epoch %d (outdated %v)", m.name, st.Epoch, st.Outdated)
+	case !m.q.IsPrimary() && m.prim != nil:
+		m.w.res.Unknown += len(m.prim.pending)
+		m.prim = nil
+	}
+	if m.prim != nil {
+		m.prim.onState(st)
+		if !m.q.Serving() {
+			// Fenced: held requests fail (on-no-quorum: io-error).
+			m.w.res.Unknown += len(m.prim.pending)
+			clear(m.prim.pending)
+		}
+	}
+}
+
+func (m *member) last() uint64 { return uint64(len(m.journal)) }
+
+// tickData runs the primary's per-tick work (hellos, timeouts).
+func (m *member) tickData() {
+	if m.prim != nil {
+		m.prim.tick()
+	}
+}
+
+// dataMsg is one data-path message (the model of the data stream).
+type dataMsg struct {
+	kind  dataKind
+	epoch uint64
+	hist  replicator.History // hello
+	last  uint64             // hello, helloAck
+	ok    bool               // helloAck
+	rec   record             // write
+	seq   uint64             // ack
+}
+
+type dataKind uint8
+
+const (
+	dHello dataKind = iota + 1
+	dHelloAck
+	dWrite
+	dAck
+	dNack
+)
+
+// onData handles a data message.
+func (m *member) onData(from string, d *dataMsg) {
+	if !m.data {
+		return
+	}
+	switch d.kind {
+	case dHello, dWrite:
+		m.secondaryReceive(from, d)
+	default:
+		if m.prim != nil && d.epoch == m.prim.epoch {
+			m.prim.receive(from, d)
+		}
+	}
+}
+
+func (m *member) reply(to string, d *dataMsg) { m.w.net.sendData(m.name, to, d) }
+
+// secondaryReceive is the model of node/secondary.go.
+func (m *member) secondaryReceive(from string, d *dataMsg) {
+	if d.epoch < m.known || m.prim != nil {
+		m.reply(from, &dataMsg{kind: dNack, epoch: d.epoch})
+		return
+	}
+	switch d.kind {
+	case dHello:
+		m.known = d.epoch
+		div := replicator.Diverge(d.hist, d.last, m.hist, m.last())
+		if div.Diverged {
+			// Rewind: the records after the common point were never
+			// acknowledged; the primary's history replaces them.
+			m.w.tracef("%s diverged from %s after seq %d (last %d): rewinds", m.name, from, div.Common, m.last())
+			m.journal = slices.Clone(m.journal[:div.Common])
+		}
+		m.hist = m.hist.Adopt(d.hist, m.last())
+		m.sess = &session{from: from, epoch: d.epoch}
+		m.reply(from, &dataMsg{kind: dHelloAck, epoch: d.epoch, ok: true, last: m.last()})
+	case dWrite:
+		if m.sess == nil || m.sess.from != from || m.sess.epoch != d.epoch || d.rec.Seq != m.last()+1 {
+			m.sess = nil
+			m.reply(from, &dataMsg{kind: dNack, epoch: d.epoch})
+			return
+		}
+		m.journal = append(m.journal, d.rec)
+		m.reply(from, &dataMsg{kind: dAck, epoch: d.epoch, seq: d.rec.Seq})
+	}
+}

@@ -1,0 +1,106 @@
+package journal
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// Rewind moves the journal's position back to seq: afterwards LastSeq() is
+// seq and the next Append may use any seq above it. A diverged secondary
+// uses it to take the primary's history after their last common point
+// (docs/quorum.md, "Data generations").
+//
+// The data file keeps what the discarded records wrote: Rewind returns the
+// regions they touched (ChangedSince(seq) before the rewind) for the caller
+// to persist and resync; in the region table their marks drop to seq.
+// Rewind checkpoints first, so a discarded record is never replayed; after a
+// crash the store is either at its old position or at seq. The caller must
+// not Append, Sync or ReadRecords concurrently.
+func (j *Journal) Rewind(seq uint64) ([]Extent, error) {
+	if j.closing.Load() {
+		return nil, ErrClosed
+	}
+	if seq >= j.LastSeq() {
+		return nil, nil
+	}
+	changed := j.ChangedSince(seq)
+	err := j.rewind(seq)
+	if err != nil {
+		return nil, err
+	}
+	return changed, nil
+}
+
+func (j *Journal) rewind(seq uint64) error {
+	if err := j.checkpoint(); err != nil {
+		return err
+	}
+	j.ckMu.Lock()
+	defer j.ckMu.Unlock()
+	if j.ckClosed {
+		return ErrClosed
+	}
+	j.mu.Lock()
+	// A gap in the numbering marks every older segment stale for replay
+	// (they hold only checkpointed records): after a crash before the meta
+	// below is written, Open replays the empty new segment over the old
+	// checkpoint, so the position is the old one.
+	num := j.segs[len(j.segs)-1].num + 2
+	j.mu.Unlock()
+	seg, err := j.createSegment(num, seq+1)
+	if err != nil {
+		return err
+	}
+	if err := j.fdatasync(seg); err != nil {
+		_ = seg.f.Close()
+		return err
+	}
+	j.mu.Lock()
+	regions := make([]uint64, len(j.regions))
+	for r, s := range j.regions {
+		regions[r] = min(s, seq)
+	}
+	b := encodeMeta(nil, &meta{deviceSize: j.devSize, regionSize: j.regionSize, checkpointSeq: seq, salt: j.salt, regions: regions})
+	j.mu.Unlock()
+	if sticky, err := j.writeMeta(b); err != nil {
+		if sticky {
+			return j.fail(err)
+		}
+		_ = seg.f.Close()
+		_ = j.fs.Remove(filepath.Join(j.jdir, segName(num)))
+		return err
+	}
+
+	j.mu.Lock()
+	old := j.segs
+	j.segs, j.journalBytes = []*segment{seg}, seg.size
+	j.regions = regions
+	j.lastSeq = seq
+	j.lastSeqA.Store(seq)
+	j.ckptSeq.Store(seq)
+	for _, s := range old {
+		s.freed = true
+		if s.refs == 0 {
+			_ = s.f.Close()
+		}
+	}
+	j.spaceCond.Broadcast()
+	j.mu.Unlock()
+	j.smu.Lock()
+	j.durable.Store(seq)
+	j.smu.Unlock()
+	seg.synced.Store(seg.size)
+	for _, s := range old {
+		if err := j.fs.Remove(filepath.Join(j.jdir, segName(s.num))); err != nil {
+			j.log.Warn("journal: remove rewound segment", "segment", s.num, "err", err)
+		}
+	}
+	if err := j.fs.SyncDir(j.jdir); err != nil {
+		j.log.Warn("journal: sync dir after rewind", "err", err)
+	}
+	j.log.Info("journal: rewound", "to_seq", seq, "segment", num)
+	return nil
+}
+
+// String names the store for messages.
+func (j *Journal) String() string { return fmt.Sprintf("journal %s", j.dir) }

@@ -1,0 +1,329 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/witness"
+	"github.com/stretchr/testify/require"
+)
+
+// testCluster runs data nodes and a witness in this process, on loopback.
+type testCluster struct {
+	t     testing.TB
+	cfg   *config.Config
+	nodes map[string]*Node
+	wit   *witness.Witness
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// newTestCluster writes a config for n data nodes (d0, d1, ...) and, with
+// wit, a witness w; extra is YAML appended at the top level.
+func newTestCluster(t testing.TB, n int, wit bool, extra string) *testCluster {
+	t.Helper()
+	dir := t.TempDir()
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: 4MiB\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", extra)
+	b.WriteString("nodes:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - {name: d%d, address: '%s', nbd: '%s', admin: '%s', data-dir: d%d}\n", i, freeAddr(t), freeAddr(t), freeAddr(t), i)
+	}
+	if wit {
+		fmt.Fprintf(&b, "witness: {name: w, address: '%s', admin: '%s', data-dir: w}\n", freeAddr(t), freeAddr(t))
+	}
+	path := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	c := &testCluster{t: t, cfg: cfg, nodes: map[string]*Node{}}
+	for i := range n {
+		c.start(fmt.Sprintf("d%d", i))
+	}
+	if wit {
+		c.startWitness()
+	}
+	t.Cleanup(c.closeAll)
+	return c
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("GRBD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (c *testCluster) start(name string) *Node {
+	c.t.Helper()
+	n, err := Start(c.cfg, name, Options{Logger: testLogger()})
+	require.NoError(c.t, err)
+	c.nodes[name] = n
+	return n
+}
+
+func (c *testCluster) startWitness() {
+	w, err := witness.Start(c.cfg, "w", testLogger())
+	require.NoError(c.t, err)
+	c.wit = w
+}
+
+func (c *testCluster) stop(name string) {
+	require.NoError(c.t, c.nodes[name].Close())
+	delete(c.nodes, name)
+}
+
+func (c *testCluster) closeAll() {
+	for name, n := range c.nodes {
+		_ = n.Close()
+		delete(c.nodes, name)
+	}
+	if c.wit != nil {
+		_ = c.wit.Close()
+		c.wit = nil
+	}
+}
+
+// primary waits for a serving primary and returns it.
+func (c *testCluster) primary() *Node {
+	c.t.Helper()
+	var p *Node
+	require.Eventually(c.t, func() bool {
+		p = nil
+		for _, n := range c.nodes {
+			if n.currentPrimary() != nil && n.ctl.Serving() {
+				p = n
+			}
+		}
+		return p != nil
+	}, 15*time.Second, 5*time.Millisecond, "no serving primary")
+	return p
+}
+
+// waitUpToDate waits until the primary sees every other running node
+// UpToDate with nothing outstanding.
+func (c *testCluster) waitUpToDate(p *Node) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool {
+		for _, ps := range p.Status().Peers {
+			if _, running := c.nodes[ps.Name]; running && (ps.Disk != DiskUpToDate || ps.Behind != 0) {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 10*time.Millisecond, "peers not UpToDate: %+v", p.Status().Peers)
+}
+
+func block(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), 0xa5, 0x5a}, 1024) }
+
+// writeBlocks writes blocks [from, to) at offsets i*4096 through the device.
+func writeBlocks(t *testing.T, n *Node, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		require.NoError(t, n.dev.WriteAt(block(i), int64(i%1024)*4096, false), "write %d", i)
+	}
+}
+
+// requireSameImages compares every running node's image with want.
+func (c *testCluster) requireImages(want func(i int) []byte, blocks int) {
+	c.t.Helper()
+	for name, n := range c.nodes {
+		got := make([]byte, 4096)
+		for i := range blocks {
+			require.NoError(c.t, n.store.ReadAt(got, int64(i)*4096))
+			require.Equal(c.t, want(i), got, "%s block %d", name, i)
+		}
+	}
+}
+
+func TestClusterReplicatesAndAgrees(t *testing.T) {
+	for _, proto := range []string{"A", "B", "C"} {
+		t.Run("protocol "+proto, func(t *testing.T) {
+			c := newTestCluster(t, 2, true, "replication:\n  protocol: "+proto+"\n")
+			p := c.primary()
+			require.Equal(t, "d0", p.me.Name, "the first data node leads a new cluster")
+			writeBlocks(t, p, 0, 200)
+			require.NoError(t, p.dev.Flush())
+			c.waitUpToDate(p)
+			c.requireImages(block, 200)
+			st := p.Status()
+			require.Equal(t, RolePrimary, st.Role)
+			require.True(t, st.Quorum.Serving)
+			require.Equal(t, "d0", st.Quorum.Primary)
+		})
+	}
+}
+
+func TestSecondaryRefusesIO(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	c.primary()
+	sec := c.nodes["d1"]
+	err := sec.dev.WriteAt(block(1), 0, false)
+	require.ErrorIs(t, err, ErrReadOnly)
+	require.ErrorIs(t, err, syscall.EPERM)
+	require.ErrorIs(t, sec.dev.ReadAt(make([]byte, 4096), 0), syscall.EPERM)
+	require.True(t, sec.dev.ReadOnly())
+}
+
+func TestFailoverKeepsAcknowledgedWrites(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 100)
+	c.stop(p.me.Name) // its lease runs out; the other data node takes over
+	start := time.Now()
+	np := c.primary()
+	require.Equal(t, "d1", np.me.Name)
+	t.Logf("failover took %v", time.Since(start))
+	c.requireImages(block, 100)
+	writeBlocks(t, np, 100, 150)
+
+	// The old primary comes back as a secondary and catches up.
+	old := c.start("d0")
+	c.waitUpToDate(np)
+	require.Equal(t, RoleSecondary, old.Status().Role)
+	c.requireImages(block, 150)
+}
+
+func TestCatchUpAfterRestart(t *testing.T) {
+	c := newTestCluster(t, 3, false, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 50)
+	c.waitUpToDate(p)
+	c.stop("d2")
+	writeBlocks(t, p, 50, 300) // d2 is Outdated first, then writes go on
+	require.Contains(t, p.ctl.Status().Outdated, "d2")
+	c.start("d2")
+	c.waitUpToDate(p)
+	require.Eventually(t, func() bool { return len(p.ctl.Status().Outdated) == 0 }, 5*time.Second, 10*time.Millisecond, "Clear after catch-up")
+	c.requireImages(block, 300)
+}
+
+func TestRegionResyncAfterCompaction(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	c.stop("d1")
+	// 8 MiB journal, 4 MiB device: several passes compact the journal past
+	// d1's position, so it needs a region resync.
+	for pass := range 3 {
+		for i := range 1024 {
+			require.NoError(t, p.dev.WriteAt(block(pass*1024+i), int64(i)*4096, false))
+		}
+	}
+	require.Greater(t, p.store.Stats().FirstRetainedSeq, uint64(1))
+	c.start("d1")
+	c.waitUpToDate(p)
+	c.requireImages(func(i int) []byte { return block(2*1024 + i) }, 1024)
+	require.Positive(t, p.Status().Peers[0].CatchupBytes)
+}
+
+func TestPrimaryFencesWithoutQuorum(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 10)
+	require.NoError(t, c.wit.Close())
+	c.wit = nil
+	writeBlocks(t, p, 10, 20) // witness down: service continues
+	c.stop("d1")
+	// Alone, p cannot renew its lease: within a lease (plus grace) every
+	// request fails with EIO, and nothing is acknowledged.
+	require.Eventually(t, func() bool {
+		err := p.dev.WriteAt(block(99), 0, false)
+		return errors.Is(err, ErrFenced) && errors.Is(err, syscall.EIO)
+	}, 5*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, p.dev.ReadAt(make([]byte, 4096), 0), syscall.EIO)
+}
+
+func TestManualPromotion(t *testing.T) {
+	c := newTestCluster(t, 2, true, "quorum:\n  auto-failover: false\n")
+	time.Sleep(500 * time.Millisecond)
+	for _, n := range c.nodes {
+		require.Nil(t, n.currentPrimary(), "no primary without an operator")
+	}
+	require.NoError(t, c.nodes["d1"].ctl.RequestPromote(false))
+	p := c.primary()
+	require.Equal(t, "d1", p.me.Name)
+	writeBlocks(t, p, 0, 20)
+	c.waitUpToDate(p)
+	require.NoError(t, p.ctl.RequestDemote())
+	require.Eventually(t, func() bool { return p.currentPrimary() == nil }, 5*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, p.dev.WriteAt(block(1), 0, false), syscall.EPERM)
+}
+
+func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 64)
+	c.waitUpToDate(p)
+	ctx := t.Context()
+	res, err := p.Verify(ctx, false)
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+	require.Empty(t, res[0].OutOfSync, "fresh replica differs")
+
+	// Damage the secondary's image behind its back.
+	img, err := os.OpenFile(filepath.Join(c.nodes["d1"].me.DataDir, "data.img"), os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = img.WriteAt(bytes.Repeat([]byte{0xee}, 512), 3*4096+100)
+	require.NoError(t, err)
+	require.NoError(t, img.Close())
+
+	res, err = p.Verify(ctx, true)
+	require.NoError(t, err)
+	require.Empty(t, res[0].Error)
+	require.Equal(t, []journal.Extent{{Offset: 0, Length: verifyChunk}}, res[0].OutOfSync)
+	require.True(t, res[0].Resynced)
+	c.waitUpToDate(p)
+	res, err = p.Verify(ctx, false)
+	require.NoError(t, err)
+	require.Empty(t, res[0].OutOfSync, "resync did not repair")
+	c.requireImages(block, 64)
+
+	_, err = c.nodes["d1"].Verify(ctx, false)
+	require.ErrorIs(t, err, ErrNotPrimary)
+}
+
+func TestDisconnectOutdatesAndConnectCatchesUp(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 10)
+	c.waitUpToDate(p)
+	require.NoError(t, p.SetDisconnected("d1", true))
+	writeBlocks(t, p, 10, 40) // goes on once d1 is Outdated
+	require.Contains(t, p.ctl.Status().Outdated, "d1")
+	require.True(t, p.Status().Peers[0].Disconnected)
+	require.Error(t, p.SetDisconnected("nobody", true))
+	require.NoError(t, p.SetDisconnected("d1", false))
+	require.Eventually(t, func() bool { return len(p.ctl.Status().Outdated) == 0 }, 10*time.Second, 5*time.Millisecond, "d1 Cleared after connect")
+	c.waitUpToDate(p)
+	c.requireImages(block, 40)
+}
+
+func TestInvalidateResyncsEverything(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 100)
+	c.waitUpToDate(p)
+	require.Error(t, p.Invalidate(), "the primary cannot be invalidated")
+	require.NoError(t, c.nodes["d1"].Invalidate())
+	require.Eventually(t, func() bool { return p.Status().Peers[0].ResyncTotal == 4<<20 }, 10*time.Second, 5*time.Millisecond,
+		"the whole device is copied")
+	c.waitUpToDate(p)
+	c.requireImages(block, 100)
+}

@@ -1,0 +1,96 @@
+package node
+
+import (
+	"github.com/grbd/grbd/quorum"
+)
+
+// Roles shown in status.
+const (
+	RolePrimary   = "Primary"
+	RoleSecondary = "Secondary"
+)
+
+// reconcile brings the node's data path in line with the control plane:
+// it starts a primary instance when this node was promoted, stops it when
+// the node lost the role, tells the secondary side the newest epoch, and
+// the primary which peers are Outdated. Called by the control plane on
+// every change, and once at start.
+func (n *Node) reconcile() {
+	st := n.ctl.Status()
+	n.roleMu.Lock()
+	defer n.roleMu.Unlock()
+	select {
+	case <-n.ctx.Done():
+		return
+	default:
+	}
+	n.sec.setEpoch(st.Epoch, st.Primary)
+	switch {
+	case st.Role == quorum.RolePrimary && (n.prim == nil || n.prim.epoch != st.Epoch):
+		if n.prim != nil {
+			n.stopPrimaryLocked(ErrDeposed)
+		}
+		n.startPrimaryLocked(st)
+	case st.Role != quorum.RolePrimary && n.prim != nil:
+		n.stopPrimaryLocked(ErrDeposed)
+	}
+	if n.prim != nil {
+		n.prim.onState(st.State)
+		n.prim.onServing(st.Serving)
+	}
+	ev := RoleEvent{Role: RoleSecondary, Epoch: st.Epoch, Serving: st.Serving, NBD: "nbd://" + n.nbdLn.Addr().String()}
+	if n.prim != nil {
+		ev.Role = RolePrimary
+	}
+	if ev != n.lastRole {
+		n.lastRole = ev
+		n.log.Info("role", "role", ev.Role, "epoch", ev.Epoch, "serving", ev.Serving, "primary", st.Primary, "outdated", st.Outdated)
+		n.events.add(Event{Type: "role", Role: ev.Role, Epoch: ev.Epoch, Serving: ev.Serving, Primary: st.Primary})
+		if n.opts.OnRole != nil {
+			n.opts.OnRole(ev)
+		}
+	}
+}
+
+// startPrimaryLocked makes this node the primary of st.Epoch: the
+// secondary side lets go of the old primary's stream, the history records
+// the new epoch before any write of it, and a link to every other data
+// node starts. Caller holds roleMu.
+func (n *Node) startPrimaryLocked(st quorum.Status) {
+	n.sec.stopSessions()
+	h := n.history().Enter(st.Epoch, n.store.LastSeq()+1, st.Forced)
+	if err := n.setHistory(h); err != nil {
+		// Without the history entry a later divergence check could be
+		// wrong: refuse the role rather than serve without it.
+		n.log.Error("cannot become primary", "epoch", st.Epoch, "err", err)
+		_ = n.ctl.RequestDemote()
+		return
+	}
+	p := newPrimary(n, st.Epoch)
+	for _, m := range n.cfg.Nodes {
+		if m.Name != n.me.Name {
+			p.addLink(newLink(p, m.Name), !st.IsOutdated(m.Name))
+		}
+	}
+	p.start()
+	n.prim = p
+	n.primA.Store(p)
+	n.log.Info("became primary", "epoch", st.Epoch, "forced", st.Forced, "first_seq", n.store.LastSeq()+1)
+}
+
+// stopPrimaryLocked ends the primary instance: its links close and every
+// request it still holds fails with err. Caller holds roleMu.
+func (n *Node) stopPrimaryLocked(err error) {
+	if n.prim == nil {
+		return
+	}
+	// Requests stop reaching the instance before it fails what it holds.
+	n.primA.Store(nil)
+	n.prim.stop(err)
+	n.log.Info("primary role ended", "epoch", n.prim.epoch)
+	n.prim = nil
+}
+
+// currentPrimary is the primary instance, or nil. Lock-free: every NBD
+// request asks.
+func (n *Node) currentPrimary() *primary { return n.primA.Load() }

@@ -1,0 +1,203 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"net"
+	"time"
+
+	"github.com/grbd/grbd/internal/mesh"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
+)
+
+// Online verify (grbd verify): the primary asks each connected peer for the
+// CRC-32C of every chunk of the device over an admin stream, compares them
+// with its own, rechecks the mismatches (a chunk written meanwhile differs
+// for a moment without being out of sync), and reports what still differs.
+// With resync, it rewrites those regions through the normal write path, so
+// that every counted peer receives them in order.
+
+const (
+	verifyChunk   = 64 << 10
+	verifyBatch   = 1024 // chunks per request: 64 MiB
+	verifyRetries = 3
+)
+
+// ErrNotPrimary is returned by operations only the primary can run.
+var ErrNotPrimary = errors.New("node: not the primary")
+
+// VerifyResult reports one peer's verify.
+type VerifyResult struct {
+	Peer       string           `json:"peer"`
+	Bytes      int64            `json:"bytes_compared"`
+	OutOfSync  []journal.Extent `json:"out_of_sync"`
+	Resynced   bool             `json:"resynced"`
+	Error      string           `json:"error,omitempty"`
+	DurationMs int64            `json:"duration_ms"`
+}
+
+// Verify compares every connected peer with this primary.
+func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) {
+	p := n.currentPrimary()
+	if p == nil {
+		return nil, ErrNotPrimary
+	}
+	var out []VerifyResult
+	for _, l := range p.links {
+		start := time.Now()
+		r := VerifyResult{Peer: l.name, OutOfSync: []journal.Extent{}}
+		bad, err := n.verifyPeer(ctx, l.name)
+		r.Bytes = n.store.Size()
+		if err != nil {
+			r.Error = err.Error()
+		} else {
+			r.OutOfSync = bad
+			n.events.add(Event{Type: "verify", Peer: l.name, Detail: fmt.Sprintf("%d out-of-sync regions", len(bad))})
+			if resync && len(bad) > 0 {
+				if err := n.rewrite(p, bad); err != nil {
+					r.Error = "resync: " + err.Error()
+				} else {
+					r.Resynced = true
+				}
+			}
+		}
+		r.DurationMs = time.Since(start).Milliseconds()
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// verifyPeer returns the regions whose checksums differ on peer.
+func (n *Node) verifyPeer(ctx context.Context, peer string) ([]journal.Extent, error) {
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s, err := n.mesh.Open(octx, peer, wire.StreamAdmin)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", peer, err)
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	r, w := wire.NewReader(s), wire.NewWriter(s)
+	size := uint64(n.store.Size())
+	var id uint64
+	// sums asks the peer and computes locally, for one range.
+	compare := func(off, length uint64) ([]journal.Extent, error) {
+		id++
+		if err := w.WriteMsg(&wire.VerifyRequest{ID: id, Offset: off, Length: length, Chunk: verifyChunk}); err != nil {
+			return nil, err
+		}
+		if err := w.Flush(); err != nil {
+			return nil, err
+		}
+		m, err := r.ReadMsg()
+		if err != nil {
+			return nil, err
+		}
+		rep, ok := m.(*wire.VerifyReply)
+		if !ok || rep.ID != id || rep.Offset != off {
+			return nil, fmt.Errorf("%w: bad verify reply %v", ErrPeerFailed, m.Type())
+		}
+		mine, err := chunkSums(n.store, off, length, verifyChunk)
+		if err != nil {
+			return nil, err
+		}
+		if len(mine) != len(rep.Sums) {
+			return nil, fmt.Errorf("%w: %d sums for %d chunks", ErrPeerFailed, len(rep.Sums), len(mine))
+		}
+		var bad []journal.Extent
+		for i := range mine {
+			if mine[i] != rep.Sums[i] {
+				o := off + uint64(i)*verifyChunk
+				bad = append(bad, journal.Extent{Offset: int64(o), Length: int64(min(verifyChunk, off+length-o))})
+			}
+		}
+		return bad, nil
+	}
+	var suspects []journal.Extent
+	for off := uint64(0); off < size; off += verifyBatch * verifyChunk {
+		bad, err := compare(off, min(verifyBatch*verifyChunk, size-off))
+		if err != nil {
+			return nil, fmt.Errorf("verify %s: %w", peer, err)
+		}
+		suspects = append(suspects, bad...)
+	}
+	// A chunk written during the pass differs until the peer applied the
+	// write: recheck before calling it out of sync.
+	for try := 0; try < verifyRetries && len(suspects) > 0; try++ {
+		time.Sleep(50 * time.Millisecond)
+		var still []journal.Extent
+		for _, e := range suspects {
+			bad, err := compare(uint64(e.Offset), uint64(e.Length))
+			if err != nil {
+				return nil, fmt.Errorf("verify %s: %w", peer, err)
+			}
+			still = append(still, bad...)
+		}
+		suspects = still
+	}
+	return mergeExtents(suspects), nil
+}
+
+// chunkSums is the CRC-32C of each chunk of [off, off+length).
+func chunkSums(store *journal.Journal, off, length, chunk uint64) ([]uint32, error) {
+	sums := make([]uint32, 0, (length+chunk-1)/chunk)
+	buf := make([]byte, chunk)
+	for o := off; o < off+length; o += chunk {
+		b := buf[:min(chunk, off+length-o)]
+		if err := store.ReadAt(b, int64(o)); err != nil {
+			return nil, err
+		}
+		sums = append(sums, crc32.Checksum(b, castagnoli))
+	}
+	return sums, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// rewrite writes the primary's own bytes of each extent again through the
+// write path: every counted peer receives them in sequence order.
+func (n *Node) rewrite(p *primary, extents []journal.Extent) error {
+	buf := make([]byte, resyncChunk)
+	for _, e := range extents {
+		for off := e.Offset; off < e.Offset+e.Length; off += resyncChunk {
+			if err := p.rewriteOwn(buf[:min(resyncChunk, e.Offset+e.Length-off)], off); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// serveAdmin answers admin requests (verify) from a peer on its stream.
+func (n *Node) serveAdmin(peer string, s net.Conn) {
+	defer s.Close()
+	r, w := mesh.StreamReader(s), wire.NewWriter(s)
+	size := uint64(n.store.Size())
+	for {
+		m, err := r.ReadMsg()
+		if err != nil {
+			return
+		}
+		req, ok := m.(*wire.VerifyRequest)
+		if !ok || req.Chunk == 0 || req.Chunk > 1<<20 || req.Offset+req.Length > size || req.Offset+req.Length < req.Offset ||
+			req.Length/req.Chunk > verifyBatch {
+			n.log.Warn("refusing admin request", "peer", peer, "type", m.Type())
+			return
+		}
+		sums, err := chunkSums(n.store, req.Offset, req.Length, req.Chunk)
+		if err != nil {
+			n.log.Error("verify: read", "err", err)
+			return
+		}
+		if err := w.WriteMsg(&wire.VerifyReply{ID: req.ID, Offset: req.Offset, Chunk: req.Chunk, Sums: sums}); err != nil {
+			return
+		}
+		if err := w.Flush(); err != nil {
+			return
+		}
+	}
+}

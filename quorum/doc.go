@@ -1,0 +1,31 @@
+// Package quorum holds grbd's control-plane rules: which data node may be
+// primary, when a primary holds the lease that lets it serve, and when a
+// peer is Outdated. The rules sit on go.etcd.io/raft/v3 (a RawNode per
+// member): the cluster's metadata (State: epoch, primary, Outdated nodes) is
+// a replicated state machine fed by that log. docs/quorum.md is the design
+// and says why each invariant holds.
+//
+// Everything here is a deterministic state machine in the style of
+// etcd-io/raft: a Member is fed ticks (Tick), messages (Step) and local facts
+// (SetConsistent, RequestOutdate, ...) and hands back, through Ready, what
+// to persist and which messages to send. It has no goroutines, clocks or
+// sockets; its driver (node/, witness/, internal/sim) persists before it
+// sends and serialises every call: a Member is not safe for concurrent use.
+package quorum
+
+import "errors"
+
+// Errors callers branch on.
+var (
+	// ErrCorrupt marks a command, state or message that does not decode.
+	ErrCorrupt = errors.New("quorum: corrupt encoding")
+	// ErrInvalid marks a value that cannot be encoded or a bad Config.
+	ErrInvalid = errors.New("quorum: invalid")
+	// ErrUnknownMember is returned for a message from or to a non-member.
+	ErrUnknownMember = errors.New("quorum: unknown member")
+	// ErrNotDataNode is returned when a witness is asked to be primary.
+	ErrNotDataNode = errors.New("quorum: not a data node")
+	// ErrOutdated is returned when an Outdated node is asked to be primary
+	// without force.
+	ErrOutdated = errors.New("quorum: node is Outdated")
+)

@@ -1,0 +1,283 @@
+package quorum
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// MessageType identifies a control-plane message.
+type MessageType uint8
+
+// Message types.
+const (
+	MsgRaft         MessageType = 1 // a raft message
+	MsgLeaseRequest MessageType = 2 // primary -> voter: acknowledge my lease of Epoch
+	MsgLeaseAck     MessageType = 3 // voter -> primary
+)
+
+// Message is one control-plane message between members.
+type Message struct {
+	Type     MessageType
+	From, To string
+	Raft     pb.Message // MsgRaft
+	Epoch    uint64     // lease messages
+	Sent     int64      // lease messages: the primary's tick at sending
+}
+
+// Tick advances the member's clock by one tick: raft heartbeats and
+// elections, lease requests, automatic failover and proposal retries.
+func (m *Member) Tick() {
+	m.now++
+	m.rn.Tick()
+	if m.rn.BasicStatus().RaftState == raft.StateLeader {
+		m.elapsed = 0
+	} else if m.elapsed++; m.elapsed >= m.electionTO {
+		_ = m.rn.Campaign()
+		m.resetElection()
+	}
+	if m.IsPrimary() && m.now-m.lastLease >= int64(m.cfg.Timing.Heartbeat) {
+		m.lastLease = m.now
+		for _, n := range m.names {
+			if n != m.self {
+				m.msgs = append(m.msgs, Message{Type: MsgLeaseRequest, From: m.self, To: n, Epoch: m.state.Epoch, Sent: m.now})
+			}
+		}
+	}
+	m.maybeFailover()
+	m.retryProposals()
+}
+
+func (m *Member) resetElection() {
+	m.elapsed = 0
+	// splitmix64: deterministic jitter from the configured seed.
+	m.rng += 0x9e3779b97f4a7c15
+	z := m.rng
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	e := m.cfg.Timing.Election
+	m.electionTO = e + int(z%uint64(e))
+}
+
+// Step feeds a message from another member.
+func (m *Member) Step(msg Message) error {
+	if m.idOf(msg.From) == 0 || msg.To != m.self {
+		return fmt.Errorf("%w: message from %q to %q", ErrUnknownMember, msg.From, msg.To)
+	}
+	switch msg.Type {
+	case MsgRaft:
+		r := msg.Raft
+		if r.From != m.idOf(msg.From) || r.To != m.id {
+			return fmt.Errorf("%w: raft ids %d->%d from %s", ErrUnknownMember, r.From, r.To, msg.From)
+		}
+		switch r.Type {
+		case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
+			m.elapsed = 0 // only a leader sends these
+		case pb.MsgPreVote, pb.MsgVote:
+			// Leader stickiness (raft's CheckQuorum lease, kept here since
+			// elections are driven by Tick): a member that heard from a live
+			// leader recently ignores a disrupting candidate.
+			if st := m.rn.BasicStatus(); st.Lead != 0 && r.Term > st.Term && m.elapsed < m.cfg.Timing.Election {
+				return nil
+			}
+		}
+		return m.rn.Step(r)
+	case MsgLeaseRequest:
+		if msg.Epoch >= m.state.Epoch {
+			m.heardPrimary = m.now
+		}
+		if m.state.Primary == msg.From && m.promisable(msg.Epoch) {
+			m.msgs = append(m.msgs, Message{Type: MsgLeaseAck, From: m.self, To: msg.From, Epoch: msg.Epoch, Sent: msg.Sent})
+		}
+	case MsgLeaseAck:
+		if msg.Epoch == m.state.Epoch && m.IsPrimary() && msg.Sent > m.leaseAcks[msg.From] {
+			m.leaseAcks[msg.From] = msg.Sent
+		}
+	default:
+		return fmt.Errorf("%w: message type %d", ErrCorrupt, msg.Type)
+	}
+	return nil
+}
+
+// IsPrimary reports whether this member was promoted in this run and is the
+// primary of the applied epoch (serving or not).
+func (m *Member) IsPrimary() bool {
+	return m.state.Primary == m.self && m.promotedAt >= 0
+}
+
+// ServingUntil is the tick until which this member may complete I/O as
+// primary (exclusive); at or below Now() it is fenced. Zero or negative
+// values mean "not serving".
+func (m *Member) ServingUntil() int64 {
+	wait := int64(m.cfg.Timing.LeaseWait())
+	if len(m.names) == 1 {
+		wait = 0 // no other member could ever have held a lease
+	}
+	if !m.IsPrimary() || m.now < m.promotedAt+wait {
+		return never
+	}
+	acked := make([]int64, 0, len(m.names))
+	for _, n := range m.names {
+		switch {
+		case n != m.self:
+			if t, ok := m.leaseAcks[n]; ok {
+				acked = append(acked, t)
+			} else {
+				acked = append(acked, never)
+			}
+		case m.promisable(m.state.Epoch):
+			acked = append(acked, m.now)
+		default:
+			acked = append(acked, never)
+		}
+	}
+	return LeaseExpiry(acked, Majority(len(m.names)), int64(m.cfg.Timing.Lease))
+}
+
+// Serving reports whether this member may complete I/O as primary now.
+func (m *Member) Serving() bool { return m.now < m.ServingUntil() }
+
+// SetConsistent tells whether this data node's disk is consistent (no
+// unfinished resync, no split brain): only a consistent node proposes itself
+// in a failover.
+func (m *Member) SetConsistent(ok bool) { m.consistent = ok }
+
+// maybeFailover proposes this node as primary when the primary has been
+// silent for long enough (docs/quorum.md, "Failover"), and re-establishes a
+// primary that restarted: a promotion from before this run is never served.
+func (m *Member) maybeFailover() {
+	if !m.isData() || m.wantPromote != nil || m.wantDemote {
+		return
+	}
+	if m.state.Primary == m.self && m.promotedAt < 0 && m.applied >= m.bootCommit {
+		if m.cfg.AutoFailover && m.consistent {
+			m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch}
+		} else {
+			m.wantDemote = true
+		}
+		return
+	}
+	if !m.cfg.AutoFailover || !m.consistent || m.state.Primary == m.self || m.state.IsOutdated(m.self) {
+		return
+	}
+	// A lone voter has nobody to wait for.
+	if len(m.names) == 1 || m.now-m.heardPrimary >= int64(m.cfg.Timing.Failover+m.rank*m.cfg.Timing.Stagger) {
+		m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch}
+	}
+}
+
+// RequestPromote asks for this node to become primary (grbd primary). The
+// request is retried until applied or made moot by another epoch change.
+func (m *Member) RequestPromote(force bool) error {
+	if !m.isData() {
+		return ErrNotDataNode
+	}
+	if m.state.IsOutdated(m.self) && !force {
+		return fmt.Errorf("%w: %s (use force to promote it anyway)", ErrOutdated, m.self)
+	}
+	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Force: force}
+	m.lastPropose["promote"] = never
+	m.retryProposals()
+	return nil
+}
+
+// RequestDemote asks for this node to stop being primary (grbd secondary).
+func (m *Member) RequestDemote() {
+	if m.state.Primary == m.self {
+		m.wantDemote, m.wantPromote = true, nil
+		m.lastPropose["demote"] = never
+		m.retryProposals()
+	}
+}
+
+// RequestOutdate asks, as primary, for peer to be marked Outdated at a
+// generation above its current one (even if it is Outdated already: that
+// voids any Clear still in flight). The driver keeps counting the peer until
+// State shows it Outdated above the generation of its last Clear
+// (docs/quorum.md, "Outdating").
+func (m *Member) RequestOutdate(peer string) {
+	if m.IsPrimary() && peer != m.self {
+		delete(m.wantClear, peer)
+		m.wantOutdate[peer] = m.state.GenOf(peer)
+		m.lastPropose["outdate/"+peer] = never
+		m.retryProposals()
+	}
+}
+
+// RequestClear asks, as primary, for an Outdated peer that caught up to
+// leave Outdated. It returns the generation the Clear names: the driver
+// must count the peer until an Outdate above that generation is applied.
+func (m *Member) RequestClear(peer string) (uint64, bool) {
+	if !m.IsPrimary() || !m.state.IsOutdated(peer) {
+		return 0, false
+	}
+	g := m.state.GenOf(peer)
+	delete(m.wantOutdate, peer)
+	m.wantClear[peer] = g
+	m.lastPropose["clear/"+peer] = never
+	m.retryProposals()
+	return g, true
+}
+
+func (m *Member) retryProposals() {
+	if m.wantPromote != nil {
+		m.propose("promote", *m.wantPromote)
+	}
+	if m.wantDemote {
+		m.propose("demote", Command{Type: CmdDemote, Node: m.self, Epoch: m.state.Epoch})
+	}
+	// Sorted: the same inputs must give the same log (the simulation
+	// replays seeds exactly).
+	for _, n := range slices.Sorted(maps.Keys(m.wantOutdate)) {
+		m.propose("outdate/"+n, Command{Type: CmdOutdate, Node: n, By: m.self, Epoch: m.state.Epoch, Gen: m.state.GenOf(n)})
+	}
+	for _, n := range slices.Sorted(maps.Keys(m.wantClear)) {
+		m.propose("clear/"+n, Command{Type: CmdClear, Node: n, By: m.self, Epoch: m.state.Epoch, Gen: m.wantClear[n]})
+	}
+}
+
+func (m *Member) propose(key string, c Command) {
+	if last, ok := m.lastPropose[key]; ok && m.now-last < int64(m.cfg.Timing.Retry) {
+		return
+	}
+	b, err := c.Encode()
+	if err != nil {
+		return
+	}
+	if m.rn.Propose(b) == nil {
+		m.lastPropose[key] = m.now
+	} // dropped (no leader yet): retried at the next tick
+}
+
+// Status is a snapshot for status displays.
+type Status struct {
+	State
+	Role         Role
+	Serving      bool
+	ServingUntil int64
+	Now          int64
+	RaftLeader   string
+	RaftTerm     uint64
+	Applied      uint64
+}
+
+// Status reports the member's view.
+func (m *Member) Status() Status {
+	bs := m.rn.BasicStatus()
+	st := Status{State: m.State(), Now: m.now, RaftLeader: m.nameOf(bs.Lead), RaftTerm: bs.Term, Applied: m.applied}
+	switch {
+	case !m.isData():
+		st.Role = RoleWitness
+	case m.IsPrimary():
+		st.Role = RolePrimary
+		st.ServingUntil = m.ServingUntil()
+		st.Serving = m.now < st.ServingUntil
+	default:
+		st.Role = RoleSecondary
+	}
+	return st
+}

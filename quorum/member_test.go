@@ -1,0 +1,327 @@
+package quorum
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// cluster is a minimal driver for unit tests: members exchange messages
+// instantly unless cut; persisted storage survives a crash.
+type cluster struct {
+	t       *testing.T
+	infos   []MemberInfo
+	members map[string]*Member
+	disks   map[string]*raft.MemoryStorage
+	cut     map[[2]string]bool // from, to
+	auto    bool
+}
+
+func newCluster(t *testing.T, auto bool, infos ...MemberInfo) *cluster {
+	c := &cluster{t: t, infos: infos, members: map[string]*Member{}, disks: map[string]*raft.MemoryStorage{}, cut: map[[2]string]bool{}, auto: auto}
+	for _, mi := range infos {
+		c.start(mi.Name)
+	}
+	return c
+}
+
+func dataAndWitness() []MemberInfo {
+	return []MemberInfo{{Name: "a", Data: true}, {Name: "b", Data: true}, {Name: "w"}}
+}
+
+// start (re)starts a member from what its disk holds.
+func (c *cluster) start(name string) {
+	st := raft.NewMemoryStorage()
+	if d := c.disks[name]; d != nil {
+		hs, snap, ents := persistedOf(d)
+		require.NoError(c.t, st.ApplySnapshot(snap))
+		require.NoError(c.t, st.SetHardState(hs))
+		require.NoError(c.t, st.Append(ents))
+	}
+	m, err := NewMember(Config{Self: name, Members: c.infos, Storage: st, Timing: DefaultTiming(), AutoFailover: c.auto, Seed: uint64(len(name)) + 7})
+	require.NoError(c.t, err)
+	c.members[name] = m
+}
+
+func persistedOf(d *raft.MemoryStorage) (pb.HardState, pb.Snapshot, []pb.Entry) {
+	hs, _, _ := d.InitialState()
+	snap, _ := d.Snapshot()
+	first, _ := d.FirstIndex()
+	last, _ := d.LastIndex()
+	var ents []pb.Entry
+	if last >= first {
+		ents, _ = d.Entries(first, last+1, 1<<30)
+	}
+	return hs, snap, ents
+}
+
+func (c *cluster) crash(name string) { delete(c.members, name) }
+
+// partition cuts every link between the named member and the others.
+func (c *cluster) isolate(name string, on bool) {
+	for _, mi := range c.infos {
+		if mi.Name != name {
+			c.cut[[2]string{name, mi.Name}] = on
+			c.cut[[2]string{mi.Name, name}] = on
+		}
+	}
+}
+
+// process runs Ready/Advance on every member until no message is left.
+func (c *cluster) process() {
+	for range 100 {
+		var inflight []Message
+		for _, mi := range c.infos {
+			m := c.members[mi.Name]
+			if m == nil || !m.HasReady() {
+				continue
+			}
+			rd := m.Ready()
+			if rd.Persist {
+				d := raft.NewMemoryStorage()
+				hs, snap, ents := m.Persisted()
+				require.NoError(c.t, d.ApplySnapshot(snap))
+				require.NoError(c.t, d.SetHardState(hs))
+				require.NoError(c.t, d.Append(ents))
+				c.disks[mi.Name] = d
+			}
+			inflight = append(inflight, rd.Messages...)
+			m.Advance()
+		}
+		if len(inflight) == 0 {
+			return
+		}
+		for _, msg := range inflight {
+			if to := c.members[msg.To]; to != nil && !c.cut[[2]string{msg.From, msg.To}] {
+				require.NoError(c.t, to.Step(msg))
+			}
+		}
+	}
+	c.t.Fatal("messages did not settle")
+}
+
+func (c *cluster) tick(n int) {
+	for range n {
+		for _, mi := range c.infos {
+			if m := c.members[mi.Name]; m != nil {
+				m.Tick()
+			}
+		}
+		c.process()
+		c.checkOneServer()
+	}
+}
+
+// checkOneServer is the lease invariant: all clocks run at one rate here,
+// so at most one member may be serving at any tick.
+func (c *cluster) checkOneServer() {
+	var serving []string
+	for name, m := range c.members {
+		if m.Serving() {
+			serving = append(serving, name)
+		}
+	}
+	require.LessOrEqual(c.t, len(serving), 1, "serving at once: %v", serving)
+}
+
+func (c *cluster) servers() []string {
+	var out []string
+	for _, mi := range c.infos {
+		if m := c.members[mi.Name]; m != nil && m.Serving() {
+			out = append(out, mi.Name)
+		}
+	}
+	return out
+}
+
+func TestAutoFailoverElectsFirstDataNode(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	st := c.members["w"].State()
+	require.Equal(t, uint64(1), st.Epoch)
+	require.Equal(t, "a", st.Primary)
+}
+
+func TestManualModeWaitsForPromote(t *testing.T) {
+	c := newCluster(t, false, dataAndWitness()...)
+	c.tick(100)
+	require.Empty(t, c.servers())
+	require.NoError(t, c.members["b"].RequestPromote(false))
+	c.tick(60)
+	require.Equal(t, []string{"b"}, c.servers())
+	require.ErrorIs(t, c.members["w"].RequestPromote(false), ErrNotDataNode)
+
+	c.members["b"].RequestDemote()
+	c.tick(30)
+	require.Empty(t, c.servers())
+	require.Equal(t, "", c.members["a"].State().Primary)
+}
+
+func TestFailoverAfterPrimaryCrash(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	c.crash("a")
+	ticks := 0
+	for ; ticks < 300 && len(c.servers()) == 0; ticks++ {
+		c.tick(1)
+	}
+	require.Equal(t, []string{"b"}, c.servers())
+	tm := DefaultTiming()
+	require.GreaterOrEqual(t, ticks, tm.Failover+tm.LeaseWait(), "failed over before the old lease could have run out")
+	require.Less(t, ticks, tm.Failover+2*tm.Election+tm.LeaseWait()+2*tm.Retry)
+
+	// The old primary restarts as a secondary: its promotion is history.
+	c.start("a")
+	c.tick(100)
+	require.Equal(t, []string{"b"}, c.servers())
+	require.Equal(t, RoleSecondary, c.members["a"].Status().Role)
+}
+
+func TestIsolatedPrimaryIsFencedBeforeTakeover(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	c.isolate("a", true)
+	fencedAt, takenAt := -1, -1
+	for i := range 300 {
+		c.tick(1)
+		if fencedAt < 0 && !c.members["a"].Serving() {
+			fencedAt = i
+		}
+		if takenAt < 0 && c.members["b"].Serving() {
+			takenAt = i
+		}
+	}
+	require.GreaterOrEqual(t, fencedAt, 0)
+	require.Greater(t, takenAt, fencedAt)
+	require.LessOrEqual(t, fencedAt, DefaultTiming().Lease+1)
+
+	// Healing: a learns the new epoch and is no longer primary.
+	c.isolate("a", false)
+	c.tick(50)
+	require.Equal(t, []string{"b"}, c.servers())
+	require.Equal(t, RoleSecondary, c.members["a"].Status().Role)
+}
+
+func TestWitnessLossKeepsPrimary(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	c.crash("w")
+	c.tick(200)
+	require.Equal(t, []string{"a"}, c.servers())
+	c.crash("b")
+	c.tick(60)
+	require.Empty(t, c.servers(), "a primary alone is a minority: fenced")
+}
+
+func TestOutdatedNodeIsNeverPromoted(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	a := c.members["a"]
+	a.RequestOutdate("b")
+	c.tick(5)
+	require.True(t, c.members["w"].State().IsOutdated("b"))
+	require.ErrorIs(t, c.members["b"].RequestPromote(false), ErrOutdated)
+	c.crash("a")
+	c.tick(400)
+	require.Empty(t, c.servers(), "b is Outdated: no failover")
+
+	require.NoError(t, c.members["b"].RequestPromote(true))
+	c.tick(60)
+	require.Equal(t, []string{"b"}, c.servers())
+	st := c.members["w"].State()
+	require.True(t, st.Forced)
+	require.False(t, st.IsOutdated("b"))
+}
+
+func TestClearAfterResync(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	c.members["a"].RequestOutdate("b")
+	c.tick(5)
+	c.members["a"].RequestClear("b")
+	c.tick(5)
+	require.False(t, c.members["b"].State().IsOutdated("b"))
+	// Only the primary's word counts.
+	c.members["b"].RequestOutdate("a")
+	c.tick(30)
+	require.Empty(t, c.members["w"].State().Outdated)
+}
+
+func TestThreeDataNodes(t *testing.T) {
+	c := newCluster(t, true, MemberInfo{Name: "a", Data: true}, MemberInfo{Name: "b", Data: true}, MemberInfo{Name: "c", Data: true})
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	c.crash("a")
+	c.tick(200)
+	require.Equal(t, []string{"b"}, c.servers(), "rank decides the candidate")
+	c.crash("c")
+	c.tick(60)
+	require.Empty(t, c.servers())
+}
+
+func TestRestartReplaysState(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	c.members["a"].RequestOutdate("b")
+	c.tick(10)
+	for _, n := range []string{"a", "b", "w"} {
+		c.crash(n)
+	}
+	for _, n := range []string{"a", "b", "w"} {
+		c.start(n)
+	}
+	c.tick(300)
+	st := c.members["w"].State()
+	require.True(t, st.IsOutdated("b"))
+	require.Equal(t, []string{"a"}, c.servers(), "the restarted primary re-promotes itself")
+	require.Equal(t, uint64(2), st.Epoch)
+}
+
+func TestLogCompaction(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	for i := range 300 {
+		if i%2 == 0 {
+			c.members["a"].RequestOutdate("b")
+		} else {
+			c.members["a"].RequestClear("b")
+		}
+		c.tick(1)
+	}
+	first, _ := c.disks["w"].FirstIndex()
+	require.Greater(t, first, uint64(100), "log compacted")
+	c.crash("w")
+	c.start("w")
+	c.tick(20)
+	require.Equal(t, c.members["a"].State(), c.members["w"].State())
+}
+
+func TestStepRejectsStrangers(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	err := c.members["a"].Step(Message{Type: MsgLeaseAck, From: "zz", To: "a"})
+	require.ErrorIs(t, err, ErrUnknownMember)
+	err = c.members["a"].Step(Message{Type: MsgRaft, From: "b", To: "a", Raft: pb.Message{From: 3, To: 1}})
+	require.ErrorIs(t, err, ErrUnknownMember)
+	err = c.members["a"].Step(Message{Type: 99, From: "b", To: "a"})
+	require.ErrorIs(t, err, ErrCorrupt)
+}
+
+func TestConfigErrors(t *testing.T) {
+	for i, cfg := range []Config{
+		{Self: "a", Members: dataAndWitness(), Timing: DefaultTiming()},
+		{Self: "x", Members: dataAndWitness(), Storage: raft.NewMemoryStorage(), Timing: DefaultTiming()},
+		{Self: "a", Members: []MemberInfo{{Name: "a"}, {Name: "a"}}, Storage: raft.NewMemoryStorage(), Timing: DefaultTiming()},
+		{Self: "a", Members: dataAndWitness(), Storage: raft.NewMemoryStorage(), Timing: Timing{}},
+	} {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			_, err := NewMember(cfg)
+			require.Error(t, err)
+		})
+	}
+}

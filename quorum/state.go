@@ -1,0 +1,360 @@
+package quorum
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"slices"
+	"sort"
+)
+
+// State is the replicated control-plane state: what every member agrees on
+// once it applied the same log prefix. See docs/quorum.md.
+type State struct {
+	// Epoch increases with every successful promotion.
+	Epoch uint64
+	// Primary is the data node allowed to be primary in Epoch ("" = none).
+	Primary string
+	// Forced: Epoch began with a forced promotion.
+	Forced bool
+	// Outdated lists, sorted, the data nodes that may lack acknowledged
+	// writes.
+	Outdated []string
+	// Gen counts, per data node, the Outdate and Clear commands applied to
+	// it. Both name the Gen they expect (compare-and-swap), so a Clear
+	// proposed before an Outdate can never apply after it (docs/quorum.md,
+	// "Outdating").
+	Gen map[string]uint64
+}
+
+// IsOutdated reports whether name is Outdated.
+func (s State) IsOutdated(name string) bool {
+	_, found := slices.BinarySearch(s.Outdated, name)
+	return found
+}
+
+// Clone returns a deep copy.
+func (s State) Clone() State {
+	s.Outdated = slices.Clone(s.Outdated)
+	if s.Gen != nil {
+		g := make(map[string]uint64, len(s.Gen))
+		for k, v := range s.Gen {
+			g[k] = v
+		}
+		s.Gen = g
+	}
+	return s
+}
+
+// GenOf is name's Outdate/Clear generation.
+func (s State) GenOf(name string) uint64 { return s.Gen[name] }
+
+func (s *State) setOutdated(name string, on bool) {
+	i, found := slices.BinarySearch(s.Outdated, name)
+	switch {
+	case on && !found:
+		s.Outdated = slices.Insert(s.Outdated, i, name)
+	case !on && found:
+		s.Outdated = slices.Delete(s.Outdated, i, i+1)
+	}
+}
+
+// CommandType identifies a command. Part of the format: do not change.
+type CommandType uint8
+
+// Commands. 0 is never valid.
+const (
+	CmdPromote CommandType = 1
+	CmdDemote  CommandType = 2
+	CmdOutdate CommandType = 3
+	CmdClear   CommandType = 4
+)
+
+var cmdNames = map[CommandType]string{CmdPromote: "Promote", CmdDemote: "Demote", CmdOutdate: "Outdate", CmdClear: "Clear"}
+
+func (t CommandType) String() string {
+	if s, ok := cmdNames[t]; ok {
+		return s
+	}
+	return fmt.Sprintf("Command(%d)", t)
+}
+
+// Command is one state change proposed through the log.
+//
+//   - Promote: Node becomes primary in Epoch+1 if Epoch is current and Node
+//     is a data node that is not Outdated (unless Force).
+//   - Demote: Node stops being primary if it is the primary of Epoch.
+//   - Outdate / Clear: By, the primary of Epoch, marks Node as Outdated or
+//     not, if Node's generation is still Gen; the generation then grows.
+type Command struct {
+	Type  CommandType
+	Node  string
+	By    string // Outdate, Clear
+	Epoch uint64 // the epoch the proposer saw (Promote: the one it replaces)
+	Gen   uint64 // Outdate, Clear: the generation the proposer saw
+	Force bool   // Promote
+}
+
+func (c Command) String() string {
+	switch c.Type {
+	case CmdPromote:
+		return fmt.Sprintf("Promote{%s from epoch %d force=%v}", c.Node, c.Epoch, c.Force)
+	case CmdDemote:
+		return fmt.Sprintf("Demote{%s epoch %d}", c.Node, c.Epoch)
+	}
+	return fmt.Sprintf("%v{%s epoch %d gen %d by %s}", c.Type, c.Node, c.Epoch, c.Gen, c.By)
+}
+
+// Apply applies c to s if its condition holds and reports whether it did.
+// dataNodes are the names of the data nodes. Apply is a pure function of its
+// inputs: every member applying the same log reaches the same State.
+func (s *State) Apply(c Command, dataNodes []string) bool {
+	switch c.Type {
+	case CmdPromote:
+		if c.Epoch != s.Epoch || !slices.Contains(dataNodes, c.Node) || (s.IsOutdated(c.Node) && !c.Force) {
+			return false
+		}
+		s.Epoch++
+		s.Primary, s.Forced = c.Node, c.Force
+		s.setOutdated(c.Node, false)
+		return true
+	case CmdDemote:
+		if c.Epoch != s.Epoch || s.Primary != c.Node || c.Node == "" {
+			return false
+		}
+		s.Primary = ""
+		return true
+	case CmdOutdate, CmdClear:
+		if c.Epoch != s.Epoch || c.By != s.Primary || c.By == "" || !slices.Contains(dataNodes, c.Node) || c.Gen != s.Gen[c.Node] {
+			return false
+		}
+		if c.Type == CmdOutdate && c.Node == s.Primary {
+			return false
+		}
+		s.setOutdated(c.Node, c.Type == CmdOutdate)
+		if s.Gen == nil {
+			s.Gen = map[string]uint64{}
+		}
+		s.Gen[c.Node]++
+		return true
+	}
+	return false
+}
+
+// Command and state encodings. Part of the format: do not change.
+//
+//	command: | version u8 (1) | type u8 | length u16 | body | crc32c u32 |
+//	body:    | epoch u64 | gen u64 | force u8 | node string | by string |
+//	state:   | version u8 (1) | type u8 (0xff) | length u16 | body | crc32c u32 |
+//	body:    | epoch u64 | forced u8 | primary string | count u16 | outdated string... |
+//	         | gens u16 | gens x (name string | gen u64) |  (sorted by name, gen > 0)
+//
+// A string is a u8 length and that many bytes (member names are at most 63
+// bytes). Integers are little-endian; the CRC-32C covers every byte before
+// it. length counts the body bytes.
+const (
+	codecVersion   = 1
+	stateType      = 0xff
+	codecHeader    = 4
+	codecTrailer   = 4
+	maxName        = 63
+	maxOutdated    = 64
+	maxCommandBody = 8 + 8 + 1 + 2*(1+maxName)
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func appendName(dst []byte, s string) []byte {
+	dst = append(dst, byte(len(s)))
+	return append(dst, s...)
+}
+
+func getName(b []byte) (string, []byte, error) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return "", nil, fmt.Errorf("%w: truncated name", ErrCorrupt)
+	}
+	n := int(b[0])
+	if n > maxName {
+		return "", nil, fmt.Errorf("%w: name of %d bytes", ErrCorrupt, n)
+	}
+	return string(b[1 : 1+n]), b[1+n:], nil
+}
+
+func frame(typ byte, body []byte) []byte {
+	out := make([]byte, 0, codecHeader+len(body)+codecTrailer)
+	out = append(out, codecVersion, typ)
+	out = binary.LittleEndian.AppendUint16(out, uint16(len(body)))
+	out = append(out, body...)
+	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+}
+
+func unframe(b []byte) (typ byte, body []byte, err error) {
+	if len(b) < codecHeader+codecTrailer {
+		return 0, nil, fmt.Errorf("%w: %d bytes", ErrCorrupt, len(b))
+	}
+	if b[0] != codecVersion {
+		return 0, nil, fmt.Errorf("%w: version %d", ErrCorrupt, b[0])
+	}
+	n := int(binary.LittleEndian.Uint16(b[2:]))
+	if len(b) != codecHeader+n+codecTrailer {
+		return 0, nil, fmt.Errorf("%w: length %d in %d bytes", ErrCorrupt, n, len(b))
+	}
+	if got, want := crc32.Checksum(b[:codecHeader+n], castagnoli), binary.LittleEndian.Uint32(b[codecHeader+n:]); got != want {
+		return 0, nil, fmt.Errorf("%w: crc %08x, want %08x", ErrCorrupt, got, want)
+	}
+	return b[1], b[codecHeader : codecHeader+n], nil
+}
+
+// Encode returns the command's log entry bytes.
+func (c Command) Encode() ([]byte, error) {
+	if cmdNames[c.Type] == "" {
+		return nil, fmt.Errorf("%w: command type %d", ErrInvalid, c.Type)
+	}
+	if len(c.Node) > maxName || len(c.By) > maxName {
+		return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
+	}
+	body := binary.LittleEndian.AppendUint64(make([]byte, 0, maxCommandBody), c.Epoch)
+	body = binary.LittleEndian.AppendUint64(body, c.Gen)
+	body = append(body, boolByte(c.Force))
+	body = appendName(body, c.Node)
+	body = appendName(body, c.By)
+	return frame(byte(c.Type), body), nil
+}
+
+// DecodeCommand parses a log entry. Errors wrap ErrCorrupt.
+func DecodeCommand(b []byte) (Command, error) {
+	typ, body, err := unframe(b)
+	if err != nil {
+		return Command{}, err
+	}
+	c := Command{Type: CommandType(typ)}
+	if cmdNames[c.Type] == "" {
+		return Command{}, fmt.Errorf("%w: command type %d", ErrCorrupt, typ)
+	}
+	if len(body) < 17 || body[16] > 1 {
+		return Command{}, fmt.Errorf("%w: command body", ErrCorrupt)
+	}
+	c.Epoch, c.Gen, c.Force = binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:]), body[16] == 1
+	rest := body[17:]
+	if c.Node, rest, err = getName(rest); err != nil {
+		return Command{}, err
+	}
+	if c.By, rest, err = getName(rest); err != nil {
+		return Command{}, err
+	}
+	if len(rest) != 0 {
+		return Command{}, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(rest))
+	}
+	return c, nil
+}
+
+// Encode returns the state's snapshot bytes.
+func (s State) Encode() ([]byte, error) {
+	if len(s.Outdated) > maxOutdated || len(s.Primary) > maxName {
+		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
+	}
+	body := binary.LittleEndian.AppendUint64(nil, s.Epoch)
+	body = append(body, boolByte(s.Forced))
+	body = appendName(body, s.Primary)
+	body = binary.LittleEndian.AppendUint16(body, uint16(len(s.Outdated)))
+	for _, n := range s.Outdated {
+		if len(n) > maxName {
+			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
+		}
+		body = appendName(body, n)
+	}
+	var gens []string
+	for n, g := range s.Gen {
+		if g > 0 {
+			gens = append(gens, n)
+		}
+	}
+	sort.Strings(gens)
+	if len(gens) > maxOutdated {
+		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
+	}
+	body = binary.LittleEndian.AppendUint16(body, uint16(len(gens)))
+	for _, n := range gens {
+		if len(n) > maxName {
+			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
+		}
+		body = appendName(body, n)
+		body = binary.LittleEndian.AppendUint64(body, s.Gen[n])
+	}
+	return frame(stateType, body), nil
+}
+
+// DecodeState parses snapshot bytes; empty input is the zero State.
+func DecodeState(b []byte) (State, error) {
+	if len(b) == 0 {
+		return State{}, nil
+	}
+	typ, body, err := unframe(b)
+	if err != nil {
+		return State{}, err
+	}
+	if typ != stateType || len(body) < 11 || body[8] > 1 {
+		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
+	}
+	s := State{Epoch: binary.LittleEndian.Uint64(body), Forced: body[8] == 1}
+	rest := body[9:]
+	if s.Primary, rest, err = getName(rest); err != nil {
+		return State{}, err
+	}
+	if len(rest) < 2 {
+		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
+	}
+	n := int(binary.LittleEndian.Uint16(rest))
+	rest = rest[2:]
+	if n > maxOutdated {
+		return State{}, fmt.Errorf("%w: %d outdated nodes", ErrCorrupt, n)
+	}
+	for range n {
+		var name string
+		if name, rest, err = getName(rest); err != nil {
+			return State{}, err
+		}
+		if k := len(s.Outdated); k > 0 && s.Outdated[k-1] >= name {
+			return State{}, fmt.Errorf("%w: outdated list not sorted", ErrCorrupt)
+		}
+		s.Outdated = append(s.Outdated, name)
+	}
+	if len(rest) < 2 {
+		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
+	}
+	n = int(binary.LittleEndian.Uint16(rest))
+	rest = rest[2:]
+	if n > maxOutdated {
+		return State{}, fmt.Errorf("%w: %d generations", ErrCorrupt, n)
+	}
+	prev := ""
+	for i := range n {
+		var name string
+		if name, rest, err = getName(rest); err != nil {
+			return State{}, err
+		}
+		if len(rest) < 8 || (i > 0 && name <= prev) {
+			return State{}, fmt.Errorf("%w: generations", ErrCorrupt)
+		}
+		g := binary.LittleEndian.Uint64(rest)
+		rest = rest[8:]
+		if g == 0 {
+			return State{}, fmt.Errorf("%w: zero generation", ErrCorrupt)
+		}
+		if s.Gen == nil {
+			s.Gen = map[string]uint64{}
+		}
+		s.Gen[name], prev = g, name
+	}
+	if len(rest) != 0 {
+		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
+	}
+	return s, nil
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}

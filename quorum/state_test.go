@@ -1,0 +1,146 @@
+package quorum
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var dataNodes = []string{"a", "b", "c"}
+
+func TestApply(t *testing.T) {
+	base := State{Epoch: 3, Primary: "a", Outdated: []string{"c"}, Gen: map[string]uint64{"c": 1}}
+	g := func(kv ...any) map[string]uint64 {
+		out := map[string]uint64{}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i].(string)] = uint64(kv[i+1].(int))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		cmd     Command
+		applied bool
+		want    State
+	}{
+		{"promote", Command{Type: CmdPromote, Node: "b", Epoch: 3}, true, State{Epoch: 4, Primary: "b", Outdated: []string{"c"}, Gen: g("c", 1)}},
+		{"promote stale epoch", Command{Type: CmdPromote, Node: "b", Epoch: 2}, false, base},
+		{"promote future epoch", Command{Type: CmdPromote, Node: "b", Epoch: 4}, false, base},
+		{"promote outdated", Command{Type: CmdPromote, Node: "c", Epoch: 3}, false, base},
+		{"promote outdated forced", Command{Type: CmdPromote, Node: "c", Epoch: 3, Force: true}, true, State{Epoch: 4, Primary: "c", Forced: true, Gen: g("c", 1)}},
+		{"promote witness", Command{Type: CmdPromote, Node: "w", Epoch: 3}, false, base},
+		{"re-promote self", Command{Type: CmdPromote, Node: "a", Epoch: 3}, true, State{Epoch: 4, Primary: "a", Outdated: []string{"c"}, Gen: g("c", 1)}},
+		{"demote", Command{Type: CmdDemote, Node: "a", Epoch: 3}, true, State{Epoch: 3, Outdated: []string{"c"}, Gen: g("c", 1)}},
+		{"demote other", Command{Type: CmdDemote, Node: "b", Epoch: 3}, false, base},
+		{"demote stale", Command{Type: CmdDemote, Node: "a", Epoch: 2}, false, base},
+		{"outdate", Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 3}, true, State{Epoch: 3, Primary: "a", Outdated: []string{"b", "c"}, Gen: g("b", 1, "c", 1)}},
+		{"outdate by non-primary", Command{Type: CmdOutdate, Node: "b", By: "c", Epoch: 3}, false, base},
+		{"outdate stale epoch", Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 2}, false, base},
+		{"outdate stale generation", Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 3, Gen: 1}, false, base},
+		{"outdate the primary", Command{Type: CmdOutdate, Node: "a", By: "a", Epoch: 3}, false, base},
+		{"outdate again voids a pending clear", Command{Type: CmdOutdate, Node: "c", By: "a", Epoch: 3, Gen: 1}, true, State{Epoch: 3, Primary: "a", Outdated: []string{"c"}, Gen: g("c", 2)}},
+		{"clear", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 3, Gen: 1}, true, State{Epoch: 3, Primary: "a", Outdated: []string{}, Gen: g("c", 2)}},
+		{"clear stale generation", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 3, Gen: 0}, false, base},
+		{"clear stale", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 1, Gen: 1}, false, base},
+		{"unknown type", Command{Type: 9}, false, base},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := base.Clone()
+			require.Equal(t, tc.applied, s.Apply(tc.cmd, dataNodes))
+			if len(tc.want.Outdated) == 0 {
+				tc.want.Outdated, s.Outdated = nil, nil
+				if len(s.Outdated) == 0 {
+					s.Outdated = nil
+				}
+			}
+			require.Equal(t, tc.want, s)
+		})
+	}
+}
+
+func TestCommandRoundTrip(t *testing.T) {
+	for _, c := range seedCommands() {
+		b, err := c.Encode()
+		require.NoError(t, err)
+		got, err := DecodeCommand(b)
+		require.NoError(t, err)
+		require.Equal(t, c, got)
+		for i := range b {
+			bad := append([]byte(nil), b...)
+			bad[i] ^= 0x10
+			_, err := DecodeCommand(bad)
+			require.ErrorIs(t, err, ErrCorrupt, "flipped byte %d", i)
+		}
+		for n := range len(b) {
+			_, err := DecodeCommand(b[:n])
+			require.ErrorIs(t, err, ErrCorrupt, "truncated to %d", n)
+		}
+	}
+	_, err := Command{Type: 0}.Encode()
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = Command{Type: CmdPromote, Node: string(make([]byte, 64))}.Encode()
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	for _, s := range []State{{}, {Epoch: 7, Primary: "alpha", Forced: true, Outdated: []string{"beta", "gamma"}, Gen: map[string]uint64{"beta": 3, "gamma": 1, "alpha": 2}}} {
+		b, err := s.Encode()
+		require.NoError(t, err)
+		got, err := DecodeState(b)
+		require.NoError(t, err)
+		require.Equal(t, s, got)
+	}
+	b, _ := State{Outdated: []string{"b", "a"}}.Encode()
+	_, err := DecodeState(b)
+	require.ErrorIs(t, err, ErrCorrupt, "unsorted outdated list")
+}
+
+func seedCommands() []Command {
+	return []Command{
+		{Type: CmdPromote, Node: "alpha", Epoch: 0},
+		{Type: CmdPromote, Node: "beta", Epoch: 41, Force: true},
+		{Type: CmdDemote, Node: "alpha", Epoch: 2},
+		{Type: CmdOutdate, Node: "beta", By: "alpha", Epoch: 9, Gen: 4},
+		{Type: CmdClear, Node: "beta", By: "alpha", Epoch: 1<<64 - 1, Gen: 1<<64 - 1},
+	}
+}
+
+// FuzzDecodeCommand: whatever decodes re-encodes to the same bytes; anything
+// else is ErrCorrupt.
+func FuzzDecodeCommand(f *testing.F) {
+	for _, c := range seedCommands() {
+		b, _ := c.Encode()
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeCommand(b)
+		if err != nil {
+			require.ErrorIs(t, err, ErrCorrupt)
+			return
+		}
+		again, err := c.Encode()
+		require.NoError(t, err)
+		require.Equal(t, b, again)
+	})
+}
+
+// FuzzDecodeState: as FuzzDecodeCommand, for snapshots.
+func FuzzDecodeState(f *testing.F) {
+	for _, s := range []State{{}, {Epoch: 3, Primary: "a", Outdated: []string{"b"}, Gen: map[string]uint64{"b": 1}}} {
+		b, _ := s.Encode()
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := DecodeState(b)
+		if err != nil {
+			require.ErrorIs(t, err, ErrCorrupt)
+			return
+		}
+		if len(b) == 0 {
+			return
+		}
+		again, err := s.Encode()
+		require.NoError(t, err)
+		require.Equal(t, b, again)
+	})
+}

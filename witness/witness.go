@@ -1,0 +1,159 @@
+// Package witness runs grbd's witness: a voter of the control plane that
+// holds no block data, only the control-plane log. With two data nodes and a
+// witness, any one of the three may fail and the cluster keeps a writable
+// primary (docs/quorum.md). The witness answers lease requests and votes in
+// raft like any member; it never becomes primary.
+//
+// A Witness is safe for concurrent use.
+package witness
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/member"
+	"github.com/grbd/grbd/internal/mesh"
+)
+
+// ErrNotWitness is returned when Start is asked to run a data node.
+var ErrNotWitness = errors.New("witness: member is not the witness")
+
+// Version is the grbd release; set at build time with -ldflags.
+var Version = "dev"
+
+// Status is what GET /status returns. Field names are part of the admin API.
+type Status struct {
+	Cluster string              `json:"cluster"`
+	Name    string              `json:"name"`
+	Version string              `json:"version"`
+	Role    string              `json:"role"` // always Witness
+	Uptime  float64             `json:"uptime_seconds"`
+	Quorum  member.QuorumStatus `json:"quorum"`
+	Peers   []PeerStatus        `json:"peers"`
+}
+
+// PeerStatus is one member link.
+type PeerStatus struct {
+	Name       string `json:"name"`
+	Connection string `json:"connection"` // Connected or Disconnected
+}
+
+// Witness is a running witness.
+type Witness struct {
+	cfg     *config.Config
+	me      config.Member
+	log     *slog.Logger
+	started time.Time
+
+	ctl     *ctlplane.Driver
+	mesh    *mesh.Mesh
+	peerLn  net.Listener
+	adminLn net.Listener
+	admin   *http.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Start runs the witness named name.
+func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) {
+	me, isWitness, err := cfg.Member(name)
+	if err != nil {
+		return nil, err
+	}
+	if !isWitness {
+		return nil, fmt.Errorf("%w: %s is a data node", ErrNotWitness, name)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("witness", name)
+	if err := os.MkdirAll(me.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("witness: %w", err)
+	}
+	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now()}
+	if w.ctl, err = ctlplane.Open(member.ControlConfig(cfg, name, me.DataDir, log, nil)); err != nil {
+		return nil, fmt.Errorf("witness %s: control plane: %w", name, err)
+	}
+	if w.mesh, err = mesh.New(member.MeshConfig(cfg, name, log, w.ctl.Deliver, func(_ string, _ uint8, s net.Conn) { s.Close() })); err != nil {
+		return nil, err
+	}
+	w.ctl.SetSender(w.mesh)
+	if w.peerLn, err = net.Listen("tcp", me.Address); err != nil {
+		return nil, fmt.Errorf("witness %s: peer listen: %w", name, err)
+	}
+	if w.adminLn, err = net.Listen("tcp", me.Admin); err != nil {
+		w.peerLn.Close()
+		return nil, fmt.Errorf("witness %s: admin listen: %w", name, err)
+	}
+	w.admin = &http.Server{Handler: w.handler(), ReadHeaderTimeout: 5 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	w.wg.Go(func() { w.ctl.Run(ctx) })
+	w.mesh.Serve(w.peerLn)
+	w.mesh.Start()
+	w.wg.Go(func() {
+		if err := w.admin.Serve(w.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin server stopped", "err", err)
+		}
+	})
+	log.Info("witness started", "address", w.peerLn.Addr().String(), "admin", w.adminLn.Addr().String())
+	return w, nil
+}
+
+// AdminAddr is where the admin endpoint listens.
+func (w *Witness) AdminAddr() net.Addr { return w.adminLn.Addr() }
+
+// Status reports the witness's view.
+func (w *Witness) Status() Status {
+	st := Status{Cluster: w.cfg.Cluster, Name: w.me.Name, Version: Version, Role: "Witness",
+		Uptime: time.Since(w.started).Seconds(), Quorum: member.StatusOf(w.ctl.Status()), Peers: []PeerStatus{}}
+	for _, n := range w.cfg.Nodes {
+		c := "Disconnected"
+		if w.mesh.Connected(n.Name) {
+			c = "Connected"
+		}
+		st.Peers = append(st.Peers, PeerStatus{Name: n.Name, Connection: c})
+	}
+	return st
+}
+
+func (w *Witness) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(rw)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(w.Status())
+	})
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		_, _ = rw.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// Close stops the witness.
+func (w *Witness) Close() error {
+	var err error
+	w.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = w.admin.Shutdown(ctx)
+		w.cancel()
+		w.mesh.Close()
+		w.wg.Wait()
+		w.log.Info("witness stopped")
+	})
+	return err
+}
