@@ -8,10 +8,9 @@ import (
 	"time"
 )
 
-// QuorumYAML is appended to the config of the failover scenarios: the
-// settings of issue 4's quorum (auto-failover, on-no-quorum, timeouts) once
-// they exist. Empty until then; the failover scenarios skip anyway while
-// the binary has no `witness` command.
+// QuorumYAML is appended to the config of the failover scenarios: quorum
+// settings (tick, lease, failover-timeout, on-no-quorum, ...). Empty: the
+// defaults (auto-failover on) are what the suite checks.
 const QuorumYAML = ""
 
 // Scenarios lists every scenario, in the order the suite runs them.
@@ -27,11 +26,11 @@ func Scenarios() []Scenario {
 			Shape: Shape{DataNodes: 1}, Expected: []string{AnomalyCorrupt, AnomalyLinearizability}, Inject: injectDataBitFlip},
 		{Name: "single-disk-full", Doc: "fill the node's filesystem under load, then free it: writes may fail, nothing acknowledged may be lost, service resumes (after a restart if the store failed)",
 			Shape: Shape{DataNodes: 1, TmpfsData: "n0"}, Needs: NeedRoot, Inject: injectDiskFull},
-		{Name: "two-kill9-secondary", Doc: "protocol C: kill -9 the secondary under load, writes continue, restart it: it resyncs and the images end identical",
+		{Name: "two-kill9-secondary", Doc: "2 data nodes, protocol C: kill -9 the secondary under load (a static primary goes on alone; a quorum build without witness fences), restart it: it resyncs and the images end identical",
 			Shape: Shape{DataNodes: 2}, Inject: injectKillRestart(roleSecondary)},
 		{Name: "two-pause-secondary", Doc: "protocol C: SIGSTOP the secondary (writes stall or continue without it), SIGCONT, resync",
 			Shape: Shape{DataNodes: 2}, Inject: injectPause(roleSecondary)},
-		{Name: "two-partition", Doc: "protocol C: partition primary and secondary with nftables, heal: writes stall or continue (today the primary drops the peer at once; issue 4 will outdate it first), then resync",
+		{Name: "two-partition", Doc: "2 data nodes, protocol C: partition primary and secondary with nftables, heal: writes stall, fence or continue (a static primary drops the peer; a quorum build must outdate it first and cannot without a witness), then resync",
 			Shape: Shape{DataNodes: 2}, Needs: NeedNft, Inject: injectPartition(false)},
 		{Name: "two-oneway-partition", Doc: "protocol C: drop one direction only between primary and secondary, heal, resync",
 			Shape: Shape{DataNodes: 2}, Needs: NeedNft, Inject: injectPartition(true)},
