@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -77,8 +78,9 @@ type Cluster struct {
 	members []*Member
 	proxies *Proxies
 
-	mu sync.Mutex
-	fw *Firewall
+	mu      sync.Mutex
+	fw      *Firewall
+	crashes map[string]string // see Crashes
 }
 
 // subnetLockPort is bound on 127.77.S.254 to claim subnet S: two clusters
@@ -111,7 +113,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	if cfg.DataDir == nil {
 		cfg.DataDir = func(name string) string { return filepath.Join(cfg.Dir, name) }
 	}
-	c := &Cluster{cfg: cfg, ev: cfg.Events, path: filepath.Join(cfg.Dir, "grbd.yaml")}
+	c := &Cluster{cfg: cfg, ev: cfg.Events, path: filepath.Join(cfg.Dir, "grbd.yaml"), crashes: map[string]string{}}
 	if err := c.leaseSubnet(); err != nil {
 		return nil, err
 	}
@@ -289,6 +291,7 @@ func (c *Cluster) StartAlone(ctx context.Context, name string) error {
 }
 
 func (c *Cluster) startWith(ctx context.Context, m *Member, cfgPath string) error {
+	c.noteCrash(m)
 	if c.Running(m.Name) {
 		return fmt.Errorf("chaos: %s is already running", m.Name)
 	}
@@ -319,8 +322,33 @@ func (c *Cluster) startWith(ctx context.Context, m *Member, cfgPath string) erro
 	return p.WaitReady(rctx, health)
 }
 
+// Crashes lists the member processes that died without the harness asking
+// (see Process.Crashed), as "NAME pid N" with the end of each log.
+func (c *Cluster) Crashes() map[string]string {
+	for _, m := range c.members {
+		c.noteCrash(m)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.crashes)
+}
+
+// noteCrash records a crash of m's current process, once, before the
+// harness touches the member again (a restart would hide it).
+func (c *Cluster) noteCrash(m *Member) {
+	if m.proc == nil {
+		return
+	}
+	if crashed, tail := m.proc.Crashed(); crashed {
+		c.mu.Lock()
+		c.crashes[fmt.Sprintf("%s pid %d", m.Name, m.proc.PID())] = tail
+		c.mu.Unlock()
+	}
+}
+
 // Kill sends SIGKILL to a member and waits until it is gone.
 func (c *Cluster) Kill(name string) {
+	c.noteCrash(c.Member(name))
 	if !c.Running(name) {
 		return
 	}
@@ -357,6 +385,7 @@ func (c *Cluster) Resume(name string) error {
 
 // Stop shuts a member down cleanly (SIGTERM) and requires exit status 0.
 func (c *Cluster) Stop(ctx context.Context, name string) error {
+	c.noteCrash(c.Member(name))
 	p := c.Member(name).proc
 	if p == nil || !c.Running(name) {
 		return nil

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -27,6 +28,10 @@ type Process struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error // exit status, valid once done is closed
+
+	// expected is set when the harness ends the process (Kill, Terminate)
+	// or expects it to fail (ExpectExit): any other exit is a crash.
+	expected atomic.Bool
 
 	mu      sync.Mutex
 	started bool
@@ -170,8 +175,27 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	return nil
 }
 
+// ExpectExit marks an exit of the process as intended (a node that must
+// refuse to start).
+func (p *Process) ExpectExit() { p.expected.Store(true) }
+
+// Crashed reports whether the process exited without the harness asking,
+// and the last lines of its log (a panic, say).
+func (p *Process) Crashed() (bool, string) {
+	done, _ := p.Exited()
+	if !done || p.expected.Load() {
+		return false, ""
+	}
+	tail := p.LogTail(1500)
+	if i := strings.Index(tail, "panic:"); i >= 0 {
+		tail = tail[i:]
+	}
+	return true, tail
+}
+
 // Kill sends SIGKILL and waits for the process to be gone.
 func (p *Process) Kill() {
+	p.expected.Store(true)
 	if done, _ := p.Exited(); done {
 		return
 	}
@@ -191,6 +215,7 @@ func (p *Process) Terminate(ctx context.Context) error {
 	if stopped {
 		_ = p.Signal(syscall.SIGCONT)
 	}
+	p.expected.Store(true)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:

@@ -249,6 +249,9 @@ func finish(ctx context.Context, r *Run, healthy bool) {
 			running++
 		}
 	}
+	for name, tail := range c.Crashes() {
+		r.Anomaly("member %s died on its own (not killed by the harness); its log ends:\n%s", name, tail)
+	}
 	compare := running == len(c.DataNodes()) && running > 1 && r.WaitInSync(ctx, 60*time.Second)
 	if err := c.StopAll(ctx); err != nil {
 		r.Anomaly("clean stop failed: %v", err)

@@ -156,6 +156,7 @@ func startExpectingRefusal(ctx context.Context, r *Run, node string) (bool, erro
 	if !errors.Is(err, ErrExited) {
 		return false, err
 	}
+	r.C.Process(node).ExpectExit()
 	return true, nil
 }
 
