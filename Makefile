@@ -38,9 +38,12 @@ unit:
 e2e:
 	$(GO) test -count=1 -timeout 15m -v ./e2e
 
-# bench: fio against grbd and peer NBD servers in one run (not part of test).
+# bench: the fio job files of bench/jobs against grbd and its peer NBD servers
+# in one run, plus resync and failover (not part of test; ~12 minutes). Writes
+# bench-results.json and bench-results.png; BENCHFLAGS adds flags, e.g.
+# BENCHFLAGS='--rounds 3 --duration 10s' (see `grbd bench --help`).
 bench: deps build
-	$(BIN) bench --json bench-results.json
+	$(BIN) bench --json bench-results.json --png bench-results.png $(BENCHFLAGS)
 
 # chaos: long fault-suite runs (issue 5; not part of test). Every scenario (or
 # those whose name contains SCENARIO) in rounds with seeds SEED, SEED+1, ...
@@ -64,7 +67,7 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin bench-results.json chaos-report
+	rm -rf bin bench-results.json bench-results.png chaos-report
 
 # sim: a long simulation run (SIMSEEDS=20000 make sim).
 sim:

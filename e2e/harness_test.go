@@ -65,8 +65,8 @@ func freePort(t *testing.T) int {
 }
 
 // clusterConfig writes a config for n data nodes (n0, n1, ...) under dir and
-// returns its path; with more than one node it adds a witness w, so that any
-// one member may fail.
+// returns its path; with two data nodes it adds a witness w, so that any one
+// member may fail (three data nodes need none).
 func clusterConfig(t *testing.T, dir string, nodes int, size string, extra string) string {
 	t.Helper()
 	var b strings.Builder
@@ -76,7 +76,7 @@ func clusterConfig(t *testing.T, dir string, nodes int, size string, extra strin
 		fmt.Fprintf(&b, "  - name: n%d\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: n%d\n",
 			i, freePort(t), freePort(t), freePort(t), i)
 	}
-	if nodes > 1 {
+	if nodes == 2 {
 		fmt.Fprintf(&b, "witness:\n  name: w\n  address: 127.0.0.1:%d\n  admin: 127.0.0.1:%d\n  data-dir: w\n", freePort(t), freePort(t))
 	}
 	p := filepath.Join(dir, "grbd.yaml")

@@ -92,8 +92,8 @@ func (c *replCluster) status(name string) (node.Status, error) {
 	return st, json.Unmarshal(b, &st)
 }
 
-// waitPeer waits until the primary n0 reports peer n1 UpToDate with nothing
-// behind, and returns that status.
+// waitPeer waits until the primary n0 reports every other data node
+// connected and UpToDate with nothing behind, and returns that status.
 func (c *replCluster) waitPeer(timeout time.Duration) node.Status {
 	c.t.Helper()
 	var st node.Status
@@ -101,14 +101,29 @@ func (c *replCluster) waitPeer(timeout time.Duration) node.Status {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		st, err = c.status("n0")
-		if err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskUpToDate &&
-			st.Peers[0].Connection == node.ConnConnected && st.Peers[0].Behind == 0 {
+		ok := err == nil && len(st.Peers) == len(c.cfg.Nodes)-1
+		for _, p := range st.Peers {
+			ok = ok && p.Disk == node.DiskUpToDate && p.Connection == node.ConnConnected && p.Behind == 0
+		}
+		if ok {
 			return st
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.t.Fatalf("peer n1 not UpToDate within %v: %+v (err %v)", timeout, st.Peers, err)
+	c.t.Fatalf("peers not UpToDate within %v: %+v (err %v)", timeout, st.Peers, err)
 	return st
+}
+
+// peer returns the named peer's entry of a primary's status.
+func peer(t *testing.T, st node.Status, name string) node.PeerStatus {
+	t.Helper()
+	for _, p := range st.Peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no peer %s in %+v", name, st.Peers)
+	return node.PeerStatus{}
 }
 
 // sha256File hashes a node's device image.
@@ -126,9 +141,10 @@ func sha256File(t *testing.T, path string) string {
 // requireSameImages compares the stopped nodes' data.img files.
 func (c *replCluster) requireSameImages() {
 	c.t.Helper()
-	a := sha256File(c.t, filepath.Join(c.cfg.Nodes[0].DataDir, "data.img"))
-	b := sha256File(c.t, filepath.Join(c.cfg.Nodes[1].DataDir, "data.img"))
-	require.Equal(c.t, a, b, "primary and secondary images differ")
+	want := sha256File(c.t, filepath.Join(c.cfg.Nodes[0].DataDir, "data.img"))
+	for _, m := range c.cfg.Nodes[1:] {
+		require.Equal(c.t, want, sha256File(c.t, filepath.Join(m.DataDir, "data.img")), "%s's image differs from %s's", m.Name, c.cfg.Nodes[0].Name)
+	}
 }
 
 // TestReplicationProtocolC: fio verify on the primary of a 2-node protocol C
@@ -173,9 +189,27 @@ func TestReplicationProtocolC(t *testing.T) {
 // end UpToDate with an identical image.
 func TestReplicationCatchUp(t *testing.T) {
 	requireTools(t, "fio")
-	c := newReplCluster(t, "C", "256MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
+	for _, nodes := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d data nodes", nodes), func(t *testing.T) { testCatchUp(t, nodes) })
+	}
+}
+
+func testCatchUp(t *testing.T, nodes int) {
+	c := newReplClusterN(t, nodes, "C", "256MiB")
+	var prim, sec *proc
+	var others []*proc
+	if c.witness != nil {
+		prim = c.start("n0", "n0")
+		sec = c.start("n1", "n1")
+	} else {
+		// Without a witness n0 needs another data node to be elected.
+		prim = startMember(t, c.dir, "n0", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
+		sec = c.start("n1", "n1")
+		for i := 2; i < nodes; i++ {
+			others = append(others, c.start(fmt.Sprintf("n%d", i), fmt.Sprintf("n%d", i)))
+		}
+		c.waitServing("n0", 15*time.Second)
+	}
 	c.waitPeer(10 * time.Second)
 
 	// Phase 1: short absence, journal catch-up.
@@ -187,6 +221,8 @@ func TestReplicationCatchUp(t *testing.T) {
 	fioDone := make(chan error, 1)
 	go func() { fioDone <- fio.Wait() }()
 	time.Sleep(700 * time.Millisecond)
+	atKill, err := c.status("n0")
+	require.NoError(t, err)
 	sec.kill9()
 	st0, err := c.status("n0")
 	require.NoError(t, err)
@@ -203,12 +239,17 @@ func TestReplicationCatchUp(t *testing.T) {
 	}
 	require.NotContains(t, fioOut.String(), "verify: bad", fioOut.String())
 	st := c.waitPeer(20 * time.Second)
-	t.Logf("journal catch-up: %d writes (4 KiB) while the peer was away before its restart, catch-up moved %d bytes",
-		st1.Journal.LastSeq-st0.Journal.LastSeq, st.Peers[0].CatchupBytes)
-	require.NotZero(t, st.Peers[0].CatchupBytes, "the restarted peer was not caught up")
+	// Away: from the kill until it was UpToDate again (the catch-up also
+	// carries what fio wrote while it ran).
+	away := int64(st.Journal.LastSeq-atKill.Journal.LastSeq) * 4096
+	moved := peer(t, st, "n1").CatchupBytes
+	t.Logf("journal catch-up: %d bytes written while the peer was away (4 KiB writes), catch-up moved %d bytes (%.2fx)",
+		away, moved, float64(moved)/float64(away))
+	require.NotZero(t, moved, "the restarted peer was not caught up")
+	require.LessOrEqual(t, float64(moved), 1.1*float64(away), "catch-up moved more than 1.1x what was written while the peer was away")
 
 	require.NotContains(t, logOf(t, c, "n0"), "region resync", "phase 1 should catch up from the journal")
-	catchup := st.Peers[0].CatchupBytes
+	catchup := moved
 
 	// Phase 2: an absence longer than the journal retains (MaxSize/2):
 	// region resync.
@@ -222,11 +263,17 @@ func TestReplicationCatchUp(t *testing.T) {
 	require.NoError(t, err)
 	sec = c.start("n1", "n1-resync")
 	st = c.waitPeer(30 * time.Second)
-	t.Logf("region resync: %d writes (1 MiB) while the peer was away, resync moved %d bytes in all",
-		after.Journal.LastSeq-before.Journal.LastSeq, st.Peers[0].CatchupBytes-catchup)
+	written := int64(after.Journal.LastSeq-before.Journal.LastSeq) << 20
+	moved = peer(t, st, "n1").CatchupBytes - catchup
+	t.Logf("region resync: %d bytes written while the peer was away (1 MiB writes), resync moved %d bytes (%.2fx)",
+		written, moved, float64(moved)/float64(written))
+	require.LessOrEqual(t, float64(moved), 1.1*float64(written), "resync moved more than 1.1x what was written while the peer was away")
 
 	prim.stop()
 	sec.stop()
+	for _, o := range others {
+		o.stop()
+	}
 	c.requireSameImages()
 	require.Contains(t, logOf(t, c, "n0"), "region resync", "phase 2 did not take the region resync path")
 }

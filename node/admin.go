@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/grbd/grbd/internal/member"
@@ -115,6 +117,11 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if os.Getenv("GRBD_PPROF") == "1" {
+		// Profiling for performance work; off unless asked for.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
 		StreamEvents(w, r, n.events.subscribe)
 	})

@@ -90,6 +90,10 @@ type link struct {
 	known     atomic.Uint64 // retention floor: what the peer is known to hold
 	catchup   atomic.Uint64 // bytes moved by catch-up and resync
 	lastAckNs atomic.Int64  // unix nanos of the last ack (or session start)
+	// sentSeq is the highest sequence queued for the peer. Records appended
+	// for another peer's resync are never sent to this one, so what it owes
+	// is measured against this, not against the journal's LastSeq.
+	sentSeq atomic.Uint64
 
 	resyncTotal, resyncDone atomic.Int64 // bytes of the current or last region resync
 	resyncStart             atomic.Int64 // unix nanos
@@ -110,6 +114,9 @@ func (l *link) enqueue(m wire.Message) {
 	if !l.closed {
 		l.q = append(l.q, m)
 		l.qbytes += msgBytes(m)
+		if s := seqOf(m); s > l.sentSeq.Load() {
+			l.sentSeq.Store(s)
+		}
 	}
 	l.qmu.Unlock()
 	select {
@@ -161,6 +168,21 @@ func (l *link) waitRoom() bool {
 		l.qcond.Wait()
 	}
 	return !l.closed
+}
+
+// seqOf is the journal sequence a message carries (0 for none).
+func seqOf(m wire.Message) uint64 {
+	switch m := m.(type) {
+	case *wire.Write:
+		return m.Seq
+	case *wire.Zero:
+		return m.Seq
+	case *wire.ResyncData:
+		return m.AsOf
+	case *wire.ResyncDone:
+		return m.AsOf
+	}
+	return 0
 }
 
 func msgBytes(m wire.Message) int {
@@ -235,6 +257,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	// What the peer holds as of this session (it may have lost an unsynced
 	// tail since the last one); set before its acks are read.
 	l.acked.Store(hello.LastSeq)
+	l.sentSeq.Store(hello.LastSeq)
 	l.lastAckNs.Store(time.Now().UnixNano())
 	l.conn.Store(ConnConnected)
 
@@ -610,11 +633,11 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 }
 
 // status reports the link for /status.
-func (l *link) status(last uint64) PeerStatus {
-	acked := l.acked.Load()
+func (l *link) status() PeerStatus {
+	acked, sent := l.acked.Load(), l.sentSeq.Load()
 	behind := uint64(0)
-	if last > acked {
-		behind = last - acked
+	if sent > acked {
+		behind = sent - acked
 	}
 	ps := PeerStatus{
 		Name: l.name, Connection: l.conn.Load().(string), Disk: l.disk.Load().(string),

@@ -431,10 +431,9 @@ func (p *primary) watchdog() {
 			return
 		case <-t.C:
 		}
-		last := p.store.LastSeq()
 		for _, l := range p.links {
-			if l.live.Load() && l.acked.Load() < last && time.Since(l.lastAck()) > timeout {
-				l.log.Warn("peer acknowledged nothing within the peer timeout: disconnecting it", "timeout", timeout, "acked", l.acked.Load(), "last", last)
+			if sent := l.sentSeq.Load(); l.live.Load() && l.acked.Load() < sent && time.Since(l.lastAck()) > timeout {
+				l.log.Warn("peer acknowledged nothing within the peer timeout: disconnecting it", "timeout", timeout, "acked", l.acked.Load(), "sent", sent)
 				l.kickSession()
 			}
 		}
@@ -443,10 +442,9 @@ func (p *primary) watchdog() {
 
 // peerStatuses reports every link.
 func (p *primary) peerStatuses() []PeerStatus {
-	last := p.store.LastSeq()
 	out := make([]PeerStatus, 0, len(p.links))
 	for _, l := range p.links {
-		out = append(out, l.status(last))
+		out = append(out, l.status())
 	}
 	return out
 }

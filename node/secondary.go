@@ -26,9 +26,6 @@ import (
 // primary's ResyncDone.
 const resyncFile = "resync"
 
-// applyQueue bounds the messages received but not yet applied.
-const applyQueue = 4096
-
 // splitBrainReason opens the Nack reason a secondary sends when it refuses
 // to discard divergent data.
 const splitBrainReason = "split brain"
@@ -227,18 +224,11 @@ func (s *secondary) session(peer string, c net.Conn) error {
 	s.journaled.Store(s.store.LastSeq())
 	s.log.Info("primary connected", "primary", h.From, "epoch", h.Epoch, "last_seq", me.LastSeq, "inconsistent", me.Flags != 0)
 
-	a := &applier{s: s, w: w, epoch: h.Epoch, in: make(chan wire.Message, applyQueue), wake: make(chan struct{}, 1), done: make(chan struct{})}
-	a.received.Store(s.store.LastSeq())
-	var wg sync.WaitGroup
-	wg.Go(a.apply)
-	wg.Go(a.ack)
-	a.signal() // announce what this node holds at once
-	err = a.read(r)
-	close(a.in)
-	a.stopOnce.Do(func() { close(a.done) })
+	a := &applier{s: s, w: w, epoch: h.Epoch}
+	a.flushOut() // announce what this node holds at once
+	err = a.run(r)
 	c.Close()
-	a.wg.Wait()
-	wg.Wait()
+	a.syncs.Wait()
 	return err
 }
 
@@ -373,141 +363,97 @@ func (s *secondary) saveResync(rs *replicator.ResyncState) error {
 	return nil
 }
 
-// applier is one session's pipeline: read → apply (in order) → ack (batched).
+// applier is one session's pipeline. The reader goroutine applies each
+// message as it decodes it (no copy, no hand-off: Append does not retain the
+// data) and, whenever nothing more is buffered from the network, sends one
+// cumulative ack for the burst. Flushes sync in goroutines of their own and
+// answer through the same writer.
 type applier struct {
 	s     *secondary
 	epoch uint64 // of the session's primary
-	w     *wire.Writer
-	in    chan wire.Message
-	wake  chan struct{}
-	done  chan struct{}
 
-	stopOnce sync.Once
-	wg       sync.WaitGroup // flush syncs
+	wmu         sync.Mutex // guards w, out, sentJournal
+	w           *wire.Writer
+	out         []wire.Message
+	sentJournal uint64
 
-	received atomic.Uint64
-	mu       sync.Mutex // guards out, failed
-	out      []wire.Message
-	failed   error
-}
-
-func (a *applier) signal() {
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
+	syncs sync.WaitGroup
 }
 
 func (a *applier) reply(m wire.Message) {
-	a.mu.Lock()
+	a.wmu.Lock()
 	a.out = append(a.out, m)
-	a.mu.Unlock()
-	a.signal()
+	a.wmu.Unlock()
 }
 
-// fail records the first apply error; the reader then ends the session.
-func (a *applier) fail(err error) {
-	a.mu.Lock()
-	if a.failed == nil {
-		a.failed = err
-	}
-	a.mu.Unlock()
-	a.stopOnce.Do(func() { close(a.done) })
-}
-
-func (a *applier) read(r *wire.Reader) error {
+// run reads, applies and acknowledges until the stream ends or a message
+// is refused.
+func (a *applier) run(r *wire.Reader) error {
 	for {
 		m, err := r.ReadMsg()
 		if err != nil {
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			if a.failed != nil {
-				return a.failed
-			}
 			return err
 		}
-		var seq, epoch uint64
-		switch m := m.(type) {
-		case *wire.Write:
-			seq, epoch = m.Seq, m.Epoch
-		case *wire.Zero:
-			seq, epoch = m.Seq, m.Epoch
-		case *wire.ResyncData:
-			seq = m.AsOf
-		case *wire.Flush, *wire.ResyncDone:
-		default:
-			return fmt.Errorf("%w: unexpected %v from primary", ErrHandshake, m.Type())
+		if err := a.applyOne(m); err != nil {
+			_ = a.flushOut()
+			return err
 		}
-		if known := a.s.epoch.Load(); epoch != 0 && epoch < known {
-			// A deposed primary: refuse, and end the session so that it
-			// can complete nothing more through this node.
-			a.reply(&wire.Nack{Seq: seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", epoch, known)})
-			a.fail(fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, epoch, known))
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			return a.failed
-		}
-		if seq > 0 {
-			a.received.Store(seq)
-			a.signal()
-		}
-		select {
-		case a.in <- wire.Clone(m):
-		case <-a.done:
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			return a.failed
+		if r.Buffered() == 0 {
+			if err := a.flushOut(); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-func (a *applier) apply() {
+// applyOne applies one message from the primary.
+func (a *applier) applyOne(m wire.Message) error {
 	s := a.s
-	for m := range a.in {
-		select {
-		case <-a.done:
-			continue // failed: drain
-		default:
+	var w journal.Write
+	switch m := m.(type) {
+	case *wire.Write:
+		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}
+	case *wire.Zero:
+		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}
+	case *wire.ResyncData:
+		if err := s.markInconsistent(); err != nil {
+			return a.nack(m.AsOf, err)
 		}
-		var w journal.Write
-		switch m := m.(type) {
-		case *wire.Write:
-			w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}
-		case *wire.Zero:
-			w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}
-		case *wire.ResyncData:
-			if err := s.markInconsistent(); err != nil {
-				a.nack(m.AsOf, err)
-				continue
+		w = journal.Write{Seq: m.AsOf, Epoch: a.epoch, Offset: int64(m.Offset), Data: m.Data}
+	case *wire.ResyncDone:
+		if err := s.markConsistent(); err != nil {
+			return a.nack(m.AsOf, err)
+		}
+		s.caughtUp.Store(true)
+		return nil
+	case *wire.Flush:
+		id, seq := m.ID, m.Seq
+		a.syncs.Go(func() {
+			ack := &wire.FlushAck{ID: id, Seq: seq}
+			if err := s.store.Sync(seq); err != nil {
+				ack.Err = uint32(syscall.EIO)
 			}
-			w = journal.Write{Seq: m.AsOf, Epoch: a.epoch, Offset: int64(m.Offset), Data: m.Data}
-		case *wire.ResyncDone:
-			if err := s.markConsistent(); err != nil {
-				a.nack(m.AsOf, err)
-				continue
-			}
-			s.caughtUp.Store(true)
-			continue
-		case *wire.Flush:
-			a.wg.Go(func() {
-				ack := &wire.FlushAck{ID: m.ID, Seq: m.Seq}
-				if err := s.store.Sync(m.Seq); err != nil {
-					ack.Err = uint32(syscall.EIO)
-				}
-				a.reply(ack)
-			})
-			continue
-		}
-		if _, err := s.store.Append(w); err != nil {
-			a.nack(w.Seq, err)
-			continue
-		}
-		s.journaled.Store(w.Seq)
-		a.signal()
+			a.reply(ack)
+			_ = a.flushOut()
+		})
+		return nil
+	default:
+		return fmt.Errorf("%w: unexpected %v from primary", ErrHandshake, m.Type())
 	}
+	if known := s.epoch.Load(); w.Epoch < known && w.Epoch != 0 {
+		// A deposed primary: refuse, and end the session so that it can
+		// complete nothing more through this node.
+		a.reply(&wire.Nack{Seq: w.Seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", w.Epoch, known)})
+		return fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, w.Epoch, known)
+	}
+	if _, err := s.store.Append(w); err != nil {
+		return a.nack(w.Seq, err)
+	}
+	s.journaled.Store(w.Seq)
+	return nil
 }
 
-func (a *applier) nack(seq uint64, err error) {
+func (a *applier) nack(seq uint64, err error) error {
 	code := wire.NackIO
 	switch {
 	case errors.Is(err, journal.ErrSeqOrder):
@@ -521,48 +467,26 @@ func (a *applier) nack(seq uint64, err error) {
 	}
 	a.s.log.Error("cannot apply primary's write", "seq", seq, "err", err)
 	a.reply(&wire.Nack{Seq: seq, Code: code, Reason: reason})
-	a.fail(fmt.Errorf("node: apply seq %d: %w", seq, err))
+	return fmt.Errorf("node: apply seq %d: %w", seq, err)
 }
 
-// ack sends cumulative acks and replies, one socket flush per burst.
-func (a *applier) ack() {
-	var sentRecv, sentJournal uint64
-	for {
-		select {
-		case <-a.wake:
-		case <-a.done:
-			// Send what is left (a Nack explaining a failure) and stop.
-			a.flushOut(&sentRecv, &sentJournal)
-			return
-		}
-		if a.flushOut(&sentRecv, &sentJournal) != nil {
-			return
-		}
-	}
-}
-
-func (a *applier) flushOut(sentRecv, sentJournal *uint64) error {
-	a.mu.Lock()
-	out := a.out
-	a.out = nil
-	a.mu.Unlock()
-	if r := a.received.Load(); r > *sentRecv {
-		if err := a.w.WriteMsg(&wire.Ack{Seq: r, Level: wire.AckReceived}); err != nil {
-			return err
-		}
-		*sentRecv = r
-	}
-	if j := a.s.journaled.Load(); j > *sentJournal {
+// flushOut sends the cumulative ack (received and journaled: a message is
+// acknowledged once applied) and the queued replies, in one socket write.
+func (a *applier) flushOut() error {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	if j := a.s.journaled.Load(); j > a.sentJournal {
 		if err := a.w.WriteMsg(&wire.Ack{Seq: j, Level: wire.AckJournaled}); err != nil {
 			return err
 		}
-		*sentJournal = j
+		a.sentJournal = j
 	}
-	for _, m := range out {
+	for _, m := range a.out {
 		if err := a.w.WriteMsg(m); err != nil {
 			return err
 		}
 	}
+	a.out = a.out[:0]
 	return a.w.Flush()
 }
 

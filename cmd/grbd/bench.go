@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/grbd/grbd/bench"
@@ -12,71 +14,120 @@ import (
 )
 
 type benchOptions struct {
-	dir      string
-	size     string
-	duration time.Duration
-	rounds   int
-	jsonPath string
-	short    bool
+	dir         string
+	size        string
+	duration    time.Duration
+	ramp        time.Duration
+	rounds      int
+	jsonPath    string
+	pngPath     string
+	short       bool
+	systems     []string
+	jobs        []string
+	clusterYAML string
+	resyncWrite time.Duration
+	extras      bool
 }
 
 func (o *benchOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dir, "dir", "", "scratch directory (default: a new temporary directory, removed afterwards)")
 	fs.StringVar(&o.size, "size", "1GiB", "device size of every system under test")
-	fs.DurationVar(&o.duration, "duration", 5*time.Second, "run time of each fio job")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "run time of each fio job (whole seconds)")
+	fs.DurationVar(&o.ramp, "ramp", time.Second, "fio ramp time of each job, not measured")
 	fs.IntVar(&o.rounds, "rounds", 2, "rounds; each runs every job on every system, interleaved")
-	fs.StringVar(&o.jsonPath, "json", "", "also write the results to this JSON file")
-	fs.BoolVar(&o.short, "short", false, "smoke run: 1 round, 1 s jobs, small device (checks the harness, not the speed)")
+	fs.StringVar(&o.jsonPath, "json", "", "also write the report to this JSON file")
+	fs.StringVar(&o.pngPath, "png", "", "also draw IOPS and p99 latency into this PNG file")
+	fs.BoolVar(&o.short, "short", false, "smoke run: 1 round of 1 s jobs, 3 jobs, 64 MiB devices (checks the harness, not the speed)")
+	fs.StringSliceVar(&o.systems, "systems", nil, "only these systems (default: all; names as in the table)")
+	fs.StringSliceVar(&o.jobs, "jobs", nil, "only these jobs, in this order (default: all of bench/jobs)")
+	fs.StringVar(&o.clusterYAML, "cluster-yaml", "", "YAML appended to every generated grbd cluster config")
+	fs.BoolVar(&o.extras, "extras", true, "also measure resync and failover on clusters of their own")
+	fs.DurationVar(&o.resyncWrite, "resync-write", 5*time.Second, "how long the primary writes while a peer is away (resync measurement)")
 }
 
 func newBenchCommand(_ *globalOptions) *cobra.Command {
 	o := &benchOptions{}
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Run the fio benchmarks: grbd next to peer NBD servers, same run",
-		Long: `Starts nbdkit's file plugin (the baseline) and grbd, runs the same fio jobs
-(ioengine=nbd) against each, interleaved, and prints IOPS, bandwidth, latency
-percentiles and the ratio to the baseline. Needs fio and nbdkit.`,
+		Short: "Run the fio benchmark suite: grbd next to peer NBD servers, same run",
+		Long: `Starts nbdkit's file plugin (the baseline), qemu-nbd's quorum driver over two
+nbdkit, and grbd clusters of 1, 2 (+ witness) and 3 data nodes as real
+processes; runs the job files of bench/jobs (fio, ioengine=nbd) against each,
+interleaved round by round; then measures resync and failover. Prints IOPS,
+MB/s, p50/p99/p99.9 latency, the ratio to the baseline, process RSS and CPU,
+and the performance goals of issues 2 and 3, each pass or fail.
+Needs fio, nbdkit and qemu-nbd (make deps installs them).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			size, err := config.ParseSize(o.size)
-			if err != nil {
-				return fmt.Errorf("--size: %w", err)
-			}
-			if o.short {
-				o.rounds, o.duration, size = 1, time.Second, 64<<20
-			}
 			self, err := os.Executable()
 			if err != nil {
 				return err
 			}
-			dir := o.dir
-			if dir == "" {
-				if dir, err = os.MkdirTemp("", "grbd-bench-"); err != nil {
+			cfg := bench.Suite(self, o.clusterYAML)
+			if o.short {
+				cfg.Short()
+			}
+			if err := o.apply(cmd.Flags(), &cfg); err != nil {
+				return err
+			}
+			if cfg.Dir == "" {
+				if cfg.Dir, err = os.MkdirTemp("", "grbd-bench-"); err != nil {
 					return err
 				}
-				defer os.RemoveAll(dir)
+				defer os.RemoveAll(cfg.Dir)
 			}
-			cfg := bench.Config{
-				Dir: dir, Size: int64(size), Duration: o.duration, Rounds: o.rounds,
-				Systems:   []bench.System{bench.NBDKitFile(), bench.GrbdLocal("grbd-1node", self)},
-				Workloads: bench.DefaultWorkloads(),
-				Baseline:  "nbdkit-file",
-				Progress:  cmd.ErrOrStderr(),
+			cfg.Progress = cmd.ErrOrStderr()
+			rep, runErr := bench.Run(cmd.Context(), cfg)
+			if rep == nil {
+				return runErr
 			}
-			results, err := bench.Run(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			if err := bench.WriteTable(cmd.OutOrStdout(), results, cfg.Baseline); err != nil {
-				return err
-			}
+			errs := []error{runErr, rep.WriteText(cmd.OutOrStdout())}
 			if o.jsonPath != "" {
-				return bench.WriteJSON(o.jsonPath, results)
+				errs = append(errs, rep.WriteJSON(o.jsonPath))
 			}
-			return nil
+			if o.pngPath != "" {
+				errs = append(errs, bench.WritePNG(o.pngPath, rep.Results, rep.Title()))
+			}
+			return errors.Join(errs...)
 		},
 	}
 	o.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// apply copies the flags the user set onto cfg (unset flags keep the
+// suite's or --short's values).
+func (o *benchOptions) apply(fs *pflag.FlagSet, cfg *bench.Config) error {
+	cfg.Dir = o.dir
+	if fs.Changed("size") {
+		size, err := config.ParseSize(o.size)
+		if err != nil {
+			return fmt.Errorf("--size: %w", err)
+		}
+		cfg.Size = int64(size)
+	}
+	if fs.Changed("duration") {
+		cfg.Duration = o.duration
+	}
+	if fs.Changed("ramp") {
+		cfg.Ramp = o.ramp
+	}
+	if fs.Changed("rounds") {
+		cfg.Rounds = o.rounds
+	}
+	if fs.Changed("resync-write") {
+		cfg.ResyncWrite = o.resyncWrite
+	}
+	if !o.extras {
+		cfg.Resync, cfg.Failover = nil, nil
+	}
+	if len(o.jobs) > 0 {
+		cfg.Jobs = o.jobs
+	}
+	if len(o.systems) > 0 {
+		if err := cfg.SelectSystems(o.systems); err != nil {
+			return fmt.Errorf("--systems %s: %w", strings.Join(o.systems, ","), err)
+		}
+	}
+	return nil
 }

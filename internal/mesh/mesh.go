@@ -306,10 +306,11 @@ func (m *Mesh) accept(c net.Conn) {
 func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool) error {
 	var sess *yamux.Session
 	var err error
+	yc := &coalesceConn{Conn: c}
 	if dialer {
-		sess, err = yamux.Client(c, m.yamuxConfig())
+		sess, err = yamux.Client(yc, m.yamuxConfig())
 	} else {
-		sess, err = yamux.Server(c, m.yamuxConfig())
+		sess, err = yamux.Server(yc, m.yamuxConfig())
 	}
 	if err != nil {
 		c.Close()

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"sync"
@@ -148,4 +149,38 @@ func TestOpenWaitsForSession(t *testing.T) {
 	m.Close()
 	_, err = m.Open(context.Background(), "b", wire.StreamData)
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+// recordConn records the writes that reach it.
+type recordConn struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (r *recordConn) Write(p []byte) (int, error) {
+	r.writes = append(r.writes, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+func TestCoalesceJoinsDataHeaderAndBody(t *testing.T) {
+	rec := &recordConn{}
+	c := &coalesceConn{Conn: rec}
+	dataHdr := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3}
+	n, err := c.Write(dataHdr)
+	require.NoError(t, err)
+	require.Equal(t, 12, n)
+	require.Empty(t, rec.writes, "a data header waits for its body")
+	n, err = c.Write([]byte("abc"))
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	// On a *net.TCPConn net.Buffers is one writev; here it arrives in order.
+	require.Equal(t, append(dataHdr, "abc"...), bytes.Join(rec.writes, nil))
+
+	// A window update (type 1) or an empty data frame is not held.
+	rec.writes = nil
+	winHdr := []byte{0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0}
+	_, _ = c.Write(winHdr)
+	emptyData := []byte{0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0}
+	_, _ = c.Write(emptyData)
+	require.Equal(t, [][]byte{winHdr, emptyData}, rec.writes)
 }
