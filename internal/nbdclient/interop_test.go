@@ -117,3 +117,44 @@ func oldServer(conn net.Conn, size uint64) error {
 		}
 	}
 }
+
+// TestProtocolViolations: replies that break the protocol end the connection
+// with ErrProtocol, failing the requests in flight.
+func TestProtocolViolations(t *testing.T) {
+	cases := []struct {
+		name  string
+		reply func(cookie uint64) []byte
+	}{
+		{name: "bad magic", reply: func(cookie uint64) []byte {
+			return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 0xdeadbeef), cookie)
+		}},
+		{name: "structured reply never negotiated", reply: func(cookie uint64) []byte {
+			b := binary.BigEndian.AppendUint32(nil, structuredReplyMagic)
+			return binary.BigEndian.AppendUint64(append(b, 0, 0, 0, 0), cookie)
+		}},
+		{name: "unknown cookie", reply: func(cookie uint64) []byte {
+			b := binary.BigEndian.AppendUint32(nil, protocol.TRANSMISSION_MAGIC_REPLY)
+			return binary.BigEndian.AppendUint64(append(b, 0, 0, 0, 0), cookie+1000)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			defer server.Close()
+			go func() { _ = oldServer(server, 1<<20) }()
+			c, err := NewClient(ctxT(t), client, Options{})
+			require.NoError(t, err)
+			go func() {
+				hdr := make([]byte, requestHeaderSize)
+				if _, err := io.ReadFull(server, hdr); err == nil {
+					_, _ = server.Write(tc.reply(binary.BigEndian.Uint64(hdr[8:])))
+				}
+			}()
+			err = c.ReadAt(ctxT(t), make([]byte, 512), 0)
+			require.ErrorIs(t, err, ErrProtocol)
+			require.ErrorIs(t, c.Err(), ErrProtocol)
+			require.True(t, IsUnknownOutcome(err))
+		})
+	}
+}
