@@ -7,7 +7,7 @@ set -euo pipefail
 declare -A need=(
   [fio]=fio [nbdinfo]=libnbd-bin [nbdsh]=python3-libnbd [nbdfuse]=libnbd-bin [nbdkit]=nbdkit
   [fusermount3]=fuse3 [qemu-nbd]=qemu-utils [mkfs.ext4]=e2fsprogs [e2fsck]=e2fsprogs
-  [losetup]=mount
+  [losetup]=mount [nft]=nftables
 )
 missing=()
 for prog in "${!need[@]}"; do

@@ -1,0 +1,186 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Scenarios of the quorum (issue 4): 2 data nodes and a witness, roles
+// moved by the control plane. They need a binary with the witness command.
+
+// otherData returns the data nodes other than name.
+func otherData(r *Run, name string) []*Member {
+	var out []*Member
+	for _, m := range r.C.DataNodes() {
+		if m.Name != name {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func witness(r *Run) *Member {
+	for _, m := range r.C.Members() {
+		if m.Witness {
+			return m
+		}
+	}
+	panic("chaos: scenario needs a witness")
+}
+
+func injectFailoverKill(ctx context.Context, r *Run) error {
+	for i := 0; r.Round(i, 1); i++ {
+		old, _, err := r.C.Primary(ctx)
+		if err != nil {
+			return err
+		}
+		r.Sleep(ctx, 200*time.Millisecond, time.Second)
+		r.C.Kill(old)
+		t0 := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		next, err := r.C.WaitPrimary(wctx, old)
+		cancel()
+		if err != nil {
+			r.Anomaly("no failover after killing primary %s: %v", old, err)
+			return r.C.Start(ctx, old)
+		}
+		r.C.Events().Add("failover", next, "%s -> %s in %v (status)", old, next, time.Since(t0).Round(time.Millisecond))
+		r.verifyNow(ctx) // concurrent with the workload: most blocks are read before a new write
+		if err := r.Progress(ctx, 200); err != nil {
+			r.Anomaly("no writes on new primary %s: %v", next, err)
+		}
+		if err := r.C.Start(ctx, old); err != nil {
+			return err
+		}
+		r.WaitInSync(ctx, 60*time.Second)
+	}
+	return nil
+}
+
+// injectStallCrash is injectCrashPromote with the control plane doing the
+// promotion: the restarted secondary (not Outdated: its stall was shorter
+// than peer-timeout) and the witness elect it.
+func injectStallCrash(ctx context.Context, r *Run) error {
+	prim, sec, err := r.stallAndCrash(ctx)
+	defer r.W.Resume()
+	if err != nil {
+		return err
+	}
+	if err := r.C.Start(ctx, sec); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	next, err := r.C.WaitPrimary(wctx, prim)
+	cancel()
+	if err != nil {
+		r.Anomaly("the restarted secondary %s was not promoted: %v", sec, err)
+	} else {
+		r.C.Events().Add("failover", next, "%s -> %s in %v after its restart (status)", prim, next, time.Since(t0).Round(time.Millisecond))
+		r.verifyNow(ctx)
+		r.W.Resume()
+		if err := r.Progress(ctx, 200); err != nil {
+			r.Anomaly("no writes on the new primary %s: %v", next, err)
+		}
+	}
+	if err := r.C.Start(ctx, prim); err != nil {
+		return err
+	}
+	r.WaitInSync(ctx, 60*time.Second)
+	return nil
+}
+
+func injectIsolatePrimary(ctx context.Context, r *Run) error {
+	fw, err := r.C.Firewall(ctx)
+	if err != nil {
+		return err
+	}
+	old, _, err := r.C.Primary(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range r.C.Members() {
+		if m.Name != old {
+			if err := fw.Partition(ctx, r.C.Member(old).Endpoint(), m.Endpoint()); err != nil {
+				return err
+			}
+		}
+	}
+	r.expectFenced(ctx, old)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	next, err := r.C.WaitPrimaryAmong(wctx, otherData(r, old))
+	cancel()
+	if err != nil {
+		r.Anomaly("the majority side elected no primary: %v", err)
+	} else {
+		r.C.Events().Add("failover", next, "%s isolated", old)
+	}
+	if err := fw.Heal(ctx); err != nil {
+		return err
+	}
+	r.WaitInSync(ctx, 60*time.Second)
+	return nil
+}
+
+func injectWitnessDown(ctx context.Context, r *Run) error {
+	w := witness(r)
+	r.C.Kill(w.Name)
+	if err := r.Progress(ctx, 300); err != nil {
+		r.Anomaly("service stopped with only the witness down: %v", err)
+	}
+	return r.C.Start(ctx, w.Name)
+}
+
+func injectNoQuorum(ctx context.Context, r *Run) error {
+	prim, _, err := r.C.Primary(ctx)
+	if err != nil {
+		return err
+	}
+	w, sec := witness(r), otherData(r, prim)[0]
+	r.C.Kill(w.Name)
+	r.C.Kill(sec.Name)
+	r.expectFenced(ctx, prim)
+	for _, m := range []*Member{w, sec} {
+		if err := r.C.Start(ctx, m.Name); err != nil {
+			return err
+		}
+	}
+	r.WaitInSync(ctx, 60*time.Second)
+	return nil
+}
+
+// expectFenced probes the cut-off primary with writes to the spare block
+// (past the workload's blocks): within fenceWithin it must answer EIO, and
+// after that it must not acknowledge anything.
+func (r *Run) expectFenced(ctx context.Context, node string) {
+	const fenceWithin = 5 * time.Second
+	res := probeWrites(ctx, "nbd://"+r.C.Member(node).NBD, r.W.Offset(r.W.Blocks()), fenceWithin+2*time.Second)
+	switch {
+	case res.fencedAt < 0:
+		r.Anomaly("cut-off primary %s never failed a write with EIO (%d acknowledged, last error %v)", node, res.acked, res.lastErr)
+	case res.fencedAt > fenceWithin:
+		r.Anomaly("cut-off primary %s fenced only after %v", node, res.fencedAt)
+	default:
+		r.C.Events().Add("fenced", node, "EIO after %v", res.fencedAt.Round(time.Millisecond))
+	}
+	if res.ackedAfterFence > 0 {
+		r.Anomaly("cut-off primary %s acknowledged %d writes after it fenced", node, res.ackedAfterFence)
+	}
+}
+
+// WaitPrimaryAmong waits until one of members is the only primary among them.
+func (c *Cluster) WaitPrimaryAmong(ctx context.Context, members []*Member) (string, error) {
+	for {
+		for _, m := range members {
+			if st, err := c.Status(ctx, m.Name); err == nil && st.Role == RolePrimary {
+				return m.Name, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: no primary among %d members", ErrTimeout, len(members))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
