@@ -71,6 +71,11 @@ func clusterConfig(t *testing.T, dir string, nodes int, size string, extra strin
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: e2e\ndevice:\n  size: %s\njournal:\n  max-size: 64MiB\n  segment-size: 4MiB\n%s", size, extra)
+	if !strings.Contains(extra, "quorum:") {
+		// Tolerant timings: the tests run next to fio and other tests on two
+		// cores, where a 250 ms lease lapses now and then.
+		b.WriteString("quorum:\n  lease: 600ms\n  failover-timeout: 600ms\n")
+	}
 	b.WriteString("nodes:\n")
 	for i := 0; i < nodes; i++ {
 		fmt.Fprintf(&b, "  - name: n%d\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: n%d\n",

@@ -42,6 +42,11 @@ func newTestCluster(t testing.TB, n int, wit bool, extra string) *testCluster {
 	dir := t.TempDir()
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: 4MiB\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", extra)
+	if !strings.Contains(extra, "quorum:") {
+		// Tolerant timings: tests run under -race on two busy cores, where
+		// a 250 ms lease lapses now and then and a failover starts.
+		b.WriteString(testQuorum)
+	}
 	b.WriteString("nodes:\n")
 	for i := range n {
 		fmt.Fprintf(&b, "  - {name: d%d, address: '%s', nbd: '%s', admin: '%s', data-dir: d%d}\n", i, freeAddr(t), freeAddr(t), freeAddr(t), i)
@@ -63,6 +68,8 @@ func newTestCluster(t testing.TB, n int, wit bool, extra string) *testCluster {
 	t.Cleanup(c.closeAll)
 	return c
 }
+
+const testQuorum = "quorum:\n  lease: 1s\n  failover-timeout: 1s\n"
 
 func testLogger() *slog.Logger {
 	if os.Getenv("GRBD_TEST_LOG") != "" {
@@ -251,7 +258,7 @@ func TestPrimaryFencesWithoutQuorum(t *testing.T) {
 }
 
 func TestManualPromotion(t *testing.T) {
-	c := newTestCluster(t, 2, true, "quorum:\n  auto-failover: false\n")
+	c := newTestCluster(t, 2, true, testQuorum+"  auto-failover: false\n")
 	time.Sleep(500 * time.Millisecond)
 	for _, n := range c.nodes {
 		require.Nil(t, n.currentPrimary(), "no primary without an operator")

@@ -165,10 +165,30 @@ func (m *Member) maybeFailover() {
 		return
 	}
 	// A lone voter has nobody to wait for.
-	if len(m.names) == 1 || m.now-m.heardPrimary >= int64(m.cfg.Timing.Failover+m.rank*m.cfg.Timing.Stagger) {
+	if len(m.names) == 1 || m.now-m.heardPrimary >= int64(m.cfg.Timing.Failover+m.rankNow()*m.stagger()) {
 		m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch}
 	}
 }
+
+// rankNow is this node's position among the data nodes other than the
+// current primary: when the primary is lost, the first of the others
+// proposes itself without waiting a stagger.
+func (m *Member) rankNow() int {
+	r := 0
+	for _, n := range m.dataNodes {
+		if n == m.self {
+			return r
+		}
+		if n != m.state.Primary {
+			r++
+		}
+	}
+	return r
+}
+
+// stagger separates the candidates' proposals widely enough that the first
+// one usually commits before the next proposes.
+func (m *Member) stagger() int { return max(m.cfg.Timing.Stagger, m.cfg.Timing.Failover/2) }
 
 // RequestPromote asks for this node to become primary (grbd primary). The
 // request is retried until applied or made moot by another epoch change.

@@ -85,7 +85,6 @@ type Member struct {
 	id        uint64
 	names     []string // by raft ID - 1
 	dataNodes []string
-	rank      int
 	rn        *raft.RawNode
 	storage   *raft.MemoryStorage
 	confState pb.ConfState
@@ -142,9 +141,6 @@ func NewMember(cfg Config) (*Member, error) {
 		m.names = append(m.names, mi.Name)
 		m.confState.Voters = append(m.confState.Voters, uint64(i+1))
 		if mi.Data {
-			if mi.Name == cfg.Self {
-				m.rank = len(m.dataNodes)
-			}
 			m.dataNodes = append(m.dataNodes, mi.Name)
 		}
 		if mi.Name == cfg.Self {
