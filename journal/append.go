@@ -94,10 +94,12 @@ func (j *Journal) appendLocked(w *Write, n int64) (uint64, uint64, error) {
 	return w.Seq, ticket, nil
 }
 
-// waitTurn returns when every apply with a lower ticket has finished.
+// waitTurn returns when every apply with a lower ticket has finished. The
+// turn may be past ticket already when waitApplied asks: appends that came
+// after it read the ticket counter may have finished meanwhile.
 func (j *Journal) waitTurn(ticket uint64) {
 	j.applyMu.Lock()
-	if j.applyTurn == ticket {
+	if j.applyTurn >= ticket {
 		j.applyMu.Unlock()
 		return
 	}

@@ -57,6 +57,14 @@ func (n *Node) reconcile() {
 // the new epoch before any write of it, and a link to every other data
 // node starts. Caller holds roleMu.
 func (n *Node) startPrimaryLocked(st quorum.Status) {
+	if !st.Forced && !n.sec.consistent() {
+		// A promotion proposed before a resync began may still commit: an
+		// Inconsistent node must not serve. Give the role back; a
+		// consistent node takes over.
+		n.log.Error("promoted while Inconsistent: refusing the primary role", "epoch", st.Epoch)
+		_ = n.ctl.RequestDemote()
+		return
+	}
 	n.sec.stopSessions()
 	h := n.history().Enter(st.Epoch, n.store.LastSeq()+1, st.Forced)
 	if err := n.setHistory(h); err != nil {

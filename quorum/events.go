@@ -144,7 +144,12 @@ func (m *Member) Serving() bool { return m.now < m.ServingUntil() }
 // SetConsistent tells whether this data node's disk is consistent (no
 // unfinished resync, no split brain): only a consistent node proposes itself
 // in a failover.
-func (m *Member) SetConsistent(ok bool) { m.consistent = ok }
+func (m *Member) SetConsistent(ok bool) {
+	m.consistent = ok
+	if !ok && m.wantPromote != nil && !m.wantPromote.Force {
+		m.wantPromote = nil // a resync started: this node may no longer take over
+	}
+}
 
 // maybeFailover proposes this node as primary when the primary has been
 // silent for long enough (docs/quorum.md, "Failover"), and re-establishes a

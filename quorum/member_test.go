@@ -325,3 +325,20 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// A promotion pending when the node's disk becomes Inconsistent (a resync
+// began) is withdrawn: an Inconsistent node must not take over.
+func TestInconsistentNodeWithdrawsPromotion(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	b := c.members["b"]
+	c.isolate("b", true) // b stops hearing the primary and wants to take over
+	for i := 0; i < 200 && b.wantPromote == nil; i++ {
+		c.tick(1)
+	}
+	require.NotNil(t, b.wantPromote)
+	b.SetConsistent(false)
+	require.Nil(t, b.wantPromote)
+	c.tick(300)
+	require.NotEqual(t, "b", b.State().Primary)
+}
