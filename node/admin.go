@@ -115,9 +115,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
-		StreamEvents(w, r, n.events.subscribe)
-	})
+	mux.Handle("GET /events", n.events)
 	mux.HandleFunc("POST /primary", func(w http.ResponseWriter, r *http.Request) {
 		force := r.URL.Query().Get("force") == "1"
 		if err := n.ctl.RequestPromote(force); err != nil {
@@ -205,36 +203,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError answers {"error": "..."}.
 func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
-}
-
-// StreamEvents writes events as JSON lines: the recent ones, then (unless
-// ?now=1) new ones as they happen, until the client goes away.
-func StreamEvents(w http.ResponseWriter, r *http.Request, subscribe func() ([]Event, chan Event, func())) {
-	recent, ch, cancel := subscribe()
-	defer cancel()
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
-	for _, e := range recent {
-		_ = enc.Encode(e)
-	}
-	fl, _ := w.(http.Flusher)
-	if fl != nil {
-		fl.Flush()
-	}
-	if r.URL.Query().Get("now") == "1" {
-		return
-	}
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case e := <-ch:
-			if enc.Encode(e) != nil {
-				return
-			}
-			if fl != nil {
-				fl.Flush()
-			}
-		}
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
@@ -53,9 +54,11 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 		r.Bytes = n.store.Size()
 		if err != nil {
 			r.Error = err.Error()
+			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: stateFailed, Cause: err.Error()})
 		} else {
 			r.OutOfSync = bad
-			n.events.add(Event{Type: "verify", Peer: l.name, Detail: fmt.Sprintf("%d out-of-sync regions", len(bad))})
+			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: stateDone, Bytes: r.Bytes,
+				Detail: fmt.Sprintf("%d out-of-sync regions", len(bad))})
 			if resync && len(bad) > 0 {
 				if err := n.rewrite(p, bad); err != nil {
 					r.Error = "resync: " + err.Error()

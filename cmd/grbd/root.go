@@ -51,6 +51,8 @@ func newRootCommand() *cobra.Command {
 		newWitnessCommand(g),
 		newLocalCommand(g),
 		newStatusCommand(),
+		newEventsCommand(),
+		newConfigCommand(),
 		newPrimaryCommand(),
 		newSecondaryCommand(),
 		newResolveCommand(),

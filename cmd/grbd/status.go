@@ -17,17 +17,13 @@ import (
 )
 
 type statusOptions struct {
-	configPath string
-	name       string
-	json       bool
-	timeout    time.Duration
+	clusterOptions
+	json bool
 }
 
 func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
-	fs.StringVar(&o.name, "name", "", "only this member (default: every member)")
+	o.clusterOptions.AddFlags(fs)
 	fs.BoolVar(&o.json, "json", false, "print JSON (an array, one object per member)")
-	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for each member")
 }
 
 // memberStatus is one row of `grbd status`: the node's own report, or why it
@@ -49,23 +45,9 @@ func newStatusCommand() *cobra.Command {
 member answers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.configPath == "" {
-				return errors.New("--config is required")
-			}
-			cfg, err := config.Load(o.configPath)
+			cfg, members, err := o.members()
 			if err != nil {
 				return err
-			}
-			members := append([]config.Member(nil), cfg.Nodes...)
-			if cfg.Witness != nil {
-				members = append(members, *cfg.Witness)
-			}
-			if o.name != "" {
-				m, _, err := cfg.Member(o.name)
-				if err != nil {
-					return err
-				}
-				members = []config.Member{m}
 			}
 			rows := make([]memberStatus, len(members))
 			reachable := 0

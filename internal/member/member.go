@@ -4,16 +4,20 @@
 package member
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
@@ -109,4 +113,70 @@ func StatusOf(s quorum.Status) QuorumStatus {
 		out.Outdated = []string{}
 	}
 	return out
+}
+
+// linkPoll is how often WatchLinks looks at the member links.
+const linkPoll = 100 * time.Millisecond
+
+// WatchLinks logs a member event in log each time the member link from
+// self to another member comes up or goes down, until ctx ends. connected
+// is the mesh's view (mesh.Mesh.Connected).
+func WatchLinks(ctx context.Context, cfg *config.Config, self string, connected func(string) bool, log *events.Log) {
+	var peers []string
+	for _, m := range cfg.Nodes {
+		if m.Name != self {
+			peers = append(peers, m.Name)
+		}
+	}
+	if cfg.Witness != nil && cfg.Witness.Name != self {
+		peers = append(peers, cfg.Witness.Name)
+	}
+	up := make(map[string]bool, len(peers))
+	t := time.NewTicker(linkPoll)
+	defer t.Stop()
+	for {
+		for _, p := range peers {
+			now := connected(p)
+			if now == up[p] {
+				continue
+			}
+			up[p] = now
+			e := events.Event{Type: events.TypeMember, Peer: p, State: "Connected", Cause: "member link established"}
+			if !now {
+				e.State, e.Cause = "Disconnected", "member link lost: the member is down or unreachable"
+			}
+			log.Add(e)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// NoteOutdated logs an outdated event for each data node in st.Outdated
+// that is not in prev, and a cleared event for each that left it; first
+// marks the member's first look at the state (at start). It returns the
+// set to pass as prev next time.
+func NoteOutdated(log *events.Log, first bool, prev []string, st quorum.Status) []string {
+	for _, name := range st.Outdated {
+		if !slices.Contains(prev, name) {
+			cause := fmt.Sprintf("the primary %s lost its data path to it: writes go on without it", st.Primary)
+			if first {
+				cause = "recorded in the control plane when this member started"
+			}
+			log.Add(events.Event{Type: events.TypeOutdated, Peer: name, Epoch: st.Epoch, Primary: st.Primary, State: "Outdated", Cause: cause})
+		}
+	}
+	for _, name := range prev {
+		if !slices.Contains(st.Outdated, name) {
+			cause := "it caught up with the primary"
+			if st.Primary == name {
+				cause = "promoted"
+			}
+			log.Add(events.Event{Type: events.TypeCleared, Peer: name, Epoch: st.Epoch, Primary: st.Primary, Cause: cause})
+		}
+	}
+	return slices.Clone(st.Outdated)
 }
