@@ -29,6 +29,8 @@ type Status struct {
 	// Peers: on the primary, one entry per other data node; on a secondary,
 	// the primary once it connected.
 	Peers []PeerStatus `json:"peers"`
+	// Members: the member links (control plane) to every other member.
+	Members []member.LinkStatus `json:"members"`
 }
 
 // PeerStatus is one replication peer as this node sees it.
@@ -87,6 +89,7 @@ func (n *Node) Status() Status {
 		Role:       role,
 		Disk:       disk,
 		Quorum:     member.StatusOf(qs),
+		Members:    member.Links(n.cfg, n.me.Name, n.mesh.Connected),
 		Protocol:   n.cfg.Replication.Protocol,
 		Peers:      peers,
 		DeviceSize: n.store.Size(),
@@ -116,6 +119,7 @@ func (n *Node) adminHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /events", n.events)
+	mux.HandleFunc("GET /metrics", n.serveMetrics)
 	mux.HandleFunc("POST /primary", func(w http.ResponseWriter, r *http.Request) {
 		force := r.URL.Query().Get("force") == "1"
 		if err := n.ctl.RequestPromote(force); err != nil {

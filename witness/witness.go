@@ -8,6 +8,7 @@
 package witness
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
+	"github.com/grbd/grbd/internal/metrics"
 	"github.com/grbd/grbd/quorum"
 )
 
@@ -42,6 +44,8 @@ type Status struct {
 	Uptime  float64             `json:"uptime_seconds"`
 	Quorum  member.QuorumStatus `json:"quorum"`
 	Peers   []PeerStatus        `json:"peers"`
+	// Members: the member links, as data nodes report them.
+	Members []member.LinkStatus `json:"members"`
 }
 
 // PeerStatus is one member link.
@@ -129,7 +133,8 @@ func (w *Witness) AdminAddr() net.Addr { return w.adminLn.Addr() }
 // Status reports the witness's view.
 func (w *Witness) Status() Status {
 	st := Status{Cluster: w.cfg.Cluster, Name: w.me.Name, Version: Version, Role: "Witness",
-		Uptime: time.Since(w.started).Seconds(), Quorum: member.StatusOf(w.ctl.Status()), Peers: []PeerStatus{}}
+		Uptime: time.Since(w.started).Seconds(), Quorum: member.StatusOf(w.ctl.Status()), Peers: []PeerStatus{},
+		Members: member.Links(w.cfg, w.me.Name, w.mesh.Connected)}
 	for _, n := range w.cfg.Nodes {
 		c := "Disconnected"
 		if w.mesh.Connected(n.Name) {
@@ -152,7 +157,23 @@ func (w *Witness) handler() http.Handler {
 		_, _ = rw.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /events", w.events)
+	mux.HandleFunc("GET /metrics", w.serveMetrics)
 	return mux
+}
+
+// serveMetrics answers GET /metrics (Prometheus text format): the
+// control-plane metrics every member exports.
+func (w *Witness) serveMetrics(rw http.ResponseWriter, _ *http.Request) {
+	var buf bytes.Buffer
+	mw := metrics.NewWriter(&buf)
+	st := w.Status()
+	mw.Gauge("grbd_info", "Constant 1; the labels describe the member.", 1,
+		"cluster", st.Cluster, "member", st.Name, "version", st.Version, "kind", "witness")
+	mw.Gauge("grbd_uptime_seconds", "Seconds since the member started.", st.Uptime)
+	member.WriteQuorumMetrics(mw, w.cfg, st.Quorum, st.Members)
+	member.WriteEventMetrics(mw, w.events.Counts())
+	rw.Header().Set("Content-Type", metrics.ContentType)
+	_, _ = rw.Write(buf.Bytes())
 }
 
 // onChange logs the changes of the control plane's state the witness sees:
