@@ -30,6 +30,18 @@ func waitEvent(t *testing.T, what string, get func() []Event, match func(Event) 
 	}
 }
 
+// other is the name of a running data node other than p: under load the
+// second node may win the first election, so tests name nodes by role.
+func (c *testCluster) other(p *Node) string {
+	for name := range c.nodes {
+		if name != p.me.Name {
+			return name
+		}
+	}
+	c.t.Fatal("no other node")
+	return ""
+}
+
 // adminEvents reads GET /events?now=1 from an admin address.
 func adminEvents(t *testing.T, admin string) []Event {
 	t.Helper()
@@ -54,24 +66,25 @@ func TestEventsRecordStateChanges(t *testing.T) {
 	p := c.primary()
 	writeBlocks(t, p, 0, 20)
 	c.waitUpToDate(p)
-	sec := c.nodes["d1"]
+	pn, sn := p.me.Name, c.other(p)
+	sec := c.nodes[sn]
 	pev := func() []Event { return p.events.Recent(0) }
 	sev := func() []Event { return sec.events.Recent(0) }
 
 	role := waitEvent(t, "primary role", pev, func(e Event) bool { return e.Type == events.TypeRole && e.Role == RolePrimary })
-	require.Equal(t, "d0", role.Member)
-	require.Equal(t, "d0", role.Primary)
+	require.Equal(t, pn, role.Member)
+	require.Equal(t, pn, role.Primary)
 	require.Positive(t, role.Epoch)
 	require.Contains(t, role.Cause, "epoch")
 	waitEvent(t, "unfenced", pev, func(e Event) bool { return e.Type == events.TypeUnfenced && e.Cause != "" })
 	waitEvent(t, "peer connected", pev, func(e Event) bool {
-		return e.Type == events.TypePeer && e.Peer == "d1" && e.State == ConnConnected && strings.HasPrefix(e.Cause, "handshake done")
+		return e.Type == events.TypePeer && e.Peer == sn && e.State == ConnConnected && strings.HasPrefix(e.Cause, "handshake done")
 	})
 	waitEvent(t, "secondary role", sev, func(e Event) bool {
-		return e.Type == events.TypeRole && e.Role == RoleSecondary && e.Primary == "d0"
+		return e.Type == events.TypeRole && e.Role == RoleSecondary && e.Primary == pn
 	})
 	waitEvent(t, "primary connected", sev, func(e Event) bool {
-		return e.Type == events.TypePeer && e.Peer == "d0" && e.State == ConnConnected
+		return e.Type == events.TypePeer && e.Peer == pn && e.State == ConnConnected
 	})
 	waitEvent(t, "member link", sev, func(e Event) bool {
 		return e.Type == events.TypeMember && e.Peer == "w" && e.State == ConnConnected
@@ -80,31 +93,31 @@ func TestEventsRecordStateChanges(t *testing.T) {
 	require.NoError(t, sec.Invalidate())
 	waitEvent(t, "invalidate", sev, func(e Event) bool { return e.Type == events.TypeInvalidate && e.Cause != "" })
 	started := waitEvent(t, "resync started", pev, func(e Event) bool {
-		return e.Type == events.TypeResync && e.Peer == "d1" && e.State == events.StateStarted
+		return e.Type == events.TypeResync && e.Peer == sn && e.State == events.StateStarted
 	})
 	require.Equal(t, int64(4<<20), started.Bytes)
 	require.Contains(t, started.Cause, "every region")
 	waitEvent(t, "resync done", pev, func(e Event) bool {
-		return e.Type == events.TypeResync && e.Peer == "d1" && e.State == events.StateDone && e.Bytes == 4<<20
+		return e.Type == events.TypeResync && e.Peer == sn && e.State == events.StateDone && e.Bytes == 4<<20
 	})
 	waitEvent(t, "peer UpToDate", pev, func(e Event) bool {
-		return e.Type == events.TypeDisk && e.Peer == "d1" && e.State == DiskUpToDate && e.Seq > started.Seq
+		return e.Type == events.TypeDisk && e.Peer == sn && e.State == DiskUpToDate && e.Seq > started.Seq
 	})
 	// The invalidate event itself reports the disk Inconsistent.
 	waitEvent(t, "own disk consistent", sev, func(e Event) bool { return e.Type == events.TypeDisk && e.State == DiskConsistent })
 
-	c.stop("d1")
+	c.stop(sn)
 	writeBlocks(t, p, 20, 30) // completes once d1 is Outdated
 	waitEvent(t, "peer lost", pev, func(e Event) bool {
-		return e.Type == events.TypePeer && e.Peer == "d1" && e.State == ConnDisconnected && strings.HasPrefix(e.Cause, "data stream ended")
+		return e.Type == events.TypePeer && e.Peer == sn && e.State == ConnDisconnected && strings.HasPrefix(e.Cause, "data stream ended")
 	})
-	out := waitEvent(t, "outdated", pev, func(e Event) bool { return e.Type == events.TypeOutdated && e.Peer == "d1" })
+	out := waitEvent(t, "outdated", pev, func(e Event) bool { return e.Type == events.TypeOutdated && e.Peer == sn })
 	require.Contains(t, out.Cause, "lost its data path")
 
 	// Each state change once: one Connected per connection of d1.
 	var connected int
 	for _, e := range pev() {
-		if e.Type == events.TypePeer && e.Peer == "d1" && e.State == ConnConnected {
+		if e.Type == events.TypePeer && e.Peer == sn && e.State == ConnConnected {
 			connected++
 		}
 	}
@@ -116,11 +129,11 @@ func TestEventsRecordStateChanges(t *testing.T) {
 	// The witness sees the same cluster, through its own GET /events.
 	wev := func() []Event { return adminEvents(t, c.cfg.Witness.Admin) }
 	waitEvent(t, "witness role", wev, func(e Event) bool {
-		return e.Type == events.TypeRole && e.Member == "w" && e.Role == "Witness" && e.Primary == "d0"
+		return e.Type == events.TypeRole && e.Member == "w" && e.Role == "Witness" && e.Primary == pn
 	})
-	waitEvent(t, "witness outdated", wev, func(e Event) bool { return e.Type == events.TypeOutdated && e.Peer == "d1" })
+	waitEvent(t, "witness outdated", wev, func(e Event) bool { return e.Type == events.TypeOutdated && e.Peer == sn })
 	waitEvent(t, "witness member lost", wev, func(e Event) bool {
-		return e.Type == events.TypeMember && e.Peer == "d1" && e.State == ConnDisconnected
+		return e.Type == events.TypeMember && e.Peer == sn && e.State == ConnDisconnected
 	})
 }
 
@@ -129,7 +142,7 @@ func TestFencedEvent(t *testing.T) {
 	p := c.primary()
 	require.NoError(t, c.wit.Close())
 	c.wit = nil
-	c.stop("d1")
+	c.stop(c.other(p))
 	e := waitEvent(t, "fenced", func() []Event { return p.events.Recent(0) }, func(e Event) bool { return e.Type == events.TypeFenced })
 	require.Contains(t, e.Cause, "lease")
 	require.Equal(t, uint64(1), p.events.Counts()[events.TypeFenced])

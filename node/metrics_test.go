@@ -59,6 +59,7 @@ func TestMetricsExposeNames(t *testing.T) {
 	require.NoError(t, p.dev.Flush())
 	c.waitUpToDate(p)
 
+	pn, sn := p.me.Name, c.other(p)
 	fams := scrape(t, p.me.Admin)
 	for _, name := range []string{
 		"grbd_info", "grbd_uptime_seconds", "grbd_device_size_bytes", "grbd_is_primary", "grbd_disk_state",
@@ -79,38 +80,38 @@ func TestMetricsExposeNames(t *testing.T) {
 	for _, op := range []string{"read", "write", "flush"} {
 		value(t, fams, "grbd_nbd_request_duration_seconds_count", "op", op)
 	}
-	require.Equal(t, 1.0, value(t, fams, "grbd_info", "member", "d0", "kind", "node"))
+	require.Equal(t, 1.0, value(t, fams, "grbd_info", "member", pn, "kind", "node"))
 	require.Equal(t, 1.0, value(t, fams, "grbd_is_primary"))
 	require.Equal(t, 1.0, value(t, fams, "grbd_quorum_serving"))
 	require.Equal(t, 1.0, value(t, fams, "grbd_disk_state", "state", DiskUpToDate))
 	require.Equal(t, 0.0, value(t, fams, "grbd_disk_state", "state", DiskOutdated))
-	require.Equal(t, 1.0, value(t, fams, "grbd_peer_up_to_date", "peer", "d1"))
-	require.Equal(t, 0.0, value(t, fams, "grbd_replication_behind_writes", "peer", "d1"))
+	require.Equal(t, 1.0, value(t, fams, "grbd_peer_up_to_date", "peer", sn))
+	require.Equal(t, 0.0, value(t, fams, "grbd_replication_behind_writes", "peer", sn))
 	require.GreaterOrEqual(t, value(t, fams, "grbd_journal_last_seq"), 50.0)
-	require.Equal(t, value(t, fams, "grbd_journal_last_seq"), value(t, fams, "grbd_replication_acked_seq", "peer", "d1"))
+	require.Equal(t, value(t, fams, "grbd_journal_last_seq"), value(t, fams, "grbd_replication_acked_seq", "peer", sn))
 	require.Equal(t, 3.0, value(t, fams, "grbd_quorum_members_reachable"))
 	require.Equal(t, 1.0, value(t, fams, "grbd_quorum_majority_reachable"))
 	require.Equal(t, 0.0, value(t, fams, "grbd_fencing_events_total"))
 	require.Positive(t, value(t, fams, "grbd_events_total", "type", "role"))
 
-	sec := scrape(t, c.nodes["d1"].me.Admin)
+	sec := scrape(t, c.nodes[sn].me.Admin)
 	require.Equal(t, 0.0, value(t, sec, "grbd_is_primary"))
 	require.Equal(t, 0.0, value(t, sec, "grbd_quorum_serving"))
 	require.Equal(t, value(t, fams, "grbd_quorum_epoch"), value(t, sec, "grbd_quorum_epoch"))
 
 	wit := scrape(t, c.cfg.Witness.Admin)
 	require.Equal(t, 1.0, value(t, wit, "grbd_info", "kind", "witness", "member", "w"))
-	require.Equal(t, 1.0, value(t, wit, "grbd_member_link_up", "member", "d0"))
+	require.Equal(t, 1.0, value(t, wit, "grbd_member_link_up", "member", pn))
 	require.Equal(t, 1.0, value(t, wit, "grbd_quorum_has_primary"))
 	require.Contains(t, wit, "grbd_raft_term")
 
 	// Lose the secondary: the primary's view changes.
-	c.stop("d1")
+	c.stop(sn)
 	writeBlocks(t, p, 50, 60)
 	require.Eventually(t, func() bool {
 		f := scrape(t, p.me.Admin)
-		return value(t, f, "grbd_quorum_outdated_nodes") == 1 && value(t, f, "grbd_quorum_outdated", "node", "d1") == 1 &&
-			value(t, f, "grbd_peer_connected", "peer", "d1") == 0 && value(t, f, "grbd_member_link_up", "member", "d1") == 0 &&
+		return value(t, f, "grbd_quorum_outdated_nodes") == 1 && value(t, f, "grbd_quorum_outdated", "node", sn) == 1 &&
+			value(t, f, "grbd_peer_connected", "peer", sn) == 0 && value(t, f, "grbd_member_link_up", "member", sn) == 0 &&
 			value(t, f, "grbd_quorum_members_reachable") == 2
 	}, 10*time.Second, 20*time.Millisecond)
 }

@@ -25,23 +25,23 @@ func hasEvent(lines []map[string]any, want map[string]any) bool {
 
 func TestEventsNowShape(t *testing.T) {
 	c := startCluster(t, 2, true, "4MiB", "")
-	c.primary()
+	pn, sn := c.roles()
 	ctx := t.Context()
 	var lines []map[string]any
 	require.Eventually(t, func() bool {
 		out, _, err := runCLI(ctx, "events", "--config", c.path, "--now")
 		require.NoError(t, err)
 		lines = jsonLines(t, out)
-		return hasEvent(lines, map[string]any{"member": "w", "type": "role", "primary": "d0"})
+		return hasEvent(lines, map[string]any{"member": "w", "type": "role", "primary": pn})
 	}, 10*time.Second, 50*time.Millisecond)
 	for _, l := range lines {
 		for _, k := range []string{"seq", "time", "member", "type"} {
 			require.Contains(t, l, k, "%v", l)
 		}
 	}
-	require.True(t, hasEvent(lines, map[string]any{"member": "d0", "type": "role", "role": "Primary"}))
-	require.True(t, hasEvent(lines, map[string]any{"member": "d1", "type": "role", "role": "Secondary", "primary": "d0"}))
-	require.True(t, hasEvent(lines, map[string]any{"member": "d0", "type": "peer", "peer": "d1", "state": "Connected"}))
+	require.True(t, hasEvent(lines, map[string]any{"member": pn, "type": "role", "role": "Primary"}))
+	require.True(t, hasEvent(lines, map[string]any{"member": sn, "type": "role", "role": "Secondary", "primary": pn}))
+	require.True(t, hasEvent(lines, map[string]any{"member": pn, "type": "peer", "peer": sn, "state": "Connected"}))
 	require.True(t, slices.IsSortedFunc(lines, func(a, b map[string]any) int {
 		return strings.Compare(a["time"].(string), b["time"].(string))
 	}), "oldest first")
@@ -52,13 +52,13 @@ func TestEventsNowShape(t *testing.T) {
 		require.Equal(t, "w", l["member"])
 	}
 
-	c.stop("d1")
+	c.stop(sn)
 	out, _, err = runCLI(ctx, "events", "--config", c.path, "--now", "--timeout", "500ms")
 	require.NoError(t, err, "the other members answered")
 	lines = jsonLines(t, out)
-	require.True(t, hasEvent(lines, map[string]any{"member": "d1", "type": "unreachable"}), out)
+	require.True(t, hasEvent(lines, map[string]any{"member": sn, "type": "unreachable"}), out)
 
-	_, _, err = runCLI(ctx, "events", "--config", c.path, "--now", "--name", "d1", "--timeout", "500ms")
+	_, _, err = runCLI(ctx, "events", "--config", c.path, "--now", "--name", sn, "--timeout", "500ms")
 	require.ErrorContains(t, err, "no member answered")
 }
 
@@ -66,7 +66,7 @@ func TestEventsNowShape(t *testing.T) {
 // secondary and the secondary goes away.
 func TestEventsStream(t *testing.T) {
 	c := startCluster(t, 2, true, "4MiB", "")
-	c.primary()
+	pn, sn := c.roles()
 	ctx, cancel := context.WithCancel(t.Context())
 	var out, errb syncBuffer
 	done := make(chan error, 1)
@@ -76,13 +76,13 @@ func TestEventsStream(t *testing.T) {
 		require.Eventually(t, func() bool { return hasEvent(jsonLines(t, out.String()), want) }, 15*time.Second, 20*time.Millisecond,
 			"no event %v in:\n%s", want, out.String())
 	}
-	waitLines(map[string]any{"member": "d0", "type": "role", "role": "Primary"})
-	c.post("d0", "/disconnect?peer=d1")
-	waitLines(map[string]any{"member": "d0", "type": "connection", "peer": "d1", "state": "Disconnected"})
-	waitLines(map[string]any{"member": "w", "type": "outdated", "peer": "d1"})
-	c.stop("d1")
-	waitLines(map[string]any{"member": "d1", "type": "unreachable"})
-	waitLines(map[string]any{"member": "w", "type": "member", "peer": "d1", "state": "Disconnected"})
+	waitLines(map[string]any{"member": pn, "type": "role", "role": "Primary"})
+	c.post(pn, "/disconnect?peer="+sn)
+	waitLines(map[string]any{"member": pn, "type": "connection", "peer": sn, "state": "Disconnected"})
+	waitLines(map[string]any{"member": "w", "type": "outdated", "peer": sn})
+	c.stop(sn)
+	waitLines(map[string]any{"member": sn, "type": "unreachable"})
+	waitLines(map[string]any{"member": "w", "type": "member", "peer": sn, "state": "Disconnected"})
 	cancel()
 	select {
 	case err := <-done:

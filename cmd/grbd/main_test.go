@@ -152,6 +152,18 @@ func (c *cluster) primary() *node.Node {
 	return p
 }
 
+// roles waits for the primary and returns its name and another data
+// node's (under load the second node may win the first election).
+func (c *cluster) roles() (primary, secondary string) {
+	p := c.primary().Status().Name
+	for name := range c.nodes {
+		if name != p {
+			return p, name
+		}
+	}
+	return p, ""
+}
+
 // post sends an admin POST to member name.
 func (c *cluster) post(name, path string) {
 	c.t.Helper()
