@@ -31,6 +31,8 @@ type Status struct {
 	Peers []PeerStatus `json:"peers"`
 	// Members: the member links (control plane) to every other member.
 	Members []member.LinkStatus `json:"members"`
+	// Verify: the online verify running on this primary, if any.
+	Verify *VerifyProgress `json:"verify,omitempty"`
 }
 
 // PeerStatus is one replication peer as this node sees it.
@@ -90,6 +92,7 @@ func (n *Node) Status() Status {
 		Disk:       disk,
 		Quorum:     member.StatusOf(qs),
 		Members:    member.Links(n.cfg, n.me.Name, n.mesh.Connected),
+		Verify:     n.verifyProgress(),
 		Protocol:   n.cfg.Replication.Protocol,
 		Peers:      peers,
 		DeviceSize: n.store.Size(),

@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -109,6 +110,8 @@ type Node struct {
 
 	histMu sync.Mutex
 	hist   replicator.History
+
+	verifying atomic.Pointer[verifyState] // the running verify, for status
 
 	discMu       sync.Mutex
 	disconnected map[string]bool // grbd disconnect: peers without a data path

@@ -32,16 +32,16 @@ func TestEventsNowShape(t *testing.T) {
 		out, _, err := runCLI(ctx, "events", "--config", c.path, "--now")
 		require.NoError(t, err)
 		lines = jsonLines(t, out)
-		return hasEvent(lines, map[string]any{"member": "w", "type": "role", "primary": pn})
-	}, 10*time.Second, 50*time.Millisecond)
+		return hasEvent(lines, map[string]any{"member": "w", "type": "role", "primary": pn}) &&
+			hasEvent(lines, map[string]any{"member": pn, "type": "role", "role": "Primary"}) &&
+			hasEvent(lines, map[string]any{"member": sn, "type": "role", "role": "Secondary", "primary": pn}) &&
+			hasEvent(lines, map[string]any{"member": pn, "type": "peer", "peer": sn, "state": "Connected"})
+	}, 10*time.Second, 50*time.Millisecond, "%v", lines)
 	for _, l := range lines {
 		for _, k := range []string{"seq", "time", "member", "type"} {
 			require.Contains(t, l, k, "%v", l)
 		}
 	}
-	require.True(t, hasEvent(lines, map[string]any{"member": pn, "type": "role", "role": "Primary"}))
-	require.True(t, hasEvent(lines, map[string]any{"member": sn, "type": "role", "role": "Secondary", "primary": pn}))
-	require.True(t, hasEvent(lines, map[string]any{"member": pn, "type": "peer", "peer": sn, "state": "Connected"}))
 	require.True(t, slices.IsSortedFunc(lines, func(a, b map[string]any) int {
 		return strings.Compare(a["time"].(string), b["time"].(string))
 	}), "oldest first")

@@ -79,6 +79,17 @@ func freeAddr(t *testing.T) string {
 func startCluster(t *testing.T, n int, wit bool, size, extra string) *cluster {
 	t.Helper()
 	var b strings.Builder
+	if !strings.Contains(extra, "quorum:") {
+		// These tests are about the CLI: generous timing keeps a loaded
+		// machine from failing the primary over (or dropping a peer)
+		// under them.
+		extra += "quorum:\n  lease: 2s\n  failover-timeout: 3s\n"
+		if strings.Contains(extra, "replication:") {
+			extra = strings.Replace(extra, "replication:\n", "replication:\n  peer-timeout: 10s\n", 1)
+		} else {
+			extra += "replication:\n  peer-timeout: 10s\n"
+		}
+	}
 	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: %s\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", size, extra)
 	b.WriteString("nodes:\n")
 	used := map[string]bool{}

@@ -52,6 +52,7 @@ func newRootCommand() *cobra.Command {
 		newLocalCommand(g),
 		newStatusCommand(),
 		newEventsCommand(),
+		newWaitSyncCommand(),
 		newConfigCommand(),
 		newPrimaryCommand(),
 		newSecondaryCommand(),
