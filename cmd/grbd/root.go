@@ -53,6 +53,8 @@ func newRootCommand() *cobra.Command {
 		newStatusCommand(),
 		newEventsCommand(),
 		newWaitSyncCommand(),
+		newAttachCommand(),
+		newDetachCommand(),
 		newConfigCommand(),
 		newPrimaryCommand(),
 		newSecondaryCommand(),

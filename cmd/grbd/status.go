@@ -133,6 +133,16 @@ func (o *statusOptions) print(out io.Writer, cfg *config.Config, rows []memberSt
 	return errNoMember
 }
 
+// servingRow is the row of the data node serving as primary, or nil.
+func servingRow(rows []memberStatus) *memberStatus {
+	for i, r := range rows {
+		if r.Reachable && r.Role == node.RolePrimary && r.Quorum.Serving {
+			return &rows[i]
+		}
+	}
+	return nil
+}
+
 // fetchAll asks every member at once, so that members that are down cost
 // one timeout, not one each.
 func fetchAll(ctx context.Context, members []config.Member, timeout time.Duration) []memberStatus {

@@ -103,13 +103,7 @@ func (o *waitSyncOptions) wait(ctx context.Context, out io.Writer, cfg *config.C
 // poll asks every data node, finds the serving primary and describes each
 // watched peer; done when all are UpToDate with nothing outstanding.
 func (o *waitSyncOptions) poll(ctx context.Context, cfg *config.Config, width int) ([]progressItem, bool) {
-	rows := fetchAll(ctx, cfg.Nodes, o.timeout)
-	var prim *memberStatus
-	for i, r := range rows {
-		if r.Reachable && r.Role == node.RolePrimary && r.Quorum.Serving {
-			prim = &rows[i]
-		}
-	}
+	prim := servingRow(fetchAll(ctx, cfg.Nodes, o.timeout))
 	if prim == nil {
 		return []progressItem{{id: "primary", key: "none", text: "waiting for a serving primary"}}, false
 	}
