@@ -211,7 +211,7 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 		}
 		j := r.Journal
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, linksText(r.Members), r.NBD,
-			j.LastSeq, j.DurableSeq, j.CheckpointSeq, config.Size(j.Bytes), j.Segments)
+			j.LastSeq, j.DurableSeq, j.CheckpointSeq, humanBytes(j.Bytes), j.Segments)
 	}
 	tw.Flush()
 	for _, r := range rows {

@@ -152,7 +152,16 @@ func (w *Writer) sample(name string, labels []string, k, v string, val float64) 
 		}
 		b.WriteByte('}')
 	}
-	w.printf("%s %s\n", b.String(), strconv.FormatFloat(val, 'g', -1, 64))
+	w.printf("%s %s\n", b.String(), formatValue(val))
+}
+
+// formatValue writes integers in full (readable: 67108864, not 6.7108864e+07)
+// and other values in the shortest form that parses back exactly.
+func formatValue(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
 func (w *Writer) printf(format string, args ...any) {

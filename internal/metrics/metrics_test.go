@@ -83,3 +83,10 @@ func TestParseRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestFormatValue(t *testing.T) {
+	require.Equal(t, "67108864", formatValue(64<<20))
+	require.Equal(t, "0", formatValue(0))
+	require.Equal(t, "1.5", formatValue(1.5))
+	require.Equal(t, "1e+20", formatValue(1e20))
+}
