@@ -13,13 +13,6 @@ import (
 // Event is one state change, as GET /events streams it (internal/events).
 type Event = events.Event
 
-// Event states this package uses besides the connection and disk states.
-const (
-	stateStarted = events.StateStarted
-	stateDone    = events.StateDone
-	stateFailed  = events.StateFailed
-)
-
 // newEventLog makes the node's event log; every event is also logged once
 // through slog, with its cause.
 func newEventLog(name string, log *slog.Logger) *events.Log {

@@ -273,7 +273,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	s.Close()
 	wg.Wait()
 	l.down()
-	l.p.n.peerState(l.name, ConnDisconnected, "data stream ended: "+err.Error())
+	l.p.n.peerState(l.name, ConnDisconnected, fmt.Sprint("data stream ended: ", err))
 	return err
 }
 
@@ -563,7 +563,7 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	l.resyncDone.Store(0)
 	l.resyncStart.Store(time.Now().UnixNano())
 	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra), "bytes", total)
-	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: stateStarted, Bytes: total,
+	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateStarted, Bytes: total,
 		Cause: resyncCause(from, extra, p.store.Size()), Detail: fmt.Sprintf("%d bytes in %d regions", total, len(extents))})
 	rate := int64(p.n.cfg.Replication.ResyncRate)
 	start := time.Now()
@@ -610,7 +610,7 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	}
 	l.startLiveLocked(p.store.LastSeq())
 	p.mu.Unlock()
-	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: stateDone, Bytes: total,
+	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateDone, Bytes: total,
 		Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
 	return nil
 }

@@ -81,10 +81,10 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 		r.Bytes = n.store.Size()
 		if err != nil {
 			r.Error = err.Error()
-			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: stateFailed, Cause: err.Error()})
+			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: events.StateFailed, Cause: err.Error()})
 		} else {
 			r.OutOfSync = bad
-			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: stateDone, Bytes: r.Bytes,
+			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: events.StateDone, Bytes: r.Bytes,
 				Detail: fmt.Sprintf("%d out-of-sync regions", len(bad))})
 			if resync && len(bad) > 0 {
 				if err := n.rewrite(p, bad); err != nil {
