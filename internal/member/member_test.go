@@ -81,7 +81,10 @@ func TestWatchLinks(t *testing.T) {
 	l := events.NewLog("a", 0)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { WatchLinks(ctx, cfg, "a", func(n string) bool { return n == "b" && bUp.Load() }, l); close(done) }()
+	go func() {
+		WatchLinks(ctx, cfg, "a", func(n string) bool { return n == "b" && bUp.Load() }, l)
+		close(done)
+	}()
 	bUp.Store(true)
 	require.Eventually(t, func() bool { return len(l.Recent(0)) == 1 }, 5*time.Second, 10*time.Millisecond)
 	bUp.Store(false)
