@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os/signal"
 	"slices"
@@ -99,7 +98,7 @@ func (o *eventsOptions) snapshot(ctx context.Context, client *http.Client, membe
 			ctx, cancel := context.WithTimeout(ctx, o.timeout)
 			defer cancel()
 			var got []events.Event
-			_, err := readEvents(ctx, client, m, 0, true, func(e events.Event) { got = append(got, e) })
+			err := readEvents(ctx, client, m, &streamPos{}, true, func(e events.Event) { got = append(got, e) })
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -123,11 +122,11 @@ func (o *eventsOptions) snapshot(ctx context.Context, client *http.Client, membe
 
 // follow streams one member's events until ctx ends, reconnecting.
 func (o *eventsOptions) follow(ctx context.Context, client *http.Client, m config.Member, out *eventWriter) {
-	var since uint64
+	pos := &streamPos{}
 	up := true // assume reachable: say so only when it is not
 	for ctx.Err() == nil {
 		connected := false
-		last, err := readEvents(ctx, client, m, since, false, func(e events.Event) {
+		err := readEvents(ctx, client, m, pos, false, func(e events.Event) {
 			if !connected {
 				connected = true
 				if !up {
@@ -137,9 +136,6 @@ func (o *eventsOptions) follow(ctx context.Context, client *http.Client, m confi
 			}
 			out.write(e)
 		})
-		if last > 0 {
-			since = last
-		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -166,38 +162,45 @@ func unreachable(m config.Member, err error) events.Event {
 	return events.Event{Time: time.Now(), Member: m.Name, Type: events.TypeUnreachable, Cause: err.Error()}
 }
 
-// readEvents reads GET /events of member m (events after since; with now,
-// only the kept ones) and calls fn for each; it returns the last Seq read.
-func readEvents(ctx context.Context, client *http.Client, m config.Member, since uint64, now bool, fn func(events.Event)) (uint64, error) {
-	url := fmt.Sprintf("http://%s/events?since=%d", m.Admin, since)
+// streamPos is where a reader of one member's events stands: the run of
+// the member and the last Seq read in it.
+type streamPos struct {
+	run  string
+	last uint64
+}
+
+// readEvents reads GET /events of member m from pos (with now, only the
+// kept events) and calls fn for each, moving pos along.
+func readEvents(ctx context.Context, client *http.Client, m config.Member, pos *streamPos, now bool, fn func(events.Event)) error {
+	url := fmt.Sprintf("http://%s/events?since=%d&run=%s", m.Admin, pos.last, pos.run)
 	if now {
 		url += "&now=1"
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("admin endpoint answered %s", resp.Status)
+		return fmt.Errorf("admin endpoint answered %s", resp.Status)
 	}
-	var last uint64
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<40))
+	pos.run = resp.Header.Get(events.RunHeader)
+	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var e events.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return last, fmt.Errorf("bad event line: %w", err)
+			return fmt.Errorf("bad event line: %w", err)
 		}
 		if e.Member == "" {
 			e.Member = m.Name // a member from before the field existed
 		}
-		last = e.Seq
+		pos.last = e.Seq
 		fn(e)
 	}
-	return last, sc.Err()
+	return sc.Err()
 }

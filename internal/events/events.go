@@ -72,6 +72,7 @@ const subscriberBuffer = 256
 type Log struct {
 	member string
 	size   int
+	run    string // identifies this run of the member: Seq restarts with it
 
 	mu     sync.Mutex
 	seq    uint64
@@ -89,7 +90,7 @@ func NewLog(member string, size int) *Log {
 	if size <= 0 {
 		size = DefaultRing
 	}
-	return &Log{member: member, size: size, subs: map[chan Event]struct{}{},
+	return &Log{member: member, size: size, run: strconv.FormatInt(time.Now().UnixNano(), 36), subs: map[chan Event]struct{}{},
 		last: map[string]string{}, counts: map[string]uint64{}}
 }
 
@@ -230,13 +231,23 @@ func (l *Log) Counts() map[string]uint64 {
 	return out
 }
 
+// RunHeader is the response header of GET /events that names the run of
+// the member; a reader resuming with ?since=N passes it back as ?run=, so
+// that after a restart of the member (Seq starts over) it gets everything.
+const RunHeader = "X-Grbd-Events-Run"
+
 // ServeHTTP streams events as JSON lines: the kept ones (with Seq above
-// ?since=N), then, unless ?now=1, new ones as they happen until the client
-// goes away or falls too far behind.
+// ?since=N when ?run= names this run), then, unless ?now=1, new ones as they
+// happen until the client goes away or falls too far behind.
 func (l *Log) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	since, _ := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
+	q := r.URL.Query()
+	since, _ := strconv.ParseUint(q.Get("since"), 10, 64)
+	if run := q.Get("run"); run != "" && run != l.run {
+		since = 0 // the member restarted since the reader's last event
+	}
 	recent, ch, cancel := l.Subscribe(since)
 	defer cancel()
+	w.Header().Set(RunHeader, l.run)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	for _, e := range recent {

@@ -126,3 +126,32 @@ func TestCloseEndsStreams(t *testing.T) {
 	_, ok = <-ch
 	require.False(t, ok, "a subscription after Close ends after the kept events")
 }
+
+// TestSinceFromAnotherRun: a reader that resumes after the member restarted
+// (its run changed, Seq started over) gets every kept event, not those
+// above its old position only.
+func TestSinceFromAnotherRun(t *testing.T) {
+	l := NewLog("alpha", 0)
+	for range 5 {
+		l.Add(Event{Type: TypeRole})
+	}
+	srv := httptest.NewServer(l)
+	defer srv.Close()
+	count := func(query string) (int, string) {
+		resp, err := http.Get(srv.URL + "?now=1&" + query)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		n := 0
+		for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+			n++
+		}
+		return n, resp.Header.Get(RunHeader)
+	}
+	n, run := count("")
+	require.Equal(t, 5, n)
+	require.NotEmpty(t, run)
+	n, _ = count("since=3&run=" + run)
+	require.Equal(t, 2, n, "same run: after since")
+	n, _ = count("since=3&run=an-older-run")
+	require.Equal(t, 5, n, "another run: everything")
+}
