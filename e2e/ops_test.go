@@ -102,7 +102,7 @@ func TestOperatorWalkthrough(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond, "%s", out)
 
 	// The old primary comes back as a secondary and catches up.
-	c.start("n0", "n0-again")
+	startMember(t, c.dir, "n0-again", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
 	ev.wait(t, map[string]any{"member": "n0", "type": "reachable"})
 	out = run(t, 90*time.Second, grbdBin, "wait-sync", "--config", c.cfgPath, "--max-wait", "60s")
 	require.Contains(t, out, "in sync")
