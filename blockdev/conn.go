@@ -31,6 +31,7 @@ type request struct {
 	cost  int64           // payload bytes held in the connection budget
 	epoch *epoch          // write commands: flush epoch to end on completion
 	wait  <-chan struct{} // FLUSH: closed when earlier writes completed
+	start int64           // monoNow() when its header was read (latency)
 }
 
 var requestPool = sync.Pool{New: func() any { return new(request) }}
@@ -146,7 +147,7 @@ func (c *conn) readLoop() error {
 		}
 
 		req := requestPool.Get().(*request)
-		*req = request{hdr: h, errno: c.x.check(&h)}
+		*req = request{hdr: h, errno: c.x.check(&h), start: monoNow()}
 		if req.errno == 0 && (h.Type == protocol.TRANSMISSION_TYPE_REQUEST_READ || h.Type == protocol.TRANSMISSION_TYPE_REQUEST_WRITE) {
 			req.cost = int64(h.Length)
 		}

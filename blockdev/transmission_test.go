@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/metrics"
 	"github.com/stretchr/testify/require"
 )
 
@@ -362,6 +363,12 @@ func TestStatsCountCommandsAndErrors(t *testing.T) {
 	c.do(cmdRead, 0, 1<<20, 4096, nil)               // EINVAL
 	c.do(cmdWrite, 0, 1<<20, 512, make([]byte, 512)) // ENOSPC
 	st := s.Stats()
+	// One successful READ, WRITE and FLUSH each in the latency histograms.
+	require.Equal(t, uint64(1), st.ReadLatency.Count())
+	require.Equal(t, uint64(1), st.WriteLatency.Count())
+	require.Equal(t, uint64(1), st.FlushLatency.Count())
+	require.Positive(t, st.WriteLatency.Sum)
+	st.ReadLatency, st.WriteLatency, st.FlushLatency = metrics.HistogramSnapshot{}, metrics.HistogramSnapshot{}, metrics.HistogramSnapshot{}
 	require.Equal(t, Stats{
 		Connections: 1, ActiveConnections: 1,
 		Reads: 1, Writes: 1, Flushes: 1, Trims: 1, WriteZeroes: 1,

@@ -175,7 +175,7 @@ func TestReplicationProtocolC(t *testing.T) {
 	require.Equal(t, node.DiskUpToDate, sst.Disk)
 
 	human := run(t, 30*time.Second, grbdBin, "status", "--config", c.cfgPath)
-	require.Regexp(t, `n0\s+n1\s+Connected\s+UpToDate`, human)
+	require.Regexp(t, `(?s)replication from n0:\n.*\nn1\s+Connected\s+UpToDate`, human)
 
 	prim.stop()
 	sec.stop()
@@ -333,7 +333,7 @@ func TestLocalCluster(t *testing.T) {
 	cfg := filepath.Join(cdir, "grbd.yaml")
 	require.Eventually(t, func() bool {
 		out, err := runErr(10*time.Second, grbdBin, "status", "--config", cfg)
-		return err == nil && regexp.MustCompile(`alpha\s+beta\s+Connected\s+UpToDate\s+\d+\s+0\s`).MatchString(out)
+		return err == nil && regexp.MustCompile(`(?s)replication from alpha:\n.*\nbeta\s+Connected\s+UpToDate\s+\d+\s+0\s`).MatchString(out)
 	}, 10*time.Second, 100*time.Millisecond, "beta never UpToDate with nothing behind")
 	out := run(t, 10*time.Second, grbdBin, "status", "--config", cfg)
 	require.Regexp(t, `beta\s+Secondary\s+UpToDate`, out)

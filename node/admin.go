@@ -31,6 +31,10 @@ type Status struct {
 	// Peers: on the primary, one entry per other data node; on a secondary,
 	// the primary once it connected.
 	Peers []PeerStatus `json:"peers"`
+	// Members: the member links (control plane) to every other member.
+	Members []member.LinkStatus `json:"members"`
+	// Verify: the online verify running on this primary, if any.
+	Verify *VerifyProgress `json:"verify,omitempty"`
 }
 
 // PeerStatus is one replication peer as this node sees it.
@@ -89,6 +93,8 @@ func (n *Node) Status() Status {
 		Role:       role,
 		Disk:       disk,
 		Quorum:     member.StatusOf(qs),
+		Members:    member.Links(n.cfg, n.me.Name, n.mesh.Connected),
+		Verify:     n.verifyProgress(),
 		Protocol:   n.cfg.Replication.Protocol,
 		Peers:      peers,
 		DeviceSize: n.store.Size(),
@@ -122,9 +128,8 @@ func (n *Node) adminHandler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	}
-	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
-		StreamEvents(w, r, n.events.subscribe)
-	})
+	mux.Handle("GET /events", n.events)
+	mux.HandleFunc("GET /metrics", n.serveMetrics)
 	mux.HandleFunc("POST /primary", func(w http.ResponseWriter, r *http.Request) {
 		force := r.URL.Query().Get("force") == "1"
 		if err := n.ctl.RequestPromote(force); err != nil {
@@ -212,36 +217,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError answers {"error": "..."}.
 func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
-}
-
-// StreamEvents writes events as JSON lines: the recent ones, then (unless
-// ?now=1) new ones as they happen, until the client goes away.
-func StreamEvents(w http.ResponseWriter, r *http.Request, subscribe func() ([]Event, chan Event, func())) {
-	recent, ch, cancel := subscribe()
-	defer cancel()
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
-	for _, e := range recent {
-		_ = enc.Encode(e)
-	}
-	fl, _ := w.(http.Flusher)
-	if fl != nil {
-		fl.Flush()
-	}
-	if r.URL.Query().Get("now") == "1" {
-		return
-	}
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case e := <-ch:
-			if enc.Encode(e) != nil {
-				return
-			}
-			if fl != nil {
-				fl.Flush()
-			}
-		}
-	}
 }

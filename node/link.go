@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -248,7 +249,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	if err != nil {
 		if errors.Is(err, ErrSplitBrain) {
 			l.disk.Store(DiskSplitBrain)
-			l.p.n.events.add(Event{Type: "split-brain", Peer: l.name, Detail: err.Error()})
+			l.p.n.splitBrain(l.name, err.Error())
 		}
 		l.p.peerLost(l)
 		return err
@@ -260,6 +261,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	l.sentSeq.Store(hello.LastSeq)
 	l.lastAckNs.Store(time.Now().UnixNano())
 	l.conn.Store(ConnConnected)
+	l.p.n.peerState(l.name, ConnConnected, fmt.Sprintf("handshake done: peer at seq %d", hello.LastSeq))
 
 	l.qmu.Lock()
 	l.q, l.qbytes, l.closed = nil, 0, false
@@ -294,6 +296,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	s.Close()
 	wg.Wait()
 	l.down()
+	l.p.n.peerState(l.name, ConnDisconnected, fmt.Sprint("data stream ended: ", err))
 	return err
 }
 
@@ -459,6 +462,7 @@ func (l *link) checkUpToDateLocked() {
 	l.p.peerCaughtUpLocked(l)
 	l.disk.Store(DiskUpToDate)
 	l.log.Info("peer up to date", "seq", l.target, "catchup_bytes", l.catchup.Load())
+	l.p.n.events.Add(Event{Type: events.TypeDisk, Peer: l.name, State: DiskUpToDate, Cause: fmt.Sprintf("journaled every write up to seq %d", l.target)})
 }
 
 // down ends a session: the peer gets no more live writes, and the primary
@@ -582,7 +586,8 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	l.resyncDone.Store(0)
 	l.resyncStart.Store(time.Now().UnixNano())
 	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra), "bytes", total)
-	p.n.events.add(Event{Type: "resync", Peer: l.name, Detail: fmt.Sprintf("started: %d bytes in %d regions", total, len(extents))})
+	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateStarted, Bytes: total,
+		Cause: resyncCause(from, extra, p.store.Size()), Detail: fmt.Sprintf("%d bytes in %d regions", total, len(extents))})
 	rate := int64(p.n.cfg.Replication.ResyncRate)
 	start := time.Now()
 	first := true
@@ -628,7 +633,8 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	}
 	l.startLiveLocked(p.store.LastSeq())
 	p.mu.Unlock()
-	p.n.events.add(Event{Type: "resync", Peer: l.name, Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
+	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateDone, Bytes: total,
+		Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
 	return nil
 }
 

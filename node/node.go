@@ -34,6 +34,7 @@ import (
 	"github.com/grbd/grbd/blockdev"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/vfs"
@@ -104,10 +105,14 @@ type Node struct {
 	primA    atomic.Pointer[primary] // prim, for the I/O path
 	sec      *secondary
 	lastRole RoleEvent
-	events   *eventLog
+	// lastOutdated is the Outdated set of the last reconcile (events).
+	lastOutdated []string
+	events       *events.Log
 
 	histMu sync.Mutex
 	hist   replicator.History
+
+	verifying atomic.Pointer[verifyState] // the running verify, for status
 
 	discMu       sync.Mutex
 	disconnected map[string]bool // grbd disconnect: peers without a data path
@@ -134,8 +139,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 		opts.Logger = slog.Default()
 	}
 	log := opts.Logger.With("node", name)
-	n := &Node{cfg: cfg, me: me, log: log, opts: opts, started: time.Now(), events: newEventLog()}
-	n.events.node = name
+	n := &Node{cfg: cfg, me: me, log: log, opts: opts, started: time.Now(), events: newEventLog(name, log)}
 	if n.proto, err = replicator.ParseProtocol(cfg.Replication.Protocol); err != nil {
 		return nil, err
 	}
@@ -146,6 +150,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.bg.Go(func() { n.ctl.Run(n.ctx) })
+	n.bg.Go(func() { member.WatchLinks(n.ctx, n.cfg, name, n.mesh.Connected, n.events) })
 	n.mesh.Serve(n.peerLn)
 	n.mesh.Start()
 	n.wg.Add(2)
@@ -215,6 +220,7 @@ func (n *Node) open() error {
 		return fmt.Errorf("node %s: admin listen: %w", me.Name, err)
 	}
 	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	n.admin.RegisterOnShutdown(n.events.Close) // followers of GET /events let go
 	return nil
 }
 
@@ -342,7 +348,8 @@ func (n *Node) SetDisconnected(peer string, on bool) error {
 		}
 		n.sec.dropFrom(peer)
 	}
-	n.events.add(Event{Type: "connection", Peer: peer, Detail: map[bool]string{true: "disconnected by the operator", false: "connect requested by the operator"}[on]})
+	n.events.Add(Event{Type: events.TypeConnection, Peer: peer, State: map[bool]string{true: ConnDisconnected, false: ConnConnecting}[on],
+		Cause: map[bool]string{true: "grbd disconnect", false: "grbd connect"}[on]})
 	return nil
 }
 
@@ -357,6 +364,6 @@ func (n *Node) Invalidate() error {
 	}
 	n.ctl.SetConsistent(false)
 	n.sec.dropFrom("*")
-	n.events.add(Event{Type: "invalidate", Detail: "full resync requested"})
+	n.events.Add(Event{Type: events.TypeInvalidate, State: DiskInconsistent, Cause: "grbd invalidate: full resync from the primary"})
 	return nil
 }

@@ -42,10 +42,9 @@ func (n *Node) reconcile() {
 	if n.prim != nil {
 		ev.Role = RolePrimary
 	}
+	n.noteRoleLocked(n.lastRole, ev, st)
 	if ev != n.lastRole {
 		n.lastRole = ev
-		n.log.Info("role", "role", ev.Role, "epoch", ev.Epoch, "serving", ev.Serving, "primary", st.Primary, "outdated", st.Outdated)
-		n.events.add(Event{Type: "role", Role: ev.Role, Epoch: ev.Epoch, Serving: ev.Serving, Primary: st.Primary})
 		if n.opts.OnRole != nil {
 			n.opts.OnRole(ev)
 		}

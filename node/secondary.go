@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
@@ -170,6 +171,7 @@ func (s *secondary) handle(peer string, c net.Conn) {
 	s.n.ctl.SetConsistent(s.consistent())
 	if err != nil {
 		s.log.Warn("primary link down", "primary", peer, "err", err)
+		s.n.peerState(peer, ConnDisconnected, "data stream ended: "+err.Error())
 	}
 }
 
@@ -223,6 +225,7 @@ func (s *secondary) session(peer string, c net.Conn) error {
 	s.connected.Store(true)
 	s.journaled.Store(s.store.LastSeq())
 	s.log.Info("primary connected", "primary", h.From, "epoch", h.Epoch, "last_seq", me.LastSeq, "inconsistent", me.Flags != 0)
+	s.n.peerState(h.From, ConnConnected, fmt.Sprintf("primary of epoch %d connected", h.Epoch))
 
 	a := &applier{s: s, w: w, epoch: h.Epoch}
 	a.flushOut() // announce what this node holds at once
@@ -277,7 +280,7 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 	d := replicator.Diverge(pri, h.LastSeq, mine, last)
 	if d.Diverged && d.SplitBrain && !discard && s.n.cfg.Replication.AfterSplitBrain != config.SplitBrainDiscardSecondary {
 		s.splitBrain.Store(true)
-		s.n.events.add(Event{Type: "split-brain", Peer: h.From, Detail: fmt.Sprintf("diverged after seq %d", d.Common)})
+		s.n.splitBrain(h.From, fmt.Sprintf("diverged after seq %d", d.Common))
 		s.refuse(c, fmt.Sprintf("%s: %s diverged from %s after seq %d; resolve with grbd resolve", splitBrainReason, s.n.me.Name, h.From, d.Common))
 		return nil, nil, fmt.Errorf("%w: diverged from %s after seq %d", ErrSplitBrain, h.From, d.Common)
 	}
@@ -291,7 +294,8 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 	}
 	if d.Diverged {
 		s.log.Warn("journal diverged from the primary's: rewinding and resyncing", "primary", h.From, "common_seq", d.Common, "last_seq", last, "split_brain", d.SplitBrain)
-		s.n.events.add(Event{Type: "diverged", Peer: h.From, Detail: fmt.Sprintf("rewound to seq %d", d.Common)})
+		s.n.events.Add(Event{Type: events.TypeDiverged, Peer: h.From, Cause: "records no one acknowledged (a deposed primary's)",
+			Detail: fmt.Sprintf("rewound to seq %d", d.Common)})
 	}
 	// Inconsistent from `from`: persist what must be resynced before the
 	// journal forgets it.
@@ -505,6 +509,7 @@ func (s *secondary) markInconsistent() error {
 	}
 	s.n.ctl.SetConsistent(false)
 	s.log.Info("region resync started: disk Inconsistent", "sync_from", from)
+	s.n.events.Add(Event{Type: events.TypeDisk, State: DiskInconsistent, Cause: fmt.Sprintf("region resync from the primary began (from seq %d)", from)})
 	return nil
 }
 
@@ -525,6 +530,7 @@ func (s *secondary) markConsistent() error {
 	}
 	s.n.ctl.SetConsistent(s.consistent())
 	s.log.Info("region resync done: disk consistent", "seq", s.store.LastSeq())
+	s.n.events.Add(Event{Type: events.TypeDisk, State: DiskConsistent, Cause: fmt.Sprintf("region resync finished at seq %d", s.store.LastSeq())})
 	return nil
 }
 

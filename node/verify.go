@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net"
+	"sync/atomic"
 	"time"
 
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
@@ -39,23 +41,51 @@ type VerifyResult struct {
 	DurationMs int64            `json:"duration_ms"`
 }
 
+// VerifyProgress is the verify running on this primary, as GET /status
+// shows it (for progress bars). Field names are part of the admin API.
+type VerifyProgress struct {
+	Peer  string `json:"peer"`
+	Total int64  `json:"bytes_total"`
+	Done  int64  `json:"bytes_done"` // first pass; rechecks follow
+}
+
+// verifyState is the progress of the running verify.
+type verifyState struct {
+	peer  string
+	total int64
+	done  atomic.Int64
+}
+
+// verifyProgress reports the running verify, or nil.
+func (n *Node) verifyProgress() *VerifyProgress {
+	v := n.verifying.Load()
+	if v == nil {
+		return nil
+	}
+	return &VerifyProgress{Peer: v.peer, Total: v.total, Done: v.done.Load()}
+}
+
 // Verify compares every connected peer with this primary.
 func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) {
 	p := n.currentPrimary()
 	if p == nil {
 		return nil, ErrNotPrimary
 	}
+	defer n.verifying.Store(nil)
 	var out []VerifyResult
 	for _, l := range p.links {
+		n.verifying.Store(&verifyState{peer: l.name, total: n.store.Size()})
 		start := time.Now()
 		r := VerifyResult{Peer: l.name, OutOfSync: []journal.Extent{}}
 		bad, err := n.verifyPeer(ctx, l.name)
 		r.Bytes = n.store.Size()
 		if err != nil {
 			r.Error = err.Error()
+			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: events.StateFailed, Cause: err.Error()})
 		} else {
 			r.OutOfSync = bad
-			n.events.add(Event{Type: "verify", Peer: l.name, Detail: fmt.Sprintf("%d out-of-sync regions", len(bad))})
+			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: events.StateDone, Bytes: r.Bytes,
+				Detail: fmt.Sprintf("%d out-of-sync regions", len(bad))})
 			if resync && len(bad) > 0 {
 				if err := n.rewrite(p, bad); err != nil {
 					r.Error = "resync: " + err.Error()
@@ -124,6 +154,9 @@ func (n *Node) verifyPeer(ctx context.Context, peer string) ([]journal.Extent, e
 			return nil, fmt.Errorf("verify %s: %w", peer, err)
 		}
 		suspects = append(suspects, bad...)
+		if v := n.verifying.Load(); v != nil {
+			v.done.Store(int64(off + min(verifyBatch*verifyChunk, size-off)))
+		}
 	}
 	// A chunk written during the pass differs until the peer applied the
 	// write: recheck before calling it out of sync.

@@ -8,6 +8,7 @@
 package witness
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,8 +22,11 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
+	"github.com/grbd/grbd/internal/metrics"
+	"github.com/grbd/grbd/quorum"
 )
 
 // ErrNotWitness is returned when Start is asked to run a data node.
@@ -40,6 +44,8 @@ type Status struct {
 	Uptime  float64             `json:"uptime_seconds"`
 	Quorum  member.QuorumStatus `json:"quorum"`
 	Peers   []PeerStatus        `json:"peers"`
+	// Members: the member links, as data nodes report them.
+	Members []member.LinkStatus `json:"members"`
 }
 
 // PeerStatus is one member link.
@@ -64,6 +70,12 @@ type Witness struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	events *events.Log
+	// last is the control-plane view of the previous onChange (events);
+	// onChange runs on one goroutine at a time.
+	last     quorum.Status
+	lastSeen bool
 }
 
 // Start runs the witness named name.
@@ -82,8 +94,9 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 	if err := os.MkdirAll(me.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("witness: %w", err)
 	}
-	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now()}
-	if w.ctl, err = ctlplane.Open(member.ControlConfig(cfg, name, me.DataDir, log, nil)); err != nil {
+	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now(), events: events.NewLog(name, 0)}
+	w.events.OnAdd(func(e events.Event) { events.Slog(log, e) })
+	if w.ctl, err = ctlplane.Open(member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)); err != nil {
 		return nil, fmt.Errorf("witness %s: control plane: %w", name, err)
 	}
 	if w.mesh, err = mesh.New(member.MeshConfig(cfg, name, log, w.ctl.Deliver, func(_ string, _ uint8, s net.Conn) { s.Close() })); err != nil {
@@ -98,9 +111,11 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 		return nil, fmt.Errorf("witness %s: admin listen: %w", name, err)
 	}
 	w.admin = &http.Server{Handler: w.handler(), ReadHeaderTimeout: 5 * time.Second}
+	w.admin.RegisterOnShutdown(w.events.Close) // followers of GET /events let go
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	w.wg.Go(func() { w.ctl.Run(ctx) })
+	w.wg.Go(func() { member.WatchLinks(ctx, cfg, name, w.mesh.Connected, w.events) })
 	w.mesh.Serve(w.peerLn)
 	w.mesh.Start()
 	w.wg.Go(func() {
@@ -118,7 +133,8 @@ func (w *Witness) AdminAddr() net.Addr { return w.adminLn.Addr() }
 // Status reports the witness's view.
 func (w *Witness) Status() Status {
 	st := Status{Cluster: w.cfg.Cluster, Name: w.me.Name, Version: Version, Role: "Witness",
-		Uptime: time.Since(w.started).Seconds(), Quorum: member.StatusOf(w.ctl.Status()), Peers: []PeerStatus{}}
+		Uptime: time.Since(w.started).Seconds(), Quorum: member.StatusOf(w.ctl.Status()), Peers: []PeerStatus{},
+		Members: member.Links(w.cfg, w.me.Name, w.mesh.Connected)}
 	for _, n := range w.cfg.Nodes {
 		c := "Disconnected"
 		if w.mesh.Connected(n.Name) {
@@ -140,7 +156,43 @@ func (w *Witness) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		_, _ = rw.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /events", w.events)
+	mux.HandleFunc("GET /metrics", w.serveMetrics)
 	return mux
+}
+
+// serveMetrics answers GET /metrics (Prometheus text format): the
+// control-plane metrics every member exports.
+func (w *Witness) serveMetrics(rw http.ResponseWriter, _ *http.Request) {
+	var buf bytes.Buffer
+	mw := metrics.NewWriter(&buf)
+	st := w.Status()
+	mw.Gauge("grbd_info", "Constant 1; the labels describe the member.", 1,
+		"cluster", st.Cluster, "member", st.Name, "version", st.Version, "kind", "witness")
+	mw.Gauge("grbd_uptime_seconds", "Seconds since the member started.", st.Uptime)
+	member.WriteQuorumMetrics(mw, w.cfg, st.Quorum, st.Members)
+	member.WriteEventMetrics(mw, w.events.Counts())
+	rw.Header().Set("Content-Type", metrics.ContentType)
+	_, _ = rw.Write(buf.Bytes())
+}
+
+// onChange logs the changes of the control plane's state the witness sees:
+// the cluster's primary and epoch, and the Outdated set.
+func (w *Witness) onChange() {
+	st := w.ctl.Status()
+	first := !w.lastSeen
+	if first || st.Epoch != w.last.Epoch || st.Primary != w.last.Primary {
+		cause := fmt.Sprintf("%s became the primary of epoch %d", st.Primary, st.Epoch)
+		switch {
+		case st.Primary == "":
+			cause = fmt.Sprintf("epoch %d has no primary", st.Epoch)
+		case st.Forced:
+			cause += " (forced: writes it missed are lost)"
+		}
+		w.events.Add(events.Event{Type: events.TypeRole, Role: "Witness", Epoch: st.Epoch, Primary: st.Primary, Cause: cause})
+	}
+	w.last.Outdated = member.NoteOutdated(w.events, first, w.last.Outdated, st)
+	w.last.Epoch, w.last.Primary, w.lastSeen = st.Epoch, st.Primary, true
 }
 
 // Close stops the witness.

@@ -90,7 +90,9 @@ out of sync (and were not resynced) or a peer could not be verified.`,
 			if resync {
 				path += "?resync=1"
 			}
+			stopProgress := showVerifyProgress(cmd.Context(), cmd.ErrOrStderr(), prim)
 			body, err := adminPost(cmd.Context(), prim.Admin, path, o.timeout)
+			stopProgress()
 			if err != nil {
 				return fmt.Errorf("%s: %w", prim.Name, err)
 			}

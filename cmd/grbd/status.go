@@ -7,31 +7,37 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/node"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
 type statusOptions struct {
-	configPath string
-	name       string
-	json       bool
-	timeout    time.Duration
+	clusterOptions
+	json     bool
+	watch    bool
+	interval time.Duration
 }
 
 func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
-	fs.StringVar(&o.name, "name", "", "only this member (default: every member)")
-	fs.BoolVar(&o.json, "json", false, "print JSON (an array, one object per member)")
-	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for each member")
+	o.clusterOptions.AddFlags(fs)
+	fs.BoolVar(&o.json, "json", false, "print JSON (an array, one object per member; with --watch one array per line)")
+	fs.BoolVar(&o.watch, "watch", false, "redraw every --interval until interrupted")
+	fs.DurationVar(&o.interval, "interval", time.Second, "refresh interval of --watch")
 }
 
 // memberStatus is one row of `grbd status`: the node's own report, or why it
-// could not be had.
+// could not be had. Field names are part of the CLI's JSON output: add
+// fields, never rename them.
 type memberStatus struct {
 	Member    string `json:"member"`
 	Admin     string `json:"admin"`
@@ -40,58 +46,113 @@ type memberStatus struct {
 	*node.Status
 }
 
+// errNoMember is returned when no member answers.
+var errNoMember = errors.New("status: no member answered")
+
 func newStatusCommand() *cobra.Command {
 	o := &statusOptions{}
 	cmd := &cobra.Command{
-		Use:   "status --config FILE [--name NAME] [--json]",
-		Short: "Show roles, quorum, disk states and journal positions of the cluster's members",
-		Long: `Asks each member's admin endpoint for its state. Exits non-zero when no
-member answers.`,
+		Use:   "status --config FILE [--name NAME] [--json] [--watch]",
+		Short: "Show roles, quorum, disk states, replication and sync progress of the cluster",
+		Long: `Asks every member's admin endpoint (in parallel) for its state and prints
+one view of the cluster: the epoch and the primary (serving or fenced),
+whether a majority of the members is linked (without it writes stop), the
+raft leader, then one row per member (role, disk state, member links,
+journal position) and the primary's view of each peer: connection, disk
+state, replication lag and sync progress with ETA.
+
+--json prints the members' own reports (GET /status) as an array, with
+"member", "admin", "reachable" and "error" added; fields are only ever added.
+--watch redraws every --interval (on a terminal, in place, with progress
+bars). Exits non-zero when no member answers (without --watch).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.configPath == "" {
-				return errors.New("--config is required")
-			}
-			cfg, err := config.Load(o.configPath)
+			cfg, members, err := o.members()
 			if err != nil {
 				return err
 			}
-			members := append([]config.Member(nil), cfg.Nodes...)
-			if cfg.Witness != nil {
-				members = append(members, *cfg.Witness)
+			out := cmd.OutOrStdout()
+			if !o.watch {
+				return o.print(out, cfg, fetchAll(cmd.Context(), members, o.timeout), false)
 			}
-			if o.name != "" {
-				m, _, err := cfg.Member(o.name)
-				if err != nil {
+			if o.interval <= 0 {
+				return errors.New("--interval must be positive")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			tty := isTerminal(out)
+			for {
+				rows := fetchAll(ctx, members, o.timeout)
+				if ctx.Err() != nil {
+					return nil
+				}
+				switch {
+				case tty && !o.json:
+					fmt.Fprintf(out, "\x1b[H\x1b[2Jgrbd status  every %v  %s  (Ctrl-C to stop)\n\n", o.interval, time.Now().Format(time.TimeOnly))
+				case !o.json:
+					fmt.Fprintf(out, "--- %s\n", time.Now().Format(time.RFC3339))
+				}
+				if err := o.print(out, cfg, rows, true); err != nil && !errors.Is(err, errNoMember) {
 					return err
 				}
-				members = []config.Member{m}
-			}
-			rows := make([]memberStatus, len(members))
-			reachable := 0
-			for i, m := range members {
-				rows[i] = fetchStatus(cmd.Context(), m, o.timeout)
-				if rows[i].Reachable {
-					reachable++
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(o.interval):
 				}
 			}
-			if o.json {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rows); err != nil {
-					return err
-				}
-			} else {
-				printStatus(cmd.OutOrStdout(), cfg, rows)
-			}
-			if reachable == 0 {
-				return errors.New("status: no member answered")
-			}
-			return nil
 		},
 	}
 	o.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// print writes rows as JSON or as the human view; compact JSON puts one
+// array on a line (--watch).
+func (o *statusOptions) print(out io.Writer, cfg *config.Config, rows []memberStatus, compact bool) error {
+	if o.json {
+		enc := json.NewEncoder(out)
+		if !compact {
+			enc.SetIndent("", "  ")
+		}
+		if err := enc.Encode(rows); err != nil {
+			return err
+		}
+	} else {
+		v := statusView{}
+		if isTerminal(out) {
+			v.barWidth = 20
+		}
+		printStatus(out, cfg, rows, v)
+	}
+	for _, r := range rows {
+		if r.Reachable {
+			return nil
+		}
+	}
+	return errNoMember
+}
+
+// servingRow is the row of the data node serving as primary, or nil.
+func servingRow(rows []memberStatus) *memberStatus {
+	for i, r := range rows {
+		if r.Reachable && r.Role == node.RolePrimary && r.Quorum.Serving {
+			return &rows[i]
+		}
+	}
+	return nil
+}
+
+// fetchAll asks every member at once, so that members that are down cost
+// one timeout, not one each.
+func fetchAll(ctx context.Context, members []config.Member, timeout time.Duration) []memberStatus {
+	rows := make([]memberStatus, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Go(func() { rows[i] = fetchStatus(ctx, m, timeout) })
+	}
+	wg.Wait()
+	return rows
 }
 
 func fetchStatus(ctx context.Context, m config.Member, timeout time.Duration) memberStatus {
@@ -122,25 +183,26 @@ func fetchStatus(ctx context.Context, m config.Member, timeout time.Duration) me
 	return row
 }
 
-func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus) {
+// statusView is how printStatus draws: with bars (and how wide) or not.
+type statusView struct {
+	barWidth int // 0: no bars
+}
+
+// printStatus writes the one-glance view of the cluster: headline (epoch,
+// primary, quorum), one row per member, and the primary's view of each
+// peer with sync progress.
+func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusView) {
 	fmt.Fprintf(w, "cluster %s  device %s  protocol %s\n", cfg.Cluster, cfg.Device.Size, cfg.Replication.Protocol)
-	for _, r := range rows {
-		if r.Reachable {
-			q := r.Quorum
-			fmt.Fprintf(w, "quorum: epoch %d  primary %q  outdated %v  raft leader %q (term %d)  as seen by %s\n",
-				q.Epoch, q.Primary, q.Outdated, q.RaftLeader, q.RaftTerm, r.Member)
-			break
-		}
-	}
+	printQuorum(w, cfg, rows)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
+	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tLINKS\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
 	for _, r := range rows {
 		switch {
 		case !r.Reachable:
-			fmt.Fprintf(tw, "%s\tUnknown\t-\t-\t-\t-\t-\tunreachable: %s\n", r.Member, r.Error)
+			fmt.Fprintf(tw, "%s\tUnknown\t-\t-\t-\t-\t-\t-\tunreachable: %s\n", r.Member, r.Error)
 			continue
 		case r.Role == "Witness":
-			fmt.Fprintf(tw, "%s\tWitness\t-\t-\t-\t-\t-\t-\n", r.Member)
+			fmt.Fprintf(tw, "%s\tWitness\t-\t%s\t-\t-\t-\t-\t-\n", r.Member, linksText(r.Members))
 			continue
 		}
 		role := r.Role
@@ -148,27 +210,125 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus) {
 			role += " (fenced)"
 		}
 		j := r.Journal
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, r.NBD,
-			j.LastSeq, j.DurableSeq, j.CheckpointSeq, config.Size(j.Bytes), j.Segments)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, linksText(r.Members), r.NBD,
+			j.LastSeq, j.DurableSeq, j.CheckpointSeq, humanBytes(j.Bytes), j.Segments)
 	}
 	tw.Flush()
-	var peers []string
 	for _, r := range rows {
 		if r.Reachable && r.Role == node.RolePrimary {
-			for _, p := range r.Peers {
-				peers = append(peers, fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t%s", r.Member, p.Name, p.Connection, p.Disk,
-					p.AckedSeq, p.Behind, config.Size(p.CatchupBytes)))
+			printPeers(w, r, v)
+		}
+	}
+}
+
+// printQuorum writes the headline: epoch and primary as the freshest
+// member sees them, and whether a majority of the members is reachable.
+func printQuorum(w io.Writer, cfg *config.Config, rows []memberStatus) {
+	voters := len(cfg.Nodes)
+	if cfg.Witness != nil {
+		voters++
+	}
+	var best *memberStatus
+	reach, answering := 0, 0
+	for i, r := range rows {
+		if !r.Reachable {
+			continue
+		}
+		answering++
+		if best == nil || r.Quorum.Epoch > best.Quorum.Epoch {
+			best = &rows[i]
+		}
+		up := 1
+		for _, l := range r.Members {
+			if l.Connected {
+				up++
+			}
+		}
+		reach = max(reach, up)
+	}
+	if best == nil {
+		fmt.Fprintf(w, "quorum: unknown: no member answers\n")
+		return
+	}
+	reach = max(reach, answering)
+	q := best.Quorum
+	primary := "none"
+	if q.Primary != "" {
+		primary = q.Primary
+		for _, r := range rows {
+			if r.Reachable && r.Member == q.Primary {
+				primary += map[bool]string{true: " (serving)", false: " (fenced: no lease)"}[r.Quorum.Serving]
 			}
 		}
 	}
-	if len(peers) == 0 {
+	need := voters/2 + 1
+	majority := fmt.Sprintf("majority reachable (%d of %d members linked, %d needed)", reach, voters, need)
+	if reach < need {
+		majority = fmt.Sprintf("NO MAJORITY (%d of %d members linked, %d needed): writes stop", reach, voters, need)
+	}
+	leader := "no raft leader"
+	if q.RaftLeader != "" {
+		leader = fmt.Sprintf("raft leader %s (term %d)", q.RaftLeader, q.RaftTerm)
+	}
+	outdated := "none"
+	if len(q.Outdated) > 0 {
+		outdated = strings.Join(q.Outdated, ", ")
+	}
+	fmt.Fprintf(w, "epoch %d  primary %s  outdated %s\n", q.Epoch, primary, outdated)
+	fmt.Fprintf(w, "quorum: %s; %s\n", majority, leader)
+}
+
+// linksText summarises a member's links: "2/2 up" or "1/2 up (beta down)".
+func linksText(links []member.LinkStatus) string {
+	if len(links) == 0 {
+		return "-"
+	}
+	up := 0
+	var down []string
+	for _, l := range links {
+		if l.Connected {
+			up++
+		} else {
+			down = append(down, l.Name)
+		}
+	}
+	s := fmt.Sprintf("%d/%d up", up, len(links))
+	if len(down) > 0 {
+		s += " (" + strings.Join(down, ",") + " down)"
+	}
+	return s
+}
+
+// printPeers writes the primary's view of its peers, with sync progress.
+func printPeers(w io.Writer, r memberStatus, v statusView) {
+	if len(r.Peers) == 0 && r.Verify == nil {
 		return
 	}
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PRIMARY\tPEER\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP")
-	for _, l := range peers {
-		fmt.Fprintln(tw, l)
+	fmt.Fprintf(w, "\nreplication from %s:\n", r.Member)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP\tSYNC")
+	for _, p := range r.Peers {
+		conn := p.Connection
+		if p.Disconnected {
+			conn += " (by operator)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", p.Name, conn, p.Disk, p.AckedSeq, p.Behind, config.Size(p.CatchupBytes), syncText(p, v))
 	}
 	tw.Flush()
+	if vp := r.Verify; vp != nil {
+		fmt.Fprintln(w, progressText("verify "+vp.Peer+":", vp.Done, vp.Total, 0, v.barWidth))
+	}
+}
+
+// syncText is the SYNC column: resync progress, catch-up or nothing.
+func syncText(p node.PeerStatus, v statusView) string {
+	switch {
+	case p.Disk == node.DiskInconsistent && p.ResyncTotal > 0:
+		return progressText("resync", p.ResyncDone, p.ResyncTotal, p.SyncETA, v.barWidth)
+	case p.Disk == node.DiskUpToDate && p.Behind == 0:
+		return "in sync"
+	case p.Connection == node.ConnConnected:
+		return fmt.Sprintf("catching up: %d writes behind", p.Behind)
+	}
+	return "-"
 }

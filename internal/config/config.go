@@ -56,6 +56,8 @@ type Config struct {
 
 	// Path is the file the config was loaded from ("" when parsed from memory).
 	Path string `yaml:"-"`
+
+	root *yaml.Node // the parsed document, to locate warnings
 }
 
 // Device describes the exported block device.
@@ -166,9 +168,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%s: %w: %s", name, ErrInvalid, trimYAML(err))
+		return nil, decodeErrors(name, &root, err)
 	}
-	c.Path = name
+	c.Path, c.root = name, &root
 	if errs := c.validate(&root); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

@@ -81,9 +81,9 @@ func TestParseErrors(t *testing.T) {
 		edit func(string) string
 		want string // substring: file:line: field: message
 	}{
-		{"unknown key", func(s string) string { return strings.Replace(s, "  size: 1GiB", "  size: 1GiB\n  colour: red", 1) }, "c.yaml: config: invalid: line 4: field colour not found"},
+		{"unknown key", func(s string) string { return strings.Replace(s, "  size: 1GiB", "  size: 1GiB\n  colour: red", 1) }, `c.yaml:4: device.colour: unknown field "colour"; known fields here: size`},
 		{"missing cluster", func(s string) string { return strings.Replace(s, "cluster: demo", "cluster: \"\"", 1) }, "c.yaml:1: cluster: required"},
-		{"bad size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 1GB", 1) }, "line 3: config: invalid: size \"1GB\""},
+		{"bad size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 1GB", 1) }, `c.yaml:3: device.size: size "1GB": want a non-negative integer`},
 		{"unaligned size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 1000", 1) }, "c.yaml:3: device.size: 1000 is not a multiple of 4096"},
 		{"zero size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 0", 1) }, "c.yaml:3: device.size: required"},
 		{"small journal", func(s string) string { return strings.Replace(s, "max-size: 512MiB", "max-size: 8MiB", 1) }, "c.yaml:5: journal.max-size: must be at least 4 segments"},
@@ -91,7 +91,7 @@ func TestParseErrors(t *testing.T) {
 			return strings.Replace(s, "max-size: 512MiB", "max-size: 512MiB\n  sync: sometimes", 1)
 		}, "c.yaml:6: journal.sync: \"sometimes\""},
 		{"bad protocol", func(s string) string { return s + "replication:\n  protocol: D\n" }, "c.yaml:23: replication.protocol: \"D\": want A, B or C"},
-		{"static primary is gone", func(s string) string { return s + "replication:\n  primary: alpha\n" }, "field primary not found"},
+		{"static primary is gone", func(s string) string { return s + "replication:\n  primary: alpha\n" }, `c.yaml:23: replication.primary: unknown field "primary"; known fields here: protocol,`},
 		{"bad split-brain policy", func(s string) string { return s + "replication:\n  after-split-brain: coin\n" }, "c.yaml:23: replication.after-split-brain: \"coin\""},
 		{"bad on-no-quorum", func(s string) string { return s + "quorum:\n  on-no-quorum: panic\n" }, "c.yaml:23: quorum.on-no-quorum: \"panic\""},
 		{"short lease", func(s string) string { return s + "quorum:\n  lease: 20ms\n" }, "c.yaml:23: quorum.lease: must be at least 5 ticks"},
@@ -103,13 +103,14 @@ func TestParseErrors(t *testing.T) {
 		{"wildcard host", func(s string) string { return strings.Replace(s, "nbd: 127.0.0.1:10810", "nbd: :10810", 1) }, "c.yaml:14: nodes[1].nbd: \":10810\" has no host"},
 		{"bad port", func(s string) string { return strings.Replace(s, "admin: 127.0.0.1:7801", "admin: 127.0.0.1:70000", 1) }, "c.yaml:15: nodes[1].admin: \"127.0.0.1:70000\": port must be 0-65535"},
 		{"port clash", func(s string) string { return strings.Replace(s, "nbd: 127.0.0.1:10810", "nbd: 127.0.0.1:10809", 1) }, "c.yaml:14: nodes[1].nbd: 127.0.0.1:10809 is already used by alpha.nbd"},
+		{"shared data dir", func(s string) string { return strings.Replace(s, "data-dir: w", "data-dir: alpha", 1) }, "c.yaml:21: witness.data-dir: alpha is also the data-dir of alpha on the same host"},
 		{"missing data dir", func(s string) string { return strings.Replace(s, "    data-dir: alpha\n", "", 1) }, "nodes[0].data-dir: required"},
 		{"witness with nbd", func(s string) string {
 			return strings.Replace(s, "  admin: 127.0.0.1:7802", "  admin: 127.0.0.1:7802\n  nbd: 127.0.0.1:1", 1)
 		}, "witness.nbd: a witness holds no data"},
 		{"wrong type", func(s string) string {
 			return strings.Replace(s, "nodes:\n", "nodes: 3\n", 1)[:strings.Index(s, "nodes:")+9]
-		}, "cannot unmarshal"},
+		}, "c.yaml:6: nodes: cannot unmarshal"},
 		{"not yaml", func(string) string { return "cluster: [" }, "c.yaml: config: invalid"},
 		{"empty", func(string) string { return "" }, "c.yaml: config: invalid: empty file"},
 	}

@@ -60,11 +60,11 @@ func (s Size) String() string {
 // UnmarshalYAML accepts an integer or a suffixed string.
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: %w: size must be a scalar", n.Line, ErrInvalid)
+		return typeError(n, "size must be a scalar")
 	}
 	v, err := ParseSize(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return typeError(n, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
 	}
 	*s = v
 	return nil
@@ -79,11 +79,11 @@ type Duration time.Duration
 // UnmarshalYAML parses Go duration syntax.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: %w: duration must be a scalar", n.Line, ErrInvalid)
+		return typeError(n, "duration must be a scalar")
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: %w: duration %q: want e.g. 500ms or 2s", n.Line, ErrInvalid, n.Value)
+		return typeError(n, fmt.Sprintf("duration %q: want e.g. 500ms or 2s", n.Value))
 	}
 	*d = Duration(v)
 	return nil
@@ -94,3 +94,10 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// typeError reports a bad value the way yaml.v3 reports type mismatches,
+// so that decoding goes on and every bad value in the file is reported
+// (decodeErrors then locates each).
+func typeError(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
+}

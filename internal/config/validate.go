@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -82,6 +83,7 @@ func (c *Config) validate(root *yaml.Node) []error {
 	}
 	names := map[string]bool{}
 	listeners := map[string]string{}
+	dirs := map[string]string{} // host and data dir -> member
 	checkMember := func(m *Member, data bool, path ...any) {
 		at := func(field string) []any { return append(append([]any{}, path...), field) }
 		if !nameRE.MatchString(m.Name) {
@@ -124,6 +126,16 @@ func (c *Config) validate(root *yaml.Node) []error {
 			}
 		}
 		m.DataDir = c.resolveDir(m.DataDir)
+		if host, _, err := net.SplitHostPort(m.Address); err == nil && m.DataDir != "" {
+			if isLoopback(host) {
+				host = "loopback"
+			}
+			key := host + "\x00" + filepath.Clean(m.DataDir)
+			if other, dup := dirs[key]; dup {
+				bad(fmt.Sprintf("%s is also the data-dir of %s on the same host: each member needs its own", m.DataDir, other), at("data-dir")...)
+			}
+			dirs[key] = m.Name
+		}
 	}
 	for i := range c.Nodes {
 		checkMember(&c.Nodes[i], true, "nodes", i)

@@ -4,17 +4,22 @@
 package member
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/mesh"
+	"github.com/grbd/grbd/internal/metrics"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/quorum"
@@ -109,4 +114,136 @@ func StatusOf(s quorum.Status) QuorumStatus {
 		out.Outdated = []string{}
 	}
 	return out
+}
+
+// linkPoll is how often WatchLinks looks at the member links.
+const linkPoll = 100 * time.Millisecond
+
+// WatchLinks logs a member event in log each time the member link from
+// self to another member comes up or goes down, until ctx ends. connected
+// is the mesh's view (mesh.Mesh.Connected).
+func WatchLinks(ctx context.Context, cfg *config.Config, self string, connected func(string) bool, log *events.Log) {
+	var peers []string
+	for _, m := range cfg.Nodes {
+		if m.Name != self {
+			peers = append(peers, m.Name)
+		}
+	}
+	if cfg.Witness != nil && cfg.Witness.Name != self {
+		peers = append(peers, cfg.Witness.Name)
+	}
+	up := make(map[string]bool, len(peers))
+	t := time.NewTicker(linkPoll)
+	defer t.Stop()
+	for {
+		for _, p := range peers {
+			now := connected(p)
+			if now == up[p] {
+				continue
+			}
+			up[p] = now
+			e := events.Event{Type: events.TypeMember, Peer: p, State: "Connected", Cause: "member link established"}
+			if !now {
+				e.State, e.Cause = "Disconnected", "member link lost: the member is down or unreachable"
+			}
+			log.Add(e)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// NoteOutdated logs an outdated event for each data node in st.Outdated
+// that is not in prev, and a cleared event for each that left it; first
+// marks the member's first look at the state (at start). It returns the
+// set to pass as prev next time.
+func NoteOutdated(log *events.Log, first bool, prev []string, st quorum.Status) []string {
+	for _, name := range st.Outdated {
+		if !slices.Contains(prev, name) {
+			cause := fmt.Sprintf("the primary %s lost its data path to it: writes go on without it", st.Primary)
+			if first {
+				cause = "recorded in the control plane when this member started"
+			}
+			log.Add(events.Event{Type: events.TypeOutdated, Peer: name, Epoch: st.Epoch, Primary: st.Primary, State: "Outdated", Cause: cause})
+		}
+	}
+	for _, name := range prev {
+		if !slices.Contains(st.Outdated, name) {
+			cause := "it caught up with the primary"
+			if st.Primary == name {
+				cause = "promoted"
+			}
+			log.Add(events.Event{Type: events.TypeCleared, Peer: name, Epoch: st.Epoch, Primary: st.Primary, Cause: cause})
+		}
+	}
+	return slices.Clone(st.Outdated)
+}
+
+// LinkStatus is one member link as a member's status shows it. Field names
+// are part of the admin API.
+type LinkStatus struct {
+	Name      string `json:"name"`
+	Witness   bool   `json:"witness,omitempty"`
+	Connected bool   `json:"connected"`
+}
+
+// Links reports the member links from self to every other member.
+func Links(cfg *config.Config, self string, connected func(string) bool) []LinkStatus {
+	out := []LinkStatus{}
+	for _, m := range cfg.Nodes {
+		if m.Name != self {
+			out = append(out, LinkStatus{Name: m.Name, Connected: connected(m.Name)})
+		}
+	}
+	if cfg.Witness != nil && cfg.Witness.Name != self {
+		out = append(out, LinkStatus{Name: cfg.Witness.Name, Witness: true, Connected: connected(cfg.Witness.Name)})
+	}
+	return out
+}
+
+// WriteQuorumMetrics writes the control-plane metrics every member
+// exports: its view of the epoch, the primary, the Outdated set and raft,
+// and how many members it reaches.
+func WriteQuorumMetrics(w *metrics.Writer, cfg *config.Config, q QuorumStatus, links []LinkStatus) {
+	voters := len(cfg.Nodes)
+	if cfg.Witness != nil {
+		voters++
+	}
+	reach := 1 // itself
+	for _, l := range links {
+		if l.Connected {
+			reach++
+		}
+	}
+	w.Gauge("grbd_quorum_epoch", "Current epoch: increases with every promotion.", float64(q.Epoch))
+	w.Bool("grbd_quorum_has_primary", "1 while the control plane names a primary.", q.Primary != "")
+	w.Bool("grbd_quorum_serving", "1 while this member is the primary and holds its lease (may complete I/O).", q.Serving)
+	w.Gauge("grbd_quorum_outdated_nodes", "Data nodes marked Outdated (may lack acknowledged writes).", float64(len(q.Outdated)))
+	for _, name := range q.Outdated {
+		w.Gauge("grbd_quorum_outdated", "1 for each Outdated data node.", 1, "node", name)
+	}
+	w.Gauge("grbd_quorum_members", "Voting members in the config.", float64(voters))
+	w.Gauge("grbd_quorum_members_reachable", "Members this one has a link to, itself included.", float64(reach))
+	w.Bool("grbd_quorum_majority_reachable", "1 while this member reaches a majority of the voting members.", reach > voters/2)
+	for _, l := range links {
+		w.Bool("grbd_member_link_up", "1 while the member link to the member is up.", l.Connected, "member", l.Name)
+	}
+	w.Gauge("grbd_raft_term", "Raft term of the control plane.", float64(q.RaftTerm))
+	w.Bool("grbd_raft_has_leader", "1 while this member knows a raft leader.", q.RaftLeader != "")
+	w.Gauge("grbd_raft_applied_index", "Last control-plane log index applied.", float64(q.Applied))
+}
+
+// WriteEventMetrics writes grbd_events_total by type, in a stable order.
+func WriteEventMetrics(w *metrics.Writer, counts map[string]uint64) {
+	types := make([]string, 0, len(counts))
+	for t := range counts {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	for _, t := range types {
+		w.Counter("grbd_events_total", "State-change events logged, by type (grbd events).", float64(counts[t]), "type", t)
+	}
 }
