@@ -111,7 +111,9 @@ func TestParseErrors(t *testing.T) {
 			return strings.Replace(s, "nodes:\n", "nodes: 3\n", 1)[:strings.Index(s, "nodes:")+9]
 		}, "cannot unmarshal"},
 		{"empty security", func(s string) string { return s + "security: {}\n" }, "c.yaml:22: security: needs tls, shared-secret-file or both"},
-		{"tls without ca", func(s string) string { return s + "security:\n  tls:\n    cert: c/{name}.pem\n    key: c/{name}-key.pem\n" }, "c.yaml:24: security.tls.ca: required"},
+		{"tls without ca", func(s string) string {
+			return s + "security:\n  tls:\n    cert: c/{name}.pem\n    key: c/{name}-key.pem\n"
+		}, "c.yaml:24: security.tls.ca: required"},
 		{"shared member cert", func(s string) string {
 			return s + "security:\n  tls:\n    ca: ca.pem\n    cert: all.pem\n    key: c/{name}-key.pem\n"
 		}, "c.yaml:25: security.tls.cert: \"all.pem\" must contain {name}"},
