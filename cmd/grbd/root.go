@@ -58,6 +58,7 @@ func newRootCommand() *cobra.Command {
 		newInvalidateCommand(),
 		newBenchCommand(g),
 		newVersionCommand(),
+		newCertsCommand(),
 	)
 	return root
 }

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/node"
 	"github.com/spf13/cobra"
@@ -21,6 +22,7 @@ type statusOptions struct {
 	name       string
 	json       bool
 	timeout    time.Duration
+	admin      adminOptions
 }
 
 func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
@@ -28,6 +30,7 @@ func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.name, "name", "", "only this member (default: every member)")
 	fs.BoolVar(&o.json, "json", false, "print JSON (an array, one object per member)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for each member")
+	o.admin.AddFlags(fs)
 }
 
 // memberStatus is one row of `grbd status`: the node's own report, or why it
@@ -67,10 +70,14 @@ member answers.`,
 				}
 				members = []config.Member{m}
 			}
+			cli, err := o.admin.client(cfg)
+			if err != nil {
+				return err
+			}
 			rows := make([]memberStatus, len(members))
 			reachable := 0
 			for i, m := range members {
-				rows[i] = fetchStatus(cmd.Context(), m, o.timeout)
+				rows[i] = fetchStatus(cmd.Context(), cli, m, o.timeout)
 				if rows[i].Reachable {
 					reachable++
 				}
@@ -94,16 +101,11 @@ member answers.`,
 	return cmd
 }
 
-func fetchStatus(ctx context.Context, m config.Member, timeout time.Duration) memberStatus {
+func fetchStatus(ctx context.Context, cli *auth.Client, m config.Member, timeout time.Duration) memberStatus {
 	row := memberStatus{Member: m.Name, Admin: m.Admin}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.Admin+"/status", nil)
-	if err != nil {
-		row.Error = err.Error()
-		return row
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := cli.Do(ctx, m, http.MethodGet, "/status")
 	if err != nil {
 		row.Error = err.Error()
 		return row

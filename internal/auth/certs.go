@@ -163,16 +163,29 @@ func InitCerts(cfg *config.Config, dir string, o InitOptions) ([]string, error) 
 		if ok, err := exists(SecretFile); err != nil {
 			return wrote, err
 		} else if !ok {
-			var b [32]byte
-			if _, err := rand.Read(b[:]); err != nil {
+			p := filepath.Join(dir, SecretFile)
+			if err := NewSecretFile(p); err != nil {
 				return wrote, err
 			}
-			if err := write(SecretFile, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
-				return wrote, err
-			}
+			wrote = append(wrote, p)
 		}
 	}
 	return wrote, nil
+}
+
+// NewSecretFile writes a new random shared secret (32 bytes, hex) to path
+// with mode 0600; an existing file is an error.
+func NewSecretFile(path string) error {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	_, err = f.Write([]byte(hex.EncodeToString(b[:]) + "\n"))
+	return errors.Join(err, f.Close())
 }
 
 // hostSANs adds the host of addr (host:port) to dns, or returns it as an IP.
