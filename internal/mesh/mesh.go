@@ -113,8 +113,9 @@ type Mesh struct {
 	closed bool
 	lns    []net.Listener
 
-	serverTLS  *tls.Config   // nil without TLS
-	handshakes chan struct{} // one token per accepted connection in its handshake
+	serverTLS  *tls.Config           // nil without TLS
+	handshakes chan struct{}         // one token per accepted connection in its handshake
+	pending    map[net.Conn]struct{} // connections in their handshake; Close closes them; guarded by mu
 	refusals   refusalLog
 
 	ctx    context.Context
@@ -148,7 +149,7 @@ func New(cfg Config) (*Mesh, error) {
 		return nil, fmt.Errorf("mesh: Security needs both Roots and Cert for TLS")
 	}
 	m := &Mesh{cfg: cfg, log: cfg.Logger.With("mesh", cfg.Self), peers: map[string]*peer{},
-		handshakes: make(chan struct{}, cfg.MaxHandshakes)}
+		handshakes: make(chan struct{}, cfg.MaxHandshakes), pending: map[net.Conn]struct{}{}}
 	if cfg.Security.tls() {
 		m.serverTLS = m.newServerTLS()
 	}
@@ -231,6 +232,9 @@ func (m *Mesh) Close() {
 	m.closed = true
 	for _, ln := range m.lns {
 		ln.Close()
+	}
+	for c := range m.pending {
+		c.Close() // a handshake would otherwise hold Close for its timeout
 	}
 	for _, p := range m.peers {
 		if p.sess != nil {
@@ -378,8 +382,25 @@ func (m *Mesh) accept(c net.Conn) {
 // accepting: the handshake names it). handshakeOver, if not nil, is called
 // once the handshake is over, whatever its outcome.
 func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool, handshakeOver func()) error {
-	if handshakeOver == nil {
-		handshakeOver = func() {}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		c.Close()
+		if handshakeOver != nil {
+			handshakeOver()
+		}
+		return ErrClosed
+	}
+	m.pending[c] = struct{}{}
+	m.mu.Unlock()
+	over := handshakeOver
+	handshakeOver = func() {
+		m.mu.Lock()
+		delete(m.pending, c)
+		m.mu.Unlock()
+		if over != nil {
+			over()
+		}
 	}
 	_ = c.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	conn, p, err := m.sessionHandshake(c, p, dialer)
