@@ -157,7 +157,8 @@ func TestUnalignedRequestsWithoutBlockSizeNegotiation(t *testing.T) {
 	}
 }
 
-// A WRITE too large to drain closes only its own connection.
+// A WRITE too large to drain is answered EINVAL and closes only its own
+// connection.
 func TestUndrainableWriteClosesOnlyItsConnection(t *testing.T) {
 	dev := newRandDev(1 << 20)
 	s, addr := startServer(t, dev, Options{MaxBlockSize: 64 << 10})
@@ -166,6 +167,9 @@ func TestUndrainableWriteClosesOnlyItsConnection(t *testing.T) {
 
 	c, _ := dialGo(t, addr, true)
 	c.request(cmdWrite, 0, 1, 0, spec25+4096, make([]byte, 4096))
+	cookie, errno, _ := c.reply(nil)
+	require.Equal(t, uint64(1), cookie)
+	require.Equal(t, nbdEINVAL, errno, "the refused write is answered before the connection closes")
 	c.expectClosed()
 	require.Equal(t, before, dev.sum())
 	require.Eventually(t, func() bool { return s.Stats().ProtocolErrors == 1 }, testTimeout, tick)

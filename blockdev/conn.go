@@ -2,6 +2,7 @@ package blockdev
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -45,13 +46,14 @@ var requestPool = sync.Pool{New: func() any { return new(request) }}
 // are still executing, so that their replies can share the write).
 type conn struct {
 	srv *Server
-	nc  net.Conn
+	nc  net.Conn // the TLS connection after STARTTLS; guarded by mu while it changes
 	br  *bufio.Reader
 	bw  *bufio.Writer
 	log *slog.Logger
 	x   export
+	tls bool // STARTTLS succeeded
 
-	mu          sync.Mutex // guards interrupted and deadline changes
+	mu          sync.Mutex // guards interrupted, nc changes and deadline changes
 	interrupted bool
 
 	budget  budget
@@ -69,14 +71,38 @@ type conn struct {
 	writeErr error
 }
 
+// newConn starts a connection with small buffers: the handshake exchanges a
+// few hundred bytes, and a client that never gets further (half open,
+// stalled, hostile) then costs little; enterTransmission switches to the
+// large ones.
 func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{
 		srv: s,
 		nc:  nc,
-		br:  bufio.NewReaderSize(nc, readBufferSize),
-		bw:  bufio.NewWriterSize(nc, writeBufferSize),
+		br:  bufio.NewReaderSize(nc, handshakeBufferSize),
+		bw:  bufio.NewWriterSize(nc, handshakeBufferSize),
 		log: s.opts.Logger.With("remote", nc.RemoteAddr().String()),
 	}
+}
+
+// conn returns the connection to close: the TLS one once there is one.
+func (c *conn) conn() net.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nc
+}
+
+// enterTransmission replaces the handshake's buffers with the large ones of
+// the transmission phase, keeping any request bytes already buffered (a
+// client may pipeline its first requests behind NBD_OPT_GO's reply).
+func (c *conn) enterTransmission() {
+	var src io.Reader = c.nc
+	if n := c.br.Buffered(); n > 0 {
+		pending, _ := c.br.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), c.nc)
+	}
+	c.br = bufio.NewReaderSize(src, readBufferSize)
+	c.bw = bufio.NewWriterSize(c.nc, writeBufferSize)
 }
 
 // interrupt makes a blocked read fail now and bounds blocked writes, so that
@@ -155,7 +181,11 @@ func (c *conn) readLoop() error {
 			// Refused write: its payload must still be consumed to keep the
 			// stream in sync, unless it is too large to be worth it.
 			if h.Length > dl {
-				requestPool.Put(req)
+				// Answer it (the client learns why) and close: the payload
+				// is not worth reading.
+				c.budget.acquire(0)
+				c.inflight.Add(1)
+				c.replies <- req
 				c.srv.stats.protocolErrors.Add(1)
 				return fmt.Errorf("%w: %d bytes (limit %d)", ErrPayloadTooLarge, h.Length, dl)
 			}

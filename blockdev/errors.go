@@ -26,6 +26,17 @@ var (
 	// ErrUnknownExport: NBD_OPT_EXPORT_NAME named an export we do not serve;
 	// that option cannot return an error, so the connection is closed.
 	ErrUnknownExport = errors.New("blockdev: unknown export")
+	// ErrTLSRequired: with Options.TLSRequired, the client entered
+	// transmission with NBD_OPT_EXPORT_NAME before STARTTLS; that option
+	// cannot return an error, so the connection is closed.
+	ErrTLSRequired = errors.New("blockdev: TLS required")
+	// ErrTLS: the TLS handshake after NBD_OPT_STARTTLS failed, or the client
+	// sent bytes before the server's acknowledgement.
+	ErrTLS = errors.New("blockdev: TLS negotiation failed")
+	// ErrTooManyConnections: the connection was refused at accept because
+	// MaxConnections connections are open or MaxHandshakes are
+	// negotiating.
+	ErrTooManyConnections = errors.New("blockdev: too many connections")
 
 	// ErrShortHeader: fewer than 28 bytes given to the request decoder.
 	ErrShortHeader = errors.New("blockdev: short request header")

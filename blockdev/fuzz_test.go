@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/pki"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 	"github.com/stretchr/testify/require"
 )
@@ -81,26 +83,44 @@ func FuzzServeConn(f *testing.F) {
 		f.Add(seed)
 	}
 	dev := newRandDev(1 << 20)
-	s, err := NewServer(dev, Options{ExportName: "vol0", MaxBlockSize: 64 << 10,
-		MaxInFlight: 8, HandshakeTimeout: 2 * time.Second})
+	opts := Options{ExportName: "vol0", MaxBlockSize: 64 << 10, MaxInFlight: 8, HandshakeTimeout: 2 * time.Second}
+	plain, err := NewServer(dev, opts)
+	require.NoError(f, err)
+	// The same bytes against a server that requires TLS: the FORCEDTLS
+	// option filter, and STARTTLS followed by whatever the input holds.
+	opts.TLS, opts.TLSRequired = fuzzTLS(f), true
+	forced, err := NewServer(dev, opts)
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		srv, cli := net.Pipe()
-		done := make(chan error, 1)
-		go func() { done <- s.ServeConn(srv) }()
-		go func() { _, _ = io.Copy(io.Discard, cli) }()
-		go func() {
-			_, _ = cli.Write(in)
-			// Half-close is not possible on a pipe; closing ends both
-			// directions, which is what a vanishing client does.
-			cli.Close()
-		}()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("ServeConn hung on %q", in)
+		for _, s := range []*Server{plain, forced} {
+			srv, cli := net.Pipe()
+			done := make(chan error, 1)
+			go func() { done <- s.ServeConn(srv) }()
+			go func() { _, _ = io.Copy(io.Discard, cli) }()
+			go func() {
+				_, _ = cli.Write(in)
+				// Half-close is not possible on a pipe; closing ends both
+				// directions, which is what a vanishing client does.
+				cli.Close()
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("ServeConn hung on %q", in)
+			}
 		}
 	})
+}
+
+// fuzzTLS is a server TLS configuration with a fresh self-signed CA.
+func fuzzTLS(f *testing.F) *tls.Config {
+	ca, err := pki.NewAuthority("fuzz", time.Now(), time.Hour)
+	require.NoError(f, err)
+	c, k, err := ca.Issue(pki.Request{CommonName: "nbd", Usage: pki.UsageServer, Validity: time.Hour}, time.Now())
+	require.NoError(f, err)
+	pair, err := tls.X509KeyPair(c, k)
+	require.NoError(f, err)
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
 }
 
 // handshakeSeeds are client byte streams covering each option and a short
@@ -139,6 +159,8 @@ func handshakeSeeds() [][]byte {
 		cat(flags, opt(optInfo, []byte{0, 0, 1, 0}), opt(0xffffffff, []byte("x")), goBS,
 			encodeRequest(cmdWrite, 0, 9, 0, 1<<30, nil)),
 		cat(flags, goBS, []byte{0x25, 0x60, 0x95, 0x14}),
+		cat(flags, opt(nbdOptStartTLS, nil), []byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0}),
+		cat(flags, opt(nbdOptStartTLS, []byte("x")), opt(optList, nil), opt(nbdOptExportName, nil)),
 	}
 }
 

@@ -1,6 +1,8 @@
 package blockdev
 
 import (
+	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -60,7 +62,25 @@ func (c *conn) negotiate() (export, error) {
 			return export{}, fmt.Errorf("blockdev: read option %d data: %w", oh.ID, err)
 		}
 
+		// FORCEDTLS: before STARTTLS only STARTTLS and ABORT are served.
+		if c.srv.opts.TLSRequired && !c.tls {
+			switch oh.ID {
+			case nbdOptStartTLS, protocol.NEGOTIATION_ID_OPTION_ABORT:
+			case nbdOptExportName:
+				return export{}, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS", ErrTLSRequired)
+			default:
+				if err := c.sendReply(oh.ID, nbdRepErrTLSReqd, []byte("TLS is required: send NBD_OPT_STARTTLS first")); err != nil {
+					return export{}, err
+				}
+				continue
+			}
+		}
+
 		switch oh.ID {
+		case nbdOptStartTLS:
+			if err := c.startTLS(oh.ID, data); err != nil {
+				return export{}, err
+			}
 		case nbdOptExportName:
 			if !c.srv.knownExport(data) {
 				return export{}, fmt.Errorf("%w: %q", ErrUnknownExport, data)
@@ -87,14 +107,50 @@ func (c *conn) negotiate() (export, error) {
 				return x, nil
 			}
 		default:
-			// NBD_OPT_STRUCTURED_REPLY, NBD_OPT_STARTTLS, meta contexts,
-			// extended headers and anything unknown: simple replies only.
+			// NBD_OPT_STRUCTURED_REPLY, meta contexts, extended headers
+			// and anything unknown: simple replies only.
 			if err := c.sendReply(oh.ID, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED,
 				[]byte("option not supported")); err != nil {
 				return export{}, err
 			}
 		}
 	}
+}
+
+// startTLS answers NBD_OPT_STARTTLS: without Options.TLS the option is
+// unsupported (NOTLS mode); a second one, or one with data, is invalid;
+// otherwise the server acknowledges it and the TLS handshake follows at once
+// (under the handshake deadline), after which negotiation goes on inside
+// TLS with fresh buffers.
+func (c *conn) startTLS(id uint32, data []byte) error {
+	cfg := c.srv.opts.TLS
+	switch {
+	case cfg == nil:
+		return c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED, []byte("TLS is not configured"))
+	case c.tls:
+		return c.sendReply(id, nbdRepErrInvalid, []byte("TLS is already negotiated"))
+	case len(data) != 0:
+		return c.sendReply(id, nbdRepErrInvalid, []byte("NBD_OPT_STARTTLS takes no data"))
+	case c.br.Buffered() != 0:
+		// The client must wait for our reply; bytes after the option would
+		// be read in plain text and could not be part of the TLS stream.
+		return fmt.Errorf("%w: %d bytes sent after NBD_OPT_STARTTLS", ErrTLS, c.br.Buffered())
+	}
+	if err := c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ACK, nil); err != nil {
+		return err
+	}
+	tc := tls.Server(c.nc, cfg)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("%w: %w", ErrTLS, err)
+	}
+	c.mu.Lock()
+	c.nc = tc
+	c.mu.Unlock()
+	c.br = bufio.NewReaderSize(tc, handshakeBufferSize)
+	c.bw = bufio.NewWriterSize(tc, handshakeBufferSize)
+	c.tls = true
+	c.srv.stats.tlsConns.Add(1)
+	return nil
 }
 
 func (c *conn) optList(id uint32, data []byte) error {

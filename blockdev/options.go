@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -15,6 +16,8 @@ const (
 	DefaultMaxInFlight        = 128
 	DefaultMaxInFlightBytes   = 64 << 20
 	DefaultHandshakeTimeout   = 10 * time.Second
+	DefaultMaxConnections     = 256
+	DefaultMaxHandshakes      = 32
 )
 
 // Limits that are not options.
@@ -35,6 +38,9 @@ const (
 	// closeGrace bounds how long Close waits for a client that does not read
 	// its replies.
 	closeGrace = 10 * time.Second
+	// handshakeBufferSize sizes a connection's buffers until it enters
+	// transmission: a connection that never gets there costs little.
+	handshakeBufferSize = 1 << 10
 )
 
 // Options configure a Server. The zero value of each field selects its default.
@@ -61,8 +67,22 @@ type Options struct {
 	// max(64 MiB, MaxBlockSize); at least MaxBlockSize. Without it
 	// MaxInFlight x MaxBlockSize could reach 4 GiB per connection.
 	MaxInFlightBytes int64
-	// HandshakeTimeout bounds the whole option negotiation.
+	// HandshakeTimeout bounds the whole option negotiation, TLS included.
 	HandshakeTimeout time.Duration
+	// MaxConnections bounds the connections served at once; MaxHandshakes
+	// those still negotiating (at most MaxConnections). A connection beyond
+	// either is closed as soon as it is accepted. Together with the
+	// per-connection budgets they bound the server's memory: about
+	// MaxHandshakes x 10 KiB for negotiating connections, MaxConnections x
+	// (MaxInFlightBytes + 0.5 MiB of buffers) for the others.
+	MaxConnections, MaxHandshakes int
+	// TLS enables NBD_OPT_STARTTLS with this configuration (nil: the option
+	// is refused with NBD_REP_ERR_UNSUP). With TLSRequired the server runs
+	// in the spec's FORCEDTLS mode: before STARTTLS every option but
+	// STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD, and
+	// NBD_OPT_EXPORT_NAME closes the connection.
+	TLS         *tls.Config
+	TLSRequired bool
 	// Logger receives connection-level events; nil discards them.
 	Logger *slog.Logger
 }
@@ -87,6 +107,12 @@ func (o Options) withDefaults(devSize int64) (Options, error) {
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxHandshakes == 0 {
+		o.MaxHandshakes = min(DefaultMaxHandshakes, o.MaxConnections)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -110,6 +136,12 @@ func (o Options) withDefaults(devSize int64) (Options, error) {
 		return bad("MaxInFlightBytes %d: want >= MaxBlockSize %d", o.MaxInFlightBytes, o.MaxBlockSize)
 	case o.HandshakeTimeout < 0:
 		return bad("negative HandshakeTimeout")
+	case o.MaxConnections < 1:
+		return bad("MaxConnections %d: want >= 1", o.MaxConnections)
+	case o.MaxHandshakes < 1 || o.MaxHandshakes > o.MaxConnections:
+		return bad("MaxHandshakes %d: want 1..MaxConnections", o.MaxHandshakes)
+	case o.TLSRequired && o.TLS == nil:
+		return bad("TLSRequired without TLS")
 	case devSize < 0:
 		return bad("device size %d", devSize)
 	case devSize%int64(o.MinBlockSize) != 0:

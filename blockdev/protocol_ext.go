@@ -28,7 +28,9 @@ const (
 
 // Option reply types. Errors have bit 31 set.
 const (
+	nbdRepErrPolicy  uint32 = 1<<31 | 2 // NBD_REP_ERR_POLICY
 	nbdRepErrInvalid uint32 = 1<<31 | 3 // NBD_REP_ERR_INVALID
+	nbdRepErrTLSReqd uint32 = 1<<31 | 5 // NBD_REP_ERR_TLS_REQD
 )
 
 // Transmission flags (16 bits, sent with the export size).

@@ -43,11 +43,12 @@ type Server struct {
 	opts  Options
 	stats counters
 
-	mu        sync.Mutex
-	closed    bool
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	wg        sync.WaitGroup // ServeConn calls in progress
+	mu          sync.Mutex
+	closed      bool
+	listeners   map[net.Listener]struct{}
+	conns       map[*conn]struct{}
+	handshaking int            // connections of conns still negotiating
+	wg          sync.WaitGroup // ServeConn calls in progress
 }
 
 // NewServer returns a server for dev. It fills in option defaults and rejects
@@ -103,7 +104,12 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		backoff = 0
 		go func() {
-			if err := s.ServeConn(nc); err != nil && !errors.Is(err, ErrServerClosed) {
+			err := s.ServeConn(nc)
+			switch {
+			case err == nil || errors.Is(err, ErrServerClosed):
+			case errors.Is(err, ErrTooManyConnections):
+				s.opts.Logger.Debug("nbd connection refused", "remote", nc.RemoteAddr().String(), "err", err)
+			default:
 				s.opts.Logger.Info("nbd connection ended", "remote", nc.RemoteAddr().String(), "err", err)
 			}
 		}()
@@ -119,21 +125,39 @@ func isTemporary(err error) bool {
 // ServeConn runs the handshake and transmission phases on nc and closes it.
 // It returns nil when the client disconnects cleanly (NBD_CMD_DISC,
 // NBD_OPT_ABORT or EOF between requests), ErrServerClosed if Close ended
-// it, and otherwise the error that ended the connection.
+// it, ErrTooManyConnections if the limits refused it, and otherwise the
+// error that ended the connection.
 func (s *Server) ServeConn(nc net.Conn) error {
-	defer nc.Close()
 	c := newConn(s, nc)
+	defer func() { c.conn().Close() }() // the TLS connection, once there is one
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
+	if len(s.conns) >= s.opts.MaxConnections || s.handshaking >= s.opts.MaxHandshakes {
+		n, h := len(s.conns), s.handshaking
+		s.mu.Unlock()
+		s.stats.refused.Add(1)
+		return fmt.Errorf("%w: %d open, %d negotiating", ErrTooManyConnections, n, h)
+	}
 	s.conns[c] = struct{}{}
+	s.handshaking++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.stats.connections.Add(1)
 	s.stats.active.Add(1)
+	negotiating := true
+	handshakeDone := func() {
+		s.mu.Lock()
+		if negotiating {
+			negotiating = false
+			s.handshaking--
+		}
+		s.mu.Unlock()
+	}
 	defer func() {
+		handshakeDone()
 		s.stats.active.Add(^uint64(0))
 		s.mu.Lock()
 		delete(s.conns, c)
@@ -145,6 +169,7 @@ func (s *Server) ServeConn(nc net.Conn) error {
 		c.setDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 	}
 	x, err := c.negotiate()
+	handshakeDone()
 	if err != nil {
 		if errors.Is(err, errAborted) {
 			return nil
@@ -154,6 +179,7 @@ func (s *Server) ServeConn(nc net.Conn) error {
 	}
 	c.setDeadline(time.Time{})
 	c.x = x
+	c.enterTransmission()
 	c.log.Debug("nbd transmission started", "size", x.size, "flags", x.flags, "align", x.align)
 	if err := c.transmit(); err != nil {
 		return s.closedOr(err)

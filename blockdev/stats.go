@@ -13,6 +13,11 @@ type Stats struct {
 	Connections       uint64 // connections accepted
 	ActiveConnections uint64 // connections open now
 	HandshakeFailures uint64 // connections that never reached transmission (aborts excluded)
+	// Refused counts connections closed at accept by MaxConnections or
+	// MaxHandshakes (not included in Connections).
+	Refused uint64
+	// TLSConnections counts connections that negotiated TLS.
+	TLSConnections uint64
 
 	Reads, Writes, Flushes, Trims, WriteZeroes uint64 // successful commands
 	BytesRead, BytesWritten                    uint64 // payload bytes of successful READs / WRITEs
@@ -40,6 +45,7 @@ type ErrorCounts struct {
 
 type counters struct {
 	connections, active, handshakeFailures     atomic.Uint64
+	refused, tlsConns                          atomic.Uint64
 	reads, writes, flushes, trims, zeroes      atomic.Uint64
 	bytesRead, bytesWritten                    atomic.Uint64
 	errPerm, errIO, errNoMem, errInvalid       atomic.Uint64
@@ -103,6 +109,8 @@ func (s *counters) snapshot() Stats {
 		Connections:       s.connections.Load(),
 		ActiveConnections: s.active.Load(),
 		HandshakeFailures: s.handshakeFailures.Load(),
+		Refused:           s.refused.Load(),
+		TLSConnections:    s.tlsConns.Load(),
 		Reads:             s.reads.Load(),
 		Writes:            s.writes.Load(),
 		Flushes:           s.flushes.Load(),

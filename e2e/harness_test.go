@@ -142,9 +142,8 @@ func startMember(t *testing.T, logDir, name, wait string, args ...string) *proc 
 			p.mu.Lock()
 			p.lines = append(p.lines, line)
 			p.mu.Unlock()
-			if strings.HasPrefix(line, wait) {
-				once.Do(func() { close(p.started) })
-			}
+			// Record the ready URI before announcing the start: a caller
+			// woken by started reads it at once (uri).
 			if uri, ok := strings.CutPrefix(line, "ready "); ok && strings.HasPrefix(uri, "nbd://") {
 				p.mu.Lock()
 				p.ready = append(p.ready, uri)
@@ -153,6 +152,9 @@ func startMember(t *testing.T, logDir, name, wait string, args ...string) *proc 
 				case p.seen <- struct{}{}:
 				default:
 				}
+			}
+			if strings.HasPrefix(line, wait) {
+				once.Do(func() { close(p.started) })
 			}
 		}
 	}()

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/blockdev"
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
 	"github.com/grbd/grbd/internal/events"
@@ -197,7 +198,13 @@ func (n *Node) open() error {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
 	}
 	n.ctl.SetConsistent(n.sec.consistent())
-	if n.mesh, err = mesh.New(member.MeshConfig(cfg, me.Name, n.log, n.ctl.Deliver, n.handleStream)); err != nil {
+	creds, err := auth.Load(cfg, me.Name, n.log)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", me.Name, err)
+	}
+	mcfg := member.MeshConfig(cfg, me.Name, n.log, n.ctl.Deliver, n.handleStream)
+	mcfg.Security = creds.Mesh
+	if n.mesh, err = mesh.New(mcfg); err != nil {
 		return err
 	}
 	n.ctl.SetSender(n.mesh)
@@ -207,6 +214,11 @@ func (n *Node) open() error {
 		Description: fmt.Sprintf("grbd %s/%s", cfg.Cluster, me.Name),
 		MaxInFlight: cfg.NBD.MaxInFlight,
 		Logger:      n.log,
+		// Issue 8: connection limits and NBD_OPT_STARTTLS.
+		MaxConnections: cfg.NBD.MaxConnections,
+		MaxHandshakes:  cfg.NBD.MaxHandshakes,
+		TLS:            creds.NBD,
+		TLSRequired:    creds.NBDRequired,
 	}); err != nil {
 		return fmt.Errorf("node %s: nbd: %w", me.Name, err)
 	}
@@ -219,7 +231,8 @@ func (n *Node) open() error {
 	if n.adminLn, err = net.Listen("tcp", me.Admin); err != nil {
 		return fmt.Errorf("node %s: admin listen: %w", me.Name, err)
 	}
-	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	n.adminLn = creds.AdminListener(n.adminLn) // HTTPS with security.tls
+	n.admin = &http.Server{Handler: creds.AdminHandler(n.adminHandler()), ReadHeaderTimeout: 5 * time.Second}
 	n.admin.RegisterOnShutdown(n.events.Close) // followers of GET /events let go
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
 	"github.com/grbd/grbd/internal/events"
@@ -99,7 +100,13 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 	if w.ctl, err = ctlplane.Open(member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)); err != nil {
 		return nil, fmt.Errorf("witness %s: control plane: %w", name, err)
 	}
-	if w.mesh, err = mesh.New(member.MeshConfig(cfg, name, log, w.ctl.Deliver, func(_ string, _ uint8, s net.Conn) { s.Close() })); err != nil {
+	creds, err := auth.Load(cfg, name, log)
+	if err != nil {
+		return nil, fmt.Errorf("witness %s: %w", name, err)
+	}
+	mcfg := member.MeshConfig(cfg, name, log, w.ctl.Deliver, func(_ string, _ uint8, s net.Conn) { s.Close() })
+	mcfg.Security = creds.Mesh
+	if w.mesh, err = mesh.New(mcfg); err != nil {
 		return nil, err
 	}
 	w.ctl.SetSender(w.mesh)
@@ -110,7 +117,8 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 		w.peerLn.Close()
 		return nil, fmt.Errorf("witness %s: admin listen: %w", name, err)
 	}
-	w.admin = &http.Server{Handler: w.handler(), ReadHeaderTimeout: 5 * time.Second}
+	w.adminLn = creds.AdminListener(w.adminLn) // HTTPS with security.tls
+	w.admin = &http.Server{Handler: creds.AdminHandler(w.handler()), ReadHeaderTimeout: 5 * time.Second}
 	w.admin.RegisterOnShutdown(w.events.Close) // followers of GET /events let go
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel

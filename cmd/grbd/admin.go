@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
-	"net"
+	"fmt"
+	"io"
 	"net/http"
 	"time"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/spf13/pflag"
 )
@@ -16,12 +20,14 @@ type clusterOptions struct {
 	configPath string
 	name       string
 	timeout    time.Duration
+	admin      adminOptions
 }
 
 func (o *clusterOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
 	fs.StringVar(&o.name, "name", "", "only this member (default: every member)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for each member to answer")
+	o.admin.AddFlags(fs)
 }
 
 // loadConfig loads the config named by --config.
@@ -53,10 +59,45 @@ func (o *clusterOptions) members() (*config.Config, []config.Member, error) {
 	return cfg, members, nil
 }
 
-// adminClient is an HTTP client for admin endpoints that gives up
-// connecting after timeout (a host that is down never answers a SYN) but
-// lets a stream run as long as it lasts.
-func adminClient(timeout time.Duration) *http.Client {
-	d := &net.Dialer{Timeout: timeout}
-	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, ResponseHeaderTimeout: timeout}}
+// client is the admin-endpoint client for cfg with the command's
+// credentials.
+func (o *clusterOptions) client(cfg *config.Config) (*auth.Client, error) { return o.admin.client(cfg) }
+
+// adminOptions are the credentials of commands that talk to admin endpoints.
+// The shared secret, when the config names one, is read from its file.
+type adminOptions struct {
+	cert, key string
+}
+
+func (o *adminOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.cert, "cert", "", "client certificate for admin endpoints served over HTTPS (default: admin.pem beside security.tls.ca, if present)")
+	fs.StringVar(&o.key, "key", "", "private key of --cert (default: admin-key.pem beside security.tls.ca)")
+}
+
+func (o *adminOptions) client(cfg *config.Config) (*auth.Client, error) {
+	return auth.NewClient(cfg, o.cert, o.key)
+}
+
+// adminPost sends a POST to member m's admin endpoint and returns the body
+// of a 200 answer; other answers become errors carrying the endpoint's
+// message.
+func adminPost(ctx context.Context, cli *auth.Client, m config.Member, path string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := cli.Do(ctx, m, http.MethodPost, path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("admin endpoint answered %s", resp.Status)
+	}
+	return body, nil
 }

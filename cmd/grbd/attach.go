@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/nbdkernel"
 	"github.com/spf13/cobra"
@@ -22,6 +23,7 @@ type attachOptions struct {
 	device         string
 	timeout        time.Duration
 	requestTimeout time.Duration
+	admin          adminOptions
 }
 
 func (o *attachOptions) AddFlags(fs *pflag.FlagSet) {
@@ -29,6 +31,7 @@ func (o *attachOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.device, "device", "", "NBD device to attach, e.g. /dev/nbd0 (required)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for each member and for the NBD handshake")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 0, "kernel timeout of one request (0: the kernel's default)")
+	o.admin.AddFlags(fs)
 }
 
 func newAttachCommand() *cobra.Command {
@@ -66,7 +69,11 @@ as well: nbd-client PRIMARY-HOST PORT /dev/nbd0 -N EXPORT.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			prim, err := servingPrimary(ctx, cfg, o.timeout)
+			cli, err := o.admin.client(cfg)
+			if err != nil {
+				return err
+			}
+			prim, err := servingPrimary(ctx, cli, cfg, o.timeout)
 			if err != nil {
 				return err
 			}
@@ -110,8 +117,8 @@ as well: nbd-client PRIMARY-HOST PORT /dev/nbd0 -N EXPORT.`,
 
 // servingPrimary asks every data node and returns the one serving as
 // primary (holding its lease).
-func servingPrimary(ctx context.Context, cfg *config.Config, timeout time.Duration) (config.Member, error) {
-	rows := fetchAll(ctx, cfg.Nodes, timeout)
+func servingPrimary(ctx context.Context, cli *auth.Client, cfg *config.Config, timeout time.Duration) (config.Member, error) {
+	rows := fetchAll(ctx, cli, cfg.Nodes, timeout)
 	if r := servingRow(rows); r != nil {
 		m, _, err := cfg.Member(r.Member)
 		return m, err

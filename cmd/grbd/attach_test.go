@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/grbd/grbd/internal/auth"
 	"os"
 	"testing"
 	"time"
@@ -39,7 +40,9 @@ func TestAttachFlagErrors(t *testing.T) {
 func TestAttachFindsServingPrimary(t *testing.T) {
 	c := startCluster(t, 2, true, "4MiB", "")
 	pn, sn := c.roles()
-	prim, err := servingPrimary(t.Context(), c.cfg, 3*time.Second)
+	cli, err := auth.NewClient(c.cfg, "", "")
+	require.NoError(t, err)
+	prim, err := servingPrimary(t.Context(), cli, c.cfg, 3*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, pn, prim.Name)
 	conn, x, err := dialExport(t.Context(), prim.NBD, c.cfg.NBD.Export, 3*time.Second)
@@ -60,7 +63,7 @@ func TestAttachFindsServingPrimary(t *testing.T) {
 
 	c.stop(pn)
 	c.stop(sn)
-	_, err = servingPrimary(t.Context(), c.cfg, 300*time.Millisecond)
+	_, err = servingPrimary(t.Context(), cli, c.cfg, 300*time.Millisecond)
 	require.ErrorContains(t, err, "no data node serves as primary")
 	require.ErrorContains(t, err, "unreachable")
 }

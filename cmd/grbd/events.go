@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/spf13/cobra"
@@ -50,12 +51,15 @@ resumes without repeating events (each member numbers its events: "seq").
 Exits non-zero with --now when no member answered.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, members, err := o.members()
+			cfg, members, err := o.members()
 			if err != nil {
 				return err
 			}
 			out := &eventWriter{enc: json.NewEncoder(cmd.OutOrStdout())}
-			client := adminClient(o.timeout)
+			client, err := o.client(cfg)
+			if err != nil {
+				return err
+			}
 			if o.now {
 				return o.snapshot(cmd.Context(), client, members, out)
 			}
@@ -86,7 +90,7 @@ func (w *eventWriter) write(e events.Event) {
 }
 
 // snapshot prints every member's kept events, oldest first.
-func (o *eventsOptions) snapshot(ctx context.Context, client *http.Client, members []config.Member, out *eventWriter) error {
+func (o *eventsOptions) snapshot(ctx context.Context, client *auth.Client, members []config.Member, out *eventWriter) error {
 	var (
 		mu        sync.Mutex
 		all       []events.Event
@@ -121,7 +125,7 @@ func (o *eventsOptions) snapshot(ctx context.Context, client *http.Client, membe
 }
 
 // follow streams one member's events until ctx ends, reconnecting.
-func (o *eventsOptions) follow(ctx context.Context, client *http.Client, m config.Member, out *eventWriter) {
+func (o *eventsOptions) follow(ctx context.Context, client *auth.Client, m config.Member, out *eventWriter) {
 	pos := &streamPos{}
 	up := true // assume reachable: say so only when it is not
 	for ctx.Err() == nil {
@@ -171,16 +175,12 @@ type streamPos struct {
 
 // readEvents reads GET /events of member m from pos (with now, only the
 // kept events) and calls fn for each, moving pos along.
-func readEvents(ctx context.Context, client *http.Client, m config.Member, pos *streamPos, now bool, fn func(events.Event)) error {
-	url := fmt.Sprintf("http://%s/events?since=%d&run=%s", m.Admin, pos.last, pos.run)
+func readEvents(ctx context.Context, client *auth.Client, m config.Member, pos *streamPos, now bool, fn func(events.Event)) error {
+	path := fmt.Sprintf("/events?since=%d&run=%s", pos.last, pos.run)
 	if now {
-		url += "&now=1"
+		path += "&now=1"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
+	resp, err := client.Do(ctx, m, http.MethodGet, path)
 	if err != nil {
 		return err
 	}

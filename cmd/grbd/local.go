@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -51,6 +52,8 @@ Prints "member NAME pid PID role ROLE nbd://..." for each member at start and
 whenever a role changes, and "ready nbd://HOST:PORT" each time a primary starts
 serving: that is the URI to use. Kill the primary (kill -9 PID) to watch the
 other data node take over within about a second.
+Member links and admin requests are authenticated with a shared secret
+generated into DIR/secret (mode 0600) when the cluster is created.
 Inspect it with: grbd status --config DIR/grbd.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -109,6 +112,9 @@ func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 		Cluster:     "local",
 		Device:      config.Device{Size: size},
 		Replication: config.Replication{Protocol: o.protocol},
+		// Loopback is shared by every local user: the members and the CLI
+		// authenticate with a secret generated for this cluster.
+		Security: &config.Security{SharedSecretFile: auth.SecretFile},
 	}
 	for i, name := range localNames[:o.nodes] {
 		cfg.Nodes = append(cfg.Nodes, config.Member{
@@ -137,6 +143,9 @@ func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 		return nil, false, err
 	}
 	if err := os.MkdirAll(o.dir, 0o755); err != nil {
+		return nil, false, fmt.Errorf("local: %w", err)
+	}
+	if err := auth.NewSecretFile(filepath.Join(o.dir, auth.SecretFile)); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, false, fmt.Errorf("local: %w", err)
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {

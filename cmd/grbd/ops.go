@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/node"
 	"github.com/spf13/cobra"
@@ -82,7 +83,11 @@ out of sync (and were not resynced) or a peer could not be verified.`,
 			if err != nil {
 				return err
 			}
-			prim, err := findPrimary(cmd.Context(), cfg)
+			cli, err := o.admin.client(cfg)
+			if err != nil {
+				return err
+			}
+			prim, err := findPrimary(cmd.Context(), cli, cfg)
 			if err != nil {
 				return err
 			}
@@ -90,8 +95,8 @@ out of sync (and were not resynced) or a peer could not be verified.`,
 			if resync {
 				path += "?resync=1"
 			}
-			stopProgress := showVerifyProgress(cmd.Context(), cmd.ErrOrStderr(), prim)
-			body, err := adminPost(cmd.Context(), prim.Admin, path, o.timeout)
+			stopProgress := showVerifyProgress(cmd.Context(), cmd.ErrOrStderr(), cli, prim)
+			body, err := adminPost(cmd.Context(), cli, prim, path, o.timeout)
 			stopProgress()
 			if err != nil {
 				return fmt.Errorf("%s: %w", prim.Name, err)
@@ -141,9 +146,9 @@ out of sync (and were not resynced) or a peer could not be verified.`,
 
 // findPrimary asks every data node for its status and returns the one that
 // serves as primary.
-func findPrimary(ctx context.Context, cfg *config.Config) (config.Member, error) {
+func findPrimary(ctx context.Context, cli *auth.Client, cfg *config.Config) (config.Member, error) {
 	for _, m := range cfg.Nodes {
-		row := fetchStatus(ctx, m, 3*time.Second)
+		row := fetchStatus(ctx, cli, m, 3*time.Second)
 		if row.Reachable && row.Role == node.RolePrimary {
 			return m, nil
 		}

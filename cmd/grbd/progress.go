@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"golang.org/x/sys/unix"
 )
@@ -154,7 +155,7 @@ const verifyPoll = 250 * time.Millisecond
 // primary prim on w while it runs, when w is a terminal (a verify's
 // output is its result; plain progress lines would clutter scripts). The
 // returned function stops it and clears the bar.
-func showVerifyProgress(ctx context.Context, w io.Writer, prim config.Member) (stop func()) {
+func showVerifyProgress(ctx context.Context, w io.Writer, cli *auth.Client, prim config.Member) (stop func()) {
 	view := newProgressView(w)
 	if !view.tty {
 		return func() {}
@@ -171,7 +172,7 @@ func showVerifyProgress(ctx context.Context, w io.Writer, prim config.Member) (s
 				return
 			case <-time.After(verifyPoll):
 			}
-			row := fetchStatus(ctx, prim, verifyPoll)
+			row := fetchStatus(ctx, cli, prim, verifyPoll)
 			if row.Reachable && row.Verify != nil {
 				v := row.Verify
 				view.show([]progressItem{{id: "verify", text: progressText("verify "+v.Peer, v.Done, v.Total, 0, width)}})

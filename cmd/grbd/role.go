@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
@@ -20,10 +17,12 @@ type roleOptions struct {
 	configPath string
 	force      bool
 	timeout    time.Duration
+	admin      adminOptions
 }
 
 func (o *roleOptions) AddFlags(fs *pflag.FlagSet, force bool) {
 	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
+	o.admin.AddFlags(fs)
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "how long to wait for the change")
 	if force {
 		fs.BoolVar(&o.force, "force", false, "DANGEROUS: promote even an Outdated node; writes it missed are lost and the other nodes' newer data becomes a split brain")
@@ -108,7 +107,11 @@ func (o *roleOptions) post(cmd *cobra.Command, name, path string) error {
 	if isWitness {
 		return fmt.Errorf("%s is the witness: it holds no data and has no role to change", name)
 	}
-	body, err := adminPost(cmd.Context(), m.Admin, path, o.timeout)
+	cli, err := o.admin.client(cfg)
+	if err != nil {
+		return err
+	}
+	body, err := adminPost(cmd.Context(), cli, m, path, o.timeout)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -118,31 +121,4 @@ func (o *roleOptions) post(cmd *cobra.Command, name, path string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s: role %s, epoch %d, primary %q, disk %s\n", name, st.Role, st.Quorum.Epoch, st.Quorum.Primary, st.Disk)
 	return nil
-}
-
-// adminPost sends a POST to an admin endpoint and returns the body of a 200
-// answer; other answers become errors carrying the endpoint's message.
-func adminPost(ctx context.Context, admin, path string, timeout time.Duration) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+admin+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return nil, errors.New(e.Error)
-		}
-		return nil, fmt.Errorf("admin endpoint answered %s", resp.Status)
-	}
-	return body, nil
 }

@@ -63,6 +63,7 @@ func newRootCommand() *cobra.Command {
 		newInvalidateCommand(),
 		newBenchCommand(g),
 		newVersionCommand(),
+		newCertsCommand(),
 	)
 	return root
 }

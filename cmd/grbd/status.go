@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/node"
@@ -71,9 +72,13 @@ bars). Exits non-zero when no member answers (without --watch).`,
 			if err != nil {
 				return err
 			}
+			cli, err := o.client(cfg)
+			if err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			if !o.watch {
-				return o.print(out, cfg, fetchAll(cmd.Context(), members, o.timeout), false)
+				return o.print(out, cfg, fetchAll(cmd.Context(), cli, members, o.timeout), false)
 			}
 			if o.interval <= 0 {
 				return errors.New("--interval must be positive")
@@ -82,7 +87,7 @@ bars). Exits non-zero when no member answers (without --watch).`,
 			defer stop()
 			tty := isTerminal(out)
 			for {
-				rows := fetchAll(ctx, members, o.timeout)
+				rows := fetchAll(ctx, cli, members, o.timeout)
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -145,26 +150,21 @@ func servingRow(rows []memberStatus) *memberStatus {
 
 // fetchAll asks every member at once, so that members that are down cost
 // one timeout, not one each.
-func fetchAll(ctx context.Context, members []config.Member, timeout time.Duration) []memberStatus {
+func fetchAll(ctx context.Context, cli *auth.Client, members []config.Member, timeout time.Duration) []memberStatus {
 	rows := make([]memberStatus, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		wg.Go(func() { rows[i] = fetchStatus(ctx, m, timeout) })
+		wg.Go(func() { rows[i] = fetchStatus(ctx, cli, m, timeout) })
 	}
 	wg.Wait()
 	return rows
 }
 
-func fetchStatus(ctx context.Context, m config.Member, timeout time.Duration) memberStatus {
+func fetchStatus(ctx context.Context, cli *auth.Client, m config.Member, timeout time.Duration) memberStatus {
 	row := memberStatus{Member: m.Name, Admin: m.Admin}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.Admin+"/status", nil)
-	if err != nil {
-		row.Error = err.Error()
-		return row
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := cli.Do(ctx, m, http.MethodGet, "/status")
 	if err != nil {
 		row.Error = err.Error()
 		return row

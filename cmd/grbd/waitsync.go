@@ -103,7 +103,11 @@ func (o *waitSyncOptions) wait(ctx context.Context, out io.Writer, cfg *config.C
 // poll asks every data node, finds the serving primary and describes each
 // watched peer; done when all are UpToDate with nothing outstanding.
 func (o *waitSyncOptions) poll(ctx context.Context, cfg *config.Config, width int) ([]progressItem, bool) {
-	prim := servingRow(fetchAll(ctx, cfg.Nodes, o.timeout))
+	cli, err := o.client(cfg)
+	if err != nil {
+		return []progressItem{{id: "primary", key: "credentials", text: err.Error()}}, false
+	}
+	prim := servingRow(fetchAll(ctx, cli, cfg.Nodes, o.timeout))
 	if prim == nil {
 		return []progressItem{{id: "primary", key: "none", text: "waiting for a serving primary"}}, false
 	}

@@ -51,6 +51,7 @@ type Config struct {
 	NBD         NBD         `yaml:"nbd"`
 	Replication Replication `yaml:"replication"`
 	Quorum      Quorum      `yaml:"quorum"`
+	Security    *Security   `yaml:"security,omitempty"`
 	Nodes       []Member    `yaml:"nodes"`
 	Witness     *Member     `yaml:"witness,omitempty"`
 
@@ -80,7 +81,64 @@ type NBD struct {
 	// by up to the replication lag; never linearizable). Default false:
 	// a secondary refuses reads and writes with EPERM.
 	SecondaryReads bool `yaml:"secondary-reads,omitempty"`
+	// MaxConnections bounds the export's client connections (more are
+	// closed at accept); MaxHandshakes those still negotiating.
+	MaxConnections int `yaml:"max-connections,omitempty"`
+	MaxHandshakes  int `yaml:"max-handshakes,omitempty"`
+	// TLS enables NBD_OPT_STARTTLS; TLSRequired refuses every option but
+	// STARTTLS and ABORT before it (the spec's FORCEDTLS mode).
+	TLS         *NBDTLS `yaml:"tls,omitempty"`
+	TLSRequired bool    `yaml:"tls-required,omitempty"`
 }
+
+// NBDTLS is the export's TLS identity. Paths may contain {name}, the data
+// node's name; relative paths are resolved against the config file.
+type NBDTLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// CA, when set, makes client certificates signed by it mandatory.
+	CA string `yaml:"ca,omitempty"`
+}
+
+// Security authenticates member links and the admin endpoints
+// (docs/security.md). Without it links are unauthenticated and members warn
+// at start.
+type Security struct {
+	// TLS: mutual TLS with the cluster CA on member links, HTTPS with
+	// client certificates on admin endpoints.
+	TLS *MemberTLS `yaml:"tls,omitempty"`
+	// SharedSecretFile holds the cluster's shared secret (at least 16
+	// bytes, mode 0600): HMAC challenge-response on member links, HMAC
+	// request tokens on admin endpoints.
+	SharedSecretFile string `yaml:"shared-secret-file,omitempty"`
+	// AdminAuth: "mutating" (default) authenticates POST requests only,
+	// so GET /status and /healthz stay open to monitoring; "all"
+	// authenticates every request.
+	AdminAuth string `yaml:"admin-auth,omitempty"`
+}
+
+// MemberTLS are the cluster CA and each member's certificate and key. Cert
+// and Key must contain {name}, replaced by the member's name: every member
+// has its own certificate. Relative paths are resolved against the config
+// file.
+type MemberTLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Admin authentication scopes.
+const (
+	AdminAuthMutating = "mutating"
+	AdminAuthAll      = "all"
+)
+
+// NamePlaceholder in a certificate or key path stands for the member's name.
+const NamePlaceholder = "{name}"
+
+// MemberPath returns path (a certificate or key path of the config, already
+// resolved against the config file) for member name.
+func MemberPath(path, name string) string { return strings.ReplaceAll(path, NamePlaceholder, name) }
 
 // Replication tunes the data path between data nodes.
 type Replication struct {
@@ -134,6 +192,8 @@ const (
 	DefaultJournalMax     = Size(1 << 30)
 	DefaultJournalSegment = Size(64 << 20)
 	DefaultMaxInFlight    = 128
+	DefaultMaxConnections = 64
+	DefaultMaxHandshakes  = 16
 
 	DefaultTick            = Duration(10 * time.Millisecond)
 	DefaultLease           = Duration(250 * time.Millisecond)

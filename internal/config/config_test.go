@@ -111,6 +111,24 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type", func(s string) string {
 			return strings.Replace(s, "nodes:\n", "nodes: 3\n", 1)[:strings.Index(s, "nodes:")+9]
 		}, "c.yaml:6: nodes: cannot unmarshal"},
+		{"empty security", func(s string) string { return s + "security: {}\n" }, "c.yaml:22: security: needs tls, shared-secret-file or both"},
+		{"tls without ca", func(s string) string {
+			return s + "security:\n  tls:\n    cert: c/{name}.pem\n    key: c/{name}-key.pem\n"
+		}, "c.yaml:24: security.tls.ca: required"},
+		{"shared member cert", func(s string) string {
+			return s + "security:\n  tls:\n    ca: ca.pem\n    cert: all.pem\n    key: c/{name}-key.pem\n"
+		}, "c.yaml:25: security.tls.cert: \"all.pem\" must contain {name}"},
+		{"per-member CA", func(s string) string {
+			return s + "security:\n  tls:\n    ca: ca-{name}.pem\n    cert: c/{name}.pem\n    key: c/{name}-key.pem\n"
+		}, "c.yaml:24: security.tls.ca: \"ca-{name}.pem\": one file for the whole cluster"},
+		{"unknown placeholder", func(s string) string {
+			return s + "security:\n  tls:\n    ca: ca.pem\n    cert: c/{host}{name}.pem\n    key: c/{name}-key.pem\n"
+		}, "c.yaml:25: security.tls.cert: \"c/{host}{name}.pem\": the only placeholder is {name}"},
+		{"bad admin-auth", func(s string) string { return s + "security:\n  shared-secret-file: s\n  admin-auth: some\n" }, "c.yaml:24: security.admin-auth: \"some\""},
+		{"unknown security key", func(s string) string { return s + "security:\n  password: x\n" }, "field password not found"},
+		{"tls-required without tls", func(s string) string { return s + "nbd:\n  tls-required: true\n" }, "c.yaml:23: nbd.tls-required: needs nbd.tls"},
+		{"nbd tls without key", func(s string) string { return s + "nbd:\n  tls:\n    cert: n.pem\n" }, "c.yaml:24: nbd.tls.key: required"},
+		{"too many handshakes", func(s string) string { return s + "nbd:\n  max-connections: 4\n  max-handshakes: 8\n" }, "c.yaml:24: nbd.max-handshakes: must be between 1 and max-connections"},
 		{"not yaml", func(string) string { return "cluster: [" }, "c.yaml: config: invalid"},
 		{"empty", func(string) string { return "" }, "c.yaml: config: invalid: empty file"},
 	}
@@ -123,6 +141,39 @@ func TestParseErrors(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+func TestParseSecurity(t *testing.T) {
+	src := good + `security:
+  tls:
+    ca: pki/ca.pem
+    cert: pki/{name}.pem
+    key: /etc/grbd/{name}-key.pem
+  shared-secret-file: secret
+nbd:
+  tls:
+    cert: pki/nbd/{name}.pem
+    key: pki/nbd/{name}-key.pem
+  tls-required: true
+  max-connections: 8
+`
+	c, err := Parse("/etc/grbd/demo.yaml", []byte(src))
+	require.NoError(t, err)
+	require.Equal(t, "/etc/grbd/pki/ca.pem", c.Security.TLS.CA)
+	require.Equal(t, "/etc/grbd/pki/alpha.pem", MemberPath(c.Security.TLS.Cert, "alpha"))
+	require.Equal(t, "/etc/grbd/beta-key.pem", MemberPath(c.Security.TLS.Key, "beta"))
+	require.Equal(t, "/etc/grbd/secret", c.Security.SharedSecretFile)
+	require.Equal(t, AdminAuthMutating, c.Security.AdminAuth)
+	require.Equal(t, "/etc/grbd/pki/nbd/alpha.pem", MemberPath(c.NBD.TLS.Cert, "alpha"))
+	require.True(t, c.NBD.TLSRequired)
+	require.Equal(t, 8, c.NBD.MaxConnections)
+	require.Equal(t, 8, c.NBD.MaxHandshakes, "default capped by max-connections")
+
+	plain, err := Parse("c.yaml", []byte(good))
+	require.NoError(t, err)
+	require.Nil(t, plain.Security)
+	require.Equal(t, DefaultMaxConnections, plain.NBD.MaxConnections)
+	require.Equal(t, DefaultMaxHandshakes, plain.NBD.MaxHandshakes)
 }
 
 func TestParseReportsAllErrors(t *testing.T) {

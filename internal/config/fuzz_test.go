@@ -14,6 +14,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("cluster: [\n"))
 	f.Add([]byte("nodes: !!binary AAAA\n"))
 	f.Add([]byte("device: {size: 99999999999TiB}\n"))
+	f.Add([]byte(good + "security:\n  tls: {ca: ca.pem, cert: '{name}.pem', key: '{name}-key.pem'}\n  shared-secret-file: s\n  admin-auth: all\n" +
+		"nbd:\n  tls: {cert: n.pem, key: n-key.pem, ca: c.pem}\n  tls-required: true\n  max-connections: 3\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -30,7 +32,8 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-parse of marshalled config: %v\n%s", err, b)
 		}
-		if c2.Cluster != c.Cluster || c2.Device != c.Device || len(c2.Nodes) != len(c.Nodes) {
+		if c2.Cluster != c.Cluster || c2.Device != c.Device || len(c2.Nodes) != len(c.Nodes) ||
+			(c.Security == nil) != (c2.Security == nil) || c2.NBD.MaxConnections != c.NBD.MaxConnections {
 			t.Fatalf("round trip changed the config:\n%s", b)
 		}
 	})

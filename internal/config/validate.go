@@ -5,6 +5,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -58,6 +59,8 @@ func (c *Config) validate(root *yaml.Node) []error {
 	if c.NBD.MaxInFlight < 1 || c.NBD.MaxInFlight > 4096 {
 		bad("must be between 1 and 4096", "nbd", "max-in-flight")
 	}
+	c.validateNBDLimits(bad)
+	c.validateSecurity(bad)
 
 	switch c.Replication.Protocol {
 	case "":
@@ -180,6 +183,90 @@ func (c *Config) validateQuorum(bad func(string, ...any)) {
 	if c.Replication.PeerTimeout.D() < q.Tick.D() {
 		bad("must be at least one quorum tick", "replication", "peer-timeout")
 	}
+}
+
+// validateNBDLimits fills and checks the export's connection limits and TLS.
+func (c *Config) validateNBDLimits(bad func(string, ...any)) {
+	n := &c.NBD
+	if n.MaxConnections == 0 {
+		n.MaxConnections = DefaultMaxConnections
+	}
+	if n.MaxHandshakes == 0 {
+		n.MaxHandshakes = min(DefaultMaxHandshakes, n.MaxConnections)
+	}
+	if n.MaxConnections < 1 || n.MaxConnections > 65536 {
+		bad("must be between 1 and 65536", "nbd", "max-connections")
+	}
+	if n.MaxHandshakes < 1 || n.MaxHandshakes > n.MaxConnections {
+		bad("must be between 1 and max-connections", "nbd", "max-handshakes")
+	}
+	if n.TLS == nil {
+		if n.TLSRequired {
+			bad("needs nbd.tls (a certificate and key)", "nbd", "tls-required")
+		}
+		return
+	}
+	n.TLS.Cert = c.checkPath(bad, n.TLS.Cert, true, either, "nbd", "tls", "cert")
+	n.TLS.Key = c.checkPath(bad, n.TLS.Key, true, either, "nbd", "tls", "key")
+	n.TLS.CA = c.checkPath(bad, n.TLS.CA, false, shared, "nbd", "tls", "ca")
+}
+
+// validateSecurity checks the security section.
+func (c *Config) validateSecurity(bad func(string, ...any)) {
+	s := c.Security
+	if s == nil {
+		return
+	}
+	if s.TLS == nil && s.SharedSecretFile == "" {
+		bad("needs tls, shared-secret-file or both", "security")
+	}
+	if t := s.TLS; t != nil {
+		t.CA = c.checkPath(bad, t.CA, true, shared, "security", "tls", "ca")
+		t.Cert = c.checkPath(bad, t.Cert, true, perMember, "security", "tls", "cert")
+		t.Key = c.checkPath(bad, t.Key, true, perMember, "security", "tls", "key")
+	}
+	if s.SharedSecretFile != "" {
+		s.SharedSecretFile = c.checkPath(bad, s.SharedSecretFile, true, shared, "security", "shared-secret-file")
+	}
+	switch s.AdminAuth {
+	case "":
+		s.AdminAuth = AdminAuthMutating
+	case AdminAuthMutating, AdminAuthAll:
+	default:
+		bad(fmt.Sprintf("%q: want %q or %q", s.AdminAuth, AdminAuthMutating, AdminAuthAll), "security", "admin-auth")
+	}
+}
+
+// How a file path of the config may use {name}.
+type placeholder int
+
+const (
+	shared    placeholder = iota // one file for the cluster: no {name}
+	perMember                    // one file per member: {name} required
+	either                       // {name} allowed
+)
+
+// checkPath validates a file path of the config and returns it resolved
+// against the config file.
+func (c *Config) checkPath(bad func(string, ...any), p string, required bool, ph placeholder, path ...any) string {
+	if p == "" {
+		if required {
+			bad("required: a file path", path...)
+		}
+		return p
+	}
+	rest := strings.ReplaceAll(p, NamePlaceholder, "")
+	switch {
+	case strings.ContainsAny(rest, "{}"):
+		bad(fmt.Sprintf("%q: the only placeholder is %s", p, NamePlaceholder), path...)
+	case ph == perMember && rest == p:
+		bad(fmt.Sprintf("%q must contain %s: every member has its own certificate", p, NamePlaceholder), path...)
+	case ph == shared && rest != p:
+		bad(fmt.Sprintf("%q: one file for the whole cluster, %s does not apply", p, NamePlaceholder), path...)
+	case strings.ContainsRune(p, 0):
+		bad("contains a NUL byte", path...)
+	}
+	return c.resolveDir(p)
 }
 
 func checkHostPort(s string) error {

@@ -14,6 +14,7 @@ type coalesceConn struct {
 	net.Conn
 	hdr  [yamuxHeaderSize]byte
 	held bool
+	buf  []byte // joins header and payload where writev is not available (TLS)
 }
 
 const (
@@ -24,9 +25,17 @@ const (
 func (c *coalesceConn) Write(p []byte) (int, error) {
 	if c.held {
 		c.held = false
-		bufs := net.Buffers{c.hdr[:], p}
-		n, err := bufs.WriteTo(c.Conn)
-		return max(0, int(n)-yamuxHeaderSize), err
+		if _, tcp := c.Conn.(*net.TCPConn); tcp {
+			bufs := net.Buffers{c.hdr[:], p}
+			n, err := bufs.WriteTo(c.Conn)
+			return max(0, int(n)-yamuxHeaderSize), err
+		}
+		c.buf = append(append(c.buf[:0], c.hdr[:]...), p...)
+		n, err := c.Conn.Write(c.buf)
+		if cap(c.buf) > 1<<20 {
+			c.buf = nil
+		}
+		return max(0, n-yamuxHeaderSize), err
 	}
 	// version u8 | type u8 | flags u16 | stream u32 | length u32 (big-endian)
 	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && (p[8]|p[9]|p[10]|p[11]) != 0 {

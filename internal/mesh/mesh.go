@@ -1,12 +1,19 @@
 // Package mesh keeps the links between cluster members: one TCP connection
 // per pair of members, multiplexed with yamux, carrying long-lived streams
 // (control, data, resync, admin). The member whose name sorts first dials;
-// the other accepts. The first stream of a session is the control stream
-// and doubles as the handshake (cluster and member names, and later the
-// credentials); control-plane messages (raft, leases) travel on it in both
-// directions through bounded per-peer queues. Other streams are opened on
-// demand with Open and delivered to the other side's Handler.
-// docs/wire.md ("Member links") is the protocol.
+// the other accepts. Before yamux starts, the session handshake on the raw
+// connection names both members and, when Config.Security says so,
+// authenticates them (mutual TLS with the cluster CA, a shared-secret
+// challenge-response, or both): nothing a peer sends reaches yamux, the
+// control plane or the data path before it proved who it is. The first
+// stream of a session is the control stream: control-plane messages (raft,
+// leases) travel on it in both directions through bounded per-peer queues.
+// Other streams are opened on demand with Open and delivered to the other
+// side's Handler. docs/wire.md ("Member links") is the protocol.
+//
+// Limits: at most Config.MaxHandshakes connections are in their handshake
+// at once (more are closed at accept), each for at most HandshakeTimeout,
+// reading frames of at most 1 KiB.
 //
 // Concurrency: a Mesh is safe for concurrent use. Callbacks (OnControl,
 // OnPeer) run on the mesh's goroutines and must not block for long; Handler
@@ -15,12 +22,14 @@ package mesh
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/grbd/grbd/internal/wire"
@@ -56,7 +65,12 @@ type Config struct {
 	// ControlQueue bounds the control messages queued per peer; more are
 	// dropped (raft and leases tolerate loss).
 	ControlQueue int
-	Logger       *slog.Logger
+	// MaxHandshakes bounds the accepted connections in their session
+	// handshake at once; more are closed at once.
+	MaxHandshakes int
+	// Security authenticates the links; the zero value does not.
+	Security Security
+	Logger   *slog.Logger
 
 	// OnControl receives every control message from a peer. The message is
 	// the receiver's to keep.
@@ -81,6 +95,9 @@ func (c *Config) defaults() {
 	if c.ControlQueue == 0 {
 		c.ControlQueue = 1024
 	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = 64
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -96,6 +113,11 @@ type Mesh struct {
 	closed bool
 	lns    []net.Listener
 
+	serverTLS  *tls.Config           // nil without TLS
+	handshakes chan struct{}         // one token per accepted connection in its handshake
+	pending    map[net.Conn]struct{} // connections in their handshake; Close closes them; guarded by mu
+	refusals   refusalLog
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -108,6 +130,8 @@ type peer struct {
 	sess *yamux.Session // nil while down; guarded by Mesh.mu
 	up   chan struct{}  // closed when sess becomes non-nil; replaced when it drops
 	ctl  chan *wire.Control
+
+	lastDialErr string // dialLoop only: the last failure logged at warn level
 }
 
 // maxBackoff caps the redial interval: a member that comes back is linked
@@ -121,7 +145,14 @@ func New(cfg Config) (*Mesh, error) {
 	if cfg.Self == "" {
 		return nil, fmt.Errorf("mesh: Self is required")
 	}
-	m := &Mesh{cfg: cfg, log: cfg.Logger.With("mesh", cfg.Self), peers: map[string]*peer{}}
+	if (cfg.Security.Cert == nil) != (cfg.Security.Roots == nil) {
+		return nil, fmt.Errorf("mesh: Security needs both Roots and Cert for TLS")
+	}
+	m := &Mesh{cfg: cfg, log: cfg.Logger.With("mesh", cfg.Self), peers: map[string]*peer{},
+		handshakes: make(chan struct{}, cfg.MaxHandshakes), pending: map[net.Conn]struct{}{}}
+	if cfg.Security.tls() {
+		m.serverTLS = m.newServerTLS()
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	for name, addr := range cfg.Peers {
 		if name == cfg.Self {
@@ -159,14 +190,40 @@ func (m *Mesh) Serve(ln net.Listener) {
 	m.lns = append(m.lns, ln)
 	m.mu.Unlock()
 	m.wg.Go(func() {
+		var backoff time.Duration
 		for {
 			c, err := ln.Accept()
 			if err != nil {
+				if m.ctx.Err() == nil && isTemporary(err) {
+					// Out of descriptors or buffers: keep serving once
+					// they are back instead of dropping the listener.
+					backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+					m.log.Warn("peer accept", "err", err, "retry_in", backoff)
+					select {
+					case <-time.After(backoff):
+						continue
+					case <-m.ctx.Done():
+					}
+				}
 				return
+			}
+			backoff = 0
+			select {
+			case m.handshakes <- struct{}{}:
+			default:
+				m.refusals.log(m.log, c.RemoteAddr().String(), "", fmt.Errorf("%w: %d handshakes in progress", ErrHandshake, cap(m.handshakes)))
+				c.Close()
+				continue
 			}
 			m.wg.Go(func() { m.accept(c) })
 		}
 	})
+}
+
+func isTemporary(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.ENOMEM)
 }
 
 // Close ends every session and waits for the mesh's goroutines.
@@ -175,6 +232,9 @@ func (m *Mesh) Close() {
 	m.closed = true
 	for _, ln := range m.lns {
 		ln.Close()
+	}
+	for c := range m.pending {
+		c.Close() // a handshake would otherwise hold Close for its timeout
 	}
 	for _, p := range m.peers {
 		if p.sess != nil {
@@ -273,7 +333,7 @@ func (m *Mesh) dialLoop(p *peer) {
 		c, err := d.DialContext(m.ctx, "tcp", p.addr)
 		if err == nil {
 			start := time.Now()
-			err = m.runSession(p, c, true)
+			err = m.runSession(p, c, true, nil)
 			if time.Since(start) > 5*time.Second {
 				backoff = 50 * time.Millisecond
 			}
@@ -281,7 +341,7 @@ func (m *Mesh) dialLoop(p *peer) {
 		if m.ctx.Err() != nil {
 			return
 		}
-		m.log.Debug("peer link down", "peer", p.name, "err", err)
+		m.logDialErr(p, err)
 		select {
 		case <-m.ctx.Done():
 			return
@@ -291,37 +351,86 @@ func (m *Mesh) dialLoop(p *peer) {
 	}
 }
 
+// logDialErr logs a failed dial or session: a refusal at warn level when it
+// differs from the last one logged for p (redials come every 200 ms), the
+// rest at debug level.
+func (m *Mesh) logDialErr(p *peer, err error) {
+	if err != nil && isRefusal(err) && err.Error() != p.lastDialErr {
+		p.lastDialErr = err.Error()
+		m.log.Warn("peer link refused", "peer", p.name, "address", p.addr, "err", err)
+		return
+	}
+	m.log.Debug("peer link down", "peer", p.name, "err", err)
+}
+
 func (m *Mesh) accept(c net.Conn) {
-	_ = c.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
-	// Identify the dialer before yamux: the control stream's StreamOpen
-	// names it. runSession does the rest.
-	err := m.runSession(nil, c, false)
+	// runSession calls release once, when the handshake is over.
+	release := func() { <-m.handshakes }
+	err := m.runSession(nil, c, false, release)
 	if err != nil && m.ctx.Err() == nil {
-		m.log.Warn("refused or lost peer session", "remote", c.RemoteAddr().String(), "err", err)
+		var he *handshakeErr
+		if errors.As(err, &he) {
+			m.refusals.log(m.log, c.RemoteAddr().String(), he.peer, err)
+		} else {
+			m.log.Warn("lost peer session", "remote", c.RemoteAddr().String(), "err", err)
+		}
 	}
 }
 
-// runSession performs the handshake on c and serves the session until it
-// ends. p is the dialed peer (nil when accepting: the handshake names it).
-func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool) error {
+// runSession authenticates c, starts yamux and the control stream, and
+// serves the session until it ends. p is the dialed peer (nil when
+// accepting: the handshake names it). handshakeOver, if not nil, is called
+// once the handshake is over, whatever its outcome.
+func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool, handshakeOver func()) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		c.Close()
+		if handshakeOver != nil {
+			handshakeOver()
+		}
+		return ErrClosed
+	}
+	m.pending[c] = struct{}{}
+	m.mu.Unlock()
+	over := handshakeOver
+	handshakeOver = func() {
+		m.mu.Lock()
+		delete(m.pending, c)
+		m.mu.Unlock()
+		if over != nil {
+			over()
+		}
+	}
+	_ = c.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	conn, p, err := m.sessionHandshake(c, p, dialer)
+	if err != nil {
+		handshakeOver()
+		c.Close()
+		return err
+	}
 	var sess *yamux.Session
-	var err error
-	yc := &coalesceConn{Conn: c}
+	yc := &coalesceConn{Conn: conn}
 	if dialer {
 		sess, err = yamux.Client(yc, m.yamuxConfig())
 	} else {
 		sess, err = yamux.Server(yc, m.yamuxConfig())
 	}
 	if err != nil {
+		handshakeOver()
 		c.Close()
 		return err
 	}
 	defer sess.Close()
-	ctl, p, err := m.handshake(sess, p, dialer)
+	ctl, err := m.controlStream(sess, p, dialer)
+	handshakeOver()
 	if err != nil {
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
+	if dialer {
+		p.lastDialErr = ""
+	}
 
 	m.mu.Lock()
 	if m.closed {
@@ -363,67 +472,47 @@ func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool) error {
 	return nil
 }
 
-// handshake exchanges StreamOpen{Control} on the first stream.
-func (m *Mesh) handshake(sess *yamux.Session, p *peer, dialer bool) (net.Conn, *peer, error) {
-	var s net.Conn
-	var err error
+// controlStream opens (dialer) or accepts (acceptor) the session's first
+// stream, the control stream: it starts with StreamOpen{Control} from the
+// dialer, naming the same members as the session handshake.
+func (m *Mesh) controlStream(sess *yamux.Session, p *peer, dialer bool) (net.Conn, error) {
 	if dialer {
-		s, err = sess.OpenStream()
-	} else {
-		s, err = acceptTimeout(sess, m.cfg.HandshakeTimeout)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: control stream: %w", ErrHandshake, err)
-	}
-	_ = s.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
-	r, w := wire.NewReader(s), wire.NewWriter(s)
-	send := func(to string) error {
-		if err := w.WriteMsg(&wire.StreamOpen{Kind: wire.StreamControl, Cluster: m.cfg.Cluster, From: m.cfg.Self, To: to}); err != nil {
-			return err
+		s, err := sess.OpenStream()
+		if err != nil {
+			return nil, fmt.Errorf("%w: control stream: %w", ErrHandshake, err)
 		}
-		return w.Flush()
-	}
-	if dialer {
-		if err := send(p.name); err != nil {
+		_ = s.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+		w := wire.NewWriter(s)
+		err = w.WriteMsg(&wire.StreamOpen{Kind: wire.StreamControl, Cluster: m.cfg.Cluster, From: m.cfg.Self, To: p.name})
+		if err == nil {
+			err = w.Flush()
+		}
+		_ = s.SetDeadline(time.Time{})
+		if err != nil {
 			s.Close()
-			return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+			return nil, fmt.Errorf("%w: control stream: %w", ErrHandshake, err)
 		}
+		return &readerConn{Conn: s, r: wire.NewReader(s)}, nil
 	}
+	s, err := acceptTimeout(sess, m.cfg.HandshakeTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("%w: control stream: %w", ErrHandshake, err)
+	}
+	_ = s.SetReadDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	r := wire.NewReader(s)
 	msg, err := r.ReadMsg()
-	if err != nil {
-		s.Close()
-		return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
-	}
-	so, ok := msg.(*wire.StreamOpen)
-	switch {
-	case !ok:
-		err = fmt.Errorf("first message is %v", msg.Type())
-	case so.Kind != wire.StreamControl:
-		err = fmt.Errorf("first stream is of kind %d, not control", so.Kind)
-	case so.Cluster != m.cfg.Cluster:
-		err = fmt.Errorf("peer %q is in cluster %q, not %q", so.From, so.Cluster, m.cfg.Cluster)
-	case so.To != m.cfg.Self:
-		err = fmt.Errorf("peer %q wants %q, this is %q", so.From, so.To, m.cfg.Self)
-	case dialer && so.From != p.name:
-		err = fmt.Errorf("dialed %q, answered by %q", p.name, so.From)
-	case !dialer && m.peers[so.From] == nil:
-		err = fmt.Errorf("%w: %q", ErrUnknownPeer, so.From)
-	case !dialer && so.From > m.cfg.Self:
-		err = fmt.Errorf("peer %q must be dialed by %q, not dial it", so.From, m.cfg.Self)
-	}
-	if err != nil {
-		s.Close()
-		return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
-	}
-	if !dialer {
-		p = m.peers[so.From]
-		if err := send(p.name); err != nil {
-			s.Close()
-			return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+	_ = s.SetReadDeadline(time.Time{})
+	if err == nil {
+		so, ok := msg.(*wire.StreamOpen)
+		if !ok || so.Kind != wire.StreamControl || so.From != p.name || so.To != m.cfg.Self || so.Cluster != m.cfg.Cluster {
+			err = fmt.Errorf("first stream does not open the control stream: %v", msg.Type())
 		}
 	}
-	_ = s.SetDeadline(time.Time{})
-	return &readerConn{Conn: s, r: r}, p, nil
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%w: control stream: %w", ErrHandshake, err)
+	}
+	return &readerConn{Conn: s, r: r}, nil
 }
 
 // readerConn keeps the wire.Reader that read the handshake, whose buffer

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,8 @@ type node struct {
 	ln   net.Listener
 	mu   sync.Mutex
 	ctl  []string // "from:epoch"
+	ups  []string // peers reported up by OnPeer
+	logs []string // warn-level log lines
 	strs chan net.Conn
 }
 
@@ -29,15 +32,29 @@ func (n *node) controls() []string {
 // startMeshes runs one Mesh per name on loopback, all in cluster c.
 func startMeshes(t *testing.T, cluster string, names ...string) map[string]*node {
 	t.Helper()
+	return startSecureMeshes(t, cluster, func(string) Security { return Security{} }, names...)
+}
+
+// startSecureMeshes is startMeshes with each member's credentials. A name
+// written "-x" is a member x that is configured but not started (its
+// address refuses connections).
+func startSecureMeshes(t *testing.T, cluster string, sec func(name string) Security, names ...string) map[string]*node {
+	t.Helper()
 	nodes := map[string]*node{}
 	addrs := map[string]string{}
+	var started []string
 	for _, n := range names {
+		if absent, ok := strings.CutPrefix(n, "-"); ok {
+			addrs[absent] = "127.0.0.1:1"
+			continue
+		}
+		started = append(started, n)
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		nodes[n] = &node{ln: ln, strs: make(chan net.Conn, 8)}
 		addrs[n] = ln.Addr().String()
 	}
-	for _, name := range names {
+	for _, name := range started {
 		peers := map[string]string{}
 		for o, a := range addrs {
 			if o != name {
@@ -47,11 +64,18 @@ func startMeshes(t *testing.T, cluster string, names ...string) map[string]*node
 		nd := nodes[name]
 		m, err := New(Config{
 			Cluster: cluster, Self: name, Peers: peers, BindHost: "127.0.0.1",
-			HandshakeTimeout: 2 * time.Second,
+			HandshakeTimeout: 2 * time.Second, Security: sec(name), Logger: testLogger(t, nd),
 			OnControl: func(peer string, c *wire.Control) {
 				nd.mu.Lock()
 				nd.ctl = append(nd.ctl, peer+":"+string(c.Data))
 				nd.mu.Unlock()
+			},
+			OnPeer: func(peer string, up bool) {
+				if up {
+					nd.mu.Lock()
+					nd.ups = append(nd.ups, peer)
+					nd.mu.Unlock()
+				}
 			},
 			Handler: func(peer string, kind uint8, s net.Conn) { nd.strs <- s },
 		})

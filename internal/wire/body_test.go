@@ -51,6 +51,10 @@ func TestMalformedBodies(t *testing.T) {
 		{"verifyreply count huge", TypeVerifyReply, 0, cat(u64(1), u64(0), u64(4096), u32(0xFFFFFFFF))},
 		{"verifyreply partial sum", TypeVerifyReply, 0, cat(u64(1), u64(0), u64(4096), u32(1), []byte{1, 2, 3})},
 		{"verifyreply no count", TypeVerifyReply, 0, cat(u64(1), u64(0), u64(4096))},
+		{"authchallenge method 0", TypeAuthChallenge, 0, cat([]byte{0}, make([]byte, 32))},
+		{"authchallenge method 2", TypeAuthChallenge, 0, cat([]byte{2}, make([]byte, 32))},
+		{"authchallenge empty", TypeAuthChallenge, 0, nil},
+		{"authproof empty", TypeAuthProof, 0, nil},
 	}
 	// Every fixed-size body one byte short and one byte long; every type
 	// with a reserved flag bit set.

@@ -410,6 +410,10 @@ func Clone(m Message) Message {
 			c.Extents = slices.Clone(v.Extents)
 		}
 		return c
+	case *AuthChallenge:
+		return cloneVal(v)
+	case *AuthProof:
+		return cloneVal(v)
 	}
 	return nil
 }

@@ -107,6 +107,8 @@ const (
 	TypeControl       Type = 16
 	TypeHistory       Type = 17
 	TypeExtents       Type = 18
+	TypeAuthChallenge Type = 19
+	TypeAuthProof     Type = 20
 )
 
 var typeNames = [...]string{
@@ -128,6 +130,8 @@ var typeNames = [...]string{
 	TypeControl:       "Control",
 	TypeHistory:       "History",
 	TypeExtents:       "Extents",
+	TypeAuthChallenge: "AuthChallenge",
+	TypeAuthProof:     "AuthProof",
 }
 
 func (t Type) String() string {
@@ -201,6 +205,10 @@ func planOf(m Message, dst []byte) (p plan, err error) {
 	case *History:
 		p, err = v.plan(dst)
 	case *Extents:
+		p, err = v.plan(dst)
+	case *AuthChallenge:
+		p, err = v.plan(dst)
+	case *AuthProof:
 		p, err = v.plan(dst)
 	default:
 		// Only nil reaches here (the interface is sealed). Formatting m
@@ -367,6 +375,10 @@ func newMessage(t Type) Message {
 		return new(History)
 	case TypeExtents:
 		return new(Extents)
+	case TypeAuthChallenge:
+		return new(AuthChallenge)
+	case TypeAuthProof:
+		return new(AuthProof)
 	}
 	return nil
 }

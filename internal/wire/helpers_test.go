@@ -98,6 +98,8 @@ func sumBytes(s []uint32) []byte {
 
 var gen16 = [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 
+var nonce32 = [32]byte{0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 0xee}
+
 // msgCase is a message with its expected frame flags and body, written by
 // hand from the layouts in docs/wire.md.
 type msgCase struct {
@@ -202,6 +204,11 @@ func msgCases(big bool) []msgCase {
 		{name: "extents/all", msg: &Extents{Flags: ExtentsAll}, body: cat(u32(1), u32(0))},
 		{name: "extents/2", msg: &Extents{Extents: []Extent{{0, 4096}, {1 << 30, 1 << 20}}},
 			body: cat(u32(0), u32(2), u64(0), u64(4096), u64(1<<30), u64(1<<20))},
+		{name: "authchallenge/zero nonce", msg: &AuthChallenge{Method: AuthHMACSHA256},
+			body: cat([]byte{1}, make([]byte, 32))},
+		{name: "authchallenge", msg: &AuthChallenge{Method: AuthHMACSHA256, Nonce: nonce32},
+			body: cat([]byte{1}, nonce32[:])},
+		{name: "authproof", msg: &AuthProof{MAC: nonce32}, body: nonce32[:]},
 	}
 	if big {
 		return cases

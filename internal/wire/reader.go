@@ -15,11 +15,12 @@ import (
 // as its bytes arrive rather than as announced, and is kept for the Reader's
 // life.
 type Reader struct {
-	br   *bufio.Reader
-	hdr  [HeaderSize]byte
-	body []byte
-	err  error // sticky: the stream position is unknown after any error
-	msgs slots
+	br    *bufio.Reader
+	hdr   [HeaderSize]byte
+	body  []byte
+	limit int   // largest body accepted; 0 means MaxBody
+	err   error // sticky: the stream position is unknown after any error
+	msgs  slots
 }
 
 // slots holds the reused message values.
@@ -42,6 +43,8 @@ type slots struct {
 	control       Control
 	history       History
 	extents       Extents
+	authChallenge AuthChallenge
+	authProof     AuthProof
 }
 
 func (s *slots) get(t Type) Message {
@@ -82,13 +85,35 @@ func (s *slots) get(t Type) Message {
 		return &s.history
 	case TypeExtents:
 		return &s.extents
+	case TypeAuthChallenge:
+		return &s.authChallenge
+	case TypeAuthProof:
+		return &s.authProof
 	}
 	return nil
 }
 
-// NewReader returns a Reader on r with its own 64 KiB bufio.Reader.
+// NewReader returns a Reader on r. A *bufio.Reader is used as is (the
+// caller may go on reading the stream through it after the last frame it
+// wants: the Reader consumes exactly the frames it returns); anything else is
+// wrapped in a 64 KiB one.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, bufSize)}
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, bufSize)
+	}
+	return &Reader{br: br}
+}
+
+// SetLimit lowers the largest body the Reader accepts to n bytes (n <= 0 or
+// n > MaxBody: MaxBody): a longer frame is ErrTooLarge, refused from its
+// header. A handshake reads its few small frames from an unauthenticated
+// peer under a small limit and raises it once the peer is known.
+func (r *Reader) SetLimit(n int) {
+	if n <= 0 || n > MaxBody {
+		n = 0
+	}
+	r.limit = n
 }
 
 // ReadMsg reads the next frame.
@@ -128,6 +153,9 @@ func (r *Reader) read() (Message, error) {
 	h, err := parseHeader(r.hdr[:])
 	if err != nil {
 		return nil, err
+	}
+	if r.limit > 0 && h.length > r.limit {
+		return nil, fmt.Errorf("wire: %v body of %d bytes, limit %d here: %w", h.typ, h.length, r.limit, ErrTooLarge)
 	}
 	body, err := r.readBody(h.length)
 	if err != nil {

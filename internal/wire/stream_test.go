@@ -305,3 +305,28 @@ func TestReaderGrowsWithData(t *testing.T) {
 	_, err = r.ReadMsg()
 	require.Equal(t, io.EOF, err)
 }
+
+// TestReaderLimit: a frame longer than SetLimit is ErrTooLarge from its
+// header alone; frames within it pass; the Reader consumes exactly the frames
+// it returns from a caller's bufio.Reader.
+func TestReaderLimit(t *testing.T) {
+	small := AppendFrame(nil, &Ping{ID: 1})
+	big := AppendFrame(nil, &Write{Seq: 1, Data: make([]byte, 100)})
+	br := bufio.NewReader(bytes.NewReader(append(append(bytes.Clone(small), "tail"...), big...)))
+	r := NewReader(br)
+	r.SetLimit(64)
+	m, err := r.ReadMsg()
+	require.NoError(t, err)
+	require.Equal(t, &Ping{ID: 1}, m)
+	tail := make([]byte, 4)
+	_, err = io.ReadFull(br, tail)
+	require.NoError(t, err)
+	require.Equal(t, "tail", string(tail), "the Reader read past its frame")
+	_, err = r.ReadMsg()
+	require.ErrorIs(t, err, ErrTooLarge)
+
+	r = NewReader(bytes.NewReader(big))
+	r.SetLimit(0)
+	_, err = r.ReadMsg()
+	require.NoError(t, err, "SetLimit(0) restores MaxBody")
+}
