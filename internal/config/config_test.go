@@ -125,7 +125,7 @@ func TestParseErrors(t *testing.T) {
 			return s + "security:\n  tls:\n    ca: ca.pem\n    cert: c/{host}{name}.pem\n    key: c/{name}-key.pem\n"
 		}, "c.yaml:25: security.tls.cert: \"c/{host}{name}.pem\": the only placeholder is {name}"},
 		{"bad admin-auth", func(s string) string { return s + "security:\n  shared-secret-file: s\n  admin-auth: some\n" }, "c.yaml:24: security.admin-auth: \"some\""},
-		{"unknown security key", func(s string) string { return s + "security:\n  password: x\n" }, "field password not found"},
+		{"unknown security key", func(s string) string { return s + "security:\n  password: x\n" }, "security.password: unknown field \"password\""},
 		{"tls-required without tls", func(s string) string { return s + "nbd:\n  tls-required: true\n" }, "c.yaml:23: nbd.tls-required: needs nbd.tls"},
 		{"nbd tls without key", func(s string) string { return s + "nbd:\n  tls:\n    cert: n.pem\n" }, "c.yaml:24: nbd.tls.key: required"},
 		{"too many handshakes", func(s string) string { return s + "nbd:\n  max-connections: 4\n  max-handshakes: 8\n" }, "c.yaml:24: nbd.max-handshakes: must be between 1 and max-connections"},
