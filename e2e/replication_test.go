@@ -226,7 +226,7 @@ func testCatchUp(t *testing.T, nodes int) {
 	sec.kill9()
 	st0, err := c.status("n0")
 	require.NoError(t, err)
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // covers an Outdate that waits for a raft election
 	st1, err := c.status("n0")
 	require.NoError(t, err)
 	require.Greater(t, st1.Journal.LastSeq, st0.Journal.LastSeq, "writes stalled while the peer was down")

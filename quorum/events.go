@@ -1,6 +1,7 @@
 package quorum
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"slices"
@@ -49,6 +50,20 @@ func (m *Member) Tick() {
 	}
 	m.maybeFailover()
 	m.retryProposals()
+	m.maybeLead()
+}
+
+// maybeLead asks the raft leader to hand leadership to this member while it
+// is primary: its Outdates then commit in one round trip, and losing a
+// secondary never waits for a raft election.
+func (m *Member) maybeLead() {
+	if !m.IsPrimary() || m.now-m.lastTransfer < int64(2*m.cfg.Timing.Election) {
+		return
+	}
+	if st := m.rn.BasicStatus(); st.Lead != 0 && st.Lead != m.id {
+		m.lastTransfer = m.now
+		m.rn.TransferLeader(m.id)
+	}
 }
 
 func (m *Member) resetElection() {
@@ -80,8 +95,10 @@ func (m *Member) Step(msg Message) error {
 		case pb.MsgPreVote, pb.MsgVote:
 			// Leader stickiness (raft's CheckQuorum lease, kept here since
 			// elections are driven by Tick): a member that heard from a live
-			// leader recently ignores a disrupting candidate.
-			if st := m.rn.BasicStatus(); st.Lead != 0 && r.Term > st.Term && m.elapsed < m.cfg.Timing.Election {
+			// leader recently ignores a disrupting candidate, but not one the
+			// leader handed over to.
+			transfer := bytes.Equal(r.Context, []byte("CampaignTransfer"))
+			if st := m.rn.BasicStatus(); !transfer && st.Lead != 0 && r.Term > st.Term && m.elapsed < m.cfg.Timing.Election {
 				return nil
 			}
 		}

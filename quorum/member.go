@@ -99,9 +99,10 @@ type Member struct {
 	bootCommit uint64 // entries up to here were applied before this run
 
 	// Primary side.
-	promotedAt int64 // tick our own promotion was applied in this run; -1 none
-	leaseAcks  map[string]int64
-	lastLease  int64
+	promotedAt   int64 // tick our own promotion was applied in this run; -1 none
+	leaseAcks    map[string]int64
+	lastLease    int64
+	lastTransfer int64 // tick of the last leadership transfer request
 
 	// Every data node.
 	heardPrimary int64

@@ -342,3 +342,13 @@ func TestInconsistentNodeWithdrawsPromotion(t *testing.T) {
 	c.tick(300)
 	require.NotEqual(t, "b", b.State().Primary)
 }
+
+// The primary takes over raft leadership, so that its Outdates commit in
+// one round trip even when the lost peer was the raft leader.
+func TestPrimaryBecomesRaftLeader(t *testing.T) {
+	c := newCluster(t, true, MemberInfo{Name: "a", Data: true}, MemberInfo{Name: "b", Data: true}, MemberInfo{Name: "c", Data: true})
+	c.tick(300)
+	require.Equal(t, []string{"a"}, c.servers())
+	require.Equal(t, "a", c.members["b"].Status().RaftLeader)
+	require.Equal(t, "a", c.members["a"].Status().RaftLeader)
+}
