@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -150,14 +151,34 @@ func dialOK(addr string) bool {
 	return true
 }
 
-// FreePort asks the kernel for an unused loopback TCP port.
+// handedOut remembers every port FreePort returned: the kernel may offer a
+// just-closed port again, and one config must not get it twice.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// FreePort asks the kernel for an unused loopback TCP port that this process
+// has not handed out before.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("bench: free port: %w", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("bench: free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("bench: free port: the kernel keeps offering ports already handed out")
 }
 
 // freeAddr is a loopback host:port that was free a moment ago.
