@@ -14,120 +14,219 @@ const punchAlign = 4096
 
 var zeros [64 << 10]byte
 
+// Logged is a write whose record is in the journal, with its sequence
+// number (a crash replays it), but whose data-file write is still to come:
+// Apply does it. Until then ReadAt of an overlapping range waits, so a
+// logged write is never half visible. Write.Data must stay valid and
+// unchanged until Apply returns.
+type Logged struct {
+	Write
+	ticket uint64
+}
+
 // Append journals w and applies it to the data file. With w.Seq == 0 the
 // record gets LastSeq()+1; otherwise w.Seq must be above LastSeq (gaps are
 // allowed) or ErrSeqOrder is returned. When Append returns, a ReadAt sees
 // the write; it is durable after Sync(seq). Append blocks while the journal
 // is at MaxSize until a checkpoint frees space. It does not retain w.Data.
 func (j *Journal) Append(w Write) (uint64, error) {
-	if err := checkWrite(&w); err != nil {
+	if err := j.Validate(w); err != nil {
 		return 0, err
 	}
-	if end := w.Offset + int64(len(w.Data)) + w.ZeroLength; end > j.devSize {
-		return 0, fmt.Errorf("%w: write [%d,%d) beyond device size %d", ErrOutOfRange, w.Offset, end, j.devSize)
-	}
-	n := recordLen(&w)
-	if n > j.maxSize-2*segHeaderSize {
-		return 0, fmt.Errorf("%w: %d byte record, journal MaxSize %d", ErrTooLarge, n, j.maxSize)
-	}
-	j.mu.Lock()
-	seq, ticket, err := j.appendLocked(&w, n)
-	j.mu.Unlock()
+	var out [1]Logged
+	logged, err := j.logWrites([]Write{w}, out[:0])
 	if err != nil {
 		return 0, err
 	}
-	// Apply to the data file outside the append lock, in ticket (= append)
-	// order: the next record's journal write overlaps this data write, and
-	// overlapping writes still land in sequence order.
-	j.waitTurn(ticket)
-	err = j.apply(&w)
-	j.endTurn(ticket)
+	return logged[0].Seq, j.Apply(logged[0])
+}
+
+// Validate reports whether w is a write this journal can take: well formed,
+// inside the device, and small enough for one record.
+func (j *Journal) Validate(w Write) error {
+	if err := checkWrite(&w); err != nil {
+		return err
+	}
+	if end := w.Offset + int64(len(w.Data)) + w.ZeroLength; end > j.devSize {
+		return fmt.Errorf("%w: write [%d,%d) beyond device size %d", ErrOutOfRange, w.Offset, end, j.devSize)
+	}
+	if n := recordLen(&w); n > j.maxSize-2*segHeaderSize {
+		return fmt.Errorf("%w: %d byte record, journal MaxSize %d", ErrTooLarge, n, j.maxSize)
+	}
+	return nil
+}
+
+// Log journals ws, in order, with as few system calls as the segments
+// allow (one for a batch inside one segment), and returns them logged but
+// not applied: the caller must Apply each, from any goroutine and in any
+// order (overlapping writes still land in sequence order). Every write must
+// pass Validate. With an error, the writes logged before it are returned
+// too and must be applied; the others were not journaled. Log waits for
+// journal space before it writes anything, for checkpoints that wait for
+// earlier logged writes to be applied: a goroutine must Apply what it
+// logged before it calls Log again.
+func (j *Journal) Log(ws []Write) ([]Logged, error) {
+	for i := range ws {
+		if err := j.Validate(ws[i]); err != nil {
+			return nil, err
+		}
+	}
+	return j.logWrites(ws, make([]Logged, 0, len(ws)))
+}
+
+// Apply writes a logged write to the data file once every earlier logged
+// write that overlaps it has landed.
+func (j *Journal) Apply(l Logged) error {
+	off, end := l.Offset, l.Offset+int64(len(l.Data))+l.ZeroLength
+	j.applyMu.Lock()
+	for j.overlapsBefore(l.ticket, off, end) {
+		j.applyCond.Wait()
+	}
+	j.applyMu.Unlock()
+	err := j.apply(&l.Write)
+	j.applyMu.Lock()
+	delete(j.applying, l.ticket)
+	j.applyCond.Broadcast()
+	j.applyMu.Unlock()
 	if err != nil {
 		// The record is in the journal: the journal and the data file
 		// disagree until a replay, so stop here.
-		return 0, j.fail(fmt.Errorf("journal: apply seq %d: %w", seq, err))
+		return j.fail(fmt.Errorf("journal: apply seq %d: %w", l.Seq, err))
 	}
-	return seq, nil
+	return nil
 }
 
-// appendLocked writes w's record to the journal and returns its seq and its
-// apply ticket. Caller holds mu.
-func (j *Journal) appendLocked(w *Write, n int64) (uint64, uint64, error) {
-	if err := j.reserve(n); err != nil {
-		return 0, 0, err
+// applyRange is a logged write's byte range while its data-file write is
+// pending.
+type applyRange struct{ off, end int64 }
+
+// overlapsBefore reports whether a write logged before ticket and not yet
+// applied overlaps [off, end). Caller holds applyMu.
+func (j *Journal) overlapsBefore(ticket uint64, off, end int64) bool {
+	for t, r := range j.applying {
+		if t < ticket && r.off < end && off < r.end {
+			return true
+		}
 	}
-	switch {
-	case w.Seq == 0:
-		w.Seq = j.lastSeq + 1
-	case w.Seq <= j.lastSeq:
-		return 0, 0, fmt.Errorf("%w: seq %d, last %d", ErrSeqOrder, w.Seq, j.lastSeq)
-	}
-	if j.hooks.beforeWrite != nil {
-		j.hooks.beforeWrite(*w)
-	}
-	seg := j.segs[len(j.segs)-1]
-	buf, err := EncodeRecord(j.buf[:0], Record{Write: *w, Salt: j.salt, Synced: seg.synced.Load()})
-	if err != nil {
-		return 0, 0, err
-	}
-	if cap(buf) <= 4<<20 {
-		j.buf = buf // keep the scratch buffer unless a huge write grew it
-	}
-	// A failed journal write changes nothing: the next record overwrites
-	// whatever part of it reached the file.
-	if _, err := seg.f.WriteAt(buf, seg.size); err != nil {
-		return 0, 0, fmt.Errorf("journal: write segment %d: %w", seg.num, err)
-	}
-	seg.size += n
-	seg.lastSeq = w.Seq
-	j.journalBytes += n
-	j.appended += n
-	j.lastSeq = w.Seq
-	j.lastSeqA.Store(w.Seq)
-	j.writes.Add(1)
-	j.markRegions(w)
-	if j.appended-j.ckptAppended > j.maxSize/4 {
-		j.requestCheckpoint()
-	}
-	ticket := j.nextTicket
-	j.nextTicket++
-	return w.Seq, ticket, nil
+	return false
 }
 
-// waitTurn returns when every apply with a lower ticket has finished. The
-// turn may be past ticket already when waitApplied asks: appends that came
-// after it read the ticket counter may have finished meanwhile.
-func (j *Journal) waitTurn(ticket uint64) {
-	j.applyMu.Lock()
-	if j.applyTurn >= ticket {
-		j.applyMu.Unlock()
-		return
-	}
-	ch := make(chan struct{})
-	j.turnWaiters[ticket] = append(j.turnWaiters[ticket], ch)
-	j.applyMu.Unlock()
-	<-ch
-}
-
-// endTurn passes the turn to the next ticket.
-func (j *Journal) endTurn(ticket uint64) {
-	j.applyMu.Lock()
-	j.applyTurn = ticket + 1
-	chs := j.turnWaiters[ticket+1]
-	delete(j.turnWaiters, ticket+1)
-	j.applyMu.Unlock()
-	for _, ch := range chs {
-		close(ch)
-	}
-}
-
-// waitApplied returns when every record appended so far is in the data
-// file (checkpoints sync the data file only after that).
+// waitApplied returns when every record logged so far is in the data file
+// (checkpoints sync the data file only after that).
 func (j *Journal) waitApplied() {
 	j.mu.Lock()
 	end := j.nextTicket
 	j.mu.Unlock()
-	j.waitTurn(end)
+	j.applyMu.Lock()
+	for j.anyBefore(end) {
+		j.applyCond.Wait()
+	}
+	j.applyMu.Unlock()
+}
+
+func (j *Journal) anyBefore(ticket uint64) bool {
+	for t := range j.applying {
+		if t < ticket {
+			return true
+		}
+	}
+	return false
+}
+
+// logWrites is Log without validation, appending to out.
+func (j *Journal) logWrites(ws []Write, out []Logged) ([]Logged, error) {
+	need := int64(0)
+	for i := range ws {
+		need += recordLen(&ws[i]) + segHeaderSize // a rotation per record at most
+	}
+	if need > j.maxSize-segHeaderSize {
+		return out, fmt.Errorf("%w: %d byte batch, journal MaxSize %d", ErrTooLarge, need, j.maxSize)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.reserve(need); err != nil {
+		return out, err
+	}
+	last := j.lastSeq
+	for i := range ws {
+		switch {
+		case ws[i].Seq == 0:
+			last++
+		case ws[i].Seq <= last:
+			return out, fmt.Errorf("%w: seq %d, last %d", ErrSeqOrder, ws[i].Seq, last)
+		default:
+			last = ws[i].Seq
+		}
+	}
+	last = j.lastSeq
+	for i := range ws {
+		if ws[i].Seq == 0 {
+			ws[i].Seq = last + 1
+		}
+		last = ws[i].Seq
+	}
+	buf, first := j.buf[:0], 0
+	var err error
+	for i := range ws {
+		w := &ws[i]
+		n := recordLen(w)
+		if seg := j.segs[len(j.segs)-1]; (!seg.empty() || len(buf) > 0) && seg.size+int64(len(buf))+n > j.segSize {
+			if out, err = j.writeLogged(buf, ws[first:i], out); err != nil {
+				return out, err
+			}
+			buf, first = buf[:0], i
+			if err = j.rotate(); err != nil {
+				return out, err
+			}
+		}
+		if j.hooks.beforeWrite != nil {
+			j.hooks.beforeWrite(*w)
+		}
+		seg := j.segs[len(j.segs)-1]
+		if buf, err = EncodeRecord(buf, Record{Write: *w, Salt: j.salt, Synced: seg.synced.Load()}); err != nil {
+			return out, err
+		}
+	}
+	out, err = j.writeLogged(buf, ws[first:], out)
+	if cap(buf) <= 4<<20 {
+		j.buf = buf[:0] // keep the scratch buffer unless a huge batch grew it
+	}
+	if j.appended-j.ckptAppended > j.maxSize/4 {
+		j.requestCheckpoint()
+	}
+	return out, err
+}
+
+// writeLogged writes the encoded records buf of ws to the active segment
+// and registers them as logged. Caller holds mu.
+func (j *Journal) writeLogged(buf []byte, ws []Write, out []Logged) ([]Logged, error) {
+	if len(ws) == 0 {
+		return out, nil
+	}
+	seg := j.segs[len(j.segs)-1]
+	// A failed journal write changes nothing: the next record overwrites
+	// whatever part of it reached the file.
+	if _, err := seg.f.WriteAt(buf, seg.size); err != nil {
+		return out, fmt.Errorf("journal: write segment %d: %w", seg.num, err)
+	}
+	j.applyMu.Lock()
+	for i := range ws {
+		w := &ws[i]
+		n := recordLen(w)
+		seg.size += n
+		seg.lastSeq = w.Seq
+		j.journalBytes += n
+		j.appended += n
+		j.lastSeq = w.Seq
+		j.markRegions(w)
+		j.applying[j.nextTicket] = applyRange{w.Offset, w.Offset + int64(len(w.Data)) + w.ZeroLength}
+		out = append(out, Logged{Write: *w, ticket: j.nextTicket})
+		j.nextTicket++
+	}
+	j.applyMu.Unlock()
+	j.writes.Add(uint64(len(ws)))
+	j.lastSeqA.Store(j.lastSeq)
+	return out, nil
 }
 
 // reserve waits, with mu held, until a record of n bytes fits in the journal,
@@ -177,6 +276,10 @@ func (j *Journal) reserve(n int64) error {
 // last is whole on disk, so damage there is corruption, not a torn tail.
 func (j *Journal) rotate() error {
 	old := j.segs[len(j.segs)-1]
+	// Trim the preallocated rest: only the last segment may end in zeros.
+	if err := old.f.Truncate(old.size); err != nil {
+		return j.fail(fmt.Errorf("journal: trim segment %d: %w", old.num, err))
+	}
 	if err := j.fdatasync(old); err != nil {
 		return err
 	}
@@ -200,14 +303,14 @@ func (j *Journal) advanceDurable(seq uint64) {
 	j.smu.Unlock()
 }
 
-// apply writes w to the data file. Called in ticket order (or during Open).
+// apply writes w to the data file: from Apply, or during Open.
 func (j *Journal) apply(w *Write) error {
 	if w.ZeroLength == 0 {
 		_, err := j.data.WriteAt(w.Data, w.Offset)
 		return err
 	}
 	off, end := w.Offset, w.Offset+w.ZeroLength
-	if j.punch != nil {
+	if j.punch != nil && !j.noPunch.Load() {
 		lo := (off + punchAlign - 1) &^ (punchAlign - 1)
 		hi := end &^ (punchAlign - 1)
 		if lo < hi {
@@ -219,8 +322,9 @@ func (j *Journal) apply(w *Write) error {
 				}
 				return j.writeZeros(hi, end)
 			case errors.Is(err, vfs.ErrNotSupported):
-				j.log.Info("journal: data file cannot punch holes, writing zeros", "err", err)
-				j.punch = nil
+				if !j.noPunch.Swap(true) {
+					j.log.Info("journal: data file cannot punch holes, writing zeros", "err", err)
+				}
 			default:
 				return err
 			}
@@ -249,11 +353,16 @@ func (j *Journal) markRegions(w *Write) {
 }
 
 // ReadAt reads len(p) bytes of the device at off. It sees every completed
-// Append.
+// Append and every write logged before the call (it waits for their data).
 func (j *Journal) ReadAt(p []byte, off int64) error {
 	if off < 0 || off > j.devSize || int64(len(p)) > j.devSize-off {
 		return fmt.Errorf("%w: read [%d,+%d) of %d", ErrOutOfRange, off, len(p), j.devSize)
 	}
+	j.applyMu.Lock()
+	for end := j.nextTicket; j.overlapsBefore(end, off, off+int64(len(p))); {
+		j.applyCond.Wait()
+	}
+	j.applyMu.Unlock()
 	j.life.RLock()
 	defer j.life.RUnlock()
 	if j.lifeClosed {

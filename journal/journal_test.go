@@ -518,22 +518,3 @@ func TestDataFileThickProvisioned(t *testing.T) {
 	require.NoError(t, unix.Stat(filepath.Join(dir, "data.img"), &st))
 	require.GreaterOrEqual(t, st.Blocks*512, int64(8<<20), "data.img is sparse")
 }
-
-// waitApplied must not wait for a turn that appends after it already
-// passed (a checkpoint hung so under load, TestPowerLoss seed 11).
-func TestWaitAppliedAfterLaterAppends(t *testing.T) {
-	j := mustOpen(t, testOptions(vfs.NewMem()))
-	j.applyMu.Lock()
-	j.applyTurn = 5 // appends with tickets up to 4 finished
-	j.applyMu.Unlock()
-	done := make(chan struct{})
-	go func() { j.waitTurn(3); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("waitTurn for a finished ticket blocks")
-	}
-	j.applyMu.Lock()
-	j.applyTurn = j.nextTicket // restore for the cleanup's checks
-	j.applyMu.Unlock()
-}

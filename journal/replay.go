@@ -192,8 +192,10 @@ func (j *Journal) replayFile(f vfs.File, num uint64, last bool, ckpt uint64, pre
 			if proof {
 				return nil, corrupt(off, fmt.Errorf("%w followed by a record written after this offset was synced", derr))
 			}
-			j.log.Warn("journal: cutting torn tail", "segment", num, "offset", off, "size", size,
-				"err", derr, "discarded_unsynced_records", valid)
+			if valid > 0 || !r.zeroFrom(off) {
+				j.log.Warn("journal: cutting torn tail", "segment", num, "offset", off, "size", size,
+					"err", derr, "discarded_unsynced_records", valid)
+			} // else: the preallocated rest of the segment, its normal end
 			if err := f.Truncate(off); err != nil {
 				return nil, fmt.Errorf("journal: cut segment %d: %w", num, err)
 			}
@@ -213,7 +215,29 @@ func (j *Journal) replayFile(f vfs.File, num uint64, last bool, ckpt uint64, pre
 	}
 	seg.size = off
 	*prev = max(*prev, seg.lastSeq)
+	if last {
+		if err := j.preallocate(f, num); err != nil {
+			return nil, err
+		}
+	}
 	return seg, nil
+}
+
+// zeroFrom reports whether every byte from off to the end is zero.
+func (r *segReader) zeroFrom(off int64) bool {
+	for off < r.end {
+		b, err := r.peek(off, readChunk)
+		if err != nil || len(b) == 0 {
+			return false
+		}
+		for _, c := range b {
+			if c != 0 {
+				return false
+			}
+		}
+		off += int64(len(b))
+	}
+	return true
 }
 
 // scanLater looks past a bad record at off for valid records of this

@@ -53,6 +53,12 @@ type primary struct {
 	wg    sync.WaitGroup
 
 	mu sync.Mutex
+	ws []journal.Write // logBatch's scratch, under mu
+
+	qmu     sync.Mutex  // guards the write queue (writebatch.go)
+	queue   []*writeReq // client writes waiting for a leader
+	leading bool        // a leader is logging a batch
+	batch   []*writeReq // leadBatch's scratch, used by the leader only
 
 	coreMu   sync.Mutex
 	core     *replicator.Primary
@@ -169,15 +175,8 @@ func (p *primary) failed() error {
 	return p.err
 }
 
-// write journals w, ships it to every live peer and waits until the protocol
-// lets it complete; with fua it then waits for a flush covering it.
-func (p *primary) write(w journal.Write, fua bool) error {
-	p.mu.Lock()
-	return p.appendAndWait(w, fua)
-}
-
 // rewriteOwn writes the primary's current bytes of [off, off+len(buf))
-// again, read and appended under the write lock so that no client write can
+// again, read and logged under the write lock so that no client write can
 // come between (verify --resync).
 func (p *primary) rewriteOwn(buf []byte, off int64) error {
 	p.mu.Lock()
@@ -185,49 +184,10 @@ func (p *primary) rewriteOwn(buf []byte, off int64) error {
 		p.mu.Unlock()
 		return err
 	}
-	return p.appendAndWait(journal.Write{Epoch: p.epoch, Offset: off, Data: buf}, false)
-}
-
-// appendAndWait is write's body; the caller holds mu, which it releases.
-func (p *primary) appendAndWait(w journal.Write, fua bool) error {
-	if err := p.failed(); err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	seq, err := p.store.Append(w)
-	if err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	w.Seq = seq
-	var msg wire.Message
-	for _, l := range p.links {
-		if !l.live.Load() {
-			continue
-		}
-		if msg == nil {
-			msg = wireWrite(w, p.epoch, fua)
-		}
-		l.enqueueLive(msg)
-	}
-	wt := p.submit(func(id replicator.ReqID) error { return p.core.Write(id, seq) })
-	p.rmu.Lock()
-	p.inflight[seq] = inflightWrite{off: w.Offset, end: w.Offset + int64(len(w.Data)) + w.ZeroLength, done: wt.done}
-	p.rmu.Unlock()
+	r := &writeReq{w: journal.Write{Epoch: p.epoch, Offset: off, Data: buf}}
+	p.logBatch([]*writeReq{r})
 	p.mu.Unlock()
-	if !plantedEarlyAck { // the fault suite's planted bug: see plantedbug_on.go
-		<-wt.done
-	}
-	p.rmu.Lock()
-	delete(p.inflight, seq)
-	p.rmu.Unlock()
-	if wt.err != nil {
-		return wt.err
-	}
-	if fua {
-		return p.flush(seq)
-	}
-	return nil
+	return p.complete(r)
 }
 
 // readBarrier waits until every write overlapping [off, off+n) that was

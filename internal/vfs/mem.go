@@ -417,6 +417,23 @@ func (f *memFile) Truncate(size int64) error {
 	return nil
 }
 
+// Allocate implements Allocator like fallocate mode 0: the file grows to
+// off+n, zero filled, if it is shorter.
+func (f *memFile) Allocate(off, n int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("allocate", true); err != nil {
+		return err
+	}
+	if off < 0 || n < 0 {
+		return pathErr("allocate", f.name, syscall.EINVAL)
+	}
+	if end := off + n; end > int64(len(f.n.data)) {
+		f.n.truncate(end)
+	}
+	return nil
+}
+
 // PunchHole implements Puncher.
 func (f *memFile) PunchHole(off, n int64) error {
 	f.fs.mu.Lock()

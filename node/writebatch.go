@@ -1,0 +1,154 @@
+package node
+
+import (
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/replicator"
+)
+
+// The primary's client writes are logged in batches. Concurrent writes
+// queue; one of them, the leader, takes the queue, logs the whole batch
+// into the journal with one system call, hands it to every live peer and to
+// the replication core in sequence order under the write lock (mu), and
+// passes the lead to the next queued write. Every write then applies its own
+// data-file write outside the lock, concurrently with the others (the
+// journal keeps overlapping writes in sequence order), and waits for the
+// core. Under load the write lock is taken once per batch instead of once
+// per write, and the data-file writes no longer queue behind it.
+
+// maxBatchBytes bounds the payload one leader logs at once.
+const maxBatchBytes = 4 << 20
+
+// writeReq is one client write from the queue to its completion.
+type writeReq struct {
+	w   journal.Write
+	fua bool
+	// ready gets one value: false when the leader logged (or failed) the
+	// write, true when this write must lead the next batch.
+	ready chan bool
+
+	// Set by the leader under mu.
+	logged journal.Logged
+	wt     *waiter
+	done   chan struct{} // the inflight entry: closed once applied and released
+	err    error
+}
+
+// write journals w, ships it to every live peer and waits until the protocol
+// lets it complete; with fua it then waits for a flush covering it.
+func (p *primary) write(w journal.Write, fua bool) error {
+	if err := p.store.Validate(w); err != nil {
+		return err
+	}
+	r := &writeReq{w: w, fua: fua, ready: make(chan bool, 1)}
+	p.qmu.Lock()
+	p.queue = append(p.queue, r)
+	lead := !p.leading
+	p.leading = true
+	p.qmu.Unlock()
+	if lead || <-r.ready {
+		p.leadBatch()
+	}
+	return p.complete(r)
+}
+
+// complete applies a logged write to the data file, waits for the
+// replication core to release it and, for FUA, for a flush covering it.
+func (p *primary) complete(r *writeReq) error {
+	if r.err != nil {
+		return r.err
+	}
+	aerr := p.store.Apply(r.logged)
+	if !plantedEarlyAck { // the fault suite's planted bug: see plantedbug_on.go
+		<-r.wt.done
+	}
+	close(r.done)
+	p.rmu.Lock()
+	delete(p.inflight, r.logged.Seq)
+	p.rmu.Unlock()
+	switch {
+	case aerr != nil:
+		return aerr
+	case r.wt.err != nil:
+		return r.wt.err
+	case r.fua:
+		return p.flush(r.logged.Seq)
+	}
+	return nil
+}
+
+// leadBatch logs the queued writes (the leader's own first), passes the
+// lead on and releases the batch.
+func (p *primary) leadBatch() {
+	p.qmu.Lock()
+	n, bytes := 0, 0
+	for n < len(p.queue) && (n == 0 || bytes+len(p.queue[n].w.Data) <= maxBatchBytes) {
+		bytes += len(p.queue[n].w.Data)
+		n++
+	}
+	batch := make([]*writeReq, n)
+	copy(batch, p.queue)
+	rest := copy(p.queue, p.queue[n:])
+	clear(p.queue[rest:]) // no stale references to completed writes
+	p.queue = p.queue[:rest]
+	p.qmu.Unlock()
+
+	p.mu.Lock()
+	p.logBatch(batch)
+	p.mu.Unlock()
+
+	// The next leader logs while this batch applies. The lead passes only
+	// after the batch is logged: a leader holds no unapplied write of its
+	// own when it waits for journal space (journal.Log).
+	p.qmu.Lock()
+	if len(p.queue) > 0 {
+		p.queue[0].ready <- true
+	} else {
+		p.leading = false
+	}
+	p.qmu.Unlock()
+	for _, r := range batch[1:] { // batch[0] is the leader itself
+		r.ready <- false
+	}
+}
+
+// logBatch journals batch and hands it to the peers and the core. Caller
+// holds mu.
+func (p *primary) logBatch(batch []*writeReq) {
+	if err := p.failed(); err != nil {
+		for _, r := range batch {
+			r.err = err
+		}
+		return
+	}
+	ws := p.ws[:0]
+	for _, r := range batch {
+		ws = append(ws, r.w)
+	}
+	logged, err := p.store.Log(ws)
+	clear(ws)
+	p.ws = ws[:0]
+	for i, r := range batch {
+		if i >= len(logged) {
+			r.err = err
+			continue
+		}
+		l := logged[i]
+		r.logged = l
+		var msg wire.Message
+		for _, lk := range p.links {
+			if !lk.live.Load() {
+				continue
+			}
+			if msg == nil {
+				msg = wireWrite(l.Write, p.epoch, r.fua)
+			}
+			lk.enqueueLive(msg)
+		}
+		r.wt = p.submit(func(id replicator.ReqID) error { return p.core.Write(id, l.Seq) })
+		r.done = make(chan struct{})
+		p.rmu.Lock()
+		p.inflight[l.Seq] = inflightWrite{off: l.Offset, end: l.Offset + int64(len(l.Data)) + l.ZeroLength, done: r.done}
+		p.rmu.Unlock()
+	}
+}
