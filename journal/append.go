@@ -23,8 +23,12 @@ func (j *Journal) Append(w Write) (uint64, error) {
 	if err := checkWrite(&w); err != nil {
 		return 0, err
 	}
-	if end := w.Offset + int64(len(w.Data)) + w.ZeroLength; end > j.devSize {
-		return 0, fmt.Errorf("%w: write [%d,%d) beyond device size %d", ErrOutOfRange, w.Offset, end, j.devSize)
+	if w.Resize > 0 {
+		return j.appendResize(w)
+	}
+	// The size only grows, so a write inside it stays inside.
+	if end, size := w.Offset+int64(len(w.Data))+w.ZeroLength, j.devSize.Load(); end > size {
+		return 0, fmt.Errorf("%w: write [%d,%d) beyond device size %d", ErrOutOfRange, w.Offset, end, size)
 	}
 	n := recordLen(&w)
 	if n > j.maxSize-2*segHeaderSize {
@@ -242,6 +246,9 @@ func (j *Journal) writeZeros(off, end int64) error {
 
 // markRegions records w as the last write of the regions it touches.
 func (j *Journal) markRegions(w *Write) {
+	if w.Resize > 0 {
+		return // touches no data: the grown regions start unwritten
+	}
 	length := int64(len(w.Data)) + w.ZeroLength
 	for r := w.Offset / j.regionSize; r <= (w.Offset+length-1)/j.regionSize; r++ {
 		j.regions[r] = w.Seq
@@ -251,8 +258,8 @@ func (j *Journal) markRegions(w *Write) {
 // ReadAt reads len(p) bytes of the device at off. It sees every completed
 // Append.
 func (j *Journal) ReadAt(p []byte, off int64) error {
-	if off < 0 || off > j.devSize || int64(len(p)) > j.devSize-off {
-		return fmt.Errorf("%w: read [%d,+%d) of %d", ErrOutOfRange, off, len(p), j.devSize)
+	if size := j.devSize.Load(); off < 0 || off > size || int64(len(p)) > size-off {
+		return fmt.Errorf("%w: read [%d,+%d) of %d", ErrOutOfRange, off, len(p), size)
 	}
 	j.life.RLock()
 	defer j.life.RUnlock()

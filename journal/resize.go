@@ -1,0 +1,103 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/grbd/grbd/internal/vfs"
+)
+
+// Growing the device (docs/journal.md, "Resize"). A resize is a record like
+// a write: it takes the next seq, so every write before it fits the old
+// size and a write past the old end can only come after it. The meta file
+// learns the new size at the next checkpoint; until then replay re-applies
+// the record, which is idempotent (grow never shrinks the data file and
+// keeps the region table of the bytes it already covers).
+
+// appendResize journals a resize record and grows the store. It holds the
+// append lock throughout, so no write is appended between the record and
+// the new size, and the grow happens after every earlier write reached the
+// data file (ticket order). A resize to the current size is journaled and
+// changes nothing (the primary re-announces its size that way to a peer it
+// resyncs).
+func (j *Journal) appendResize(w Write) (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if cur := j.devSize.Load(); w.Resize < cur {
+		return 0, fmt.Errorf("%w: resize to %d bytes, device has %d", ErrShrink, w.Resize, cur)
+	}
+	seq, ticket, err := j.appendLocked(&w, RecordHeaderSize)
+	if err != nil {
+		return 0, err
+	}
+	j.waitTurn(ticket)
+	err = j.grow(w.Resize)
+	j.endTurn(ticket)
+	if err != nil {
+		// The record is journaled but the data file did not follow.
+		return 0, j.fail(fmt.Errorf("journal: resize seq %d to %d bytes: %w", seq, w.Resize, err))
+	}
+	j.log.Info("journal: device grown", "seq", seq, "size", w.Resize, "region_size", j.regionSize)
+	return seq, nil
+}
+
+// grow extends the data file (thick-provisioned when the FS can), the
+// region table and the size to size. A no-op when the store is that big
+// already. Caller holds mu, or is Open.
+func (j *Journal) grow(size int64) error {
+	old := j.devSize.Load()
+	if size <= old {
+		return nil
+	}
+	fsize, err := j.data.Size()
+	if err != nil {
+		return fmt.Errorf("stat data file: %w", err)
+	}
+	if fsize < size {
+		if err := j.data.Truncate(size); err != nil {
+			return fmt.Errorf("extend data file: %w", err)
+		}
+	}
+	if a, ok := j.data.(vfs.Allocator); ok {
+		if err := a.Allocate(old, size-old); err != nil && !errors.Is(err, vfs.ErrNotSupported) {
+			return fmt.Errorf("reserve %d bytes for the data file: %w", size-old, err)
+		}
+	}
+	rs, regions := j.regionSize, j.regions
+	for regionCount(size, rs) > maxRegions {
+		rs, regions = 2*rs, coarsen(regions)
+	}
+	j.regionSize = rs
+	j.regions = append(regions, make([]uint64, regionCount(size, rs)-int64(len(regions)))...)
+	j.devSize.Store(size)
+	return nil
+}
+
+// coarsen halves a region table: each new region covers two old ones and
+// keeps the newer seq, so ChangedSince still reports every change (and at
+// most one old region more per change).
+func coarsen(regions []uint64) []uint64 {
+	out := make([]uint64, (len(regions)+1)/2)
+	for i, s := range regions {
+		out[i/2] = max(out[i/2], s)
+	}
+	return out
+}
+
+// trimData cuts a data file of fsize bytes that is larger than the replayed
+// size: a grow whose resize record was lost in the crash (an unsynced tail).
+// The bytes past the size belong to no record that survived.
+func (j *Journal) trimData(fsize int64) error {
+	size := j.devSize.Load()
+	if fsize <= size {
+		return nil
+	}
+	j.log.Warn("journal: data file larger than the device: a grow was lost in a crash, cutting it", "file_size", fsize, "device_size", size)
+	if err := j.data.Truncate(size); err != nil {
+		return fmt.Errorf("journal: cut data file to %d bytes: %w", size, err)
+	}
+	if err := j.data.Sync(); err != nil {
+		return fmt.Errorf("journal: sync data file: %w", err)
+	}
+	return nil
+}
