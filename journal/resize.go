@@ -14,37 +14,51 @@ import (
 // the record, which is idempotent (grow never shrinks the data file and
 // keeps the region table of the bytes it already covers).
 
-// appendResize journals a resize record and grows the store. It holds the
-// append lock throughout, so no write is appended between the record and
-// the new size, and the grow happens after every earlier write reached the
-// data file (ticket order). A resize to the current size is journaled and
-// changes nothing (the primary re-announces its size that way to a peer it
-// resyncs).
+// appendResize grows the data file, journals a resize record and grows the
+// region table and the size. It holds the append lock throughout, so no
+// write is appended between the record and the new size. The data file is
+// extended first: a full disk refuses the grow with nothing journaled (a
+// data file left larger is harmless: Open cuts it, the next grow reuses
+// it). A resize to the current size is journaled and changes nothing (the
+// primary re-announces its size that way to a peer it resyncs).
 func (j *Journal) appendResize(w Write) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if cur := j.devSize.Load(); w.Resize < cur {
 		return 0, fmt.Errorf("%w: resize to %d bytes, device has %d", ErrShrink, w.Resize, cur)
 	}
+	if err := j.failed(); err != nil {
+		return 0, err
+	}
+	if err := j.extendData(w.Resize); err != nil {
+		return 0, fmt.Errorf("journal: grow data file to %d bytes: %w", w.Resize, err)
+	}
 	seq, ticket, err := j.appendLocked(&w, RecordHeaderSize)
 	if err != nil {
 		return 0, err
 	}
+	// Nothing to apply to the data file, but later records wait for this
+	// ticket.
 	j.waitTurn(ticket)
-	err = j.grow(w.Resize)
 	j.endTurn(ticket)
-	if err != nil {
-		// The record is journaled but the data file did not follow.
-		return 0, j.fail(fmt.Errorf("journal: resize seq %d to %d bytes: %w", seq, w.Resize, err))
-	}
+	j.growTable(w.Resize)
 	j.log.Info("journal: device grown", "seq", seq, "size", w.Resize, "region_size", j.regionSize)
 	return seq, nil
 }
 
-// grow extends the data file (thick-provisioned when the FS can), the
-// region table and the size to size. A no-op when the store is that big
-// already. Caller holds mu, or is Open.
+// grow is replay's resize: idempotent, a no-op when the store is that big
+// already.
 func (j *Journal) grow(size int64) error {
+	if err := j.extendData(size); err != nil {
+		return err
+	}
+	j.growTable(size)
+	return nil
+}
+
+// extendData makes the data file at least size bytes, thick-provisioning
+// the new range when the FS can (like creation).
+func (j *Journal) extendData(size int64) error {
 	old := j.devSize.Load()
 	if size <= old {
 		return nil
@@ -63,6 +77,16 @@ func (j *Journal) grow(size int64) error {
 			return fmt.Errorf("reserve %d bytes for the data file: %w", size-old, err)
 		}
 	}
+	return nil
+}
+
+// growTable extends the region table with unwritten regions (doubling the
+// region size while the table would pass maxRegions) and publishes the new
+// size. Caller holds mu, or is Open.
+func (j *Journal) growTable(size int64) {
+	if size <= j.devSize.Load() {
+		return
+	}
 	rs, regions := j.regionSize, j.regions
 	for regionCount(size, rs) > maxRegions {
 		rs, regions = 2*rs, coarsen(regions)
@@ -70,7 +94,6 @@ func (j *Journal) grow(size int64) error {
 	j.regionSize = rs
 	j.regions = append(regions, make([]uint64, regionCount(size, rs)-int64(len(regions)))...)
 	j.devSize.Store(size)
-	return nil
 }
 
 // coarsen halves a region table: each new region covers two old ones and

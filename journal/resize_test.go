@@ -2,6 +2,9 @@ package journal
 
 import (
 	"bytes"
+	"path"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -168,4 +171,41 @@ func TestResizeReplayAtEveryByte(t *testing.T) {
 func TestCoarsen(t *testing.T) {
 	require.Equal(t, []uint64{5, 3, 9}, coarsen([]uint64{5, 0, 1, 3, 9}))
 	require.Equal(t, []uint64{}, coarsen(nil))
+}
+
+// A grow the file system refuses (a full disk) changes nothing: no record,
+// the old size, the store still usable.
+func TestResizeFailedGrowChangesNothing(t *testing.T) {
+	var full atomic.Bool
+	fs := vfs.WithErrors(vfs.NewMem(), func(op vfs.Op, name string) error {
+		if full.Load() && op == vfs.OpTruncate && path.Base(name) == dataName {
+			return syscall.ENOSPC
+		}
+		return nil
+	})
+	j := mustOpen(t, testOptions(fs))
+	seq, err := j.Append(Write{Offset: 0, Data: []byte("12345678")})
+	require.NoError(t, err)
+	full.Store(true)
+	_, err = j.Append(Write{Resize: grownDev})
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	require.Equal(t, seq, j.LastSeq())
+	require.EqualValues(t, testDev, j.Size())
+	full.Store(false)
+	_, err = j.Append(Write{Offset: 8, Data: []byte("abcdefgh")})
+	require.NoError(t, err, "the store did not fail")
+	_, err = j.Append(Write{Resize: grownDev})
+	require.NoError(t, err)
+	require.EqualValues(t, grownDev, j.Size())
+}
+
+func TestStoreExists(t *testing.T) {
+	fs := vfs.NewMem()
+	ok, err := StoreExists(fs, "/db")
+	require.NoError(t, err)
+	require.False(t, ok)
+	mustOpen(t, testOptions(fs))
+	ok, err = StoreExists(fs, "/db")
+	require.NoError(t, err)
+	require.True(t, ok)
 }
