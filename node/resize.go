@@ -50,7 +50,7 @@ func (n *Node) Resize(size int64) error {
 	if err := n.dev.complete(prim.resize(size)); err != nil {
 		return err
 	}
-	n.grown(n.store.LastSeq(), "grbd resize completed on every counted peer")
+	n.grown("grbd resize completed on every counted peer")
 	return nil
 }
 
@@ -85,10 +85,10 @@ func (l *link) announceSize() error {
 }
 
 // grown records that the device grew (status shows the new size; events).
-func (n *Node) grown(seq uint64, cause string) {
+func (n *Node) grown(cause string) {
 	size := n.store.Size()
-	n.log.Info("device grown", "size", size, "seq", seq)
-	n.events.Add(Event{Type: events.TypeResize, Bytes: size, Cause: cause, Detail: fmt.Sprintf("device is %d bytes as of seq %d", size, seq)})
+	n.log.Info("device grown", "size", size, "cause", cause)
+	n.events.Add(Event{Type: events.TypeResize, Bytes: size, Cause: cause, Detail: fmt.Sprintf("device is %d bytes", size)})
 }
 
 // checkSize compares the store's size with device.size, which only names

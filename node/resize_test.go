@@ -153,3 +153,21 @@ func TestResizeRefused(t *testing.T) {
 	}
 	require.True(t, bytes.Equal(image(t, p), image(t, c.nodes["d1"])))
 }
+
+// device.size is only the creation size: a node whose config says more than
+// its store (its host's config was updated before it caught up) starts at
+// its store's size and gets the grow from the primary.
+func TestResizeConfigLargerThanStore(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, 20)
+	c.waitUpToDate(p)
+	c.stop("d1")
+	require.NoError(t, p.Resize(newSize))
+	writePastOldEnd(t, p, 0, 10)
+	c.cfg.Device.Size = newSize // the operator updated the config
+	d1 := c.start("d1")
+	c.waitUpToDate(p)
+	require.EqualValues(t, newSize, d1.store.Size())
+	c.requireGrown(p, newSize)
+}

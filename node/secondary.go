@@ -463,7 +463,7 @@ func (a *applier) applyOne(m wire.Message) error {
 	}
 	s.journaled.Store(w.Seq)
 	if w.Resize > before {
-		s.n.grown(w.Seq, fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
+		s.n.grown(fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
 	}
 	return nil
 }
