@@ -33,6 +33,10 @@ func (j *Journal) Append(w Write) (uint64, error) {
 	if err := j.Validate(w); err != nil {
 		return 0, err
 	}
+	if w.Resize > 0 {
+		l, err := j.logResize(w)
+		return l.Seq, err
+	}
 	var out [1]Logged
 	logged, err := j.logWrites([]Write{w}, out[:0])
 	if err != nil {
@@ -47,8 +51,12 @@ func (j *Journal) Validate(w Write) error {
 	if err := checkWrite(&w); err != nil {
 		return err
 	}
-	if end := w.Offset + int64(len(w.Data)) + w.ZeroLength; end > j.devSize {
-		return fmt.Errorf("%w: write [%d,%d) beyond device size %d", ErrOutOfRange, w.Offset, end, j.devSize)
+	if w.Resize > 0 {
+		return nil // Append checks it against the size under the lock
+	}
+	// The size only grows, so a write inside it stays inside.
+	if end, size := w.Offset+int64(len(w.Data))+w.ZeroLength, j.devSize.Load(); end > size {
+		return fmt.Errorf("%w: write [%d,%d) beyond device size %d", ErrOutOfRange, w.Offset, end, size)
 	}
 	if n := recordLen(&w); n > j.maxSize-2*segHeaderSize {
 		return fmt.Errorf("%w: %d byte record, journal MaxSize %d", ErrTooLarge, n, j.maxSize)
@@ -66,7 +74,20 @@ func (j *Journal) Validate(w Write) error {
 // earlier logged writes to be applied: a goroutine must Apply what it
 // logged before it calls Log again.
 func (j *Journal) Log(ws []Write) ([]Logged, error) {
+	if len(ws) == 1 && ws[0].Resize != 0 {
+		if err := checkWrite(&ws[0]); err != nil {
+			return nil, err
+		}
+		l, err := j.logResize(ws[0])
+		if err != nil {
+			return nil, err
+		}
+		return []Logged{l}, nil
+	}
 	for i := range ws {
+		if ws[i].Resize != 0 {
+			return nil, fmt.Errorf("%w: a resize is logged on its own", ErrInvalidWrite)
+		}
 		if err := j.Validate(ws[i]); err != nil {
 			return nil, err
 		}
@@ -77,6 +98,9 @@ func (j *Journal) Log(ws []Write) ([]Logged, error) {
 // Apply writes a logged write to the data file once every earlier logged
 // write that overlaps it has landed.
 func (j *Journal) Apply(l Logged) error {
+	if l.Resize > 0 {
+		return nil // logging it grew the device already
+	}
 	off, end := l.Offset, l.Offset+int64(len(l.Data))+l.ZeroLength
 	j.applyMu.Lock()
 	for j.overlapsBefore(l.ticket, off, end) {
@@ -144,6 +168,11 @@ func (j *Journal) logWrites(ws []Write, out []Logged) ([]Logged, error) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	return j.logLocked(ws, out, need)
+}
+
+// logLocked is logWrites' body. Caller holds mu.
+func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, error) {
 	if err := j.reserve(need); err != nil {
 		return out, err
 	}
@@ -219,7 +248,9 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, out []Logged) ([]Logged, e
 		j.appended += n
 		j.lastSeq = w.Seq
 		j.markRegions(w)
-		j.applying[j.nextTicket] = applyRange{w.Offset, w.Offset + int64(len(w.Data)) + w.ZeroLength}
+		if w.Resize == 0 { // a resize has no data-file write to wait for
+			j.applying[j.nextTicket] = applyRange{w.Offset, w.Offset + int64(len(w.Data)) + w.ZeroLength}
+		}
 		out = append(out, Logged{Write: *w, ticket: j.nextTicket})
 		j.nextTicket++
 	}
@@ -346,6 +377,9 @@ func (j *Journal) writeZeros(off, end int64) error {
 
 // markRegions records w as the last write of the regions it touches.
 func (j *Journal) markRegions(w *Write) {
+	if w.Resize > 0 {
+		return // touches no data: the grown regions start unwritten
+	}
 	length := int64(len(w.Data)) + w.ZeroLength
 	for r := w.Offset / j.regionSize; r <= (w.Offset+length-1)/j.regionSize; r++ {
 		j.regions[r] = w.Seq
@@ -355,8 +389,8 @@ func (j *Journal) markRegions(w *Write) {
 // ReadAt reads len(p) bytes of the device at off. It sees every completed
 // Append and every write logged before the call (it waits for their data).
 func (j *Journal) ReadAt(p []byte, off int64) error {
-	if off < 0 || off > j.devSize || int64(len(p)) > j.devSize-off {
-		return fmt.Errorf("%w: read [%d,+%d) of %d", ErrOutOfRange, off, len(p), j.devSize)
+	if size := j.devSize.Load(); off < 0 || off > size || int64(len(p)) > size-off {
+		return fmt.Errorf("%w: read [%d,+%d) of %d", ErrOutOfRange, off, len(p), size)
 	}
 	j.applyMu.Lock()
 	for end := j.nextTicket; j.overlapsBefore(end, off, off+int64(len(p))); {

@@ -15,8 +15,11 @@ var (
 	// ErrVersion reports a well-formed record, segment or meta file of a
 	// format version this code does not know.
 	ErrVersion = errors.New("journal: unknown format version")
-	// ErrSizeMismatch reports Options.DeviceSize differing from the store's.
+	// ErrSizeMismatch reports Options.DeviceSize above the store's size.
 	ErrSizeMismatch = errors.New("journal: device size mismatch")
+	// ErrShrink reports a resize record below the device's current size:
+	// a store only grows.
+	ErrShrink = errors.New("journal: device cannot shrink")
 	// ErrSeqOrder reports an explicit Write.Seq not above LastSeq.
 	ErrSeqOrder = errors.New("journal: sequence number out of order")
 	// ErrOutOfRange reports an access beyond the device.

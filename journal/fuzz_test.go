@@ -58,7 +58,11 @@ func fuzzJournal(tb testing.TB) (*vfs.MemFS, string) {
 	o := testOptions(fs)
 	j, err := Open(o)
 	require.NoError(tb, err)
-	for i, w := range fixedWrites(6) {
+	// A grow in the middle and a write past the old end after it, so that
+	// damage also hits resize records and what depends on them.
+	ws := fixedWrites(6)
+	ws = append(ws[:3], append([]Write{{Resize: 2 * testDev}, {Offset: testDev + 512, Data: bytes.Repeat([]byte{9}, 1024)}}, ws[3:]...)...)
+	for i, w := range ws {
 		seq, err := j.Append(w)
 		require.NoError(tb, err)
 		if i%2 == 0 {

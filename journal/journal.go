@@ -55,7 +55,7 @@ const (
 type Options struct {
 	Dir         string       // holds data.img, meta, journal/NNNNNNNN.seg
 	FS          vfs.FS       // default vfs.Default
-	DeviceSize  int64        // required when creating; on reopen 0 or the store's size
+	DeviceSize  int64        // required when creating; on reopen 0 or at most the store's size (a store grows by resize records)
 	SegmentSize int64        // default 64 MiB
 	MaxSize     int64        // journal bytes bound, default 1 GiB, at least 2 segments
 	RegionSize  int64        // dirty-tracking granularity; default 4 KiB, grown to <= 4M regions
@@ -82,13 +82,12 @@ type Extent struct {
 
 // Journal is an open journaled block store. See the package documentation.
 type Journal struct {
-	fs                  vfs.FS
-	log                 *slog.Logger
-	dir, jdir           string
-	segSize, maxSize    int64
-	devSize, regionSize int64
-	salt                uint64
-	data                vfs.File
+	fs               vfs.FS
+	log              *slog.Logger
+	dir, jdir        string
+	segSize, maxSize int64
+	salt             uint64
+	data             vfs.File
 
 	ckMu     sync.Mutex // serializes checkpoints; taken before mu
 	metaBuf  []byte     // guarded by ckMu
@@ -99,6 +98,7 @@ type Journal struct {
 	segs         []*segment // oldest first; the last one is active
 	lastSeq      uint64
 	regions      []uint64 // per region the seq of its last write
+	regionSize   int64    // grows (doubles) only when a resize would pass maxRegions
 	journalBytes int64
 	appended     int64 // journal bytes appended since Open
 	ckptAppended int64 // appended as of the last checkpoint's snapshot
@@ -126,6 +126,7 @@ type Journal struct {
 	life       sync.RWMutex // ReadAt (read side) against Close
 	lifeClosed bool
 
+	devSize                    atomic.Int64 // grows under mu (resize records), never shrinks
 	lastSeqA, durable, ckptSeq atomic.Uint64
 	writes, syncs, ckpts       atomic.Uint64
 	closing                    atomic.Bool
@@ -219,10 +220,8 @@ func (j *Journal) open(deviceSize, regionSize int64) error {
 	if m == nil {
 		return j.create(deviceSize, regionSize)
 	}
-	if deviceSize != 0 && deviceSize != m.deviceSize {
-		return fmt.Errorf("%w: store in %s has %d bytes, options say %d", ErrSizeMismatch, j.dir, m.deviceSize, deviceSize)
-	}
-	j.devSize, j.regionSize, j.salt, j.regions = m.deviceSize, m.regionSize, m.salt, m.regions
+	j.regionSize, j.salt, j.regions = m.regionSize, m.salt, m.regions
+	j.devSize.Store(m.deviceSize)
 	j.ckptSeq.Store(m.checkpointSeq)
 	if j.data, err = j.fs.OpenFile(filepath.Join(j.dir, dataName), os.O_RDWR, 0); err != nil {
 		return fmt.Errorf("journal: open data file: %w", err)
@@ -231,11 +230,22 @@ func (j *Journal) open(deviceSize, regionSize int64) error {
 	if err != nil {
 		return fmt.Errorf("journal: stat data file: %w", err)
 	}
-	if size != j.devSize {
-		return fmt.Errorf("%w: data file is %d bytes, meta says %d", ErrCorrupt, size, j.devSize)
+	if size < m.deviceSize {
+		return fmt.Errorf("%w: data file is %d bytes, meta says %d", ErrCorrupt, size, m.deviceSize)
 	}
+	// A larger data file is a grow after the checkpoint: replay re-applies
+	// its resize record, or cuts the grow off (trimData) if it was lost.
 	j.punch, _ = j.data.(vfs.Puncher)
-	return j.replay(m.checkpointSeq)
+	if err := j.replay(m.checkpointSeq); err != nil {
+		return err
+	}
+	if err := j.trimData(size); err != nil {
+		return err
+	}
+	if deviceSize > j.devSize.Load() {
+		return fmt.Errorf("%w: store in %s has %d bytes, options say %d (a store only grows through a resize)", ErrSizeMismatch, j.dir, j.devSize.Load(), deviceSize)
+	}
+	return nil
 }
 
 // create makes a new store. The meta file is written last: until it exists
@@ -265,7 +275,8 @@ func (j *Journal) create(deviceSize, wantRegion int64) error {
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
 		j.salt = binary.LittleEndian.Uint64(b[:])
 	}
-	j.devSize, j.regionSize = deviceSize, rs
+	j.regionSize = rs
+	j.devSize.Store(deviceSize)
 	j.regions = make([]uint64, regionCount(deviceSize, rs))
 	if j.data, err = j.fs.OpenFile(filepath.Join(j.dir, dataName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
 		return fmt.Errorf("journal: create data file: %w", err)
@@ -391,11 +402,17 @@ func (j *Journal) failed() error {
 	return nil
 }
 
-// Size is the device size in bytes.
-func (j *Journal) Size() int64 { return j.devSize }
+// Size is the device size in bytes. It grows when a resize record is
+// appended or replayed.
+func (j *Journal) Size() int64 { return j.devSize.Load() }
 
-// RegionSize is the granularity of ChangedSince.
-func (j *Journal) RegionSize() int64 { return j.regionSize }
+// RegionSize is the granularity of ChangedSince. It doubles when a resize
+// would make the region table larger than its bound.
+func (j *Journal) RegionSize() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.regionSize
+}
 
 // LastSeq is the seq of the last appended record.
 func (j *Journal) LastSeq() uint64 { return j.lastSeqA.Load() }

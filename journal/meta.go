@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/grbd/grbd/internal/vfs"
 )
 
 // Meta file, part of the format: do not change. Written whole to meta.tmp,
@@ -136,6 +138,22 @@ func regionSizeFor(deviceSize, want int64) (int64, error) {
 		want *= 2
 	}
 	return want, nil
+}
+
+// StoreExists reports whether dir holds a store (its meta file), so that a
+// caller can tell creation from reopening before it picks Options.DeviceSize.
+func StoreExists(fs vfs.FS, dir string) (bool, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	_, err := fs.Stat(filepath.Join(dir, metaName))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("journal: %w", err)
 }
 
 // readMeta reads and decodes dir/meta; (nil, nil) when it does not exist.

@@ -72,7 +72,7 @@ func (j *Journal) ChangedSince(seq uint64) []Extent {
 			continue
 		}
 		off := int64(r) * j.regionSize
-		end := min(off+j.regionSize, j.devSize)
+		end := min(off+j.regionSize, j.devSize.Load())
 		if k := len(out) - 1; k >= 0 && out[k].Offset+out[k].Length == off {
 			out[k].Length = end - out[k].Offset
 			continue

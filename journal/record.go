@@ -32,23 +32,34 @@ const (
 	segmentMagic  = 0x534a5247 // "GRJS"
 	metaMagic     = 0x4d4a5247 // "GRJM"
 	formatVersion = 1
+	// resizeVersion is the record version of resize records. Writes keep
+	// version 1, so a journal without a resize stays readable by version-1
+	// code, which reports a resize record as ErrVersion instead of
+	// misreading it.
+	resizeVersion = 2
 
-	typeWrite = 1
-	typeZero  = 2
+	typeWrite  = 1
+	typeZero   = 2
+	typeResize = 3 // version 2 only
 
 	maxZeroLength = 1 << 62
+	// MaxDeviceSize bounds a store's size (and a resize record's).
+	MaxDeviceSize = 1 << 62
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Write is one block-device write: Data at Offset, or, when ZeroLength > 0
-// (and Data is nil), ZeroLength bytes of zeros at Offset.
+// (and Data is nil), ZeroLength bytes of zeros at Offset, or, when Resize >
+// 0 (and nothing else but Seq and Epoch is set), a grow of the device to
+// Resize bytes, ordered with the writes around it.
 type Write struct {
 	Seq        uint64
 	Epoch      uint64
 	Offset     int64
 	Data       []byte
 	ZeroLength int64
+	Resize     int64
 }
 
 // Record is a Write as stored in the journal, with the journal's salt and the
@@ -68,6 +79,12 @@ func recordLen(w *Write) int64 {
 
 // checkWrite validates the shape of w (not its seq or device bounds).
 func checkWrite(w *Write) error {
+	if w.Resize != 0 {
+		if w.Resize < 0 || w.Resize > MaxDeviceSize || len(w.Data) > 0 || w.ZeroLength != 0 || w.Offset != 0 {
+			return fmt.Errorf("%w: resize to %d with data %d zero %d offset %d", ErrInvalidWrite, w.Resize, len(w.Data), w.ZeroLength, w.Offset)
+		}
+		return nil
+	}
 	switch {
 	case len(w.Data) > 0 && w.ZeroLength != 0:
 		return fmt.Errorf("%w: both data and zero length", ErrInvalidWrite)
@@ -97,13 +114,16 @@ func EncodeRecord(dst []byte, r Record) ([]byte, error) {
 	start := len(dst)
 	dst = slices.Grow(dst, n)[:start+n]
 	b := dst[start:]
-	typ, dlen := byte(typeWrite), uint64(len(r.Data))
-	if r.ZeroLength > 0 {
+	typ, dlen, version := byte(typeWrite), uint64(len(r.Data)), byte(formatVersion)
+	switch {
+	case r.ZeroLength > 0:
 		typ, dlen = typeZero, uint64(r.ZeroLength)
+	case r.Resize > 0:
+		typ, dlen, version = typeResize, uint64(r.Resize), resizeVersion
 	}
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], recordMagic)
-	b[4] = formatVersion
+	b[4] = version
 	b[5] = typ
 	le.PutUint16(b[6:], 0)
 	le.PutUint32(b[8:], uint32(n))
@@ -146,7 +166,8 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 	if got, want := crc32.Checksum(b[:60], castagnoli), le.Uint32(b[60:]); got != want {
 		return r, 0, fmt.Errorf("%w: record header crc %#x, want %#x", ErrCorrupt, got, want)
 	}
-	if b[4] != formatVersion {
+	version := b[4]
+	if version != formatVersion && version != resizeVersion {
 		return r, 0, fmt.Errorf("%w: record version %d", ErrVersion, b[4])
 	}
 	typ, flags, length := b[5], le.Uint16(b[6:]), int64(le.Uint32(b[8:]))
@@ -165,8 +186,10 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		return Record{}, 0, fmt.Errorf("%w: write record length %d data %d", ErrCorrupt, length, dlen)
 	case typ == typeZero && (dlen == 0 || dlen > maxZeroLength || length != RecordHeaderSize || dcrc != 0):
 		return Record{}, 0, fmt.Errorf("%w: zero record length %d zero length %d", ErrCorrupt, length, dlen)
-	case typ != typeWrite && typ != typeZero:
-		return Record{}, 0, fmt.Errorf("%w: record type %d", ErrCorrupt, typ)
+	case typ == typeResize && (dlen == 0 || dlen > MaxDeviceSize || length != RecordHeaderSize || dcrc != 0 || off != 0):
+		return Record{}, 0, fmt.Errorf("%w: resize record length %d size %d offset %d", ErrCorrupt, length, dlen, off)
+	case (version == formatVersion) != (typ == typeWrite || typ == typeZero) || typ == 0 || typ > typeResize:
+		return Record{}, 0, fmt.Errorf("%w: record type %d in version %d", ErrCorrupt, typ, version)
 	case off > math.MaxInt64-dlen:
 		return Record{}, 0, fmt.Errorf("%w: record offset %d length %d", ErrCorrupt, off, dlen)
 	}
@@ -174,8 +197,12 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 	if int64(len(b)) < length {
 		return Record{}, int(length), ErrTruncated
 	}
-	if typ == typeZero {
+	switch typ {
+	case typeZero:
 		r.ZeroLength = int64(dlen)
+		return r, int(length), nil
+	case typeResize:
+		r.Resize = int64(dlen)
 		return r, int(length), nil
 	}
 	if got := crc32.Checksum(b[RecordHeaderSize:length], castagnoli); got != dcrc {

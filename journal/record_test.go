@@ -16,6 +16,7 @@ func sampleRecords() map[string]Record {
 		"write 4 KiB":     {Write: Write{Seq: 1 << 40, Epoch: 3, Offset: 0, Data: bytes.Repeat([]byte("grbd"), 1024)}, Salt: 1, Synced: 1 << 31},
 		"write unaligned": {Write: Write{Seq: 7, Offset: 13, Data: []byte("hello, journal")}, Salt: math.MaxUint64},
 		"zero":            {Write: Write{Seq: 9, Epoch: 1, Offset: 512, ZeroLength: 1 << 40}, Salt: 5, Synced: 100},
+		"resize":          {Write: Write{Seq: 10, Epoch: 4, Resize: 2 << 30}, Salt: 6, Synced: 200},
 	}
 }
 
@@ -83,8 +84,10 @@ func TestDecodeRecordRejects(t *testing.T) {
 		mutate func(b []byte) []byte
 		want   error
 	}{
-		{"future version", func(b []byte) []byte { b[4] = 2; return reseal(b) }, ErrVersion},
-		{"unknown type", func(b []byte) []byte { b[5] = 3; return reseal(b) }, ErrCorrupt},
+		{"future version", func(b []byte) []byte { b[4] = 3; return reseal(b) }, ErrVersion},
+		{"unknown type", func(b []byte) []byte { b[5] = 4; return reseal(b) }, ErrCorrupt},
+		{"resize type in version 1", func(b []byte) []byte { b[5] = typeResize; return reseal(b) }, ErrCorrupt},
+		{"write in version 2", func(b []byte) []byte { b[4] = resizeVersion; return reseal(b) }, ErrCorrupt},
 		{"flags set", func(b []byte) []byte { b[6] = 1; return reseal(b) }, ErrCorrupt},
 		{"seq zero", func(b []byte) []byte { clear(b[16:24]); return reseal(b) }, ErrCorrupt},
 		{"length disagrees", func(b []byte) []byte { b[8] += 8; return reseal(b) }, ErrCorrupt},
@@ -114,6 +117,10 @@ func TestEncodeRecordRejects(t *testing.T) {
 		{"negative offset", Record{Write: Write{Seq: 1, Offset: -1, Data: []byte("x")}}, ErrOutOfRange},
 		{"too large", Record{Write: Write{Seq: 1, Data: make([]byte, MaxWriteSize+1)}}, ErrTooLarge},
 		{"hint too large", Record{Write: Write{Seq: 1, Data: []byte("x")}, Synced: 1 << 32}, ErrInvalidWrite},
+		{"resize with data", Record{Write: Write{Seq: 1, Resize: 4096, Data: []byte("x")}}, ErrInvalidWrite},
+		{"resize with offset", Record{Write: Write{Seq: 1, Resize: 4096, Offset: 512}}, ErrInvalidWrite},
+		{"negative resize", Record{Write: Write{Seq: 1, Resize: -1}}, ErrInvalidWrite},
+		{"resize too large", Record{Write: Write{Seq: 1, Resize: MaxDeviceSize + 1}}, ErrInvalidWrite},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -201,10 +201,15 @@ func (j *Journal) replayFile(f vfs.File, num uint64, last bool, ckpt uint64, pre
 			}
 			break
 		}
-		if rec.Offset+rec.ZeroLength+int64(len(rec.Data)) > j.devSize {
+		if rec.Offset+rec.ZeroLength+int64(len(rec.Data)) > j.devSize.Load() {
 			return nil, corrupt(off, fmt.Errorf("record [%d,+%d) beyond device", rec.Offset, rec.ZeroLength+int64(len(rec.Data))))
 		}
-		if rec.Seq > ckpt {
+		if rec.Seq > ckpt && rec.Resize > 0 {
+			// Idempotent: the data file may have grown before the crash.
+			if err := j.grow(rec.Resize); err != nil {
+				return nil, fmt.Errorf("journal: replay resize seq %d: %w", rec.Seq, err)
+			}
+		} else if rec.Seq > ckpt {
 			if err := j.apply(&rec.Write); err != nil {
 				return nil, fmt.Errorf("journal: replay seq %d: %w", rec.Seq, err)
 			}

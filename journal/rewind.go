@@ -60,7 +60,7 @@ func (j *Journal) rewind(seq uint64) error {
 	for r, s := range j.regions {
 		regions[r] = min(s, seq)
 	}
-	b := encodeMeta(nil, &meta{deviceSize: j.devSize, regionSize: j.regionSize, checkpointSeq: seq, salt: j.salt, regions: regions})
+	b := encodeMeta(nil, &meta{deviceSize: j.devSize.Load(), regionSize: j.regionSize, checkpointSeq: seq, salt: j.salt, regions: regions})
 	j.mu.Unlock()
 	if sticky, err := j.writeMeta(b); err != nil {
 		if sticky {

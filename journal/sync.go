@@ -96,7 +96,7 @@ func (j *Journal) checkpoint() error {
 	j.mu.Lock()
 	ck, appended := j.lastSeq, j.appended
 	j.metaBuf = encodeMeta(j.metaBuf[:0], &meta{
-		deviceSize: j.devSize, regionSize: j.regionSize, checkpointSeq: ck, salt: j.salt, regions: j.regions,
+		deviceSize: j.devSize.Load(), regionSize: j.regionSize, checkpointSeq: ck, salt: j.salt, regions: j.regions,
 	})
 	j.mu.Unlock()
 

@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/grbd/grbd/internal/member"
@@ -193,6 +195,22 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("POST /invalidate", func(w http.ResponseWriter, _ *http.Request) {
 		if err := n.Invalidate(); err != nil {
 			writeError(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	mux.HandleFunc("POST /resize", func(w http.ResponseWriter, r *http.Request) {
+		size, err := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("%w: size=%q: want a byte count", ErrResizeSize, r.URL.Query().Get("size")))
+			return
+		}
+		if err := n.Resize(size); err != nil {
+			code := http.StatusConflict
+			if errors.Is(err, ErrResizeSize) {
+				code = http.StatusBadRequest
+			}
+			writeError(w, code, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, n.Status())

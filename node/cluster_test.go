@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,13 +28,30 @@ type testCluster struct {
 	wit   *witness.Witness
 }
 
+// freeAddr returns a loopback address that was free a moment ago and that
+// no earlier call returned (the kernel may offer a just-closed port again).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	handedOutMu.Lock()
+	defer handedOutMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		l.Close()
+		if !handedOut[addr] {
+			handedOut[addr] = true
+			return addr
+		}
+	}
+	t.Fatal("the kernel keeps offering ports already handed out")
+	return ""
 }
+
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[string]bool{}
+)
 
 // newTestCluster writes a config for n data nodes (d0, d1, ...) and, with
 // wit, a witness w; extra is YAML appended at the top level.

@@ -182,6 +182,8 @@ func seqOf(m wire.Message) uint64 {
 		return m.AsOf
 	case *wire.ResyncDone:
 		return m.AsOf
+	case *wire.Resize:
+		return m.Seq
 	}
 	return 0
 }
@@ -588,6 +590,10 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra), "bytes", total)
 	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateStarted, Bytes: total,
 		Cause: resyncCause(from, extra, p.store.Size()), Detail: fmt.Sprintf("%d bytes in %d regions", total, len(extents))})
+	if err := l.announceSize(); err != nil {
+		p.mu.Unlock()
+		return err
+	}
 	rate := int64(p.n.cfg.Replication.ResyncRate)
 	start := time.Now()
 	first := true

@@ -169,7 +169,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	}()
 	n.reconcile()
 	st := n.store.Stats()
-	log.Info("node started", "nbd", n.NBDAddr(), "admin", n.AdminAddr(), "size", cfg.Device.Size,
+	log.Info("node started", "nbd", n.NBDAddr(), "admin", n.AdminAddr(), "size", n.store.Size(),
 		"last_seq", st.LastSeq, "checkpoint_seq", st.CheckpointSeq, "protocol", cfg.Replication.Protocol)
 	return n, nil
 }
@@ -177,10 +177,19 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 // open builds every part; on error abort releases what was opened.
 func (n *Node) open() error {
 	cfg, me := n.cfg, n.me
-	var err error
+	// device.size is the size a store is created with; an existing store
+	// has its own (it grows through grbd resize), checked below.
+	exists, err := journal.StoreExists(nil, me.DataDir)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", me.Name, err)
+	}
+	createSize := int64(cfg.Device.Size)
+	if exists {
+		createSize = 0
+	}
 	n.store, err = journal.Open(journal.Options{
 		Dir:         me.DataDir,
-		DeviceSize:  int64(cfg.Device.Size),
+		DeviceSize:  createSize,
 		SegmentSize: int64(cfg.Journal.SegmentSize),
 		MaxSize:     int64(cfg.Journal.MaxSize),
 		Logger:      n.log,
@@ -188,6 +197,7 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)
 	}
+	n.checkSize()
 	if err := n.loadHistory(); err != nil {
 		return err
 	}

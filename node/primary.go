@@ -211,6 +211,9 @@ func (p *primary) readBarrier(off, n int64) error {
 // the caller's buffer is not retained. The message is shared, read-only, by
 // every peer queue.
 func wireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
+	if w.Resize > 0 {
+		return &wire.Resize{Seq: w.Seq, Epoch: epoch, Size: uint64(w.Resize)}
+	}
 	if w.ZeroLength > 0 {
 		return &wire.Zero{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), Length: uint64(w.ZeroLength), FUA: fua}
 	}

@@ -424,6 +424,13 @@ func (a *applier) applyOne(m wire.Message) error {
 			return a.nack(m.AsOf, err)
 		}
 		w = journal.Write{Seq: m.AsOf, Epoch: a.epoch, Offset: int64(m.Offset), Data: m.Data}
+	case *wire.Resize:
+		if m.Flags&wire.ResizeResync != 0 {
+			if err := s.markInconsistent(); err != nil {
+				return a.nack(m.Seq, err)
+			}
+		}
+		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Resize: int64(m.Size)}
 	case *wire.ResyncDone:
 		if err := s.markConsistent(); err != nil {
 			return a.nack(m.AsOf, err)
@@ -450,10 +457,14 @@ func (a *applier) applyOne(m wire.Message) error {
 		a.reply(&wire.Nack{Seq: w.Seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", w.Epoch, known)})
 		return fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, w.Epoch, known)
 	}
+	before := s.store.Size()
 	if _, err := s.store.Append(w); err != nil {
 		return a.nack(w.Seq, err)
 	}
 	s.journaled.Store(w.Seq)
+	if w.Resize > before {
+		s.n.grown(fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
+	}
 	return nil
 }
 
@@ -462,7 +473,7 @@ func (a *applier) nack(seq uint64, err error) error {
 	switch {
 	case errors.Is(err, journal.ErrSeqOrder):
 		code = wire.NackSeqOrder
-	case errors.Is(err, journal.ErrOutOfRange):
+	case errors.Is(err, journal.ErrOutOfRange), errors.Is(err, journal.ErrShrink):
 		code = wire.NackOutOfRange
 	}
 	reason := err.Error()

@@ -30,6 +30,20 @@ func (o *clusterOptions) AddFlags(fs *pflag.FlagSet) {
 	o.admin.AddFlags(fs)
 }
 
+// loadClient loads the config named by --config and builds the admin
+// client with the command's credentials.
+func loadClient(path string, a adminOptions) (*config.Config, *auth.Client, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	cli, err := a.client(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, cli, nil
+}
+
 // loadConfig loads the config named by --config.
 func loadConfig(path string) (*config.Config, error) {
 	if path == "" {

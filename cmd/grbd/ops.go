@@ -76,14 +76,7 @@ rewrites those regions so the peers get them again. Exits 1 when regions are
 out of sync (and were not resynced) or a peer could not be verified.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.configPath == "" {
-				return errors.New("--config is required")
-			}
-			cfg, err := config.Load(o.configPath)
-			if err != nil {
-				return err
-			}
-			cli, err := o.admin.client(cfg)
+			cfg, cli, err := loadClient(o.configPath, o.admin)
 			if err != nil {
 				return err
 			}

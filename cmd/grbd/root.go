@@ -61,6 +61,7 @@ func newRootCommand() *cobra.Command {
 		newResolveCommand(),
 		newVerifyCommand(),
 		newInvalidateCommand(),
+		newResizeCommand(),
 		newBenchCommand(g),
 		newVersionCommand(),
 		newCertsCommand(),

@@ -192,17 +192,17 @@ type statusView struct {
 // primary, quorum), one row per member, and the primary's view of each
 // peer with sync progress.
 func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusView) {
-	fmt.Fprintf(w, "cluster %s  device %s  protocol %s\n", cfg.Cluster, cfg.Device.Size, cfg.Replication.Protocol)
+	fmt.Fprintf(w, "cluster %s  device %s  protocol %s\n", cfg.Cluster, deviceText(cfg, rows), cfg.Replication.Protocol)
 	printQuorum(w, cfg, rows)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tLINKS\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
+	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tSIZE\tLINKS\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
 	for _, r := range rows {
 		switch {
 		case !r.Reachable:
-			fmt.Fprintf(tw, "%s\tUnknown\t-\t-\t-\t-\t-\t-\tunreachable: %s\n", r.Member, r.Error)
+			fmt.Fprintf(tw, "%s\tUnknown\t-\t-\t-\t-\t-\t-\t-\tunreachable: %s\n", r.Member, r.Error)
 			continue
 		case r.Role == "Witness":
-			fmt.Fprintf(tw, "%s\tWitness\t-\t%s\t-\t-\t-\t-\t-\n", r.Member, linksText(r.Members))
+			fmt.Fprintf(tw, "%s\tWitness\t-\t-\t%s\t-\t-\t-\t-\t-\n", r.Member, linksText(r.Members))
 			continue
 		}
 		role := r.Role
@@ -210,7 +210,7 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 			role += " (fenced)"
 		}
 		j := r.Journal
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, linksText(r.Members), r.NBD,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, config.Size(r.DeviceSize), linksText(r.Members), r.NBD,
 			j.LastSeq, j.DurableSeq, j.CheckpointSeq, humanBytes(j.Bytes), j.Segments)
 	}
 	tw.Flush()
@@ -219,6 +219,18 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 			printPeers(w, r, v)
 		}
 	}
+}
+
+// deviceText is the device size the primary reports (the config's
+// device.size is only the size the cluster was created with; after grbd
+// resize they differ until the config is updated).
+func deviceText(cfg *config.Config, rows []memberStatus) string {
+	for _, r := range rows {
+		if r.Reachable && r.Role == node.RolePrimary && r.DeviceSize > 0 && r.DeviceSize != int64(cfg.Device.Size) {
+			return fmt.Sprintf("%s (config device.size %s)", config.Size(r.DeviceSize), cfg.Device.Size)
+		}
+	}
+	return cfg.Device.Size.String()
 }
 
 // printQuorum writes the headline: epoch and primary as the freshest

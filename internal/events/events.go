@@ -36,6 +36,7 @@ const (
 	TypeVerify     = "verify"      // an online verify of Peer finished (State)
 	TypeConnection = "connection"  // the operator ran grbd connect or disconnect
 	TypeInvalidate = "invalidate"  // the operator ran grbd invalidate
+	TypeResize     = "resize"      // the device grew to Bytes (grbd resize, applied in sequence order)
 	// Written by `grbd events` itself, never by a member.
 	TypeUnreachable = "unreachable" // the member's admin endpoint does not answer
 	TypeReachable   = "reachable"   // it answers again

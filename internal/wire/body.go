@@ -26,6 +26,7 @@ const (
 	extentsFixed      = 8  // then extents
 	authChallengeSize = 1 + NonceSize
 	authProofSize     = MACSize
+	resizeSize        = 28
 
 	// maxFixed bounds what plan appends: a StreamOpen with three maximal
 	// strings (longer than a Hello with two).

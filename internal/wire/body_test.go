@@ -55,6 +55,8 @@ func TestMalformedBodies(t *testing.T) {
 		{"authchallenge method 2", TypeAuthChallenge, 0, cat([]byte{2}, make([]byte, 32))},
 		{"authchallenge empty", TypeAuthChallenge, 0, nil},
 		{"authproof empty", TypeAuthProof, 0, nil},
+		{"resize size 0", TypeResize, 0, cat(u64(1), u64(1), u64(0), u32(0))},
+		{"resize unknown flag", TypeResize, 0, cat(u64(1), u64(1), u64(4096), u32(2))},
 	}
 	// Every fixed-size body one byte short and one byte long; every type
 	// with a reserved flag bit set.

@@ -412,6 +412,8 @@ func Clone(m Message) Message {
 		return c
 	case *AuthChallenge:
 		return cloneVal(v)
+	case *Resize:
+		return cloneVal(v)
 	case *AuthProof:
 		return cloneVal(v)
 	}

@@ -109,6 +109,7 @@ const (
 	TypeExtents       Type = 18
 	TypeAuthChallenge Type = 19
 	TypeAuthProof     Type = 20
+	TypeResize        Type = 21
 )
 
 var typeNames = [...]string{
@@ -132,6 +133,7 @@ var typeNames = [...]string{
 	TypeExtents:       "Extents",
 	TypeAuthChallenge: "AuthChallenge",
 	TypeAuthProof:     "AuthProof",
+	TypeResize:        "Resize",
 }
 
 func (t Type) String() string {
@@ -209,6 +211,8 @@ func planOf(m Message, dst []byte) (p plan, err error) {
 	case *AuthChallenge:
 		p, err = v.plan(dst)
 	case *AuthProof:
+		p, err = v.plan(dst)
+	case *Resize:
 		p, err = v.plan(dst)
 	default:
 		// Only nil reaches here (the interface is sealed). Formatting m
@@ -379,6 +383,8 @@ func newMessage(t Type) Message {
 		return new(AuthChallenge)
 	case TypeAuthProof:
 		return new(AuthProof)
+	case TypeResize:
+		return new(Resize)
 	}
 	return nil
 }

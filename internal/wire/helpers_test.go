@@ -209,6 +209,8 @@ func msgCases(big bool) []msgCase {
 		{name: "authchallenge", msg: &AuthChallenge{Method: AuthHMACSHA256, Nonce: nonce32},
 			body: cat([]byte{1}, nonce32[:])},
 		{name: "authproof", msg: &AuthProof{MAC: nonce32}, body: nonce32[:]},
+		{name: "resize", msg: &Resize{Seq: 77, Epoch: 3, Size: 2 << 30}, body: cat(u64(77), u64(3), u64(2<<30), u32(0))},
+		{name: "resize/resync", msg: &Resize{Seq: 78, Epoch: 3, Size: 1 << 40, Flags: ResizeResync}, body: cat(u64(78), u64(3), u64(1<<40), u32(1))},
 	}
 	if big {
 		return cases

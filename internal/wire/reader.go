@@ -45,6 +45,7 @@ type slots struct {
 	extents       Extents
 	authChallenge AuthChallenge
 	authProof     AuthProof
+	resize        Resize
 }
 
 func (s *slots) get(t Type) Message {
@@ -89,6 +90,8 @@ func (s *slots) get(t Type) Message {
 		return &s.authChallenge
 	case TypeAuthProof:
 		return &s.authProof
+	case TypeResize:
+		return &s.resize
 	}
 	return nil
 }

@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/grbd/grbd/internal/config"
+)
+
+// nbdExportSize is the size nbdinfo reports on a new connection to uri.
+func nbdExportSize(t *testing.T, uri string) int64 {
+	t.Helper()
+	var info struct {
+		Exports []struct {
+			Size int64 `json:"export-size"`
+		} `json:"exports"`
+	}
+	out := run(t, 30*time.Second, "nbdinfo", "--json", uri)
+	require.NoError(t, json.Unmarshal([]byte(out), &info), out)
+	require.Len(t, info.Exports, 1)
+	return info.Exports[0].Size
+}
+
+// fioWrite writes size bytes at offset with fio and checks them back.
+func fioWrite(t *testing.T, uri, offset, size string) {
+	t.Helper()
+	out := run(t, 2*time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+uri, "--rw=write", "--bs=64k", "--iodepth=8",
+		"--offset="+offset, "--size="+size, "--verify=crc32c", "--verify_fatal=1", "--do_verify=1")
+	require.Contains(t, out, "WRITE:", out)
+	require.NotContains(t, out, "verify: bad", out)
+}
+
+// TestResize grows a running 2-node + witness cluster with grbd resize:
+// bad requests change nothing; a good one grows both nodes, a new NBD
+// connection sees the new size, and writes past the old end reach the peer.
+// A second grow while the secondary is killed: it grows when it returns
+// (catch-up). After a clean stop both images have the new size and are
+// byte-identical.
+func TestResize(t *testing.T) {
+	requireTools(t, "fio", "nbdinfo")
+	dir := t.TempDir()
+	path := clusterConfig(t, dir, 2, "32MiB", "replication:\n  protocol: C\n")
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	c := &replCluster{t: t, dir: dir, cfgPath: path, cfg: cfg}
+	c.witness = startMember(t, dir, "w", "ready witness", "witness", "--config", path, "--name", "w")
+	prim := c.start("n0", "n0")
+	sec := c.start("n1", "n1")
+	c.waitPeer(10 * time.Second)
+	fioWrite(t, prim.uri(), "0", "8m")
+
+	resize := func(args ...string) (string, error) {
+		return runErr(time.Minute, grbdBin, append([]string{"resize", "--config", path}, args...)...)
+	}
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--size", "16MiB"}, "only grows"},
+		{[]string{"--size", "2GB!"}, `--size "2GB!"`},
+		{[]string{"n1", "--size", "64MiB"}, "not primary"},
+	} {
+		out, err := resize(bad.args...)
+		require.Error(t, err, out)
+		require.Contains(t, out, bad.want)
+	}
+	for _, n := range []string{"n0", "n1"} {
+		st, err := c.status(n)
+		require.NoError(t, err)
+		require.EqualValues(t, 32<<20, st.DeviceSize, "%s changed by a refused resize", n)
+	}
+	require.EqualValues(t, 32<<20, nbdExportSize(t, prim.uri()))
+
+	out, err := resize("--size", "64MiB")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "device grown to 64MiB")
+	require.EqualValues(t, 64<<20, nbdExportSize(t, prim.uri()), "a new connection sees the new size")
+	fioWrite(t, prim.uri(), "40m", "8m")
+	st := c.waitPeer(10 * time.Second)
+	require.EqualValues(t, 64<<20, st.DeviceSize)
+	sst, err := c.status("n1")
+	require.NoError(t, err)
+	require.EqualValues(t, 64<<20, sst.DeviceSize)
+	human := run(t, 30*time.Second, grbdBin, "status", "--config", path)
+	require.Contains(t, human, "device 64MiB (config device.size 32MiB)", human)
+
+	// The secondary is away during the next grow and the writes past it.
+	sec.kill9()
+	out, err = resize("--size", "96MiB")
+	require.NoError(t, err, out)
+	fioWrite(t, prim.uri(), "80m", "8m")
+	sec = c.start("n1", "n1-restarted")
+	c.waitPeer(30 * time.Second)
+	sst, err = c.status("n1")
+	require.NoError(t, err)
+	require.EqualValues(t, 96<<20, sst.DeviceSize)
+
+	prim.stop()
+	sec.stop()
+	for _, m := range cfg.Nodes {
+		fi, err := os.Stat(filepath.Join(m.DataDir, "data.img"))
+		require.NoError(t, err)
+		require.EqualValues(t, 96<<20, fi.Size(), "%s image size", m.Name)
+	}
+	c.requireSameImages()
+	require.Contains(t, logOf(t, c, "n1-restarted"), "device grown", "n1 grew on its return")
+}

@@ -1,0 +1,123 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/grbd/grbd/internal/vfs"
+)
+
+// Growing the device (docs/journal.md, "Resize"). A resize is a record like
+// a write: it takes the next seq, so every write before it fits the old
+// size and a write past the old end can only come after it. The meta file
+// learns the new size at the next checkpoint; until then replay re-applies
+// the record, which is idempotent (grow never shrinks the data file and
+// keeps the region table of the bytes it already covers).
+
+// logResize grows the data file, journals a resize record and grows the
+// region table and the size. It holds the append lock throughout, so no
+// write is appended between the record and the new size. The data file is
+// extended first: a full disk refuses the grow with nothing journaled (a
+// data file left larger is harmless: Open cuts it, the next grow reuses
+// it). A resize to the current size is journaled and changes nothing (the
+// primary re-announces its size that way to a peer it resyncs).
+func (j *Journal) logResize(w Write) (Logged, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if cur := j.devSize.Load(); w.Resize < cur {
+		return Logged{}, fmt.Errorf("%w: resize to %d bytes, device has %d", ErrShrink, w.Resize, cur)
+	}
+	if err := j.failed(); err != nil {
+		return Logged{}, err
+	}
+	if err := j.extendData(w.Resize); err != nil {
+		return Logged{}, fmt.Errorf("journal: grow data file to %d bytes: %w", w.Resize, err)
+	}
+	var out [1]Logged
+	logged, err := j.logLocked([]Write{w}, out[:0], RecordHeaderSize+segHeaderSize)
+	if err != nil {
+		return Logged{}, err
+	}
+	j.growTable(w.Resize)
+	j.log.Info("journal: device grown", "seq", logged[0].Seq, "size", w.Resize, "region_size", j.regionSize)
+	return logged[0], nil
+}
+
+// grow is replay's resize: idempotent, a no-op when the store is that big
+// already.
+func (j *Journal) grow(size int64) error {
+	if err := j.extendData(size); err != nil {
+		return err
+	}
+	j.growTable(size)
+	return nil
+}
+
+// extendData makes the data file at least size bytes, thick-provisioning
+// the new range when the FS can (like creation).
+func (j *Journal) extendData(size int64) error {
+	old := j.devSize.Load()
+	if size <= old {
+		return nil
+	}
+	fsize, err := j.data.Size()
+	if err != nil {
+		return fmt.Errorf("stat data file: %w", err)
+	}
+	if fsize < size {
+		if err := j.data.Truncate(size); err != nil {
+			return fmt.Errorf("extend data file: %w", err)
+		}
+	}
+	if a, ok := j.data.(vfs.Allocator); ok {
+		if err := a.Allocate(old, size-old); err != nil && !errors.Is(err, vfs.ErrNotSupported) {
+			return fmt.Errorf("reserve %d bytes for the data file: %w", size-old, err)
+		}
+	}
+	return nil
+}
+
+// growTable extends the region table with unwritten regions (doubling the
+// region size while the table would pass maxRegions) and publishes the new
+// size. Caller holds mu, or is Open.
+func (j *Journal) growTable(size int64) {
+	if size <= j.devSize.Load() {
+		return
+	}
+	rs, regions := j.regionSize, j.regions
+	for regionCount(size, rs) > maxRegions {
+		rs, regions = 2*rs, coarsen(regions)
+	}
+	j.regionSize = rs
+	j.regions = append(regions, make([]uint64, regionCount(size, rs)-int64(len(regions)))...)
+	j.devSize.Store(size)
+}
+
+// coarsen halves a region table: each new region covers two old ones and
+// keeps the newer seq, so ChangedSince still reports every change (and at
+// most one old region more per change).
+func coarsen(regions []uint64) []uint64 {
+	out := make([]uint64, (len(regions)+1)/2)
+	for i, s := range regions {
+		out[i/2] = max(out[i/2], s)
+	}
+	return out
+}
+
+// trimData cuts a data file of fsize bytes that is larger than the replayed
+// size: a grow whose resize record was lost in the crash (an unsynced tail).
+// The bytes past the size belong to no record that survived.
+func (j *Journal) trimData(fsize int64) error {
+	size := j.devSize.Load()
+	if fsize <= size {
+		return nil
+	}
+	j.log.Warn("journal: data file larger than the device: a grow was lost in a crash, cutting it", "file_size", fsize, "device_size", size)
+	if err := j.data.Truncate(size); err != nil {
+		return fmt.Errorf("journal: cut data file to %d bytes: %w", size, err)
+	}
+	if err := j.data.Sync(); err != nil {
+		return fmt.Errorf("journal: sync data file: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
+)
+
+// Online grow (grbd resize). The new size is a journal record in the write
+// stream (docs/cli.md, "resize"): the primary appends it under the write
+// lock with the next sequence number and ships it like a write, so every
+// peer grows before any later write past the old end reaches it; it
+// completes once every counted peer journaled and synced it. A peer that
+// was away gets it through catch-up (a record like any other) or, in a
+// region resync, from the primary's size re-announced first.
+
+// ResizeAlign is the granularity of a device size (the config's
+// device.size rule): NBD clients see whole 4 KiB blocks.
+const ResizeAlign = 4096
+
+// Errors of Resize callers branch on (besides ErrReadOnly and ErrFenced).
+var (
+	// ErrResizeNotLarger is returned for a size not above the current one:
+	// the device only grows.
+	ErrResizeNotLarger = errors.New("node: resize: the device only grows")
+	// ErrResizeSize is returned for a size that is not a positive multiple
+	// of ResizeAlign or is above journal.MaxDeviceSize.
+	ErrResizeSize = errors.New("node: resize: invalid size")
+)
+
+// Resize grows the device to size bytes on every data node. Only the
+// serving primary accepts it.
+func (n *Node) Resize(size int64) error {
+	switch {
+	case size <= 0 || size%ResizeAlign != 0:
+		return fmt.Errorf("%w: %d bytes is not a positive multiple of %d", ErrResizeSize, size, ResizeAlign)
+	case size > journal.MaxDeviceSize:
+		return fmt.Errorf("%w: %d bytes is above the limit of %d", ErrResizeSize, size, int64(journal.MaxDeviceSize))
+	}
+	if n.currentPrimary() == nil {
+		return fmt.Errorf("%s: %w: send resize to the primary (grbd status names it)", n.me.Name, ErrReadOnly)
+	}
+	prim, err := n.dev.serving()
+	if err != nil {
+		return err
+	}
+	if err := n.dev.complete(prim.resize(size)); err != nil {
+		return err
+	}
+	n.grown("grbd resize completed on every counted peer")
+	return nil
+}
+
+// resize appends the resize record under the write lock, ships it, and
+// waits until the protocol releases it and a flush made it durable here
+// and on every counted peer (as protocol C or stronger, whatever the
+// configured protocol: a grow is rare and must not be lost by a peer).
+func (p *primary) resize(size int64) error {
+	p.mu.Lock()
+	if cur := p.store.Size(); size <= cur {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: %d bytes requested, the device has %d", ErrResizeNotLarger, size, cur)
+	}
+	p.log.Info("resize: growing the device", "from", p.store.Size(), "to", size)
+	r := &writeReq{w: journal.Write{Epoch: p.epoch, Resize: size}, fua: true}
+	p.logBatch([]*writeReq{r})
+	p.mu.Unlock()
+	return p.complete(r)
+}
+
+// announceSize journals the primary's current size again (a no-op record
+// here) and sends it to the peer first in a region resync, so that a peer
+// that missed a grow, and whose journal position is too old to get the
+// record through catch-up, grows before any region past its old end.
+// Caller holds mu.
+func (l *link) announceSize() error {
+	p := l.p
+	size := p.store.Size()
+	seq, err := p.store.Append(journal.Write{Epoch: p.epoch, Resize: size})
+	if err != nil {
+		return fmt.Errorf("node: resync: announce size: %w", err)
+	}
+	l.enqueue(&wire.Resize{Seq: seq, Epoch: p.epoch, Size: uint64(size), Flags: wire.ResizeResync})
+	return nil
+}
+
+// grown records that the device grew (status shows the new size; events).
+func (n *Node) grown(cause string) {
+	size := n.store.Size()
+	n.log.Info("device grown", "size", size, "cause", cause)
+	n.events.Add(Event{Type: events.TypeResize, Bytes: size, Cause: cause, Detail: fmt.Sprintf("device is %d bytes", size)})
+}
+
+// checkSize compares the store's size with device.size, which only names
+// the size a store is created with. Larger: the device was grown (grbd
+// resize) and the config is stale. Smaller: this node missed a grow while
+// it was away (the primary's resize reaches it through catch-up or resync
+// before any write past its end), or device.size was raised by hand, which
+// grows nothing. Neither stops the node: the size that counts is the one
+// in the write stream.
+func (n *Node) checkSize() {
+	size, want := n.store.Size(), int64(n.cfg.Device.Size)
+	switch {
+	case size > want:
+		n.log.Warn("device is larger than device.size: it was grown with grbd resize; set device.size to the new size in the config on every host",
+			"size", size, "device_size", want)
+	case size < want:
+		n.log.Warn("device is smaller than device.size: this node missed a grow and gets it from the primary, or device.size was raised by hand (use grbd resize to grow)",
+			"size", size, "device_size", want)
+	}
+}
