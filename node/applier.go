@@ -1,0 +1,235 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
+)
+
+// applier is one session's pipeline. The reader goroutine decodes the
+// primary's messages; consecutive writes that arrive together (already
+// buffered from the network) are copied into one arena and journaled as one
+// batch (one pwrite, journal.Log), then applied to the data file in order.
+// Whenever nothing more is buffered it sends one cumulative ack for the
+// burst. Other messages apply one by one, after the writes before them.
+// Flushes sync in goroutines of their own and answer through the same
+// writer.
+type applier struct {
+	s     *secondary
+	epoch uint64 // of the session's primary
+
+	pending []journal.Write // writes read, not yet journaled
+	arena   []byte          // their data (messages point into the Reader)
+
+	wmu         sync.Mutex // guards w, out, sentJournal
+	w           *wire.Writer
+	out         []wire.Message
+	sentJournal uint64
+
+	syncs sync.WaitGroup
+}
+
+func (a *applier) reply(m wire.Message) {
+	a.wmu.Lock()
+	a.out = append(a.out, m)
+	a.wmu.Unlock()
+}
+
+// Bounds of one batch of writes on a secondary.
+const (
+	maxApplyBatch = 256
+	maxApplyBytes = 4 << 20
+)
+
+// run reads, applies and acknowledges until the stream ends or a message
+// is refused.
+func (a *applier) run(r *wire.Reader) error {
+	for {
+		m, err := r.ReadMsg()
+		if err != nil {
+			// Intact frames before the break are still worth journaling.
+			_ = a.applyPending()
+			return err
+		}
+		if w, ok := a.batchable(m); ok {
+			a.queue(w)
+			if r.Buffered() > 0 && len(a.pending) < maxApplyBatch && len(a.arena) < maxApplyBytes {
+				continue
+			}
+			err = a.applyPending()
+		} else if err = a.applyPending(); err == nil {
+			err = a.applyOne(m)
+		}
+		if err != nil {
+			_ = a.flushOut()
+			return err
+		}
+		if r.Buffered() == 0 {
+			if err := a.flushOut(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// batchable returns m as a journal write if it is a client write (or
+// zeroing) of a primary that is not deposed.
+func (a *applier) batchable(m wire.Message) (journal.Write, bool) {
+	var w journal.Write
+	switch m := m.(type) {
+	case *wire.Write:
+		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}
+	case *wire.Zero:
+		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}
+	default:
+		return w, false
+	}
+	if known := a.s.epoch.Load(); w.Epoch < known && w.Epoch != 0 {
+		return w, false // applyOne refuses it
+	}
+	return w, true
+}
+
+// queue keeps w for the next batch, its data copied out of the Reader.
+func (a *applier) queue(w journal.Write) {
+	if len(w.Data) > 0 {
+		off := len(a.arena)
+		a.arena = append(a.arena, w.Data...)
+		w.Data = a.arena[off:len(a.arena):len(a.arena)]
+	}
+	a.pending = append(a.pending, w)
+}
+
+// applyPending journals the queued writes as one batch and applies them.
+func (a *applier) applyPending() error {
+	if len(a.pending) == 0 {
+		return nil
+	}
+	s := a.s
+	defer func() {
+		clear(a.pending)
+		a.pending, a.arena = a.pending[:0], a.arena[:0]
+	}()
+	logged, err := s.store.Log(a.pending)
+	if err != nil && len(logged) == 0 {
+		// Refused as a whole (say one write out of order): one by one, so
+		// that the writes before the bad one are journaled and acknowledged
+		// as they would have been alone.
+		for _, w := range a.pending {
+			if _, err := s.store.Append(w); err != nil {
+				return a.nack(w.Seq, err)
+			}
+			s.journaled.Store(w.Seq)
+		}
+		return nil
+	}
+	for _, l := range logged {
+		if aerr := s.store.Apply(l); aerr != nil {
+			return a.nack(l.Seq, aerr)
+		}
+		s.journaled.Store(l.Seq)
+	}
+	if err != nil {
+		return a.nack(a.pending[len(logged)].Seq, err)
+	}
+	return nil
+}
+
+// applyOne applies one message from the primary.
+func (a *applier) applyOne(m wire.Message) error {
+	s := a.s
+	var w journal.Write
+	switch m := m.(type) {
+	case *wire.Write:
+		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}
+	case *wire.Zero:
+		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}
+	case *wire.ResyncData:
+		if err := s.markInconsistent(); err != nil {
+			return a.nack(m.AsOf, err)
+		}
+		w = journal.Write{Seq: m.AsOf, Epoch: a.epoch, Offset: int64(m.Offset), Data: m.Data}
+	case *wire.Resize:
+		if m.Flags&wire.ResizeResync != 0 {
+			if err := s.markInconsistent(); err != nil {
+				return a.nack(m.Seq, err)
+			}
+		}
+		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Resize: int64(m.Size)}
+	case *wire.ResyncDone:
+		if err := s.markConsistent(); err != nil {
+			return a.nack(m.AsOf, err)
+		}
+		s.caughtUp.Store(true)
+		return nil
+	case *wire.Flush:
+		id, seq := m.ID, m.Seq
+		a.syncs.Go(func() {
+			ack := &wire.FlushAck{ID: id, Seq: seq}
+			if err := s.store.Sync(seq); err != nil {
+				ack.Err = uint32(syscall.EIO)
+			}
+			a.reply(ack)
+			_ = a.flushOut()
+		})
+		return nil
+	default:
+		return fmt.Errorf("%w: unexpected %v from primary", ErrHandshake, m.Type())
+	}
+	if known := s.epoch.Load(); w.Epoch < known && w.Epoch != 0 {
+		// A deposed primary: refuse, and end the session so that it can
+		// complete nothing more through this node.
+		a.reply(&wire.Nack{Seq: w.Seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", w.Epoch, known)})
+		return fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, w.Epoch, known)
+	}
+	before := s.store.Size()
+	if _, err := s.store.Append(w); err != nil {
+		return a.nack(w.Seq, err)
+	}
+	s.journaled.Store(w.Seq)
+	if w.Resize > before {
+		s.n.grown(fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
+	}
+	return nil
+}
+
+func (a *applier) nack(seq uint64, err error) error {
+	code := wire.NackIO
+	switch {
+	case errors.Is(err, journal.ErrSeqOrder):
+		code = wire.NackSeqOrder
+	case errors.Is(err, journal.ErrOutOfRange), errors.Is(err, journal.ErrShrink):
+		code = wire.NackOutOfRange
+	}
+	reason := err.Error()
+	if len(reason) > wire.MaxString {
+		reason = reason[:wire.MaxString]
+	}
+	a.s.log.Error("cannot apply primary's write", "seq", seq, "err", err)
+	a.reply(&wire.Nack{Seq: seq, Code: code, Reason: reason})
+	return fmt.Errorf("node: apply seq %d: %w", seq, err)
+}
+
+// flushOut sends the cumulative ack (received and journaled: a message is
+// acknowledged once applied) and the queued replies, in one socket write.
+func (a *applier) flushOut() error {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	if j := a.s.journaled.Load(); j > a.sentJournal {
+		if err := a.w.WriteMsg(&wire.Ack{Seq: j, Level: wire.AckJournaled}); err != nil {
+			return err
+		}
+		a.sentJournal = j
+	}
+	for _, m := range a.out {
+		if err := a.w.WriteMsg(m); err != nil {
+			return err
+		}
+	}
+	a.out = a.out[:0]
+	return a.w.Flush()
+}
