@@ -127,14 +127,21 @@ func (a *applier) applyPending() error {
 		}
 		return nil
 	}
+	// Journaled is what the ack promises: send it before the data-file
+	// writes, which replay would redo and which reads here wait for
+	// (journal.ReadAt). Every logged write is applied whatever happens.
+	s.journaled.Store(logged[len(logged)-1].Seq)
+	ackErr := a.flushOut()
 	for _, l := range logged {
 		if aerr := s.store.Apply(l); aerr != nil {
 			return a.nack(l.Seq, aerr)
 		}
-		s.journaled.Store(l.Seq)
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return a.nack(a.pending[len(logged)].Seq, err)
+	case ackErr != nil:
+		return ackErr
 	}
 	return nil
 }
