@@ -7,7 +7,7 @@ package wire
 // Ack levels: how far a peer has taken writes. Part of the format.
 const (
 	AckReceived  uint8 = 1 // in the peer's memory
-	AckJournaled uint8 = 2 // appended to the peer's journal and applied
+	AckJournaled uint8 = 2 // in the peer's journal (its image write may follow; reads there wait for it)
 	AckDurable   uint8 = 3 // synced on the peer
 )
 
