@@ -8,6 +8,7 @@ import (
 
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/replicator"
 )
 
 // applier is one session's pipeline. The reader goroutine decodes the
@@ -114,6 +115,13 @@ func (a *applier) applyPending() error {
 		clear(a.pending)
 		a.pending, a.arena = a.pending[:0], a.arena[:0]
 	}()
+	if s.n.proto == replicator.ProtocolB {
+		// Protocol B completes a write once every peer has it in memory:
+		// say so before the journal write.
+		if err := a.ackReceived(a.pending[len(a.pending)-1].Seq); err != nil {
+			return err
+		}
+	}
 	logged, err := s.store.Log(a.pending)
 	if err != nil && len(logged) == 0 {
 		// Refused as a whole (say one write out of order): one by one, so
@@ -219,6 +227,16 @@ func (a *applier) nack(seq uint64, err error) error {
 	a.s.log.Error("cannot apply primary's write", "seq", seq, "err", err)
 	a.reply(&wire.Nack{Seq: seq, Code: code, Reason: reason})
 	return fmt.Errorf("node: apply seq %d: %w", seq, err)
+}
+
+// ackReceived sends a cumulative Received ack for seq at once.
+func (a *applier) ackReceived(seq uint64) error {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	if err := a.w.WriteMsg(&wire.Ack{Seq: seq, Level: wire.AckReceived}); err != nil {
+		return err
+	}
+	return a.w.Flush()
 }
 
 // flushOut sends the cumulative ack (received and journaled: a message is
