@@ -96,7 +96,9 @@ func (j *Journal) Log(ws []Write) ([]Logged, error) {
 }
 
 // Apply writes a logged write to the data file once every earlier logged
-// write that overlaps it has landed.
+// write that overlaps it has landed. So one goroutine applying several of
+// its own logged writes must apply them in log order; any order is fine
+// when each has a goroutine of its own.
 func (j *Journal) Apply(l Logged) error {
 	if l.Resize > 0 {
 		return nil // logging it grew the device already

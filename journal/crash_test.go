@@ -72,8 +72,29 @@ func powerLoss(t *testing.T, seed uint64) {
 				ops.Add(1)
 				var err error
 				switch r := wrng.IntN(20); {
-				case r < 14:
+				case r < 10:
 					mine, err = j.Append(randWrite(wrng))
+				case r < 14:
+					// A batch, each write applied by a goroutine of its own
+					// (as the primary does).
+					ws := make([]Write, 1+wrng.IntN(3))
+					for i := range ws {
+						ws[i] = randWrite(wrng)
+					}
+					var logged []Logged
+					logged, err = j.Log(ws)
+					errs := make([]error, len(logged))
+					var aw sync.WaitGroup
+					for i, l := range logged {
+						aw.Go(func() { errs[i] = j.Apply(l) })
+					}
+					aw.Wait()
+					if err == nil {
+						err = errors.Join(errs...)
+					}
+					if len(logged) > 0 {
+						mine = logged[len(logged)-1].Seq
+					}
 				case r < 19:
 					if err = j.Sync(mine); err == nil {
 						for a := acked.Load(); mine > a && !acked.CompareAndSwap(a, mine); a = acked.Load() {
