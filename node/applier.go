@@ -80,13 +80,8 @@ func (a *applier) run(r *wire.Reader) error {
 // batchable returns m as a journal write if it is a client write (or
 // zeroing) of a primary that is not deposed.
 func (a *applier) batchable(m wire.Message) (journal.Write, bool) {
-	var w journal.Write
-	switch m := m.(type) {
-	case *wire.Write:
-		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}
-	case *wire.Zero:
-		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}
-	default:
+	w, ok := clientWrite(m)
+	if !ok {
 		return w, false
 	}
 	if known := a.s.epoch.Load(); w.Epoch < known && w.Epoch != 0 {
@@ -154,15 +149,25 @@ func (a *applier) applyPending() error {
 	return nil
 }
 
+// clientWrite converts a client write or zeroing message to its journal
+// write.
+func clientWrite(m wire.Message) (journal.Write, bool) {
+	switch m := m.(type) {
+	case *wire.Write:
+		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}, true
+	case *wire.Zero:
+		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}, true
+	}
+	return journal.Write{}, false
+}
+
 // applyOne applies one message from the primary.
 func (a *applier) applyOne(m wire.Message) error {
 	s := a.s
-	var w journal.Write
+	w, _ := clientWrite(m)
 	switch m := m.(type) {
-	case *wire.Write:
-		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}
-	case *wire.Zero:
-		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}
+	case *wire.Write, *wire.Zero:
+		// w is set: a write of a deposed primary, refused below
 	case *wire.ResyncData:
 		if err := s.markInconsistent(); err != nil {
 			return a.nack(m.AsOf, err)
