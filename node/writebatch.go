@@ -80,9 +80,12 @@ func (p *primary) complete(r *writeReq) error {
 // leadBatch logs the queued writes (the leader's own first), passes the
 // lead on and releases the batch.
 func (p *primary) leadBatch() {
+	// A batch must fit the journal with room to spare (journal.Log refuses
+	// one larger than it; the smallest valid journal is 4 MiB).
+	limit := min(maxBatchBytes, int(p.n.cfg.Journal.MaxSize)/4)
 	p.qmu.Lock()
 	n, bytes := 0, 0
-	for n < len(p.queue) && (n == 0 || bytes+len(p.queue[n].w.Data) <= maxBatchBytes) {
+	for n < len(p.queue) && (n == 0 || bytes+len(p.queue[n].w.Data) <= limit) {
 		bytes += len(p.queue[n].w.Data)
 		n++
 	}
