@@ -251,7 +251,10 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, out []Logged) ([]Logged, e
 		j.lastSeq = w.Seq
 		j.markRegions(w)
 		if w.Resize == 0 { // a resize has no data-file write to wait for
-			j.applying[j.nextTicket] = applyRange{w.Offset, w.Offset + int64(len(w.Data)) + w.ZeroLength}
+			// Whole checksum blocks: writes sharing a block apply one
+			// after the other, so each one's checksum read-back is exact.
+			end := w.Offset + int64(len(w.Data)) + w.ZeroLength
+			j.applying[j.nextTicket] = applyRange{w.Offset &^ (SumBlockSize - 1), (end + SumBlockSize - 1) &^ (SumBlockSize - 1)}
 		}
 		out = append(out, Logged{Write: *w, ticket: j.nextTicket})
 		j.nextTicket++
@@ -336,8 +339,30 @@ func (j *Journal) advanceDurable(seq uint64) {
 	j.smu.Unlock()
 }
 
-// apply writes w to the data file: from Apply, or during Open.
+// apply writes w to the data file, from Apply or during Open, and keeps
+// the block checksums in step (not during Open's replay: Open sets them
+// up afterwards).
 func (j *Journal) apply(w *Write) error {
+	if j.sums == nil {
+		return j.applyData(w)
+	}
+	var buf []byte
+	var loOK, hiOK bool
+	if lo, hi := edgeBlocks(w.Offset, w.Offset+int64(len(w.Data))+w.ZeroLength); lo >= 0 || hi >= 0 {
+		buf = make([]byte, SumBlockSize)
+		var err error
+		if loOK, hiOK, err = j.edgesIntact(w, buf); err != nil {
+			return err
+		}
+	}
+	if err := j.applyData(w); err != nil {
+		return err
+	}
+	return j.updateSums(w, loOK, hiOK, buf)
+}
+
+// applyData writes w to the data file.
+func (j *Journal) applyData(w *Write) error {
 	if w.ZeroLength == 0 {
 		_, err := j.data.WriteAt(w.Data, w.Offset)
 		return err
@@ -390,6 +415,8 @@ func (j *Journal) markRegions(w *Write) {
 
 // ReadAt reads len(p) bytes of the device at off. It sees every completed
 // Append and every write logged before the call (it waits for their data).
+// It returns a *ChecksumError (ErrChecksum) if a block it reads does not
+// match its checksum; p's contents are then undefined.
 func (j *Journal) ReadAt(p []byte, off int64) error {
 	if size := j.devSize.Load(); off < 0 || off > size || int64(len(p)) > size-off {
 		return fmt.Errorf("%w: read [%d,+%d) of %d", ErrOutOfRange, off, len(p), size)
@@ -404,12 +431,32 @@ func (j *Journal) ReadAt(p []byte, off int64) error {
 	if j.lifeClosed {
 		return ErrClosed
 	}
-	n, err := j.data.ReadAt(p, off)
-	if n == len(p) {
+	if len(p) == 0 {
 		return nil
 	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
+	// Whole blocks are checked: an unaligned read reads the blocks around it.
+	aoff := off &^ (SumBlockSize - 1)
+	aend := min((off+int64(len(p))+SumBlockSize-1)&^(SumBlockSize-1), j.devSize.Load())
+	buf := p
+	if aoff != off || aend != off+int64(len(p)) {
+		buf = make([]byte, aend-aoff)
 	}
-	return fmt.Errorf("journal: read data file at %d: %w", off, err)
+	n, err := j.data.ReadAt(buf, aoff)
+	if n < len(buf) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("journal: read data file at %d: %w", aoff, err)
+	}
+	bad, err := j.verify(buf, aoff)
+	if err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return &ChecksumError{Blocks: bad}
+	}
+	if len(buf) != len(p) {
+		copy(p, buf[off-aoff:])
+	}
+	return nil
 }

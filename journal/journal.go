@@ -73,6 +73,7 @@ type Stats struct {
 	Writes           uint64 // records appended since Open
 	Syncs            uint64 // journal fdatasync calls since Open
 	Checkpoints      uint64 // completed checkpoints since Open
+	ChecksumErrors   uint64 // corrupt blocks ReadAt found since Open
 }
 
 // Extent is a byte range of the device.
@@ -111,6 +112,10 @@ type Journal struct {
 	nextTicket   uint64      // log order of the next record
 	buf          []byte      // record encoding scratch
 	hooks        testHooks
+
+	sums           *sumTable // nil until Open has replayed; then set once
+	checksumErrors atomic.Uint64
+	replayed       int // records replay applied
 
 	applyMu   sync.Mutex            // guards applying
 	applyCond sync.Cond             // on applyMu: a data-file write landed
@@ -245,7 +250,7 @@ func (j *Journal) open(deviceSize, regionSize int64) error {
 	if deviceSize > j.devSize.Load() {
 		return fmt.Errorf("%w: store in %s has %d bytes, options say %d (a store only grows through a resize)", ErrSizeMismatch, j.dir, j.devSize.Load(), deviceSize)
 	}
-	return nil
+	return j.setupSums()
 }
 
 // create makes a new store. The meta file is written last: until it exists
@@ -312,6 +317,7 @@ func (j *Journal) create(deviceSize, wantRegion int64) error {
 	if _, err := j.writeMeta(encodeMeta(nil, &meta{deviceSize: deviceSize, regionSize: rs, salt: j.salt, regions: j.regions})); err != nil {
 		return err
 	}
+	j.sums = newSumTable((deviceSize + SumBlockSize - 1) / SumBlockSize)
 	j.log.Info("journal: created store", "dir", j.dir, "device_size", deviceSize, "region_size", rs)
 	return nil
 }
@@ -433,6 +439,7 @@ func (j *Journal) Stats() Stats {
 	st.DurableSeq = j.durable.Load()
 	st.CheckpointSeq = j.ckptSeq.Load()
 	st.Writes, st.Syncs, st.Checkpoints = j.writes.Load(), j.syncs.Load(), j.ckpts.Load()
+	st.ChecksumErrors = j.checksumErrors.Load()
 	return st
 }
 
@@ -456,7 +463,7 @@ func (j *Journal) Close() error {
 	if err == nil {
 		err = j.checkpoint()
 	}
-	j.shutdown()
+	j.shutdown(err == nil)
 	return err
 }
 
@@ -468,10 +475,12 @@ func (j *Journal) closeNoCheckpoint() {
 	}
 	close(j.done)
 	j.bg.Wait()
-	j.shutdown()
+	j.shutdown(false)
 }
 
-func (j *Journal) shutdown() {
+// shutdown closes the store; clean (a checkpoint covered every write)
+// saves the block checksums for the next Open.
+func (j *Journal) shutdown(clean bool) {
 	j.ckMu.Lock() // waits for a checkpoint a caller started concurrently
 	j.ckClosed = true
 	j.ckMu.Unlock()
@@ -490,6 +499,11 @@ func (j *Journal) shutdown() {
 	j.life.Lock()
 	j.lifeClosed = true
 	j.life.Unlock()
+	if clean && j.failed() == nil {
+		if err := j.saveSums(); err != nil {
+			j.log.Warn("journal: the next Open rebuilds the block checksums", "err", err)
+		}
+	}
 	j.closeFiles()
 }
 

@@ -81,3 +81,19 @@ func (j *Journal) ChangedSince(seq uint64) []Extent {
 	}
 	return out
 }
+
+// LastWriteSeq is the seq of the newest write that touched [off,
+// off+length) (at RegionSize granularity: a write next to the range may
+// count), 0 if none since the store was created. It takes the append lock.
+func (j *Journal) LastWriteSeq(off, length int64) uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var seq uint64
+	if length <= 0 {
+		return 0
+	}
+	for r := off / j.regionSize; r <= (off+length-1)/j.regionSize && r < int64(len(j.regions)); r++ {
+		seq = max(seq, j.regions[r])
+	}
+	return seq
+}

@@ -209,10 +209,12 @@ func (j *Journal) replayFile(f vfs.File, num uint64, last bool, ckpt uint64, pre
 			if err := j.grow(rec.Resize); err != nil {
 				return nil, fmt.Errorf("journal: replay resize seq %d: %w", rec.Seq, err)
 			}
+			j.replayed++
 		} else if rec.Seq > ckpt {
 			if err := j.apply(&rec.Write); err != nil {
 				return nil, fmt.Errorf("journal: replay seq %d: %w", rec.Seq, err)
 			}
+			j.replayed++
 			j.markRegions(&rec.Write)
 		}
 		lastGood, seg.lastSeq = rec.Seq, rec.Seq

@@ -90,6 +90,11 @@ func (j *Journal) growTable(size int64) {
 	}
 	j.regionSize = rs
 	j.regions = append(regions, make([]uint64, regionCount(size, rs)-int64(len(regions)))...)
+	if j.sums != nil {
+		// The new blocks are zeros; a block the old end cut short was
+		// summed as padded with zeros, so its entry stays right.
+		j.sums.grow((size + SumBlockSize - 1) / SumBlockSize)
+	}
 	j.devSize.Store(size)
 }
 

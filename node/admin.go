@@ -29,6 +29,7 @@ type Status struct {
 	Uptime     float64             `json:"uptime_seconds"`
 	Journal    JournalStatus       `json:"journal"`
 	IO         IOStatus            `json:"io"`
+	Checksums  ChecksumStatus      `json:"checksums"`
 	Protocol   string              `json:"protocol"`
 	// Peers: on the primary, one entry per other data node; on a secondary,
 	// the primary once it connected.
@@ -77,6 +78,15 @@ type IOStatus struct {
 	Errors       uint64 `json:"errors"`
 }
 
+// ChecksumStatus counts block checksum failures since start: blocks found
+// corrupt on read, repaired from a peer, and left unrepaired (their reads
+// failed with EIO).
+type ChecksumStatus struct {
+	Errors     uint64 `json:"errors"`
+	Repaired   uint64 `json:"repaired"`
+	Unrepaired uint64 `json:"unrepaired"`
+}
+
 // Status reports the node's current state.
 func (n *Node) Status() Status {
 	js := n.store.Stats()
@@ -110,6 +120,7 @@ func (n *Node) Status() Status {
 			Connections: ns.Connections, Reads: ns.Reads, Writes: ns.Writes, Flushes: ns.Flushes,
 			BytesRead: ns.BytesRead, BytesWritten: ns.BytesWritten, Errors: ns.Errors,
 		},
+		Checksums: ChecksumStatus{Errors: js.ChecksumErrors, Repaired: n.repairedBlocks.Load(), Unrepaired: n.unrepairedBlocks.Load()},
 	}
 }
 

@@ -88,7 +88,7 @@ func (d *device) ReadAt(p []byte, off int64) error {
 	if err := prim.readBarrier(off, int64(len(p))); err != nil {
 		return err
 	}
-	return d.complete(d.n.store.ReadAt(p, off))
+	return d.complete(prim.readChecked(p, off))
 }
 
 func (d *device) WriteAt(p []byte, off int64, fua bool) error {

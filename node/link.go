@@ -605,6 +605,17 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 			n := min(resyncChunk, e.Offset+e.Length-off)
 			buf := make([]byte, n)
 			err := p.store.ReadAt(buf, off)
+			if ce := (*journal.ChecksumError)(nil); errors.As(err, &ce) {
+				// Repair from another UpToDate peer (this one is not),
+				// then copy the chunk again.
+				p.mu.Unlock()
+				if err := p.repair(ce.Blocks); err != nil {
+					return fmt.Errorf("node: resync read %d: %w", off, err)
+				}
+				first = false
+				off -= resyncChunk
+				continue
+			}
 			var seq uint64
 			if err == nil {
 				// Rewriting the primary's own bytes changes nothing there and

@@ -115,6 +115,10 @@ type Node struct {
 
 	verifying atomic.Pointer[verifyState] // the running verify, for status
 
+	// Blocks that failed their checksum on a read of this primary, those
+	// repaired from a peer and those no peer could repair (repair.go).
+	corruptBlocks, repairedBlocks, unrepairedBlocks atomic.Uint64
+
 	discMu       sync.Mutex
 	disconnected map[string]bool // grbd disconnect: peers without a data path
 

@@ -75,6 +75,8 @@ type primary struct {
 	inflight map[uint64]inflightWrite
 
 	links []*link // fixed after start
+
+	repairMu sync.Mutex // one block repair at a time (repair.go)
 }
 
 type inflightWrite struct {
@@ -180,9 +182,20 @@ func (p *primary) failed() error {
 // come between (verify --resync).
 func (p *primary) rewriteOwn(buf []byte, off int64) error {
 	p.mu.Lock()
-	if err := p.store.ReadAt(buf, off); err != nil {
+	for {
+		err := p.store.ReadAt(buf, off)
+		if err == nil {
+			break
+		}
 		p.mu.Unlock()
-		return err
+		var ce *journal.ChecksumError
+		if !errors.As(err, &ce) {
+			return err
+		}
+		if err := p.repair(ce.Blocks); err != nil {
+			return err
+		}
+		p.mu.Lock()
 	}
 	r := &writeReq{w: journal.Write{Epoch: p.epoch, Offset: off, Data: buf}}
 	p.logBatch([]*writeReq{r})

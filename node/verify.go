@@ -131,7 +131,11 @@ func (n *Node) verifyPeer(ctx context.Context, peer string) ([]journal.Extent, e
 		if !ok || rep.ID != id || rep.Offset != off {
 			return nil, fmt.Errorf("%w: bad verify reply %v", ErrPeerFailed, m.Type())
 		}
-		mine, err := chunkSums(n.store, off, length, verifyChunk)
+		read := n.store.ReadAt
+		if p := n.currentPrimary(); p != nil {
+			read = p.readChecked // a corrupt block here is repaired from a peer first
+		}
+		mine, err := chunkSums(read, off, length, verifyChunk)
 		if err != nil {
 			return nil, err
 		}
@@ -175,16 +179,25 @@ func (n *Node) verifyPeer(ctx context.Context, peer string) ([]journal.Extent, e
 	return mergeExtents(suspects), nil
 }
 
-// chunkSums is the CRC-32C of each chunk of [off, off+length).
-func chunkSums(store *journal.Journal, off, length, chunk uint64) ([]uint32, error) {
+// chunkSums is the CRC-32C of each chunk of [off, off+length). A chunk
+// with a corrupt block gets a sum that cannot match its bytes (the other
+// side's good copy), so verify reports it out of sync and --resync
+// rewrites it.
+func chunkSums(read func([]byte, int64) error, off, length, chunk uint64) ([]uint32, error) {
 	sums := make([]uint32, 0, (length+chunk-1)/chunk)
 	buf := make([]byte, chunk)
 	for o := off; o < off+length; o += chunk {
 		b := buf[:min(chunk, off+length-o)]
-		if err := store.ReadAt(b, int64(o)); err != nil {
+		err := read(b, int64(o))
+		corrupt := errors.Is(err, journal.ErrChecksum)
+		if err != nil && !corrupt {
 			return nil, err
 		}
-		sums = append(sums, crc32.Checksum(b, castagnoli))
+		sum := crc32.Checksum(b, castagnoli)
+		if corrupt {
+			sum = ^sum
+		}
+		sums = append(sums, sum)
 	}
 	return sums, nil
 }
@@ -215,13 +228,22 @@ func (n *Node) serveAdmin(peer string, s net.Conn) {
 		if err != nil {
 			return
 		}
+		if breq, ok := m.(*wire.BlockRequest); ok {
+			if err := n.serveBlock(w, breq); err != nil {
+				return
+			}
+			if err := w.Flush(); err != nil {
+				return
+			}
+			continue
+		}
 		req, ok := m.(*wire.VerifyRequest)
 		if !ok || req.Chunk == 0 || req.Chunk > 1<<20 || req.Offset+req.Length > size || req.Offset+req.Length < req.Offset ||
 			req.Length/req.Chunk > verifyBatch {
 			n.log.Warn("refusing admin request", "peer", peer, "type", m.Type())
 			return
 		}
-		sums, err := chunkSums(n.store, req.Offset, req.Length, req.Chunk)
+		sums, err := chunkSums(n.store.ReadAt, req.Offset, req.Length, req.Chunk)
 		if err != nil {
 			n.log.Error("verify: read", "err", err)
 			return

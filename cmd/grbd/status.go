@@ -215,6 +215,15 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 	}
 	tw.Flush()
 	for _, r := range rows {
+		if !r.Reachable || r.Role == "Witness" || r.Checksums.Errors == 0 {
+			continue
+		}
+		if c := r.Checksums; c.Errors > 0 {
+			fmt.Fprintf(w, "%s: CORRUPT BLOCKS found on read: %d repaired from a peer, %d unrepaired (reads failed with EIO); check its disk\n",
+				r.Member, c.Repaired, c.Unrepaired)
+		}
+	}
+	for _, r := range rows {
 		if r.Reachable && r.Role == node.RolePrimary {
 			printPeers(w, r, v)
 		}

@@ -40,7 +40,8 @@ func TestStatusJSONShape(t *testing.T) {
 	p := byName[pn]
 	require.Equal(t, "Primary", p["role"])
 	require.Equal(t, "UpToDate", p["disk"])
-	requireKeys(t, p, "device_size", "nbd", "journal", "io", "protocol", "disk")
+	requireKeys(t, p, "device_size", "nbd", "journal", "io", "protocol", "disk", "checksums")
+	requireKeys(t, p["checksums"].(map[string]any), "errors", "repaired", "unrepaired")
 	requireKeys(t, p["journal"].(map[string]any), "last_seq", "durable_seq", "checkpoint_seq", "first_retained_seq", "bytes", "segments", "syncs")
 	requireKeys(t, p["io"].(map[string]any), "connections", "reads", "writes", "flushes", "bytes_read", "bytes_written", "errors")
 	peers := p["peers"].([]any)

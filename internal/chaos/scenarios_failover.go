@@ -184,3 +184,70 @@ func (c *Cluster) WaitPrimaryAmong(ctx context.Context, members []*Member) (stri
 		}
 	}
 }
+
+// injectBitFlipRepair damages blocks of the secondary while it is stopped,
+// then makes it the primary with the old primary back as its UpToDate
+// peer: the verification reads must return every block right, each flipped
+// one repaired from the peer (the new primary's status counts them).
+func injectBitFlipRepair(ctx context.Context, r *Run) error {
+	prim, sec, err := r.pair(ctx)
+	if err != nil {
+		return err
+	}
+	// No write may replace a damaged block before the reads find it.
+	r.W.Stop()
+	if !r.WaitInSync(ctx, 30*time.Second) {
+		return nil
+	}
+	if err := r.C.Stop(ctx, sec); err != nil {
+		return err
+	}
+	flipped := map[int]bool{}
+	for range 4 {
+		b := r.Rand.IntN(r.W.Blocks())
+		what, err := FlipDataBit(r.C.Member(sec).DataDir, r.W.Offset(b), BlockSize, r.Rand)
+		if err != nil {
+			return err
+		}
+		flipped[b] = true
+		r.C.Events().Add(EvBitFlip, sec, "block %d: %s", b, what)
+	}
+	if err := r.C.Start(ctx, sec); err != nil {
+		return err
+	}
+	if !r.WaitInSync(ctx, 30*time.Second) {
+		return nil
+	}
+	// Hand the primary role to the damaged node.
+	if err := r.C.Stop(ctx, prim); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	next, err := r.C.WaitPrimary(wctx, prim)
+	cancel()
+	if err != nil || next != sec {
+		r.Anomaly("the damaged node %s did not take over from %s: %q %v", sec, prim, next, err)
+		return r.C.Start(ctx, prim)
+	}
+	if err := r.C.Start(ctx, prim); err != nil {
+		return err
+	}
+	if !r.WaitInSync(ctx, 30*time.Second) {
+		return nil
+	}
+	vctx, vcancel := context.WithTimeout(ctx, time.Minute)
+	defer vcancel()
+	if err := r.W.Verify(vctx); err != nil {
+		r.Anomaly("blocks not repaired: %v", err)
+	}
+	st, err := r.C.Status(ctx, sec)
+	if err != nil {
+		return err
+	}
+	r.Note("%s: %d checksum errors, %d blocks repaired, %d unrepaired (%d blocks flipped)",
+		sec, st.Checksums.Errors, st.Checksums.Repaired, st.Checksums.Unrepaired, len(flipped))
+	if st.Checksums.Repaired != uint64(len(flipped)) || st.Checksums.Unrepaired != 0 {
+		r.Anomaly("%d blocks flipped, %d repaired, %d unrepaired", len(flipped), st.Checksums.Repaired, st.Checksums.Unrepaired)
+	}
+	return nil
+}

@@ -23,6 +23,12 @@ type MemberStatus struct {
 		LastSeq    uint64 `json:"last_seq"`
 		DurableSeq uint64 `json:"durable_seq"`
 	} `json:"journal"`
+	// Checksums counts corrupt blocks found on read and repaired.
+	Checksums struct {
+		Errors     uint64 `json:"errors"`
+		Repaired   uint64 `json:"repaired"`
+		Unrepaired uint64 `json:"unrepaired"`
+	} `json:"checksums"`
 	// Quorum is the control plane's view (builds with the quorum; nil
 	// before): a primary that lost its lease still says Primary but is not
 	// serving.

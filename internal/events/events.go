@@ -37,6 +37,7 @@ const (
 	TypeConnection = "connection"  // the operator ran grbd connect or disconnect
 	TypeInvalidate = "invalidate"  // the operator ran grbd invalidate
 	TypeResize     = "resize"      // the device grew to Bytes (grbd resize, applied in sequence order)
+	TypeCorrupt    = "corrupt"     // a block failed its checksum: State repaired (from Peer) or failed (the read got EIO)
 	// Written by `grbd events` itself, never by a member.
 	TypeUnreachable = "unreachable" // the member's admin endpoint does not answer
 	TypeReachable   = "reachable"   // it answers again
@@ -292,6 +293,8 @@ func Slog(log *slog.Logger, e Event) {
 	switch e.Type {
 	case TypeFenced, TypeSplitBrain, TypeOutdated, TypeDiverged:
 		lvl = slog.LevelWarn
+	case TypeCorrupt:
+		lvl = slog.LevelError
 	case TypePeer, TypeMember:
 		if e.State != "Connected" {
 			lvl = slog.LevelWarn

@@ -27,6 +27,8 @@ const (
 	authChallengeSize = 1 + NonceSize
 	authProofSize     = MACSize
 	resizeSize        = 28
+	blockRequestSize  = 20
+	blockDataFixed    = 24 // then Data
 
 	// maxFixed bounds what plan appends: a StreamOpen with three maximal
 	// strings (longer than a Hello with two).

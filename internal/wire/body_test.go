@@ -57,6 +57,11 @@ func TestMalformedBodies(t *testing.T) {
 		{"authproof empty", TypeAuthProof, 0, nil},
 		{"resize size 0", TypeResize, 0, cat(u64(1), u64(1), u64(0), u32(0))},
 		{"resize unknown flag", TypeResize, 0, cat(u64(1), u64(1), u64(4096), u32(2))},
+		{"block request length 0", TypeBlockRequest, 0, cat(u64(1), u64(0), u32(0))},
+		{"block request too long", TypeBlockRequest, 0, cat(u64(1), u64(0), u32(MaxBlockRequest+1))},
+		{"block request short", TypeBlockRequest, 0, cat(u64(1), u64(0))},
+		{"block data empty", TypeBlockData, 0, cat(u64(1), u64(0), u64(3))},
+		{"block data short", TypeBlockData, 0, cat(u64(1), u64(0))},
 	}
 	// Every fixed-size body one byte short and one byte long; every type
 	// with a reserved flag bit set.
@@ -64,7 +69,7 @@ func TestMalformedBodies(t *testing.T) {
 		typ := c.msg.Type()
 		cases = append(cases, bad{c.name + "/reserved flag", typ, c.flags | 1<<3, c.body})
 		switch typ {
-		case TypeWrite, TypeResyncData, TypeControl:
+		case TypeWrite, TypeResyncData, TypeControl, TypeBlockData:
 			continue // any length past the fixed part is valid Data
 		}
 		cases = append(cases,

@@ -414,6 +414,14 @@ func Clone(m Message) Message {
 		return cloneVal(v)
 	case *Resize:
 		return cloneVal(v)
+	case *BlockRequest:
+		return cloneVal(v)
+	case *BlockData:
+		c := cloneVal(v)
+		if c != nil && v.Data != nil {
+			c.Data = slices.Clone(v.Data)
+		}
+		return c
 	case *AuthProof:
 		return cloneVal(v)
 	}

@@ -110,6 +110,8 @@ const (
 	TypeAuthChallenge Type = 19
 	TypeAuthProof     Type = 20
 	TypeResize        Type = 21
+	TypeBlockRequest  Type = 22
+	TypeBlockData     Type = 23
 )
 
 var typeNames = [...]string{
@@ -134,6 +136,8 @@ var typeNames = [...]string{
 	TypeAuthChallenge: "AuthChallenge",
 	TypeAuthProof:     "AuthProof",
 	TypeResize:        "Resize",
+	TypeBlockRequest:  "BlockRequest",
+	TypeBlockData:     "BlockData",
 }
 
 func (t Type) String() string {
@@ -213,6 +217,10 @@ func planOf(m Message, dst []byte) (p plan, err error) {
 	case *AuthProof:
 		p, err = v.plan(dst)
 	case *Resize:
+		p, err = v.plan(dst)
+	case *BlockRequest:
+		p, err = v.plan(dst)
+	case *BlockData:
 		p, err = v.plan(dst)
 	default:
 		// Only nil reaches here (the interface is sealed). Formatting m
@@ -385,6 +393,10 @@ func newMessage(t Type) Message {
 		return new(AuthProof)
 	case TypeResize:
 		return new(Resize)
+	case TypeBlockRequest:
+		return new(BlockRequest)
+	case TypeBlockData:
+		return new(BlockData)
 	}
 	return nil
 }

@@ -211,6 +211,8 @@ func msgCases(big bool) []msgCase {
 		{name: "authproof", msg: &AuthProof{MAC: nonce32}, body: nonce32[:]},
 		{name: "resize", msg: &Resize{Seq: 77, Epoch: 3, Size: 2 << 30}, body: cat(u64(77), u64(3), u64(2<<30), u32(0))},
 		{name: "resize/resync", msg: &Resize{Seq: 78, Epoch: 3, Size: 1 << 40, Flags: ResizeResync}, body: cat(u64(78), u64(3), u64(1<<40), u32(1))},
+		{name: "block request", msg: &BlockRequest{ID: 5, Offset: 8192, Length: 4096}, body: cat(u64(5), u64(8192), u32(4096))},
+		{name: "block data", msg: &BlockData{ID: 5, Offset: 8192, Seq: 99, Data: []byte("abcd")}, body: cat(u64(5), u64(8192), u64(99), []byte("abcd"))},
 	}
 	if big {
 		return cases

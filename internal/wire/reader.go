@@ -46,6 +46,8 @@ type slots struct {
 	authChallenge AuthChallenge
 	authProof     AuthProof
 	resize        Resize
+	blockRequest  BlockRequest
+	blockData     BlockData
 }
 
 func (s *slots) get(t Type) Message {
@@ -92,6 +94,10 @@ func (s *slots) get(t Type) Message {
 		return &s.authProof
 	case TypeResize:
 		return &s.resize
+	case TypeBlockRequest:
+		return &s.blockRequest
+	case TypeBlockData:
+		return &s.blockData
 	}
 	return nil
 }

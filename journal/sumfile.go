@@ -1,0 +1,175 @@
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/grbd/grbd/internal/vfs"
+)
+
+// The checksum file data.sum (docs/journal.md, "Block checksums"): a clean
+// Close writes it, Open reads it and removes it before the store takes
+// writes. Its absence after a crash is what tells Open to rebuild the table
+// from the data file: a write the crash cut off may have reached data.img
+// without its record, and a checksum saved earlier would call it corrupt.
+
+const (
+	sumName       = "data.sum"
+	sumHeaderSize = 36
+	sumVersion    = 1
+	sumMagic      = 0x4d555347 // "GSUM" little-endian
+)
+
+var le = binary.LittleEndian
+
+// sumHeader is data.sum's header.
+type sumHeader struct {
+	blockSize uint32
+	count     uint64 // blocks
+	salt      uint64 // the store's salt: a file from another store is refused
+	bodyCRC   uint32
+}
+
+// encodeSums encodes blocks entries of t with the store's salt.
+func encodeSums(t *sumTable, blocks int64, salt uint64) []byte {
+	b := make([]byte, sumHeaderSize+4*blocks)
+	body := b[sumHeaderSize:]
+	for i := int64(0); i < blocks; i++ {
+		le.PutUint32(body[4*i:], t.get(i))
+	}
+	le.PutUint32(b[0:], sumMagic)
+	b[4] = sumVersion
+	le.PutUint32(b[8:], SumBlockSize)
+	le.PutUint64(b[12:], uint64(blocks))
+	le.PutUint64(b[20:], salt)
+	le.PutUint32(b[28:], crc32.Checksum(body, castagnoli))
+	le.PutUint32(b[32:], crc32.Checksum(b[:32], castagnoli))
+	return b
+}
+
+// decodeSums parses a data.sum file. The layout: magic u32, version u8,
+// 3 reserved zero bytes, block size u32, count u64, salt u64, body CRC u32,
+// header CRC u32 (over the 32 bytes before it), then count u32 checksums,
+// one per block in device order.
+func decodeSums(b []byte) (sumHeader, []byte, error) {
+	var h sumHeader
+	if len(b) < sumHeaderSize {
+		return h, nil, fmt.Errorf("%w: checksum file of %d bytes", ErrTruncated, len(b))
+	}
+	if m := le.Uint32(b[0:]); m != sumMagic {
+		return h, nil, fmt.Errorf("%w: checksum file magic %#x", ErrCorrupt, m)
+	}
+	if got, want := crc32.Checksum(b[:32], castagnoli), le.Uint32(b[32:]); got != want {
+		return h, nil, fmt.Errorf("%w: checksum file header CRC %#x, want %#x", ErrCorrupt, got, want)
+	}
+	if v := b[4]; v != sumVersion {
+		return h, nil, fmt.Errorf("%w: checksum file version %d", ErrVersion, v)
+	}
+	if b[5] != 0 || b[6] != 0 || b[7] != 0 {
+		return h, nil, fmt.Errorf("%w: checksum file reserved bytes set", ErrCorrupt)
+	}
+	h = sumHeader{blockSize: le.Uint32(b[8:]), count: le.Uint64(b[12:]), salt: le.Uint64(b[20:]), bodyCRC: le.Uint32(b[28:])}
+	body := b[sumHeaderSize:]
+	if h.blockSize != SumBlockSize {
+		return h, nil, fmt.Errorf("%w: checksum block size %d, want %d", ErrCorrupt, h.blockSize, SumBlockSize)
+	}
+	if h.count > uint64(len(body))/4 || uint64(len(body)) != 4*h.count {
+		return h, nil, fmt.Errorf("%w: checksum file holds %d bytes for %d blocks", ErrCorrupt, len(body), h.count)
+	}
+	if got := crc32.Checksum(body, castagnoli); got != h.bodyCRC {
+		return h, nil, fmt.Errorf("%w: checksum file body CRC %#x, want %#x", ErrCorrupt, got, h.bodyCRC)
+	}
+	return h, body, nil
+}
+
+// setupSums gives the opened store its checksum table: from data.sum when
+// a clean Close left one that fits, else rebuilt from the data file. Then
+// it removes data.sum (durably) before the first write can change a block.
+func (j *Journal) setupSums() error {
+	blocks := (j.devSize.Load() + SumBlockSize - 1) / SumBlockSize
+	name := filepath.Join(j.dir, sumName)
+	t, why := j.loadSums(name, blocks)
+	if t == nil {
+		start := time.Now()
+		var err error
+		if t, err = j.rebuildSums(blocks); err != nil {
+			return err
+		}
+		j.log.Info("journal: rebuilt block checksums from the data file", "reason", why,
+			"bytes", j.devSize.Load(), "took", time.Since(start).Round(time.Millisecond))
+	}
+	err := j.fs.Remove(name)
+	switch {
+	case err == nil:
+		if err := j.fs.SyncDir(j.dir); err != nil {
+			return fmt.Errorf("journal: sync dir %s: %w", j.dir, err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("journal: remove %s: %w", sumName, err)
+	}
+	j.sums = t
+	return nil
+}
+
+// loadSums reads data.sum, or says why it cannot be used.
+func (j *Journal) loadSums(name string, blocks int64) (*sumTable, string) {
+	if j.replayed > 0 {
+		return nil, fmt.Sprintf("the journal replayed %d records", j.replayed)
+	}
+	b, err := vfs.ReadFile(j.fs, name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "no checksum file: the store was not closed cleanly"
+	}
+	if err != nil {
+		return nil, err.Error()
+	}
+	h, body, err := decodeSums(b)
+	switch {
+	case err != nil:
+		return nil, err.Error()
+	case h.salt != j.salt:
+		return nil, "the checksum file belongs to another store"
+	case int64(h.count) != blocks:
+		return nil, fmt.Sprintf("the checksum file has %d blocks, the device %d", h.count, blocks)
+	}
+	t := newSumTable(blocks)
+	for i := int64(0); i < blocks; i++ {
+		t.set(i, le.Uint32(body[4*i:]))
+	}
+	return t, ""
+}
+
+// rebuildSums computes the table from the data file.
+func (j *Journal) rebuildSums(blocks int64) (*sumTable, error) {
+	t := newSumTable(blocks)
+	size := j.devSize.Load()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		p := buf[:min(int64(len(buf)), size-off)]
+		if n, err := j.data.ReadAt(p, off); n < len(p) {
+			return nil, fmt.Errorf("journal: read data file at %d for checksums: %w", off, err)
+		}
+		for i := 0; i < len(p); i += SumBlockSize {
+			t.set((off+int64(i))/SumBlockSize, blockSum(p[i:min(i+SumBlockSize, len(p))]))
+		}
+	}
+	return t, nil
+}
+
+// saveSums writes data.sum for the next Open: the last step of a clean
+// Close, when every write is applied and checkpointed.
+func (j *Journal) saveSums() error {
+	if j.sums == nil {
+		return nil
+	}
+	blocks := (j.devSize.Load() + SumBlockSize - 1) / SumBlockSize
+	if err := vfs.WriteFileAtomic(j.fs, filepath.Join(j.dir, sumName), encodeSums(j.sums, blocks, j.salt)); err != nil {
+		return fmt.Errorf("journal: save block checksums: %w", err)
+	}
+	return nil
+}
