@@ -349,7 +349,9 @@ func (j *Journal) apply(w *Write) error {
 	var buf []byte
 	var loOK, hiOK bool
 	if lo, hi := edgeBlocks(w.Offset, w.Offset+int64(len(w.Data))+w.ZeroLength); lo >= 0 || hi >= 0 {
-		buf = make([]byte, SumBlockSize)
+		bp := blockPool.Get().(*[SumBlockSize]byte)
+		defer blockPool.Put(bp)
+		buf = bp[:]
 		var err error
 		if loOK, hiOK, err = j.edgesIntact(w, buf); err != nil {
 			return err

@@ -109,3 +109,31 @@ func BenchmarkAppendParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkReadAt: reads from the page cache, each block checked against
+// its checksum (the cost of issue 5's checks on the read path); an
+// unaligned read reads and checks the whole block around it.
+func BenchmarkReadAt(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		size int
+		off  int64
+	}{{"4KiB", 4 << 10, 0}, {"64KiB", 64 << 10, 0}, {"1MiB", 1 << 20, 0}, {"512B-unaligned", 512, 512}} {
+		b.Run(tc.name, func(b *testing.B) {
+			j := benchJournal(b)
+			if _, err := j.Append(Write{Offset: 0, Data: make([]byte, 16<<20)}); err != nil {
+				b.Fatal(err)
+			}
+			p := make([]byte, tc.size)
+			slots := int64(16<<20) / int64(max(tc.size, 4096))
+			b.SetBytes(int64(tc.size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if err := j.ReadAt(p, int64(i)%slots*int64(max(tc.size, 4096))+tc.off); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

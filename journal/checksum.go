@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 	"sync/atomic"
 )
 
@@ -27,6 +28,9 @@ const sumChunkBlocks = 1 << 16
 // zeroBlockSum is the checksum of a block of zeros: of every block of a
 // new, grown or zeroed range.
 var zeroBlockSum = crc32.Checksum(zeros[:SumBlockSize], castagnoli)
+
+// blockPool holds scratch blocks for partial-block writes and rechecks.
+var blockPool = sync.Pool{New: func() any { return new([SumBlockSize]byte) }}
 
 // ErrChecksum reports a block of the data file whose bytes do not match
 // their checksum: the disk changed them. Callers branch on it to repair the
