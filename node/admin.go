@@ -30,6 +30,10 @@ type Status struct {
 	Journal    JournalStatus       `json:"journal"`
 	IO         IOStatus            `json:"io"`
 	Protocol   string              `json:"protocol"`
+	// Redundancy is "ec K+M" for an erasure-coded resource, else empty;
+	// Shard is then this node's shard (absent on the full-copy node).
+	Redundancy string `json:"redundancy,omitempty"`
+	Shard      *int   `json:"shard,omitempty"`
 	// Peers: on the primary, one entry per other data node; on a secondary,
 	// the primary once it connected.
 	Peers []PeerStatus `json:"peers"`
@@ -53,6 +57,8 @@ type PeerStatus struct {
 	SyncPercent  float64 `json:"sync_percent,omitempty"`
 	SyncETA      float64 `json:"sync_eta_seconds,omitempty"`
 	Disconnected bool    `json:"disconnected,omitempty"` // grbd disconnect is in force
+	// Shard is the peer's erasure-code shard index (EC resources only).
+	Shard *int `json:"shard,omitempty"`
 }
 
 // JournalStatus is the journal position of the node.
@@ -88,7 +94,7 @@ func (n *Node) Status() Status {
 	} else {
 		disk, peers = n.sec.disk(qs.IsOutdated(n.me.Name)), n.sec.peerStatuses()
 	}
-	return Status{
+	st := Status{
 		Cluster:    n.cfg.Cluster,
 		Name:       n.me.Name,
 		Version:    Version,
@@ -111,6 +117,15 @@ func (n *Node) Status() Status {
 			BytesRead: ns.BytesRead, BytesWritten: ns.BytesWritten, Errors: ns.Errors,
 		},
 	}
+	if n.ec != nil {
+		st.Redundancy = n.cfg.Replication.Redundancy
+		if n.shardPeer() {
+			st.Shard = new(int)
+			*st.Shard = n.ec.shard
+			st.DeviceSize = n.ec.cd.G.Size // the store is the shard image
+		}
+	}
+	return st
 }
 
 // roleTimeout bounds how long POST /primary and /secondary wait for the

@@ -318,13 +318,26 @@ func printPeers(w io.Writer, r memberStatus, v statusView) {
 	}
 	fmt.Fprintf(w, "\nreplication from %s:\n", r.Member)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP\tSYNC")
+	shards := len(r.Peers) > 0 && r.Peers[0].Shard != nil // erasure-coded: per-shard health
+	head := "PEER\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP\tSYNC"
+	if shards {
+		head = "PEER\tSHARD\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP\tSYNC"
+	}
+	fmt.Fprintln(tw, head)
 	for _, p := range r.Peers {
 		conn := p.Connection
 		if p.Disconnected {
 			conn += " (by operator)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", p.Name, conn, p.Disk, p.AckedSeq, p.Behind, config.Size(p.CatchupBytes), syncText(p, v))
+		name := p.Name
+		if shards {
+			shard := "-"
+			if p.Shard != nil {
+				shard = fmt.Sprint(*p.Shard)
+			}
+			name += "\t" + shard
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", name, conn, p.Disk, p.AckedSeq, p.Behind, config.Size(p.CatchupBytes), syncText(p, v))
 	}
 	tw.Flush()
 	if vp := r.Verify; vp != nil {
