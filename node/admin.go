@@ -57,6 +57,9 @@ type PeerStatus struct {
 	SyncPercent  float64 `json:"sync_percent,omitempty"`
 	SyncETA      float64 `json:"sync_eta_seconds,omitempty"`
 	Disconnected bool    `json:"disconnected,omitempty"` // grbd disconnect is in force
+	// SentBytes counts the bytes this primary sent on the peer's data
+	// streams (wire frames), since this node became primary.
+	SentBytes uint64 `json:"sent_bytes"`
 	// Shard is the peer's erasure-code shard index (EC resources only).
 	Shard *int `json:"shard,omitempty"`
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -93,6 +94,7 @@ type link struct {
 	acked     atomic.Uint64
 	known     atomic.Uint64 // retention floor: what the peer is known to hold
 	catchup   atomic.Uint64 // bytes moved by catch-up and resync
+	sentBytes atomic.Uint64 // bytes written to the peer's data streams (frames)
 	lastAckNs atomic.Int64  // unix nanos of the last ack (or session start)
 	// sentSeq is the highest sequence queued for the peer. Records appended
 	// for another peer's resync are never sent to this one, so what it owes
@@ -249,7 +251,7 @@ func (l *link) run(ctx context.Context) {
 // session runs one data stream: handshake, catch-up, live replication.
 func (l *link) session(ctx context.Context, s net.Conn) error {
 	defer s.Close()
-	r, w := wire.NewReader(s), wire.NewWriter(s)
+	r, w := wire.NewReader(s), wire.NewWriter(countingWriter{s, &l.sentBytes})
 	hello, extra, err := l.handshake(s, r, w)
 	if err != nil {
 		if errors.Is(err, ErrSplitBrain) {
@@ -686,6 +688,7 @@ func (l *link) status() PeerStatus {
 		Name: l.name, Connection: l.conn.Load().(string), Disk: l.disk.Load().(string),
 		AckedSeq: acked, Behind: behind, CatchupBytes: l.catchup.Load(),
 		ResyncTotal: l.resyncTotal.Load(), ResyncDone: l.resyncDone.Load(), Disconnected: l.p.n.isDisconnected(l.name),
+		SentBytes: l.sentBytes.Load(),
 	}
 	if l.shard >= 0 {
 		ps.Shard = new(int)
@@ -713,4 +716,17 @@ func mergeExtents(ext []journal.Extent) []journal.Extent {
 		out = append(out, e)
 	}
 	return out
+}
+
+// countingWriter counts the bytes written through it (network traffic per
+// peer, for status and the benchmark's bytes-per-MiB column).
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(uint64(n))
+	return n, err
 }

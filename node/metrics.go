@@ -94,6 +94,7 @@ var peerGauges = []struct {
 	{"grbd_replication_behind_writes", "Writes the peer has not journaled yet (replication lag).", func(p PeerStatus) float64 { return float64(p.Behind) }},
 	{"grbd_resync_size_bytes", "Bytes of the current (or last) region resync of the peer.", func(p PeerStatus) float64 { return float64(p.ResyncTotal) }},
 	{"grbd_resync_done_bytes", "Bytes of it copied so far.", func(p PeerStatus) float64 { return float64(p.ResyncDone) }},
+	{"grbd_peer_sent_bytes", "Bytes sent on the data streams to the peer since this node became primary.", func(p PeerStatus) float64 { return float64(p.SentBytes) }},
 	{"grbd_resync_remaining_seconds", "Estimated seconds until the resync of the peer finishes (0: none running).", func(p PeerStatus) float64 { return p.SyncETA }},
 }
 
