@@ -192,7 +192,11 @@ type statusView struct {
 // primary, quorum), one row per member, and the primary's view of each
 // peer with sync progress.
 func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusView) {
-	fmt.Fprintf(w, "cluster %s  device %s  protocol %s\n", cfg.Cluster, deviceText(cfg, rows), cfg.Replication.Protocol)
+	fmt.Fprintf(w, "cluster %s  device %s  protocol %s", cfg.Cluster, deviceText(cfg, rows), cfg.Replication.Protocol)
+	if e, ok := cfg.EC(); ok {
+		fmt.Fprintf(w, "  redundancy ec %d+%d", e.K, e.M)
+	}
+	fmt.Fprintln(w)
 	printQuorum(w, cfg, rows)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tSIZE\tLINKS\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
