@@ -164,3 +164,18 @@ func TestECShardPeerNeverPromotes(t *testing.T) {
 	require.Same(t, np, c.primary())
 	c.requireShardsDecode(np)
 }
+
+func TestECRefusesAStoreOfAnotherLayout(t *testing.T) {
+	c := newTestCluster(t, 2, true, "")
+	c.primary()
+	c.closeAll()
+	// The same data dirs, now declared erasure-coded 2+1 with 4 nodes: d1's
+	// full-size mirror store is not a shard image.
+	cfg := *c.cfg
+	cfg.Replication.Redundancy = "ec 2+1"
+	cfg.Nodes = append(cfg.Nodes, cfg.Nodes[1], cfg.Nodes[1])
+	cfg.Nodes[2].Name, cfg.Nodes[3].Name = "d2", "d3"
+	_, err := Start(&cfg, "d1", Options{Logger: testLogger()})
+	require.ErrorIs(t, err, ErrECUnsupported)
+	require.ErrorContains(t, err, "start from an empty data-dir")
+}

@@ -204,6 +204,12 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)
 	}
+	if n.shardPeer() && n.store.Size() != n.ec.cd.G.ShardSize() {
+		// A store made for another layout (a mirror, another K+M or device
+		// size): its bytes are not this shard and must not be served as it.
+		return fmt.Errorf("node %s: %w: the store in %s has %d bytes, shard %d of %s needs %d (replication.redundancy or device.size changed? start from an empty data-dir)",
+			me.Name, ErrECUnsupported, me.DataDir, n.store.Size(), n.ec.shard, cfg.Replication.Redundancy, n.ec.cd.G.ShardSize())
+	}
 	n.checkSize()
 	if err := n.loadHistory(); err != nil {
 		return err
