@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -716,17 +715,4 @@ func mergeExtents(ext []journal.Extent) []journal.Extent {
 		out = append(out, e)
 	}
 	return out
-}
-
-// countingWriter counts the bytes written through it (network traffic per
-// peer, for status and the benchmark's bytes-per-MiB column).
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Uint64
-}
-
-func (c countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(uint64(n))
-	return n, err
 }
