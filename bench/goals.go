@@ -41,6 +41,11 @@ const (
 	SysGrbd2C       = "grbd-2n-C"
 	SysGrbd3C       = "grbd-3n-C"
 	SysGrbd2A       = "grbd-2n-A"
+	// SysGrbdEC22 is erasure coding 2+2: a full-copy primary and four
+	// shard peers (docs/erasure.md); compare with SysGrbd3C, three full
+	// copies (a primary and two mirrors), which also survives two lost
+	// peers.
+	SysGrbdEC22 = "grbd-ec2+2-C"
 )
 
 // DefaultGoals are the targets of issue 2 (single node) and issue 3

@@ -27,8 +27,10 @@ type GrbdCluster struct {
 	Binary    string // the grbd executable
 	DataNodes int
 	Witness   bool
-	Protocol  string         // replication protocol: A, B or C
-	Journal   config.Journal // zero fields: grbd's defaults
+	Protocol  string // replication protocol: A, B or C
+	// Redundancy is replication.redundancy ("" for mirrors, "ec 2+2").
+	Redundancy string
+	Journal    config.Journal // zero fields: grbd's defaults
 	// ExtraYAML is appended to the generated cluster config (top-level
 	// keys, e.g. quorum settings once grbd has them).
 	ExtraYAML string
@@ -87,7 +89,7 @@ func (g *GrbdCluster) writeConfig(dir string, size int64) error {
 		Cluster:     "bench",
 		Device:      config.Device{Size: config.Size(size)},
 		Journal:     g.Journal,
-		Replication: config.Replication{Protocol: g.Protocol},
+		Replication: config.Replication{Protocol: g.Protocol, Redundancy: g.Redundancy},
 	}
 	g.members = nil
 	newMember := func(name string, data bool) (config.Member, error) {

@@ -74,7 +74,7 @@ func TestSuite(t *testing.T) {
 	}
 	// Without a witness command, a plain 2-node cluster stands in for the
 	// witness cluster so the replication goals are still judged.
-	require.Equal(t, []string{SysNBDKit, SysQemuQuorum, SysGrbd1, SysGrbd2Witness, SysGrbd2C, SysGrbd3C, SysGrbd2A}, names)
+	require.Equal(t, []string{SysNBDKit, SysQemuQuorum, SysGrbd1, SysGrbd2Witness, SysGrbd2C, SysGrbd3C, SysGrbd2A, SysGrbdEC22}, names)
 	require.Equal(t, "failover-3n-C", cfg.Failover.Name())
 	require.Equal(t, JobOrder, cfg.Jobs)
 

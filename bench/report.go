@@ -31,6 +31,8 @@ type Report struct {
 	Resync   *ResyncResult   `json:"resync,omitempty"`
 	Failover *FailoverResult `json:"failover,omitempty"`
 	Goals    []GoalResult    `json:"goals"`
+	// Footprints: network and storage of the replicated systems.
+	Footprints []Footprint `json:"footprints,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -125,6 +127,10 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t\n", p.System, p.Process, float64(p.PeakRSS)/(1<<20), p.CPUSeconds)
 	}
 	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	if err := writeFootprints(w, rep.Footprints); err != nil {
 		return err
 	}
 

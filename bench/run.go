@@ -65,7 +65,9 @@ func Suite(binary, extraYAML string) Config {
 	if !witness {
 		systems = append(systems, grbd(SysGrbd2C, 2, false, config.ProtocolC))
 	}
-	systems = append(systems, grbd(SysGrbd3C, 3, false, config.ProtocolC), grbd(SysGrbd2A, 2, false, config.ProtocolA))
+	ec := grbd(SysGrbdEC22, 5, false, config.ProtocolC)
+	ec.Redundancy = "ec 2+2"
+	systems = append(systems, grbd(SysGrbd3C, 3, false, config.ProtocolC), grbd(SysGrbd2A, 2, false, config.ProtocolA), ec)
 	failover := grbd("failover-2n+w-C", 2, true, config.ProtocolC)
 	if !witness {
 		failover = grbd("failover-3n-C", 3, false, config.ProtocolC)
@@ -205,6 +207,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	for _, s := range running {
 		errs = append(errs, rep.addProcStats(s))
+		if f, ok := s.(footprinter); ok {
+			fp, err := f.footprint(ctx, cfg.Size)
+			errs = append(errs, err)
+			if err == nil && len(fp.System) > 0 {
+				rep.Footprints = append(rep.Footprints, fp)
+			}
+		}
 	}
 	for _, s := range running {
 		errs = append(errs, s.Stop())

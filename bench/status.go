@@ -38,6 +38,7 @@ type peerStatus struct {
 	Disk         string `json:"disk"`
 	Behind       uint64 `json:"behind"`
 	CatchupBytes uint64 `json:"catchup_bytes"`
+	SentBytes    uint64 `json:"sent_bytes"`
 }
 
 // peer returns the named peer's entry.

@@ -31,6 +31,10 @@ type Status struct {
 	IO         IOStatus            `json:"io"`
 	Checksums  ChecksumStatus      `json:"checksums"`
 	Protocol   string              `json:"protocol"`
+	// Redundancy is "ec K+M" for an erasure-coded resource, else empty;
+	// Shard is then this node's shard (absent on the full-copy node).
+	Redundancy string `json:"redundancy,omitempty"`
+	Shard      *int   `json:"shard,omitempty"`
 	// Peers: on the primary, one entry per other data node; on a secondary,
 	// the primary once it connected.
 	Peers []PeerStatus `json:"peers"`
@@ -54,6 +58,11 @@ type PeerStatus struct {
 	SyncPercent  float64 `json:"sync_percent,omitempty"`
 	SyncETA      float64 `json:"sync_eta_seconds,omitempty"`
 	Disconnected bool    `json:"disconnected,omitempty"` // grbd disconnect is in force
+	// SentBytes counts the bytes this primary sent on the peer's data
+	// streams (wire frames), since this node became primary.
+	SentBytes uint64 `json:"sent_bytes"`
+	// Shard is the peer's erasure-code shard index (EC resources only).
+	Shard *int `json:"shard,omitempty"`
 }
 
 // JournalStatus is the journal position of the node.
@@ -98,7 +107,7 @@ func (n *Node) Status() Status {
 	} else {
 		disk, peers = n.sec.disk(qs.IsOutdated(n.me.Name)), n.sec.peerStatuses()
 	}
-	return Status{
+	st := Status{
 		Cluster:    n.cfg.Cluster,
 		Name:       n.me.Name,
 		Version:    Version,
@@ -122,6 +131,15 @@ func (n *Node) Status() Status {
 		},
 		Checksums: ChecksumStatus{Errors: js.ChecksumErrors, Repaired: n.repairedBlocks.Load(), Unrepaired: n.unrepairedBlocks.Load()},
 	}
+	if n.ec != nil {
+		st.Redundancy = n.cfg.Replication.Redundancy
+		if n.shardPeer() {
+			st.Shard = new(int)
+			*st.Shard = n.ec.shard
+			st.DeviceSize = n.ec.cd.G.Size // the store is the shard image
+		}
+	}
+	return st
 }
 
 // roleTimeout bounds how long POST /primary and /secondary wait for the

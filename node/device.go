@@ -25,7 +25,12 @@ type device struct {
 	n *Node
 }
 
-func (d *device) Size() int64 { return d.n.store.Size() }
+func (d *device) Size() int64 {
+	if d.n.shardPeer() {
+		return d.n.ec.cd.G.Size // the store is a shard image; reads are refused
+	}
+	return d.n.store.Size()
+}
 
 // ReadOnly implements blockdev.ReadOnlyChecker: a connection opened while
 // the node is not primary is read-only for its lifetime.

@@ -67,6 +67,9 @@ type link struct {
 	p    *primary
 	name string
 	log  *slog.Logger
+	// shard is the peer's erasure-code shard, -1 for a mirror: it gets its
+	// shard's piece of every write (docs/erasure.md).
+	shard int
 
 	live     atomic.Bool // written under mu: writes are queued for this peer
 	counted  bool        // (core) the core waits for this peer
@@ -90,6 +93,7 @@ type link struct {
 	acked     atomic.Uint64
 	known     atomic.Uint64 // retention floor: what the peer is known to hold
 	catchup   atomic.Uint64 // bytes moved by catch-up and resync
+	sentBytes atomic.Uint64 // bytes written to the peer's data streams (frames)
 	lastAckNs atomic.Int64  // unix nanos of the last ack (or session start)
 	// sentSeq is the highest sequence queued for the peer. Records appended
 	// for another peer's resync are never sent to this one, so what it owes
@@ -101,7 +105,7 @@ type link struct {
 }
 
 func newLink(p *primary, name string) *link {
-	l := &link{p: p, name: name, log: p.log.With("peer", name), clearGen: -1,
+	l := &link{p: p, name: name, log: p.log.With("peer", name), clearGen: -1, shard: -1,
 		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 	l.qcond = sync.NewCond(&l.qmu)
 	l.conn.Store(ConnConnecting)
@@ -246,7 +250,7 @@ func (l *link) run(ctx context.Context) {
 // session runs one data stream: handshake, catch-up, live replication.
 func (l *link) session(ctx context.Context, s net.Conn) error {
 	defer s.Close()
-	r, w := wire.NewReader(s), wire.NewWriter(s)
+	r, w := wire.NewReader(s), wire.NewWriter(countingWriter{s, &l.sentBytes})
 	hello, extra, err := l.handshake(s, r, w)
 	if err != nil {
 		if errors.Is(err, ErrSplitBrain) {
@@ -498,6 +502,15 @@ func (l *link) catchUp(h *wire.Hello, extra []journal.Extent) error {
 		return fmt.Errorf("%w: peer at %d, primary at %d", ErrPeerAhead, from, st.LastSeq())
 	}
 	l.known.Store(from)
+	if l.shard >= 0 {
+		// No per-record catch-up for a shard peer: its journal records are
+		// shard pieces, the primary's are device writes. The stripes
+		// changed since its position (and those it asks for) are
+		// re-encoded from the current full copy (docs/erasure.md).
+		g := l.p.n.ec.cd.G
+		l.disk.Store(DiskInconsistent)
+		return l.resync(from, ecShardToDevice(g, extra))
+	}
 	if h.Flags&helloFlagInconsistent != 0 {
 		l.disk.Store(DiskInconsistent)
 		return l.resync(from, extra)
@@ -580,6 +593,9 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	l.disk.Store(DiskInconsistent)
 	p.mu.Lock()
 	extents := mergeExtents(append(p.store.ChangedSince(from), extra...))
+	if l.shard >= 0 {
+		extents = ecStripeExtents(p.n.ec.cd.G, extents)
+	}
 	var total int64
 	for _, e := range extents {
 		total += e.Length
@@ -603,6 +619,22 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 				p.mu.Lock()
 			}
 			n := min(resyncChunk, e.Offset+e.Length-off)
+			if l.shard >= 0 {
+				sent, err := l.ecResyncChunk(off, n)
+				if err != nil {
+					p.mu.Unlock()
+					return err
+				}
+				l.catchup.Add(uint64(sent))
+				l.resyncDone.Add(n)
+				l.live.Store(true)
+				first = false
+				p.mu.Unlock()
+				if !l.waitRoom() {
+					return nil
+				}
+				continue
+			}
 			buf := make([]byte, n)
 			err := p.store.ReadAt(buf, off)
 			if ce := (*journal.ChecksumError)(nil); errors.As(err, &ce) {
@@ -666,6 +698,11 @@ func (l *link) status() PeerStatus {
 		Name: l.name, Connection: l.conn.Load().(string), Disk: l.disk.Load().(string),
 		AckedSeq: acked, Behind: behind, CatchupBytes: l.catchup.Load(),
 		ResyncTotal: l.resyncTotal.Load(), ResyncDone: l.resyncDone.Load(), Disconnected: l.p.n.isDisconnected(l.name),
+		SentBytes: l.sentBytes.Load(),
+	}
+	if l.shard >= 0 {
+		ps.Shard = new(int)
+		*ps.Shard = l.shard
 	}
 	if ps.Disk == DiskInconsistent && ps.ResyncTotal > 0 {
 		elapsed := time.Since(time.Unix(0, l.resyncStart.Load())).Seconds()

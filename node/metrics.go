@@ -2,7 +2,9 @@ package node
 
 import (
 	"bytes"
+	"io"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/grbd/grbd/blockdev"
 	"github.com/grbd/grbd/internal/events"
@@ -97,6 +99,7 @@ var peerGauges = []struct {
 	{"grbd_replication_behind_writes", "Writes the peer has not journaled yet (replication lag).", func(p PeerStatus) float64 { return float64(p.Behind) }},
 	{"grbd_resync_size_bytes", "Bytes of the current (or last) region resync of the peer.", func(p PeerStatus) float64 { return float64(p.ResyncTotal) }},
 	{"grbd_resync_done_bytes", "Bytes of it copied so far.", func(p PeerStatus) float64 { return float64(p.ResyncDone) }},
+	{"grbd_peer_sent_bytes", "Bytes sent on the data streams to the peer since this node became primary.", func(p PeerStatus) float64 { return float64(p.SentBytes) }},
 	{"grbd_resync_remaining_seconds", "Estimated seconds until the resync of the peer finishes (0: none running).", func(p PeerStatus) float64 { return p.SyncETA }},
 }
 
@@ -116,4 +119,17 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// countingWriter counts the bytes written through it (network traffic per
+// peer, for status and the benchmark's bytes-per-MiB column).
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(uint64(n))
+	return n, err
 }

@@ -97,6 +97,7 @@ type Node struct {
 	mesh   *mesh.Mesh
 	ctl    *ctlplane.Driver
 	proto  replicator.Protocol
+	ec     *ecNode // erasure coding (docs/erasure.md); nil for mirrors
 	ctx    context.Context
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
@@ -148,6 +149,9 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	if n.proto, err = replicator.ParseProtocol(cfg.Replication.Protocol); err != nil {
 		return nil, err
 	}
+	if n.ec, err = newECNode(cfg, name); err != nil {
+		return nil, err
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.open(); err != nil {
 		n.cancel()
@@ -188,6 +192,9 @@ func (n *Node) open() error {
 		return fmt.Errorf("node %s: %w", me.Name, err)
 	}
 	createSize := int64(cfg.Device.Size)
+	if n.shardPeer() {
+		createSize = n.ec.cd.G.ShardSize() // a compact shard image
+	}
 	if exists {
 		createSize = 0
 	}
@@ -201,6 +208,12 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)
 	}
+	if n.shardPeer() && n.store.Size() != n.ec.cd.G.ShardSize() {
+		// A store made for another layout (a mirror, another K+M or device
+		// size): its bytes are not this shard and must not be served as it.
+		return fmt.Errorf("node %s: %w: the store in %s has %d bytes, shard %d of %s needs %d (replication.redundancy or device.size changed? start from an empty data-dir)",
+			me.Name, ErrECUnsupported, me.DataDir, n.store.Size(), n.ec.shard, cfg.Replication.Redundancy, n.ec.cd.G.ShardSize())
+	}
 	n.checkSize()
 	if err := n.loadHistory(); err != nil {
 		return err
@@ -211,7 +224,7 @@ func (n *Node) open() error {
 	if n.ctl, err = ctlplane.Open(member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)); err != nil {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
 	}
-	n.ctl.SetConsistent(n.sec.consistent())
+	n.setConsistent(n.sec.consistent())
 	creds, err := auth.Load(cfg, me.Name, n.log)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", me.Name, err)
@@ -389,7 +402,7 @@ func (n *Node) Invalidate() error {
 	if err := n.sec.saveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
 		return err
 	}
-	n.ctl.SetConsistent(false)
+	n.setConsistent(false)
 	n.sec.dropFrom("*")
 	n.events.Add(Event{Type: events.TypeInvalidate, State: DiskInconsistent, Cause: "grbd invalidate: full resync from the primary"})
 	return nil

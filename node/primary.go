@@ -355,6 +355,11 @@ func (p *primary) peerCaughtUpLocked(l *link) {
 		_ = p.core.SetUpToDate(l.name, true, 0)
 	}
 	l.clearAt = p.store.LastSeq()
+	if l.shard >= 0 {
+		// Records appended for another shard peer's resync never reach this
+		// one: what it must acknowledge is what was queued for it.
+		l.clearAt = min(l.clearAt, l.sentSeq.Load())
+	}
 	p.maybeClearLocked(l)
 }
 

@@ -18,7 +18,10 @@ import (
 // write the primary logged to that block, and writes it back through the
 // normal write path: the repair is journaled and replicated like any write,
 // and the client's read is retried. A block no peer can supply fails the
-// read with EIO; it is never returned as data.
+// read with EIO; it is never returned as data. Erasure-code shard peers
+// hold no copy of the device's bytes: a corrupt block of an EC primary is
+// not repaired (decoding it from K shards is future work) and fails its
+// reads.
 
 // ErrUnrepairable reports a corrupt block that no UpToDate peer could
 // supply: the read fails.
@@ -74,8 +77,8 @@ func (p *primary) repairBlock(off int64) (string, error) {
 	var errs []error
 	for _, l := range p.links {
 		st := l.status()
-		if st.Connection != ConnConnected || st.Disk != DiskUpToDate {
-			continue
+		if l.shard >= 0 || st.Connection != ConnConnected || st.Disk != DiskUpToDate {
+			continue // a shard peer holds no copy of the device's bytes
 		}
 		for attempt := 0; attempt < repairAttempts; attempt++ {
 			if err := p.store.ReadAt(check, off); !errors.Is(err, journal.ErrChecksum) {
@@ -160,6 +163,8 @@ func (n *Node) serveBlock(w *wire.Writer, req *wire.BlockRequest) error {
 	switch {
 	case n.currentPrimary() != nil:
 		return nack(wire.NackState, "the asked node is primary")
+	case n.shardPeer():
+		return nack(wire.NackState, "the asked node is an erasure-code shard peer: it holds no copy of the device")
 	case !n.sec.consistent():
 		return nack(wire.NackState, "the asked node's disk is Inconsistent")
 	case req.Offset > uint64(n.store.Size()) || uint64(req.Length) > uint64(n.store.Size())-req.Offset:

@@ -116,3 +116,24 @@ func TestCorruptSecondaryBlockRefusedAndResynced(t *testing.T) {
 	c.waitUpToDate(p)
 	c.requireImages(block, 8)
 }
+
+// Shard peers hold no copy of the device: a corrupt block of an
+// erasure-coded primary fails its reads (EIO) and nothing is "repaired"
+// from a shard image.
+func TestECCorruptPrimaryBlockFailsNotRepairedFromShard(t *testing.T) {
+	c := newTestCluster(t, 5, false, ecConf)
+	p := c.primary()
+	writeBlocks(t, p, 0, 8)
+	c.waitUpToDate(p)
+	damage(t, p, 2*4096+5)
+	got := make([]byte, 4096)
+	require.ErrorIs(t, p.dev.ReadAt(got, 2*4096), ErrUnrepairable)
+	require.Zero(t, p.repairedBlocks.Load())
+	require.NoError(t, p.dev.ReadAt(got, 1*4096))
+	require.Equal(t, block(1), got)
+
+	// A shard peer refuses a block request outright.
+	_, _, err := p.fetchBlock(t.Context(), "d1", 0, 4096)
+	require.ErrorIs(t, err, ErrPeerFailed)
+	require.ErrorContains(t, err, "shard peer")
+}

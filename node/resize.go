@@ -40,6 +40,9 @@ func (n *Node) Resize(size int64) error {
 	case size > journal.MaxDeviceSize:
 		return fmt.Errorf("%w: %d bytes is above the limit of %d", ErrResizeSize, size, int64(journal.MaxDeviceSize))
 	}
+	if n.ec != nil {
+		return fmt.Errorf("%w: resize (the shard layout is fixed by device.size)", ErrECUnsupported)
+	}
 	if n.currentPrimary() == nil {
 		return fmt.Errorf("%s: %w: send resize to the primary (grbd status names it)", n.me.Name, ErrReadOnly)
 	}
@@ -83,6 +86,9 @@ func (l *link) announceSize() error {
 	if err != nil {
 		return fmt.Errorf("node: resync: announce size: %w", err)
 	}
+	if l.shard >= 0 {
+		size = p.n.ec.cd.G.ShardSize() // the shard peer's store is its shard image
+	}
 	l.enqueue(&wire.Resize{Seq: seq, Epoch: p.epoch, Size: uint64(size), Flags: wire.ResizeResync})
 	return nil
 }
@@ -103,6 +109,9 @@ func (n *Node) grown(cause string) {
 // in the write stream.
 func (n *Node) checkSize() {
 	size, want := n.store.Size(), int64(n.cfg.Device.Size)
+	if n.shardPeer() {
+		want = n.ec.cd.G.ShardSize()
+	}
 	switch {
 	case size > want:
 		n.log.Warn("device is larger than device.size: it was grown with grbd resize; set device.size to the new size in the config on every host",

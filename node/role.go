@@ -56,6 +56,14 @@ func (n *Node) reconcile() {
 // the new epoch before any write of it, and a link to every other data
 // node starts. Caller holds roleMu.
 func (n *Node) startPrimaryLocked(st quorum.Status) {
+	if n.shardPeer() {
+		// Its store is one shard, not the device: serving it would return
+		// garbage. A shard peer never proposes itself (setConsistent); this
+		// catches a forced promotion (docs/erasure.md, "Failover").
+		n.log.Error("promoted, but this node keeps an erasure-code shard, not a full copy: refusing the primary role", "epoch", st.Epoch, "shard", n.ec.shard)
+		_ = n.ctl.RequestDemote()
+		return
+	}
 	if !st.Forced && !n.sec.consistent() {
 		// A promotion proposed before a resync began may still commit: an
 		// Inconsistent node must not serve. Give the role back; a
@@ -76,7 +84,9 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 	p := newPrimary(n, st.Epoch)
 	for _, m := range n.cfg.Nodes {
 		if m.Name != n.me.Name {
-			p.addLink(newLink(p, m.Name), !st.IsOutdated(m.Name))
+			l := newLink(p, m.Name)
+			l.shard = n.cfg.ShardOf(m.Name)
+			p.addLink(l, !st.IsOutdated(m.Name))
 		}
 	}
 	p.start()

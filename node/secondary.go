@@ -167,7 +167,7 @@ func (s *secondary) handle(peer string, c net.Conn) {
 	err := s.session(peer, c)
 	s.connected.Store(false)
 	s.caughtUp.Store(false)
-	s.n.ctl.SetConsistent(s.consistent())
+	s.n.setConsistent(s.consistent())
 	if err != nil {
 		s.log.Warn("primary link down", "primary", peer, "err", err)
 		s.n.peerState(peer, ConnDisconnected, "data stream ended: "+err.Error())
@@ -379,7 +379,7 @@ func (s *secondary) markInconsistent() error {
 	if err := s.saveResync(&replicator.ResyncState{From: from}); err != nil {
 		return err
 	}
-	s.n.ctl.SetConsistent(false)
+	s.n.setConsistent(false)
 	s.log.Info("region resync started: disk Inconsistent", "sync_from", from)
 	s.n.events.Add(Event{Type: events.TypeDisk, State: DiskInconsistent, Cause: fmt.Sprintf("region resync from the primary began (from seq %d)", from)})
 	return nil
@@ -400,7 +400,7 @@ func (s *secondary) markConsistent() error {
 	if err := s.saveResync(nil); err != nil {
 		return err
 	}
-	s.n.ctl.SetConsistent(s.consistent())
+	s.n.setConsistent(s.consistent())
 	s.log.Info("region resync done: disk consistent", "seq", s.store.LastSeq())
 	s.n.events.Add(Event{Type: events.TypeDisk, State: DiskConsistent, Cause: fmt.Sprintf("region resync finished at seq %d", s.store.LastSeq())})
 	return nil

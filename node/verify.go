@@ -74,11 +74,19 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 	defer n.verifying.Store(nil)
 	var out []VerifyResult
 	for _, l := range p.links {
-		n.verifying.Store(&verifyState{peer: l.name, total: n.store.Size()})
+		size := n.store.Size()
+		if l.shard >= 0 {
+			size = n.ec.cd.G.ShardSize()
+		}
+		n.verifying.Store(&verifyState{peer: l.name, total: size})
 		start := time.Now()
 		r := VerifyResult{Peer: l.name, OutOfSync: []journal.Extent{}}
-		bad, err := n.verifyPeer(ctx, l.name)
-		r.Bytes = n.store.Size()
+		bad, err := n.verifyPeer(ctx, l.name, l.shard)
+		if l.shard >= 0 && err == nil {
+			// Repairs go through the write path, in device ranges.
+			bad = mergeExtents(ecShardToDevice(n.ec.cd.G, bad))
+		}
+		r.Bytes = size
 		if err != nil {
 			r.Error = err.Error()
 			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: events.StateFailed, Cause: err.Error()})
@@ -100,8 +108,10 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 	return out, nil
 }
 
-// verifyPeer returns the regions whose checksums differ on peer.
-func (n *Node) verifyPeer(ctx context.Context, peer string) ([]journal.Extent, error) {
+// verifyPeer returns the regions whose checksums differ on peer. For a
+// shard peer (shard >= 0) the regions are of its shard image, and this
+// node's side is its full copy re-encoded (per-shard verify).
+func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]journal.Extent, error) {
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s, err := n.mesh.Open(octx, peer, wire.StreamAdmin)
 	cancel()
@@ -113,6 +123,15 @@ func (n *Node) verifyPeer(ctx context.Context, peer string) ([]journal.Extent, e
 	defer stop()
 	r, w := wire.NewReader(s), wire.NewWriter(s)
 	size := uint64(n.store.Size())
+	read := n.store.ReadAt
+	if p := n.currentPrimary(); p != nil {
+		read = p.readChecked // a corrupt block here is repaired from a peer first
+	}
+	mineOf := func(off, length uint64) ([]uint32, error) { return chunkSums(read, off, length, verifyChunk) }
+	if shard >= 0 {
+		size = uint64(n.ec.cd.G.ShardSize())
+		mineOf = func(off, length uint64) ([]uint32, error) { return n.ecChunkSums(shard, off, length, verifyChunk) }
+	}
 	var id uint64
 	// sums asks the peer and computes locally, for one range.
 	compare := func(off, length uint64) ([]journal.Extent, error) {
@@ -131,11 +150,7 @@ func (n *Node) verifyPeer(ctx context.Context, peer string) ([]journal.Extent, e
 		if !ok || rep.ID != id || rep.Offset != off {
 			return nil, fmt.Errorf("%w: bad verify reply %v", ErrPeerFailed, m.Type())
 		}
-		read := n.store.ReadAt
-		if p := n.currentPrimary(); p != nil {
-			read = p.readChecked // a corrupt block here is repaired from a peer first
-		}
-		mine, err := chunkSums(read, off, length, verifyChunk)
+		mine, err := mineOf(off, length)
 		if err != nil {
 			return nil, err
 		}

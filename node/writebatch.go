@@ -1,6 +1,8 @@
 package node
 
 import (
+	"fmt"
+
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -29,6 +31,7 @@ type writeReq struct {
 
 	// Set by the leader under mu.
 	logged journal.Logged
+	ec     *ecShards // the shard pieces of an erasure-coded write
 	wt     *waiter
 	done   chan struct{} // the inflight entry: closed once applied and released
 	err    error
@@ -39,6 +42,16 @@ type writeReq struct {
 func (p *primary) write(w journal.Write, fua bool) error {
 	if err := p.store.Validate(w); err != nil {
 		return err
+	}
+	if e := p.n.ec; e != nil && w.ZeroLength > 0 {
+		if parts := ecSplitZero(e.cd.G, w.Offset, w.Offset+w.ZeroLength); len(parts) > 1 {
+			for _, pt := range parts {
+				if err := p.write(journal.Write{Epoch: w.Epoch, Offset: pt[0], ZeroLength: pt[1] - pt[0]}, fua); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 	}
 	r := &writeReq{w: w, fua: fua, ready: make(chan bool, 1)}
 	p.qmu.Lock()
@@ -124,6 +137,14 @@ func (p *primary) logBatch(batch []*writeReq) {
 		}
 		return
 	}
+	if p.n.ec != nil {
+		if err := p.ecEncodeBatch(batch); err != nil {
+			for _, r := range batch {
+				r.err = fmt.Errorf("node: erasure-code the write: %w", err)
+			}
+			return
+		}
+	}
 	ws := p.ws[:0]
 	for _, r := range batch {
 		ws = append(ws, r.w)
@@ -141,6 +162,10 @@ func (p *primary) logBatch(batch []*writeReq) {
 		var msg wire.Message
 		for _, lk := range p.links {
 			if !lk.live.Load() {
+				continue
+			}
+			if r.ec != nil && lk.shard >= 0 {
+				lk.enqueueLive(ecMessage(r.ec, lk.shard, l.Seq, p.epoch, r.fua))
 				continue
 			}
 			if msg == nil {

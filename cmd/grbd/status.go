@@ -192,7 +192,11 @@ type statusView struct {
 // primary, quorum), one row per member, and the primary's view of each
 // peer with sync progress.
 func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusView) {
-	fmt.Fprintf(w, "cluster %s  device %s  protocol %s\n", cfg.Cluster, deviceText(cfg, rows), cfg.Replication.Protocol)
+	fmt.Fprintf(w, "cluster %s  device %s  protocol %s", cfg.Cluster, deviceText(cfg, rows), cfg.Replication.Protocol)
+	if e, ok := cfg.EC(); ok {
+		fmt.Fprintf(w, "  redundancy ec %d+%d", e.K, e.M)
+	}
+	fmt.Fprintln(w)
 	printQuorum(w, cfg, rows)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tSIZE\tLINKS\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
@@ -327,13 +331,26 @@ func printPeers(w io.Writer, r memberStatus, v statusView) {
 	}
 	fmt.Fprintf(w, "\nreplication from %s:\n", r.Member)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP\tSYNC")
+	shards := len(r.Peers) > 0 && r.Peers[0].Shard != nil // erasure-coded: per-shard health
+	head := "PEER\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP\tSYNC"
+	if shards {
+		head = "PEER\tSHARD\tCONNECTION\tDISK\tACKED-SEQ\tBEHIND\tCAUGHT-UP\tSYNC"
+	}
+	fmt.Fprintln(tw, head)
 	for _, p := range r.Peers {
 		conn := p.Connection
 		if p.Disconnected {
 			conn += " (by operator)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", p.Name, conn, p.Disk, p.AckedSeq, p.Behind, config.Size(p.CatchupBytes), syncText(p, v))
+		name := p.Name
+		if shards {
+			shard := "-"
+			if p.Shard != nil {
+				shard = fmt.Sprint(*p.Shard)
+			}
+			name += "\t" + shard
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", name, conn, p.Disk, p.AckedSeq, p.Behind, config.Size(p.CatchupBytes), syncText(p, v))
 	}
 	tw.Flush()
 	if vp := r.Verify; vp != nil {

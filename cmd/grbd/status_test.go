@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
 )
 
@@ -121,4 +122,26 @@ func TestStatusWatch(t *testing.T) {
 		var rows []map[string]any
 		require.NoError(t, json.Unmarshal([]byte(l), &rows), "one JSON array per line: %s", l)
 	}
+}
+
+func TestStatusPerShardHealth(t *testing.T) {
+	shard := func(i int) *int { return &i }
+	r := memberStatus{Member: "n0", Status: &node.Status{Peers: []node.PeerStatus{
+		{Name: "n1", Connection: node.ConnConnected, Disk: node.DiskUpToDate, AckedSeq: 9, Shard: shard(0)},
+		{Name: "n2", Connection: node.ConnDisconnected, Disk: node.DiskOutdated, AckedSeq: 4, Shard: shard(1)},
+		{Name: "n3", Connection: node.ConnConnected, Disk: node.DiskInconsistent, ResyncTotal: 100, ResyncDone: 50, Shard: shard(2)},
+	}}}
+	var b strings.Builder
+	printPeers(&b, r, statusView{})
+	out := b.String()
+	require.Regexp(t, `PEER\s+SHARD\s+CONNECTION\s+DISK`, out)
+	require.Regexp(t, `n1\s+0\s+Connected\s+UpToDate\s+9`, out)
+	require.Regexp(t, `n2\s+1\s+Disconnected\s+Outdated\s+4`, out)
+	require.Regexp(t, `n3\s+2\s+Connected\s+Inconsistent`, out)
+
+	b.Reset()
+	r.Peers = r.Peers[:1]
+	r.Peers[0].Shard = nil
+	printPeers(&b, r, statusView{})
+	require.NotContains(t, b.String(), "SHARD", "mirrors have no shard column")
 }

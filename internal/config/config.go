@@ -153,6 +153,10 @@ type Replication struct {
 	// (refuse and report) or "discard-secondary" (the node that is not
 	// primary discards its divergent writes).
 	AfterSplitBrain string `yaml:"after-split-brain,omitempty"`
+	// Redundancy is "mirror" (the default: every data node a full copy) or
+	// "ec K+M": the first data node keeps a full copy, the other K+M each
+	// one Reed-Solomon shard (docs/erasure.md).
+	Redundancy string `yaml:"redundancy,omitempty"`
 }
 
 // Quorum tunes the control plane (docs/quorum.md).

@@ -77,6 +77,7 @@ func (c *Config) validate(root *yaml.Node) []error {
 		bad(fmt.Sprintf("%q: want %q or %q", c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDiscardSecondary), "replication", "after-split-brain")
 	}
 	c.validateQuorum(bad)
+	c.validateEC(bad)
 
 	switch {
 	case len(c.Nodes) == 0:

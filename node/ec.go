@@ -1,0 +1,212 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/ec"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
+)
+
+// Erasure-coded resources (docs/erasure.md). The first data node in config
+// order keeps the full copy and is the only node that takes the primary
+// role; data node h+1 is shard peer h and keeps a compact shard image: its
+// store is an ordinary journaled store of ShardSize bytes, written under
+// the primary's sequence numbers. The primary re-encodes, under its write
+// lock, the shard range every client write changes (read-modify-write from
+// its own full copy) and ships each shard peer its piece as an ordinary
+// Write; acknowledgement and Outdate rules are the mirrors' (protocol C).
+
+// ErrECUnsupported is returned for operations an erasure-coded resource
+// does not support (yet): resize, secondary reads, a shard peer as primary.
+var ErrECUnsupported = errors.New("node: not supported for an erasure-coded resource")
+
+// ecNode is a node's erasure-coding state; nil for a mirrored resource.
+type ecNode struct {
+	cd    *ec.Coder
+	shard int // this node's shard, -1 on the full-copy node
+}
+
+// newECNode builds the EC state of member name, or nil for a mirror.
+func newECNode(cfg *config.Config, name string) (*ecNode, error) {
+	e, ok := cfg.EC()
+	if !ok {
+		return nil, nil
+	}
+	cd, err := ec.NewCoder(ec.Geometry{K: e.K, M: e.M, Chunk: config.ECChunk, Size: int64(cfg.Device.Size)})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	return &ecNode{cd: cd, shard: cfg.ShardOf(name)}, nil
+}
+
+// shardPeer reports whether this node keeps a shard, not a full copy.
+func (n *Node) shardPeer() bool { return n.ec != nil && n.ec.shard >= 0 }
+
+// setConsistent tells the control plane whether this node may propose
+// itself as primary: never a shard peer, whose store is not the device.
+func (n *Node) setConsistent(ok bool) { n.ctl.SetConsistent(ok && !n.shardPeer()) }
+
+// ecShards is the encoded part of one client write: every shard's bytes of
+// shard range [a, b), or, for zeroing of whole stripes, zero (all shards
+// are zero there).
+type ecShards struct {
+	a, b   int64
+	shards [][]byte
+	zero   bool
+}
+
+// ecEncodeBatch encodes the shard ranges of a batch before it is logged.
+// The bytes of write i are the full copy as of the batch's start (ReadAt
+// waits for earlier batches) with writes 0..i laid over it. Caller holds mu.
+func (p *primary) ecEncodeBatch(batch []*writeReq) error {
+	g := p.n.ec.cd.G
+	for i, r := range batch {
+		w := r.w
+		end := w.Offset + int64(len(w.Data)) + w.ZeroLength
+		if w.Resize > 0 || end <= w.Offset {
+			continue
+		}
+		a, b := g.ShardRange(w.Offset, end)
+		if w.ZeroLength > 0 && stripeAligned(g, w.Offset, end) {
+			r.ec = &ecShards{a: a, b: b, zero: true}
+			continue
+		}
+		read := func(buf []byte, off int64) error {
+			if err := p.store.ReadAt(buf, off); err != nil {
+				return err
+			}
+			for _, o := range batch[:i+1] {
+				overlay(buf, off, o.w)
+			}
+			return nil
+		}
+		sh, err := p.n.ec.cd.Encode(read, a, b)
+		if err != nil {
+			return err
+		}
+		r.ec = &ecShards{a: a, b: b, shards: sh}
+	}
+	return nil
+}
+
+// overlay lays write w over buf, which holds device bytes from off.
+func overlay(buf []byte, off int64, w journal.Write) {
+	wend := w.Offset + int64(len(w.Data)) + w.ZeroLength
+	lo, hi := max(off, w.Offset), min(off+int64(len(buf)), wend)
+	if lo >= hi {
+		return
+	}
+	if w.ZeroLength > 0 {
+		clear(buf[lo-off : hi-off])
+		return
+	}
+	copy(buf[lo-off:hi-off], w.Data[lo-w.Offset:hi-w.Offset])
+}
+
+// stripeAligned: [off, end) is whole stripes (the last may end the device).
+func stripeAligned(g ec.Geometry, off, end int64) bool {
+	sb := g.StripeBytes()
+	return off%sb == 0 && (end%sb == 0 || end == g.Size)
+}
+
+// ecMessage is shard's wire message for a logged write.
+func ecMessage(e *ecShards, shard int, seq, epoch uint64, fua bool) wire.Message {
+	if e.zero {
+		return &wire.Zero{Seq: seq, Epoch: epoch, Offset: uint64(e.a), Length: uint64(e.b - e.a), FUA: fua}
+	}
+	return &wire.Write{Seq: seq, Epoch: epoch, Offset: uint64(e.a), FUA: fua, Data: e.shards[shard]}
+}
+
+// ecSplitZero splits a zeroing into an unaligned head, whole stripes and an
+// unaligned tail, so that no shard message carries more than a stripe of
+// data for it.
+func ecSplitZero(g ec.Geometry, off, end int64) [][2]int64 {
+	sb := g.StripeBytes()
+	first := (off + sb - 1) / sb * sb
+	last := end / sb * sb
+	if end == g.Size {
+		last = end
+	}
+	if first >= last {
+		return [][2]int64{{off, end}}
+	}
+	var out [][2]int64
+	if off < first {
+		out = append(out, [2]int64{off, first})
+	}
+	out = append(out, [2]int64{first, last})
+	if last < end {
+		out = append(out, [2]int64{last, end})
+	}
+	return out
+}
+
+// ecShardToDevice converts shard-image extents (a shard peer's own changes)
+// to the device ranges of the stripes they belong to.
+func ecShardToDevice(g ec.Geometry, ext []journal.Extent) []journal.Extent {
+	out := make([]journal.Extent, 0, len(ext))
+	for _, e := range ext {
+		off, end := g.DeviceSpan(e.Offset, min(e.Offset+e.Length, g.ShardSize()))
+		if end > off {
+			out = append(out, journal.Extent{Offset: off, Length: end - off})
+		}
+	}
+	return out
+}
+
+// ecStripeExtents widens device extents to whole stripes.
+func ecStripeExtents(g ec.Geometry, ext []journal.Extent) []journal.Extent {
+	sb := g.StripeBytes()
+	out := make([]journal.Extent, 0, len(ext))
+	for _, e := range ext {
+		off := e.Offset / sb * sb
+		end := min((e.Offset+e.Length+sb-1)/sb*sb, g.Size)
+		out = append(out, journal.Extent{Offset: off, Length: end - off})
+	}
+	return mergeExtents(out)
+}
+
+// ecResyncChunk sends a shard peer its piece of the stripes of device range
+// [off, off+n), re-encoded from the full copy. The piece travels under the
+// sequence number of a rewrite of the range's first block (it changes
+// nothing here), ordered with live writes as a mirror's region copy.
+// Caller holds mu. It returns the bytes queued.
+func (l *link) ecResyncChunk(off, n int64) (int64, error) {
+	p := l.p
+	g := p.n.ec.cd.G
+	sb := g.StripeBytes()
+	a, b := off/sb*g.Chunk, (off+n+sb-1)/sb*g.Chunk
+	sh, err := p.n.ec.cd.Encode(p.store.ReadAt, a, b)
+	if err != nil {
+		return 0, fmt.Errorf("node: resync shard %d at %d: %w", l.shard, off, err)
+	}
+	head := make([]byte, min(4096, n))
+	if err := p.store.ReadAt(head, off); err != nil {
+		return 0, fmt.Errorf("node: resync read %d: %w", off, err)
+	}
+	seq, err := p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: head})
+	if err != nil {
+		return 0, fmt.Errorf("node: resync shard %d at %d: %w", l.shard, off, err)
+	}
+	l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(a), Data: sh[l.shard]})
+	return b - a, nil
+}
+
+// ecChunkSums is the CRC-32C of each chunk of shard range [off, off+length)
+// as this full copy encodes it: what shard peer `shard` must hold.
+func (n *Node) ecChunkSums(shard int, off, length, chunk uint64) ([]uint32, error) {
+	sh, err := n.ec.cd.Encode(n.store.ReadAt, int64(off), int64(off+length))
+	if err != nil {
+		return nil, err
+	}
+	b := sh[shard]
+	sums := make([]uint32, 0, (length+chunk-1)/chunk)
+	for o := uint64(0); o < length; o += chunk {
+		sums = append(sums, crc32.Checksum(b[o:min(o+chunk, length)], castagnoli))
+	}
+	return sums, nil
+}
