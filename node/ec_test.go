@@ -51,7 +51,7 @@ func (c *testCluster) requireShardsDecode(p *Node) {
 		img := make([]byte, g.ShardSize())
 		require.Equal(c.t, g.ShardSize(), n.store.Size(), "compact shard image")
 		require.NoError(c.t, n.store.ReadAt(img, 0))
-		shards[n.ec.shard] = img
+		shards[n.ec.shardNow()] = img
 	}
 	for i := range shards {
 		for j := i + 1; j < len(shards); j++ {
