@@ -60,7 +60,7 @@ func (n *Node) shardPeer() bool { return n.ec != nil && n.ec.shardNow() >= 0 }
 // takeover failed here just now; taking over rebuilds the device first
 // (ec_takeover.go).
 func (n *Node) setConsistent(ok bool) {
-	if n.shardPeer() && (!ecFailover || n.ecNoPromote.Load() || len(n.history()) == 0) {
+	if n.shardPeer() && (!ecFailover.Load() || n.ecNoPromote.Load() || len(n.history()) == 0) {
 		ok = false
 	}
 	n.ctl.SetConsistent(ok)
@@ -68,7 +68,9 @@ func (n *Node) setConsistent(ok bool) {
 
 // ecFailover enables the failover to a shard peer (docs/erasure.md,
 // "Failover"); without it a shard peer never takes the primary role.
-var ecFailover = false
+var ecFailover atomic.Bool
+
+func init() { ecFailover.Store(true) }
 
 // ecShards is the encoded part of one client write: every shard's bytes of
 // shard range [a, b), or, for zeroing of whole stripes, zero (all shards

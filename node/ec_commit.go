@@ -207,3 +207,12 @@ func (n *Node) shardApplier() *shardApply {
 	}
 	return n.sa
 }
+
+// Test hooks (nil in production): testDropPiece makes the primary skip a
+// shard peer's piece of seq (the write then waits for that peer: a crash
+// with writes in flight); testIgnoreCommit makes a shard peer ignore
+// Commit messages (its image stays at an older position).
+var (
+	testDropPiece    atomic.Pointer[func(peer string, seq uint64) bool]
+	testIgnoreCommit atomic.Pointer[func(node string) bool]
+)
