@@ -97,6 +97,14 @@ func TestECFioKillTwoPeers(t *testing.T) {
 	np, st := c.waitPrimary([]string{"n1", "n2", "n3", "n4"}, 30*time.Second)
 	t.Logf("%s primary and serving %v after the kill", np, time.Since(killed).Round(time.Millisecond))
 	require.Nil(t, st.Shard, "the new primary is a full copy")
+	logb, err := os.ReadFile(procs[np].log)
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(logb), "\n") {
+		if strings.Contains(l, "takeover done") {
+			t.Logf("%s", l)
+		}
+	}
+	require.Contains(t, string(logb), "takeover done")
 	require.Equal(t, int64(cfg.Device.Size), st.DeviceSize)
 	vargs := append(args, "--verify_only", "--verify_state_load=1", "--aux-path="+aux)
 	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(c.uri(np), vargs...)...)
