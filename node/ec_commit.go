@@ -104,6 +104,9 @@ func (a *shardApply) run() {
 		if since := a.logging.Load(); since != 0 && time.Since(time.Unix(0, since)) > forceAfter {
 			limit = math.MaxUint64
 		}
+		if f := testApplyEagerly.Load(); f != nil && (*f)(a.n.me.Name) {
+			limit = math.MaxUint64
+		}
 		if err := a.applyUpTo(limit); err != nil {
 			a.n.log.Error("shard peer: apply", "err", err)
 		}
@@ -211,8 +214,11 @@ func (n *Node) shardApplier() *shardApply {
 // Test hooks (nil in production): testDropPiece makes the primary skip a
 // shard peer's piece of seq (the write then waits for that peer: a crash
 // with writes in flight); testIgnoreCommit makes a shard peer ignore
-// Commit messages (its image stays at an older position).
+// Commit messages (its image stays at an older position);
+// testApplyEagerly makes a shard peer apply without waiting for Commit
+// (its image gets ahead of the committed position).
 var (
 	testDropPiece    atomic.Pointer[func(peer string, seq uint64) bool]
 	testIgnoreCommit atomic.Pointer[func(node string) bool]
+	testApplyEagerly atomic.Pointer[func(node string) bool]
 )

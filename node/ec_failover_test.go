@@ -205,6 +205,22 @@ func TestECFailoverRebuildsAckedWrites(t *testing.T) {
 // takeover settles them at the lowest journal position (d4's) and rebuilds
 // exactly the device as of that position from d1 and d3 (d2 is Outdated).
 func TestECFailoverSurvivorsAtDifferentPositions(t *testing.T) {
+	survivorsAtDifferentPositions(t, false)
+}
+
+// The same, but d1 applied writes above d4's position (its image is past
+// D): it is not used, the device is rebuilt from d3 and d4, also when d1
+// is the node taking over (its own store is then overwritten unread).
+func TestECFailoverImagePastDIsNotUsed(t *testing.T) {
+	survivorsAtDifferentPositions(t, true)
+}
+
+func survivorsAtDifferentPositions(t *testing.T, d1Eager bool) {
+	if d1Eager {
+		eager := func(node string) bool { return node == "d1" }
+		testApplyEagerly.Store(&eager)
+		defer testApplyEagerly.Store(nil)
+	}
 	c := newTestCluster(t, 5, false, ecConf)
 	p := c.primary()
 	ecWrites(t, p, rand.New(rand.NewPCG(13, 14)), 60)
@@ -244,21 +260,32 @@ func TestECFailoverSurvivorsAtDifferentPositions(t *testing.T) {
 		return c.nodes["d1"].store.LastSeq() >= x+8 && c.nodes["d3"].store.LastSeq() >= x+8
 	}, 5*time.Second, 5*time.Millisecond, "d1 and d3 journaled writes d4 never got")
 	require.LessOrEqual(t, c.nodes["d3"].sa.applied.Load(), x, "d3 applied nothing uncommitted")
-	require.Less(t, c.nodes["d1"].sa.applied.Load(), c.nodes["d1"].store.LastSeq(), "d1 holds uncommitted writes unapplied")
+	if d1Eager {
+		require.Eventually(t, func() bool { return c.nodes["d1"].sa.applied.Load() > x }, 5*time.Second, 5*time.Millisecond, "d1's image is past x")
+	} else {
+		require.Less(t, c.nodes["d1"].sa.applied.Load(), c.nodes["d1"].store.LastSeq(), "d1 holds uncommitted writes unapplied")
+	}
+	t0 := time.Now()
 	c.stop("d0")
 	wg.Wait()
+	t.Logf("d0 stopped in %v", time.Since(t0))
 	testDropPiece.Store(nil)
 	testIgnoreCommit.Store(nil)
+	testApplyEagerly.Store(nil)
 
 	np := c.primary()
 	ev := takeoverEvent(np, events.StateDone)
 	require.NotNil(t, ev)
+	t.Logf("%s took over %v after the stop: %s", np.me.Name, time.Since(t0), ev.Detail)
 	stats := np.lastTakeover.Load()
 	require.NotNil(t, stats)
 	require.Equal(t, x, stats.D, "rebuilt at d4's journal position")
 	require.Greater(t, x, held)
 	require.Len(t, stats.Used, 2)
 	require.Contains(t, stats.Used, "d3", "the lagging image is settled forward and used")
+	if d1Eager {
+		require.ElementsMatch(t, []string{"d3", "d4"}, stats.Used, "d1's image is past D")
+	}
 	got := make([]byte, np.store.Size())
 	require.NoError(t, np.store.ReadAt(got, 0))
 	require.True(t, bytes.Equal(snap, got), "the rebuilt device is the device as of seq %d", x)

@@ -1,11 +1,13 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +25,9 @@ const (
 	takeoverTimeout = 60 * time.Second
 	// shardCallTimeout bounds one request to a shard peer.
 	shardCallTimeout = 5 * time.Second
+	// shardDialTimeout: a shard peer whose member link is not up within
+	// this is not reached (a lost peer must not delay the takeover).
+	shardDialTimeout = time.Second
 	// rebuildBytes is the device bytes decoded per step.
 	rebuildBytes = 1 << 20
 )
@@ -45,7 +50,7 @@ type shardConn struct {
 }
 
 func (n *Node) dialShard(ctx context.Context, name string) (*shardConn, error) {
-	octx, cancel := context.WithTimeout(ctx, shardCallTimeout)
+	octx, cancel := context.WithTimeout(ctx, shardDialTimeout)
 	defer cancel()
 	s, err := n.mesh.Open(octx, name, wire.StreamAdmin)
 	if err != nil {
@@ -147,7 +152,11 @@ func (n *Node) ecTakeover(st quorum.Status) (takeoverStats, error) {
 	}
 	n.log.Info("takeover: rebuilding the device from shard peers", "seq", plan.D, "usable", len(plan.Usable))
 
-	// c. Settle the usable ones at D, until K are.
+	// c. Settle the usable ones at D, until K are, this node first (its
+	// reads are local).
+	slices.SortStableFunc(plan.Usable, func(a, b shardSurvivor) int {
+		return cmp.Compare(boolInt(a.Shard != me), boolInt(b.Shard != me))
+	})
 	readers := map[int]func(a, b int64) ([]byte, error){}
 	var used []string
 	for _, s := range plan.Usable {
@@ -223,6 +232,12 @@ func (n *Node) ecRebuild(d uint64, readers map[int]func(a, b int64) ([]byte, err
 	g := n.ec.cd.G
 	dir := n.me.DataDir
 	if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(dir, takeoverFile), []byte(fmt.Sprintln(d))); err != nil {
+		return 0, fmt.Errorf("node: takeover: %w", err)
+	}
+	// This node's own shard may not be one of the K (unusable, or not
+	// needed): its pending writes must not hold the final rewind's
+	// checkpoint back. Its image is overwritten anyway.
+	if err := n.sa.settle(d, true); err != nil {
 		return 0, fmt.Errorf("node: takeover: %w", err)
 	}
 	if _, err := n.store.Append(journalResize(g.Size)); err != nil {
@@ -309,4 +324,11 @@ func (n *Node) ecBackoff() {
 		n.ecNoPromote.Store(false)
 		n.setConsistent(n.sec.consistent())
 	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
