@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ec"
+	"github.com/grbd/grbd/internal/nbdclient"
 	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
 )
@@ -105,6 +107,17 @@ func TestECFioKillTwoPeers(t *testing.T) {
 		}
 	}
 	require.Contains(t, string(logb), "takeover done")
+	// A first write: the last block's bytes written back unchanged (fio
+	// verifies what is there next).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cl, err := nbdclient.DialURI(ctx, c.uri(np), nbdclient.Options{})
+	require.NoError(t, err)
+	blk := make([]byte, 4096)
+	require.NoError(t, cl.ReadAt(ctx, blk, cl.Size()-4096))
+	require.NoError(t, cl.WriteAt(ctx, blk, cl.Size()-4096, 0))
+	t.Logf("first write acknowledged by %s %v after the kill", np, time.Since(killed).Round(time.Millisecond))
+	require.NoError(t, cl.Close())
+	cancel()
 	require.Equal(t, int64(cfg.Device.Size), st.DeviceSize)
 	vargs := append(args, "--verify_only", "--verify_state_load=1", "--aux-path="+aux)
 	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(c.uri(np), vargs...)...)
