@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ec"
+	"github.com/grbd/grbd/internal/nbdclient"
 	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
 )
@@ -18,10 +20,14 @@ import (
 // TestECFioKillTwoPeers: 1 full-copy primary + 4 shard peers (ec 2+2) under
 // fio verify writes; two shard peers are killed with SIGKILL mid-run and the
 // writes go on (they are Outdated first). They come back through a
-// re-encoded resync, per-shard verify finds every shard in sync, and after
-// kill -9 of the primary no shard peer takes over (none holds the device);
-// the restarted primary reads back every acknowledged write. Finally every
-// pair of shard images decodes to the primary's image, byte for byte.
+// re-encoded resync, per-shard verify finds every shard in sync. Then the
+// failover: fio writes again (verify state saved, no verify pass), the
+// primary is killed with SIGKILL mid-run, a shard peer takes over (it
+// rebuilds the device from two shards), and fio --verify_only against it
+// reads back every acknowledged write. The old primary returns as a full
+// mirror of the new one. Finally every pair of the remaining shard images
+// decodes to the new primary's image, byte for byte, and the old primary's
+// image equals it.
 func TestECFioKillTwoPeers(t *testing.T) {
 	requireTools(t, "fio")
 	start := time.Now()
@@ -78,38 +84,106 @@ func TestECFioKillTwoPeers(t *testing.T) {
 	vout := run(t, 2*time.Minute, grbdBin, "verify", "--config", cfgPath)
 	require.NotContains(t, vout, "out of sync:", vout)
 
-	// Without the full copy no one serves: a shard peer refuses the role.
+	// Failover: kill -9 of the primary while fio writes. fio saves which
+	// writes completed (verify_state_save); a shard peer takes over.
+	aux := t.TempDir()
+	fargs := append(args, "--do_verify=0", "--verify_state_save=1", "--aux-path="+aux)
+	wg.Go(func() { out, fioErr = runErr(3*time.Minute, "fio", fioVerifyArgs(c.uri("n0"), fargs...)...) })
+	time.Sleep(time.Second)
 	procs["n0"].kill9()
-	time.Sleep(2 * time.Second)
-	for _, n := range []string{"n1", "n2", "n3", "n4"} {
-		st, err := c.status(n)
-		require.NoError(t, err)
-		require.Equal(t, node.RoleSecondary, st.Role, n)
+	killed := time.Now()
+	wg.Wait()
+	t.Logf("fio against the killed primary (expected to fail): %v\n%s", fioErr, fioSummary(out))
+	states, _ := filepath.Glob(filepath.Join(aux, "*verify.state"))
+	require.NotEmpty(t, states, "fio saved no verify state:\n%s", out)
+	np, st := c.waitPrimary([]string{"n1", "n2", "n3", "n4"}, 30*time.Second)
+	t.Logf("%s primary and serving %v after the kill", np, time.Since(killed).Round(time.Millisecond))
+	require.Nil(t, st.Shard, "the new primary is a full copy")
+	logb, err := os.ReadFile(procs[np].log)
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(logb), "\n") {
+		if strings.Contains(l, "takeover done") {
+			t.Logf("%s", l)
+		}
 	}
-	procs["n0"] = c.start("n0", "n0-again")
-	c.waitPeer(30 * time.Second)
-	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(c.uri("n0"), append(args, "--verify_only")...)...)
+	require.Contains(t, string(logb), "takeover done")
+	// A first write: the last block's bytes written back unchanged (fio
+	// verifies what is there next).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cl, err := nbdclient.DialURI(ctx, c.uri(np), nbdclient.Options{})
+	require.NoError(t, err)
+	blk := make([]byte, 4096)
+	require.NoError(t, cl.ReadAt(ctx, blk, cl.Size()-4096))
+	require.NoError(t, cl.WriteAt(ctx, blk, cl.Size()-4096, 0))
+	t.Logf("first write acknowledged by %s %v after the kill", np, time.Since(killed).Round(time.Millisecond))
+	require.NoError(t, cl.Close())
+	cancel()
+	require.Equal(t, int64(cfg.Device.Size), st.DeviceSize)
+	vargs := append(args, "--verify_only", "--verify_state_load=1", "--aux-path="+aux)
+	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(c.uri(np), vargs...)...)
 	require.NotContains(t, out, "verify: bad", "acknowledged writes lost:\n%s", out)
 	require.Contains(t, out, "READ:", out)
+	t.Logf("fio --verify_only against %s %v after the kill:\n%s", np, time.Since(killed).Round(time.Millisecond), fioSummary(out))
+
+	// The old primary comes back as a full mirror of the new one.
+	procs["n0"] = c.startAs("n0", "n0-again", "listening ")
+	require.Eventually(t, func() bool {
+		st, err := c.status(np)
+		if err != nil || len(st.Quorum.Outdated) > 0 {
+			return false
+		}
+		for _, p := range st.Peers {
+			if p.Disk != node.DiskUpToDate || p.Behind != 0 {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 50*time.Millisecond, "n0 never came back UpToDate")
 
 	for _, n := range []string{"n1", "n2", "n3", "n4", "n0"} {
 		procs[n].stop()
 	}
-	requireShardImagesDecode(t, cfg)
+	requireShardImagesDecode(t, cfg, np)
 	t.Logf("EC e2e took %v", time.Since(start).Round(time.Millisecond))
 }
 
+// waitPrimary waits until one of names is a serving primary.
+func (c *replCluster) waitPrimary(names []string, timeout time.Duration) (string, node.Status) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, n := range names {
+			st, err := c.status(n)
+			if err == nil && st.Role == node.RolePrimary && st.Quorum.Serving {
+				return n, st
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("none of %v became a serving primary within %v", names, timeout)
+	return "", node.Status{}
+}
+
 // requireShardImagesDecode decodes the device from every pair of shard
-// images of a stopped 2+2 cluster and compares it with the full copy.
-func requireShardImagesDecode(t *testing.T, cfg *config.Config) {
+// images of a stopped 2+2 cluster and compares it with the full copy of
+// primary, and with n0's.
+func requireShardImagesDecode(t *testing.T, cfg *config.Config, primary string) {
 	t.Helper()
-	want, err := os.ReadFile(filepath.Join(cfg.Nodes[0].DataDir, "data.img"))
+	m, _, err := cfg.Member(primary)
 	require.NoError(t, err)
+	want, err := os.ReadFile(filepath.Join(m.DataDir, "data.img"))
+	require.NoError(t, err)
+	n0, err := os.ReadFile(filepath.Join(cfg.Nodes[0].DataDir, "data.img"))
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, n0), "n0's full copy differs from %s's", primary)
 	g := ec.Geometry{K: 2, M: 2, Chunk: config.ECChunk, Size: int64(cfg.Device.Size)}
 	cd, err := ec.NewCoder(g)
 	require.NoError(t, err)
 	shards := make([][]byte, 4)
 	for h := range shards {
+		if cfg.Nodes[h+1].Name == primary {
+			continue // its slot is vacant: it keeps the full copy
+		}
 		b, err := os.ReadFile(filepath.Join(cfg.Nodes[h+1].DataDir, "data.img"))
 		require.NoError(t, err)
 		require.Equal(t, g.ShardSize(), int64(len(b)), "compact shard image of %s", cfg.Nodes[h+1].Name)
@@ -117,6 +191,9 @@ func requireShardImagesDecode(t *testing.T, cfg *config.Config) {
 	}
 	for i := range shards {
 		for j := i + 1; j < len(shards); j++ {
+			if shards[i] == nil || shards[j] == nil {
+				continue
+			}
 			sub := make([][]byte, len(shards))
 			sub[i], sub[j] = bytes.Clone(shards[i]), bytes.Clone(shards[j])
 			got, err := cd.Decode(sub, 0, g.ShardSize(), 0, g.Size)
@@ -135,4 +212,11 @@ func fioSummary(out string) string {
 		}
 	}
 	return b.String()
+}
+
+// startAs starts data node name and waits for a stdout line starting with
+// wait.
+func (c *replCluster) startAs(name, logName, wait string) *proc {
+	c.t.Helper()
+	return startMember(c.t, c.dir, logName, wait, "node", "--config", c.cfgPath, "--name", name)
 }

@@ -135,7 +135,7 @@ func (n *Node) Status() Status {
 		st.Redundancy = n.cfg.Replication.Redundancy
 		if n.shardPeer() {
 			st.Shard = new(int)
-			*st.Shard = n.ec.shard
+			*st.Shard = n.ec.shardNow()
 			st.DeviceSize = n.ec.cd.G.Size // the store is the shard image
 		}
 	}

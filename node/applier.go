@@ -117,14 +117,30 @@ func (a *applier) applyPending() error {
 			return err
 		}
 	}
+	sa := s.n.shardApplier()
+	if sa != nil {
+		sa.beginLog()
+	}
 	logged, err := s.store.Log(a.pending)
+	if sa != nil {
+		sa.endLog()
+	}
 	if err != nil && len(logged) == 0 {
+		if sa != nil {
+			// Append applies at once: nothing may wait before it.
+			if err := sa.applyAll(); err != nil {
+				return a.nack(a.pending[0].Seq, err)
+			}
+		}
 		// Refused as a whole (say one write out of order): one by one, so
 		// that the writes before the bad one are journaled and acknowledged
 		// as they would have been alone.
 		for _, w := range a.pending {
 			if _, err := s.store.Append(w); err != nil {
 				return a.nack(w.Seq, err)
+			}
+			if sa != nil {
+				sa.appended(w.Seq)
 			}
 			s.journaled.Store(w.Seq)
 		}
@@ -135,6 +151,13 @@ func (a *applier) applyPending() error {
 	// (journal.ReadAt). Every logged write is applied whatever happens.
 	s.journaled.Store(logged[len(logged)-1].Seq)
 	ackErr := a.flushOut()
+	if sa != nil && len(logged) > 0 {
+		// A shard peer applies them once committed (ec_commit.go); their
+		// data stays in this arena, which the next batch must not reuse.
+		sa.add(logged)
+		logged = nil
+		a.arena = nil
+	}
 	for _, l := range logged {
 		if aerr := s.store.Apply(l); aerr != nil {
 			return a.nack(l.Seq, aerr)
@@ -180,6 +203,15 @@ func (a *applier) applyOne(m wire.Message) error {
 			}
 		}
 		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Resize: int64(m.Size)}
+	case *wire.Commit:
+		sa := s.n.shardApplier()
+		if sa == nil {
+			return fmt.Errorf("%w: Commit on a full copy", ErrHandshake)
+		}
+		if f := testIgnoreCommit.Load(); f == nil || !(*f)(s.n.me.Name) {
+			sa.setCommit(m.Seq)
+		}
+		return nil
 	case *wire.ResyncDone:
 		if err := s.markConsistent(); err != nil {
 			return a.nack(m.AsOf, err)
@@ -207,8 +239,18 @@ func (a *applier) applyOne(m wire.Message) error {
 		return fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, w.Epoch, known)
 	}
 	before := s.store.Size()
+	sa := s.n.shardApplier()
+	if sa != nil {
+		// Append applies at once: nothing may wait before it.
+		if err := sa.applyAll(); err != nil {
+			return a.nack(w.Seq, err)
+		}
+	}
 	if _, err := s.store.Append(w); err != nil {
 		return a.nack(w.Seq, err)
+	}
+	if sa != nil {
+		sa.appended(w.Seq)
 	}
 	s.journaled.Store(w.Seq)
 	if w.Resize > before {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync/atomic"
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ec"
@@ -26,9 +27,14 @@ var ErrECUnsupported = errors.New("node: not supported for an erasure-coded reso
 
 // ecNode is a node's erasure-coding state; nil for a mirrored resource.
 type ecNode struct {
-	cd    *ec.Coder
-	shard int // this node's shard, -1 on the full-copy node
+	cd *ec.Coder
+	// shard is this node's shard, -1 on a full-copy node: the first node,
+	// or a shard peer that took over (ec_failover.go).
+	shard atomic.Int32
 }
+
+// shardNow is this node's shard, -1 on a full copy.
+func (e *ecNode) shardNow() int { return int(e.shard.Load()) }
 
 // newECNode builds the EC state of member name, or nil for a mirror.
 func newECNode(cfg *config.Config, name string) (*ecNode, error) {
@@ -40,15 +46,31 @@ func newECNode(cfg *config.Config, name string) (*ecNode, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	return &ecNode{cd: cd, shard: cfg.ShardOf(name)}, nil
+	en := &ecNode{cd: cd}
+	en.shard.Store(int32(cfg.ShardOf(name)))
+	return en, nil
 }
 
 // shardPeer reports whether this node keeps a shard, not a full copy.
-func (n *Node) shardPeer() bool { return n.ec != nil && n.ec.shard >= 0 }
+func (n *Node) shardPeer() bool { return n.ec != nil && n.ec.shardNow() >= 0 }
 
 // setConsistent tells the control plane whether this node may propose
-// itself as primary: never a shard peer, whose store is not the device.
-func (n *Node) setConsistent(ok bool) { n.ctl.SetConsistent(ok && !n.shardPeer()) }
+// itself as primary. A shard peer may once it has followed a primary (its
+// history is not empty: a new cluster elects the full-copy node) and no
+// takeover failed here just now; taking over rebuilds the device first
+// (ec_takeover.go).
+func (n *Node) setConsistent(ok bool) {
+	if n.shardPeer() && (!ecFailover.Load() || n.ecNoPromote.Load() || len(n.history()) == 0) {
+		ok = false
+	}
+	n.ctl.SetConsistent(ok)
+}
+
+// ecFailover enables the failover to a shard peer (docs/erasure.md,
+// "Failover"); without it a shard peer never takes the primary role.
+var ecFailover atomic.Bool
+
+func init() { ecFailover.Store(true) }
 
 // ecShards is the encoded part of one client write: every shard's bytes of
 // shard range [a, b), or, for zeroing of whole stripes, zero (all shards

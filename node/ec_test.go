@@ -51,7 +51,7 @@ func (c *testCluster) requireShardsDecode(p *Node) {
 		img := make([]byte, g.ShardSize())
 		require.Equal(c.t, g.ShardSize(), n.store.Size(), "compact shard image")
 		require.NoError(c.t, n.store.ReadAt(img, 0))
-		shards[n.ec.shard] = img
+		shards[n.ec.shardNow()] = img
 	}
 	for i := range shards {
 		for j := i + 1; j < len(shards); j++ {
@@ -148,7 +148,11 @@ func TestECVerifyRepairsAShard(t *testing.T) {
 	c.requireShardsDecode(p)
 }
 
-func TestECShardPeerNeverPromotes(t *testing.T) {
+// With the failover to shard peers switched off (ecFailover), a shard peer
+// never takes the primary role.
+func TestECShardPeerNeverPromotesWhenDisabled(t *testing.T) {
+	ecFailover.Store(false)
+	t.Cleanup(func() { ecFailover.Store(true) })
 	c := newTestCluster(t, 5, false, ecConf)
 	p := c.primary()
 	ecWrites(t, p, rand.New(rand.NewPCG(7, 8)), 20)

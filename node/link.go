@@ -39,6 +39,11 @@ const (
 // Extents message with its own regions to resync follows the Hello.
 const helloFlagInconsistent uint32 = 1
 
+// helloFlagFullCopy in a secondary's Hello of an erasure-coded resource:
+// its store is a full copy of the device (the first node, or a shard peer
+// that took over), not its configured shard.
+const helloFlagFullCopy uint32 = 2
+
 const (
 	// queueLimit bounds the bytes a catch-up or resync may queue for a peer
 	// before it waits for the sender; live writes never wait here.
@@ -354,6 +359,14 @@ func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hell
 		return nil, nil, fmt.Errorf("%w: peer says it is %q", ErrHandshake, h.From)
 	}
 	hc := *h
+	if p.n.ec != nil && (hc.Flags&helloFlagFullCopy != 0) != (l.shard < 0) {
+		// Shard pieces must never reach a full copy, nor device writes a
+		// shard: a node that took over keeps a full copy in the slot of its
+		// configured shard (docs/erasure.md, "Failover").
+		return nil, nil, fmt.Errorf("%w: %s keeps %s, this primary expects %s", ErrHandshake, l.name,
+			map[bool]string{true: "a full copy", false: "a shard"}[hc.Flags&helloFlagFullCopy != 0],
+			map[bool]string{true: "a full copy", false: fmt.Sprintf("shard %d", l.shard)}[l.shard < 0])
+	}
 	if hc.Flags&helloFlagInconsistent == 0 {
 		return &hc, nil, nil
 	}

@@ -98,9 +98,18 @@ type Node struct {
 	ctl    *ctlplane.Driver
 	proto  replicator.Protocol
 	ec     *ecNode // erasure coding (docs/erasure.md); nil for mirrors
-	ctx    context.Context
-	cancel context.CancelFunc
-	bg     sync.WaitGroup
+	// sa defers a shard peer's image writes until committed (ec_commit.go);
+	// nil on a full copy.
+	sa *shardApply
+	// ecSettled is 1 + the position this shard peer settled at for a
+	// takeover in this run (0: none); it serves ShardRead only there.
+	ecSettled atomic.Uint64
+	// ecNoPromote: a takeover failed here recently (ec_takeover.go).
+	ecNoPromote  atomic.Bool
+	lastTakeover atomic.Pointer[takeoverStats]
+	ctx          context.Context
+	cancel       context.CancelFunc
+	bg           sync.WaitGroup
 
 	roleMu   sync.Mutex
 	prim     *primary                // the current primary instance, nil on a secondary
@@ -185,6 +194,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 // open builds every part; on error abort releases what was opened.
 func (n *Node) open() error {
 	cfg, me := n.cfg, n.me
+	n.ecOpenLayout()
 	// device.size is the size a store is created with; an existing store
 	// has its own (it grows through grbd resize), checked below.
 	exists, err := journal.StoreExists(nil, me.DataDir)
@@ -212,14 +222,20 @@ func (n *Node) open() error {
 		// A store made for another layout (a mirror, another K+M or device
 		// size): its bytes are not this shard and must not be served as it.
 		return fmt.Errorf("node %s: %w: the store in %s has %d bytes, shard %d of %s needs %d (replication.redundancy or device.size changed? start from an empty data-dir)",
-			me.Name, ErrECUnsupported, me.DataDir, n.store.Size(), n.ec.shard, cfg.Replication.Redundancy, n.ec.cd.G.ShardSize())
+			me.Name, ErrECUnsupported, me.DataDir, n.store.Size(), n.ec.shardNow(), cfg.Replication.Redundancy, n.ec.cd.G.ShardSize())
 	}
 	n.checkSize()
+	if n.shardPeer() {
+		n.sa = newShardApply(n)
+	}
 	if err := n.loadHistory(); err != nil {
 		return err
 	}
 	if n.sec, err = newSecondary(n); err != nil {
 		return err
+	}
+	if err := n.ecRecover(); err != nil {
+		return fmt.Errorf("node %s: %w", me.Name, err)
 	}
 	if n.ctl, err = ctlplane.Open(member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)); err != nil {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
@@ -274,6 +290,9 @@ func (n *Node) abort() {
 	if n.mesh != nil {
 		n.mesh.Close()
 	}
+	if n.sa != nil {
+		_ = n.sa.close()
+	}
 	if n.store != nil {
 		n.store.Close()
 	}
@@ -299,6 +318,9 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		n.sec.close()
 		n.mesh.Close()
+		if n.sa != nil {
+			errs = append(errs, n.sa.close())
+		}
 		errs = append(errs, n.store.Close())
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped", "err", n.closeErr)

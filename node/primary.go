@@ -67,6 +67,8 @@ type primary struct {
 	err      error // set by stop: every waiter fails with it
 	state    quorum.State
 	fencedAt time.Time // when the lease was lost (zero while serving)
+	// commitSent is the last Commit sent to the shard peers (ec_commit.go).
+	commitSent uint64
 
 	// rmu guards inflight: writes appended locally but not yet released,
 	// which reads of overlapping ranges wait for (a read never returns data
@@ -299,6 +301,7 @@ func (p *primary) releaseLocked() {
 			delete(p.waiters, id)
 		}
 	}
+	p.ecCommitLocked()
 }
 
 // onState applies the control plane's Outdated set: a peer whose Outdate

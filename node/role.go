@@ -56,11 +56,10 @@ func (n *Node) reconcile() {
 // the new epoch before any write of it, and a link to every other data
 // node starts. Caller holds roleMu.
 func (n *Node) startPrimaryLocked(st quorum.Status) {
-	if n.shardPeer() {
+	if n.shardPeer() && !ecFailover.Load() {
 		// Its store is one shard, not the device: serving it would return
-		// garbage. A shard peer never proposes itself (setConsistent); this
-		// catches a forced promotion (docs/erasure.md, "Failover").
-		n.log.Error("promoted, but this node keeps an erasure-code shard, not a full copy: refusing the primary role", "epoch", st.Epoch, "shard", n.ec.shard)
+		// garbage (docs/erasure.md, "Failover").
+		n.log.Error("promoted, but this node keeps an erasure-code shard, not a full copy: refusing the primary role", "epoch", st.Epoch, "shard", n.ec.shardNow())
 		_ = n.ctl.RequestDemote()
 		return
 	}
@@ -70,6 +69,11 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		// consistent node takes over.
 		n.log.Error("promoted while Inconsistent: refusing the primary role", "epoch", st.Epoch)
 		_ = n.ctl.RequestDemote()
+		return
+	}
+	if n.shardPeer() && !n.ecStartPrimary(st) {
+		// Its store is one shard: it serves only once it rebuilt the
+		// device from K shards (ec_takeover.go).
 		return
 	}
 	n.sec.stopSessions()

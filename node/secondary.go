@@ -198,6 +198,7 @@ func (s *secondary) session(peer string, c net.Conn) error {
 		return fmt.Errorf("%w: primary %q has stale epoch %d < %d", ErrHandshake, h.From, h.Epoch, s.epoch.Load())
 	}
 	s.epoch.Store(max(s.epoch.Load(), h.Epoch))
+	s.n.ecSettled.Store(0) // a settled position serves reads until a primary connects
 	s.mu.Lock()
 	if _, ok := s.sessions[c]; ok {
 		s.sessions[c] = h.Epoch
@@ -207,6 +208,9 @@ func (s *secondary) session(peer string, c net.Conn) error {
 	me, extents, err := s.agree(c, h, hist)
 	if err != nil {
 		return err
+	}
+	if s.n.ec != nil && !s.n.shardPeer() {
+		me.Flags |= helloFlagFullCopy
 	}
 	if err := w.WriteMsg(me); err != nil {
 		return err
@@ -284,7 +288,14 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 		return nil, nil, fmt.Errorf("%w: diverged from %s after seq %d", ErrSplitBrain, h.From, d.Common)
 	}
 	from := d.Common
+	sa := s.n.shardApplier()
 	if rs == nil && !d.Diverged {
+		if sa != nil {
+			// Writes a primary of this history logged: this one has them.
+			if err := sa.applyAll(); err != nil {
+				return nil, nil, err
+			}
+		}
 		if err := s.n.setHistory(mine.Adopt(pri, from)); err != nil {
 			return nil, nil, err
 		}
@@ -311,6 +322,13 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 	}
 	if err := s.saveResync(&next); err != nil {
 		return nil, nil, err
+	}
+	if sa != nil {
+		// Records above from are forgotten (the resync state persisted
+		// above covers their regions): no rewind may wait for them.
+		if err := sa.settle(from, true); err != nil {
+			return nil, nil, err
+		}
 	}
 	if _, err := s.store.Rewind(from); err != nil {
 		return nil, nil, fmt.Errorf("node: rewind to %d: %w", from, err)

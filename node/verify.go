@@ -243,6 +243,12 @@ func (n *Node) serveAdmin(peer string, s net.Conn) {
 		if err != nil {
 			return
 		}
+		if ok, err := n.serveShard(w, m); ok {
+			if err != nil || w.Flush() != nil {
+				return
+			}
+			continue
+		}
 		if breq, ok := m.(*wire.BlockRequest); ok {
 			if err := n.serveBlock(w, breq); err != nil {
 				return

@@ -38,6 +38,7 @@ const (
 	TypeInvalidate = "invalidate"  // the operator ran grbd invalidate
 	TypeResize     = "resize"      // the device grew to Bytes (grbd resize, applied in sequence order)
 	TypeCorrupt    = "corrupt"     // a block failed its checksum: State repaired (from Peer) or failed (the read got EIO)
+	TypeTakeover   = "takeover"    // an erasure-code shard peer took over as primary: State done (rebuilt Bytes) or failed
 	// Written by `grbd events` itself, never by a member.
 	TypeUnreachable = "unreachable" // the member's admin endpoint does not answer
 	TypeReachable   = "reachable"   // it answers again

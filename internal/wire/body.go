@@ -8,27 +8,33 @@ import "fmt"
 // Fixed body sizes (bytes before any trailing Data, Sums or strings). Part of
 // the format: do not change.
 const (
-	helloFixed        = 45 // then Cluster and From strings
-	writeFixed        = 24 // then Data
-	zeroSize          = 32
-	ackSize           = 9
-	flushSize         = 16
-	flushAckSize      = 20
-	resyncReqSize     = 9
-	resyncDataFixed   = 16 // then Data
-	resyncDoneSize    = 8
-	nackFixed         = 12 // then Reason string
-	pingSize          = 16
-	verifyReqSize     = 32
-	verifyReplyFixed  = 28 // then Sums
-	controlFixed      = 17 // then Data
-	historyFixed      = 10 // then entries
-	extentsFixed      = 8  // then extents
-	authChallengeSize = 1 + NonceSize
-	authProofSize     = MACSize
-	resizeSize        = 28
-	blockRequestSize  = 20
-	blockDataFixed    = 24 // then Data
+	helloFixed          = 45 // then Cluster and From strings
+	writeFixed          = 24 // then Data
+	zeroSize            = 32
+	ackSize             = 9
+	flushSize           = 16
+	flushAckSize        = 20
+	resyncReqSize       = 9
+	resyncDataFixed     = 16 // then Data
+	resyncDoneSize      = 8
+	nackFixed           = 12 // then Reason string
+	pingSize            = 16
+	verifyReqSize       = 32
+	verifyReplyFixed    = 28 // then Sums
+	controlFixed        = 17 // then Data
+	historyFixed        = 10 // then entries
+	extentsFixed        = 8  // then extents
+	authChallengeSize   = 1 + NonceSize
+	authProofSize       = MACSize
+	resizeSize          = 28
+	blockRequestSize    = 20
+	blockDataFixed      = 24 // then Data
+	commitSize          = 8
+	shardStateSize      = 16
+	shardStateReplySize = 36
+	shardSettleSize     = 24
+	shardReadSize       = 36
+	shardDataFixed      = 24 // then Data
 
 	// maxFixed bounds what plan appends: a StreamOpen with three maximal
 	// strings (longer than a Hello with two).

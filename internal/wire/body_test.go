@@ -62,6 +62,12 @@ func TestMalformedBodies(t *testing.T) {
 		{"block request short", TypeBlockRequest, 0, cat(u64(1), u64(0))},
 		{"block data empty", TypeBlockData, 0, cat(u64(1), u64(0), u64(3))},
 		{"block data short", TypeBlockData, 0, cat(u64(1), u64(0))},
+		{"shard state reply unknown flag", TypeShardStateReply, 0, cat(u64(1), u64(5), u64(4), u64(2), u32(2))},
+		{"shard state reply applied past last", TypeShardStateReply, 0, cat(u64(1), u64(5), u64(6), u64(2), u32(1))},
+		{"shard read length 0", TypeShardRead, 0, cat(u64(1), u64(2), u64(3), u64(0), u32(0))},
+		{"shard read too long", TypeShardRead, 0, cat(u64(1), u64(2), u64(3), u64(0), u32(MaxShardRead+1))},
+		{"shard data empty", TypeShardData, 0, cat(u64(1), u64(0), u64(3))},
+		{"shard data short", TypeShardData, 0, cat(u64(1), u64(0))},
 	}
 	// Every fixed-size body one byte short and one byte long; every type
 	// with a reserved flag bit set.
@@ -69,7 +75,7 @@ func TestMalformedBodies(t *testing.T) {
 		typ := c.msg.Type()
 		cases = append(cases, bad{c.name + "/reserved flag", typ, c.flags | 1<<3, c.body})
 		switch typ {
-		case TypeWrite, TypeResyncData, TypeControl, TypeBlockData:
+		case TypeWrite, TypeResyncData, TypeControl, TypeBlockData, TypeShardData:
 			continue // any length past the fixed part is valid Data
 		}
 		cases = append(cases,

@@ -424,6 +424,22 @@ func Clone(m Message) Message {
 		return c
 	case *AuthProof:
 		return cloneVal(v)
+	case *Commit:
+		return cloneVal(v)
+	case *ShardState:
+		return cloneVal(v)
+	case *ShardStateReply:
+		return cloneVal(v)
+	case *ShardSettle:
+		return cloneVal(v)
+	case *ShardRead:
+		return cloneVal(v)
+	case *ShardData:
+		c := cloneVal(v)
+		if c != nil && v.Data != nil {
+			c.Data = slices.Clone(v.Data)
+		}
+		return c
 	}
 	return nil
 }

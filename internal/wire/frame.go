@@ -112,32 +112,45 @@ const (
 	TypeResize        Type = 21
 	TypeBlockRequest  Type = 22
 	TypeBlockData     Type = 23
+	// 24..39 are unassigned. Erasure-coded failover (shard.go):
+	TypeCommit          Type = 40
+	TypeShardState      Type = 41
+	TypeShardStateReply Type = 42
+	TypeShardSettle     Type = 43
+	TypeShardRead       Type = 44
+	TypeShardData       Type = 45
 )
 
 var typeNames = [...]string{
-	TypeHello:         "Hello",
-	TypeWrite:         "Write",
-	TypeZero:          "Zero",
-	TypeAck:           "Ack",
-	TypeFlush:         "Flush",
-	TypeFlushAck:      "FlushAck",
-	TypeResyncRequest: "ResyncRequest",
-	TypeResyncData:    "ResyncData",
-	TypeResyncDone:    "ResyncDone",
-	TypeNack:          "Nack",
-	TypePing:          "Ping",
-	TypePong:          "Pong",
-	TypeVerifyRequest: "VerifyRequest",
-	TypeVerifyReply:   "VerifyReply",
-	TypeStreamOpen:    "StreamOpen",
-	TypeControl:       "Control",
-	TypeHistory:       "History",
-	TypeExtents:       "Extents",
-	TypeAuthChallenge: "AuthChallenge",
-	TypeAuthProof:     "AuthProof",
-	TypeResize:        "Resize",
-	TypeBlockRequest:  "BlockRequest",
-	TypeBlockData:     "BlockData",
+	TypeHello:           "Hello",
+	TypeWrite:           "Write",
+	TypeZero:            "Zero",
+	TypeAck:             "Ack",
+	TypeFlush:           "Flush",
+	TypeFlushAck:        "FlushAck",
+	TypeResyncRequest:   "ResyncRequest",
+	TypeResyncData:      "ResyncData",
+	TypeResyncDone:      "ResyncDone",
+	TypeNack:            "Nack",
+	TypePing:            "Ping",
+	TypePong:            "Pong",
+	TypeVerifyRequest:   "VerifyRequest",
+	TypeVerifyReply:     "VerifyReply",
+	TypeStreamOpen:      "StreamOpen",
+	TypeControl:         "Control",
+	TypeHistory:         "History",
+	TypeExtents:         "Extents",
+	TypeAuthChallenge:   "AuthChallenge",
+	TypeAuthProof:       "AuthProof",
+	TypeResize:          "Resize",
+	TypeBlockRequest:    "BlockRequest",
+	TypeBlockData:       "BlockData",
+	TypeCommit:          "Commit",
+	TypeShardState:      "ShardState",
+	TypeShardStateReply: "ShardStateReply",
+	TypeShardSettle:     "ShardSettle",
+	TypeShardRead:       "ShardRead",
+	TypeShardData:       "ShardData",
 }
 
 func (t Type) String() string {
@@ -221,6 +234,18 @@ func planOf(m Message, dst []byte) (p plan, err error) {
 	case *BlockRequest:
 		p, err = v.plan(dst)
 	case *BlockData:
+		p, err = v.plan(dst)
+	case *Commit:
+		p, err = v.plan(dst)
+	case *ShardState:
+		p, err = v.plan(dst)
+	case *ShardStateReply:
+		p, err = v.plan(dst)
+	case *ShardSettle:
+		p, err = v.plan(dst)
+	case *ShardRead:
+		p, err = v.plan(dst)
+	case *ShardData:
 		p, err = v.plan(dst)
 	default:
 		// Only nil reaches here (the interface is sealed). Formatting m
@@ -397,6 +422,18 @@ func newMessage(t Type) Message {
 		return new(BlockRequest)
 	case TypeBlockData:
 		return new(BlockData)
+	case TypeCommit:
+		return new(Commit)
+	case TypeShardState:
+		return new(ShardState)
+	case TypeShardStateReply:
+		return new(ShardStateReply)
+	case TypeShardSettle:
+		return new(ShardSettle)
+	case TypeShardRead:
+		return new(ShardRead)
+	case TypeShardData:
+		return new(ShardData)
 	}
 	return nil
 }

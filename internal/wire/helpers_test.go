@@ -213,6 +213,14 @@ func msgCases(big bool) []msgCase {
 		{name: "resize/resync", msg: &Resize{Seq: 78, Epoch: 3, Size: 1 << 40, Flags: ResizeResync}, body: cat(u64(78), u64(3), u64(1<<40), u32(1))},
 		{name: "block request", msg: &BlockRequest{ID: 5, Offset: 8192, Length: 4096}, body: cat(u64(5), u64(8192), u32(4096))},
 		{name: "block data", msg: &BlockData{ID: 5, Offset: 8192, Seq: 99, Data: []byte("abcd")}, body: cat(u64(5), u64(8192), u64(99), []byte("abcd"))},
+		{name: "commit", msg: &Commit{Seq: 1234}, body: u64(1234)},
+		{name: "shard state", msg: &ShardState{ID: 3, Epoch: 7}, body: cat(u64(3), u64(7))},
+		{name: "shard state reply", msg: &ShardStateReply{ID: 3, LastSeq: 90, Applied: 88, Epoch: 7, Flags: ShardStateConsistent},
+			body: cat(u64(3), u64(90), u64(88), u64(7), u32(1))},
+		{name: "shard settle", msg: &ShardSettle{ID: 4, Epoch: 7, Seq: 89}, body: cat(u64(4), u64(7), u64(89))},
+		{name: "shard read", msg: &ShardRead{ID: 5, Epoch: 7, Seq: 89, Offset: 65536, Length: 4096},
+			body: cat(u64(5), u64(7), u64(89), u64(65536), u32(4096))},
+		{name: "shard data", msg: &ShardData{ID: 5, Offset: 65536, Seq: 89, Data: []byte("shard")}, body: cat(u64(5), u64(65536), u64(89), []byte("shard"))},
 	}
 	if big {
 		return cases

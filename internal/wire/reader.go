@@ -48,6 +48,12 @@ type slots struct {
 	resize        Resize
 	blockRequest  BlockRequest
 	blockData     BlockData
+	commit        Commit
+	shardState    ShardState
+	shardReply    ShardStateReply
+	shardSettle   ShardSettle
+	shardRead     ShardRead
+	shardData     ShardData
 }
 
 func (s *slots) get(t Type) Message {
@@ -98,6 +104,18 @@ func (s *slots) get(t Type) Message {
 		return &s.blockRequest
 	case TypeBlockData:
 		return &s.blockData
+	case TypeCommit:
+		return &s.commit
+	case TypeShardState:
+		return &s.shardState
+	case TypeShardStateReply:
+		return &s.shardReply
+	case TypeShardSettle:
+		return &s.shardSettle
+	case TypeShardRead:
+		return &s.shardRead
+	case TypeShardData:
+		return &s.shardData
 	}
 	return nil
 }

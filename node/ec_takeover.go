@@ -1,0 +1,334 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/vfs"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/quorum"
+)
+
+// The taking-over side of the failover to a shard peer (ec_failover.go).
+
+const (
+	// takeoverTimeout bounds one takeover (state, settle, rebuild).
+	takeoverTimeout = 60 * time.Second
+	// shardCallTimeout bounds one request to a shard peer.
+	shardCallTimeout = 5 * time.Second
+	// shardDialTimeout: a shard peer whose member link is not up within
+	// this is not reached (a lost peer must not delay the takeover).
+	shardDialTimeout = time.Second
+	// rebuildBytes is the device bytes decoded per step.
+	rebuildBytes = 1 << 20
+)
+
+// takeoverStats is what a takeover reports.
+type takeoverStats struct {
+	D        uint64
+	Used     []string
+	Bytes    int64
+	Duration time.Duration
+}
+
+// shardConn is an admin stream to one shard peer.
+type shardConn struct {
+	name string
+	s    net.Conn
+	r    *wire.Reader
+	w    *wire.Writer
+	id   uint64
+}
+
+func (n *Node) dialShard(ctx context.Context, name string) (*shardConn, error) {
+	octx, cancel := context.WithTimeout(ctx, shardDialTimeout)
+	defer cancel()
+	s, err := n.mesh.Open(octx, name, wire.StreamAdmin)
+	if err != nil {
+		return nil, fmt.Errorf("node: shard peer %s: %w", name, err)
+	}
+	return &shardConn{name: name, s: s, r: wire.NewReader(s), w: wire.NewWriter(s)}, nil
+}
+
+// call sends m (its ID set by the caller from next()) and reads the reply.
+func (c *shardConn) call(m wire.Message) (wire.Message, error) {
+	_ = c.s.SetDeadline(time.Now().Add(shardCallTimeout))
+	if err := c.w.WriteMsg(m); err != nil {
+		return nil, fmt.Errorf("node: shard peer %s: %w", c.name, err)
+	}
+	if err := c.w.Flush(); err != nil {
+		return nil, fmt.Errorf("node: shard peer %s: %w", c.name, err)
+	}
+	r, err := c.r.ReadMsg()
+	if err != nil {
+		return nil, fmt.Errorf("node: shard peer %s: %w", c.name, err)
+	}
+	if nk, ok := r.(*wire.Nack); ok {
+		return nil, fmt.Errorf("%w: %s refused: code %d: %s", ErrShardUnusable, c.name, nk.Code, nk.Reason)
+	}
+	return wire.Clone(r), nil
+}
+
+func (c *shardConn) next() uint64 { c.id++; return c.id }
+
+// state asks for the peer's journal position (ShardState or ShardSettle).
+func (c *shardConn) state(m wire.Message) (*wire.ShardStateReply, error) {
+	r, err := c.call(m)
+	if err != nil {
+		return nil, err
+	}
+	sr, ok := r.(*wire.ShardStateReply)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s answered %v", ErrShardUnusable, c.name, r.Type())
+	}
+	return sr, nil
+}
+
+// ecTakeover rebuilds the device into this shard peer's store before it
+// serves as primary of st.Epoch. Caller holds roleMu.
+func (n *Node) ecTakeover(st quorum.Status) (takeoverStats, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(n.ctx, takeoverTimeout)
+	defer cancel()
+	n.sec.stopSessions()
+	if err := n.sec.fence(st.Epoch); err != nil {
+		return takeoverStats{}, err
+	}
+	g := n.ec.cd.G
+	me := n.ec.shardNow()
+
+	// a. Every reachable shard peer's position, this node's too.
+	survivors := []shardSurvivor{{Name: n.me.Name, Shard: me, Reached: true, Outdated: st.IsOutdated(n.me.Name),
+		Consistent: n.sec.consistent(), Last: n.store.LastSeq(), Applied: min(n.sa.applied.Load(), n.store.LastSeq())}}
+	conns := map[int]*shardConn{}
+	defer func() {
+		for _, c := range conns {
+			c.s.Close()
+		}
+	}()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range n.cfg.Nodes {
+		h := n.cfg.ShardOf(m.Name)
+		if h < 0 || m.Name == n.me.Name {
+			continue
+		}
+		wg.Go(func() {
+			sv := shardSurvivor{Name: m.Name, Shard: h, Outdated: st.IsOutdated(m.Name)}
+			c, err := n.dialShard(ctx, m.Name)
+			var r *wire.ShardStateReply
+			if err == nil {
+				r, err = c.state(&wire.ShardState{ID: c.next(), Epoch: st.Epoch})
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				n.log.Warn("takeover: shard peer not usable", "peer", m.Name, "err", err)
+				if c != nil {
+					c.s.Close()
+				}
+			} else {
+				sv.Reached, sv.Consistent, sv.Last, sv.Applied = true, r.Flags&wire.ShardStateConsistent != 0, r.LastSeq, r.Applied
+				conns[h] = c
+			}
+			survivors = append(survivors, sv)
+		})
+	}
+	wg.Wait()
+
+	// b. The position and the usable survivors.
+	plan, err := planTakeover(g.K, survivors)
+	if err != nil {
+		return takeoverStats{}, fmt.Errorf("%w (survivors: %+v)", err, survivors)
+	}
+	n.log.Info("takeover: rebuilding the device from shard peers", "seq", plan.D, "usable", len(plan.Usable))
+
+	// c. Settle the usable ones at D, until K are, this node first (its
+	// reads are local).
+	slices.SortStableFunc(plan.Usable, func(a, b shardSurvivor) int {
+		return cmp.Compare(boolInt(a.Shard != me), boolInt(b.Shard != me))
+	})
+	readers := map[int]func(a, b int64) ([]byte, error){}
+	var used []string
+	for _, s := range plan.Usable {
+		if len(readers) == g.K {
+			break
+		}
+		if s.Shard == me {
+			if err := n.ecSettle(plan.D); err != nil {
+				n.log.Warn("takeover: cannot settle own shard", "err", err)
+				continue
+			}
+			readers[me] = func(a, b int64) ([]byte, error) {
+				buf := make([]byte, b-a)
+				return buf, n.store.ReadAt(buf, a)
+			}
+			used = append(used, s.Name)
+			continue
+		}
+		c := conns[s.Shard]
+		r, err := c.state(&wire.ShardSettle{ID: c.next(), Epoch: st.Epoch, Seq: plan.D})
+		if err != nil || r.LastSeq != plan.D {
+			n.log.Warn("takeover: shard peer did not settle", "peer", s.Name, "err", err)
+			continue
+		}
+		readers[s.Shard] = c.reader(st.Epoch, plan.D)
+		used = append(used, s.Name)
+	}
+	if len(readers) < g.K {
+		return takeoverStats{}, fmt.Errorf("%w: %d settled at %d, need %d", ErrTooFewShards, len(readers), plan.D, g.K)
+	}
+	if err := ctx.Err(); err != nil {
+		return takeoverStats{}, err
+	}
+
+	// d. Rebuild into this node's own store.
+	bytes, err := n.ecRebuild(plan.D, readers)
+	if err != nil {
+		return takeoverStats{}, err
+	}
+	return takeoverStats{D: plan.D, Used: used, Bytes: bytes, Duration: time.Since(start)}, nil
+}
+
+// reader returns the peer's shard bytes [a, b) at position d.
+func (c *shardConn) reader(epoch, d uint64) func(a, b int64) ([]byte, error) {
+	return func(a, b int64) ([]byte, error) {
+		out := make([]byte, 0, b-a)
+		for off := a; off < b; {
+			n := min(b-off, wire.MaxShardRead)
+			r, err := c.call(&wire.ShardRead{ID: c.next(), Epoch: epoch, Seq: d, Offset: uint64(off), Length: uint32(n)})
+			if err != nil {
+				return nil, err
+			}
+			sd, ok := r.(*wire.ShardData)
+			if !ok || sd.Seq != d || sd.Offset != uint64(off) || int64(len(sd.Data)) != n {
+				return nil, fmt.Errorf("%w: %s: bad ShardData for [%d,+%d)", ErrShardUnusable, c.name, off, n)
+			}
+			out = append(out, sd.Data...)
+			off += n
+		}
+		return out, nil
+	}
+}
+
+// ecRebuild turns this node's shard store, settled at d, into a full copy
+// of the device at d, decoded from readers (K shards at d; this node's own
+// shard may be one of them). Stripes are rebuilt from the last to the
+// first: stripe s is written over shard bytes of chunks >= s, all read
+// already. The writes are journaled (checksums follow), then the journal
+// is rewound to d: the store is the device as of d with no record to
+// replay. A crash before the end leaves takeoverFile: the node restarts as
+// an Inconsistent full copy (ecRecover).
+func (n *Node) ecRebuild(d uint64, readers map[int]func(a, b int64) ([]byte, error)) (int64, error) {
+	g := n.ec.cd.G
+	dir := n.me.DataDir
+	if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(dir, takeoverFile), []byte(fmt.Sprintln(d))); err != nil {
+		return 0, fmt.Errorf("node: takeover: %w", err)
+	}
+	// This node's own shard may not be one of the K (unusable, or not
+	// needed): its pending writes must not hold the final rewind's
+	// checkpoint back. Its image is overwritten anyway.
+	if err := n.sa.settle(d, true); err != nil {
+		return 0, fmt.Errorf("node: takeover: %w", err)
+	}
+	if _, err := n.store.Append(journalResize(g.Size)); err != nil {
+		return 0, fmt.Errorf("node: takeover: grow the store to %d: %w", g.Size, err)
+	}
+	per := max(1, rebuildBytes/g.StripeBytes()) // stripes per step
+	var total int64
+	for hi := g.Stripes(); hi > 0; hi -= per {
+		lo := max(0, hi-per)
+		a, b := lo*g.Chunk, hi*g.Chunk
+		off, end := lo*g.StripeBytes(), min(hi*g.StripeBytes(), g.Size)
+		shards := make([][]byte, g.Shards())
+		var wg sync.WaitGroup
+		errs := make([]error, g.Shards())
+		for h, read := range readers {
+			wg.Go(func() { shards[h], errs[h] = read(a, b) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return total, fmt.Errorf("node: takeover: read shards [%d,%d): %w", a, b, err)
+		}
+		data, err := n.ec.cd.Decode(shards, a, b, off, end)
+		if err != nil {
+			return total, fmt.Errorf("node: takeover: decode [%d,%d): %w", off, end, err)
+		}
+		if _, err := n.store.Append(journal.Write{Offset: off, Data: data}); err != nil {
+			return total, fmt.Errorf("node: takeover: write [%d,%d): %w", off, end, err)
+		}
+		total += end - off
+	}
+	if _, err := n.store.Rewind(d); err != nil {
+		return total, fmt.Errorf("node: takeover: rewind to %d: %w", d, err)
+	}
+	if err := n.store.Sync(d); err != nil {
+		return total, fmt.Errorf("node: takeover: %w", err)
+	}
+	if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(dir, fullCopyFile), nil); err != nil {
+		return total, fmt.Errorf("node: takeover: %w", err)
+	}
+	n.ec.shard.Store(-1)
+	if err := removeSynced(dir, takeoverFile); err != nil {
+		return total, err
+	}
+	return total, nil
+}
+
+// journalResize is a resize record to size bytes (the same size: changes
+// nothing, but is journaled).
+func journalResize(size int64) journal.Write { return journal.Write{Resize: size} }
+
+// ecStartPrimary runs the takeover when a shard peer is promoted; false
+// when it failed and the role was given back. Caller holds roleMu.
+func (n *Node) ecStartPrimary(st quorum.Status) bool {
+	stats, err := n.ecTakeover(st)
+	if err != nil {
+		n.log.Error("takeover failed: not serving", "epoch", st.Epoch, "err", err)
+		n.events.Add(Event{Type: events.TypeTakeover, State: events.StateFailed, Epoch: st.Epoch,
+			Cause: "promoted while keeping an erasure-code shard", Detail: err.Error()})
+		if fileExists(n.me.DataDir, takeoverFile) || fileExists(n.me.DataDir, settleFile) {
+			// Half rebuilt or half settled: neither the shard nor the
+			// device. An Inconsistent full copy from now on.
+			if rerr := n.ecRecover(); rerr != nil {
+				n.log.Error("takeover: cannot mark the disk Inconsistent", "err", rerr)
+			}
+		}
+		n.ecBackoff()
+		_ = n.ctl.RequestDemote()
+		return false
+	}
+	detail := fmt.Sprintf("rebuilt %d bytes at seq %d from %v in %v", stats.Bytes, stats.D, stats.Used, stats.Duration.Round(time.Millisecond))
+	n.log.Info("takeover done: this node is now a full copy", "seq", stats.D, "used", stats.Used, "bytes", stats.Bytes, "duration", stats.Duration)
+	n.events.Add(Event{Type: events.TypeTakeover, State: events.StateDone, Epoch: st.Epoch, Bytes: stats.Bytes,
+		Cause: "promoted while keeping an erasure-code shard: rebuilt the device from K shards", Detail: detail})
+	n.lastTakeover.Store(&stats)
+	return true
+}
+
+// ecBackoff keeps a shard peer whose takeover failed from proposing
+// itself again for a while.
+func (n *Node) ecBackoff() {
+	n.ecNoPromote.Store(true)
+	n.setConsistent(n.sec.consistent())
+	time.AfterFunc(3*time.Second, func() {
+		n.ecNoPromote.Store(false)
+		n.setConsistent(n.sec.consistent())
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
