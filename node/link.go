@@ -1,13 +1,11 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -597,109 +595,6 @@ func (l *link) startLiveLocked(target uint64) {
 	p.coreMu.Unlock()
 }
 
-// resync copies every region changed after from, and the extra regions the
-// peer asked for, each read under the write lock and journaled as a fresh
-// record so that it is ordered with live writes on the data stream
-// (docs/replication.md, "Region resync").
-func (l *link) resync(from uint64, extra []journal.Extent) error {
-	p := l.p
-	l.disk.Store(DiskInconsistent)
-	p.mu.Lock()
-	extents := mergeExtents(append(p.store.ChangedSince(from), extra...))
-	if l.shard >= 0 {
-		extents = ecStripeExtents(p.n.ec.cd.G, extents)
-	}
-	var total int64
-	for _, e := range extents {
-		total += e.Length
-	}
-	l.resyncTotal.Store(total)
-	l.resyncDone.Store(0)
-	l.resyncStart.Store(time.Now().UnixNano())
-	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra), "bytes", total)
-	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateStarted, Bytes: total,
-		Cause: resyncCause(from, extra, p.store.Size()), Detail: fmt.Sprintf("%d bytes in %d regions", total, len(extents))})
-	if err := l.announceSize(); err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	rate := int64(p.n.cfg.Replication.ResyncRate)
-	start := time.Now()
-	first := true
-	for _, e := range extents {
-		for off := e.Offset; off < e.Offset+e.Length; off += resyncChunk {
-			if !first {
-				p.mu.Lock()
-			}
-			n := min(resyncChunk, e.Offset+e.Length-off)
-			if l.shard >= 0 {
-				sent, err := l.ecResyncChunk(off, n)
-				if err != nil {
-					p.mu.Unlock()
-					return err
-				}
-				l.catchup.Add(uint64(sent))
-				l.resyncDone.Add(n)
-				l.live.Store(true)
-				first = false
-				p.mu.Unlock()
-				if !l.waitRoom() {
-					return nil
-				}
-				continue
-			}
-			buf := make([]byte, n)
-			err := p.store.ReadAt(buf, off)
-			if ce := (*journal.ChecksumError)(nil); errors.As(err, &ce) {
-				// Repair from another UpToDate peer (this one is not),
-				// then copy the chunk again.
-				p.mu.Unlock()
-				if err := p.repair(ce.Blocks); err != nil {
-					return fmt.Errorf("node: resync read %d: %w", off, err)
-				}
-				first = false
-				off -= resyncChunk
-				continue
-			}
-			var seq uint64
-			if err == nil {
-				// Rewriting the primary's own bytes changes nothing there and
-				// gives the copy a sequence number ordered with live writes.
-				seq, err = p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: buf})
-			}
-			if err != nil {
-				p.mu.Unlock()
-				return fmt.Errorf("node: resync read %d: %w", off, err)
-			}
-			l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf})
-			l.catchup.Add(uint64(n))
-			done := l.resyncDone.Add(n)
-			// The peer persisted "Inconsistent since from" when it took the
-			// first chunk: live writes may now follow it.
-			l.live.Store(true)
-			first = false
-			p.mu.Unlock()
-			if !l.waitRoom() {
-				return nil
-			}
-			if rate > 0 {
-				// replication.resync-rate: never ahead of done/rate.
-				if ahead := time.Duration(done*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
-					time.Sleep(ahead)
-				}
-			}
-		}
-	}
-	if !first {
-		p.mu.Lock()
-	}
-	l.startLiveLocked(p.store.LastSeq())
-	p.mu.Unlock()
-	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateDone, Bytes: total,
-		Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
-	return nil
-}
-
 // status reports the link for /status.
 func (l *link) status() PeerStatus {
 	acked, sent := l.acked.Load(), l.sentSeq.Load()
@@ -725,18 +620,4 @@ func (l *link) status() PeerStatus {
 		}
 	}
 	return ps
-}
-
-// mergeExtents sorts extents and merges overlapping or adjacent ones.
-func mergeExtents(ext []journal.Extent) []journal.Extent {
-	slices.SortFunc(ext, func(a, b journal.Extent) int { return cmp.Compare(a.Offset, b.Offset) })
-	out := ext[:0]
-	for _, e := range ext {
-		if k := len(out) - 1; k >= 0 && e.Offset <= out[k].Offset+out[k].Length {
-			out[k].Length = max(out[k].Length, e.Offset+e.Length-out[k].Offset)
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
 }
