@@ -69,18 +69,7 @@ func TestECFioKillTwoPeers(t *testing.T) {
 	// The two come back: a resync re-encoded from the full copy.
 	procs["n1"] = c.start("n1", "n1-again")
 	procs["n3"] = c.start("n3", "n3-again")
-	require.Eventually(t, func() bool {
-		st, err := c.status("n0")
-		if err != nil || len(st.Quorum.Outdated) > 0 {
-			return false
-		}
-		for _, p := range st.Peers {
-			if p.Disk != node.DiskUpToDate || p.Behind != 0 {
-				return false
-			}
-		}
-		return true
-	}, 60*time.Second, 50*time.Millisecond, "the shard peers never came back UpToDate")
+	c.waitPeersOf("n0", 60*time.Second, true)
 	vout := run(t, 2*time.Minute, grbdBin, "verify", "--config", cfgPath)
 	require.NotContains(t, vout, "out of sync:", vout)
 
@@ -127,18 +116,7 @@ func TestECFioKillTwoPeers(t *testing.T) {
 
 	// The old primary comes back as a full mirror of the new one.
 	procs["n0"] = c.startAs("n0", "n0-again", "listening ")
-	require.Eventually(t, func() bool {
-		st, err := c.status(np)
-		if err != nil || len(st.Quorum.Outdated) > 0 {
-			return false
-		}
-		for _, p := range st.Peers {
-			if p.Disk != node.DiskUpToDate || p.Behind != 0 {
-				return false
-			}
-		}
-		return true
-	}, 60*time.Second, 50*time.Millisecond, "n0 never came back UpToDate")
+	c.waitPeersOf(np, 60*time.Second, true)
 
 	for _, n := range []string{"n1", "n2", "n3", "n4", "n0"} {
 		procs[n].stop()

@@ -96,12 +96,19 @@ func (c *replCluster) status(name string) (node.Status, error) {
 // connected and UpToDate with nothing behind, and returns that status.
 func (c *replCluster) waitPeer(timeout time.Duration) node.Status {
 	c.t.Helper()
+	return c.waitPeersOf("n0", timeout, false)
+}
+
+// waitPeersOf is waitPeer for the primary name; with cleared it also waits
+// until the control plane has no Outdated node left.
+func (c *replCluster) waitPeersOf(name string, timeout time.Duration, cleared bool) node.Status {
+	c.t.Helper()
 	var st node.Status
 	var err error
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		st, err = c.status("n0")
-		ok := err == nil && len(st.Peers) == len(c.cfg.Nodes)-1
+		st, err = c.status(name)
+		ok := err == nil && len(st.Peers) == len(c.cfg.Nodes)-1 && (!cleared || len(st.Quorum.Outdated) == 0)
 		for _, p := range st.Peers {
 			ok = ok && p.Disk == node.DiskUpToDate && p.Connection == node.ConnConnected && p.Behind == 0
 		}

@@ -81,8 +81,12 @@ func (p *primary) repairBlock(off int64) (string, error) {
 			continue // a shard peer holds no copy of the device's bytes
 		}
 		for attempt := 0; attempt < repairAttempts; attempt++ {
-			if err := p.store.ReadAt(check, off); !errors.Is(err, journal.ErrChecksum) {
-				return "", err // a write replaced the block; or another error
+			// The caller has just seen the block fail; look again only
+			// before a retry (a write may have replaced it meanwhile).
+			if attempt > 0 {
+				if err := p.store.ReadAt(check, off); !errors.Is(err, journal.ErrChecksum) {
+					return "", err
+				}
 			}
 			need := p.store.LastWriteSeq(off, length)
 			data, seq, err := p.n.fetchBlock(p.ctx, l.name, off, int(length))
