@@ -408,6 +408,12 @@ func (j *Journal) failed() error {
 	return nil
 }
 
+// ID is the store's identity: a random non-zero number drawn when the store
+// was created and kept in its meta file for its whole life. A store created
+// anew (a replaced or wiped disk) has another ID (docs/quorum.md, "Data
+// identity").
+func (j *Journal) ID() uint64 { return j.salt }
+
 // Size is the device size in bytes. It grows when a resize record is
 // appended or replayed.
 func (j *Journal) Size() int64 { return j.devSize.Load() }

@@ -42,6 +42,9 @@ type Status struct {
 	Members []member.LinkStatus `json:"members"`
 	// Verify: the online verify running on this primary, if any.
 	Verify *VerifyProgress `json:"verify,omitempty"`
+	// Identity: which disk holds the node's data, of which generation, and
+	// whether the node may be promoted (docs/quorum.md, "Data identity").
+	Identity *Identity `json:"identity,omitempty"`
 }
 
 // PeerStatus is one replication peer as this node sees it.
@@ -131,6 +134,8 @@ func (n *Node) Status() Status {
 		},
 		Checksums: ChecksumStatus{Errors: js.ChecksumErrors, Repaired: n.repairedBlocks.Load(), Unrepaired: n.unrepairedBlocks.Load()},
 	}
+	id := n.identity(qs.State)
+	st.Identity = &id
 	if n.ec != nil {
 		st.Redundancy = n.cfg.Replication.Redundancy
 		if n.shardPeer() {

@@ -14,6 +14,7 @@ import (
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
 )
 
@@ -94,6 +95,7 @@ type link struct {
 	conn      atomic.Value // string
 	disk      atomic.Value // string
 	acked     atomic.Uint64
+	peerDisk  atomic.Uint64 // the peer's disk identity, from its Hello
 	known     atomic.Uint64 // retention floor: what the peer is known to hold
 	catchup   atomic.Uint64 // bytes moved by catch-up and resync
 	sentBytes atomic.Uint64 // bytes written to the peer's data streams (frames)
@@ -317,6 +319,8 @@ func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hell
 	p := l.p
 	me := &wire.Hello{Cluster: p.n.cfg.Cluster, From: p.n.me.Name, Role: wire.RolePrimary, Epoch: p.epoch,
 		LastSeq: p.store.LastSeq(), DurableSeq: p.store.DurableSeq()}
+	recorded := p.recordedDisk(l.name)
+	putHelloDisks(me, recorded, p.store.ID())
 	hist := &wire.History{LastSeq: me.LastSeq}
 	for _, e := range p.n.history() {
 		var f uint8
@@ -357,6 +361,14 @@ func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hell
 		return nil, nil, fmt.Errorf("%w: peer says it is %q", ErrHandshake, h.From)
 	}
 	hc := *h
+	disk, _ := helloDisks(&hc)
+	l.peerDisk.Store(disk)
+	if recorded != 0 && disk != 0 && disk != recorded && hc.Flags&helloFlagInconsistent == 0 {
+		// A peer of this version resyncs itself in full when told its disk
+		// is not the recorded one; one that does not must not be counted.
+		return nil, nil, fmt.Errorf("%w: %s has disk %s, not the recorded %s, and did not ask for a full sync", ErrHandshake,
+			l.name, quorum.ShortDisk(disk), quorum.ShortDisk(recorded))
+	}
 	if p.n.ec != nil && (hc.Flags&helloFlagFullCopy != 0) != (l.shard < 0) {
 		// Shard pieces must never reach a full copy, nor device writes a
 		// shard: a node that took over keeps a full copy in the slot of its
@@ -524,6 +536,9 @@ func (l *link) catchUp(h *wire.Hello, extra []journal.Extent) error {
 	}
 	if h.Flags&helloFlagInconsistent != 0 {
 		l.disk.Store(DiskInconsistent)
+		// It cannot acknowledge live writes before its resync ends: have
+		// it Outdated rather than hold writes back that long.
+		l.p.peerLost(l)
 		return l.resync(from, extra)
 	}
 	l.disk.Store(DiskOutdated)

@@ -240,6 +240,7 @@ func (n *Node) open() error {
 	if n.ctl, err = ctlplane.Open(member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)); err != nil {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
 	}
+	n.ctl.SetDisk(n.store.ID())
 	n.setConsistent(n.sec.consistent())
 	creds, err := auth.Load(cfg, me.Name, n.log)
 	if err != nil {

@@ -93,9 +93,9 @@ type waiter struct {
 	err  error
 }
 
-func newPrimary(n *Node, epoch uint64) *primary {
+func newPrimary(n *Node, st quorum.State) *primary {
 	p := &primary{
-		n: n, store: n.store, epoch: epoch, log: n.log.With("epoch", epoch),
+		n: n, store: n.store, epoch: st.Epoch, log: n.log.With("epoch", st.Epoch), state: st,
 		core:     replicator.NewPrimary(n.proto),
 		waiters:  map[replicator.ReqID]*waiter{},
 		inflight: map[uint64]inflightWrite{},
@@ -321,6 +321,13 @@ func (p *primary) onState(st quorum.State) {
 	}
 }
 
+// recordedDisk is the disk the applied state records for peer (0: none).
+func (p *primary) recordedDisk(peer string) uint64 {
+	p.coreMu.Lock()
+	defer p.coreMu.Unlock()
+	return p.state.Disks[peer]
+}
+
 // mayUncountLocked: the applied state says the peer is Outdated at a
 // generation no Clear of this primary can still overtake (docs/quorum.md,
 // "Outdating"). Caller holds coreMu.
@@ -366,15 +373,18 @@ func (p *primary) peerCaughtUpLocked(l *link) {
 	p.maybeClearLocked(l)
 }
 
-// maybeClearLocked proposes the Clear of an Outdated peer that holds every
-// write appended before it was counted. Caller holds coreMu.
+// maybeClearLocked proposes the Clear of a peer that holds every write
+// appended before it was counted and is Outdated or whose disk is not yet
+// recorded as holding the data (docs/quorum.md, "Data identity"). Caller
+// holds coreMu.
 func (p *primary) maybeClearLocked(l *link) {
-	if !l.caughtUp || l.acked.Load() < l.clearAt || !p.state.IsOutdated(l.name) || l.clearing {
+	disk := l.peerDisk.Load()
+	if !l.caughtUp || l.acked.Load() < l.clearAt || !p.state.NeedsClear(l.name, disk) || l.clearing {
 		return
 	}
 	l.clearing = true
 	go func() { // not under coreMu: the control plane may call back
-		g, ok := p.n.ctl.RequestClear(l.name)
+		g, ok := p.n.ctl.RequestClear(l.name, disk)
 		p.coreMu.Lock()
 		if ok {
 			l.clearGen = int64(g)

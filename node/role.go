@@ -85,7 +85,7 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		_ = n.ctl.RequestDemote()
 		return
 	}
-	p := newPrimary(n, st.Epoch)
+	p := newPrimary(n, st.State)
 	for _, m := range n.cfg.Nodes {
 		if m.Name != n.me.Name {
 			l := newLink(p, m.Name)

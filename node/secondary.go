@@ -271,6 +271,10 @@ func readPrimaryHello(r *wire.Reader) (*wire.Hello, replicator.History, error) {
 // Inconsistent node, the Extents to send after it.
 func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.Hello, *wire.Extents, error) {
 	me := &wire.Hello{Cluster: s.n.cfg.Cluster, From: s.n.me.Name, Role: wire.RoleSecondary, Epoch: h.Epoch}
+	putHelloDisks(me, s.store.ID(), 0)
+	if err := s.replacedDisk(h); err != nil {
+		return nil, nil, err
+	}
 	s.mu.Lock()
 	rs := s.resync
 	discard := s.discard

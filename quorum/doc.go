@@ -28,4 +28,7 @@ var (
 	// ErrOutdated is returned when an Outdated node is asked to be primary
 	// without force.
 	ErrOutdated = errors.New("quorum: node is Outdated")
+	// ErrNotPromotable is returned when a node whose disk is not known to
+	// hold every acknowledged write is asked to be primary without force.
+	ErrNotPromotable = errors.New("quorum: node is not promotable")
 )

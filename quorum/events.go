@@ -168,6 +168,29 @@ func (m *Member) SetConsistent(ok bool) {
 	}
 }
 
+// SetDisk tells the identity of this data node's disk (its store's ID):
+// every Promote it proposes names it, and Apply refuses a disk that is not
+// the one the cluster recorded for the node (docs/quorum.md, "Data
+// identity").
+func (m *Member) SetDisk(disk uint64) {
+	m.disk = disk
+	if m.wantPromote != nil {
+		m.wantPromote.Disk = disk
+	}
+}
+
+// Promotable reports whether this data node may be promoted without force
+// as far as it knows, and if not, why.
+func (m *Member) Promotable() (bool, string) {
+	if !m.isData() {
+		return false, "a witness holds no data"
+	}
+	if !m.consistent {
+		return false, "its disk is Inconsistent (resync unfinished or split brain)"
+	}
+	return m.state.Promotable(m.self, m.disk)
+}
+
 // maybeFailover proposes this node as primary when the primary has been
 // silent for long enough (docs/quorum.md, "Failover"), and re-establishes a
 // primary that restarted: a promotion from before this run is never served.
@@ -176,19 +199,19 @@ func (m *Member) maybeFailover() {
 		return
 	}
 	if m.state.Primary == m.self && m.promotedAt < 0 && m.applied >= m.bootCommit {
-		if m.cfg.AutoFailover && m.consistent {
-			m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch}
+		if ok, _ := m.Promotable(); m.cfg.AutoFailover && ok {
+			m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Disk: m.disk}
 		} else {
 			m.wantDemote = true
 		}
 		return
 	}
-	if !m.cfg.AutoFailover || !m.consistent || m.state.Primary == m.self || m.state.IsOutdated(m.self) {
+	if ok, _ := m.Promotable(); !m.cfg.AutoFailover || !ok || m.state.Primary == m.self {
 		return
 	}
 	// A lone voter has nobody to wait for.
 	if len(m.names) == 1 || m.now-m.heardPrimary >= int64(m.cfg.Timing.Failover+m.rankNow()*m.stagger()) {
-		m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch}
+		m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Disk: m.disk}
 	}
 }
 
@@ -221,7 +244,10 @@ func (m *Member) RequestPromote(force bool) error {
 	if m.state.IsOutdated(m.self) && !force {
 		return fmt.Errorf("%w: %s (use force to promote it anyway)", ErrOutdated, m.self)
 	}
-	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Force: force}
+	if ok, why := m.state.Promotable(m.self, m.disk); !ok && !force {
+		return fmt.Errorf("%w: %s: %s (use force to promote it anyway: writes it lacks are lost)", ErrNotPromotable, m.self, why)
+	}
+	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Force: force, Disk: m.disk}
 	m.lastPropose["promote"] = never
 	m.retryProposals()
 	return nil
@@ -250,16 +276,19 @@ func (m *Member) RequestOutdate(peer string) {
 	}
 }
 
-// RequestClear asks, as primary, for an Outdated peer that caught up to
-// leave Outdated. It returns the generation the Clear names: the driver
-// must count the peer until an Outdate above that generation is applied.
-func (m *Member) RequestClear(peer string) (uint64, bool) {
-	if !m.IsPrimary() || !m.state.IsOutdated(peer) {
+// RequestClear asks, as primary, for a peer that caught up to leave
+// Outdated and to have disk recorded as the disk that holds its data
+// (a peer that is not Outdated but whose disk is not recorded yet gets only
+// the latter). It returns the generation the Clear names: the driver must
+// count the peer until an Outdate above that generation is applied.
+func (m *Member) RequestClear(peer string, disk uint64) (uint64, bool) {
+	if !m.IsPrimary() || !m.NeedsClear(peer, disk) {
 		return 0, false
 	}
 	g := m.state.GenOf(peer)
 	delete(m.wantOutdate, peer)
 	m.wantClear[peer] = g
+	m.clearDisk[peer] = disk
 	m.lastPropose["clear/"+peer] = never
 	m.retryProposals()
 	return g, true
@@ -278,9 +307,13 @@ func (m *Member) retryProposals() {
 		m.propose("outdate/"+n, Command{Type: CmdOutdate, Node: n, By: m.self, Epoch: m.state.Epoch, Gen: m.state.GenOf(n)})
 	}
 	for _, n := range slices.Sorted(maps.Keys(m.wantClear)) {
-		m.propose("clear/"+n, Command{Type: CmdClear, Node: n, By: m.self, Epoch: m.state.Epoch, Gen: m.wantClear[n]})
+		m.propose("clear/"+n, Command{Type: CmdClear, Node: n, By: m.self, Epoch: m.state.Epoch, Gen: m.wantClear[n], Disk: m.clearDisk[n]})
 	}
 }
+
+// NeedsClear reports whether a caught-up peer with disk still needs a
+// Clear: it is Outdated, or disk is not recorded as its disk.
+func (m *Member) NeedsClear(peer string, disk uint64) bool { return m.state.NeedsClear(peer, disk) }
 
 func (m *Member) propose(key string, c Command) {
 	if last, ok := m.lastPropose[key]; ok && m.now-last < int64(m.cfg.Timing.Retry) {

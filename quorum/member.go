@@ -107,6 +107,7 @@ type Member struct {
 	// Every data node.
 	heardPrimary int64
 	consistent   bool
+	disk         uint64 // this data node's disk identity (SetDisk)
 	pending      map[uint64]uint64 // log index -> FromEpoch of persisted, unapplied Promotes
 
 	// Proposals retried until applied or moot.
@@ -114,6 +115,7 @@ type Member struct {
 	wantDemote  bool
 	wantOutdate map[string]uint64 // peer -> generation when asked: done once outdated above it
 	wantClear   map[string]uint64 // peer -> generation the Clear names
+	clearDisk   map[string]uint64 // peer -> disk the Clear records
 	lastPropose map[string]int64
 
 	dirty bool // storage changed since the last Persisted
@@ -129,7 +131,7 @@ func NewMember(cfg Config) (*Member, error) {
 	m := &Member{
 		cfg: cfg, self: cfg.Self, storage: cfg.Storage, promotedAt: -1,
 		leaseAcks: map[string]int64{}, pending: map[uint64]uint64{},
-		wantOutdate: map[string]uint64{}, wantClear: map[string]uint64{}, lastPropose: map[string]int64{},
+		wantOutdate: map[string]uint64{}, wantClear: map[string]uint64{}, clearDisk: map[string]uint64{}, lastPropose: map[string]int64{},
 		rng: cfg.Seed*0x9e3779b97f4a7c15 + 1, consistent: true,
 	}
 	if m.storage == nil {
@@ -363,13 +365,13 @@ func (m *Member) setState(st State, index uint64) {
 	if st.Epoch != old.Epoch || st.Primary != old.Primary {
 		m.heardPrimary = m.now
 		m.leaseAcks = map[string]int64{}
-		m.wantOutdate, m.wantClear = map[string]uint64{}, map[string]uint64{}
+		m.wantOutdate, m.wantClear, m.clearDisk = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 		m.promotedAt = -1
 		if st.Primary == m.self && st.Epoch != old.Epoch && index > m.bootCommit {
 			m.promotedAt = m.now
 		}
 	}
-	if m.wantPromote != nil && (st.Epoch != m.wantPromote.Epoch || (!m.wantPromote.Force && st.IsOutdated(m.self))) {
+	if m.wantPromote != nil && (st.Epoch != m.wantPromote.Epoch || (!m.wantPromote.Force && !promotable(st, m.self, m.wantPromote.Disk))) {
 		m.wantPromote = nil // done, or moot: it would be refused
 	}
 	if m.wantDemote && st.Primary != m.self {
@@ -381,8 +383,9 @@ func (m *Member) setState(st State, index uint64) {
 		}
 	}
 	for n, g := range m.wantClear {
-		if !st.IsOutdated(n) || st.GenOf(n) != g {
+		if st.GenOf(n) != g || (!st.IsOutdated(n) && (m.clearDisk[n] == 0 || st.Disks[n] == m.clearDisk[n])) {
 			delete(m.wantClear, n) // done, or moot: an Outdate came first
+			delete(m.clearDisk, n)
 		}
 	}
 }
@@ -432,6 +435,11 @@ func (m *Member) idOf(name string) uint64 {
 
 // isData reports whether this member is a data node.
 func (m *Member) isData() bool { return slices.Contains(m.dataNodes, m.self) }
+
+func promotable(st State, name string, disk uint64) bool {
+	ok, _ := st.Promotable(name, disk)
+	return ok
+}
 
 type discardLogger struct{}
 

@@ -244,7 +244,7 @@ func TestClearAfterResync(t *testing.T) {
 	c.tick(100)
 	c.members["a"].RequestOutdate("b")
 	c.tick(5)
-	c.members["a"].RequestClear("b")
+	c.members["a"].RequestClear("b", 0)
 	c.tick(5)
 	require.False(t, c.members["b"].State().IsOutdated("b"))
 	// Only the primary's word counts.
@@ -290,7 +290,7 @@ func TestLogCompaction(t *testing.T) {
 		if i%2 == 0 {
 			c.members["a"].RequestOutdate("b")
 		} else {
-			c.members["a"].RequestClear("b")
+			c.members["a"].RequestClear("b", 0)
 		}
 		c.tick(1)
 	}
@@ -351,4 +351,42 @@ func TestPrimaryBecomesRaftLeader(t *testing.T) {
 	require.Equal(t, []string{"a"}, c.servers())
 	require.Equal(t, "a", c.members["b"].Status().RaftLeader)
 	require.Equal(t, "a", c.members["a"].Status().RaftLeader)
+}
+
+// TestReplacedDiskIsNeverPromoted: the first case of issue 14 at the core.
+// Both data nodes' disks are recorded; b restarts with a new, empty disk
+// while a is down: b is not promoted (not by failover, not by a request
+// without force), until a returns and records b's new disk with a Clear.
+func TestReplacedDiskIsNeverPromoted(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.members["a"].SetDisk(100)
+	c.members["b"].SetDisk(200)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	_, ok := c.members["a"].RequestClear("b", 200)
+	require.True(t, ok, "b's disk is not recorded yet: a Clear records it")
+	c.tick(10)
+	require.Equal(t, map[string]uint64{"a": 100, "b": 200}, c.members["w"].State().Disks)
+
+	c.crash("a")
+	c.crash("b")
+	c.start("b")
+	c.members["b"].SetDisk(201) // a new, empty disk
+	c.tick(500)
+	require.Empty(t, c.servers(), "b's disk is not the recorded one: no failover")
+	ok, why := c.members["b"].Promotable()
+	require.False(t, ok)
+	require.Contains(t, why, "not the recorded disk")
+	require.ErrorIs(t, c.members["b"].RequestPromote(false), ErrNotPromotable)
+
+	c.start("a")
+	c.members["a"].SetDisk(100)
+	c.tick(300)
+	require.Equal(t, []string{"a"}, c.servers(), "a holds the data")
+	_, ok = c.members["a"].RequestClear("b", 201) // after b's full sync
+	require.True(t, ok)
+	c.tick(10)
+	require.Equal(t, uint64(201), c.members["w"].State().Disks["b"])
+	ok, _ = c.members["b"].Promotable()
+	require.True(t, ok, "b holds the data now")
 }

@@ -25,6 +25,13 @@ type State struct {
 	// proposed before an Outdate can never apply after it (docs/quorum.md,
 	// "Outdating").
 	Gen map[string]uint64
+	// Disks records, per data node, the identity of the disk (its store's
+	// random ID) that holds the node's data as far as the cluster knows:
+	// set by the node's promotion and by the primary's Clear once the node
+	// holds every acknowledged write. A node whose disk is another one (a
+	// replaced, empty disk) is never promoted (docs/quorum.md, "Data
+	// identity").
+	Disks map[string]uint64
 }
 
 // IsOutdated reports whether name is Outdated.
@@ -43,7 +50,61 @@ func (s State) Clone() State {
 		}
 		s.Gen = g
 	}
+	if s.Disks != nil {
+		d := make(map[string]uint64, len(s.Disks))
+		for k, v := range s.Disks {
+			d[k] = v
+		}
+		s.Disks = d
+	}
 	return s
+}
+
+// Promotable reports whether data node name, whose store has identity
+// disk, may be promoted without force, and if not, why. It is the rule
+// Apply uses for Promote (docs/quorum.md, "Data identity"): the node is not
+// Outdated and its disk is the one the cluster recorded for it. Before the
+// first promotion (epoch 0) no write was ever acknowledged, so any disk
+// holds them all; a cluster that recorded no disk at all (created by a
+// version before data identity) keeps the old rule until its first
+// promotion records one.
+func (s State) Promotable(name string, disk uint64) (bool, string) {
+	rec := s.Disks[name]
+	switch {
+	case s.IsOutdated(name):
+		return false, "Outdated: it may lack acknowledged writes"
+	case disk == 0:
+		return true, "" // a command from before data identity: the old rule
+	case s.Epoch == 0 || rec == disk || len(s.Disks) == 0:
+		return true, ""
+	case rec == 0:
+		return false, fmt.Sprintf("disk %s is not recorded as holding the data: it needs a sync from the primary", ShortDisk(disk))
+	}
+	return false, fmt.Sprintf("disk %s is not the recorded disk %s (replaced?): it needs a full sync from an UpToDate node", ShortDisk(disk), ShortDisk(rec))
+}
+
+// NeedsClear reports whether peer, caught up with disk, still needs the
+// primary's Clear: it is Outdated, or disk is not recorded as its disk.
+func (s State) NeedsClear(peer string, disk uint64) bool {
+	return s.IsOutdated(peer) || (disk != 0 && s.Disks[peer] != disk)
+}
+
+// ShortDisk is the short form of a disk identity shown to operators.
+func ShortDisk(disk uint64) string {
+	if disk == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%08x", uint32(disk>>32))
+}
+
+func (s *State) setDisk(name string, disk uint64) {
+	if disk == 0 {
+		return
+	}
+	if s.Disks == nil {
+		s.Disks = map[string]uint64{}
+	}
+	s.Disks[name] = disk
 }
 
 // GenOf is name's Outdate/Clear generation.
@@ -82,10 +143,13 @@ func (t CommandType) String() string {
 // Command is one state change proposed through the log.
 //
 //   - Promote: Node becomes primary in Epoch+1 if Epoch is current and Node
-//     is a data node that is not Outdated (unless Force).
+//     is a data node that is Promotable with Disk (unless Force); Disk
+//     becomes Node's recorded disk.
 //   - Demote: Node stops being primary if it is the primary of Epoch.
 //   - Outdate / Clear: By, the primary of Epoch, marks Node as Outdated or
-//     not, if Node's generation is still Gen; the generation then grows.
+//     not, if Node's generation is still Gen; the generation then grows. A
+//     Clear with a Disk records it as Node's disk: Node holds every
+//     acknowledged write on it.
 type Command struct {
 	Type  CommandType
 	Node  string
@@ -93,16 +157,19 @@ type Command struct {
 	Epoch uint64 // the epoch the proposer saw (Promote: the one it replaces)
 	Gen   uint64 // Outdate, Clear: the generation the proposer saw
 	Force bool   // Promote
+	// Disk is the identity of Node's disk (Promote, Clear); 0 in commands
+	// written before data identity, which apply by the old rules.
+	Disk uint64
 }
 
 func (c Command) String() string {
 	switch c.Type {
 	case CmdPromote:
-		return fmt.Sprintf("Promote{%s from epoch %d force=%v}", c.Node, c.Epoch, c.Force)
+		return fmt.Sprintf("Promote{%s from epoch %d force=%v disk %s}", c.Node, c.Epoch, c.Force, ShortDisk(c.Disk))
 	case CmdDemote:
 		return fmt.Sprintf("Demote{%s epoch %d}", c.Node, c.Epoch)
 	}
-	return fmt.Sprintf("%v{%s epoch %d gen %d by %s}", c.Type, c.Node, c.Epoch, c.Gen, c.By)
+	return fmt.Sprintf("%v{%s epoch %d gen %d by %s disk %s}", c.Type, c.Node, c.Epoch, c.Gen, c.By, ShortDisk(c.Disk))
 }
 
 // Apply applies c to s if its condition holds and reports whether it did.
@@ -111,12 +178,16 @@ func (c Command) String() string {
 func (s *State) Apply(c Command, dataNodes []string) bool {
 	switch c.Type {
 	case CmdPromote:
-		if c.Epoch != s.Epoch || !slices.Contains(dataNodes, c.Node) || (s.IsOutdated(c.Node) && !c.Force) {
+		if c.Epoch != s.Epoch || !slices.Contains(dataNodes, c.Node) {
+			return false
+		}
+		if ok, _ := s.Promotable(c.Node, c.Disk); !ok && !c.Force {
 			return false
 		}
 		s.Epoch++
 		s.Primary, s.Forced = c.Node, c.Force
 		s.setOutdated(c.Node, false)
+		s.setDisk(c.Node, c.Disk)
 		return true
 	case CmdDemote:
 		if c.Epoch != s.Epoch || s.Primary != c.Node || c.Node == "" {
@@ -132,6 +203,9 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 			return false
 		}
 		s.setOutdated(c.Node, c.Type == CmdOutdate)
+		if c.Type == CmdClear {
+			s.setDisk(c.Node, c.Disk)
+		}
 		if s.Gen == nil {
 			s.Gen = map[string]uint64{}
 		}
@@ -143,23 +217,27 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 
 // Command and state encodings. Part of the format: do not change.
 //
-//	command: | version u8 (1) | type u8 | length u16 | body | crc32c u32 |
-//	body:    | epoch u64 | gen u64 | force u8 | node string | by string |
-//	state:   | version u8 (1) | type u8 (0xff) | length u16 | body | crc32c u32 |
+//	command: | version u8 (2) | type u8 | length u16 | body | crc32c u32 |
+//	body:    | epoch u64 | gen u64 | force u8 | node string | by string | disk u64 |
+//	state:   | version u8 (2) | type u8 (0xff) | length u16 | body | crc32c u32 |
 //	body:    | epoch u64 | forced u8 | primary string | count u16 | outdated string... |
 //	         | gens u16 | gens x (name string | gen u64) |  (sorted by name, gen > 0)
+//	         | disks u16 | disks x (name string | disk u64) | (sorted by name, disk > 0)
 //
-// A string is a u8 length and that many bytes (member names are at most 63
-// bytes). Integers are little-endian; the CRC-32C covers every byte before
-// it. length counts the body bytes.
+// Version 1 (before data identity) has neither disk nor the disks table;
+// both versions decode (a v1 command has Disk 0). A string is a u8 length
+// and that many bytes (member names are at most 63 bytes). Integers are
+// little-endian; the CRC-32C covers every byte before it. length counts
+// the body bytes.
 const (
-	codecVersion   = 1
+	codecVersion   = 2
+	codecV1        = 1
 	stateType      = 0xff
 	codecHeader    = 4
 	codecTrailer   = 4
 	maxName        = 63
 	maxOutdated    = 64
-	maxCommandBody = 8 + 8 + 1 + 2*(1+maxName)
+	maxCommandBody = 8 + 8 + 1 + 2*(1+maxName) + 8
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -188,21 +266,21 @@ func frame(typ byte, body []byte) []byte {
 	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
 }
 
-func unframe(b []byte) (typ byte, body []byte, err error) {
+func unframe(b []byte) (version, typ byte, body []byte, err error) {
 	if len(b) < codecHeader+codecTrailer {
-		return 0, nil, fmt.Errorf("%w: %d bytes", ErrCorrupt, len(b))
+		return 0, 0, nil, fmt.Errorf("%w: %d bytes", ErrCorrupt, len(b))
 	}
-	if b[0] != codecVersion {
-		return 0, nil, fmt.Errorf("%w: version %d", ErrCorrupt, b[0])
+	if b[0] != codecVersion && b[0] != codecV1 {
+		return 0, 0, nil, fmt.Errorf("%w: version %d", ErrCorrupt, b[0])
 	}
 	n := int(binary.LittleEndian.Uint16(b[2:]))
 	if len(b) != codecHeader+n+codecTrailer {
-		return 0, nil, fmt.Errorf("%w: length %d in %d bytes", ErrCorrupt, n, len(b))
+		return 0, 0, nil, fmt.Errorf("%w: length %d in %d bytes", ErrCorrupt, n, len(b))
 	}
 	if got, want := crc32.Checksum(b[:codecHeader+n], castagnoli), binary.LittleEndian.Uint32(b[codecHeader+n:]); got != want {
-		return 0, nil, fmt.Errorf("%w: crc %08x, want %08x", ErrCorrupt, got, want)
+		return 0, 0, nil, fmt.Errorf("%w: crc %08x, want %08x", ErrCorrupt, got, want)
 	}
-	return b[1], b[codecHeader : codecHeader+n], nil
+	return b[0], b[1], b[codecHeader : codecHeader+n], nil
 }
 
 // Encode returns the command's log entry bytes.
@@ -218,12 +296,13 @@ func (c Command) Encode() ([]byte, error) {
 	body = append(body, boolByte(c.Force))
 	body = appendName(body, c.Node)
 	body = appendName(body, c.By)
+	body = binary.LittleEndian.AppendUint64(body, c.Disk)
 	return frame(byte(c.Type), body), nil
 }
 
 // DecodeCommand parses a log entry. Errors wrap ErrCorrupt.
 func DecodeCommand(b []byte) (Command, error) {
-	typ, body, err := unframe(b)
+	version, typ, body, err := unframe(b)
 	if err != nil {
 		return Command{}, err
 	}
@@ -241,6 +320,12 @@ func DecodeCommand(b []byte) (Command, error) {
 	}
 	if c.By, rest, err = getName(rest); err != nil {
 		return Command{}, err
+	}
+	if version >= 2 {
+		if len(rest) < 8 {
+			return Command{}, fmt.Errorf("%w: command body", ErrCorrupt)
+		}
+		c.Disk, rest = binary.LittleEndian.Uint64(rest), rest[8:]
 	}
 	if len(rest) != 0 {
 		return Command{}, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(rest))
@@ -281,6 +366,24 @@ func (s State) Encode() ([]byte, error) {
 		body = appendName(body, n)
 		body = binary.LittleEndian.AppendUint64(body, s.Gen[n])
 	}
+	var disks []string
+	for n, d := range s.Disks {
+		if d != 0 {
+			disks = append(disks, n)
+		}
+	}
+	sort.Strings(disks)
+	if len(disks) > maxOutdated {
+		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
+	}
+	body = binary.LittleEndian.AppendUint16(body, uint16(len(disks)))
+	for _, n := range disks {
+		if len(n) > maxName {
+			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
+		}
+		body = appendName(body, n)
+		body = binary.LittleEndian.AppendUint64(body, s.Disks[n])
+	}
 	return frame(stateType, body), nil
 }
 
@@ -289,7 +392,7 @@ func DecodeState(b []byte) (State, error) {
 	if len(b) == 0 {
 		return State{}, nil
 	}
-	typ, body, err := unframe(b)
+	version, typ, body, err := unframe(b)
 	if err != nil {
 		return State{}, err
 	}
@@ -346,10 +449,47 @@ func DecodeState(b []byte) (State, error) {
 		}
 		s.Gen[name], prev = g, name
 	}
+	if version >= 2 {
+		if s.Disks, rest, err = decodeDisks(rest); err != nil {
+			return State{}, err
+		}
+	}
 	if len(rest) != 0 {
 		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
 	}
 	return s, nil
+}
+
+// decodeDisks reads the disks table of a v2 state.
+func decodeDisks(rest []byte) (map[string]uint64, []byte, error) {
+	if len(rest) < 2 {
+		return nil, nil, fmt.Errorf("%w: state body", ErrCorrupt)
+	}
+	n := int(binary.LittleEndian.Uint16(rest))
+	rest = rest[2:]
+	if n > maxOutdated {
+		return nil, nil, fmt.Errorf("%w: %d disks", ErrCorrupt, n)
+	}
+	var disks map[string]uint64
+	prev := ""
+	for i := range n {
+		name, r, err := getName(rest)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(r) < 8 || (i > 0 && name <= prev) {
+			return nil, nil, fmt.Errorf("%w: disks", ErrCorrupt)
+		}
+		d := binary.LittleEndian.Uint64(r)
+		if d == 0 {
+			return nil, nil, fmt.Errorf("%w: zero disk", ErrCorrupt)
+		}
+		if disks == nil {
+			disks = map[string]uint64{}
+		}
+		disks[name], prev, rest = d, name, r[8:]
+	}
+	return disks, rest, nil
 }
 
 func boolByte(v bool) byte {

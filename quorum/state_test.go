@@ -83,7 +83,8 @@ func TestCommandRoundTrip(t *testing.T) {
 }
 
 func TestStateRoundTrip(t *testing.T) {
-	for _, s := range []State{{}, {Epoch: 7, Primary: "alpha", Forced: true, Outdated: []string{"beta", "gamma"}, Gen: map[string]uint64{"beta": 3, "gamma": 1, "alpha": 2}}} {
+	for _, s := range []State{{}, {Epoch: 7, Primary: "alpha", Forced: true, Outdated: []string{"beta", "gamma"}, Gen: map[string]uint64{"beta": 3, "gamma": 1, "alpha": 2}},
+		{Epoch: 2, Primary: "beta", Disks: map[string]uint64{"alpha": 1, "beta": 0xfeed_f00d_0000_0001}}} {
 		b, err := s.Encode()
 		require.NoError(t, err)
 		got, err := DecodeState(b)
@@ -102,6 +103,8 @@ func seedCommands() []Command {
 		{Type: CmdDemote, Node: "alpha", Epoch: 2},
 		{Type: CmdOutdate, Node: "beta", By: "alpha", Epoch: 9, Gen: 4},
 		{Type: CmdClear, Node: "beta", By: "alpha", Epoch: 1<<64 - 1, Gen: 1<<64 - 1},
+		{Type: CmdPromote, Node: "gamma", Epoch: 5, Disk: 0x1234_5678_9abc_def0},
+		{Type: CmdClear, Node: "beta", By: "alpha", Epoch: 6, Gen: 2, Disk: 1<<64 - 1},
 	}
 }
 
@@ -120,13 +123,22 @@ func FuzzDecodeCommand(f *testing.F) {
 		}
 		again, err := c.Encode()
 		require.NoError(t, err)
+		if b[0] == codecV1 {
+			// A version 1 command (before data identity) re-encodes as
+			// version 2 with the same meaning.
+			c2, err := DecodeCommand(again)
+			require.NoError(t, err)
+			require.Equal(t, c, c2)
+			return
+		}
 		require.Equal(t, b, again)
 	})
 }
 
 // FuzzDecodeState: as FuzzDecodeCommand, for snapshots.
 func FuzzDecodeState(f *testing.F) {
-	for _, s := range []State{{}, {Epoch: 3, Primary: "a", Outdated: []string{"b"}, Gen: map[string]uint64{"b": 1}}} {
+	for _, s := range []State{{}, {Epoch: 3, Primary: "a", Outdated: []string{"b"}, Gen: map[string]uint64{"b": 1}},
+		{Epoch: 4, Primary: "a", Gen: map[string]uint64{"b": 2}, Disks: map[string]uint64{"a": 7, "b": 1 << 63}}} {
 		b, _ := s.Encode()
 		f.Add(b)
 	}
@@ -141,6 +153,68 @@ func FuzzDecodeState(f *testing.F) {
 		}
 		again, err := s.Encode()
 		require.NoError(t, err)
+		if b[0] == codecV1 {
+			s2, err := DecodeState(again)
+			require.NoError(t, err)
+			require.Equal(t, s, s2)
+			return
+		}
 		require.Equal(t, b, again)
 	})
+}
+
+// TestPromoteNeedsTheRecordedDisk: the data-identity rules of Promote and
+// Clear (docs/quorum.md, "Data identity").
+func TestPromoteNeedsTheRecordedDisk(t *testing.T) {
+	disks := map[string]uint64{"a": 10, "b": 20}
+	running := State{Epoch: 3, Primary: "a", Disks: disks}
+	for _, tc := range []struct {
+		name    string
+		st      State
+		cmd     Command
+		applied bool
+		disks   map[string]uint64
+	}{
+		{"recorded disk", running, Command{Type: CmdPromote, Node: "b", Epoch: 3, Disk: 20}, true, disks},
+		{"replaced disk", running, Command{Type: CmdPromote, Node: "b", Epoch: 3, Disk: 21}, false, disks},
+		{"replaced disk forced", running, Command{Type: CmdPromote, Node: "b", Epoch: 3, Disk: 21, Force: true}, true, map[string]uint64{"a": 10, "b": 21}},
+		{"unrecorded disk", running, Command{Type: CmdPromote, Node: "c", Epoch: 3, Disk: 30}, false, disks},
+		{"new cluster: any disk", State{}, Command{Type: CmdPromote, Node: "c", Epoch: 0, Disk: 30}, true, map[string]uint64{"c": 30}},
+		{"no disk recorded yet (older cluster)", State{Epoch: 3, Primary: "a"}, Command{Type: CmdPromote, Node: "b", Epoch: 3, Disk: 21}, true, map[string]uint64{"b": 21}},
+		{"command from before data identity", running, Command{Type: CmdPromote, Node: "b", Epoch: 3}, true, disks},
+		{"clear records the disk", running, Command{Type: CmdClear, Node: "b", By: "a", Epoch: 3, Disk: 21}, true, map[string]uint64{"a": 10, "b": 21}},
+		{"clear of a new node", running, Command{Type: CmdClear, Node: "c", By: "a", Epoch: 3, Disk: 30}, true, map[string]uint64{"a": 10, "b": 20, "c": 30}},
+		{"clear by a non-primary", running, Command{Type: CmdClear, Node: "b", By: "c", Epoch: 3, Disk: 21}, false, disks},
+		{"outdate keeps the disk", running, Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 3}, true, disks},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.st.Clone()
+			require.Equal(t, tc.applied, s.Apply(tc.cmd, dataNodes))
+			if len(tc.disks) == 0 {
+				require.Empty(t, s.Disks)
+			} else {
+				require.Equal(t, tc.disks, s.Disks)
+			}
+			require.Equal(t, tc.st.Disks, State(tc.st).Disks, "Apply must not change the state it was cloned from")
+		})
+	}
+}
+
+func TestPromotableSaysWhy(t *testing.T) {
+	st := State{Epoch: 2, Primary: "a", Outdated: []string{"c"}, Disks: map[string]uint64{"a": 1 << 40, "b": 2 << 40}}
+	for _, tc := range []struct {
+		node string
+		disk uint64
+		ok   bool
+		why  string
+	}{
+		{"b", 2 << 40, true, ""},
+		{"b", 3 << 40, false, "not the recorded disk 00000200"},
+		{"c", 5, false, "Outdated"},
+		{"d", 5, false, "not recorded"},
+	} {
+		ok, why := st.Promotable(tc.node, tc.disk)
+		require.Equal(t, tc.ok, ok, tc.node)
+		require.Contains(t, why, tc.why, tc.node)
+	}
 }

@@ -199,14 +199,14 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 	fmt.Fprintln(w)
 	printQuorum(w, cfg, rows)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tSIZE\tLINKS\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
+	fmt.Fprintln(tw, "MEMBER\tROLE\tDISK\tIDENTITY\tSIZE\tLINKS\tNBD\tLAST-SEQ\tDURABLE\tCHECKPOINT\tJOURNAL")
 	for _, r := range rows {
 		switch {
 		case !r.Reachable:
-			fmt.Fprintf(tw, "%s\tUnknown\t-\t-\t-\t-\t-\t-\t-\tunreachable: %s\n", r.Member, r.Error)
+			fmt.Fprintf(tw, "%s\tUnknown\t-\t-\t-\t-\t-\t-\t-\t-\tunreachable: %s\n", r.Member, r.Error)
 			continue
 		case r.Role == "Witness":
-			fmt.Fprintf(tw, "%s\tWitness\t-\t-\t%s\t-\t-\t-\t-\t-\n", r.Member, linksText(r.Members))
+			fmt.Fprintf(tw, "%s\tWitness\t-\t-\t-\t%s\t-\t-\t-\t-\t-\n", r.Member, linksText(r.Members))
 			continue
 		}
 		role := r.Role
@@ -214,10 +214,15 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 			role += " (fenced)"
 		}
 		j := r.Journal
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, config.Size(r.DeviceSize), linksText(r.Members), r.NBD,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, identityText(r.Identity), config.Size(r.DeviceSize), linksText(r.Members), r.NBD,
 			j.LastSeq, j.DurableSeq, j.CheckpointSeq, humanBytes(j.Bytes), j.Segments)
 	}
 	tw.Flush()
+	for _, r := range rows {
+		if r.Reachable && r.Role == node.RoleSecondary && r.Identity != nil && !r.Identity.Promotable {
+			fmt.Fprintf(w, "%s: not promotable: %s\n", r.Member, r.Identity.NotPromotable)
+		}
+	}
 	for _, r := range rows {
 		if !r.Reachable || r.Role == "Witness" || r.Checksums.Errors == 0 {
 			continue
@@ -232,6 +237,18 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 			printPeers(w, r, v)
 		}
 	}
+}
+
+// identityText is a data node's identity in short form: disk/epoch:seq,
+// with the recorded disk when the node's disk is another one.
+func identityText(id *node.Identity) string {
+	switch {
+	case id == nil:
+		return "-"
+	case id.Recorded != "-" && id.Recorded != id.Disk:
+		return id.String() + " (recorded " + id.Recorded + ")"
+	}
+	return id.String()
 }
 
 // deviceText is the device size the primary reports (the config's

@@ -215,7 +215,7 @@ func (d *Driver) publishLocked() {
 	d.servingUntil.Store(until)
 	d.status.Store(&s)
 	if s.Role != d.last.Role || s.Epoch != d.last.Epoch || s.Primary != d.last.Primary || s.Serving != d.last.Serving ||
-		s.Forced != d.last.Forced || fmt.Sprint(s.Outdated) != fmt.Sprint(d.last.Outdated) {
+		s.Forced != d.last.Forced || fmt.Sprint(s.Outdated) != fmt.Sprint(d.last.Outdated) || fmt.Sprint(s.Disks) != fmt.Sprint(d.last.Disks) {
 		d.last = s
 		d.stateCond.Broadcast()
 		select {
@@ -270,14 +270,29 @@ func (d *Driver) RequestOutdate(peer string) {
 	_ = d.do(func(m *quorum.Member) error { m.RequestOutdate(peer); return nil })
 }
 
-// RequestClear asks, as primary, for peer to leave Outdated; it returns the
-// generation the Clear names (see quorum.Member.RequestClear).
-func (d *Driver) RequestClear(peer string) (uint64, bool) {
+// RequestClear asks, as primary, for peer to leave Outdated and for disk
+// to be recorded as its disk; it returns the generation the Clear names
+// (see quorum.Member.RequestClear).
+func (d *Driver) RequestClear(peer string, disk uint64) (uint64, bool) {
 	var g uint64
 	var ok bool
-	_ = d.do(func(m *quorum.Member) error { g, ok = m.RequestClear(peer); return nil })
+	_ = d.do(func(m *quorum.Member) error { g, ok = m.RequestClear(peer, disk); return nil })
 	return g, ok
 }
+
+// SetDisk tells the core this data node's disk identity.
+func (d *Driver) SetDisk(disk uint64) {
+	_ = d.do(func(m *quorum.Member) error { m.SetDisk(disk); return nil })
+}
+
+// Promotable reports whether this data node may be promoted without force,
+// and if not, why.
+func (d *Driver) Promotable() (ok bool, why string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.m.Promotable()
+}
+
 
 // SetConsistent tells the core whether this node's disk may be promoted.
 func (d *Driver) SetConsistent(ok bool) {

@@ -174,7 +174,7 @@ func (p *primaryModel) requestClear(l *linkModel) {
 	if !l.caughtUp || l.acked < l.clearAt || !p.state.IsOutdated(l.name) {
 		return
 	}
-	if g, ok := p.m.q.RequestClear(l.name); ok {
+	if g, ok := p.m.q.RequestClear(l.name, 0); ok {
 		l.clearGen = int64(g)
 	}
 }

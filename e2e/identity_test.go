@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/grbd/grbd/internal/raftlog"
+	"github.com/grbd/grbd/node"
+	"github.com/stretchr/testify/require"
+)
+
+// wipeStore deletes a stopped data node's store (image, journal, meta,
+// history, resync state) and keeps its control-plane state: the disk was
+// replaced under a node whose raft log lives elsewhere. The node starts on a
+// new, empty disk with another identity.
+func wipeStore(t *testing.T, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range ents {
+		if e.Name() != raftlog.FileName {
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, e.Name())))
+		}
+	}
+}
+
+// stopAll sends SIGTERM to every process at once and requires each to exit
+// cleanly.
+func stopAll(t *testing.T, procs ...*proc) {
+	t.Helper()
+	for _, p := range procs {
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	}
+	for _, p := range procs {
+		select {
+		case <-p.done:
+			require.NoError(t, p.err, "%s exit status", p.name)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s did not stop within 30s of SIGTERM", p.name)
+		}
+	}
+}
+
+// TestReplacedDiskIsNeverPromoted is the first case of issue 14 with the
+// control-plane state kept: the secondary's disk is replaced while every
+// member is stopped, and it starts with the witness only. It must not be
+// promoted over the data (it would serve zeros and wipe the good copy when
+// the other node returns); status says why; a promotion without force is
+// refused. When the node with the data returns it becomes primary, the
+// replaced disk gets a full sync, its new identity is recorded, and after
+// the primary's death it serves every acknowledged write.
+func TestReplacedDiskIsNeverPromoted(t *testing.T) {
+	requireTools(t, "fio")
+	c := newReplCluster(t, "C", "64MiB")
+	n0 := c.start("n0", "n0")
+	n1 := c.start("n1", "n1")
+	st := c.waitPeersOf("n0", 20*time.Second, true)
+	require.NotNil(t, st.Identity)
+	args := []string{"--size=8m", "--offset_increment=8m", "--numjobs=2"}
+	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(n0.uri(), args...)...)
+	require.NotContains(t, out, "verify: bad", out)
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && st.Identity != nil && st.Identity.Recorded == st.Identity.Disk && st.Identity.Promotable
+	}, 10*time.Second, 50*time.Millisecond, "n1's disk never recorded")
+	before, err := c.status("n1")
+	require.NoError(t, err)
+
+	stopAll(t, n0, n1, c.witness) // at once: nobody gets Outdated or promoted meanwhile
+	wipeStore(t, c.cfg.Nodes[1].DataDir)
+
+	c.witness = startMember(t, c.dir, "w-2", "ready witness", "witness", "--config", c.cfgPath, "--name", "w")
+	n1 = c.start("n1", "n1-new-disk")
+	time.Sleep(3 * time.Second) // five failover timeouts
+	st, err = c.status("n1")
+	require.NoError(t, err)
+	require.Equal(t, node.RoleSecondary, st.Role, "a node on a replaced disk was promoted")
+	require.NotNil(t, st.Identity)
+	require.NotEqual(t, before.Identity.Disk, st.Identity.Disk, "a new store has a new identity")
+	require.False(t, st.Identity.Promotable)
+	require.Contains(t, st.Identity.NotPromotable, "not the recorded disk "+before.Identity.Disk)
+	out, err = runErr(30*time.Second, grbdBin, "primary", "n1", "--config", c.cfgPath)
+	require.Error(t, err, "promoting a node on a replaced disk without force must fail:\n%s", out)
+	require.Contains(t, out, "not promotable", out)
+	out = run(t, 30*time.Second, grbdBin, "status", "--config", c.cfgPath, "--timeout", "1s")
+	require.Contains(t, out, "n1: not promotable: disk "+st.Identity.Disk+" is not the recorded disk", out)
+
+	n0 = c.start("n0", "n0-back")
+	c.waitPeersOf("n0", 60*time.Second, true)
+	require.Contains(t, logOf(t, c, "n1-new-disk"), "full sync", "the replaced disk must get a full sync")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && st.Identity != nil && st.Identity.Recorded == st.Identity.Disk && st.Identity.Promotable
+	}, 10*time.Second, 50*time.Millisecond, "n1's new disk never recorded after its full sync")
+
+	n0.kill9()
+	c.waitServing("n1", 10*time.Second)
+	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(c.uri("n1"), append(args, "--verify_only")...)...)
+	require.NotContains(t, out, "verify: bad", "the node on the replaced disk lacks acknowledged writes:\n%s", out)
+	require.True(t, strings.Contains(out, "READ:"), out)
+}

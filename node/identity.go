@@ -1,0 +1,86 @@
+package node
+
+// Data identity (docs/quorum.md, "Data identity"): every store has a random
+// ID drawn when it was created (journal.ID); the control plane records which
+// disk holds each node's data, the Hello of a data stream carries the
+// identities, and a node whose disk is not the recorded one takes a full
+// sync before it counts or can be promoted.
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/quorum"
+	"github.com/grbd/grbd/replicator"
+)
+
+// putHelloDisks fills Hello.Generation. From a primary: the disk the
+// control plane records for the receiving peer, then the primary's own. From
+// a secondary: its own disk, then zero. Part of the wire format (docs/wire.md).
+func putHelloDisks(h *wire.Hello, first, second uint64) {
+	binary.LittleEndian.PutUint64(h.Generation[0:8], first)
+	binary.LittleEndian.PutUint64(h.Generation[8:16], second)
+}
+
+// helloDisks reads what putHelloDisks wrote (zeros from a version before data
+// identity).
+func helloDisks(h *wire.Hello) (first, second uint64) {
+	return binary.LittleEndian.Uint64(h.Generation[0:8]), binary.LittleEndian.Uint64(h.Generation[8:16])
+}
+
+// Identity is a data node's data identity as status shows it.
+type Identity struct {
+	// Disk is the store's ID in short form; Recorded the disk the control
+	// plane records for this node ("-": none yet).
+	Disk     string `json:"disk"`
+	Recorded string `json:"recorded"`
+	// Epoch is the newest epoch of the node's history, LastSeq its journal
+	// position: the generation the data belongs to.
+	Epoch   uint64 `json:"epoch"`
+	LastSeq uint64 `json:"last_seq"`
+	// Promotable tells whether the node may become primary without force;
+	// NotPromotable says why not.
+	Promotable    bool   `json:"promotable"`
+	NotPromotable string `json:"not_promotable,omitempty"`
+}
+
+// String is the short form: disk/epoch:seq.
+func (id Identity) String() string { return fmt.Sprintf("%s/e%d:%d", id.Disk, id.Epoch, id.LastSeq) }
+
+// identity reports this node's data identity against the applied state st.
+func (n *Node) identity(st quorum.State) Identity {
+	h := n.history()
+	id := Identity{Disk: quorum.ShortDisk(n.store.ID()), Recorded: quorum.ShortDisk(st.Disks[n.me.Name]), LastSeq: n.store.LastSeq()}
+	if len(h) > 0 {
+		id.Epoch = h[len(h)-1].Epoch
+	}
+	id.Promotable, id.NotPromotable = n.ctl.Promotable()
+	return id
+}
+
+// replacedDisk reports whether the primary's Hello says this node's disk is
+// not the one that holds its data, and if so persists a full resync (the
+// node is Inconsistent until it finished) before anything else happens.
+func (s *secondary) replacedDisk(h *wire.Hello) error {
+	recorded, _ := helloDisks(h)
+	mine := s.store.ID()
+	if recorded == 0 || recorded == mine {
+		return nil
+	}
+	s.mu.Lock()
+	rs := s.resync
+	s.mu.Unlock()
+	if rs != nil && rs.All && rs.From == 0 {
+		return nil // a full sync is under way already
+	}
+	if err := s.saveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
+		return err
+	}
+	s.n.setConsistent(false)
+	why := fmt.Sprintf("disk %s is not the recorded disk %s (replaced or wiped): full sync from %s", quorum.ShortDisk(mine), quorum.ShortDisk(recorded), h.From)
+	s.log.Warn("disk is not the one that holds this node's data: full sync", "disk", quorum.ShortDisk(mine), "recorded", quorum.ShortDisk(recorded), "primary", h.From)
+	s.n.events.Add(Event{Type: events.TypeDisk, State: DiskInconsistent, Cause: why})
+	return nil
+}
