@@ -107,7 +107,7 @@ type Member struct {
 	// Every data node.
 	heardPrimary int64
 	consistent   bool
-	disk         uint64 // this data node's disk identity (SetDisk)
+	disk         uint64            // this data node's disk identity (SetDisk)
 	pending      map[uint64]uint64 // log index -> FromEpoch of persisted, unapplied Promotes
 
 	// Proposals retried until applied or moot.

@@ -293,7 +293,6 @@ func (d *Driver) Promotable() (ok bool, why string) {
 	return d.m.Promotable()
 }
 
-
 // SetConsistent tells the core whether this node's disk may be promoted.
 func (d *Driver) SetConsistent(ok bool) {
 	_ = d.do(func(m *quorum.Member) error { m.SetConsistent(ok); return nil })
