@@ -367,7 +367,7 @@ func (m *Member) setState(st State, index uint64) {
 		m.leaseAcks = map[string]int64{}
 		m.wantOutdate, m.wantClear, m.clearDisk = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 		m.promotedAt = -1
-		if st.Primary == m.self && st.Epoch != old.Epoch && index > m.bootCommit {
+		if st.Primary == m.self && st.Epoch != old.Epoch && index > m.bootCommit && m.ownsRecordedDisk(st) {
 			m.promotedAt = m.now
 		}
 	}
@@ -435,6 +435,14 @@ func (m *Member) idOf(name string) uint64 {
 
 // isData reports whether this member is a data node.
 func (m *Member) isData() bool { return slices.Contains(m.dataNodes, m.self) }
+
+// ownsRecordedDisk: this node's disk is the one st records for it. A
+// Promote proposed before the node's disk was replaced can commit after it
+// restarted on the new one; such a node must not take the role (it is not
+// primary and gives the role back, see maybeFailover).
+func (m *Member) ownsRecordedDisk(st State) bool {
+	return st.Forced || m.disk == 0 || st.Disks[m.self] == 0 || st.Disks[m.self] == m.disk
+}
 
 func promotable(st State, name string, disk uint64) bool {
 	ok, _ := st.Promotable(name, disk)

@@ -390,3 +390,29 @@ func TestReplacedDiskIsNeverPromoted(t *testing.T) {
 	ok, _ = c.members["b"].Promotable()
 	require.True(t, ok, "b holds the data now")
 }
+
+// TestStalePromoteAfterDiskReplaced: a Promote proposed with the old disk
+// commits after the node's disk was replaced: the node must not take the
+// role (found by internal/sim, seed 396 of the first version).
+func TestStalePromoteAfterDiskReplaced(t *testing.T) {
+	c := newCluster(t, false, dataAndWitness()...)
+	c.members["a"].SetDisk(100)
+	c.members["b"].SetDisk(200)
+	c.tick(60)
+	require.NoError(t, c.members["a"].RequestPromote(false))
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	_, ok := c.members["a"].RequestClear("b", 200)
+	require.True(t, ok)
+	c.tick(10)
+	require.NoError(t, c.members["b"].RequestPromote(false)) // proposed with disk 200
+	c.members["b"].SetDisk(201)                               // ...and the disk replaced before it commits
+	epoch := c.members["w"].State().Epoch
+	for range 200 {
+		c.tick(1)
+		require.False(t, c.members["b"].IsPrimary(), "b's disk is not the one the Promote named")
+	}
+	st := c.members["w"].State()
+	require.Equal(t, epoch+1, st.Epoch, "the stale Promote applied")
+	require.Empty(t, st.Primary, "b gave the role back")
+}

@@ -23,6 +23,7 @@ type member struct {
 	// Durable data (a process crash keeps the journal and the history).
 	journal []record // journal[i].Seq == i+1
 	hist    replicator.History
+	diskID  uint64 // the store's identity (journal.ID)
 
 	// Volatile.
 	serving bool
@@ -59,7 +60,22 @@ func (m *member) start() {
 		panic(err)
 	}
 	m.q, m.up, m.serving, m.prim, m.sess, m.known = q, true, false, nil, nil, 0
+	m.q.SetDisk(m.reportedDisk())
 	m.flush()
+}
+
+// reportedDisk is the disk identity the node tells its control plane: 0
+// (no data identity, as before it existed) under the planted bug.
+func (m *member) reportedDisk() uint64 {
+	if m.w.cfg.FreshStoreConsistent {
+		return 0
+	}
+	return m.diskID
+}
+
+// replaceDisk gives a stopped data node a new, empty store.
+func (m *member) replaceDisk() {
+	m.journal, m.hist, m.diskID = nil, nil, m.w.newDiskID()
 }
 
 func (m *member) crash() {
@@ -106,7 +122,7 @@ func (m *member) reconcile() {
 		m.sess = nil
 		m.hist = m.hist.Enter(st.Epoch, m.last()+1, st.Forced)
 		m.prim = newPrimaryModel(m, st)
-		m.w.tracef("%s becomes primary of epoch %d (outdated %v)", m.name, st.Epoch, st.Outdated)
+		m.w.tracef("%s becomes primary of epoch %d (outdated %v, disks %v)", m.name, st.Epoch, st.Outdated, st.Disks)
 	case !m.q.IsPrimary() && m.prim != nil:
 		m.w.res.Unknown += len(m.prim.pending)
 		m.prim = nil
@@ -136,6 +152,7 @@ type dataMsg struct {
 	epoch uint64
 	hist  replicator.History // hello
 	last  uint64             // hello, helloAck
+	disk  uint64             // hello: the peer's recorded disk; helloAck: its own
 	ok    bool               // helloAck
 	rec   record             // write
 	seq   uint64             // ack
@@ -177,6 +194,12 @@ func (m *member) secondaryReceive(from string, d *dataMsg) {
 	switch d.kind {
 	case dHello:
 		m.known = d.epoch
+		if d.disk != 0 && d.disk != m.reportedDisk() {
+			// Not the disk that holds this node's data: a full sync
+			// (the model's store starts over; node/identity.go).
+			m.w.tracef("%s: disk is not the recorded one: full sync from %s", m.name, from)
+			m.journal, m.hist = nil, nil
+		}
 		div := replicator.Diverge(d.hist, d.last, m.hist, m.last())
 		if div.Diverged {
 			// Rewind: the records after the common point were never
@@ -186,7 +209,7 @@ func (m *member) secondaryReceive(from string, d *dataMsg) {
 		}
 		m.hist = m.hist.Adopt(d.hist, m.last())
 		m.sess = &session{from: from, epoch: d.epoch}
-		m.reply(from, &dataMsg{kind: dHelloAck, epoch: d.epoch, ok: true, last: m.last()})
+		m.reply(from, &dataMsg{kind: dHelloAck, epoch: d.epoch, ok: true, last: m.last(), disk: m.reportedDisk()})
 	case dWrite:
 		if m.sess == nil || m.sess.from != from || m.sess.epoch != d.epoch || d.rec.Seq != m.last()+1 {
 			m.sess = nil

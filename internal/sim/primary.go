@@ -37,6 +37,7 @@ type linkModel struct {
 	clearAt   uint64 // the peer may be Cleared once it acked this: every write appended before it was counted
 	acked     uint64
 	everAcked bool
+	disk      uint64 // the peer's disk identity, from its hello answer
 }
 
 // Timing of the model's data path, in ticks.
@@ -102,7 +103,7 @@ func (p *primaryModel) tick() {
 		case linkDown:
 			if p.now()-l.since >= helloEvery {
 				l.state, l.since = linkHello, p.now()
-				p.m.reply(l.name, &dataMsg{kind: dHello, epoch: p.epoch, hist: p.m.hist, last: p.m.last()})
+				p.m.reply(l.name, &dataMsg{kind: dHello, epoch: p.epoch, hist: p.m.hist, last: p.m.last(), disk: p.state.Disks[l.name]})
 			}
 		case linkHello:
 			if p.now()-l.since > peerTimeout {
@@ -139,7 +140,7 @@ func (p *primaryModel) receive(from string, d *dataMsg) {
 		for _, r := range p.m.journal[d.last:] {
 			p.m.reply(l.name, &dataMsg{kind: dWrite, epoch: p.epoch, rec: r})
 		}
-		l.state, l.since, l.target, l.acked = linkLive, p.now(), p.m.last(), d.last
+		l.state, l.since, l.target, l.acked, l.disk = linkLive, p.now(), p.m.last(), d.last, d.disk
 		p.m.w.tracef("%s: link to %s live from seq %d, target %d, counted %v", p.m.name, l.name, d.last, l.target, l.counted)
 		_ = p.core.Ack(l.name, d.last, replicator.Journaled)
 		p.checkCaughtUp(l)
@@ -171,10 +172,10 @@ func (p *primaryModel) checkCaughtUp(l *linkModel) {
 }
 
 func (p *primaryModel) requestClear(l *linkModel) {
-	if !l.caughtUp || l.acked < l.clearAt || !p.state.IsOutdated(l.name) {
+	if !l.caughtUp || l.acked < l.clearAt || !p.state.NeedsClear(l.name, l.disk) {
 		return
 	}
-	if g, ok := p.m.q.RequestClear(l.name, 0); ok {
+	if g, ok := p.m.q.RequestClear(l.name, l.disk); ok {
 		l.clearGen = int64(g)
 	}
 }

@@ -43,6 +43,10 @@ type Config struct {
 	// stops waiting for a lost peer at once instead of committing its
 	// Outdate first.
 	SkipOutdate bool
+	// FreshStoreConsistent plants the other bug the simulation must
+	// catch: a data node on a replaced, empty disk counts as holding the
+	// data (no data identity), so it may be promoted over it.
+	FreshStoreConsistent bool
 	// Trace, when set, receives one line per notable event.
 	Trace func(string)
 }
@@ -107,7 +111,7 @@ func Run(cfg Config) Result {
 		w.infos = append(w.infos, quorum.MemberInfo{Name: "w"})
 	}
 	for _, mi := range w.infos {
-		m := &member{w: w, name: mi.Name, data: mi.Data, disk: raft.NewMemoryStorage()}
+		m := &member{w: w, name: mi.Name, data: mi.Data, disk: raft.NewMemoryStorage(), diskID: w.newDiskID()}
 		w.members = append(w.members, m)
 		w.byName[m.name] = m
 		m.start()
@@ -282,8 +286,19 @@ func (w *world) injectFaults() {
 	case r < 0.045:
 		w.tracef("heal")
 		w.net.healAll()
+	case r < 0.049:
+		// An operator replaces the disk of a stopped data node: it comes
+		// back empty, with a new identity (its control-plane state kept).
+		if m := pick(); !m.up && m.data {
+			w.res.Faults++
+			w.tracef("replace the disk of %s (was %x)", m.name, m.diskID)
+			m.replaceDisk()
+		}
 	}
 }
+
+// newDiskID draws a store identity (never 0, as journal.ID).
+func (w *world) newDiskID() uint64 { return w.rng.Uint64() | 1 }
 
 func (w *world) upCount() int {
 	n := 0

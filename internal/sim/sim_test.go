@@ -111,3 +111,19 @@ func TestSimCatchesSkippedOutdate(t *testing.T) {
 	}
 	t.Fatal("300 seeds with the outdate step skipped and no violation: the simulation cannot fail")
 }
+
+// A data node whose replaced, empty disk counts as holding the data (no
+// data identity) is promoted over the data when the node that had it is
+// down: the simulation must notice (issue 14, case 1).
+func TestSimCatchesFreshStoreCountedConsistent(t *testing.T) {
+	for seed := uint64(1); seed <= 400; seed++ {
+		cfg := shape(seed)
+		cfg.FreshStoreConsistent = true
+		if res := Run(cfg); len(res.Violations) > 0 {
+			t.Logf("caught at seed %d: %s", seed, res.Violations[0])
+			require.Contains(t, res.Violations[0], "acked on primary")
+			return
+		}
+	}
+	t.Fatal("400 seeds with fresh stores counted consistent and no violation: the simulation cannot fail")
+}
