@@ -406,7 +406,7 @@ func TestStalePromoteAfterDiskReplaced(t *testing.T) {
 	require.True(t, ok)
 	c.tick(10)
 	require.NoError(t, c.members["b"].RequestPromote(false)) // proposed with disk 200
-	c.members["b"].SetDisk(201)                               // ...and the disk replaced before it commits
+	c.members["b"].SetDisk(201)                              // ...and the disk replaced before it commits
 	epoch := c.members["w"].State().Epoch
 	for range 200 {
 		c.tick(1)
