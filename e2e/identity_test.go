@@ -103,3 +103,53 @@ func TestReplacedDiskIsNeverPromoted(t *testing.T) {
 	require.NotContains(t, out, "verify: bad", "the node on the replaced disk lacks acknowledged writes:\n%s", out)
 	require.True(t, strings.Contains(out, "READ:"), out)
 }
+
+// TestDiskReplacedUnderRunningPrimary: the secondary's disk is replaced
+// while the primary runs. It comes back Inconsistent, gets a full sync, and
+// is never promoted before the sync finished: the primary is killed in the
+// middle of it and the node stays a secondary until the primary returns;
+// then the sync completes and the node serves every acknowledged write.
+func TestDiskReplacedUnderRunningPrimary(t *testing.T) {
+	requireTools(t, "fio")
+	c := newReplCluster(t, "C", "64MiB")
+	// A full sync of the 256 MiB device takes about 8 s at this rate.
+	b, err := os.ReadFile(c.cfgPath)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(c.cfgPath, []byte(strings.Replace(string(b), "replication:\n", "replication:\n  resync-rate: 32MiB\n", 1)), 0o644))
+	n0 := c.start("n0", "n0")
+	n1 := c.start("n1", "n1")
+	c.waitPeersOf("n0", 20*time.Second, true)
+	args := []string{"--size=8m", "--offset_increment=8m", "--numjobs=2"}
+	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(n0.uri(), args...)...)
+	require.NotContains(t, out, "verify: bad", out)
+
+	n1.kill9()
+	wipeStore(t, c.cfg.Nodes[1].DataDir)
+	c.start("n1", "n1-new-disk")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n0")
+		if err != nil || len(st.Peers) != 1 {
+			return false
+		}
+		p := st.Peers[0]
+		return p.Disk == node.DiskInconsistent && p.ResyncDone > 0 && p.ResyncDone < p.ResyncTotal
+	}, 30*time.Second, 20*time.Millisecond, "no full sync of the replaced disk")
+	n0.kill9()
+	time.Sleep(3 * time.Second) // five failover timeouts
+	st, err := c.status("n1")
+	require.NoError(t, err)
+	require.Equal(t, node.RoleSecondary, st.Role, "a node in the middle of its full sync was promoted")
+	require.Equal(t, node.DiskInconsistent, st.Disk)
+	require.False(t, st.Identity.Promotable)
+
+	c.start("n0", "n0-back")
+	c.waitPeersOf("n0", 90*time.Second, true)
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && st.Identity != nil && st.Identity.Promotable && st.Disk == node.DiskUpToDate
+	}, 10*time.Second, 50*time.Millisecond, "n1 not UpToDate and promotable after its full sync")
+	run(t, 30*time.Second, grbdBin, "primary", "n1", "--config", c.cfgPath)
+	c.waitServing("n1", 10*time.Second)
+	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(c.uri("n1"), append(args, "--verify_only")...)...)
+	require.NotContains(t, out, "verify: bad", "the node on the replaced disk lacks acknowledged writes:\n%s", out)
+}
