@@ -18,19 +18,24 @@ import (
 // Status is what `grbd status` shows and what GET /status returns as JSON.
 // Field names are part of the admin API: add fields, never rename them.
 type Status struct {
-	Cluster    string              `json:"cluster"`
-	Name       string              `json:"name"`
-	Version    string              `json:"version"`
-	Role       string              `json:"role"` // Primary or Secondary
-	Disk       string              `json:"disk"` // UpToDate, Consistent, Outdated, Inconsistent, SplitBrain
-	Quorum     member.QuorumStatus `json:"quorum"`
-	DeviceSize int64               `json:"device_size"`
-	NBD        string              `json:"nbd"`
-	Uptime     float64             `json:"uptime_seconds"`
-	Journal    JournalStatus       `json:"journal"`
-	IO         IOStatus            `json:"io"`
-	Checksums  ChecksumStatus      `json:"checksums"`
-	Protocol   string              `json:"protocol"`
+	Cluster string `json:"cluster"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Role    string `json:"role"` // Primary or Secondary
+	Disk    string `json:"disk"` // UpToDate, Consistent, Outdated, Inconsistent, SplitBrain, Failed
+	// DiskError is the error that failed the disk (Disk Failed);
+	// ControlPlaneError the one that stopped the control plane (the
+	// member then neither votes nor serves).
+	DiskError         string              `json:"disk_error,omitempty"`
+	ControlPlaneError string              `json:"control_plane_error,omitempty"`
+	Quorum            member.QuorumStatus `json:"quorum"`
+	DeviceSize        int64               `json:"device_size"`
+	NBD               string              `json:"nbd"`
+	Uptime            float64             `json:"uptime_seconds"`
+	Journal           JournalStatus       `json:"journal"`
+	IO                IOStatus            `json:"io"`
+	Checksums         ChecksumStatus      `json:"checksums"`
+	Protocol          string              `json:"protocol"`
 	// Redundancy is "ec K+M" for an erasure-coded resource, else empty;
 	// Shard is then this node's shard (absent on the full-copy node).
 	Redundancy string `json:"redundancy,omitempty"`
@@ -107,6 +112,9 @@ func (n *Node) Status() Status {
 	role, disk, peers := RoleSecondary, "", []PeerStatus{}
 	if p := n.currentPrimary(); p != nil {
 		role, disk, peers = RolePrimary, DiskUpToDate, p.peerStatuses()
+		if n.diskFailure() != nil {
+			disk = DiskFailed
+		}
 	} else {
 		disk, peers = n.sec.disk(qs.IsOutdated(n.me.Name)), n.sec.peerStatuses()
 	}
@@ -136,6 +144,12 @@ func (n *Node) Status() Status {
 	}
 	id := n.identity(qs.State)
 	st.Identity = &id
+	if err := n.diskFailure(); err != nil {
+		st.DiskError = err.Error()
+	}
+	if err := n.ctl.Failed(); err != nil {
+		st.ControlPlaneError = err.Error()
+	}
 	if n.ec != nil {
 		st.Redundancy = n.cfg.Replication.Redundancy
 		if n.shardPeer() {

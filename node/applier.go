@@ -223,6 +223,7 @@ func (a *applier) applyOne(m wire.Message) error {
 		a.syncs.Go(func() {
 			ack := &wire.FlushAck{ID: id, Seq: seq}
 			if err := s.store.Sync(seq); err != nil {
+				_ = s.n.checkDisk("flush", err)
 				ack.Err = uint32(syscall.EIO)
 			}
 			a.reply(ack)
@@ -271,6 +272,7 @@ func (a *applier) nack(seq uint64, err error) error {
 	if len(reason) > wire.MaxString {
 		reason = reason[:wire.MaxString]
 	}
+	err = a.s.n.checkDisk("apply the primary's write", err)
 	a.s.log.Error("cannot apply primary's write", "seq", seq, "err", err)
 	a.reply(&wire.Nack{Seq: seq, Code: code, Reason: reason})
 	return fmt.Errorf("node: apply seq %d: %w", seq, err)

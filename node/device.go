@@ -52,6 +52,9 @@ func (d *device) grace() time.Duration {
 func (d *device) serving() (*primary, error) {
 	var deadline time.Time
 	for {
+		if d.n.diskFailure() != nil {
+			return nil, ErrDiskFailed
+		}
 		p := d.n.currentPrimary()
 		if p == nil {
 			return nil, ErrReadOnly
@@ -74,7 +77,7 @@ func (d *device) serving() (*primary, error) {
 // still holds the lease acknowledges it.
 func (d *device) complete(err error) error {
 	if err != nil {
-		return err
+		return d.n.checkDisk("nbd request", err)
 	}
 	if !d.n.ctl.Serving() {
 		return ErrFenced

@@ -60,6 +60,9 @@ func (n *Node) shardPeer() bool { return n.ec != nil && n.ec.shardNow() >= 0 }
 // takeover failed here just now; taking over rebuilds the device first
 // (ec_takeover.go).
 func (n *Node) setConsistent(ok bool) {
+	if n.diskFailure() != nil {
+		ok = false // a Failed disk is never promoted (health.go)
+	}
 	if n.shardPeer() && (!ecFailover.Load() || n.ecNoPromote.Load() || len(n.history()) == 0) {
 		ok = false
 	}

@@ -57,6 +57,9 @@ func (n *Node) identity(st quorum.State) Identity {
 		id.Epoch = h[len(h)-1].Epoch
 	}
 	id.Promotable, id.NotPromotable = n.ctl.Promotable()
+	if err := n.diskFailure(); err != nil {
+		id.Promotable, id.NotPromotable = false, "its disk failed: "+err.Error()
+	}
 	return id
 }
 

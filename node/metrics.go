@@ -13,7 +13,7 @@ import (
 )
 
 // diskStates are the values of grbd_disk_state's state label.
-var diskStates = []string{DiskUpToDate, DiskConsistent, DiskOutdated, DiskInconsistent, DiskSplitBrain}
+var diskStates = []string{DiskUpToDate, DiskConsistent, DiskOutdated, DiskInconsistent, DiskSplitBrain, DiskFailed}
 
 // serveMetrics answers GET /metrics: Prometheus text format, names
 // prefixed grbd_ (docs/cli.md lists them). Part of the admin API: add
@@ -36,6 +36,7 @@ func (n *Node) writeMetrics(w *metrics.Writer, st Status, ns blockdev.Stats) {
 	for _, d := range diskStates {
 		w.Bool("grbd_disk_state", "1 for this node's disk state.", st.Disk == d, "state", d)
 	}
+	w.Counter("grbd_disk_failures_total", "Disk failures (I/O error, full or read-only file system) that detached this node's disk.", float64(n.diskErrors.Load()))
 
 	// NBD traffic.
 	for _, c := range []struct {

@@ -129,6 +129,11 @@ type Node struct {
 	// repaired from a peer and those no peer could repair (repair.go).
 	corruptBlocks, repairedBlocks, unrepairedBlocks atomic.Uint64
 
+	// diskErr is the error that failed this node's disk (health.go);
+	// diskErrors counts disk failures (metrics).
+	diskErr    atomic.Pointer[error]
+	diskErrors atomic.Uint64
+
 	discMu       sync.Mutex
 	disconnected map[string]bool // grbd disconnect: peers without a data path
 
@@ -237,7 +242,9 @@ func (n *Node) open() error {
 	if err := n.ecRecover(); err != nil {
 		return fmt.Errorf("node %s: %w", me.Name, err)
 	}
-	if n.ctl, err = ctlplane.Open(member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)); err != nil {
+	ccfg := member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)
+	ccfg.OnFail = func(err error) { _ = n.checkDisk("persist the control-plane log", err) }
+	if n.ctl, err = ctlplane.Open(ccfg); err != nil {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
 	}
 	n.ctl.SetDisk(n.store.ID())

@@ -63,6 +63,11 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		_ = n.ctl.RequestDemote()
 		return
 	}
+	if err := n.diskFailure(); err != nil {
+		n.log.Error("promoted, but this node's disk failed: refusing the primary role", "epoch", st.Epoch, "err", err)
+		_ = n.ctl.RequestDemote()
+		return
+	}
 	if !st.Forced && !n.sec.consistent() {
 		// A promotion proposed before a resync began may still commit: an
 		// Inconsistent node must not serve. Give the role back; a

@@ -145,6 +145,10 @@ func (s *secondary) handle(peer string, c net.Conn) {
 		s.refuse(c, "disconnected by the operator")
 		return
 	}
+	if err := s.n.diskFailure(); err != nil {
+		s.refuse(c, "disk failed: "+err.Error())
+		return
+	}
 	s.mu.Lock()
 	if s.blocked {
 		s.mu.Unlock()
@@ -435,6 +439,8 @@ func (s *secondary) disk(outdated bool) string {
 	inconsistent := s.resync != nil
 	s.mu.Unlock()
 	switch {
+	case s.n.diskFailure() != nil:
+		return DiskFailed
 	case s.splitBrain.Load():
 		return DiskSplitBrain
 	case inconsistent:

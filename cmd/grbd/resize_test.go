@@ -56,6 +56,6 @@ func TestResizeCommand(t *testing.T) {
 	st, _, err := runCLI(t.Context(), "status", "--config", c.path)
 	require.NoError(t, err)
 	require.Contains(t, st, "device 8MiB (config device.size 4MiB)")
-	require.Regexp(t, `d0\s+\S+\s+\S+\s+8MiB`, st)
-	require.Regexp(t, `d1\s+\S+\s+\S+\s+8MiB`, st)
+	require.Regexp(t, `d0\s+\S+\s+\S+\s+\S+\s+8MiB`, st)
+	require.Regexp(t, `d1\s+\S+\s+\S+\s+\S+\s+8MiB`, st)
 }

@@ -49,9 +49,11 @@ const (
 	EvBandwidth = "bandwidth"
 	EvDiskFull  = "disk-full"
 	EvDiskFree  = "disk-freed"
-	EvTear      = "torn-tail"
-	EvBitFlip   = "bit-flip"
-	EvNewEra    = "unsynced-lost"
+	// EvDiskReadOnly: a file system under a node went read-only.
+	EvDiskReadOnly = "disk-read-only"
+	EvTear         = "torn-tail"
+	EvBitFlip      = "bit-flip"
+	EvNewEra       = "unsynced-lost"
 )
 
 var faultKinds = map[string]bool{EvKill: true, EvStop: true, EvPartition: true, EvOneWay: true,

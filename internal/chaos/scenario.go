@@ -39,8 +39,10 @@ type Shape struct {
 	Protocol  string // default C
 	Proxies   bool
 	// TmpfsData names a data node whose data directory is a small tmpfs
-	// (disk-full faults).
+	// (disk-full faults), or with Ext4Data a small loop-mounted ext4 with
+	// errors=remount-ro (read-only faults, TriggerFSError).
 	TmpfsData string
+	Ext4Data  bool
 	// ExtraYAML is appended to the config (see ClusterConfig).
 	ExtraYAML string
 }
@@ -319,7 +321,11 @@ func clusterConfig(env Env, s Shape, dir string, ev *Events) (ClusterConfig, fun
 	// Room for the thick-provisioned image, the journal bound and a little
 	// slack (meta, segment headers).
 	mnt := filepath.Join(dir, "tmpfs-"+s.TmpfsData)
-	unmount, err := MountTmpfs(mnt, deviceBytes(scenarioDevice)+deviceBytes(scenarioJournal)+8<<20)
+	mount := MountTmpfs
+	if s.Ext4Data {
+		mount = MountExt4
+	}
+	unmount, err := mount(mnt, deviceBytes(scenarioDevice)+deviceBytes(scenarioJournal)+8<<20)
 	if err != nil {
 		return cfg, cleanup, err
 	}

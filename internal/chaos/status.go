@@ -33,8 +33,9 @@ type MemberStatus struct {
 	// before): a primary that lost its lease still says Primary but is not
 	// serving.
 	Quorum *struct {
-		Epoch   uint64 `json:"epoch"`
-		Serving bool   `json:"serving"`
+		Epoch    uint64   `json:"epoch"`
+		Serving  bool     `json:"serving"`
+		Outdated []string `json:"outdated"`
 	} `json:"quorum"`
 }
 

@@ -46,6 +46,10 @@ type Config struct {
 	// OnChange is told that Status may have changed (role, epoch, lease,
 	// Outdated set).
 	OnChange func()
+	// OnFail, if set, is told once, on a goroutine of its own, that the
+	// control plane stopped because its log could not be persisted: the
+	// member no longer votes, acks leases or serves (see Failed).
+	OnFail func(error)
 }
 
 // Driver runs one member's control plane. See the package documentation.
@@ -170,6 +174,9 @@ func (d *Driver) do(fn func(m *quorum.Member) error) error {
 				d.failed = fmt.Errorf("ctlplane: persist raft log: %w", err)
 				d.servingUntil.Store(0)
 				d.log.Error("control plane stopped", "err", d.failed)
+				if d.cfg.OnFail != nil {
+					go d.cfg.OnFail(d.failed)
+				}
 				return d.failed
 			}
 		}
@@ -245,6 +252,13 @@ func (d *Driver) Deliver(peer string, c *wire.Control) {
 	if err := d.do(func(m *quorum.Member) error { return m.Step(msg) }); err != nil {
 		d.log.Debug("dropping control message", "peer", peer, "err", err)
 	}
+}
+
+// Failed is the error that stopped the control plane, or nil.
+func (d *Driver) Failed() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.failed
 }
 
 // Serving reports whether this member may complete I/O as primary now.

@@ -1,0 +1,90 @@
+package node
+
+// Disk health (issue 15; docs/replication.md, "A failing disk"): an I/O
+// error, a full or a read-only file system under the node's store makes the
+// node's disk Failed, as DRBD's on-io-error detach. A Failed node stops
+// taking part in the data path — a primary gives the role back so that an
+// UpToDate peer is promoted, a secondary drops the primary's stream and is
+// Outdated — is never promoted, and says so at ERROR, in an event, in
+// status and in metrics. It stays Failed until it is restarted on a
+// repaired disk; it then replays its journal and catches up like any node
+// that was away.
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/journal"
+)
+
+// DiskFailed is the disk state of a node whose store failed.
+const DiskFailed = "Failed"
+
+// ErrDiskFailed is returned for I/O on a node whose disk failed. It carries
+// EIO: a write the node could not store is not acknowledged.
+var ErrDiskFailed = fmt.Errorf("node: disk failed: %w", syscall.EIO)
+
+// isDiskError reports whether err says the store's disk cannot be written
+// or read (as opposed to a refused request, a closed store or a corrupt
+// block, which repair handles).
+func isDiskError(err error) bool {
+	if err == nil || errors.Is(err, journal.ErrChecksum) || errors.Is(err, journal.ErrClosed) {
+		return false
+	}
+	if errors.Is(err, journal.ErrFailed) {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EIO, syscall.ENOSPC, syscall.EROFS, syscall.EDQUOT, syscall.ENXIO, syscall.ENODEV} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// diskFailure is the error that failed the disk, or nil.
+func (n *Node) diskFailure() error {
+	if p := n.diskErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// checkDisk notes a disk error returned by the store (it returns err, or
+// ErrDiskFailed in its place once the disk failed, so that clients see EIO
+// rather than, say, EPERM for EROFS). The first one detaches the disk.
+func (n *Node) checkDisk(op string, err error) error {
+	if !isDiskError(err) {
+		return err
+	}
+	werr := fmt.Errorf("%s: %w", op, err)
+	if n.diskErr.CompareAndSwap(nil, &werr) {
+		n.diskErrors.Add(1)
+		n.log.Error("disk failed: detaching it (no more I/O here; an UpToDate peer takes over; restart the node on a repaired disk)", "op", op, "err", err)
+		n.events.Add(Event{Type: events.TypeDisk, State: DiskFailed, Cause: werr.Error()})
+		go n.detach()
+	}
+	return fmt.Errorf("%w: %w", ErrDiskFailed, err)
+}
+
+// detach takes a Failed node out of the data path: it may no longer be
+// promoted, a primary gives the role back, a secondary lets go of the
+// primary's stream (and refuses new ones: secondary.handle).
+func (n *Node) detach() {
+	n.setConsistent(false)
+	if n.currentPrimary() != nil {
+		if err := n.ctl.RequestDemote(); err != nil {
+			// The control plane is down too (its log is on this disk):
+			// the lease lapses and the others elect a new primary.
+			n.log.Error("disk failed: cannot give the primary role back through the control plane; the lease lapses instead", "err", err)
+		}
+		// Stop serving now: the demotion takes a round through the log,
+		// or never commits when the log cannot be written.
+		n.roleMu.Lock()
+		n.stopPrimaryLocked(ErrDiskFailed)
+		n.roleMu.Unlock()
+	}
+	n.sec.dropFrom("*")
+}
