@@ -32,6 +32,10 @@ type request struct {
 	cost  int64           // payload bytes held in the connection budget
 	epoch *epoch          // write commands: flush epoch to end on completion
 	wait  <-chan struct{} // FLUSH: closed when earlier writes completed
+	// With Options.OrderOverlapping: this request's range entry and the
+	// earlier overlapping ones it runs after.
+	rng    *rangeEntry
+	before []*rangeEntry
 	start int64           // monoNow() when its header was read (latency)
 }
 
@@ -58,6 +62,7 @@ type conn struct {
 
 	budget  budget
 	flushes flushTracker
+	ranges  rangeOrder // used with Options.OrderOverlapping
 	work    chan *request // reader → idle workers
 	idle    atomic.Int32  // idle workers not yet claimed by the reader
 	workers sync.WaitGroup
@@ -217,6 +222,9 @@ func (c *conn) readLoop() error {
 		case h.Type == nbdCmdFlush:
 			req.wait = c.flushes.seal()
 		}
+		if c.srv.opts.OrderOverlapping && h.Type != nbdCmdFlush {
+			req.rng, req.before = c.ranges.add(int64(h.Offset), int64(h.Length), isWrite(h.Type))
+		}
 		c.dispatch(req)
 	}
 }
@@ -248,10 +256,13 @@ func (c *conn) worker(req *request) {
 		c.idle.Add(1)
 		// A write ends its flush epoch only after its reply is queued, so a
 		// FLUSH that covers it is answered after it, never before.
-		ep := req.epoch
+		ep, rng := req.epoch, req.rng
 		c.replies <- req
 		if ep != nil {
 			c.flushes.end(ep)
+		}
+		if rng != nil {
+			c.ranges.end(rng)
 		}
 		var ok bool
 		if req, ok = <-c.work; !ok {
@@ -266,6 +277,8 @@ func (c *conn) execute(req *request) {
 	h := &req.hdr
 	off, n := int64(h.Offset), int64(h.Length)
 	fua := h.CommandFlags&nbdCmdFlagFUA != 0
+	waitEntries(req.before)
+	req.before = nil
 	var err error
 	switch h.Type {
 	case protocol.TRANSMISSION_TYPE_REQUEST_READ:

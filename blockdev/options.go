@@ -83,6 +83,12 @@ type Options struct {
 	// NBD_OPT_EXPORT_NAME closes the connection.
 	TLS         *tls.Config
 	TLSRequired bool
+	// OrderOverlapping makes a request that overlaps an earlier one of the
+	// same connection still in flight (one of the two writing) wait until
+	// that one completed, so the device sees overlapping requests in wire
+	// order. NBD does not require it; grbd proxy does, because it may
+	// execute an unanswered request again after a failover.
+	OrderOverlapping bool
 	// Logger receives connection-level events; nil discards them.
 	Logger *slog.Logger
 }
