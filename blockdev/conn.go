@@ -36,7 +36,7 @@ type request struct {
 	// earlier overlapping ones it runs after.
 	rng    *rangeEntry
 	before []*rangeEntry
-	start int64           // monoNow() when its header was read (latency)
+	start  int64 // monoNow() when its header was read (latency)
 }
 
 var requestPool = sync.Pool{New: func() any { return new(request) }}
@@ -62,7 +62,7 @@ type conn struct {
 
 	budget  budget
 	flushes flushTracker
-	ranges  rangeOrder // used with Options.OrderOverlapping
+	ranges  rangeOrder    // used with Options.OrderOverlapping
 	work    chan *request // reader → idle workers
 	idle    atomic.Int32  // idle workers not yet claimed by the reader
 	workers sync.WaitGroup
