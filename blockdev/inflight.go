@@ -95,7 +95,7 @@ func (t *flushTracker) seal() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.cur
-	if t.oldest == e && e.pending == 0 {
+	if plantFlushBug || (t.oldest == e && e.pending == 0) {
 		return nil // nothing in flight: reuse the epoch, no allocation
 	}
 	e.sealed = true

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/grbd/grbd/internal/auth"
+	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/nbdclient"
+	"github.com/grbd/grbd/node"
+)
+
+// ClusterLocator finds the primary by asking every data node's admin
+// endpoint (GET /status), authenticated as the CLI is.
+type ClusterLocator struct {
+	Config *config.Config
+	Client *auth.Client
+}
+
+// Locate asks every data node at once and returns the one that reports
+// itself primary and serving (holding its lease); with several (an old
+// primary that has not noticed yet), the newest epoch.
+func (l *ClusterLocator) Locate(ctx context.Context) (Primary, error) {
+	type answer struct {
+		st  *node.Status
+		err error
+	}
+	nodes := l.Config.Nodes
+	answers := make([]answer, len(nodes))
+	var wg sync.WaitGroup
+	for i, m := range nodes {
+		wg.Go(func() {
+			st, err := l.status(ctx, m)
+			answers[i] = answer{st, err}
+		})
+	}
+	wg.Wait()
+	var (
+		best  Primary
+		found bool
+		why   []string
+	)
+	for i, a := range answers {
+		m := nodes[i]
+		switch {
+		case a.err != nil:
+			why = append(why, fmt.Sprintf("%s: %v", m.Name, a.err))
+		case a.st.Role != node.RolePrimary || !a.st.Quorum.Serving:
+			why = append(why, fmt.Sprintf("%s: %s, serving %v", m.Name, a.st.Role, a.st.Quorum.Serving))
+		case !found || a.st.Quorum.Epoch > best.Epoch:
+			addr := m.NBD
+			found, best = true, Primary{Name: m.Name, Addr: addr, Epoch: a.st.Quorum.Epoch, Size: a.st.DeviceSize}
+		}
+	}
+	if !found {
+		return Primary{}, fmt.Errorf("%w: no data node serves (%s)", ErrNotPrimary, strings.Join(why, "; "))
+	}
+	return best, nil
+}
+
+func (l *ClusterLocator) status(ctx context.Context, m config.Member) (*node.Status, error) {
+	resp, err := l.Client.Do(ctx, m, http.MethodGet, "/status")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("admin endpoint answered %s", resp.Status)
+	}
+	var st node.Status
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		return nil, fmt.Errorf("bad status reply: %w", err)
+	}
+	return &st, nil
+}
+
+// NBDDialer connects to a primary's export with nbdclient.
+type NBDDialer struct {
+	Export string // the cluster's nbd.export
+}
+
+// Dial connects over TCP and negotiates the export.
+func (d NBDDialer) Dial(ctx context.Context, p Primary) (Backend, error) {
+	var nd net.Dialer
+	conn, err := nd.DialContext(ctx, "tcp", p.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	c, err := nbdclient.NewClient(ctx, conn, nbdclient.Options{ExportName: d.Export})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &nbdBackend{Client: c, conn: conn}, nil
+}
+
+// nbdBackend adds Abort to an nbdclient.Client.
+type nbdBackend struct {
+	*nbdclient.Client
+	conn net.Conn
+}
+
+// Abort closes the socket first, so that Close does not wait for answers.
+func (b *nbdBackend) Abort() {
+	_ = b.conn.Close()
+	_ = b.Client.Close()
+}

@@ -1,0 +1,6 @@
+//go:build grbd_plantbug_flush
+
+package proxy
+
+// plantFlushBug: see plantbug_off.go. Never build a release with this tag.
+const plantFlushBug = true
