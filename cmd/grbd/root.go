@@ -54,6 +54,7 @@ func newRootCommand() *cobra.Command {
 		newEventsCommand(),
 		newWaitSyncCommand(),
 		newAttachCommand(),
+		newProxyCommand(g),
 		newDetachCommand(),
 		newConfigCommand(),
 		newPrimaryCommand(),
