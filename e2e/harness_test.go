@@ -139,11 +139,18 @@ func startGrbd(t *testing.T, logDir, name string, args ...string) *proc {
 // starts with wait ("ready ", "listening ", "ready witness", "member ").
 func startMember(t *testing.T, logDir, name, wait string, args ...string) *proc {
 	t.Helper()
+	return startBin(t, grbdBin, logDir, name, wait, args...)
+}
+
+// startBin is startMember with another grbd binary (e.g. one built with a
+// planted bug).
+func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, name: name, done: make(chan struct{}), seen: make(chan struct{}, 64), started: make(chan struct{})}
 	p.log = filepath.Join(logDir, name+".log")
 	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(t, err)
-	p.cmd = exec.Command(grbdBin, append(args, "--log-level", "debug")...)
+	p.cmd = exec.Command(bin, append(args, "--log-level", "debug")...)
 	p.cmd.Stderr = logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := p.cmd.StdoutPipe()
