@@ -29,6 +29,9 @@ type replCluster struct {
 	cfgPath string
 	cfg     *config.Config
 	witness *proc
+	// proxyAdmin is the status endpoint of the grbd proxy started by
+	// startProxy.
+	proxyAdmin string
 }
 
 func newReplCluster(t *testing.T, protocol, journalMax string) *replCluster {

@@ -57,7 +57,7 @@ type Options struct {
 	// way). Default 500 ms.
 	Poll time.Duration
 	// Retry is the pause between attempts while no primary serves. Default
-	// 50 ms.
+	// 20 ms: each attempt costs one GET /status per data node.
 	Retry time.Duration
 	// LocateTimeout bounds one Locate and one Dial. Default 1 s.
 	LocateTimeout time.Duration
@@ -72,7 +72,7 @@ func (o Options) withDefaults() Options {
 		o.Poll = 500 * time.Millisecond
 	}
 	if o.Retry <= 0 {
-		o.Retry = 50 * time.Millisecond
+		o.Retry = 20 * time.Millisecond
 	}
 	if o.LocateTimeout <= 0 {
 		o.LocateTimeout = time.Second
