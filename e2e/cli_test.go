@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -19,10 +20,15 @@ func TestLocalQuickstart(t *testing.T) {
 	requireTools(t, "nbdinfo")
 	dir := t.TempDir()
 	cdir := filepath.Join(dir, "cluster")
-	nbdPort, base := freePort(t), 20000+freePort(t)%20000
-	args := []string{"local", "--dir", cdir, "--size", "64MiB", "--nbd-port", strconv.Itoa(nbdPort), "--base-port", strconv.Itoa(base)}
+	nbdPort, base, proxyPort := freePort(t), 20000+freePort(t)%20000, freePort(t)
+	args := []string{"local", "--dir", cdir, "--size", "64MiB", "--nbd-port", strconv.Itoa(nbdPort), "--base-port", strconv.Itoa(base),
+		"--proxy-port", strconv.Itoa(proxyPort)}
 	p := startGrbd(t, dir, "local", args...)
 	require.Equal(t, fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort), p.uri())
+	proxyURI := fmt.Sprintf("nbd://127.0.0.1:%d", proxyPort)
+	require.Eventually(t, func() bool { return slices.Contains(p.stdout(), "proxy "+proxyURI) }, 30*time.Second, 20*time.Millisecond,
+		"no %q line: %v", "proxy "+proxyURI, p.stdout())
+	require.Contains(t, run(t, 30*time.Second, "nbdinfo", "--json", proxyURI), `"export-size": 67108864`, "the proxy advertises the cluster's size")
 
 	var info struct {
 		Exports []struct {
@@ -56,7 +62,7 @@ func TestLocalQuickstart(t *testing.T) {
 	p.stop()
 
 	// A second run reuses the config it wrote (flags for creation are ignored).
-	p = startGrbd(t, dir, "local-again", "local", "--dir", cdir, "--size", "1GiB")
+	p = startGrbd(t, dir, "local-again", "local", "--dir", cdir, "--size", "1GiB", "--proxy-port", "0")
 	require.Equal(t, fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort), p.uri())
 	p.stop()
 

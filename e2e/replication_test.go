@@ -336,7 +336,7 @@ func TestLocalCluster(t *testing.T) {
 	cdir := filepath.Join(dir, "cluster")
 	nbdPort, base := freePort(t), 20000+freePort(t)%20000
 	p := startGrbd(t, dir, "local", "local", "--dir", cdir, "--size", "64MiB",
-		"--nbd-port", fmt.Sprint(nbdPort), "--base-port", fmt.Sprint(base))
+		"--nbd-port", fmt.Sprint(nbdPort), "--base-port", fmt.Sprint(base), "--proxy-port", fmt.Sprint(freePort(t)))
 	require.Equal(t, fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort), p.uri())
 	require.Contains(t, run(t, 30*time.Second, "nbdinfo", "--json", fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort+1)), `"is_read_only": true`)
 	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+p.uri(), "--rw=randwrite", "--bs=4k", "--size=8m", "--iodepth=8")
@@ -349,7 +349,7 @@ func TestLocalCluster(t *testing.T) {
 	require.Regexp(t, `beta\s+Secondary\s+UpToDate`, out)
 	require.Regexp(t, `witness\s+Witness`, out)
 	lines := strings.Join(p.stdout(), "\n")
-	for _, m := range []string{"alpha", "beta", "witness"} {
+	for _, m := range []string{"alpha", "beta", "witness", "proxy"} {
 		require.Regexp(t, `member `+m+` pid \d+ role `, lines)
 	}
 	p.stop()

@@ -26,6 +26,7 @@ type localOptions struct {
 	nodes    int
 	witness  bool
 	protocol string
+	proxy    int
 }
 
 func (o *localOptions) AddFlags(fs *pflag.FlagSet) {
@@ -36,6 +37,7 @@ func (o *localOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.nodes, "nodes", 2, "data nodes when creating the cluster")
 	fs.BoolVar(&o.witness, "witness", true, "add a witness when creating the cluster")
 	fs.StringVar(&o.protocol, "protocol", "C", "replication protocol when creating the cluster: A, B or C")
+	fs.IntVar(&o.proxy, "proxy-port", 10810, "run grbd proxy on this port of 127.0.0.1, the URI that survives failovers (0: none)")
 }
 
 func newLocalCommand(g *globalOptions) *cobra.Command {
@@ -49,9 +51,11 @@ witness) until SIGINT or SIGTERM. Defaults: 2 data nodes and a witness,
 protocol C, automatic failover.
 
 Prints "member NAME pid PID role ROLE nbd://..." for each member at start and
-whenever a role changes, and "ready nbd://HOST:PORT" each time a primary starts
-serving: that is the URI to use. Kill the primary (kill -9 PID) to watch the
-other data node take over within about a second.
+whenever a role changes, "ready nbd://HOST:PORT" each time a primary starts
+serving, and "proxy nbd://127.0.0.1:PROXY-PORT" once grbd proxy serves: that
+is the URI to use, it follows the primary across failovers. Kill the primary
+(kill -9 PID) to watch the other data node take over within about a second
+while clients of the proxy only pause.
 Member links and admin requests are authenticated with a shared secret
 generated into DIR/secret (mode 0600) when the cluster is created.
 Inspect it with: grbd status --config DIR/grbd.yaml`,
@@ -79,7 +83,7 @@ Inspect it with: grbd status --config DIR/grbd.yaml`,
 			if err != nil {
 				return fmt.Errorf("local: %w", err)
 			}
-			return superviseLocal(ctx, cmd.OutOrStdout(), self, cfg, g, log)
+			return superviseLocal(ctx, cmd.OutOrStdout(), self, cfg, g, log, o.proxy)
 		},
 	}
 	o.AddFlags(cmd.Flags())

@@ -27,7 +27,10 @@ type localMember struct {
 // superviseLocal runs every member of cfg as a child process of self, in
 // this process group, relays their role lines as "member ..." lines and a
 // "ready" line per serving primary, and stops them when ctx ends.
-func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *config.Config, g *globalOptions, log *slog.Logger) error {
+//
+// With proxyPort > 0 it also runs `grbd proxy` on 127.0.0.1:proxyPort and
+// relays its "proxy nbd://..." line: the URI that survives failovers.
+func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *config.Config, g *globalOptions, log *slog.Logger, proxyPort int) error {
 	out := &lockedWriter{w: stdout}
 	var members []*localMember
 	defer func() {
@@ -40,8 +43,8 @@ func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *con
 			}
 		}
 	}()
-	start := func(verb, name string) error {
-		args := []string{verb, "--config", cfg.Path, "--name", name, "--log-level", g.logLevel, "--log-format", g.logFormat}
+	start := func(name string, args ...string) error {
+		args = append(args, "--config", cfg.Path, "--log-level", g.logLevel, "--log-format", g.logFormat)
 		c := exec.Command(self, args...)
 		c.Stderr = os.Stderr
 		// Children die with this process even after a kill -9 of it.
@@ -60,12 +63,17 @@ func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *con
 		return nil
 	}
 	if cfg.Witness != nil {
-		if err := start("witness", cfg.Witness.Name); err != nil {
+		if err := start(cfg.Witness.Name, "witness", "--name", cfg.Witness.Name); err != nil {
 			return err
 		}
 	}
 	for _, n := range cfg.Nodes {
-		if err := start("node", n.Name); err != nil {
+		if err := start(n.Name, "node", "--name", n.Name); err != nil {
+			return err
+		}
+	}
+	if proxyPort > 0 {
+		if err := start("proxy", "proxy", "--listen", fmt.Sprintf("127.0.0.1:%d", proxyPort)); err != nil {
 			return err
 		}
 	}
@@ -98,6 +106,9 @@ func relayMember(out *lockedWriter, m *localMember, r io.Reader) {
 			out.printf("member %s pid %d role Witness\n", m.name, pid)
 		case len(f) == 2 && f[0] == "ready":
 			out.printf("ready %s\n", f[1])
+		case len(f) == 2 && f[0] == "proxy":
+			out.printf("proxy %s\n", f[1])
+			out.printf("member %s pid %d role Proxy\n", m.name, pid)
 		case len(f) == 6 && f[0] == "role":
 			// role ROLE epoch N STATE URI
 			out.printf("member %s pid %d role %s %s epoch %s %s\n", m.name, pid, f[1], f[5], f[3], f[4])
