@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -89,8 +90,12 @@ requests held and re-sent, time without a primary) and GET /metrics.`,
 			if err != nil {
 				return err
 			}
+			// Run outlives the signal: requests already read are answered
+			// (by a primary) while the server drains at shutdown.
+			runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+			defer stopRun()
 			var wg sync.WaitGroup
-			wg.Go(func() { _ = p.Run(ctx) })
+			wg.Go(func() { _ = p.Run(runCtx) })
 			if o.admin != "" {
 				al, err := net.Listen("tcp", o.admin)
 				if err != nil {
@@ -109,7 +114,7 @@ requests held and re-sent, time without a primary) and GET /metrics.`,
 			}
 			_ = srv.Close()
 			_ = l.Close()
-			stop()
+			stopRun()
 			wg.Wait()
 			if err != nil && !errors.Is(err, blockdev.ErrServerClosed) {
 				return err
