@@ -18,6 +18,7 @@ package nbdclient
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,6 +44,9 @@ type Options struct {
 	// CloseTimeout bounds how long Close waits for the server to answer the
 	// requests in flight after NBD_CMD_DISC. Default 5 s.
 	CloseTimeout time.Duration
+	// TLS, when set, upgrades the connection with NBD_OPT_STARTTLS before
+	// any other option; a server that refuses it fails the handshake.
+	TLS *tls.Config
 }
 
 // Client is one NBD connection in the transmission phase.
@@ -114,7 +118,7 @@ func NewClient(ctx context.Context, conn net.Conn, opts Options) (*Client, error
 	_ = conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	br := bufio.NewReaderSize(conn, 64<<10)
-	info, err := handshake(conn, br, opts)
+	conn, br, info, err := handshake(conn, br, opts)
 	stopped := stop()
 	if err == nil && !stopped {
 		err = ctx.Err()

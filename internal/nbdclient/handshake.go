@@ -2,6 +2,7 @@ package nbdclient
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -24,16 +25,20 @@ type ExportInfo struct {
 // handshake runs the fixed newstyle negotiation on rw and returns the export
 // the transmission phase will serve. It tries NBD_OPT_GO and falls back to
 // NBD_OPT_EXPORT_NAME when the server answers NBD_REP_ERR_UNSUP.
-func handshake(conn net.Conn, br *bufio.Reader, opts Options) (ExportInfo, error) {
+//
+// With opts.TLS it first upgrades the connection (NBD_OPT_STARTTLS) and
+// returns the TLS connection and a reader on it, which the transmission
+// phase must use.
+func handshake(conn net.Conn, br *bufio.Reader, opts Options) (net.Conn, *bufio.Reader, ExportInfo, error) {
 	var hello protocol.NegotiationNewstyleHeader
 	if err := binary.Read(br, binary.BigEndian, &hello); err != nil {
-		return ExportInfo{}, fmt.Errorf("nbdclient: read greeting: %w", err)
+		return nil, nil, ExportInfo{}, fmt.Errorf("nbdclient: read greeting: %w", err)
 	}
 	if hello.OldstyleMagic != protocol.NEGOTIATION_MAGIC_OLDSTYLE || hello.OptionMagic != protocol.NEGOTIATION_MAGIC_OPTION {
-		return ExportInfo{}, fmt.Errorf("%w: greeting magic %#x %#x (oldstyle servers are not supported)", ErrProtocol, hello.OldstyleMagic, hello.OptionMagic)
+		return nil, nil, ExportInfo{}, fmt.Errorf("%w: greeting magic %#x %#x (oldstyle servers are not supported)", ErrProtocol, hello.OldstyleMagic, hello.OptionMagic)
 	}
 	if hello.HandshakeFlags&protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE == 0 {
-		return ExportInfo{}, fmt.Errorf("%w: server is not fixed newstyle", ErrUnsupported)
+		return nil, nil, ExportInfo{}, fmt.Errorf("%w: server is not fixed newstyle", ErrUnsupported)
 	}
 	clientFlags := flagCFixedNewstyle
 	noZeroes := hello.HandshakeFlags&flagNoZeroes != 0
@@ -41,15 +46,45 @@ func handshake(conn net.Conn, br *bufio.Reader, opts Options) (ExportInfo, error
 		clientFlags |= flagCNoZeroes
 	}
 	if err := binary.Write(conn, binary.BigEndian, clientFlags); err != nil {
-		return ExportInfo{}, fmt.Errorf("nbdclient: send client flags: %w", err)
+		return nil, nil, ExportInfo{}, fmt.Errorf("nbdclient: send client flags: %w", err)
+	}
+	if opts.TLS != nil {
+		tc, err := startTLS(conn, br, opts.TLS)
+		if err != nil {
+			return nil, nil, ExportInfo{}, err
+		}
+		conn, br = tc, bufio.NewReaderSize(tc, 64<<10)
 	}
 
 	info := ExportInfo{Name: opts.ExportName}
 	err := optGo(conn, br, opts, &info)
 	if err == nil || !isUnsupported(err) {
-		return info, err
+		return conn, br, info, err
 	}
-	return info, optExport(conn, br, noZeroes, &info)
+	return conn, br, info, optExport(conn, br, noZeroes, &info)
+}
+
+// startTLS sends NBD_OPT_STARTTLS and, once the server acknowledged it, runs
+// the TLS handshake on conn (the spec's "TLS support" section).
+func startTLS(conn net.Conn, br *bufio.Reader, cfg *tls.Config) (*tls.Conn, error) {
+	if err := sendOption(conn, optStartTLS, nil); err != nil {
+		return nil, err
+	}
+	typ, body, err := readOptionReply(br, optStartTLS)
+	if err != nil {
+		return nil, err
+	}
+	if typ != protocol.NEGOTIATION_TYPE_REPLY_ACK {
+		return nil, fmt.Errorf("%w: NBD_OPT_STARTTLS: reply %#x: %s", ErrOptionRefused, typ, body)
+	}
+	if br.Buffered() > 0 {
+		return nil, fmt.Errorf("%w: bytes after NBD_OPT_STARTTLS's acknowledgement", ErrProtocol)
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		return nil, fmt.Errorf("nbdclient: TLS handshake: %w", err)
+	}
+	return tc, nil
 }
 
 type unsupportedReply struct{ msg string }

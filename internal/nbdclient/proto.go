@@ -11,6 +11,7 @@ const (
 	flagCFixedNewstyle  uint32 = 1 << 0 // NBD_FLAG_C_FIXED_NEWSTYLE
 	flagCNoZeroes       uint32 = 1 << 1 // NBD_FLAG_C_NO_ZEROES
 	optExportName       uint32 = 1      // NBD_OPT_EXPORT_NAME
+	optStartTLS         uint32 = 5      // NBD_OPT_STARTTLS
 	exportNameZeroes           = 124    // zeroes after NBD_OPT_EXPORT_NAME's answer without NO_ZEROES
 	maxOptionReplyBytes        = 1 << 20
 )
