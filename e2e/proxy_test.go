@@ -260,3 +260,23 @@ func TestProxyExt4FioSurvivesKill(t *testing.T) {
 	m.umount()
 	run(t, 2*time.Minute, "e2fsck", "-f", "-n", m.loop)
 }
+
+// TestProxyOverTLS: a cluster that requires TLS on NBD (and authenticates
+// admin requests with a secret) behind grbd proxy --nbd-certs: fio verifies
+// its writes through the proxy, the primary is killed, and fio
+// --verify_only through the same proxy URI reads them from the new primary.
+func TestProxyOverTLS(t *testing.T) {
+	requireTools(t, "fio")
+	c := newSecureCluster(t, "security:\n  shared-secret-file: pki/secret\n  admin-auth: all\n"+
+		"nbd:\n  tls:\n    cert: pki/nbd/{name}.pem\n    key: pki/nbd/{name}-key.pem\n  tls-required: true\n")
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startMember(t, c.dir, "proxy", "proxy ", "proxy", "--config", c.cfgPath, "--listen", listen,
+		"--nbd-certs", filepath.Join(c.dir, "pki", "nbd-client"))
+	args := []string{"--size=4m", "--offset_increment=4m", "--numjobs=2"}
+	out := run(t, 2*time.Minute, "fio", fioVerifyArgs("nbd://"+listen, args...)...)
+	require.NotContains(t, out, "verify: bad", out)
+	c.procs["n0"].kill9()
+	out = run(t, 2*time.Minute, "fio", fioVerifyArgs("nbd://"+listen, append(args, "--verify_only")...)...)
+	require.NotContains(t, out, "verify: bad", out)
+	require.Contains(t, out, "READ:", out)
+}

@@ -25,6 +25,7 @@ type proxyOptions struct {
 	admin       string
 	holdTimeout time.Duration
 	poll        time.Duration
+	nbdCerts    string
 	creds       adminOptions
 }
 
@@ -35,6 +36,7 @@ func (o *proxyOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.admin, "admin", "", "address of the proxy's status endpoint (GET /status, /metrics); empty: none")
 	fs.DurationVar(&o.holdTimeout, "hold-timeout", 30*time.Second, "how long a request waits for a serving primary before it fails with EIO")
 	fs.DurationVar(&o.poll, "poll", 500*time.Millisecond, "how often to ask the members who serves while following a primary")
+	fs.StringVar(&o.nbdCerts, "nbd-certs", "", "certificate directory for NBD over TLS to the nodes (libnbd layout: ca-cert.pem, client-cert.pem, client-key.pem; `grbd certs init` writes nbd-client/); needed when the config sets nbd.tls-required")
 	o.creds.AddFlags(fs)
 }
 
@@ -67,8 +69,14 @@ requests held and re-sent, time without a primary) and GET /metrics.`,
 			if err != nil {
 				return err
 			}
-			if cfg.NBD.TLSRequired {
-				return errors.New("proxy: the cluster requires TLS on NBD (nbd.tls-required), which grbd proxy does not speak yet")
+			dialer := proxy.NBDDialer{Export: cfg.NBD.Export}
+			switch {
+			case o.nbdCerts != "":
+				if dialer.TLS, err = proxy.LoadClientTLS(o.nbdCerts); err != nil {
+					return err
+				}
+			case cfg.NBD.TLSRequired:
+				return errors.New("proxy: the cluster requires TLS on NBD (nbd.tls-required): give --nbd-certs DIR")
 			}
 			cli, err := o.creds.client(cfg)
 			if err != nil {
@@ -76,7 +84,7 @@ requests held and re-sent, time without a primary) and GET /metrics.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			p := proxy.New(&proxy.ClusterLocator{Config: cfg, Client: cli}, proxy.NBDDialer{Export: cfg.NBD.Export},
+			p := proxy.New(&proxy.ClusterLocator{Config: cfg, Client: cli}, dialer,
 				proxy.Options{HoldTimeout: o.holdTimeout, Poll: o.poll, Logger: log})
 			if err := p.Connect(ctx); err != nil {
 				return err

@@ -2,6 +2,10 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"io/fs"
+	"path/filepath"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +17,7 @@ import (
 	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/nbdclient"
+	"github.com/grbd/grbd/internal/pki"
 	"github.com/grbd/grbd/node"
 )
 
@@ -83,6 +88,28 @@ func (l *ClusterLocator) status(ctx context.Context, m config.Member) (*node.Sta
 // NBDDialer connects to a primary's export with nbdclient.
 type NBDDialer struct {
 	Export string // the cluster's nbd.export
+	// TLS, when set, upgrades every connection (NBD_OPT_STARTTLS); the
+	// server's certificate must name the host of the node's nbd address.
+	TLS *tls.Config
+}
+
+// LoadClientTLS reads a certificate directory in libnbd's layout (what
+// `grbd certs init` writes as nbd-client/): ca-cert.pem, and
+// client-cert.pem with client-key.pem when present.
+func LoadClientTLS(dir string) (*tls.Config, error) {
+	roots, err := pki.LoadPool(filepath.Join(dir, "ca-cert.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: NBD TLS: %w", err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	pair, err := pki.LoadKeyPair(filepath.Join(dir, "client-cert.pem"), filepath.Join(dir, "client-key.pem"))
+	switch {
+	case err == nil:
+		cfg.Certificates = []tls.Certificate{pair}
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("proxy: NBD TLS client certificate: %w", err)
+	}
+	return cfg, nil
 }
 
 // Dial connects over TCP and negotiates the export.
@@ -95,7 +122,14 @@ func (d NBDDialer) Dial(ctx context.Context, p Primary) (Backend, error) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	c, err := nbdclient.NewClient(ctx, conn, nbdclient.Options{ExportName: d.Export})
+	opts := nbdclient.Options{ExportName: d.Export}
+	if d.TLS != nil {
+		opts.TLS = d.TLS.Clone()
+		if opts.TLS.ServerName == "" {
+			opts.TLS.ServerName, _, _ = net.SplitHostPort(p.Addr)
+		}
+	}
+	c, err := nbdclient.NewClient(ctx, conn, opts)
 	if err != nil {
 		conn.Close()
 		return nil, err
