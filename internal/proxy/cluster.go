@@ -3,14 +3,14 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"io/fs"
-	"path/filepath"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 
