@@ -9,10 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
 )
 
@@ -205,7 +207,9 @@ func pauseProbe(t *testing.T, dir string, stop <-chan struct{}) <-chan time.Dura
 // witness, a loop device, ext4 mounted; fio with verify=crc32c on a file in
 // it; the primary is killed with SIGKILL mid-run. fio finishes without an
 // I/O error, with no remount, and fio --verify_only passes; the longest
-// pause a client saw is logged and must stay under 3 s (goal 1.5 s).
+// pause a client saw is logged and must stay under 3 s (goal 1.5 s). Then
+// the old primary comes back as the new primary's secondary and is killed
+// and restarted in the middle of a second fio run: no error either.
 func TestProxyExt4FioSurvivesKill(t *testing.T) {
 	requireMountPrivileges(t)
 	requireTools(t, "fio")
@@ -249,7 +253,8 @@ func TestProxyExt4FioSurvivesKill(t *testing.T) {
 		fioMax.Round(time.Millisecond), res.Jobs[0].Write.IOs, longestProbe.Round(time.Millisecond), clusterGap.Round(time.Millisecond))
 	require.Less(t, max(fioMax, longestProbe), 3*time.Second, "pause too long")
 
-	verify := run(t, 2*time.Minute, "fio", append(args[:len(args)-1], "--verify_only")...)
+	verifyOnly := func(a []string) []string { return append(slices.Clone(a[:len(a)-1]), "--verify_only") }
+	verify := run(t, 2*time.Minute, "fio", verifyOnly(args)...)
 	require.NotContains(t, verify, "verify: bad", verify)
 	require.Contains(t, verify, "READ:", verify)
 
@@ -257,6 +262,39 @@ func TestProxyExt4FioSurvivesKill(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("proxy status: %s", resp)
 	require.Contains(t, resp, `"primary":"n1"`)
+
+	// The old primary comes back as n1's secondary, catches up, and is
+	// killed again mid-run and restarted: the client sees no error either.
+	n0again := startMember(t, c.dir, "n0-again", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskUpToDate && st.Peers[0].Behind == 0
+	}, 30*time.Second, 50*time.Millisecond, "n0 never caught up")
+	args2 := slices.Clone(args)
+	args2[2], args2[3] = "--filename=fio2.dat", "--size=24m"
+	stopProbe = make(chan struct{})
+	probe = pauseProbe(t, m.mnt, stopProbe)
+	fio = exec.Command("fio", args2...)
+	fio.Dir = c.dir
+	fioOut.Reset()
+	fio.Stdout, fio.Stderr = &fioOut, &fioOut
+	require.NoError(t, fio.Start())
+	time.Sleep(2 * time.Second)
+	n0again.kill9()
+	time.Sleep(time.Second)
+	startMember(t, c.dir, "n0-third", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
+	fioErr = fio.Wait()
+	close(stopProbe)
+	longestProbe = <-probe
+	require.NoError(t, fioErr, "fio failed with the secondary killed:\n%s", tail(fioOut.String(), 8192))
+	out = fioOut.String()
+	res = fioLatency{}
+	require.NoError(t, json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res), tail(out, 4096))
+	require.Zero(t, res.Jobs[0].Error)
+	t.Logf("secondary killed and restarted: fio write latency max %v, fsync probe %v",
+		time.Duration(res.Jobs[0].Write.LatNs.Max).Round(time.Millisecond), longestProbe.Round(time.Millisecond))
+	verify = run(t, 2*time.Minute, "fio", verifyOnly(args2)...)
+	require.NotContains(t, verify, "verify: bad", verify)
 	m.umount()
 	run(t, 2*time.Minute, "e2fsck", "-f", "-n", m.loop)
 }
