@@ -200,7 +200,7 @@ const (
 	DefaultMaxHandshakes  = 16
 
 	DefaultTick            = Duration(10 * time.Millisecond)
-	DefaultLease           = Duration(250 * time.Millisecond)
+	DefaultLease           = Duration(500 * time.Millisecond)
 	DefaultFailoverTimeout = Duration(250 * time.Millisecond)
 	DefaultSuspendTimeout  = Duration(30 * time.Second)
 	DefaultPeerTimeout     = Duration(2 * time.Second)

@@ -38,9 +38,13 @@ func ControlConfig(cfg *config.Config, self, dir string, log *slog.Logger, onCha
 	ticks := func(d time.Duration) int { return max(1, int((d+tick-1)/tick)) }
 	timing := quorum.DefaultTiming()
 	timing.Lease = ticks(cfg.Quorum.Lease.D())
-	timing.Heartbeat = max(1, timing.Lease/5)
+	// Ten renewals per lease: a renewal may be late or lost nine times in a
+	// row (a busy host) before the lease lapses (docs/quorum.md, "Margins").
+	timing.Heartbeat = max(1, timing.Lease/10)
 	timing.Failover = ticks(cfg.Quorum.FailoverTimeout.D())
-	timing.Election = max(timing.RaftHeartbeat+1, timing.Lease*3/5)
+	// Raft elections follow the failover timeout, not the lease: a killed
+	// primary that led raft is replaced without waiting a lease for it.
+	timing.Election = max(timing.RaftHeartbeat+1, timing.Failover*3/5)
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	return ctlplane.Config{
