@@ -35,6 +35,7 @@ import (
 	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
@@ -132,6 +133,7 @@ type Node struct {
 	discMu       sync.Mutex
 	disconnected map[string]bool // grbd disconnect: peers without a data path
 
+	lock      *datadir.Lock // the data directory's, held until Close
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -162,6 +164,11 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	// Before anything in the directory is read or written; held until Close.
+	if n.lock, err = datadir.Acquire(me.DataDir); err != nil {
+		n.cancel()
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
 	if err := n.open(); err != nil {
 		n.cancel()
 		n.abort()
@@ -296,6 +303,7 @@ func (n *Node) abort() {
 	if n.store != nil {
 		n.store.Close()
 	}
+	_ = n.lock.Release()
 }
 
 // NBDAddr is where the export listens.
@@ -322,6 +330,7 @@ func (n *Node) Close() error {
 			errs = append(errs, n.sa.close())
 		}
 		errs = append(errs, n.store.Close())
+		errs = append(errs, n.lock.Release())
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped", "err", n.closeErr)
 	})

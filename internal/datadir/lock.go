@@ -1,0 +1,100 @@
+// Package datadir guards a member's data directory: one process at a time
+// (an exclusive flock on a lock file, held for the life of the member) and
+// private file modes (directories 0700, files 0600).
+//
+// A member calls Lock before it reads or writes anything in its directory
+// and keeps the returned Lock until it stops; Release is for the end of
+// the process or of an in-process member (tests). The kernel drops the
+// lock when the process dies, however it dies: a stale lock file never
+// blocks a restart.
+//
+// Concurrency: a Lock is used by one goroutine.
+package datadir
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Errors callers branch on.
+var (
+	// ErrLocked: another process (or another member in this process) holds
+	// the directory.
+	ErrLocked = errors.New("datadir: data directory in use")
+)
+
+// LockFile is the lock file's name in a data directory. It holds the pid
+// of the process that holds the lock, for the error the next one gets.
+const LockFile = "lock"
+
+// Lock is a held data-directory lock.
+type Lock struct {
+	f   *os.File
+	dir string
+}
+
+// Acquire creates dir (mode 0700) if needed and takes its lock without
+// waiting. When another process holds it the error wraps ErrLocked and
+// names that process.
+func Acquire(dir string) (*Lock, error) {
+	if err := os.MkdirAll(dir, DirMode); err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	path := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, FileMode)
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is held by %s: stop that member first (one process per data directory)", ErrLocked, dir, holder(path))
+		}
+		return nil, fmt.Errorf("datadir: lock %s: %w", path, err)
+	}
+	// Ours: record who holds it. Not synced: it only names the holder
+	// while it runs, and the kernel, not the file, is the lock.
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &Lock{f: f, dir: dir}, nil
+}
+
+// holder describes the process named in the lock file at path.
+func holder(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "another process"
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return "another process (no pid in " + path + ")"
+	}
+	if pid == os.Getpid() {
+		return fmt.Sprintf("this process (pid %d)", pid)
+	}
+	if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && len(cmd) > 0 {
+		args := strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " ")
+		return fmt.Sprintf("process %d (%s)", pid, args)
+	}
+	return fmt.Sprintf("process %d", pid)
+}
+
+// Dir is the locked directory.
+func (l *Lock) Dir() string { return l.dir }
+
+// Release drops the lock. The file stays: removing it would let a third
+// process lock a new file while a second still waits on the old one.
+func (l *Lock) Release() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Close() // closing the last descriptor drops the flock
+	l.f = nil
+	return err
+}
