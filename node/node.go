@@ -165,7 +165,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	// Before anything in the directory is read or written; held until Close.
-	if n.lock, err = datadir.Acquire(me.DataDir); err != nil {
+	if n.lock, err = datadir.Prepare(me.DataDir, log); err != nil {
 		n.cancel()
 		return nil, fmt.Errorf("node %s: %w", name, err)
 	}

@@ -94,7 +94,7 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 	}
 	log = log.With("witness", name)
 	// Before anything in the directory is read or written; held until Close.
-	lock, err := datadir.Acquire(me.DataDir)
+	lock, err := datadir.Prepare(me.DataDir, log)
 	if err != nil {
 		return nil, fmt.Errorf("witness %s: %w", name, err)
 	}

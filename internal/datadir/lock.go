@@ -14,6 +14,7 @@ package datadir
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -97,4 +98,24 @@ func (l *Lock) Release() error {
 	err := l.f.Close() // closing the last descriptor drops the flock
 	l.f = nil
 	return err
+}
+
+// Prepare is what a member does first with its data directory: Acquire,
+// then FixModes, with one warning when modes from an older version were
+// fixed.
+func Prepare(dir string, log *slog.Logger) (*Lock, error) {
+	l, err := Acquire(dir)
+	if err != nil {
+		return nil, err
+	}
+	fixed, err := FixModes(dir)
+	if err != nil {
+		_ = l.Release()
+		return nil, err
+	}
+	if len(fixed) > 0 && log != nil {
+		log.Warn("data directory was readable by other users (made by an older grbd): made it private (directories 0700, files 0600)",
+			"dir", dir, "fixed", len(fixed), "first", fixed[0])
+	}
+	return l, nil
 }
