@@ -1,10 +1,15 @@
 package node
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
+
+	"github.com/grbd/grbd/internal/config"
 
 	"github.com/stretchr/testify/require"
 )
@@ -63,5 +68,62 @@ func TestDataDirIsPrivate(t *testing.T) {
 	c.closeAll()
 	for _, d := range dirs {
 		requirePrivate(t, d)
+	}
+}
+
+// smallFS mounts a tmpfs of size bytes for the test (root only).
+func smallFS(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small file system needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "grbd-test", dir).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	return dir
+}
+
+// A node whose disk is too small for its device fails to start and leaves
+// nothing behind: no partly preallocated data.img, no journal, no
+// directory it made; a directory that existed keeps what it held (issue
+// 15: a partial 1 GiB data.img filled the file system).
+func TestFailedStartLeavesNothing(t *testing.T) {
+	fsDir := smallFS(t, "8m")
+	for _, tc := range []struct {
+		name  string
+		exist bool
+	}{{"new-dir", false}, {"existing-dir", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dataDir := filepath.Join(fsDir, tc.name)
+			if tc.exist {
+				require.NoError(t, os.MkdirAll(dataDir, 0o700))
+				require.NoError(t, os.WriteFile(filepath.Join(dataDir, "keep"), []byte("x"), 0o600))
+			}
+			cfgText := fmt.Sprintf("cluster: t\ndevice:\n  size: 64MiB\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\nnodes:\n  - {name: d0, address: '%s', nbd: '%s', admin: '%s', data-dir: '%s'}\n",
+				freeAddr(t), freeAddr(t), freeAddr(t), dataDir)
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(cfgText), 0o600))
+			cfg, err := config.Load(path)
+			require.NoError(t, err)
+			_, err = Start(cfg, "d0", Options{Logger: testLogger()})
+			require.Error(t, err)
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			if !tc.exist {
+				require.NoDirExists(t, dataDir)
+			} else {
+				ents, err := os.ReadDir(dataDir)
+				require.NoError(t, err)
+				var names []string
+				for _, e := range ents {
+					names = append(names, e.Name())
+				}
+				require.ElementsMatch(t, []string{"keep", "lock"}, names)
+			}
+			var st syscall.Statfs_t
+			require.NoError(t, syscall.Statfs(fsDir, &st))
+			require.Less(t, (st.Blocks-st.Bfree)*uint64(st.Bsize), uint64(1<<20), "space is free again")
+		})
 	}
 }

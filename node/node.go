@@ -303,7 +303,11 @@ func (n *Node) abort() {
 	if n.store != nil {
 		n.store.Close()
 	}
-	_ = n.lock.Release()
+	// Nothing of this start stays behind (a partly preallocated data.img
+	// on a full disk, the first segments of a new journal).
+	if err := n.lock.Undo(); err != nil {
+		n.log.Error("failed start: cleaning up the data directory", "err", err)
+	}
 }
 
 // NBDAddr is where the export listens.

@@ -100,7 +100,9 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 	}
 	w, err := start(cfg, me, log, lock)
 	if err != nil {
-		_ = lock.Release()
+		if uerr := lock.Undo(); uerr != nil { // nothing of this start stays behind
+			log.Error("failed start: cleaning up the data directory", "err", uerr)
+		}
 		return nil, err
 	}
 	return w, nil

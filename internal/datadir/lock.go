@@ -37,12 +37,18 @@ const LockFile = "lock"
 type Lock struct {
 	f   *os.File
 	dir string
+	// created: Acquire made dir; before: the entries dir held then. What a
+	// failed start made is what Undo removes.
+	created bool
+	before  map[string]bool
 }
 
 // Acquire creates dir (mode 0700) if needed and takes its lock without
 // waiting. When another process holds it the error wraps ErrLocked and
 // names that process.
 func Acquire(dir string) (*Lock, error) {
+	_, statErr := os.Stat(dir)
+	created := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(dir, DirMode); err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
@@ -63,7 +69,16 @@ func Acquire(dir string) (*Lock, error) {
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &Lock{f: f, dir: dir}, nil
+	l := &Lock{f: f, dir: dir, created: created, before: map[string]bool{}}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		_ = l.Release()
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	for _, e := range ents {
+		l.before[e.Name()] = true
+	}
+	return l, nil
 }
 
 // holder describes the process named in the lock file at path.
@@ -84,6 +99,41 @@ func holder(path string) string {
 		return fmt.Sprintf("process %d (%s)", pid, args)
 	}
 	return fmt.Sprintf("process %d", pid)
+}
+
+// Undo removes what was created in the directory since Acquire (every
+// entry that was not there then; the directory itself if Acquire made it)
+// and releases the lock: a start that failed leaves nothing behind, e.g.
+// no partly preallocated data.img on a full file system (issue 15). Call
+// it only when the member never started: it cannot tell a new file from
+// one the member should keep.
+func (l *Lock) Undo() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	ents, err := os.ReadDir(l.dir)
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, e := range ents {
+		if !l.before[e.Name()] && e.Name() != LockFile {
+			errs = append(errs, os.RemoveAll(filepath.Join(l.dir, e.Name())))
+		}
+	}
+	if l.created && errors.Join(errs...) == nil {
+		// Remove the lock file while still holding it: no one else
+		// can have opened it, the directory was ours alone.
+		errs = append(errs, os.Remove(filepath.Join(l.dir, LockFile)))
+		errs = append(errs, l.Release())
+		errs = append(errs, os.Remove(l.dir))
+	} else {
+		errs = append(errs, l.Release())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("datadir: clean up %s after a failed start: %w", l.dir, err)
+	}
+	return nil
 }
 
 // Dir is the locked directory.
