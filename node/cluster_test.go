@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/witness"
 	"github.com/stretchr/testify/require"
@@ -351,4 +352,20 @@ func TestInvalidateResyncsEverything(t *testing.T) {
 		"the whole device is copied")
 	c.waitUpToDate(p)
 	c.requireImages(block, 100)
+}
+
+// A second member on a running member's data directory is refused before
+// it reads or writes anything there (issue 15: it replayed the running
+// node's journal), and so is a second witness.
+func TestDataDirLockedWhileRunning(t *testing.T) {
+	c := newTestCluster(t, 1, true, "")
+	_, err := Start(c.cfg, "d0", Options{Logger: testLogger()})
+	require.ErrorIs(t, err, datadir.ErrLocked)
+	require.Contains(t, err.Error(), fmt.Sprintf("this process (pid %d)", os.Getpid()))
+	_, err = witness.Start(c.cfg, "w", testLogger())
+	require.ErrorIs(t, err, datadir.ErrLocked)
+	// The running node still serves.
+	writeBlocks(t, c.primary(), 0, 4)
+	c.stop("d0")
+	c.start("d0") // released by Close
 }

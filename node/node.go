@@ -35,6 +35,7 @@ import (
 	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
@@ -137,6 +138,7 @@ type Node struct {
 	discMu       sync.Mutex
 	disconnected map[string]bool // grbd disconnect: peers without a data path
 
+	lock      *datadir.Lock // the data directory's, held until Close
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -167,6 +169,11 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	// Before anything in the directory is read or written; held until Close.
+	if n.lock, err = datadir.Prepare(me.DataDir, log); err != nil {
+		n.cancel()
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
 	if err := n.open(); err != nil {
 		n.cancel()
 		n.abort()
@@ -304,6 +311,11 @@ func (n *Node) abort() {
 	if n.store != nil {
 		n.store.Close()
 	}
+	// Nothing of this start stays behind (a partly preallocated data.img
+	// on a full disk, the first segments of a new journal).
+	if err := n.lock.Undo(); err != nil {
+		n.log.Error("failed start: cleaning up the data directory", "err", err)
+	}
 }
 
 // NBDAddr is where the export listens.
@@ -330,6 +342,7 @@ func (n *Node) Close() error {
 			errs = append(errs, n.sa.close())
 		}
 		errs = append(errs, n.store.Close())
+		errs = append(errs, n.lock.Release())
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped", "err", n.closeErr)
 	})

@@ -16,13 +16,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
@@ -73,6 +73,7 @@ type Witness struct {
 	once   sync.Once
 
 	events *events.Log
+	lock   *datadir.Lock // the data directory's, held until Close
 	// last is the control-plane view of the previous onChange (events);
 	// onChange runs on one goroutine at a time.
 	last     quorum.Status
@@ -92,10 +93,25 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 		log = slog.Default()
 	}
 	log = log.With("witness", name)
-	if err := os.MkdirAll(me.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("witness: %w", err)
+	// Before anything in the directory is read or written; held until Close.
+	lock, err := datadir.Prepare(me.DataDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("witness %s: %w", name, err)
 	}
-	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now(), events: events.NewLog(name, 0)}
+	w, err := start(cfg, me, log, lock)
+	if err != nil {
+		if uerr := lock.Undo(); uerr != nil { // nothing of this start stays behind
+			log.Error("failed start: cleaning up the data directory", "err", uerr)
+		}
+		return nil, err
+	}
+	return w, nil
+}
+
+func start(cfg *config.Config, me config.Member, log *slog.Logger, lock *datadir.Lock) (*Witness, error) {
+	name := me.Name
+	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now(), events: events.NewLog(name, 0), lock: lock}
+	var err error
 	w.events.OnAdd(func(e events.Event) { events.Slog(log, e) })
 	if w.ctl, err = ctlplane.Open(member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)); err != nil {
 		return nil, fmt.Errorf("witness %s: control plane: %w", name, err)
@@ -213,6 +229,7 @@ func (w *Witness) Close() error {
 		w.cancel()
 		w.mesh.Close()
 		w.wg.Wait()
+		_ = w.lock.Release()
 		w.log.Info("witness stopped")
 	})
 	return err

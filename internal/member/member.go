@@ -76,7 +76,7 @@ func MeshConfig(cfg *config.Config, self string, log *slog.Logger, onControl fun
 	}
 	return mesh.Config{
 		Cluster: cfg.Cluster, Self: self, Peers: peers, BindHost: bind, Logger: log,
-		OnControl: onControl, Handler: handler,
+		PeerTimeout: cfg.Replication.PeerTimeout.D(), OnControl: onControl, Handler: handler,
 	}
 }
 
