@@ -147,7 +147,7 @@ func (n *Node) Status() Status {
 	if err := n.diskFailure(); err != nil {
 		st.DiskError = err.Error()
 	}
-	if err := n.ctl.Failed(); err != nil {
+	if err := n.ctl.Err(); err != nil {
 		st.ControlPlaneError = err.Error()
 	}
 	if n.ec != nil {

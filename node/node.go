@@ -318,6 +318,19 @@ func (n *Node) abort() {
 	}
 }
 
+// Stopped is closed when the node's control plane stopped for good (it
+// could not persist its log: a full or failed disk); Err says why. The
+// process must then stop: cmd/grbd exits non-zero.
+func (n *Node) Stopped() <-chan struct{} { return n.ctl.Stopped() }
+
+// Err is why the node stopped working (Stopped), nil until then.
+func (n *Node) Err() error {
+	if err := n.ctl.Err(); err != nil {
+		return fmt.Errorf("node %s: %w", n.me.Name, err)
+	}
+	return nil
+}
+
 // NBDAddr is where the export listens.
 func (n *Node) NBDAddr() net.Addr { return n.nbdLn.Addr() }
 

@@ -151,6 +151,18 @@ func start(cfg *config.Config, me config.Member, log *slog.Logger, lock *datadir
 	return w, nil
 }
 
+// Stopped is closed when the witness's control plane stopped for good (it
+// could not persist its log); Err says why. The process must then stop.
+func (w *Witness) Stopped() <-chan struct{} { return w.ctl.Stopped() }
+
+// Err is why the witness stopped working (Stopped), nil until then.
+func (w *Witness) Err() error {
+	if err := w.ctl.Err(); err != nil {
+		return fmt.Errorf("witness %s: %w", w.me.Name, err)
+	}
+	return nil
+}
+
 // AdminAddr is where the admin endpoint listens.
 func (w *Witness) AdminAddr() net.Addr { return w.adminLn.Addr() }
 

@@ -105,9 +105,27 @@ func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names
 		nodes = append(nodes, n)
 		out.printf("listening nbd://%s\n", n.NBDAddr())
 	}
-	<-ctx.Done()
-	log.Info("shutting down", "cause", context.Cause(ctx))
+	// A node whose control plane cannot persist stops the process with an
+	// error (exit 1; systemd restarts it, or leaves it down after its
+	// start limit), instead of running on as a healthy-looking zombie.
+	failed := make(chan *node.Node, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			select {
+			case <-n.Stopped():
+				failed <- n
+			case <-ctx.Done():
+			}
+		}()
+	}
 	var errs []error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "cause", context.Cause(ctx))
+	case n := <-failed:
+		log.Error("stopping: the control plane cannot persist", "err", n.Err())
+		errs = append(errs, n.Err())
+	}
 	for _, n := range nodes {
 		errs = append(errs, n.Close())
 	}

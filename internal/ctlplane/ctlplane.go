@@ -67,7 +67,8 @@ type Driver struct {
 	servingUntil atomic.Int64 // nanoseconds since start; <= 0: not serving
 	status       atomic.Pointer[quorum.Status]
 	changed      chan struct{}
-	stateCond    *sync.Cond // on mu: applied state changed
+	stateCond    *sync.Cond    // on mu: applied state changed
+	stopped      chan struct{} // closed when failed is set
 }
 
 // Open reads the member's raft log and builds its core.
@@ -104,11 +105,24 @@ func Open(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Driver{cfg: cfg, log: cfg.Logger, start: time.Now(), m: m, changed: make(chan struct{}, 1)}
+	d := &Driver{cfg: cfg, log: cfg.Logger, start: time.Now(), m: m, changed: make(chan struct{}, 1), stopped: make(chan struct{})}
 	d.stateCond = sync.NewCond(&d.mu)
 	s := m.Status()
 	d.status.Store(&s)
 	return d, nil
+}
+
+// Stopped is closed when the control plane stopped for good because it
+// could not persist its log (Err says why). The member must then stop
+// too: it would otherwise run on with a frozen applied index and look
+// healthy (issue 15).
+func (d *Driver) Stopped() <-chan struct{} { return d.stopped }
+
+// Err is why the control plane stopped, nil while it runs.
+func (d *Driver) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.failed
 }
 
 // SetSender sets where messages go; until then they are dropped.
@@ -177,6 +191,7 @@ func (d *Driver) do(fn func(m *quorum.Member) error) error {
 				if d.cfg.OnFail != nil {
 					go d.cfg.OnFail(d.failed)
 				}
+				close(d.stopped)
 				return d.failed
 			}
 		}
@@ -252,13 +267,6 @@ func (d *Driver) Deliver(peer string, c *wire.Control) {
 	if err := d.do(func(m *quorum.Member) error { return m.Step(msg) }); err != nil {
 		d.log.Debug("dropping control message", "peer", peer, "err", err)
 	}
-}
-
-// Failed is the error that stopped the control plane, or nil.
-func (d *Driver) Failed() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.failed
 }
 
 // Serving reports whether this member may complete I/O as primary now.
