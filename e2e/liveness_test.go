@@ -134,3 +134,62 @@ func TestSilentLinkGap(t *testing.T) {
 		})
 	}
 }
+
+// TestIsolatedSecondaryOfThreeGap: 3 data nodes, one secondary isolated
+// from both others (nftables, both directions): writes go on with the
+// other secondary, the longest gap in acknowledged writes at most
+// peer-timeout + 1 s (issue 15).
+func TestIsolatedSecondaryOfThreeGap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real processes and nftables")
+	}
+	const peerTimeout = 2 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := chaos.NewCluster(chaos.ClusterConfig{Bin: grbdBin, Dir: t.TempDir(), DataNodes: 3})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.StartAll(ctx))
+	fw, err := c.Firewall(ctx)
+	if chaos.IsSkip(err) {
+		t.Skip(err)
+	}
+	require.NoError(t, err)
+	require.NoError(t, c.WaitInSync(ctx))
+	pname, uri, err := c.Primary(ctx)
+	require.NoError(t, err)
+	var sec *chaos.Member
+	for _, m := range c.DataNodes() {
+		if m.Name != pname {
+			sec = m
+			break
+		}
+	}
+	cl, err := nbdclient.DialURI(ctx, uri, nbdclient.Options{})
+	require.NoError(t, err)
+	defer cl.Close()
+	rec := &ackRecorder{}
+	rctx, rcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { rec.run(rctx, cl) })
+	time.Sleep(time.Second)
+	start := time.Now()
+	for _, m := range c.Members() {
+		if m.Name != sec.Name {
+			require.NoError(t, fw.Partition(ctx, sec.Endpoint(), m.Endpoint()))
+		}
+	}
+	time.Sleep(peerTimeout + 3*time.Second)
+	end := time.Now()
+	require.NoError(t, fw.Heal(ctx))
+	rcancel()
+	wg.Wait()
+	require.NoError(t, rec.err, "writes must go on without the isolated secondary")
+	gap, n := rec.longestGap(start, end)
+	t.Logf("3 data nodes, secondary %s isolated (primary %s): longest gap in acknowledged writes %v (%d writes acknowledged during the %v fault)",
+		sec.Name, pname, gap.Round(time.Millisecond), n, end.Sub(start).Round(time.Millisecond))
+	require.LessOrEqual(t, gap, peerTimeout+time.Second, "longest gap in acknowledged writes")
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer wcancel()
+	require.NoError(t, c.WaitInSync(wctx), "the isolated secondary catches up after the heal")
+}
