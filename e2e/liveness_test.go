@@ -126,6 +126,9 @@ func TestSilentLinkGap(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			rcancel()
 			wg.Wait()
+			if rec.err != nil {
+				t.Logf("primary %s log:\n%s", pname, c.Process(pname).LogTail(6000))
+			}
 			require.NoError(t, rec.err, "writes must go on without the secondary")
 			gap, n := rec.longestGap(start, end)
 			t.Logf("%s: primary %s, secondary %s: longest gap in acknowledged writes %v (%d writes acknowledged during the %v fault)",

@@ -102,6 +102,9 @@ func (m *Member) Step(msg Message) error {
 				return nil
 			}
 		}
+		if r.Type == pb.MsgProp && m.dropsPromote(r) {
+			return nil
+		}
 		return m.rn.Step(r)
 	case MsgLeaseRequest:
 		if msg.Epoch >= m.state.Epoch {
@@ -118,6 +121,34 @@ func (m *Member) Step(msg Message) error {
 		return fmt.Errorf("%w: message type %d", ErrCorrupt, msg.Type)
 	}
 	return nil
+}
+
+// dropsPromote: the raft leader refuses a failover proposal (a Promote
+// neither forced nor asked for by an operator) that would depose a primary
+// it still hears from. A secondary cut off from the primary in one direction
+// stops hearing its lease requests and proposes itself; without this the
+// witness's vote would let it depose a healthy primary, which deposes it
+// back (a flap that fails the writes in flight). Dropping a proposal never
+// affects safety; when the primary is really gone the leader (then another
+// member) no longer hears it and lets the proposal through.
+func (m *Member) dropsPromote(r pb.Message) bool {
+	if m.rn.BasicStatus().RaftState != raft.StateLeader || m.state.Primary == "" {
+		return false
+	}
+	heard := m.now-m.heardPrimary < int64(m.cfg.Timing.Failover) || (m.IsPrimary() && m.Serving())
+	if !heard {
+		return false
+	}
+	for _, e := range r.Entries {
+		if e.Type != pb.EntryNormal {
+			continue
+		}
+		c, err := DecodeCommand(e.Data)
+		if err == nil && c.Type == CmdPromote && !c.Force && !c.Manual && c.Epoch == m.state.Epoch && c.Node != m.state.Primary {
+			return true
+		}
+	}
+	return false
 }
 
 // IsPrimary reports whether this member was promoted in this run and is the
@@ -247,7 +278,7 @@ func (m *Member) RequestPromote(force bool) error {
 	if ok, why := m.state.Promotable(m.self, m.disk); !ok && !force {
 		return fmt.Errorf("%w: %s: %s (use force to promote it anyway: writes it lacks are lost)", ErrNotPromotable, m.self, why)
 	}
-	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Force: force, Disk: m.disk}
+	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Force: force, Manual: true, Disk: m.disk}
 	m.lastPropose["promote"] = never
 	m.retryProposals()
 	return nil

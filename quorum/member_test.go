@@ -416,3 +416,28 @@ func TestStalePromoteAfterDiskReplaced(t *testing.T) {
 	require.Equal(t, epoch+1, st.Epoch, "the stale Promote applied")
 	require.Empty(t, st.Primary, "b gave the role back")
 }
+
+// TestOneWayCutDoesNotDeposeALivePrimary: the primary's messages to the
+// secondary are lost (one way); the witness still hears it. The secondary
+// proposes itself, but the raft leader, which hears the primary, drops the
+// failover proposal: the primary keeps serving. An operator's promotion
+// still goes through.
+func TestOneWayCutDoesNotDeposeALivePrimary(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	epoch := c.members["w"].State().Epoch
+	c.cut[[2]string{"a", "b"}] = true
+	for range 300 {
+		c.tick(1)
+		require.Equal(t, []string{"a"}, c.servers(), "a live primary was deposed by a one-way cut")
+	}
+	require.Equal(t, epoch, c.members["w"].State().Epoch)
+
+	c.cut[[2]string{"a", "b"}] = false
+	c.tick(50)
+	require.Equal(t, []string{"a"}, c.servers())
+	require.NoError(t, c.members["b"].RequestPromote(false)) // grbd primary b
+	c.tick(100)
+	require.Equal(t, "b", c.members["w"].State().Primary, "an operator's promotion is not dropped")
+}

@@ -157,6 +157,9 @@ type Command struct {
 	Epoch uint64 // the epoch the proposer saw (Promote: the one it replaces)
 	Gen   uint64 // Outdate, Clear: the generation the proposer saw
 	Force bool   // Promote
+	// Manual marks a Promote an operator asked for (grbd primary): the raft
+	// leader lets it depose a live primary, unlike a failover's.
+	Manual bool
 	// Disk is the identity of Node's disk (Promote, Clear); 0 in commands
 	// written before data identity, which apply by the old rules.
 	Disk uint64
@@ -218,7 +221,8 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 // Command and state encodings. Part of the format: do not change.
 //
 //	command: | version u8 (2) | type u8 | length u16 | body | crc32c u32 |
-//	body:    | epoch u64 | gen u64 | force u8 | node string | by string | disk u64 |
+//	body:    | epoch u64 | gen u64 | flags u8 | node string | by string | disk u64 |
+//	         flags: bit 0 force, bit 1 manual (version 1: force 0 or 1)
 //	state:   | version u8 (2) | type u8 (0xff) | length u16 | body | crc32c u32 |
 //	body:    | epoch u64 | forced u8 | primary string | count u16 | outdated string... |
 //	         | gens u16 | gens x (name string | gen u64) |  (sorted by name, gen > 0)
@@ -293,7 +297,7 @@ func (c Command) Encode() ([]byte, error) {
 	}
 	body := binary.LittleEndian.AppendUint64(make([]byte, 0, maxCommandBody), c.Epoch)
 	body = binary.LittleEndian.AppendUint64(body, c.Gen)
-	body = append(body, boolByte(c.Force))
+	body = append(body, boolByte(c.Force)|boolByte(c.Manual)<<1)
 	body = appendName(body, c.Node)
 	body = appendName(body, c.By)
 	body = binary.LittleEndian.AppendUint64(body, c.Disk)
@@ -310,10 +314,11 @@ func DecodeCommand(b []byte) (Command, error) {
 	if cmdNames[c.Type] == "" {
 		return Command{}, fmt.Errorf("%w: command type %d", ErrCorrupt, typ)
 	}
-	if len(body) < 17 || body[16] > 1 {
+	if len(body) < 17 || body[16] > 3 || (version == codecV1 && body[16] > 1) {
 		return Command{}, fmt.Errorf("%w: command body", ErrCorrupt)
 	}
-	c.Epoch, c.Gen, c.Force = binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:]), body[16] == 1
+	c.Epoch, c.Gen = binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:])
+	c.Force, c.Manual = body[16]&1 != 0, body[16]&2 != 0
 	rest := body[17:]
 	if c.Node, rest, err = getName(rest); err != nil {
 		return Command{}, err
