@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -58,6 +59,38 @@ func (a *ackRecorder) longestGap(from, to time.Time) (time.Duration, int) {
 	return max(gap, to.Sub(prev)), n
 }
 
+// gapDuring writes through a connection to uri while fault is in force for
+// hold (then heal runs) and returns the longest gap in acknowledged writes
+// during the fault, how many writes were acknowledged then, and the
+// recorder's write error, if any.
+func gapDuring(ctx context.Context, uri string, hold time.Duration, fault, heal func() error) (time.Duration, int, error) {
+	cl, err := nbdclient.DialURI(ctx, uri, nbdclient.Options{})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cl.Close()
+	rec := &ackRecorder{}
+	rctx, rcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { rec.run(rctx, cl) })
+	time.Sleep(time.Second)
+	start := time.Now()
+	ferr := fault()
+	if ferr == nil {
+		time.Sleep(hold)
+	}
+	end := time.Now()
+	herr := heal()
+	time.Sleep(500 * time.Millisecond)
+	rcancel()
+	wg.Wait()
+	if err := errors.Join(ferr, herr); err != nil {
+		return 0, 0, err
+	}
+	gap, n := rec.longestGap(start, end)
+	return gap, n, rec.err
+}
+
 // TestSilentLinkGap: a primary-secondary link that goes silent (nftables
 // drops both ways or one way, or the secondary is SIGSTOPped) is torn down
 // within replication.peer-timeout, and writes go on without the secondary:
@@ -109,30 +142,14 @@ func TestSilentLinkGap(t *testing.T) {
 					sec = m
 				}
 			}
-			cl, err := nbdclient.DialURI(wctx, uri, nbdclient.Options{})
-			require.NoError(t, err)
-			defer cl.Close()
-			rec := &ackRecorder{}
-			rctx, rcancel := context.WithCancel(wctx)
-			var wg sync.WaitGroup
-			wg.Go(func() { rec.run(rctx, cl) })
-
-			time.Sleep(time.Second)
-			start := time.Now()
-			require.NoError(t, tc.fault(c.Member(pname), sec))
-			time.Sleep(peerTimeout + 3*time.Second)
-			end := time.Now()
-			require.NoError(t, tc.heal(c.Member(pname), sec))
-			time.Sleep(500 * time.Millisecond)
-			rcancel()
-			wg.Wait()
-			if rec.err != nil {
+			p := c.Member(pname)
+			gap, n, err := gapDuring(wctx, uri, peerTimeout+3*time.Second, func() error { return tc.fault(p, sec) }, func() error { return tc.heal(p, sec) })
+			if err != nil {
 				t.Logf("primary %s log:\n%s", pname, c.Process(pname).LogTail(6000))
 			}
-			require.NoError(t, rec.err, "writes must go on without the secondary")
-			gap, n := rec.longestGap(start, end)
-			t.Logf("%s: primary %s, secondary %s: longest gap in acknowledged writes %v (%d writes acknowledged during the %v fault)",
-				tc.name, pname, sec.Name, gap.Round(time.Millisecond), n, end.Sub(start).Round(time.Millisecond))
+			require.NoError(t, err, "writes must go on without the secondary")
+			t.Logf("%s: primary %s, secondary %s: longest gap in acknowledged writes %v (%d writes acknowledged during the fault)",
+				tc.name, pname, sec.Name, gap.Round(time.Millisecond), n)
 			require.LessOrEqual(t, gap, peerTimeout+time.Second, "longest gap in acknowledged writes")
 		})
 	}
@@ -168,29 +185,19 @@ func TestIsolatedSecondaryOfThreeGap(t *testing.T) {
 			break
 		}
 	}
-	cl, err := nbdclient.DialURI(ctx, uri, nbdclient.Options{})
-	require.NoError(t, err)
-	defer cl.Close()
-	rec := &ackRecorder{}
-	rctx, rcancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { rec.run(rctx, cl) })
-	time.Sleep(time.Second)
-	start := time.Now()
-	for _, m := range c.Members() {
-		if m.Name != sec.Name {
-			require.NoError(t, fw.Partition(ctx, sec.Endpoint(), m.Endpoint()))
+	gap, n, err := gapDuring(ctx, uri, peerTimeout+3*time.Second, func() error {
+		for _, m := range c.Members() {
+			if m.Name != sec.Name {
+				if err := fw.Partition(ctx, sec.Endpoint(), m.Endpoint()); err != nil {
+					return err
+				}
+			}
 		}
-	}
-	time.Sleep(peerTimeout + 3*time.Second)
-	end := time.Now()
-	require.NoError(t, fw.Heal(ctx))
-	rcancel()
-	wg.Wait()
-	require.NoError(t, rec.err, "writes must go on without the isolated secondary")
-	gap, n := rec.longestGap(start, end)
-	t.Logf("3 data nodes, secondary %s isolated (primary %s): longest gap in acknowledged writes %v (%d writes acknowledged during the %v fault)",
-		sec.Name, pname, gap.Round(time.Millisecond), n, end.Sub(start).Round(time.Millisecond))
+		return nil
+	}, func() error { return fw.Heal(ctx) })
+	require.NoError(t, err, "writes must go on without the isolated secondary")
+	t.Logf("3 data nodes, secondary %s isolated (primary %s): longest gap in acknowledged writes %v (%d writes acknowledged during the fault)",
+		sec.Name, pname, gap.Round(time.Millisecond), n)
 	require.LessOrEqual(t, gap, peerTimeout+time.Second, "longest gap in acknowledged writes")
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer wcancel()

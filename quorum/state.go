@@ -340,6 +340,7 @@ func DecodeCommand(b []byte) (Command, error) {
 
 // Encode returns the state's snapshot bytes.
 func (s State) Encode() ([]byte, error) {
+	var err error
 	if len(s.Outdated) > maxOutdated || len(s.Primary) > maxName {
 		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
 	}
@@ -353,41 +354,11 @@ func (s State) Encode() ([]byte, error) {
 		}
 		body = appendName(body, n)
 	}
-	var gens []string
-	for n, g := range s.Gen {
-		if g > 0 {
-			gens = append(gens, n)
-		}
+	if body, err = appendTable(body, s.Gen); err != nil {
+		return nil, err
 	}
-	sort.Strings(gens)
-	if len(gens) > maxOutdated {
-		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
-	}
-	body = binary.LittleEndian.AppendUint16(body, uint16(len(gens)))
-	for _, n := range gens {
-		if len(n) > maxName {
-			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
-		}
-		body = appendName(body, n)
-		body = binary.LittleEndian.AppendUint64(body, s.Gen[n])
-	}
-	var disks []string
-	for n, d := range s.Disks {
-		if d != 0 {
-			disks = append(disks, n)
-		}
-	}
-	sort.Strings(disks)
-	if len(disks) > maxOutdated {
-		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
-	}
-	body = binary.LittleEndian.AppendUint16(body, uint16(len(disks)))
-	for _, n := range disks {
-		if len(n) > maxName {
-			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
-		}
-		body = appendName(body, n)
-		body = binary.LittleEndian.AppendUint64(body, s.Disks[n])
+	if body, err = appendTable(body, s.Disks); err != nil {
+		return nil, err
 	}
 	return frame(stateType, body), nil
 }
@@ -427,35 +398,11 @@ func DecodeState(b []byte) (State, error) {
 		}
 		s.Outdated = append(s.Outdated, name)
 	}
-	if len(rest) < 2 {
-		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
-	}
-	n = int(binary.LittleEndian.Uint16(rest))
-	rest = rest[2:]
-	if n > maxOutdated {
-		return State{}, fmt.Errorf("%w: %d generations", ErrCorrupt, n)
-	}
-	prev := ""
-	for i := range n {
-		var name string
-		if name, rest, err = getName(rest); err != nil {
-			return State{}, err
-		}
-		if len(rest) < 8 || (i > 0 && name <= prev) {
-			return State{}, fmt.Errorf("%w: generations", ErrCorrupt)
-		}
-		g := binary.LittleEndian.Uint64(rest)
-		rest = rest[8:]
-		if g == 0 {
-			return State{}, fmt.Errorf("%w: zero generation", ErrCorrupt)
-		}
-		if s.Gen == nil {
-			s.Gen = map[string]uint64{}
-		}
-		s.Gen[name], prev = g, name
+	if s.Gen, rest, err = decodeTable(rest, "generations"); err != nil {
+		return State{}, err
 	}
 	if version >= 2 {
-		if s.Disks, rest, err = decodeDisks(rest); err != nil {
+		if s.Disks, rest, err = decodeTable(rest, "disks"); err != nil {
 			return State{}, err
 		}
 	}
@@ -465,17 +412,41 @@ func DecodeState(b []byte) (State, error) {
 	return s, nil
 }
 
-// decodeDisks reads the disks table of a v2 state.
-func decodeDisks(rest []byte) (map[string]uint64, []byte, error) {
+// appendTable appends a name -> value table (generations, disks): a u16
+// count, then each non-zero entry as name string and u64, sorted by name.
+func appendTable(body []byte, t map[string]uint64) ([]byte, error) {
+	var names []string
+	for n, v := range t {
+		if v != 0 {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	if len(names) > maxOutdated {
+		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
+	}
+	body = binary.LittleEndian.AppendUint16(body, uint16(len(names)))
+	for _, n := range names {
+		if len(n) > maxName {
+			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
+		}
+		body = appendName(body, n)
+		body = binary.LittleEndian.AppendUint64(body, t[n])
+	}
+	return body, nil
+}
+
+// decodeTable reads what appendTable wrote (nil for an empty table).
+func decodeTable(rest []byte, what string) (map[string]uint64, []byte, error) {
 	if len(rest) < 2 {
 		return nil, nil, fmt.Errorf("%w: state body", ErrCorrupt)
 	}
 	n := int(binary.LittleEndian.Uint16(rest))
 	rest = rest[2:]
 	if n > maxOutdated {
-		return nil, nil, fmt.Errorf("%w: %d disks", ErrCorrupt, n)
+		return nil, nil, fmt.Errorf("%w: %d %s", ErrCorrupt, n, what)
 	}
-	var disks map[string]uint64
+	var t map[string]uint64
 	prev := ""
 	for i := range n {
 		name, r, err := getName(rest)
@@ -483,18 +454,18 @@ func decodeDisks(rest []byte) (map[string]uint64, []byte, error) {
 			return nil, nil, err
 		}
 		if len(r) < 8 || (i > 0 && name <= prev) {
-			return nil, nil, fmt.Errorf("%w: disks", ErrCorrupt)
+			return nil, nil, fmt.Errorf("%w: %s", ErrCorrupt, what)
 		}
-		d := binary.LittleEndian.Uint64(r)
-		if d == 0 {
-			return nil, nil, fmt.Errorf("%w: zero disk", ErrCorrupt)
+		v := binary.LittleEndian.Uint64(r)
+		if v == 0 {
+			return nil, nil, fmt.Errorf("%w: zero in %s", ErrCorrupt, what)
 		}
-		if disks == nil {
-			disks = map[string]uint64{}
+		if t == nil {
+			t = map[string]uint64{}
 		}
-		disks[name], prev, rest = d, name, r[8:]
+		t[name], prev, rest = v, name, r[8:]
 	}
-	return disks, rest, nil
+	return t, rest, nil
 }
 
 func boolByte(v bool) byte {
