@@ -19,6 +19,7 @@ import (
 // (`fenced` events) and the I/O errors fio saw. Issue 15: a busy host must
 // not make the primary fence itself now and then. Long: it runs only when
 // GRBD_SOAK is set to the duration of each half (`make soak`, 10m).
+// GRBD_SOAK_BIN runs another grbd binary, GRBD_SOAK_LEASE another lease.
 func TestLeaseSoak(t *testing.T) {
 	soak := os.Getenv("GRBD_SOAK")
 	if soak == "" {
@@ -27,9 +28,17 @@ func TestLeaseSoak(t *testing.T) {
 	d, err := time.ParseDuration(soak)
 	require.NoError(t, err)
 	requireTools(t, "fio")
+	if bin := os.Getenv("GRBD_SOAK_BIN"); bin != "" {
+		grbdBin = bin // compare another build, e.g. an older release
+	}
 	dir := t.TempDir()
-	// The defaults the README's clusters run with, not the tests' tolerant ones.
-	cfgPath := clusterConfig(t, dir, 2, "256MiB", "quorum:\n  lease: 250ms\n  failover-timeout: 250ms\n")
+	// The defaults the README's clusters run with, not the tests' tolerant
+	// ones; GRBD_SOAK_LEASE compares another lease (e.g. the old 250ms).
+	quorum := "quorum:\n  tick: 10ms\n"
+	if l := os.Getenv("GRBD_SOAK_LEASE"); l != "" {
+		quorum += "  lease: " + l + "\n"
+	}
+	cfgPath := clusterConfig(t, dir, 2, "256MiB", quorum)
 	w := startMember(t, dir, "w", "ready witness", "witness", "--config", cfgPath, "--name", "w")
 	n0 := startMember(t, dir, "n0", "ready ", "node", "--config", cfgPath, "--name", "n0")
 	startMember(t, dir, "n1", "listening ", "node", "--config", cfgPath, "--name", "n1")
