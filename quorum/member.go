@@ -303,7 +303,17 @@ type Ready struct {
 
 // HasReady reports whether Ready has work.
 func (m *Member) HasReady() bool {
-	return m.dirty || len(m.msgs) > 0 || (m.rn != nil && m.rn.HasReady())
+	return (m.dirty && !m.holdPersist()) || len(m.msgs) > 0 || (m.rn != nil && m.rn.HasReady())
+}
+
+// holdPersist: a joiner has nothing worth keeping before its snapshot;
+// after a crash it starts over under its join identity.
+func (m *Member) holdPersist() bool {
+	if m.phase != PhaseJoining {
+		return false
+	}
+	snap, _ := m.storage.Snapshot()
+	return raft.IsEmptySnap(snap)
 }
 
 // Ready collects the work since the last Advance. The raft log entries are
@@ -338,9 +348,7 @@ func (m *Member) Ready() Ready {
 			m.msgs = append(m.msgs, Message{Type: MsgRaft, From: m.self, To: m.nameOf(rm.To), Raft: rm})
 		}
 	}
-	if snap, _ := m.storage.Snapshot(); m.phase == PhaseJoining && raft.IsEmptySnap(snap) {
-		// A joiner has nothing worth keeping before its snapshot: after a
-		// crash it starts over under its join identity.
+	if m.holdPersist() {
 		out.Messages, m.msgs = m.msgs, nil
 		return out
 	}
