@@ -77,10 +77,23 @@ type Witness struct {
 	// onChange runs on one goroutine at a time.
 	last     quorum.Status
 	lastSeen bool
+	lastLost []string
+}
+
+// Options are the witness's optional settings.
+type Options struct {
+	// NewCluster creates a brand-new cluster without hearing from every
+	// member (grbd witness --new-cluster; docs/quorum.md).
+	NewCluster bool
 }
 
 // Start runs the witness named name.
 func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) {
+	return StartWith(cfg, name, log, Options{})
+}
+
+// StartWith runs the witness named name with opts.
+func StartWith(cfg *config.Config, name string, log *slog.Logger, opts Options) (*Witness, error) {
 	me, isWitness, err := cfg.Member(name)
 	if err != nil {
 		return nil, err
@@ -97,7 +110,9 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 	}
 	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now(), events: events.NewLog(name, 0)}
 	w.events.OnAdd(func(e events.Event) { events.Slog(log, e) })
-	if w.ctl, err = ctlplane.Open(member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)); err != nil {
+	cc := member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)
+	cc.Fresh, cc.NewCluster = true, opts.NewCluster // a witness holds no block data
+	if w.ctl, err = ctlplane.Open(cc); err != nil {
 		return nil, fmt.Errorf("witness %s: control plane: %w", name, err)
 	}
 	creds, err := auth.Load(cfg, name, log)
@@ -166,6 +181,9 @@ func (w *Witness) handler() http.Handler {
 	})
 	mux.Handle("GET /events", w.events)
 	mux.HandleFunc("GET /metrics", w.serveMetrics)
+	mux.HandleFunc("POST /member/replace", func(rw http.ResponseWriter, r *http.Request) {
+		member.ServeReplace(w.ctl, rw, r)
+	})
 	return mux
 }
 
@@ -200,6 +218,7 @@ func (w *Witness) onChange() {
 		w.events.Add(events.Event{Type: events.TypeRole, Role: "Witness", Epoch: st.Epoch, Primary: st.Primary, Cause: cause})
 	}
 	w.last.Outdated = member.NoteOutdated(w.events, first, w.last.Outdated, st)
+	w.lastLost = member.NoteLostState(w.events, w.lastLost, st)
 	w.last.Epoch, w.last.Primary, w.lastSeen = st.Epoch, st.Primary, true
 }
 
