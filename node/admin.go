@@ -263,6 +263,9 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, n.Status())
 	})
+	mux.HandleFunc("POST /member/replace", func(w http.ResponseWriter, r *http.Request) {
+		member.ServeReplace(n.ctl, w, r)
+	})
 	mux.HandleFunc("POST /resolve", func(w http.ResponseWriter, _ *http.Request) {
 		n.sec.allowDiscard()
 		n.log.Warn("split brain: this node will discard its divergent writes at the next connect")

@@ -42,6 +42,7 @@ import (
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
 )
 
@@ -68,6 +69,9 @@ type Options struct {
 	// OnRole is told about every role change of this node (for the CLI's
 	// "role" lines).
 	OnRole func(RoleEvent)
+	// NewCluster creates a brand-new cluster without hearing from every
+	// member (grbd node --new-cluster; docs/quorum.md).
+	NewCluster bool
 }
 
 // RoleEvent describes a role change.
@@ -119,7 +123,9 @@ type Node struct {
 	lastRole RoleEvent
 	// lastOutdated is the Outdated set of the last reconcile (events).
 	lastOutdated []string
-	events       *events.Log
+	// lastLost: the members that announced a lost state (events).
+	lastLost []string
+	events   *events.Log
 
 	histMu sync.Mutex
 	hist   replicator.History
@@ -249,9 +255,12 @@ func (n *Node) open() error {
 	if err := n.ecRecover(); err != nil {
 		return fmt.Errorf("node %s: %w", me.Name, err)
 	}
-	ccfg := member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)
-	ccfg.OnFail = func(err error) { _ = n.checkDisk("persist the control-plane log", err) }
-	if n.ctl, err = ctlplane.Open(ccfg); err != nil {
+	cc := member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)
+	cc.OnFail = func(err error) { _ = n.checkDisk("persist the control-plane log", err) }
+	// A store without a write may join a brand-new cluster; one with data
+	// but no control-plane state must not create one (docs/quorum.md).
+	cc.Fresh, cc.NewCluster = !exists || n.store.Stats().LastSeq == 0, n.opts.NewCluster
+	if n.ctl, err = ctlplane.Open(cc); err != nil {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
 	}
 	n.ctl.SetDisk(n.store.ID())
@@ -366,6 +375,13 @@ func (n *Node) Close() error {
 func (n *Node) handleStream(peer string, kind uint8, s net.Conn) {
 	switch kind {
 	case wire.StreamData:
+		if n.ctl.Status().Phase != quorum.PhaseMember {
+			// Without control-plane state (awaiting a replace) the node
+			// knows no epoch to check a primary against: no data stream.
+			n.log.Warn("refusing a data stream: not a member of the control plane yet", "peer", peer)
+			s.Close()
+			return
+		}
 		n.sec.handle(peer, s)
 	case wire.StreamAdmin:
 		n.serveAdmin(peer, s)

@@ -78,10 +78,23 @@ type Witness struct {
 	// onChange runs on one goroutine at a time.
 	last     quorum.Status
 	lastSeen bool
+	lastLost []string
+}
+
+// Options are the witness's optional settings.
+type Options struct {
+	// NewCluster creates a brand-new cluster without hearing from every
+	// member (grbd witness --new-cluster; docs/quorum.md).
+	NewCluster bool
 }
 
 // Start runs the witness named name.
 func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) {
+	return StartWith(cfg, name, log, Options{})
+}
+
+// StartWith runs the witness named name with opts.
+func StartWith(cfg *config.Config, name string, log *slog.Logger, opts Options) (*Witness, error) {
 	me, isWitness, err := cfg.Member(name)
 	if err != nil {
 		return nil, err
@@ -98,7 +111,7 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 	if err != nil {
 		return nil, fmt.Errorf("witness %s: %w", name, err)
 	}
-	w, err := start(cfg, me, log, lock)
+	w, err := start(cfg, me, log, lock, opts)
 	if err != nil {
 		if uerr := lock.Undo(); uerr != nil { // nothing of this start stays behind
 			log.Error("failed start: cleaning up the data directory", "err", uerr)
@@ -108,12 +121,14 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 	return w, nil
 }
 
-func start(cfg *config.Config, me config.Member, log *slog.Logger, lock *datadir.Lock) (*Witness, error) {
+func start(cfg *config.Config, me config.Member, log *slog.Logger, lock *datadir.Lock, opts Options) (*Witness, error) {
 	name := me.Name
 	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now(), events: events.NewLog(name, 0), lock: lock}
 	var err error
 	w.events.OnAdd(func(e events.Event) { events.Slog(log, e) })
-	if w.ctl, err = ctlplane.Open(member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)); err != nil {
+	cc := member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)
+	cc.Fresh, cc.NewCluster = true, opts.NewCluster // a witness holds no block data
+	if w.ctl, err = ctlplane.Open(cc); err != nil {
 		return nil, fmt.Errorf("witness %s: control plane: %w", name, err)
 	}
 	creds, err := auth.Load(cfg, name, log)
@@ -194,6 +209,9 @@ func (w *Witness) handler() http.Handler {
 	})
 	mux.Handle("GET /events", w.events)
 	mux.HandleFunc("GET /metrics", w.serveMetrics)
+	mux.HandleFunc("POST /member/replace", func(rw http.ResponseWriter, r *http.Request) {
+		member.ServeReplace(w.ctl, rw, r)
+	})
 	return mux
 }
 
@@ -228,6 +246,7 @@ func (w *Witness) onChange() {
 		w.events.Add(events.Event{Type: events.TypeRole, Role: "Witness", Epoch: st.Epoch, Primary: st.Primary, Cause: cause})
 	}
 	w.last.Outdated = member.NoteOutdated(w.events, first, w.last.Outdated, st)
+	w.lastLost = member.NoteLostState(w.events, w.lastLost, st)
 	w.last.Epoch, w.last.Primary, w.lastSeen = st.Epoch, st.Primary, true
 }
 

@@ -28,7 +28,7 @@ becomes) primary. Prints "ready witness NAME" once it listens.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			w, err := witness.Start(cfg, o.name, log)
+			w, err := witness.StartWith(cfg, o.name, log, witness.Options{NewCluster: o.newCluster})
 			if err != nil {
 				return err
 			}

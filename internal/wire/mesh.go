@@ -18,6 +18,9 @@ const (
 	ControlRaft         uint8 = 1 // Data is a raftpb.Message
 	ControlLeaseRequest uint8 = 2
 	ControlLeaseAck     uint8 = 3
+	ControlProbe        uint8 = 4 // Data is a Probe (membership.go)
+	ControlProbeReply   uint8 = 5 // Data is a ProbeReply
+	ControlReplaced     uint8 = 6 // Data is a Replaced
 )
 
 // History entry flags. Part of the format.
@@ -103,8 +106,9 @@ func (m *StreamOpen) decode(flags uint16, b []byte) error {
 	return nil
 }
 
-// Control carries one control-plane message: a raft message (Data) or a
-// lease request or acknowledgement (Epoch, Sent).
+// Control carries one control-plane message: a raft message (Data), a
+// lease request or acknowledgement (Epoch, Sent; Data: the sender's raft
+// ID), or a membership message (Data: Probe, ProbeReply, Replaced).
 //
 //	0      1       9      17
 //	| kind | epoch | sent | data[length-17]
@@ -123,8 +127,11 @@ func (m *Control) plan(dst []byte) (plan, error) {
 	if m == nil {
 		return nilMessage(TypeControl)
 	}
-	if m.Kind < ControlRaft || m.Kind > ControlLeaseAck {
+	if m.Kind < ControlRaft || m.Kind > ControlReplaced {
 		return plan{}, encodeErr(TypeControl, ErrMalformed, "kind %d", m.Kind)
+	}
+	if err := checkControlData(m.Kind, m.Data); err != nil {
+		return plan{}, encodeErr(TypeControl, ErrMalformed, "%v", err)
 	}
 	if len(m.Data) > MaxBody-controlFixed {
 		return plan{}, encodeErr(TypeControl, ErrTooLarge, "%d data bytes", len(m.Data))
@@ -142,8 +149,11 @@ func (m *Control) decode(flags uint16, b []byte) error {
 	if err := checkMinSize(b, controlFixed); err != nil {
 		return err
 	}
-	if b[0] < ControlRaft || b[0] > ControlLeaseAck {
-		return malformed("kind %d, want %d..%d", b[0], ControlRaft, ControlLeaseAck)
+	if b[0] < ControlRaft || b[0] > ControlReplaced {
+		return malformed("kind %d, want %d..%d", b[0], ControlRaft, ControlReplaced)
+	}
+	if err := checkControlData(b[0], b[controlFixed:]); err != nil {
+		return err
 	}
 	*m = Control{Kind: b[0], Epoch: le.Uint64(b[1:]), Sent: le.Uint64(b[9:]), Data: payload(b[controlFixed:])}
 	return nil
