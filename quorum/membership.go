@@ -322,7 +322,10 @@ func (m *Member) evaluate() {
 			strings.Join(full, ", "))
 	case len(missing) == 0:
 		m.bootstrap()
-	case m.cfg.NewCluster && m.now >= int64(2*m.cfg.Timing.Retry):
+	case m.cfg.NewCluster && m.now >= int64(2*m.cfg.Timing.Retry) && len(m.names)-len(missing) >= Majority(len(m.names)):
+		// The override waits for a majority of empty members: a member
+		// that lost its state alone (or with a slow answer from one with
+		// state) can never create a cluster by it.
 		m.bootstrap()
 	default:
 		m.reason = fmt.Sprintf("no control-plane state: waiting for %s to answer before creating a new cluster (every member must be empty; --new-cluster creates it without them)",

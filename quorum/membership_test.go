@@ -169,6 +169,16 @@ func TestBootstrapNeedsEveryMember(t *testing.T) {
 		c.tick(50)
 		require.Equal(t, PhaseAwaitReplace, c.members["w"].Phase())
 	})
+	t.Run("new-cluster still needs a majority", func(t *testing.T) {
+		c := startOnly(t, dataAndWitness())
+		cfg := c.config("w", raft.NewMemoryStorage())
+		cfg.NewCluster = true
+		m, err := NewMember(cfg)
+		require.NoError(t, err)
+		c.members["w"] = m
+		c.tick(300)
+		require.Equal(t, PhaseProbing, m.Phase())
+	})
 	t.Run("a data node with data refuses", func(t *testing.T) {
 		c := startOnly(t, dataAndWitness())
 		c.fresh["b"] = false
