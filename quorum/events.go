@@ -157,6 +157,7 @@ func (m *Member) Step(msg Message) error {
 		}
 		return nil // a stale incarnation, or one this member does not know yet
 	}
+	delete(m.newcomers, msg.From) // it holds state now
 	switch msg.Type {
 	case MsgRaft:
 		r := msg.Raft

@@ -114,6 +114,7 @@ type Member struct {
 	lastProbe   int64                   // tick of the last probe sent
 	probes      map[string]probeAnswer  // answers to the current probe
 	counted     map[string]uint64       // members counted empty (their join identity) when this one created the cluster
+	newcomers   map[string]bool         // members missing when this one created the cluster (--new-cluster), not heard from since
 	announced   map[string]announcement // join identities of members that lost their state
 	removed     map[uint64]bool         // IDs removed by conf changes applied in this run
 	wantReplace map[string]replaceWant
@@ -162,7 +163,7 @@ func NewMember(cfg Config) (*Member, error) {
 		leaseAcks: map[string]int64{}, pending: map[uint64]uint64{},
 		wantOutdate: map[string]uint64{}, wantClear: map[string]uint64{}, clearDisk: map[string]uint64{}, lastPropose: map[string]int64{},
 		rng: cfg.Seed*0x9e3779b97f4a7c15 + 1, consistent: true, fresh: cfg.Fresh,
-		probes: map[string]probeAnswer{}, counted: map[string]uint64{}, announced: map[string]announcement{},
+		probes: map[string]probeAnswer{}, counted: map[string]uint64{}, newcomers: map[string]bool{}, announced: map[string]announcement{},
 		removed: map[uint64]bool{}, wantReplace: map[string]replaceWant{},
 	}
 	if m.storage == nil {

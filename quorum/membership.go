@@ -238,9 +238,14 @@ func (m *Member) bootstrap() {
 	}
 	m.confState, m.applied, m.bootCommit = cs, 1, 1
 	m.id = RaftID(0, m.pos)
-	for name, a := range m.probes {
-		if !a.hasState {
-			m.counted[name] = a.id
+	for _, n := range m.names {
+		if a, ok := m.probes[n]; ok && !a.hasState {
+			m.counted[n] = a.id
+		} else if !ok && n != m.self {
+			// Created with --new-cluster without n: n never held state,
+			// and it may create the same initial configuration when it
+			// comes, until this member hears from it.
+			m.newcomers[n] = true
 		}
 	}
 	m.phase, m.reason, m.dirty = PhaseMember, "", true
@@ -295,9 +300,10 @@ func (m *Member) evaluate() {
 			strings.Join(stale, ", "), m.self)
 		return
 	}
-	if len(counted) > 0 {
-		// A member created the cluster counting this one empty under
-		// this join identity: it never held state since.
+	if len(counted) > 0 && len(missing) == 0 {
+		// Every member with state created the cluster counting this one
+		// empty under this join identity (or without it, by --new-cluster,
+		// and never heard from it since): it never held state.
 		m.bootstrap()
 		return
 	}
@@ -316,7 +322,10 @@ func (m *Member) evaluate() {
 			strings.Join(full, ", "))
 	case len(missing) == 0:
 		m.bootstrap()
-	case m.cfg.NewCluster && m.now >= int64(2*m.cfg.Timing.Retry):
+	case m.cfg.NewCluster && m.now >= int64(2*m.cfg.Timing.Retry) && len(m.names)-len(missing) >= Majority(len(m.names)):
+		// The override waits for a majority of empty members: a member
+		// that lost its state alone (or with a slow answer from one with
+		// state) can never create a cluster by it.
 		m.bootstrap()
 	default:
 		m.reason = fmt.Sprintf("no control-plane state: waiting for %s to answer before creating a new cluster (every member must be empty; --new-cluster creates it without them)",
@@ -336,7 +345,7 @@ func (m *Member) onProbe(msg Message) {
 		reply.ID, reply.HasState = m.id, true
 	default:
 		reply.ID, reply.HasState = m.id, true
-		reply.Counted = msg.ID != 0 && m.counted[msg.From] == msg.ID
+		reply.Counted = (msg.ID != 0 && m.counted[msg.From] == msg.ID) || m.newcomers[msg.From]
 		if !reply.Counted && PositionOf(msg.ID) == pos && IncarnationOf(msg.ID) != 0 && msg.ID != m.curID(pos) {
 			m.announced[msg.From] = announcement{id: msg.ID, at: m.now}
 		}

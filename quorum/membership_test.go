@@ -154,11 +154,30 @@ func TestBootstrapNeedsEveryMember(t *testing.T) {
 		}
 		c.tick(200)
 		require.Equal(t, []string{"a"}, c.servers())
-		// The member that was missing finds state it was not counted in:
-		// it joins through a replace, never by bootstrapping.
+		// The member that was missing never held state: the creators
+		// count it in, and it creates the same initial configuration.
+		c.start("w")
+		c.tick(50)
+		require.Equal(t, PhaseMember, c.members["w"].Phase())
+		require.Equal(t, uint64(3), c.members["w"].ID())
+		c.crash("b")
+		c.tick(100)
+		require.Equal(t, []string{"a"}, c.servers(), "w votes and acks")
+		// Once heard from, it is a member like any: wiped, it is replaced.
+		c.wipe("w")
 		c.start("w")
 		c.tick(50)
 		require.Equal(t, PhaseAwaitReplace, c.members["w"].Phase())
+	})
+	t.Run("new-cluster still needs a majority", func(t *testing.T) {
+		c := startOnly(t, dataAndWitness())
+		cfg := c.config("w", raft.NewMemoryStorage())
+		cfg.NewCluster = true
+		m, err := NewMember(cfg)
+		require.NoError(t, err)
+		c.members["w"] = m
+		c.tick(300)
+		require.Equal(t, PhaseProbing, m.Phase())
 	})
 	t.Run("a data node with data refuses", func(t *testing.T) {
 		c := startOnly(t, dataAndWitness())

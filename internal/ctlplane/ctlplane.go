@@ -363,8 +363,10 @@ const phaseLogEvery = 30 * time.Second
 // takes no part in the control plane, and logs its joining.
 func (d *Driver) logPhaseLocked(s quorum.Status) {
 	changed := s.Phase != d.lastPhase
-	if changed && s.Phase == quorum.PhaseMember && d.lastPhase != quorum.PhaseMember {
+	if changed && s.Phase == quorum.PhaseMember && d.lastPhase == quorum.PhaseJoining {
 		d.log.Info("joined the control plane", "raft_id", fmt.Sprintf("%#x", s.ID))
+	} else if changed && s.Phase == quorum.PhaseMember && d.lastPhase == quorum.PhaseProbing {
+		d.log.Info("created the cluster's control plane", "raft_id", fmt.Sprintf("%#x", s.ID))
 	}
 	d.lastPhase = s.Phase
 	if s.Phase == quorum.PhaseMember || s.Phase == quorum.PhaseJoining || (!changed && time.Since(d.phaseLog) < phaseLogEvery) {
