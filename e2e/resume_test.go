@@ -104,11 +104,13 @@ func TestResyncFromAnotherPrimary(t *testing.T) {
 	requireTools(t, "fio", "cmp")
 	const size = 256 << 20
 	c := resumeCluster(t, 3, "256MiB", "64MiB")
-	n0 := c.start("n0", "n0")
+	// Without a witness n0 needs another data node to be elected.
+	n0 := c.startAs("n0", "n0", "listening ")
 	n1 := c.start("n1", "n1")
 	n2 := c.start("n2", "n2")
+	c.waitServing("n0", 15*time.Second)
 	c.waitPeersOf("n0", 20*time.Second, true)
-	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+n0.uri(), "--rw=randwrite", "--bs=64k",
+	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri("n0"), "--rw=randwrite", "--bs=64k",
 		"--iodepth=16", "--size=256m", "--io_size=16m", "--randrepeat=0")
 	n2.stop()
 	wipeStore(t, c.cfg.Nodes[2].DataDir)
@@ -118,8 +120,19 @@ func TestResyncFromAnotherPrimary(t *testing.T) {
 
 	newPrimary := c.servingPrimary(20 * time.Second)
 	require.Equal(t, "n1", newPrimary, "only n1 may be promoted: n2 is in the middle of its full sync")
-	st := c.waitPeersOf("n1", 90*time.Second, false)
-	ps := peer(t, st, "n2")
+	var ps node.PeerStatus
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		if err != nil {
+			return false
+		}
+		for _, p := range st.Peers {
+			if p.Name == "n2" {
+				ps = p
+			}
+		}
+		return ps.Disk == node.DiskUpToDate && ps.Behind == 0
+	}, 90*time.Second, 20*time.Millisecond, "n2 never UpToDate under the new primary")
 	require.Equal(t, int64(size), ps.ResyncTotal, "another primary's progress is not trusted: everything copied")
 	require.Zero(t, ps.ResyncKept)
 	require.NotContains(t, logOf(t, c, "n2-wiped"), "primary resumes the interrupted resync")
