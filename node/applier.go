@@ -230,7 +230,7 @@ func (a *applier) applyOne(m wire.Message) error {
 		}
 		return nil
 	case *wire.ResyncDone:
-		a.copied, a.tracking = nil, false
+		a.copied, a.tracking, a.copiedN = nil, false, 0
 		if err := s.markConsistent(); err != nil {
 			return a.nack(m.AsOf, err)
 		}
