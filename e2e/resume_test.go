@@ -51,9 +51,15 @@ func waitResync(t *testing.T, c *replCluster, primary, peerName string, frac flo
 // secondary reports its progress and the primary copies at most 0.6 GiB
 // again: what was not copied, and what was written meanwhile (a random
 // write load runs while the secondary is down). The images end equal.
+// GRBD_RESUME_ALL=1 adds the case of issue 15 (Ctrl-C of grbd local): every
+// member stopped at once and restarted (kept out of make test for time).
 func TestResyncResumesAfterInterrupt(t *testing.T) {
 	requireTools(t, "fio", "cmp")
-	for _, mode := range []string{"SIGINT", "kill -9"} {
+	modes := []string{"SIGINT", "kill -9"}
+	if os.Getenv("GRBD_RESUME_ALL") != "" {
+		modes = append(modes, "SIGINT all")
+	}
+	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			const size = 1 << 30
 			c := resumeCluster(t, 2, "1GiB", "256MiB")
@@ -66,10 +72,20 @@ func TestResyncResumesAfterInterrupt(t *testing.T) {
 			start := time.Now()
 			at := waitResync(t, c, "n0", "n1", 0.5)
 			require.Equal(t, int64(size), at.ResyncTotal, "a wiped disk takes a full sync")
-			if mode == "SIGINT" {
+			switch mode {
+			case "SIGINT":
 				require.NoError(t, n1.cmd.Process.Signal(syscall.SIGINT))
 				<-n1.done
-			} else {
+			case "SIGINT all": // as Ctrl-C of grbd local: every member at once
+				for _, p := range []*proc{n0, n1, c.witness} {
+					require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
+				}
+				for _, p := range []*proc{n0, n1, c.witness} {
+					<-p.done
+				}
+				c.witness = startMember(t, c.dir, "w-2", "ready witness", "witness", "--config", c.cfgPath, "--name", "w")
+				n0 = c.start("n0", "n0-2")
+			default:
 				n1.kill9()
 			}
 			t.Logf("%s at %d of %d bytes (%.1f%%) after %v", mode, at.ResyncDone, at.ResyncTotal,
