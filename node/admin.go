@@ -61,8 +61,11 @@ type PeerStatus struct {
 	Behind       uint64 `json:"behind"`     // writes the peer has not journaled yet
 	CatchupBytes uint64 `json:"catchup_bytes"`
 	// Region resync progress (primary side), while the peer is Inconsistent.
-	ResyncTotal  int64   `json:"resync_bytes_total"`
-	ResyncDone   int64   `json:"resync_bytes_done"`
+	ResyncTotal int64 `json:"resync_bytes_total"`
+	ResyncDone  int64 `json:"resync_bytes_done"`
+	// ResyncKept: bytes of the resync's target that a resumed resync did
+	// not copy again (the peer reported them copied; docs/replication.md).
+	ResyncKept   int64   `json:"resync_kept_bytes,omitempty"`
 	SyncPercent  float64 `json:"sync_percent,omitempty"`
 	SyncETA      float64 `json:"sync_eta_seconds,omitempty"`
 	Disconnected bool    `json:"disconnected,omitempty"` // grbd disconnect is in force

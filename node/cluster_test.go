@@ -57,10 +57,15 @@ var (
 // newTestCluster writes a config for n data nodes (d0, d1, ...) and, with
 // wit, a witness w; extra is YAML appended at the top level.
 func newTestCluster(t testing.TB, n int, wit bool, extra string) *testCluster {
+	return newSizedCluster(t, "4MiB", n, wit, extra)
+}
+
+// newSizedCluster is newTestCluster with a device of size bytes.
+func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: 4MiB\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", extra)
+	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: %s\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", size, extra)
 	if !strings.Contains(extra, "quorum:") {
 		// Tolerant timings: tests run under -race on two busy cores, where
 		// a 250 ms lease lapses now and then and a failover starts.
