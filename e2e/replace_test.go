@@ -283,3 +283,39 @@ func TestRollingReplacement(t *testing.T) {
 	c.waitServing(other, 15*time.Second)
 	w.verify(t, other)
 }
+
+// Case 1 of issue 14 as reported: flushed writes, every member stopped
+// cleanly, beta's whole data directory deleted, beta and the witness
+// started, alpha 10 s later. Before the fix beta was promoted on its empty
+// disk and alpha then rewound to it. Now beta waits to be replaced (it
+// never votes or serves), alpha becomes primary when it returns, and beta
+// is replaced and synced.
+func TestReplacedDiskAllStopped(t *testing.T) {
+	c := newReplCluster(t, "C", "16MiB")
+	n0 := c.start("n0", "n0")
+	n1 := c.start("n1", "n1")
+	c.waitPeer(10 * time.Second)
+	w := &taggedWriter{c: c, blocks: 2048, flushed: map[int]uint64{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	w.run(ctx)
+	cancel()
+
+	stopAll(t, n0, n1, c.witness)
+	c.wipeMember("n1")
+	c.witness = startMember(t, c.dir, "w-2", "ready witness", "witness", "--config", c.cfgPath, "--name", "w")
+	startMember(t, c.dir, "n1-new-disk", "listening ", "node", "--config", c.cfgPath, "--name", "n1")
+	c.awaitingReplace("n1")
+	time.Sleep(3 * time.Second) // five failover timeouts and more
+	st, err := c.status("n1")
+	require.NoError(t, err)
+	require.Equal(t, node.RoleSecondary, st.Role, "a node on an empty disk was promoted")
+
+	c.start("n0", "n0-back")
+	c.waitServing("n0", 20*time.Second)
+	w.verify(t, "n0")
+	c.replace("n1")
+	c.waitPeersOf("n0", 60*time.Second, true)
+	run(t, time.Minute, grbdBin, "primary", "n1", "--config", c.cfgPath)
+	c.waitServing("n1", 15*time.Second)
+	w.verify(t, "n1")
+}
