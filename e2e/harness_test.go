@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -150,6 +151,13 @@ func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *pro
 	p.log = filepath.Join(logDir, name+".log")
 	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(t, err)
+	if len(args) > 0 && (args[0] == "node" || args[0] == "witness") && !slices.Contains(args, "--new-cluster") {
+		// Tests start members one after the other, waiting for the first
+		// to serve: the cluster is created without waiting for every
+		// member (a missing member comes later and is counted in). Without
+		// effect on a member that has state, or when others have state.
+		args = append(args, "--new-cluster")
+	}
 	p.cmd = exec.Command(bin, append(args, "--log-level", "debug")...)
 	p.cmd.Stderr = logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -37,6 +37,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/vfs"
 )
 
@@ -212,7 +213,7 @@ func Open(opts Options) (*Journal, error) {
 }
 
 func (j *Journal) open(deviceSize, regionSize int64) error {
-	if err := j.fs.MkdirAll(j.jdir, 0o755); err != nil {
+	if err := j.fs.MkdirAll(j.jdir, datadir.DirMode); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	if err := j.fs.Remove(filepath.Join(j.dir, metaTmpName)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -283,7 +284,7 @@ func (j *Journal) create(deviceSize, wantRegion int64) error {
 	j.regionSize = rs
 	j.devSize.Store(deviceSize)
 	j.regions = make([]uint64, regionCount(deviceSize, rs))
-	if j.data, err = j.fs.OpenFile(filepath.Join(j.dir, dataName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+	if j.data, err = j.fs.OpenFile(filepath.Join(j.dir, dataName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, datadir.FileMode); err != nil {
 		return fmt.Errorf("journal: create data file: %w", err)
 	}
 	j.punch, _ = j.data.(vfs.Puncher)
@@ -325,7 +326,7 @@ func (j *Journal) create(deviceSize, wantRegion int64) error {
 // createSegment creates segment num with its header (not synced).
 func (j *Journal) createSegment(num, firstSeq uint64) (*segment, error) {
 	name := filepath.Join(j.jdir, segName(num))
-	f, err := j.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := j.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, datadir.FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("journal: create segment: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/vfs"
 )
 
@@ -191,7 +192,7 @@ func (j *Journal) readMeta() (*meta, error) {
 // the new meta makes redundant.
 func (j *Journal) writeMeta(b []byte) (sticky bool, err error) {
 	tmp := filepath.Join(j.dir, metaTmpName)
-	f, err := j.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := j.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, datadir.FileMode)
 	if err != nil {
 		return false, fmt.Errorf("journal: create %s: %w", tmp, err)
 	}

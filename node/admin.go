@@ -61,8 +61,11 @@ type PeerStatus struct {
 	Behind       uint64 `json:"behind"`     // writes the peer has not journaled yet
 	CatchupBytes uint64 `json:"catchup_bytes"`
 	// Region resync progress (primary side), while the peer is Inconsistent.
-	ResyncTotal  int64   `json:"resync_bytes_total"`
-	ResyncDone   int64   `json:"resync_bytes_done"`
+	ResyncTotal int64 `json:"resync_bytes_total"`
+	ResyncDone  int64 `json:"resync_bytes_done"`
+	// ResyncKept: bytes of the resync's target that a resumed resync did
+	// not copy again (the peer reported them copied; docs/replication.md).
+	ResyncKept   int64   `json:"resync_kept_bytes,omitempty"`
 	SyncPercent  float64 `json:"sync_percent,omitempty"`
 	SyncETA      float64 `json:"sync_eta_seconds,omitempty"`
 	Disconnected bool    `json:"disconnected,omitempty"` // grbd disconnect is in force
@@ -147,7 +150,7 @@ func (n *Node) Status() Status {
 	if err := n.diskFailure(); err != nil {
 		st.DiskError = err.Error()
 	}
-	if err := n.ctl.Failed(); err != nil {
+	if err := n.ctl.Err(); err != nil {
 		st.ControlPlaneError = err.Error()
 	}
 	if n.ec != nil {
@@ -262,6 +265,9 @@ func (n *Node) adminHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, n.Status())
+	})
+	mux.HandleFunc("POST /member/replace", func(w http.ResponseWriter, r *http.Request) {
+		member.ServeReplace(n.ctl, w, r)
 	})
 	mux.HandleFunc("POST /resolve", func(w http.ResponseWriter, _ *http.Request) {
 		n.sec.allowDiscard()

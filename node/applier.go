@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
@@ -32,6 +33,17 @@ type applier struct {
 	sentJournal uint64
 
 	syncs sync.WaitGroup
+
+	// Resync progress (resume.go): the primary's disk, the progress this
+	// node reported (until the primary's answer), and the ranges copied
+	// in this session (with those the answer kept), bytes since the last
+	// save.
+	source   uint64
+	offered  *offer
+	tracking bool
+	copied   []replicator.Extent
+	copiedN  uint64
+	lastSave time.Time
 }
 
 func (a *applier) reply(m wire.Message) {
@@ -212,7 +224,13 @@ func (a *applier) applyOne(m wire.Message) error {
 			sa.setCommit(m.Seq)
 		}
 		return nil
+	case *wire.ResyncProgress:
+		if err := a.resumed(m); err != nil {
+			return a.nack(0, err)
+		}
+		return nil
 	case *wire.ResyncDone:
+		a.copied, a.tracking, a.copiedN = nil, false, 0
 		if err := s.markConsistent(); err != nil {
 			return a.nack(m.AsOf, err)
 		}
@@ -254,6 +272,11 @@ func (a *applier) applyOne(m wire.Message) error {
 		sa.appended(w.Seq)
 	}
 	s.journaled.Store(w.Seq)
+	if rd, ok := m.(*wire.ResyncData); ok {
+		if err := a.copiedRange(rd.Offset, uint64(len(rd.Data))); err != nil {
+			return a.nack(w.Seq, err)
+		}
+	}
 	if w.Resize > before {
 		s.n.grown(fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
 	}

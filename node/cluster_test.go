@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/witness"
 	"github.com/stretchr/testify/require"
@@ -56,10 +57,15 @@ var (
 // newTestCluster writes a config for n data nodes (d0, d1, ...) and, with
 // wit, a witness w; extra is YAML appended at the top level.
 func newTestCluster(t testing.TB, n int, wit bool, extra string) *testCluster {
+	return newSizedCluster(t, "4MiB", n, wit, extra)
+}
+
+// newSizedCluster is newTestCluster with a device of size bytes.
+func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: 4MiB\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", extra)
+	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: %s\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", size, extra)
 	if !strings.Contains(extra, "quorum:") {
 		// Tolerant timings: tests run under -race on two busy cores, where
 		// a 250 ms lease lapses now and then and a failover starts.
@@ -351,4 +357,20 @@ func TestInvalidateResyncsEverything(t *testing.T) {
 		"the whole device is copied")
 	c.waitUpToDate(p)
 	c.requireImages(block, 100)
+}
+
+// A second member on a running member's data directory is refused before
+// it reads or writes anything there (issue 15: it replayed the running
+// node's journal), and so is a second witness.
+func TestDataDirLockedWhileRunning(t *testing.T) {
+	c := newTestCluster(t, 1, true, "")
+	_, err := Start(c.cfg, "d0", Options{Logger: testLogger()})
+	require.ErrorIs(t, err, datadir.ErrLocked)
+	require.Contains(t, err.Error(), fmt.Sprintf("this process (pid %d)", os.Getpid()))
+	_, err = witness.Start(c.cfg, "w", testLogger())
+	require.ErrorIs(t, err, datadir.ErrLocked)
+	// The running node still serves.
+	writeBlocks(t, c.primary(), 0, 4)
+	c.stop("d0")
+	c.start("d0") // released by Close
 }

@@ -73,16 +73,33 @@ func (d *device) serving() (*primary, error) {
 	}
 }
 
-// complete is the final check of a request that ran: only a primary that
-// still holds the lease acknowledges it.
-func (d *device) complete(err error) error {
+// complete is the final check of a request that ran on prim: only a
+// primary that holds the lease acknowledges it. A lease that lapsed while
+// the request ran (a scheduler hiccup on a busy host delays the renewal by
+// a few milliseconds) is waited for up to the grace: acknowledging once the
+// lease of the same epoch is back is safe, since a majority granted it
+// again and so no other primary can exist (docs/quorum.md, "The lease").
+func (d *device) complete(prim *primary, err error) error {
 	if err != nil {
 		return d.n.checkDisk("nbd request", err)
 	}
-	if !d.n.ctl.Serving() {
-		return ErrFenced
+	if d.n.ctl.Serving() {
+		return nil
 	}
-	return nil
+	deadline := time.Now().Add(d.grace())
+	for {
+		if d.n.currentPrimary() != prim {
+			return ErrDeposed
+		}
+		if d.n.ctl.Serving() {
+			return nil
+		}
+		now := time.Now()
+		if !now.Before(deadline) {
+			return ErrFenced
+		}
+		time.Sleep(min(d.n.cfg.Quorum.Tick.D(), deadline.Sub(now)))
+	}
 }
 
 func (d *device) ReadAt(p []byte, off int64) error {
@@ -96,7 +113,7 @@ func (d *device) ReadAt(p []byte, off int64) error {
 	if err := prim.readBarrier(off, int64(len(p))); err != nil {
 		return err
 	}
-	return d.complete(prim.readChecked(p, off))
+	return d.complete(prim, prim.readChecked(p, off))
 }
 
 func (d *device) WriteAt(p []byte, off int64, fua bool) error {
@@ -104,7 +121,7 @@ func (d *device) WriteAt(p []byte, off int64, fua bool) error {
 	if err != nil {
 		return err
 	}
-	return d.complete(prim.write(journal.Write{Epoch: prim.epoch, Offset: off, Data: p}, fua || d.syncAlways()))
+	return d.complete(prim, prim.write(journal.Write{Epoch: prim.epoch, Offset: off, Data: p}, fua || d.syncAlways()))
 }
 
 func (d *device) WriteZeroes(off, length int64, fua bool) error {
@@ -112,7 +129,7 @@ func (d *device) WriteZeroes(off, length int64, fua bool) error {
 	if err != nil {
 		return err
 	}
-	return d.complete(prim.write(journal.Write{Epoch: prim.epoch, Offset: off, ZeroLength: length}, fua || d.syncAlways()))
+	return d.complete(prim, prim.write(journal.Write{Epoch: prim.epoch, Offset: off, ZeroLength: length}, fua || d.syncAlways()))
 }
 
 // Flush makes every completed write durable, locally and on every counted
@@ -122,7 +139,7 @@ func (d *device) Flush() error {
 	if err != nil {
 		return err
 	}
-	return d.complete(prim.flush(0))
+	return d.complete(prim, prim.flush(0))
 }
 
 func (d *device) syncAlways() bool { return d.n.cfg.Journal.Sync == config.SyncAlways }

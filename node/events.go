@@ -54,6 +54,7 @@ func (n *Node) noteRoleLocked(prev, ev RoleEvent, st quorum.Status) {
 		}
 	}
 	n.lastOutdated = member.NoteOutdated(n.events, first, n.lastOutdated, st)
+	n.lastLost = member.NoteLostState(n.events, n.lastLost, st)
 }
 
 // roleCause explains a role or epoch change.

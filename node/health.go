@@ -13,6 +13,8 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"syscall"
 
 	"github.com/grbd/grbd/internal/events"
@@ -27,14 +29,21 @@ const DiskFailed = "Failed"
 var ErrDiskFailed = fmt.Errorf("node: disk failed: %w", syscall.EIO)
 
 // isDiskError reports whether err says the store's disk cannot be written
-// or read (as opposed to a refused request, a closed store or a corrupt
-// block, which repair handles).
+// or read: the journal's sticky failure, or a file operation (a path error)
+// that failed with an I/O error, no space, or a read-only file system. A
+// refused or fenced request, a closed store or a corrupt block (repair
+// handles it) is not one, even when it carries EIO for the client.
 func isDiskError(err error) bool {
 	if err == nil || errors.Is(err, journal.ErrChecksum) || errors.Is(err, journal.ErrClosed) {
 		return false
 	}
 	if errors.Is(err, journal.ErrFailed) {
 		return true
+	}
+	var pe *fs.PathError
+	var se *os.SyscallError
+	if !errors.As(err, &pe) && !errors.As(err, &se) {
+		return false
 	}
 	for _, e := range []syscall.Errno{syscall.EIO, syscall.ENOSPC, syscall.EROFS, syscall.EDQUOT, syscall.ENXIO, syscall.ENODEV} {
 		if errors.Is(err, e) {

@@ -43,6 +43,12 @@ const helloFlagInconsistent uint32 = 1
 // that took over), not its configured shard.
 const helloFlagFullCopy uint32 = 2
 
+// helloFlagResume (docs/replication.md, "Resuming a resync"): in a
+// primary's Hello, it takes a ResyncProgress after an Inconsistent peer's
+// Extents; in a secondary's, that ResyncProgress follows. A node that does
+// not know the bit ignores it, and then neither side sends the message.
+const helloFlagResume uint32 = 4
+
 const (
 	// queueLimit bounds the bytes a catch-up or resync may queue for a peer
 	// before it waits for the sender; live writes never wait here.
@@ -107,6 +113,7 @@ type link struct {
 
 	resyncTotal, resyncDone atomic.Int64 // bytes of the current or last region resync
 	resyncStart             atomic.Int64 // unix nanos
+	resyncKept              atomic.Int64 // bytes of the target a resumed resync did not copy again
 }
 
 func newLink(p *primary, name string) *link {
@@ -256,7 +263,7 @@ func (l *link) run(ctx context.Context) {
 func (l *link) session(ctx context.Context, s net.Conn) error {
 	defer s.Close()
 	r, w := wire.NewReader(s), wire.NewWriter(countingWriter{s, &l.sentBytes})
-	hello, extra, err := l.handshake(s, r, w)
+	hello, extra, prog, err := l.handshake(s, r, w)
 	if err != nil {
 		if errors.Is(err, ErrSplitBrain) {
 			l.disk.Store(DiskSplitBrain)
@@ -288,7 +295,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	wg.Go(func() { errc <- l.send(w, done) })
 	wg.Go(func() { errc <- l.recv(r) })
 	wg.Go(func() {
-		if err := l.catchUp(hello, extra); err != nil {
+		if err := l.catchUp(hello, extra, prog); err != nil {
 			errc <- err
 		}
 	})
@@ -312,8 +319,25 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 }
 
 // handshake sends Hello and History, and reads the peer's Hello and, for
-// an Inconsistent peer, the Extents it needs besides the primary's changes.
-func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []journal.Extent, error) {
+// an Inconsistent peer, the Extents it needs besides the primary's changes
+// and the progress of its interrupted resync (nil: none reported).
+func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []journal.Extent, *wire.ResyncProgress, error) {
+	h, extra, err := l.handshakeExtents(s, r, w)
+	if err != nil || h.Flags&helloFlagInconsistent == 0 || h.Flags&helloFlagResume == 0 || l.p.n.ec != nil {
+		return h, extra, nil, err
+	}
+	m, err := r.ReadMsg()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: resync progress: %w", ErrHandshake, err)
+	}
+	prog, ok := m.(*wire.ResyncProgress)
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("%w: expected ResyncProgress, got %v", ErrHandshake, m.Type())
+	}
+	return h, extra, wire.Clone(prog).(*wire.ResyncProgress), nil
+}
+
+func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []journal.Extent, error) {
 	_ = s.SetDeadline(time.Now().Add(handshakeTimeout))
 	defer s.SetDeadline(time.Time{})
 	p := l.p
@@ -321,6 +345,9 @@ func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hell
 		LastSeq: p.store.LastSeq(), DurableSeq: p.store.DurableSeq()}
 	recorded := p.recordedDisk(l.name)
 	putHelloDisks(me, recorded, p.store.ID())
+	if p.n.ec == nil {
+		me.Flags = helloFlagResume
+	}
 	hist := &wire.History{LastSeq: me.LastSeq}
 	for _, e := range p.n.history() {
 		var f uint8
@@ -517,7 +544,7 @@ func (l *link) down() {
 
 // catchUp brings the peer from its Hello position to live writes: journal
 // records when the journal still holds them, region copies otherwise.
-func (l *link) catchUp(h *wire.Hello, extra []journal.Extent) error {
+func (l *link) catchUp(h *wire.Hello, extra []journal.Extent, prog *wire.ResyncProgress) error {
 	st := l.p.store
 	from := h.LastSeq
 	if from > st.LastSeq() {
@@ -532,14 +559,14 @@ func (l *link) catchUp(h *wire.Hello, extra []journal.Extent) error {
 		// re-encoded from the current full copy (docs/erasure.md).
 		g := l.p.n.ec.cd.G
 		l.disk.Store(DiskInconsistent)
-		return l.resync(from, ecShardToDevice(g, extra))
+		return l.resync(from, ecShardToDevice(g, extra), nil)
 	}
 	if h.Flags&helloFlagInconsistent != 0 {
 		l.disk.Store(DiskInconsistent)
 		// It cannot acknowledge live writes before its resync ends: have
 		// it Outdated rather than hold writes back that long.
 		l.p.peerLost(l)
-		return l.resync(from, extra)
+		return l.resync(from, extra, prog)
 	}
 	l.disk.Store(DiskOutdated)
 	sent := from
@@ -564,7 +591,7 @@ func (l *link) catchUp(h *wire.Hello, extra []journal.Extent) error {
 		return nil
 	case errors.Is(err, journal.ErrCompacted):
 		l.log.Info("journal compacted past peer: region resync", "from", sent, "err", err)
-		return l.resync(sent, nil)
+		return l.resync(sent, nil, nil)
 	}
 	return err
 }
@@ -620,7 +647,7 @@ func (l *link) status() PeerStatus {
 	ps := PeerStatus{
 		Name: l.name, Connection: l.conn.Load().(string), Disk: l.disk.Load().(string),
 		AckedSeq: acked, Behind: behind, CatchupBytes: l.catchup.Load(),
-		ResyncTotal: l.resyncTotal.Load(), ResyncDone: l.resyncDone.Load(), Disconnected: l.p.n.isDisconnected(l.name),
+		ResyncTotal: l.resyncTotal.Load(), ResyncDone: l.resyncDone.Load(), ResyncKept: l.resyncKept.Load(), Disconnected: l.p.n.isDisconnected(l.name),
 		SentBytes: l.sentBytes.Load(),
 	}
 	if l.shard >= 0 {

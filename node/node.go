@@ -35,12 +35,14 @@ import (
 	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
 )
 
@@ -67,6 +69,9 @@ type Options struct {
 	// OnRole is told about every role change of this node (for the CLI's
 	// "role" lines).
 	OnRole func(RoleEvent)
+	// NewCluster creates a brand-new cluster without hearing from every
+	// member (grbd node --new-cluster; docs/quorum.md).
+	NewCluster bool
 }
 
 // RoleEvent describes a role change.
@@ -118,7 +123,9 @@ type Node struct {
 	lastRole RoleEvent
 	// lastOutdated is the Outdated set of the last reconcile (events).
 	lastOutdated []string
-	events       *events.Log
+	// lastLost: the members that announced a lost state (events).
+	lastLost []string
+	events   *events.Log
 
 	histMu sync.Mutex
 	hist   replicator.History
@@ -137,6 +144,7 @@ type Node struct {
 	discMu       sync.Mutex
 	disconnected map[string]bool // grbd disconnect: peers without a data path
 
+	lock      *datadir.Lock // the data directory's, held until Close
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -167,6 +175,11 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	// Before anything in the directory is read or written; held until Close.
+	if n.lock, err = datadir.Prepare(me.DataDir, log); err != nil {
+		n.cancel()
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
 	if err := n.open(); err != nil {
 		n.cancel()
 		n.abort()
@@ -242,9 +255,12 @@ func (n *Node) open() error {
 	if err := n.ecRecover(); err != nil {
 		return fmt.Errorf("node %s: %w", me.Name, err)
 	}
-	ccfg := member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)
-	ccfg.OnFail = func(err error) { _ = n.checkDisk("persist the control-plane log", err) }
-	if n.ctl, err = ctlplane.Open(ccfg); err != nil {
+	cc := member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)
+	cc.OnFail = func(err error) { _ = n.checkDisk("persist the control-plane log", err) }
+	// A store without a write may join a brand-new cluster; one with data
+	// but no control-plane state must not create one (docs/quorum.md).
+	cc.Fresh, cc.NewCluster = !exists || n.store.Stats().LastSeq == 0, n.opts.NewCluster
+	if n.ctl, err = ctlplane.Open(cc); err != nil {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
 	}
 	n.ctl.SetDisk(n.store.ID())
@@ -304,6 +320,24 @@ func (n *Node) abort() {
 	if n.store != nil {
 		n.store.Close()
 	}
+	// Nothing of this start stays behind (a partly preallocated data.img
+	// on a full disk, the first segments of a new journal).
+	if err := n.lock.Undo(); err != nil {
+		n.log.Error("failed start: cleaning up the data directory", "err", err)
+	}
+}
+
+// Stopped is closed when the node's control plane stopped for good (it
+// could not persist its log: a full or failed disk); Err says why. The
+// process must then stop: cmd/grbd exits non-zero.
+func (n *Node) Stopped() <-chan struct{} { return n.ctl.Stopped() }
+
+// Err is why the node stopped working (Stopped), nil until then.
+func (n *Node) Err() error {
+	if err := n.ctl.Err(); err != nil {
+		return fmt.Errorf("node %s: %w", n.me.Name, err)
+	}
+	return nil
 }
 
 // NBDAddr is where the export listens.
@@ -330,6 +364,7 @@ func (n *Node) Close() error {
 			errs = append(errs, n.sa.close())
 		}
 		errs = append(errs, n.store.Close())
+		errs = append(errs, n.lock.Release())
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped", "err", n.closeErr)
 	})
@@ -340,6 +375,13 @@ func (n *Node) Close() error {
 func (n *Node) handleStream(peer string, kind uint8, s net.Conn) {
 	switch kind {
 	case wire.StreamData:
+		if n.ctl.Status().Phase != quorum.PhaseMember {
+			// Without control-plane state (awaiting a replace) the node
+			// knows no epoch to check a primary against: no data stream.
+			n.log.Warn("refusing a data stream: not a member of the control plane yet", "peer", peer)
+			s.Close()
+			return
+		}
 		n.sec.handle(peer, s)
 	case wire.StreamAdmin:
 		n.serveAdmin(peer, s)

@@ -414,21 +414,43 @@ func (p *primary) retainLoop() {
 
 // watchdog disconnects a counted peer that acknowledged nothing for
 // replication.peer-timeout while writes wait for it (a paused or wedged
-// peer): it is then Outdated and writes go on.
+// peer, a silent link): its member session is dropped, which ends every
+// stream to it at once, and it is then Outdated and writes go on.
+//
+// The wait is measured from the later of its last ack and the first tick
+// that saw it owe a write: after an idle spell its last ack is old, and a
+// write in flight for a moment must not look like a dead peer.
 func (p *primary) watchdog() {
 	timeout := p.n.cfg.Replication.PeerTimeout.D()
 	t := time.NewTicker(max(timeout/10, 10*time.Millisecond))
 	defer t.Stop()
+	owing := make(map[*link]time.Time) // first tick that saw the peer owe a write
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-t.C:
 		}
+		now := time.Now()
 		for _, l := range p.links {
-			if sent := l.sentSeq.Load(); l.live.Load() && l.acked.Load() < sent && time.Since(l.lastAck()) > timeout {
+			sent := l.sentSeq.Load()
+			if !l.live.Load() || l.acked.Load() >= sent {
+				delete(owing, l)
+				continue
+			}
+			since, ok := owing[l]
+			if !ok {
+				since = now
+				owing[l] = now
+			}
+			if last := l.lastAck(); last.After(since) {
+				since = last
+			}
+			if now.Sub(since) > timeout {
 				l.log.Warn("peer acknowledged nothing within the peer timeout: disconnecting it", "timeout", timeout, "acked", l.acked.Load(), "sent", sent)
+				delete(owing, l)
 				l.kickSession()
+				p.n.mesh.Drop(l.name, "acknowledged nothing within the peer timeout")
 			}
 		}
 	}

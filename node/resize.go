@@ -50,7 +50,7 @@ func (n *Node) Resize(size int64) error {
 	if err != nil {
 		return err
 	}
-	if err := n.dev.complete(prim.resize(size)); err != nil {
+	if err := n.dev.complete(prim, prim.resize(size)); err != nil {
 		return err
 	}
 	n.grown("grbd resize completed on every counted peer")

@@ -14,19 +14,28 @@ import (
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/replicator"
 )
 
 // resync copies every region changed after from, and the extra regions the
 // peer asked for, each read under the write lock and journaled as a fresh
 // record so that it is ordered with live writes on the data stream
-// (docs/replication.md, "Region resync").
-func (l *link) resync(from uint64, extra []journal.Extent) error {
+// (docs/replication.md, "Region resync"). With prog (the peer's report of
+// an interrupted resync) it first answers the report and leaves out what it
+// trusts of it ("Resuming a resync").
+func (l *link) resync(from uint64, extra []journal.Extent, prog *wire.ResyncProgress) error {
 	p := l.p
 	l.disk.Store(DiskInconsistent)
 	p.mu.Lock()
 	extents := mergeExtents(append(p.store.ChangedSince(from), extra...))
 	if l.shard >= 0 {
 		extents = ecStripeExtents(p.n.ec.cd.G, extents)
+	}
+	l.resyncKept.Store(0)
+	if prog != nil {
+		// Under the write lock: no write comes between the changes read
+		// here and the first copy, after which the peer is live.
+		extents = l.resume(from, extents, prog)
 	}
 	var total int64
 	for _, e := range extents {
@@ -117,6 +126,52 @@ func (l *link) resync(from uint64, extra []journal.Extent) error {
 	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateDone, Bytes: total,
 		Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
 	return nil
+}
+
+// resume judges the peer's progress report (replicator.ResumeSource.Check),
+// queues the answer and returns what is left to copy of target: the ranges
+// not reported copied and every region written after the report's
+// position. An untrusted report changes nothing: the whole target is
+// copied. Caller holds mu.
+func (l *link) resume(from uint64, target []journal.Extent, prog *wire.ResyncProgress) []journal.Extent {
+	p := l.p
+	rp := replicator.ResyncProgress{AsOf: prog.AsOf, Epoch: prog.Epoch, Source: prog.Source}
+	for _, e := range prog.Copied {
+		rp.Copied = append(rp.Copied, replicator.Extent{Offset: e.Offset, Length: e.Length})
+	}
+	src := replicator.ResumeSource{Disk: p.store.ID(), LastSeq: p.store.LastSeq(), Size: uint64(p.store.Size()), History: p.n.history()}
+	answer := &wire.ResyncProgress{Source: src.Disk}
+	if err := src.Check(rp, from); err != nil {
+		l.log.Warn("resync progress not trusted: copying everything", "err", err, "reported_bytes", replicator.Bytes(rp.Copied))
+		l.enqueue(answer)
+		return target
+	}
+	cp, kept := replicator.Resume(repExtents(target), rp.Copied, repExtents(p.store.ChangedSince(rp.AsOf)))
+	answer.AsOf, answer.Epoch = rp.AsOf, rp.Epoch
+	for _, e := range kept {
+		answer.Copied = append(answer.Copied, wire.Extent{Offset: e.Offset, Length: e.Length})
+	}
+	l.enqueue(answer)
+	out := make([]journal.Extent, len(cp))
+	for i, e := range cp {
+		out[i] = journal.Extent{Offset: int64(e.Offset), Length: int64(e.Length)}
+	}
+	var before int64
+	for _, e := range target {
+		before += e.Length
+	}
+	l.resyncKept.Store(max(0, before-int64(replicator.Bytes(cp))))
+	l.log.Info("resuming an interrupted resync", "as_of", rp.AsOf, "reported_bytes", replicator.Bytes(rp.Copied),
+		"kept_bytes", replicator.Bytes(kept), "copy_bytes", replicator.Bytes(cp))
+	return out
+}
+
+func repExtents(ext []journal.Extent) []replicator.Extent {
+	out := make([]replicator.Extent, len(ext))
+	for i, e := range ext {
+		out[i] = replicator.Extent{Offset: uint64(e.Offset), Length: uint64(e.Length)}
+	}
+	return out
 }
 
 // mergeExtents sorts extents and merges overlapping or adjacent ones.

@@ -209,7 +209,7 @@ func (s *secondary) session(peer string, c net.Conn) error {
 	}
 	s.mu.Unlock()
 
-	me, extents, err := s.agree(c, h, hist)
+	me, extents, offered, err := s.agree(c, h, hist)
 	if err != nil {
 		return err
 	}
@@ -224,6 +224,11 @@ func (s *secondary) session(peer string, c net.Conn) error {
 			return err
 		}
 	}
+	if offered != nil {
+		if err := w.WriteMsg(offered.wire()); err != nil {
+			return err
+		}
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
@@ -234,11 +239,18 @@ func (s *secondary) session(peer string, c net.Conn) error {
 	s.log.Info("primary connected", "primary", h.From, "epoch", h.Epoch, "last_seq", me.LastSeq, "inconsistent", me.Flags != 0)
 	s.n.peerState(h.From, ConnConnected, fmt.Sprintf("primary of epoch %d connected", h.Epoch))
 
-	a := &applier{s: s, w: w, epoch: h.Epoch}
+	_, source := helloDisks(h)
+	a := &applier{s: s, w: w, epoch: h.Epoch, source: source, offered: offered}
 	a.flushOut() // announce what this node holds at once
 	err = a.run(r)
 	c.Close()
 	a.syncs.Wait()
+	if a.copiedN > 0 {
+		// A stop (or a lost primary) keeps what this session copied.
+		if perr := a.saveProgress(); perr != nil {
+			s.log.Warn("cannot persist the resync progress", "err", perr)
+		}
+	}
 	return err
 }
 
@@ -272,12 +284,13 @@ func readPrimaryHello(r *wire.Reader) (*wire.Hello, replicator.History, error) {
 // one that diverged rewinds to the common point and asks for its own
 // changes to be resynced too; a split brain is refused unless the policy or
 // the operator allows discarding. It returns the Hello to answer and, for an
-// Inconsistent node, the Extents to send after it.
-func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.Hello, *wire.Extents, error) {
+// Inconsistent node, the Extents to send after it and the progress of its
+// interrupted resync it reports (nil: none, see offer).
+func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.Hello, *wire.Extents, *offer, error) {
 	me := &wire.Hello{Cluster: s.n.cfg.Cluster, From: s.n.me.Name, Role: wire.RoleSecondary, Epoch: h.Epoch}
 	putHelloDisks(me, s.store.ID(), 0)
 	if err := s.replacedDisk(h); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.mu.Lock()
 	rs := s.resync
@@ -293,7 +306,13 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 		s.splitBrain.Store(true)
 		s.n.splitBrain(h.From, fmt.Sprintf("diverged after seq %d", d.Common))
 		s.refuse(c, fmt.Sprintf("%s: %s diverged from %s after seq %d; resolve with grbd resolve", splitBrainReason, s.n.me.Name, h.From, d.Common))
-		return nil, nil, fmt.Errorf("%w: diverged from %s after seq %d", ErrSplitBrain, h.From, d.Common)
+		return nil, nil, nil, fmt.Errorf("%w: diverged from %s after seq %d", ErrSplitBrain, h.From, d.Common)
+	}
+	if rs != nil && rs.Progress != nil && !d.Diverged && d.Common == rs.From {
+		me, ex, o, err := s.offerProgress(h, pri, mine, rs)
+		if err != nil || o != nil {
+			return me, ex, o, err
+		}
 	}
 	from := d.Common
 	sa := s.n.shardApplier()
@@ -301,14 +320,14 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 		if sa != nil {
 			// Writes a primary of this history logged: this one has them.
 			if err := sa.applyAll(); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 		if err := s.n.setHistory(mine.Adopt(pri, from)); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		me.LastSeq, me.DurableSeq = s.store.LastSeq(), s.store.DurableSeq()
-		return me, nil, nil
+		return me, nil, nil, nil
 	}
 	if d.Diverged {
 		s.log.Warn("journal diverged from the primary's: rewinding and resyncing", "primary", h.From, "common_seq", d.Common, "last_seq", last, "split_brain", d.SplitBrain)
@@ -329,20 +348,20 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 		next.All, next.Extents = true, nil
 	}
 	if err := s.saveResync(&next); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if sa != nil {
 		// Records above from are forgotten (the resync state persisted
 		// above covers their regions): no rewind may wait for them.
 		if err := sa.settle(from, true); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	if _, err := s.store.Rewind(from); err != nil {
-		return nil, nil, fmt.Errorf("node: rewind to %d: %w", from, err)
+		return nil, nil, nil, fmt.Errorf("node: rewind to %d: %w", from, err)
 	}
 	if err := s.n.setHistory(mine.Adopt(pri, from)); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.mu.Lock()
 	s.splitBrain.Store(false)
@@ -356,7 +375,7 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 	for _, e := range next.Extents {
 		ex.Extents = append(ex.Extents, wire.Extent{Offset: e.Offset, Length: e.Length})
 	}
-	return me, ex, nil
+	return me, ex, nil, nil
 }
 
 // compactExtents sorts and merges extents.

@@ -31,4 +31,17 @@ var (
 	// ErrNotPromotable is returned when a node whose disk is not known to
 	// hold every acknowledged write is asked to be primary without force.
 	ErrNotPromotable = errors.New("quorum: node is not promotable")
+	// ErrNotMember is returned when a member without control-plane state
+	// (lost, or not joined yet) is asked to act as a member.
+	ErrNotMember = errors.New("quorum: not a member with control-plane state")
+	// ErrNotAnnounced is returned when a replace names a member that
+	// announced no join identity.
+	ErrNotAnnounced = errors.New("quorum: member announced no join identity")
+	// ErrIsPrimary is returned when a replace names the current primary.
+	ErrIsPrimary = errors.New("quorum: member is the primary")
+	// ErrReplaceBusy is returned while another membership change is under
+	// way (a joint configuration or a learner not yet promoted).
+	ErrReplaceBusy = errors.New("quorum: a membership change is under way")
+	// ErrNoLeader is returned when no raft leader could commit a change.
+	ErrNoLeader = errors.New("quorum: no raft leader")
 )

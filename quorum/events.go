@@ -18,6 +18,9 @@ const (
 	MsgRaft         MessageType = 1 // a raft message
 	MsgLeaseRequest MessageType = 2 // primary -> voter: acknowledge my lease of Epoch
 	MsgLeaseAck     MessageType = 3 // voter -> primary
+	MsgProbe        MessageType = 4 // member without state -> every member: do you hold state?
+	MsgProbeReply   MessageType = 5 // the answer
+	MsgReplaced     MessageType = 6 // to a stale incarnation: your ID was replaced
 )
 
 // Message is one control-plane message between members.
@@ -27,12 +30,34 @@ type Message struct {
 	Raft     pb.Message // MsgRaft
 	Epoch    uint64     // lease messages
 	Sent     int64      // lease messages: the primary's tick at sending
+	// ID is the sender's raft ID (lease messages; 0 from a sender that
+	// predates raft IDs with incarnations: its initial ID), its join
+	// identity (MsgProbe; MsgProbeReply from a member without state), or
+	// the stale ID (MsgReplaced).
+	ID uint64
+	// Echo is the join identity a MsgProbeReply answers, or the current ID
+	// of the position (MsgReplaced).
+	Echo uint64
+	// Probe flags.
+	HasState bool // MsgProbeReply: the sender holds control-plane state
+	Fresh    bool // MsgProbe, MsgProbeReply: the sender holds no block data
+	Counted  bool // MsgProbeReply: the sender created the cluster counting the prober empty under Echo
 }
 
 // Tick advances the member's clock by one tick: raft heartbeats and
 // elections, lease requests, automatic failover and proposal retries.
 func (m *Member) Tick() {
 	m.now++
+	switch m.phase {
+	case PhaseProbing, PhaseAwaitReplace:
+		m.tickEmpty()
+		return
+	case PhaseJoining:
+		m.rn.Tick()
+		return
+	case PhaseReplaced:
+		return
+	}
 	m.rn.Tick()
 	if m.rn.BasicStatus().RaftState == raft.StateLeader {
 		m.elapsed = 0
@@ -44,13 +69,14 @@ func (m *Member) Tick() {
 		m.lastLease = m.now
 		for _, n := range m.names {
 			if n != m.self {
-				m.msgs = append(m.msgs, Message{Type: MsgLeaseRequest, From: m.self, To: n, Epoch: m.state.Epoch, Sent: m.now})
+				m.msgs = append(m.msgs, Message{Type: MsgLeaseRequest, From: m.self, To: n, Epoch: m.state.Epoch, Sent: m.now, ID: m.id})
 			}
 		}
 	}
 	m.maybeFailover()
 	m.retryProposals()
 	m.maybeLead()
+	m.maybePromoteLearner()
 }
 
 // maybeLead asks the raft leader to hand leadership to this member while it
@@ -78,16 +104,65 @@ func (m *Member) resetElection() {
 	m.electionTO = e + int(z%uint64(e))
 }
 
-// Step feeds a message from another member.
+// Step feeds a message from another member. Raft and lease messages count
+// only from the current raft ID of their sender's position: a removed
+// incarnation is told so (MsgReplaced), others are dropped.
 func (m *Member) Step(msg Message) error {
-	if m.idOf(msg.From) == 0 || msg.To != m.self {
+	pos := m.posOf(msg.From)
+	if pos == 0 || msg.To != m.self {
 		return fmt.Errorf("%w: message from %q to %q", ErrUnknownMember, msg.From, msg.To)
 	}
+	var fromID uint64
+	switch msg.Type {
+	case MsgProbe:
+		m.onProbe(msg)
+		return nil
+	case MsgProbeReply:
+		m.onProbeReply(msg)
+		return nil
+	case MsgReplaced:
+		m.onReplaced(msg)
+		return nil
+	case MsgRaft:
+		r := msg.Raft
+		if PositionOf(r.From) != pos || PositionOf(r.To) != m.pos {
+			return fmt.Errorf("%w: raft ids %#x->%#x from %s", ErrUnknownMember, r.From, r.To, msg.From)
+		}
+		if m.phase == PhaseAwaitReplace && r.To == m.joinID {
+			m.join() // the leader added this member under its join identity
+		}
+		if m.phase == PhaseJoining {
+			if r.To == m.id {
+				return m.rn.Step(r) // no configuration yet to check the sender against
+			}
+			return nil
+		}
+		fromID = r.From
+	case MsgLeaseRequest, MsgLeaseAck:
+		fromID = msg.ID
+		if fromID == 0 {
+			fromID = RaftID(0, pos)
+		} else if PositionOf(fromID) != pos {
+			return fmt.Errorf("%w: lease from raft id %#x of %s", ErrUnknownMember, fromID, msg.From)
+		}
+	default:
+		return fmt.Errorf("%w: message type %d", ErrCorrupt, msg.Type)
+	}
+	if m.phase != PhaseMember {
+		return nil // no state: never votes nor acknowledges
+	}
+	if cur := m.curID(pos); fromID != cur {
+		if m.removed[fromID] {
+			m.msgs = append(m.msgs, Message{Type: MsgReplaced, From: m.self, To: msg.From, ID: fromID, Echo: cur})
+		}
+		return nil // a stale incarnation, or one this member does not know yet
+	}
+	delete(m.newcomers, msg.From) // it holds state now
 	switch msg.Type {
 	case MsgRaft:
 		r := msg.Raft
-		if r.From != m.idOf(msg.From) || r.To != m.id {
-			return fmt.Errorf("%w: raft ids %d->%d from %s", ErrUnknownMember, r.From, r.To, msg.From)
+		if r.To != m.id {
+			return nil // for another incarnation of this member
 		}
 		switch r.Type {
 		case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
@@ -102,28 +177,57 @@ func (m *Member) Step(msg Message) error {
 				return nil
 			}
 		}
+		if r.Type == pb.MsgProp && m.dropsPromote(r) {
+			return nil
+		}
 		return m.rn.Step(r)
 	case MsgLeaseRequest:
 		if msg.Epoch >= m.state.Epoch {
 			m.heardPrimary = m.now
 		}
 		if m.state.Primary == msg.From && m.promisable(msg.Epoch) {
-			m.msgs = append(m.msgs, Message{Type: MsgLeaseAck, From: m.self, To: msg.From, Epoch: msg.Epoch, Sent: msg.Sent})
+			m.msgs = append(m.msgs, Message{Type: MsgLeaseAck, From: m.self, To: msg.From, Epoch: msg.Epoch, Sent: msg.Sent, ID: m.id})
 		}
 	case MsgLeaseAck:
 		if msg.Epoch == m.state.Epoch && m.IsPrimary() && msg.Sent > m.leaseAcks[msg.From] {
 			m.leaseAcks[msg.From] = msg.Sent
 		}
-	default:
-		return fmt.Errorf("%w: message type %d", ErrCorrupt, msg.Type)
 	}
 	return nil
+}
+
+// dropsPromote: the raft leader refuses a failover proposal (a Promote
+// neither forced nor asked for by an operator) that would depose a primary
+// it still hears from. A secondary cut off from the primary in one direction
+// stops hearing its lease requests and proposes itself; without this the
+// witness's vote would let it depose a healthy primary, which deposes it
+// back (a flap that fails the writes in flight). Dropping a proposal never
+// affects safety; when the primary is really gone the leader (then another
+// member) no longer hears it and lets the proposal through.
+func (m *Member) dropsPromote(r pb.Message) bool {
+	if m.rn.BasicStatus().RaftState != raft.StateLeader || m.state.Primary == "" {
+		return false
+	}
+	heard := m.now-m.heardPrimary < int64(m.cfg.Timing.Failover) || (m.IsPrimary() && m.Serving())
+	if !heard {
+		return false
+	}
+	for _, e := range r.Entries {
+		if e.Type != pb.EntryNormal {
+			continue
+		}
+		c, err := DecodeCommand(e.Data)
+		if err == nil && c.Type == CmdPromote && !c.Force && !c.Manual && c.Epoch == m.state.Epoch && c.Node != m.state.Primary {
+			return true
+		}
+	}
+	return false
 }
 
 // IsPrimary reports whether this member was promoted in this run and is the
 // primary of the applied epoch (serving or not).
 func (m *Member) IsPrimary() bool {
-	return m.state.Primary == m.self && m.promotedAt >= 0
+	return m.phase == PhaseMember && m.state.Primary == m.self && m.promotedAt >= 0
 }
 
 // ServingUntil is the tick until which this member may complete I/O as
@@ -198,6 +302,9 @@ func (m *Member) maybeFailover() {
 	if !m.isData() || m.wantPromote != nil || m.wantDemote {
 		return
 	}
+	if !m.promotableSelf() {
+		return
+	}
 	if m.state.Primary == m.self && m.promotedAt < 0 && m.applied >= m.bootCommit {
 		if ok, _ := m.Promotable(); m.cfg.AutoFailover && ok {
 			m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Disk: m.disk}
@@ -241,13 +348,19 @@ func (m *Member) RequestPromote(force bool) error {
 	if !m.isData() {
 		return ErrNotDataNode
 	}
+	if m.phase != PhaseMember {
+		return fmt.Errorf("%w: %s is %s", ErrNotMember, m.self, m.phase)
+	}
+	if !m.promotableSelf() && !force {
+		return fmt.Errorf("%w: %s is not a voter yet or joined with an empty store (use force to promote it anyway)", ErrOutdated, m.self)
+	}
 	if m.state.IsOutdated(m.self) && !force {
 		return fmt.Errorf("%w: %s (use force to promote it anyway)", ErrOutdated, m.self)
 	}
 	if ok, why := m.state.Promotable(m.self, m.disk); !ok && !force {
 		return fmt.Errorf("%w: %s: %s (use force to promote it anyway: writes it lacks are lost)", ErrNotPromotable, m.self, why)
 	}
-	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Force: force, Disk: m.disk}
+	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Force: force, Manual: true, Disk: m.disk}
 	m.lastPropose["promote"] = never
 	m.retryProposals()
 	return nil
@@ -294,7 +407,15 @@ func (m *Member) RequestClear(peer string, disk uint64) (uint64, bool) {
 	return g, true
 }
 
+// promotableSelf reports whether membership lets this node take over: a
+// voter that did not join with an empty store in this run (until the
+// primary cleared it after a resync).
+func (m *Member) promotableSelf() bool {
+	return m.phase == PhaseMember && slices.Contains(m.confState.Voters, m.id) && !m.joinedFresh
+}
+
 func (m *Member) retryProposals() {
+	m.retryReplaces()
 	if m.wantPromote != nil {
 		m.propose("promote", *m.wantPromote)
 	}
@@ -338,12 +459,32 @@ type Status struct {
 	RaftLeader   string
 	RaftTerm     uint64
 	Applied      uint64
+	// Membership.
+	Phase       Phase
+	PhaseReason string   // why the member is not (yet) in Phase Member
+	ID          uint64   // this member's raft ID (0 while it has none)
+	JoinID      uint64   // the join identity it announces (phases Probing, AwaitReplace)
+	IDs         []uint64 // by position - 1: the current raft ID (0: none)
+	Learners    []string // members that joined and are not voters yet
+	LostState   []string // members that announced they lost their state: replace them
 }
 
 // Status reports the member's view.
 func (m *Member) Status() Status {
-	bs := m.rn.BasicStatus()
-	st := Status{State: m.State(), Now: m.now, RaftLeader: m.nameOf(bs.Lead), RaftTerm: bs.Term, Applied: m.applied}
+	st := Status{State: m.State(), Now: m.now, Applied: m.applied, Phase: m.phase, PhaseReason: m.reason, ID: m.id, LostState: m.lostState()}
+	if m.rn != nil {
+		bs := m.rn.BasicStatus()
+		st.RaftLeader, st.RaftTerm = m.nameOf(bs.Lead), bs.Term
+	}
+	if m.phase == PhaseProbing || m.phase == PhaseAwaitReplace {
+		st.JoinID = m.joinID
+	}
+	for p := range m.names {
+		st.IDs = append(st.IDs, m.curID(p+1))
+	}
+	for _, id := range m.confState.Learners {
+		st.Learners = append(st.Learners, m.nameOf(id))
+	}
 	switch {
 	case !m.isData():
 		st.Role = RoleWitness

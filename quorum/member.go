@@ -9,9 +9,9 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
-// MemberInfo is one voter of the cluster. Raft IDs are positions in
-// Config.Members plus one, so every member derives the same IDs from the
-// shared cluster config.
+// MemberInfo is one member of the cluster. Its position in Config.Members
+// (1-based) is the low byte of its raft IDs (see RaftID), so every member
+// derives the same positions from the shared cluster config.
 type MemberInfo struct {
 	Name string
 	Data bool // a data node; false for the witness
@@ -54,10 +54,24 @@ func (t Timing) validate() error {
 type Config struct {
 	Self    string
 	Members []MemberInfo
-	// Storage is the member's persisted raft log, as read back from disk;
-	// empty for a new member, which then bootstraps the cluster's initial
-	// configuration (identical on every member).
-	Storage      *raft.MemoryStorage
+	// Storage is the member's persisted raft log, as read back from disk.
+	// Empty for a member without control-plane state: it never creates a
+	// cluster on its own but probes the others first (docs/quorum.md,
+	// "Membership and replaced members").
+	Storage *raft.MemoryStorage
+	// JoinID is the member's join identity (NewJoinID), generated and
+	// persisted by the driver: with an empty Storage the identity it
+	// announces and joins under after a replace; with a non-empty Storage
+	// the raft ID it joined under (0: the initial incarnation).
+	JoinID uint64
+	// Fresh reports that the member holds no block data: always true for
+	// the witness; for a data node, its store holds no write. A member
+	// without state joins a new cluster only if every data node is fresh.
+	Fresh bool
+	// NewCluster lets a member without state create the cluster without
+	// hearing from every member (grbd node/witness --new-cluster): for a
+	// brand-new cluster whose members are not all up. Dangerous otherwise.
+	NewCluster   bool
 	Timing       Timing
 	AutoFailover bool
 	Seed         uint64      // election jitter; any value
@@ -83,11 +97,27 @@ type Member struct {
 	cfg       Config
 	self      string
 	id        uint64
-	names     []string // by raft ID - 1
+	names     []string // by position - 1
 	dataNodes []string
-	rn        *raft.RawNode
+	rn        *raft.RawNode // nil until the member has raft state (phase Member or Joining)
 	storage   *raft.MemoryStorage
-	confState pb.ConfState
+	confState pb.ConfState // the applied raft configuration
+	logger    raft.Logger
+
+	// Membership (membership.go).
+	pos         int
+	phase       Phase
+	reason      string
+	joinID      uint64
+	fresh       bool
+	joinedFresh bool                    // a data node that joined with an empty store in this run
+	lastProbe   int64                   // tick of the last probe sent
+	probes      map[string]probeAnswer  // answers to the current probe
+	counted     map[string]uint64       // members counted empty (their join identity) when this one created the cluster
+	newcomers   map[string]bool         // members missing when this one created the cluster (--new-cluster), not heard from since
+	announced   map[string]announcement // join identities of members that lost their state
+	removed     map[uint64]bool         // IDs removed by conf changes applied in this run
+	wantReplace map[string]replaceWant
 
 	now        int64
 	rng        uint64
@@ -132,88 +162,105 @@ func NewMember(cfg Config) (*Member, error) {
 		cfg: cfg, self: cfg.Self, storage: cfg.Storage, promotedAt: -1,
 		leaseAcks: map[string]int64{}, pending: map[uint64]uint64{},
 		wantOutdate: map[string]uint64{}, wantClear: map[string]uint64{}, clearDisk: map[string]uint64{}, lastPropose: map[string]int64{},
-		rng: cfg.Seed*0x9e3779b97f4a7c15 + 1, consistent: true,
+		rng: cfg.Seed*0x9e3779b97f4a7c15 + 1, consistent: true, fresh: cfg.Fresh,
+		probes: map[string]probeAnswer{}, counted: map[string]uint64{}, newcomers: map[string]bool{}, announced: map[string]announcement{},
+		removed: map[uint64]bool{}, wantReplace: map[string]replaceWant{},
 	}
 	if m.storage == nil {
 		return nil, fmt.Errorf("%w: no storage", ErrInvalid)
+	}
+	if len(cfg.Members) > MaxMembers {
+		return nil, fmt.Errorf("%w: %d members, at most %d", ErrInvalid, len(cfg.Members), MaxMembers)
 	}
 	for i, mi := range cfg.Members {
 		if slices.Contains(m.names, mi.Name) || mi.Name == "" {
 			return nil, fmt.Errorf("%w: member name %q empty or repeated", ErrInvalid, mi.Name)
 		}
 		m.names = append(m.names, mi.Name)
-		m.confState.Voters = append(m.confState.Voters, uint64(i+1))
 		if mi.Data {
 			m.dataNodes = append(m.dataNodes, mi.Name)
 		}
 		if mi.Name == cfg.Self {
-			m.id = uint64(i + 1)
+			m.pos = i + 1
 		}
 	}
-	if m.id == 0 {
+	if m.pos == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownMember, cfg.Self)
 	}
-	m.rng ^= m.id * 0xd1b54a32d192ed03 // distinct jitter per member, even with one seed
+	if cfg.JoinID != 0 && (PositionOf(cfg.JoinID) != m.pos || IncarnationOf(cfg.JoinID) == 0) {
+		return nil, fmt.Errorf("%w: join identity %#x is not one of position %d", ErrInvalid, cfg.JoinID, m.pos)
+	}
+	m.rng ^= uint64(m.pos) * 0xd1b54a32d192ed03 // distinct jitter per member, even with one seed
+	m.logger = cfg.Logger
+	if m.logger == nil {
+		m.logger = discardLogger{}
+	}
+	empty, err := m.emptyStorage()
+	if err != nil {
+		return nil, err
+	}
+	if empty {
+		if cfg.JoinID == 0 {
+			return nil, fmt.Errorf("%w: a member without state needs a join identity", ErrInvalid)
+		}
+		m.phase, m.joinID = PhaseProbing, cfg.JoinID
+		m.reason = "no control-plane state: asking the other members"
+		m.sendProbes()
+		m.evaluate() // a lone member creates its cluster at once
+		return m, nil
+	}
+	m.id = RaftID(0, m.pos)
+	if cfg.JoinID != 0 {
+		m.id = cfg.JoinID
+	}
 	if err := m.restore(); err != nil {
 		return nil, err
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = discardLogger{}
+	if cur := m.curID(m.pos); cur != m.id {
+		m.becomeReplaced(fmt.Sprintf("the log gives position %d to raft ID %#x, this member is %#x", m.pos, cur, m.id))
+		return m, nil
 	}
-	rn, err := raft.NewRawNode(&raft.Config{
-		ID:              m.id,
-		ElectionTick:    1 << 20, // elections are driven by Tick (see campaign)
-		HeartbeatTick:   cfg.Timing.RaftHeartbeat,
-		Storage:         m.storage,
-		Applied:         m.applied,
-		MaxSizePerMsg:   64 << 10,
-		MaxInflightMsgs: 64,
-		PreVote:         true,
-		Logger:          logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("quorum: raft: %w", err)
+	if err := m.startRaft(); err != nil {
+		return nil, err
 	}
-	m.rn = rn
-	m.resetElection()
-	// A member that just started gives the links a failover period to
-	// come up before it takes the primary's silence for its death.
-	m.heardPrimary = int64(cfg.Timing.Failover)
 	return m, nil
 }
 
-// restore bootstraps an empty storage or reads the state machine back from
-// the snapshot and notes the persisted, unapplied Promotes.
+func (m *Member) emptyStorage() (bool, error) {
+	hs, _, err := m.storage.InitialState()
+	if err != nil {
+		return false, fmt.Errorf("quorum: storage: %w", err)
+	}
+	last, _ := m.storage.LastIndex()
+	snap, err := m.storage.Snapshot()
+	if err != nil {
+		return false, fmt.Errorf("quorum: storage: %w", err)
+	}
+	return raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap), nil
+}
+
+// restore reads the state machine and the configuration back from the
+// snapshot and notes the persisted, unapplied Promotes.
 func (m *Member) restore() error {
 	hs, _, err := m.storage.InitialState()
 	if err != nil {
 		return fmt.Errorf("quorum: storage: %w", err)
 	}
-	last, _ := m.storage.LastIndex()
 	snap, err := m.storage.Snapshot()
 	if err != nil {
 		return fmt.Errorf("quorum: storage: %w", err)
 	}
-	if raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) {
-		data, _ := State{}.Encode()
-		snap = pb.Snapshot{Data: data, Metadata: pb.SnapshotMetadata{Index: 1, Term: 1, ConfState: m.confState}}
-		if err := m.storage.ApplySnapshot(snap); err != nil {
-			return fmt.Errorf("quorum: bootstrap: %w", err)
-		}
-		m.dirty = true
-		hs = pb.HardState{}
-	}
 	if m.state, err = DecodeState(snap.Data); err != nil {
 		return fmt.Errorf("quorum: snapshot: %w", err)
 	}
-	if !slices.Equal(snap.Metadata.ConfState.Voters, m.confState.Voters) {
-		return fmt.Errorf("%w: the log's voters %v are not the config's %v", ErrInvalid, snap.Metadata.ConfState.Voters, m.confState.Voters)
+	if err := checkConfState(snap.Metadata.ConfState, len(m.names)); err != nil {
+		return err
 	}
+	m.confState = snap.Metadata.ConfState
 	m.applied = snap.Metadata.Index
 	m.bootCommit = max(hs.Commit, m.applied)
 	first, _ := m.storage.FirstIndex()
-	last, _ = m.storage.LastIndex()
+	last, _ := m.storage.LastIndex()
 	if last >= first {
 		ents, err := m.storage.Entries(first, last+1, 1<<30)
 		if err != nil {
@@ -241,6 +288,12 @@ func (m *Member) Persisted() (pb.HardState, pb.Snapshot, []pb.Entry) {
 // State is the applied control-plane state.
 func (m *Member) State() State { return m.state.Clone() }
 
+// ID is the member's raft ID; 0 while it has none (no state yet).
+func (m *Member) ID() uint64 { return m.id }
+
+// Phase is where the member stands in the membership.
+func (m *Member) Phase() Phase { return m.phase }
+
 // Now is the member's tick counter.
 func (m *Member) Now() int64 { return m.now }
 
@@ -252,7 +305,19 @@ type Ready struct {
 }
 
 // HasReady reports whether Ready has work.
-func (m *Member) HasReady() bool { return m.dirty || len(m.msgs) > 0 || m.rn.HasReady() }
+func (m *Member) HasReady() bool {
+	return (m.dirty && !m.holdPersist()) || len(m.msgs) > 0 || (m.rn != nil && m.rn.HasReady())
+}
+
+// holdPersist: a joiner has nothing worth keeping before its snapshot;
+// after a crash it starts over under its join identity.
+func (m *Member) holdPersist() bool {
+	if m.phase != PhaseJoining {
+		return false
+	}
+	snap, _ := m.storage.Snapshot()
+	return raft.IsEmptySnap(snap)
+}
 
 // Ready collects the work since the last Advance. The raft log entries are
 // already in the member's storage: the driver persists Persisted() before it
@@ -262,7 +327,7 @@ func (m *Member) Ready() Ready {
 		panic("quorum: Ready called twice without Advance")
 	}
 	var out Ready
-	if m.rn.HasReady() {
+	if m.rn != nil && m.rn.HasReady() {
 		rd := m.rn.Ready()
 		m.rd = &rd
 		if !raft.IsEmptySnap(rd.Snapshot) {
@@ -286,6 +351,10 @@ func (m *Member) Ready() Ready {
 			m.msgs = append(m.msgs, Message{Type: MsgRaft, From: m.self, To: m.nameOf(rm.To), Raft: rm})
 		}
 	}
+	if m.holdPersist() {
+		out.Messages, m.msgs = m.msgs, nil
+		return out
+	}
 	out.Persist, m.dirty = m.dirty, false
 	out.Messages, m.msgs = m.msgs, nil
 	return out
@@ -306,6 +375,10 @@ func (m *Member) Advance() {
 		}
 		m.setState(st, rd.Snapshot.Metadata.Index)
 		m.applied = rd.Snapshot.Metadata.Index
+		m.confState = rd.Snapshot.Metadata.ConfState
+		if m.phase == PhaseJoining {
+			m.phase, m.reason = PhaseMember, ""
+		}
 		for idx := range m.pending {
 			if idx <= m.applied {
 				delete(m.pending, idx)
@@ -318,7 +391,21 @@ func (m *Member) Advance() {
 		}
 		m.applied = e.Index
 		delete(m.pending, e.Index)
-		if e.Type != pb.EntryNormal || len(e.Data) == 0 {
+		switch e.Type {
+		case pb.EntryConfChange:
+			var cc pb.ConfChange
+			if cc.Unmarshal(e.Data) == nil {
+				m.applyConf(cc)
+			}
+			continue
+		case pb.EntryConfChangeV2:
+			var cc pb.ConfChangeV2
+			if cc.Unmarshal(e.Data) == nil {
+				m.applyConf(cc)
+			}
+			continue
+		}
+		if len(e.Data) == 0 {
 			continue
 		}
 		c, err := DecodeCommand(e.Data)
@@ -331,7 +418,9 @@ func (m *Member) Advance() {
 			m.setState(st, e.Index)
 		}
 	}
-	m.rn.Advance(*rd)
+	if m.rn != nil {
+		m.rn.Advance(*rd)
+	}
 	m.maybeCompact()
 }
 
@@ -373,6 +462,9 @@ func (m *Member) setState(st State, index uint64) {
 	}
 	if m.wantPromote != nil && (st.Epoch != m.wantPromote.Epoch || (!m.wantPromote.Force && !promotable(st, m.self, m.wantPromote.Disk))) {
 		m.wantPromote = nil // done, or moot: it would be refused
+	}
+	if m.joinedFresh && st.GenOf(m.self) > old.GenOf(m.self) && !st.IsOutdated(m.self) {
+		m.joinedFresh = false // the primary cleared it: it holds every write
 	}
 	if m.wantDemote && st.Primary != m.self {
 		m.wantDemote = false
@@ -422,15 +514,13 @@ func (m *Member) promisable(epoch uint64) bool {
 	return m.state.Epoch == epoch
 }
 
+// nameOf is the member a raft ID belongs to (by its position), or "".
 func (m *Member) nameOf(id uint64) string {
-	if id == 0 || id > uint64(len(m.names)) {
+	p := PositionOf(id)
+	if id == 0 || p < 1 || p > len(m.names) {
 		return ""
 	}
-	return m.names[id-1]
-}
-
-func (m *Member) idOf(name string) uint64 {
-	return uint64(slices.Index(m.names, name) + 1)
+	return m.names[p-1]
 }
 
 // isData reports whether this member is a data node.

@@ -18,10 +18,15 @@ type cluster struct {
 	disks   map[string]*raft.MemoryStorage
 	cut     map[[2]string]bool // from, to
 	auto    bool
+	joinIDs map[string]uint64  // the drivers' join-identity files
+	wiped   int                // wipes so far: fresh randomness for join identities
+	fresh   map[string]bool    // data node stores without data (default: all)
+	drop    func(Message) bool // loses the messages it returns true for
 }
 
 func newCluster(t *testing.T, auto bool, infos ...MemberInfo) *cluster {
-	c := &cluster{t: t, infos: infos, members: map[string]*Member{}, disks: map[string]*raft.MemoryStorage{}, cut: map[[2]string]bool{}, auto: auto}
+	c := &cluster{t: t, infos: infos, members: map[string]*Member{}, disks: map[string]*raft.MemoryStorage{}, cut: map[[2]string]bool{}, auto: auto,
+		joinIDs: map[string]uint64{}, fresh: map[string]bool{}}
 	for _, mi := range infos {
 		c.start(mi.Name)
 	}
@@ -41,9 +46,35 @@ func (c *cluster) start(name string) {
 		require.NoError(c.t, st.SetHardState(hs))
 		require.NoError(c.t, st.Append(ents))
 	}
-	m, err := NewMember(Config{Self: name, Members: c.infos, Storage: st, Timing: DefaultTiming(), AutoFailover: c.auto, Seed: uint64(len(name)) + 7})
+	m, err := NewMember(c.config(name, st))
 	require.NoError(c.t, err)
 	c.members[name] = m
+}
+
+// config is what a driver passes: the join identity from its file (a new
+// one when the member has no state and no file), freshness of its store.
+func (c *cluster) config(name string, st *raft.MemoryStorage) Config {
+	pos := 0
+	for i, mi := range c.infos {
+		if mi.Name == name {
+			pos = i + 1
+		}
+	}
+	if c.disks[name] == nil && c.joinIDs[name] == 0 {
+		c.wiped++
+		c.joinIDs[name] = NewJoinID(uint64(c.wiped)*0x9e3779b97f4a7c15, pos)
+	}
+	fresh, ok := c.fresh[name]
+	return Config{Self: name, Members: c.infos, Storage: st, Timing: DefaultTiming(), AutoFailover: c.auto,
+		Seed: uint64(len(name)) + 7, JoinID: c.joinIDs[name], Fresh: fresh || !ok}
+}
+
+// wipe crashes a member and deletes its control-plane state (and its
+// join-identity file).
+func (c *cluster) wipe(name string) {
+	c.crash(name)
+	delete(c.disks, name)
+	delete(c.joinIDs, name)
 }
 
 func persistedOf(d *raft.MemoryStorage) (pb.HardState, pb.Snapshot, []pb.Entry) {
@@ -87,6 +118,13 @@ func (c *cluster) process() {
 				require.NoError(c.t, d.SetHardState(hs))
 				require.NoError(c.t, d.Append(ents))
 				c.disks[mi.Name] = d
+				// The driver's join-identity file after a persist: the ID
+				// a joined member runs under; none for the initial one.
+				if IncarnationOf(m.ID()) == 0 {
+					delete(c.joinIDs, mi.Name)
+				} else {
+					c.joinIDs[mi.Name] = m.ID()
+				}
 			}
 			inflight = append(inflight, rd.Messages...)
 			m.Advance()
@@ -95,6 +133,9 @@ func (c *cluster) process() {
 			return
 		}
 		for _, msg := range inflight {
+			if c.drop != nil && c.drop(msg) {
+				continue
+			}
 			if to := c.members[msg.To]; to != nil && !c.cut[[2]string{msg.From, msg.To}] {
 				require.NoError(c.t, to.Step(msg))
 			}
@@ -415,4 +456,29 @@ func TestStalePromoteAfterDiskReplaced(t *testing.T) {
 	st := c.members["w"].State()
 	require.Equal(t, epoch+1, st.Epoch, "the stale Promote applied")
 	require.Empty(t, st.Primary, "b gave the role back")
+}
+
+// TestOneWayCutDoesNotDeposeALivePrimary: the primary's messages to the
+// secondary are lost (one way); the witness still hears it. The secondary
+// proposes itself, but the raft leader, which hears the primary, drops the
+// failover proposal: the primary keeps serving. An operator's promotion
+// still goes through.
+func TestOneWayCutDoesNotDeposeALivePrimary(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	epoch := c.members["w"].State().Epoch
+	c.cut[[2]string{"a", "b"}] = true
+	for range 300 {
+		c.tick(1)
+		require.Equal(t, []string{"a"}, c.servers(), "a live primary was deposed by a one-way cut")
+	}
+	require.Equal(t, epoch, c.members["w"].State().Epoch)
+
+	c.cut[[2]string{"a", "b"}] = false
+	c.tick(50)
+	require.Equal(t, []string{"a"}, c.servers())
+	require.NoError(t, c.members["b"].RequestPromote(false)) // grbd primary b
+	c.tick(100)
+	require.Equal(t, "b", c.members["w"].State().Primary, "an operator's promotion is not dropped")
 }

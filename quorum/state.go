@@ -157,6 +157,9 @@ type Command struct {
 	Epoch uint64 // the epoch the proposer saw (Promote: the one it replaces)
 	Gen   uint64 // Outdate, Clear: the generation the proposer saw
 	Force bool   // Promote
+	// Manual marks a Promote an operator asked for (grbd primary): the raft
+	// leader lets it depose a live primary, unlike a failover's.
+	Manual bool
 	// Disk is the identity of Node's disk (Promote, Clear); 0 in commands
 	// written before data identity, which apply by the old rules.
 	Disk uint64
@@ -218,7 +221,8 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 // Command and state encodings. Part of the format: do not change.
 //
 //	command: | version u8 (2) | type u8 | length u16 | body | crc32c u32 |
-//	body:    | epoch u64 | gen u64 | force u8 | node string | by string | disk u64 |
+//	body:    | epoch u64 | gen u64 | flags u8 | node string | by string | disk u64 |
+//	         flags: bit 0 force, bit 1 manual (version 1: force 0 or 1)
 //	state:   | version u8 (2) | type u8 (0xff) | length u16 | body | crc32c u32 |
 //	body:    | epoch u64 | forced u8 | primary string | count u16 | outdated string... |
 //	         | gens u16 | gens x (name string | gen u64) |  (sorted by name, gen > 0)
@@ -293,7 +297,7 @@ func (c Command) Encode() ([]byte, error) {
 	}
 	body := binary.LittleEndian.AppendUint64(make([]byte, 0, maxCommandBody), c.Epoch)
 	body = binary.LittleEndian.AppendUint64(body, c.Gen)
-	body = append(body, boolByte(c.Force))
+	body = append(body, boolByte(c.Force)|boolByte(c.Manual)<<1)
 	body = appendName(body, c.Node)
 	body = appendName(body, c.By)
 	body = binary.LittleEndian.AppendUint64(body, c.Disk)
@@ -310,10 +314,11 @@ func DecodeCommand(b []byte) (Command, error) {
 	if cmdNames[c.Type] == "" {
 		return Command{}, fmt.Errorf("%w: command type %d", ErrCorrupt, typ)
 	}
-	if len(body) < 17 || body[16] > 1 {
+	if len(body) < 17 || body[16] > 3 || (version == codecV1 && body[16] > 1) {
 		return Command{}, fmt.Errorf("%w: command body", ErrCorrupt)
 	}
-	c.Epoch, c.Gen, c.Force = binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:]), body[16] == 1
+	c.Epoch, c.Gen = binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:])
+	c.Force, c.Manual = body[16]&1 != 0, body[16]&2 != 0
 	rest := body[17:]
 	if c.Node, rest, err = getName(rest); err != nil {
 		return Command{}, err
@@ -335,6 +340,7 @@ func DecodeCommand(b []byte) (Command, error) {
 
 // Encode returns the state's snapshot bytes.
 func (s State) Encode() ([]byte, error) {
+	var err error
 	if len(s.Outdated) > maxOutdated || len(s.Primary) > maxName {
 		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
 	}
@@ -348,41 +354,11 @@ func (s State) Encode() ([]byte, error) {
 		}
 		body = appendName(body, n)
 	}
-	var gens []string
-	for n, g := range s.Gen {
-		if g > 0 {
-			gens = append(gens, n)
-		}
+	if body, err = appendTable(body, s.Gen); err != nil {
+		return nil, err
 	}
-	sort.Strings(gens)
-	if len(gens) > maxOutdated {
-		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
-	}
-	body = binary.LittleEndian.AppendUint16(body, uint16(len(gens)))
-	for _, n := range gens {
-		if len(n) > maxName {
-			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
-		}
-		body = appendName(body, n)
-		body = binary.LittleEndian.AppendUint64(body, s.Gen[n])
-	}
-	var disks []string
-	for n, d := range s.Disks {
-		if d != 0 {
-			disks = append(disks, n)
-		}
-	}
-	sort.Strings(disks)
-	if len(disks) > maxOutdated {
-		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
-	}
-	body = binary.LittleEndian.AppendUint16(body, uint16(len(disks)))
-	for _, n := range disks {
-		if len(n) > maxName {
-			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
-		}
-		body = appendName(body, n)
-		body = binary.LittleEndian.AppendUint64(body, s.Disks[n])
+	if body, err = appendTable(body, s.Disks); err != nil {
+		return nil, err
 	}
 	return frame(stateType, body), nil
 }
@@ -422,35 +398,11 @@ func DecodeState(b []byte) (State, error) {
 		}
 		s.Outdated = append(s.Outdated, name)
 	}
-	if len(rest) < 2 {
-		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)
-	}
-	n = int(binary.LittleEndian.Uint16(rest))
-	rest = rest[2:]
-	if n > maxOutdated {
-		return State{}, fmt.Errorf("%w: %d generations", ErrCorrupt, n)
-	}
-	prev := ""
-	for i := range n {
-		var name string
-		if name, rest, err = getName(rest); err != nil {
-			return State{}, err
-		}
-		if len(rest) < 8 || (i > 0 && name <= prev) {
-			return State{}, fmt.Errorf("%w: generations", ErrCorrupt)
-		}
-		g := binary.LittleEndian.Uint64(rest)
-		rest = rest[8:]
-		if g == 0 {
-			return State{}, fmt.Errorf("%w: zero generation", ErrCorrupt)
-		}
-		if s.Gen == nil {
-			s.Gen = map[string]uint64{}
-		}
-		s.Gen[name], prev = g, name
+	if s.Gen, rest, err = decodeTable(rest, "generations"); err != nil {
+		return State{}, err
 	}
 	if version >= 2 {
-		if s.Disks, rest, err = decodeDisks(rest); err != nil {
+		if s.Disks, rest, err = decodeTable(rest, "disks"); err != nil {
 			return State{}, err
 		}
 	}
@@ -460,17 +412,41 @@ func DecodeState(b []byte) (State, error) {
 	return s, nil
 }
 
-// decodeDisks reads the disks table of a v2 state.
-func decodeDisks(rest []byte) (map[string]uint64, []byte, error) {
+// appendTable appends a name -> value table (generations, disks): a u16
+// count, then each non-zero entry as name string and u64, sorted by name.
+func appendTable(body []byte, t map[string]uint64) ([]byte, error) {
+	var names []string
+	for n, v := range t {
+		if v != 0 {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	if len(names) > maxOutdated {
+		return nil, fmt.Errorf("%w: state too large", ErrInvalid)
+	}
+	body = binary.LittleEndian.AppendUint16(body, uint16(len(names)))
+	for _, n := range names {
+		if len(n) > maxName {
+			return nil, fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxName)
+		}
+		body = appendName(body, n)
+		body = binary.LittleEndian.AppendUint64(body, t[n])
+	}
+	return body, nil
+}
+
+// decodeTable reads what appendTable wrote (nil for an empty table).
+func decodeTable(rest []byte, what string) (map[string]uint64, []byte, error) {
 	if len(rest) < 2 {
 		return nil, nil, fmt.Errorf("%w: state body", ErrCorrupt)
 	}
 	n := int(binary.LittleEndian.Uint16(rest))
 	rest = rest[2:]
 	if n > maxOutdated {
-		return nil, nil, fmt.Errorf("%w: %d disks", ErrCorrupt, n)
+		return nil, nil, fmt.Errorf("%w: %d %s", ErrCorrupt, n, what)
 	}
-	var disks map[string]uint64
+	var t map[string]uint64
 	prev := ""
 	for i := range n {
 		name, r, err := getName(rest)
@@ -478,18 +454,18 @@ func decodeDisks(rest []byte) (map[string]uint64, []byte, error) {
 			return nil, nil, err
 		}
 		if len(r) < 8 || (i > 0 && name <= prev) {
-			return nil, nil, fmt.Errorf("%w: disks", ErrCorrupt)
+			return nil, nil, fmt.Errorf("%w: %s", ErrCorrupt, what)
 		}
-		d := binary.LittleEndian.Uint64(r)
-		if d == 0 {
-			return nil, nil, fmt.Errorf("%w: zero disk", ErrCorrupt)
+		v := binary.LittleEndian.Uint64(r)
+		if v == 0 {
+			return nil, nil, fmt.Errorf("%w: zero in %s", ErrCorrupt, what)
 		}
-		if disks == nil {
-			disks = map[string]uint64{}
+		if t == nil {
+			t = map[string]uint64{}
 		}
-		disks[name], prev, rest = d, name, r[8:]
+		t[name], prev, rest = v, name, r[8:]
 	}
-	return disks, rest, nil
+	return t, rest, nil
 }
 
 func boolByte(v bool) byte {

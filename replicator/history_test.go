@@ -1,6 +1,8 @@
 package replicator
 
 import (
+	"encoding/binary"
+	"hash/crc32"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -89,7 +91,9 @@ func FuzzDecodeHistory(f *testing.F) {
 }
 
 func TestResyncStateCodec(t *testing.T) {
-	for _, r := range []ResyncState{{From: 7}, {From: 1 << 40, All: true}, {From: 3, Extents: []Extent{{0, 4096}, {1 << 20, 8192}}}} {
+	for _, r := range []ResyncState{{From: 7}, {From: 1 << 40, All: true}, {From: 3, Extents: []Extent{{0, 4096}, {1 << 20, 8192}}},
+		{From: 0, All: true, Progress: &ResyncProgress{AsOf: 99, Epoch: 3, Source: 0xabcdef, Copied: []Extent{{0, 300 << 20}}}},
+		{From: 5, Extents: []Extent{{0, 4096}}, Progress: &ResyncProgress{AsOf: 6, Epoch: 1, Source: 1}}} {
 		b := r.Encode()
 		got, err := DecodeResyncState(b)
 		require.NoError(t, err)
@@ -103,9 +107,26 @@ func TestResyncStateCodec(t *testing.T) {
 	}
 }
 
+// TestResyncStateVersion1 decodes a version-1 image as an older release
+// wrote it (bytes fixed here) and re-encodes it unchanged.
+func TestResyncStateVersion1(t *testing.T) {
+	old := []byte{'G', 'R', 'B', 'S', 1, 1, 0, 0, 1, 0, 0, 0}
+	old = append(old, 0, 0, 0, 0)                                      // crc, below
+	old = append(old, 7, 0, 0, 0, 0, 0, 0, 0)                          // from
+	old = append(old, 0, 0, 1, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0) // [64 KiB, +4 KiB)
+	crc := crc32.Update(crc32.Checksum(old[:12], castagnoli), castagnoli, old[16:])
+	binary.LittleEndian.PutUint32(old[12:], crc)
+	got, err := DecodeResyncState(old)
+	require.NoError(t, err)
+	require.Equal(t, ResyncState{From: 7, All: true, Extents: []Extent{{Offset: 1 << 16, Length: 4096}}}, got)
+	require.Equal(t, old, got.Encode())
+}
+
 func FuzzDecodeResyncState(f *testing.F) {
 	f.Add(ResyncState{From: 7}.Encode())
 	f.Add(ResyncState{From: 3, Extents: []Extent{{0, 4096}}}.Encode())
+	f.Add(ResyncState{All: true, Progress: &ResyncProgress{AsOf: 99, Epoch: 3, Source: 7, Copied: []Extent{{0, 1 << 20}, {4 << 20, 4096}}}}.Encode())
+	f.Add(ResyncState{From: 5, Progress: &ResyncProgress{AsOf: 6, Epoch: 1, Source: 1}}.Encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeResyncState(b)
 		if err != nil {

@@ -16,13 +16,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
+	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
@@ -73,14 +73,28 @@ type Witness struct {
 	once   sync.Once
 
 	events *events.Log
+	lock   *datadir.Lock // the data directory's, held until Close
 	// last is the control-plane view of the previous onChange (events);
 	// onChange runs on one goroutine at a time.
 	last     quorum.Status
 	lastSeen bool
+	lastLost []string
+}
+
+// Options are the witness's optional settings.
+type Options struct {
+	// NewCluster creates a brand-new cluster without hearing from every
+	// member (grbd witness --new-cluster; docs/quorum.md).
+	NewCluster bool
 }
 
 // Start runs the witness named name.
 func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) {
+	return StartWith(cfg, name, log, Options{})
+}
+
+// StartWith runs the witness named name with opts.
+func StartWith(cfg *config.Config, name string, log *slog.Logger, opts Options) (*Witness, error) {
 	me, isWitness, err := cfg.Member(name)
 	if err != nil {
 		return nil, err
@@ -92,12 +106,29 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 		log = slog.Default()
 	}
 	log = log.With("witness", name)
-	if err := os.MkdirAll(me.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("witness: %w", err)
+	// Before anything in the directory is read or written; held until Close.
+	lock, err := datadir.Prepare(me.DataDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("witness %s: %w", name, err)
 	}
-	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now(), events: events.NewLog(name, 0)}
+	w, err := start(cfg, me, log, lock, opts)
+	if err != nil {
+		if uerr := lock.Undo(); uerr != nil { // nothing of this start stays behind
+			log.Error("failed start: cleaning up the data directory", "err", uerr)
+		}
+		return nil, err
+	}
+	return w, nil
+}
+
+func start(cfg *config.Config, me config.Member, log *slog.Logger, lock *datadir.Lock, opts Options) (*Witness, error) {
+	name := me.Name
+	w := &Witness{cfg: cfg, me: me, log: log, started: time.Now(), events: events.NewLog(name, 0), lock: lock}
+	var err error
 	w.events.OnAdd(func(e events.Event) { events.Slog(log, e) })
-	if w.ctl, err = ctlplane.Open(member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)); err != nil {
+	cc := member.ControlConfig(cfg, name, me.DataDir, log, w.onChange)
+	cc.Fresh, cc.NewCluster = true, opts.NewCluster // a witness holds no block data
+	if w.ctl, err = ctlplane.Open(cc); err != nil {
 		return nil, fmt.Errorf("witness %s: control plane: %w", name, err)
 	}
 	creds, err := auth.Load(cfg, name, log)
@@ -135,6 +166,18 @@ func Start(cfg *config.Config, name string, log *slog.Logger) (*Witness, error) 
 	return w, nil
 }
 
+// Stopped is closed when the witness's control plane stopped for good (it
+// could not persist its log); Err says why. The process must then stop.
+func (w *Witness) Stopped() <-chan struct{} { return w.ctl.Stopped() }
+
+// Err is why the witness stopped working (Stopped), nil until then.
+func (w *Witness) Err() error {
+	if err := w.ctl.Err(); err != nil {
+		return fmt.Errorf("witness %s: %w", w.me.Name, err)
+	}
+	return nil
+}
+
 // AdminAddr is where the admin endpoint listens.
 func (w *Witness) AdminAddr() net.Addr { return w.adminLn.Addr() }
 
@@ -166,6 +209,9 @@ func (w *Witness) handler() http.Handler {
 	})
 	mux.Handle("GET /events", w.events)
 	mux.HandleFunc("GET /metrics", w.serveMetrics)
+	mux.HandleFunc("POST /member/replace", func(rw http.ResponseWriter, r *http.Request) {
+		member.ServeReplace(w.ctl, rw, r)
+	})
 	return mux
 }
 
@@ -200,6 +246,7 @@ func (w *Witness) onChange() {
 		w.events.Add(events.Event{Type: events.TypeRole, Role: "Witness", Epoch: st.Epoch, Primary: st.Primary, Cause: cause})
 	}
 	w.last.Outdated = member.NoteOutdated(w.events, first, w.last.Outdated, st)
+	w.lastLost = member.NoteLostState(w.events, w.lastLost, st)
 	w.last.Epoch, w.last.Primary, w.lastSeen = st.Epoch, st.Primary, true
 }
 
@@ -213,6 +260,7 @@ func (w *Witness) Close() error {
 		w.cancel()
 		w.mesh.Close()
 		w.wg.Wait()
+		_ = w.lock.Release()
 		w.log.Info("witness stopped")
 	})
 	return err

@@ -19,11 +19,13 @@ import (
 type nodeOptions struct {
 	configPath string
 	name       string
+	newCluster bool
 }
 
 func (o *nodeOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
 	fs.StringVar(&o.name, "name", "", "this node's name in the config (required)")
+	fs.BoolVar(&o.newCluster, "new-cluster", false, "create a brand-new cluster without waiting for every member to answer that it is empty (members that are missing join later with grbd member replace); DANGEROUS on a cluster that exists")
 }
 
 func (o *nodeOptions) validate() error {
@@ -68,7 +70,7 @@ only the serving primary completes I/O; a secondary refuses it with EPERM.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runNodes(ctx, cmd, cfg, []string{o.name}, log)
+			return runNodes(ctx, cmd, cfg, []string{o.name}, log, o.newCluster)
 		},
 	}
 	o.AddFlags(cmd.Flags())
@@ -77,7 +79,7 @@ only the serving primary completes I/O; a secondary refuses it with EPERM.`,
 
 // runNodes starts the named data nodes in this process, prints a ready line for
 // each, and stops them when ctx ends.
-func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names []string, log *slog.Logger) error {
+func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names []string, log *slog.Logger, newCluster bool) error {
 	var nodes []*node.Node
 	defer func() {
 		for _, n := range nodes {
@@ -86,7 +88,7 @@ func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names
 	}()
 	out := &lockedWriter{w: cmd.OutOrStdout()}
 	for _, name := range names {
-		n, err := node.Start(cfg, name, node.Options{Logger: log, OnRole: func(ev node.RoleEvent) {
+		n, err := node.Start(cfg, name, node.Options{Logger: log, NewCluster: newCluster, OnRole: func(ev node.RoleEvent) {
 			state := "standby"
 			if ev.Role == node.RolePrimary {
 				state = "fenced"
@@ -105,9 +107,27 @@ func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names
 		nodes = append(nodes, n)
 		out.printf("listening nbd://%s\n", n.NBDAddr())
 	}
-	<-ctx.Done()
-	log.Info("shutting down", "cause", context.Cause(ctx))
+	// A node whose control plane cannot persist stops the process with an
+	// error (exit 1; systemd restarts it, or leaves it down after its
+	// start limit), instead of running on as a healthy-looking zombie.
+	failed := make(chan *node.Node, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			select {
+			case <-n.Stopped():
+				failed <- n
+			case <-ctx.Done():
+			}
+		}()
+	}
 	var errs []error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "cause", context.Cause(ctx))
+	case n := <-failed:
+		log.Error("stopping: the control plane cannot persist", "err", n.Err())
+		errs = append(errs, n.Err())
+	}
 	for _, n := range nodes {
 		errs = append(errs, n.Close())
 	}

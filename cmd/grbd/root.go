@@ -63,6 +63,7 @@ func newRootCommand() *cobra.Command {
 		newVerifyCommand(),
 		newInvalidateCommand(),
 		newResizeCommand(),
+		newMemberCommand(),
 		newBenchCommand(g),
 		newVersionCommand(),
 		newCertsCommand(),

@@ -218,6 +218,7 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 			j.LastSeq, j.DurableSeq, j.CheckpointSeq, humanBytes(j.Bytes), j.Segments)
 	}
 	tw.Flush()
+	printMembership(w, rows)
 	for _, r := range rows {
 		if r.Reachable && r.Role == node.RoleSecondary && r.Identity != nil && !r.Identity.Promotable {
 			fmt.Fprintf(w, "%s: not promotable: %s\n", r.Member, r.Identity.NotPromotable)
@@ -249,6 +250,22 @@ func identityText(id *node.Identity) string {
 		return id.String() + " (recorded " + id.Recorded + ")"
 	}
 	return id.String()
+}
+
+// printMembership names every member that takes no part in the control
+// plane, and why (docs/quorum.md, "Membership and replaced members").
+func printMembership(w io.Writer, rows []memberStatus) {
+	for _, r := range rows {
+		if !r.Reachable || r.Status == nil || r.Quorum.Phase == "" || r.Quorum.Phase == "member" {
+			continue
+		}
+		q := r.Quorum
+		fmt.Fprintf(w, "%s: %s", r.Member, q.Phase)
+		if q.PhaseReason != "" && q.PhaseReason != q.Phase {
+			fmt.Fprintf(w, ": %s", q.PhaseReason)
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 // deviceText is the device size the primary reports (the config's

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,11 +23,19 @@ type localMember struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+	// started: the member printed its first line ("listening ..." from a
+	// node, "ready witness ..." from the witness): its start is over.
+	started atomic.Bool
 }
 
 // superviseLocal runs every member of cfg as a child process of self, in
 // this process group, relays their role lines as "member ..." lines and a
-// "ready" line per serving primary, and stops them when ctx ends.
+// "ready" line per serving primary, and stops them when ctx ends. A member
+// that exits before its start is over (its data directory is locked, its
+// disk is full, its port is taken) stops every member and makes
+// superviseLocal fail: a cluster missing a member from the start is not
+// what the user asked for. A member that dies later (kill -9 of the
+// primary to watch a failover) is reported and the others go on.
 //
 // With proxyPort > 0 it also runs `grbd proxy` on 127.0.0.1:proxyPort and
 // relays its "proxy nbd://..." line: the URI that survives failovers.
@@ -58,8 +67,11 @@ func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *con
 		}
 		m := &localMember{name: name, cmd: c, done: make(chan struct{})}
 		members = append(members, m)
-		go relayMember(out, m, pipe)
-		go func() { m.err = c.Wait(); close(m.done) }()
+		relayed := make(chan struct{})
+		go func() { relayMember(out, m, pipe); close(relayed) }()
+		// Wait closes the pipe: only once every line was read (and
+		// started set from them).
+		go func() { <-relayed; m.err = c.Wait(); close(m.done) }()
 		return nil
 	}
 	if cfg.Witness != nil {
@@ -89,6 +101,14 @@ func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *con
 			return stopMembers(members)
 		case m := <-exited:
 			alive--
+			if !m.started.Load() {
+				out.printf("member %s pid %d exited during start (%v): stopping every member\n", m.name, m.cmd.Process.Pid, exitText(m.err))
+				log.Error("a member exited during start: stopping the local cluster", "member", m.name, "err", exitText(m.err))
+				if err := stopMembers(members); err != nil {
+					log.Error("stopping the local cluster", "err", err)
+				}
+				return fmt.Errorf("local: member %s exited during start (%s); see its log above", m.name, exitText(m.err))
+			}
 			out.printf("member %s pid %d exited (%v)\n", m.name, m.cmd.Process.Pid, exitText(m.err))
 		}
 	}
@@ -101,6 +121,7 @@ func relayMember(out *lockedWriter, m *localMember, r io.Reader) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
+		m.started.Store(true)
 		switch {
 		case len(f) == 3 && f[0] == "ready" && f[1] == "witness":
 			out.printf("member %s pid %d role Witness\n", m.name, pid)

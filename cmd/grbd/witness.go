@@ -28,14 +28,20 @@ becomes) primary. Prints "ready witness NAME" once it listens.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			w, err := witness.Start(cfg, o.name, log)
+			w, err := witness.StartWith(cfg, o.name, log, witness.Options{NewCluster: o.newCluster})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "ready witness %s\n", o.name)
-			<-ctx.Done()
-			log.Info("shutting down", "cause", context.Cause(ctx))
-			return errors.Join(w.Close())
+			select {
+			case <-ctx.Done():
+				log.Info("shutting down", "cause", context.Cause(ctx))
+				return errors.Join(w.Close())
+			case <-w.Stopped():
+				// Never a zombie that looks healthy: exit non-zero.
+				log.Error("stopping: the control plane cannot persist", "err", w.Err())
+				return errors.Join(w.Err(), w.Close())
+			}
 		},
 	}
 	o.AddFlags(cmd.Flags())

@@ -299,7 +299,9 @@ func (c *Cluster) startWith(ctx context.Context, m *Member, cfgPath string) erro
 	if m.Witness {
 		cmd = "witness"
 	}
-	args := []string{cmd, "--config", cfgPath, "--name", m.Name, "--log-level", c.cfg.LogLevel}
+	// --new-cluster: members are started one after the other, each waited
+	// for (docs/quorum.md, "Membership and replaced members").
+	args := []string{cmd, "--config", cfgPath, "--name", m.Name, "--log-level", c.cfg.LogLevel, "--new-cluster"}
 	env := append([]string(nil), c.cfg.Env...)
 	if c.proxies != nil {
 		if o := c.proxies.overrides(m.Name); o != "" {

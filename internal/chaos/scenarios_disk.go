@@ -97,10 +97,22 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 	}
 }
 
-// waitDiskFailed polls diskNode's status until it reports its disk Failed.
+// waitDiskFailed waits until diskNode reports its disk Failed, or exited
+// on its own after logging that its disk failed (its control-plane log is
+// on the same file system: a member whose control plane cannot persist
+// stops with exit status 1).
 func (r *Run) waitDiskFailed(ctx context.Context, d time.Duration) bool {
 	deadline := time.Now().Add(d)
+	p := r.C.Process(diskNode)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if done, _ := p.Exited(); done {
+			if strings.Contains(p.LogTail(1<<20), "disk failed") {
+				p.ExpectExit()
+				r.Note("%s detached its disk and exited (its control plane could not persist)", diskNode)
+				return true
+			}
+			return false
+		}
 		if st, err := r.C.Status(ctx, diskNode); err == nil && st.Disk == "Failed" {
 			return true
 		}

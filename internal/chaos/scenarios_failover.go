@@ -107,14 +107,42 @@ func injectIsolatePrimary(ctx context.Context, r *Run) error {
 			}
 		}
 	}
+	// The majority side's failover is timed from the cut, while the
+	// isolated primary is checked for fencing at the same time.
+	t0 := time.Now()
+	type elected struct {
+		name string
+		took time.Duration
+		err  error
+	}
+	ch := make(chan elected, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		next, err := r.C.WaitPrimaryAmong(wctx, otherData(r, old))
+		for err == nil {
+			st, serr := r.C.Status(wctx, next)
+			if serr == nil && st.Role == RolePrimary && st.serving() {
+				break
+			}
+			select {
+			case <-wctx.Done():
+				err = fmt.Errorf("%w: %s never served", ErrTimeout, next)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		ch <- elected{next, time.Since(t0), err}
+	}()
 	r.expectFenced(ctx, old)
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	next, err := r.C.WaitPrimaryAmong(wctx, otherData(r, old))
-	cancel()
-	if err != nil {
-		r.Anomaly("the majority side elected no primary: %v", err)
+	e := <-ch
+	if e.err != nil {
+		r.Anomaly("the majority side elected no primary: %v", e.err)
 	} else {
-		r.C.Events().Add("failover", next, "%s isolated", old)
+		r.C.Events().Add("failover", e.name, "%s isolated: %s serves %v after the cut", old, e.name, e.took.Round(time.Millisecond))
+		r.Note("failover after isolating the primary: %s serves %v after the cut", e.name, e.took.Round(time.Millisecond))
+		if e.took > 5*time.Second {
+			r.Anomaly("failover after isolating the primary took %v (a silent link must be noticed within peer-timeout)", e.took)
+		}
 	}
 	if err := fw.Heal(ctx); err != nil {
 		return err

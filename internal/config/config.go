@@ -144,7 +144,8 @@ func MemberPath(path, name string) string { return strings.ReplaceAll(path, Name
 type Replication struct {
 	Protocol string `yaml:"protocol,omitempty"`
 	// PeerTimeout: a connected peer that acknowledges nothing for this
-	// long while writes wait for it is disconnected (and Outdated).
+	// long while writes wait for it is disconnected (and Outdated), and a
+	// member link that stays silent this long is torn down (mesh keepalive).
 	PeerTimeout Duration `yaml:"peer-timeout,omitempty"`
 	// ResyncRate bounds region resync traffic per peer, bytes per second
 	// (0: unlimited), so that application writes keep their bandwidth.
@@ -200,7 +201,7 @@ const (
 	DefaultMaxHandshakes  = 16
 
 	DefaultTick            = Duration(10 * time.Millisecond)
-	DefaultLease           = Duration(250 * time.Millisecond)
+	DefaultLease           = Duration(500 * time.Millisecond)
 	DefaultFailoverTimeout = Duration(250 * time.Millisecond)
 	DefaultSuspendTimeout  = Duration(30 * time.Second)
 	DefaultPeerTimeout     = Duration(2 * time.Second)

@@ -14,8 +14,11 @@ package ctlplane
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,7 +45,13 @@ type Config struct {
 	Timing       quorum.Timing
 	AutoFailover bool
 	Seed         uint64
-	Logger       *slog.Logger
+	// Fresh: this member holds no block data (the witness always; a data
+	// node whose store holds no write). See quorum.Config.Fresh.
+	Fresh bool
+	// NewCluster creates a new cluster without hearing from every member
+	// (grbd node/witness --new-cluster). See quorum.Config.NewCluster.
+	NewCluster bool
+	Logger     *slog.Logger
 	// OnChange is told that Status may have changed (role, epoch, lease,
 	// Outdated set).
 	OnChange func()
@@ -64,10 +73,19 @@ type Driver struct {
 	failed error
 	last   quorum.Status
 
+	// The join-identity file (raftlog.JoinFileName) as last written: the
+	// identity a member without state announces, then the ID it joined
+	// under; none for an initial member.
+	joinFile  raftlog.JoinID
+	joinSaved bool
+	lastPhase quorum.Phase
+	phaseLog  time.Time // when the phase was last logged
+
 	servingUntil atomic.Int64 // nanoseconds since start; <= 0: not serving
 	status       atomic.Pointer[quorum.Status]
 	changed      chan struct{}
-	stateCond    *sync.Cond // on mu: applied state changed
+	stateCond    *sync.Cond    // on mu: applied state changed
+	stopped      chan struct{} // closed when failed is set
 }
 
 // Open reads the member's raft log and builds its core.
@@ -97,18 +115,97 @@ func Open(cfg Config) (*Driver, error) {
 	if err := st.Append(l.Entries); err != nil {
 		return nil, fmt.Errorf("ctlplane: restore entries: %w", err)
 	}
+	d := &Driver{cfg: cfg, log: cfg.Logger, start: time.Now(), changed: make(chan struct{}, 1), stopped: make(chan struct{})}
+	joinID, err := d.joinIdentity(l)
+	if err != nil {
+		return nil, err
+	}
 	m, err := quorum.NewMember(quorum.Config{
 		Self: cfg.Self, Members: cfg.Members, Storage: st, Timing: cfg.Timing,
 		AutoFailover: cfg.AutoFailover, Seed: cfg.Seed, Logger: raftLogger{cfg.Logger},
+		JoinID: joinID, Fresh: cfg.Fresh, NewCluster: cfg.NewCluster,
 	})
 	if err != nil {
 		return nil, err
 	}
-	d := &Driver{cfg: cfg, log: cfg.Logger, start: time.Now(), m: m, changed: make(chan struct{}, 1)}
+	d.m = m
+	d.lastPhase = quorum.PhaseMember
 	d.stateCond = sync.NewCond(&d.mu)
 	s := m.Status()
 	d.status.Store(&s)
 	return d, nil
+}
+
+// Stopped is closed when the control plane stopped for good because it
+// could not persist its log (Err says why). The member must then stop
+// too: it would otherwise run on with a frozen applied index and look
+// healthy (issue 15).
+func (d *Driver) Stopped() <-chan struct{} { return d.stopped }
+
+// Err is why the control plane stopped, nil while it runs.
+func (d *Driver) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.failed
+}
+
+// joinIdentity reads (or, for a member without state, creates and
+// persists at once) the join-identity file, and returns the JoinID for the
+// core (docs/raftlog.md, "Join identity").
+func (d *Driver) joinIdentity(l raftlog.Log) (uint64, error) {
+	fs, dir := d.cfg.FS, d.cfg.Dir
+	pos := slices.IndexFunc(d.cfg.Members, func(mi quorum.MemberInfo) bool { return mi.Name == d.cfg.Self }) + 1
+	j, ok, err := raftlog.LoadJoinID(fs, dir)
+	if err != nil {
+		return 0, err
+	}
+	d.joinFile, d.joinSaved = j, ok
+	empty := raft.IsEmptySnap(l.Snapshot) && raft.IsEmptyHardState(l.HardState) && len(l.Entries) == 0
+	if !empty {
+		cs := l.Snapshot.Metadata.ConfState
+		if ok && (j.Joined || slices.Contains(slices.Concat(cs.Voters, cs.Learners, cs.VotersOutgoing), j.ID)) {
+			return j.ID, nil
+		}
+		return 0, nil // the initial incarnation (a stale file is removed at the next save)
+	}
+	if ok && !j.Joined && quorum.PositionOf(j.ID) == pos {
+		return j.ID, nil // announced before a restart: keep it
+	}
+	// A new identity, never the one a joined and then wiped member had.
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("ctlplane: join identity: %w", err)
+	}
+	j = raftlog.JoinID{ID: quorum.NewJoinID(binary.LittleEndian.Uint64(b[:]), pos)}
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("ctlplane: %w", err)
+	}
+	if err := raftlog.SaveJoinID(fs, dir, j); err != nil {
+		return 0, fmt.Errorf("ctlplane: save join identity: %w", err)
+	}
+	d.joinFile, d.joinSaved = j, true
+	return j.ID, nil
+}
+
+// noteSavedLocked brings the join-identity file in line with the raft
+// state just saved: the ID a joined member runs under, none for the
+// initial incarnation.
+func (d *Driver) noteSavedLocked() error {
+	id := d.m.ID()
+	switch {
+	case quorum.IncarnationOf(id) == 0 && d.joinSaved:
+		if err := raftlog.RemoveJoinID(d.cfg.FS, d.cfg.Dir); err != nil {
+			return err
+		}
+		d.joinSaved = false
+	case quorum.IncarnationOf(id) != 0 && (!d.joinSaved || d.joinFile != raftlog.JoinID{ID: id, Joined: true}):
+		j := raftlog.JoinID{ID: id, Joined: true}
+		if err := raftlog.SaveJoinID(d.cfg.FS, d.cfg.Dir, j); err != nil {
+			return err
+		}
+		d.joinFile, d.joinSaved = j, true
+	}
+	return nil
 }
 
 // SetSender sets where messages go; until then they are dropped.
@@ -168,7 +265,11 @@ func (d *Driver) do(fn func(m *quorum.Member) error) error {
 		rd := d.m.Ready()
 		if rd.Persist {
 			hs, snap, ents := d.m.Persisted()
-			if err := raftlog.Save(d.cfg.FS, d.cfg.Dir, raftlog.Log{HardState: hs, Snapshot: snap, Entries: ents}); err != nil {
+			err := raftlog.Save(d.cfg.FS, d.cfg.Dir, raftlog.Log{HardState: hs, Snapshot: snap, Entries: ents})
+			if err == nil {
+				err = d.noteSavedLocked()
+			}
+			if err != nil {
 				// The core believes the log is on disk: it is not safe to
 				// go on. Stop serving and refuse further work.
 				d.failed = fmt.Errorf("ctlplane: persist raft log: %w", err)
@@ -177,6 +278,7 @@ func (d *Driver) do(fn func(m *quorum.Member) error) error {
 				if d.cfg.OnFail != nil {
 					go d.cfg.OnFail(d.failed)
 				}
+				close(d.stopped)
 				return d.failed
 			}
 		}
@@ -202,9 +304,28 @@ func (d *Driver) sendLocked(msg quorum.Message) {
 		}
 		c.Kind, c.Data = wire.ControlRaft, b
 	case quorum.MsgLeaseRequest:
-		c.Kind = wire.ControlLeaseRequest
+		c.Kind, c.Data = wire.ControlLeaseRequest, wire.AppendLeaseID(nil, msg.ID)
 	case quorum.MsgLeaseAck:
-		c.Kind = wire.ControlLeaseAck
+		c.Kind, c.Data = wire.ControlLeaseAck, wire.AppendLeaseID(nil, msg.ID)
+	case quorum.MsgProbe:
+		p := wire.Probe{JoinID: msg.ID}
+		if msg.Fresh {
+			p.Flags |= wire.ProbeFresh
+		}
+		c.Kind, c.Data = wire.ControlProbe, p.Append(nil)
+	case quorum.MsgProbeReply:
+		r := wire.ProbeReply{ID: msg.ID, Echo: msg.Echo}
+		for _, f := range []struct {
+			on   bool
+			flag uint8
+		}{{msg.Fresh, wire.ProbeFresh}, {msg.HasState, wire.ProbeHasState}, {msg.Counted, wire.ProbeCounted}} {
+			if f.on {
+				r.Flags |= f.flag
+			}
+		}
+		c.Kind, c.Data = wire.ControlProbeReply, r.Append(nil)
+	case quorum.MsgReplaced:
+		c.Kind, c.Data = wire.ControlReplaced, wire.Replaced{Stale: msg.ID, Current: msg.Echo}.Append(nil)
 	default:
 		return
 	}
@@ -221,8 +342,11 @@ func (d *Driver) publishLocked() {
 	}
 	d.servingUntil.Store(until)
 	d.status.Store(&s)
+	d.logPhaseLocked(s)
 	if s.Role != d.last.Role || s.Epoch != d.last.Epoch || s.Primary != d.last.Primary || s.Serving != d.last.Serving ||
-		s.Forced != d.last.Forced || fmt.Sprint(s.Outdated) != fmt.Sprint(d.last.Outdated) || fmt.Sprint(s.Disks) != fmt.Sprint(d.last.Disks) {
+		s.Forced != d.last.Forced || fmt.Sprint(s.Outdated) != fmt.Sprint(d.last.Outdated) || fmt.Sprint(s.Disks) != fmt.Sprint(d.last.Disks) ||
+		s.Phase != d.last.Phase || s.PhaseReason != d.last.PhaseReason || !slices.Equal(s.IDs, d.last.IDs) ||
+		!slices.Equal(s.Learners, d.last.Learners) || !slices.Equal(s.LostState, d.last.LostState) {
 		d.last = s
 		d.stateCond.Broadcast()
 		select {
@@ -231,6 +355,66 @@ func (d *Driver) publishLocked() {
 		}
 	}
 }
+
+// phaseLogEvery is how often a member that cannot take part says why.
+const phaseLogEvery = 30 * time.Second
+
+// logPhaseLocked logs, once and then every phaseLogEvery, why this member
+// takes no part in the control plane, and logs its joining.
+func (d *Driver) logPhaseLocked(s quorum.Status) {
+	changed := s.Phase != d.lastPhase
+	if changed && s.Phase == quorum.PhaseMember && d.lastPhase == quorum.PhaseJoining {
+		d.log.Info("joined the control plane", "raft_id", fmt.Sprintf("%#x", s.ID))
+	} else if changed && s.Phase == quorum.PhaseMember && d.lastPhase == quorum.PhaseProbing {
+		d.log.Info("created the cluster's control plane", "raft_id", fmt.Sprintf("%#x", s.ID))
+	}
+	d.lastPhase = s.Phase
+	if s.Phase == quorum.PhaseMember || s.Phase == quorum.PhaseJoining || (!changed && time.Since(d.phaseLog) < phaseLogEvery) {
+		return
+	}
+	d.phaseLog = time.Now()
+	switch s.Phase {
+	case quorum.PhaseAwaitReplace:
+		d.log.Error(fmt.Sprintf("control-plane state lost: this member must be replaced: run \"grbd member replace %s --config FILE\" on any host", d.cfg.Self),
+			"join_id", fmt.Sprintf("%#x", s.JoinID), "detail", s.PhaseReason)
+	case quorum.PhaseReplaced:
+		d.log.Error("this member was replaced: it no longer votes or acknowledges leases (empty its data directory to join again)", "detail", s.PhaseReason)
+	default:
+		if changed {
+			return // give the first answers a moment
+		}
+		d.log.Warn("control plane not started", "detail", s.PhaseReason)
+	}
+}
+
+// Replace asks the control plane to replace member name (grbd member
+// replace): name lost its state and announced a join identity. It waits
+// until the change committed (the new ID holds name's position), then up to
+// the rest of ctx for the joiner to become a voter, and returns the new ID
+// and whether it is a voter yet.
+func (d *Driver) Replace(ctx context.Context, name string) (uint64, bool, error) {
+	pos := slices.IndexFunc(d.cfg.Members, func(mi quorum.MemberInfo) bool { return mi.Name == name }) + 1
+	var id uint64
+	if err := d.do(func(m *quorum.Member) error {
+		var err error
+		id, err = m.RequestReplace(name)
+		return err
+	}); err != nil {
+		return 0, false, err
+	}
+	commit, cancel := context.WithTimeout(ctx, replaceCommitTimeout)
+	defer cancel()
+	if err := d.WaitState(commit, func(s quorum.Status) bool { return len(s.IDs) >= pos && s.IDs[pos-1] == id }); err != nil {
+		return id, false, fmt.Errorf("%w: the replace of %s did not commit within %v: a majority of the members must be up and connected", quorum.ErrNoLeader, name, replaceCommitTimeout)
+	}
+	voter := func(s quorum.Status) bool { return !slices.Contains(s.Learners, name) }
+	_ = d.WaitState(ctx, voter)
+	return id, voter(d.Status()), nil
+}
+
+// replaceCommitTimeout bounds how long Replace waits for the change to
+// commit.
+const replaceCommitTimeout = 10 * time.Second
 
 // Deliver feeds a control message from peer.
 func (d *Driver) Deliver(peer string, c *wire.Control) {
@@ -242,23 +426,41 @@ func (d *Driver) Deliver(peer string, c *wire.Control) {
 			d.log.Warn("dropping undecodable raft message", "peer", peer, "err", err)
 			return
 		}
-	case wire.ControlLeaseRequest:
+	case wire.ControlLeaseRequest, wire.ControlLeaseAck:
 		msg.Type = quorum.MsgLeaseRequest
-	case wire.ControlLeaseAck:
-		msg.Type = quorum.MsgLeaseAck
+		if c.Kind == wire.ControlLeaseAck {
+			msg.Type = quorum.MsgLeaseAck
+		}
+		id, err := wire.ParseLeaseID(c.Data)
+		if err != nil {
+			return
+		}
+		msg.ID = id
+	case wire.ControlProbe:
+		p, err := wire.ParseProbe(c.Data)
+		if err != nil {
+			return
+		}
+		msg.Type, msg.ID, msg.Fresh = quorum.MsgProbe, p.JoinID, p.Flags&wire.ProbeFresh != 0
+	case wire.ControlProbeReply:
+		r, err := wire.ParseProbeReply(c.Data)
+		if err != nil {
+			return
+		}
+		msg.Type, msg.ID, msg.Echo = quorum.MsgProbeReply, r.ID, r.Echo
+		msg.Fresh, msg.HasState, msg.Counted = r.Flags&wire.ProbeFresh != 0, r.Flags&wire.ProbeHasState != 0, r.Flags&wire.ProbeCounted != 0
+	case wire.ControlReplaced:
+		r, err := wire.ParseReplaced(c.Data)
+		if err != nil {
+			return
+		}
+		msg.Type, msg.ID, msg.Echo = quorum.MsgReplaced, r.Stale, r.Current
 	default:
 		return
 	}
 	if err := d.do(func(m *quorum.Member) error { return m.Step(msg) }); err != nil {
 		d.log.Debug("dropping control message", "peer", peer, "err", err)
 	}
-}
-
-// Failed is the error that stopped the control plane, or nil.
-func (d *Driver) Failed() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.failed
 }
 
 // Serving reports whether this member may complete I/O as primary now.

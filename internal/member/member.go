@@ -7,9 +7,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -38,9 +41,13 @@ func ControlConfig(cfg *config.Config, self, dir string, log *slog.Logger, onCha
 	ticks := func(d time.Duration) int { return max(1, int((d+tick-1)/tick)) }
 	timing := quorum.DefaultTiming()
 	timing.Lease = ticks(cfg.Quorum.Lease.D())
-	timing.Heartbeat = max(1, timing.Lease/5)
+	// Ten renewals per lease: a renewal may be late or lost nine times in a
+	// row (a busy host) before the lease lapses (docs/quorum.md, "Margins").
+	timing.Heartbeat = max(1, timing.Lease/10)
 	timing.Failover = ticks(cfg.Quorum.FailoverTimeout.D())
-	timing.Election = max(timing.RaftHeartbeat+1, timing.Lease*3/5)
+	// Raft elections follow the failover timeout, not the lease: a killed
+	// primary that led raft is replaced without waiting a lease for it.
+	timing.Election = max(timing.RaftHeartbeat+1, timing.Failover*3/5)
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	return ctlplane.Config{
@@ -72,7 +79,7 @@ func MeshConfig(cfg *config.Config, self string, log *slog.Logger, onControl fun
 	}
 	return mesh.Config{
 		Cluster: cfg.Cluster, Self: self, Peers: peers, BindHost: bind, Logger: log,
-		OnControl: onControl, Handler: handler,
+		PeerTimeout: cfg.Replication.PeerTimeout.D(), OnControl: onControl, Handler: handler,
 	}
 }
 
@@ -104,6 +111,15 @@ type QuorumStatus struct {
 	RaftLeader string   `json:"raft_leader"`
 	RaftTerm   uint64   `json:"raft_term"`
 	Applied    uint64   `json:"applied_index"`
+	// Membership (docs/quorum.md, "Membership and replaced members").
+	// Phase is "member" for a member taking part; otherwise why not, e.g.
+	// "awaiting replace (control-plane state lost)".
+	Phase       string   `json:"phase"`
+	PhaseReason string   `json:"phase_reason,omitempty"`
+	RaftID      string   `json:"raft_id,omitempty"` // hex
+	JoinID      string   `json:"join_id,omitempty"` // hex: the identity it announces while awaiting a replace
+	Learners    []string `json:"learners,omitempty"`
+	LostState   []string `json:"lost_state,omitempty"` // members that lost their state: grbd member replace
 }
 
 // StatusOf converts the control plane's view for the admin API.
@@ -113,7 +129,81 @@ func StatusOf(s quorum.Status) QuorumStatus {
 	if out.Outdated == nil {
 		out.Outdated = []string{}
 	}
+	out.Phase, out.PhaseReason, out.Learners, out.LostState = s.Phase.String(), s.PhaseReason, s.Learners, s.LostState
+	if s.ID != 0 {
+		out.RaftID = fmt.Sprintf("%#x", s.ID)
+	}
+	if s.JoinID != 0 {
+		out.JoinID = fmt.Sprintf("%#x", s.JoinID)
+	}
 	return out
+}
+
+// NoteLostState logs a member event for each member that newly announced
+// it lost its control-plane state (with the command that fixes it), and
+// one when it joined again. It returns the set to pass as prev next time.
+func NoteLostState(log *events.Log, prev []string, st quorum.Status) []string {
+	for _, name := range st.LostState {
+		if !slices.Contains(prev, name) {
+			log.Add(events.Event{Type: events.TypeMember, Peer: name, State: "LostState",
+				Cause:  fmt.Sprintf("member %s connected with lost control-plane state: it takes no part until it is replaced", name),
+				Detail: fmt.Sprintf(`run "grbd member replace %s --config FILE" on any host`, name)})
+		}
+	}
+	for _, name := range prev {
+		if !slices.Contains(st.LostState, name) {
+			log.Add(events.Event{Type: events.TypeMember, Peer: name, State: "Replaced",
+				Cause: fmt.Sprintf("member %s was replaced or reconnected with its state", name)})
+		}
+	}
+	return slices.Clone(st.LostState)
+}
+
+// ReplaceResult is the answer of POST /member/replace. Field names are
+// part of the admin API.
+type ReplaceResult struct {
+	Name  string `json:"name"`
+	ID    string `json:"raft_id"` // hex: the identity it joins under
+	Voter bool   `json:"voter"`   // promoted from learner already
+}
+
+// replaceTimeout bounds how long POST /member/replace waits for the joiner
+// to become a voter after the change committed.
+const replaceTimeout = 15 * time.Second
+
+// ServeReplace answers POST /member/replace?name=NAME on a member's admin
+// endpoint (behind the same authentication as every admin endpoint): it
+// replaces NAME, a member that lost its control-plane state, through ctl.
+func ServeReplace(ctl *ctlplane.Driver, w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		writeError(w, http.StatusBadRequest, errors.New("name=NAME is required"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), replaceTimeout)
+	defer cancel()
+	id, voter, err := ctl.Replace(ctx, name)
+	if err != nil {
+		// 503: this member cannot act (no state itself, no majority):
+		// another may. 409/400: a refusal any member would give.
+		code := http.StatusConflict
+		switch {
+		case errors.Is(err, quorum.ErrUnknownMember):
+			code = http.StatusBadRequest
+		case errors.Is(err, quorum.ErrNoLeader), errors.Is(err, quorum.ErrNotMember):
+			code = http.StatusServiceUnavailable
+		}
+		writeError(w, code, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(ReplaceResult{Name: name, ID: fmt.Sprintf("%#x", id), Voter: voter})
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 }
 
 // linkPoll is how often WatchLinks looks at the member links.

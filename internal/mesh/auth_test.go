@@ -115,7 +115,7 @@ func TestAuthenticatedLinks(t *testing.T) {
 			waitConnected(t, nodes["a"].m, "b", "w")
 			waitConnected(t, nodes["w"].m, "a", "b")
 			nodes["a"].m.Send("w", &wire.Control{Kind: wire.ControlRaft, Data: []byte("x1")})
-			nodes["w"].m.Send("b", &wire.Control{Kind: wire.ControlLeaseAck, Data: []byte("y1")})
+			nodes["w"].m.Send("b", &wire.Control{Kind: wire.ControlRaft, Data: []byte("y1")})
 			require.Eventually(t, func() bool { return len(nodes["w"].controls()) == 1 && len(nodes["b"].controls()) == 1 }, 5*time.Second, 5*time.Millisecond)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

@@ -60,7 +60,11 @@ type Config struct {
 	StreamWindow uint32
 	// HandshakeTimeout bounds a session or stream handshake.
 	HandshakeTimeout time.Duration
-	// KeepAlive is the yamux keepalive interval.
+	// PeerTimeout bounds how long a silent session lives: a peer that
+	// answers no keepalive, or takes no bytes, for this long is dropped
+	// with its TCP connection (see liveness.go). Default 2 s.
+	PeerTimeout time.Duration
+	// KeepAlive is the yamux keepalive interval; default PeerTimeout/4.
 	KeepAlive time.Duration
 	// ControlQueue bounds the control messages queued per peer; more are
 	// dropped (raft and leases tolerate loss).
@@ -89,8 +93,11 @@ func (c *Config) defaults() {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second
 	}
+	if c.PeerTimeout == 0 {
+		c.PeerTimeout = 2 * time.Second
+	}
 	if c.KeepAlive == 0 {
-		c.KeepAlive = time.Second
+		c.KeepAlive = keepAliveFor(c.PeerTimeout)
 	}
 	if c.ControlQueue == 0 {
 		c.ControlQueue = 1024
@@ -128,6 +135,7 @@ type peer struct {
 	name string
 	addr string
 	sess *yamux.Session // nil while down; guarded by Mesh.mu
+	conn net.Conn       // sess's TCP connection; guarded by Mesh.mu
 	up   chan struct{}  // closed when sess becomes non-nil; replaced when it drops
 	ctl  chan *wire.Control
 
@@ -238,6 +246,7 @@ func (m *Mesh) Close() {
 	}
 	for _, p := range m.peers {
 		if p.sess != nil {
+			p.conn.Close()
 			p.sess.Close()
 		}
 	}
@@ -297,7 +306,7 @@ func (m *Mesh) Open(ctx context.Context, peer string, kind uint8) (net.Conn, err
 				s.Close()
 				return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
 			}
-			return s, nil
+			return &readerConn{Conn: s}, nil
 		}
 		select {
 		case <-up:
@@ -314,7 +323,11 @@ func (m *Mesh) yamuxConfig() *yamux.Config {
 	c.MaxStreamWindowSize = m.cfg.StreamWindow
 	c.EnableKeepAlive = true
 	c.KeepAliveInterval = m.cfg.KeepAlive
-	c.ConnectionWriteTimeout = 10 * time.Second
+	// Both a keepalive's wait for its answer and a frame's wait for the
+	// send loop: a session stays silent at most KeepAlive plus this
+	// before yamux ends it (yamux's default, 10 s, outlived every
+	// configured timeout: issue 15).
+	c.ConnectionWriteTimeout = writeTimeoutFor(m.cfg.PeerTimeout, m.cfg.KeepAlive)
 	c.StreamOpenTimeout = m.cfg.HandshakeTimeout
 	c.LogOutput = nil
 	c.Logger = slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)
@@ -438,11 +451,12 @@ func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool, handshakeOver func()
 		return ErrClosed
 	}
 	if p.sess != nil {
-		p.sess.Close() // a newer session replaces the old one; up is closed already
+		p.conn.Close() // a newer session replaces the old one; up is closed already
+		p.sess.Close()
 	} else {
 		close(p.up)
 	}
-	p.sess = sess
+	p.sess, p.conn = sess, c
 	m.mu.Unlock()
 	m.log.Info("peer link up", "peer", p.name, "remote", c.RemoteAddr().String())
 	if m.cfg.OnPeer != nil {
@@ -461,7 +475,7 @@ func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool, handshakeOver func()
 
 	m.mu.Lock()
 	if p.sess == sess {
-		p.sess = nil
+		p.sess, p.conn = nil, nil
 		p.up = make(chan struct{})
 	}
 	m.mu.Unlock()
@@ -515,11 +529,23 @@ func (m *Mesh) controlStream(sess *yamux.Session, p *peer, dialer bool) (net.Con
 	return &readerConn{Conn: s, r: r}, nil
 }
 
-// readerConn keeps the wire.Reader that read the handshake, whose buffer
-// may already hold later frames.
+// readerConn is every stream the mesh hands out. It keeps the
+// wire.Reader that read the handshake, whose buffer may already hold later
+// frames (nil for a stream this side opened), and its Close ends the
+// stream for this side at once (see Close).
 type readerConn struct {
 	net.Conn
 	r *wire.Reader
+}
+
+// Close ends the stream and unblocks its reader and writers at once. A
+// yamux Close is only a half-close: a Read blocked on the stream would
+// wait for the peer's FIN, which a silent peer never sends (issue 15). The
+// deadline makes every Read and Write in progress or to come fail now; the
+// FIN still goes out, in order after what was written.
+func (c *readerConn) Close() error {
+	_ = c.Conn.SetDeadline(time.Now())
+	return c.Conn.Close()
 }
 
 func acceptTimeout(sess *yamux.Session, d time.Duration) (net.Conn, error) {
@@ -611,7 +637,7 @@ func (m *Mesh) acceptStreams(p *peer, sess *yamux.Session) {
 // read through: frames after the StreamOpen may already be buffered in it.
 // Use it instead of wrapping the stream in a new Reader.
 func StreamReader(s net.Conn) *wire.Reader {
-	if rc, ok := s.(*readerConn); ok {
+	if rc, ok := s.(*readerConn); ok && rc.r != nil {
 		return rc.r
 	}
 	return wire.NewReader(s)

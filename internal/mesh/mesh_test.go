@@ -105,7 +105,7 @@ func TestControlMessagesBothWays(t *testing.T) {
 	waitConnected(t, nodes["a"].m, "b", "w")
 	waitConnected(t, nodes["w"].m, "a", "b")
 	nodes["a"].m.Send("w", &wire.Control{Kind: wire.ControlRaft, Data: []byte("x1")})
-	nodes["w"].m.Send("a", &wire.Control{Kind: wire.ControlLeaseAck, Data: []byte("y1")})
+	nodes["w"].m.Send("a", &wire.Control{Kind: wire.ControlRaft, Data: []byte("y1")})
 	nodes["b"].m.Send("a", &wire.Control{Kind: wire.ControlRaft, Data: []byte("z1")})
 	require.Eventually(t, func() bool { return len(nodes["w"].controls()) == 1 && len(nodes["a"].controls()) == 2 }, 5*time.Second, 5*time.Millisecond)
 	require.Equal(t, []string{"a:x1"}, nodes["w"].controls())

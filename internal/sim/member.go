@@ -6,6 +6,7 @@ import (
 	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
 	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // member is one simulated member: the real control plane and, for a data
@@ -19,6 +20,13 @@ type member struct {
 
 	q    *quorum.Member
 	disk *raft.MemoryStorage // what survives a crash: persisted before sending
+	// joinID is the driver's join-identity file (internal/ctlplane): the
+	// identity a member without state announces, kept across restarts
+	// until it has state; then the ID it joined under (0: initial).
+	joinID uint64
+	// emptySince is the tick the member was last seen without control-plane
+	// state (awaiting a replace); -1 while it has state.
+	emptySince int64
 
 	// Durable data (a process crash keeps the journal and the history).
 	journal []record // journal[i].Seq == i+1
@@ -52,9 +60,12 @@ func (m *member) start() {
 		ents, _ := m.disk.Entries(first, last+1, 1<<30)
 		_ = st.Append(ents)
 	}
+	if raft.IsEmptySnap(snap) && m.joinID == 0 {
+		m.joinID = quorum.NewJoinID(m.w.rng.Uint64(), m.pos())
+	}
 	q, err := quorum.NewMember(quorum.Config{
 		Self: m.name, Members: m.w.infos, Storage: st, Timing: quorum.DefaultTiming(),
-		AutoFailover: true, Seed: m.w.rng.Uint64(),
+		AutoFailover: true, Seed: m.w.rng.Uint64(), JoinID: m.joinID, Fresh: !m.data || len(m.journal) == 0,
 	})
 	if err != nil {
 		panic(err)
@@ -97,6 +108,11 @@ func (m *member) flush() {
 			_ = d.SetHardState(hs)
 			_ = d.Append(ents)
 			m.disk = d
+			if quorum.IncarnationOf(m.q.ID()) == 0 {
+				m.joinID = 0
+			} else {
+				m.joinID = m.q.ID()
+			}
 		}
 		for _, msg := range rd.Messages {
 			m.w.net.sendControl(msg)
@@ -138,6 +154,34 @@ func (m *member) reconcile() {
 }
 
 func (m *member) last() uint64 { return uint64(len(m.journal)) }
+
+func (m *member) pos() int {
+	return slices.IndexFunc(m.w.infos, func(mi quorum.MemberInfo) bool { return mi.Name == m.name }) + 1
+}
+
+// loseState is the fault "the member loses its whole control-plane state
+// (raft.state and its join-identity file) and restarts empty". A data node
+// keeps its journal here; the data-disk loss is a separate hook (disk).
+func (m *member) loseState(disk bool) {
+	if m.up {
+		m.crash()
+	}
+	m.disk, m.joinID = raft.NewMemoryStorage(), 0
+	if disk {
+		m.journal, m.hist, m.diskID = nil, nil, m.w.newDiskID()
+	}
+	if m.w.cfg.BootstrapLostState {
+		// The planted bug: the old implicit bootstrap, as if the member
+		// remembered (initial IDs, empty log).
+		var cs pb.ConfState
+		for i := range m.w.infos {
+			cs.Voters = append(cs.Voters, quorum.RaftID(0, i+1))
+		}
+		data, _ := quorum.State{}.Encode()
+		_ = m.disk.ApplySnapshot(pb.Snapshot{Data: data, Metadata: pb.SnapshotMetadata{Index: 1, Term: 1, ConfState: cs}})
+	}
+	m.start()
+}
 
 // tickData runs the primary's per-tick work (hellos, timeouts).
 func (m *member) tickData() {

@@ -16,6 +16,10 @@
 //   - no Outdated primary: no member is primary while the state it applied
 //     says it is Outdated.
 //
+// Among the faults, a member loses its whole control-plane state and
+// restarts empty; the simulated operator replaces it (grbd member replace)
+// some ticks later, and it joins under a new raft ID.
+//
 // Run is a pure function of its Config: the same seed replays exactly.
 package sim
 
@@ -47,6 +51,10 @@ type Config struct {
 	// catch: a data node on a replaced, empty disk counts as holding the
 	// data (no data identity), so it may be promoted over it.
 	FreshStoreConsistent bool
+	// BootstrapLostState plants the old behaviour of issue 14: a member
+	// that lost its control-plane state restarts with the initial
+	// configuration and votes and acknowledges as if it remembered.
+	BootstrapLostState bool
 	// Trace, when set, receives one line per notable event.
 	Trace func(string)
 }
@@ -60,6 +68,7 @@ type Result struct {
 	Failovers  int
 	Faults     int
 	Messages   int
+	Replaces   int // members that lost their state and joined again after a replace
 }
 
 // world is one simulated cluster.
@@ -89,7 +98,7 @@ type record struct {
 const blocks = 8
 
 // Run simulates one cluster and returns what it observed.
-func Run(cfg Config) Result {
+func Run(cfg Config) (res Result) {
 	if cfg.DataNodes < 1 {
 		cfg.DataNodes = 2
 	}
@@ -111,11 +120,20 @@ func Run(cfg Config) Result {
 		w.infos = append(w.infos, quorum.MemberInfo{Name: "w"})
 	}
 	for _, mi := range w.infos {
-		m := &member{w: w, name: mi.Name, data: mi.Data, disk: raft.NewMemoryStorage(), diskID: w.newDiskID()}
+		m := &member{w: w, name: mi.Name, data: mi.Data, disk: raft.NewMemoryStorage(), emptySince: -1, diskID: w.newDiskID()}
 		w.members = append(w.members, m)
 		w.byName[m.name] = m
 		m.start()
 	}
+	defer func() {
+		// The old implicit bootstrap can make raft itself give up (a
+		// commit index beyond the forgotten log): a violation too.
+		if r := recover(); r != nil {
+			w.violate("panic: %v", r)
+			w.res.Epochs = w.maxEpoch
+			res = w.res
+		}
+	}()
 	for w.now = 1; w.now <= int64(cfg.Ticks+cfg.CalmTicks); w.now++ {
 		calm := w.now > int64(cfg.Ticks)
 		if !calm {
@@ -168,7 +186,42 @@ func (w *world) step() {
 		to.flush()
 	}
 	w.clientWrite()
+	w.operate()
 	w.check()
+}
+
+// replaceAfter is how long the simulated operator takes to notice a member
+// that lost its state and run grbd member replace.
+const replaceAfter = 40
+
+// operate is the operator: a member awaiting a replace for replaceAfter
+// ticks is replaced through an up member with state (the call the admin
+// endpoint makes). A refusal (it is the primary, no leader, a change under
+// way, not announced yet) is retried later.
+func (w *world) operate() {
+	for _, m := range w.members {
+		if !m.up || m.q.Phase() != quorum.PhaseAwaitReplace {
+			if m.up && m.emptySince >= 0 && m.q.Phase() == quorum.PhaseMember {
+				w.res.Replaces++
+				w.tracef("%s joined as %#x", m.name, m.q.ID())
+				m.emptySince = -1
+			}
+			continue
+		}
+		if m.emptySince < 0 {
+			m.emptySince = w.now
+		}
+		if w.now-m.emptySince < replaceAfter || (w.now-m.emptySince)%20 != 0 {
+			continue
+		}
+		via := w.members[w.rng.IntN(len(w.members))]
+		if !via.up || via == m {
+			continue
+		}
+		id, err := via.q.RequestReplace(m.name)
+		w.tracef("operator: grbd member replace %s via %s: %#x %v", m.name, via.name, id, err)
+		via.flush()
+	}
 }
 
 // clientWrite submits a write to the serving primary, if any.
@@ -286,7 +339,22 @@ func (w *world) injectFaults() {
 	case r < 0.045:
 		w.tracef("heal")
 		w.net.healAll()
-	case r < 0.049:
+	case r < 0.0475:
+		// Lose a member's control-plane state, one member at a time (a
+		// second loss before the first was replaced needs the operator to
+		// rebuild; not modelled); a data node loses its whole disk half of
+		// the time (data identity).
+		m := pick()
+		for _, o := range w.members {
+			if o.up && o.q.Phase() != quorum.PhaseMember {
+				return
+			}
+		}
+		w.res.Faults++
+		whole := m.data && w.rng.IntN(2) == 0
+		w.tracef("%s loses its control-plane state (whole disk %v) and restarts empty", m.name, whole)
+		m.loseState(whole)
+	case r < 0.0515:
 		// An operator replaces the disk of a stopped data node: it comes
 		// back empty, with a new identity (its control-plane state kept).
 		if m := pick(); !m.up && m.data {

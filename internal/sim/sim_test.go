@@ -71,16 +71,18 @@ func TestSimSeeds(t *testing.T) {
 				total.Faults += res.Faults
 				total.Messages += res.Messages
 				total.Epochs += res.Epochs
+				total.Replaces += res.Replaces
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	t.Logf("%d seeds in %v: %d acknowledged writes, %d unknown, %d faults, %d primaries started, %d epochs, %d messages",
-		n, time.Since(start).Round(time.Millisecond), total.Writes, total.Unknown, total.Faults, total.Failovers, total.Epochs, total.Messages)
+	t.Logf("%d seeds in %v: %d acknowledged writes, %d unknown, %d faults, %d primaries started, %d epochs, %d messages, %d members replaced",
+		n, time.Since(start).Round(time.Millisecond), total.Writes, total.Unknown, total.Faults, total.Failovers, total.Epochs, total.Messages, total.Replaces)
 	require.Empty(t, failed)
 	require.Positive(t, total.Writes, "the simulation acknowledged nothing: it checks nothing")
 	require.Greater(t, total.Failovers, n, "failovers must happen for the checks to mean anything")
+	require.Positive(t, total.Replaces, "members that lost their state must be replaced and rejoin")
 }
 
 // The same seed gives the same run, event for event.
@@ -126,4 +128,20 @@ func TestSimCatchesFreshStoreCountedConsistent(t *testing.T) {
 		}
 	}
 	t.Fatal("400 seeds with fresh stores counted consistent and no violation: the simulation cannot fail")
+}
+
+// The old behaviour of issue 14: a member that lost its control-plane
+// state bootstraps the initial configuration and votes as if it
+// remembered. The simulation must notice (an Outdated or stale node
+// promoted, or raft giving up on a log that went backwards).
+func TestSimCatchesLostStateBootstrap(t *testing.T) {
+	for seed := uint64(1); seed <= 300; seed++ {
+		cfg := shape(seed)
+		cfg.BootstrapLostState = true
+		if res := Run(cfg); len(res.Violations) > 0 {
+			t.Logf("caught at seed %d: %s", seed, res.Violations[0])
+			return
+		}
+	}
+	t.Fatal("300 seeds with lost state bootstrapped and no violation: the simulation cannot fail")
 }

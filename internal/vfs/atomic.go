@@ -11,7 +11,7 @@ import (
 // renames it over name and syncs the directory.
 func WriteFileAtomic(fs FS, name string, data []byte) error {
 	tmp := name + ".tmp"
-	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600) // private: issue 15
 	if err != nil {
 		return fmt.Errorf("vfs: %w", err)
 	}

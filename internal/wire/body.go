@@ -24,6 +24,7 @@ const (
 	controlFixed        = 17 // then Data
 	historyFixed        = 10 // then entries
 	extentsFixed        = 8  // then extents
+	progressFixed       = 28 // then extents
 	authChallengeSize   = 1 + NonceSize
 	authProofSize       = MACSize
 	resizeSize          = 28

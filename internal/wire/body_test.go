@@ -68,6 +68,18 @@ func TestMalformedBodies(t *testing.T) {
 		{"shard read too long", TypeShardRead, 0, cat(u64(1), u64(2), u64(3), u64(0), u32(MaxShardRead+1))},
 		{"shard data empty", TypeShardData, 0, cat(u64(1), u64(0), u64(3))},
 		{"shard data short", TypeShardData, 0, cat(u64(1), u64(0))},
+		{"control kind 7", TypeControl, 0, cat([]byte{7}, u64(0), u64(0))},
+		{"control lease id short", TypeControl, 0, cat([]byte{3}, u64(0), u64(0), u32(3))},
+		{"control lease id long", TypeControl, 0, cat([]byte{2}, u64(0), u64(0), u64(3), []byte{0})},
+		{"control probe empty", TypeControl, 0, cat([]byte{4}, u64(0), u64(0))},
+		{"control probe version 2", TypeControl, 0, cat([]byte{4}, u64(0), u64(0), []byte{2, 0}, u64(0x102))},
+		{"control probe unknown flag", TypeControl, 0, cat([]byte{4}, u64(0), u64(0), []byte{1, 2}, u64(0x102))},
+		{"control probe short", TypeControl, 0, cat([]byte{4}, u64(0), u64(0), []byte{1, 0}, u32(1))},
+		{"control probe long", TypeControl, 0, cat([]byte{4}, u64(0), u64(0), []byte{1, 0}, u64(0x102), []byte{0})},
+		{"control probe reply unknown flag", TypeControl, 0, cat([]byte{5}, u64(0), u64(0), []byte{1, 8}, u64(1), u64(2))},
+		{"control probe reply short", TypeControl, 0, cat([]byte{5}, u64(0), u64(0), []byte{1, 0}, u64(1))},
+		{"control replaced version 0", TypeControl, 0, cat([]byte{6}, u64(0), u64(0), []byte{0}, u64(3), u64(0x103))},
+		{"control replaced long", TypeControl, 0, cat([]byte{6}, u64(0), u64(0), []byte{1}, u64(3), u64(0x103), []byte{0})},
 	}
 	// Every fixed-size body one byte short and one byte long; every type
 	// with a reserved flag bit set.

@@ -410,6 +410,12 @@ func Clone(m Message) Message {
 			c.Extents = slices.Clone(v.Extents)
 		}
 		return c
+	case *ResyncProgress:
+		c := cloneVal(v)
+		if c != nil && v.Copied != nil {
+			c.Copied = slices.Clone(v.Copied)
+		}
+		return c
 	case *AuthChallenge:
 		return cloneVal(v)
 	case *Resize:

@@ -89,30 +89,31 @@ type Type uint8
 
 // Message types. 0 is never valid.
 const (
-	TypeHello         Type = 1
-	TypeWrite         Type = 2
-	TypeZero          Type = 3
-	TypeAck           Type = 4
-	TypeFlush         Type = 5
-	TypeFlushAck      Type = 6
-	TypeResyncRequest Type = 7
-	TypeResyncData    Type = 8
-	TypeResyncDone    Type = 9
-	TypeNack          Type = 10
-	TypePing          Type = 11
-	TypePong          Type = 12
-	TypeVerifyRequest Type = 13
-	TypeVerifyReply   Type = 14
-	TypeStreamOpen    Type = 15
-	TypeControl       Type = 16
-	TypeHistory       Type = 17
-	TypeExtents       Type = 18
-	TypeAuthChallenge Type = 19
-	TypeAuthProof     Type = 20
-	TypeResize        Type = 21
-	TypeBlockRequest  Type = 22
-	TypeBlockData     Type = 23
-	// 24..39 are unassigned. Erasure-coded failover (shard.go):
+	TypeHello          Type = 1
+	TypeWrite          Type = 2
+	TypeZero           Type = 3
+	TypeAck            Type = 4
+	TypeFlush          Type = 5
+	TypeFlushAck       Type = 6
+	TypeResyncRequest  Type = 7
+	TypeResyncData     Type = 8
+	TypeResyncDone     Type = 9
+	TypeNack           Type = 10
+	TypePing           Type = 11
+	TypePong           Type = 12
+	TypeVerifyRequest  Type = 13
+	TypeVerifyReply    Type = 14
+	TypeStreamOpen     Type = 15
+	TypeControl        Type = 16
+	TypeHistory        Type = 17
+	TypeExtents        Type = 18
+	TypeAuthChallenge  Type = 19
+	TypeAuthProof      Type = 20
+	TypeResize         Type = 21
+	TypeBlockRequest   Type = 22
+	TypeBlockData      Type = 23
+	TypeResyncProgress Type = 24
+	// 25..39 are unassigned. Erasure-coded failover (shard.go):
 	TypeCommit          Type = 40
 	TypeShardState      Type = 41
 	TypeShardStateReply Type = 42
@@ -145,6 +146,7 @@ var typeNames = [...]string{
 	TypeResize:          "Resize",
 	TypeBlockRequest:    "BlockRequest",
 	TypeBlockData:       "BlockData",
+	TypeResyncProgress:  "ResyncProgress",
 	TypeCommit:          "Commit",
 	TypeShardState:      "ShardState",
 	TypeShardStateReply: "ShardStateReply",
@@ -234,6 +236,8 @@ func planOf(m Message, dst []byte) (p plan, err error) {
 	case *BlockRequest:
 		p, err = v.plan(dst)
 	case *BlockData:
+		p, err = v.plan(dst)
+	case *ResyncProgress:
 		p, err = v.plan(dst)
 	case *Commit:
 		p, err = v.plan(dst)
@@ -422,6 +426,8 @@ func newMessage(t Type) Message {
 		return new(BlockRequest)
 	case TypeBlockData:
 		return new(BlockData)
+	case TypeResyncProgress:
+		return new(ResyncProgress)
 	case TypeCommit:
 		return new(Commit)
 	case TypeShardState:

@@ -111,7 +111,7 @@ func TestRoundTripMax(t *testing.T) {
 func TestTypeString(t *testing.T) {
 	seen := map[string]bool{}
 	for typ := TypeHello; typ <= lastType; typ++ {
-		if typ > TypeBlockData && typ < TypeCommit {
+		if typ > TypeResyncProgress && typ < TypeCommit {
 			require.Nil(t, newMessage(typ), "type %d is unassigned", typ)
 			continue
 		}
@@ -146,7 +146,7 @@ func TestHeaderErrors(t *testing.T) {
 		{"length max u32", sealRaw(Magic, 1, byte(TypeWrite), 0, 0xFFFFFFFF, nil), ErrTooLarge},
 		{"type 0", sealFrame(0, 0, ping), ErrUnknownType},
 		{"type after the last", sealFrame(lastType+1, 0, ping), ErrUnknownType},
-		{"unassigned type", sealFrame(TypeBlockData+1, 0, ping), ErrUnknownType},
+		{"unassigned type", sealFrame(TypeResyncProgress+1, 0, ping), ErrUnknownType},
 		{"type 255", sealFrame(255, 0, nil), ErrUnknownType},
 		{"bad crc", func() []byte {
 			f := sealFrame(TypePing, 0, ping)
@@ -279,5 +279,5 @@ func TestTruncation(t *testing.T) {
 }
 
 // lastType is the highest message type defined; types are contiguous but
-// for the unassigned 24..39.
+// for the unassigned 25..39.
 const lastType = TypeShardData

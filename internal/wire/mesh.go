@@ -18,6 +18,9 @@ const (
 	ControlRaft         uint8 = 1 // Data is a raftpb.Message
 	ControlLeaseRequest uint8 = 2
 	ControlLeaseAck     uint8 = 3
+	ControlProbe        uint8 = 4 // Data is a Probe (membership.go)
+	ControlProbeReply   uint8 = 5 // Data is a ProbeReply
+	ControlReplaced     uint8 = 6 // Data is a Replaced
 )
 
 // History entry flags. Part of the format.
@@ -35,6 +38,8 @@ const (
 const (
 	MaxHistory = 4096
 	MaxExtents = (MaxBody - extentsFixed) / 16
+	// MaxProgressExtents bounds ResyncProgress.Copied.
+	MaxProgressExtents = (MaxBody - progressFixed) / 16
 )
 
 // StreamOpen is the first frame on every stream, from the member that
@@ -103,8 +108,9 @@ func (m *StreamOpen) decode(flags uint16, b []byte) error {
 	return nil
 }
 
-// Control carries one control-plane message: a raft message (Data) or a
-// lease request or acknowledgement (Epoch, Sent).
+// Control carries one control-plane message: a raft message (Data), a
+// lease request or acknowledgement (Epoch, Sent; Data: the sender's raft
+// ID), or a membership message (Data: Probe, ProbeReply, Replaced).
 //
 //	0      1       9      17
 //	| kind | epoch | sent | data[length-17]
@@ -123,8 +129,11 @@ func (m *Control) plan(dst []byte) (plan, error) {
 	if m == nil {
 		return nilMessage(TypeControl)
 	}
-	if m.Kind < ControlRaft || m.Kind > ControlLeaseAck {
+	if m.Kind < ControlRaft || m.Kind > ControlReplaced {
 		return plan{}, encodeErr(TypeControl, ErrMalformed, "kind %d", m.Kind)
+	}
+	if err := checkControlData(m.Kind, m.Data); err != nil {
+		return plan{}, encodeErr(TypeControl, ErrMalformed, "%v", err)
 	}
 	if len(m.Data) > MaxBody-controlFixed {
 		return plan{}, encodeErr(TypeControl, ErrTooLarge, "%d data bytes", len(m.Data))
@@ -142,8 +151,11 @@ func (m *Control) decode(flags uint16, b []byte) error {
 	if err := checkMinSize(b, controlFixed); err != nil {
 		return err
 	}
-	if b[0] < ControlRaft || b[0] > ControlLeaseAck {
-		return malformed("kind %d, want %d..%d", b[0], ControlRaft, ControlLeaseAck)
+	if b[0] < ControlRaft || b[0] > ControlReplaced {
+		return malformed("kind %d, want %d..%d", b[0], ControlRaft, ControlReplaced)
+	}
+	if err := checkControlData(b[0], b[controlFixed:]); err != nil {
+		return err
 	}
 	*m = Control{Kind: b[0], Epoch: le.Uint64(b[1:]), Sent: le.Uint64(b[9:]), Data: payload(b[controlFixed:])}
 	return nil
@@ -291,5 +303,72 @@ func (m *Extents) decode(flags uint16, b []byte) error {
 		ext[i] = Extent{Offset: le.Uint64(p), Length: le.Uint64(p[8:])}
 	}
 	*m = Extents{Flags: f, Extents: ext}
+	return nil
+}
+
+// ResyncProgress reports how far an interrupted resync got
+// (docs/replication.md, "Resuming a resync"). From a peer, after its Extents
+// (only when both Hellos carry the resume capability): every range in
+// Copied holds the data the primary whose disk is Source had after its
+// record AsOf, of epoch Epoch. From the primary, as the first message of
+// the resync that answers it: the ranges it keeps from that report (AsOf
+// echoed; no ranges and AsOf 0 when it does not trust the report).
+//
+//	0      8       16       24      28
+//	| asOf | epoch | source | count | count x (offset u64 | length u64)
+//	| u64  | u64   | u64    | u32   |
+type ResyncProgress struct {
+	AsOf, Epoch, Source uint64
+	Copied              []Extent
+}
+
+// Type implements Message.
+func (*ResyncProgress) Type() Type { return TypeResyncProgress }
+
+func (m *ResyncProgress) plan(dst []byte) (plan, error) {
+	if m == nil {
+		return nilMessage(TypeResyncProgress)
+	}
+	if len(m.Copied) > MaxProgressExtents {
+		return plan{}, encodeErr(TypeResyncProgress, ErrTooLarge, "%d extents, max %d", len(m.Copied), MaxProgressExtents)
+	}
+	dst = le.AppendUint64(dst, m.AsOf)
+	dst = le.AppendUint64(dst, m.Epoch)
+	dst = le.AppendUint64(dst, m.Source)
+	dst = le.AppendUint32(dst, uint32(len(m.Copied)))
+	var raw []byte
+	if len(m.Copied) > 0 {
+		raw = make([]byte, 0, 16*len(m.Copied))
+	}
+	for _, e := range m.Copied {
+		raw = le.AppendUint64(raw, e.Offset)
+		raw = le.AppendUint64(raw, e.Length)
+	}
+	return plan{typ: TypeResyncProgress, buf: dst, raw: raw}, nil
+}
+
+func (m *ResyncProgress) decode(flags uint16, b []byte) error {
+	if err := checkFlags(flags, 0); err != nil {
+		return err
+	}
+	if err := checkMinSize(b, progressFixed); err != nil {
+		return err
+	}
+	n := le.Uint32(b[24:])
+	if uint64(n) > uint64(MaxProgressExtents) {
+		return malformed("%d extents, max %d", n, MaxProgressExtents)
+	}
+	if err := checkSize(b, progressFixed+16*int(n)); err != nil {
+		return err
+	}
+	var ext []Extent
+	if n > 0 {
+		ext = make([]Extent, n)
+	}
+	for i := range ext {
+		p := b[progressFixed+16*i:]
+		ext[i] = Extent{Offset: le.Uint64(p), Length: le.Uint64(p[8:])}
+	}
+	*m = ResyncProgress{AsOf: le.Uint64(b), Epoch: le.Uint64(b[8:]), Source: le.Uint64(b[16:]), Copied: ext}
 	return nil
 }

@@ -48,6 +48,7 @@ type slots struct {
 	resize        Resize
 	blockRequest  BlockRequest
 	blockData     BlockData
+	progress      ResyncProgress
 	commit        Commit
 	shardState    ShardState
 	shardReply    ShardStateReply
@@ -104,6 +105,8 @@ func (s *slots) get(t Type) Message {
 		return &s.blockRequest
 	case TypeBlockData:
 		return &s.blockData
+	case TypeResyncProgress:
+		return &s.progress
 	case TypeCommit:
 		return &s.commit
 	case TypeShardState:

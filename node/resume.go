@@ -1,0 +1,182 @@
+package node
+
+// Resuming an interrupted resync (docs/replication.md, "Resuming a
+// resync"), the secondary's side: it persists how far a resync got at
+// bounded intervals (each time after its journal is synced past every copy
+// it names), reports that to the primary that copied when it reconnects,
+// and keeps only what the primary's answer keeps.
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/replicator"
+)
+
+// Progress is persisted after this many bytes of region copies or this
+// long after the last save, whichever comes first.
+const (
+	progressBytes = 8 << 20
+	progressEvery = time.Second
+	// maxProgressExtents bounds the ranges a progress names (dropping
+	// ranges only claims less).
+	maxProgressExtents = 1 << 16
+)
+
+// testOfferAnything, set by tests, makes a secondary offer this progress
+// without checking it, so that the primary's checks are tested alone.
+var testOfferAnything atomic.Pointer[replicator.ResyncProgress]
+
+// offer is the progress a secondary reported in its handshake.
+type offer replicator.ResyncProgress
+
+func (o *offer) wire() *wire.ResyncProgress {
+	m := &wire.ResyncProgress{AsOf: o.AsOf, Epoch: o.Epoch, Source: o.Source}
+	for _, e := range o.Copied {
+		m.Copied = append(m.Copied, wire.Extent{Offset: e.Offset, Length: e.Length})
+	}
+	return m
+}
+
+// offerProgress is agree for an Inconsistent node with progress whose
+// history agrees with the primary's up to its resync's start. If the
+// primary's Hello passes the checks the primary will make
+// (replicator.Offer), it keeps its journal up to the progress position AsOf
+// (those records are the primary's: the histories agree up to there),
+// rewinds the rest (their regions join the persisted Extents and leave the
+// copied ranges), and returns the Hello, the Extents (conservative: every
+// region it changed since the resync began, for a primary that does not
+// trust the report) and the report. A nil offer: go on without progress.
+func (s *secondary) offerProgress(h *wire.Hello, pri, mine replicator.History, rs *replicator.ResyncState) (*wire.Hello, *wire.Extents, *offer, error) {
+	pr := *rs.Progress
+	_, priDisk := helloDisks(h)
+	src := replicator.ResumeSource{Disk: priDisk, LastSeq: h.LastSeq, History: pri}
+	forged := testOfferAnything.Load()
+	if forged != nil {
+		pr = *forged
+	} else if h.Flags&helloFlagResume == 0 || s.n.ec != nil || pr.AsOf > s.store.LastSeq() || !replicator.Offer(pr, rs.From, src, mine) {
+		s.log.Info("resync progress cannot be offered to this primary: it is dropped", "primary", h.From, "as_of", pr.AsOf)
+		return nil, nil, nil, nil
+	}
+	own := repExtents(s.store.ChangedSince(pr.AsOf))
+	extra := replicator.Union(rs.Extents, repExtents(s.store.ChangedSince(rs.From)))
+	copied := replicator.Subtract(pr.Copied, own)
+	if len(copied) > maxProgressExtents {
+		copied = copied[:maxProgressExtents]
+	}
+	next := replicator.ResyncState{From: rs.From, All: rs.All, Extents: replicator.Union(rs.Extents, own),
+		Progress: &replicator.ResyncProgress{AsOf: pr.AsOf, Epoch: pr.Epoch, Source: pr.Source, Copied: copied}}
+	if len(next.Extents) > wire.MaxExtents/2 {
+		next.All, next.Extents = true, nil
+	}
+	if err := s.saveResync(&next); err != nil {
+		return nil, nil, nil, err
+	}
+	if _, err := s.store.Rewind(pr.AsOf); err != nil {
+		return nil, nil, nil, fmt.Errorf("node: rewind to %d: %w", pr.AsOf, err)
+	}
+	if err := s.n.setHistory(mine.Adopt(pri, pr.AsOf)); err != nil {
+		return nil, nil, nil, err
+	}
+	s.mu.Lock()
+	s.splitBrain.Store(false)
+	s.discard = false
+	s.mu.Unlock()
+	me := &wire.Hello{Cluster: s.n.cfg.Cluster, From: s.n.me.Name, Role: wire.RoleSecondary, Epoch: h.Epoch,
+		LastSeq: rs.From, DurableSeq: rs.From, Flags: helloFlagInconsistent | helloFlagResume}
+	putHelloDisks(me, s.store.ID(), 0)
+	ex := &wire.Extents{}
+	if next.All || len(extra) > wire.MaxExtents/2 {
+		ex.Flags = wire.ExtentsAll
+	} else {
+		for _, e := range extra {
+			ex.Extents = append(ex.Extents, wire.Extent{Offset: e.Offset, Length: e.Length})
+		}
+	}
+	o := offer(*next.Progress)
+	s.log.Info("offering the progress of the interrupted resync", "primary", h.From, "sync_from", rs.From, "as_of", pr.AsOf,
+		"copied_bytes", replicator.Bytes(copied))
+	return me, ex, &o, nil
+}
+
+// resumed takes the primary's answer to the offer: the copied ranges it
+// keeps (current as of the resync it starts now) are the base of this
+// session's progress, persisted at once; an untrusted report is dropped.
+func (a *applier) resumed(m *wire.ResyncProgress) error {
+	s, o := a.s, a.offered
+	a.offered = nil
+	if o == nil || m.Source != a.source {
+		return fmt.Errorf("%w: unexpected ResyncProgress from primary", ErrHandshake)
+	}
+	s.mu.Lock()
+	rs := s.resync
+	s.mu.Unlock()
+	if rs == nil {
+		return fmt.Errorf("%w: ResyncProgress for a consistent disk", ErrHandshake)
+	}
+	next := *rs
+	next.Progress = nil
+	a.copied, a.tracking = nil, false
+	if m.AsOf != 0 && m.AsOf == o.AsOf {
+		var answer []replicator.Extent
+		for _, e := range m.Copied {
+			answer = append(answer, replicator.Extent{Offset: e.Offset, Length: e.Length})
+		}
+		// What both sides keep: never more than was reported.
+		kept := replicator.Subtract(o.Copied, replicator.Subtract(o.Copied, answer))
+		next.Progress = &replicator.ResyncProgress{AsOf: o.AsOf, Epoch: o.Epoch, Source: o.Source, Copied: kept}
+		a.copied, a.tracking, a.lastSave = kept, true, time.Now()
+		s.log.Info("primary resumes the interrupted resync", "as_of", o.AsOf, "kept_bytes", replicator.Bytes(kept))
+		s.n.events.Add(Event{Type: events.TypeDisk, State: DiskInconsistent,
+			Cause: fmt.Sprintf("resync resumed: %d bytes copied before are kept", replicator.Bytes(kept))})
+	} else {
+		s.log.Warn("primary does not trust the resync progress: everything is copied again", "as_of", o.AsOf)
+	}
+	return s.saveResync(&next)
+}
+
+// copiedRange records a region copy the session applied and persists the
+// progress when enough accumulated.
+func (a *applier) copiedRange(off, n uint64) error {
+	if a.source == 0 || a.s.n.ec != nil || a.offered != nil {
+		return nil // a primary before resume, or an erasure-coded resource
+	}
+	if !a.tracking {
+		a.tracking, a.lastSave = true, time.Now()
+	}
+	a.copied = append(a.copied, replicator.Extent{Offset: off, Length: n})
+	a.copiedN += n
+	if a.copiedN < progressBytes && time.Since(a.lastSave) < progressEvery {
+		return nil
+	}
+	return a.saveProgress()
+}
+
+// saveProgress persists the ranges copied so far as current at the
+// journal's last record, after syncing the journal up to it: a copy is
+// durable before the progress that names it.
+func (a *applier) saveProgress() error {
+	s := a.s
+	asOf := s.store.LastSeq()
+	if err := s.store.Sync(asOf); err != nil {
+		return err
+	}
+	a.copied = replicator.Merge(a.copied)
+	a.copiedN, a.lastSave = 0, time.Now()
+	s.mu.Lock()
+	rs := s.resync
+	s.mu.Unlock()
+	if rs == nil {
+		return nil
+	}
+	copied := a.copied
+	if len(copied) > maxProgressExtents {
+		copied = copied[:maxProgressExtents]
+	}
+	next := *rs
+	next.Progress = &replicator.ResyncProgress{AsOf: asOf, Epoch: a.epoch, Source: a.source, Copied: append([]replicator.Extent(nil), copied...)}
+	return s.saveResync(&next)
+}

@@ -1,0 +1,121 @@
+package node
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/grbd/grbd/internal/vfs"
+	"github.com/grbd/grbd/replicator"
+)
+
+const resumeSize = 32 << 20
+
+// resumeCluster: a 32 MiB device, resyncs slowed to 48 MiB/s.
+func resumeCluster(t *testing.T) (*testCluster, *Node) {
+	c := newSizedCluster(t, "32MiB", 2, true, "replication:\n  resync-rate: 48MiB\n")
+	p := c.primary()
+	writeBlocks(t, p, 0, 100)
+	c.waitUpToDate(p)
+	return c, p
+}
+
+// interruptFullSync starts a full resync of d1 and stops d1 once it
+// persisted progress for half of it.
+func interruptFullSync(t *testing.T, c *testCluster) {
+	require.NoError(t, c.nodes["d1"].Invalidate())
+	require.Eventually(t, func() bool {
+		rs, err := tryResyncState(c, "d1")
+		return err == nil && rs.Progress != nil && replicator.Bytes(rs.Progress.Copied) >= resumeSize/2
+	}, 20*time.Second, time.Millisecond)
+	c.stop("d1")
+}
+
+// TestResyncResumes: an interrupted full resync continues where it
+// stopped. What was written meanwhile to a region already copied is copied
+// again, and the images end equal.
+func TestResyncResumes(t *testing.T) {
+	c, p := resumeCluster(t)
+	interruptFullSync(t, c)
+	rs := readResyncState(t, c, "d1")
+	require.NotNil(t, rs.Progress, "progress persisted")
+	require.True(t, rs.All)
+	reported := replicator.Bytes(rs.Progress.Copied)
+	require.GreaterOrEqual(t, reported, uint64(resumeSize/2))
+	writeBlocks(t, p, 1000, 1010) // into the first 4 MiB, copied already
+	c.start("d1")
+	c.waitUpToDate(p)
+	ps := p.Status().Peers[0]
+	written := int64(10 * 4096) // ten 4 KiB regions
+	require.Equal(t, int64(resumeSize)-int64(reported)+written, ps.ResyncTotal, "only what was not copied, and the regions written meanwhile")
+	require.Equal(t, int64(reported)-written, ps.ResyncKept, "all it reported but the regions written meanwhile")
+	requireSameDevice(t, p, c.nodes["d1"])
+}
+
+// TestResyncProgressNotTrusted: a report the primary cannot check is
+// ignored and everything is copied again.
+func TestResyncProgressNotTrusted(t *testing.T) {
+	c, p := resumeCluster(t)
+	for _, tc := range []struct {
+		name string
+		edit func(p *replicator.ResyncProgress, primary *Node)
+	}{
+		{"another primary's disk", func(p *replicator.ResyncProgress, _ *Node) { p.Source ^= 1 }},
+		{"position above the primary's journal", func(p *replicator.ResyncProgress, pr *Node) { p.AsOf = pr.store.LastSeq() + 1000 }},
+		{"another epoch", func(p *replicator.ResyncProgress, _ *Node) { p.Epoch += 7 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			interruptFullSync(t, c)
+			rs := readResyncState(t, c, "d1")
+			require.NotNil(t, rs.Progress)
+			// The secondary would not offer such a report; make the
+			// primary's check the only one by forging what it sees: a
+			// secondary that offers everything it has.
+			forged := *rs.Progress
+			tc.edit(&forged, p)
+			testOfferAnything.Store(&forged)
+			t.Cleanup(func() { testOfferAnything.Store(nil) })
+			c.start("d1")
+			c.waitUpToDate(p)
+			ps := p.Status().Peers[0]
+			require.Equal(t, int64(resumeSize), ps.ResyncTotal, "everything copied")
+			require.Zero(t, ps.ResyncKept)
+			requireSameDevice(t, p, c.nodes["d1"])
+		})
+	}
+}
+
+func readResyncState(t *testing.T, c *testCluster, name string) replicator.ResyncState {
+	t.Helper()
+	rs, err := tryResyncState(c, name)
+	require.NoError(t, err)
+	return rs
+}
+
+func tryResyncState(c *testCluster, name string) (replicator.ResyncState, error) {
+	for _, m := range c.cfg.Nodes {
+		if m.Name == name {
+			b, err := vfs.ReadFile(vfs.Default, filepath.Join(m.DataDir, resyncFile))
+			if err != nil {
+				return replicator.ResyncState{}, err
+			}
+			return replicator.DecodeResyncState(b)
+		}
+	}
+	return replicator.ResyncState{}, os.ErrNotExist
+}
+
+func requireSameDevice(t *testing.T, a, b *Node) {
+	t.Helper()
+	require.Equal(t, a.store.Size(), b.store.Size())
+	x, y := make([]byte, 1<<20), make([]byte, 1<<20)
+	for off := int64(0); off < a.store.Size(); off += 1 << 20 {
+		require.NoError(t, a.store.ReadAt(x, off))
+		require.NoError(t, b.store.ReadAt(y, off))
+		require.True(t, bytes.Equal(x, y), "images differ in the MiB at %d", off)
+	}
+}
