@@ -313,6 +313,12 @@ func TestProxyOverTLS(t *testing.T) {
 	args := []string{"--size=4m", "--offset_increment=4m", "--numjobs=2"}
 	out := run(t, 2*time.Minute, "fio", fioVerifyArgs("nbd://"+listen, args...)...)
 	require.NotContains(t, out, "verify: bad", out)
+	// n1 must hold the writes (not Outdated) before the primary dies, or no
+	// failover can happen and the proxy rightly holds the reads until EIO.
+	require.Eventually(t, func() bool {
+		st, err := c.status("n0")
+		return err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskUpToDate && st.Peers[0].Behind == 0 && len(st.Quorum.Outdated) == 0
+	}, 30*time.Second, 50*time.Millisecond, "n1 never in sync")
 	c.procs["n0"].kill9()
 	out = run(t, 2*time.Minute, "fio", fioVerifyArgs("nbd://"+listen, append(args, "--verify_only")...)...)
 	require.NotContains(t, out, "verify: bad", out)
