@@ -308,7 +308,10 @@ func (m *Member) evaluate() {
 		return
 	}
 	var full []string
-	if m.isData() && !m.fresh {
+	// A node with data but no control-plane state may create a cluster
+	// only as the sole member of a new config with --new-cluster: an
+	// operator's explicit recovery from that one copy.
+	if m.isData() && !m.fresh && !(m.cfg.NewCluster && len(m.names) == 1) {
 		full = append(full, m.self)
 	}
 	for _, n := range slices.Sorted(maps.Keys(m.probes)) {
