@@ -20,7 +20,7 @@ func TestLocalQuickstart(t *testing.T) {
 	requireTools(t, "nbdinfo")
 	dir := t.TempDir()
 	cdir := filepath.Join(dir, "cluster")
-	nbdPort, base, proxyPort := freePort(t), 20000+freePort(t)%20000, freePort(t)
+	nbdPort, base, proxyPort := localPorts(t)
 	args := []string{"local", "--dir", cdir, "--size", "64MiB", "--nbd-port", strconv.Itoa(nbdPort), "--base-port", strconv.Itoa(base),
 		"--proxy-port", strconv.Itoa(proxyPort)}
 	p := startGrbd(t, dir, "local", args...)

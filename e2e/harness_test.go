@@ -81,6 +81,16 @@ var (
 	handedOut   = map[int]bool{}
 )
 
+// localPorts picks ports for `grbd local` below the ephemeral range, where
+// no outgoing connection can take one between the pick and the bind: the
+// members' base port, and the NBD and proxy ports (a local cluster binds
+// the ports after each of these too).
+func localPorts(t *testing.T) (nbd, base, proxy int) {
+	t.Helper()
+	base = 20000 + freePort(t)%10000 // 20000-29999; the cluster uses a few dozen
+	return base + 500, base, base + 600
+}
+
 // clusterConfig writes a config for n data nodes (n0, n1, ...) under dir and
 // returns its path; with two data nodes it adds a witness w, so that any one
 // member may fail (three data nodes need none).

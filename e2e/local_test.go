@@ -22,7 +22,7 @@ func TestLocalStopsWhenAMemberFailsToStart(t *testing.T) {
 	require.NoError(t, err)
 	defer hold.Release()
 
-	nbdPort, base := freePort(t), 20000+freePort(t)%20000
+	nbdPort, base, _ := localPorts(t)
 	cmd := exec.Command(grbdBin, "local", "--dir", cdir, "--size", "64MiB", "--nbd-port", strconv.Itoa(nbdPort), "--base-port", strconv.Itoa(base))
 	done := make(chan struct{})
 	var out []byte

@@ -126,6 +126,17 @@ func (w *taggedWriter) verify(t *testing.T, name string) {
 	t.Logf("%d flushed writes over %d blocks read back from %s", w.writes, len(w.flushed), name)
 }
 
+// startWriter runs a taggedWriter over blocks in the background; stop ends
+// it and waits.
+func startWriter(c *replCluster, blocks int) (w *taggedWriter, stop func()) {
+	w = &taggedWriter{c: c, blocks: blocks, flushed: map[int]uint64{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(ctx) })
+	time.Sleep(time.Second) // some flushed writes before the fault
+	return w, func() { cancel(); wg.Wait() }
+}
+
 // wipeMember deletes a stopped member's whole data directory: a new disk.
 func (c *replCluster) wipeMember(name string) {
 	c.t.Helper()
@@ -163,11 +174,8 @@ func TestReplaceDataNode(t *testing.T) {
 	prim := c.start("n0", "n0")
 	sec := c.start("n1", "n1")
 	c.waitPeer(10 * time.Second)
-	w := &taggedWriter{c: c, blocks: 512, flushed: map[int]uint64{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { w.run(ctx) })
-	time.Sleep(time.Second)
+	w, stop := startWriter(c, 512)
+	defer stop()
 
 	sec.kill9()
 	c.wipeMember("n1")
@@ -188,8 +196,7 @@ func TestReplaceDataNode(t *testing.T) {
 		return err == nil && st.Identity != nil && st.Identity.Promotable && st.Identity.Recorded == st.Identity.Disk
 	}, 10*time.Second, 50*time.Millisecond, "n1's new disk never recorded")
 	time.Sleep(500 * time.Millisecond)
-	cancel()
-	wg.Wait()
+	stop()
 
 	prim.kill9()
 	c.waitServing("n1", 15*time.Second)
@@ -205,11 +212,8 @@ func TestReplaceDataNodeWhileWitnessDown(t *testing.T) {
 	prim := c.start("n0", "n0")
 	sec := c.start("n1", "n1")
 	c.waitPeer(10 * time.Second)
-	w := &taggedWriter{c: c, blocks: 256, flushed: map[int]uint64{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { w.run(ctx) })
-	time.Sleep(time.Second)
+	w, stop := startWriter(c, 256)
+	defer stop()
 
 	c.witness.kill9()
 	sec.kill9()
@@ -226,8 +230,7 @@ func TestReplaceDataNodeWhileWitnessDown(t *testing.T) {
 	c.waitServing("n0", 20*time.Second)
 	c.replace("n1")
 	c.waitPeersOf("n0", 60*time.Second, true)
-	cancel()
-	wg.Wait()
+	stop()
 	prim.kill9()
 	c.waitServing("n1", 15*time.Second)
 	w.verify(t, "n1")
@@ -240,12 +243,8 @@ func TestRollingReplacement(t *testing.T) {
 	c := newReplCluster(t, "C", "16MiB")
 	procs := map[string]*proc{"n0": c.start("n0", "n0"), "n1": c.start("n1", "n1")}
 	c.waitPeer(10 * time.Second)
-	w := &taggedWriter{c: c, blocks: 512, flushed: map[int]uint64{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { w.run(ctx) })
-	defer func() { cancel(); wg.Wait() }()
-	time.Sleep(time.Second)
+	w, stop := startWriter(c, 512)
+	defer stop()
 
 	// The witness.
 	c.witness.kill9()
@@ -274,8 +273,7 @@ func TestRollingReplacement(t *testing.T) {
 		require.Eventually(t, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.writes > before },
 			15*time.Second, 50*time.Millisecond, "writes stopped after %s was replaced", name)
 	}
-	cancel()
-	wg.Wait()
+	stop()
 	prim := c.servingPrimary(15 * time.Second)
 	w.verify(t, prim)
 	other := map[string]string{"n0": "n1", "n1": "n0"}[prim]

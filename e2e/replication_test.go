@@ -334,9 +334,9 @@ func TestLocalCluster(t *testing.T) {
 	requireTools(t, "nbdinfo", "fio")
 	dir := t.TempDir()
 	cdir := filepath.Join(dir, "cluster")
-	nbdPort, base := freePort(t), 20000+freePort(t)%20000
+	nbdPort, base, proxyPort := localPorts(t)
 	p := startGrbd(t, dir, "local", "local", "--dir", cdir, "--size", "64MiB",
-		"--nbd-port", fmt.Sprint(nbdPort), "--base-port", fmt.Sprint(base), "--proxy-port", fmt.Sprint(freePort(t)))
+		"--nbd-port", fmt.Sprint(nbdPort), "--base-port", fmt.Sprint(base), "--proxy-port", fmt.Sprint(proxyPort))
 	require.Equal(t, fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort), p.uri())
 	require.Contains(t, run(t, 30*time.Second, "nbdinfo", "--json", fmt.Sprintf("nbd://127.0.0.1:%d", nbdPort+1)), `"is_read_only": true`)
 	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+p.uri(), "--rw=randwrite", "--bs=4k", "--size=8m", "--iodepth=8")

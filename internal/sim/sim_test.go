@@ -98,36 +98,35 @@ func TestSimIsDeterministic(t *testing.T) {
 	require.Equal(t, hash(), hash())
 }
 
+// requireCaught runs seeds 1..n with a planted bug until the simulation
+// reports a violation (containing want, if set): a simulation that cannot
+// fail on the bug checks nothing.
+func requireCaught(t *testing.T, n uint64, plant func(*Config), want string) {
+	t.Helper()
+	for seed := uint64(1); seed <= n; seed++ {
+		cfg := shape(seed)
+		plant(&cfg)
+		if res := Run(cfg); len(res.Violations) > 0 {
+			t.Logf("caught at seed %d: %s", seed, res.Violations[0])
+			require.Contains(t, res.Violations[0], want)
+			return
+		}
+	}
+	t.Fatalf("%d seeds with the planted bug and no violation: the simulation cannot fail", n)
+}
+
 // A primary that drops a lost peer without committing its Outdate first
 // acknowledges writes the peer lacks; when that peer is promoted the
 // simulation must notice.
 func TestSimCatchesSkippedOutdate(t *testing.T) {
-	for seed := uint64(1); seed <= 300; seed++ {
-		cfg := shape(seed)
-		cfg.SkipOutdate = true
-		if res := Run(cfg); len(res.Violations) > 0 {
-			t.Logf("caught at seed %d: %s", seed, res.Violations[0])
-			require.Contains(t, res.Violations[0], "acked on primary")
-			return
-		}
-	}
-	t.Fatal("300 seeds with the outdate step skipped and no violation: the simulation cannot fail")
+	requireCaught(t, 300, func(c *Config) { c.SkipOutdate = true }, "acked on primary")
 }
 
 // A data node whose replaced, empty disk counts as holding the data (no
 // data identity) is promoted over the data when the node that had it is
 // down: the simulation must notice (issue 14, case 1).
 func TestSimCatchesFreshStoreCountedConsistent(t *testing.T) {
-	for seed := uint64(1); seed <= 400; seed++ {
-		cfg := shape(seed)
-		cfg.FreshStoreConsistent = true
-		if res := Run(cfg); len(res.Violations) > 0 {
-			t.Logf("caught at seed %d: %s", seed, res.Violations[0])
-			require.Contains(t, res.Violations[0], "acked on primary")
-			return
-		}
-	}
-	t.Fatal("400 seeds with fresh stores counted consistent and no violation: the simulation cannot fail")
+	requireCaught(t, 400, func(c *Config) { c.FreshStoreConsistent = true }, "acked on primary")
 }
 
 // The old behaviour of issue 14: a member that lost its control-plane
@@ -135,13 +134,5 @@ func TestSimCatchesFreshStoreCountedConsistent(t *testing.T) {
 // remembered. The simulation must notice (an Outdated or stale node
 // promoted, or raft giving up on a log that went backwards).
 func TestSimCatchesLostStateBootstrap(t *testing.T) {
-	for seed := uint64(1); seed <= 300; seed++ {
-		cfg := shape(seed)
-		cfg.BootstrapLostState = true
-		if res := Run(cfg); len(res.Violations) > 0 {
-			t.Logf("caught at seed %d: %s", seed, res.Violations[0])
-			return
-		}
-	}
-	t.Fatal("300 seeds with lost state bootstrapped and no violation: the simulation cannot fail")
+	requireCaught(t, 300, func(c *Config) { c.BootstrapLostState = true }, "")
 }
