@@ -153,6 +153,10 @@ func startMember(t *testing.T, logDir, name, wait string, args ...string) *proc 
 	return startBin(t, grbdBin, logDir, name, wait, args...)
 }
 
+// oldBinary: the members run a build from before --new-cluster (the lease
+// soak's comparison with an older release).
+var oldBinary bool
+
 // startBin is startMember with another grbd binary (e.g. one built with a
 // planted bug).
 func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *proc {
@@ -161,7 +165,7 @@ func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *pro
 	p.log = filepath.Join(logDir, name+".log")
 	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(t, err)
-	if len(args) > 0 && (args[0] == "node" || args[0] == "witness") && !slices.Contains(args, "--new-cluster") {
+	if len(args) > 0 && (args[0] == "node" || args[0] == "witness") && !slices.Contains(args, "--new-cluster") && !oldBinary {
 		// Tests start members one after the other, waiting for the first
 		// to serve: the cluster is created without waiting for every
 		// member (a missing member comes later and is counted in). Without

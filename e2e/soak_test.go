@@ -29,7 +29,7 @@ func TestLeaseSoak(t *testing.T) {
 	require.NoError(t, err)
 	requireTools(t, "fio")
 	if bin := os.Getenv("GRBD_SOAK_BIN"); bin != "" {
-		grbdBin = bin // compare another build, e.g. an older release
+		grbdBin, oldBinary = bin, true // compare another build, e.g. an older release
 	}
 	dir := t.TempDir()
 	// The defaults the README's clusters run with, not the tests' tolerant
