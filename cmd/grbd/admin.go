@@ -96,11 +96,18 @@ func (o *adminOptions) client(cfg *config.Config) (*auth.Client, error) {
 // of a 200 answer; other answers become errors carrying the endpoint's
 // message.
 func adminPost(ctx context.Context, cli *auth.Client, m config.Member, path string, timeout time.Duration) ([]byte, error) {
+	body, _, err := adminPostStatus(ctx, cli, m, path, timeout)
+	return body, err
+}
+
+// adminPostStatus is adminPost that also returns the HTTP status of an
+// answer that was not 200 (0 when the member did not answer).
+func adminPostStatus(ctx context.Context, cli *auth.Client, m config.Member, path string, timeout time.Duration) ([]byte, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := cli.Do(ctx, m, http.MethodPost, path)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -109,9 +116,9 @@ func adminPost(ctx context.Context, cli *auth.Client, m config.Member, path stri
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return nil, errors.New(e.Error)
+			return nil, resp.StatusCode, errors.New(e.Error)
 		}
-		return nil, fmt.Errorf("admin endpoint answered %s", resp.Status)
+		return nil, resp.StatusCode, fmt.Errorf("admin endpoint answered %s", resp.Status)
 	}
-	return body, nil
+	return body, 0, nil
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"time"
@@ -109,22 +107,9 @@ func (o *memberOptions) replace(cmd *cobra.Command, name string) error {
 // ask posts the replace to member m; it returns the HTTP status of a
 // refusal (0 when m did not answer).
 func (o *memberOptions) ask(cmd *cobra.Command, cli *auth.Client, m config.Member, name string) (member.ReplaceResult, int, error) {
-	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
-	defer cancel()
-	resp, err := cli.Do(ctx, m, http.MethodPost, "/member/replace?name="+url.QueryEscape(name))
+	body, status, err := adminPostStatus(cmd.Context(), cli, m, "/member/replace?name="+url.QueryEscape(name), o.timeout)
 	if err != nil {
-		return member.ReplaceResult{}, 0, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return member.ReplaceResult{}, resp.StatusCode, errors.New(e.Error)
-		}
-		return member.ReplaceResult{}, resp.StatusCode, fmt.Errorf("admin endpoint answered %s", resp.Status)
+		return member.ReplaceResult{}, status, err
 	}
 	var res member.ReplaceResult
 	if err := json.Unmarshal(body, &res); err != nil {
