@@ -87,4 +87,11 @@ func TestSuite(t *testing.T) {
 	require.Len(t, cfg.Systems, 2)
 	require.Equal(t, SysNBDKit, cfg.Systems[0].Name(), "suite order is kept")
 	require.ErrorIs(t, cfg.SelectSystems([]string{"nope"}), ErrUnknownSystem)
+
+	cfg.CompareWith("/old/grbd", "@base")
+	require.Len(t, cfg.Systems, 3)
+	base := cfg.Systems[2].(*GrbdCluster)
+	require.Equal(t, SysGrbd1+"@base", base.Name())
+	require.Equal(t, "/old/grbd", base.Binary)
+	require.NotEqual(t, "/old/grbd", cfg.Systems[1].(*GrbdCluster).Binary, "the original keeps its binary")
 }

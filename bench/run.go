@@ -108,6 +108,22 @@ func (c *Config) Short() {
 	}
 }
 
+// CompareWith adds, after each grbd system of c, the same cluster run by
+// another grbd executable, labelled with suffix: an older build measured in
+// the same run, interleaved round by round (before/after comparisons).
+func (c *Config) CompareWith(binary, suffix string) {
+	var out []System
+	for _, s := range c.Systems {
+		out = append(out, s)
+		if g, ok := s.(*GrbdCluster); ok {
+			other := *g
+			other.Label, other.Binary = g.Label+suffix, binary
+			out = append(out, &other)
+		}
+	}
+	c.Systems = out
+}
+
 // SelectSystems keeps only the named systems, in the suite's order.
 func (c *Config) SelectSystems(names []string) error {
 	var kept []System

@@ -27,6 +27,7 @@ type benchOptions struct {
 	clusterYAML string
 	resyncWrite time.Duration
 	extras      bool
+	compare     string
 }
 
 func (o *benchOptions) AddFlags(fs *pflag.FlagSet) {
@@ -42,6 +43,7 @@ func (o *benchOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.jobs, "jobs", nil, "only these jobs, in this order (default: all of bench/jobs)")
 	fs.StringVar(&o.clusterYAML, "cluster-yaml", "", "YAML appended to every generated grbd cluster config")
 	fs.BoolVar(&o.extras, "extras", true, "also measure resync and failover on clusters of their own")
+	fs.StringVar(&o.compare, "compare", "", "also run every selected grbd system with this other grbd executable (labelled @base), interleaved")
 	fs.DurationVar(&o.resyncWrite, "resync-write", 5*time.Second, "how long the primary writes while a peer is away (resync measurement)")
 }
 
@@ -128,6 +130,12 @@ func (o *benchOptions) apply(fs *pflag.FlagSet, cfg *bench.Config) error {
 		if err := cfg.SelectSystems(o.systems); err != nil {
 			return fmt.Errorf("--systems %s: %w", strings.Join(o.systems, ","), err)
 		}
+	}
+	if o.compare != "" {
+		if _, err := os.Stat(o.compare); err != nil {
+			return fmt.Errorf("--compare: %w", err)
+		}
+		cfg.CompareWith(o.compare, "@base")
 	}
 	return nil
 }
