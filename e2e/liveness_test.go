@@ -104,16 +104,7 @@ func TestSilentLinkGap(t *testing.T) {
 	const peerTimeout = 2 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	c, err := chaos.NewCluster(chaos.ClusterConfig{Bin: grbdBin, Dir: dir, DataNodes: 2, Witness: true}) // peer-timeout: the default, 2 s
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.StartAll(ctx))
-	fw, err := c.Firewall(ctx)
-	if chaos.IsSkip(err) {
-		t.Skip(err)
-	}
-	require.NoError(t, err)
+	c, fw := firewalledCluster(ctx, t, chaos.ClusterConfig{Bin: grbdBin, Dir: t.TempDir(), DataNodes: 2, Witness: true}) // peer-timeout: the default, 2 s
 
 	cases := []struct {
 		name  string
@@ -166,15 +157,7 @@ func TestIsolatedSecondaryOfThreeGap(t *testing.T) {
 	const peerTimeout = 2 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := chaos.NewCluster(chaos.ClusterConfig{Bin: grbdBin, Dir: t.TempDir(), DataNodes: 3})
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.StartAll(ctx))
-	fw, err := c.Firewall(ctx)
-	if chaos.IsSkip(err) {
-		t.Skip(err)
-	}
-	require.NoError(t, err)
+	c, fw := firewalledCluster(ctx, t, chaos.ClusterConfig{Bin: grbdBin, Dir: t.TempDir(), DataNodes: 3})
 	require.NoError(t, c.WaitInSync(ctx))
 	pname, uri, err := c.Primary(ctx)
 	require.NoError(t, err)

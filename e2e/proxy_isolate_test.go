@@ -28,15 +28,7 @@ func TestProxyExt4FioSurvivesIsolatedPrimary(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	c, err := chaos.NewCluster(chaos.ClusterConfig{Bin: grbdBin, Dir: dir, DataNodes: 2, Witness: true})
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.StartAll(ctx))
-	fw, err := c.Firewall(ctx)
-	if chaos.IsSkip(err) {
-		t.Skip(err)
-	}
-	require.NoError(t, err)
+	c, fw := firewalledCluster(ctx, t, chaos.ClusterConfig{Bin: grbdBin, Dir: dir, DataNodes: 2, Witness: true})
 	require.NoError(t, c.WaitInSync(ctx))
 	pname, _, err := c.Primary(ctx)
 	require.NoError(t, err)
@@ -52,19 +44,8 @@ func TestProxyExt4FioSurvivesIsolatedPrimary(t *testing.T) {
 	}
 	require.NotEmpty(t, uri, "no proxy line")
 
-	m := attach(t, dir, uri)
-	run(t, 2*time.Minute, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", m.loop)
-	m.mount()
-	args := []string{"--name=v", "--directory=" + m.mnt, "--filename=fio.dat", "--size=40m", "--rw=randwrite",
-		"--bs=4k", "--ioengine=libaio", "--direct=1", "--iodepth=8", "--verify=crc32c", "--verify_fatal=1",
-		"--randrepeat=1", "--output-format=json"}
-	stopProbe := make(chan struct{})
-	probe := pauseProbe(t, m.mnt, stopProbe)
-	fio := exec.Command("fio", args...)
-	fio.Dir = dir
-	var fioOut strings.Builder
-	fio.Stdout, fio.Stderr = &fioOut, &fioOut
-	require.NoError(t, fio.Start())
+	m := attachExt4(t, dir, uri)
+	fio := startFio(t, dir, m.mnt, "fio.dat", "40m")
 	time.Sleep(3 * time.Second)
 
 	isolated := c.Member(pname)
@@ -74,22 +55,14 @@ func TestProxyExt4FioSurvivesIsolatedPrimary(t *testing.T) {
 		}
 	}
 	cut := time.Now()
-	fioErr := fio.Wait()
-	close(stopProbe)
-	longestProbe := <-probe
+	res, longestProbe, fioErr := fio.wait()
 	t.Logf("fio ran %.1fs after the primary %s was isolated", time.Since(cut).Seconds(), pname)
 	if fioErr != nil {
 		if b, err := os.ReadFile(p.log); err == nil {
 			t.Logf("proxy log:\n%s", tail(string(b), 8000))
 		}
 	}
-	require.NoError(t, fioErr, "fio failed:\n%s", tail(fioOut.String(), 8192))
-	out := fioOut.String()
-	var res fioLatency
-	require.NoError(t, json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res), tail(out, 4096))
-	require.Len(t, res.Jobs, 1)
-	require.Zero(t, res.Jobs[0].Error, "fio job error")
-	require.NotContains(t, out, "verify: bad")
+	res = fioResult(t, fioErr, fio.out.String())
 	fioMax := time.Duration(res.Jobs[0].Write.LatNs.Max)
 	t.Logf("longest client pause across the isolation: fio write latency max %v (%d writes), fsync probe %v",
 		fioMax.Round(time.Millisecond), res.Jobs[0].Write.IOs, longestProbe.Round(time.Millisecond))
@@ -106,10 +79,97 @@ func TestProxyExt4FioSurvivesIsolatedPrimary(t *testing.T) {
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer wcancel()
 	require.NoError(t, c.WaitInSync(wctx), "the old primary rejoins after the heal")
-	verifyArgs := append(slices.Clone(args[:len(args)-1]), "--verify_only")
-	verify := run(t, 2*time.Minute, "fio", verifyArgs...)
-	require.NotContains(t, verify, "verify: bad", verify)
-	require.Contains(t, verify, "READ:", verify)
+	fio.verifyOnly()
 	m.umount()
 	run(t, 2*time.Minute, "e2fsck", "-f", "-n", m.loop)
+}
+
+// firewalledCluster starts every member of a chaos cluster and its nftables
+// firewall; the test is skipped where nftables cannot run. The cluster is
+// closed when the test ends.
+func firewalledCluster(ctx context.Context, t *testing.T, cfg chaos.ClusterConfig) (*chaos.Cluster, *chaos.Firewall) {
+	t.Helper()
+	c, err := chaos.NewCluster(cfg)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	require.NoError(t, c.StartAll(ctx))
+	fw, err := c.Firewall(ctx)
+	if chaos.IsSkip(err) {
+		t.Skip(err)
+	}
+	require.NoError(t, err)
+	return c, fw
+}
+
+// fioResult checks that a single-job fio run with --output-format=json
+// ended without an error or a bad verify, and returns its figures.
+func fioResult(t *testing.T, fioErr error, out string) fioLatency {
+	t.Helper()
+	require.NoError(t, fioErr, "fio failed:\n%s", tail(out, 8192))
+	var res fioLatency
+	require.NoError(t, json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res), tail(out, 4096))
+	require.Len(t, res.Jobs, 1)
+	require.Zero(t, res.Jobs[0].Error, "fio job error")
+	require.NotContains(t, out, "verify: bad")
+	return res
+}
+
+// attachExt4 is attach followed by mkfs.ext4 and mount.
+func attachExt4(t *testing.T, dir, uri string) *mountedFS {
+	t.Helper()
+	m := attach(t, dir, uri)
+	run(t, 2*time.Minute, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", m.loop)
+	m.mount()
+	return m
+}
+
+// fioRun is fio writing a crc32c-verified file in a mounted file system
+// while pauseProbe measures the longest pause the file system's user sees.
+type fioRun struct {
+	t         *testing.T
+	args      []string
+	cmd       *exec.Cmd
+	out       strings.Builder
+	stopProbe chan struct{}
+	probe     <-chan time.Duration
+}
+
+// startFio starts fio: 4 KiB random writes at queue depth 8 with direct
+// I/O over a file of size bytes, verified as it goes.
+func startFio(t *testing.T, dir, mnt, file, size string) *fioRun {
+	t.Helper()
+	f := &fioRun{t: t, stopProbe: make(chan struct{})}
+	f.args = []string{"--name=v", "--directory=" + mnt, "--filename=" + file, "--size=" + size, "--rw=randwrite",
+		"--bs=4k", "--ioengine=libaio", "--direct=1", "--iodepth=8", "--verify=crc32c", "--verify_fatal=1",
+		"--randrepeat=1", "--output-format=json"}
+	f.probe = pauseProbe(t, mnt, f.stopProbe)
+	f.cmd = exec.Command("fio", f.args...)
+	f.cmd.Dir = dir
+	f.cmd.Stdout, f.cmd.Stderr = &f.out, &f.out
+	require.NoError(t, f.cmd.Start())
+	return f
+}
+
+// wait waits for fio to end and returns its figures (unchecked: see
+// fioResult), the longest probe pause and fio's exit error.
+func (f *fioRun) wait() (fioLatency, time.Duration, error) {
+	err := f.cmd.Wait()
+	close(f.stopProbe)
+	longest := <-f.probe
+	var res fioLatency
+	out := f.out.String()
+	if i := strings.Index(out, "{"); i >= 0 {
+		_ = json.Unmarshal([]byte(out[i:]), &res)
+	}
+	return res, longest, err
+}
+
+// verifyOnly reads the file back with fio --verify_only and requires every
+// block to verify.
+func (f *fioRun) verifyOnly() {
+	f.t.Helper()
+	args := append(slices.Clone(f.args[:len(f.args)-1]), "--verify_only")
+	verify := run(f.t, 2*time.Minute, "fio", args...)
+	require.NotContains(f.t, verify, "verify: bad", verify)
+	require.Contains(f.t, verify, "READ:", verify)
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,44 +218,21 @@ func TestProxyExt4FioSurvivesKill(t *testing.T) {
 	c.waitPeer(10 * time.Second)
 	_, uri := c.startProxy(grbdBin)
 
-	m := attach(t, c.dir, uri)
-	run(t, 2*time.Minute, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", m.loop)
-	m.mount()
-	args := []string{"--name=v", "--directory=" + m.mnt, "--filename=fio.dat", "--size=48m", "--rw=randwrite",
-		"--bs=4k", "--ioengine=libaio", "--direct=1", "--iodepth=8", "--verify=crc32c", "--verify_fatal=1",
-		"--randrepeat=1", "--output-format=json"}
-
-	stopProbe := make(chan struct{})
-	probe := pauseProbe(t, m.mnt, stopProbe)
-	fio := exec.Command("fio", args...)
-	fio.Dir = c.dir
-	var fioOut strings.Builder
-	fio.Stdout, fio.Stderr = &fioOut, &fioOut
-	require.NoError(t, fio.Start())
+	m := attachExt4(t, c.dir, uri)
+	fio := startFio(t, c.dir, m.mnt, "fio.dat", "48m")
 	time.Sleep(3 * time.Second)
 	killed := time.Now()
 	n0.kill9()
 	clusterGap := c.waitServing("n1", 10*time.Second)
-	fioErr := fio.Wait()
-	close(stopProbe)
-	longestProbe := <-probe
+	_, longestProbe, fioErr := fio.wait()
 	t.Logf("fio ran %.1fs after the kill", time.Since(killed).Seconds())
-	require.NoError(t, fioErr, "fio failed:\n%s", tail(fioOut.String(), 8192))
-	out := fioOut.String()
-	var res fioLatency
-	require.NoError(t, json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res), tail(out, 4096))
-	require.Len(t, res.Jobs, 1)
-	require.Zero(t, res.Jobs[0].Error, "fio job error")
-	require.NotContains(t, out, "verify: bad")
+	res := fioResult(t, fioErr, fio.out.String())
 	fioMax := time.Duration(res.Jobs[0].Write.LatNs.Max)
 	t.Logf("longest client pause across the failover: fio write latency max %v (%d writes), fsync probe %v; n1 served %v after the kill",
 		fioMax.Round(time.Millisecond), res.Jobs[0].Write.IOs, longestProbe.Round(time.Millisecond), clusterGap.Round(time.Millisecond))
 	require.Less(t, max(fioMax, longestProbe), 3*time.Second, "pause too long")
 
-	verifyOnly := func(a []string) []string { return append(slices.Clone(a[:len(a)-1]), "--verify_only") }
-	verify := run(t, 2*time.Minute, "fio", verifyOnly(args)...)
-	require.NotContains(t, verify, "verify: bad", verify)
-	require.Contains(t, verify, "READ:", verify)
+	fio.verifyOnly()
 
 	resp, err := httpGetJSON(c.proxyAdmin)
 	require.NoError(t, err)
@@ -270,31 +246,16 @@ func TestProxyExt4FioSurvivesKill(t *testing.T) {
 		st, err := c.status("n1")
 		return err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskUpToDate && st.Peers[0].Behind == 0
 	}, 30*time.Second, 50*time.Millisecond, "n0 never caught up")
-	args2 := slices.Clone(args)
-	args2[2], args2[3] = "--filename=fio2.dat", "--size=24m"
-	stopProbe = make(chan struct{})
-	probe = pauseProbe(t, m.mnt, stopProbe)
-	fio = exec.Command("fio", args2...)
-	fio.Dir = c.dir
-	fioOut.Reset()
-	fio.Stdout, fio.Stderr = &fioOut, &fioOut
-	require.NoError(t, fio.Start())
+	fio = startFio(t, c.dir, m.mnt, "fio2.dat", "24m")
 	time.Sleep(2 * time.Second)
 	n0again.kill9()
 	time.Sleep(time.Second)
 	startMember(t, c.dir, "n0-third", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
-	fioErr = fio.Wait()
-	close(stopProbe)
-	longestProbe = <-probe
-	require.NoError(t, fioErr, "fio failed with the secondary killed:\n%s", tail(fioOut.String(), 8192))
-	out = fioOut.String()
-	res = fioLatency{}
-	require.NoError(t, json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res), tail(out, 4096))
-	require.Zero(t, res.Jobs[0].Error)
+	res, longestProbe, fioErr = fio.wait()
+	res = fioResult(t, fioErr, fio.out.String())
 	t.Logf("secondary killed and restarted: fio write latency max %v, fsync probe %v",
 		time.Duration(res.Jobs[0].Write.LatNs.Max).Round(time.Millisecond), longestProbe.Round(time.Millisecond))
-	verify = run(t, 2*time.Minute, "fio", verifyOnly(args2)...)
-	require.NotContains(t, verify, "verify: bad", verify)
+	fio.verifyOnly()
 	m.umount()
 	run(t, 2*time.Minute, "e2fsck", "-f", "-n", m.loop)
 }
