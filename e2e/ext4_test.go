@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/nbdkernel"
 	"github.com/stretchr/testify/require"
 )
 
@@ -134,8 +135,39 @@ func TestExt4SurvivesKill(t *testing.T) {
 	m = attach(t, dir, node.uri())
 	m.mount() // replays the ext4 journal if the kill left it dirty
 	checkFiles(t, sums, "after kill -9, restart and remount")
-	m.umount()
-	run(t, 2*time.Minute, "e2fsck", "-f", "-n", m.loop) // exit 0: no errors found
+	m.unmountAndCheck()
 	m.detach()
 	node.stop()
+}
+
+// TestAttachKernelSurvivesKill: ext4 on /dev/nbdX through grbd attach, fio
+// verifying, the primary killed mid-run: no I/O error, no remount. Needs
+// the nbd module (skips without; cmd/grbd's TestAttachLocalExportFollowsPrimary
+// covers the kernel's connection everywhere).
+func TestAttachKernelSurvivesKill(t *testing.T) {
+	requireTools(t, "fio", "mkfs.ext4", "e2fsck")
+	if os.Geteuid() != 0 {
+		t.Skip("attaching /dev/nbdX needs root")
+	}
+	_ = exec.Command("modprobe", "nbd").Run()
+	dev, err := nbdkernel.Host.Check("/dev/nbd0", true)
+	if err != nil {
+		t.Skipf("no usable kernel NBD device, grbd attach's failover is tested where the nbd module exists: %v", err)
+	}
+	c := newReplCluster(t, "C", "64MiB")
+	n0 := c.start("n0", "n0")
+	c.start("n1", "n1")
+	c.waitPeer(10 * time.Second)
+	att := startMember(t, c.dir, "attach", "attached ", "attach", "--config", c.cfgPath, "--device", dev.Path)
+	defer att.stop()
+	run(t, 2*time.Minute, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", dev.Path)
+	m := &mountedFS{t: t, mnt: t.TempDir(), loop: dev.Path}
+	m.mount()
+	defer func() { _, _ = runErr(30*time.Second, "umount", m.mnt) }()
+	fio := startFio(t, c.dir, m.mnt, "fio.dat", "48m")
+	time.Sleep(3 * time.Second)
+	n0.kill9()
+	fio.finish("across the failover")
+	fio.verifyOnly()
+	m.unmountAndCheck()
 }

@@ -54,21 +54,15 @@ func TestProxyExt4FioSurvivesIsolatedPrimary(t *testing.T) {
 			require.NoError(t, fw.Partition(ctx, isolated.Endpoint(), other.Endpoint()))
 		}
 	}
-	cut := time.Now()
-	res, longestProbe, fioErr := fio.wait()
-	t.Logf("fio ran %.1fs after the primary %s was isolated", time.Since(cut).Seconds(), pname)
-	if fioErr != nil {
-		if b, err := os.ReadFile(p.log); err == nil {
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(p.log); err == nil && t.Failed() {
 			t.Logf("proxy log:\n%s", tail(string(b), 8000))
 		}
-	}
-	res = fioResult(t, fioErr, fio.out.String())
-	fioMax := time.Duration(res.Jobs[0].Write.LatNs.Max)
-	t.Logf("longest client pause across the isolation: fio write latency max %v (%d writes), fsync probe %v",
-		fioMax.Round(time.Millisecond), res.Jobs[0].Write.IOs, longestProbe.Round(time.Millisecond))
+	})
+	pause := fio.finish("longest client pause across the isolation of " + pname)
 	// Fencing waits for the lease to lapse, so the bound is looser than
 	// the kill -9 case's.
-	require.Less(t, max(fioMax, longestProbe), 5*time.Second, "pause too long")
+	require.Less(t, pause, 5*time.Second, "pause too long")
 
 	resp, err := httpGetJSON(admin)
 	require.NoError(t, err)
@@ -80,8 +74,7 @@ func TestProxyExt4FioSurvivesIsolatedPrimary(t *testing.T) {
 	defer wcancel()
 	require.NoError(t, c.WaitInSync(wctx), "the old primary rejoins after the heal")
 	fio.verifyOnly()
-	m.umount()
-	run(t, 2*time.Minute, "e2fsck", "-f", "-n", m.loop)
+	m.unmountAndCheck()
 }
 
 // firewalledCluster starts every member of a chaos cluster and its nftables
@@ -172,4 +165,23 @@ func (f *fioRun) verifyOnly() {
 	verify := run(f.t, 2*time.Minute, "fio", args...)
 	require.NotContains(f.t, verify, "verify: bad", verify)
 	require.Contains(f.t, verify, "READ:", verify)
+}
+
+// finish waits for fio, requires a clean run, logs the longest pause the
+// client saw (fio's write latency and the fsync probe) and returns it.
+func (f *fioRun) finish(what string) time.Duration {
+	f.t.Helper()
+	res, longestProbe, err := f.wait()
+	res = fioResult(f.t, err, f.out.String())
+	fioMax := time.Duration(res.Jobs[0].Write.LatNs.Max)
+	f.t.Logf("%s: fio write latency max %v (%d writes), fsync probe %v", what,
+		fioMax.Round(time.Millisecond), res.Jobs[0].Write.IOs, longestProbe.Round(time.Millisecond))
+	return max(fioMax, longestProbe)
+}
+
+// unmountAndCheck unmounts the file system and requires e2fsck to find no
+// error in it.
+func (m *mountedFS) unmountAndCheck() {
+	m.umount()
+	run(m.t, 2*time.Minute, "e2fsck", "-f", "-n", m.loop) // exit 0: no errors found
 }

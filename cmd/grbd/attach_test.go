@@ -1,10 +1,16 @@
 package main
 
 import (
-	"github.com/grbd/grbd/internal/auth"
+	"bytes"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/grbd/grbd/internal/auth"
 
 	"github.com/grbd/grbd/internal/nbdkernel"
 	"github.com/stretchr/testify/require"
@@ -76,4 +82,61 @@ func writeConfig(t *testing.T, src string) string {
 	p := t.TempDir() + "/grbd.yaml"
 	require.NoError(t, os.WriteFile(p, b, 0o644))
 	return p
+}
+
+// TestAttachLocalExportFollowsPrimary checks the connection attach hands to
+// the kernel, with raw NBD requests in the kernel's place: it is negotiated
+// writable with the cluster's flags, and a write answered on it before the
+// primary stops is read back through the same connection from the new
+// primary after the failover.
+func TestAttachLocalExportFollowsPrimary(t *testing.T) {
+	c := startCluster(t, 2, true, "4MiB", "")
+	pn, sn := c.roles()
+	o := followOptions{holdTimeout: 30 * time.Second, poll: 100 * time.Millisecond}
+	p, srv, stopRun, err := o.start(t.Context(), c.cfg, slog.New(slog.DiscardHandler), "attach")
+	require.NoError(t, err)
+	defer stopRun()
+	defer srv.Close()
+	conn, x, err := localExport(srv, c.cfg.NBD.Export, 3*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.Equal(t, uint64(4<<20), x.Size)
+	require.Equal(t, "FLUSH FUA TRIM WRITE_ZEROES MULTI_CONN", flagNames(x.Flags), "the flags of the primary's own export")
+	require.Equal(t, pn, p.Status().Primary)
+
+	data := bytes.Repeat([]byte("grbd-attach-follow"), 4096/16)[:4096]
+	require.Equal(t, uint32(0), kernelRequest(t, conn, 1, 1, 8192, data, nil), "write")
+	require.Equal(t, uint32(0), kernelRequest(t, conn, 3, 2, 0, nil, nil), "flush")
+	c.stop(pn)
+	got := make([]byte, 4096)
+	require.Equal(t, uint32(0), kernelRequest(t, conn, 0, 3, 8192, nil, got), "read after the failover")
+	require.Equal(t, data, got)
+	require.Equal(t, sn, p.Status().Primary)
+}
+
+// kernelRequest sends one NBD request (typ: 0 read, 1 write, 3 flush) the
+// way the kernel does on an attached socket and returns the reply's error.
+func kernelRequest(t *testing.T, conn net.Conn, typ uint16, cookie, off uint64, payload, dest []byte) uint32 {
+	t.Helper()
+	length := uint32(len(payload) + len(dest))
+	hdr := binary.BigEndian.AppendUint32(nil, 0x25609513)
+	hdr = binary.BigEndian.AppendUint16(hdr, 0)
+	hdr = binary.BigEndian.AppendUint16(hdr, typ)
+	hdr = binary.BigEndian.AppendUint64(hdr, cookie)
+	hdr = binary.BigEndian.AppendUint64(hdr, off)
+	hdr = binary.BigEndian.AppendUint32(hdr, length)
+	require.NoError(t, conn.SetDeadline(time.Now().Add(time.Minute)))
+	_, err := conn.Write(append(hdr, payload...))
+	require.NoError(t, err)
+	reply := make([]byte, 16)
+	_, err = io.ReadFull(conn, reply)
+	require.NoError(t, err)
+	require.Equal(t, uint32(0x67446698), binary.BigEndian.Uint32(reply), "simple reply magic")
+	require.Equal(t, cookie, binary.BigEndian.Uint64(reply[8:]))
+	errno := binary.BigEndian.Uint32(reply[4:])
+	if errno == 0 && dest != nil {
+		_, err = io.ReadFull(conn, dest)
+		require.NoError(t, err)
+	}
+	return errno
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,20 +14,18 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/blockdev"
+	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/proxy"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
 type proxyOptions struct {
-	configPath  string
-	listen      string
-	socket      string
-	admin       string
-	holdTimeout time.Duration
-	poll        time.Duration
-	nbdCerts    string
-	creds       adminOptions
+	configPath string
+	listen     string
+	socket     string
+	admin      string
+	follow     followOptions
 }
 
 func (o *proxyOptions) AddFlags(fs *pflag.FlagSet) {
@@ -34,10 +33,57 @@ func (o *proxyOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:10810", "TCP address of the proxy's NBD export")
 	fs.StringVar(&o.socket, "socket", "", "serve on this Unix socket instead of --listen")
 	fs.StringVar(&o.admin, "admin", "", "address of the proxy's status endpoint (GET /status, /metrics); empty: none")
+	o.follow.AddFlags(fs)
+}
+
+// followOptions are the settings of a client endpoint that follows the
+// primary across failovers: grbd proxy and grbd attach share them.
+type followOptions struct {
+	holdTimeout time.Duration
+	poll        time.Duration
+	nbdCerts    string
+	creds       adminOptions
+}
+
+func (o *followOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.holdTimeout, "hold-timeout", 30*time.Second, "how long a request waits for a serving primary before it fails with EIO")
 	fs.DurationVar(&o.poll, "poll", 500*time.Millisecond, "how often to ask the members who serves while following a primary")
 	fs.StringVar(&o.nbdCerts, "nbd-certs", "", "certificate directory for NBD over TLS to the nodes (libnbd layout: ca-cert.pem, client-cert.pem, client-key.pem; `grbd certs init` writes nbd-client/); needed when the config sets nbd.tls-required")
 	o.creds.AddFlags(fs)
+}
+
+// start connects a proxy to the serving primary and runs it (following
+// the primary) until stop is called, and returns the NBD server that serves
+// it to a client. stop lets Run outlive the caller's signal: requests
+// already read are answered (by a primary) while the server drains.
+func (o *followOptions) start(ctx context.Context, cfg *config.Config, log *slog.Logger, who string) (p *proxy.Proxy, srv *blockdev.Server, stop func(), err error) {
+	dialer := proxy.NBDDialer{Export: cfg.NBD.Export}
+	switch {
+	case o.nbdCerts != "":
+		if dialer.TLS, err = proxy.LoadClientTLS(o.nbdCerts); err != nil {
+			return nil, nil, nil, err
+		}
+	case cfg.NBD.TLSRequired:
+		return nil, nil, nil, fmt.Errorf("%s: the cluster requires TLS on NBD (nbd.tls-required): give --nbd-certs DIR", who)
+	}
+	cli, err := o.creds.client(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p = proxy.New(&proxy.ClusterLocator{Config: cfg, Client: cli}, dialer,
+		proxy.Options{HoldTimeout: o.holdTimeout, Poll: o.poll, Logger: log})
+	if err := p.Connect(ctx); err != nil {
+		return nil, nil, nil, err
+	}
+	srv, err = blockdev.NewServer(p, blockdev.Options{ExportName: cfg.NBD.Export, OrderOverlapping: true,
+		Description: "grbd " + who + " for cluster " + cfg.Cluster, Logger: log})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = p.Run(runCtx) })
+	return p, srv, func() { stopRun(); wg.Wait() }, nil
 }
 
 func newProxyCommand(g *globalOptions) *cobra.Command {
@@ -69,41 +115,17 @@ requests held and re-sent, time without a primary) and GET /metrics.`,
 			if err != nil {
 				return err
 			}
-			dialer := proxy.NBDDialer{Export: cfg.NBD.Export}
-			switch {
-			case o.nbdCerts != "":
-				if dialer.TLS, err = proxy.LoadClientTLS(o.nbdCerts); err != nil {
-					return err
-				}
-			case cfg.NBD.TLSRequired:
-				return errors.New("proxy: the cluster requires TLS on NBD (nbd.tls-required): give --nbd-certs DIR")
-			}
-			cli, err := o.creds.client(cfg)
-			if err != nil {
-				return err
-			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			p := proxy.New(&proxy.ClusterLocator{Config: cfg, Client: cli}, dialer,
-				proxy.Options{HoldTimeout: o.holdTimeout, Poll: o.poll, Logger: log})
-			if err := p.Connect(ctx); err != nil {
-				return err
-			}
-			srv, err := blockdev.NewServer(p, blockdev.Options{ExportName: cfg.NBD.Export, OrderOverlapping: true,
-				Description: "grbd proxy for cluster " + cfg.Cluster, Logger: log})
+			p, srv, stopRun, err := o.follow.start(ctx, cfg, log, "proxy")
 			if err != nil {
 				return err
 			}
+			defer stopRun()
 			l, uri, err := o.listener()
 			if err != nil {
 				return err
 			}
-			// Run outlives the signal: requests already read are answered
-			// (by a primary) while the server drains at shutdown.
-			runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
-			defer stopRun()
-			var wg sync.WaitGroup
-			wg.Go(func() { _ = p.Run(runCtx) })
 			if o.admin != "" {
 				al, err := net.Listen("tcp", o.admin)
 				if err != nil {
@@ -122,8 +144,6 @@ requests held and re-sent, time without a primary) and GET /metrics.`,
 			}
 			_ = srv.Close()
 			_ = l.Close()
-			stopRun()
-			wg.Wait()
 			if err != nil && !errors.Is(err, blockdev.ErrServerClosed) {
 				return err
 			}

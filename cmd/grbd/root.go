@@ -53,7 +53,7 @@ func newRootCommand() *cobra.Command {
 		newStatusCommand(),
 		newEventsCommand(),
 		newWaitSyncCommand(),
-		newAttachCommand(),
+		newAttachCommand(g),
 		newProxyCommand(g),
 		newDetachCommand(),
 		newConfigCommand(),

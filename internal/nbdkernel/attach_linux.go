@@ -3,7 +3,6 @@ package nbdkernel
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
@@ -61,7 +60,7 @@ type AttachOptions struct {
 // device is disconnected (Detach, or the connection breaks). It needs the
 // privilege to open the device (root or the disk group) and blocks, like
 // nbd-client -nofork.
-func Attach(d Device, conn *net.TCPConn, x Export, opts AttachOptions) error {
+func Attach(d Device, conn Conn, x Export, opts AttachOptions) error {
 	if x.Flags&FlagReadOnly != 0 {
 		return fmt.Errorf("%w: refusing to attach %s read-only", ErrReadOnly, d.Path)
 	}

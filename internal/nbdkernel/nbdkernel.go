@@ -99,3 +99,10 @@ func isDigits(s string) bool {
 	_, err := strconv.ParseUint(s, 10, 16)
 	return err == nil
 }
+
+// Conn is the stream socket Attach hands to the kernel: a TCP connection to
+// a server, or one end of a local socket pair whose other end a process on
+// this host serves. File returns a duplicate of its descriptor.
+type Conn interface {
+	File() (*os.File, error)
+}
