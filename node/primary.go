@@ -295,7 +295,7 @@ func (p *primary) submit(fn func(replicator.ReqID) error) *waiter {
 
 // releaseLocked completes what the core released. Caller holds coreMu.
 func (p *primary) releaseLocked() {
-	for _, id := range p.core.Ready() {
+	for _, id := range p.core.Ready().Released {
 		if wt, ok := p.waiters[id]; ok {
 			close(wt.done)
 			delete(p.waiters, id)

@@ -4,9 +4,11 @@
 //
 // The core (Primary) is a deterministic state machine in the style of
 // etcd-io/raft: it is fed events (a write appended locally, a peer ack, a peer
-// connecting or leaving, a flush) and hands back, through Ready, the client
-// requests that may now complete. It has no goroutines, clocks or sockets and
-// is not safe for concurrent use: its driver serialises calls.
+// connecting, going live or lost, the control plane's applied state, a flush)
+// and hands back, through Ready, the client requests that may now complete
+// and the Outdate and Clear proposals the per-peer rules (peer.go) ask the
+// control plane for. It has no goroutines, clocks or sockets and is not safe
+// for concurrent use: its driver serialises calls.
 package replicator
 
 import (
@@ -87,6 +89,12 @@ type Primary struct {
 	writes  []write // waiting for peers, increasing seq
 	flushes []*pendingFlush
 	ready   []ReqID
+
+	// The per-peer protocol (peer.go).
+	state    ControlState // last applied; nil before Begin
+	trackers map[string]*Peer
+	order    []*Peer // Begin order: requests come out in a stable order
+	requests []Request
 }
 
 type write struct {
@@ -96,10 +104,12 @@ type write struct {
 
 // NewPrimary returns a state machine with no peers.
 func NewPrimary(p Protocol) *Primary {
-	return &Primary{proto: p, peers: map[string]*peer{}}
+	return &Primary{proto: p, peers: map[string]*peer{}, trackers: map[string]*Peer{}}
 }
 
 // AddPeer registers a peer; it counts for acknowledgement once SetUpToDate.
+// A driver that runs the per-peer protocol uses Begin and the Peer*
+// transitions instead, which call AddPeer and SetUpToDate.
 func (p *Primary) AddPeer(name string) {
 	if _, ok := p.peers[name]; !ok {
 		p.peers[name] = &peer{}
@@ -200,10 +210,11 @@ func (p *Primary) Committed() uint64 {
 	return c
 }
 
-// Ready returns and clears the requests that may complete now.
-func (p *Primary) Ready() []ReqID {
-	r := p.ready
-	p.ready = nil
+// Ready returns and clears the client requests that may complete now and
+// the control-plane proposals due.
+func (p *Primary) Ready() Ready {
+	r := Ready{Released: p.ready, Requests: p.requests}
+	p.ready, p.requests = nil, nil
 	return r
 }
 

@@ -72,7 +72,7 @@ func TestPrimaryProtocols(t *testing.T) {
 			require.NoError(t, p.SetUpToDate("c", false, 0))
 			for i, s := range tc.steps {
 				s.do(p)
-				require.Equal(t, s.want, p.Ready(), "step %d", i)
+				require.Equal(t, s.want, p.Ready().Released, "step %d", i)
 			}
 		})
 	}
@@ -133,7 +133,7 @@ func TestPrimaryQuick(t *testing.T) {
 				require.NoError(t, p.SetUpToDate(n, up[n], seq))
 			case 3:
 			}
-			for _, id := range p.Ready() {
+			for _, id := range p.Ready().Released {
 				writes[id-1].done = true
 			}
 			for _, x := range writes {

@@ -83,7 +83,7 @@ func (m *member) submit(block int, value uint64) {
 
 // release acknowledges what the core released, if the lease still holds.
 func (p *primaryModel) release() {
-	for _, id := range p.core.Ready() {
+	for _, id := range p.core.Ready().Released {
 		r, ok := p.pending[id]
 		if !ok {
 			continue
