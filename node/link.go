@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
-	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
 )
 
@@ -71,8 +69,9 @@ const (
 
 // link is the primary's side of one peer: it opens a data stream on the
 // member link, handshakes, catches the peer up, then ships live writes from
-// its queue and feeds the peer's acks to the core. Fields marked (mu) are
-// guarded by primary.mu, (core) by primary.coreMu, (q) by qmu.
+// its queue and feeds the session's events and the peer's acks to the core,
+// which keeps the peer's tracker (replicator.Peer). Fields marked (q) are
+// guarded by qmu.
 type link struct {
 	p    *primary
 	name string
@@ -81,14 +80,7 @@ type link struct {
 	// shard's piece of every write (docs/erasure.md).
 	shard int
 
-	live     atomic.Bool // written under mu: writes are queued for this peer
-	counted  bool        // (core) the core waits for this peer
-	caughtUp bool        // (core) it acked everything up to where it went live
-	clearAt  uint64      // (core) its Clear waits until it acked this
-	clearGen int64       // (core) generation named by its last Clear; -1 none
-	clearing bool        // (core) a Clear request is being made
-	awaiting bool        // (core) becomes caught up once it journaled target
-	target   uint64      // (core)
+	live atomic.Bool // written under mu: writes are queued for this peer
 
 	qmu    sync.Mutex
 	qcond  *sync.Cond
@@ -98,10 +90,11 @@ type link struct {
 	wake   chan struct{}
 	kick   chan struct{} // congestion: end the session
 
-	conn      atomic.Value // string
-	disk      atomic.Value // string
+	conn atomic.Value // string
+	disk atomic.Value // string
+	// acked is the tracker's Acked, published for readers without coreMu
+	// (status, the watchdog, retention).
 	acked     atomic.Uint64
-	peerDisk  atomic.Uint64 // the peer's disk identity, from its Hello
 	known     atomic.Uint64 // retention floor: what the peer is known to hold
 	catchup   atomic.Uint64 // bytes moved by catch-up and resync
 	sentBytes atomic.Uint64 // bytes written to the peer's data streams (frames)
@@ -117,7 +110,7 @@ type link struct {
 }
 
 func newLink(p *primary, name string) *link {
-	l := &link{p: p, name: name, log: p.log.With("peer", name), clearGen: -1, shard: -1,
+	l := &link{p: p, name: name, log: p.log.With("peer", name), shard: -1,
 		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 	l.qcond = sync.NewCond(&l.qmu)
 	l.conn.Store(ConnConnecting)
@@ -234,7 +227,7 @@ func (l *link) run(ctx context.Context) {
 		}
 		l.conn.Store(ConnConnecting)
 		octx, cancel := context.WithTimeout(ctx, connectGrace)
-		s, err := l.p.n.mesh.Open(octx, l.name, wire.StreamData)
+		s, err := l.p.tr.Open(octx, l.name, wire.StreamData)
 		cancel()
 		if err == nil {
 			start := time.Now()
@@ -275,6 +268,10 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	l.log.Info("peer connected", "peer_last_seq", hello.LastSeq, "inconsistent", hello.Flags&helloFlagInconsistent != 0, "extra_extents", len(extra))
 	// What the peer holds as of this session (it may have lost an unsynced
 	// tail since the last one); set before its acks are read.
+	disk, _ := helloDisks(hello)
+	l.p.coreMu.Lock()
+	_ = l.p.core.PeerConnected(l.name, hello.LastSeq, disk)
+	l.p.coreMu.Unlock()
 	l.acked.Store(hello.LastSeq)
 	l.sentSeq.Store(hello.LastSeq)
 	l.lastAckNs.Store(time.Now().UnixNano())
@@ -316,116 +313,6 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	l.down()
 	l.p.n.peerState(l.name, ConnDisconnected, fmt.Sprint("data stream ended: ", err))
 	return err
-}
-
-// handshake sends Hello and History, and reads the peer's Hello and, for
-// an Inconsistent peer, the Extents it needs besides the primary's changes
-// and the progress of its interrupted resync (nil: none reported).
-func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []journal.Extent, *wire.ResyncProgress, error) {
-	h, extra, err := l.handshakeExtents(s, r, w)
-	if err != nil || h.Flags&helloFlagInconsistent == 0 || h.Flags&helloFlagResume == 0 || l.p.n.ec != nil {
-		return h, extra, nil, err
-	}
-	m, err := r.ReadMsg()
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: resync progress: %w", ErrHandshake, err)
-	}
-	prog, ok := m.(*wire.ResyncProgress)
-	if !ok {
-		return nil, nil, nil, fmt.Errorf("%w: expected ResyncProgress, got %v", ErrHandshake, m.Type())
-	}
-	return h, extra, wire.Clone(prog).(*wire.ResyncProgress), nil
-}
-
-func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []journal.Extent, error) {
-	_ = s.SetDeadline(time.Now().Add(handshakeTimeout))
-	defer s.SetDeadline(time.Time{})
-	p := l.p
-	me := &wire.Hello{Cluster: p.n.cfg.Cluster, From: p.n.me.Name, Role: wire.RolePrimary, Epoch: p.epoch,
-		LastSeq: p.store.LastSeq(), DurableSeq: p.store.DurableSeq()}
-	recorded := p.recordedDisk(l.name)
-	putHelloDisks(me, recorded, p.store.ID())
-	if p.n.ec == nil {
-		me.Flags = helloFlagResume
-	}
-	hist := &wire.History{LastSeq: me.LastSeq}
-	for _, e := range p.n.history() {
-		var f uint8
-		if e.Forced {
-			f = wire.HistoryForced
-		}
-		hist.Entries = append(hist.Entries, wire.HistoryEntry{Epoch: e.Epoch, FirstSeq: e.FirstSeq, Flags: f})
-	}
-	if len(hist.Entries) > wire.MaxHistory {
-		hist.Entries = hist.Entries[len(hist.Entries)-wire.MaxHistory:]
-	}
-	if err := w.WriteMsg(me); err != nil {
-		return nil, nil, err
-	}
-	if err := w.WriteMsg(hist); err != nil {
-		return nil, nil, err
-	}
-	if err := w.Flush(); err != nil {
-		return nil, nil, err
-	}
-	m, err := r.ReadMsg()
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
-	}
-	if nack, ok := m.(*wire.Nack); ok {
-		if nack.Code == wire.NackState && strings.HasPrefix(nack.Reason, splitBrainReason) {
-			return nil, nil, fmt.Errorf("%w: %s", ErrSplitBrain, nack.Reason)
-		}
-		return nil, nil, fmt.Errorf("%w: peer refused: code %d: %s", ErrHandshake, nack.Code, nack.Reason)
-	}
-	h, ok := m.(*wire.Hello)
-	switch {
-	case !ok:
-		return nil, nil, fmt.Errorf("%w: first message is %v", ErrHandshake, m.Type())
-	case h.Cluster != p.n.cfg.Cluster:
-		return nil, nil, fmt.Errorf("%w: peer is in cluster %q, not %q", ErrHandshake, h.Cluster, p.n.cfg.Cluster)
-	case h.From != l.name:
-		return nil, nil, fmt.Errorf("%w: peer says it is %q", ErrHandshake, h.From)
-	}
-	hc := *h
-	disk, _ := helloDisks(&hc)
-	l.peerDisk.Store(disk)
-	if recorded != 0 && disk != 0 && disk != recorded && hc.Flags&helloFlagInconsistent == 0 {
-		// A peer of this version resyncs itself in full when told its disk
-		// is not the recorded one; one that does not must not be counted.
-		return nil, nil, fmt.Errorf("%w: %s has disk %s, not the recorded %s, and did not ask for a full sync", ErrHandshake,
-			l.name, quorum.ShortDisk(disk), quorum.ShortDisk(recorded))
-	}
-	if p.n.ec != nil && (hc.Flags&helloFlagFullCopy != 0) != (l.shard < 0) {
-		// Shard pieces must never reach a full copy, nor device writes a
-		// shard: a node that took over keeps a full copy in the slot of its
-		// configured shard (docs/erasure.md, "Failover").
-		return nil, nil, fmt.Errorf("%w: %s keeps %s, this primary expects %s", ErrHandshake, l.name,
-			map[bool]string{true: "a full copy", false: "a shard"}[hc.Flags&helloFlagFullCopy != 0],
-			map[bool]string{true: "a full copy", false: fmt.Sprintf("shard %d", l.shard)}[l.shard < 0])
-	}
-	if hc.Flags&helloFlagInconsistent == 0 {
-		return &hc, nil, nil
-	}
-	m, err = r.ReadMsg()
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: extents: %w", ErrHandshake, err)
-	}
-	ex, ok := m.(*wire.Extents)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: expected Extents, got %v", ErrHandshake, m.Type())
-	}
-	if ex.Flags&wire.ExtentsAll != 0 {
-		return &hc, []journal.Extent{{Offset: 0, Length: p.store.Size()}}, nil
-	}
-	extra := make([]journal.Extent, 0, len(ex.Extents))
-	for _, e := range ex.Extents {
-		if e.Length == 0 || e.Offset+e.Length > uint64(p.store.Size()) || e.Offset+e.Length < e.Offset {
-			return nil, nil, fmt.Errorf("%w: extent [%d,+%d) outside the device", ErrHandshake, e.Offset, e.Length)
-		}
-		extra = append(extra, journal.Extent{Offset: int64(e.Offset), Length: int64(e.Length)})
-	}
-	return &hc, extra, nil
 }
 
 // send writes queued messages, flushing the socket only when the queue is
@@ -477,12 +364,14 @@ func (l *link) recv(r *wire.Reader) error {
 		case *wire.Ack:
 			l.lastAckNs.Store(time.Now().UnixNano())
 			p.coreMu.Lock()
-			err = p.core.Ack(l.name, m.Seq, replicator.Level(m.Level))
+			var caught bool
+			caught, err = p.core.PeerAcked(l.name, m.Seq, replicator.Level(m.Level), l.clearHead())
 			if m.Level >= wire.AckJournaled {
-				l.acked.Store(max(l.acked.Load(), m.Seq))
+				l.publishAckedLocked()
 				l.known.Store(l.acked.Load())
-				l.checkUpToDateLocked()
-				p.maybeClearLocked(l)
+			}
+			if caught {
+				l.caughtUpLocked()
 			}
 			p.releaseLocked()
 			p.coreMu.Unlock()
@@ -508,17 +397,33 @@ func (l *link) recv(r *wire.Reader) error {
 	}
 }
 
-// checkUpToDateLocked counts the peer once it journaled everything up to the
-// point where it went live. Caller holds coreMu.
-func (l *link) checkUpToDateLocked() {
-	if !l.awaiting || l.acked.Load() < l.target {
-		return
+// clearHead is what the peer must hold before its Clear if it catches up
+// now: every write appended so far. Records appended for another shard
+// peer's resync never reach a shard peer: what it must acknowledge is what
+// was queued for it.
+func (l *link) clearHead() uint64 {
+	h := l.p.store.LastSeq()
+	if l.shard >= 0 {
+		h = min(h, l.sentSeq.Load())
 	}
-	l.awaiting = false
-	l.p.peerCaughtUpLocked(l)
+	return h
+}
+
+// publishAckedLocked copies the tracker's Acked to l.acked. Caller holds
+// coreMu.
+func (l *link) publishAckedLocked() {
+	if pr, ok := l.p.core.Peer(l.name); ok {
+		l.acked.Store(pr.Acked)
+	}
+}
+
+// caughtUpLocked shows that the core counts the peer: it journaled
+// everything up to the point where it went live. Caller holds coreMu.
+func (l *link) caughtUpLocked() {
+	pr, _ := l.p.core.Peer(l.name)
 	l.disk.Store(DiskUpToDate)
-	l.log.Info("peer up to date", "seq", l.target, "catchup_bytes", l.catchup.Load())
-	l.p.n.events.Add(Event{Type: events.TypeDisk, Peer: l.name, State: DiskUpToDate, Cause: fmt.Sprintf("journaled every write up to seq %d", l.target)})
+	l.log.Info("peer up to date", "seq", pr.Target, "catchup_bytes", l.catchup.Load())
+	l.p.n.events.Add(Event{Type: events.TypeDisk, Peer: l.name, State: DiskUpToDate, Cause: fmt.Sprintf("journaled every write up to seq %d", pr.Target)})
 }
 
 // down ends a session: the peer gets no more live writes, and the primary
@@ -527,9 +432,6 @@ func (l *link) down() {
 	p := l.p
 	p.mu.Lock()
 	l.live.Store(false)
-	p.coreMu.Lock()
-	l.awaiting = false
-	p.coreMu.Unlock()
 	p.mu.Unlock()
 	switch l.disk.Load() {
 	case DiskUpToDate, DiskInconsistent:
@@ -629,11 +531,12 @@ func (l *link) startLiveLocked(target uint64) {
 	l.live.Store(true)
 	p := l.p
 	p.coreMu.Lock()
-	l.target, l.awaiting = target, true
-	if target == 0 || l.acked.Load() >= target {
-		l.acked.Store(max(l.acked.Load(), target))
-		l.checkUpToDateLocked()
+	caught, _ := p.core.PeerLive(l.name, target, l.clearHead())
+	l.publishAckedLocked()
+	if caught {
+		l.caughtUpLocked()
 	}
+	p.releaseLocked()
 	p.coreMu.Unlock()
 }
 

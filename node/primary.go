@@ -35,13 +35,15 @@ var (
 //
 // Counted peers: the core waits for every data node that is not Outdated in
 // the control plane's state (docs/quorum.md, "Outdating"), connected or
-// not. A peer stops being counted only once its Outdate is applied; it is
-// counted again once it caught up, before its Clear is proposed.
+// not. The rules (when a peer stops or starts being counted, when it is
+// Outdated or Cleared) are the core's per-peer protocol, replicator/peer.go:
+// this file and link.go feed it the links' events and make the Outdate and
+// Clear proposals it hands back (peerctl.go).
 //
 // Locking, in this order: mu (write order: held across journal.Append and
 // the enqueue to every peer, so peers see writes in sequence order without
-// gap or duplicate), coreMu (the core, the waiters and each link's counted
-// flags), then a link's qmu, then rmu. The core is only touched under
+// gap or duplicate), coreMu (the core and the waiters), then a link's qmu,
+// then rmu; proposals.mu under coreMu. The core is only touched under
 // coreMu.
 type primary struct {
 	n     *Node
@@ -64,9 +66,9 @@ type primary struct {
 	core     *replicator.Primary
 	nextID   replicator.ReqID
 	waiters  map[replicator.ReqID]*waiter
-	err      error // set by stop: every waiter fails with it
-	state    quorum.State
-	fencedAt time.Time // when the lease was lost (zero while serving)
+	err      error        // set by stop: every waiter fails with it
+	state    quorum.State // last applied (the core keeps it too)
+	fencedAt time.Time    // when the lease was lost (zero while serving)
 	// commitSent is the last Commit sent to the shard peers (ec_commit.go).
 	commitSent uint64
 
@@ -77,6 +79,10 @@ type primary struct {
 	inflight map[uint64]inflightWrite
 
 	links []*link // fixed after start
+
+	tr        transport
+	ctl       peerControl
+	proposals proposals // the core's Outdate and Clear requests, to make
 
 	repairMu sync.Mutex // one block repair at a time (repair.go)
 }
@@ -99,26 +105,27 @@ func newPrimary(n *Node, st quorum.State) *primary {
 		core:     replicator.NewPrimary(n.proto),
 		waiters:  map[replicator.ReqID]*waiter{},
 		inflight: map[uint64]inflightWrite{},
+		tr:       n.mesh, ctl: n.ctl, proposals: newProposals(),
 	}
 	p.ctx, p.stopf = context.WithCancel(n.ctx)
 	return p
 }
 
-// addLink registers a peer, counted or not; call before start.
-func (p *primary) addLink(l *link, counted bool) {
-	p.links = append(p.links, l)
-	p.coreMu.Lock()
-	p.core.AddPeer(l.name)
-	if counted {
-		// Not Outdated: it may hold every write so far, and it must get
-		// every write from now on before one completes.
-		l.counted = true
-		_ = p.core.SetUpToDate(l.name, true, 0)
-	}
-	p.coreMu.Unlock()
-}
+// addLink registers a peer; call before start.
+func (p *primary) addLink(l *link) { p.links = append(p.links, l) }
 
+// start counts every peer that is not Outdated (it may hold every write so
+// far, and must get every write from now on before one completes) and
+// starts the links.
 func (p *primary) start() {
+	names := make([]string, len(p.links))
+	for i, l := range p.links {
+		names[i] = l.name
+	}
+	p.coreMu.Lock()
+	p.core.Begin(p.state, names)
+	p.coreMu.Unlock()
+	p.wg.Go(p.runProposals)
 	for _, l := range p.links {
 		p.wg.Go(func() { l.run(p.ctx) })
 	}
@@ -249,7 +256,7 @@ func (p *primary) flush(seq uint64) error {
 		// A superset of the peers the core waits for: extra FlushAcks are
 		// harmless Durable acks.
 		for _, l := range p.links {
-			if l.counted && l.live.Load() {
+			if pr, _ := p.core.Peer(l.name); pr.Counted && l.live.Load() {
 				l.enqueue(&wire.Flush{ID: uint64(rid), Seq: seq})
 			}
 		}
@@ -293,32 +300,31 @@ func (p *primary) submit(fn func(replicator.ReqID) error) *waiter {
 	return wt
 }
 
-// releaseLocked completes what the core released. Caller holds coreMu.
+// releaseLocked completes what the core released and passes on the
+// proposals it asks for. Caller holds coreMu.
 func (p *primary) releaseLocked() {
-	for _, id := range p.core.Ready().Released {
+	rd := p.core.Ready()
+	for _, id := range rd.Released {
 		if wt, ok := p.waiters[id]; ok {
 			close(wt.done)
 			delete(p.waiters, id)
 		}
 	}
 	p.ecCommitLocked()
+	p.proposals.add(rd.Requests)
 }
 
-// onState applies the control plane's Outdated set: a peer whose Outdate
-// was applied stops being counted unless it caught up since.
+// onState applies the control plane's state: a peer whose Outdate was
+// applied stops being counted unless it caught up since; a caught-up peer
+// that needs a Clear gets one (replicator.Primary.ApplyState).
 func (p *primary) onState(st quorum.State) {
 	p.coreMu.Lock()
 	defer p.coreMu.Unlock()
 	p.state = st
-	for _, l := range p.links {
-		if l.counted && !l.caughtUp && p.mayUncountLocked(l) {
-			l.counted = false
-			_ = p.core.SetUpToDate(l.name, false, 0)
-			p.releaseLocked()
-			p.log.Info("peer Outdated: no longer waited for", "peer", l.name)
-		}
-		p.maybeClearLocked(l)
+	for _, name := range p.core.ApplyState(st) {
+		p.log.Info("peer Outdated: no longer waited for", "peer", name)
 	}
+	p.releaseLocked()
 }
 
 // recordedDisk is the disk the applied state records for peer (0: none).
@@ -328,70 +334,15 @@ func (p *primary) recordedDisk(peer string) uint64 {
 	return p.state.Disks[peer]
 }
 
-// mayUncountLocked: the applied state says the peer is Outdated at a
-// generation no Clear of this primary can still overtake (docs/quorum.md,
-// "Outdating"). Caller holds coreMu.
-func (p *primary) mayUncountLocked(l *link) bool {
-	return p.state.IsOutdated(l.name) && int64(p.state.GenOf(l.name)) > l.clearGen
-}
-
-// peerLost is called when a link's session ends or the peer stops
-// acknowledging: a counted peer keeps holding writes back until an Outdate
-// above its last Clear is applied (onState).
+// peerLost is called when a link's session ends, the peer cannot be
+// reached, or it cannot acknowledge live writes for a while (a resync): a
+// counted peer keeps holding writes back until an Outdate above its last
+// Clear is applied, and its Outdate is proposed (replicator.Primary.PeerLost).
 func (p *primary) peerLost(l *link) {
 	p.coreMu.Lock()
-	l.caughtUp = false
-	counted := l.counted
-	if counted && p.mayUncountLocked(l) {
-		l.counted, counted = false, false
-		_ = p.core.SetUpToDate(l.name, false, 0)
-		p.releaseLocked()
-	}
+	_ = p.core.PeerLost(l.name)
+	p.releaseLocked()
 	p.coreMu.Unlock()
-	if counted && p.ctx.Err() == nil {
-		p.log.Warn("peer lost: outdating it before writes go on without it", "peer", l.name)
-		p.n.ctl.RequestOutdate(l.name)
-	}
-}
-
-// peerCaughtUpLocked counts a peer that holds every write up to where it
-// went live. Writes appended before it was counted may have completed
-// without it, so its Clear waits until it acknowledged those too
-// (maybeClearLocked). Caller holds coreMu.
-func (p *primary) peerCaughtUpLocked(l *link) {
-	l.caughtUp = true
-	if !l.counted {
-		l.counted = true
-		_ = p.core.SetUpToDate(l.name, true, 0)
-	}
-	l.clearAt = p.store.LastSeq()
-	if l.shard >= 0 {
-		// Records appended for another shard peer's resync never reach this
-		// one: what it must acknowledge is what was queued for it.
-		l.clearAt = min(l.clearAt, l.sentSeq.Load())
-	}
-	p.maybeClearLocked(l)
-}
-
-// maybeClearLocked proposes the Clear of a peer that holds every write
-// appended before it was counted and is Outdated or whose disk is not yet
-// recorded as holding the data (docs/quorum.md, "Data identity"). Caller
-// holds coreMu.
-func (p *primary) maybeClearLocked(l *link) {
-	disk := l.peerDisk.Load()
-	if !l.caughtUp || l.acked.Load() < l.clearAt || !p.state.NeedsClear(l.name, disk) || l.clearing {
-		return
-	}
-	l.clearing = true
-	go func() { // not under coreMu: the control plane may call back
-		g, ok := p.n.ctl.RequestClear(l.name, disk)
-		p.coreMu.Lock()
-		if ok {
-			l.clearGen = int64(g)
-		}
-		l.clearing = false
-		p.coreMu.Unlock()
-	}()
 }
 
 // retainLoop pins the journal records peers still need.
@@ -450,7 +401,7 @@ func (p *primary) watchdog() {
 				l.log.Warn("peer acknowledged nothing within the peer timeout: disconnecting it", "timeout", timeout, "acked", l.acked.Load(), "sent", sent)
 				delete(owing, l)
 				l.kickSession()
-				p.n.mesh.Drop(l.name, "acknowledged nothing within the peer timeout")
+				p.tr.Drop(l.name, "acknowledged nothing within the peer timeout")
 			}
 		}
 	}

@@ -95,7 +95,7 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		if m.Name != n.me.Name {
 			l := newLink(p, m.Name)
 			l.shard = n.cfg.ShardOf(m.Name)
-			p.addLink(l, !st.IsOutdated(m.Name))
+			p.addLink(l)
 		}
 	}
 	p.start()

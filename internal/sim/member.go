@@ -35,7 +35,7 @@ type member struct {
 
 	// Volatile.
 	serving bool
-	prim    *primaryModel
+	prim    *primaryDriver
 	sess    *session // the primary this secondary follows
 	known   uint64   // newest epoch known (secondary side)
 }
@@ -137,7 +137,7 @@ func (m *member) reconcile() {
 	case m.q.IsPrimary() && (m.prim == nil || m.prim.epoch != st.Epoch):
 		m.sess = nil
 		m.hist = m.hist.Enter(st.Epoch, m.last()+1, st.Forced)
-		m.prim = newPrimaryModel(m, st)
+		m.prim = newPrimaryDriver(m, st)
 		m.w.tracef("%s becomes primary of epoch %d (outdated %v, disks %v)", m.name, st.Epoch, st.Outdated, st.Disks)
 	case !m.q.IsPrimary() && m.prim != nil:
 		m.w.res.Unknown += len(m.prim.pending)

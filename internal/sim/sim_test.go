@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"hash/fnv"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -113,6 +114,21 @@ func requireCaught(t *testing.T, n uint64, plant func(*Config), want string) {
 		}
 	}
 	t.Fatalf("%d seeds with the planted bug and no violation: the simulation cannot fail", n)
+}
+
+// The shipped per-peer rules (replicator/peer.go) with a planted bug that
+// counts a peer as caught up as soon as it goes live: the simulation runs
+// those rules, not a copy, so it must catch it. The bug is build-tagged
+// (replicator/plantedbug_peer_on.go), hence a test binary of its own.
+func TestSimCatchesPlantedPeerBug(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the simulation with -tags grbd_plantedbug_peer; not in -short")
+	}
+	cmd := exec.Command("go", "test", "-count=1", "-tags", "grbd_plantedbug_peer", "-run", "^TestSimCatchesPlantedEarlyCount$", "-v", ".")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the planted peer bug was not caught:\n%s", out)
+	require.Contains(t, string(out), "caught at seed", "the planted-bug test did not run:\n%s", out)
+	t.Logf("%s", out)
 }
 
 // A primary that drops a lost peer without committing its Outdate first
