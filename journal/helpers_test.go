@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"errors"
+	"github.com/grbd/grbd/internal/extent"
 	"math/rand/v2"
 	"os"
 	"path"
@@ -88,17 +89,17 @@ func (m *model) apply(w Write) {
 	}
 }
 
-func (m *model) changedSince(seq uint64) []Extent {
-	var out []Extent
+func (m *model) changedSince(seq uint64) []extent.Extent {
+	var out []extent.Extent
 	for r, s := range m.regions {
 		if s <= seq {
 			continue
 		}
-		off := int64(r) * testRegion
+		off := uint64(r) * testRegion
 		if k := len(out) - 1; k >= 0 && out[k].Offset+out[k].Length == off {
 			out[k].Length += testRegion
 		} else {
-			out = append(out, Extent{off, testRegion})
+			out = append(out, extent.Extent{Offset: off, Length: testRegion})
 		}
 	}
 	return out

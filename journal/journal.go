@@ -77,11 +77,6 @@ type Stats struct {
 	ChecksumErrors   uint64 // corrupt blocks ReadAt found since Open
 }
 
-// Extent is a byte range of the device.
-type Extent struct {
-	Offset, Length int64
-}
-
 // Journal is an open journaled block store. See the package documentation.
 type Journal struct {
 	fs               vfs.FS

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -376,13 +377,13 @@ func TestChangedSince(t *testing.T) {
 	}
 	cases := []struct {
 		seq  uint64
-		want []Extent
+		want []extent.Extent
 	}{
-		{0, []Extent{{0, 3 * 4096}, {4 * 4096, 4096}, {15 * 4096, 4096}}},
-		{1, []Extent{{0, 3 * 4096}, {4 * 4096, 4096}, {15 * 4096, 4096}}},
-		{2, []Extent{{0, 2 * 4096}, {4 * 4096, 4096}, {15 * 4096, 4096}}},
-		{3, []Extent{{0, 2 * 4096}, {15 * 4096, 4096}}},
-		{4, []Extent{{15 * 4096, 4096}}},
+		{0, []extent.Extent{{Offset: 0, Length: 3 * 4096}, {Offset: 4 * 4096, Length: 4096}, {Offset: 15 * 4096, Length: 4096}}},
+		{1, []extent.Extent{{Offset: 0, Length: 3 * 4096}, {Offset: 4 * 4096, Length: 4096}, {Offset: 15 * 4096, Length: 4096}}},
+		{2, []extent.Extent{{Offset: 0, Length: 2 * 4096}, {Offset: 4 * 4096, Length: 4096}, {Offset: 15 * 4096, Length: 4096}}},
+		{3, []extent.Extent{{Offset: 0, Length: 2 * 4096}, {Offset: 15 * 4096, Length: 4096}}},
+		{4, []extent.Extent{{Offset: 15 * 4096, Length: 4096}}},
 		{5, nil},
 	}
 	for _, tc := range cases {
@@ -403,7 +404,7 @@ func TestChangedSince(t *testing.T) {
 		j := mustOpen(t, o)
 		_, err := j.Append(Write{Offset: testDev, Data: make([]byte, 100)})
 		require.NoError(t, err)
-		require.Equal(t, []Extent{{testDev, 100}}, j.ChangedSince(0))
+		require.Equal(t, []extent.Extent{{Offset: testDev, Length: 100}}, j.ChangedSince(0))
 	})
 }
 

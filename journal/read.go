@@ -1,6 +1,9 @@
 package journal
 
-import "fmt"
+import (
+	"fmt"
+	"github.com/grbd/grbd/internal/extent"
+)
 
 // ReadRecords calls fn, in seq order, for every retained record with
 // Seq >= from that was appended before the call. It returns ErrCompacted
@@ -63,21 +66,21 @@ func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 // ChangedSince returns the regions (RegionSize granularity, adjacent ones
 // merged, the last one clipped to the device) whose last write has a seq
 // above seq. It holds the append lock while it scans the region table.
-func (j *Journal) ChangedSince(seq uint64) []Extent {
+func (j *Journal) ChangedSince(seq uint64) []extent.Extent {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	var out []Extent
+	var out []extent.Extent
 	for r, s := range j.regions {
 		if s <= seq {
 			continue
 		}
-		off := int64(r) * j.regionSize
-		end := min(off+j.regionSize, j.devSize.Load())
-		if k := len(out) - 1; k >= 0 && out[k].Offset+out[k].Length == off {
+		off := uint64(r) * uint64(j.regionSize)
+		end := min(off+uint64(j.regionSize), uint64(j.devSize.Load()))
+		if k := len(out) - 1; k >= 0 && out[k].End() == off {
 			out[k].Length = end - out[k].Offset
 			continue
 		}
-		out = append(out, Extent{Offset: off, Length: end - off})
+		out = append(out, extent.Extent{Offset: off, Length: end - off})
 	}
 	return out
 }

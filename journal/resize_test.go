@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"github.com/grbd/grbd/internal/extent"
 	"path"
 	"sync/atomic"
 	"syscall"
@@ -45,7 +46,7 @@ func TestResizeGrowThenWritePastOldEnd(t *testing.T) {
 	copy(want, bytes.Repeat([]byte{1}, 4096))
 	copy(want[pastOldEnd.Offset:], pastOldEnd.Data)
 	require.Equal(t, want, readAllDev(t, j))
-	require.Equal(t, []Extent{{Offset: pastOldEnd.Offset, Length: 8192}}, j.ChangedSince(rseq))
+	require.Equal(t, []extent.Extent{{Offset: uint64(pastOldEnd.Offset), Length: 8192}}, j.ChangedSince(rseq))
 	recs := collect(t, j, rseq)
 	require.Equal(t, int64(grownDev), recs[0].Resize, "ReadRecords yields the resize in order")
 
@@ -63,7 +64,7 @@ func TestResizeGrowThenWritePastOldEnd(t *testing.T) {
 	require.Equal(t, want, readAllDev(t, j))
 	_, err = j.Append(Write{Offset: grownDev - 512, Data: make([]byte, 512)})
 	require.NoError(t, err)
-	require.Equal(t, []Extent{{Offset: pastOldEnd.Offset, Length: 8192}, {Offset: grownDev - testRegion, Length: testRegion}}, j.ChangedSince(rseq))
+	require.Equal(t, []extent.Extent{{Offset: uint64(pastOldEnd.Offset), Length: 8192}, {Offset: grownDev - testRegion, Length: testRegion}}, j.ChangedSince(rseq))
 	j.closeNoCheckpoint()
 	j = mustOpen(t, testOptions(fs))
 	require.EqualValues(t, grownDev, j.Size())

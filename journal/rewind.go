@@ -2,6 +2,7 @@ package journal
 
 import (
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"path/filepath"
 )
 
@@ -16,7 +17,7 @@ import (
 // Rewind checkpoints first, so a discarded record is never replayed; after a
 // crash the store is either at its old position or at seq. The caller must
 // not Append, Sync or ReadRecords concurrently.
-func (j *Journal) Rewind(seq uint64) ([]Extent, error) {
+func (j *Journal) Rewind(seq uint64) ([]extent.Extent, error) {
 	if j.closing.Load() {
 		return nil, ErrClosed
 	}

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"sync"
 	"syscall"
 	"time"
@@ -41,7 +42,7 @@ type applier struct {
 	source   uint64
 	offered  *offer
 	tracking bool
-	copied   []replicator.Extent
+	copied   []extent.Extent
 	copiedN  uint64
 	lastSave time.Time
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"log/slog"
 	"net"
 	"os"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/datadir"
-	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/witness"
 	"github.com/stretchr/testify/require"
 )
@@ -318,7 +318,7 @@ func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
 	res, err = p.Verify(ctx, true)
 	require.NoError(t, err)
 	require.Empty(t, res[0].Error)
-	require.Equal(t, []journal.Extent{{Offset: 0, Length: verifyChunk}}, res[0].OutOfSync)
+	require.Equal(t, []extent.Extent{{Offset: 0, Length: verifyChunk}}, res[0].OutOfSync)
 	require.True(t, res[0].Resynced)
 	c.waitUpToDate(p)
 	res, err = p.Verify(ctx, false)

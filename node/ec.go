@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 	"sync/atomic"
 
@@ -172,27 +173,27 @@ func ecSplitZero(g ec.Geometry, off, end int64) [][2]int64 {
 
 // ecShardToDevice converts shard-image extents (a shard peer's own changes)
 // to the device ranges of the stripes they belong to.
-func ecShardToDevice(g ec.Geometry, ext []journal.Extent) []journal.Extent {
-	out := make([]journal.Extent, 0, len(ext))
+func ecShardToDevice(g ec.Geometry, ext []extent.Extent) []extent.Extent {
+	out := make([]extent.Extent, 0, len(ext))
 	for _, e := range ext {
-		off, end := g.DeviceSpan(e.Offset, min(e.Offset+e.Length, g.ShardSize()))
+		off, end := g.DeviceSpan(int64(e.Offset), min(int64(e.End()), g.ShardSize()))
 		if end > off {
-			out = append(out, journal.Extent{Offset: off, Length: end - off})
+			out = append(out, extent.Extent{Offset: uint64(off), Length: uint64(end - off)})
 		}
 	}
 	return out
 }
 
 // ecStripeExtents widens device extents to whole stripes.
-func ecStripeExtents(g ec.Geometry, ext []journal.Extent) []journal.Extent {
-	sb := g.StripeBytes()
-	out := make([]journal.Extent, 0, len(ext))
+func ecStripeExtents(g ec.Geometry, ext []extent.Extent) []extent.Extent {
+	sb := uint64(g.StripeBytes())
+	out := make([]extent.Extent, 0, len(ext))
 	for _, e := range ext {
 		off := e.Offset / sb * sb
-		end := min((e.Offset+e.Length+sb-1)/sb*sb, g.Size)
-		out = append(out, journal.Extent{Offset: off, Length: end - off})
+		end := min((e.End()+sb-1)/sb*sb, uint64(g.Size))
+		out = append(out, extent.Extent{Offset: off, Length: end - off})
 	}
-	return mergeExtents(out)
+	return extent.Merge(out)
 }
 
 // ecResyncChunk sends a shard peer its piece of the stripes of device range

@@ -142,7 +142,7 @@ func TestECVerifyRepairsAShard(t *testing.T) {
 			continue
 		}
 		require.Len(t, r.OutOfSync, 1)
-		require.Equal(t, int64(ec.DefaultChunk*2), r.OutOfSync[0].Offset, "device range of the damaged stripe")
+		require.Equal(t, uint64(ec.DefaultChunk*2), r.OutOfSync[0].Offset, "device range of the damaged stripe")
 		require.True(t, r.Resynced)
 	}
 	c.requireShardsDecode(p)

@@ -2,11 +2,11 @@ package node
 
 import (
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"log/slog"
 
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
-	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/quorum"
 )
 
@@ -85,8 +85,8 @@ func roleCause(me string, first bool, prev, ev RoleEvent, st quorum.Status) stri
 }
 
 // resyncCause explains why a peer needs a region resync.
-func resyncCause(from uint64, extra []journal.Extent, size int64) string {
-	if len(extra) == 1 && extra[0].Offset == 0 && extra[0].Length >= size {
+func resyncCause(from uint64, extra []extent.Extent, size int64) string {
+	if len(extra) == 1 && extra[0].Offset == 0 && extra[0].Length >= uint64(size) {
 		return "a new or invalidated peer: every region is copied"
 	}
 	if len(extra) > 0 {

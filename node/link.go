@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"log/slog"
 	"net"
 	"sync"
@@ -446,7 +447,7 @@ func (l *link) down() {
 
 // catchUp brings the peer from its Hello position to live writes: journal
 // records when the journal still holds them, region copies otherwise.
-func (l *link) catchUp(h *wire.Hello, extra []journal.Extent, prog *wire.ResyncProgress) error {
+func (l *link) catchUp(h *wire.Hello, extra []extent.Extent, prog *wire.ResyncProgress) error {
 	st := l.p.store
 	from := h.LastSeq
 	if from > st.LastSeq() {

@@ -2,12 +2,12 @@ package node
 
 import (
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/grbd/grbd/internal/wire"
-	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/quorum"
 )
 
@@ -17,7 +17,7 @@ import (
 // handshake sends Hello and History, and reads the peer's Hello and, for
 // an Inconsistent peer, the Extents it needs besides the primary's changes
 // and the progress of its interrupted resync (nil: none reported).
-func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []journal.Extent, *wire.ResyncProgress, error) {
+func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []extent.Extent, *wire.ResyncProgress, error) {
 	h, extra, err := l.handshakeExtents(s, r, w)
 	if err != nil || h.Flags&helloFlagInconsistent == 0 || h.Flags&helloFlagResume == 0 || l.p.n.ec != nil {
 		return h, extra, nil, err
@@ -33,7 +33,7 @@ func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hell
 	return h, extra, wire.Clone(prog).(*wire.ResyncProgress), nil
 }
 
-func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []journal.Extent, error) {
+func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []extent.Extent, error) {
 	_ = s.SetDeadline(time.Now().Add(handshakeTimeout))
 	defer s.SetDeadline(time.Time{})
 	p := l.p
@@ -111,14 +111,14 @@ func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wi
 		return nil, nil, fmt.Errorf("%w: expected Extents, got %v", ErrHandshake, m.Type())
 	}
 	if ex.Flags&wire.ExtentsAll != 0 {
-		return &hc, []journal.Extent{{Offset: 0, Length: p.store.Size()}}, nil
+		return &hc, []extent.Extent{{Offset: 0, Length: uint64(p.store.Size())}}, nil
 	}
-	extra := make([]journal.Extent, 0, len(ex.Extents))
+	extra := make([]extent.Extent, 0, len(ex.Extents))
 	for _, e := range ex.Extents {
 		if e.Length == 0 || e.Offset+e.Length > uint64(p.store.Size()) || e.Offset+e.Length < e.Offset {
 			return nil, nil, fmt.Errorf("%w: extent [%d,+%d) outside the device", ErrHandshake, e.Offset, e.Length)
 		}
-		extra = append(extra, journal.Extent{Offset: int64(e.Offset), Length: int64(e.Length)})
+		extra = append(extra, e)
 	}
 	return &hc, extra, nil
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/grbd/grbd/internal/extent"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -111,7 +112,7 @@ func TestCorruptSecondaryBlockRefusedAndResynced(t *testing.T) {
 	damage(t, sec, 2*4096+9)
 	res, err = p.Verify(t.Context(), true)
 	require.NoError(t, err)
-	require.Equal(t, []journal.Extent{{Offset: 0, Length: verifyChunk}}, res[0].OutOfSync)
+	require.Equal(t, []extent.Extent{{Offset: 0, Length: verifyChunk}}, res[0].OutOfSync)
 	require.True(t, res[0].Resynced)
 	c.waitUpToDate(p)
 	c.requireImages(block, 8)

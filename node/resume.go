@@ -8,6 +8,7 @@ package node
 
 import (
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"sync/atomic"
 	"time"
 
@@ -36,7 +37,7 @@ type offer replicator.ResyncProgress
 func (o *offer) wire() *wire.ResyncProgress {
 	m := &wire.ResyncProgress{AsOf: o.AsOf, Epoch: o.Epoch, Source: o.Source}
 	for _, e := range o.Copied {
-		m.Copied = append(m.Copied, wire.Extent{Offset: e.Offset, Length: e.Length})
+		m.Copied = append(m.Copied, extent.Extent{Offset: e.Offset, Length: e.Length})
 	}
 	return m
 }
@@ -61,13 +62,13 @@ func (s *secondary) offerProgress(h *wire.Hello, pri, mine replicator.History, r
 		s.log.Info("resync progress cannot be offered to this primary: it is dropped", "primary", h.From, "as_of", pr.AsOf)
 		return nil, nil, nil, nil
 	}
-	own := repExtents(s.store.ChangedSince(pr.AsOf))
-	extra := replicator.Union(rs.Extents, repExtents(s.store.ChangedSince(rs.From)))
-	copied := replicator.Subtract(pr.Copied, own)
+	own := s.store.ChangedSince(pr.AsOf)
+	extra := extent.Union(rs.Extents, s.store.ChangedSince(rs.From))
+	copied := extent.Subtract(pr.Copied, own)
 	if len(copied) > maxProgressExtents {
 		copied = copied[:maxProgressExtents]
 	}
-	next := replicator.ResyncState{From: rs.From, All: rs.All, Extents: replicator.Union(rs.Extents, own),
+	next := replicator.ResyncState{From: rs.From, All: rs.All, Extents: extent.Union(rs.Extents, own),
 		Progress: &replicator.ResyncProgress{AsOf: pr.AsOf, Epoch: pr.Epoch, Source: pr.Source, Copied: copied}}
 	if len(next.Extents) > wire.MaxExtents/2 {
 		next.All, next.Extents = true, nil
@@ -93,12 +94,12 @@ func (s *secondary) offerProgress(h *wire.Hello, pri, mine replicator.History, r
 		ex.Flags = wire.ExtentsAll
 	} else {
 		for _, e := range extra {
-			ex.Extents = append(ex.Extents, wire.Extent{Offset: e.Offset, Length: e.Length})
+			ex.Extents = append(ex.Extents, extent.Extent{Offset: e.Offset, Length: e.Length})
 		}
 	}
 	o := offer(*next.Progress)
 	s.log.Info("offering the progress of the interrupted resync", "primary", h.From, "sync_from", rs.From, "as_of", pr.AsOf,
-		"copied_bytes", replicator.Bytes(copied))
+		"copied_bytes", extent.Bytes(copied))
 	return me, ex, &o, nil
 }
 
@@ -121,17 +122,17 @@ func (a *applier) resumed(m *wire.ResyncProgress) error {
 	next.Progress = nil
 	a.copied, a.tracking = nil, false
 	if m.AsOf != 0 && m.AsOf == o.AsOf {
-		var answer []replicator.Extent
+		var answer []extent.Extent
 		for _, e := range m.Copied {
-			answer = append(answer, replicator.Extent{Offset: e.Offset, Length: e.Length})
+			answer = append(answer, extent.Extent{Offset: e.Offset, Length: e.Length})
 		}
 		// What both sides keep: never more than was reported.
-		kept := replicator.Subtract(o.Copied, replicator.Subtract(o.Copied, answer))
+		kept := extent.Subtract(o.Copied, extent.Subtract(o.Copied, answer))
 		next.Progress = &replicator.ResyncProgress{AsOf: o.AsOf, Epoch: o.Epoch, Source: o.Source, Copied: kept}
 		a.copied, a.tracking, a.lastSave = kept, true, time.Now()
-		s.log.Info("primary resumes the interrupted resync", "as_of", o.AsOf, "kept_bytes", replicator.Bytes(kept))
+		s.log.Info("primary resumes the interrupted resync", "as_of", o.AsOf, "kept_bytes", extent.Bytes(kept))
 		s.n.events.Add(Event{Type: events.TypeDisk, State: DiskInconsistent,
-			Cause: fmt.Sprintf("resync resumed: %d bytes copied before are kept", replicator.Bytes(kept))})
+			Cause: fmt.Sprintf("resync resumed: %d bytes copied before are kept", extent.Bytes(kept))})
 	} else {
 		s.log.Warn("primary does not trust the resync progress: everything is copied again", "as_of", o.AsOf)
 	}
@@ -147,7 +148,7 @@ func (a *applier) copiedRange(off, n uint64) error {
 	if !a.tracking {
 		a.tracking, a.lastSave = true, time.Now()
 	}
-	a.copied = append(a.copied, replicator.Extent{Offset: off, Length: n})
+	a.copied = append(a.copied, extent.Extent{Offset: off, Length: n})
 	a.copiedN += n
 	if a.copiedN < progressBytes && time.Since(a.lastSave) < progressEvery {
 		return nil
@@ -164,7 +165,7 @@ func (a *applier) saveProgress() error {
 	if err := s.store.Sync(asOf); err != nil {
 		return err
 	}
-	a.copied = replicator.Merge(a.copied)
+	a.copied = extent.Merge(a.copied)
 	a.copiedN, a.lastSave = 0, time.Now()
 	s.mu.Lock()
 	rs := s.resync
@@ -177,6 +178,6 @@ func (a *applier) saveProgress() error {
 		copied = copied[:maxProgressExtents]
 	}
 	next := *rs
-	next.Progress = &replicator.ResyncProgress{AsOf: asOf, Epoch: a.epoch, Source: a.source, Copied: append([]replicator.Extent(nil), copied...)}
+	next.Progress = &replicator.ResyncProgress{AsOf: asOf, Epoch: a.epoch, Source: a.source, Copied: append([]extent.Extent(nil), copied...)}
 	return s.saveResync(&next)
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"github.com/grbd/grbd/internal/extent"
 	"os"
 	"path/filepath"
 	"testing"
@@ -30,7 +31,7 @@ func interruptFullSync(t *testing.T, c *testCluster) {
 	require.NoError(t, c.nodes["d1"].Invalidate())
 	require.Eventually(t, func() bool {
 		rs, err := tryResyncState(c, "d1")
-		return err == nil && rs.Progress != nil && replicator.Bytes(rs.Progress.Copied) >= resumeSize/2
+		return err == nil && rs.Progress != nil && extent.Bytes(rs.Progress.Copied) >= resumeSize/2
 	}, 20*time.Second, time.Millisecond)
 	c.stop("d1")
 }
@@ -44,7 +45,7 @@ func TestResyncResumes(t *testing.T) {
 	rs := readResyncState(t, c, "d1")
 	require.NotNil(t, rs.Progress, "progress persisted")
 	require.True(t, rs.All)
-	reported := replicator.Bytes(rs.Progress.Copied)
+	reported := extent.Bytes(rs.Progress.Copied)
 	require.GreaterOrEqual(t, reported, uint64(resumeSize/2))
 	writeBlocks(t, p, 1000, 1010) // into the first 4 MiB, copied already
 	c.start("d1")

@@ -5,10 +5,9 @@ package node
 // each copy is ordered with live writes.
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
-	"slices"
+	"github.com/grbd/grbd/internal/extent"
 	"time"
 
 	"github.com/grbd/grbd/internal/events"
@@ -23,11 +22,11 @@ import (
 // (docs/replication.md, "Region resync"). With prog (the peer's report of
 // an interrupted resync) it first answers the report and leaves out what it
 // trusts of it ("Resuming a resync").
-func (l *link) resync(from uint64, extra []journal.Extent, prog *wire.ResyncProgress) error {
+func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgress) error {
 	p := l.p
 	l.disk.Store(DiskInconsistent)
 	p.mu.Lock()
-	extents := mergeExtents(append(p.store.ChangedSince(from), extra...))
+	extents := extent.Merge(append(p.store.ChangedSince(from), extra...))
 	if l.shard >= 0 {
 		extents = ecStripeExtents(p.n.ec.cd.G, extents)
 	}
@@ -37,10 +36,7 @@ func (l *link) resync(from uint64, extra []journal.Extent, prog *wire.ResyncProg
 		// here and the first copy, after which the peer is live.
 		extents = l.resume(from, extents, prog)
 	}
-	var total int64
-	for _, e := range extents {
-		total += e.Length
-	}
+	total := int64(extent.Bytes(extents))
 	l.resyncTotal.Store(total)
 	l.resyncDone.Store(0)
 	l.resyncStart.Store(time.Now().UnixNano())
@@ -55,11 +51,11 @@ func (l *link) resync(from uint64, extra []journal.Extent, prog *wire.ResyncProg
 	start := time.Now()
 	first := true
 	for _, e := range extents {
-		for off := e.Offset; off < e.Offset+e.Length; off += resyncChunk {
+		for off, end := int64(e.Offset), int64(e.End()); off < end; off += resyncChunk {
 			if !first {
 				p.mu.Lock()
 			}
-			n := min(resyncChunk, e.Offset+e.Length-off)
+			n := min(resyncChunk, end-off)
 			if l.shard >= 0 {
 				sent, err := l.ecResyncChunk(off, n)
 				if err != nil {
@@ -133,57 +129,22 @@ func (l *link) resync(from uint64, extra []journal.Extent, prog *wire.ResyncProg
 // not reported copied and every region written after the report's
 // position. An untrusted report changes nothing: the whole target is
 // copied. Caller holds mu.
-func (l *link) resume(from uint64, target []journal.Extent, prog *wire.ResyncProgress) []journal.Extent {
+func (l *link) resume(from uint64, target []extent.Extent, prog *wire.ResyncProgress) []extent.Extent {
 	p := l.p
-	rp := replicator.ResyncProgress{AsOf: prog.AsOf, Epoch: prog.Epoch, Source: prog.Source}
-	for _, e := range prog.Copied {
-		rp.Copied = append(rp.Copied, replicator.Extent{Offset: e.Offset, Length: e.Length})
-	}
+	rp := replicator.ResyncProgress{AsOf: prog.AsOf, Epoch: prog.Epoch, Source: prog.Source, Copied: prog.Copied}
 	src := replicator.ResumeSource{Disk: p.store.ID(), LastSeq: p.store.LastSeq(), Size: uint64(p.store.Size()), History: p.n.history()}
 	answer := &wire.ResyncProgress{Source: src.Disk}
 	if err := src.Check(rp, from); err != nil {
-		l.log.Warn("resync progress not trusted: copying everything", "err", err, "reported_bytes", replicator.Bytes(rp.Copied))
+		l.log.Warn("resync progress not trusted: copying everything", "err", err, "reported_bytes", extent.Bytes(rp.Copied))
 		l.enqueue(answer)
 		return target
 	}
-	cp, kept := replicator.Resume(repExtents(target), rp.Copied, repExtents(p.store.ChangedSince(rp.AsOf)))
-	answer.AsOf, answer.Epoch = rp.AsOf, rp.Epoch
-	for _, e := range kept {
-		answer.Copied = append(answer.Copied, wire.Extent{Offset: e.Offset, Length: e.Length})
-	}
+	cp, kept := replicator.Resume(target, rp.Copied, p.store.ChangedSince(rp.AsOf))
+	answer.AsOf, answer.Epoch, answer.Copied = rp.AsOf, rp.Epoch, kept
 	l.enqueue(answer)
-	out := make([]journal.Extent, len(cp))
-	for i, e := range cp {
-		out[i] = journal.Extent{Offset: int64(e.Offset), Length: int64(e.Length)}
-	}
-	var before int64
-	for _, e := range target {
-		before += e.Length
-	}
-	l.resyncKept.Store(max(0, before-int64(replicator.Bytes(cp))))
-	l.log.Info("resuming an interrupted resync", "as_of", rp.AsOf, "reported_bytes", replicator.Bytes(rp.Copied),
-		"kept_bytes", replicator.Bytes(kept), "copy_bytes", replicator.Bytes(cp))
-	return out
-}
-
-func repExtents(ext []journal.Extent) []replicator.Extent {
-	out := make([]replicator.Extent, len(ext))
-	for i, e := range ext {
-		out[i] = replicator.Extent{Offset: uint64(e.Offset), Length: uint64(e.Length)}
-	}
-	return out
-}
-
-// mergeExtents sorts extents and merges overlapping or adjacent ones.
-func mergeExtents(ext []journal.Extent) []journal.Extent {
-	slices.SortFunc(ext, func(a, b journal.Extent) int { return cmp.Compare(a.Offset, b.Offset) })
-	out := ext[:0]
-	for _, e := range ext {
-		if k := len(out) - 1; k >= 0 && e.Offset <= out[k].Offset+out[k].Length {
-			out[k].Length = max(out[k].Length, e.Offset+e.Length-out[k].Offset)
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
+	before, copying := extent.Bytes(target), extent.Bytes(cp)
+	l.resyncKept.Store(int64(before - min(before, copying)))
+	l.log.Info("resuming an interrupted resync", "as_of", rp.AsOf, "reported_bytes", extent.Bytes(rp.Copied),
+		"kept_bytes", extent.Bytes(kept), "copy_bytes", copying)
+	return cp
 }

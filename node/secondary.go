@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"log/slog"
 	"net"
 	"os"
@@ -341,9 +342,9 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 		next.All, next.Extents = rs.All, append(next.Extents, rs.Extents...)
 	}
 	for _, e := range s.store.ChangedSince(from) {
-		next.Extents = append(next.Extents, replicator.Extent{Offset: uint64(e.Offset), Length: uint64(e.Length)})
+		next.Extents = append(next.Extents, extent.Extent{Offset: uint64(e.Offset), Length: uint64(e.Length)})
 	}
-	next.Extents = compactExtents(next.Extents)
+	next.Extents = extent.Merge(next.Extents)
 	if len(next.Extents) > wire.MaxExtents/2 {
 		next.All, next.Extents = true, nil
 	}
@@ -373,23 +374,9 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 		ex.Flags = wire.ExtentsAll
 	}
 	for _, e := range next.Extents {
-		ex.Extents = append(ex.Extents, wire.Extent{Offset: e.Offset, Length: e.Length})
+		ex.Extents = append(ex.Extents, extent.Extent{Offset: e.Offset, Length: e.Length})
 	}
 	return me, ex, nil, nil
-}
-
-// compactExtents sorts and merges extents.
-func compactExtents(ext []replicator.Extent) []replicator.Extent {
-	j := make([]journal.Extent, len(ext))
-	for i, e := range ext {
-		j[i] = journal.Extent{Offset: int64(e.Offset), Length: int64(e.Length)}
-	}
-	j = mergeExtents(j)
-	out := make([]replicator.Extent, len(j))
-	for i, e := range j {
-		out[i] = replicator.Extent{Offset: uint64(e.Offset), Length: uint64(e.Length)}
-	}
-	return out
 }
 
 // saveResync persists rs (nil: the disk is consistent again).

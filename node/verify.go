@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 	"net"
 	"sync/atomic"
@@ -33,12 +34,12 @@ var ErrNotPrimary = errors.New("node: not the primary")
 
 // VerifyResult reports one peer's verify.
 type VerifyResult struct {
-	Peer       string           `json:"peer"`
-	Bytes      int64            `json:"bytes_compared"`
-	OutOfSync  []journal.Extent `json:"out_of_sync"`
-	Resynced   bool             `json:"resynced"`
-	Error      string           `json:"error,omitempty"`
-	DurationMs int64            `json:"duration_ms"`
+	Peer       string          `json:"peer"`
+	Bytes      int64           `json:"bytes_compared"`
+	OutOfSync  []extent.Extent `json:"out_of_sync"`
+	Resynced   bool            `json:"resynced"`
+	Error      string          `json:"error,omitempty"`
+	DurationMs int64           `json:"duration_ms"`
 }
 
 // VerifyProgress is the verify running on this primary, as GET /status
@@ -80,11 +81,11 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 		}
 		n.verifying.Store(&verifyState{peer: l.name, total: size})
 		start := time.Now()
-		r := VerifyResult{Peer: l.name, OutOfSync: []journal.Extent{}}
+		r := VerifyResult{Peer: l.name, OutOfSync: []extent.Extent{}}
 		bad, err := n.verifyPeer(ctx, l.name, l.shard)
 		if l.shard >= 0 && err == nil {
 			// Repairs go through the write path, in device ranges.
-			bad = mergeExtents(ecShardToDevice(n.ec.cd.G, bad))
+			bad = extent.Merge(ecShardToDevice(n.ec.cd.G, bad))
 		}
 		r.Bytes = size
 		if err != nil {
@@ -111,7 +112,7 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 // verifyPeer returns the regions whose checksums differ on peer. For a
 // shard peer (shard >= 0) the regions are of its shard image, and this
 // node's side is its full copy re-encoded (per-shard verify).
-func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]journal.Extent, error) {
+func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]extent.Extent, error) {
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s, err := n.mesh.Open(octx, peer, wire.StreamAdmin)
 	cancel()
@@ -134,7 +135,7 @@ func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]journa
 	}
 	var id uint64
 	// sums asks the peer and computes locally, for one range.
-	compare := func(off, length uint64) ([]journal.Extent, error) {
+	compare := func(off, length uint64) ([]extent.Extent, error) {
 		id++
 		if err := w.WriteMsg(&wire.VerifyRequest{ID: id, Offset: off, Length: length, Chunk: verifyChunk}); err != nil {
 			return nil, err
@@ -157,16 +158,16 @@ func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]journa
 		if len(mine) != len(rep.Sums) {
 			return nil, fmt.Errorf("%w: %d sums for %d chunks", ErrPeerFailed, len(rep.Sums), len(mine))
 		}
-		var bad []journal.Extent
+		var bad []extent.Extent
 		for i := range mine {
 			if mine[i] != rep.Sums[i] {
 				o := off + uint64(i)*verifyChunk
-				bad = append(bad, journal.Extent{Offset: int64(o), Length: int64(min(verifyChunk, off+length-o))})
+				bad = append(bad, extent.Extent{Offset: o, Length: min(verifyChunk, off+length-o)})
 			}
 		}
 		return bad, nil
 	}
-	var suspects []journal.Extent
+	var suspects []extent.Extent
 	for off := uint64(0); off < size; off += verifyBatch * verifyChunk {
 		bad, err := compare(off, min(verifyBatch*verifyChunk, size-off))
 		if err != nil {
@@ -181,7 +182,7 @@ func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]journa
 	// write: recheck before calling it out of sync.
 	for try := 0; try < verifyRetries && len(suspects) > 0; try++ {
 		time.Sleep(50 * time.Millisecond)
-		var still []journal.Extent
+		var still []extent.Extent
 		for _, e := range suspects {
 			bad, err := compare(uint64(e.Offset), uint64(e.Length))
 			if err != nil {
@@ -191,7 +192,7 @@ func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]journa
 		}
 		suspects = still
 	}
-	return mergeExtents(suspects), nil
+	return extent.Merge(suspects), nil
 }
 
 // chunkSums is the CRC-32C of each chunk of [off, off+length). A chunk
@@ -221,11 +222,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // rewrite writes the primary's own bytes of each extent again through the
 // write path: every counted peer receives them in sequence order.
-func (n *Node) rewrite(p *primary, extents []journal.Extent) error {
+func (n *Node) rewrite(p *primary, extents []extent.Extent) error {
 	buf := make([]byte, resyncChunk)
 	for _, e := range extents {
-		for off := e.Offset; off < e.Offset+e.Length; off += resyncChunk {
-			if err := p.rewriteOwn(buf[:min(resyncChunk, e.Offset+e.Length-off)], off); err != nil {
+		for off, end := int64(e.Offset), int64(e.End()); off < end; off += resyncChunk {
+			if err := p.rewriteOwn(buf[:min(resyncChunk, end-off)], off); err != nil {
 				return err
 			}
 		}

@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"encoding/binary"
+	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 	"testing"
 
@@ -91,9 +92,9 @@ func FuzzDecodeHistory(f *testing.F) {
 }
 
 func TestResyncStateCodec(t *testing.T) {
-	for _, r := range []ResyncState{{From: 7}, {From: 1 << 40, All: true}, {From: 3, Extents: []Extent{{0, 4096}, {1 << 20, 8192}}},
-		{From: 0, All: true, Progress: &ResyncProgress{AsOf: 99, Epoch: 3, Source: 0xabcdef, Copied: []Extent{{0, 300 << 20}}}},
-		{From: 5, Extents: []Extent{{0, 4096}}, Progress: &ResyncProgress{AsOf: 6, Epoch: 1, Source: 1}}} {
+	for _, r := range []ResyncState{{From: 7}, {From: 1 << 40, All: true}, {From: 3, Extents: []extent.Extent{{Offset: 0, Length: 4096}, {Offset: 1 << 20, Length: 8192}}},
+		{From: 0, All: true, Progress: &ResyncProgress{AsOf: 99, Epoch: 3, Source: 0xabcdef, Copied: []extent.Extent{{Offset: 0, Length: 300 << 20}}}},
+		{From: 5, Extents: []extent.Extent{{Offset: 0, Length: 4096}}, Progress: &ResyncProgress{AsOf: 6, Epoch: 1, Source: 1}}} {
 		b := r.Encode()
 		got, err := DecodeResyncState(b)
 		require.NoError(t, err)
@@ -118,14 +119,14 @@ func TestResyncStateVersion1(t *testing.T) {
 	binary.LittleEndian.PutUint32(old[12:], crc)
 	got, err := DecodeResyncState(old)
 	require.NoError(t, err)
-	require.Equal(t, ResyncState{From: 7, All: true, Extents: []Extent{{Offset: 1 << 16, Length: 4096}}}, got)
+	require.Equal(t, ResyncState{From: 7, All: true, Extents: []extent.Extent{{Offset: 1 << 16, Length: 4096}}}, got)
 	require.Equal(t, old, got.Encode())
 }
 
 func FuzzDecodeResyncState(f *testing.F) {
 	f.Add(ResyncState{From: 7}.Encode())
-	f.Add(ResyncState{From: 3, Extents: []Extent{{0, 4096}}}.Encode())
-	f.Add(ResyncState{All: true, Progress: &ResyncProgress{AsOf: 99, Epoch: 3, Source: 7, Copied: []Extent{{0, 1 << 20}, {4 << 20, 4096}}}}.Encode())
+	f.Add(ResyncState{From: 3, Extents: []extent.Extent{{Offset: 0, Length: 4096}}}.Encode())
+	f.Add(ResyncState{All: true, Progress: &ResyncProgress{AsOf: 99, Epoch: 3, Source: 7, Copied: []extent.Extent{{Offset: 0, Length: 1 << 20}, {Offset: 4 << 20, Length: 4096}}}}.Encode())
 	f.Add(ResyncState{From: 5, Progress: &ResyncProgress{AsOf: 6, Epoch: 1, Source: 1}}.Encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeResyncState(b)

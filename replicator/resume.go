@@ -1,10 +1,9 @@
 package replicator
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
-	"slices"
+	"github.com/grbd/grbd/internal/extent"
 )
 
 // ErrUntrusted marks a resync progress report that the primary cannot check
@@ -49,8 +48,8 @@ func (s ResumeSource) Check(p ResyncProgress, from uint64) error {
 // copied yet, together with every range changed on the primary after the
 // position the copied ones are current to; kept is what remains current of
 // copied (copied minus changed).
-func Resume(target, copied, changed []Extent) (copy, kept []Extent) {
-	return Union(Subtract(target, copied), changed), Subtract(copied, changed)
+func Resume(target, copied, changed []extent.Extent) (copy, kept []extent.Extent) {
+	return extent.Union(extent.Subtract(target, copied), changed), extent.Subtract(copied, changed)
 }
 
 // Offer is the secondary's side of the same rule: it reports its progress
@@ -63,58 +62,4 @@ func Offer(p ResyncProgress, from uint64, pri ResumeSource, mine History) bool {
 		return false
 	}
 	return Diverge(pri.History, pri.LastSeq, mine, p.AsOf).Common == p.AsOf
-}
-
-// Merge sorts ext and merges overlapping or adjacent ranges; empty ranges
-// go.
-func Merge(ext []Extent) []Extent {
-	s := slices.Clone(ext)
-	slices.SortFunc(s, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) })
-	var out []Extent
-	for _, e := range s {
-		if e.Length == 0 {
-			continue
-		}
-		if k := len(out) - 1; k >= 0 && e.Offset <= out[k].Offset+out[k].Length {
-			out[k].Length = max(out[k].Length, e.Offset+e.Length-out[k].Offset)
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-// Union is Merge of both lists.
-func Union(a, b []Extent) []Extent { return Merge(append(slices.Clone(a), b...)) }
-
-// Subtract returns the ranges of a that are not in b, merged.
-func Subtract(a, b []Extent) []Extent {
-	a, b = Merge(a), Merge(b)
-	var out []Extent
-	j := 0
-	for _, e := range a {
-		off, end := e.Offset, e.Offset+e.Length
-		for j < len(b) && b[j].Offset+b[j].Length <= off {
-			j++
-		}
-		for k := j; k < len(b) && b[k].Offset < end && off < end; k++ {
-			if b[k].Offset > off {
-				out = append(out, Extent{Offset: off, Length: b[k].Offset - off})
-			}
-			off = max(off, b[k].Offset+b[k].Length)
-		}
-		if off < end {
-			out = append(out, Extent{Offset: off, Length: end - off})
-		}
-	}
-	return out
-}
-
-// Bytes is the total length of ext.
-func Bytes(ext []Extent) uint64 {
-	var n uint64
-	for _, e := range ext {
-		n += e.Length
-	}
-	return n
 }

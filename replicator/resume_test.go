@@ -1,9 +1,8 @@
 package replicator
 
 import (
-	"math/rand/v2"
+	"github.com/grbd/grbd/internal/extent"
 	"testing"
-	"testing/quick"
 
 	"github.com/stretchr/testify/require"
 )
@@ -18,7 +17,7 @@ func TestResumeRules(t *testing.T) {
 	const size = 1024 * mib
 	hist := History{{Epoch: 1, FirstSeq: 1}, {Epoch: 4, FirstSeq: 500}}
 	src := ResumeSource{Disk: 0xd15c, LastSeq: 2000, Size: size, History: hist}
-	good := ResyncProgress{AsOf: 1500, Epoch: 4, Source: 0xd15c, Copied: []Extent{{0, 512 * mib}}}
+	good := ResyncProgress{AsOf: 1500, Epoch: 4, Source: 0xd15c, Copied: []extent.Extent{{Offset: 0, Length: 512 * mib}}}
 	for _, tc := range []struct {
 		name string
 		edit func(p *ResyncProgress, s *ResumeSource)
@@ -35,13 +34,17 @@ func TestResumeRules(t *testing.T) {
 		{"position in another epoch", func(p *ResyncProgress, _ *ResumeSource) { p.Epoch = 3 }, false},
 		{"epoch zero", func(p *ResyncProgress, s *ResumeSource) { p.Epoch = 0; s.History = nil }, false},
 		{"position before the resync began", func(p *ResyncProgress, _ *ResumeSource) { p.AsOf = 100; p.Epoch = 1 }, false},
-		{"range past the device", func(p *ResyncProgress, _ *ResumeSource) { p.Copied = []Extent{{size - mib, 2 * mib}} }, false},
-		{"range wraps", func(p *ResyncProgress, _ *ResumeSource) { p.Copied = []Extent{{^uint64(0) - 10, 20}} }, false},
-		{"empty range", func(p *ResyncProgress, _ *ResumeSource) { p.Copied = []Extent{{mib, 0}} }, false},
+		{"range past the device", func(p *ResyncProgress, _ *ResumeSource) {
+			p.Copied = []extent.Extent{{Offset: size - mib, Length: 2 * mib}}
+		}, false},
+		{"range wraps", func(p *ResyncProgress, _ *ResumeSource) {
+			p.Copied = []extent.Extent{{Offset: ^uint64(0) - 10, Length: 20}}
+		}, false},
+		{"empty range", func(p *ResyncProgress, _ *ResumeSource) { p.Copied = []extent.Extent{{Offset: mib, Length: 0}} }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, s := good, src
-			p.Copied = append([]Extent(nil), good.Copied...)
+			p.Copied = append([]extent.Extent(nil), good.Copied...)
 			tc.edit(&p, &s)
 			err := s.Check(p, 200)
 			if tc.ok {
@@ -54,14 +57,14 @@ func TestResumeRules(t *testing.T) {
 
 	// A trusted report: only the half not copied and what changed after
 	// AsOf is copied again.
-	all := []Extent{{0, size}}
-	changed := []Extent{{100 * mib, mib}, {900 * mib, 2 * mib}}
+	all := []extent.Extent{{Offset: 0, Length: size}}
+	changed := []extent.Extent{{Offset: 100 * mib, Length: mib}, {Offset: 900 * mib, Length: 2 * mib}}
 	cp, kept := Resume(all, good.Copied, changed)
-	require.Equal(t, []Extent{{100 * mib, mib}, {512 * mib, 512 * mib}}, cp)
-	require.Equal(t, []Extent{{0, 100 * mib}, {101 * mib, 411 * mib}}, kept)
-	require.LessOrEqual(t, Bytes(cp), uint64(size*6/10))
+	require.Equal(t, []extent.Extent{{Offset: 100 * mib, Length: mib}, {Offset: 512 * mib, Length: 512 * mib}}, cp)
+	require.Equal(t, []extent.Extent{{Offset: 0, Length: 100 * mib}, {Offset: 101 * mib, Length: 411 * mib}}, kept)
+	require.LessOrEqual(t, extent.Bytes(cp), uint64(size*6/10))
 	// Whatever is copied and kept covers the target: nothing is skipped.
-	require.Equal(t, all, Union(cp, kept))
+	require.Equal(t, all, extent.Union(cp, kept))
 }
 
 // TestOfferNeedsAgreeingHistory: the secondary offers its progress only to
@@ -77,46 +80,4 @@ func TestOfferNeedsAgreeingHistory(t *testing.T) {
 	behind := pri
 	behind.LastSeq = 249
 	require.False(t, Offer(p, 10, behind, History{{Epoch: 2, FirstSeq: 1}}), "primary behind the position")
-}
-
-// TestSubtractQuick checks Subtract, Union and Merge against a naive
-// per-unit bitmap.
-func TestSubtractQuick(t *testing.T) {
-	const units = 64
-	gen := func(r *rand.Rand) []Extent {
-		var out []Extent
-		for range r.IntN(5) {
-			off := uint64(r.IntN(units))
-			out = append(out, Extent{off, uint64(r.IntN(units - int(off) + 1))})
-		}
-		return out
-	}
-	bits := func(ext []Extent) (b [units]bool) {
-		for _, e := range ext {
-			for i := e.Offset; i < e.Offset+e.Length; i++ {
-				b[i] = true
-			}
-		}
-		return b
-	}
-	check := func(seed uint64) bool {
-		r := rand.New(rand.NewPCG(seed, 1))
-		a, b := gen(r), gen(r)
-		sub, uni := Subtract(a, b), Union(a, b)
-		ba, bb, bs, bu := bits(a), bits(b), bits(sub), bits(uni)
-		for i := range units {
-			if bs[i] != (ba[i] && !bb[i]) || bu[i] != (ba[i] || bb[i]) {
-				return false
-			}
-		}
-		for _, x := range [][]Extent{sub, uni} {
-			for i := range x {
-				if x[i].Length == 0 || (i > 0 && x[i].Offset <= x[i-1].Offset+x[i-1].Length) {
-					return false // not merged
-				}
-			}
-		}
-		return true
-	}
-	require.NoError(t, quick.Check(check, &quick.Config{MaxCount: 2000}))
 }

@@ -3,13 +3,9 @@ package replicator
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 )
-
-// Extent is a byte range of the device.
-type Extent struct {
-	Offset, Length uint64
-}
 
 // ResyncState is what a secondary persists while its disk is Inconsistent:
 // it holds the primary's writes only up to From, and additionally needs the
@@ -22,7 +18,7 @@ type Extent struct {
 type ResyncState struct {
 	From     uint64
 	All      bool
-	Extents  []Extent
+	Extents  []extent.Extent
 	Progress *ResyncProgress
 }
 
@@ -35,7 +31,7 @@ type ResyncState struct {
 // primary's ordered stream in one session.
 type ResyncProgress struct {
 	AsOf, Epoch, Source uint64
-	Copied              []Extent
+	Copied              []extent.Extent
 }
 
 // Resync-state file format. Part of the format: do not change.
@@ -69,35 +65,18 @@ func (r ResyncState) Encode() []byte {
 	b[5] = boolByte(r.All)
 	binary.LittleEndian.PutUint32(b[8:], uint32(len(r.Extents)))
 	b = binary.LittleEndian.AppendUint64(b, r.From)
-	b = appendExtents(b, r.Extents)
+	b = extent.Append(b, r.Extents)
 	if p := r.Progress; p != nil {
 		b[4] = resyncVersion2
 		b = binary.LittleEndian.AppendUint64(b, p.AsOf)
 		b = binary.LittleEndian.AppendUint64(b, p.Epoch)
 		b = binary.LittleEndian.AppendUint64(b, p.Source)
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(p.Copied)))
-		b = appendExtents(b, p.Copied)
+		b = extent.Append(b, p.Copied)
 	}
 	crc := crc32.Update(crc32.Checksum(b[:12], castagnoli), castagnoli, b[resyncHeader:])
 	binary.LittleEndian.PutUint32(b[12:], crc)
 	return b
-}
-
-func appendExtents(b []byte, ext []Extent) []byte {
-	for _, e := range ext {
-		b = binary.LittleEndian.AppendUint64(b, e.Offset)
-		b = binary.LittleEndian.AppendUint64(b, e.Length)
-	}
-	return b
-}
-
-func decodeExtents(b []byte, n int) []Extent {
-	var out []Extent
-	for i := range n {
-		p := b[16*i:]
-		out = append(out, Extent{Offset: binary.LittleEndian.Uint64(p), Length: binary.LittleEndian.Uint64(p[8:])})
-	}
-	return out
 }
 
 // DecodeResyncState parses a file image of either version. Errors wrap
@@ -131,11 +110,11 @@ func DecodeResyncState(b []byte) (ResyncState, error) {
 	}
 	r.All = b[5] == 1
 	r.From = binary.LittleEndian.Uint64(b[resyncHeader:])
-	r.Extents = decodeExtents(b[resyncHeader+8:], int(n))
+	r.Extents = extent.Decode(b[resyncHeader+8:], int(n))
 	if v == resyncVersion2 {
 		p := b[end:]
 		r.Progress = &ResyncProgress{AsOf: binary.LittleEndian.Uint64(p), Epoch: binary.LittleEndian.Uint64(p[8:]),
-			Source: binary.LittleEndian.Uint64(p[16:]), Copied: decodeExtents(p[28:], int(m))}
+			Source: binary.LittleEndian.Uint64(p[16:]), Copied: extent.Decode(p[28:], int(m))}
 	}
 	return r, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/extent"
 	"net/url"
 	"time"
 
@@ -108,10 +109,7 @@ out of sync (and were not resynced) or a peer could not be verified.`,
 				case len(r.OutOfSync) == 0:
 					fmt.Fprintf(w, "%s -> %s: in sync (%s compared in %d ms)\n", prim.Name, r.Peer, config.Size(r.Bytes), r.DurationMs)
 				default:
-					var n int64
-					for _, e := range r.OutOfSync {
-						n += e.Length
-					}
+					n := int64(extent.Bytes(r.OutOfSync))
 					state := "OUT OF SYNC"
 					if r.Resynced {
 						state = "resynced"
@@ -120,7 +118,7 @@ out of sync (and were not resynced) or a peer could not be verified.`,
 					}
 					fmt.Fprintf(w, "%s -> %s: %s: %d regions, %s\n", prim.Name, r.Peer, state, len(r.OutOfSync), config.Size(n))
 					for _, e := range r.OutOfSync {
-						fmt.Fprintf(w, "  [%d, %d)\n", e.Offset, e.Offset+e.Length)
+						fmt.Fprintf(w, "  [%d, %d)\n", e.Offset, e.End())
 					}
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 	"slices"
 	"strings"
@@ -210,10 +211,10 @@ func msgCases(big bool) []msgCase {
 		{name: "history/2", msg: &History{LastSeq: 99, Entries: []HistoryEntry{{Epoch: 1, FirstSeq: 1}, {Epoch: 4, FirstSeq: 50, Flags: HistoryForced}}},
 			body: cat(u64(99), u16(2), u64(1), u64(1), []byte{0}, u64(4), u64(50), []byte{1})},
 		{name: "extents/all", msg: &Extents{Flags: ExtentsAll}, body: cat(u32(1), u32(0))},
-		{name: "extents/2", msg: &Extents{Extents: []Extent{{0, 4096}, {1 << 30, 1 << 20}}},
+		{name: "extents/2", msg: &Extents{Extents: []extent.Extent{{Offset: 0, Length: 4096}, {Offset: 1 << 30, Length: 1 << 20}}},
 			body: cat(u32(0), u32(2), u64(0), u64(4096), u64(1<<30), u64(1<<20))},
 		{name: "resyncprogress/empty", msg: &ResyncProgress{}, body: cat(u64(0), u64(0), u64(0), u32(0))},
-		{name: "resyncprogress/2", msg: &ResyncProgress{AsOf: 99, Epoch: 3, Source: 0xd15c, Copied: []Extent{{0, 512 << 20}, {1 << 30, 1 << 20}}},
+		{name: "resyncprogress/2", msg: &ResyncProgress{AsOf: 99, Epoch: 3, Source: 0xd15c, Copied: []extent.Extent{{Offset: 0, Length: 512 << 20}, {Offset: 1 << 30, Length: 1 << 20}}},
 			body: cat(u64(99), u64(3), u64(0xd15c), u32(2), u64(0), u64(512<<20), u64(1<<30), u64(1<<20))},
 		{name: "authchallenge/zero nonce", msg: &AuthChallenge{Method: AuthHMACSHA256},
 			body: cat([]byte{1}, make([]byte, 32))},

@@ -1,5 +1,7 @@
 package wire
 
+import "github.com/grbd/grbd/internal/extent"
+
 // Messages of member links (docs/wire.md, "Member links"): the stream
 // preamble, control-plane traffic (raft and leases) and the data-generation
 // exchange of the data stream. Part of the format: do not change.
@@ -234,11 +236,6 @@ func (m *History) decode(flags uint16, b []byte) error {
 	return nil
 }
 
-// Extent is a byte range of the device.
-type Extent struct {
-	Offset, Length uint64
-}
-
 // Extents lists device ranges: a diverged secondary's own changes since the
 // divergence point, which the primary adds to its resync.
 //
@@ -247,7 +244,7 @@ type Extent struct {
 //	| u32   | u32   |
 type Extents struct {
 	Flags   uint32
-	Extents []Extent
+	Extents []extent.Extent
 }
 
 // Type implements Message.
@@ -267,11 +264,7 @@ func (m *Extents) plan(dst []byte) (plan, error) {
 	dst = le.AppendUint32(dst, uint32(len(m.Extents)))
 	var raw []byte
 	if len(m.Extents) > 0 {
-		raw = make([]byte, 0, 16*len(m.Extents))
-	}
-	for _, e := range m.Extents {
-		raw = le.AppendUint64(raw, e.Offset)
-		raw = le.AppendUint64(raw, e.Length)
+		raw = extent.Append(make([]byte, 0, extent.Size*len(m.Extents)), m.Extents)
 	}
 	return plan{typ: TypeExtents, buf: dst, raw: raw}, nil
 }
@@ -294,14 +287,7 @@ func (m *Extents) decode(flags uint16, b []byte) error {
 	if err := checkSize(b, extentsFixed+16*int(n)); err != nil {
 		return err
 	}
-	var ext []Extent
-	if n > 0 {
-		ext = make([]Extent, n)
-	}
-	for i := range ext {
-		p := b[extentsFixed+16*i:]
-		ext[i] = Extent{Offset: le.Uint64(p), Length: le.Uint64(p[8:])}
-	}
+	ext := extent.Decode(b[extentsFixed:], int(n))
 	*m = Extents{Flags: f, Extents: ext}
 	return nil
 }
@@ -319,7 +305,7 @@ func (m *Extents) decode(flags uint16, b []byte) error {
 //	| u64  | u64   | u64    | u32   |
 type ResyncProgress struct {
 	AsOf, Epoch, Source uint64
-	Copied              []Extent
+	Copied              []extent.Extent
 }
 
 // Type implements Message.
@@ -338,11 +324,7 @@ func (m *ResyncProgress) plan(dst []byte) (plan, error) {
 	dst = le.AppendUint32(dst, uint32(len(m.Copied)))
 	var raw []byte
 	if len(m.Copied) > 0 {
-		raw = make([]byte, 0, 16*len(m.Copied))
-	}
-	for _, e := range m.Copied {
-		raw = le.AppendUint64(raw, e.Offset)
-		raw = le.AppendUint64(raw, e.Length)
+		raw = extent.Append(make([]byte, 0, extent.Size*len(m.Copied)), m.Copied)
 	}
 	return plan{typ: TypeResyncProgress, buf: dst, raw: raw}, nil
 }
@@ -361,14 +343,7 @@ func (m *ResyncProgress) decode(flags uint16, b []byte) error {
 	if err := checkSize(b, progressFixed+16*int(n)); err != nil {
 		return err
 	}
-	var ext []Extent
-	if n > 0 {
-		ext = make([]Extent, n)
-	}
-	for i := range ext {
-		p := b[progressFixed+16*i:]
-		ext[i] = Extent{Offset: le.Uint64(p), Length: le.Uint64(p[8:])}
-	}
+	ext := extent.Decode(b[progressFixed:], int(n))
 	*m = ResyncProgress{AsOf: le.Uint64(b), Epoch: le.Uint64(b[8:]), Source: le.Uint64(b[16:]), Copied: ext}
 	return nil
 }
