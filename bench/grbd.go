@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,7 +101,7 @@ func (g *GrbdCluster) writeConfig(dir string, size int64) error {
 		}
 		for _, a := range addrs {
 			var err error
-			if *a, err = freeAddr(); err != nil {
+			if *a, err = freeport.Addr(); err != nil {
 				return m, err
 			}
 		}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"github.com/grbd/grbd/internal/freeport"
 	"net"
 	"os/exec"
 	"testing"
@@ -16,7 +17,7 @@ func nbdkitMemory(t *testing.T, extra ...string) string {
 	if _, err := exec.LookPath("nbdkit"); err != nil {
 		t.Skip("needs nbdkit")
 	}
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	require.NoError(t, err)
 	_, port, err := splitHostPort(addr)
 	require.NoError(t, err)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -149,45 +148,6 @@ func dialOK(addr string) bool {
 	}
 	c.Close()
 	return true
-}
-
-// handedOut remembers every port FreePort returned: the kernel may offer a
-// just-closed port again, and one config must not get it twice.
-var handedOut struct {
-	sync.Mutex
-	ports map[int]bool
-}
-
-// FreePort asks the kernel for an unused loopback TCP port that this process
-// has not handed out before.
-func FreePort() (int, error) {
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	if handedOut.ports == nil {
-		handedOut.ports = map[int]bool{}
-	}
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("bench: free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !handedOut.ports[port] {
-			handedOut.ports[port] = true
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("bench: free port: the kernel keeps offering ports already handed out")
-}
-
-// freeAddr is a loopback host:port that was free a moment ago.
-func freeAddr() (string, error) {
-	p, err := FreePort()
-	if err != nil {
-		return "", err
-	}
-	return "127.0.0.1:" + strconv.Itoa(p), nil
 }
 
 // ProcStats is the resource use of one server process over the whole run.

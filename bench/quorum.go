@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,7 +53,7 @@ func (q *qemuQuorum) Start(ctx context.Context, dir string, size int64) (string,
 		opts = append(opts, p+"driver=raw", p+"file.driver=nbd", p+"file.server.type=inet",
 			p+"file.server.host="+host, p+"file.server.port="+port)
 	}
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		_ = q.Stop()
 		return "", err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -46,7 +47,7 @@ func NBDKitFile() System { return &nbdkitFile{name: "nbdkit-file"} }
 func (n *nbdkitFile) Name() string { return n.name }
 
 func (n *nbdkitFile) Start(ctx context.Context, dir string, size int64) (string, error) {
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return "", err
 	}

@@ -8,7 +8,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
+	"github.com/grbd/grbd/internal/freeport"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,38 +56,13 @@ func requireTools(t *testing.T, progs ...string) {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago and that no
-// earlier call returned (the kernel may offer a just-closed port again).
-func freePort(t *testing.T) int {
-	t.Helper()
-	handedOutMu.Lock()
-	defer handedOutMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !handedOut[port] {
-			handedOut[port] = true
-			return port
-		}
-	}
-	t.Fatal("the kernel keeps offering ports already handed out")
-	return 0
-}
-
-var (
-	handedOutMu sync.Mutex
-	handedOut   = map[int]bool{}
-)
-
 // localPorts picks ports for `grbd local` below the ephemeral range, where
 // no outgoing connection can take one between the pick and the bind: the
 // members' base port, and the NBD and proxy ports (a local cluster binds
 // the ports after each of these too).
 func localPorts(t *testing.T) (nbd, base, proxy int) {
 	t.Helper()
-	base = 20000 + freePort(t)%10000 // 20000-29999; the cluster uses a few dozen
+	base = 20000 + freeport.LoopbackPort(t)%10000 // 20000-29999; the cluster uses a few dozen
 	return base + 500, base, base + 600
 }
 
@@ -106,10 +81,10 @@ func clusterConfig(t *testing.T, dir string, nodes int, size string, extra strin
 	b.WriteString("nodes:\n")
 	for i := 0; i < nodes; i++ {
 		fmt.Fprintf(&b, "  - name: n%d\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: n%d\n",
-			i, freePort(t), freePort(t), freePort(t), i)
+			i, freeport.LoopbackPort(t), freeport.LoopbackPort(t), freeport.LoopbackPort(t), i)
 	}
 	if nodes == 2 {
-		fmt.Fprintf(&b, "witness:\n  name: w\n  address: 127.0.0.1:%d\n  admin: 127.0.0.1:%d\n  data-dir: w\n", freePort(t), freePort(t))
+		fmt.Fprintf(&b, "witness:\n  name: w\n  address: 127.0.0.1:%d\n  admin: 127.0.0.1:%d\n  data-dir: w\n", freeport.LoopbackPort(t), freeport.LoopbackPort(t))
 	}
 	p := filepath.Join(dir, "grbd.yaml")
 	require.NoError(t, os.WriteFile(p, []byte(b.String()), 0o644))

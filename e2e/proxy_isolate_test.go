@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"os"
 	"os/exec"
 	"slices"
@@ -33,9 +34,9 @@ func TestProxyExt4FioSurvivesIsolatedPrimary(t *testing.T) {
 	pname, _, err := c.Primary(ctx)
 	require.NoError(t, err)
 
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", freeport.LoopbackPort(t))
 	p := startBin(t, grbdBin, dir, "proxy", "proxy ", "proxy", "--config", c.ConfigPath(),
-		"--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--admin", admin)
+		"--listen", fmt.Sprintf("127.0.0.1:%d", freeport.LoopbackPort(t)), "--admin", admin)
 	var uri string
 	for _, l := range p.stdout() {
 		if u, ok := strings.CutPrefix(l, "proxy "); ok {

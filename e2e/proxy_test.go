@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"io"
 	"net/http"
 	"os"
@@ -21,9 +22,9 @@ import (
 // with its NBD URI.
 func (c *replCluster) startProxy(bin string, args ...string) (*proc, string) {
 	c.t.Helper()
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(c.t))
+	admin := fmt.Sprintf("127.0.0.1:%d", freeport.LoopbackPort(c.t))
 	p := startBin(c.t, bin, c.dir, "proxy", "proxy ", append([]string{"proxy", "--config", c.cfgPath,
-		"--listen", fmt.Sprintf("127.0.0.1:%d", freePort(c.t)), "--admin", admin}, args...)...)
+		"--listen", fmt.Sprintf("127.0.0.1:%d", freeport.LoopbackPort(c.t)), "--admin", admin}, args...)...)
 	c.proxyAdmin = admin
 	for _, l := range p.stdout() {
 		if uri, ok := strings.CutPrefix(l, "proxy "); ok {
@@ -260,7 +261,7 @@ func TestProxyOverTLS(t *testing.T) {
 	requireTools(t, "fio")
 	c := newSecureCluster(t, "security:\n  shared-secret-file: pki/secret\n  admin-auth: all\n"+
 		"nbd:\n  tls:\n    cert: pki/nbd/{name}.pem\n    key: pki/nbd/{name}-key.pem\n  tls-required: true\n")
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", freeport.LoopbackPort(t))
 	startMember(t, c.dir, "proxy", "proxy ", "proxy", "--config", c.cfgPath, "--listen", listen,
 		"--nbd-certs", filepath.Join(c.dir, "pki", "nbd-client"))
 	args := []string{"--size=4m", "--offset_increment=4m", "--numjobs=2"}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"io"
 	"net/http"
 	"os"
@@ -319,7 +320,7 @@ func TestReplicationAckSafety(t *testing.T) {
 	single := filepath.Join(c.dir, "single.yaml")
 	cfg := fmt.Sprintf("cluster: e2e\ndevice:\n  size: 256MiB\njournal:\n  max-size: 64MiB\n  segment-size: 4MiB\n"+
 		"nodes:\n  - name: solo\n    address: 127.0.0.1:%d\n    nbd: 127.0.0.1:%d\n    admin: 127.0.0.1:%d\n    data-dir: %s\n",
-		freePort(t), freePort(t), freePort(t), copyDir)
+		freeport.LoopbackPort(t), freeport.LoopbackPort(t), freeport.LoopbackPort(t), copyDir)
 	require.NoError(t, os.WriteFile(single, []byte(cfg), 0o644))
 	solo := startGrbd(t, c.dir, "solo", "node", "--config", single, "--name", "solo")
 	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(solo.uri(), append(args, "--verify_only")...)...)

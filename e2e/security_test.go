@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"github.com/grbd/grbd/internal/freeport"
 	"io"
 	"net/http"
 	"os"
@@ -93,11 +94,11 @@ func (c *secureCluster) impostorConfig(name, from string, keepAddress bool, edit
 	set := func(m *config.Member) {
 		m.DataDir = dataDir
 		if !keepAddress {
-			m.Address = "127.0.0.1:" + strconv.Itoa(freePort(c.t))
+			m.Address = "127.0.0.1:" + strconv.Itoa(freeport.LoopbackPort(c.t))
 		}
-		m.Admin = "127.0.0.1:" + strconv.Itoa(freePort(c.t))
+		m.Admin = "127.0.0.1:" + strconv.Itoa(freeport.LoopbackPort(c.t))
 		if m.NBD != "" {
-			m.NBD = "127.0.0.1:" + strconv.Itoa(freePort(c.t))
+			m.NBD = "127.0.0.1:" + strconv.Itoa(freeport.LoopbackPort(c.t))
 		}
 	}
 	for i := range cfg.Nodes {

@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/freeport"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,31 +27,6 @@ type testCluster struct {
 	nodes map[string]*Node
 	wit   *witness.Witness
 }
-
-// freeAddr returns a loopback address that was free a moment ago and that
-// no earlier call returned (the kernel may offer a just-closed port again).
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	handedOutMu.Lock()
-	defer handedOutMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := l.Addr().String()
-		l.Close()
-		if !handedOut[addr] {
-			handedOut[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("the kernel keeps offering ports already handed out")
-	return ""
-}
-
-var (
-	handedOutMu sync.Mutex
-	handedOut   = map[string]bool{}
-)
 
 // newTestCluster writes a config for n data nodes (d0, d1, ...) and, with
 // wit, a witness w; extra is YAML appended at the top level.
@@ -73,10 +47,10 @@ func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string) *
 	}
 	b.WriteString("nodes:\n")
 	for i := range n {
-		fmt.Fprintf(&b, "  - {name: d%d, address: '%s', nbd: '%s', admin: '%s', data-dir: d%d}\n", i, freeAddr(t), freeAddr(t), freeAddr(t), i)
+		fmt.Fprintf(&b, "  - {name: d%d, address: '%s', nbd: '%s', admin: '%s', data-dir: d%d}\n", i, freeport.Loopback(t), freeport.Loopback(t), freeport.Loopback(t), i)
 	}
 	if wit {
-		fmt.Fprintf(&b, "witness: {name: w, address: '%s', admin: '%s', data-dir: w}\n", freeAddr(t), freeAddr(t))
+		fmt.Fprintf(&b, "witness: {name: w, address: '%s', admin: '%s', data-dir: w}\n", freeport.Loopback(t), freeport.Loopback(t))
 	}
 	path := filepath.Join(dir, "c.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))

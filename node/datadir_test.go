@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -102,7 +103,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 				require.NoError(t, os.WriteFile(filepath.Join(dataDir, "keep"), []byte("x"), 0o600))
 			}
 			cfgText := fmt.Sprintf("cluster: t\ndevice:\n  size: 64MiB\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\nnodes:\n  - {name: d0, address: '%s', nbd: '%s', admin: '%s', data-dir: '%s'}\n",
-				freeAddr(t), freeAddr(t), freeAddr(t), dataDir)
+				freeport.Loopback(t), freeport.Loopback(t), freeport.Loopback(t), dataDir)
 			path := filepath.Join(t.TempDir(), "c.yaml")
 			require.NoError(t, os.WriteFile(path, []byte(cfgText), 0o600))
 			cfg, err := config.Load(path)

@@ -5,10 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -67,38 +66,6 @@ type cluster struct {
 	wit   *witness.Witness
 }
 
-// freeAddr returns a loopback address nobody listens on. Ports come from
-// below the kernel's ephemeral range (32768 and up by default), so that
-// neither another freeAddr call nor the source port of a member's outgoing
-// connection can take the port before the test binds it; each is handed
-// out once per test process.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	handedOutMu.Lock()
-	defer handedOutMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if handedOut[port] {
-			continue
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		l.Close()
-		handedOut[port] = true
-		return addr
-	}
-	t.Fatal("no free port below the ephemeral range")
-	return ""
-}
-
-var (
-	handedOutMu sync.Mutex
-	handedOut   = map[int]bool{}
-)
-
 // startCluster runs n data nodes and, with wit, a witness; extra is YAML
 // appended at the top level of the config.
 func startCluster(t *testing.T, n int, wit bool, size, extra string) *cluster {
@@ -120,7 +87,7 @@ func startCluster(t *testing.T, n int, wit bool, size, extra string) *cluster {
 	used := map[string]bool{}
 	addr := func() string {
 		for {
-			if a := freeAddr(t); !used[a] {
+			if a := freeport.Loopback(t); !used[a] {
 				used[a] = true
 				return a
 			}

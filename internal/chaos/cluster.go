@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"io"
 	"maps"
 	"net"
@@ -126,7 +127,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		if cfg.Witness && i == n-1 {
 			m.Name, m.Witness = "w", true
 		}
-		ports, err := freePorts(m.IP, 3)
+		ports, err := freeport.Ports(m.IP, 3)
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -167,26 +168,6 @@ func (c *Cluster) leaseSubnet() error {
 		}
 	}
 	return fmt.Errorf("chaos: no free 127.77.S.0/24 subnet")
-}
-
-// freePorts returns n ports that were free on ip a moment ago.
-func freePorts(ip string, n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []int
-	for range n {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			return nil, fmt.Errorf("chaos: free port on %s: %w", ip, err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
 }
 
 // render writes a config naming members; withWitness adds the witness.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/grbd/grbd/internal/freeport"
 	"net"
 	"strconv"
 	"strings"
@@ -45,7 +46,7 @@ func newLinkProxies(c *Cluster) (*Proxies, error) {
 			if a == b {
 				continue
 			}
-			ports, err := freePorts(b.IP, 1)
+			ports, err := freeport.Ports(b.IP, 1)
 			if err != nil {
 				p.Close()
 				return nil, err
