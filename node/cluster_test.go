@@ -26,16 +26,18 @@ type testCluster struct {
 	cfg   *config.Config
 	nodes map[string]*Node
 	wit   *witness.Witness
+	opts  Options // every node's, besides the logger
 }
 
 // newTestCluster writes a config for n data nodes (d0, d1, ...) and, with
 // wit, a witness w; extra is YAML appended at the top level.
-func newTestCluster(t testing.TB, n int, wit bool, extra string) *testCluster {
-	return newSizedCluster(t, "4MiB", n, wit, extra)
+// opts, at most one, are the nodes' Options besides the test logger.
+func newTestCluster(t testing.TB, n int, wit bool, extra string, opts ...Options) *testCluster {
+	return newSizedCluster(t, "4MiB", n, wit, extra, opts...)
 }
 
 // newSizedCluster is newTestCluster with a device of size bytes.
-func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string) *testCluster {
+func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string, opts ...Options) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	var b strings.Builder
@@ -57,6 +59,9 @@ func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string) *
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	c := &testCluster{t: t, cfg: cfg, nodes: map[string]*Node{}}
+	if len(opts) > 0 {
+		c.opts = opts[0]
+	}
 	for i := range n {
 		c.start(fmt.Sprintf("d%d", i))
 	}
@@ -78,7 +83,9 @@ func testLogger() *slog.Logger {
 
 func (c *testCluster) start(name string) *Node {
 	c.t.Helper()
-	n, err := Start(c.cfg, name, Options{Logger: testLogger()})
+	o := c.opts
+	o.Logger = testLogger()
+	n, err := Start(c.cfg, name, o)
 	require.NoError(c.t, err)
 	c.nodes[name] = n
 	return n

@@ -64,17 +64,11 @@ func (n *Node) setConsistent(ok bool) {
 	if n.diskFailure() != nil {
 		ok = false // a Failed disk is never promoted (health.go)
 	}
-	if n.shardPeer() && (!ecFailover.Load() || n.ecNoPromote.Load() || len(n.history()) == 0) {
+	if n.shardPeer() && (n.opts.NoShardFailover || n.ecNoPromote.Load() || len(n.history()) == 0) {
 		ok = false
 	}
 	n.ctl.SetConsistent(ok)
 }
-
-// ecFailover enables the failover to a shard peer (docs/erasure.md,
-// "Failover"); without it a shard peer never takes the primary role.
-var ecFailover atomic.Bool
-
-func init() { ecFailover.Store(true) }
 
 // ecShards is the encoded part of one client write: every shard's bytes of
 // shard range [a, b), or, for zeroing of whole stripes, zero (all shards

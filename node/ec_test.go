@@ -148,12 +148,10 @@ func TestECVerifyRepairsAShard(t *testing.T) {
 	c.requireShardsDecode(p)
 }
 
-// With the failover to shard peers switched off (ecFailover), a shard peer
-// never takes the primary role.
+// With the failover to shard peers switched off (NoShardFailover), a shard
+// peer never takes the primary role.
 func TestECShardPeerNeverPromotesWhenDisabled(t *testing.T) {
-	ecFailover.Store(false)
-	t.Cleanup(func() { ecFailover.Store(true) })
-	c := newTestCluster(t, 5, false, ecConf)
+	c := newTestCluster(t, 5, false, ecConf, Options{NoShardFailover: true})
 	p := c.primary()
 	ecWrites(t, p, rand.New(rand.NewPCG(7, 8)), 20)
 	c.waitUpToDate(p)

@@ -72,6 +72,10 @@ type Options struct {
 	// NewCluster creates a brand-new cluster without hearing from every
 	// member (grbd node --new-cluster; docs/quorum.md).
 	NewCluster bool
+	// NoShardFailover keeps an erasure-code shard peer from ever taking
+	// the primary role, as before the failover to shard peers existed
+	// (docs/erasure.md, "Failover"): its members wait for the full copy.
+	NoShardFailover bool
 }
 
 // RoleEvent describes a role change.

@@ -56,7 +56,7 @@ func (n *Node) reconcile() {
 // the new epoch before any write of it, and a link to every other data
 // node starts. Caller holds roleMu.
 func (n *Node) startPrimaryLocked(st quorum.Status) {
-	if n.shardPeer() && !ecFailover.Load() {
+	if n.shardPeer() && n.opts.NoShardFailover {
 		// Its store is one shard, not the device: serving it would return
 		// garbage (docs/erasure.md, "Failover").
 		n.log.Error("promoted, but this node keeps an erasure-code shard, not a full copy: refusing the primary role", "epoch", st.Epoch, "shard", n.ec.shardNow())
