@@ -76,6 +76,9 @@ type Options struct {
 	// the primary role, as before the failover to shard peers existed
 	// (docs/erasure.md, "Failover"): its members wait for the full copy.
 	NoShardFailover bool
+	// DialOverrides dials some peers at other addresses (peer name ->
+	// host:port; member.CheckDialOverrides): grbd node --dial-override.
+	DialOverrides map[string]string
 }
 
 // RoleEvent describes a role change.
@@ -273,7 +276,7 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("node %s: %w", me.Name, err)
 	}
-	mcfg := member.MeshConfig(cfg, me.Name, n.log, n.ctl.Deliver, n.handleStream)
+	mcfg := member.MeshConfig(cfg, me.Name, n.opts.DialOverrides, n.log, n.ctl.Deliver, n.handleStream)
 	mcfg.Security = creds.Mesh
 	if n.mesh, err = mesh.New(mcfg); err != nil {
 		return err

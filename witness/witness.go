@@ -86,6 +86,8 @@ type Options struct {
 	// NewCluster creates a brand-new cluster without hearing from every
 	// member (grbd witness --new-cluster; docs/quorum.md).
 	NewCluster bool
+	// DialOverrides: as node.Options.DialOverrides.
+	DialOverrides map[string]string
 }
 
 // Start runs the witness named name.
@@ -135,7 +137,7 @@ func start(cfg *config.Config, me config.Member, log *slog.Logger, lock *datadir
 	if err != nil {
 		return nil, fmt.Errorf("witness %s: %w", name, err)
 	}
-	mcfg := member.MeshConfig(cfg, name, log, w.ctl.Deliver, func(_ string, _ uint8, s net.Conn) { s.Close() })
+	mcfg := member.MeshConfig(cfg, name, opts.DialOverrides, log, w.ctl.Deliver, func(_ string, _ uint8, s net.Conn) { s.Close() })
 	mcfg.Security = creds.Mesh
 	if w.mesh, err = mesh.New(mcfg); err != nil {
 		return nil, err

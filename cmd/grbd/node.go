@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/member"
 	"io"
 	"log/slog"
 	"os/signal"
@@ -20,12 +21,17 @@ type nodeOptions struct {
 	configPath string
 	name       string
 	newCluster bool
+	// dial: --dial-override, for fault-injection proxies (the chaos
+	// harness); hidden from help.
+	dial map[string]string
 }
 
 func (o *nodeOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
 	fs.StringVar(&o.name, "name", "", "this node's name in the config (required)")
 	fs.BoolVar(&o.newCluster, "new-cluster", false, "create a brand-new cluster without waiting for every member to answer that it is empty (members that are missing join later with grbd member replace); DANGEROUS on a cluster that exists")
+	fs.StringToStringVar(&o.dial, "dial-override", nil, "dial these peers at other addresses (PEER=HOST:PORT,...): for fault-injection proxies in tests")
+	_ = fs.MarkHidden("dial-override")
 }
 
 func (o *nodeOptions) validate() error {
@@ -70,16 +76,20 @@ only the serving primary completes I/O; a secondary refuses it with EPERM.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runNodes(ctx, cmd, cfg, []string{o.name}, log, o.newCluster)
+			if err := member.CheckDialOverrides(cfg, o.name, o.dial); err != nil {
+				return err
+			}
+			return runNodes(ctx, cmd, cfg, []string{o.name}, node.Options{Logger: log, NewCluster: o.newCluster, DialOverrides: o.dial})
 		},
 	}
 	o.AddFlags(cmd.Flags())
 	return cmd
 }
 
-// runNodes starts the named data nodes in this process, prints a ready line for
-// each, and stops them when ctx ends.
-func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names []string, log *slog.Logger, newCluster bool) error {
+// runNodes starts the named data nodes in this process with opts (OnRole
+// aside), prints a ready line for each, and stops them when ctx ends.
+func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names []string, opts node.Options) error {
+	log := opts.Logger
 	var nodes []*node.Node
 	defer func() {
 		for _, n := range nodes {
@@ -88,7 +98,8 @@ func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names
 	}()
 	out := &lockedWriter{w: cmd.OutOrStdout()}
 	for _, name := range names {
-		n, err := node.Start(cfg, name, node.Options{Logger: log, NewCluster: newCluster, OnRole: func(ev node.RoleEvent) {
+		o := opts
+		o.OnRole = func(ev node.RoleEvent) {
 			state := "standby"
 			if ev.Role == node.RolePrimary {
 				state = "fenced"
@@ -100,7 +111,8 @@ func runNodes(ctx context.Context, cmd *cobra.Command, cfg *config.Config, names
 			if state == "serving" {
 				out.printf("ready %s\n", ev.NBD)
 			}
-		}})
+		}
+		n, err := node.Start(cfg, name, o)
 		if err != nil {
 			return err
 		}

@@ -40,7 +40,7 @@ type ClusterConfig struct {
 	// LogLevel of the members (default info).
 	LogLevel string
 	// Proxies routes every member-to-member link through an embedded
-	// toxiproxy proxy, by GRBD_DIAL_OVERRIDES (see proxy.go).
+	// toxiproxy proxy, by --dial-override (see proxy.go).
 	Proxies bool
 	// Env is added to every member's environment.
 	Env    []string
@@ -286,7 +286,7 @@ func (c *Cluster) startWith(ctx context.Context, m *Member, cfgPath string) erro
 	env := append([]string(nil), c.cfg.Env...)
 	if c.proxies != nil {
 		if o := c.proxies.overrides(m.Name); o != "" {
-			env = append(env, "GRBD_DIAL_OVERRIDES="+o)
+			args = append(args, "--dial-override", o)
 		}
 	}
 	m.starts++

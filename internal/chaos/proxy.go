@@ -17,11 +17,11 @@ import (
 
 // Proxies hold one embedded toxiproxy proxy per directed member link: proxy
 // "A->B" listens on B's address (another port) and forwards to B's peer
-// listener, and member A is started with GRBD_DIAL_OVERRIDES naming it, so
+// listener, and member A is started with --dial-override naming it, so
 // A's connections to B carry the proxy's toxics (latency, bandwidth) and can
 // be cut.
 //
-// A member that does not honour GRBD_DIAL_OVERRIDES bypasses the proxies;
+// A member that does not honour --dial-override bypasses the proxies;
 // Accepted tells whether any connection went through one, and scenarios
 // that need the proxies skip when none did.
 type Proxies struct {
@@ -64,7 +64,7 @@ func newLinkProxies(c *Cluster) (*Proxies, error) {
 	return p, nil
 }
 
-// overrides is the GRBD_DIAL_OVERRIDES value for member from.
+// overrides is the --dial-override value for member from.
 func (p *Proxies) overrides(from string) string { return strings.Join(p.from[from], ",") }
 
 // acceptCounter is the proxies' log sink: it counts "Accepted client" lines

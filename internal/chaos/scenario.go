@@ -24,7 +24,7 @@ const (
 	// NeedFailover: the quorum/witness/failover of issue 4 (detected by
 	// `grbd witness --help` succeeding).
 	NeedFailover
-	// NeedDialOverrides: members honour GRBD_DIAL_OVERRIDES (detected after
+	// NeedDialOverrides: members honour --dial-override (detected after
 	// start: some proxy accepted a connection).
 	NeedDialOverrides
 	// NeedStatic: a build without the quorum (static primary): the
@@ -360,7 +360,7 @@ func startCluster(ctx context.Context, c *Cluster, sc Scenario) error {
 	if sc.Needs&NeedDialOverrides != 0 {
 		a, b := c.DataNodes()[0].Name, c.DataNodes()[1].Name
 		if c.Proxies() == nil || c.Proxies().Accepted(a, b)+c.Proxies().Accepted(b, a) == 0 {
-			return fmt.Errorf("%w: members do not honour GRBD_DIAL_OVERRIDES yet (no connection went through the proxies)", ErrSkip)
+			return fmt.Errorf("%w: members do not honour --dial-override yet (no connection went through the proxies)", ErrSkip)
 		}
 	}
 	return nil

@@ -13,9 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
@@ -57,8 +55,10 @@ func ControlConfig(cfg *config.Config, self, dir string, log *slog.Logger, onCha
 	}
 }
 
-// MeshConfig is the member-link configuration of member self.
-func MeshConfig(cfg *config.Config, self string, log *slog.Logger, onControl func(string, *wire.Control), handler func(string, uint8, net.Conn)) mesh.Config {
+// MeshConfig is the member-link configuration of member self; dial, when
+// not empty, names other addresses to dial some peers at (see
+// CheckDialOverrides).
+func MeshConfig(cfg *config.Config, self string, dial map[string]string, log *slog.Logger, onControl func(string, *wire.Control), handler func(string, uint8, net.Conn)) mesh.Config {
 	peers := map[string]string{}
 	var bind string
 	all := append([]config.Member(nil), cfg.Nodes...)
@@ -72,7 +72,7 @@ func MeshConfig(cfg *config.Config, self string, log *slog.Logger, onControl fun
 		}
 		peers[m.Name] = m.Address
 	}
-	for peer, addr := range DialOverrides() {
+	for peer, addr := range dial {
 		if _, ok := peers[peer]; ok {
 			peers[peer] = addr
 		}
@@ -83,21 +83,24 @@ func MeshConfig(cfg *config.Config, self string, log *slog.Logger, onControl fun
 	}
 }
 
-// DialOverrideEnv names the environment variable that makes a member dial
-// given peers at other addresses ("peer=host:port,..."): fault-injection
-// proxies in tests sit there. Not for production use.
-const DialOverrideEnv = "GRBD_DIAL_OVERRIDES"
+// ErrDialOverride: a dial override names no peer of the member or no
+// host:port.
+var ErrDialOverride = errors.New("member: bad dial override")
 
-// DialOverrides parses DialOverrideEnv; malformed items are ignored.
-func DialOverrides() map[string]string {
-	out := map[string]string{}
-	for _, item := range strings.Split(os.Getenv(DialOverrideEnv), ",") {
-		name, addr, ok := strings.Cut(strings.TrimSpace(item), "=")
-		if ok && name != "" && addr != "" {
-			out[name] = addr
+// CheckDialOverrides validates dial overrides (peer name -> host:port to
+// dial instead of the peer's configured address) for member self:
+// fault-injection proxies sit there in the chaos harness (grbd node
+// --dial-override). Every name must be another member of cfg.
+func CheckDialOverrides(cfg *config.Config, self string, dial map[string]string) error {
+	for peer, addr := range dial {
+		if _, _, err := cfg.Member(peer); err != nil || peer == self {
+			return fmt.Errorf("%w: %q is not another member of the cluster", ErrDialOverride, peer)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%w: %s=%s: %w", ErrDialOverride, peer, addr, err)
 		}
 	}
-	return out
+	return nil
 }
 
 // QuorumStatus is the control-plane part of a member's status (GET

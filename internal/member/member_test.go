@@ -96,3 +96,29 @@ func TestWatchLinks(t *testing.T) {
 	require.Equal(t, "b", got[0].Peer)
 	require.Equal(t, "Disconnected", got[1].State)
 }
+
+func TestCheckDialOverrides(t *testing.T) {
+	cfg := testConfig(t, true)
+	for _, tc := range []struct {
+		name string
+		dial map[string]string
+		ok   bool
+	}{
+		{"none", nil, true},
+		{"a peer and the witness", map[string]string{"b": "127.0.0.1:9", "w": "[::1]:9"}, true},
+		{"itself", map[string]string{"a": "127.0.0.1:9"}, false},
+		{"unknown member", map[string]string{"x": "127.0.0.1:9"}, false},
+		{"no port", map[string]string{"b": "127.0.0.1"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckDialOverrides(cfg, "a", tc.dial)
+			if tc.ok {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, ErrDialOverride)
+			}
+		})
+	}
+	mc := MeshConfig(cfg, "a", map[string]string{"b": "127.0.0.1:9"}, nil, nil, nil)
+	require.Equal(t, map[string]string{"b": "127.0.0.1:9", "w": "127.0.0.1:7"}, mc.Peers)
+}
