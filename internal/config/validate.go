@@ -22,17 +22,33 @@ func (c *Config) validate(root *yaml.Node) []error {
 	bad := func(msg string, path ...any) {
 		errs = append(errs, &FieldError{File: c.Path, Line: lineOf(root, path...), Field: fieldName(path), Msg: msg})
 	}
-
 	if !nameRE.MatchString(c.Cluster) {
 		bad("required: lower-case letters, digits, '-' or '_', at most 63 characters", "cluster")
 	}
+	c.validateStorage(bad)
+	if c.NBD.MaxInFlight == 0 {
+		c.NBD.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.NBD.MaxInFlight < 1 || c.NBD.MaxInFlight > 4096 {
+		bad("must be between 1 and 4096", "nbd", "max-in-flight")
+	}
+	c.validateNBDLimits(bad)
+	c.validateSecurity(bad)
+	c.validateReplication(bad)
+	c.validateQuorum(bad)
+	c.validateEC(bad)
+	c.validateMembers(bad)
+	return errs
+}
+
+// validateStorage fills and checks the device and journal fields.
+func (c *Config) validateStorage(bad func(string, ...any)) {
 	switch {
 	case c.Device.Size <= 0:
 		bad("required: the device size, e.g. 1GiB", "device", "size")
 	case c.Device.Size%4096 != 0:
 		bad(fmt.Sprintf("%d is not a multiple of 4096", c.Device.Size), "device", "size")
 	}
-
 	if c.Journal.SegmentSize == 0 {
 		c.Journal.SegmentSize = DefaultJournalSegment
 	}
@@ -52,16 +68,11 @@ func (c *Config) validate(root *yaml.Node) []error {
 	default:
 		bad(fmt.Sprintf("%q: want %q or %q", c.Journal.Sync, SyncOnFlush, SyncAlways), "journal", "sync")
 	}
+}
 
-	if c.NBD.MaxInFlight == 0 {
-		c.NBD.MaxInFlight = DefaultMaxInFlight
-	}
-	if c.NBD.MaxInFlight < 1 || c.NBD.MaxInFlight > 4096 {
-		bad("must be between 1 and 4096", "nbd", "max-in-flight")
-	}
-	c.validateNBDLimits(bad)
-	c.validateSecurity(bad)
-
+// validateReplication fills and checks the replication protocol and the
+// split-brain policy.
+func (c *Config) validateReplication(bad func(string, ...any)) {
 	switch c.Replication.Protocol {
 	case "":
 		c.Replication.Protocol = ProtocolC
@@ -76,78 +87,95 @@ func (c *Config) validate(root *yaml.Node) []error {
 	default:
 		bad(fmt.Sprintf("%q: want %q or %q", c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDiscardSecondary), "replication", "after-split-brain")
 	}
-	c.validateQuorum(bad)
-	c.validateEC(bad)
+}
 
+// memberCheck checks members one after the other for what must be unique
+// across them: names, listen addresses, data directories per host.
+type memberCheck struct {
+	c         *Config
+	bad       func(string, ...any)
+	names     map[string]bool
+	listeners map[string]string // address -> member.field
+	dirs      map[string]string // host and data dir -> member
+}
+
+// validateMembers checks the data nodes and the witness.
+func (c *Config) validateMembers(bad func(string, ...any)) {
 	switch {
 	case len(c.Nodes) == 0:
 		bad("at least one data node is required", "nodes")
 	case len(c.Nodes) > maxMembers:
 		bad(fmt.Sprintf("at most %d data nodes", maxMembers), "nodes")
 	}
-	names := map[string]bool{}
-	listeners := map[string]string{}
-	dirs := map[string]string{} // host and data dir -> member
-	checkMember := func(m *Member, data bool, path ...any) {
-		at := func(field string) []any { return append(append([]any{}, path...), field) }
-		if !nameRE.MatchString(m.Name) {
-			bad("required: lower-case letters, digits, '-' or '_', at most 63 characters", at("name")...)
-		} else if names[m.Name] {
-			bad(fmt.Sprintf("duplicate member name %q", m.Name), at("name")...)
-		}
-		names[m.Name] = true
-		addrs := []struct {
-			field, val string
-			need       bool
-		}{{"address", m.Address, true}, {"admin", m.Admin, true}, {"nbd", m.NBD, data}}
-		for _, a := range addrs {
-			if a.val == "" {
-				if a.need {
-					bad("required: host:port", at(a.field)...)
-				}
-				continue
-			}
-			if !data && a.field == "nbd" {
-				continue
-			}
-			if err := checkHostPort(a.val); err != nil {
-				bad(err.Error(), at(a.field)...)
-				continue
-			}
-			if other, dup := listeners[a.val]; dup && !isPortZero(a.val) {
-				bad(fmt.Sprintf("%s is already used by %s", a.val, other), at(a.field)...)
-			}
-			listeners[a.val] = fmt.Sprintf("%s.%s", m.Name, a.field)
-		}
-		if !data && m.NBD != "" {
-			bad("a witness holds no data and exports no device", at("nbd")...)
-		}
-		if m.DataDir == "" {
-			if data {
-				bad("required: the directory for the journal and the image", at("data-dir")...)
-			} else {
-				bad("required: the directory for the control-plane log", at("data-dir")...)
-			}
-		}
-		m.DataDir = c.resolveDir(m.DataDir)
-		if host, _, err := net.SplitHostPort(m.Address); err == nil && m.DataDir != "" {
-			if isLoopback(host) {
-				host = "loopback"
-			}
-			key := host + "\x00" + filepath.Clean(m.DataDir)
-			if other, dup := dirs[key]; dup {
-				bad(fmt.Sprintf("%s is also the data-dir of %s on the same host: each member needs its own", m.DataDir, other), at("data-dir")...)
-			}
-			dirs[key] = m.Name
-		}
-	}
+	mc := &memberCheck{c: c, bad: bad, names: map[string]bool{}, listeners: map[string]string{}, dirs: map[string]string{}}
 	for i := range c.Nodes {
-		checkMember(&c.Nodes[i], true, "nodes", i)
+		mc.check(&c.Nodes[i], true, "nodes", i)
 	}
 	if c.Witness != nil {
-		checkMember(c.Witness, false, "witness")
+		mc.check(c.Witness, false, "witness")
 	}
-	return errs
+}
+
+// check validates member m (a data node when data) found at path.
+func (mc *memberCheck) check(m *Member, data bool, path ...any) {
+	bad := mc.bad
+	at := func(field string) []any { return append(append([]any{}, path...), field) }
+	if !nameRE.MatchString(m.Name) {
+		bad("required: lower-case letters, digits, '-' or '_', at most 63 characters", at("name")...)
+	} else if mc.names[m.Name] {
+		bad(fmt.Sprintf("duplicate member name %q", m.Name), at("name")...)
+	}
+	mc.names[m.Name] = true
+	mc.checkAddresses(m, data, at)
+	if !data && m.NBD != "" {
+		bad("a witness holds no data and exports no device", at("nbd")...)
+	}
+	if m.DataDir == "" {
+		if data {
+			bad("required: the directory for the journal and the image", at("data-dir")...)
+		} else {
+			bad("required: the directory for the control-plane log", at("data-dir")...)
+		}
+	}
+	m.DataDir = mc.c.resolveDir(m.DataDir)
+	if host, _, err := net.SplitHostPort(m.Address); err == nil && m.DataDir != "" {
+		if isLoopback(host) {
+			host = "loopback"
+		}
+		key := host + "\x00" + filepath.Clean(m.DataDir)
+		if other, dup := mc.dirs[key]; dup {
+			bad(fmt.Sprintf("%s is also the data-dir of %s on the same host: each member needs its own", m.DataDir, other), at("data-dir")...)
+		}
+		mc.dirs[key] = m.Name
+	}
+}
+
+// checkAddresses validates m's listen addresses, each used once in the
+// cluster.
+func (mc *memberCheck) checkAddresses(m *Member, data bool, at func(string) []any) {
+	addrs := []struct {
+		field, val string
+		need       bool
+	}{{"address", m.Address, true}, {"admin", m.Admin, true}, {"nbd", m.NBD, data}}
+	for _, a := range addrs {
+		if a.val == "" {
+			if a.need {
+				mc.bad("required: host:port", at(a.field)...)
+			}
+			continue
+		}
+		if !data && a.field == "nbd" {
+			continue
+		}
+		if err := checkHostPort(a.val); err != nil {
+			mc.bad(err.Error(), at(a.field)...)
+			continue
+		}
+		if other, dup := mc.listeners[a.val]; dup && !isPortZero(a.val) {
+			mc.bad(fmt.Sprintf("%s is already used by %s", a.val, other), at(a.field)...)
+		}
+		mc.listeners[a.val] = fmt.Sprintf("%s.%s", m.Name, a.field)
+	}
 }
 
 // validateQuorum fills and checks the quorum and timing fields.
