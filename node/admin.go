@@ -183,45 +183,8 @@ func (n *Node) adminHandler() http.Handler {
 	}
 	mux.Handle("GET /events", n.events)
 	mux.HandleFunc("GET /metrics", n.serveMetrics)
-	mux.HandleFunc("POST /primary", func(w http.ResponseWriter, r *http.Request) {
-		force := r.URL.Query().Get("force") == "1"
-		if err := n.ctl.RequestPromote(force); err != nil {
-			writeError(w, http.StatusConflict, err)
-			return
-		}
-		if force {
-			n.log.Warn("forced promotion requested: writes this node missed are lost", "node", n.me.Name)
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
-		defer cancel()
-		// The node may learn only now (catching up with the log) that it is
-		// Outdated: its promotion is then refused.
-		err := n.ctl.WaitState(ctx, func(s quorum.Status) bool {
-			return (s.Role == quorum.RolePrimary && s.Serving) || (!force && s.IsOutdated(n.me.Name))
-		})
-		if err == nil && !force && n.ctl.Status().IsOutdated(n.me.Name) {
-			writeError(w, http.StatusConflict, fmt.Errorf("%w: %s (grbd primary --force promotes it anyway, losing the writes it missed)", quorum.ErrOutdated, n.me.Name))
-			return
-		}
-		if err != nil {
-			writeError(w, http.StatusGatewayTimeout, fmt.Errorf("not primary after %v: %w", roleTimeout, err))
-			return
-		}
-		writeJSON(w, http.StatusOK, n.Status())
-	})
-	mux.HandleFunc("POST /secondary", func(w http.ResponseWriter, r *http.Request) {
-		if err := n.ctl.RequestDemote(); err != nil {
-			writeError(w, http.StatusConflict, err)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
-		defer cancel()
-		if err := n.ctl.WaitState(ctx, func(s quorum.Status) bool { return s.Primary != n.me.Name }); err != nil {
-			writeError(w, http.StatusGatewayTimeout, fmt.Errorf("still primary after %v: %w", roleTimeout, err))
-			return
-		}
-		writeJSON(w, http.StatusOK, n.Status())
-	})
+	mux.HandleFunc("POST /primary", n.servePrimary)
+	mux.HandleFunc("POST /secondary", n.serveSecondary)
 	mux.HandleFunc("POST /verify", func(w http.ResponseWriter, r *http.Request) {
 		res, err := n.Verify(r.Context(), r.URL.Query().Get("resync") == "1")
 		if err != nil {
@@ -236,36 +199,13 @@ func (n *Node) adminHandler() http.Handler {
 			if peer == "" {
 				peer = "*"
 			}
-			if err := n.SetDisconnected(peer, path == "disconnect"); err != nil {
-				writeError(w, http.StatusBadRequest, err)
-				return
-			}
-			writeJSON(w, http.StatusOK, n.Status())
+			n.answerStatus(w, n.SetDisconnected(peer, path == "disconnect"), http.StatusBadRequest)
 		})
 	}
 	mux.HandleFunc("POST /invalidate", func(w http.ResponseWriter, _ *http.Request) {
-		if err := n.Invalidate(); err != nil {
-			writeError(w, http.StatusConflict, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, n.Status())
+		n.answerStatus(w, n.Invalidate(), http.StatusConflict)
 	})
-	mux.HandleFunc("POST /resize", func(w http.ResponseWriter, r *http.Request) {
-		size, err := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("%w: size=%q: want a byte count", ErrResizeSize, r.URL.Query().Get("size")))
-			return
-		}
-		if err := n.Resize(size); err != nil {
-			code := http.StatusConflict
-			if errors.Is(err, ErrResizeSize) {
-				code = http.StatusBadRequest
-			}
-			writeError(w, code, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, n.Status())
-	})
+	mux.HandleFunc("POST /resize", n.serveResize)
 	mux.HandleFunc("POST /member/replace", func(w http.ResponseWriter, r *http.Request) {
 		member.ServeReplace(n.ctl, w, r)
 	})
@@ -275,6 +215,74 @@ func (n *Node) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
 	return mux
+}
+
+// answerStatus answers err with code, or no error with the node's status.
+func (n *Node) answerStatus(w http.ResponseWriter, err error, code int) {
+	if err != nil {
+		writeError(w, code, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n.Status())
+}
+
+// servePrimary promotes this node (force=1: even if Outdated) and answers
+// once it serves, or why not.
+func (n *Node) servePrimary(w http.ResponseWriter, r *http.Request) {
+	force := r.URL.Query().Get("force") == "1"
+	if err := n.ctl.RequestPromote(force); err != nil {
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	if force {
+		n.log.Warn("forced promotion requested: writes this node missed are lost", "node", n.me.Name)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
+	defer cancel()
+	// The node may learn only now (catching up with the log) that it is
+	// Outdated: its promotion is then refused.
+	err := n.ctl.WaitState(ctx, func(s quorum.Status) bool {
+		return (s.Role == quorum.RolePrimary && s.Serving) || (!force && s.IsOutdated(n.me.Name))
+	})
+	if err == nil && !force && n.ctl.Status().IsOutdated(n.me.Name) {
+		writeError(w, http.StatusConflict, fmt.Errorf("%w: %s (grbd primary --force promotes it anyway, losing the writes it missed)", quorum.ErrOutdated, n.me.Name))
+		return
+	}
+	if err != nil {
+		err = fmt.Errorf("not primary after %v: %w", roleTimeout, err)
+	}
+	n.answerStatus(w, err, http.StatusGatewayTimeout)
+}
+
+// serveSecondary demotes this node and answers once another node (or none)
+// is primary.
+func (n *Node) serveSecondary(w http.ResponseWriter, r *http.Request) {
+	if err := n.ctl.RequestDemote(); err != nil {
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
+	defer cancel()
+	if err := n.ctl.WaitState(ctx, func(s quorum.Status) bool { return s.Primary != n.me.Name }); err != nil {
+		writeError(w, http.StatusGatewayTimeout, fmt.Errorf("still primary after %v: %w", roleTimeout, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, n.Status())
+}
+
+// serveResize grows the device to size=BYTES.
+func (n *Node) serveResize(w http.ResponseWriter, r *http.Request) {
+	size, err := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: size=%q: want a byte count", ErrResizeSize, r.URL.Query().Get("size")))
+		return
+	}
+	code := http.StatusConflict
+	err = n.Resize(size)
+	if errors.Is(err, ErrResizeSize) {
+		code = http.StatusBadRequest
+	}
+	n.answerStatus(w, err, code)
 }
 
 // writeJSON answers with v as indented JSON.
