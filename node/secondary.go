@@ -335,48 +335,53 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 		s.n.events.Add(Event{Type: events.TypeDiverged, Peer: h.From, Cause: "records no one acknowledged (a deposed primary's)",
 			Detail: fmt.Sprintf("rewound to seq %d", d.Common)})
 	}
-	// Inconsistent from `from`: persist what must be resynced before the
-	// journal forgets it.
+	next, err := s.becomeInconsistent(from, rs, pri, mine, sa)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	me.LastSeq, me.DurableSeq, me.Flags = from, from, helloFlagInconsistent
+	ex := &wire.Extents{Extents: next.Extents}
+	if next.All {
+		ex.Flags = wire.ExtentsAll
+	}
+	return me, ex, nil, nil
+}
+
+// becomeInconsistent makes this node Inconsistent from seq from: it
+// persists what must be resynced (rs's regions, if any, and every region
+// changed after from) before the journal forgets it, rewinds the journal to
+// from and adopts the primary's history there. sa is the shard applier of
+// an erasure-code shard peer (nil otherwise).
+func (s *secondary) becomeInconsistent(from uint64, rs *replicator.ResyncState, pri, mine replicator.History, sa *shardApply) (replicator.ResyncState, error) {
 	next := replicator.ResyncState{From: from}
 	if rs != nil {
 		next.All, next.Extents = rs.All, append(next.Extents, rs.Extents...)
 	}
-	for _, e := range s.store.ChangedSince(from) {
-		next.Extents = append(next.Extents, extent.Extent{Offset: uint64(e.Offset), Length: uint64(e.Length)})
-	}
-	next.Extents = extent.Merge(next.Extents)
+	next.Extents = extent.Merge(append(next.Extents, s.store.ChangedSince(from)...))
 	if len(next.Extents) > wire.MaxExtents/2 {
 		next.All, next.Extents = true, nil
 	}
 	if err := s.saveResync(&next); err != nil {
-		return nil, nil, nil, err
+		return next, err
 	}
 	if sa != nil {
 		// Records above from are forgotten (the resync state persisted
 		// above covers their regions): no rewind may wait for them.
 		if err := sa.settle(from, true); err != nil {
-			return nil, nil, nil, err
+			return next, err
 		}
 	}
 	if _, err := s.store.Rewind(from); err != nil {
-		return nil, nil, nil, fmt.Errorf("node: rewind to %d: %w", from, err)
+		return next, fmt.Errorf("node: rewind to %d: %w", from, err)
 	}
 	if err := s.n.setHistory(mine.Adopt(pri, from)); err != nil {
-		return nil, nil, nil, err
+		return next, err
 	}
 	s.mu.Lock()
 	s.splitBrain.Store(false)
 	s.discard = false
 	s.mu.Unlock()
-	me.LastSeq, me.DurableSeq, me.Flags = from, from, helloFlagInconsistent
-	ex := &wire.Extents{}
-	if next.All {
-		ex.Flags = wire.ExtentsAll
-	}
-	for _, e := range next.Extents {
-		ex.Extents = append(ex.Extents, extent.Extent{Offset: e.Offset, Length: e.Length})
-	}
-	return me, ex, nil, nil
+	return next, nil
 }
 
 // saveResync persists rs (nil: the disk is consistent again).

@@ -184,7 +184,7 @@ func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]extent
 		time.Sleep(50 * time.Millisecond)
 		var still []extent.Extent
 		for _, e := range suspects {
-			bad, err := compare(uint64(e.Offset), uint64(e.Length))
+			bad, err := compare(e.Offset, e.Length)
 			if err != nil {
 				return nil, fmt.Errorf("verify %s: %w", peer, err)
 			}
