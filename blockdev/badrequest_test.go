@@ -3,6 +3,7 @@ package blockdev
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"math"
 	"testing"
@@ -22,7 +23,7 @@ const (
 type badReq struct {
 	name    string
 	typ     uint16
-	flags   uint16
+	flags   nbdproto.CmdFlags
 	off     uint64
 	length  uint32
 	payload int // bytes of payload actually sent (WRITE)
@@ -63,35 +64,35 @@ func TestBadRequests(t *testing.T) {
 	_, addr := startServer(t, dev, Options{MinBlockSize: 512, PreferredBlockSize: 4096, MaxBlockSize: maxBS})
 
 	for _, r := range []badReq{
-		{name: "read past end", typ: cmdRead, off: size - 512, length: 1024, errno: nbdEINVAL},
-		{name: "read offset past end", typ: cmdRead, off: size + 512, length: 512, errno: nbdEINVAL},
-		{name: "read offset wraps", typ: cmdRead, off: math.MaxUint64 - 511, length: 1024, errno: nbdEINVAL},
-		{name: "write past end", typ: cmdWrite, off: size - 512, length: 1024, payload: 1024, errno: nbdENOSPC},
-		{name: "write offset wraps", typ: cmdWrite, off: math.MaxUint64 - 511, length: 1024, payload: 1024, errno: nbdENOSPC},
-		{name: "write zeroes past end", typ: nbdCmdWriteZeroes, off: size - 512, length: 1024, errno: nbdENOSPC},
-		{name: "trim past end", typ: nbdCmdTrim, off: size - 512, length: 1024, errno: nbdEINVAL},
-		{name: "read longer than max block", typ: cmdRead, off: 0, length: maxBS + 512, errno: nbdEINVAL},
-		{name: "write longer than max block is drained", typ: cmdWrite, off: 0, length: 2 * maxBS, payload: 2 * maxBS, errno: nbdEINVAL},
-		{name: "read length 0", typ: cmdRead, off: 0, length: 0, errno: nbdEINVAL},
-		{name: "write length 0", typ: cmdWrite, off: 0, length: 0, errno: nbdEINVAL},
-		{name: "trim length 0", typ: nbdCmdTrim, off: 0, length: 0, errno: nbdEINVAL},
-		{name: "write zeroes length 0", typ: nbdCmdWriteZeroes, off: 0, length: 0, errno: nbdEINVAL},
-		{name: "flush with length", typ: nbdCmdFlush, off: 0, length: 512, errno: nbdEINVAL},
-		{name: "flush with offset", typ: nbdCmdFlush, off: 512, length: 0, errno: nbdEINVAL},
-		{name: "unknown command", typ: 99, off: 0, length: 512, errno: nbdEINVAL},
-		{name: "cache command", typ: nbdCmdCache, off: 0, length: 512, errno: nbdEINVAL},
-		{name: "block status command", typ: nbdCmdBlockStatus, off: 0, length: 512, errno: nbdEINVAL},
-		{name: "read with DF flag", typ: cmdRead, flags: nbdCmdFlagDF, off: 0, length: 512, errno: nbdEINVAL},
-		{name: "write with NO_HOLE flag", typ: cmdWrite, flags: nbdCmdFlagNoHole, off: 0, length: 512, payload: 512, errno: nbdEINVAL},
-		{name: "write zeroes with FAST_ZERO", typ: nbdCmdWriteZeroes, flags: nbdCmdFlagFastZero, off: 0, length: 512, errno: nbdEINVAL},
-		{name: "trim with REQ_ONE", typ: nbdCmdTrim, flags: nbdCmdFlagReqOne, off: 0, length: 512, errno: nbdEINVAL},
-		{name: "write with unknown flag", typ: cmdWrite, flags: 1 << 15, off: 0, length: 512, payload: 512, errno: nbdEINVAL},
-		{name: "misaligned read offset", typ: cmdRead, off: 100, length: 512, errno: nbdEINVAL},
-		{name: "misaligned read length", typ: cmdRead, off: 0, length: 100, errno: nbdEINVAL},
-		{name: "misaligned write offset", typ: cmdWrite, off: 100, length: 512, payload: 512, errno: nbdEINVAL},
-		{name: "misaligned write length", typ: cmdWrite, off: 0, length: 100, payload: 100, errno: nbdEINVAL},
-		{name: "misaligned trim", typ: nbdCmdTrim, off: 256, length: 512, errno: nbdEINVAL},
-		{name: "misaligned write zeroes", typ: nbdCmdWriteZeroes, off: 0, length: 700, errno: nbdEINVAL},
+		{name: "read past end", typ: cmdRead, off: size - 512, length: 1024, errno: nbdproto.EINVAL},
+		{name: "read offset past end", typ: cmdRead, off: size + 512, length: 512, errno: nbdproto.EINVAL},
+		{name: "read offset wraps", typ: cmdRead, off: math.MaxUint64 - 511, length: 1024, errno: nbdproto.EINVAL},
+		{name: "write past end", typ: cmdWrite, off: size - 512, length: 1024, payload: 1024, errno: nbdproto.ENOSPC},
+		{name: "write offset wraps", typ: cmdWrite, off: math.MaxUint64 - 511, length: 1024, payload: 1024, errno: nbdproto.ENOSPC},
+		{name: "write zeroes past end", typ: nbdproto.CmdWriteZeroes, off: size - 512, length: 1024, errno: nbdproto.ENOSPC},
+		{name: "trim past end", typ: nbdproto.CmdTrim, off: size - 512, length: 1024, errno: nbdproto.EINVAL},
+		{name: "read longer than max block", typ: cmdRead, off: 0, length: maxBS + 512, errno: nbdproto.EINVAL},
+		{name: "write longer than max block is drained", typ: cmdWrite, off: 0, length: 2 * maxBS, payload: 2 * maxBS, errno: nbdproto.EINVAL},
+		{name: "read length 0", typ: cmdRead, off: 0, length: 0, errno: nbdproto.EINVAL},
+		{name: "write length 0", typ: cmdWrite, off: 0, length: 0, errno: nbdproto.EINVAL},
+		{name: "trim length 0", typ: nbdproto.CmdTrim, off: 0, length: 0, errno: nbdproto.EINVAL},
+		{name: "write zeroes length 0", typ: nbdproto.CmdWriteZeroes, off: 0, length: 0, errno: nbdproto.EINVAL},
+		{name: "flush with length", typ: nbdproto.CmdFlush, off: 0, length: 512, errno: nbdproto.EINVAL},
+		{name: "flush with offset", typ: nbdproto.CmdFlush, off: 512, length: 0, errno: nbdproto.EINVAL},
+		{name: "unknown command", typ: 99, off: 0, length: 512, errno: nbdproto.EINVAL},
+		{name: "cache command", typ: nbdproto.CmdCache, off: 0, length: 512, errno: nbdproto.EINVAL},
+		{name: "block status command", typ: nbdproto.CmdBlockStatus, off: 0, length: 512, errno: nbdproto.EINVAL},
+		{name: "read with DF flag", typ: cmdRead, flags: nbdproto.CmdFlagDF, off: 0, length: 512, errno: nbdproto.EINVAL},
+		{name: "write with NO_HOLE flag", typ: cmdWrite, flags: nbdproto.CmdFlagNoHole, off: 0, length: 512, payload: 512, errno: nbdproto.EINVAL},
+		{name: "write zeroes with FAST_ZERO", typ: nbdproto.CmdWriteZeroes, flags: nbdproto.CmdFlagFastZero, off: 0, length: 512, errno: nbdproto.EINVAL},
+		{name: "trim with REQ_ONE", typ: nbdproto.CmdTrim, flags: nbdproto.CmdFlagReqOne, off: 0, length: 512, errno: nbdproto.EINVAL},
+		{name: "write with unknown flag", typ: cmdWrite, flags: 1 << 15, off: 0, length: 512, payload: 512, errno: nbdproto.EINVAL},
+		{name: "misaligned read offset", typ: cmdRead, off: 100, length: 512, errno: nbdproto.EINVAL},
+		{name: "misaligned read length", typ: cmdRead, off: 0, length: 100, errno: nbdproto.EINVAL},
+		{name: "misaligned write offset", typ: cmdWrite, off: 100, length: 512, payload: 512, errno: nbdproto.EINVAL},
+		{name: "misaligned write length", typ: cmdWrite, off: 0, length: 100, payload: 100, errno: nbdproto.EINVAL},
+		{name: "misaligned trim", typ: nbdproto.CmdTrim, off: 256, length: 512, errno: nbdproto.EINVAL},
+		{name: "misaligned write zeroes", typ: nbdproto.CmdWriteZeroes, off: 0, length: 700, errno: nbdproto.EINVAL},
 	} {
 		t.Run(r.name, func(t *testing.T) { checkRefused(t, addr, dev, true, r) })
 	}
@@ -102,26 +103,26 @@ func TestReadOnlyExportRefusesWrites(t *testing.T) {
 	_, addr := startServer(t, roDev{dev}, Options{})
 
 	c, x := dialGo(t, addr, true)
-	require.NotZero(t, x.flags&nbdFlagReadOnly, "READ_ONLY not advertised")
-	require.Zero(t, x.flags&(nbdFlagSendTrim|nbdFlagSendWriteZeroes), "trim/zeroes advertised on a read-only export")
+	require.NotZero(t, nbdproto.Flags(x.flags)&nbdproto.FlagReadOnly, "READ_ONLY not advertised")
+	require.Zero(t, nbdproto.Flags(x.flags)&(nbdproto.FlagSendTrim|nbdproto.FlagSendWriteZeroes), "trim/zeroes advertised on a read-only export")
 
 	before := dev.sum()
 	for _, r := range []badReq{
 		{name: "write", typ: cmdWrite, off: 0, length: 4096, payload: 4096},
-		{name: "write fua", typ: cmdWrite, flags: nbdCmdFlagFUA, off: 0, length: 4096, payload: 4096},
-		{name: "trim", typ: nbdCmdTrim, off: 0, length: 4096},
-		{name: "write zeroes", typ: nbdCmdWriteZeroes, off: 0, length: 4096},
+		{name: "write fua", typ: cmdWrite, flags: nbdproto.CmdFlagFUA, off: 0, length: 4096, payload: 4096},
+		{name: "trim", typ: nbdproto.CmdTrim, off: 0, length: 4096},
+		{name: "write zeroes", typ: nbdproto.CmdWriteZeroes, off: 0, length: 4096},
 	} {
 		t.Run(r.name, func(t *testing.T) {
 			errno, _ := c.do(r.typ, r.flags, r.off, r.length, bytes.Repeat([]byte{1}, r.payload))
-			require.Equal(t, nbdEPERM, errno)
+			require.Equal(t, nbdproto.EPERM, errno)
 			require.Equal(t, before, dev.sum())
 			errno, data := c.do(cmdRead, 0, 0, 4096, nil)
 			require.Zero(t, errno)
 			require.Equal(t, dev.bytesAt(0, 4096), data)
 		})
 	}
-	errno, _ := c.do(nbdCmdFlush, 0, 0, 0, nil)
+	errno, _ := c.do(nbdproto.CmdFlush, 0, 0, 0, nil)
 	require.Zero(t, errno, "FLUSH is harmless on a read-only export")
 }
 
@@ -137,8 +138,8 @@ func TestUnalignedRequestsWithoutBlockSizeNegotiation(t *testing.T) {
 	}{
 		{"go without block size", func(t *testing.T) *rawClient { c, _ := dialGo(t, addr, false); return c }},
 		{"export name", func(t *testing.T) *rawClient {
-			c := dialRaw(t, addr, nbdFlagCFixedNewstyle|nbdFlagCNoZeroes)
-			c.option(nbdOptExportName, nil)
+			c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle|nbdproto.FlagCNoZeroes)
+			c.option(nbdproto.OptExportName, nil)
 			var hdr [10]byte
 			_, err := io.ReadFull(c.br, hdr[:])
 			require.NoError(t, err)
@@ -169,7 +170,7 @@ func TestUndrainableWriteClosesOnlyItsConnection(t *testing.T) {
 	c.request(cmdWrite, 0, 1, 0, spec25+4096, make([]byte, 4096))
 	cookie, errno, _ := c.reply(nil)
 	require.Equal(t, uint64(1), cookie)
-	require.Equal(t, nbdEINVAL, errno, "the refused write is answered before the connection closes")
+	require.Equal(t, nbdproto.EINVAL, errno, "the refused write is answered before the connection closes")
 	c.expectClosed()
 	require.Equal(t, before, dev.sum())
 	require.Eventually(t, func() bool { return s.Stats().ProtocolErrors == 1 }, testTimeout, tick)

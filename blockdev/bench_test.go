@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"testing"
 
@@ -40,7 +41,7 @@ func benchQD(b *testing.B, op uint16, bs, qd int) {
 	b.ResetTimer()
 	go func() {
 		bw := bufio.NewWriterSize(c.nc, 256<<10)
-		req := make([]byte, requestHeaderSize)
+		req := make([]byte, nbdproto.RequestHeaderSize)
 		payload := make([]byte, bs)
 		for i := range payload {
 			payload[i] = byte(i)
@@ -70,7 +71,7 @@ func benchQD(b *testing.B, op uint16, bs, qd int) {
 		sendErr <- bw.Flush()
 	}()
 
-	var hdr [replyHeaderSize]byte
+	var hdr [nbdproto.ReplyHeaderSize]byte
 	for i := 0; i < b.N; i++ {
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			b.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"log/slog"
 	"net"
@@ -72,7 +73,7 @@ type conn struct {
 	inflight atomic.Int32
 
 	// Writer-only state.
-	hdr      [replyHeaderSize]byte
+	hdr      [nbdproto.ReplyHeaderSize]byte
 	writeErr error
 }
 
@@ -160,7 +161,7 @@ func (c *conn) transmit() error {
 func (c *conn) readLoop() error {
 	dl := c.srv.opts.drainLimit()
 	for {
-		b, err := c.br.Peek(requestHeaderSize)
+		b, err := c.br.Peek(nbdproto.RequestHeaderSize)
 		if err != nil {
 			if errors.Is(err, io.EOF) && len(b) == 0 {
 				return nil // client went away between requests
@@ -172,7 +173,7 @@ func (c *conn) readLoop() error {
 			c.srv.stats.protocolErrors.Add(1)
 			return err
 		}
-		_, _ = c.br.Discard(requestHeaderSize) // cannot fail after Peek
+		_, _ = c.br.Discard(nbdproto.RequestHeaderSize) // cannot fail after Peek
 		if h.Type == protocol.TRANSMISSION_TYPE_REQUEST_DISC {
 			return nil
 		}
@@ -219,10 +220,10 @@ func (c *conn) readLoop() error {
 			req.epoch = c.flushes.begin()
 		case isWrite(h.Type):
 			req.epoch = c.flushes.begin()
-		case h.Type == nbdCmdFlush:
+		case h.Type == nbdproto.CmdFlush:
 			req.wait = c.flushes.seal()
 		}
-		if c.srv.opts.OrderOverlapping && h.Type != nbdCmdFlush {
+		if c.srv.opts.OrderOverlapping && h.Type != nbdproto.CmdFlush {
 			req.rng, req.before = c.ranges.add(int64(h.Offset), int64(h.Length), isWrite(h.Type))
 		}
 		c.dispatch(req)
@@ -276,7 +277,7 @@ func (c *conn) execute(req *request) {
 	dev := c.srv.dev
 	h := &req.hdr
 	off, n := int64(h.Offset), int64(h.Length)
-	fua := h.CommandFlags&nbdCmdFlagFUA != 0
+	fua := nbdproto.CmdFlags(h.CommandFlags)&nbdproto.CmdFlagFUA != 0
 	waitEntries(req.before)
 	req.before = nil
 	var err error
@@ -291,9 +292,9 @@ func (c *conn) execute(req *request) {
 		err = dev.WriteAt(*req.bufp, off, fua)
 		putBuf(req.bufp) // the device does not retain p
 		req.bufp = nil
-	case nbdCmdTrim, nbdCmdWriteZeroes:
+	case nbdproto.CmdTrim, nbdproto.CmdWriteZeroes:
 		err = dev.WriteZeroes(off, n, fua)
-	case nbdCmdFlush:
+	case nbdproto.CmdFlush:
 		if req.wait != nil {
 			<-req.wait
 		}

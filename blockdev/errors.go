@@ -2,6 +2,7 @@ package blockdev
 
 import (
 	"errors"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"syscall"
 )
 
@@ -57,24 +58,24 @@ func errnoOf(err error) uint32 {
 	}
 	var en syscall.Errno
 	if !errors.As(err, &en) {
-		return nbdEIO
+		return nbdproto.EIO
 	}
 	switch en {
 	case syscall.EPERM, syscall.EACCES, syscall.EROFS:
-		return nbdEPERM
+		return nbdproto.EPERM
 	case syscall.ENOMEM:
-		return nbdENOMEM
+		return nbdproto.ENOMEM
 	case syscall.EINVAL:
-		return nbdEINVAL
+		return nbdproto.EINVAL
 	case syscall.ENOSPC, syscall.EDQUOT, syscall.EFBIG:
-		return nbdENOSPC
+		return nbdproto.ENOSPC
 	case syscall.EOVERFLOW:
-		return nbdEOVERFLOW
+		return nbdproto.EOVERFLOW
 	case syscall.ESHUTDOWN:
-		return nbdESHUTDOWN
+		return nbdproto.ESHUTDOWN
 	default:
 		// EIO and every errno NBD has no value for. ENOTSUP is deliberately
 		// not passed through: the spec reserves it for FAST_ZERO.
-		return nbdEIO
+		return nbdproto.EIO
 	}
 }

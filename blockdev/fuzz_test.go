@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 	"os"
@@ -24,13 +25,13 @@ import (
 // Seed corpus: testdata/fuzz/FuzzDecodeRequest.
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add(encodeRequest(cmdRead, 0, 1, 0, 4096, nil), uint32(512), false)
-	f.Add(encodeRequest(cmdWrite, nbdCmdFlagFUA, 2, 1<<20-512, 512, nil), uint32(1), true)
-	f.Add(encodeRequest(nbdCmdWriteZeroes, nbdCmdFlagNoHole, 3, 0, 1<<30, nil), uint32(4096), false)
-	f.Add(encodeRequest(nbdCmdFlush, 0, 4, 0, 0, nil), uint32(512), false)
+	f.Add(encodeRequest(cmdWrite, nbdproto.CmdFlagFUA, 2, 1<<20-512, 512, nil), uint32(1), true)
+	f.Add(encodeRequest(nbdproto.CmdWriteZeroes, nbdproto.CmdFlagNoHole, 3, 0, 1<<30, nil), uint32(4096), false)
+	f.Add(encodeRequest(nbdproto.CmdFlush, 0, 4, 0, 0, nil), uint32(512), false)
 	f.Fuzz(func(t *testing.T, b []byte, align uint32, readOnly bool) {
 		var h protocol.TransmissionRequestHeader
 		err := decodeRequest(b, &h)
-		if len(b) < requestHeaderSize {
+		if len(b) < nbdproto.RequestHeaderSize {
 			require.ErrorIs(t, err, ErrShortHeader)
 			return
 		}
@@ -39,7 +40,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			return
 		}
 		require.NoError(t, err)
-		require.Equal(t, b[:requestHeaderSize], encodeRequest(h.Type, h.CommandFlags, h.Handle, h.Offset, h.Length, nil))
+		require.Equal(t, b[:nbdproto.RequestHeaderSize], encodeRequest(h.Type, nbdproto.CmdFlags(h.CommandFlags), h.Handle, h.Offset, h.Length, nil))
 
 		align = 1 << (align % 17) // a power of two, 1..65536
 		const size = 1 << 20
@@ -47,19 +48,19 @@ func FuzzDecodeRequest(f *testing.F) {
 		errno := x.check(&h)
 		switch errno {
 		case 0:
-		case nbdEINVAL, nbdENOSPC, nbdEPERM:
+		case nbdproto.EINVAL, nbdproto.ENOSPC, nbdproto.EPERM:
 			return
 		default:
 			t.Fatalf("check returned %d", errno)
 		}
 		switch h.Type {
-		case nbdCmdFlush:
+		case nbdproto.CmdFlush:
 			require.Zero(t, h.Offset)
 			require.Zero(t, h.Length)
 			return
 		case cmdRead, cmdWrite:
 			require.LessOrEqual(t, h.Length, x.maxBlock)
-		case nbdCmdTrim, nbdCmdWriteZeroes:
+		case nbdproto.CmdTrim, nbdproto.CmdWriteZeroes:
 		default:
 			t.Fatalf("accepted command %d", h.Type)
 		}
@@ -69,7 +70,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		require.GreaterOrEqual(t, h.Offset+uint64(h.Length), h.Offset, "wrapped")
 		require.Zero(t, h.Offset%uint64(align))
 		require.Zero(t, h.Length%align)
-		require.Zero(t, h.CommandFlags&^(nbdCmdFlagFUA|nbdCmdFlagNoHole))
+		require.Zero(t, nbdproto.CmdFlags(h.CommandFlags)&^(nbdproto.CmdFlagFUA|nbdproto.CmdFlagNoHole))
 	})
 }
 
@@ -140,27 +141,27 @@ func handshakeSeeds() [][]byte {
 		}
 		return b
 	}
-	flags := u32(nbdFlagCFixedNewstyle | nbdFlagCNoZeroes)
+	flags := u32(nbdproto.FlagCFixedNewstyle | nbdproto.FlagCNoZeroes)
 	goBS := opt(optGo, infoRequest("vol0", protocol.NEGOTIATION_TYPE_INFO_BLOCKSIZE))
 	reqs := cat(
-		encodeRequest(cmdWrite, nbdCmdFlagFUA, 1, 0, 512, make([]byte, 512)),
+		encodeRequest(cmdWrite, nbdproto.CmdFlagFUA, 1, 0, 512, make([]byte, 512)),
 		encodeRequest(cmdRead, 0, 2, 0, 4096, nil),
-		encodeRequest(nbdCmdTrim, 0, 3, 4096, 4096, nil),
-		encodeRequest(nbdCmdWriteZeroes, nbdCmdFlagNoHole, 4, 8192, 4096, nil),
-		encodeRequest(nbdCmdFlush, 0, 5, 0, 0, nil),
+		encodeRequest(nbdproto.CmdTrim, 0, 3, 4096, 4096, nil),
+		encodeRequest(nbdproto.CmdWriteZeroes, nbdproto.CmdFlagNoHole, 4, 8192, 4096, nil),
+		encodeRequest(nbdproto.CmdFlush, 0, 5, 0, 0, nil),
 		encodeRequest(cmdRead, 0, 6, 1<<20, 4096, nil),
 		encodeRequest(cmdWrite, 0, 7, 100, 100, make([]byte, 100)),
 	)
 	return [][]byte{
 		cat(flags, goBS, reqs, encodeRequest(cmdDisc, 0, 8, 0, 0, nil)),
 		cat(flags, opt(optList, nil), opt(optInfo, infoRequest("", 1, 2, 3)), opt(optAbort, nil)),
-		cat(u32(0), opt(nbdOptExportName, []byte("vol0")), reqs),
-		cat(flags, opt(nbdOptStructuredReply, nil), opt(nbdOptStartTLS, nil), opt(optGo, infoRequest("nope")), goBS, reqs),
+		cat(u32(0), opt(nbdproto.OptExportName, []byte("vol0")), reqs),
+		cat(flags, opt(nbdproto.OptStructuredReply, nil), opt(nbdproto.OptStartTLS, nil), opt(optGo, infoRequest("nope")), goBS, reqs),
 		cat(flags, opt(optInfo, []byte{0, 0, 1, 0}), opt(0xffffffff, []byte("x")), goBS,
 			encodeRequest(cmdWrite, 0, 9, 0, 1<<30, nil)),
 		cat(flags, goBS, []byte{0x25, 0x60, 0x95, 0x14}),
-		cat(flags, opt(nbdOptStartTLS, nil), []byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0}),
-		cat(flags, opt(nbdOptStartTLS, []byte("x")), opt(optList, nil), opt(nbdOptExportName, nil)),
+		cat(flags, opt(nbdproto.OptStartTLS, nil), []byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0}),
+		cat(flags, opt(nbdproto.OptStartTLS, []byte("x")), opt(optList, nil), opt(nbdproto.OptExportName, nil)),
 	}
 }
 
@@ -171,7 +172,7 @@ func decodeSeeds() [][]byte {
 	return [][]byte{
 		encodeRequest(cmdRead, 0, 1, 1<<20-4096, 4096, nil),
 		encodeRequest(cmdWrite, 0, 2, 1<<63, 512, nil),
-		encodeRequest(nbdCmdTrim, nbdCmdFlagFUA, 3, 512, 1<<31, nil),
+		encodeRequest(nbdproto.CmdTrim, nbdproto.CmdFlagFUA, 3, 512, 1<<31, nil),
 		encodeRequest(99, 1<<15, 4, 0, 0, nil),
 		bad,
 		encodeRequest(cmdRead, 0, 5, 0, 512, nil)[:27],

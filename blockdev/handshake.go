@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 
 	"github.com/pojntfx/go-nbd/pkg/protocol"
@@ -29,7 +30,7 @@ func (c *conn) negotiate() (export, error) {
 	greeting := protocol.NegotiationNewstyleHeader{
 		OldstyleMagic:  protocol.NEGOTIATION_MAGIC_OLDSTYLE,
 		OptionMagic:    protocol.NEGOTIATION_MAGIC_OPTION,
-		HandshakeFlags: protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE | nbdFlagNoZeroes,
+		HandshakeFlags: protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE | nbdproto.FlagNoZeroes,
 	}
 	if err := c.send(greeting); err != nil {
 		return export{}, err
@@ -38,10 +39,10 @@ func (c *conn) negotiate() (export, error) {
 	if err := binary.Read(c.br, binary.BigEndian, &clientFlags); err != nil {
 		return export{}, fmt.Errorf("blockdev: read client flags: %w", err)
 	}
-	if clientFlags&^nbdFlagsCKnown != 0 {
+	if clientFlags&^clientFlagsKnown != 0 {
 		return export{}, fmt.Errorf("%w: %#x", ErrBadClientFlags, clientFlags)
 	}
-	noZeroes := clientFlags&nbdFlagCNoZeroes != 0
+	noZeroes := clientFlags&nbdproto.FlagCNoZeroes != 0
 
 	for i := 0; ; i++ {
 		if i == maxOptions {
@@ -65,11 +66,11 @@ func (c *conn) negotiate() (export, error) {
 		// FORCEDTLS: before STARTTLS only STARTTLS and ABORT are served.
 		if c.srv.opts.TLSRequired && !c.tls {
 			switch oh.ID {
-			case nbdOptStartTLS, protocol.NEGOTIATION_ID_OPTION_ABORT:
-			case nbdOptExportName:
+			case nbdproto.OptStartTLS, protocol.NEGOTIATION_ID_OPTION_ABORT:
+			case nbdproto.OptExportName:
 				return export{}, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS", ErrTLSRequired)
 			default:
-				if err := c.sendReply(oh.ID, nbdRepErrTLSReqd, []byte("TLS is required: send NBD_OPT_STARTTLS first")); err != nil {
+				if err := c.sendReply(oh.ID, nbdproto.RepErrTLSReqd, []byte("TLS is required: send NBD_OPT_STARTTLS first")); err != nil {
 					return export{}, err
 				}
 				continue
@@ -77,11 +78,11 @@ func (c *conn) negotiate() (export, error) {
 		}
 
 		switch oh.ID {
-		case nbdOptStartTLS:
+		case nbdproto.OptStartTLS:
 			if err := c.startTLS(oh.ID, data); err != nil {
 				return export{}, err
 			}
-		case nbdOptExportName:
+		case nbdproto.OptExportName:
 			if !c.srv.knownExport(data) {
 				return export{}, fmt.Errorf("%w: %q", ErrUnknownExport, data)
 			}
@@ -128,9 +129,9 @@ func (c *conn) startTLS(id uint32, data []byte) error {
 	case cfg == nil:
 		return c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED, []byte("TLS is not configured"))
 	case c.tls:
-		return c.sendReply(id, nbdRepErrInvalid, []byte("TLS is already negotiated"))
+		return c.sendReply(id, nbdproto.RepErrInvalid, []byte("TLS is already negotiated"))
 	case len(data) != 0:
-		return c.sendReply(id, nbdRepErrInvalid, []byte("NBD_OPT_STARTTLS takes no data"))
+		return c.sendReply(id, nbdproto.RepErrInvalid, []byte("NBD_OPT_STARTTLS takes no data"))
 	case c.br.Buffered() != 0:
 		// The client must wait for our reply; bytes after the option would
 		// be read in plain text and could not be part of the TLS stream.
@@ -155,7 +156,7 @@ func (c *conn) startTLS(id uint32, data []byte) error {
 
 func (c *conn) optList(id uint32, data []byte) error {
 	if len(data) != 0 {
-		return c.sendReply(id, nbdRepErrInvalid, []byte("NBD_OPT_LIST takes no data"))
+		return c.sendReply(id, nbdproto.RepErrInvalid, []byte("NBD_OPT_LIST takes no data"))
 	}
 	name := c.srv.opts.ExportName
 	b := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(name)), uint32(len(name)))
@@ -171,7 +172,7 @@ func (c *conn) optList(id uint32, data []byte) error {
 func (c *conn) optInfo(id uint32, data []byte) (x export, ok bool, err error) {
 	name, infos, valid := parseInfoRequest(data)
 	if !valid {
-		return x, false, c.sendReply(id, nbdRepErrInvalid, []byte("malformed NBD_OPT_INFO/GO data"))
+		return x, false, c.sendReply(id, nbdproto.RepErrInvalid, []byte("malformed NBD_OPT_INFO/GO data"))
 	}
 	if !c.srv.knownExport(name) {
 		return x, false, c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNKNOWN, []byte("unknown export"))
@@ -192,7 +193,7 @@ func (c *conn) optInfo(id uint32, data []byte) (x export, ok bool, err error) {
 
 	info := binary.BigEndian.AppendUint16(nil, protocol.NEGOTIATION_TYPE_INFO_EXPORT)
 	info = binary.BigEndian.AppendUint64(info, uint64(x.size))
-	info = binary.BigEndian.AppendUint16(info, x.flags)
+	info = binary.BigEndian.AppendUint16(info, uint16(x.flags))
 	if err := c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_INFO, info); err != nil {
 		return x, false, err
 	}
@@ -231,7 +232,7 @@ func parseInfoRequest(data []byte) (name []byte, infos []uint16, valid bool) {
 		return nil, nil, false
 	}
 	nl := binary.BigEndian.Uint32(data)
-	if nl > maxStringLength || uint64(nl) > uint64(len(data)-6) {
+	if nl > nbdproto.MaxStringLength || uint64(nl) > uint64(len(data)-6) {
 		return nil, nil, false
 	}
 	name = data[4 : 4+nl]
@@ -250,10 +251,10 @@ func parseInfoRequest(data []byte) (name []byte, infos []uint16, valid bool) {
 
 // sendExportName answers a successful NBD_OPT_EXPORT_NAME.
 func (c *conn) sendExportName(x export, noZeroes bool) error {
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 10+exportNameZeroes), uint64(x.size))
-	b = binary.BigEndian.AppendUint16(b, x.flags)
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 10+nbdproto.ExportNameZeroes), uint64(x.size))
+	b = binary.BigEndian.AppendUint16(b, uint16(x.flags))
 	if !noZeroes {
-		b = append(b, make([]byte, exportNameZeroes)...)
+		b = append(b, make([]byte, nbdproto.ExportNameZeroes)...)
 	}
 	if _, err := c.bw.Write(b); err != nil {
 		return fmt.Errorf("blockdev: send export info: %w", err)

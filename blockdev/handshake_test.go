@@ -3,6 +3,7 @@ package blockdev
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 	"testing"
@@ -37,19 +38,19 @@ func TestHandshakeOptions(t *testing.T) {
 		types []uint32 // reply types expected, last one final
 	}{
 		{"list", optList, nil, []uint32{protocol.NEGOTIATION_TYPE_REPLY_SERVER, repAck}},
-		{"list with data", optList, []byte{1}, []uint32{nbdRepErrInvalid}},
+		{"list with data", optList, []byte{1}, []uint32{nbdproto.RepErrInvalid}},
 		{"info unknown export", optInfo, infoRequest("nope"), []uint32{repUnkn}},
 		{"go unknown export", optGo, infoRequest("nope"), []uint32{repUnkn}},
-		{"info name length past data", optInfo, []byte{0, 0, 1, 0, 'v', 0, 0}, []uint32{nbdRepErrInvalid}},
-		{"info too short", optInfo, []byte{0, 0, 0}, []uint32{nbdRepErrInvalid}},
-		{"info trailing bytes", optInfo, append(infoRequest("vol0"), 0), []uint32{nbdRepErrInvalid}},
-		{"info count past data", optInfo, []byte{0, 0, 0, 4, 'v', 'o', 'l', '0', 0, 1}, []uint32{nbdRepErrInvalid}},
-		{"structured reply", nbdOptStructuredReply, nil, []uint32{repUnsup}},
-		{"starttls", nbdOptStartTLS, nil, []uint32{repUnsup}},
+		{"info name length past data", optInfo, []byte{0, 0, 1, 0, 'v', 0, 0}, []uint32{nbdproto.RepErrInvalid}},
+		{"info too short", optInfo, []byte{0, 0, 0}, []uint32{nbdproto.RepErrInvalid}},
+		{"info trailing bytes", optInfo, append(infoRequest("vol0"), 0), []uint32{nbdproto.RepErrInvalid}},
+		{"info count past data", optInfo, []byte{0, 0, 0, 4, 'v', 'o', 'l', '0', 0, 1}, []uint32{nbdproto.RepErrInvalid}},
+		{"structured reply", nbdproto.OptStructuredReply, nil, []uint32{repUnsup}},
+		{"starttls", nbdproto.OptStartTLS, nil, []uint32{repUnsup}},
 		{"unknown option with data", 0x7777, bytes.Repeat([]byte{1}, 1000), []uint32{repUnsup}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := dialRaw(t, addr, nbdFlagCFixedNewstyle|nbdFlagCNoZeroes)
+			c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle|nbdproto.FlagCNoZeroes)
 			c.option(tc.opt, tc.data)
 			var last optReply
 			for _, want := range tc.types {
@@ -67,7 +68,7 @@ func TestHandshakeOptions(t *testing.T) {
 
 func TestHandshakeListNamesExport(t *testing.T) {
 	_, addr := startServer(t, newMemDev(1<<20), testOpts)
-	c := dialRaw(t, addr, nbdFlagCFixedNewstyle)
+	c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle)
 	c.option(optList, nil)
 	r := c.optReply()
 	require.Equal(t, protocol.NEGOTIATION_TYPE_REPLY_SERVER, r.typ)
@@ -79,7 +80,7 @@ func TestHandshakeInfoAndGo(t *testing.T) {
 	_, addr := startServer(t, newMemDev(1<<20), testOpts)
 	all := []uint16{protocol.NEGOTIATION_TYPE_INFO_NAME, protocol.NEGOTIATION_TYPE_INFO_DESCRIPTION,
 		protocol.NEGOTIATION_TYPE_INFO_BLOCKSIZE, 0x4242 /* unknown: ignored */}
-	wantFlags := uint16(0x1 | nbdFlagSendFlush | nbdFlagSendFUA | nbdFlagSendTrim | nbdFlagSendWriteZeroes | 0x100)
+	wantFlags := uint16(0x1 | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes | 0x100)
 	for _, tc := range []struct {
 		name   string
 		export string
@@ -92,7 +93,7 @@ func TestHandshakeInfoAndGo(t *testing.T) {
 			minBS: 512, prefBS: 4096, maxBS: 1 << 20, hasBS: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := dialRaw(t, addr, nbdFlagCFixedNewstyle|nbdFlagCNoZeroes)
+			c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle|nbdproto.FlagCNoZeroes)
 			x, r := c.infoOrGo(optInfo, tc.export, tc.infos...)
 			require.Equal(t, repAck, r.typ)
 			require.Equal(t, tc.want, x)
@@ -115,18 +116,18 @@ func TestHandshakeExportName(t *testing.T) {
 		export   string
 		trailing int
 	}{
-		{"zeroes", nbdFlagCFixedNewstyle, "vol0", exportNameZeroes},
-		{"no zeroes", nbdFlagCFixedNewstyle | nbdFlagCNoZeroes, "vol0", 0},
-		{"default export, not fixed newstyle", 0, "", exportNameZeroes},
+		{"zeroes", nbdproto.FlagCFixedNewstyle, "vol0", nbdproto.ExportNameZeroes},
+		{"no zeroes", nbdproto.FlagCFixedNewstyle | nbdproto.FlagCNoZeroes, "vol0", 0},
+		{"default export, not fixed newstyle", 0, "", nbdproto.ExportNameZeroes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialRaw(t, addr, tc.flags)
-			c.option(nbdOptExportName, []byte(tc.export))
+			c.option(nbdproto.OptExportName, []byte(tc.export))
 			b := make([]byte, 10+tc.trailing)
 			_, err := io.ReadFull(c.br, b)
 			require.NoError(t, err)
 			require.Equal(t, uint64(1<<20), binary.BigEndian.Uint64(b))
-			require.Equal(t, uint16(0x1|nbdFlagSendFlush|nbdFlagSendFUA|nbdFlagSendTrim|nbdFlagSendWriteZeroes|0x100),
+			require.Equal(t, uint16(0x1|nbdproto.FlagSendFlush|nbdproto.FlagSendFUA|nbdproto.FlagSendTrim|nbdproto.FlagSendWriteZeroes|0x100),
 				binary.BigEndian.Uint16(b[8:]))
 			require.Equal(t, make([]byte, tc.trailing), b[10:])
 			// The next bytes must be the reply to our request, proving the
@@ -147,7 +148,7 @@ func TestHandshakeFatal(t *testing.T) {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 		return append(b, data...)
 	}
-	flags := binary.BigEndian.AppendUint32(nil, nbdFlagCFixedNewstyle)
+	flags := binary.BigEndian.AppendUint32(nil, nbdproto.FlagCFixedNewstyle)
 	manyOpts := bytes.Clone(flags)
 	for range maxOptions {
 		manyOpts = append(manyOpts, opt(0x7777, nil)...)
@@ -161,7 +162,7 @@ func TestHandshakeFatal(t *testing.T) {
 		{"bad option magic", append(bytes.Clone(flags), bytes.Repeat([]byte{0xff}, 16)...), ErrBadOptionMagic},
 		{"option too large", binary.BigEndian.AppendUint32(append(bytes.Clone(flags), opt(0x7777, nil)[:12]...),
 			maxOptionLength+1), ErrOptionTooLarge},
-		{"unknown export via EXPORT_NAME", append(bytes.Clone(flags), opt(nbdOptExportName, []byte("nope"))...), ErrUnknownExport},
+		{"unknown export via EXPORT_NAME", append(bytes.Clone(flags), opt(nbdproto.OptExportName, []byte("nope"))...), ErrUnknownExport},
 		{"too many options", manyOpts, ErrTooManyOptions},
 		{"eof mid option", append(bytes.Clone(flags), opt(optList, nil)[:10]...), io.ErrUnexpectedEOF},
 	} {
@@ -201,7 +202,7 @@ func TestHandshakeAbort(t *testing.T) {
 		}
 		done <- s.ServeConn(nc)
 	}()
-	c := dialRaw(t, l.Addr().String(), nbdFlagCFixedNewstyle)
+	c := dialRaw(t, l.Addr().String(), nbdproto.FlagCFixedNewstyle)
 	c.option(optAbort, []byte("ignored"))
 	require.Equal(t, repAck, c.optReply().typ)
 	c.expectClosed()
@@ -211,7 +212,7 @@ func TestHandshakeAbort(t *testing.T) {
 
 func TestHandshakeTimeout(t *testing.T) {
 	_, addr := startServer(t, newMemDev(1<<20), Options{HandshakeTimeout: 100 * time.Millisecond})
-	c := dialRaw(t, addr, nbdFlagCFixedNewstyle)
+	c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle)
 	start := time.Now()
 	c.expectClosed() // the client never sends an option
 	require.Less(t, time.Since(start), 2*time.Second)

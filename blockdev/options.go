@@ -3,6 +3,7 @@ package blockdev
 import (
 	"crypto/tls"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"log/slog"
 	"math/bits"
 	"time"
@@ -126,10 +127,10 @@ func (o Options) withDefaults(devSize int64) (Options, error) {
 		return o, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
 	}
 	switch {
-	case len(o.ExportName) > maxStringLength:
-		return bad("export name longer than %d bytes", maxStringLength)
-	case len(o.Description) > maxStringLength:
-		return bad("description longer than %d bytes", maxStringLength)
+	case len(o.ExportName) > nbdproto.MaxStringLength:
+		return bad("export name longer than %d bytes", nbdproto.MaxStringLength)
+	case len(o.Description) > nbdproto.MaxStringLength:
+		return bad("description longer than %d bytes", nbdproto.MaxStringLength)
 	case bits.OnesCount32(o.MinBlockSize) != 1 || o.MinBlockSize > 1<<16:
 		return bad("MinBlockSize %d: want a power of two <= 65536", o.MinBlockSize)
 	case bits.OnesCount32(o.PreferredBlockSize) != 1 || o.PreferredBlockSize < max(o.MinBlockSize, 512):

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 	"testing"
@@ -82,7 +83,7 @@ func dialRaw(t testing.TB, addr string, clientFlags uint32) *rawClient {
 	require.NoError(t, binary.Read(c.br, binary.BigEndian, &g))
 	require.Equal(t, protocol.NEGOTIATION_MAGIC_OLDSTYLE, g.OldstyleMagic)
 	require.Equal(t, protocol.NEGOTIATION_MAGIC_OPTION, g.OptionMagic)
-	require.Equal(t, protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE|nbdFlagNoZeroes, g.HandshakeFlags)
+	require.Equal(t, protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE|nbdproto.FlagNoZeroes, g.HandshakeFlags)
 	c.write(binary.BigEndian.AppendUint32(nil, clientFlags))
 	return c
 }
@@ -180,7 +181,7 @@ func (c *rawClient) goExport(name string, infos ...uint16) exportInfo {
 // requesting block sizes (so alignment is enforced) when blockSizes is set.
 func dialGo(t testing.TB, addr string, blockSizes bool) (*rawClient, exportInfo) {
 	t.Helper()
-	c := dialRaw(t, addr, nbdFlagCFixedNewstyle|nbdFlagCNoZeroes)
+	c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle|nbdproto.FlagCNoZeroes)
 	if blockSizes {
 		return c, c.goExport("", protocol.NEGOTIATION_TYPE_INFO_BLOCKSIZE)
 	}
@@ -188,15 +189,15 @@ func dialGo(t testing.TB, addr string, blockSizes bool) (*rawClient, exportInfo)
 }
 
 // request sends one transmission request (payload only for WRITE).
-func (c *rawClient) request(typ, flags uint16, cookie, off uint64, length uint32, payload []byte) {
+func (c *rawClient) request(typ uint16, flags nbdproto.CmdFlags, cookie, off uint64, length uint32, payload []byte) {
 	c.t.Helper()
 	c.write(encodeRequest(typ, flags, cookie, off, length, payload))
 }
 
-func encodeRequest(typ, flags uint16, cookie, off uint64, length uint32, payload []byte) []byte {
-	b := make([]byte, requestHeaderSize, requestHeaderSize+len(payload))
+func encodeRequest(typ uint16, flags nbdproto.CmdFlags, cookie, off uint64, length uint32, payload []byte) []byte {
+	b := make([]byte, nbdproto.RequestHeaderSize, nbdproto.RequestHeaderSize+len(payload))
 	binary.BigEndian.PutUint32(b[0:], protocol.TRANSMISSION_MAGIC_REQUEST)
-	binary.BigEndian.PutUint16(b[4:], flags)
+	binary.BigEndian.PutUint16(b[4:], uint16(flags))
 	binary.BigEndian.PutUint16(b[6:], typ)
 	binary.BigEndian.PutUint64(b[8:], cookie)
 	binary.BigEndian.PutUint64(b[16:], off)
@@ -220,7 +221,7 @@ func (c *rawClient) reply(readLen map[uint64]int) (cookie uint64, errno uint32, 
 }
 
 // do sends one request and waits for its reply.
-func (c *rawClient) do(typ, flags uint16, off uint64, length uint32, payload []byte) (uint32, []byte) {
+func (c *rawClient) do(typ uint16, flags nbdproto.CmdFlags, off uint64, length uint32, payload []byte) (uint32, []byte) {
 	c.t.Helper()
 	const cookie = 0x1234_5678_9abc_def0
 	c.request(typ, flags, cookie, off, length, payload)

@@ -3,6 +3,7 @@ package blockdev
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 )
@@ -27,7 +28,7 @@ import (
 // bad magic means the stream is desynchronised. Everything else is judged by
 // export.check.
 func decodeRequest(b []byte, h *protocol.TransmissionRequestHeader) error {
-	if len(b) < requestHeaderSize {
+	if len(b) < nbdproto.RequestHeaderSize {
 		return fmt.Errorf("%w: %d bytes", ErrShortHeader, len(b))
 	}
 	h.RequestMagic = binary.BigEndian.Uint32(b[0:4])
@@ -42,7 +43,7 @@ func decodeRequest(b []byte, h *protocol.TransmissionRequestHeader) error {
 	return nil
 }
 
-// putReplyHeader encodes a simple reply header into b[:replyHeaderSize].
+// putReplyHeader encodes a simple reply header into b[:nbdproto.ReplyHeaderSize].
 func putReplyHeader(b []byte, errno uint32, cookie uint64) {
 	binary.BigEndian.PutUint32(b[0:4], protocol.TRANSMISSION_MAGIC_REPLY)
 	binary.BigEndian.PutUint32(b[4:8], errno)
@@ -53,7 +54,7 @@ func putReplyHeader(b []byte, errno uint32, cookie uint64) {
 // export; it is fixed at the end of the handshake.
 type export struct {
 	size     int64
-	flags    uint16 // transmission flags advertised
+	flags    nbdproto.Flags // transmission flags advertised
 	readOnly bool
 	// align is the enforced alignment of offset and length: MinBlockSize if
 	// the client asked for NBD_INFO_BLOCK_SIZE in NBD_OPT_GO, else 1.
@@ -64,7 +65,7 @@ type export struct {
 // isWrite reports whether a command changes the device and so takes part in
 // FLUSH ordering and is refused on a read-only export.
 func isWrite(cmd uint16) bool {
-	return cmd == protocol.TRANSMISSION_TYPE_REQUEST_WRITE || cmd == nbdCmdTrim || cmd == nbdCmdWriteZeroes
+	return cmd == protocol.TRANSMISSION_TYPE_REQUEST_WRITE || cmd == nbdproto.CmdTrim || cmd == nbdproto.CmdWriteZeroes
 }
 
 // check returns the NBD error for a request that must be refused before it
@@ -74,44 +75,44 @@ func isWrite(cmd uint16) bool {
 // alignment, bounds.
 func (x *export) check(h *protocol.TransmissionRequestHeader) uint32 {
 	cmd, length, off := h.Type, h.Length, h.Offset
-	allowed := nbdCmdFlagFUA // FUA is accepted on every command (spec)
+	allowed := nbdproto.CmdFlagFUA // FUA is accepted on every command (spec)
 	switch cmd {
-	case protocol.TRANSMISSION_TYPE_REQUEST_READ, protocol.TRANSMISSION_TYPE_REQUEST_WRITE, nbdCmdTrim:
-	case nbdCmdWriteZeroes:
-		allowed |= nbdCmdFlagNoHole
-	case nbdCmdFlush:
+	case protocol.TRANSMISSION_TYPE_REQUEST_READ, protocol.TRANSMISSION_TYPE_REQUEST_WRITE, nbdproto.CmdTrim:
+	case nbdproto.CmdWriteZeroes:
+		allowed |= nbdproto.CmdFlagNoHole
+	case nbdproto.CmdFlush:
 		// Offset and length are reserved and MUST be zero.
-		if h.CommandFlags&^allowed != 0 || off != 0 || length != 0 {
-			return nbdEINVAL
+		if nbdproto.CmdFlags(h.CommandFlags)&^allowed != 0 || off != 0 || length != 0 {
+			return nbdproto.EINVAL
 		}
 		return 0
 	default: // CACHE, BLOCK_STATUS and unknown commands
-		return nbdEINVAL
+		return nbdproto.EINVAL
 	}
-	if h.CommandFlags&^allowed != 0 {
-		return nbdEINVAL
+	if nbdproto.CmdFlags(h.CommandFlags)&^allowed != 0 {
+		return nbdproto.EINVAL
 	}
 	if x.readOnly && isWrite(cmd) {
-		return nbdEPERM
+		return nbdproto.EPERM
 	}
 	// READ and WRITE carry a payload bounded by the maximum block size;
 	// TRIM and WRITE_ZEROES may be larger (spec, "Size constraints").
 	if length > x.maxBlock && (cmd == protocol.TRANSMISSION_TYPE_REQUEST_READ || cmd == protocol.TRANSMISSION_TYPE_REQUEST_WRITE) {
-		return nbdEINVAL
+		return nbdproto.EINVAL
 	}
 	if length == 0 {
-		return nbdEINVAL
+		return nbdproto.EINVAL
 	}
 	if off%uint64(x.align) != 0 || length%x.align != 0 {
-		return nbdEINVAL
+		return nbdproto.EINVAL
 	}
 	if off > uint64(x.size) || uint64(length) > uint64(x.size)-off {
 		// The spec asks ENOSPC for writes past the end, EINVAL for reads
 		// and trims.
-		if cmd == protocol.TRANSMISSION_TYPE_REQUEST_WRITE || cmd == nbdCmdWriteZeroes {
-			return nbdENOSPC
+		if cmd == protocol.TRANSMISSION_TYPE_REQUEST_WRITE || cmd == nbdproto.CmdWriteZeroes {
+			return nbdproto.ENOSPC
 		}
-		return nbdEINVAL
+		return nbdproto.EINVAL
 	}
 	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"math"
 	"net"
 	"os"
@@ -65,12 +66,12 @@ func TestHostileRequestsDoNotDisturbOthers(t *testing.T) {
 	// negotiation: lengths are judged against the bounds, not alignment.)
 	c, _ := dialGo(t, addr, false)
 	for _, r := range []badReq{
-		{name: "read 2^32-1", typ: cmdRead, off: 0, length: math.MaxUint32, errno: nbdEINVAL},
-		{name: "read offset past end", typ: cmdRead, off: size + 4096, length: 4096, errno: nbdEINVAL},
-		{name: "read offset 2^64-512", typ: cmdRead, off: math.MaxUint64 - 511, length: 512, errno: nbdEINVAL},
-		{name: "write offset past end", typ: cmdWrite, off: size, length: 512, payload: 512, errno: nbdENOSPC},
-		{name: "trim 2^32-1 past end", typ: nbdCmdTrim, off: 0, length: math.MaxUint32, errno: nbdEINVAL},
-		{name: "write zeroes 2^32-1 past end", typ: nbdCmdWriteZeroes, off: 0, length: math.MaxUint32, errno: nbdENOSPC},
+		{name: "read 2^32-1", typ: cmdRead, off: 0, length: math.MaxUint32, errno: nbdproto.EINVAL},
+		{name: "read offset past end", typ: cmdRead, off: size + 4096, length: 4096, errno: nbdproto.EINVAL},
+		{name: "read offset 2^64-512", typ: cmdRead, off: math.MaxUint64 - 511, length: 512, errno: nbdproto.EINVAL},
+		{name: "write offset past end", typ: cmdWrite, off: size, length: 512, payload: 512, errno: nbdproto.ENOSPC},
+		{name: "trim 2^32-1 past end", typ: nbdproto.CmdTrim, off: 0, length: math.MaxUint32, errno: nbdproto.EINVAL},
+		{name: "write zeroes 2^32-1 past end", typ: nbdproto.CmdWriteZeroes, off: 0, length: math.MaxUint32, errno: nbdproto.ENOSPC},
 	} {
 		errno, data := c.do(r.typ, r.flags, r.off, r.length, bytes.Repeat([]byte{0xEE}, r.payload))
 		require.Equal(t, r.errno, errno, r.name)
@@ -82,7 +83,7 @@ func TestHostileRequestsDoNotDisturbOthers(t *testing.T) {
 	w.request(cmdWrite, 0, 42, 0, math.MaxUint32, bytes.Repeat([]byte{0xEE}, 4096))
 	cookie, errno, _ := w.reply(nil)
 	require.Equal(t, uint64(42), cookie)
-	require.Equal(t, nbdEINVAL, errno)
+	require.Equal(t, nbdproto.EINVAL, errno)
 	w.expectClosed()
 
 	// A truncated header, then the client goes away.
@@ -150,7 +151,7 @@ func testTLS(t *testing.T, clientAuth bool) (*tls.Config, string) {
 // client to TLS trusting dir's CA.
 func (c *rawClient) startTLS(dir string) {
 	c.t.Helper()
-	c.option(nbdOptStartTLS, nil)
+	c.option(nbdproto.OptStartTLS, nil)
 	r := c.optReply()
 	require.Equal(c.t, protocol.NEGOTIATION_TYPE_REPLY_ACK, r.typ, "%q", r.data)
 	pool := x509.NewCertPool()
@@ -173,12 +174,12 @@ func TestStartTLS(t *testing.T) {
 	plain, _ := dialGo(t, addr, true)
 	require.Zero(t, plain.expectReadWorks(dev))
 
-	c := dialRaw(t, addr, nbdFlagCFixedNewstyle|nbdFlagCNoZeroes)
-	c.option(nbdOptStartTLS, []byte("x"))
-	require.Equal(t, nbdRepErrInvalid, c.optReply().typ, "STARTTLS carries no data")
+	c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle|nbdproto.FlagCNoZeroes)
+	c.option(nbdproto.OptStartTLS, []byte("x"))
+	require.Equal(t, nbdproto.RepErrInvalid, c.optReply().typ, "STARTTLS carries no data")
 	c.startTLS(dir)
-	c.option(nbdOptStartTLS, nil)
-	require.Equal(t, nbdRepErrInvalid, c.optReply().typ, "a second STARTTLS is invalid")
+	c.option(nbdproto.OptStartTLS, nil)
+	require.Equal(t, nbdproto.RepErrInvalid, c.optReply().typ, "a second STARTTLS is invalid")
 	c.goExport("", protocol.NEGOTIATION_TYPE_INFO_BLOCKSIZE)
 	want := bytes.Repeat([]byte{7}, 4096)
 	errno, _ := c.do(cmdWrite, 0, 8192, 4096, want)
@@ -189,8 +190,8 @@ func TestStartTLS(t *testing.T) {
 	require.Equal(t, uint64(1), s.Stats().TLSConnections)
 
 	// Bytes pipelined behind STARTTLS would be plain text: refused.
-	p := dialRaw(t, addr, nbdFlagCFixedNewstyle)
-	b := encodeOption(nbdOptStartTLS, nil)
+	p := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle)
+	b := encodeOption(nbdproto.OptStartTLS, nil)
 	p.write(append(b, encodeOption(protocol.NEGOTIATION_ID_OPTION_LIST, nil)...))
 	p.expectClosed()
 }
@@ -217,8 +218,8 @@ func putU32(b []byte, v uint32) {
 
 func TestStartTLSUnconfigured(t *testing.T) {
 	_, addr := startServer(t, newMemDev(1<<20), Options{})
-	c := dialRaw(t, addr, nbdFlagCFixedNewstyle)
-	c.option(nbdOptStartTLS, nil)
+	c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle)
+	c.option(nbdproto.OptStartTLS, nil)
 	require.Equal(t, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED, c.optReply().typ)
 	c.goExport("") // and the session goes on in plain text
 }
@@ -230,8 +231,8 @@ func TestTLSRequired(t *testing.T) {
 	dev := newRandDev(1 << 20)
 	_, addr := startServer(t, dev, Options{TLS: cfg, TLSRequired: true})
 
-	c := dialRaw(t, addr, nbdFlagCFixedNewstyle|nbdFlagCNoZeroes)
-	for _, opt := range []uint32{protocol.NEGOTIATION_ID_OPTION_LIST, protocol.NEGOTIATION_ID_OPTION_INFO, protocol.NEGOTIATION_ID_OPTION_GO, nbdOptStructuredReply, 999} {
+	c := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle|nbdproto.FlagCNoZeroes)
+	for _, opt := range []uint32{protocol.NEGOTIATION_ID_OPTION_LIST, protocol.NEGOTIATION_ID_OPTION_INFO, protocol.NEGOTIATION_ID_OPTION_GO, nbdproto.OptStructuredReply, 999} {
 		data := []byte(nil)
 		if opt == protocol.NEGOTIATION_ID_OPTION_INFO || opt == protocol.NEGOTIATION_ID_OPTION_GO {
 			data = infoRequest("")
@@ -239,17 +240,17 @@ func TestTLSRequired(t *testing.T) {
 		c.option(opt, data)
 		r := c.optReply()
 		require.Equal(t, opt, r.opt)
-		require.Equal(t, nbdRepErrTLSReqd, r.typ, "option %d before STARTTLS", opt)
+		require.Equal(t, nbdproto.RepErrTLSReqd, r.typ, "option %d before STARTTLS", opt)
 	}
 	c.startTLS(dir)
 	c.goExport("")
 	require.Zero(t, c.expectReadWorks(dev))
 
-	e := dialRaw(t, addr, nbdFlagCFixedNewstyle)
-	e.option(nbdOptExportName, nil)
+	e := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle)
+	e.option(nbdproto.OptExportName, nil)
 	e.expectClosed()
 
-	a := dialRaw(t, addr, nbdFlagCFixedNewstyle)
+	a := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle)
 	a.option(protocol.NEGOTIATION_ID_OPTION_ABORT, nil)
 	require.Equal(t, protocol.NEGOTIATION_TYPE_REPLY_ACK, a.optReply().typ)
 }
@@ -290,7 +291,7 @@ func TestConnectionLimits(t *testing.T) {
 	dev := newRandDev(1 << 20)
 	s, addr := startServer(t, dev, Options{MaxConnections: 3, MaxHandshakes: 2, HandshakeTimeout: time.Second})
 	// Two clients negotiating (greeted, silent) fill the handshake slots.
-	h1, h2 := dialRaw(t, addr, nbdFlagCFixedNewstyle), dialRaw(t, addr, nbdFlagCFixedNewstyle)
+	h1, h2 := dialRaw(t, addr, nbdproto.FlagCFixedNewstyle), dialRaw(t, addr, nbdproto.FlagCFixedNewstyle)
 	require.Eventually(t, func() bool { return s.Stats().ActiveConnections == 2 }, testTimeout, tick)
 	refusedFast(t, addr)
 	require.Equal(t, uint64(1), s.Stats().Refused)

@@ -3,13 +3,12 @@ package blockdev
 import (
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"net"
 	"os"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/pojntfx/go-nbd/pkg/protocol"
 )
 
 // Device is what an export serves. Implementations must be safe for
@@ -238,14 +237,14 @@ func (s *Server) export(enforceBlockSize bool) export {
 		size:     s.dev.Size(),
 		maxBlock: s.opts.MaxBlockSize,
 		align:    1,
-		flags: protocol.NEGOTIATION_REPLY_FLAGS_HAS_FLAGS | nbdFlagSendFlush | nbdFlagSendFUA |
-			protocol.NEGOTIATION_REPLY_FLAGS_CAN_MULTI_CONN,
+		flags: nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA |
+			nbdproto.FlagCanMultiConn,
 	}
 	if ro, ok := s.dev.(ReadOnlyChecker); ok && ro.ReadOnly() {
 		x.readOnly = true
-		x.flags |= nbdFlagReadOnly
+		x.flags |= nbdproto.FlagReadOnly
 	} else {
-		x.flags |= nbdFlagSendTrim | nbdFlagSendWriteZeroes
+		x.flags |= nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes
 	}
 	if enforceBlockSize {
 		x.align = s.opts.MinBlockSize

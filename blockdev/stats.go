@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"github.com/grbd/grbd/internal/nbdproto"
 	"sync/atomic"
 	"time"
 
@@ -65,19 +66,19 @@ func monoNow() int64 { return int64(time.Since(monoBase)) }
 func (s *counters) count(req *request) {
 	if req.errno != 0 {
 		switch req.errno {
-		case nbdEPERM:
+		case nbdproto.EPERM:
 			s.errPerm.Add(1)
-		case nbdEIO:
+		case nbdproto.EIO:
 			s.errIO.Add(1)
-		case nbdENOMEM:
+		case nbdproto.ENOMEM:
 			s.errNoMem.Add(1)
-		case nbdEINVAL:
+		case nbdproto.EINVAL:
 			s.errInvalid.Add(1)
-		case nbdENOSPC:
+		case nbdproto.ENOSPC:
 			s.errNoSpace.Add(1)
-		case nbdEOVERFLOW:
+		case nbdproto.EOVERFLOW:
 			s.errOverflow.Add(1)
-		case nbdESHUTDOWN:
+		case nbdproto.ESHUTDOWN:
 			s.errShutdown.Add(1)
 		default:
 			s.errX.Add(1)
@@ -94,12 +95,12 @@ func (s *counters) count(req *request) {
 		s.writes.Add(1)
 		s.bytesWritten.Add(uint64(req.hdr.Length))
 		s.writeLat.Observe(lat)
-	case nbdCmdFlush:
+	case nbdproto.CmdFlush:
 		s.flushes.Add(1)
 		s.flushLat.Observe(lat)
-	case nbdCmdTrim:
+	case nbdproto.CmdTrim:
 		s.trims.Add(1)
-	case nbdCmdWriteZeroes:
+	case nbdproto.CmdWriteZeroes:
 		s.zeroes.Add(1)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,7 +55,7 @@ func TestFlushWaitsForEarlierWrites(t *testing.T) {
 	c.request(cmdWrite, 0, 1, 0, 4096, bytes.Repeat([]byte{1}, 4096))
 	c.request(cmdWrite, 0, 2, 4096, 4096, bytes.Repeat([]byte{2}, 4096))
 	g.awaitEntered(t, 0, 4096)
-	c.request(nbdCmdFlush, 0, 3, 0, 0, nil)
+	c.request(nbdproto.CmdFlush, 0, 3, 0, 0, nil)
 
 	// Give a broken server every chance to flush early.
 	time.Sleep(100 * time.Millisecond)
@@ -94,7 +95,7 @@ func TestFlushDoesNotWaitForLaterWrites(t *testing.T) {
 
 	c.request(cmdWrite, 0, 9, 0, 4096, bytes.Repeat([]byte{1}, 4096)) // before the FLUSH
 	g.awaitEntered(t, 0)
-	c.request(nbdCmdFlush, 0, 10, 0, 0, nil)
+	c.request(nbdproto.CmdFlush, 0, 10, 0, 0, nil)
 	c.request(cmdWrite, 0, 11, 8192, 4096, bytes.Repeat([]byte{2}, 4096)) // after it
 	g.awaitEntered(t, 8192)
 
@@ -125,25 +126,25 @@ func TestCommandsReachDevice(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		typ     uint16
-		flags   uint16
+		flags   nbdproto.CmdFlags
 		payload bool
 		event   string
 		zeroed  bool
 	}{
 		{"write", cmdWrite, 0, true, "write off=4096 len=8192 fua=false", false},
-		{"write fua", cmdWrite, nbdCmdFlagFUA, true, "write off=4096 len=8192 fua=true", false},
-		{"trim", nbdCmdTrim, 0, false, "zero off=4096 len=8192 fua=false", true},
-		{"trim fua", nbdCmdTrim, nbdCmdFlagFUA, false, "zero off=4096 len=8192 fua=true", true},
-		{"write zeroes", nbdCmdWriteZeroes, 0, false, "zero off=4096 len=8192 fua=false", true},
-		{"write zeroes no hole", nbdCmdWriteZeroes, nbdCmdFlagNoHole, false, "zero off=4096 len=8192 fua=false", true},
-		{"write zeroes fua no hole", nbdCmdWriteZeroes, nbdCmdFlagFUA | nbdCmdFlagNoHole, false, "zero off=4096 len=8192 fua=true", true},
+		{"write fua", cmdWrite, nbdproto.CmdFlagFUA, true, "write off=4096 len=8192 fua=true", false},
+		{"trim", nbdproto.CmdTrim, 0, false, "zero off=4096 len=8192 fua=false", true},
+		{"trim fua", nbdproto.CmdTrim, nbdproto.CmdFlagFUA, false, "zero off=4096 len=8192 fua=true", true},
+		{"write zeroes", nbdproto.CmdWriteZeroes, 0, false, "zero off=4096 len=8192 fua=false", true},
+		{"write zeroes no hole", nbdproto.CmdWriteZeroes, nbdproto.CmdFlagNoHole, false, "zero off=4096 len=8192 fua=false", true},
+		{"write zeroes fua no hole", nbdproto.CmdWriteZeroes, nbdproto.CmdFlagFUA | nbdproto.CmdFlagNoHole, false, "zero off=4096 len=8192 fua=true", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dev := newRandDev(1 << 20)
 			dev.record = true
 			_, addr := startServer(t, dev, Options{})
 			c, x := dialGo(t, addr, true)
-			require.Equal(t, uint16(0x1|nbdFlagSendFlush|nbdFlagSendFUA|nbdFlagSendTrim|nbdFlagSendWriteZeroes|0x100), x.flags)
+			require.Equal(t, uint16(0x1|nbdproto.FlagSendFlush|nbdproto.FlagSendFUA|nbdproto.FlagSendTrim|nbdproto.FlagSendWriteZeroes|0x100), x.flags)
 
 			var payload []byte
 			if tc.payload {
@@ -159,7 +160,7 @@ func TestCommandsReachDevice(t *testing.T) {
 			_, data := c.do(cmdRead, 0, 4096, 8192, nil)
 			require.Equal(t, want, data)
 
-			errno, _ = c.do(nbdCmdFlush, nbdCmdFlagFUA, 0, 0, nil) // FUA is accepted on any command
+			errno, _ = c.do(nbdproto.CmdFlush, nbdproto.CmdFlagFUA, 0, 0, nil) // FUA is accepted on any command
 			require.Zero(t, errno)
 			require.Equal(t, int64(1), dev.flushes.Load())
 		})
@@ -189,15 +190,15 @@ func TestDeviceErrorMapping(t *testing.T) {
 		err   error
 		errno uint32
 	}{
-		{"EIO", syscall.EIO, nbdEIO},
-		{"wrapped ENOSPC", fmt.Errorf("journal: append: %w", syscall.ENOSPC), nbdENOSPC},
-		{"EDQUOT is ENOSPC", syscall.EDQUOT, nbdENOSPC},
-		{"EPERM", syscall.EPERM, nbdEPERM},
-		{"EROFS is EPERM", syscall.EROFS, nbdEPERM},
-		{"EINVAL", syscall.EINVAL, nbdEINVAL},
-		{"ESHUTDOWN", syscall.ESHUTDOWN, nbdESHUTDOWN},
-		{"ENOTSUP is EIO", syscall.ENOTSUP, nbdEIO},
-		{"plain error is EIO", errors.New("replicator: no quorum"), nbdEIO},
+		{"EIO", syscall.EIO, nbdproto.EIO},
+		{"wrapped ENOSPC", fmt.Errorf("journal: append: %w", syscall.ENOSPC), nbdproto.ENOSPC},
+		{"EDQUOT is ENOSPC", syscall.EDQUOT, nbdproto.ENOSPC},
+		{"EPERM", syscall.EPERM, nbdproto.EPERM},
+		{"EROFS is EPERM", syscall.EROFS, nbdproto.EPERM},
+		{"EINVAL", syscall.EINVAL, nbdproto.EINVAL},
+		{"ESHUTDOWN", syscall.ESHUTDOWN, nbdproto.ESHUTDOWN},
+		{"ENOTSUP is EIO", syscall.ENOTSUP, nbdproto.EIO},
+		{"plain error is EIO", errors.New("replicator: no quorum"), nbdproto.EIO},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fail.Store(&tc.err)
@@ -357,9 +358,9 @@ func TestStatsCountCommandsAndErrors(t *testing.T) {
 	c, _ := dialGo(t, addr, true)
 	c.do(cmdWrite, 0, 0, 4096, make([]byte, 4096))
 	c.do(cmdRead, 0, 0, 8192, nil)
-	c.do(nbdCmdFlush, 0, 0, 0, nil)
-	c.do(nbdCmdTrim, 0, 0, 4096, nil)
-	c.do(nbdCmdWriteZeroes, 0, 0, 4096, nil)
+	c.do(nbdproto.CmdFlush, 0, 0, 0, nil)
+	c.do(nbdproto.CmdTrim, 0, 0, 4096, nil)
+	c.do(nbdproto.CmdWriteZeroes, 0, 0, 4096, nil)
 	c.do(cmdRead, 0, 1<<20, 4096, nil)               // EINVAL
 	c.do(cmdWrite, 0, 1<<20, 512, make([]byte, 512)) // ENOSPC
 	st := s.Stats()

@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"github.com/grbd/grbd/internal/nbdproto"
 	"testing"
 	"time"
 
@@ -9,7 +10,7 @@ import (
 )
 
 func TestDecodeRequest(t *testing.T) {
-	valid := encodeRequest(nbdCmdWriteZeroes, nbdCmdFlagFUA|nbdCmdFlagNoHole, 0x0102030405060708, 1<<40, 4096, nil)
+	valid := encodeRequest(nbdproto.CmdWriteZeroes, nbdproto.CmdFlagFUA|nbdproto.CmdFlagNoHole, 0x0102030405060708, 1<<40, 4096, nil)
 	for _, tc := range []struct {
 		name string
 		in   []byte
@@ -17,7 +18,7 @@ func TestDecodeRequest(t *testing.T) {
 		err  error
 	}{
 		{"valid", valid, protocol.TransmissionRequestHeader{
-			RequestMagic: protocol.TRANSMISSION_MAGIC_REQUEST, CommandFlags: 3, Type: nbdCmdWriteZeroes,
+			RequestMagic: protocol.TRANSMISSION_MAGIC_REQUEST, CommandFlags: 3, Type: nbdproto.CmdWriteZeroes,
 			Handle: 0x0102030405060708, Offset: 1 << 40, Length: 4096}, nil},
 		{"short", valid[:27], protocol.TransmissionRequestHeader{}, ErrShortHeader},
 		{"empty", nil, protocol.TransmissionRequestHeader{}, ErrShortHeader},

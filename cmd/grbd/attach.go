@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"net"
 	"os"
 	"os/signal"
@@ -233,13 +234,13 @@ func dialExport(ctx context.Context, addr, export string, timeout time.Duration)
 }
 
 // flagNames lists the transmission flags an operator cares about.
-func flagNames(f uint16) string {
+func flagNames(f nbdproto.Flags) string {
 	var out []string
 	for _, n := range []struct {
-		bit  uint16
+		bit  nbdproto.Flags
 		name string
-	}{{nbdkernel.FlagReadOnly, "READ_ONLY"}, {nbdkernel.FlagSendFlush, "FLUSH"}, {nbdkernel.FlagSendFUA, "FUA"},
-		{nbdkernel.FlagSendTrim, "TRIM"}, {nbdkernel.FlagSendWriteZeroes, "WRITE_ZEROES"}, {nbdkernel.FlagCanMultiConn, "MULTI_CONN"}} {
+	}{{nbdproto.FlagReadOnly, "READ_ONLY"}, {nbdproto.FlagSendFlush, "FLUSH"}, {nbdproto.FlagSendFUA, "FUA"},
+		{nbdproto.FlagSendTrim, "TRIM"}, {nbdproto.FlagSendWriteZeroes, "WRITE_ZEROES"}, {nbdproto.FlagCanMultiConn, "MULTI_CONN"}} {
 		if f&n.bit != 0 {
 			out = append(out, n.name)
 		}

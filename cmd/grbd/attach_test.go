@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"log/slog"
 	"net"
@@ -56,8 +57,8 @@ func TestAttachFindsServingPrimary(t *testing.T) {
 	conn.Close()
 	require.Equal(t, uint64(4<<20), x.Size)
 	require.Equal(t, "FLUSH FUA TRIM WRITE_ZEROES MULTI_CONN", flagNames(x.Flags))
-	want := uint64(nbdkernel.FlagHasFlags | nbdkernel.FlagSendFlush | nbdkernel.FlagSendFUA | nbdkernel.FlagSendTrim |
-		nbdkernel.FlagSendWriteZeroes | nbdkernel.FlagCanMultiConn)
+	want := uint64(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim |
+		nbdproto.FlagSendWriteZeroes | nbdproto.FlagCanMultiConn)
 	require.Equal(t, want, nbdkernel.KernelFlags(x.Flags))
 
 	sec, _, err := c.cfg.Member(sn)

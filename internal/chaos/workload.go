@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -287,9 +288,9 @@ func (w *Workload) do(ctx context.Context, c *nbdclient.Client, op *Op, buf []by
 	switch op.Kind {
 	case OpWrite:
 		w.codec.Encode(buf, op.Block, op.Value, op.Client)
-		var flags nbdclient.CmdFlags
+		var flags nbdproto.CmdFlags
 		if op.FUA {
-			flags = nbdclient.CmdFlagFUA
+			flags = nbdproto.CmdFlagFUA
 		}
 		err = c.WriteAt(opCtx, buf, off, flags)
 	case OpRead:

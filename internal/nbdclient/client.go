@@ -22,6 +22,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"math"
 	"net"
@@ -129,7 +130,7 @@ func NewClient(ctx context.Context, conn net.Conn, opts Options) (*Client, error
 	_ = conn.SetDeadline(time.Time{})
 	c := &Client{
 		conn: conn, info: info, closeTimeout: opts.CloseTimeout,
-		wbuf:       make([]byte, requestHeaderSize),
+		wbuf:       make([]byte, nbdproto.RequestHeaderSize),
 		pending:    map[uint64]*call{},
 		readerDone: make(chan struct{}),
 	}
@@ -155,7 +156,7 @@ func (c *Client) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return c.do(ctx, protocol.TRANSMISSION_TYPE_REQUEST_READ, 0, off, int64(len(p)), nil, p)
 }
 
-// WriteAt writes p at off; flags may carry CmdFlagFUA.
+// WriteAt writes p at off; flags may carry nbdproto.CmdFlagFUA.
 func (c *Client) WriteAt(ctx context.Context, p []byte, off int64, flags CmdFlags) error {
 	if err := c.checkFlags(flags, 0); err != nil {
 		return err
@@ -165,34 +166,34 @@ func (c *Client) WriteAt(ctx context.Context, p []byte, off int64, flags CmdFlag
 
 // Flush asks the server to make every completed write durable.
 func (c *Client) Flush(ctx context.Context) error {
-	if !c.info.Flags.Has(FlagSendFlush) {
+	if !c.info.Flags.Has(nbdproto.FlagSendFlush) {
 		return fmt.Errorf("%w: FLUSH (export flags %#x)", ErrUnsupported, uint16(c.info.Flags))
 	}
-	return c.do(ctx, cmdFlush, 0, 0, 0, nil, nil)
+	return c.do(ctx, nbdproto.CmdFlush, 0, 0, 0, nil, nil)
 }
 
 // Trim discards [off, off+length).
 func (c *Client) Trim(ctx context.Context, off, length int64, flags CmdFlags) error {
-	if err := c.checkFlags(flags, FlagSendTrim); err != nil {
+	if err := c.checkFlags(flags, nbdproto.FlagSendTrim); err != nil {
 		return err
 	}
-	return c.do(ctx, cmdTrim, flags, off, length, nil, nil)
+	return c.do(ctx, nbdproto.CmdTrim, flags, off, length, nil, nil)
 }
 
-// WriteZeroes zeroes [off, off+length); flags may carry CmdFlagFUA and
-// CmdFlagNoHole.
+// WriteZeroes zeroes [off, off+length); flags may carry nbdproto.CmdFlagFUA and
+// nbdproto.CmdFlagNoHole.
 func (c *Client) WriteZeroes(ctx context.Context, off, length int64, flags CmdFlags) error {
-	if err := c.checkFlags(flags, FlagWriteZeroes); err != nil {
+	if err := c.checkFlags(flags, nbdproto.FlagSendWriteZeroes); err != nil {
 		return err
 	}
-	return c.do(ctx, cmdWriteZeroes, flags, off, length, nil, nil)
+	return c.do(ctx, nbdproto.CmdWriteZeroes, flags, off, length, nil, nil)
 }
 
 func (c *Client) checkFlags(flags CmdFlags, need Flags) error {
 	if need != 0 && !c.info.Flags.Has(need) {
 		return fmt.Errorf("%w: command needs export flag %#x (export flags %#x)", ErrUnsupported, uint16(need), uint16(c.info.Flags))
 	}
-	if flags&CmdFlagFUA != 0 && !c.info.Flags.Has(FlagSendFUA) {
+	if flags&nbdproto.CmdFlagFUA != 0 && !c.info.Flags.Has(nbdproto.FlagSendFUA) {
 		return fmt.Errorf("%w: FUA (export flags %#x)", ErrUnsupported, uint16(c.info.Flags))
 	}
 	return nil
@@ -270,7 +271,7 @@ func (c *Client) send(ctx context.Context, typ uint16, flags CmdFlags, cookie ui
 // readLoop delivers replies until the connection ends.
 func (c *Client) readLoop(br *bufio.Reader) {
 	defer close(c.readerDone)
-	var hdr [replyHeaderSize]byte
+	var hdr [nbdproto.ReplyHeaderSize]byte
 	var scratch []byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
@@ -282,7 +283,7 @@ func (c *Client) readLoop(br *bufio.Reader) {
 		cookie := binary.BigEndian.Uint64(hdr[8:])
 		if magic != protocol.TRANSMISSION_MAGIC_REPLY {
 			what := "bad reply magic"
-			if magic == structuredReplyMagic {
+			if magic == nbdproto.StructuredReplyMagic {
 				what = "structured reply (never negotiated)"
 			}
 			c.fail(fmt.Errorf("%w: %s %#x", ErrProtocol, what, magic))
@@ -375,11 +376,11 @@ func cmdName(typ uint16) string {
 		return "WRITE"
 	case protocol.TRANSMISSION_TYPE_REQUEST_DISC:
 		return "DISC"
-	case cmdFlush:
+	case nbdproto.CmdFlush:
 		return "FLUSH"
-	case cmdTrim:
+	case nbdproto.CmdTrim:
 		return "TRIM"
-	case cmdWriteZeroes:
+	case nbdproto.CmdWriteZeroes:
 		return "WRITE_ZEROES"
 	}
 	return fmt.Sprintf("command %d", typ)

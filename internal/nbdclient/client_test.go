@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"net"
 	"sync"
 	"syscall"
@@ -39,8 +40,8 @@ func TestHandshake(t *testing.T) {
 			info := c.Info()
 			require.Equal(t, int64(1<<20), c.Size())
 			require.Equal(t, "test volume", info.Description)
-			require.True(t, info.Flags.Has(FlagHasFlags|FlagSendFlush|FlagSendFUA|FlagSendTrim|FlagWriteZeroes|FlagCanMultiConn))
-			require.False(t, info.Flags.Has(FlagReadOnly))
+			require.True(t, info.Flags.Has(nbdproto.FlagHasFlags|nbdproto.FlagSendFlush|nbdproto.FlagSendFUA|nbdproto.FlagSendTrim|nbdproto.FlagSendWriteZeroes|nbdproto.FlagCanMultiConn))
+			require.False(t, info.Flags.Has(nbdproto.FlagReadOnly))
 			if tc.opts.BlockSizes {
 				require.Equal(t, [3]uint32{512, 4096, 32 << 20}, [3]uint32{info.MinBlockSize, info.PreferredBlockSize, info.MaxBlockSize})
 			}
@@ -79,7 +80,9 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name: "FUA reaches the device",
-			run:  func(ctx context.Context, c *Client) error { return c.WriteAt(ctx, pattern[:512], 0, CmdFlagFUA) },
+			run: func(ctx context.Context, c *Client) error {
+				return c.WriteAt(ctx, pattern[:512], 0, nbdproto.CmdFlagFUA)
+			},
 			check: func(t *testing.T, d *memDev) {
 				_, fua := d.stats()
 				require.Equal(t, []bool{true}, fua)
@@ -112,7 +115,7 @@ func TestCommands(t *testing.T) {
 				if err := c.WriteAt(ctx, pattern, 8192, 0); err != nil {
 					return err
 				}
-				return c.WriteZeroes(ctx, 8192, 8192, CmdFlagFUA|CmdFlagNoHole)
+				return c.WriteZeroes(ctx, 8192, 8192, nbdproto.CmdFlagFUA|nbdproto.CmdFlagNoHole)
 			},
 			check: func(t *testing.T, d *memDev) {
 				require.Equal(t, make([]byte, 8192), d.bytes(8192, 8192))

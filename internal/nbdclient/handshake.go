@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 
@@ -40,10 +41,10 @@ func handshake(conn net.Conn, br *bufio.Reader, opts Options) (net.Conn, *bufio.
 	if hello.HandshakeFlags&protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE == 0 {
 		return nil, nil, ExportInfo{}, fmt.Errorf("%w: server is not fixed newstyle", ErrUnsupported)
 	}
-	clientFlags := flagCFixedNewstyle
-	noZeroes := hello.HandshakeFlags&flagNoZeroes != 0
+	clientFlags := nbdproto.FlagCFixedNewstyle
+	noZeroes := hello.HandshakeFlags&nbdproto.FlagNoZeroes != 0
 	if noZeroes {
-		clientFlags |= flagCNoZeroes
+		clientFlags |= nbdproto.FlagCNoZeroes
 	}
 	if err := binary.Write(conn, binary.BigEndian, clientFlags); err != nil {
 		return nil, nil, ExportInfo{}, fmt.Errorf("nbdclient: send client flags: %w", err)
@@ -67,10 +68,10 @@ func handshake(conn net.Conn, br *bufio.Reader, opts Options) (net.Conn, *bufio.
 // startTLS sends NBD_OPT_STARTTLS and, once the server acknowledged it, runs
 // the TLS handshake on conn (the spec's "TLS support" section).
 func startTLS(conn net.Conn, br *bufio.Reader, cfg *tls.Config) (*tls.Conn, error) {
-	if err := sendOption(conn, optStartTLS, nil); err != nil {
+	if err := sendOption(conn, nbdproto.OptStartTLS, nil); err != nil {
 		return nil, err
 	}
-	typ, body, err := readOptionReply(br, optStartTLS)
+	typ, body, err := readOptionReply(br, nbdproto.OptStartTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +175,7 @@ func parseInfo(body []byte, info *ExportInfo, gotExport *bool) error {
 // optExport is the old way in: NBD_OPT_EXPORT_NAME, answered with the size and
 // flags directly (or by closing the connection for an unknown name).
 func optExport(conn net.Conn, br *bufio.Reader, noZeroes bool, info *ExportInfo) error {
-	if err := sendOption(conn, optExportName, []byte(info.Name)); err != nil {
+	if err := sendOption(conn, nbdproto.OptExportName, []byte(info.Name)); err != nil {
 		return err
 	}
 	var ans struct {
@@ -186,7 +187,7 @@ func optExport(conn net.Conn, br *bufio.Reader, noZeroes bool, info *ExportInfo)
 	}
 	info.Size, info.Flags = int64(ans.Size), Flags(ans.Flags)
 	if !noZeroes {
-		if _, err := br.Discard(exportNameZeroes); err != nil {
+		if _, err := br.Discard(nbdproto.ExportNameZeroes); err != nil {
 			return fmt.Errorf("nbdclient: NBD_OPT_EXPORT_NAME padding: %w", err)
 		}
 	}

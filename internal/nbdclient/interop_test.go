@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 	"os/exec"
@@ -44,9 +45,9 @@ func TestInteropNbdkitMemory(t *testing.T) {
 
 	ctx := ctxT(t)
 	require.Equal(t, int64(8<<20), c.Size())
-	require.True(t, c.Info().Flags.Has(FlagSendFlush|FlagSendTrim|FlagWriteZeroes))
+	require.True(t, c.Info().Flags.Has(nbdproto.FlagSendFlush|nbdproto.FlagSendTrim|nbdproto.FlagSendWriteZeroes))
 	data := bytes.Repeat([]byte("grbd"), 16<<10)
-	require.NoError(t, c.WriteAt(ctx, data, 1<<20, CmdFlagFUA))
+	require.NoError(t, c.WriteAt(ctx, data, 1<<20, nbdproto.CmdFlagFUA))
 	require.NoError(t, c.Flush(ctx))
 	got := make([]byte, len(data))
 	require.NoError(t, c.ReadAt(ctx, got, 1<<20))
@@ -104,10 +105,10 @@ func oldServer(conn net.Conn, size uint64) error {
 		if _, err := io.CopyN(io.Discard, conn, int64(h.Length)); err != nil {
 			return err
 		}
-		if h.ID == optExportName {
+		if h.ID == nbdproto.OptExportName {
 			ans := binary.BigEndian.AppendUint64(nil, size)
-			ans = binary.BigEndian.AppendUint16(ans, uint16(FlagHasFlags))
-			_, err := conn.Write(append(ans, make([]byte, exportNameZeroes)...))
+			ans = binary.BigEndian.AppendUint16(ans, uint16(nbdproto.FlagHasFlags))
+			_, err := conn.Write(append(ans, make([]byte, nbdproto.ExportNameZeroes)...))
 			return err
 		}
 		rep := protocol.NegotiationReplyHeader{ReplyMagic: protocol.NEGOTIATION_MAGIC_REPLY, ID: h.ID,
@@ -129,7 +130,7 @@ func TestProtocolViolations(t *testing.T) {
 			return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 0xdeadbeef), cookie)
 		}},
 		{name: "structured reply never negotiated", reply: func(cookie uint64) []byte {
-			b := binary.BigEndian.AppendUint32(nil, structuredReplyMagic)
+			b := binary.BigEndian.AppendUint32(nil, nbdproto.StructuredReplyMagic)
 			return binary.BigEndian.AppendUint64(append(b, 0, 0, 0, 0), cookie)
 		}},
 		{name: "unknown cookie", reply: func(cookie uint64) []byte {
@@ -146,7 +147,7 @@ func TestProtocolViolations(t *testing.T) {
 			c, err := NewClient(ctxT(t), client, Options{})
 			require.NoError(t, err)
 			go func() {
-				hdr := make([]byte, requestHeaderSize)
+				hdr := make([]byte, nbdproto.RequestHeaderSize)
 				if _, err := io.ReadFull(server, hdr); err == nil {
 					_, _ = server.Write(tc.reply(binary.BigEndian.Uint64(hdr[8:])))
 				}

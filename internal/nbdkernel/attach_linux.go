@@ -3,6 +3,7 @@ package nbdkernel
 import (
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"os"
 	"time"
 
@@ -61,7 +62,7 @@ type AttachOptions struct {
 // privilege to open the device (root or the disk group) and blocks, like
 // nbd-client -nofork.
 func Attach(d Device, conn Conn, x Export, opts AttachOptions) error {
-	if x.Flags&FlagReadOnly != 0 {
+	if x.Flags&nbdproto.FlagReadOnly != 0 {
 		return fmt.Errorf("%w: refusing to attach %s read-only", ErrReadOnly, d.Path)
 	}
 	bs, err := ChooseBlockSize(x)

@@ -2,6 +2,7 @@ package nbdkernel
 
 import (
 	"encoding/binary"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 	"os"
@@ -18,16 +19,16 @@ import (
 func TestKernelFlags(t *testing.T) {
 	tests := []struct {
 		name   string
-		server uint16
+		server nbdproto.Flags
 		want   uint64
 	}{
-		{"grbd primary", FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendTrim | FlagSendWriteZeroes,
-			uint64(FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendTrim | FlagSendWriteZeroes)},
-		{"HAS_FLAGS added", FlagSendFlush | FlagSendFUA, uint64(FlagHasFlags | FlagSendFlush | FlagSendFUA)},
-		{"read-only kept", FlagHasFlags | FlagReadOnly, uint64(FlagHasFlags | FlagReadOnly)},
-		{"multi-conn and rotational kept", FlagHasFlags | FlagCanMultiConn | FlagRotational, uint64(FlagHasFlags | FlagCanMultiConn | FlagRotational)},
-		{"unknown bits dropped", FlagHasFlags | 1<<7 | 1<<9 | 1<<15, uint64(FlagHasFlags)},
-		{"nothing advertised", 0, uint64(FlagHasFlags)},
+		{"grbd primary", nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes,
+			uint64(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes)},
+		{"HAS_FLAGS added", nbdproto.FlagSendFlush | nbdproto.FlagSendFUA, uint64(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA)},
+		{"read-only kept", nbdproto.FlagHasFlags | nbdproto.FlagReadOnly, uint64(nbdproto.FlagHasFlags | nbdproto.FlagReadOnly)},
+		{"multi-conn and rotational kept", nbdproto.FlagHasFlags | nbdproto.FlagCanMultiConn | nbdproto.FlagRotational, uint64(nbdproto.FlagHasFlags | nbdproto.FlagCanMultiConn | nbdproto.FlagRotational)},
+		{"unknown bits dropped", nbdproto.FlagHasFlags | 1<<7 | 1<<9 | 1<<15, uint64(nbdproto.FlagHasFlags)},
+		{"nothing advertised", 0, uint64(nbdproto.FlagHasFlags)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, KernelFlags(tc.server)) })
@@ -63,7 +64,7 @@ func TestChooseBlockSize(t *testing.T) {
 }
 
 func TestSetupStepsSetFlags(t *testing.T) {
-	x := Export{Size: 8 << 20, Flags: FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendTrim}
+	x := Export{Size: 8 << 20, Flags: nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim}
 	steps := setupSteps(x, 4096, 30*time.Second)
 	var names []string
 	for _, s := range steps {
@@ -131,11 +132,11 @@ func TestNegotiateWithGrbd(t *testing.T) {
 	x, err := Negotiate(c, "")
 	require.NoError(t, err)
 	require.Equal(t, uint64(1<<20), x.Size)
-	for _, f := range []uint16{FlagHasFlags, FlagSendFlush, FlagSendFUA, FlagSendTrim, FlagSendWriteZeroes} {
+	for _, f := range []nbdproto.Flags{nbdproto.FlagHasFlags, nbdproto.FlagSendFlush, nbdproto.FlagSendFUA, nbdproto.FlagSendTrim, nbdproto.FlagSendWriteZeroes} {
 		require.NotZero(t, x.Flags&f, "flag %#x advertised", f)
 		require.NotZero(t, KernelFlags(x.Flags)&uint64(f), "flag %#x set for the kernel", f)
 	}
-	require.Zero(t, x.Flags&FlagReadOnly)
+	require.Zero(t, x.Flags&nbdproto.FlagReadOnly)
 	require.Equal(t, uint32(512), x.MinBlock)
 	require.Equal(t, uint32(4096), x.PreferredBlock)
 	bs, err := ChooseBlockSize(x)
@@ -184,7 +185,7 @@ func TestNegotiateRefusals(t *testing.T) {
 		defer c.Close()
 		x, err := Negotiate(c, "")
 		require.NoError(t, err)
-		require.NotZero(t, x.Flags&FlagReadOnly)
+		require.NotZero(t, x.Flags&nbdproto.FlagReadOnly)
 		err = Attach(Device{Path: "/nonexistent/nbd0", Name: "nbd0"}, c.(*net.TCPConn), x, AttachOptions{})
 		require.ErrorIs(t, err, ErrReadOnly)
 	})

@@ -3,49 +3,32 @@ package nbdkernel
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"math/bits"
 
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 )
 
-// Transmission flags (NBD protocol, "Transmission flags"; the kernel's
-// NBD_SET_FLAGS takes the same bits). Part of the protocol: do not change.
-const (
-	FlagHasFlags        uint16 = 1 << 0 // NBD_FLAG_HAS_FLAGS
-	FlagReadOnly        uint16 = 1 << 1 // NBD_FLAG_READ_ONLY
-	FlagSendFlush       uint16 = 1 << 2 // NBD_FLAG_SEND_FLUSH
-	FlagSendFUA         uint16 = 1 << 3 // NBD_FLAG_SEND_FUA
-	FlagRotational      uint16 = 1 << 4 // NBD_FLAG_ROTATIONAL
-	FlagSendTrim        uint16 = 1 << 5 // NBD_FLAG_SEND_TRIM
-	FlagSendWriteZeroes uint16 = 1 << 6 // NBD_FLAG_SEND_WRITE_ZEROES
-	FlagCanMultiConn    uint16 = 1 << 8 // NBD_FLAG_CAN_MULTI_CONN
-)
-
 // kernelKnown are the flags the kernel's NBD client acts on; the others
 // are dropped rather than handed to a kernel that may reject them.
-const kernelKnown = FlagHasFlags | FlagReadOnly | FlagSendFlush | FlagSendFUA | FlagRotational |
-	FlagSendTrim | FlagSendWriteZeroes | FlagCanMultiConn
+const kernelKnown = nbdproto.FlagHasFlags | nbdproto.FlagReadOnly | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagRotational |
+	nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes | nbdproto.FlagCanMultiConn
 
 // KernelFlags is the NBD_SET_FLAGS argument for an export that advertised
 // server: what it supports (FLUSH, FUA, TRIM, WRITE_ZEROES, read-only),
 // always with HAS_FLAGS, so that the kernel sends those commands.
-func KernelFlags(server uint16) uint64 {
-	return uint64(server&kernelKnown | FlagHasFlags)
+func KernelFlags(server nbdproto.Flags) uint64 {
+	return uint64(server&kernelKnown | nbdproto.FlagHasFlags)
 }
 
-// Handshake and option values not in go-nbd's protocol package.
-const (
-	handshakeNoZeroes uint16 = 1 << 1 // NBD_FLAG_NO_ZEROES
-	clientFixed       uint32 = 1 << 0 // NBD_FLAG_C_FIXED_NEWSTYLE
-	clientNoZeroes    uint32 = 1 << 1 // NBD_FLAG_C_NO_ZEROES
-	maxReply                 = 1 << 16
-)
+// maxReply bounds an option reply read in the handshake.
+const maxReply = 1 << 16
 
 // Export is what the server said about the export in the handshake.
 type Export struct {
 	Size  uint64
-	Flags uint16 // transmission flags
+	Flags nbdproto.Flags // transmission flags
 	// Block sizes (NBD_INFO_BLOCK_SIZE); zero when not sent.
 	MinBlock, PreferredBlock, MaxBlock uint32
 }
@@ -64,9 +47,9 @@ func Negotiate(rw io.ReadWriter, name string) (Export, error) {
 	if hdr.HandshakeFlags&protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE == 0 {
 		return Export{}, fmt.Errorf("%w: server does not speak fixed newstyle", ErrNegotiate)
 	}
-	cflags := clientFixed
-	if hdr.HandshakeFlags&handshakeNoZeroes != 0 {
-		cflags |= clientNoZeroes
+	cflags := nbdproto.FlagCFixedNewstyle
+	if hdr.HandshakeFlags&nbdproto.FlagNoZeroes != 0 {
+		cflags |= nbdproto.FlagCNoZeroes
 	}
 	// Client flags, then NBD_OPT_GO{name, [NBD_INFO_BLOCK_SIZE]}.
 	msg := binary.BigEndian.AppendUint32(nil, cflags)
@@ -109,7 +92,7 @@ func Negotiate(rw io.ReadWriter, name string) (Export, error) {
 				if len(data) != 12 {
 					return Export{}, fmt.Errorf("%w: export info of %d bytes", ErrNegotiate, len(data))
 				}
-				x.Size, x.Flags, haveExport = binary.BigEndian.Uint64(data[2:]), binary.BigEndian.Uint16(data[10:]), true
+				x.Size, x.Flags, haveExport = binary.BigEndian.Uint64(data[2:]), nbdproto.Flags(binary.BigEndian.Uint16(data[10:])), true
 			case protocol.NEGOTIATION_TYPE_INFO_BLOCKSIZE:
 				if len(data) != 14 {
 					return Export{}, fmt.Errorf("%w: block size info of %d bytes", ErrNegotiate, len(data))

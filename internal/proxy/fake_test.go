@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"sync"
 
 	"github.com/grbd/grbd/internal/nbdclient"
@@ -116,8 +117,8 @@ type fakeConn struct {
 func (f *fakeConn) Info() nbdclient.ExportInfo {
 	f.c.mu.Lock()
 	defer f.c.mu.Unlock()
-	return nbdclient.ExportInfo{Size: int64(len(f.c.data)), Flags: nbdclient.FlagHasFlags | nbdclient.FlagSendFlush |
-		nbdclient.FlagSendFUA | nbdclient.FlagSendTrim | nbdclient.FlagWriteZeroes}
+	return nbdclient.ExportInfo{Size: int64(len(f.c.data)), Flags: nbdproto.FlagHasFlags | nbdproto.FlagSendFlush |
+		nbdproto.FlagSendFUA | nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes}
 }
 
 func (f *fakeConn) Abort() { f.closeOnce.Do(func() { close(f.closed) }) }
@@ -156,11 +157,11 @@ func (f *fakeConn) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return f.run(ctx, fmt.Sprintf("read %d+%d", off, len(p)), func() { copy(p, f.c.data[off:]) })
 }
 
-func (f *fakeConn) WriteAt(ctx context.Context, p []byte, off int64, flags nbdclient.CmdFlags) error {
+func (f *fakeConn) WriteAt(ctx context.Context, p []byte, off int64, flags nbdproto.CmdFlags) error {
 	return f.run(ctx, fmt.Sprintf("write %d+%d", off, len(p)), func() { copy(f.c.data[off:], p) })
 }
 
-func (f *fakeConn) WriteZeroes(ctx context.Context, off, length int64, flags nbdclient.CmdFlags) error {
+func (f *fakeConn) WriteZeroes(ctx context.Context, off, length int64, flags nbdproto.CmdFlags) error {
 	return f.run(ctx, fmt.Sprintf("zero %d+%d", off, length), func() { clear(f.c.data[off : off+length]) })
 }
 

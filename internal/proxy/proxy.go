@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -33,8 +34,8 @@ type Locator interface {
 // other error leaves the outcome unknown.
 type Backend interface {
 	ReadAt(ctx context.Context, p []byte, off int64) error
-	WriteAt(ctx context.Context, p []byte, off int64, flags nbdclient.CmdFlags) error
-	WriteZeroes(ctx context.Context, off, length int64, flags nbdclient.CmdFlags) error
+	WriteAt(ctx context.Context, p []byte, off int64, flags nbdproto.CmdFlags) error
+	WriteZeroes(ctx context.Context, off, length int64, flags nbdproto.CmdFlags) error
 	Flush(ctx context.Context) error
 	Info() nbdclient.ExportInfo
 	// Abort closes the connection at once: every request in flight on it
@@ -144,9 +145,9 @@ func (p *Proxy) Flush() error {
 	return p.do(opFlush, func(ctx context.Context, be Backend) error { return be.Flush(ctx) })
 }
 
-func fuaFlag(fua bool) nbdclient.CmdFlags {
+func fuaFlag(fua bool) nbdproto.CmdFlags {
 	if fua {
-		return nbdclient.CmdFlagFUA
+		return nbdproto.CmdFlagFUA
 	}
 	return 0
 }
@@ -305,7 +306,7 @@ func (p *Proxy) connect(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("proxy: connect to %s at %s: %w", prim.Name, prim.Addr, err)
 	}
 	info := be.Info()
-	if info.Flags.Has(nbdclient.FlagReadOnly) {
+	if info.Flags.Has(nbdproto.FlagReadOnly) {
 		be.Abort()
 		return nil, fmt.Errorf("%w: %s exports read-only", ErrNotPrimary, prim.Name)
 	}

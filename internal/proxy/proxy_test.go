@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"net"
 	"slices"
 	"syscall"
@@ -274,7 +275,7 @@ func TestTrimAndZeroes(t *testing.T) {
 	p := startProxy(t, c, time.Second)
 	cli := serve(t, p)
 	ctx := context.Background()
-	require.NoError(t, cli.WriteAt(ctx, pattern(5, 8192), 0, nbdclient.CmdFlagFUA))
+	require.NoError(t, cli.WriteAt(ctx, pattern(5, 8192), 0, nbdproto.CmdFlagFUA))
 	require.NoError(t, cli.Trim(ctx, 0, 4096, 0))
 	require.NoError(t, cli.WriteZeroes(ctx, 4096, 2048, 0))
 	got := make([]byte, 8192)
