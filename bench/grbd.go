@@ -47,7 +47,7 @@ type member struct {
 	admin   string
 	nbd     string // data nodes only
 	witness bool
-	c       *child
+	c       *serverProc
 }
 
 func (g *GrbdCluster) Name() string { return g.Label }

@@ -1,31 +1,25 @@
 package bench
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/grbd/grbd/internal/child"
 )
 
 // startTimeout bounds how long a child may take to become ready.
 const startTimeout = 60 * time.Second
 
-// child is one server process the harness started. Its stderr (and stdout)
-// go to LOGDIR/NAME.log.
-type child struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // exit status, valid after done is closed
-}
+// serverProc is one server process the harness started. Its stderr (and
+// stdout) go to LOGDIR/NAME.log.
+type serverProc struct{ *child.Process }
 
 // readiness says when a child is ready: it printed a stdout line starting
 // with Line (the rest of the line is returned), or a TCP dial of Addr
@@ -37,45 +31,24 @@ type readiness struct {
 
 // startChild runs argv, logging to logDir/name.log, and waits until it is
 // ready. The child is killed if the harness dies (Pdeathsig).
-func startChild(ctx context.Context, logDir, name string, argv []string, ready readiness) (*child, string, error) {
+func startChild(ctx context.Context, logDir, name string, argv []string, ready readiness) (*serverProc, string, error) {
 	if err := requireTool(argv[0]); err != nil {
 		return nil, "", fmt.Errorf("bench: %s: %w", name, err)
 	}
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
-	c := &child{name: name, log: filepath.Join(logDir, name+".log"), done: make(chan struct{})}
-	logf, err := os.OpenFile(c.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	spec := child.Spec{Name: name, Path: argv[0], Args: argv[1:], Log: filepath.Join(logDir, name+".log")}
+	if ready.Line != "" {
+		spec.Started = []string{ready.Line}
+	} else {
+		spec.Started = []string{} // only a dial ends the start
+	}
+	cp, err := child.Start(spec)
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
-	c.cmd = exec.Command(argv[0], argv[1:]...)
-	c.cmd.Stderr = logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		logf.Close()
-		return nil, "", fmt.Errorf("bench: %w", err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		logf.Close()
-		return nil, "", fmt.Errorf("bench: start %s: %w", name, err)
-	}
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			fmt.Fprintln(logf, "stdout:", sc.Text())
-			if rest, ok := strings.CutPrefix(sc.Text(), ready.Line); ok && ready.Line != "" {
-				select {
-				case lines <- strings.TrimSpace(rest):
-				default:
-				}
-			}
-		}
-	}()
-	go func() { c.err = c.cmd.Wait(); logf.Close(); close(c.done) }()
-
+	c := &serverProc{cp}
 	deadline := time.NewTimer(startTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -85,15 +58,16 @@ func startChild(ctx context.Context, logDir, name string, argv []string, ready r
 			return c, ready.Addr, nil
 		}
 		select {
-		case l := <-lines:
-			return c, l, nil
-		case <-c.done:
-			return nil, "", fmt.Errorf("bench: %s exited before ready (%v): %s", name, c.err, c.logTail())
+		case <-c.Started():
+			return c, strings.TrimSpace(strings.TrimPrefix(c.StartLine(), ready.Line)), nil
+		case <-c.Done():
+			_, exitErr := c.Exited()
+			return nil, "", fmt.Errorf("bench: %s exited before ready (%v): %s", name, exitErr, c.LogTail(600))
 		case <-deadline.C:
-			c.kill()
-			return nil, "", fmt.Errorf("bench: %s not ready after %v; see %s", name, startTimeout, c.log)
+			c.Kill()
+			return nil, "", fmt.Errorf("bench: %s not ready after %v; see %s", name, startTimeout, c.Log)
 		case <-ctx.Done():
-			c.kill()
+			c.Kill()
 			return nil, "", ctx.Err()
 		case <-tick.C:
 		}
@@ -101,45 +75,21 @@ func startChild(ctx context.Context, logDir, name string, argv []string, ready r
 }
 
 // pid is the child's process id.
-func (c *child) pid() int { return c.cmd.Process.Pid }
+func (c *serverProc) pid() int { return c.PID() }
 
-// stop sends SIGTERM and waits; SIGKILL after 10 s.
-func (c *child) stop() error {
-	select {
-	case <-c.done:
-		return nil
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		c.kill()
-		return fmt.Errorf("bench: %s ignored SIGTERM for 10s; killed", c.name)
+// stop sends SIGTERM and waits; SIGKILL after 10 s. How a server ends on
+// SIGTERM is its own business: only a kill is an error.
+func (c *serverProc) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Terminate(ctx); errors.Is(err, child.ErrTimeout) {
+		return fmt.Errorf("bench: %s ignored SIGTERM for 10s; killed", c.Name)
 	}
 	return nil
 }
 
 // kill sends SIGKILL (no cleanup: a crash) and waits for the exit.
-func (c *child) kill() {
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGKILL)
-	<-c.done
-}
-
-// logTail is the end of the child's log, for error messages.
-func (c *child) logTail() string {
-	b, _ := os.ReadFile(c.log)
-	s := strings.TrimSpace(string(b))
-	if len(s) > 600 {
-		s = "..." + s[len(s)-600:]
-	}
-	return s
-}
+func (c *serverProc) kill() { c.Kill() }
 
 func dialOK(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, time.Second)

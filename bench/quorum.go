@@ -22,7 +22,7 @@ import (
 // differed after a 5 s randwrite QD32 run, and the next read of it failed).
 type qemuQuorum struct {
 	children [2]*nbdkitFile
-	front    *child
+	front    *serverProc
 }
 
 // QemuQuorum returns the qemu-nbd quorum system, named "qemu-quorum-2".

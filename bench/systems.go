@@ -38,7 +38,7 @@ type ProcessLister interface {
 // the page cache, the baseline every ratio is against.
 type nbdkitFile struct {
 	name string
-	c    *child
+	c    *serverProc
 }
 
 // NBDKitFile returns the nbdkit `file` system, named "nbdkit-file".

@@ -5,20 +5,19 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"github.com/grbd/grbd/internal/freeport"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/child"
+	"github.com/grbd/grbd/internal/freeport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -93,18 +92,14 @@ func clusterConfig(t *testing.T, dir string, nodes int, size string, extra strin
 
 // proc is a grbd process under test.
 type proc struct {
+	*child.Process
 	t    *testing.T
 	name string
-	cmd  *exec.Cmd
 	log  string
-	done chan struct{}
-	err  error
 
-	mu      sync.Mutex
-	ready   []string // URIs printed on "ready" lines, in order
-	lines   []string // every stdout line
-	seen    chan struct{}
-	started chan struct{} // closed at the first line starting with the wait prefix
+	mu    sync.Mutex
+	ready []string // URIs printed on "ready nbd://" lines, in order
+	lines []string // every stdout line
 }
 
 // stdout returns the lines printed so far.
@@ -136,10 +131,7 @@ var oldBinary bool
 // planted bug).
 func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, done: make(chan struct{}), seen: make(chan struct{}, 64), started: make(chan struct{})}
-	p.log = filepath.Join(logDir, name+".log")
-	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	require.NoError(t, err)
+	p := &proc{t: t, name: name, log: filepath.Join(logDir, name+".log")}
 	if len(args) > 0 && (args[0] == "node" || args[0] == "witness") && !slices.Contains(args, "--new-cluster") && !oldBinary {
 		// Tests start members one after the other, waiting for the first
 		// to serve: the cluster is created without waiting for every
@@ -147,54 +139,36 @@ func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *pro
 		// effect on a member that has state, or when others have state.
 		args = append(args, "--new-cluster")
 	}
-	p.cmd = exec.Command(bin, append(args, "--log-level", "debug")...)
-	p.cmd.Stderr = logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := p.cmd.StdoutPipe()
+	cp, err := child.Start(child.Spec{
+		Name: name, Path: bin, Args: append(args, "--log-level", "debug"), Log: p.log,
+		Started: []string{wait},
+		// Recorded before the line can end the start: a caller woken by
+		// it reads the ready URI at once (uri).
+		OnLine: p.record,
+	})
 	require.NoError(t, err)
-	require.NoError(t, p.cmd.Start())
-	go func() {
-		sc := bufio.NewScanner(out)
-		var once sync.Once
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logf, "stdout:", line)
-			p.mu.Lock()
-			p.lines = append(p.lines, line)
-			p.mu.Unlock()
-			// Record the ready URI before announcing the start: a caller
-			// woken by started reads it at once (uri).
-			if uri, ok := strings.CutPrefix(line, "ready "); ok && strings.HasPrefix(uri, "nbd://") {
-				p.mu.Lock()
-				p.ready = append(p.ready, uri)
-				p.mu.Unlock()
-				select {
-				case p.seen <- struct{}{}:
-				default:
-				}
-			}
-			if strings.HasPrefix(line, wait) {
-				once.Do(func() { close(p.started) })
-			}
-		}
-	}()
-	go func() { p.err = p.cmd.Wait(); logf.Close(); close(p.done) }()
+	p.Process = cp
 	t.Cleanup(func() {
-		p.kill9()
+		p.Kill()
 		if t.Failed() {
-			b, _ := os.ReadFile(p.log)
-			t.Logf("--- log of %s (last 4 KiB) ---\n%s", name, tail(string(b), 8192))
+			t.Logf("--- log of %s (last 8 KiB) ---\n%s", name, p.LogTail(8192))
 		}
 	})
-	select {
-	case <-p.started:
-	case <-p.done:
-		b, _ := os.ReadFile(p.log)
-		t.Fatalf("%s exited before %q: %v\n%s", name, wait, p.err, tail(string(b), 8192))
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s printed no %q line within 60s", name, wait)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.WaitStarted(ctx); err != nil {
+		t.Fatalf("%s printed no %q line: %v", name, wait, err)
 	}
 	return p
+}
+
+func (p *proc) record(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lines = append(p.lines, line)
+	if uri, ok := strings.CutPrefix(line, "ready "); ok && strings.HasPrefix(uri, "nbd://") {
+		p.ready = append(p.ready, uri)
+	}
 }
 
 // uri is the newest ready URI.
@@ -205,26 +179,23 @@ func (p *proc) uri() string {
 }
 
 // kill9 kills the process without letting it clean up, and waits for it.
-func (p *proc) kill9() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
+func (p *proc) kill9() { p.Kill() }
 
 // stop asks for a clean shutdown and requires exit status 0.
-func (p *proc) stop() {
-	p.t.Helper()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-p.done:
-		require.NoError(p.t, p.err, "%s exit status", p.name)
-	case <-time.After(30 * time.Second):
-		p.kill9()
-		p.t.Fatalf("%s did not stop within 30s of SIGTERM", p.name)
+func (p *proc) stop() { stopAll(p.t, p) }
+
+// stopAll sends SIGTERM to every process at once and requires each to exit
+// cleanly within 30 s.
+func stopAll(t *testing.T, procs ...*proc) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cps := make([]*child.Process, len(procs))
+	for i, p := range procs {
+		cps[i] = p.Process
+	}
+	for i, err := range child.TerminateAll(ctx, cps...) {
+		require.NoError(t, err, "%s: clean exit within 30s of SIGTERM", procs[i].name)
 	}
 }
 
@@ -248,9 +219,4 @@ func runErr(timeout time.Duration, name string, args ...string) (string, error) 
 	return string(out), err
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
+func tail(s string, n int) string { return child.Tail(s, n) }

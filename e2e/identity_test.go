@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,23 +23,6 @@ func wipeStore(t *testing.T, dir string) {
 	for _, e := range ents {
 		if e.Name() != raftlog.FileName {
 			require.NoError(t, os.RemoveAll(filepath.Join(dir, e.Name())))
-		}
-	}
-}
-
-// stopAll sends SIGTERM to every process at once and requires each to exit
-// cleanly.
-func stopAll(t *testing.T, procs ...*proc) {
-	t.Helper()
-	for _, p := range procs {
-		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	}
-	for _, p := range procs {
-		select {
-		case <-p.done:
-			require.NoError(t, p.err, "%s exit status", p.name)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s did not stop within 30s of SIGTERM", p.name)
 		}
 	}
 }

@@ -1,48 +1,44 @@
 package e2e
 
 import (
-	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/child"
 	"github.com/grbd/grbd/internal/metrics"
 	"github.com/stretchr/testify/require"
 )
 
 // eventStream is a running `grbd events` and the JSON lines it printed.
 type eventStream struct {
-	cmd   *exec.Cmd
+	*child.Process
 	mu    sync.Mutex
 	lines []map[string]any
-	done  chan error
 }
 
 func startEvents(t *testing.T, cfg string) *eventStream {
 	t.Helper()
-	e := &eventStream{cmd: exec.Command(grbdBin, "events", "--config", cfg, "--timeout", "500ms"), done: make(chan error, 1)}
-	out, err := e.cmd.StdoutPipe()
-	require.NoError(t, err)
-	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, e.cmd.Start())
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
+	e := &eventStream{}
+	p, err := child.Start(child.Spec{
+		Name: "events", Path: grbdBin, Args: []string{"events", "--config", cfg, "--timeout", "500ms"},
+		OnLine: func(line string) {
 			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
+			if json.Unmarshal([]byte(line), &m) == nil {
 				e.mu.Lock()
 				e.lines = append(e.lines, m)
 				e.mu.Unlock()
 			}
-		}
-		e.done <- e.cmd.Wait()
-	}()
-	t.Cleanup(func() { _ = e.cmd.Process.Kill() })
+		},
+	})
+	require.NoError(t, err)
+	e.Process = p
+	t.Cleanup(p.Kill)
 	return e
 }
 
@@ -108,11 +104,8 @@ func TestOperatorWalkthrough(t *testing.T) {
 	require.Contains(t, out, "in sync")
 	ev.wait(t, map[string]any{"member": "n1", "type": "cleared", "peer": "n0"})
 
-	require.NoError(t, ev.cmd.Process.Signal(syscall.SIGINT))
-	select {
-	case err := <-ev.done:
-		require.NoError(t, err, "grbd events ends cleanly on SIGINT")
-	case <-time.After(10 * time.Second):
-		t.Fatal("grbd events did not stop on SIGINT")
-	}
+	require.NoError(t, ev.Signal(syscall.SIGINT))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, ev.Wait(ctx), "grbd events ends cleanly on SIGINT")
 }

@@ -74,14 +74,14 @@ func TestResyncResumesAfterInterrupt(t *testing.T) {
 			require.Equal(t, int64(size), at.ResyncTotal, "a wiped disk takes a full sync")
 			switch mode {
 			case "SIGINT":
-				require.NoError(t, n1.cmd.Process.Signal(syscall.SIGINT))
-				<-n1.done
+				require.NoError(t, n1.Signal(syscall.SIGINT))
+				<-n1.Done()
 			case "SIGINT all": // as Ctrl-C of grbd local: every member at once
 				for _, p := range []*proc{n0, n1, c.witness} {
-					require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
+					require.NoError(t, p.Signal(syscall.SIGINT))
 				}
 				for _, p := range []*proc{n0, n1, c.witness} {
-					<-p.done
+					<-p.Done()
 				}
 				c.witness = startMember(t, c.dir, "w-2", "ready witness", "witness", "--config", c.cfgPath, "--name", "w")
 				n0 = c.start("n0", "n0-2")

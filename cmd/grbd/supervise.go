@@ -1,31 +1,36 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/grbd/grbd/internal/child"
 	"github.com/grbd/grbd/internal/config"
 )
 
-// localMember is one child process of `grbd local`.
+// localMember is one child process of `grbd local`. Its start is over at
+// its first line ("listening ..." from a node, "ready witness ..." from the
+// witness, "proxy ..." from the proxy).
 type localMember struct {
 	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-	// started: the member printed its first line ("listening ..." from a
-	// node, "ready witness ..." from the witness): its start is over.
-	started atomic.Bool
+	proc *child.Process
+}
+
+func (m *localMember) pid() int { return m.proc.PID() }
+
+func (m *localMember) started() bool {
+	select {
+	case <-m.proc.Started():
+		return true
+	default:
+		return false
+	}
 }
 
 // superviseLocal runs every member of cfg as a child process of self, in
@@ -44,34 +49,25 @@ func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *con
 	var members []*localMember
 	defer func() {
 		for _, m := range members {
-			select {
-			case <-m.done:
-			default:
-				_ = m.cmd.Process.Kill()
-				<-m.done
-			}
+			m.proc.Kill()
 		}
 	}()
 	start := func(name string, args ...string) error {
 		args = append(args, "--config", cfg.Path, "--log-level", g.logLevel, "--log-format", g.logFormat)
-		c := exec.Command(self, args...)
-		c.Stderr = os.Stderr
-		// Children die with this process even after a kill -9 of it.
-		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		pipe, err := c.StdoutPipe()
+		m := &localMember{name: name}
+		var relay func(string) // set once the PID is known, before any line is read
+		ready := make(chan struct{})
+		p, err := child.Start(child.Spec{
+			Name: name, Path: self, Args: args, Stderr: os.Stderr,
+			OnLine: func(line string) { <-ready; relay(line) },
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("local: %w", err)
 		}
-		if err := c.Start(); err != nil {
-			return fmt.Errorf("local: start %s: %w", name, err)
-		}
-		m := &localMember{name: name, cmd: c, done: make(chan struct{})}
+		m.proc = p
+		relay = relayMember(out, name, p.PID())
+		close(ready)
 		members = append(members, m)
-		relayed := make(chan struct{})
-		go func() { relayMember(out, m, pipe); close(relayed) }()
-		// Wait closes the pipe: only once every line was read (and
-		// started set from them).
-		go func() { <-relayed; m.err = c.Wait(); close(m.done) }()
 		return nil
 	}
 	if cfg.Witness != nil {
@@ -91,7 +87,7 @@ func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *con
 	}
 	exited := make(chan *localMember, len(members))
 	for _, m := range members {
-		go func() { <-m.done; exited <- m }()
+		go func() { <-m.proc.Done(); exited <- m }()
 	}
 	alive := len(members)
 	for alive > 0 {
@@ -101,64 +97,54 @@ func superviseLocal(ctx context.Context, stdout io.Writer, self string, cfg *con
 			return stopMembers(members)
 		case m := <-exited:
 			alive--
-			if !m.started.Load() {
-				out.printf("member %s pid %d exited during start (%v): stopping every member\n", m.name, m.cmd.Process.Pid, exitText(m.err))
-				log.Error("a member exited during start: stopping the local cluster", "member", m.name, "err", exitText(m.err))
+			_, exitErr := m.proc.Exited()
+			if !m.started() {
+				out.printf("member %s pid %d exited during start (%v): stopping every member\n", m.name, m.pid(), child.ExitText(exitErr))
+				log.Error("a member exited during start: stopping the local cluster", "member", m.name, "err", child.ExitText(exitErr))
 				if err := stopMembers(members); err != nil {
 					log.Error("stopping the local cluster", "err", err)
 				}
-				return fmt.Errorf("local: member %s exited during start (%s); see its log above", m.name, exitText(m.err))
+				return fmt.Errorf("local: member %s exited during start (%s); see its log above", m.name, child.ExitText(exitErr))
 			}
-			out.printf("member %s pid %d exited (%v)\n", m.name, m.cmd.Process.Pid, exitText(m.err))
+			out.printf("member %s pid %d exited (%v)\n", m.name, m.pid(), child.ExitText(exitErr))
 		}
 	}
 	return errors.New("local: every member exited")
 }
 
 // relayMember turns a child's stdout lines into member lines.
-func relayMember(out *lockedWriter, m *localMember, r io.Reader) {
-	pid := m.cmd.Process.Pid
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		m.started.Store(true)
+func relayMember(out *lockedWriter, name string, pid int) func(line string) {
+	return func(line string) {
+		f := strings.Fields(line)
 		switch {
 		case len(f) == 3 && f[0] == "ready" && f[1] == "witness":
-			out.printf("member %s pid %d role Witness\n", m.name, pid)
+			out.printf("member %s pid %d role Witness\n", name, pid)
 		case len(f) == 2 && f[0] == "ready":
 			out.printf("ready %s\n", f[1])
 		case len(f) == 2 && f[0] == "proxy":
 			out.printf("proxy %s\n", f[1])
-			out.printf("member %s pid %d role Proxy\n", m.name, pid)
+			out.printf("member %s pid %d role Proxy\n", name, pid)
 		case len(f) == 6 && f[0] == "role":
 			// role ROLE epoch N STATE URI
-			out.printf("member %s pid %d role %s %s epoch %s %s\n", m.name, pid, f[1], f[5], f[3], f[4])
+			out.printf("member %s pid %d role %s %s epoch %s %s\n", name, pid, f[1], f[5], f[3], f[4])
 		}
 	}
 }
 
-// stopMembers sends SIGTERM to every live member and waits, killing those
-// that do not stop within 30 s.
+// stopMembers sends SIGTERM to every live member at once and waits, killing
+// those that do not stop within 30 s.
 func stopMembers(members []*localMember) error {
-	for _, m := range members {
-		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	procs := make([]*child.Process, len(members))
+	for i, m := range members {
+		procs[i] = m.proc
 	}
 	var errs []error
-	for _, m := range members {
-		select {
-		case <-m.done:
-		case <-time.After(30 * time.Second):
-			_ = m.cmd.Process.Kill()
-			<-m.done
-			errs = append(errs, fmt.Errorf("local: %s did not stop within 30s", m.name))
+	for i, err := range child.TerminateAll(ctx, procs...) {
+		if errors.Is(err, child.ErrTimeout) {
+			errs = append(errs, fmt.Errorf("local: %s did not stop within 30s", members[i].name))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func exitText(err error) string {
-	if err == nil {
-		return "exit status 0"
-	}
-	return err.Error()
 }

@@ -1,6 +1,10 @@
 package chaos
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/grbd/grbd/internal/child"
+)
 
 // Errors callers branch on.
 var (
@@ -15,7 +19,7 @@ var (
 	ErrMisplacedBlock = errors.New("chaos: block at the wrong offset")
 	// ErrExited is returned when a member process exited while the harness
 	// waited for it to become ready.
-	ErrExited = errors.New("chaos: process exited")
+	ErrExited = child.ErrExited
 	// ErrNoPrimary is returned while no data node reports itself Primary.
 	ErrNoPrimary = errors.New("chaos: no primary")
 	// ErrManyPrimaries is returned while more than one data node reports
@@ -26,5 +30,5 @@ var (
 	// no record of the kind asked for (no unsynced tail, say).
 	ErrNothingToDamage = errors.New("chaos: no journal record to damage")
 	// ErrTimeout is returned when a wait for a cluster state ends first.
-	ErrTimeout = errors.New("chaos: timed out")
+	ErrTimeout = child.ErrTimeout
 )
