@@ -216,12 +216,28 @@ func (a *applier) applyOne(m wire.Message) error {
 			}
 		}
 		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Resize: int64(m.Size)}
+	default:
+		return a.applyControl(m)
+	}
+	if known := s.epoch.Load(); w.Epoch < known && w.Epoch != 0 {
+		// A deposed primary: refuse, and end the session so that it can
+		// complete nothing more through this node.
+		a.reply(&wire.Nack{Seq: w.Seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", w.Epoch, known)})
+		return fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, w.Epoch, known)
+	}
+	return a.appendWrite(m, w)
+}
+
+// applyControl handles the primary's messages that carry no write.
+func (a *applier) applyControl(m wire.Message) error {
+	s := a.s
+	switch m := m.(type) {
 	case *wire.Commit:
 		sa := s.n.shardApplier()
 		if sa == nil {
 			return fmt.Errorf("%w: Commit on a full copy", ErrHandshake)
 		}
-		if f := testIgnoreCommit.Load(); f == nil || !(*f)(s.n.me.Name) {
+		if !s.n.opts.faults.ignoresCommit(s.n.me.Name) {
 			sa.setCommit(m.Seq)
 		}
 		return nil
@@ -252,12 +268,12 @@ func (a *applier) applyOne(m wire.Message) error {
 	default:
 		return fmt.Errorf("%w: unexpected %v from primary", ErrHandshake, m.Type())
 	}
-	if known := s.epoch.Load(); w.Epoch < known && w.Epoch != 0 {
-		// A deposed primary: refuse, and end the session so that it can
-		// complete nothing more through this node.
-		a.reply(&wire.Nack{Seq: w.Seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", w.Epoch, known)})
-		return fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, w.Epoch, known)
-	}
+}
+
+// appendWrite journals w, the write m carries (a shard peer applies what
+// it holds first), and records a resync copy's range.
+func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
+	s := a.s
 	before := s.store.Size()
 	sa := s.n.shardApplier()
 	if sa != nil {

@@ -104,7 +104,7 @@ func (a *shardApply) run() {
 		if since := a.logging.Load(); since != 0 && time.Since(time.Unix(0, since)) > forceAfter {
 			limit = math.MaxUint64
 		}
-		if f := testApplyEagerly.Load(); f != nil && (*f)(a.n.me.Name) {
+		if a.n.opts.faults.appliesEagerly(a.n.me.Name) {
 			limit = math.MaxUint64
 		}
 		if err := a.applyUpTo(limit); err != nil {
@@ -211,14 +211,38 @@ func (n *Node) shardApplier() *shardApply {
 	return n.sa
 }
 
-// Test hooks (nil in production): testDropPiece makes the primary skip a
-// shard peer's piece of seq (the write then waits for that peer: a crash
-// with writes in flight); testIgnoreCommit makes a shard peer ignore
-// Commit messages (its image stays at an older position);
-// testApplyEagerly makes a shard peer apply without waiting for Commit
-// (its image gets ahead of the committed position).
-var (
-	testDropPiece    atomic.Pointer[func(peer string, seq uint64) bool]
-	testIgnoreCommit atomic.Pointer[func(node string) bool]
-	testApplyEagerly atomic.Pointer[func(node string) bool]
-)
+// faultHooks inject faults into the erasure-coded write path of the nodes
+// a test starts with them (Options.faults; nil injects none). A hook may be
+// set and cleared while the nodes run.
+type faultHooks struct {
+	// dropPiece: the primary skips a shard peer's piece of seq (the write
+	// then waits for that peer: a crash with writes in flight).
+	dropPiece atomic.Pointer[func(peer string, seq uint64) bool]
+	// ignoreCommit: a shard peer ignores Commit messages (its image stays
+	// at an older position).
+	ignoreCommit atomic.Pointer[func(node string) bool]
+	// applyEagerly: a shard peer applies without waiting for Commit (its
+	// image gets ahead of the committed position).
+	applyEagerly atomic.Pointer[func(node string) bool]
+}
+
+func (f *faultHooks) dropsPiece(peer string, seq uint64) bool {
+	if f == nil {
+		return false
+	}
+	h := f.dropPiece.Load()
+	return h != nil && (*h)(peer, seq)
+}
+
+func (f *faultHooks) ignoresCommit(node string) bool {
+	return f != nil && f.holds(&f.ignoreCommit, node)
+}
+
+func (f *faultHooks) appliesEagerly(node string) bool {
+	return f != nil && f.holds(&f.applyEagerly, node)
+}
+
+func (f *faultHooks) holds(hook *atomic.Pointer[func(node string) bool], node string) bool {
+	h := hook.Load()
+	return h != nil && (*h)(node)
+}

@@ -3,11 +3,9 @@ package node
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 
-	"github.com/grbd/grbd/internal/vfs"
+	"github.com/grbd/grbd/internal/sidecar"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/replicator"
 )
@@ -29,19 +27,15 @@ var (
 	ErrTooFewShards = errors.New("node: too few usable shard peers to rebuild the device")
 )
 
-// Files in a shard peer's data dir.
+// Markers in a shard peer's data dir (sidecar): after a crash during a
+// settle (dropping journaled writes) the image may lack records the
+// journal replays as applied, and during a takeover's rebuild the store is
+// neither the shard nor the device; either way the node restarts
+// Inconsistent (full resync), after a takeover as a full copy.
 const (
-	// settleFile: a settle is dropping journaled writes; after a crash the
-	// image may lack records the journal replays as applied, so the node
-	// restarts Inconsistent (full resync).
-	settleFile = "ec-settle"
-	// takeoverFile: a rebuild into this store is under way; after a crash
-	// the store is neither the shard nor the device: the node restarts as
-	// an Inconsistent full copy (full resync).
-	takeoverFile = "ec-takeover"
-	// fullCopyFile: this node took over; its store is a full copy of the
-	// device, not its configured shard.
-	fullCopyFile = "ec-full-copy"
+	settleFile   = sidecar.Settle
+	takeoverFile = sidecar.Takeover
+	fullCopyFile = sidecar.FullCopy
 )
 
 // shardSurvivor is one shard peer as the taking-over node sees it.
@@ -190,9 +184,8 @@ func (n *Node) ecSettle(d uint64) error {
 	if last < d || sa.applied.Load() > d {
 		return fmt.Errorf("%w: journal at %d, applied %d, asked to settle at %d", ErrShardUnusable, last, sa.applied.Load(), d)
 	}
-	dir := n.me.DataDir
 	if last > d {
-		if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(dir, settleFile), []byte(fmt.Sprintln(d))); err != nil {
+		if err := n.meta.Mark(settleFile, fmt.Sprintln(d)); err != nil {
 			return fmt.Errorf("node: settle: %w", err)
 		}
 	}
@@ -203,8 +196,8 @@ func (n *Node) ecSettle(d uint64) error {
 		if _, err := n.store.Rewind(d); err != nil {
 			return fmt.Errorf("node: settle: rewind to %d: %w", d, err)
 		}
-		if err := removeSynced(dir, settleFile); err != nil {
-			return err
+		if err := n.meta.Unmark(settleFile); err != nil {
+			return fmt.Errorf("node: %w", err)
 		}
 	}
 	n.ecSettled.Store(d + 1)
@@ -212,27 +205,10 @@ func (n *Node) ecSettle(d uint64) error {
 	return nil
 }
 
-// removeSynced removes dir/name and syncs dir.
-func removeSynced(dir, name string) error {
-	if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("node: %w", err)
-	}
-	if err := vfs.Default.SyncDir(dir); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	return nil
-}
-
-// fileExists reports whether dir/name exists.
-func fileExists(dir, name string) bool {
-	_, err := os.Stat(filepath.Join(dir, name))
-	return err == nil
-}
-
 // ecOpenLayout runs before the store opens: a node that took over keeps a
 // full copy, not its configured shard.
 func (n *Node) ecOpenLayout() {
-	if n.ec != nil && n.ec.shardNow() >= 0 && (fileExists(n.me.DataDir, fullCopyFile) || fileExists(n.me.DataDir, takeoverFile)) {
+	if n.ec != nil && n.ec.shardNow() >= 0 && (n.meta.Marked(fullCopyFile) || n.meta.Marked(takeoverFile)) {
 		n.ec.shard.Store(-1)
 	}
 }
@@ -244,15 +220,14 @@ func (n *Node) ecRecover() error {
 	if n.ec == nil {
 		return nil
 	}
-	dir := n.me.DataDir
-	for _, f := range []string{settleFile, takeoverFile} {
-		if !fileExists(dir, f) {
+	for _, f := range []sidecar.Marker{settleFile, takeoverFile} {
+		if !n.meta.Marked(f) {
 			continue
 		}
 		n.log.Warn("an erasure-code settle or takeover was interrupted: the disk is Inconsistent until a full resync", "file", f)
 		if f == takeoverFile {
 			n.ec.shard.Store(-1)
-			if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(dir, fullCopyFile), nil); err != nil {
+			if err := n.meta.Mark(fullCopyFile, ""); err != nil {
 				return err
 			}
 			if size := n.ec.cd.G.Size; n.store.Size() < size {
@@ -264,8 +239,8 @@ func (n *Node) ecRecover() error {
 		if err := n.sec.saveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
 			return err
 		}
-		if err := removeSynced(dir, f); err != nil {
-			return err
+		if err := n.meta.Unmark(f); err != nil {
+			return fmt.Errorf("node: %w", err)
 		}
 	}
 	return nil

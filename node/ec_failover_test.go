@@ -216,12 +216,12 @@ func TestECFailoverImagePastDIsNotUsed(t *testing.T) {
 }
 
 func survivorsAtDifferentPositions(t *testing.T, d1Eager bool) {
+	faults := &faultHooks{}
 	if d1Eager {
 		eager := func(node string) bool { return node == "d1" }
-		testApplyEagerly.Store(&eager)
-		defer testApplyEagerly.Store(nil)
+		faults.applyEagerly.Store(&eager)
 	}
-	c := newTestCluster(t, 5, false, ecConf)
+	c := newTestCluster(t, 5, false, ecConf, Options{faults: faults})
 	p := c.primary()
 	ecWrites(t, p, rand.New(rand.NewPCG(13, 14)), 60)
 	m := newAckModel()
@@ -233,8 +233,7 @@ func survivorsAtDifferentPositions(t *testing.T, d1Eager bool) {
 	c.waitUpToDate(p)
 	held := p.store.LastSeq()
 	ignore := func(node string) bool { return node == "d3" }
-	testIgnoreCommit.Store(&ignore) // d3's image stays behind
-	defer testIgnoreCommit.Store(nil)
+	faults.ignoreCommit.Store(&ignore) // d3's image stays behind
 	for i := range 20 {
 		data := bytes.Repeat([]byte{byte(i), 0x11, 0x22, 0x33}, 1024)
 		off := int64(i) * 5 * 4096
@@ -246,8 +245,7 @@ func survivorsAtDifferentPositions(t *testing.T, d1Eager bool) {
 	c.stop("d2")
 	require.Eventually(t, func() bool { return len(p.ctl.Status().Outdated) == 1 }, 5*time.Second, 5*time.Millisecond)
 	drop := func(peer string, seq uint64) bool { return peer == "d4" && seq > x }
-	testDropPiece.Store(&drop) // d4 never journals what comes next
-	defer testDropPiece.Store(nil)
+	faults.dropPiece.Store(&drop) // d4 never journals what comes next
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
@@ -269,9 +267,9 @@ func survivorsAtDifferentPositions(t *testing.T, d1Eager bool) {
 	c.stop("d0")
 	wg.Wait()
 	t.Logf("d0 stopped in %v", time.Since(t0))
-	testDropPiece.Store(nil)
-	testIgnoreCommit.Store(nil)
-	testApplyEagerly.Store(nil)
+	faults.dropPiece.Store(nil)
+	faults.ignoreCommit.Store(nil)
+	faults.applyEagerly.Store(nil)
 
 	np := c.primary()
 	ev := takeoverEvent(np, events.StateDone)

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/grbd/grbd/internal/events"
-	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/quorum"
@@ -104,17 +102,46 @@ func (n *Node) ecTakeover(st quorum.Status) (takeoverStats, error) {
 		return takeoverStats{}, err
 	}
 	g := n.ec.cd.G
-	me := n.ec.shardNow()
 
 	// a. Every reachable shard peer's position, this node's too.
-	survivors := []shardSurvivor{{Name: n.me.Name, Shard: me, Reached: true, Outdated: st.IsOutdated(n.me.Name),
-		Consistent: n.sec.consistent(), Last: n.store.LastSeq(), Applied: min(n.sa.applied.Load(), n.store.LastSeq())}}
-	conns := map[int]*shardConn{}
+	survivors, conns := n.surveyShards(ctx, st)
 	defer func() {
 		for _, c := range conns {
 			c.s.Close()
 		}
 	}()
+
+	// b. The position and the usable survivors.
+	plan, err := planTakeover(g.K, survivors)
+	if err != nil {
+		return takeoverStats{}, fmt.Errorf("%w (survivors: %+v)", err, survivors)
+	}
+	n.log.Info("takeover: rebuilding the device from shard peers", "seq", plan.D, "usable", len(plan.Usable))
+
+	// c. Settle the usable ones at D, until K are.
+	readers, used := n.settleShards(st, plan, conns)
+	if len(readers) < g.K {
+		return takeoverStats{}, fmt.Errorf("%w: %d settled at %d, need %d", ErrTooFewShards, len(readers), plan.D, g.K)
+	}
+	if err := ctx.Err(); err != nil {
+		return takeoverStats{}, err
+	}
+
+	// d. Rebuild into this node's own store.
+	bytes, err := n.ecRebuild(plan.D, readers)
+	if err != nil {
+		return takeoverStats{}, err
+	}
+	return takeoverStats{D: plan.D, Used: used, Bytes: bytes, Duration: time.Since(start)}, nil
+}
+
+// surveyShards asks every shard peer for its position, in parallel; this
+// node's own comes first. conns holds a connection to each peer that
+// answered, by shard; the caller closes them.
+func (n *Node) surveyShards(ctx context.Context, st quorum.Status) ([]shardSurvivor, map[int]*shardConn) {
+	survivors := []shardSurvivor{{Name: n.me.Name, Shard: n.ec.shardNow(), Reached: true, Outdated: st.IsOutdated(n.me.Name),
+		Consistent: n.sec.consistent(), Last: n.store.LastSeq(), Applied: min(n.sa.applied.Load(), n.store.LastSeq())}}
+	conns := map[int]*shardConn{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, m := range n.cfg.Nodes {
@@ -144,23 +171,21 @@ func (n *Node) ecTakeover(st quorum.Status) (takeoverStats, error) {
 		})
 	}
 	wg.Wait()
+	return survivors, conns
+}
 
-	// b. The position and the usable survivors.
-	plan, err := planTakeover(g.K, survivors)
-	if err != nil {
-		return takeoverStats{}, fmt.Errorf("%w (survivors: %+v)", err, survivors)
-	}
-	n.log.Info("takeover: rebuilding the device from shard peers", "seq", plan.D, "usable", len(plan.Usable))
-
-	// c. Settle the usable ones at D, until K are, this node first (its
-	// reads are local).
+// settleShards settles plan's usable survivors at plan.D, this node first
+// (its reads are local), until K are, and returns a reader of each settled
+// shard and the names of the nodes used.
+func (n *Node) settleShards(st quorum.Status, plan takeoverPlan, conns map[int]*shardConn) (map[int]func(a, b int64) ([]byte, error), []string) {
+	me := n.ec.shardNow()
 	slices.SortStableFunc(plan.Usable, func(a, b shardSurvivor) int {
 		return cmp.Compare(boolInt(a.Shard != me), boolInt(b.Shard != me))
 	})
 	readers := map[int]func(a, b int64) ([]byte, error){}
 	var used []string
 	for _, s := range plan.Usable {
-		if len(readers) == g.K {
+		if len(readers) == n.ec.cd.G.K {
 			break
 		}
 		if s.Shard == me {
@@ -184,19 +209,7 @@ func (n *Node) ecTakeover(st quorum.Status) (takeoverStats, error) {
 		readers[s.Shard] = c.reader(st.Epoch, plan.D)
 		used = append(used, s.Name)
 	}
-	if len(readers) < g.K {
-		return takeoverStats{}, fmt.Errorf("%w: %d settled at %d, need %d", ErrTooFewShards, len(readers), plan.D, g.K)
-	}
-	if err := ctx.Err(); err != nil {
-		return takeoverStats{}, err
-	}
-
-	// d. Rebuild into this node's own store.
-	bytes, err := n.ecRebuild(plan.D, readers)
-	if err != nil {
-		return takeoverStats{}, err
-	}
-	return takeoverStats{D: plan.D, Used: used, Bytes: bytes, Duration: time.Since(start)}, nil
+	return readers, used
 }
 
 // reader returns the peer's shard bytes [a, b) at position d.
@@ -230,8 +243,7 @@ func (c *shardConn) reader(epoch, d uint64) func(a, b int64) ([]byte, error) {
 // an Inconsistent full copy (ecRecover).
 func (n *Node) ecRebuild(d uint64, readers map[int]func(a, b int64) ([]byte, error)) (int64, error) {
 	g := n.ec.cd.G
-	dir := n.me.DataDir
-	if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(dir, takeoverFile), []byte(fmt.Sprintln(d))); err != nil {
+	if err := n.meta.Mark(takeoverFile, fmt.Sprintln(d)); err != nil {
 		return 0, fmt.Errorf("node: takeover: %w", err)
 	}
 	// This node's own shard may not be one of the K (unusable, or not
@@ -274,12 +286,12 @@ func (n *Node) ecRebuild(d uint64, readers map[int]func(a, b int64) ([]byte, err
 	if err := n.store.Sync(d); err != nil {
 		return total, fmt.Errorf("node: takeover: %w", err)
 	}
-	if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(dir, fullCopyFile), nil); err != nil {
+	if err := n.meta.Mark(fullCopyFile, ""); err != nil {
 		return total, fmt.Errorf("node: takeover: %w", err)
 	}
 	n.ec.shard.Store(-1)
-	if err := removeSynced(dir, takeoverFile); err != nil {
-		return total, err
+	if err := n.meta.Unmark(takeoverFile); err != nil {
+		return total, fmt.Errorf("node: %w", err)
 	}
 	return total, nil
 }
@@ -296,7 +308,7 @@ func (n *Node) ecStartPrimary(st quorum.Status) bool {
 		n.log.Error("takeover failed: not serving", "epoch", st.Epoch, "err", err)
 		n.events.Add(Event{Type: events.TypeTakeover, State: events.StateFailed, Epoch: st.Epoch,
 			Cause: "promoted while keeping an erasure-code shard", Detail: err.Error()})
-		if fileExists(n.me.DataDir, takeoverFile) || fileExists(n.me.DataDir, settleFile) {
+		if n.meta.Marked(takeoverFile) || n.meta.Marked(settleFile) {
 			// Half rebuilt or half settled: neither the shard nor the
 			// device. An Inconsistent full copy from now on.
 			if rerr := n.ecRecover(); rerr != nil {

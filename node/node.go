@@ -24,8 +24,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,6 +37,7 @@ import (
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
+	"github.com/grbd/grbd/internal/sidecar"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
@@ -79,6 +78,8 @@ type Options struct {
 	// DialOverrides dials some peers at other addresses (peer name ->
 	// host:port; member.CheckDialOverrides): grbd node --dial-override.
 	DialOverrides map[string]string
+
+	faults *faultHooks // tests only: fault injection
 }
 
 // RoleEvent describes a role change.
@@ -134,6 +135,7 @@ type Node struct {
 	lastLost []string
 	events   *events.Log
 
+	meta   *sidecar.Store // the files next to the journal
 	histMu sync.Mutex
 	hist   replicator.History
 
@@ -156,9 +158,6 @@ type Node struct {
 	closeOnce sync.Once
 	closeErr  error
 }
-
-// historyFile holds the node's data-generation history.
-const historyFile = "history"
 
 // Start opens the store (replaying its journal), joins the cluster and
 // starts the NBD export and the admin endpoint of member name.
@@ -218,13 +217,36 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 
 // open builds every part; on error abort releases what was opened.
 func (n *Node) open() error {
+	exists, err := n.openDisk()
+	if err != nil {
+		return err
+	}
 	cfg, me := n.cfg, n.me
+	cc := member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)
+	cc.OnFail = func(err error) { _ = n.checkDisk("persist the control-plane log", err) }
+	// A store without a write may join a brand-new cluster; one with data
+	// but no control-plane state must not create one (docs/quorum.md).
+	cc.Fresh, cc.NewCluster = !exists || n.store.Stats().LastSeq == 0, n.opts.NewCluster
+	if n.ctl, err = ctlplane.Open(cc); err != nil {
+		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
+	}
+	n.ctl.SetDisk(n.store.ID())
+	n.setConsistent(n.sec.consistent())
+	return n.openNetwork()
+}
+
+// openDisk opens the store and what lies next to it (history, resync state,
+// erasure-coding markers) and the secondary side; exists: the store was
+// there before.
+func (n *Node) openDisk() (exists bool, err error) {
+	cfg, me := n.cfg, n.me
+	n.meta = sidecar.New(vfs.Default, me.DataDir)
 	n.ecOpenLayout()
 	// device.size is the size a store is created with; an existing store
 	// has its own (it grows through grbd resize), checked below.
-	exists, err := journal.StoreExists(nil, me.DataDir)
+	exists, err = journal.StoreExists(nil, me.DataDir)
 	if err != nil {
-		return fmt.Errorf("node %s: %w", me.Name, err)
+		return false, fmt.Errorf("node %s: %w", me.Name, err)
 	}
 	createSize := int64(cfg.Device.Size)
 	if n.shardPeer() {
@@ -241,12 +263,12 @@ func (n *Node) open() error {
 		Logger:      n.log,
 	})
 	if err != nil {
-		return fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)
+		return false, fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)
 	}
 	if n.shardPeer() && n.store.Size() != n.ec.cd.G.ShardSize() {
 		// A store made for another layout (a mirror, another K+M or device
 		// size): its bytes are not this shard and must not be served as it.
-		return fmt.Errorf("node %s: %w: the store in %s has %d bytes, shard %d of %s needs %d (replication.redundancy or device.size changed? start from an empty data-dir)",
+		return false, fmt.Errorf("node %s: %w: the store in %s has %d bytes, shard %d of %s needs %d (replication.redundancy or device.size changed? start from an empty data-dir)",
 			me.Name, ErrECUnsupported, me.DataDir, n.store.Size(), n.ec.shardNow(), cfg.Replication.Redundancy, n.ec.cd.G.ShardSize())
 	}
 	n.checkSize()
@@ -254,24 +276,21 @@ func (n *Node) open() error {
 		n.sa = newShardApply(n)
 	}
 	if err := n.loadHistory(); err != nil {
-		return err
+		return false, err
 	}
 	if n.sec, err = newSecondary(n); err != nil {
-		return err
+		return false, err
 	}
 	if err := n.ecRecover(); err != nil {
-		return fmt.Errorf("node %s: %w", me.Name, err)
+		return false, fmt.Errorf("node %s: %w", me.Name, err)
 	}
-	cc := member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)
-	cc.OnFail = func(err error) { _ = n.checkDisk("persist the control-plane log", err) }
-	// A store without a write may join a brand-new cluster; one with data
-	// but no control-plane state must not create one (docs/quorum.md).
-	cc.Fresh, cc.NewCluster = !exists || n.store.Stats().LastSeq == 0, n.opts.NewCluster
-	if n.ctl, err = ctlplane.Open(cc); err != nil {
-		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
-	}
-	n.ctl.SetDisk(n.store.ID())
-	n.setConsistent(n.sec.consistent())
+	return exists, nil
+}
+
+// openNetwork builds the peer mesh, the NBD server, the admin server and
+// their listeners.
+func (n *Node) openNetwork() error {
+	cfg, me := n.cfg, n.me
 	creds, err := auth.Load(cfg, me.Name, n.log)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", me.Name, err)
@@ -398,16 +417,9 @@ func (n *Node) handleStream(peer string, kind uint8, s net.Conn) {
 }
 
 func (n *Node) loadHistory() error {
-	b, err := vfs.ReadFile(vfs.Default, filepath.Join(n.me.DataDir, historyFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	h, err := n.meta.History()
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
-	}
-	h, err := replicator.DecodeHistory(b)
-	if err != nil {
-		return fmt.Errorf("node: %s: %w", filepath.Join(n.me.DataDir, historyFile), err)
 	}
 	n.hist = h
 	return nil
@@ -417,7 +429,7 @@ func (n *Node) loadHistory() error {
 func (n *Node) setHistory(h replicator.History) error {
 	n.histMu.Lock()
 	defer n.histMu.Unlock()
-	if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(n.me.DataDir, historyFile), h.Encode()); err != nil {
+	if err := n.meta.SaveHistory(h); err != nil {
 		return fmt.Errorf("node: persist history: %w", err)
 	}
 	n.hist = h

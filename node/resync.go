@@ -26,14 +26,62 @@ func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgr
 	p := l.p
 	l.disk.Store(DiskInconsistent)
 	p.mu.Lock()
+	extents, total := l.planResyncLocked(from, extra, prog)
+	if err := l.announceSize(); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	rate := int64(p.n.cfg.Replication.ResyncRate)
+	start := time.Now()
+	held := true // p.mu is held from the plan until the first chunk went out
+	for _, e := range extents {
+		for off, end := int64(e.Offset), int64(e.End()); off < end; {
+			if !held {
+				p.mu.Lock()
+			}
+			held = false
+			n := min(resyncChunk, end-off)
+			copied, err := l.sendChunkLocked(off, n)
+			if err != nil {
+				return err
+			}
+			if !copied {
+				continue // repaired: copy it again
+			}
+			off += n
+			if !l.waitRoom() {
+				return nil
+			}
+			if rate > 0 && l.shard < 0 {
+				// replication.resync-rate: never ahead of done/rate.
+				if ahead := time.Duration(l.resyncDone.Load()*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
+					time.Sleep(ahead)
+				}
+			}
+		}
+	}
+	if !held {
+		p.mu.Lock()
+	}
+	l.startLiveLocked(p.store.LastSeq())
+	p.mu.Unlock()
+	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateDone, Bytes: total,
+		Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
+	return nil
+}
+
+// planResyncLocked says which extents the resync copies (what changed since
+// from, the extra ones, less what a resumed resync keeps) and starts the
+// resync's counters and event. Caller holds p.mu: no write comes between
+// the changes read here and the first copy, after which the peer is live.
+func (l *link) planResyncLocked(from uint64, extra []extent.Extent, prog *wire.ResyncProgress) ([]extent.Extent, int64) {
+	p := l.p
 	extents := extent.Merge(append(p.store.ChangedSince(from), extra...))
 	if l.shard >= 0 {
 		extents = ecStripeExtents(p.n.ec.cd.G, extents)
 	}
 	l.resyncKept.Store(0)
 	if prog != nil {
-		// Under the write lock: no write comes between the changes read
-		// here and the first copy, after which the peer is live.
 		extents = l.resume(from, extents, prog)
 	}
 	total := int64(extent.Bytes(extents))
@@ -43,85 +91,54 @@ func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgr
 	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra), "bytes", total)
 	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateStarted, Bytes: total,
 		Cause: resyncCause(from, extra, p.store.Size()), Detail: fmt.Sprintf("%d bytes in %d regions", total, len(extents))})
-	if err := l.announceSize(); err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	rate := int64(p.n.cfg.Replication.ResyncRate)
-	start := time.Now()
-	first := true
-	for _, e := range extents {
-		for off, end := int64(e.Offset), int64(e.End()); off < end; off += resyncChunk {
-			if !first {
-				p.mu.Lock()
-			}
-			n := min(resyncChunk, end-off)
-			if l.shard >= 0 {
-				sent, err := l.ecResyncChunk(off, n)
-				if err != nil {
-					p.mu.Unlock()
-					return err
-				}
-				l.catchup.Add(uint64(sent))
-				l.resyncDone.Add(n)
-				l.live.Store(true)
-				first = false
-				p.mu.Unlock()
-				if !l.waitRoom() {
-					return nil
-				}
-				continue
-			}
-			buf := make([]byte, n)
-			err := p.store.ReadAt(buf, off)
-			if ce := (*journal.ChecksumError)(nil); errors.As(err, &ce) {
-				// Repair from another UpToDate peer (this one is not),
-				// then copy the chunk again.
-				p.mu.Unlock()
-				if err := p.repair(ce.Blocks); err != nil {
-					return fmt.Errorf("node: resync read %d: %w", off, err)
-				}
-				first = false
-				off -= resyncChunk
-				continue
-			}
-			var seq uint64
-			if err == nil {
-				// Rewriting the primary's own bytes changes nothing there and
-				// gives the copy a sequence number ordered with live writes.
-				seq, err = p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: buf})
-			}
-			if err != nil {
-				p.mu.Unlock()
-				return fmt.Errorf("node: resync read %d: %w", off, err)
-			}
-			l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf})
-			l.catchup.Add(uint64(n))
-			done := l.resyncDone.Add(n)
-			// The peer persisted "Inconsistent since from" when it took the
-			// first chunk: live writes may now follow it.
-			l.live.Store(true)
-			first = false
+	return extents, total
+}
+
+// sendChunkLocked sends the peer [off, off+n): its stripe pieces to a shard
+// peer, else the bytes, journaled again so that the copy has a sequence
+// number ordered with live writes. Called with p.mu held, it returns with
+// p.mu released. false without an error: the chunk failed its checksum
+// and was repaired from another UpToDate peer; copy it again.
+func (l *link) sendChunkLocked(off, n int64) (bool, error) {
+	p := l.p
+	if l.shard >= 0 {
+		sent, err := l.ecResyncChunk(off, n)
+		if err != nil {
 			p.mu.Unlock()
-			if !l.waitRoom() {
-				return nil
-			}
-			if rate > 0 {
-				// replication.resync-rate: never ahead of done/rate.
-				if ahead := time.Duration(done*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
-					time.Sleep(ahead)
-				}
-			}
+			return false, err
 		}
+		l.catchup.Add(uint64(sent))
+		l.resyncDone.Add(n)
+		l.live.Store(true)
+		p.mu.Unlock()
+		return true, nil
 	}
-	if !first {
-		p.mu.Lock()
+	buf := make([]byte, n)
+	err := p.store.ReadAt(buf, off)
+	if ce := (*journal.ChecksumError)(nil); errors.As(err, &ce) {
+		p.mu.Unlock()
+		if err := p.repair(ce.Blocks); err != nil {
+			return false, fmt.Errorf("node: resync read %d: %w", off, err)
+		}
+		return false, nil
 	}
-	l.startLiveLocked(p.store.LastSeq())
+	var seq uint64
+	if err == nil {
+		// Rewriting the primary's own bytes changes nothing there.
+		seq, err = p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: buf})
+	}
+	if err != nil {
+		p.mu.Unlock()
+		return false, fmt.Errorf("node: resync read %d: %w", off, err)
+	}
+	l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf})
+	l.catchup.Add(uint64(n))
+	l.resyncDone.Add(n)
+	// The peer persisted "Inconsistent since from" when it took the first
+	// chunk: live writes may now follow it.
+	l.live.Store(true)
 	p.mu.Unlock()
-	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateDone, Bytes: total,
-		Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
-	return nil
+	return true, nil
 }
 
 // resume judges the peer's progress report (replicator.ResumeSource.Check),

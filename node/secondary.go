@@ -1,31 +1,22 @@
 package node
 
 import (
-	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/grbd/grbd/internal/extent"
+
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/mesh"
-	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
 )
-
-// resyncFile in a secondary's data directory records that its disk is
-// Inconsistent (replicator.ResyncState): written and synced before the
-// first region copy is applied or the journal is rewound, removed after the
-// primary's ResyncDone.
-const resyncFile = "resync"
 
 // splitBrainReason opens the Nack reason a secondary sends when it refuses
 // to discard divergent data.
@@ -62,17 +53,16 @@ type secondary struct {
 func newSecondary(n *Node) (*secondary, error) {
 	s := &secondary{n: n, store: n.store, log: n.log, sessions: map[net.Conn]uint64{}}
 	s.primaryName.Store("")
-	b, err := vfs.ReadFile(vfs.Default, filepath.Join(n.me.DataDir, resyncFile))
-	switch {
-	case err == nil:
-		rs, err := replicator.DecodeResyncState(b)
-		if err != nil {
-			return nil, fmt.Errorf("node: %s: %w", filepath.Join(n.me.DataDir, resyncFile), err)
-		}
-		s.resync = &rs
-		n.log.Warn("disk is Inconsistent: interrupted resync", "sync_from", rs.From, "extents", len(rs.Extents), "all", rs.All)
-	case !errors.Is(err, os.ErrNotExist):
+	// The resync state records that the disk is Inconsistent: written
+	// and synced before the first region copy is applied or the journal
+	// is rewound, removed after the primary's ResyncDone.
+	rs, err := n.meta.Resync()
+	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
+	}
+	if rs != nil {
+		s.resync = rs
+		n.log.Warn("disk is Inconsistent: interrupted resync", "sync_from", rs.From, "extents", len(rs.Extents), "all", rs.All)
 	}
 	return s, nil
 }
@@ -265,19 +255,11 @@ func readPrimaryHello(r *wire.Reader) (*wire.Hello, replicator.History, error) {
 		return nil, nil, fmt.Errorf("%w: first message is %v", ErrHandshake, m.Type())
 	}
 	hc := *h
-	m, err = r.ReadMsg()
+	wh, err := readMsg[*wire.History](r, "History")
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: history: %w", ErrHandshake, err)
+		return nil, nil, err
 	}
-	wh, ok := m.(*wire.History)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: expected History, got %v", ErrHandshake, m.Type())
-	}
-	var hist replicator.History
-	for _, e := range wh.Entries {
-		hist = append(hist, replicator.HistoryEntry{Epoch: e.Epoch, FirstSeq: e.FirstSeq, Forced: e.Flags&wire.HistoryForced != 0})
-	}
-	return &hc, hist, nil
+	return &hc, historyFromWire(wh), nil
 }
 
 // agree compares this node's journal with the primary's history
@@ -386,16 +368,8 @@ func (s *secondary) becomeInconsistent(from uint64, rs *replicator.ResyncState, 
 
 // saveResync persists rs (nil: the disk is consistent again).
 func (s *secondary) saveResync(rs *replicator.ResyncState) error {
-	path := filepath.Join(s.n.me.DataDir, resyncFile)
-	if rs == nil {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("node: %w", err)
-		}
-		if err := vfs.Default.SyncDir(s.n.me.DataDir); err != nil {
-			return fmt.Errorf("node: %w", err)
-		}
-	} else if err := vfs.WriteFileAtomic(vfs.Default, path, rs.Encode()); err != nil {
-		return err
+	if err := s.n.meta.SaveResync(rs); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 	s.mu.Lock()
 	s.resync = rs

@@ -165,7 +165,7 @@ func (p *primary) logBatch(batch []*writeReq) {
 				continue
 			}
 			if r.ec != nil && lk.shard >= 0 {
-				if f := testDropPiece.Load(); f != nil && (*f)(lk.name, l.Seq) {
+				if p.n.opts.faults.dropsPiece(lk.name, l.Seq) {
 					continue
 				}
 				lk.enqueueLive(ecMessage(r.ec, lk.shard, l.Seq, p.epoch, r.fua))
