@@ -155,9 +155,7 @@ func TestAttachKernelSurvivesKill(t *testing.T) {
 		t.Skipf("no usable kernel NBD device, grbd attach's failover is tested where the nbd module exists: %v", err)
 	}
 	c := newReplCluster(t, "C", "64MiB")
-	n0 := c.start("n0", "n0")
-	c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	n0, _ := c.startPair()
 	att := startMember(t, c.dir, "attach", "attached ", "attach", "--config", c.cfgPath, "--device", dev.Path)
 	defer att.stop()
 	run(t, 2*time.Minute, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", dev.Path)

@@ -19,6 +19,15 @@ func fioVerifyArgs(uri string, extra ...string) []string {
 	return append(args, extra...)
 }
 
+// fioVerify runs fio with fioVerifyArgs(uri, extra...) and requires that it
+// verified every block; it returns fio's output.
+func fioVerify(t *testing.T, timeout time.Duration, uri string, extra ...string) string {
+	t.Helper()
+	out := run(t, timeout, "fio", fioVerifyArgs(uri, extra...)...)
+	require.NotContains(t, out, "verify: bad", out)
+	return out
+}
+
 // TestFioVerifySurvivesKill writes with fio's verifier through several NBD
 // connections, checks the data, kills the node with SIGKILL (no clean
 // shutdown, no checkpoint), restarts it and has fio verify every block again:
@@ -56,8 +65,7 @@ func TestFioWithFlush(t *testing.T) {
 	dir := t.TempDir()
 	cfg := clusterConfig(t, dir, 1, "256MiB", "")
 	node := startGrbd(t, dir, "n0", "node", "--config", cfg, "--name", "n0")
-	out := run(t, 5*time.Minute, "fio", fioVerifyArgs(node.uri(), "--fsync=16", "--size=8m", "--offset_increment=8m", "--numjobs=2")...)
-	require.NotContains(t, out, "verify: bad", out)
+	out := fioVerify(t, 5*time.Minute, node.uri(), "--fsync=16", "--size=8m", "--offset_increment=8m", "--numjobs=2")
 	require.True(t, strings.Contains(out, "WRITE:"), out)
 	node.stop()
 }

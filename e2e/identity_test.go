@@ -43,8 +43,7 @@ func TestReplacedDiskIsNeverPromoted(t *testing.T) {
 	st := c.waitPeersOf("n0", 20*time.Second, true)
 	require.NotNil(t, st.Identity)
 	args := []string{"--size=8m", "--offset_increment=8m", "--numjobs=2"}
-	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(n0.uri(), args...)...)
-	require.NotContains(t, out, "verify: bad", out)
+	out := fioVerify(t, 2*time.Minute, n0.uri(), args...)
 	require.Eventually(t, func() bool {
 		st, err := c.status("n1")
 		return err == nil && st.Identity != nil && st.Identity.Recorded == st.Identity.Disk && st.Identity.Promotable
@@ -102,8 +101,7 @@ func TestDiskReplacedUnderRunningPrimary(t *testing.T) {
 	n1 := c.start("n1", "n1")
 	c.waitPeersOf("n0", 20*time.Second, true)
 	args := []string{"--size=8m", "--offset_increment=8m", "--numjobs=2"}
-	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(n0.uri(), args...)...)
-	require.NotContains(t, out, "verify: bad", out)
+	out := fioVerify(t, 2*time.Minute, n0.uri(), args...)
 
 	n1.kill9()
 	wipeStore(t, c.cfg.Nodes[1].DataDir)

@@ -24,9 +24,7 @@ func logContains(t *testing.T, p *proc, s string, timeout time.Duration) {
 // joins, and the primary serves throughout.
 func TestWipedWitnessIsReplaced(t *testing.T) {
 	c := newReplCluster(t, "C", "16MiB")
-	prim := c.start("n0", "n0")
-	c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, _ := c.startPair()
 
 	c.witness.kill9()
 	require.NoError(t, os.RemoveAll(c.cfg.Witness.DataDir))
@@ -64,9 +62,7 @@ func TestWipedWitnessIsReplaced(t *testing.T) {
 func TestWipedWitnessDoesNotPromoteOutdatedNode(t *testing.T) {
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "16MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 
 	sec.kill9()
 	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+prim.uri(), "--rw=write", "--bs=4k", "--size=256k")

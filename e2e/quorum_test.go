@@ -50,12 +50,9 @@ func (c *replCluster) servingPrimary(timeout time.Duration) string {
 func TestFailoverAfterKill9(t *testing.T) {
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 	args := []string{"--size=16m", "--offset_increment=16m"}
-	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), args...)...)
-	require.NotContains(t, out, "verify: bad", out)
+	out := fioVerify(t, 2*time.Minute, prim.uri(), args...)
 
 	prim.kill9()
 	took := c.waitServing("n1", 10*time.Second)
@@ -70,8 +67,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 
 	// New writes on the new primary; the old one rejoins as a secondary
 	// (its unacknowledged tail, if any, is rewound and resynced).
-	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(c.uri("n1"), "--size=8m", "--offset_increment=8m", "--offset=64m")...)
-	require.NotContains(t, out, "verify: bad", out)
+	out = fioVerify(t, 2*time.Minute, c.uri("n1"), "--size=8m", "--offset_increment=8m", "--offset=64m")
 	old := startMember(t, c.dir, "n0-again", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
 	require.Eventually(t, func() bool {
 		st, err := c.status("n1")
@@ -94,9 +90,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 func TestWitnessAndSecondaryLoss(t *testing.T) {
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 
 	c.witness.kill9()
 	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), "--size=8m", "--offset_increment=8m")...)
@@ -119,8 +113,7 @@ func TestWitnessAndSecondaryLoss(t *testing.T) {
 		st, err := c.status(p)
 		return err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskUpToDate && st.Peers[0].Behind == 0
 	}, 30*time.Second, 50*time.Millisecond, "the other data node never caught up")
-	out = run(t, 2*time.Minute, "fio", fioVerifyArgs(c.uri(p), "--size=8m", "--offset_increment=8m", "--verify_only")...)
-	require.NotContains(t, out, "verify: bad", out)
+	out = fioVerify(t, 2*time.Minute, c.uri(p), "--size=8m", "--offset_increment=8m", "--verify_only")
 	prim.stop()
 	sec.stop()
 	c.requireSameImages()
@@ -133,9 +126,7 @@ func TestWitnessAndSecondaryLoss(t *testing.T) {
 func TestForcedPromotionSplitBrain(t *testing.T) {
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 	sec.kill9()
 	// n1 is Outdated, then misses these writes.
 	run(t, time.Minute, "fio", "--name=a", "--ioengine=nbd", "--uri="+prim.uri(), "--rw=write", "--bs=64k", "--size=4m")

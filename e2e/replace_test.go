@@ -171,9 +171,7 @@ func (c *replCluster) replace(name string) {
 // then holds every flushed write: it serves them after the primary dies.
 func TestReplaceDataNode(t *testing.T) {
 	c := newReplCluster(t, "C", "16MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 	w, stop := startWriter(c, 512)
 	defer stop()
 
@@ -209,9 +207,7 @@ func TestReplaceDataNode(t *testing.T) {
 // the node is synced. It is never promoted without the data.
 func TestReplaceDataNodeWhileWitnessDown(t *testing.T) {
 	c := newReplCluster(t, "C", "16MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 	w, stop := startWriter(c, 256)
 	defer stop()
 
@@ -290,9 +286,7 @@ func TestRollingReplacement(t *testing.T) {
 // is replaced and synced.
 func TestReplacedDiskAllStopped(t *testing.T) {
 	c := newReplCluster(t, "C", "16MiB")
-	n0 := c.start("n0", "n0")
-	n1 := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	n0, n1 := c.startPair()
 	w := &taggedWriter{c: c, blocks: 2048, flushed: map[int]uint64{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	w.run(ctx)

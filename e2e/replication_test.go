@@ -67,6 +67,14 @@ func (c *replCluster) start(name, logName string) *proc {
 	return startMember(c.t, c.dir, logName, wait, "node", "--config", c.cfgPath, "--name", name)
 }
 
+// startPair starts n0 (the primary) and n1 and waits for their link.
+func (c *replCluster) startPair() (n0, n1 *proc) {
+	c.t.Helper()
+	n0, n1 = c.start("n0", "n0"), c.start("n1", "n1")
+	c.waitPeer(10 * time.Second)
+	return n0, n1
+}
+
 // uri is a data node's NBD URI from the config.
 func (c *replCluster) uri(name string) string {
 	m, _, err := c.cfg.Member(name)
@@ -164,12 +172,9 @@ func (c *replCluster) requireSameImages() {
 func TestReplicationProtocolC(t *testing.T) {
 	requireTools(t, "fio", "nbdinfo")
 	c := newReplCluster(t, "C", "64MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 
-	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), "--size=16m", "--offset_increment=16m")...)
-	require.NotContains(t, out, "verify: bad", out)
+	out := fioVerify(t, 2*time.Minute, prim.uri(), "--size=16m", "--offset_increment=16m")
 	require.Contains(t, out, "WRITE:", out)
 	st := c.waitPeer(10 * time.Second)
 	require.Equal(t, node.RolePrimary, st.Role)
@@ -303,12 +308,9 @@ func logOf(t *testing.T, c *replCluster, name string) string {
 func TestReplicationAckSafety(t *testing.T) {
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 	args := []string{"--size=16m", "--offset_increment=16m"}
-	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), args...)...)
-	require.NotContains(t, out, "verify: bad", out)
+	out := fioVerify(t, 2*time.Minute, prim.uri(), args...)
 	prim.kill9()
 	sec.kill9()
 

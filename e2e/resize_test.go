@@ -49,9 +49,7 @@ func TestResize(t *testing.T) {
 	require.NoError(t, err)
 	c := &replCluster{t: t, dir: dir, cfgPath: path, cfg: cfg}
 	c.witness = startMember(t, dir, "w", "ready witness", "witness", "--config", path, "--name", "w")
-	prim := c.start("n0", "n0")
-	sec := c.start("n1", "n1")
-	c.waitPeer(10 * time.Second)
+	prim, sec := c.startPair()
 	fioWrite(t, prim.uri(), "0", "8m")
 
 	resize := func(args ...string) (string, error) {
