@@ -133,40 +133,7 @@ func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]extent
 		size = uint64(n.ec.cd.G.ShardSize())
 		mineOf = func(off, length uint64) ([]uint32, error) { return n.ecChunkSums(shard, off, length, verifyChunk) }
 	}
-	var id uint64
-	// sums asks the peer and computes locally, for one range.
-	compare := func(off, length uint64) ([]extent.Extent, error) {
-		id++
-		if err := w.WriteMsg(&wire.VerifyRequest{ID: id, Offset: off, Length: length, Chunk: verifyChunk}); err != nil {
-			return nil, err
-		}
-		if err := w.Flush(); err != nil {
-			return nil, err
-		}
-		m, err := r.ReadMsg()
-		if err != nil {
-			return nil, err
-		}
-		rep, ok := m.(*wire.VerifyReply)
-		if !ok || rep.ID != id || rep.Offset != off {
-			return nil, fmt.Errorf("%w: bad verify reply %v", ErrPeerFailed, m.Type())
-		}
-		mine, err := mineOf(off, length)
-		if err != nil {
-			return nil, err
-		}
-		if len(mine) != len(rep.Sums) {
-			return nil, fmt.Errorf("%w: %d sums for %d chunks", ErrPeerFailed, len(rep.Sums), len(mine))
-		}
-		var bad []extent.Extent
-		for i := range mine {
-			if mine[i] != rep.Sums[i] {
-				o := off + uint64(i)*verifyChunk
-				bad = append(bad, extent.Extent{Offset: o, Length: min(verifyChunk, off+length-o)})
-			}
-		}
-		return bad, nil
-	}
+	compare := (&verifyExchange{r: r, w: w, mineOf: mineOf}).compare
 	var suspects []extent.Extent
 	for off := uint64(0); off < size; off += verifyBatch * verifyChunk {
 		bad, err := compare(off, min(verifyBatch*verifyChunk, size-off))
@@ -193,6 +160,48 @@ func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]extent
 		suspects = still
 	}
 	return extent.Merge(suspects), nil
+}
+
+// verifyExchange asks a peer for its chunk sums, one range at a time.
+type verifyExchange struct {
+	r      *wire.Reader
+	w      *wire.Writer
+	id     uint64
+	mineOf func(off, length uint64) ([]uint32, error) // this node's sums
+}
+
+// compare returns the chunks of [off, off+length) whose sums differ.
+func (v *verifyExchange) compare(off, length uint64) ([]extent.Extent, error) {
+	v.id++
+	if err := v.w.WriteMsg(&wire.VerifyRequest{ID: v.id, Offset: off, Length: length, Chunk: verifyChunk}); err != nil {
+		return nil, err
+	}
+	if err := v.w.Flush(); err != nil {
+		return nil, err
+	}
+	m, err := v.r.ReadMsg()
+	if err != nil {
+		return nil, err
+	}
+	rep, ok := m.(*wire.VerifyReply)
+	if !ok || rep.ID != v.id || rep.Offset != off {
+		return nil, fmt.Errorf("%w: bad verify reply %v", ErrPeerFailed, m.Type())
+	}
+	mine, err := v.mineOf(off, length)
+	if err != nil {
+		return nil, err
+	}
+	if len(mine) != len(rep.Sums) {
+		return nil, fmt.Errorf("%w: %d sums for %d chunks", ErrPeerFailed, len(rep.Sums), len(mine))
+	}
+	var bad []extent.Extent
+	for i := range mine {
+		if mine[i] != rep.Sums[i] {
+			o := off + uint64(i)*verifyChunk
+			bad = append(bad, extent.Extent{Offset: o, Length: min(verifyChunk, off+length-o)})
+		}
+	}
+	return bad, nil
 }
 
 // chunkSums is the CRC-32C of each chunk of [off, off+length). A chunk
