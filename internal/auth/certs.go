@@ -48,129 +48,165 @@ func InitCerts(cfg *config.Config, dir string, o InitOptions) ([]string, error) 
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
-	var wrote []string
-	write := func(name string, b []byte, mode os.FileMode) error {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(b); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		wrote = append(wrote, p)
-		return nil
+	w := &certWriter{dir: dir, o: o}
+	ca, err := w.authority(cfg.Cluster)
+	if err == nil {
+		err = w.memberCerts(cfg, ca)
 	}
-	exists := func(names ...string) (bool, error) {
-		n := 0
-		for _, name := range names {
-			_, err := os.Stat(filepath.Join(dir, name))
-			switch {
-			case err == nil:
-				n++
-			case !errors.Is(err, fs.ErrNotExist):
-				return false, err
-			}
-		}
-		if n != 0 && n != len(names) {
-			return false, fmt.Errorf("auth: %v: some exist and some do not: remove the rest or restore them", names)
-		}
-		return n == len(names), nil
+	if err == nil {
+		err = w.clientCerts(ca)
 	}
-	issue := func(certName, keyName string, req pki.Request, ca *pki.Authority) error {
-		ok, err := exists(certName, keyName)
-		if err != nil || ok {
-			return err
-		}
-		c, k, err := ca.Issue(req, o.Now)
-		if err != nil {
-			return err
-		}
-		if err := write(certName, c, 0o644); err != nil {
-			return err
-		}
-		return write(keyName, k, 0o600)
+	if err == nil && o.Secret {
+		err = w.secret()
 	}
+	return w.wrote, err
+}
 
-	var ca *pki.Authority
-	haveCA, err := exists(CAFile, CAKeyFile)
+// certWriter creates the files of InitCerts in dir, never over an existing
+// one, and lists what it wrote.
+type certWriter struct {
+	dir   string
+	o     InitOptions
+	wrote []string
+}
+
+// write creates dir/name with b.
+func (w *certWriter) write(name string, b []byte, mode os.FileMode) error {
+	p := filepath.Join(w.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
-		return wrote, err
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	w.wrote = append(w.wrote, p)
+	return nil
+}
+
+// exists reports whether all of names exist; some but not all is an error
+// (a certificate without its key, say).
+func (w *certWriter) exists(names ...string) (bool, error) {
+	n := 0
+	for _, name := range names {
+		_, err := os.Stat(filepath.Join(w.dir, name))
+		switch {
+		case err == nil:
+			n++
+		case !errors.Is(err, fs.ErrNotExist):
+			return false, err
+		}
+	}
+	if n != 0 && n != len(names) {
+		return false, fmt.Errorf("auth: %v: some exist and some do not: remove the rest or restore them", names)
+	}
+	return n == len(names), nil
+}
+
+// issue writes a certificate and key for req unless both exist.
+func (w *certWriter) issue(certName, keyName string, req pki.Request, ca *pki.Authority) error {
+	ok, err := w.exists(certName, keyName)
+	if err != nil || ok {
+		return err
+	}
+	c, k, err := ca.Issue(req, w.o.Now)
+	if err != nil {
+		return err
+	}
+	if err := w.write(certName, c, 0o644); err != nil {
+		return err
+	}
+	return w.write(keyName, k, 0o600)
+}
+
+// authority loads the cluster's CA, or creates it.
+func (w *certWriter) authority(cluster string) (*pki.Authority, error) {
+	haveCA, err := w.exists(CAFile, CAKeyFile)
+	if err != nil {
+		return nil, err
 	}
 	if haveCA {
-		if ca, err = pki.LoadAuthority(filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile)); err != nil {
-			return wrote, err
-		}
-	} else {
-		if ca, err = pki.NewAuthority(cfg.Cluster, o.Now, o.Validity); err != nil {
-			return wrote, err
-		}
-		key, err := pki.EncodeKey(ca.Key)
-		if err != nil {
-			return wrote, err
-		}
-		if err := write(CAFile, ca.CertPEM(), 0o644); err != nil {
-			return wrote, err
-		}
-		if err := write(CAKeyFile, key, 0o600); err != nil {
-			return wrote, err
-		}
+		return pki.LoadAuthority(filepath.Join(w.dir, CAFile), filepath.Join(w.dir, CAKeyFile))
 	}
+	ca, err := pki.NewAuthority(cluster, w.o.Now, w.o.Validity)
+	if err != nil {
+		return nil, err
+	}
+	key, err := pki.EncodeKey(ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.write(CAFile, ca.CertPEM(), 0o644); err != nil {
+		return nil, err
+	}
+	if err := w.write(CAKeyFile, key, 0o600); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
 
+// memberCerts issues each member's certificate and each data node's NBD
+// server certificate.
+func (w *certWriter) memberCerts(cfg *config.Config, ca *pki.Authority) error {
 	members := append([]config.Member(nil), cfg.Nodes...)
 	if cfg.Witness != nil {
 		members = append(members, *cfg.Witness)
 	}
 	for _, m := range members {
-		req := pki.MemberRequest(cfg.Cluster, m.Name, o.Validity)
+		req := pki.MemberRequest(cfg.Cluster, m.Name, w.o.Validity)
 		// The admin endpoint serves HTTPS with the member certificate;
 		// clients that check addresses find them here.
 		req.IPs, req.DNSNames = hostSANs(req.DNSNames, m.Admin)
-		if err := issue(config.MemberPath(MemberCert, m.Name), config.MemberPath(MemberKey, m.Name), req, ca); err != nil {
-			return wrote, err
+		if err := w.issue(config.MemberPath(MemberCert, m.Name), config.MemberPath(MemberKey, m.Name), req, ca); err != nil {
+			return err
 		}
 	}
 	for _, m := range cfg.Nodes {
 		ips, dns := hostSANs(nil, m.NBD)
-		req := pki.Request{CommonName: m.Name + " nbd", DNSNames: dns, IPs: ips, Usage: pki.UsageServer, Validity: o.Validity}
-		if err := issue(config.MemberPath(NBDCert, m.Name), config.MemberPath(NBDKey, m.Name), req, ca); err != nil {
-			return wrote, err
+		req := pki.Request{CommonName: m.Name + " nbd", DNSNames: dns, IPs: ips, Usage: pki.UsageServer, Validity: w.o.Validity}
+		if err := w.issue(config.MemberPath(NBDCert, m.Name), config.MemberPath(NBDKey, m.Name), req, ca); err != nil {
+			return err
 		}
 	}
-	admin := pki.Request{CommonName: "admin", Usage: pki.UsageClient, Validity: o.Validity}
-	if err := issue(DefaultAdminCert, DefaultAdminKey, admin, ca); err != nil {
-		return wrote, err
+	return nil
+}
+
+// clientCerts issues the CLI's admin client certificate and the NBD
+// clients' certificate, with a copy of the CA for the NBD clients.
+func (w *certWriter) clientCerts(ca *pki.Authority) error {
+	admin := pki.Request{CommonName: "admin", Usage: pki.UsageClient, Validity: w.o.Validity}
+	if err := w.issue(DefaultAdminCert, DefaultAdminKey, admin, ca); err != nil {
+		return err
 	}
-	nbdClient := pki.Request{CommonName: "nbd client", Usage: pki.UsageClient, Validity: o.Validity}
-	if err := issue(filepath.Join(NBDClientDir, "client-cert.pem"), filepath.Join(NBDClientDir, "client-key.pem"), nbdClient, ca); err != nil {
-		return wrote, err
+	nbdClient := pki.Request{CommonName: "nbd client", Usage: pki.UsageClient, Validity: w.o.Validity}
+	if err := w.issue(filepath.Join(NBDClientDir, "client-cert.pem"), filepath.Join(NBDClientDir, "client-key.pem"), nbdClient, ca); err != nil {
+		return err
 	}
-	if ok, err := exists(filepath.Join(NBDClientDir, "ca-cert.pem")); err != nil {
-		return wrote, err
-	} else if !ok {
-		if err := write(filepath.Join(NBDClientDir, "ca-cert.pem"), ca.CertPEM(), 0o644); err != nil {
-			return wrote, err
-		}
+	caCopy := filepath.Join(NBDClientDir, "ca-cert.pem")
+	if ok, err := w.exists(caCopy); err != nil || ok {
+		return err
 	}
-	if o.Secret {
-		if ok, err := exists(SecretFile); err != nil {
-			return wrote, err
-		} else if !ok {
-			p := filepath.Join(dir, SecretFile)
-			if err := NewSecretFile(p); err != nil {
-				return wrote, err
-			}
-			wrote = append(wrote, p)
-		}
+	return w.write(caCopy, ca.CertPEM(), 0o644)
+}
+
+// secret writes a new shared secret unless one exists.
+func (w *certWriter) secret() error {
+	if ok, err := w.exists(SecretFile); err != nil || ok {
+		return err
 	}
-	return wrote, nil
+	p := filepath.Join(w.dir, SecretFile)
+	if err := NewSecretFile(p); err != nil {
+		return err
+	}
+	w.wrote = append(w.wrote, p)
+	return nil
 }
 
 // NewSecretFile writes a new random shared secret (32 bytes, hex) to path
