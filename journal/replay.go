@@ -134,91 +134,13 @@ func (j *Journal) replayFile(f vfs.File, num uint64, last bool, ckpt uint64, pre
 		return nil, fmt.Errorf("journal: stat segment %d: %w", num, err)
 	}
 	r := &segReader{f: f, end: size}
-	corrupt := func(off int64, why error) error {
-		return fmt.Errorf("%w: segment %s offset %d: %w", ErrCorrupt, segName(num), off, why)
+	seg, reinit, err := j.replayHeader(r, num, last, ckpt, *prev)
+	if err != nil || reinit {
+		return seg, err
 	}
-	hb, err := r.peek(0, segHeaderSize)
+	off, err := j.replayRecords(r, seg, last, ckpt, max(*prev, seg.firstSeq-1))
 	if err != nil {
-		return nil, fmt.Errorf("journal: read segment %d: %w", num, err)
-	}
-	hdr, herr := decodeSegHeader(hb)
-	if herr != nil {
-		if errors.Is(herr, ErrVersion) || !last {
-			return nil, corrupt(0, herr)
-		}
-		// The last segment's header is torn: it was created just before the
-		// crash. Nothing in it can have been made durable unless a record
-		// says so.
-		if valid, proof := j.scanLater(r, 0, *prev); proof {
-			return nil, corrupt(0, fmt.Errorf("bad header before %d durable records: %w", valid, herr))
-		}
-		j.log.Warn("journal: reinitializing segment with a torn header", "segment", num, "err", herr)
-		return j.reinitSegment(f, num, max(*prev, ckpt)+1)
-	}
-	switch {
-	case hdr.num != num || hdr.salt != j.salt:
-		return nil, corrupt(0, fmt.Errorf("header names segment %d salt %#x", hdr.num, hdr.salt))
-	case hdr.firstSeq == 0 || hdr.firstSeq > max(*prev, ckpt)+1:
-		return nil, corrupt(0, fmt.Errorf("first seq %d after record %d and checkpoint %d: records missing", hdr.firstSeq, *prev, ckpt))
-	}
-	mark := decodeMark(hb[48:64])
-	seg := &segment{num: num, firstSeq: hdr.firstSeq, f: f, lastSeq: hdr.firstSeq - 1}
-	seg.synced.Store(mark)
-	off, lastGood := int64(segHeaderSize), *prev
-	if hdr.firstSeq-1 > lastGood {
-		lastGood = hdr.firstSeq - 1
-	}
-	for off < size {
-		rec, n, derr, ioerr := r.record(off)
-		if ioerr != nil {
-			return nil, fmt.Errorf("journal: read segment %d: %w", num, ioerr)
-		}
-		if derr == nil && (rec.Salt != j.salt || rec.Seq <= lastGood) {
-			// Intact bytes, but not the next record of this journal: no
-			// crash produces that.
-			return nil, corrupt(off, fmt.Errorf("record seq %d salt %#x after seq %d", rec.Seq, rec.Salt, lastGood))
-		}
-		if errors.Is(derr, ErrVersion) {
-			return nil, corrupt(off, derr)
-		}
-		if derr != nil {
-			if !last {
-				return nil, corrupt(off, derr)
-			}
-			if off < mark {
-				return nil, corrupt(off, fmt.Errorf("%w inside the synced prefix (%d bytes)", derr, mark))
-			}
-			valid, proof := j.scanLater(r, off, lastGood)
-			if proof {
-				return nil, corrupt(off, fmt.Errorf("%w followed by a record written after this offset was synced", derr))
-			}
-			if valid > 0 || !r.zeroFrom(off) {
-				j.log.Warn("journal: cutting torn tail", "segment", num, "offset", off, "size", size,
-					"err", derr, "discarded_unsynced_records", valid)
-			} // else: the preallocated rest of the segment, its normal end
-			if err := f.Truncate(off); err != nil {
-				return nil, fmt.Errorf("journal: cut segment %d: %w", num, err)
-			}
-			break
-		}
-		if rec.Offset+rec.ZeroLength+int64(len(rec.Data)) > j.devSize.Load() {
-			return nil, corrupt(off, fmt.Errorf("record [%d,+%d) beyond device", rec.Offset, rec.ZeroLength+int64(len(rec.Data))))
-		}
-		if rec.Seq > ckpt && rec.Resize > 0 {
-			// Idempotent: the data file may have grown before the crash.
-			if err := j.grow(rec.Resize); err != nil {
-				return nil, fmt.Errorf("journal: replay resize seq %d: %w", rec.Seq, err)
-			}
-			j.replayed++
-		} else if rec.Seq > ckpt {
-			if err := j.apply(&rec.Write); err != nil {
-				return nil, fmt.Errorf("journal: replay seq %d: %w", rec.Seq, err)
-			}
-			j.replayed++
-			j.markRegions(&rec.Write)
-		}
-		lastGood, seg.lastSeq = rec.Seq, rec.Seq
-		off += int64(n)
+		return nil, err
 	}
 	seg.size = off
 	*prev = max(*prev, seg.lastSeq)
@@ -228,6 +150,125 @@ func (j *Journal) replayFile(f vfs.File, num uint64, last bool, ckpt uint64, pre
 		}
 	}
 	return seg, nil
+}
+
+// segCorrupt is the error for damage at off of segment num.
+func segCorrupt(num uint64, off int64, why error) error {
+	return fmt.Errorf("%w: segment %s offset %d: %w", ErrCorrupt, segName(num), off, why)
+}
+
+// replayHeader checks segment num's header against the journal (its salt,
+// no records missing after prev and the checkpoint ckpt) and returns the
+// segment with its synced mark. A torn header of the last segment (created
+// just before a crash) is reinitialized: reinit, and seg is the new one.
+func (j *Journal) replayHeader(r *segReader, num uint64, last bool, ckpt, prev uint64) (seg *segment, reinit bool, err error) {
+	hb, err := r.peek(0, segHeaderSize)
+	if err != nil {
+		return nil, false, fmt.Errorf("journal: read segment %d: %w", num, err)
+	}
+	hdr, herr := decodeSegHeader(hb)
+	if herr != nil {
+		if errors.Is(herr, ErrVersion) || !last {
+			return nil, false, segCorrupt(num, 0, herr)
+		}
+		// Nothing in a segment with a torn header can have been made
+		// durable unless a record says so.
+		if valid, proof := j.scanLater(r, 0, prev); proof {
+			return nil, false, segCorrupt(num, 0, fmt.Errorf("bad header before %d durable records: %w", valid, herr))
+		}
+		j.log.Warn("journal: reinitializing segment with a torn header", "segment", num, "err", herr)
+		seg, err := j.reinitSegment(r.f, num, max(prev, ckpt)+1)
+		return seg, true, err
+	}
+	switch {
+	case hdr.num != num || hdr.salt != j.salt:
+		return nil, false, segCorrupt(num, 0, fmt.Errorf("header names segment %d salt %#x", hdr.num, hdr.salt))
+	case hdr.firstSeq == 0 || hdr.firstSeq > max(prev, ckpt)+1:
+		return nil, false, segCorrupt(num, 0, fmt.Errorf("first seq %d after record %d and checkpoint %d: records missing", hdr.firstSeq, prev, ckpt))
+	}
+	seg = &segment{num: num, firstSeq: hdr.firstSeq, f: r.f, lastSeq: hdr.firstSeq - 1}
+	seg.synced.Store(decodeMark(hb[48:64]))
+	return seg, false, nil
+}
+
+// replayRecords replays seg's records after its header (lastGood: the
+// sequence number the first one must exceed) and returns where they end.
+// A bad record ends the last segment if it can be a torn tail (after the
+// synced mark, no durable record behind it): the tail is cut. Anything
+// else is ErrCorrupt.
+func (j *Journal) replayRecords(r *segReader, seg *segment, last bool, ckpt, lastGood uint64) (int64, error) {
+	num, mark := seg.num, seg.synced.Load()
+	off := int64(segHeaderSize)
+	for off < r.end {
+		rec, n, derr, ioerr := r.record(off)
+		if ioerr != nil {
+			return 0, fmt.Errorf("journal: read segment %d: %w", num, ioerr)
+		}
+		if derr == nil && (rec.Salt != j.salt || rec.Seq <= lastGood) {
+			// Intact bytes, but not the next record of this journal: no
+			// crash produces that.
+			return 0, segCorrupt(num, off, fmt.Errorf("record seq %d salt %#x after seq %d", rec.Seq, rec.Salt, lastGood))
+		}
+		if errors.Is(derr, ErrVersion) {
+			return 0, segCorrupt(num, off, derr)
+		}
+		if derr != nil {
+			if !last {
+				return 0, segCorrupt(num, off, derr)
+			}
+			if off < mark {
+				return 0, segCorrupt(num, off, fmt.Errorf("%w inside the synced prefix (%d bytes)", derr, mark))
+			}
+			return off, j.cutTornTail(r, num, off, lastGood, derr)
+		}
+		if err := j.replayRecord(num, off, &rec.Write, ckpt); err != nil {
+			return 0, err
+		}
+		lastGood, seg.lastSeq = rec.Seq, rec.Seq
+		off += int64(n)
+	}
+	return off, nil
+}
+
+// cutTornTail truncates the last segment at off, where a record does not
+// decode (derr), unless a later record proves that this offset was synced.
+func (j *Journal) cutTornTail(r *segReader, num uint64, off int64, lastGood uint64, derr error) error {
+	valid, proof := j.scanLater(r, off, lastGood)
+	if proof {
+		return segCorrupt(num, off, fmt.Errorf("%w followed by a record written after this offset was synced", derr))
+	}
+	if valid > 0 || !r.zeroFrom(off) {
+		j.log.Warn("journal: cutting torn tail", "segment", num, "offset", off, "size", r.end,
+			"err", derr, "discarded_unsynced_records", valid)
+	} // else: the preallocated rest of the segment, its normal end
+	if err := r.f.Truncate(off); err != nil {
+		return fmt.Errorf("journal: cut segment %d: %w", num, err)
+	}
+	return nil
+}
+
+// replayRecord applies w, the record at off of segment num, to the image
+// unless the checkpoint ckpt covers it.
+func (j *Journal) replayRecord(num uint64, off int64, w *Write, ckpt uint64) error {
+	if w.Offset+w.ZeroLength+int64(len(w.Data)) > j.devSize.Load() {
+		return segCorrupt(num, off, fmt.Errorf("record [%d,+%d) beyond device", w.Offset, w.ZeroLength+int64(len(w.Data))))
+	}
+	switch {
+	case w.Seq <= ckpt:
+		return nil
+	case w.Resize > 0:
+		// Idempotent: the data file may have grown before the crash.
+		if err := j.grow(w.Resize); err != nil {
+			return fmt.Errorf("journal: replay resize seq %d: %w", w.Seq, err)
+		}
+	default:
+		if err := j.apply(w); err != nil {
+			return fmt.Errorf("journal: replay seq %d: %w", w.Seq, err)
+		}
+		j.markRegions(w)
+	}
+	j.replayed++
+	return nil
 }
 
 // zeroFrom reports whether every byte from off to the end is zero.
