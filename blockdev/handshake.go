@@ -27,94 +27,118 @@ var errAborted = errors.New("blockdev: client aborted negotiation")
 
 // negotiate runs the handshake on c and returns the export to serve.
 func (c *conn) negotiate() (export, error) {
+	noZeroes, err := c.greet()
+	if err != nil {
+		return export{}, err
+	}
+	for i := 0; ; i++ {
+		if i == maxOptions {
+			return export{}, fmt.Errorf("%w: more than %d", ErrTooManyOptions, maxOptions)
+		}
+		id, data, err := c.readOption()
+		if err != nil {
+			return export{}, err
+		}
+		if served, err := c.refuseBeforeTLS(id); served || err != nil {
+			if err != nil {
+				return export{}, err
+			}
+			continue
+		}
+		x, done, err := c.option(id, data, noZeroes)
+		if err != nil || done {
+			return x, err
+		}
+	}
+}
+
+// greet sends the newstyle greeting and reads the client's flags;
+// noZeroes: the client asked for no zero padding after the export.
+func (c *conn) greet() (noZeroes bool, err error) {
 	greeting := protocol.NegotiationNewstyleHeader{
 		OldstyleMagic:  protocol.NEGOTIATION_MAGIC_OLDSTYLE,
 		OptionMagic:    protocol.NEGOTIATION_MAGIC_OPTION,
 		HandshakeFlags: protocol.NEGOTIATION_HANDSHAKE_FLAG_FIXED_NEWSTYLE | nbdproto.FlagNoZeroes,
 	}
 	if err := c.send(greeting); err != nil {
-		return export{}, err
+		return false, err
 	}
 	var clientFlags uint32
 	if err := binary.Read(c.br, binary.BigEndian, &clientFlags); err != nil {
-		return export{}, fmt.Errorf("blockdev: read client flags: %w", err)
+		return false, fmt.Errorf("blockdev: read client flags: %w", err)
 	}
 	if clientFlags&^clientFlagsKnown != 0 {
-		return export{}, fmt.Errorf("%w: %#x", ErrBadClientFlags, clientFlags)
+		return false, fmt.Errorf("%w: %#x", ErrBadClientFlags, clientFlags)
 	}
-	noZeroes := clientFlags&nbdproto.FlagCNoZeroes != 0
+	return clientFlags&nbdproto.FlagCNoZeroes != 0, nil
+}
 
-	for i := 0; ; i++ {
-		if i == maxOptions {
-			return export{}, fmt.Errorf("%w: more than %d", ErrTooManyOptions, maxOptions)
-		}
-		var oh protocol.NegotiationOptionHeader
-		if err := binary.Read(c.br, binary.BigEndian, &oh); err != nil {
-			return export{}, fmt.Errorf("blockdev: read option header: %w", err)
-		}
-		if oh.OptionMagic != protocol.NEGOTIATION_MAGIC_OPTION {
-			return export{}, fmt.Errorf("%w: %#x", ErrBadOptionMagic, oh.OptionMagic)
-		}
-		if oh.Length > maxOptionLength {
-			return export{}, fmt.Errorf("%w: option %d with %d bytes", ErrOptionTooLarge, oh.ID, oh.Length)
-		}
-		data := make([]byte, oh.Length)
-		if _, err := io.ReadFull(c.br, data); err != nil {
-			return export{}, fmt.Errorf("blockdev: read option %d data: %w", oh.ID, err)
-		}
+// readOption reads one option: its id and data (at most maxOptionLength).
+func (c *conn) readOption() (uint32, []byte, error) {
+	var oh protocol.NegotiationOptionHeader
+	if err := binary.Read(c.br, binary.BigEndian, &oh); err != nil {
+		return 0, nil, fmt.Errorf("blockdev: read option header: %w", err)
+	}
+	if oh.OptionMagic != protocol.NEGOTIATION_MAGIC_OPTION {
+		return 0, nil, fmt.Errorf("%w: %#x", ErrBadOptionMagic, oh.OptionMagic)
+	}
+	if oh.Length > maxOptionLength {
+		return 0, nil, fmt.Errorf("%w: option %d with %d bytes", ErrOptionTooLarge, oh.ID, oh.Length)
+	}
+	data := make([]byte, oh.Length)
+	if _, err := io.ReadFull(c.br, data); err != nil {
+		return 0, nil, fmt.Errorf("blockdev: read option %d data: %w", oh.ID, err)
+	}
+	return oh.ID, data, nil
+}
 
-		// FORCEDTLS: before STARTTLS only STARTTLS and ABORT are served.
-		if c.srv.opts.TLSRequired && !c.tls {
-			switch oh.ID {
-			case nbdproto.OptStartTLS, protocol.NEGOTIATION_ID_OPTION_ABORT:
-			case nbdproto.OptExportName:
-				return export{}, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS", ErrTLSRequired)
-			default:
-				if err := c.sendReply(oh.ID, nbdproto.RepErrTLSReqd, []byte("TLS is required: send NBD_OPT_STARTTLS first")); err != nil {
-					return export{}, err
-				}
-				continue
-			}
-		}
+// refuseBeforeTLS enforces FORCEDTLS: before STARTTLS only STARTTLS and
+// ABORT are served; served: the option was answered with an error here.
+func (c *conn) refuseBeforeTLS(id uint32) (served bool, err error) {
+	if !c.srv.opts.TLSRequired || c.tls {
+		return false, nil
+	}
+	switch id {
+	case nbdproto.OptStartTLS, protocol.NEGOTIATION_ID_OPTION_ABORT:
+		return false, nil
+	case nbdproto.OptExportName:
+		return false, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS", ErrTLSRequired)
+	default:
+		return true, c.sendReply(id, nbdproto.RepErrTLSReqd, []byte("TLS is required: send NBD_OPT_STARTTLS first"))
+	}
+}
 
-		switch oh.ID {
-		case nbdproto.OptStartTLS:
-			if err := c.startTLS(oh.ID, data); err != nil {
-				return export{}, err
-			}
-		case nbdproto.OptExportName:
-			if !c.srv.knownExport(data) {
-				return export{}, fmt.Errorf("%w: %q", ErrUnknownExport, data)
-			}
-			x := c.srv.export(false)
-			if err := c.sendExportName(x, noZeroes); err != nil {
-				return export{}, err
-			}
-			return x, nil
-		case protocol.NEGOTIATION_ID_OPTION_ABORT:
-			// Best effort: the client may already have closed.
-			_ = c.sendReply(oh.ID, protocol.NEGOTIATION_TYPE_REPLY_ACK, nil)
-			return export{}, errAborted
-		case protocol.NEGOTIATION_ID_OPTION_LIST:
-			if err := c.optList(oh.ID, data); err != nil {
-				return export{}, err
-			}
-		case protocol.NEGOTIATION_ID_OPTION_INFO, protocol.NEGOTIATION_ID_OPTION_GO:
-			x, ok, err := c.optInfo(oh.ID, data)
-			if err != nil {
-				return export{}, err
-			}
-			if ok && oh.ID == protocol.NEGOTIATION_ID_OPTION_GO {
-				return x, nil
-			}
-		default:
-			// NBD_OPT_STRUCTURED_REPLY, meta contexts, extended headers
-			// and anything unknown: simple replies only.
-			if err := c.sendReply(oh.ID, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED,
-				[]byte("option not supported")); err != nil {
-				return export{}, err
-			}
+// option serves one option; done: negotiation is over and x is the export
+// chosen.
+func (c *conn) option(id uint32, data []byte, noZeroes bool) (x export, done bool, err error) {
+	switch id {
+	case nbdproto.OptStartTLS:
+		return export{}, false, c.startTLS(id, data)
+	case nbdproto.OptExportName:
+		if !c.srv.knownExport(data) {
+			return export{}, false, fmt.Errorf("%w: %q", ErrUnknownExport, data)
 		}
+		x := c.srv.export(false)
+		if err := c.sendExportName(x, noZeroes); err != nil {
+			return export{}, false, err
+		}
+		return x, true, nil
+	case protocol.NEGOTIATION_ID_OPTION_ABORT:
+		// Best effort: the client may already have closed.
+		_ = c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ACK, nil)
+		return export{}, false, errAborted
+	case protocol.NEGOTIATION_ID_OPTION_LIST:
+		return export{}, false, c.optList(id, data)
+	case protocol.NEGOTIATION_ID_OPTION_INFO, protocol.NEGOTIATION_ID_OPTION_GO:
+		x, ok, err := c.optInfo(id, data)
+		if err != nil {
+			return export{}, false, err
+		}
+		return x, ok && id == protocol.NEGOTIATION_ID_OPTION_GO, nil
+	default:
+		// NBD_OPT_STRUCTURED_REPLY, meta contexts, extended headers
+		// and anything unknown: simple replies only.
+		return export{}, false, c.sendReply(id, protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED, []byte("option not supported"))
 	}
 }
 
