@@ -112,41 +112,9 @@ func (m *Member) Step(msg Message) error {
 	if pos == 0 || msg.To != m.self {
 		return fmt.Errorf("%w: message from %q to %q", ErrUnknownMember, msg.From, msg.To)
 	}
-	var fromID uint64
-	switch msg.Type {
-	case MsgProbe:
-		m.onProbe(msg)
-		return nil
-	case MsgProbeReply:
-		m.onProbeReply(msg)
-		return nil
-	case MsgReplaced:
-		m.onReplaced(msg)
-		return nil
-	case MsgRaft:
-		r := msg.Raft
-		if PositionOf(r.From) != pos || PositionOf(r.To) != m.pos {
-			return fmt.Errorf("%w: raft ids %#x->%#x from %s", ErrUnknownMember, r.From, r.To, msg.From)
-		}
-		if m.phase == PhaseAwaitReplace && r.To == m.joinID {
-			m.join() // the leader added this member under its join identity
-		}
-		if m.phase == PhaseJoining {
-			if r.To == m.id {
-				return m.rn.Step(r) // no configuration yet to check the sender against
-			}
-			return nil
-		}
-		fromID = r.From
-	case MsgLeaseRequest, MsgLeaseAck:
-		fromID = msg.ID
-		if fromID == 0 {
-			fromID = RaftID(0, pos)
-		} else if PositionOf(fromID) != pos {
-			return fmt.Errorf("%w: lease from raft id %#x of %s", ErrUnknownMember, fromID, msg.From)
-		}
-	default:
-		return fmt.Errorf("%w: message type %d", ErrCorrupt, msg.Type)
+	fromID, done, err := m.senderID(msg, pos)
+	if done || err != nil {
+		return err
 	}
 	if m.phase != PhaseMember {
 		return nil // no state: never votes nor acknowledges
@@ -160,27 +128,7 @@ func (m *Member) Step(msg Message) error {
 	delete(m.newcomers, msg.From) // it holds state now
 	switch msg.Type {
 	case MsgRaft:
-		r := msg.Raft
-		if r.To != m.id {
-			return nil // for another incarnation of this member
-		}
-		switch r.Type {
-		case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
-			m.elapsed = 0 // only a leader sends these
-		case pb.MsgPreVote, pb.MsgVote:
-			// Leader stickiness (raft's CheckQuorum lease, kept here since
-			// elections are driven by Tick): a member that heard from a live
-			// leader recently ignores a disrupting candidate, but not one the
-			// leader handed over to.
-			transfer := bytes.Equal(r.Context, []byte("CampaignTransfer"))
-			if st := m.rn.BasicStatus(); !transfer && st.Lead != 0 && r.Term > st.Term && m.elapsed < m.cfg.Timing.Election {
-				return nil
-			}
-		}
-		if r.Type == pb.MsgProp && m.dropsPromote(r) {
-			return nil
-		}
-		return m.rn.Step(r)
+		return m.stepRaft(msg.Raft)
 	case MsgLeaseRequest:
 		if msg.Epoch >= m.state.Epoch {
 			m.heardPrimary = m.now
@@ -194,6 +142,75 @@ func (m *Member) Step(msg Message) error {
 		}
 	}
 	return nil
+}
+
+// senderID handles the messages that need no incarnation check (probes,
+// replacement notices, raft messages while joining) and returns the raft
+// id of the sender (at position pos) of the others; done: msg was
+// handled.
+func (m *Member) senderID(msg Message, pos int) (fromID uint64, done bool, err error) {
+	switch msg.Type {
+	case MsgProbe:
+		m.onProbe(msg)
+		return 0, true, nil
+	case MsgProbeReply:
+		m.onProbeReply(msg)
+		return 0, true, nil
+	case MsgReplaced:
+		m.onReplaced(msg)
+		return 0, true, nil
+	case MsgRaft:
+		r := msg.Raft
+		if PositionOf(r.From) != pos || PositionOf(r.To) != m.pos {
+			return 0, true, fmt.Errorf("%w: raft ids %#x->%#x from %s", ErrUnknownMember, r.From, r.To, msg.From)
+		}
+		if m.phase == PhaseAwaitReplace && r.To == m.joinID {
+			m.join() // the leader added this member under its join identity
+		}
+		if m.phase == PhaseJoining {
+			if r.To == m.id {
+				return 0, true, m.rn.Step(r) // no configuration yet to check the sender against
+			}
+			return 0, true, nil
+		}
+		return r.From, false, nil
+	case MsgLeaseRequest, MsgLeaseAck:
+		if msg.ID == 0 {
+			return RaftID(0, pos), false, nil
+		}
+		if PositionOf(msg.ID) != pos {
+			return 0, true, fmt.Errorf("%w: lease from raft id %#x of %s", ErrUnknownMember, msg.ID, msg.From)
+		}
+		return msg.ID, false, nil
+	default:
+		return 0, true, fmt.Errorf("%w: message type %d", ErrCorrupt, msg.Type)
+	}
+}
+
+// stepRaft hands a raft message from a current member to raft, unless it
+// is for another incarnation of this member, a disrupting vote request
+// while a live leader is heard, or a failover proposal the leader drops.
+func (m *Member) stepRaft(r pb.Message) error {
+	if r.To != m.id {
+		return nil // for another incarnation of this member
+	}
+	switch r.Type {
+	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
+		m.elapsed = 0 // only a leader sends these
+	case pb.MsgPreVote, pb.MsgVote:
+		// Leader stickiness (raft's CheckQuorum lease, kept here since
+		// elections are driven by Tick): a member that heard from a live
+		// leader recently ignores a disrupting candidate, but not one the
+		// leader handed over to.
+		transfer := bytes.Equal(r.Context, []byte("CampaignTransfer"))
+		if st := m.rn.BasicStatus(); !transfer && st.Lead != 0 && r.Term > st.Term && m.elapsed < m.cfg.Timing.Election {
+			return nil
+		}
+	}
+	if r.Type == pb.MsgProp && m.dropsPromote(r) {
+		return nil
+	}
+	return m.rn.Step(r)
 }
 
 // dropsPromote: the raft leader refuses a failover proposal (a Promote
