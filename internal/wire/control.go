@@ -350,14 +350,33 @@ func (m *VerifyReply) decode(flags uint16, b []byte) error {
 // a message from Reader.ReadMsg beyond the next read. Clone(nil) is nil.
 func Clone(m Message) Message {
 	switch v := m.(type) {
+	case *Write:
+		return cloneWith(v, func(c *Write) { c.Data = cloneBytes(v.Data) })
+	case *ResyncData:
+		return cloneWith(v, func(c *ResyncData) { c.Data = cloneBytes(v.Data) })
+	case *Control:
+		return cloneWith(v, func(c *Control) { c.Data = cloneBytes(v.Data) })
+	case *BlockData:
+		return cloneWith(v, func(c *BlockData) { c.Data = cloneBytes(v.Data) })
+	case *ShardData:
+		return cloneWith(v, func(c *ShardData) { c.Data = cloneBytes(v.Data) })
+	case *VerifyReply:
+		return cloneWith(v, func(c *VerifyReply) { c.Sums = slices.Clone(v.Sums) })
+	case *History:
+		return cloneWith(v, func(c *History) { c.Entries = slices.Clone(v.Entries) })
+	case *Extents:
+		return cloneWith(v, func(c *Extents) { c.Extents = slices.Clone(v.Extents) })
+	case *ResyncProgress:
+		return cloneWith(v, func(c *ResyncProgress) { c.Copied = slices.Clone(v.Copied) })
+	}
+	return cloneFlat(m)
+}
+
+// cloneFlat copies a message that holds no slices.
+func cloneFlat(m Message) Message {
+	switch v := m.(type) {
 	case *Hello:
 		return cloneVal(v)
-	case *Write:
-		c := cloneVal(v)
-		if c != nil {
-			c.Data = cloneBytes(v.Data)
-		}
-		return c
 	case *Zero:
 		return cloneVal(v)
 	case *Ack:
@@ -368,12 +387,6 @@ func Clone(m Message) Message {
 		return cloneVal(v)
 	case *ResyncRequest:
 		return cloneVal(v)
-	case *ResyncData:
-		c := cloneVal(v)
-		if c != nil {
-			c.Data = cloneBytes(v.Data)
-		}
-		return c
 	case *ResyncDone:
 		return cloneVal(v)
 	case *Nack:
@@ -384,50 +397,14 @@ func Clone(m Message) Message {
 		return cloneVal(v)
 	case *VerifyRequest:
 		return cloneVal(v)
-	case *VerifyReply:
-		c := cloneVal(v)
-		if c != nil && v.Sums != nil {
-			c.Sums = slices.Clone(v.Sums)
-		}
-		return c
 	case *StreamOpen:
 		return cloneVal(v)
-	case *Control:
-		c := cloneVal(v)
-		if c != nil {
-			c.Data = cloneBytes(v.Data)
-		}
-		return c
-	case *History:
-		c := cloneVal(v)
-		if c != nil && v.Entries != nil {
-			c.Entries = slices.Clone(v.Entries)
-		}
-		return c
-	case *Extents:
-		c := cloneVal(v)
-		if c != nil && v.Extents != nil {
-			c.Extents = slices.Clone(v.Extents)
-		}
-		return c
-	case *ResyncProgress:
-		c := cloneVal(v)
-		if c != nil && v.Copied != nil {
-			c.Copied = slices.Clone(v.Copied)
-		}
-		return c
 	case *AuthChallenge:
 		return cloneVal(v)
 	case *Resize:
 		return cloneVal(v)
 	case *BlockRequest:
 		return cloneVal(v)
-	case *BlockData:
-		c := cloneVal(v)
-		if c != nil && v.Data != nil {
-			c.Data = slices.Clone(v.Data)
-		}
-		return c
 	case *AuthProof:
 		return cloneVal(v)
 	case *Commit:
@@ -440,14 +417,18 @@ func Clone(m Message) Message {
 		return cloneVal(v)
 	case *ShardRead:
 		return cloneVal(v)
-	case *ShardData:
-		c := cloneVal(v)
-		if c != nil && v.Data != nil {
-			c.Data = slices.Clone(v.Data)
-		}
-		return c
 	}
 	return nil
+}
+
+// cloneWith copies *v and then lets deep copy what the copy shares with v;
+// nil stays nil.
+func cloneWith[T any](v *T, deep func(*T)) *T {
+	c := cloneVal(v)
+	if c != nil {
+		deep(c)
+	}
+	return c
 }
 
 // cloneVal copies *v (strings and arrays are values); nil stays nil.
