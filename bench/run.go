@@ -166,71 +166,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	var running []System
-	var uris []string
 	defer func() {
 		for _, s := range running {
 			_ = s.Stop()
 		}
 	}()
-	for _, s := range cfg.Systems {
-		uri, err := s.Start(ctx, filepath.Join(cfg.Dir, s.Name()), cfg.Size)
-		switch {
-		case errors.Is(err, ErrSkip):
-			rep.Skipped = append(rep.Skipped, Skip{System: s.Name(), Reason: skipReason(err)})
-			cfg.progress("skipped %s: %v", s.Name(), err)
-			continue
-		case err != nil:
-			_ = s.Stop()
-			return nil, fmt.Errorf("bench: start %s: %w", s.Name(), err)
-		}
-		running, uris = append(running, s), append(uris, uri)
-		cfg.progress("started %s at %s", s.Name(), uri)
+	uris, err := startSystems(ctx, cfg, rep, &running)
+	if err != nil {
+		return nil, err
 	}
-
-	var errs []error
-	for round := range cfg.Rounds {
-		for _, job := range cfg.Jobs {
-			// Rotate the system order every round so no system always runs
-			// right after the same neighbour.
-			for k := range running {
-				i := (k + round) % len(running)
-				// Start every job from a clean page cache: without this the
-				// writeback of the gigabytes a sequential-write job left dirty
-				// slows whichever system runs next (measured: nbdkit's
-				// randwrite QD32 fell from ~100k to 17k IOPS right after it).
-				syscall.Sync()
-				r, err := runFio(ctx, jobsDir, job, uris[i])
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				if err != nil {
-					// One failed job must not throw away the rest of a long
-					// run: it is reported, and fails the run at the end.
-					f := Failure{System: running[i].Name(), Job: job, Round: round + 1, Error: err.Error()}
-					rep.Failures = append(rep.Failures, f)
-					errs = append(errs, fmt.Errorf("bench: %s: %w", f.System, err))
-					cfg.progress("round %d %-24s %-16s FAILED: %v", round+1, job, f.System, err)
-					continue
-				}
-				r.System, r.Round = running[i].Name(), round+1
-				rep.Runs = append(rep.Runs, r)
-				cfg.progress("round %d %-24s %-16s %9.0f IOPS %8.1f MB/s p99 %7.0f us",
-					round+1, job, r.System, r.IOPS, r.BW/1e6, r.P99)
-			}
-		}
+	errs, err := runRounds(ctx, cfg, rep, jobsDir, running, uris)
+	if err != nil {
+		return nil, err
 	}
 	rep.Results = average(rep.Runs)
-
-	for _, s := range running {
-		errs = append(errs, rep.addProcStats(s))
-		if f, ok := s.(footprinter); ok {
-			fp, err := f.footprint(ctx, cfg.Size)
-			errs = append(errs, err)
-			if err == nil && len(fp.System) > 0 {
-				rep.Footprints = append(rep.Footprints, fp)
-			}
-		}
-	}
+	errs = append(errs, collectStats(ctx, cfg, rep, running)...)
 	for _, s := range running {
 		errs = append(errs, s.Stop())
 	}
@@ -247,6 +197,81 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Goals = EvaluateGoals(cfg.Goals, rep.Results, rep.Resync)
 	return rep, errors.Join(errs...)
+}
+
+// startSystems starts every system (a skipped one is reported) and appends
+// those running to *running, so that the caller stops what was started even
+// after an error; it returns their URIs.
+func startSystems(ctx context.Context, cfg Config, rep *Report, running *[]System) ([]string, error) {
+	var uris []string
+	for _, s := range cfg.Systems {
+		uri, err := s.Start(ctx, filepath.Join(cfg.Dir, s.Name()), cfg.Size)
+		switch {
+		case errors.Is(err, ErrSkip):
+			rep.Skipped = append(rep.Skipped, Skip{System: s.Name(), Reason: skipReason(err)})
+			cfg.progress("skipped %s: %v", s.Name(), err)
+			continue
+		case err != nil:
+			_ = s.Stop()
+			return nil, fmt.Errorf("bench: start %s: %w", s.Name(), err)
+		}
+		*running, uris = append(*running, s), append(uris, uri)
+		cfg.progress("started %s at %s", s.Name(), uri)
+	}
+	return uris, nil
+}
+
+// runRounds runs every job on every running system, round after round,
+// interleaved. A failed job is reported and returned among errs (it must
+// not throw away the rest of a long run); err is the end of ctx.
+func runRounds(ctx context.Context, cfg Config, rep *Report, jobsDir string, running []System, uris []string) (errs []error, err error) {
+	for round := range cfg.Rounds {
+		for _, job := range cfg.Jobs {
+			// Rotate the system order every round so no system always runs
+			// right after the same neighbour.
+			for k := range running {
+				i := (k + round) % len(running)
+				// Start every job from a clean page cache: without this the
+				// writeback of the gigabytes a sequential-write job left dirty
+				// slows whichever system runs next (measured: nbdkit's
+				// randwrite QD32 fell from ~100k to 17k IOPS right after it).
+				syscall.Sync()
+				r, err := runFio(ctx, jobsDir, job, uris[i])
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if err != nil {
+					f := Failure{System: running[i].Name(), Job: job, Round: round + 1, Error: err.Error()}
+					rep.Failures = append(rep.Failures, f)
+					errs = append(errs, fmt.Errorf("bench: %s: %w", f.System, err))
+					cfg.progress("round %d %-24s %-16s FAILED: %v", round+1, job, f.System, err)
+					continue
+				}
+				r.System, r.Round = running[i].Name(), round+1
+				rep.Runs = append(rep.Runs, r)
+				cfg.progress("round %d %-24s %-16s %9.0f IOPS %8.1f MB/s p99 %7.0f us",
+					round+1, job, r.System, r.IOPS, r.BW/1e6, r.P99)
+			}
+		}
+	}
+	return errs, nil
+}
+
+// collectStats adds the resource use and the storage footprint of every
+// running system to rep.
+func collectStats(ctx context.Context, cfg Config, rep *Report, running []System) []error {
+	var errs []error
+	for _, s := range running {
+		errs = append(errs, rep.addProcStats(s))
+		if f, ok := s.(footprinter); ok {
+			fp, err := f.footprint(ctx, cfg.Size)
+			errs = append(errs, err)
+			if err == nil && len(fp.System) > 0 {
+				rep.Footprints = append(rep.Footprints, fp)
+			}
+		}
+	}
+	return errs
 }
 
 // failure drops skips: only real failures make Run fail.
