@@ -49,10 +49,7 @@ func (m *AuthChallenge) plan(dst []byte) (plan, error) {
 }
 
 func (m *AuthChallenge) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, authChallengeSize); err != nil {
+	if err := checkFixed(flags, 0, b, authChallengeSize); err != nil {
 		return err
 	}
 	if b[0] != AuthHMACSHA256 {
@@ -84,10 +81,7 @@ func (m *AuthProof) plan(dst []byte) (plan, error) {
 }
 
 func (m *AuthProof) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, authProofSize); err != nil {
+	if err := checkFixed(flags, 0, b, authProofSize); err != nil {
 		return err
 	}
 	copy(m.MAC[:], b)

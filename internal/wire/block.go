@@ -29,17 +29,13 @@ func (m *BlockRequest) plan(dst []byte) (plan, error) {
 	if m.Length == 0 || m.Length > MaxBlockRequest {
 		return plan{}, encodeErr(TypeBlockRequest, ErrMalformed, "length %d, want 1..%d", m.Length, MaxBlockRequest)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Offset)
+	dst = appendU64s(dst, m.ID, m.Offset)
 	dst = le.AppendUint32(dst, m.Length)
 	return plan{typ: TypeBlockRequest, buf: dst}, nil
 }
 
 func (m *BlockRequest) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, blockRequestSize); err != nil {
+	if err := checkFixed(flags, 0, b, blockRequestSize); err != nil {
 		return err
 	}
 	r := BlockRequest{ID: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Length: le.Uint32(b[16:])}
@@ -71,17 +67,12 @@ func (m *BlockData) plan(dst []byte) (plan, error) {
 	if len(m.Data) == 0 || len(m.Data) > MaxBlockRequest {
 		return plan{}, encodeErr(TypeBlockData, ErrMalformed, "%d data bytes, want 1..%d", len(m.Data), MaxBlockRequest)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Offset)
-	dst = le.AppendUint64(dst, m.Seq)
+	dst = appendU64s(dst, m.ID, m.Offset, m.Seq)
 	return plan{typ: TypeBlockData, buf: dst, raw: m.Data}, nil
 }
 
 func (m *BlockData) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, blockDataFixed); err != nil {
+	if err := checkVariable(flags, 0, b, blockDataFixed); err != nil {
 		return err
 	}
 	if n := len(b) - blockDataFixed; n == 0 || n > MaxBlockRequest {

@@ -73,6 +73,32 @@ func checkSize(b []byte, n int) error {
 	return nil
 }
 
+// checkFixed checks a fixed-size body: only the allowed flags, exactly n
+// bytes.
+func checkFixed(flags, allowed uint16, b []byte, n int) error {
+	if err := checkFlags(flags, allowed); err != nil {
+		return err
+	}
+	return checkSize(b, n)
+}
+
+// checkVariable checks a variable body: only the allowed flags, at least
+// its n fixed bytes.
+func checkVariable(flags, allowed uint16, b []byte, n int) error {
+	if err := checkFlags(flags, allowed); err != nil {
+		return err
+	}
+	return checkMinSize(b, n)
+}
+
+// appendU64s appends each of vs, little-endian.
+func appendU64s(dst []byte, vs ...uint64) []byte {
+	for _, v := range vs {
+		dst = le.AppendUint64(dst, v)
+	}
+	return dst
+}
+
 // checkMinSize requires at least the n fixed bytes of a variable body.
 func checkMinSize(b []byte, n int) error {
 	if len(b) < n {

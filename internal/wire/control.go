@@ -45,9 +45,7 @@ func (m *Hello) plan(dst []byte) (plan, error) {
 	if err := checkString(TypeHello, "from", m.From); err != nil {
 		return plan{}, err
 	}
-	dst = le.AppendUint64(dst, m.Epoch)
-	dst = le.AppendUint64(dst, m.LastSeq)
-	dst = le.AppendUint64(dst, m.DurableSeq)
+	dst = appendU64s(dst, m.Epoch, m.LastSeq, m.DurableSeq)
 	dst = append(dst, m.Generation[:]...)
 	dst = le.AppendUint32(dst, m.Flags)
 	dst = append(dst, m.Role)
@@ -57,10 +55,7 @@ func (m *Hello) plan(dst []byte) (plan, error) {
 }
 
 func (m *Hello) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, helloFixed); err != nil {
+	if err := checkVariable(flags, 0, b, helloFixed); err != nil {
 		return err
 	}
 	role := b[44]
@@ -115,10 +110,7 @@ func (m *ResyncRequest) plan(dst []byte) (plan, error) {
 }
 
 func (m *ResyncRequest) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, resyncReqSize); err != nil {
+	if err := checkFixed(flags, 0, b, resyncReqSize); err != nil {
 		return err
 	}
 	full, err := getBool("full", b[8])
@@ -150,16 +142,12 @@ func (m *ResyncData) plan(dst []byte) (plan, error) {
 	if len(m.Data) > MaxBody-resyncDataFixed {
 		return plan{}, encodeErr(TypeResyncData, ErrTooLarge, "%d data bytes, max %d", len(m.Data), MaxBody-resyncDataFixed)
 	}
-	dst = le.AppendUint64(dst, m.AsOf)
-	dst = le.AppendUint64(dst, m.Offset)
+	dst = appendU64s(dst, m.AsOf, m.Offset)
 	return plan{typ: TypeResyncData, buf: dst, raw: m.Data}, nil
 }
 
 func (m *ResyncData) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, resyncDataFixed); err != nil {
+	if err := checkVariable(flags, 0, b, resyncDataFixed); err != nil {
 		return err
 	}
 	*m = ResyncData{AsOf: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Data: payload(b[resyncDataFixed:])}
@@ -186,10 +174,7 @@ func (m *ResyncDone) plan(dst []byte) (plan, error) {
 }
 
 func (m *ResyncDone) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, resyncDoneSize); err != nil {
+	if err := checkFixed(flags, 0, b, resyncDoneSize); err != nil {
 		return err
 	}
 	*m = ResyncDone{AsOf: le.Uint64(b)}
@@ -248,10 +233,7 @@ func appendPing(dst []byte, id, nanos uint64) []byte {
 }
 
 func decodePing(flags uint16, b []byte) (id, nanos uint64, err error) {
-	if err := checkFlags(flags, 0); err != nil {
-		return 0, 0, err
-	}
-	if err := checkSize(b, pingSize); err != nil {
+	if err := checkFixed(flags, 0, b, pingSize); err != nil {
 		return 0, 0, err
 	}
 	return le.Uint64(b[0:]), le.Uint64(b[8:]), nil
@@ -274,18 +256,12 @@ func (m *VerifyRequest) plan(dst []byte) (plan, error) {
 	if m == nil {
 		return nilMessage(TypeVerifyRequest)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Offset)
-	dst = le.AppendUint64(dst, m.Length)
-	dst = le.AppendUint64(dst, m.Chunk)
+	dst = appendU64s(dst, m.ID, m.Offset, m.Length, m.Chunk)
 	return plan{typ: TypeVerifyRequest, buf: dst}, nil
 }
 
 func (m *VerifyRequest) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, verifyReqSize); err != nil {
+	if err := checkFixed(flags, 0, b, verifyReqSize); err != nil {
 		return err
 	}
 	*m = VerifyRequest{ID: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Length: le.Uint64(b[16:]), Chunk: le.Uint64(b[24:])}
@@ -314,9 +290,7 @@ func (m *VerifyReply) plan(dst []byte) (plan, error) {
 	if len(m.Sums) > maxSums {
 		return plan{}, encodeErr(TypeVerifyReply, ErrTooLarge, "%d sums, max %d", len(m.Sums), maxSums)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Offset)
-	dst = le.AppendUint64(dst, m.Chunk)
+	dst = appendU64s(dst, m.ID, m.Offset, m.Chunk)
 	dst = le.AppendUint32(dst, uint32(len(m.Sums)))
 	return plan{typ: TypeVerifyReply, buf: dst, sums: m.Sums}, nil
 }
@@ -325,10 +299,7 @@ func (m *VerifyReply) plan(dst []byte) (plan, error) {
 // The allocation is bounded by the body already in memory: count is checked
 // against the body length first.
 func (m *VerifyReply) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, verifyReplyFixed); err != nil {
+	if err := checkVariable(flags, 0, b, verifyReplyFixed); err != nil {
 		return err
 	}
 	count := int(le.Uint32(b[24:]))

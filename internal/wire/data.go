@@ -47,17 +47,12 @@ func (m *Write) plan(dst []byte) (plan, error) {
 	if len(m.Data) > MaxBody-writeFixed {
 		return plan{}, encodeErr(TypeWrite, ErrTooLarge, "%d data bytes, max %d", len(m.Data), MaxBody-writeFixed)
 	}
-	dst = le.AppendUint64(dst, m.Seq)
-	dst = le.AppendUint64(dst, m.Epoch)
-	dst = le.AppendUint64(dst, m.Offset)
+	dst = appendU64s(dst, m.Seq, m.Epoch, m.Offset)
 	return plan{typ: TypeWrite, flags: fuaFlag(m.FUA), buf: dst, raw: m.Data}, nil
 }
 
 func (m *Write) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, FlagFUA); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, writeFixed); err != nil {
+	if err := checkVariable(flags, FlagFUA, b, writeFixed); err != nil {
 		return err
 	}
 	*m = Write{
@@ -89,18 +84,12 @@ func (m *Zero) plan(dst []byte) (plan, error) {
 	if m == nil {
 		return nilMessage(TypeZero)
 	}
-	dst = le.AppendUint64(dst, m.Seq)
-	dst = le.AppendUint64(dst, m.Epoch)
-	dst = le.AppendUint64(dst, m.Offset)
-	dst = le.AppendUint64(dst, m.Length)
+	dst = appendU64s(dst, m.Seq, m.Epoch, m.Offset, m.Length)
 	return plan{typ: TypeZero, flags: fuaFlag(m.FUA), buf: dst}, nil
 }
 
 func (m *Zero) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, FlagFUA); err != nil {
-		return err
-	}
-	if err := checkSize(b, zeroSize); err != nil {
+	if err := checkFixed(flags, FlagFUA, b, zeroSize); err != nil {
 		return err
 	}
 	*m = Zero{
@@ -142,10 +131,7 @@ func (m *Ack) plan(dst []byte) (plan, error) {
 }
 
 func (m *Ack) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, ackSize); err != nil {
+	if err := checkFixed(flags, 0, b, ackSize); err != nil {
 		return err
 	}
 	if !validLevel(b[8]) {
@@ -172,16 +158,12 @@ func (m *Flush) plan(dst []byte) (plan, error) {
 	if m == nil {
 		return nilMessage(TypeFlush)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Seq)
+	dst = appendU64s(dst, m.ID, m.Seq)
 	return plan{typ: TypeFlush, buf: dst}, nil
 }
 
 func (m *Flush) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, flushSize); err != nil {
+	if err := checkFixed(flags, 0, b, flushSize); err != nil {
 		return err
 	}
 	*m = Flush{ID: le.Uint64(b[0:]), Seq: le.Uint64(b[8:])}
@@ -207,17 +189,13 @@ func (m *FlushAck) plan(dst []byte) (plan, error) {
 	if m == nil {
 		return nilMessage(TypeFlushAck)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Seq)
+	dst = appendU64s(dst, m.ID, m.Seq)
 	dst = le.AppendUint32(dst, m.Err)
 	return plan{typ: TypeFlushAck, buf: dst}, nil
 }
 
 func (m *FlushAck) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, flushAckSize); err != nil {
+	if err := checkFixed(flags, 0, b, flushAckSize); err != nil {
 		return err
 	}
 	*m = FlushAck{ID: le.Uint64(b[0:]), Seq: le.Uint64(b[8:]), Err: le.Uint32(b[16:])}
@@ -259,10 +237,7 @@ func (m *Nack) plan(dst []byte) (plan, error) {
 }
 
 func (m *Nack) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, nackFixed); err != nil {
+	if err := checkVariable(flags, 0, b, nackFixed); err != nil {
 		return err
 	}
 	code := le.Uint32(b[8:])

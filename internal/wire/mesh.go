@@ -82,10 +82,7 @@ func (m *StreamOpen) plan(dst []byte) (plan, error) {
 }
 
 func (m *StreamOpen) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, 1); err != nil {
+	if err := checkVariable(flags, 0, b, 1); err != nil {
 		return err
 	}
 	if !validStreamKind(b[0]) {
@@ -141,16 +138,12 @@ func (m *Control) plan(dst []byte) (plan, error) {
 		return plan{}, encodeErr(TypeControl, ErrTooLarge, "%d data bytes", len(m.Data))
 	}
 	dst = append(dst, m.Kind)
-	dst = le.AppendUint64(dst, m.Epoch)
-	dst = le.AppendUint64(dst, m.Sent)
+	dst = appendU64s(dst, m.Epoch, m.Sent)
 	return plan{typ: TypeControl, buf: dst, raw: m.Data}, nil
 }
 
 func (m *Control) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, controlFixed); err != nil {
+	if err := checkVariable(flags, 0, b, controlFixed); err != nil {
 		return err
 	}
 	if b[0] < ControlRaft || b[0] > ControlReplaced {
@@ -208,10 +201,7 @@ func (m *History) plan(dst []byte) (plan, error) {
 }
 
 func (m *History) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, historyFixed); err != nil {
+	if err := checkVariable(flags, 0, b, historyFixed); err != nil {
 		return err
 	}
 	n := int(le.Uint16(b[8:]))
@@ -270,10 +260,7 @@ func (m *Extents) plan(dst []byte) (plan, error) {
 }
 
 func (m *Extents) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, extentsFixed); err != nil {
+	if err := checkVariable(flags, 0, b, extentsFixed); err != nil {
 		return err
 	}
 	f := le.Uint32(b[0:])
@@ -318,9 +305,7 @@ func (m *ResyncProgress) plan(dst []byte) (plan, error) {
 	if len(m.Copied) > MaxProgressExtents {
 		return plan{}, encodeErr(TypeResyncProgress, ErrTooLarge, "%d extents, max %d", len(m.Copied), MaxProgressExtents)
 	}
-	dst = le.AppendUint64(dst, m.AsOf)
-	dst = le.AppendUint64(dst, m.Epoch)
-	dst = le.AppendUint64(dst, m.Source)
+	dst = appendU64s(dst, m.AsOf, m.Epoch, m.Source)
 	dst = le.AppendUint32(dst, uint32(len(m.Copied)))
 	var raw []byte
 	if len(m.Copied) > 0 {
@@ -330,10 +315,7 @@ func (m *ResyncProgress) plan(dst []byte) (plan, error) {
 }
 
 func (m *ResyncProgress) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, progressFixed); err != nil {
+	if err := checkVariable(flags, 0, b, progressFixed); err != nil {
 		return err
 	}
 	n := le.Uint32(b[24:])

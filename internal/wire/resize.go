@@ -31,18 +31,13 @@ func (m *Resize) plan(dst []byte) (plan, error) {
 	if m.Flags&^ResizeResync != 0 || m.Size == 0 {
 		return plan{}, encodeErr(TypeResize, ErrMalformed, "size %d flags %#x", m.Size, m.Flags)
 	}
-	dst = le.AppendUint64(dst, m.Seq)
-	dst = le.AppendUint64(dst, m.Epoch)
-	dst = le.AppendUint64(dst, m.Size)
+	dst = appendU64s(dst, m.Seq, m.Epoch, m.Size)
 	dst = le.AppendUint32(dst, m.Flags)
 	return plan{typ: TypeResize, buf: dst}, nil
 }
 
 func (m *Resize) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, resizeSize); err != nil {
+	if err := checkFixed(flags, 0, b, resizeSize); err != nil {
 		return err
 	}
 	r := Resize{Seq: le.Uint64(b[0:]), Epoch: le.Uint64(b[8:]), Size: le.Uint64(b[16:]), Flags: le.Uint32(b[24:])}

@@ -96,10 +96,7 @@ func (m *Commit) plan(dst []byte) (plan, error) {
 }
 
 func (m *Commit) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, commitSize); err != nil {
+	if err := checkFixed(flags, 0, b, commitSize); err != nil {
 		return err
 	}
 	*m = Commit{Seq: le.Uint64(b)}
@@ -115,10 +112,7 @@ func (m *ShardState) plan(dst []byte) (plan, error) {
 }
 
 func (m *ShardState) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, shardStateSize); err != nil {
+	if err := checkFixed(flags, 0, b, shardStateSize); err != nil {
 		return err
 	}
 	*m = ShardState{ID: le.Uint64(b), Epoch: le.Uint64(b[8:])}
@@ -135,18 +129,12 @@ func (m *ShardStateReply) plan(dst []byte) (plan, error) {
 	if m.Applied > m.LastSeq {
 		return plan{}, encodeErr(TypeShardStateReply, ErrMalformed, "applied %d past last %d", m.Applied, m.LastSeq)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.LastSeq)
-	dst = le.AppendUint64(dst, m.Applied)
-	dst = le.AppendUint64(dst, m.Epoch)
+	dst = appendU64s(dst, m.ID, m.LastSeq, m.Applied, m.Epoch)
 	return plan{typ: TypeShardStateReply, buf: le.AppendUint32(dst, m.Flags)}, nil
 }
 
 func (m *ShardStateReply) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, shardStateReplySize); err != nil {
+	if err := checkFixed(flags, 0, b, shardStateReplySize); err != nil {
 		return err
 	}
 	r := ShardStateReply{ID: le.Uint64(b), LastSeq: le.Uint64(b[8:]), Applied: le.Uint64(b[16:]), Epoch: le.Uint64(b[24:]), Flags: le.Uint32(b[32:])}
@@ -164,16 +152,12 @@ func (m *ShardSettle) plan(dst []byte) (plan, error) {
 	if m == nil {
 		return nilMessage(TypeShardSettle)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Epoch)
+	dst = appendU64s(dst, m.ID, m.Epoch)
 	return plan{typ: TypeShardSettle, buf: le.AppendUint64(dst, m.Seq)}, nil
 }
 
 func (m *ShardSettle) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, shardSettleSize); err != nil {
+	if err := checkFixed(flags, 0, b, shardSettleSize); err != nil {
 		return err
 	}
 	*m = ShardSettle{ID: le.Uint64(b), Epoch: le.Uint64(b[8:]), Seq: le.Uint64(b[16:])}
@@ -187,18 +171,12 @@ func (m *ShardRead) plan(dst []byte) (plan, error) {
 	if m.Length == 0 || m.Length > MaxShardRead {
 		return plan{}, encodeErr(TypeShardRead, ErrMalformed, "length %d, want 1..%d", m.Length, MaxShardRead)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Epoch)
-	dst = le.AppendUint64(dst, m.Seq)
-	dst = le.AppendUint64(dst, m.Offset)
+	dst = appendU64s(dst, m.ID, m.Epoch, m.Seq, m.Offset)
 	return plan{typ: TypeShardRead, buf: le.AppendUint32(dst, m.Length)}, nil
 }
 
 func (m *ShardRead) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkSize(b, shardReadSize); err != nil {
+	if err := checkFixed(flags, 0, b, shardReadSize); err != nil {
 		return err
 	}
 	r := ShardRead{ID: le.Uint64(b), Epoch: le.Uint64(b[8:]), Seq: le.Uint64(b[16:]), Offset: le.Uint64(b[24:]), Length: le.Uint32(b[32:])}
@@ -216,17 +194,12 @@ func (m *ShardData) plan(dst []byte) (plan, error) {
 	if len(m.Data) == 0 || len(m.Data) > MaxShardRead {
 		return plan{}, encodeErr(TypeShardData, ErrMalformed, "%d data bytes, want 1..%d", len(m.Data), MaxShardRead)
 	}
-	dst = le.AppendUint64(dst, m.ID)
-	dst = le.AppendUint64(dst, m.Offset)
-	dst = le.AppendUint64(dst, m.Seq)
+	dst = appendU64s(dst, m.ID, m.Offset, m.Seq)
 	return plan{typ: TypeShardData, buf: dst, raw: m.Data}, nil
 }
 
 func (m *ShardData) decode(flags uint16, b []byte) error {
-	if err := checkFlags(flags, 0); err != nil {
-		return err
-	}
-	if err := checkMinSize(b, shardDataFixed); err != nil {
+	if err := checkVariable(flags, 0, b, shardDataFixed); err != nil {
 		return err
 	}
 	if n := len(b) - shardDataFixed; n == 0 || n > MaxShardRead {
