@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/freeport"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/grbd/grbd/internal/freeport"
 )
 
 // qemuQuorum is qemu-nbd's quorum driver over two nbdkit file exports: two

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/freeport"
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/grbd/grbd/internal/freeport"
 )
 
 // System is one NBD server (or cluster) under test.

@@ -3,11 +3,11 @@ package node
 import (
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"

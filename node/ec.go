@@ -3,12 +3,12 @@ package node
 import (
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 	"sync/atomic"
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ec"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 )
@@ -190,19 +190,75 @@ func ecStripeExtents(g ec.Geometry, ext []extent.Extent) []extent.Extent {
 	return extent.Merge(out)
 }
 
-// ecResyncChunk sends a shard peer its piece of the stripes of device range
-// [off, off+n), re-encoded from the full copy. The piece travels under the
+// shardLayout: the peer keeps shard `shard` of every stripe
+// (docs/erasure.md).
+type shardLayout struct {
+	l     *link
+	shard int
+}
+
+func (shardLayout) fullCopy() bool { return false }
+
+func (s shardLayout) message(r *writeReq, lg journal.Logged) (wire.Message, bool) {
+	if r.ec == nil {
+		return nil, false // no shard pieces (a resize): the device record
+	}
+	p := s.l.p
+	if p.n.opts.faults.dropsPiece(s.l.name, lg.Seq) {
+		return nil, true
+	}
+	return ecMessage(r.ec, s.shard, lg.Seq, p.epoch, r.fua), true
+}
+
+func (s shardLayout) storeSize(int64) int64 { return s.l.p.n.ec.cd.G.ShardSize() }
+
+func (shardLayout) journalCatchUp() bool { return false }
+
+func (s shardLayout) toDevice(ext []extent.Extent) []extent.Extent {
+	return extent.Merge(ecShardToDevice(s.l.p.n.ec.cd.G, ext))
+}
+
+func (s shardLayout) resyncExtents(changed []extent.Extent) []extent.Extent {
+	return ecStripeExtents(s.l.p.n.ec.cd.G, changed)
+}
+
+func (shardLayout) paced() bool { return false }
+
+// clearHead: records appended for another shard peer's resync never reach
+// this one: what it must acknowledge is what was queued for it.
+func (s shardLayout) clearHead(last uint64) uint64 { return min(last, s.l.sentSeq.Load()) }
+
+func (s shardLayout) sums(_ readFunc, off, length uint64) ([]uint32, error) {
+	return s.l.p.n.ecChunkSums(s.shard, off, length, verifyChunk)
+}
+
+// sendChunkLocked queues the peer's shard of the stripes covering
+// [off, off+n), re-encoded from this full copy. The piece carries the
 // sequence number of a rewrite of the range's first block (it changes
 // nothing here), ordered with live writes as a mirror's region copy.
-// Caller holds mu. It returns the bytes queued.
-func (l *link) ecResyncChunk(off, n int64) (int64, error) {
-	p := l.p
+func (s shardLayout) sendChunkLocked(off, n int64) (bool, error) {
+	l, p := s.l, s.l.p
+	sent, err := s.encodeChunk(off, n)
+	if err != nil {
+		p.mu.Unlock()
+		return false, err
+	}
+	l.catchup.Add(uint64(sent))
+	l.resyncDone.Add(n)
+	l.live.Store(true)
+	p.mu.Unlock()
+	return true, nil
+}
+
+// encodeChunk queues the piece for [off, off+n) and returns its bytes.
+func (s shardLayout) encodeChunk(off, n int64) (int64, error) {
+	l, p := s.l, s.l.p
 	g := p.n.ec.cd.G
 	sb := g.StripeBytes()
 	a, b := off/sb*g.Chunk, (off+n+sb-1)/sb*g.Chunk
 	sh, err := p.n.ec.cd.Encode(p.store.ReadAt, a, b)
 	if err != nil {
-		return 0, fmt.Errorf("node: resync shard %d at %d: %w", l.shard, off, err)
+		return 0, fmt.Errorf("node: resync shard %d at %d: %w", s.shard, off, err)
 	}
 	head := make([]byte, min(4096, n))
 	if err := p.store.ReadAt(head, off); err != nil {
@@ -210,9 +266,9 @@ func (l *link) ecResyncChunk(off, n int64) (int64, error) {
 	}
 	seq, err := p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: head})
 	if err != nil {
-		return 0, fmt.Errorf("node: resync shard %d at %d: %w", l.shard, off, err)
+		return 0, fmt.Errorf("node: resync shard %d at %d: %w", s.shard, off, err)
 	}
-	l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(a), Data: sh[l.shard]})
+	l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(a), Data: sh[s.shard]})
 	return b - a, nil
 }
 

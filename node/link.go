@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"log/slog"
 	"net"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -80,6 +80,8 @@ type link struct {
 	// shard is the peer's erasure-code shard, -1 for a mirror: it gets its
 	// shard's piece of every write (docs/erasure.md).
 	shard int
+	// layout: what the peer keeps of the device (set with shard).
+	layout peerLayout
 
 	live atomic.Bool // written under mu: writes are queued for this peer
 
@@ -113,6 +115,7 @@ type link struct {
 func newLink(p *primary, name string) *link {
 	l := &link{p: p, name: name, log: p.log.With("peer", name), shard: -1,
 		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
+	l.layout = mirrorLayout{l}
 	l.qcond = sync.NewCond(&l.qmu)
 	l.conn.Store(ConnConnecting)
 	l.disk.Store(DiskUnknown)
@@ -399,16 +402,8 @@ func (l *link) recv(r *wire.Reader) error {
 }
 
 // clearHead is what the peer must hold before its Clear if it catches up
-// now: every write appended so far. Records appended for another shard
-// peer's resync never reach a shard peer: what it must acknowledge is what
-// was queued for it.
-func (l *link) clearHead() uint64 {
-	h := l.p.store.LastSeq()
-	if l.shard >= 0 {
-		h = min(h, l.sentSeq.Load())
-	}
-	return h
-}
+// now: every write appended so far (peerLayout.clearHead).
+func (l *link) clearHead() uint64 { return l.layout.clearHead(l.p.store.LastSeq()) }
 
 // publishAckedLocked copies the tracker's Acked to l.acked. Caller holds
 // coreMu.
@@ -455,14 +450,13 @@ func (l *link) catchUp(h *wire.Hello, extra []extent.Extent, prog *wire.ResyncPr
 		return fmt.Errorf("%w: peer at %d, primary at %d", ErrPeerAhead, from, st.LastSeq())
 	}
 	l.known.Store(from)
-	if l.shard >= 0 {
-		// No per-record catch-up for a shard peer: its journal records are
-		// shard pieces, the primary's are device writes. The stripes
-		// changed since its position (and those it asks for) are
-		// re-encoded from the current full copy (docs/erasure.md).
-		g := l.p.n.ec.cd.G
+	if !l.layout.journalCatchUp() {
+		// A shard peer's journal records are shard pieces, the primary's
+		// are device writes: the stripes changed since its position (and
+		// those it asks for) are re-encoded from the current full copy
+		// (docs/erasure.md).
 		l.disk.Store(DiskInconsistent)
-		return l.resync(from, ecShardToDevice(g, extra), nil)
+		return l.resync(from, l.layout.toDevice(extra), nil)
 	}
 	if h.Flags&helloFlagInconsistent != 0 {
 		l.disk.Store(DiskInconsistent)

@@ -7,10 +7,9 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/extent"
-	"github.com/grbd/grbd/replicator"
-
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/quorum"
+	"github.com/grbd/grbd/replicator"
 )
 
 // The primary's side of a data stream's handshake (link.session): its Hello
@@ -111,7 +110,7 @@ func (l *link) checkPeerHello(m wire.Message, recorded uint64) (*wire.Hello, err
 		return nil, fmt.Errorf("%w: %s has disk %s, not the recorded %s, and did not ask for a full sync", ErrHandshake,
 			l.name, quorum.ShortDisk(disk), quorum.ShortDisk(recorded))
 	}
-	if p.n.ec != nil && (hc.Flags&helloFlagFullCopy != 0) != (l.shard < 0) {
+	if p.n.ec != nil && (hc.Flags&helloFlagFullCopy != 0) != l.layout.fullCopy() {
 		// Shard pieces must never reach a full copy, nor device writes a
 		// shard: a node that took over keeps a full copy in the slot of its
 		// configured shard (docs/erasure.md, "Failover").

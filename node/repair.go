@@ -77,7 +77,7 @@ func (p *primary) repairBlock(off int64) (string, error) {
 	var errs []error
 	for _, l := range p.links {
 		st := l.status()
-		if l.shard >= 0 || st.Connection != ConnConnected || st.Disk != DiskUpToDate {
+		if !l.layout.fullCopy() || st.Connection != ConnConnected || st.Disk != DiskUpToDate {
 			continue // a shard peer holds no copy of the device's bytes
 		}
 		for attempt := 0; attempt < repairAttempts; attempt++ {

@@ -86,10 +86,7 @@ func (l *link) announceSize() error {
 	if err != nil {
 		return fmt.Errorf("node: resync: announce size: %w", err)
 	}
-	if l.shard >= 0 {
-		size = p.n.ec.cd.G.ShardSize() // the shard peer's store is its shard image
-	}
-	l.enqueue(&wire.Resize{Seq: seq, Epoch: p.epoch, Size: uint64(size), Flags: wire.ResizeResync})
+	l.enqueue(&wire.Resize{Seq: seq, Epoch: p.epoch, Size: uint64(l.layout.storeSize(size)), Flags: wire.ResizeResync})
 	return nil
 }
 

@@ -5,14 +5,12 @@ package node
 // each copy is ordered with live writes.
 
 import (
-	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"time"
 
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
-	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
 )
 
@@ -41,7 +39,7 @@ func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgr
 			}
 			held = false
 			n := min(resyncChunk, end-off)
-			copied, err := l.sendChunkLocked(off, n)
+			copied, err := l.layout.sendChunkLocked(off, n)
 			if err != nil {
 				return err
 			}
@@ -52,7 +50,7 @@ func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgr
 			if !l.waitRoom() {
 				return nil
 			}
-			if rate > 0 && l.shard < 0 {
+			if rate > 0 && l.layout.paced() {
 				// replication.resync-rate: never ahead of done/rate.
 				if ahead := time.Duration(l.resyncDone.Load()*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
 					time.Sleep(ahead)
@@ -77,9 +75,7 @@ func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgr
 func (l *link) planResyncLocked(from uint64, extra []extent.Extent, prog *wire.ResyncProgress) ([]extent.Extent, int64) {
 	p := l.p
 	extents := extent.Merge(append(p.store.ChangedSince(from), extra...))
-	if l.shard >= 0 {
-		extents = ecStripeExtents(p.n.ec.cd.G, extents)
-	}
+	extents = l.layout.resyncExtents(extents)
 	l.resyncKept.Store(0)
 	if prog != nil {
 		extents = l.resume(from, extents, prog)
@@ -92,53 +88,6 @@ func (l *link) planResyncLocked(from uint64, extra []extent.Extent, prog *wire.R
 	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateStarted, Bytes: total,
 		Cause: resyncCause(from, extra, p.store.Size()), Detail: fmt.Sprintf("%d bytes in %d regions", total, len(extents))})
 	return extents, total
-}
-
-// sendChunkLocked sends the peer [off, off+n): its stripe pieces to a shard
-// peer, else the bytes, journaled again so that the copy has a sequence
-// number ordered with live writes. Called with p.mu held, it returns with
-// p.mu released. false without an error: the chunk failed its checksum
-// and was repaired from another UpToDate peer; copy it again.
-func (l *link) sendChunkLocked(off, n int64) (bool, error) {
-	p := l.p
-	if l.shard >= 0 {
-		sent, err := l.ecResyncChunk(off, n)
-		if err != nil {
-			p.mu.Unlock()
-			return false, err
-		}
-		l.catchup.Add(uint64(sent))
-		l.resyncDone.Add(n)
-		l.live.Store(true)
-		p.mu.Unlock()
-		return true, nil
-	}
-	buf := make([]byte, n)
-	err := p.store.ReadAt(buf, off)
-	if ce := (*journal.ChecksumError)(nil); errors.As(err, &ce) {
-		p.mu.Unlock()
-		if err := p.repair(ce.Blocks); err != nil {
-			return false, fmt.Errorf("node: resync read %d: %w", off, err)
-		}
-		return false, nil
-	}
-	var seq uint64
-	if err == nil {
-		// Rewriting the primary's own bytes changes nothing there.
-		seq, err = p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: buf})
-	}
-	if err != nil {
-		p.mu.Unlock()
-		return false, fmt.Errorf("node: resync read %d: %w", off, err)
-	}
-	l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf})
-	l.catchup.Add(uint64(n))
-	l.resyncDone.Add(n)
-	// The peer persisted "Inconsistent since from" when it took the first
-	// chunk: live writes may now follow it.
-	l.live.Store(true)
-	p.mu.Unlock()
-	return true, nil
 }
 
 // resume judges the peer's progress report (replicator.ResumeSource.Check),

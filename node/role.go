@@ -94,7 +94,9 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 	for _, m := range n.cfg.Nodes {
 		if m.Name != n.me.Name {
 			l := newLink(p, m.Name)
-			l.shard = n.cfg.ShardOf(m.Name)
+			if l.shard = n.cfg.ShardOf(m.Name); l.shard >= 0 {
+				l.layout = shardLayout{l: l, shard: l.shard}
+			}
 			p.addLink(l)
 		}
 	}

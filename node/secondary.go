@@ -8,10 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/grbd/grbd/internal/extent"
-
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"

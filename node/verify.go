@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 	"net"
 	"sync/atomic"
 	"time"
 
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
@@ -75,17 +75,13 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 	defer n.verifying.Store(nil)
 	var out []VerifyResult
 	for _, l := range p.links {
-		size := n.store.Size()
-		if l.shard >= 0 {
-			size = n.ec.cd.G.ShardSize()
-		}
+		size := l.layout.storeSize(n.store.Size())
 		n.verifying.Store(&verifyState{peer: l.name, total: size})
 		start := time.Now()
 		r := VerifyResult{Peer: l.name, OutOfSync: []extent.Extent{}}
-		bad, err := n.verifyPeer(ctx, l.name, l.shard)
-		if l.shard >= 0 && err == nil {
-			// Repairs go through the write path, in device ranges.
-			bad = extent.Merge(ecShardToDevice(n.ec.cd.G, bad))
+		bad, err := n.verifyPeer(ctx, l)
+		if err == nil {
+			bad = l.layout.toDevice(bad) // repairs go through the write path, in device ranges
 		}
 		r.Bytes = size
 		if err != nil {
@@ -109,10 +105,11 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 	return out, nil
 }
 
-// verifyPeer returns the regions whose checksums differ on peer. For a
-// shard peer (shard >= 0) the regions are of its shard image, and this
-// node's side is its full copy re-encoded (per-shard verify).
-func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]extent.Extent, error) {
+// verifyPeer returns the regions of l's peer whose checksums differ: of
+// its store, as its layout says what that store must hold (a shard peer's
+// is its shard image, this node's side its full copy re-encoded).
+func (n *Node) verifyPeer(ctx context.Context, l *link) ([]extent.Extent, error) {
+	peer := l.name
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s, err := n.mesh.Open(octx, peer, wire.StreamAdmin)
 	cancel()
@@ -123,16 +120,12 @@ func (n *Node) verifyPeer(ctx context.Context, peer string, shard int) ([]extent
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	r, w := wire.NewReader(s), wire.NewWriter(s)
-	size := uint64(n.store.Size())
-	read := n.store.ReadAt
+	size := uint64(l.layout.storeSize(n.store.Size()))
+	var read readFunc = n.store.ReadAt
 	if p := n.currentPrimary(); p != nil {
 		read = p.readChecked // a corrupt block here is repaired from a peer first
 	}
-	mineOf := func(off, length uint64) ([]uint32, error) { return chunkSums(read, off, length, verifyChunk) }
-	if shard >= 0 {
-		size = uint64(n.ec.cd.G.ShardSize())
-		mineOf = func(off, length uint64) ([]uint32, error) { return n.ecChunkSums(shard, off, length, verifyChunk) }
-	}
+	mineOf := func(off, length uint64) ([]uint32, error) { return l.layout.sums(read, off, length) }
 	compare := (&verifyExchange{r: r, w: w, mineOf: mineOf}).compare
 	var suspects []extent.Extent
 	for off := uint64(0); off < size; off += verifyBatch * verifyChunk {

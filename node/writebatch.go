@@ -164,17 +164,16 @@ func (p *primary) logBatch(batch []*writeReq) {
 			if !lk.live.Load() {
 				continue
 			}
-			if r.ec != nil && lk.shard >= 0 {
-				if p.n.opts.faults.dropsPiece(lk.name, l.Seq) {
-					continue
+			m, own := lk.layout.message(r, l)
+			if !own {
+				if msg == nil {
+					msg = wireWrite(l.Write, p.epoch, r.fua)
 				}
-				lk.enqueueLive(ecMessage(r.ec, lk.shard, l.Seq, p.epoch, r.fua))
-				continue
+				m = msg
 			}
-			if msg == nil {
-				msg = wireWrite(l.Write, p.epoch, r.fua)
+			if m != nil {
+				lk.enqueueLive(m)
 			}
-			lk.enqueueLive(msg)
 		}
 		r.wt = p.submit(func(id replicator.ReqID) error { return p.core.Write(id, l.Seq) })
 		r.done = make(chan struct{})
