@@ -91,7 +91,7 @@ func (p *primary) ecEncodeBatch(batch []*writeReq) error {
 			continue
 		}
 		a, b := g.ShardRange(w.Offset, end)
-		if w.ZeroLength > 0 && stripeAligned(g, w.Offset, end) {
+		if w.ZeroLength > 0 && g.StripeAligned(w.Offset, end) {
 			r.ec = &ecShards{a: a, b: b, zero: true}
 			continue
 		}
@@ -127,67 +127,12 @@ func overlay(buf []byte, off int64, w journal.Write) {
 	copy(buf[lo-off:hi-off], w.Data[lo-w.Offset:hi-w.Offset])
 }
 
-// stripeAligned: [off, end) is whole stripes (the last may end the device).
-func stripeAligned(g ec.Geometry, off, end int64) bool {
-	sb := g.StripeBytes()
-	return off%sb == 0 && (end%sb == 0 || end == g.Size)
-}
-
 // ecMessage is shard's wire message for a logged write.
 func ecMessage(e *ecShards, shard int, seq, epoch uint64, fua bool) wire.Message {
 	if e.zero {
 		return &wire.Zero{Seq: seq, Epoch: epoch, Offset: uint64(e.a), Length: uint64(e.b - e.a), FUA: fua}
 	}
 	return &wire.Write{Seq: seq, Epoch: epoch, Offset: uint64(e.a), FUA: fua, Data: e.shards[shard]}
-}
-
-// ecSplitZero splits a zeroing into an unaligned head, whole stripes and an
-// unaligned tail, so that no shard message carries more than a stripe of
-// data for it.
-func ecSplitZero(g ec.Geometry, off, end int64) [][2]int64 {
-	sb := g.StripeBytes()
-	first := (off + sb - 1) / sb * sb
-	last := end / sb * sb
-	if end == g.Size {
-		last = end
-	}
-	if first >= last {
-		return [][2]int64{{off, end}}
-	}
-	var out [][2]int64
-	if off < first {
-		out = append(out, [2]int64{off, first})
-	}
-	out = append(out, [2]int64{first, last})
-	if last < end {
-		out = append(out, [2]int64{last, end})
-	}
-	return out
-}
-
-// ecShardToDevice converts shard-image extents (a shard peer's own changes)
-// to the device ranges of the stripes they belong to.
-func ecShardToDevice(g ec.Geometry, ext []extent.Extent) []extent.Extent {
-	out := make([]extent.Extent, 0, len(ext))
-	for _, e := range ext {
-		off, end := g.DeviceSpan(int64(e.Offset), min(int64(e.End()), g.ShardSize()))
-		if end > off {
-			out = append(out, extent.Extent{Offset: uint64(off), Length: uint64(end - off)})
-		}
-	}
-	return out
-}
-
-// ecStripeExtents widens device extents to whole stripes.
-func ecStripeExtents(g ec.Geometry, ext []extent.Extent) []extent.Extent {
-	sb := uint64(g.StripeBytes())
-	out := make([]extent.Extent, 0, len(ext))
-	for _, e := range ext {
-		off := e.Offset / sb * sb
-		end := min((e.End()+sb-1)/sb*sb, uint64(g.Size))
-		out = append(out, extent.Extent{Offset: off, Length: end - off})
-	}
-	return extent.Merge(out)
 }
 
 // shardLayout: the peer keeps shard `shard` of every stripe
@@ -215,11 +160,11 @@ func (s shardLayout) storeSize(int64) int64 { return s.l.p.n.ec.cd.G.ShardSize()
 func (shardLayout) journalCatchUp() bool { return false }
 
 func (s shardLayout) toDevice(ext []extent.Extent) []extent.Extent {
-	return extent.Merge(ecShardToDevice(s.l.p.n.ec.cd.G, ext))
+	return s.l.p.n.ec.cd.G.ShardToDevice(ext)
 }
 
 func (s shardLayout) resyncExtents(changed []extent.Extent) []extent.Extent {
-	return ecStripeExtents(s.l.p.n.ec.cd.G, changed)
+	return s.l.p.n.ec.cd.G.StripeExtents(changed)
 }
 
 func (shardLayout) paced() bool { return false }

@@ -44,7 +44,7 @@ func (p *primary) write(w journal.Write, fua bool) error {
 		return err
 	}
 	if e := p.n.ec; e != nil && w.ZeroLength > 0 {
-		if parts := ecSplitZero(e.cd.G, w.Offset, w.Offset+w.ZeroLength); len(parts) > 1 {
+		if parts := e.cd.G.SplitZero(w.Offset, w.Offset+w.ZeroLength); len(parts) > 1 {
 			for _, pt := range parts {
 				if err := p.write(journal.Write{Epoch: w.Epoch, Offset: pt[0], ZeroLength: pt[1] - pt[0]}, fua); err != nil {
 					return err
