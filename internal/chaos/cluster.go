@@ -341,28 +341,21 @@ func (c *Cluster) Kill(name string) {
 }
 
 // Pause sends SIGSTOP: the process keeps its sockets but does nothing.
-func (c *Cluster) Pause(name string) error {
-	p := c.Member(name).proc
-	if p == nil {
-		return fmt.Errorf("chaos: %s never started", name)
-	}
-	if err := p.Signal(syscall.SIGSTOP); err != nil {
-		return err
-	}
-	c.ev.Add(EvStop, name, "pid %d", p.PID())
-	return nil
-}
+func (c *Cluster) Pause(name string) error { return c.signal(name, syscall.SIGSTOP, EvStop) }
 
 // Resume sends SIGCONT.
-func (c *Cluster) Resume(name string) error {
+func (c *Cluster) Resume(name string) error { return c.signal(name, syscall.SIGCONT, EvCont) }
+
+// signal sends sig to member name's process and records event kind.
+func (c *Cluster) signal(name string, sig syscall.Signal, kind string) error {
 	p := c.Member(name).proc
 	if p == nil {
 		return fmt.Errorf("chaos: %s never started", name)
 	}
-	if err := p.Signal(syscall.SIGCONT); err != nil {
+	if err := p.Signal(sig); err != nil {
 		return err
 	}
-	c.ev.Add(EvCont, name, "pid %d", p.PID())
+	c.ev.Add(kind, name, "pid %d", p.PID())
 	return nil
 }
 
