@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/vfs"
 )
 
@@ -191,27 +190,12 @@ func (j *Journal) readMeta() (*meta, error) {
 // SyncDir failed): the caller must then fail the store rather than free what
 // the new meta makes redundant.
 func (j *Journal) writeMeta(b []byte) (sticky bool, err error) {
-	tmp := filepath.Join(j.dir, metaTmpName)
-	f, err := j.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, datadir.FileMode)
-	if err != nil {
-		return false, fmt.Errorf("journal: create %s: %w", tmp, err)
-	}
-	_, err = f.WriteAt(b, 0)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = j.fs.Rename(tmp, filepath.Join(j.dir, metaName))
+	err = vfs.WriteFileAtomic(j.fs, filepath.Join(j.dir, metaName), b)
+	if errors.Is(err, vfs.ErrDirSync) {
+		return true, fmt.Errorf("journal: %w", err)
 	}
 	if err != nil {
-		_ = j.fs.Remove(tmp)
 		return false, fmt.Errorf("journal: write meta: %w", err)
-	}
-	if err := j.fs.SyncDir(j.dir); err != nil {
-		return true, fmt.Errorf("journal: sync dir %s: %w", j.dir, err)
 	}
 	return false, nil
 }

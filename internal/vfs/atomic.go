@@ -8,12 +8,15 @@ import (
 
 // WriteFileAtomic replaces name with data so that after a crash either the
 // old or the new content is there, whole: it writes name.tmp, syncs it,
-// renames it over name and syncs the directory.
+// renames it over name and syncs the directory. On an error before the
+// rename the old content stays and name.tmp is removed; an error of the
+// final directory sync wraps ErrDirSync (the caller cannot know which
+// content a crash would leave).
 func WriteFileAtomic(fs FS, name string, data []byte) error {
 	tmp := name + ".tmp"
-	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600) // private: issue 15
+	f, err := fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600) // private: issue 15
 	if err != nil {
-		return fmt.Errorf("vfs: %w", err)
+		return fmt.Errorf("vfs: create %s: %w", tmp, err)
 	}
 	_, err = f.WriteAt(data, 0)
 	if err == nil {
@@ -25,11 +28,12 @@ func WriteFileAtomic(fs FS, name string, data []byte) error {
 	if err == nil {
 		err = fs.Rename(tmp, name)
 	}
-	if err == nil {
-		err = fs.SyncDir(filepath.Dir(name))
-	}
 	if err != nil {
+		_ = fs.Remove(tmp)
 		return fmt.Errorf("vfs: write %s: %w", name, err)
+	}
+	if err := fs.SyncDir(filepath.Dir(name)); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrDirSync, name, err)
 	}
 	return nil
 }

@@ -36,6 +36,9 @@ var (
 	// ErrNotSupported reports an optional operation (such as PunchHole) that
 	// the file or the underlying file system cannot perform.
 	ErrNotSupported = errors.New("vfs: operation not supported")
+	// ErrDirSync: WriteFileAtomic renamed the new file into place but could
+	// not sync the directory; which content a crash would leave is unknown.
+	ErrDirSync = errors.New("vfs: directory not synced after the rename")
 )
 
 // FS is a file system. Names are slash-separated paths; see the package
