@@ -33,9 +33,9 @@ func TestSplitZero(t *testing.T) {
 		off, end int64
 		want     [][2]int64
 	}{
-		{0, 4096, [][2]int64{{0, 4096}}},                            // inside one stripe
-		{4096, 12288, [][2]int64{{4096, 12288}}},                    // no whole stripe
-		{0, 16384, [][2]int64{{0, 16384}}},                          // whole stripes only
+		{0, 4096, [][2]int64{{0, 4096}}},                             // inside one stripe
+		{4096, 12288, [][2]int64{{4096, 12288}}},                     // no whole stripe
+		{0, 16384, [][2]int64{{0, 16384}}},                           // whole stripes only
 		{4096, 20 << 10, [][2]int64{{4096, 8192}, {8192, 20 << 10}}}, // head, stripes to the end
 		{4096, 18432, [][2]int64{{4096, 8192}, {8192, 16384}, {16384, 18432}}},
 	} {

@@ -295,14 +295,7 @@ func (m *Mesh) Open(ctx context.Context, peer string, kind uint8) (net.Conn, err
 			if err != nil {
 				return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
 			}
-			_ = s.SetWriteDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
-			w := wire.NewWriter(s)
-			err = w.WriteMsg(&wire.StreamOpen{Kind: kind, Cluster: m.cfg.Cluster, From: m.cfg.Self, To: peer})
-			if err == nil {
-				err = w.Flush()
-			}
-			_ = s.SetWriteDeadline(time.Time{})
-			if err != nil {
+			if err := m.announceStream(s, kind, peer); err != nil {
 				s.Close()
 				return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
 			}

@@ -136,14 +136,7 @@ func (m *Mesh) controlStream(sess *yamux.Session, p *peer, dialer bool) (net.Con
 		if err != nil {
 			return nil, fmt.Errorf("%w: control stream: %w", ErrHandshake, err)
 		}
-		_ = s.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
-		w := wire.NewWriter(s)
-		err = w.WriteMsg(&wire.StreamOpen{Kind: wire.StreamControl, Cluster: m.cfg.Cluster, From: m.cfg.Self, To: p.name})
-		if err == nil {
-			err = w.Flush()
-		}
-		_ = s.SetDeadline(time.Time{})
-		if err != nil {
+		if err := m.announceStream(s, wire.StreamControl, p.name); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("%w: control stream: %w", ErrHandshake, err)
 		}
@@ -272,4 +265,16 @@ func (m *Mesh) acceptStreams(p *peer, sess *yamux.Session) {
 			m.cfg.Handler(p.name, so.Kind, &readerConn{Conn: s, r: r})
 		})
 	}
+}
+
+// announceStream sends the StreamOpen that names a new stream's kind to
+// peer, within the handshake timeout.
+func (m *Mesh) announceStream(s net.Conn, kind uint8, peer string) error {
+	_ = s.SetWriteDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	defer s.SetWriteDeadline(time.Time{})
+	w := wire.NewWriter(s)
+	if err := w.WriteMsg(&wire.StreamOpen{Kind: kind, Cluster: m.cfg.Cluster, From: m.cfg.Self, To: peer}); err != nil {
+		return err
+	}
+	return w.Flush()
 }
