@@ -185,39 +185,24 @@ func (a *applier) applyPending() error {
 	return nil
 }
 
-// clientWrite converts a client write or zeroing message to its journal
-// write.
-func clientWrite(m wire.Message) (journal.Write, bool) {
-	switch m := m.(type) {
-	case *wire.Write:
-		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}, true
-	case *wire.Zero:
-		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}, true
-	}
-	return journal.Write{}, false
-}
-
 // applyOne applies one message from the primary.
 func (a *applier) applyOne(m wire.Message) error {
 	s := a.s
-	w, _ := clientWrite(m)
+	w, ok := journalWrite(m, a.epoch)
+	if !ok {
+		return a.applyControl(m)
+	}
 	switch m := m.(type) {
-	case *wire.Write, *wire.Zero:
-		// w is set: a write of a deposed primary, refused below
 	case *wire.ResyncData:
 		if err := s.markInconsistent(); err != nil {
 			return a.nack(m.AsOf, err)
 		}
-		w = journal.Write{Seq: m.AsOf, Epoch: a.epoch, Offset: int64(m.Offset), Data: m.Data}
 	case *wire.Resize:
 		if m.Flags&wire.ResizeResync != 0 {
 			if err := s.markInconsistent(); err != nil {
 				return a.nack(m.Seq, err)
 			}
 		}
-		w = journal.Write{Seq: m.Seq, Epoch: m.Epoch, Resize: int64(m.Size)}
-	default:
-		return a.applyControl(m)
 	}
 	if known := s.epoch.Load(); w.Epoch < known && w.Epoch != 0 {
 		// A deposed primary: refuse, and end the session so that it can

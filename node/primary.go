@@ -229,19 +229,6 @@ func (p *primary) readBarrier(off, n int64) error {
 	return p.failed()
 }
 
-// wireWrite converts a journal record to its wire message, copying the data:
-// the caller's buffer is not retained. The message is shared, read-only, by
-// every peer queue.
-func wireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
-	if w.Resize > 0 {
-		return &wire.Resize{Seq: w.Seq, Epoch: epoch, Size: uint64(w.Resize)}
-	}
-	if w.ZeroLength > 0 {
-		return &wire.Zero{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), Length: uint64(w.ZeroLength), FUA: fua}
-	}
-	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: append([]byte(nil), w.Data...)}
-}
-
 // flush makes every write up to seq (0: everything so far) durable locally and
 // on every counted peer.
 func (p *primary) flush(seq uint64) error {
