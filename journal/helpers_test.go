@@ -3,12 +3,12 @@ package journal
 import (
 	"bytes"
 	"errors"
-	"github.com/grbd/grbd/internal/extent"
 	"math/rand/v2"
 	"os"
 	"path"
 	"testing"
 
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/stretchr/testify/require"
 
 	"github.com/grbd/grbd/internal/vfs"

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 

@@ -2,12 +2,12 @@ package journal
 
 import (
 	"bytes"
-	"github.com/grbd/grbd/internal/extent"
 	"path"
 	"sync/atomic"
 	"syscall"
 	"testing"
 
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/stretchr/testify/require"
 
 	"github.com/grbd/grbd/internal/vfs"
