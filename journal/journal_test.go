@@ -14,10 +14,9 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-
-	"github.com/grbd/grbd/internal/vfs"
 )
 
 func TestOpenOptions(t *testing.T) {

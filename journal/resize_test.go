@@ -6,9 +6,8 @@ import (
 	"testing"
 
 	"github.com/grbd/grbd/internal/extent"
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/vfs"
+	"github.com/stretchr/testify/require"
 )
 
 const grownDev = 3 * testDev
