@@ -42,15 +42,24 @@ func TestRepliesOutOfOrder(t *testing.T) {
 	require.Equal(t, dev.bytesAt(0, 4096), data)
 }
 
-// FLUSH must not reach the device before the writes received ahead of it
-// have completed, and its reply must follow theirs.
-func TestFlushWaitsForEarlierWrites(t *testing.T) {
+// gatedWrites serves a recording device whose writes wait at g until the
+// test opens their offset, and dials it: the FLUSH tests hold writes in
+// flight this way.
+func gatedWrites(t *testing.T) (*memDev, *gate, *rawClient) {
+	t.Helper()
 	dev := newMemDev(1 << 20)
 	dev.record = true
 	g := newGate(t)
 	dev.beforeWrite = func(off int64, _ int, _ bool) error { g.wait(off); return nil }
 	_, addr := startServer(t, dev, Options{})
 	c, _ := dialGo(t, addr, true)
+	return dev, g, c
+}
+
+// FLUSH must not reach the device before the writes received ahead of it
+// have completed, and its reply must follow theirs.
+func TestFlushWaitsForEarlierWrites(t *testing.T) {
+	dev, g, c := gatedWrites(t)
 
 	c.request(cmdWrite, 0, 1, 0, 4096, bytes.Repeat([]byte{1}, 4096))
 	c.request(cmdWrite, 0, 2, 4096, 4096, bytes.Repeat([]byte{2}, 4096))
@@ -79,12 +88,7 @@ func TestFlushWaitsForEarlierWrites(t *testing.T) {
 // A write received after a FLUSH does not delay it (no starvation under a
 // steady write stream), and the FLUSH still covers earlier completed writes.
 func TestFlushDoesNotWaitForLaterWrites(t *testing.T) {
-	dev := newMemDev(1 << 20)
-	dev.record = true
-	g := newGate(t)
-	dev.beforeWrite = func(off int64, _ int, _ bool) error { g.wait(off); return nil }
-	_, addr := startServer(t, dev, Options{})
-	c, _ := dialGo(t, addr, true)
+	dev, g, c := gatedWrites(t)
 
 	c.request(cmdWrite, 0, 9, 0, 4096, bytes.Repeat([]byte{1}, 4096)) // before the FLUSH
 	g.awaitEntered(t, 0)
