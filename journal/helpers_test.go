@@ -164,7 +164,7 @@ func copyFS(t *testing.T, fs *vfs.MemFS) *vfs.MemFS {
 	return fs.CrashClone(rand.New(rand.NewPCG(0, 0)))
 }
 
-func readFile(t *testing.T, fs vfs.FS, name string) []byte {
+func readFile(t testing.TB, fs vfs.FS, name string) []byte {
 	t.Helper()
 	f, err := fs.OpenFile(name, os.O_RDONLY, 0)
 	require.NoError(t, err)
