@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
-	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"testing"
 
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 )
 

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 )
 

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
-	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/grbd/grbd/internal/pki"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 	"github.com/stretchr/testify/require"

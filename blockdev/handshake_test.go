@@ -3,12 +3,12 @@ package blockdev
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 	"github.com/stretchr/testify/require"
 )

@@ -4,12 +4,12 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
-	"github.com/grbd/grbd/internal/nbdproto"
 	"io"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 	"github.com/stretchr/testify/require"
 )
@@ -218,6 +218,29 @@ func (c *rawClient) reply(readLen map[uint64]int) (cookie uint64, errno uint32, 
 		require.NoError(c.t, err)
 	}
 	return h.Handle, h.Error, data
+}
+
+// replyOK reads one reply and requires it to answer cookie without error;
+// it returns the data of a READ reply (readLen as for reply).
+func (c *rawClient) replyOK(cookie uint64, readLen map[uint64]int) []byte {
+	c.t.Helper()
+	got, errno, data := c.reply(readLen)
+	require.Equal(c.t, cookie, got)
+	require.Zero(c.t, errno)
+	return data
+}
+
+// replyCookies reads n replies, requires each to succeed and returns their
+// cookies in the order they came: the tests that use it check that order.
+func (c *rawClient) replyCookies(n int) []uint64 {
+	c.t.Helper()
+	var order []uint64
+	for range n {
+		cookie, errno, _ := c.reply(nil)
+		require.Zero(c.t, errno)
+		order = append(order, cookie)
+	}
+	return order
 }
 
 // do sends one request and waits for its reply.

@@ -3,8 +3,8 @@ package blockdev
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/grbd/grbd/internal/nbdproto"
 
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 )
 

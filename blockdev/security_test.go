@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"github.com/grbd/grbd/internal/nbdproto"
 	"math"
 	"net"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/grbd/grbd/internal/pki"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 	"github.com/stretchr/testify/require"

@@ -1,11 +1,11 @@
 package blockdev
 
 import (
-	"github.com/grbd/grbd/internal/nbdproto"
 	"sync/atomic"
 	"time"
 
 	"github.com/grbd/grbd/internal/metrics"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 )
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/nbdproto"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/metrics"
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/stretchr/testify/require"
 )
 
@@ -42,15 +42,24 @@ func TestRepliesOutOfOrder(t *testing.T) {
 	require.Equal(t, dev.bytesAt(0, 4096), data)
 }
 
-// FLUSH must not reach the device before the writes received ahead of it
-// have completed, and its reply must follow theirs.
-func TestFlushWaitsForEarlierWrites(t *testing.T) {
+// gatedWrites serves a recording device whose writes wait at g until the
+// test opens their offset, and dials it: the FLUSH tests hold writes in
+// flight this way.
+func gatedWrites(t *testing.T) (*memDev, *gate, *rawClient) {
+	t.Helper()
 	dev := newMemDev(1 << 20)
 	dev.record = true
 	g := newGate(t)
 	dev.beforeWrite = func(off int64, _ int, _ bool) error { g.wait(off); return nil }
 	_, addr := startServer(t, dev, Options{})
 	c, _ := dialGo(t, addr, true)
+	return dev, g, c
+}
+
+// FLUSH must not reach the device before the writes received ahead of it
+// have completed, and its reply must follow theirs.
+func TestFlushWaitsForEarlierWrites(t *testing.T) {
+	dev, g, c := gatedWrites(t)
 
 	c.request(cmdWrite, 0, 1, 0, 4096, bytes.Repeat([]byte{1}, 4096))
 	c.request(cmdWrite, 0, 2, 4096, 4096, bytes.Repeat([]byte{2}, 4096))
@@ -62,19 +71,12 @@ func TestFlushWaitsForEarlierWrites(t *testing.T) {
 	require.Zero(t, dev.flushes.Load(), "Flush called while earlier writes were in flight")
 
 	g.open(4096)
-	cookie, errno, _ := c.reply(nil)
-	require.Equal(t, uint64(2), cookie)
-	require.Zero(t, errno)
+	c.replyOK(2, nil)
 	time.Sleep(50 * time.Millisecond)
 	require.Zero(t, dev.flushes.Load(), "Flush called while an earlier write was in flight")
 
 	g.open(0)
-	var order []uint64
-	for range 2 {
-		cookie, errno, _ := c.reply(nil)
-		require.Zero(t, errno)
-		order = append(order, cookie)
-	}
+	order := c.replyCookies(2)
 	require.Equal(t, []uint64{1, 3}, order, "FLUSH answered before the write it covers")
 	require.Equal(t, []string{
 		"write off=4096 len=4096 fua=false",
@@ -86,12 +88,7 @@ func TestFlushWaitsForEarlierWrites(t *testing.T) {
 // A write received after a FLUSH does not delay it (no starvation under a
 // steady write stream), and the FLUSH still covers earlier completed writes.
 func TestFlushDoesNotWaitForLaterWrites(t *testing.T) {
-	dev := newMemDev(1 << 20)
-	dev.record = true
-	g := newGate(t)
-	dev.beforeWrite = func(off int64, _ int, _ bool) error { g.wait(off); return nil }
-	_, addr := startServer(t, dev, Options{})
-	c, _ := dialGo(t, addr, true)
+	dev, g, c := gatedWrites(t)
 
 	c.request(cmdWrite, 0, 9, 0, 4096, bytes.Repeat([]byte{1}, 4096)) // before the FLUSH
 	g.awaitEntered(t, 0)
@@ -100,19 +97,12 @@ func TestFlushDoesNotWaitForLaterWrites(t *testing.T) {
 	g.awaitEntered(t, 8192)
 
 	g.open(0)
-	var order []uint64
-	for range 2 {
-		cookie, errno, _ := c.reply(nil)
-		require.Zero(t, errno)
-		order = append(order, cookie)
-	}
+	order := c.replyCookies(2)
 	// Both complete while write 11 is still held; their relative order is
 	// free (the flush is released the moment write 9 completes).
 	require.ElementsMatch(t, []uint64{9, 10}, order, "FLUSH waited for a later write")
 	g.open(8192)
-	cookie, errno, _ := c.reply(nil)
-	require.Equal(t, uint64(11), cookie)
-	require.Zero(t, errno)
+	c.replyOK(11, nil)
 	require.Equal(t, []string{
 		"write off=0 len=4096 fua=false",
 		"flush",
@@ -231,9 +221,7 @@ func TestDiscFinishesInFlightRequests(t *testing.T) {
 	c.request(cmdDisc, 0, 6, 0, 0, nil)
 	time.Sleep(50 * time.Millisecond)
 	g.open(0)
-	cookie, errno, _ := c.reply(nil)
-	require.Equal(t, uint64(5), cookie)
-	require.Zero(t, errno)
+	c.replyOK(5, nil)
 	c.expectClosed()
 	require.Equal(t, want, dev.bytesAt(0, 4096))
 }
@@ -261,10 +249,7 @@ func TestCloseWaitsForInFlightRequests(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	g.open(0)
-	cookie, errno, data := c.reply(map[uint64]int{1: 4096})
-	require.Equal(t, uint64(1), cookie)
-	require.Zero(t, errno)
-	require.Equal(t, dev.bytesAt(0, 4096), data)
+	require.Equal(t, dev.bytesAt(0, 4096), c.replyOK(1, map[uint64]int{1: 4096}))
 	c.expectClosed()
 	select {
 	case err := <-closed:

@@ -1,10 +1,10 @@
 package blockdev
 
 import (
-	"github.com/grbd/grbd/internal/nbdproto"
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 	"github.com/stretchr/testify/require"
 )

@@ -5,9 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/vfs"
+	"github.com/stretchr/testify/require"
 )
 
 func benchJournal(b *testing.B) *Journal {

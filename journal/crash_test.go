@@ -10,9 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/vfs"
+	"github.com/stretchr/testify/require"
 )
 
 const powerLossSeeds = 150

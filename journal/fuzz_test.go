@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/vfs"
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzDecodeRecord: DecodeRecord never panics, classifies every failure by
@@ -83,7 +82,7 @@ func fuzzJournal(tb testing.TB) (*vfs.MemFS, string) {
 // invariants and close cleanly.
 func FuzzReplay(f *testing.F) {
 	fs, seg := fuzzJournal(f)
-	orig := readAll(f, fs, seg)
+	orig := readFile(f, fs, seg)
 	f.Add([]byte{}, uint32(len(orig)))                              // intact
 	f.Add([]byte{}, uint32(len(orig)-7))                            // torn last record
 	f.Add([]byte{}, uint32(segHeaderSize))                          // only the header
@@ -97,7 +96,7 @@ func FuzzReplay(f *testing.F) {
 			return
 		}
 		fs, seg := fuzzJournal(t)
-		b := readAll(t, fs, seg)
+		b := readFile(t, fs, seg)
 		b = append(b[:min(int(at), len(b))], data...)
 		f, err := fs.OpenFile(seg, os.O_RDWR|os.O_TRUNC, 0o644)
 		require.NoError(t, err)
@@ -130,16 +129,4 @@ func FuzzReplay(f *testing.F) {
 		checkInvariants(t, j)
 		require.NoError(t, j.Close())
 	})
-}
-
-func readAll(tb testing.TB, fs vfs.FS, name string) []byte {
-	f, err := fs.OpenFile(name, os.O_RDONLY, 0)
-	require.NoError(tb, err)
-	defer f.Close()
-	n, err := f.Size()
-	require.NoError(tb, err)
-	b := make([]byte, n)
-	_, err = f.ReadAt(b, 0)
-	require.NoError(tb, err)
-	return b
 }

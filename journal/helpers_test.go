@@ -3,15 +3,16 @@ package journal
 import (
 	"bytes"
 	"errors"
-	"github.com/grbd/grbd/internal/extent"
 	"math/rand/v2"
 	"os"
 	"path"
+	"strings"
+	"sync/atomic"
 	"testing"
 
-	"github.com/stretchr/testify/require"
-
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/vfs"
+	"github.com/stretchr/testify/require"
 )
 
 const (
@@ -163,7 +164,7 @@ func copyFS(t *testing.T, fs *vfs.MemFS) *vfs.MemFS {
 	return fs.CrashClone(rand.New(rand.NewPCG(0, 0)))
 }
 
-func readFile(t *testing.T, fs vfs.FS, name string) []byte {
+func readFile(t testing.TB, fs vfs.FS, name string) []byte {
 	t.Helper()
 	f, err := fs.OpenFile(name, os.O_RDONLY, 0)
 	require.NoError(t, err)
@@ -220,4 +221,17 @@ func collect(t *testing.T, j *Journal, from uint64) []Write {
 		return nil
 	}))
 	return out
+}
+
+// faultFS is a MemFS whose op on files whose name ends in suffix fails with
+// err while the returned switch is on: the error tests turn a fault on and
+// off around the call they test.
+func faultFS(op vfs.Op, suffix string, err error) (vfs.FS, *atomic.Bool) {
+	on := new(atomic.Bool)
+	return vfs.WithErrors(vfs.NewMem(), func(o vfs.Op, name string) error {
+		if on.Load() && o == op && strings.HasSuffix(name, suffix) {
+			return err
+		}
+		return nil
+	}), on
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -14,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-
-	"github.com/grbd/grbd/internal/vfs"
 )
 
 func TestOpenOptions(t *testing.T) {
@@ -409,14 +408,7 @@ func TestChangedSince(t *testing.T) {
 }
 
 func TestFailuresAreSticky(t *testing.T) {
-	var failSync atomic.Bool
-	mem := vfs.NewMem()
-	fs := vfs.WithErrors(mem, func(op vfs.Op, name string) error {
-		if failSync.Load() && op == vfs.OpSync && strings.HasSuffix(name, ".seg") {
-			return syscall.EIO
-		}
-		return nil
-	})
+	fs, failSync := faultFS(vfs.OpSync, ".seg", syscall.EIO)
 	j := mustOpen(t, testOptions(fs))
 	seq, err := j.Append(Write{Data: []byte("before")})
 	require.NoError(t, err)
@@ -442,13 +434,7 @@ func TestFailuresAreSticky(t *testing.T) {
 }
 
 func TestCheckpointMetaErrorIsTransient(t *testing.T) {
-	var fail atomic.Bool
-	fs := vfs.WithErrors(vfs.NewMem(), func(op vfs.Op, name string) error {
-		if fail.Load() && op == vfs.OpOpen && strings.HasSuffix(name, metaTmpName) {
-			return syscall.ENOSPC
-		}
-		return nil
-	})
+	fs, fail := faultFS(vfs.OpOpen, metaTmpName, syscall.ENOSPC)
 	j := mustOpen(t, testOptions(fs))
 	_, err := j.Append(Write{Data: []byte("x")})
 	require.NoError(t, err)
@@ -463,13 +449,7 @@ func TestCheckpointMetaErrorIsTransient(t *testing.T) {
 }
 
 func TestApplyErrorFailsStore(t *testing.T) {
-	var fail atomic.Bool
-	fs := vfs.WithErrors(vfs.NewMem(), func(op vfs.Op, name string) error {
-		if fail.Load() && op == vfs.OpWrite && strings.HasSuffix(name, dataName) {
-			return syscall.EIO
-		}
-		return nil
-	})
+	fs, fail := faultFS(vfs.OpWrite, dataName, syscall.EIO)
 	j := mustOpen(t, testOptions(fs))
 	fail.Store(true)
 	_, err := j.Append(Write{Data: []byte("x")})

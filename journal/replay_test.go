@@ -7,9 +7,8 @@ import (
 	"path"
 	"testing"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/vfs"
+	"github.com/stretchr/testify/require"
 )
 
 // buildJournal appends writes to a fresh store on a MemFS, syncing after
@@ -35,6 +34,19 @@ func buildJournal(t *testing.T, o Options, writes []Write, synced int) (*vfs.Mem
 	}
 	j.closeNoCheckpoint()
 	return fs, m, done, j.salt
+}
+
+// segmentedJournal is buildJournal of 30 fixed writes (synced of them) in
+// 1 MiB segments, so that the journal spans several segment files, and the
+// names of those files.
+func segmentedJournal(t *testing.T, synced int) (Options, *vfs.MemFS, []string, *model, []Write, uint64) {
+	t.Helper()
+	o := testOptions(nil)
+	o.MaxSize = 1 << 20
+	fs, m, done, salt := buildJournal(t, o, fixedWrites(30), synced)
+	names, err := fs.ReadDir("/db/journal")
+	require.NoError(t, err)
+	return o, fs, names, m, done, salt
 }
 
 func fixedWrites(n int) []Write {
@@ -158,28 +170,20 @@ func TestJournalDamage(t *testing.T) {
 	}
 
 	t.Run("bad record in a non-last segment", func(t *testing.T) {
-		o := testOptions(nil)
-		o.MaxSize = 1 << 20
-		fs, _, _, _ := buildJournal(t, o, fixedWrites(30), 0)
-		names, err := fs.ReadDir("/db/journal")
-		require.NoError(t, err)
+		o, fs, names, _, _, _ := segmentedJournal(t, 0)
 		require.Greater(t, len(names), 2)
 		p := path.Join("/db/journal", names[len(names)-2])
 		seg := readFile(t, fs, p)
 		seg[len(seg)-1] ^= 1 // inside its last record
 		writeFile(t, fs, p, seg)
 		o.FS = fs
-		_, err = Open(o)
+		_, err := Open(o)
 		require.ErrorIs(t, err, ErrCorrupt)
 		require.Contains(t, err.Error(), names[len(names)-2])
 	})
 
 	t.Run("torn header of a new last segment", func(t *testing.T) {
-		o := testOptions(nil)
-		o.MaxSize = 1 << 20
-		fs, m, done, salt := buildJournal(t, o, fixedWrites(30), 30)
-		names, err := fs.ReadDir("/db/journal")
-		require.NoError(t, err)
+		o, fs, names, m, done, salt := segmentedJournal(t, 30)
 		// The next segment was being created when the power went: only a
 		// piece of its header reached the disk.
 		var hdr [segHeaderSize]byte

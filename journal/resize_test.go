@@ -2,15 +2,12 @@ package journal
 
 import (
 	"bytes"
-	"github.com/grbd/grbd/internal/extent"
-	"path"
-	"sync/atomic"
 	"syscall"
 	"testing"
 
-	"github.com/stretchr/testify/require"
-
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/vfs"
+	"github.com/stretchr/testify/require"
 )
 
 const grownDev = 3 * testDev
@@ -177,13 +174,7 @@ func TestCoarsen(t *testing.T) {
 // A grow the file system refuses (a full disk) changes nothing: no record,
 // the old size, the store still usable.
 func TestResizeFailedGrowChangesNothing(t *testing.T) {
-	var full atomic.Bool
-	fs := vfs.WithErrors(vfs.NewMem(), func(op vfs.Op, name string) error {
-		if full.Load() && op == vfs.OpTruncate && path.Base(name) == dataName {
-			return syscall.ENOSPC
-		}
-		return nil
-	})
+	fs, full := faultFS(vfs.OpTruncate, "/"+dataName, syscall.ENOSPC)
 	j := mustOpen(t, testOptions(fs))
 	seq, err := j.Append(Write{Offset: 0, Data: []byte("12345678")})
 	require.NoError(t, err)

@@ -5,9 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/vfs"
+	"github.com/stretchr/testify/require"
 )
 
 func TestRewind(t *testing.T) {

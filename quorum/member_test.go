@@ -168,6 +168,14 @@ func (c *cluster) checkOneServer() {
 	require.LessOrEqual(c.t, len(serving), 1, "serving at once: %v", serving)
 }
 
+// requireTakenOver requires that primary alone serves and that old, the
+// primary before it, came back as a secondary.
+func (c *cluster) requireTakenOver(primary, old string) {
+	c.t.Helper()
+	require.Equal(c.t, []string{primary}, c.servers())
+	require.Equal(c.t, RoleSecondary, c.members[old].Status().Role)
+}
+
 func (c *cluster) servers() []string {
 	var out []string
 	for _, mi := range c.infos {
@@ -219,8 +227,7 @@ func TestFailoverAfterPrimaryCrash(t *testing.T) {
 	// The old primary restarts as a secondary: its promotion is history.
 	c.start("a")
 	c.tick(100)
-	require.Equal(t, []string{"b"}, c.servers())
-	require.Equal(t, RoleSecondary, c.members["a"].Status().Role)
+	c.requireTakenOver("b", "a")
 }
 
 func TestIsolatedPrimaryIsFencedBeforeTakeover(t *testing.T) {
@@ -245,8 +252,7 @@ func TestIsolatedPrimaryIsFencedBeforeTakeover(t *testing.T) {
 	// Healing: a learns the new epoch and is no longer primary.
 	c.isolate("a", false)
 	c.tick(50)
-	require.Equal(t, []string{"b"}, c.servers())
-	require.Equal(t, RoleSecondary, c.members["a"].Status().Role)
+	c.requireTakenOver("b", "a")
 }
 
 func TestWitnessLossKeepsPrimary(t *testing.T) {
