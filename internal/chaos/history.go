@@ -18,17 +18,7 @@ const (
 	OpFlush
 )
 
-func (k OpKind) String() string {
-	switch k {
-	case OpWrite:
-		return "write"
-	case OpRead:
-		return "read"
-	case OpFlush:
-		return "flush"
-	}
-	return fmt.Sprintf("op%d", uint8(k))
-}
+func (k OpKind) String() string { return enumString(k, "op", "write", "read", "flush") }
 
 // Outcome is what the client learned about an operation.
 type Outcome uint8
@@ -46,16 +36,15 @@ const (
 	Unknown
 )
 
-func (o Outcome) String() string {
-	switch o {
-	case OK:
-		return "ok"
-	case Failed:
-		return "failed"
-	case Unknown:
-		return "unknown"
+func (o Outcome) String() string { return enumString(o, "outcome", "ok", "failed", "unknown") }
+
+// enumString names v of an enum numbered from 1 (iota + 1) by names in
+// declaration order, or prefix and the number for a value without a name.
+func enumString[T ~uint8](v T, prefix string, names ...string) string {
+	if v >= 1 && int(v) <= len(names) {
+		return names[v-1]
 	}
-	return fmt.Sprintf("outcome%d", uint8(o))
+	return fmt.Sprintf("%s%d", prefix, uint8(v))
 }
 
 // ValueCorrupt is the value recorded for a read that returned a block which is

@@ -133,24 +133,20 @@ func (f *Firewall) Table() string { return f.table }
 
 // Block drops packets from one member to another (a one-way partition).
 func (f *Firewall) Block(ctx context.Context, from, to Endpoint) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	l := link{from, to}
-	if !slices.Contains(f.blocks, l) {
-		f.blocks = append(f.blocks, l)
-	}
-	if err := f.apply(ctx); err != nil {
-		return err
-	}
-	f.ev.Add(EvOneWay, from.Name+"->"+to.Name, "")
-	return nil
+	return f.block(ctx, EvOneWay, from.Name+"->"+to.Name, link{from, to})
 }
 
 // Partition drops packets both ways between a and b.
 func (f *Firewall) Partition(ctx context.Context, a, b Endpoint) error {
+	return f.block(ctx, EvPartition, a.Name+"<->"+b.Name, link{a, b}, link{b, a})
+}
+
+// block adds the links not yet blocked, applies the rules and records the
+// event kind on what.
+func (f *Firewall) block(ctx context.Context, kind, what string, links ...link) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, l := range []link{{a, b}, {b, a}} {
+	for _, l := range links {
 		if !slices.Contains(f.blocks, l) {
 			f.blocks = append(f.blocks, l)
 		}
@@ -158,7 +154,7 @@ func (f *Firewall) Partition(ctx context.Context, a, b Endpoint) error {
 	if err := f.apply(ctx); err != nil {
 		return err
 	}
-	f.ev.Add(EvPartition, a.Name+"<->"+b.Name, "")
+	f.ev.Add(kind, what, "")
 	return nil
 }
 

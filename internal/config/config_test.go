@@ -81,12 +81,12 @@ func TestParseErrors(t *testing.T) {
 		edit func(string) string
 		want string // substring: file:line: field: message
 	}{
-		{"unknown key", func(s string) string { return strings.Replace(s, "  size: 1GiB", "  size: 1GiB\n  colour: red", 1) }, `c.yaml:4: device.colour: unknown field "colour"; known fields here: size`},
-		{"missing cluster", func(s string) string { return strings.Replace(s, "cluster: demo", "cluster: \"\"", 1) }, "c.yaml:1: cluster: required"},
-		{"bad size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 1GB", 1) }, `c.yaml:3: device.size: size "1GB": want a non-negative integer`},
-		{"unaligned size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 1000", 1) }, "c.yaml:3: device.size: 1000 is not a multiple of 4096"},
-		{"zero size", func(s string) string { return strings.Replace(s, "size: 1GiB", "size: 0", 1) }, "c.yaml:3: device.size: required"},
-		{"small journal", func(s string) string { return strings.Replace(s, "max-size: 512MiB", "max-size: 8MiB", 1) }, "c.yaml:5: journal.max-size: must be at least 4 segments"},
+		{"unknown key", swap("  size: 1GiB", "  size: 1GiB\n  colour: red"), `c.yaml:4: device.colour: unknown field "colour"; known fields here: size`},
+		{"missing cluster", swap("cluster: demo", "cluster: \"\""), "c.yaml:1: cluster: required"},
+		{"bad size", swap("size: 1GiB", "size: 1GB"), `c.yaml:3: device.size: size "1GB": want a non-negative integer`},
+		{"unaligned size", swap("size: 1GiB", "size: 1000"), "c.yaml:3: device.size: 1000 is not a multiple of 4096"},
+		{"zero size", swap("size: 1GiB", "size: 0"), "c.yaml:3: device.size: required"},
+		{"small journal", swap("max-size: 512MiB", "max-size: 8MiB"), "c.yaml:5: journal.max-size: must be at least 4 segments"},
 		{"bad sync", func(s string) string {
 			return strings.Replace(s, "max-size: 512MiB", "max-size: 512MiB\n  sync: sometimes", 1)
 		}, "c.yaml:6: journal.sync: \"sometimes\""},
@@ -96,15 +96,15 @@ func TestParseErrors(t *testing.T) {
 		{"bad on-no-quorum", func(s string) string { return s + "quorum:\n  on-no-quorum: panic\n" }, "c.yaml:23: quorum.on-no-quorum: \"panic\""},
 		{"short lease", func(s string) string { return s + "quorum:\n  lease: 20ms\n" }, "c.yaml:23: quorum.lease: must be at least 5 ticks"},
 		{"bad tick", func(s string) string { return s + "quorum:\n  tick: 2s\n" }, "c.yaml:23: quorum.tick: must be between 1ms and 1s"},
-		{"witness without data dir", func(s string) string { return strings.Replace(s, "  data-dir: w\n", "", 1) }, "witness.data-dir: required: the directory for the control-plane log"},
+		{"witness without data dir", swap("  data-dir: w\n", ""), "witness.data-dir: required: the directory for the control-plane log"},
 		{"no nodes", func(s string) string { return s[:strings.Index(s, "nodes:")] }, "c.yaml:1: nodes: at least one data node"},
-		{"duplicate name", func(s string) string { return strings.Replace(s, "name: beta", "name: alpha", 1) }, "c.yaml:12: nodes[1].name: duplicate member name \"alpha\""},
-		{"bad address", func(s string) string { return strings.Replace(s, "address: 127.0.0.1:7701", "address: nowhere", 1) }, "c.yaml:13: nodes[1].address: \"nowhere\" is not host:port"},
-		{"wildcard host", func(s string) string { return strings.Replace(s, "nbd: 127.0.0.1:10810", "nbd: :10810", 1) }, "c.yaml:14: nodes[1].nbd: \":10810\" has no host"},
-		{"bad port", func(s string) string { return strings.Replace(s, "admin: 127.0.0.1:7801", "admin: 127.0.0.1:70000", 1) }, "c.yaml:15: nodes[1].admin: \"127.0.0.1:70000\": port must be 0-65535"},
-		{"port clash", func(s string) string { return strings.Replace(s, "nbd: 127.0.0.1:10810", "nbd: 127.0.0.1:10809", 1) }, "c.yaml:14: nodes[1].nbd: 127.0.0.1:10809 is already used by alpha.nbd"},
-		{"shared data dir", func(s string) string { return strings.Replace(s, "data-dir: w", "data-dir: alpha", 1) }, "c.yaml:21: witness.data-dir: alpha is also the data-dir of alpha on the same host"},
-		{"missing data dir", func(s string) string { return strings.Replace(s, "    data-dir: alpha\n", "", 1) }, "nodes[0].data-dir: required"},
+		{"duplicate name", swap("name: beta", "name: alpha"), "c.yaml:12: nodes[1].name: duplicate member name \"alpha\""},
+		{"bad address", swap("address: 127.0.0.1:7701", "address: nowhere"), "c.yaml:13: nodes[1].address: \"nowhere\" is not host:port"},
+		{"wildcard host", swap("nbd: 127.0.0.1:10810", "nbd: :10810"), "c.yaml:14: nodes[1].nbd: \":10810\" has no host"},
+		{"bad port", swap("admin: 127.0.0.1:7801", "admin: 127.0.0.1:70000"), "c.yaml:15: nodes[1].admin: \"127.0.0.1:70000\": port must be 0-65535"},
+		{"port clash", swap("nbd: 127.0.0.1:10810", "nbd: 127.0.0.1:10809"), "c.yaml:14: nodes[1].nbd: 127.0.0.1:10809 is already used by alpha.nbd"},
+		{"shared data dir", swap("data-dir: w", "data-dir: alpha"), "c.yaml:21: witness.data-dir: alpha is also the data-dir of alpha on the same host"},
+		{"missing data dir", swap("    data-dir: alpha\n", ""), "nodes[0].data-dir: required"},
 		{"witness with nbd", func(s string) string {
 			return strings.Replace(s, "  admin: 127.0.0.1:7802", "  admin: 127.0.0.1:7802\n  nbd: 127.0.0.1:1", 1)
 		}, "witness.nbd: a witness holds no data"},
@@ -220,4 +220,10 @@ func TestParseSize(t *testing.T) {
 	}
 	require.Equal(t, "1GiB", Size(1<<30).String())
 	require.Equal(t, "1000", Size(1000).String())
+}
+
+// swap returns a config edit that replaces the first old with new, the
+// edit most table cases make to the valid sample.
+func swap(old, new string) func(string) string {
+	return func(s string) string { return strings.Replace(s, old, new, 1) }
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,11 +62,7 @@ func (c *Config) validateStorage(bad func(string, ...any)) {
 	if c.Journal.MaxSize < 4*c.Journal.SegmentSize {
 		bad(fmt.Sprintf("must be at least 4 segments (%s)", 4*c.Journal.SegmentSize), "journal", "max-size")
 	}
-	switch c.Journal.Sync {
-	case "":
-		c.Journal.Sync = SyncOnFlush
-	case SyncOnFlush, SyncAlways:
-	default:
+	if !defaultOrOneOf(&c.Journal.Sync, SyncOnFlush, SyncOnFlush, SyncAlways) {
 		bad(fmt.Sprintf("%q: want %q or %q", c.Journal.Sync, SyncOnFlush, SyncAlways), "journal", "sync")
 	}
 }
@@ -73,20 +70,22 @@ func (c *Config) validateStorage(bad func(string, ...any)) {
 // validateReplication fills and checks the replication protocol and the
 // split-brain policy.
 func (c *Config) validateReplication(bad func(string, ...any)) {
-	switch c.Replication.Protocol {
-	case "":
-		c.Replication.Protocol = ProtocolC
-	case ProtocolA, ProtocolB, ProtocolC:
-	default:
+	if !defaultOrOneOf(&c.Replication.Protocol, ProtocolC, ProtocolA, ProtocolB, ProtocolC) {
 		bad(fmt.Sprintf("%q: want A, B or C", c.Replication.Protocol), "replication", "protocol")
 	}
-	switch c.Replication.AfterSplitBrain {
-	case "":
-		c.Replication.AfterSplitBrain = SplitBrainDisconnect
-	case SplitBrainDisconnect, SplitBrainDiscardSecondary:
-	default:
+	if !defaultOrOneOf(&c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDisconnect, SplitBrainDiscardSecondary) {
 		bad(fmt.Sprintf("%q: want %q or %q", c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDiscardSecondary), "replication", "after-split-brain")
 	}
+}
+
+// defaultOrOneOf fills an empty enum field with def and reports whether the
+// field then holds one of the allowed values; the caller words the error,
+// since each field names its choices differently.
+func defaultOrOneOf(v *string, def string, allowed ...string) bool {
+	if *v == "" {
+		*v = def
+	}
+	return slices.Contains(allowed, *v)
 }
 
 // memberCheck checks members one after the other for what must be unique
