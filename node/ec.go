@@ -79,6 +79,29 @@ type ecShards struct {
 	zero   bool
 }
 
+// ecCoding: the primary's side of erasure coding (writeCoding).
+type ecCoding struct{ e *ecNode }
+
+// split cuts a zeroing into an unaligned head, whole stripes and an
+// unaligned tail (ec.Geometry.SplitZero), so that no shard message carries
+// more than a stripe of data for it.
+func (c ecCoding) split(w journal.Write) []journal.Write {
+	if w.ZeroLength == 0 {
+		return nil
+	}
+	parts := c.e.cd.G.SplitZero(w.Offset, w.Offset+w.ZeroLength)
+	if len(parts) < 2 {
+		return nil
+	}
+	ws := make([]journal.Write, len(parts))
+	for i, pt := range parts {
+		ws[i] = journal.Write{Epoch: w.Epoch, Offset: pt[0], ZeroLength: pt[1] - pt[0]}
+	}
+	return ws
+}
+
+func (ecCoding) encode(p *primary, batch []*writeReq) error { return p.ecEncodeBatch(batch) }
+
 // ecEncodeBatch encodes the shard ranges of a batch before it is logged.
 // The bytes of write i are the full copy as of the batch's start (ReadAt
 // waits for earlier batches) with writes 0..i laid over it. Caller holds mu.

@@ -44,6 +44,26 @@ type peerLayout interface {
 	sums(read readFunc, off, length uint64) ([]uint32, error)
 }
 
+// writeCoding is what the primary does to a write before it journals and
+// ships it, besides what each peer gets of it (peerLayout): nothing for a
+// mirror (mirrorCoding); erasure coding (ecCoding, ec.go) cuts zeroings at
+// stripe boundaries and encodes each batch's shard pieces.
+type writeCoding interface {
+	// split cuts w into the writes to make instead, in order; nil: w as
+	// it is.
+	split(w journal.Write) []journal.Write
+	// encode prepares the pieces of batch's writes before it is logged.
+	// Caller holds p.mu.
+	encode(p *primary, batch []*writeReq) error
+}
+
+// mirrorCoding: every peer gets the write as it is.
+type mirrorCoding struct{}
+
+func (mirrorCoding) split(journal.Write) []journal.Write { return nil }
+
+func (mirrorCoding) encode(*primary, []*writeReq) error { return nil }
+
 // readFunc reads the device.
 type readFunc func(b []byte, off int64) error
 

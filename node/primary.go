@@ -46,13 +46,14 @@ var (
 // then rmu; proposals.mu under coreMu. The core is only touched under
 // coreMu.
 type primary struct {
-	n     *Node
-	store *journal.Journal
-	epoch uint64
-	log   *slog.Logger
-	ctx   context.Context
-	stopf context.CancelFunc
-	wg    sync.WaitGroup
+	n      *Node
+	store  *journal.Journal
+	coding writeCoding // what a write becomes before it is journaled and shipped
+	epoch  uint64
+	log    *slog.Logger
+	ctx    context.Context
+	stopf  context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu sync.Mutex
 	ws []journal.Write // logBatch's scratch, under mu
@@ -106,6 +107,10 @@ func newPrimary(n *Node, st quorum.State) *primary {
 		waiters:  map[replicator.ReqID]*waiter{},
 		inflight: map[uint64]inflightWrite{},
 		tr:       n.mesh, ctl: n.ctl, proposals: newProposals(),
+	}
+	p.coding = mirrorCoding{}
+	if n.ec != nil {
+		p.coding = ecCoding{n.ec}
 	}
 	p.ctx, p.stopf = context.WithCancel(n.ctx)
 	return p

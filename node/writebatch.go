@@ -43,15 +43,13 @@ func (p *primary) write(w journal.Write, fua bool) error {
 	if err := p.store.Validate(w); err != nil {
 		return err
 	}
-	if e := p.n.ec; e != nil && w.ZeroLength > 0 {
-		if parts := e.cd.G.SplitZero(w.Offset, w.Offset+w.ZeroLength); len(parts) > 1 {
-			for _, pt := range parts {
-				if err := p.write(journal.Write{Epoch: w.Epoch, Offset: pt[0], ZeroLength: pt[1] - pt[0]}, fua); err != nil {
-					return err
-				}
+	if parts := p.coding.split(w); parts != nil {
+		for _, pt := range parts {
+			if err := p.write(pt, fua); err != nil {
+				return err
 			}
-			return nil
 		}
+		return nil
 	}
 	r := &writeReq{w: w, fua: fua, ready: make(chan bool, 1)}
 	p.qmu.Lock()
@@ -137,13 +135,11 @@ func (p *primary) logBatch(batch []*writeReq) {
 		}
 		return
 	}
-	if p.n.ec != nil {
-		if err := p.ecEncodeBatch(batch); err != nil {
-			for _, r := range batch {
-				r.err = fmt.Errorf("node: erasure-code the write: %w", err)
-			}
-			return
+	if err := p.coding.encode(p, batch); err != nil {
+		for _, r := range batch {
+			r.err = fmt.Errorf("node: erasure-code the write: %w", err)
 		}
+		return
 	}
 	ws := p.ws[:0]
 	for _, r := range batch {
