@@ -179,7 +179,7 @@ func (g *GrbdCluster) Processes() []Process {
 	var ps []Process
 	for _, m := range g.members {
 		if m.c != nil {
-			ps = append(ps, Process{Name: m.name, PID: m.c.pid()})
+			ps = append(ps, Process{Name: m.name, PID: m.c.PID()})
 		}
 	}
 	return ps
@@ -248,7 +248,7 @@ func (g *GrbdCluster) kill9(name string) error {
 		return err
 	}
 	if m.c != nil {
-		m.c.kill()
+		m.c.Kill()
 		m.c = nil
 	}
 	return nil

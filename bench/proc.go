@@ -74,9 +74,6 @@ func startChild(ctx context.Context, logDir, name string, argv []string, ready r
 	}
 }
 
-// pid is the child's process id.
-func (c *serverProc) pid() int { return c.PID() }
-
 // stop sends SIGTERM and waits; SIGKILL after 10 s. How a server ends on
 // SIGTERM is its own business: only a kill is an error.
 func (c *serverProc) stop() error {
@@ -87,9 +84,6 @@ func (c *serverProc) stop() error {
 	}
 	return nil
 }
-
-// kill sends SIGKILL (no cleanup: a crash) and waits for the exit.
-func (c *serverProc) kill() { c.Kill() }
 
 func dialOK(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, time.Second)

@@ -55,7 +55,7 @@ func TestChildLifecycle(t *testing.T) {
 	c, rest, err := startChild(context.Background(), dir, "sh", []string{"sh", "-c", "echo ready nbd://x:1; exec sleep 60"}, readiness{Line: "ready "})
 	require.NoError(t, err)
 	require.Equal(t, "nbd://x:1", rest)
-	_, _, err = readProcStats(c.pid())
+	_, _, err = readProcStats(c.PID())
 	require.NoError(t, err)
 	require.NoError(t, c.stop())
 	require.NoError(t, c.stop(), "stop twice")

@@ -85,7 +85,7 @@ func (q *qemuQuorum) Stop() error {
 func (q *qemuQuorum) Processes() []Process {
 	var ps []Process
 	if q.front != nil {
-		ps = append(ps, Process{Name: "qemu-nbd", PID: q.front.pid()})
+		ps = append(ps, Process{Name: "qemu-nbd", PID: q.front.PID()})
 	}
 	for _, c := range q.children {
 		ps = append(ps, c.Processes()...)

@@ -79,7 +79,7 @@ func (n *nbdkitFile) Processes() []Process {
 	if n.c == nil {
 		return nil
 	}
-	return []Process{{Name: n.name, PID: n.c.pid()}}
+	return []Process{{Name: n.name, PID: n.c.PID()}}
 }
 
 // makeImage creates a fully allocated image so no system pays for block

@@ -88,7 +88,7 @@ func TestECFioKillTwoPeers(t *testing.T) {
 	np, st := c.waitPrimary([]string{"n1", "n2", "n3", "n4"}, 30*time.Second)
 	t.Logf("%s primary and serving %v after the kill", np, time.Since(killed).Round(time.Millisecond))
 	require.Nil(t, st.Shard, "the new primary is a full copy")
-	logb, err := os.ReadFile(procs[np].log)
+	logb, err := os.ReadFile(procs[np].Log)
 	require.NoError(t, err)
 	for _, l := range strings.Split(string(logb), "\n") {
 		if strings.Contains(l, "takeover done") {

@@ -92,10 +92,9 @@ func clusterConfig(t *testing.T, dir string, nodes int, size string, extra strin
 
 // proc is a grbd process under test.
 type proc struct {
-	*child.Process
-	t    *testing.T
-	name string
-	log  string
+	*child.Process // Log is the path of its log file
+	t              *testing.T
+	name           string
 
 	mu    sync.Mutex
 	ready []string // URIs printed on "ready nbd://" lines, in order
@@ -131,7 +130,7 @@ var oldBinary bool
 // planted bug).
 func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, log: filepath.Join(logDir, name+".log")}
+	p := &proc{t: t, name: name}
 	if len(args) > 0 && (args[0] == "node" || args[0] == "witness") && !slices.Contains(args, "--new-cluster") && !oldBinary {
 		// Tests start members one after the other, waiting for the first
 		// to serve: the cluster is created without waiting for every
@@ -140,7 +139,7 @@ func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *pro
 		args = append(args, "--new-cluster")
 	}
 	cp, err := child.Start(child.Spec{
-		Name: name, Path: bin, Args: append(args, "--log-level", "debug"), Log: p.log,
+		Name: name, Path: bin, Args: append(args, "--log-level", "debug"), Log: filepath.Join(logDir, name+".log"),
 		Started: []string{wait},
 		// Recorded before the line can end the start: a caller woken by
 		// it reads the ready URI at once (uri).

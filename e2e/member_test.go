@@ -13,7 +13,7 @@ import (
 func logContains(t *testing.T, p *proc, s string, timeout time.Duration) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		b, _ := os.ReadFile(p.log)
+		b, _ := os.ReadFile(p.Log)
 		return strings.Contains(string(b), s)
 	}, timeout, 50*time.Millisecond, "%s never logged %q", p.name, s)
 }

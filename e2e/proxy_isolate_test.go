@@ -56,7 +56,7 @@ func TestProxyExt4FioSurvivesIsolatedPrimary(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() {
-		if b, err := os.ReadFile(p.log); err == nil && t.Failed() {
+		if b, err := os.ReadFile(p.Log); err == nil && t.Failed() {
 			t.Logf("proxy log:\n%s", tail(string(b), 8000))
 		}
 	})

@@ -121,7 +121,7 @@ func (c *secureCluster) impostorConfig(name, from string, keepAddress bool, edit
 func requireRefusedLogged(t *testing.T, p *proc, claimed string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		b, _ := os.ReadFile(p.log)
+		b, _ := os.ReadFile(p.Log)
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.Contains(l, "refused peer connection") && strings.Contains(l, "remote=127.0.0.1:") && strings.Contains(l, "claimed="+claimed) {
 				return true
@@ -135,7 +135,7 @@ func requireRefusedLogged(t *testing.T, p *proc, claimed string) {
 // link coming up.
 func requireNeverLinked(t *testing.T, p *proc) {
 	t.Helper()
-	b, err := os.ReadFile(p.log)
+	b, err := os.ReadFile(p.Log)
 	require.NoError(t, err)
 	require.NotContains(t, string(b), `msg="peer link up"`, "the impostor linked with a member")
 }
@@ -229,7 +229,7 @@ func TestWitnessImpostorCannotGrantLeases(t *testing.T) {
 	})
 	imp := startMember(t, c.dir, "impostor-w", "ready witness", "witness", "--config", p, "--name", "w")
 	require.Eventually(t, func() bool {
-		b, _ := os.ReadFile(c.procs["n0"].log)
+		b, _ := os.ReadFile(c.procs["n0"].Log)
 		return strings.Contains(string(b), `msg="peer link refused"`) && strings.Contains(string(b), "peer=w")
 	}, 15*time.Second, 100*time.Millisecond, "n0 did not refuse the impostor")
 	deadline := time.Now().Add(3 * time.Second)

@@ -196,7 +196,7 @@ func (shardLayout) paced() bool { return false }
 // this one: what it must acknowledge is what was queued for it.
 func (s shardLayout) clearHead(last uint64) uint64 { return min(last, s.l.sentSeq.Load()) }
 
-func (s shardLayout) sums(_ readFunc, off, length uint64) ([]uint32, error) {
+func (s shardLayout) sums(_ ec.ReadFunc, off, length uint64) ([]uint32, error) {
 	return s.l.p.n.ecChunkSums(s.shard, off, length, verifyChunk)
 }
 

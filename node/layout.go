@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/grbd/grbd/internal/ec"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
@@ -41,7 +42,7 @@ type peerLayout interface {
 	clearHead(last uint64) uint64
 	// sums is the CRC-32C of each verifyChunk of the peer's store range
 	// [off, off+length) as this primary's copy says it must be.
-	sums(read readFunc, off, length uint64) ([]uint32, error)
+	sums(read ec.ReadFunc, off, length uint64) ([]uint32, error)
 }
 
 // writeCoding is what the primary does to a write before it journals and
@@ -64,9 +65,6 @@ func (mirrorCoding) split(journal.Write) []journal.Write { return nil }
 
 func (mirrorCoding) encode(*primary, []*writeReq) error { return nil }
 
-// readFunc reads the device.
-type readFunc func(b []byte, off int64) error
-
 // mirrorLayout: the peer keeps a full copy.
 type mirrorLayout struct{ l *link }
 
@@ -86,7 +84,7 @@ func (mirrorLayout) paced() bool { return true }
 
 func (mirrorLayout) clearHead(last uint64) uint64 { return last }
 
-func (mirrorLayout) sums(read readFunc, off, length uint64) ([]uint32, error) {
+func (mirrorLayout) sums(read ec.ReadFunc, off, length uint64) ([]uint32, error) {
 	return chunkSums(read, off, length, verifyChunk)
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grbd/grbd/internal/ec"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/mesh"
@@ -121,7 +122,7 @@ func (n *Node) verifyPeer(ctx context.Context, l *link) ([]extent.Extent, error)
 	defer stop()
 	r, w := wire.NewReader(s), wire.NewWriter(s)
 	size := uint64(l.layout.storeSize(n.store.Size()))
-	var read readFunc = n.store.ReadAt
+	var read ec.ReadFunc = n.store.ReadAt
 	if p := n.currentPrimary(); p != nil {
 		read = p.readChecked // a corrupt block here is repaired from a peer first
 	}

@@ -47,8 +47,10 @@ type Spec struct {
 	// stderr goes to Stderr (nil discards it).
 	Log    string
 	Stderr io.Writer
-	// Started lists the stdout line prefixes that end the start (nil:
-	// any line). Started() is closed at the first such line.
+	// Started lists the stdout line prefixes that end the start: nil
+	// means any line, an empty list none (the caller judges the start
+	// otherwise, by dialling its port say). Started() is closed at the
+	// first such line.
 	Started []string
 	// OnLine, when set, is called with every stdout line, in order, before
 	// the line can close Started() (a caller woken by Started sees what
