@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -93,7 +94,7 @@ func (a *applier) run(r *wire.Reader) error {
 // batchable returns m as a journal write if it is a client write (or
 // zeroing) of a primary that is not deposed.
 func (a *applier) batchable(m wire.Message) (journal.Write, bool) {
-	w, ok := clientWrite(m)
+	w, ok := peerwire.ClientWrite(m)
 	if !ok {
 		return w, false
 	}
@@ -188,7 +189,7 @@ func (a *applier) applyPending() error {
 // applyOne applies one message from the primary.
 func (a *applier) applyOne(m wire.Message) error {
 	s := a.s
-	w, ok := journalWrite(m, a.epoch)
+	w, ok := peerwire.JournalWrite(m, a.epoch)
 	if !ok {
 		return a.applyControl(m)
 	}

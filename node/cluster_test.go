@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
-	"github.com/grbd/grbd/internal/freeport"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/datadir"
+	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/freeport"
 	"github.com/grbd/grbd/witness"
 	"github.com/stretchr/testify/require"
 )

@@ -2,7 +2,6 @@ package node
 
 import (
 	"fmt"
-	"github.com/grbd/grbd/internal/freeport"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -11,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/grbd/grbd/internal/config"
-
+	"github.com/grbd/grbd/internal/freeport"
 	"github.com/stretchr/testify/require"
 )
 

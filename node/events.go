@@ -2,10 +2,10 @@ package node
 
 import (
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"log/slog"
 
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/quorum"
 )

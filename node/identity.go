@@ -7,7 +7,6 @@ package node
 // sync before it counts or can be promoted.
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/grbd/grbd/internal/events"
@@ -15,20 +14,6 @@ import (
 	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
 )
-
-// putHelloDisks fills Hello.Generation. From a primary: the disk the
-// control plane records for the receiving peer, then the primary's own. From
-// a secondary: its own disk, then zero. Part of the wire format (docs/wire.md).
-func putHelloDisks(h *wire.Hello, first, second uint64) {
-	binary.LittleEndian.PutUint64(h.Generation[0:8], first)
-	binary.LittleEndian.PutUint64(h.Generation[8:16], second)
-}
-
-// helloDisks reads what putHelloDisks wrote (zeros from a version before data
-// identity).
-func helloDisks(h *wire.Hello) (first, second uint64) {
-	return binary.LittleEndian.Uint64(h.Generation[0:8]), binary.LittleEndian.Uint64(h.Generation[8:16])
-}
 
 // Identity is a data node's data identity as status shows it.
 type Identity struct {
@@ -67,7 +52,7 @@ func (n *Node) identity(st quorum.State) Identity {
 // not the one that holds its data, and if so persists a full resync (the
 // node is Inconsistent until it finished) before anything else happens.
 func (s *secondary) replacedDisk(h *wire.Hello) error {
-	recorded, _ := helloDisks(h)
+	recorded, _ := h.Disks()
 	mine := s.store.ID()
 	if recorded == 0 || recorded == mine {
 		return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -30,23 +31,6 @@ const (
 	DiskUnknown      = "Unknown"
 	DiskSplitBrain   = "SplitBrain"
 )
-
-// Hello.Flags from a secondary. helloFlagInconsistent: the sender is in the
-// middle of a region resync from LastSeq (it persisted that before the
-// resync began) and must not be caught up from its journal position; an
-// Extents message with its own regions to resync follows the Hello.
-const helloFlagInconsistent uint32 = 1
-
-// helloFlagFullCopy in a secondary's Hello of an erasure-coded resource:
-// its store is a full copy of the device (the first node, or a shard peer
-// that took over), not its configured shard.
-const helloFlagFullCopy uint32 = 2
-
-// helloFlagResume (docs/replication.md, "Resuming a resync"): in a
-// primary's Hello, it takes a ResyncProgress after an Inconsistent peer's
-// Extents; in a secondary's, that ResyncProgress follows. A node that does
-// not know the bit ignores it, and then neither side sends the message.
-const helloFlagResume uint32 = 4
 
 const (
 	// queueLimit bounds the bytes a catch-up or resync may queue for a peer
@@ -269,10 +253,10 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 		l.p.peerLost(l)
 		return err
 	}
-	l.log.Info("peer connected", "peer_last_seq", hello.LastSeq, "inconsistent", hello.Flags&helloFlagInconsistent != 0, "extra_extents", len(extra))
+	l.log.Info("peer connected", "peer_last_seq", hello.LastSeq, "inconsistent", hello.Flags&wire.HelloInconsistent != 0, "extra_extents", len(extra))
 	// What the peer holds as of this session (it may have lost an unsynced
 	// tail since the last one); set before its acks are read.
-	disk, _ := helloDisks(hello)
+	disk, _ := hello.Disks()
 	l.p.coreMu.Lock()
 	_ = l.p.core.PeerConnected(l.name, hello.LastSeq, disk)
 	l.p.coreMu.Unlock()
@@ -458,7 +442,7 @@ func (l *link) catchUp(h *wire.Hello, extra []extent.Extent, prog *wire.ResyncPr
 		l.disk.Store(DiskInconsistent)
 		return l.resync(from, l.layout.toDevice(extra), nil)
 	}
-	if h.Flags&helloFlagInconsistent != 0 {
+	if h.Flags&wire.HelloInconsistent != 0 {
 		l.disk.Store(DiskInconsistent)
 		// It cannot acknowledge live writes before its resync ends: have
 		// it Outdated rather than hold writes back that long.
@@ -470,7 +454,7 @@ func (l *link) catchUp(h *wire.Hello, extra []extent.Extent, prog *wire.ResyncPr
 	var err error
 	for round := 0; round < 8 && err == nil && st.LastSeq()-sent > liveGap; round++ {
 		err = st.ReadRecords(sent+1, func(w journal.Write) error {
-			if !l.enqueueWait(wireWrite(w, l.p.epoch, false)) {
+			if !l.enqueueWait(peerwire.WireWrite(w, l.p.epoch, false)) {
 				return errSessionEnded
 			}
 			sent = w.Seq
@@ -505,7 +489,7 @@ func (l *link) goLive(sent *uint64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	err := p.store.ReadRecords(*sent+1, func(w journal.Write) error {
-		if !l.enqueueWait(wireWrite(w, p.epoch, false)) {
+		if !l.enqueueWait(peerwire.WireWrite(w, p.epoch, false)) {
 			return errSessionEnded
 		}
 		*sent = w.Seq

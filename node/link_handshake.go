@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/quorum"
-	"github.com/grbd/grbd/replicator"
 )
 
 // The primary's side of a data stream's handshake (link.session): its Hello
@@ -20,10 +20,10 @@ import (
 // and the progress of its interrupted resync (nil: none reported).
 func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []extent.Extent, *wire.ResyncProgress, error) {
 	h, extra, err := l.handshakeExtents(s, r, w)
-	if err != nil || h.Flags&helloFlagInconsistent == 0 || h.Flags&helloFlagResume == 0 || l.p.n.ec != nil {
+	if err != nil || h.Flags&wire.HelloInconsistent == 0 || h.Flags&wire.HelloResume == 0 || l.p.n.ec != nil {
 		return h, extra, nil, err
 	}
-	prog, err := readMsg[*wire.ResyncProgress](r, "ResyncProgress")
+	prog, err := peerwire.ReadAs[*wire.ResyncProgress](r, "ResyncProgress")
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -42,10 +42,10 @@ func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wi
 		return nil, nil, fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
 	h, err := l.checkPeerHello(m, recorded)
-	if err != nil || h.Flags&helloFlagInconsistent == 0 {
+	if err != nil || h.Flags&wire.HelloInconsistent == 0 {
 		return h, nil, err
 	}
-	ex, err := readMsg[*wire.Extents](r, "Extents")
+	ex, err := peerwire.ReadAs[*wire.Extents](r, "Extents")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -69,14 +69,14 @@ func (l *link) sendHello(w *wire.Writer, recorded uint64) error {
 	p := l.p
 	me := &wire.Hello{Cluster: p.n.cfg.Cluster, From: p.n.me.Name, Role: wire.RolePrimary, Epoch: p.epoch,
 		LastSeq: p.store.LastSeq(), DurableSeq: p.store.DurableSeq()}
-	putHelloDisks(me, recorded, p.store.ID())
+	me.PutDisks(recorded, p.store.ID())
 	if p.n.ec == nil {
-		me.Flags = helloFlagResume
+		me.Flags = wire.HelloResume
 	}
 	if err := w.WriteMsg(me); err != nil {
 		return err
 	}
-	if err := w.WriteMsg(historyToWire(p.n.history(), me.LastSeq)); err != nil {
+	if err := w.WriteMsg(peerwire.HistoryToWire(p.n.history(), me.LastSeq)); err != nil {
 		return err
 	}
 	return w.Flush()
@@ -103,61 +103,20 @@ func (l *link) checkPeerHello(m wire.Message, recorded uint64) (*wire.Hello, err
 		return nil, fmt.Errorf("%w: peer says it is %q", ErrHandshake, h.From)
 	}
 	hc := *h
-	disk, _ := helloDisks(&hc)
-	if recorded != 0 && disk != 0 && disk != recorded && hc.Flags&helloFlagInconsistent == 0 {
+	disk, _ := hc.Disks()
+	if recorded != 0 && disk != 0 && disk != recorded && hc.Flags&wire.HelloInconsistent == 0 {
 		// A peer of this version resyncs itself in full when told its disk
 		// is not the recorded one; one that does not must not be counted.
 		return nil, fmt.Errorf("%w: %s has disk %s, not the recorded %s, and did not ask for a full sync", ErrHandshake,
 			l.name, quorum.ShortDisk(disk), quorum.ShortDisk(recorded))
 	}
-	if p.n.ec != nil && (hc.Flags&helloFlagFullCopy != 0) != l.layout.fullCopy() {
+	if p.n.ec != nil && (hc.Flags&wire.HelloFullCopy != 0) != l.layout.fullCopy() {
 		// Shard pieces must never reach a full copy, nor device writes a
 		// shard: a node that took over keeps a full copy in the slot of its
 		// configured shard (docs/erasure.md, "Failover").
 		return nil, fmt.Errorf("%w: %s keeps %s, this primary expects %s", ErrHandshake, l.name,
-			map[bool]string{true: "a full copy", false: "a shard"}[hc.Flags&helloFlagFullCopy != 0],
+			map[bool]string{true: "a full copy", false: "a shard"}[hc.Flags&wire.HelloFullCopy != 0],
 			map[bool]string{true: "a full copy", false: fmt.Sprintf("shard %d", l.shard)}[l.shard < 0])
 	}
 	return &hc, nil
-}
-
-// readMsg reads the next handshake message, which must be a T (what names
-// it in errors).
-func readMsg[T wire.Message](r *wire.Reader, what string) (T, error) {
-	var zero T
-	m, err := r.ReadMsg()
-	if err != nil {
-		return zero, fmt.Errorf("%w: %s: %w", ErrHandshake, what, err)
-	}
-	t, ok := m.(T)
-	if !ok {
-		return zero, fmt.Errorf("%w: expected %s, got %v", ErrHandshake, what, m.Type())
-	}
-	return t, nil
-}
-
-// historyToWire is a History message of h (the newest wire.MaxHistory
-// entries) at lastSeq.
-func historyToWire(h replicator.History, lastSeq uint64) *wire.History {
-	wh := &wire.History{LastSeq: lastSeq}
-	for _, e := range h {
-		var f uint8
-		if e.Forced {
-			f = wire.HistoryForced
-		}
-		wh.Entries = append(wh.Entries, wire.HistoryEntry{Epoch: e.Epoch, FirstSeq: e.FirstSeq, Flags: f})
-	}
-	if len(wh.Entries) > wire.MaxHistory {
-		wh.Entries = wh.Entries[len(wh.Entries)-wire.MaxHistory:]
-	}
-	return wh
-}
-
-// historyFromWire is the History a History message carries.
-func historyFromWire(wh *wire.History) replicator.History {
-	var h replicator.History
-	for _, e := range wh.Entries {
-		h = append(h, replicator.HistoryEntry{Epoch: e.Epoch, FirstSeq: e.FirstSeq, Forced: e.Flags&wire.HistoryForced != 0})
-	}
-	return h
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/quorum"
@@ -21,7 +22,7 @@ var (
 	// in a way the divergence rules cannot resolve.
 	ErrPeerAhead = errors.New("node: peer ahead of primary")
 	// ErrHandshake is returned when a peer's Hello is missing or refused.
-	ErrHandshake = errors.New("node: handshake refused")
+	ErrHandshake = peerwire.ErrHandshake
 	// ErrPeerFailed is returned when a peer nacks a write or a flush.
 	ErrPeerFailed = errors.New("node: peer failed a request")
 	// ErrSplitBrain is returned when a peer's data diverged in a way that

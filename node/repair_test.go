@@ -1,17 +1,16 @@
 package node
 
 import (
-	"github.com/grbd/grbd/internal/extent"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/journal"
+	"github.com/stretchr/testify/require"
 )
 
 // damage flips bytes of n's data.img behind its back (a disk's bit rot).

@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/nbdclient"
 	"github.com/grbd/grbd/journal"
+	"github.com/stretchr/testify/require"
 )
 
 const (

@@ -8,11 +8,11 @@ package node
 
 import (
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"sync/atomic"
 	"time"
 
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/replicator"
 )
@@ -53,12 +53,12 @@ func (o *offer) wire() *wire.ResyncProgress {
 // trust the report) and the report. A nil offer: go on without progress.
 func (s *secondary) offerProgress(h *wire.Hello, pri, mine replicator.History, rs *replicator.ResyncState) (*wire.Hello, *wire.Extents, *offer, error) {
 	pr := *rs.Progress
-	_, priDisk := helloDisks(h)
+	_, priDisk := h.Disks()
 	src := replicator.ResumeSource{Disk: priDisk, LastSeq: h.LastSeq, History: pri}
 	forged := testOfferAnything.Load()
 	if forged != nil {
 		pr = *forged
-	} else if h.Flags&helloFlagResume == 0 || s.n.ec != nil || pr.AsOf > s.store.LastSeq() || !replicator.Offer(pr, rs.From, src, mine) {
+	} else if h.Flags&wire.HelloResume == 0 || s.n.ec != nil || pr.AsOf > s.store.LastSeq() || !replicator.Offer(pr, rs.From, src, mine) {
 		s.log.Info("resync progress cannot be offered to this primary: it is dropped", "primary", h.From, "as_of", pr.AsOf)
 		return nil, nil, nil, nil
 	}
@@ -87,8 +87,8 @@ func (s *secondary) offerProgress(h *wire.Hello, pri, mine replicator.History, r
 	s.discard = false
 	s.mu.Unlock()
 	me := &wire.Hello{Cluster: s.n.cfg.Cluster, From: s.n.me.Name, Role: wire.RoleSecondary, Epoch: h.Epoch,
-		LastSeq: rs.From, DurableSeq: rs.From, Flags: helloFlagInconsistent | helloFlagResume}
-	putHelloDisks(me, s.store.ID(), 0)
+		LastSeq: rs.From, DurableSeq: rs.From, Flags: wire.HelloInconsistent | wire.HelloResume}
+	me.PutDisks(s.store.ID(), 0)
 	ex := &wire.Extents{}
 	if next.All || len(extra) > wire.MaxExtents/2 {
 		ex.Flags = wire.ExtentsAll

@@ -9,12 +9,10 @@ import (
 
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
-
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/sidecar"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/replicator"
+	"github.com/stretchr/testify/require"
 )
 
 const resumeSize = 32 << 20

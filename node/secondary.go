@@ -12,6 +12,7 @@ import (
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/mesh"
+	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -204,7 +205,7 @@ func (s *secondary) session(peer string, c net.Conn) error {
 		return err
 	}
 	if s.n.ec != nil && !s.n.shardPeer() {
-		me.Flags |= helloFlagFullCopy
+		me.Flags |= wire.HelloFullCopy
 	}
 	if err := w.WriteMsg(me); err != nil {
 		return err
@@ -229,7 +230,7 @@ func (s *secondary) session(peer string, c net.Conn) error {
 	s.log.Info("primary connected", "primary", h.From, "epoch", h.Epoch, "last_seq", me.LastSeq, "inconsistent", me.Flags != 0)
 	s.n.peerState(h.From, ConnConnected, fmt.Sprintf("primary of epoch %d connected", h.Epoch))
 
-	_, source := helloDisks(h)
+	_, source := h.Disks()
 	a := &applier{s: s, w: w, epoch: h.Epoch, source: source, offered: offered}
 	a.flushOut() // announce what this node holds at once
 	err = a.run(r)
@@ -254,11 +255,11 @@ func readPrimaryHello(r *wire.Reader) (*wire.Hello, replicator.History, error) {
 		return nil, nil, fmt.Errorf("%w: first message is %v", ErrHandshake, m.Type())
 	}
 	hc := *h
-	wh, err := readMsg[*wire.History](r, "History")
+	wh, err := peerwire.ReadAs[*wire.History](r, "History")
 	if err != nil {
 		return nil, nil, err
 	}
-	return &hc, historyFromWire(wh), nil
+	return &hc, peerwire.HistoryFromWire(wh), nil
 }
 
 // agree compares this node's journal with the primary's history
@@ -270,7 +271,7 @@ func readPrimaryHello(r *wire.Reader) (*wire.Hello, replicator.History, error) {
 // interrupted resync it reports (nil: none, see offer).
 func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.Hello, *wire.Extents, *offer, error) {
 	me := &wire.Hello{Cluster: s.n.cfg.Cluster, From: s.n.me.Name, Role: wire.RoleSecondary, Epoch: h.Epoch}
-	putHelloDisks(me, s.store.ID(), 0)
+	me.PutDisks(s.store.ID(), 0)
 	if err := s.replacedDisk(h); err != nil {
 		return nil, nil, nil, err
 	}
@@ -320,7 +321,7 @@ func (s *secondary) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*w
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	me.LastSeq, me.DurableSeq, me.Flags = from, from, helloFlagInconsistent
+	me.LastSeq, me.DurableSeq, me.Flags = from, from, wire.HelloInconsistent
 	ex := &wire.Extents{Extents: next.Extents}
 	if next.All {
 		ex.Flags = wire.ExtentsAll

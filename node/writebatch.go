@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 
+	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -163,7 +164,7 @@ func (p *primary) logBatch(batch []*writeReq) {
 			m, own := lk.layout.message(r, l)
 			if !own {
 				if msg == nil {
-					msg = wireWrite(l.Write, p.epoch, r.fua)
+					msg = peerwire.WireWrite(l.Write, p.epoch, r.fua)
 				}
 				m = msg
 			}

@@ -1,18 +1,19 @@
-package node
-
-// The conversions between journal writes and their wire messages, in one
-// place: the primary ships journal records as wire messages, a secondary
-// journals the messages it receives.
+// Package peerwire is what the peer protocol's messages mean to the two
+// sides of replication: the conversions between wire messages and journal
+// writes or replicator histories, and the typed read of a handshake
+// message. The primary side (node/) and the secondary side (secondary/)
+// share it, so that what one ships is what the other journals.
+package peerwire
 
 import (
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 )
 
-// wireWrite converts a journal record to its wire message, copying the data:
+// WireWrite converts a journal record to its wire message, copying the data:
 // the caller's buffer is not retained. The message is shared, read-only, by
 // every peer queue.
-func wireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
+func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 	if w.Resize > 0 {
 		return &wire.Resize{Seq: w.Seq, Epoch: epoch, Size: uint64(w.Resize)}
 	}
@@ -22,9 +23,9 @@ func wireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: append([]byte(nil), w.Data...)}
 }
 
-// clientWrite converts a client write or zeroing message to its journal
+// ClientWrite converts a client write or zeroing message to its journal
 // write.
-func clientWrite(m wire.Message) (journal.Write, bool) {
+func ClientWrite(m wire.Message) (journal.Write, bool) {
 	switch m := m.(type) {
 	case *wire.Write:
 		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}, true
@@ -34,11 +35,11 @@ func clientWrite(m wire.Message) (journal.Write, bool) {
 	return journal.Write{}, false
 }
 
-// journalWrite converts a message that carries a write (a client write or
+// JournalWrite converts a message that carries a write (a client write or
 // zeroing, a resync copy, written under the session's epoch, or a resize)
 // to its journal write.
-func journalWrite(m wire.Message, epoch uint64) (journal.Write, bool) {
-	if w, ok := clientWrite(m); ok {
+func JournalWrite(m wire.Message, epoch uint64) (journal.Write, bool) {
+	if w, ok := ClientWrite(m); ok {
 		return w, true
 	}
 	switch m := m.(type) {
