@@ -119,7 +119,7 @@ func (n *Node) Status() Status {
 			disk = DiskFailed
 		}
 	} else {
-		disk, peers = n.sec.disk(qs.IsOutdated(n.me.Name)), n.sec.peerStatuses()
+		disk, peers = n.secondaryDisk(qs.IsOutdated(n.me.Name)), n.secondaryPeers()
 	}
 	st := Status{
 		Cluster:    n.cfg.Cluster,
@@ -210,7 +210,7 @@ func (n *Node) adminHandler() http.Handler {
 		member.ServeReplace(n.ctl, w, r)
 	})
 	mux.HandleFunc("POST /resolve", func(w http.ResponseWriter, _ *http.Request) {
-		n.sec.allowDiscard()
+		n.sec.AllowDiscard()
 		n.log.Warn("split brain: this node will discard its divergent writes at the next connect")
 		writeJSON(w, http.StatusOK, n.Status())
 	})

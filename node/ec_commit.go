@@ -9,6 +9,7 @@ import (
 
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/replicator"
 )
 
 // Deferred apply on shard peers (docs/erasure.md, "Failover"). A shard
@@ -67,25 +68,29 @@ func (a *shardApply) poke() {
 	}
 }
 
-// add queues logged writes (in log order, after every earlier one).
-func (a *shardApply) add(ls []journal.Logged) {
+// Add queues logged writes (in log order, after every earlier one).
+func (a *shardApply) Add(ls []journal.Logged) {
 	a.mu.Lock()
 	a.pending = append(a.pending, ls...)
 	a.mu.Unlock()
 	a.poke()
 }
 
-// setCommit learns the primary's committed position.
-func (a *shardApply) setCommit(seq uint64) {
+// SetCommit learns the primary's committed position (a test's fault hook
+// may make this node ignore it).
+func (a *shardApply) SetCommit(seq uint64) {
+	if a.n.opts.faults.ignoresCommit(a.n.me.Name) {
+		return
+	}
 	a.mu.Lock()
 	a.commit = max(a.commit, seq)
 	a.mu.Unlock()
 	a.poke()
 }
 
-// beginLog and endLog bracket the reader's journal.Log.
-func (a *shardApply) beginLog() { a.logging.Store(time.Now().UnixNano()) }
-func (a *shardApply) endLog()   { a.logging.Store(0) }
+// BeginLog and EndLog bracket the reader's journal.Log.
+func (a *shardApply) BeginLog() { a.logging.Store(time.Now().UnixNano()) }
+func (a *shardApply) EndLog()   { a.logging.Store(0) }
 
 func (a *shardApply) run() {
 	defer close(a.done)
@@ -138,20 +143,20 @@ func (a *shardApply) applyLocked(limit uint64) error {
 	return nil
 }
 
-// applyAll applies every pending write (they are part of the history the
+// ApplyAll applies every pending write (they are part of the history the
 // node goes on with, or the node is closing: replay would apply them).
-func (a *shardApply) applyAll() error { return a.applyUpTo(math.MaxUint64) }
+func (a *shardApply) ApplyAll() error { return a.applyUpTo(math.MaxUint64) }
 
-// appended notes a write journaled and applied at once (Append): the
+// Appended notes a write journaled and applied at once (Append): the
 // pending list was empty (applyAll first).
-func (a *shardApply) appended(seq uint64) { a.applied.Store(max(a.applied.Load(), seq)) }
+func (a *shardApply) Appended(seq uint64) { a.applied.Store(max(a.applied.Load(), seq)) }
 
-// settle applies the pending writes up to d and drops the others. The
+// Settle applies the pending writes up to d and drops the others. The
 // caller persisted that the data file may lack the dropped ones and
 // rewinds the journal to d next.
 // With force it does so also when writes above d were applied already (a
 // rewind before a region resync, which rewrites what they touched).
-func (a *shardApply) settle(d uint64, force bool) error {
+func (a *shardApply) Settle(d uint64, force bool) error {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	if A := a.applied.Load(); A > d && !force {
@@ -181,7 +186,7 @@ func (a *shardApply) close() error {
 		close(a.stop)
 	}
 	<-a.done
-	return a.applyAll()
+	return a.ApplyAll()
 }
 
 // ecCommitLocked tells the shard peers how far the core committed, when
@@ -211,8 +216,8 @@ func (n *Node) shardApplier() *shardApply {
 	return n.sa
 }
 
-// faultHooks inject faults into the erasure-coded write path of the nodes
-// a test starts with them (Options.faults; nil injects none). A hook may be
+// faultHooks inject faults into the erasure-coded write path and the
+// secondary's resync offer of the nodes a test starts with them (Options.faults; nil injects none). A hook may be
 // set and cleared while the nodes run.
 type faultHooks struct {
 	// dropPiece: the primary skips a shard peer's piece of seq (the write
@@ -224,6 +229,9 @@ type faultHooks struct {
 	// applyEagerly: a shard peer applies without waiting for Commit (its
 	// image gets ahead of the committed position).
 	applyEagerly atomic.Pointer[func(node string) bool]
+	// forgeOffer: a secondary offers this resync progress without checking
+	// it, so that the primary's checks are tested alone.
+	forgeOffer atomic.Pointer[replicator.ResyncProgress]
 }
 
 func (f *faultHooks) dropsPiece(peer string, seq uint64) bool {

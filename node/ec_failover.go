@@ -28,7 +28,7 @@ var (
 )
 
 // Markers in a shard peer's data dir (sidecar): after a crash during a
-// settle (dropping journaled writes) the image may lack records the
+// Settle (dropping journaled writes) the image may lack records the
 // journal replays as applied, and during a takeover's rebuild the store is
 // neither the shard nor the device; either way the node restarts
 // Inconsistent (full resync), after a takeover as a full copy.
@@ -89,35 +89,13 @@ func planTakeover(k int, all []shardSurvivor) (takeoverPlan, error) {
 	return plan, nil
 }
 
-// fence makes every primary of an epoch below epoch lose its session here
-// and waits until the running session ended, so the journal position
-// reported next is final for that primary.
-func (s *secondary) fence(epoch uint64) error {
-	if known := s.epoch.Load(); epoch < known {
-		return fmt.Errorf("%w: epoch %d < %d", ErrShardUnusable, epoch, known)
-	}
-	if epoch > s.epoch.Load() {
-		s.epoch.Store(epoch)
-	}
-	s.mu.Lock()
-	for c, e := range s.sessions {
-		if e < epoch {
-			c.Close()
-		}
-	}
-	s.mu.Unlock()
-	s.sessMu.Lock() // an old primary's session, if any, has finished
-	s.sessMu.Unlock()
-	return nil
-}
-
 // shardStateReply is this shard peer's ShardStateReply.
 func (n *Node) shardStateReply(id uint64) *wire.ShardStateReply {
-	r := &wire.ShardStateReply{ID: id, LastSeq: n.store.LastSeq(), Epoch: n.sec.epoch.Load()}
+	r := &wire.ShardStateReply{ID: id, LastSeq: n.store.LastSeq(), Epoch: n.sec.Epoch()}
 	if sa := n.shardApplier(); sa != nil {
 		r.Applied = min(sa.applied.Load(), r.LastSeq)
 	}
-	if n.sec.consistent() {
+	if n.sec.Consistent() {
 		r.Flags = wire.ShardStateConsistent
 	}
 	return r
@@ -136,7 +114,7 @@ func (n *Node) serveShard(w *wire.Writer, m wire.Message) (bool, error) {
 		if n.shardApplier() == nil || n.currentPrimary() != nil {
 			return true, nack(m.ID, wire.NackState, notShard)
 		}
-		if err := n.sec.fence(m.Epoch); err != nil {
+		if err := n.fenceOlder(m.Epoch); err != nil {
 			return true, nack(m.ID, wire.NackStaleEpoch, err)
 		}
 		return true, w.WriteMsg(n.shardStateReply(m.ID))
@@ -144,7 +122,7 @@ func (n *Node) serveShard(w *wire.Writer, m wire.Message) (bool, error) {
 		if n.shardApplier() == nil || n.currentPrimary() != nil {
 			return true, nack(m.ID, wire.NackState, notShard)
 		}
-		if err := n.sec.fence(m.Epoch); err != nil {
+		if err := n.fenceOlder(m.Epoch); err != nil {
 			return true, nack(m.ID, wire.NackStaleEpoch, err)
 		}
 		if err := n.ecSettle(m.Seq); err != nil {
@@ -155,7 +133,7 @@ func (n *Node) serveShard(w *wire.Writer, m wire.Message) (bool, error) {
 		if n.shardApplier() == nil || n.currentPrimary() != nil {
 			return true, nack(m.ID, wire.NackState, notShard)
 		}
-		if n.ecSettled.Load() != m.Seq+1 || n.store.LastSeq() != m.Seq || m.Epoch < n.sec.epoch.Load() {
+		if n.ecSettled.Load() != m.Seq+1 || n.store.LastSeq() != m.Seq || m.Epoch < n.sec.Epoch() {
 			return true, nack(m.ID, wire.NackState, fmt.Errorf("%w: not settled at %d (last %d)", ErrShardUnusable, m.Seq, n.store.LastSeq()))
 		}
 		size := uint64(n.store.Size())
@@ -189,7 +167,7 @@ func (n *Node) ecSettle(d uint64) error {
 			return fmt.Errorf("node: settle: %w", err)
 		}
 	}
-	if err := sa.settle(d, false); err != nil {
+	if err := sa.Settle(d, false); err != nil {
 		return err
 	}
 	if last > d {
@@ -236,7 +214,7 @@ func (n *Node) ecRecover() error {
 				}
 			}
 		}
-		if err := n.sec.saveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
+		if err := n.sec.SaveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
 			return err
 		}
 		if err := n.meta.Unmark(f); err != nil {

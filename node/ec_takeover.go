@@ -97,8 +97,8 @@ func (n *Node) ecTakeover(st quorum.Status) (takeoverStats, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(n.ctx, takeoverTimeout)
 	defer cancel()
-	n.sec.stopSessions()
-	if err := n.sec.fence(st.Epoch); err != nil {
+	n.sec.StopSessions()
+	if err := n.fenceOlder(st.Epoch); err != nil {
 		return takeoverStats{}, err
 	}
 	g := n.ec.cd.G
@@ -140,7 +140,7 @@ func (n *Node) ecTakeover(st quorum.Status) (takeoverStats, error) {
 // answered, by shard; the caller closes them.
 func (n *Node) surveyShards(ctx context.Context, st quorum.Status) ([]shardSurvivor, map[int]*shardConn) {
 	survivors := []shardSurvivor{{Name: n.me.Name, Shard: n.ec.shardNow(), Reached: true, Outdated: st.IsOutdated(n.me.Name),
-		Consistent: n.sec.consistent(), Last: n.store.LastSeq(), Applied: min(n.sa.applied.Load(), n.store.LastSeq())}}
+		Consistent: n.sec.Consistent(), Last: n.store.LastSeq(), Applied: min(n.sa.applied.Load(), n.store.LastSeq())}}
 	conns := map[int]*shardConn{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -249,7 +249,7 @@ func (n *Node) ecRebuild(d uint64, readers map[int]func(a, b int64) ([]byte, err
 	// This node's own shard may not be one of the K (unusable, or not
 	// needed): its pending writes must not hold the final rewind's
 	// checkpoint back. Its image is overwritten anyway.
-	if err := n.sa.settle(d, true); err != nil {
+	if err := n.sa.Settle(d, true); err != nil {
 		return 0, fmt.Errorf("node: takeover: %w", err)
 	}
 	if _, err := n.store.Append(journalResize(g.Size)); err != nil {
@@ -331,10 +331,10 @@ func (n *Node) ecStartPrimary(st quorum.Status) bool {
 // itself again for a while.
 func (n *Node) ecBackoff() {
 	n.ecNoPromote.Store(true)
-	n.setConsistent(n.sec.consistent())
+	n.setConsistent(n.sec.Consistent())
 	time.AfterFunc(3*time.Second, func() {
 		n.ecNoPromote.Store(false)
-		n.setConsistent(n.sec.consistent())
+		n.setConsistent(n.sec.Consistent())
 	})
 }
 

@@ -95,5 +95,5 @@ func (n *Node) detach() {
 		n.stopPrimaryLocked(ErrDiskFailed)
 		n.roleMu.Unlock()
 	}
-	n.sec.dropFrom("*")
+	n.sec.DropFrom("*")
 }

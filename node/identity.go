@@ -9,10 +9,7 @@ package node
 import (
 	"fmt"
 
-	"github.com/grbd/grbd/internal/events"
-	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/quorum"
-	"github.com/grbd/grbd/replicator"
 )
 
 // Identity is a data node's data identity as status shows it.
@@ -46,29 +43,4 @@ func (n *Node) identity(st quorum.State) Identity {
 		id.Promotable, id.NotPromotable = false, "its disk failed: "+err.Error()
 	}
 	return id
-}
-
-// replacedDisk reports whether the primary's Hello says this node's disk is
-// not the one that holds its data, and if so persists a full resync (the
-// node is Inconsistent until it finished) before anything else happens.
-func (s *secondary) replacedDisk(h *wire.Hello) error {
-	recorded, _ := h.Disks()
-	mine := s.store.ID()
-	if recorded == 0 || recorded == mine {
-		return nil
-	}
-	s.mu.Lock()
-	rs := s.resync
-	s.mu.Unlock()
-	if rs != nil && rs.All && rs.From == 0 {
-		return nil // a full sync is under way already
-	}
-	if err := s.saveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
-		return err
-	}
-	s.n.setConsistent(false)
-	why := fmt.Sprintf("disk %s is not the recorded disk %s (replaced or wiped): full sync from %s", quorum.ShortDisk(mine), quorum.ShortDisk(recorded), h.From)
-	s.log.Warn("disk is not the one that holds this node's data: full sync", "disk", quorum.ShortDisk(mine), "recorded", quorum.ShortDisk(recorded), "primary", h.From)
-	s.n.events.Add(Event{Type: events.TypeDisk, State: DiskInconsistent, Cause: why})
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/quorum"
+	"github.com/grbd/grbd/secondary"
 )
 
 // The primary's side of a data stream's handshake (link.session): its Hello
@@ -88,7 +89,7 @@ func (l *link) sendHello(w *wire.Writer, recorded uint64) error {
 func (l *link) checkPeerHello(m wire.Message, recorded uint64) (*wire.Hello, error) {
 	p := l.p
 	if nack, ok := m.(*wire.Nack); ok {
-		if nack.Code == wire.NackState && strings.HasPrefix(nack.Reason, splitBrainReason) {
+		if nack.Code == wire.NackState && strings.HasPrefix(nack.Reason, secondary.SplitBrainReason) {
 			return nil, fmt.Errorf("%w: %s", ErrSplitBrain, nack.Reason)
 		}
 		return nil, fmt.Errorf("%w: peer refused: code %d: %s", ErrHandshake, nack.Code, nack.Reason)

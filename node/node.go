@@ -43,6 +43,7 @@ import (
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
+	"github.com/grbd/grbd/secondary"
 )
 
 // Version is the grbd release; set at build time with -ldflags.
@@ -127,7 +128,7 @@ type Node struct {
 	roleMu   sync.Mutex
 	prim     *primary                // the current primary instance, nil on a secondary
 	primA    atomic.Pointer[primary] // prim, for the I/O path
-	sec      *secondary
+	sec      *secondary.Side
 	lastRole RoleEvent
 	// lastOutdated is the Outdated set of the last reconcile (events).
 	lastOutdated []string
@@ -231,7 +232,7 @@ func (n *Node) open() error {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
 	}
 	n.ctl.SetDisk(n.store.ID())
-	n.setConsistent(n.sec.consistent())
+	n.setConsistent(n.sec.Consistent())
 	return n.openNetwork()
 }
 
@@ -278,7 +279,7 @@ func (n *Node) openDisk() (exists bool, err error) {
 	if err := n.loadHistory(); err != nil {
 		return false, err
 	}
-	if n.sec, err = newSecondary(n); err != nil {
+	if n.sec, err = n.newSecondary(); err != nil {
 		return false, err
 	}
 	if err := n.ecRecover(); err != nil {
@@ -384,7 +385,7 @@ func (n *Node) Close() error {
 		n.roleMu.Unlock()
 		errs := []error{n.nbd.Close(), n.admin.Shutdown(ctx)}
 		n.wg.Wait()
-		n.sec.close()
+		n.sec.Close()
 		n.mesh.Close()
 		if n.sa != nil {
 			errs = append(errs, n.sa.close())
@@ -408,7 +409,7 @@ func (n *Node) handleStream(peer string, kind uint8, s net.Conn) {
 			s.Close()
 			return
 		}
-		n.sec.handle(peer, s)
+		n.sec.Handle(peer, s)
 	case wire.StreamAdmin:
 		n.serveAdmin(peer, s)
 	default:
@@ -477,7 +478,7 @@ func (n *Node) SetDisconnected(peer string, on bool) error {
 				}
 			}
 		}
-		n.sec.dropFrom(peer)
+		n.sec.DropFrom(peer)
 	}
 	n.events.Add(Event{Type: events.TypeConnection, Peer: peer, State: map[bool]string{true: ConnDisconnected, false: ConnConnecting}[on],
 		Cause: map[bool]string{true: "grbd disconnect", false: "grbd connect"}[on]})
@@ -490,11 +491,11 @@ func (n *Node) Invalidate() error {
 	if n.currentPrimary() != nil {
 		return fmt.Errorf("node: %s is primary: invalidate a secondary", n.me.Name)
 	}
-	if err := n.sec.saveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
+	if err := n.sec.SaveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
 		return err
 	}
 	n.setConsistent(false)
-	n.sec.dropFrom("*")
+	n.sec.DropFrom("*")
 	n.events.Add(Event{Type: events.TypeInvalidate, State: DiskInconsistent, Cause: "grbd invalidate: full resync from the primary"})
 	return nil
 }

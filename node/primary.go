@@ -14,6 +14,7 @@ import (
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
+	"github.com/grbd/grbd/secondary"
 )
 
 // Errors callers branch on.
@@ -27,7 +28,7 @@ var (
 	ErrPeerFailed = errors.New("node: peer failed a request")
 	// ErrSplitBrain is returned when a peer's data diverged in a way that
 	// only the operator may resolve.
-	ErrSplitBrain = errors.New("node: split brain")
+	ErrSplitBrain = secondary.ErrSplitBrain
 )
 
 // primary is the write path of the primary of one epoch: every device

@@ -169,7 +169,7 @@ func (n *Node) serveBlock(w *wire.Writer, req *wire.BlockRequest) error {
 		return nack(wire.NackState, "the asked node is primary")
 	case n.shardPeer():
 		return nack(wire.NackState, "the asked node is an erasure-code shard peer: it holds no copy of the device")
-	case !n.sec.consistent():
+	case !n.sec.Consistent():
 		return nack(wire.NackState, "the asked node's disk is Inconsistent")
 	case req.Offset > uint64(n.store.Size()) || uint64(req.Length) > uint64(n.store.Size())-req.Offset:
 		return nack(wire.NackOutOfRange, fmt.Sprintf("[%d,+%d) beyond %d", req.Offset, req.Length, n.store.Size()))

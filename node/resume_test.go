@@ -17,9 +17,11 @@ import (
 
 const resumeSize = 32 << 20
 
-// resumeCluster: a 32 MiB device, resyncs slowed to 48 MiB/s.
-func resumeCluster(t *testing.T) (*testCluster, *Node) {
-	c := newSizedCluster(t, "32MiB", 2, true, "replication:\n  resync-rate: 48MiB\n")
+// resumeCluster: a 32 MiB device, resyncs slowed to 16 MiB/s, so that a
+// loaded machine still sees the progress of half a resync about a second
+// before the resync ends.
+func resumeCluster(t *testing.T, opts ...Options) (*testCluster, *Node) {
+	c := newSizedCluster(t, "32MiB", 2, true, "replication:\n  resync-rate: 16MiB\n", opts...)
 	p := c.primary()
 	writeBlocks(t, p, 0, 100)
 	c.waitUpToDate(p)
@@ -73,7 +75,8 @@ func TestResyncResumes(t *testing.T) {
 // TestResyncProgressNotTrusted: a report the primary cannot check is
 // ignored and everything is copied again.
 func TestResyncProgressNotTrusted(t *testing.T) {
-	c, p := resumeCluster(t)
+	faults := &faultHooks{}
+	c, p := resumeCluster(t, Options{faults: faults})
 	for _, tc := range []struct {
 		name string
 		edit func(p *replicator.ResyncProgress, primary *Node)
@@ -91,8 +94,8 @@ func TestResyncProgressNotTrusted(t *testing.T) {
 			// secondary that offers everything it has.
 			forged := *rs.Progress
 			tc.edit(&forged, p)
-			testOfferAnything.Store(&forged)
-			t.Cleanup(func() { testOfferAnything.Store(nil) })
+			faults.forgeOffer.Store(&forged)
+			t.Cleanup(func() { faults.forgeOffer.Store(nil) })
 			c.start("d1")
 			c.waitUpToDate(p)
 			ps := p.Status().Peers[0]

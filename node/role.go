@@ -24,7 +24,7 @@ func (n *Node) reconcile() {
 		return
 	default:
 	}
-	n.sec.setEpoch(st.Epoch, st.Primary)
+	n.sec.SetEpoch(st.Epoch, st.Primary)
 	switch {
 	case st.Role == quorum.RolePrimary && (n.prim == nil || n.prim.epoch != st.Epoch):
 		if n.prim != nil {
@@ -68,7 +68,7 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		_ = n.ctl.RequestDemote()
 		return
 	}
-	if !st.Forced && !n.sec.consistent() {
+	if !st.Forced && !n.sec.Consistent() {
 		// A promotion proposed before a resync began may still commit: an
 		// Inconsistent node must not serve. Give the role back; a
 		// consistent node takes over.
@@ -81,7 +81,7 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		// device from K shards (ec_takeover.go).
 		return
 	}
-	n.sec.stopSessions()
+	n.sec.StopSessions()
 	h := n.history().Enter(st.Epoch, n.store.LastSeq()+1, st.Forced)
 	if err := n.setHistory(h); err != nil {
 		// Without the history entry a later divergence check could be

@@ -229,7 +229,7 @@ func (m *member) onData(from string, d *dataMsg) {
 
 func (m *member) reply(to string, d *dataMsg) { m.w.net.sendData(m.name, to, d) }
 
-// secondaryReceive is the model of node/secondary.go.
+// secondaryReceive is the model of the secondary side (package secondary).
 func (m *member) secondaryReceive(from string, d *dataMsg) {
 	if d.epoch < m.known || m.prim != nil {
 		m.reply(from, &dataMsg{kind: dNack, epoch: d.epoch})

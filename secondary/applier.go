@@ -1,4 +1,4 @@
-package node
+package secondary
 
 import (
 	"errors"
@@ -23,7 +23,7 @@ import (
 // Flushes sync in goroutines of their own and answer through the same
 // writer.
 type applier struct {
-	s     *secondary
+	s     *Side
 	epoch uint64 // of the session's primary
 
 	pending []journal.Write // writes read, not yet journaled
@@ -124,25 +124,25 @@ func (a *applier) applyPending() error {
 		clear(a.pending)
 		a.pending, a.arena = a.pending[:0], a.arena[:0]
 	}()
-	if s.n.proto == replicator.ProtocolB {
+	if s.cfg.Protocol == replicator.ProtocolB {
 		// Protocol B completes a write once every peer has it in memory:
 		// say so before the journal write.
 		if err := a.ackReceived(a.pending[len(a.pending)-1].Seq); err != nil {
 			return err
 		}
 	}
-	sa := s.n.shardApplier()
+	sa := s.node.ShardApplier()
 	if sa != nil {
-		sa.beginLog()
+		sa.BeginLog()
 	}
 	logged, err := s.store.Log(a.pending)
 	if sa != nil {
-		sa.endLog()
+		sa.EndLog()
 	}
 	if err != nil && len(logged) == 0 {
 		if sa != nil {
 			// Append applies at once: nothing may wait before it.
-			if err := sa.applyAll(); err != nil {
+			if err := sa.ApplyAll(); err != nil {
 				return a.nack(a.pending[0].Seq, err)
 			}
 		}
@@ -154,7 +154,7 @@ func (a *applier) applyPending() error {
 				return a.nack(w.Seq, err)
 			}
 			if sa != nil {
-				sa.appended(w.Seq)
+				sa.Appended(w.Seq)
 			}
 			s.journaled.Store(w.Seq)
 		}
@@ -166,9 +166,9 @@ func (a *applier) applyPending() error {
 	s.journaled.Store(logged[len(logged)-1].Seq)
 	ackErr := a.flushOut()
 	if sa != nil && len(logged) > 0 {
-		// A shard peer applies them once committed (ec_commit.go); their
+		// A shard peer applies them once committed (node/ec_commit.go); their
 		// data stays in this arena, which the next batch must not reuse.
-		sa.add(logged)
+		sa.Add(logged)
 		logged = nil
 		a.arena = nil
 	}
@@ -209,7 +209,7 @@ func (a *applier) applyOne(m wire.Message) error {
 		// A deposed primary: refuse, and end the session so that it can
 		// complete nothing more through this node.
 		a.reply(&wire.Nack{Seq: w.Seq, Code: wire.NackStaleEpoch, Reason: fmt.Sprintf("epoch %d < %d", w.Epoch, known)})
-		return fmt.Errorf("%w: write of epoch %d, newest known %d", ErrHandshake, w.Epoch, known)
+		return fmt.Errorf("%w: write of epoch %d, newest known %d", peerwire.ErrHandshake, w.Epoch, known)
 	}
 	return a.appendWrite(m, w)
 }
@@ -219,13 +219,11 @@ func (a *applier) applyControl(m wire.Message) error {
 	s := a.s
 	switch m := m.(type) {
 	case *wire.Commit:
-		sa := s.n.shardApplier()
+		sa := s.node.ShardApplier()
 		if sa == nil {
-			return fmt.Errorf("%w: Commit on a full copy", ErrHandshake)
+			return fmt.Errorf("%w: Commit on a full copy", peerwire.ErrHandshake)
 		}
-		if !s.n.opts.faults.ignoresCommit(s.n.me.Name) {
-			sa.setCommit(m.Seq)
-		}
+		sa.SetCommit(m.Seq)
 		return nil
 	case *wire.ResyncProgress:
 		if err := a.resumed(m); err != nil {
@@ -244,7 +242,7 @@ func (a *applier) applyControl(m wire.Message) error {
 		a.syncs.Go(func() {
 			ack := &wire.FlushAck{ID: id, Seq: seq}
 			if err := s.store.Sync(seq); err != nil {
-				_ = s.n.checkDisk("flush", err)
+				_ = s.node.CheckDisk("flush", err)
 				ack.Err = uint32(syscall.EIO)
 			}
 			a.reply(ack)
@@ -252,7 +250,7 @@ func (a *applier) applyControl(m wire.Message) error {
 		})
 		return nil
 	default:
-		return fmt.Errorf("%w: unexpected %v from primary", ErrHandshake, m.Type())
+		return fmt.Errorf("%w: unexpected %v from primary", peerwire.ErrHandshake, m.Type())
 	}
 }
 
@@ -261,10 +259,10 @@ func (a *applier) applyControl(m wire.Message) error {
 func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 	s := a.s
 	before := s.store.Size()
-	sa := s.n.shardApplier()
+	sa := s.node.ShardApplier()
 	if sa != nil {
 		// Append applies at once: nothing may wait before it.
-		if err := sa.applyAll(); err != nil {
+		if err := sa.ApplyAll(); err != nil {
 			return a.nack(w.Seq, err)
 		}
 	}
@@ -272,7 +270,7 @@ func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 		return a.nack(w.Seq, err)
 	}
 	if sa != nil {
-		sa.appended(w.Seq)
+		sa.Appended(w.Seq)
 	}
 	s.journaled.Store(w.Seq)
 	if rd, ok := m.(*wire.ResyncData); ok {
@@ -281,7 +279,7 @@ func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 		}
 	}
 	if w.Resize > before {
-		s.n.grown(fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
+		s.node.Grown(fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
 	}
 	return nil
 }
@@ -298,7 +296,7 @@ func (a *applier) nack(seq uint64, err error) error {
 	if len(reason) > wire.MaxString {
 		reason = reason[:wire.MaxString]
 	}
-	err = a.s.n.checkDisk("apply the primary's write", err)
+	err = a.s.node.CheckDisk("apply the primary's write", err)
 	a.s.log.Error("cannot apply primary's write", "seq", seq, "err", err)
 	a.reply(&wire.Nack{Seq: seq, Code: code, Reason: reason})
 	return fmt.Errorf("node: apply seq %d: %w", seq, err)

@@ -1,4 +1,4 @@
-package node
+package secondary
 
 // Resuming an interrupted resync (docs/replication.md, "Resuming a
 // resync"), the secondary's side: it persists how far a resync got at
@@ -8,11 +8,10 @@ package node
 
 import (
 	"fmt"
-	"sync/atomic"
 	"time"
 
-	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/replicator"
 )
@@ -26,10 +25,6 @@ const (
 	// ranges only claims less).
 	maxProgressExtents = 1 << 16
 )
-
-// testOfferAnything, set by tests, makes a secondary offer this progress
-// without checking it, so that the primary's checks are tested alone.
-var testOfferAnything atomic.Pointer[replicator.ResyncProgress]
 
 // offer is the progress a secondary reported in its handshake.
 type offer replicator.ResyncProgress
@@ -51,14 +46,14 @@ func (o *offer) wire() *wire.ResyncProgress {
 // copied ranges), and returns the Hello, the Extents (conservative: every
 // region it changed since the resync began, for a primary that does not
 // trust the report) and the report. A nil offer: go on without progress.
-func (s *secondary) offerProgress(h *wire.Hello, pri, mine replicator.History, rs *replicator.ResyncState) (*wire.Hello, *wire.Extents, *offer, error) {
+func (s *Side) offerProgress(h *wire.Hello, pri, mine replicator.History, rs *replicator.ResyncState) (*wire.Hello, *wire.Extents, *offer, error) {
 	pr := *rs.Progress
 	_, priDisk := h.Disks()
 	src := replicator.ResumeSource{Disk: priDisk, LastSeq: h.LastSeq, History: pri}
-	forged := testOfferAnything.Load()
+	forged := s.forgedOffer()
 	if forged != nil {
 		pr = *forged
-	} else if h.Flags&wire.HelloResume == 0 || s.n.ec != nil || pr.AsOf > s.store.LastSeq() || !replicator.Offer(pr, rs.From, src, mine) {
+	} else if h.Flags&wire.HelloResume == 0 || s.cfg.ErasureCoded || pr.AsOf > s.store.LastSeq() || !replicator.Offer(pr, rs.From, src, mine) {
 		s.log.Info("resync progress cannot be offered to this primary: it is dropped", "primary", h.From, "as_of", pr.AsOf)
 		return nil, nil, nil, nil
 	}
@@ -73,20 +68,20 @@ func (s *secondary) offerProgress(h *wire.Hello, pri, mine replicator.History, r
 	if len(next.Extents) > wire.MaxExtents/2 {
 		next.All, next.Extents = true, nil
 	}
-	if err := s.saveResync(&next); err != nil {
+	if err := s.SaveResync(&next); err != nil {
 		return nil, nil, nil, err
 	}
 	if _, err := s.store.Rewind(pr.AsOf); err != nil {
 		return nil, nil, nil, fmt.Errorf("node: rewind to %d: %w", pr.AsOf, err)
 	}
-	if err := s.n.setHistory(mine.Adopt(pri, pr.AsOf)); err != nil {
+	if err := s.node.SetHistory(mine.Adopt(pri, pr.AsOf)); err != nil {
 		return nil, nil, nil, err
 	}
 	s.mu.Lock()
 	s.splitBrain.Store(false)
 	s.discard = false
 	s.mu.Unlock()
-	me := &wire.Hello{Cluster: s.n.cfg.Cluster, From: s.n.me.Name, Role: wire.RoleSecondary, Epoch: h.Epoch,
+	me := &wire.Hello{Cluster: s.cfg.Cluster, From: s.cfg.Name, Role: wire.RoleSecondary, Epoch: h.Epoch,
 		LastSeq: rs.From, DurableSeq: rs.From, Flags: wire.HelloInconsistent | wire.HelloResume}
 	me.PutDisks(s.store.ID(), 0)
 	ex := &wire.Extents{}
@@ -110,13 +105,13 @@ func (a *applier) resumed(m *wire.ResyncProgress) error {
 	s, o := a.s, a.offered
 	a.offered = nil
 	if o == nil || m.Source != a.source {
-		return fmt.Errorf("%w: unexpected ResyncProgress from primary", ErrHandshake)
+		return fmt.Errorf("%w: unexpected ResyncProgress from primary", peerwire.ErrHandshake)
 	}
 	s.mu.Lock()
 	rs := s.resync
 	s.mu.Unlock()
 	if rs == nil {
-		return fmt.Errorf("%w: ResyncProgress for a consistent disk", ErrHandshake)
+		return fmt.Errorf("%w: ResyncProgress for a consistent disk", peerwire.ErrHandshake)
 	}
 	next := *rs
 	next.Progress = nil
@@ -131,18 +126,17 @@ func (a *applier) resumed(m *wire.ResyncProgress) error {
 		next.Progress = &replicator.ResyncProgress{AsOf: o.AsOf, Epoch: o.Epoch, Source: o.Source, Copied: kept}
 		a.copied, a.tracking, a.lastSave = kept, true, time.Now()
 		s.log.Info("primary resumes the interrupted resync", "as_of", o.AsOf, "kept_bytes", extent.Bytes(kept))
-		s.n.events.Add(Event{Type: events.TypeDisk, State: DiskInconsistent,
-			Cause: fmt.Sprintf("resync resumed: %d bytes copied before are kept", extent.Bytes(kept))})
+		s.node.Inconsistent(fmt.Sprintf("resync resumed: %d bytes copied before are kept", extent.Bytes(kept)))
 	} else {
 		s.log.Warn("primary does not trust the resync progress: everything is copied again", "as_of", o.AsOf)
 	}
-	return s.saveResync(&next)
+	return s.SaveResync(&next)
 }
 
 // copiedRange records a region copy the session applied and persists the
 // progress when enough accumulated.
 func (a *applier) copiedRange(off, n uint64) error {
-	if a.source == 0 || a.s.n.ec != nil || a.offered != nil {
+	if a.source == 0 || a.s.cfg.ErasureCoded || a.offered != nil {
 		return nil // a primary before resume, or an erasure-coded resource
 	}
 	if !a.tracking {
@@ -179,5 +173,14 @@ func (a *applier) saveProgress() error {
 	}
 	next := *rs
 	next.Progress = &replicator.ResyncProgress{AsOf: asOf, Epoch: a.epoch, Source: a.source, Copied: append([]extent.Extent(nil), copied...)}
-	return s.saveResync(&next)
+	return s.SaveResync(&next)
+}
+
+// forgedOffer is the progress a test makes this side offer unchecked (nil:
+// none).
+func (s *Side) forgedOffer() *replicator.ResyncProgress {
+	if s.cfg.ForgedOffer == nil {
+		return nil
+	}
+	return s.cfg.ForgedOffer()
 }

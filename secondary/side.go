@@ -1,0 +1,277 @@
+// Package secondary is the peer side of replication: it accepts a
+// primary's data stream, agrees with it on where the two journals part
+// (catch-up, rewind and resync, split brain), journals and applies its
+// writes in sequence order, acknowledges them, and persists the progress of
+// a region resync so that an interrupted one resumes
+// (docs/replication.md).
+//
+// The node that runs it is behind the Node interface: the control plane,
+// the event log, the disk's health and erasure coding stay there.
+package secondary
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/replicator"
+)
+
+// Errors callers branch on.
+var (
+	// ErrSplitBrain is returned when the primary's data diverged in a way
+	// that only the operator may resolve.
+	ErrSplitBrain = errors.New("node: split brain")
+	// ErrStaleEpoch is returned by Fence for an epoch older than one this
+	// side already follows.
+	ErrStaleEpoch = errors.New("secondary: stale epoch")
+)
+
+// SplitBrainReason opens the Nack reason a secondary sends when it refuses
+// to discard divergent data.
+const SplitBrainReason = "split brain"
+
+// Config is what a Side is built from.
+type Config struct {
+	Cluster, Name string
+	Protocol      replicator.Protocol
+	// DiscardOnSplitBrain: the after-split-brain policy discards this
+	// node's divergent data (discard-secondary).
+	DiscardOnSplitBrain bool
+	// ErasureCoded: the resource is erasure-coded (no resync resume).
+	ErasureCoded     bool
+	HandshakeTimeout time.Duration
+	Store            *journal.Journal
+	Meta             Meta
+	Log              *slog.Logger
+	// ForgedOffer, tests only: when it returns a progress, the side offers
+	// it without checking it, so that the primary's checks are tested
+	// alone.
+	ForgedOffer func() *replicator.ResyncProgress
+}
+
+// Meta persists the resync state (internal/sidecar).
+type Meta interface {
+	Resync() (*replicator.ResyncState, error)
+	SaveResync(rs *replicator.ResyncState) error
+}
+
+// Node is what the side needs of the node that runs it.
+type Node interface {
+	// Disconnected: the operator disconnected peer (grbd disconnect).
+	Disconnected(peer string) bool
+	// DiskFailure is the error that failed the disk, nil while healthy;
+	// CheckDisk fails the disk if err says the disk is sick and returns err.
+	DiskFailure() error
+	CheckDisk(op string, err error) error
+	// SetConsistent tells the control plane whether this node may be
+	// promoted.
+	SetConsistent(ok bool)
+	History() replicator.History
+	SetHistory(h replicator.History) error
+	// PrimaryArrived: a primary's Hello passed the first checks.
+	PrimaryArrived()
+	// PrimaryConnected and PrimaryLost report the data path from peer.
+	PrimaryConnected(peer, cause string)
+	PrimaryLost(peer, cause string)
+	// SplitBrain, Diverged, Inconsistent, Consistent and Grown report what
+	// happened to the data (events).
+	SplitBrain(peer, detail string)
+	Diverged(peer, detail string)
+	Inconsistent(cause string)
+	Consistent(cause string)
+	Grown(cause string)
+	// FullCopyOfCode: this node keeps a full copy of an erasure-coded
+	// resource (its Hello says so).
+	FullCopyOfCode() bool
+	// ShardApplier is the deferred apply of an erasure-code shard peer,
+	// nil on any other node.
+	ShardApplier() ShardApplier
+}
+
+// ShardApplier defers applying a shard peer's journaled writes to its image
+// until the primary commits them (node/ec_commit.go).
+type ShardApplier interface {
+	// BeginLog and EndLog bracket a batch's journal write.
+	BeginLog()
+	EndLog()
+	// Add takes logged writes to apply once committed; their data must
+	// stay valid until then.
+	Add(ls []journal.Logged)
+	// Appended records that seq was appended (and so applied) at once.
+	Appended(seq uint64)
+	// ApplyAll applies everything taken; Settle drops what is above d
+	// (force: without waiting for it).
+	ApplyAll() error
+	Settle(d uint64, force bool) error
+	// SetCommit takes the primary's commit position.
+	SetCommit(seq uint64)
+}
+
+// State is the side's view of its data and its primary.
+type State struct {
+	Primary      string // the last primary that connected ("": none)
+	Connected    bool   // a primary's session runs
+	CaughtUp     bool   // it got ResyncDone in this session
+	Inconsistent bool   // a resync is unfinished
+	SplitBrain   bool   // a primary's data diverged: the operator decides
+	Journaled    uint64 // the last record journaled from the primary
+}
+
+// Side is the peer side: it accepts the primary's data stream, applies its
+// writes in sequence order to the local journal and acknowledges them.
+//
+// One session at a time: a new stream closes the previous session and waits
+// (sessMu) until its applier stopped, so the LastSeq in the new Hello is
+// final. While the node is primary, streams are refused. Status fields are
+// atomics.
+type Side struct {
+	cfg   Config
+	node  Node
+	store *journal.Journal
+	log   *slog.Logger
+
+	mu       sync.Mutex          // guards sessions, blocked, resync, discard
+	sessions map[net.Conn]uint64 // stream -> epoch of its primary
+	blocked  bool                // the node is primary: refuse streams
+	resync   *replicator.ResyncState
+	discard  bool       // grbd resolve: discard divergent data at the next connect
+	sessMu   sync.Mutex // held by the running session
+	wg       sync.WaitGroup
+
+	epoch       atomic.Uint64 // newest epoch known
+	caughtUp    atomic.Bool   // got ResyncDone in the current session
+	connected   atomic.Bool
+	splitBrain  atomic.Bool
+	primaryName atomic.Value // string
+	journaled   atomic.Uint64
+}
+
+// New is the side of node, with the resync state Meta holds (a disk that
+// is Inconsistent stays so).
+func New(cfg Config, node Node) (*Side, error) {
+	s := &Side{cfg: cfg, node: node, store: cfg.Store, log: cfg.Log, sessions: map[net.Conn]uint64{}}
+	s.primaryName.Store("")
+	// The resync state records that the disk is Inconsistent: written
+	// and synced before the first region copy is applied or the journal
+	// is rewound, removed after the primary's ResyncDone.
+	rs, err := cfg.Meta.Resync()
+	if err != nil {
+		return nil, fmt.Errorf("secondary: %w", err)
+	}
+	if rs != nil {
+		s.resync = rs
+		s.log.Warn("disk is Inconsistent: interrupted resync", "sync_from", rs.From, "extents", len(rs.Extents), "all", rs.All)
+	}
+	return s, nil
+}
+
+// Epoch is the newest epoch this side knows.
+func (s *Side) Epoch() uint64 { return s.epoch.Load() }
+
+// State is the side's view for status.
+func (s *Side) State() State {
+	s.mu.Lock()
+	inconsistent := s.resync != nil
+	s.mu.Unlock()
+	return State{Primary: s.primaryName.Load().(string), Connected: s.connected.Load(), CaughtUp: s.caughtUp.Load(),
+		Inconsistent: inconsistent, SplitBrain: s.splitBrain.Load(), Journaled: s.journaled.Load()}
+}
+
+// Consistent reports whether the disk may be promoted.
+func (s *Side) Consistent() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resync == nil && !s.splitBrain.Load()
+}
+
+// SetEpoch tells the secondary side the newest applied epoch and its
+// primary: sessions of older epochs end, and streams are refused while
+// this node is the primary.
+func (s *Side) SetEpoch(epoch uint64, primary string) {
+	if epoch > s.epoch.Load() {
+		s.epoch.Store(epoch)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.blocked = primary == s.cfg.Name
+	for c, e := range s.sessions {
+		if e < epoch || s.blocked {
+			c.Close()
+		}
+	}
+}
+
+// StopSessions refuses new streams and ends the running session, waiting
+// until its applier stopped.
+func (s *Side) StopSessions() {
+	s.mu.Lock()
+	s.blocked = true
+	for c := range s.sessions {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.sessMu.Lock() // the running session, if any, has finished
+	s.sessMu.Unlock()
+}
+
+func (s *Side) Close() {
+	s.StopSessions()
+	s.wg.Wait()
+}
+
+// AllowDiscard makes the next connect discard divergent data (grbd resolve).
+func (s *Side) AllowDiscard() {
+	s.mu.Lock()
+	s.discard = true
+	s.mu.Unlock()
+}
+
+// DropFrom ends the session with peer ("*": any).
+func (s *Side) DropFrom(peer string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.sessions {
+		if peer == "*" || s.primaryName.Load() == peer {
+			c.Close()
+		}
+	}
+}
+
+// SaveResync persists rs (nil: the disk is consistent again).
+func (s *Side) SaveResync(rs *replicator.ResyncState) error {
+	if err := s.cfg.Meta.SaveResync(rs); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	s.mu.Lock()
+	s.resync = rs
+	s.mu.Unlock()
+	return nil
+}
+
+// Fence makes every primary of an epoch below epoch lose its session here
+// and waits until the running session ended, so the journal position
+// reported next is final for that primary.
+func (s *Side) Fence(epoch uint64) error {
+	if known := s.epoch.Load(); epoch < known {
+		return fmt.Errorf("%w: %d < %d", ErrStaleEpoch, epoch, known)
+	}
+	if epoch > s.epoch.Load() {
+		s.epoch.Store(epoch)
+	}
+	s.mu.Lock()
+	for c, e := range s.sessions {
+		if e < epoch {
+			c.Close()
+		}
+	}
+	s.mu.Unlock()
+	s.sessMu.Lock() // an old primary's session, if any, has finished
+	s.sessMu.Unlock()
+	return nil
+}
