@@ -299,7 +299,7 @@ func (a *applier) nack(seq uint64, err error) error {
 	err = a.s.node.CheckDisk("apply the primary's write", err)
 	a.s.log.Error("cannot apply primary's write", "seq", seq, "err", err)
 	a.reply(&wire.Nack{Seq: seq, Code: code, Reason: reason})
-	return fmt.Errorf("node: apply seq %d: %w", seq, err)
+	return fmt.Errorf("secondary: apply seq %d: %w", seq, err)
 }
 
 // ackReceived sends a cumulative Received ack for seq at once.

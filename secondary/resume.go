@@ -72,7 +72,7 @@ func (s *Side) offerProgress(h *wire.Hello, pri, mine replicator.History, rs *re
 		return nil, nil, nil, err
 	}
 	if _, err := s.store.Rewind(pr.AsOf); err != nil {
-		return nil, nil, nil, fmt.Errorf("node: rewind to %d: %w", pr.AsOf, err)
+		return nil, nil, nil, fmt.Errorf("secondary: rewind to %d: %w", pr.AsOf, err)
 	}
 	if err := s.node.SetHistory(mine.Adopt(pri, pr.AsOf)); err != nil {
 		return nil, nil, nil, err

@@ -239,7 +239,7 @@ func (s *Side) becomeInconsistent(from uint64, rs *replicator.ResyncState, pri, 
 		}
 	}
 	if _, err := s.store.Rewind(from); err != nil {
-		return next, fmt.Errorf("node: rewind to %d: %w", from, err)
+		return next, fmt.Errorf("secondary: rewind to %d: %w", from, err)
 	}
 	if err := s.node.SetHistory(mine.Adopt(pri, from)); err != nil {
 		return next, err

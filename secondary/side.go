@@ -48,7 +48,7 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	Store            *journal.Journal
 	Meta             Meta
-	Log              *slog.Logger
+	Log              *slog.Logger // default: discard
 	// ForgedOffer, tests only: when it returns a progress, the side offers
 	// it without checking it, so that the primary's checks are tested
 	// alone.
@@ -155,6 +155,9 @@ type Side struct {
 // New is the side of node, with the resync state Meta holds (a disk that
 // is Inconsistent stays so).
 func New(cfg Config, node Node) (*Side, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	s := &Side{cfg: cfg, node: node, store: cfg.Store, log: cfg.Log, sessions: map[net.Conn]uint64{}}
 	s.primaryName.Store("")
 	// The resync state records that the disk is Inconsistent: written
@@ -246,7 +249,7 @@ func (s *Side) DropFrom(peer string) {
 // SaveResync persists rs (nil: the disk is consistent again).
 func (s *Side) SaveResync(rs *replicator.ResyncState) error {
 	if err := s.cfg.Meta.SaveResync(rs); err != nil {
-		return fmt.Errorf("node: %w", err)
+		return fmt.Errorf("secondary: %w", err)
 	}
 	s.mu.Lock()
 	s.resync = rs
