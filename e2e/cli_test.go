@@ -75,6 +75,7 @@ func TestLocalQuickstart(t *testing.T) {
 // TestCLIErrors checks that bad invocations fail with a message that says
 // what is wrong, and touch nothing.
 func TestCLIErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	good := clusterConfig(t, dir, 1, "64MiB", "")
 	bad := filepath.Join(dir, "bad.yaml")

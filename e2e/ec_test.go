@@ -29,6 +29,7 @@ import (
 // decodes to the new primary's image, byte for byte, and the old primary's
 // image equals it.
 func TestECFioKillTwoPeers(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	start := time.Now()
 	dir := t.TempDir()

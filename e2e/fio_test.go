@@ -35,6 +35,7 @@ func fioVerify(t *testing.T, timeout time.Duration, uri string, extra ...string)
 // of writes overflow the 64 MiB journal, so checkpoints and segment recycling
 // run during the workload.
 func TestFioVerifySurvivesKill(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	dir := t.TempDir()
 	cfg := clusterConfig(t, dir, 1, "256MiB", "")
@@ -61,6 +62,7 @@ func TestFioVerifySurvivesKill(t *testing.T) {
 // TestFioWithFlush interleaves FLUSH (fio's fsync maps to NBD_CMD_FLUSH) with
 // writes on two connections, then verifies.
 func TestFioWithFlush(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	dir := t.TempDir()
 	cfg := clusterConfig(t, dir, 1, "256MiB", "")

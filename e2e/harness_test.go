@@ -21,6 +21,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// Parallel tests: a test whose members take every port from freeport
+// (unique per process) and keep all state in t.TempDir calls t.Parallel,
+// so that two such tests share the two cores (each is mostly waiting:
+// about a third of a core). Tests stay serial when they change host state
+// (nft rules, FUSE mounts, loop devices), take ports from a range
+// (`grbd local --base-port`), measure speed (the benchmark smoke run) or
+// run the fault suite; Go runs every serial test before the parallel ones.
+
 // grbdBin is the binary under test, built once by TestMain.
 var grbdBin string
 

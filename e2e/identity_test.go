@@ -36,6 +36,7 @@ func wipeStore(t *testing.T, dir string) {
 // replaced disk gets a full sync, its new identity is recorded, and after
 // the primary's death it serves every acknowledged write.
 func TestReplacedDiskIsNeverPromoted(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
 	n0 := c.start("n0", "n0")
@@ -91,6 +92,7 @@ func TestReplacedDiskIsNeverPromoted(t *testing.T) {
 // middle of it and the node stays a secondary until the primary returns;
 // then the sync completes and the node serves every acknowledged write.
 func TestDiskReplacedUnderRunningPrimary(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
 	// A full sync of the 256 MiB device takes about 8 s at this rate.

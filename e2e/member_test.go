@@ -23,6 +23,7 @@ func logContains(t *testing.T, p *proc, s string, timeout time.Duration) {
 // panicked in raft); now it is refused, says how to fix it, is replaced and
 // joins, and the primary serves throughout.
 func TestWipedWitnessIsReplaced(t *testing.T) {
+	t.Parallel()
 	c := newReplCluster(t, "C", "16MiB")
 	prim, _ := c.startPair()
 
@@ -60,6 +61,7 @@ func TestWipedWitnessIsReplaced(t *testing.T) {
 // Beta and the empty witness are no majority: beta is never promoted.
 // Alpha's return restores the majority; then the witness is replaced.
 func TestWipedWitnessDoesNotPromoteOutdatedNode(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "16MiB")
 	prim, sec := c.startPair()

@@ -65,6 +65,7 @@ func (e *eventStream) wait(t *testing.T, want map[string]any) {
 // check the config, wait for sync, read status, events and metrics, kill -9
 // the primary and watch the cluster fail over and the old primary resync.
 func TestOperatorWalkthrough(t *testing.T) {
+	t.Parallel()
 	c := newReplCluster(t, "C", "64MiB")
 	n0 := c.start("n0", "n0")
 	c.start("n1", "n1")

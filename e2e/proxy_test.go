@@ -135,6 +135,7 @@ func checkResendRules(r resendReport) []string {
 // sent after the kill returns only after every write sent before it was
 // answered, and the new primary holds them all the moment it returns.
 func TestProxyResendRules(t *testing.T) {
+	t.Parallel()
 	r := runResendScenario(t, grbdBin)
 	require.Empty(t, checkResendRules(r))
 }
@@ -143,6 +144,7 @@ func TestProxyResendRules(t *testing.T) {
 // (grbd_plantbug_flush: the proxy answers a FLUSH before re-sending the
 // unanswered writes) and requires TestProxyResendRules' checks to fail.
 func TestProxyPlantedFlushBugIsCaught(t *testing.T) {
+	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "grbd-plantbug")
 	build := exec.Command("go", "build", "-tags", "grbd_plantbug_flush", "-o", bin, "../cmd/grbd")
 	out, err := build.CombinedOutput()
@@ -254,6 +256,7 @@ func TestProxyExt4FioSurvivesKill(t *testing.T) {
 // its writes through the proxy, the primary is killed, and fio
 // --verify_only through the same proxy URI reads them from the new primary.
 func TestProxyOverTLS(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newSecureCluster(t, "security:\n  shared-secret-file: pki/secret\n  admin-auth: all\n"+
 		"nbd:\n  tls:\n    cert: pki/nbd/{name}.pem\n    key: pki/nbd/{name}-key.pem\n  tls-required: true\n")

@@ -48,6 +48,7 @@ func (c *replCluster) servingPrimary(timeout time.Duration) string {
 // failover timeout and holds every acknowledged block; the old primary
 // comes back as a secondary, and after a clean stop all images match.
 func TestFailoverAfterKill9(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
 	prim, sec := c.startPair()
@@ -88,6 +89,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 // (requests fail with EIO) instead of acknowledging anything. When the
 // members return there is one primary again and the data is identical.
 func TestWitnessAndSecondaryLoss(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
 	prim, sec := c.startPair()
@@ -124,6 +126,7 @@ func TestWitnessAndSecondaryLoss(t *testing.T) {
 // detects the split brain, refuses to resync silently and reports it, until
 // `grbd resolve --discard` says which side loses.
 func TestForcedPromotionSplitBrain(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
 	prim, sec := c.startPair()

@@ -170,6 +170,7 @@ func (c *replCluster) replace(name string) {
 // refused with the command to run, replaced, fully synced, recorded, and
 // then holds every flushed write: it serves them after the primary dies.
 func TestReplaceDataNode(t *testing.T) {
+	t.Parallel()
 	c := newReplCluster(t, "C", "16MiB")
 	prim, sec := c.startPair()
 	w, stop := startWriter(c, 512)
@@ -206,6 +207,7 @@ func TestReplaceDataNode(t *testing.T) {
 // once the witness returns the primary serves, the replace goes through and
 // the node is synced. It is never promoted without the data.
 func TestReplaceDataNodeWhileWitnessDown(t *testing.T) {
+	t.Parallel()
 	c := newReplCluster(t, "C", "16MiB")
 	prim, sec := c.startPair()
 	w, stop := startWriter(c, 256)
@@ -236,6 +238,7 @@ func TestReplaceDataNodeWhileWitnessDown(t *testing.T) {
 // the secondary, then the primary (after the role moved away). Every
 // flushed write is on the final primary.
 func TestRollingReplacement(t *testing.T) {
+	t.Parallel()
 	c := newReplCluster(t, "C", "16MiB")
 	procs := map[string]*proc{"n0": c.start("n0", "n0"), "n1": c.start("n1", "n1")}
 	c.waitPeer(10 * time.Second)
@@ -285,6 +288,7 @@ func TestRollingReplacement(t *testing.T) {
 // never votes or serves), alpha becomes primary when it returns, and beta
 // is replaced and synced.
 func TestReplacedDiskAllStopped(t *testing.T) {
+	t.Parallel()
 	c := newReplCluster(t, "C", "16MiB")
 	n0, n1 := c.startPair()
 	w := &taggedWriter{c: c, blocks: 2048, flushed: map[int]uint64{}}

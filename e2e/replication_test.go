@@ -170,6 +170,7 @@ func (c *replCluster) requireSameImages() {
 // cluster; the secondary's export is read-only and refuses writes with EPERM;
 // after a clean stop both images are byte-identical.
 func TestReplicationProtocolC(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio", "nbdinfo")
 	c := newReplCluster(t, "C", "64MiB")
 	prim, sec := c.startPair()
@@ -204,6 +205,7 @@ func TestReplicationProtocolC(t *testing.T) {
 // holds, so the peer comes back through a region resync. Both times it must
 // end UpToDate with an identical image.
 func TestReplicationCatchUp(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	for _, nodes := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d data nodes", nodes), func(t *testing.T) { testCatchUp(t, nodes) })
@@ -306,6 +308,7 @@ func logOf(t *testing.T, c *replCluster, name string) string {
 // the primary, start a single-node cluster on a copy of the secondary's data
 // directory, and let fio verify every block there.
 func TestReplicationAckSafety(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newReplCluster(t, "C", "64MiB")
 	prim, sec := c.startPair()

@@ -42,6 +42,7 @@ func fioWrite(t *testing.T, uri, offset, size string) {
 // (catch-up). After a clean stop both images have the new size and are
 // byte-identical.
 func TestResize(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio", "nbdinfo")
 	dir := t.TempDir()
 	path := clusterConfig(t, dir, 2, "32MiB", "replication:\n  protocol: C\n")

@@ -54,6 +54,7 @@ func waitResync(t *testing.T, c *replCluster, primary, peerName string, frac flo
 // GRBD_RESUME_ALL=1 adds the case of issue 15 (Ctrl-C of grbd local): every
 // member stopped at once and restarted (kept out of make test for time).
 func TestResyncResumesAfterInterrupt(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio", "cmp")
 	modes := []string{"SIGINT", "kill -9"}
 	if os.Getenv("GRBD_RESUME_ALL") != "" {
@@ -117,6 +118,7 @@ func TestResyncResumesAfterInterrupt(t *testing.T) {
 // offered (nor would the new primary trust it): the new primary copies
 // everything, and the images end equal.
 func TestResyncFromAnotherPrimary(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio", "cmp")
 	const size = 256 << 20
 	c := resumeCluster(t, 3, "256MiB", "64MiB")

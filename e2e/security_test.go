@@ -147,6 +147,7 @@ func requireNeverLinked(t *testing.T, p *proc) {
 // and log its address; raft terms, the epoch, the primary and n1's journal
 // stay as they were, and the real primary keeps serving.
 func TestImpostorWithWrongSecretChangesNothing(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	c := newSecureCluster(t, "security:\n  shared-secret-file: pki/secret\n")
 	require.Eventually(t, func() bool {
@@ -207,6 +208,7 @@ func TestImpostorWithWrongSecretChangesNothing(t *testing.T) {
 // for "w" from another CA. n0 refuses it at the TLS handshake: it stays
 // fenced and writes fail, until the real witness returns.
 func TestWitnessImpostorCannotGrantLeases(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio")
 	security := "security:\n  tls:\n    ca: pki/ca.pem\n    cert: pki/{name}.pem\n    key: pki/{name}-key.pem\n"
 	c := newSecureCluster(t, security)
@@ -257,6 +259,7 @@ func TestWitnessImpostorCannotGrantLeases(t *testing.T) {
 // default directory $HOME/.pki/libnbd, as it refuses local paths in URIs);
 // a plain nbd:// client is refused.
 func TestNBDOverTLS(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "fio", "nbdinfo")
 	c := newSecureCluster(t, "security:\n  shared-secret-file: pki/secret\n"+
 		"nbd:\n  tls:\n    cert: pki/nbd/{name}.pem\n    key: pki/nbd/{name}-key.pem\n  tls-required: true\n")

@@ -166,6 +166,7 @@ func (c *testCluster) requireImages(want func(i int) []byte, blocks int) {
 }
 
 func TestClusterReplicatesAndAgrees(t *testing.T) {
+	t.Parallel()
 	for _, proto := range []string{"A", "B", "C"} {
 		t.Run("protocol "+proto, func(t *testing.T) {
 			c := newTestCluster(t, 2, true, "replication:\n  protocol: "+proto+"\n")
@@ -184,6 +185,7 @@ func TestClusterReplicatesAndAgrees(t *testing.T) {
 }
 
 func TestSecondaryRefusesIO(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	c.primary()
 	sec := c.nodes["d1"]
@@ -195,6 +197,7 @@ func TestSecondaryRefusesIO(t *testing.T) {
 }
 
 func TestFailoverKeepsAcknowledgedWrites(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 100)
@@ -214,6 +217,7 @@ func TestFailoverKeepsAcknowledgedWrites(t *testing.T) {
 }
 
 func TestCatchUpAfterRestart(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, false, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 50)
@@ -228,6 +232,7 @@ func TestCatchUpAfterRestart(t *testing.T) {
 }
 
 func TestRegionResyncAfterCompaction(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	c.stop("d1")
@@ -246,6 +251,7 @@ func TestRegionResyncAfterCompaction(t *testing.T) {
 }
 
 func TestPrimaryFencesWithoutQuorum(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 10)
@@ -263,6 +269,7 @@ func TestPrimaryFencesWithoutQuorum(t *testing.T) {
 }
 
 func TestManualPromotion(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, testQuorum+"  auto-failover: false\n")
 	time.Sleep(500 * time.Millisecond)
 	for _, n := range c.nodes {
@@ -279,6 +286,7 @@ func TestManualPromotion(t *testing.T) {
 }
 
 func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 64)
@@ -312,6 +320,7 @@ func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
 }
 
 func TestDisconnectOutdatesAndConnectCatchesUp(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 10)
@@ -328,6 +337,7 @@ func TestDisconnectOutdatesAndConnectCatchesUp(t *testing.T) {
 }
 
 func TestInvalidateResyncsEverything(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 100)
@@ -344,6 +354,7 @@ func TestInvalidateResyncsEverything(t *testing.T) {
 // it reads or writes anything there (issue 15: it replayed the running
 // node's journal), and so is a second witness.
 func TestDataDirLockedWhileRunning(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 1, true, "")
 	_, err := Start(c.cfg, "d0", Options{Logger: testLogger()})
 	require.ErrorIs(t, err, datadir.ErrLocked)

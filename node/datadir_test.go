@@ -38,6 +38,7 @@ func requirePrivate(t *testing.T, root string) int {
 // segments, meta, raft.state, history, sums, the lock), and those left
 // world-readable by an older version are fixed at start (issue 15).
 func TestDataDirIsPrivate(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	c.waitUpToDate(p)
@@ -90,6 +91,7 @@ func smallFS(t *testing.T, size string) string {
 // directory it made; a directory that existed keeps what it held (issue
 // 15: a partial 1 GiB data.img filled the file system).
 func TestFailedStartLeavesNothing(t *testing.T) {
+	t.Parallel()
 	fsDir := smallFS(t, "8m")
 	for _, tc := range []struct {
 		name  string

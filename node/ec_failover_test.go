@@ -13,6 +13,7 @@ import (
 )
 
 func TestPlanTakeover(t *testing.T) {
+	t.Parallel()
 	sv := func(name string, shard int, last, applied uint64) shardSurvivor {
 		return shardSurvivor{Name: name, Shard: shard, Reached: true, Consistent: true, Last: last, Applied: applied}
 	}
@@ -149,6 +150,7 @@ func takeoverEvent(n *Node, state string) *events.Event {
 // survivors decode to its copy, and the old primary comes back as a
 // mirror.
 func TestECFailoverRebuildsAckedWrites(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 5, false, ecConf)
 	p := c.primary()
 	require.Equal(t, "d0", p.me.Name)
@@ -205,6 +207,7 @@ func TestECFailoverRebuildsAckedWrites(t *testing.T) {
 // takeover settles them at the lowest journal position (d4's) and rebuilds
 // exactly the device as of that position from d1 and d3 (d2 is Outdated).
 func TestECFailoverSurvivorsAtDifferentPositions(t *testing.T) {
+	t.Parallel()
 	survivorsAtDifferentPositions(t, false)
 }
 
@@ -212,6 +215,7 @@ func TestECFailoverSurvivorsAtDifferentPositions(t *testing.T) {
 // D): it is not used, the device is rebuilt from d3 and d4, also when d1
 // is the node taking over (its own store is then overwritten unread).
 func TestECFailoverImagePastDIsNotUsed(t *testing.T) {
+	t.Parallel()
 	survivorsAtDifferentPositions(t, true)
 }
 
@@ -295,6 +299,7 @@ func survivorsAtDifferentPositions(t *testing.T, d1Eager bool) {
 // With fewer than K usable shard peers nobody serves: the elected shard
 // peer refuses (event), its store stays its shard.
 func TestECFailoverTooFewShards(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 5, false, ecConf)
 	p := c.primary()
 	ecWrites(t, p, rand.New(rand.NewPCG(17, 18)), 30)

@@ -76,6 +76,7 @@ func (c *testCluster) requireShardsDecode(p *Node) {
 }
 
 func TestECShardsDecodeToFullCopy(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 5, false, ecConf)
 	p := c.primary()
 	require.Equal(t, "d0", p.me.Name, "the full-copy node leads")
@@ -99,6 +100,7 @@ func TestECShardsDecodeToFullCopy(t *testing.T) {
 }
 
 func TestECTwoPeersLostWritesGoOnAndResync(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 5, false, ecConf)
 	p := c.primary()
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -123,6 +125,7 @@ func TestECTwoPeersLostWritesGoOnAndResync(t *testing.T) {
 }
 
 func TestECVerifyRepairsAShard(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 5, false, ecConf)
 	p := c.primary()
 	ecWrites(t, p, rand.New(rand.NewPCG(5, 6)), 100)
@@ -151,6 +154,7 @@ func TestECVerifyRepairsAShard(t *testing.T) {
 // With the failover to shard peers switched off (NoShardFailover), a shard
 // peer never takes the primary role.
 func TestECShardPeerNeverPromotesWhenDisabled(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 5, false, ecConf, Options{NoShardFailover: true})
 	p := c.primary()
 	ecWrites(t, p, rand.New(rand.NewPCG(7, 8)), 20)
@@ -168,6 +172,7 @@ func TestECShardPeerNeverPromotesWhenDisabled(t *testing.T) {
 }
 
 func TestECRefusesAStoreOfAnotherLayout(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	c.primary()
 	c.closeAll()

@@ -62,6 +62,7 @@ func adminEvents(t *testing.T, admin string) []Event {
 // resync and a lost secondary, and checks that each member logged each
 // change once, with its cause.
 func TestEventsRecordStateChanges(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 20)
@@ -138,6 +139,7 @@ func TestEventsRecordStateChanges(t *testing.T) {
 }
 
 func TestFencedEvent(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	require.NoError(t, c.wit.Close())

@@ -12,6 +12,7 @@ import (
 )
 
 func TestIsDiskError(t *testing.T) {
+	t.Parallel()
 	path := func(op string, errno syscall.Errno) error {
 		return fmt.Errorf("journal: write segment 2: %w", &fs.PathError{Op: op, Path: "/d/journal/2.seg", Err: errno})
 	}

@@ -53,6 +53,7 @@ next:
 // TestMetricsExposeNames scrapes /metrics of a primary, a secondary and the
 // witness, checks the format and that every documented family is there.
 func TestMetricsExposeNames(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 50)

@@ -38,6 +38,7 @@ func corruptEvents(n *Node, state string) int {
 }
 
 func TestReadRepairsCorruptBlockFromPeer(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 16)
@@ -60,6 +61,7 @@ func TestReadRepairsCorruptBlockFromPeer(t *testing.T) {
 }
 
 func TestUnrepairableBlockFailsTheRead(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 8)
@@ -90,6 +92,7 @@ func TestUnrepairableBlockFailsTheRead(t *testing.T) {
 // verify --resync, and it never spreads: a repair asks only UpToDate peers
 // whose own copy passes its checksum.
 func TestCorruptSecondaryBlockRefusedAndResynced(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 8)
@@ -121,6 +124,7 @@ func TestCorruptSecondaryBlockRefusedAndResynced(t *testing.T) {
 // erasure-coded primary fails its reads (EIO) and nothing is "repaired"
 // from a shard image.
 func TestECCorruptPrimaryBlockFailsNotRepairedFromShard(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 5, false, ecConf)
 	p := c.primary()
 	writeBlocks(t, p, 0, 8)

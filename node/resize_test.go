@@ -59,6 +59,7 @@ func nbdSize(t *testing.T, n *Node) int64 {
 }
 
 func TestResizeOnline(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 100)
@@ -96,6 +97,7 @@ func growWithPeerDown(t *testing.T) (*testCluster, *Node) {
 }
 
 func TestResizePeerDownCatchesUpFromJournal(t *testing.T) {
+	t.Parallel()
 	c, p := growWithPeerDown(t)
 	writePastOldEnd(t, p, 0, 30)
 	d1 := c.start("d1")
@@ -105,6 +107,7 @@ func TestResizePeerDownCatchesUpFromJournal(t *testing.T) {
 }
 
 func TestResizePeerDownGrowsBeforeRegionResync(t *testing.T) {
+	t.Parallel()
 	c, p := growWithPeerDown(t)
 	// 8 MiB journal: two passes over the grown half compact it past the
 	// resize record and d1's position, so d1 needs a region resync that
@@ -123,6 +126,7 @@ func TestResizePeerDownGrowsBeforeRegionResync(t *testing.T) {
 }
 
 func TestResizeRefused(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 10)
@@ -157,6 +161,7 @@ func TestResizeRefused(t *testing.T) {
 // its store (its host's config was updated before it caught up) starts at
 // its store's size and gets the grow from the primary.
 func TestResizeConfigLargerThanStore(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 20)

@@ -43,6 +43,7 @@ func interruptFullSync(t *testing.T, c *testCluster) {
 // stopped. What was written meanwhile to a region already copied is copied
 // again, and the images end equal.
 func TestResyncResumes(t *testing.T) {
+	t.Parallel()
 	c, p := resumeCluster(t)
 	interruptFullSync(t, c)
 	rs := readResyncState(t, c, "d1")
@@ -75,6 +76,7 @@ func TestResyncResumes(t *testing.T) {
 // TestResyncProgressNotTrusted: a report the primary cannot check is
 // ignored and everything is copied again.
 func TestResyncProgressNotTrusted(t *testing.T) {
+	t.Parallel()
 	faults := &faultHooks{}
 	c, p := resumeCluster(t, Options{faults: faults})
 	for _, tc := range []struct {
