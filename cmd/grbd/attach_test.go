@@ -20,6 +20,7 @@ import (
 // TestAttachWithoutModule is the path this machine takes: no nbd module,
 // so attach and detach say so, name the fix, and touch nothing.
 func TestAttachWithoutModule(t *testing.T) {
+	t.Parallel()
 	if _, err := os.Stat("/sys/module/nbd"); err == nil {
 		t.Skip("this host has the nbd module")
 	}
@@ -32,6 +33,7 @@ func TestAttachWithoutModule(t *testing.T) {
 }
 
 func TestAttachFlagErrors(t *testing.T) {
+	t.Parallel()
 	_, _, err := runCLI(t.Context(), "attach", "--config", "x.yaml")
 	require.ErrorContains(t, err, "--device is required")
 	_, _, err = runCLI(t.Context(), "attach", "--device", "/dev/nbd0")
@@ -45,6 +47,7 @@ func TestAttachFlagErrors(t *testing.T) {
 // whose flags the kernel is then given (FLUSH, FUA, TRIM); a secondary's
 // export is read-only and would be refused.
 func TestAttachFindsServingPrimary(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	pn, sn := c.roles()
 	cli, err := auth.NewClient(c.cfg, "", "")
@@ -91,6 +94,7 @@ func writeConfig(t *testing.T, src string) string {
 // primary stops is read back through the same connection from the new
 // primary after the failover.
 func TestAttachLocalExportFollowsPrimary(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	pn, sn := c.roles()
 	o := followOptions{holdTimeout: 30 * time.Second, poll: 100 * time.Millisecond}

@@ -14,6 +14,7 @@ import (
 // TestConfigCheckExamples: every example config passes `config check`,
 // with the warnings its comments announce.
 func TestConfigCheckExamples(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		file     string
 		summary  string
@@ -47,6 +48,7 @@ func TestConfigCheckExamples(t *testing.T) {
 // TestConfigCheckErrors: an invalid file gives every error, each naming
 // the file, the line and the field, and exits non-zero.
 func TestConfigCheckErrors(t *testing.T) {
+	t.Parallel()
 	bad := `cluster: Demo
 device:
   size: 1GB
@@ -96,6 +98,7 @@ nodes:
 // restart on failure, drop privileges, and pass systemd-analyze verify
 // where it is installed.
 func TestSystemdUnits(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join("..", "..", "examples", "systemd")
 	units, err := filepath.Glob(filepath.Join(dir, "*.service"))
 	require.NoError(t, err)

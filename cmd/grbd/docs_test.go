@@ -13,6 +13,7 @@ import (
 // TestCLIReferenceCoversEverything keeps docs/cli.md honest: every command
 // and every metric family a member exports is described there.
 func TestCLIReferenceCoversEverything(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("../../docs/cli.md")
 	require.NoError(t, err)
 	doc := string(b)

@@ -24,6 +24,7 @@ func hasEvent(lines []map[string]any, want map[string]any) bool {
 }
 
 func TestEventsNowShape(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	pn, sn := c.roles()
 	ctx := t.Context()
@@ -65,6 +66,7 @@ func TestEventsNowShape(t *testing.T) {
 // TestEventsStream follows the stream while the operator disconnects a
 // secondary and the secondary goes away.
 func TestEventsStream(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	pn, sn := c.roles()
 	ctx, cancel := context.WithCancel(t.Context())

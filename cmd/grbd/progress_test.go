@@ -16,6 +16,7 @@ import (
 )
 
 func TestProgressText(t *testing.T) {
+	t.Parallel()
 	require.Equal(t, "[##########..........]", bar(50, 100, 20))
 	require.Equal(t, "[....]", bar(0, 0, 4))
 	require.Equal(t, "[####]", bar(200, 100, 4), "clamped")
@@ -28,6 +29,7 @@ func TestProgressText(t *testing.T) {
 }
 
 func TestProgressViewPlainPrintsChanges(t *testing.T) {
+	t.Parallel()
 	var b bytes.Buffer
 	v := newProgressView(&b)
 	require.False(t, v.tty)
@@ -39,6 +41,7 @@ func TestProgressViewPlainPrintsChanges(t *testing.T) {
 }
 
 func TestProgressViewTerminalRedraws(t *testing.T) {
+	t.Parallel()
 	var b bytes.Buffer
 	v := &progressView{w: &b, tty: true, keys: map[string]string{}}
 	v.show([]progressItem{{text: "one"}, {text: "two"}})
@@ -87,6 +90,7 @@ func startResync(t *testing.T) (*cluster, string) {
 // to a pseudo-terminal draws a bar for the resyncing peer, redrawn in
 // place, until the peer is UpToDate.
 func TestWaitSyncBarOnTerminal(t *testing.T) {
+	t.Parallel()
 	master, tty := openPTY(t)
 	require.True(t, isTerminal(tty))
 	require.Equal(t, 120, termWidth(tty))
@@ -114,6 +118,7 @@ func TestWaitSyncBarOnTerminal(t *testing.T) {
 // TestWaitSyncPlainLines: the same resync off a terminal is a few plain
 // lines, in steps of 10%.
 func TestWaitSyncPlainLines(t *testing.T) {
+	t.Parallel()
 	c, sn := startResync(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -130,6 +135,7 @@ func TestWaitSyncPlainLines(t *testing.T) {
 }
 
 func TestWaitSyncGivesUp(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	_, sn := c.roles()
 	c.stop(sn)

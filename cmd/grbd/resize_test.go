@@ -10,6 +10,7 @@ import (
 // grbd resize: bad input is refused with a clear error and changes nothing;
 // a good one grows every data node and status shows it.
 func TestResizeCommand(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	prim, sec := c.roles()
 	sizes := func() map[string]int64 {

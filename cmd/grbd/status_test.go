@@ -21,6 +21,7 @@ func requireKeys(t *testing.T, m map[string]any, keys ...string) {
 }
 
 func TestStatusJSONShape(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	pn, sn := c.roles()
 	out, _, err := runCLI(t.Context(), "status", "--config", c.path, "--json")
@@ -72,6 +73,7 @@ func TestStatusJSONShape(t *testing.T) {
 }
 
 func TestStatusHumanAtAGlance(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	pn, sn := c.roles()
 	out, _, err := runCLI(t.Context(), "status", "--config", c.path)
@@ -97,6 +99,7 @@ func TestStatusHumanAtAGlance(t *testing.T) {
 }
 
 func TestStatusWatch(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, 1, false, "4MiB", "")
 	c.roles()
 	ctx, cancel := context.WithTimeout(t.Context(), 1200*time.Millisecond)
@@ -125,6 +128,7 @@ func TestStatusWatch(t *testing.T) {
 }
 
 func TestStatusPerShardHealth(t *testing.T) {
+	t.Parallel()
 	shard := func(i int) *int { return &i }
 	r := memberStatus{Member: "n0", Status: &node.Status{Peers: []node.PeerStatus{
 		{Name: "n1", Connection: node.ConnConnected, Disk: node.DiskUpToDate, AckedSeq: 9, Shard: shard(0)},
