@@ -93,7 +93,7 @@ func planTakeover(k int, all []shardSurvivor) (takeoverPlan, error) {
 func (n *Node) shardStateReply(id uint64) *wire.ShardStateReply {
 	r := &wire.ShardStateReply{ID: id, LastSeq: n.store.LastSeq(), Epoch: n.sec.Epoch()}
 	if sa := n.shardApplier(); sa != nil {
-		r.Applied = min(sa.applied.Load(), r.LastSeq)
+		r.Applied = min(sa.Applied(), r.LastSeq)
 	}
 	if n.sec.Consistent() {
 		r.Flags = wire.ShardStateConsistent
@@ -159,8 +159,8 @@ func (n *Node) ecSettle(d uint64) error {
 		return fmt.Errorf("%w: this node keeps no shard", ErrShardUnusable)
 	}
 	last := n.store.LastSeq()
-	if last < d || sa.applied.Load() > d {
-		return fmt.Errorf("%w: journal at %d, applied %d, asked to settle at %d", ErrShardUnusable, last, sa.applied.Load(), d)
+	if last < d || sa.Applied() > d {
+		return fmt.Errorf("%w: journal at %d, applied %d, asked to settle at %d", ErrShardUnusable, last, sa.Applied(), d)
 	}
 	if last > d {
 		if err := n.meta.Mark(settleFile, fmt.Sprintln(d)); err != nil {
@@ -168,7 +168,7 @@ func (n *Node) ecSettle(d uint64) error {
 		}
 	}
 	if err := sa.Settle(d, false); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrShardUnusable, err)
 	}
 	if last > d {
 		if _, err := n.store.Rewind(d); err != nil {

@@ -261,11 +261,11 @@ func survivorsAtDifferentPositions(t *testing.T, d1Eager bool) {
 	require.Eventually(t, func() bool {
 		return c.nodes["d1"].store.LastSeq() >= x+8 && c.nodes["d3"].store.LastSeq() >= x+8
 	}, 5*time.Second, 5*time.Millisecond, "d1 and d3 journaled writes d4 never got")
-	require.LessOrEqual(t, c.nodes["d3"].sa.applied.Load(), x, "d3 applied nothing uncommitted")
+	require.LessOrEqual(t, c.nodes["d3"].sa.Applied(), x, "d3 applied nothing uncommitted")
 	if d1Eager {
-		require.Eventually(t, func() bool { return c.nodes["d1"].sa.applied.Load() > x }, 5*time.Second, 5*time.Millisecond, "d1's image is past x")
+		require.Eventually(t, func() bool { return c.nodes["d1"].sa.Applied() > x }, 5*time.Second, 5*time.Millisecond, "d1's image is past x")
 	} else {
-		require.Less(t, c.nodes["d1"].sa.applied.Load(), c.nodes["d1"].store.LastSeq(), "d1 holds uncommitted writes unapplied")
+		require.Less(t, c.nodes["d1"].sa.Applied(), c.nodes["d1"].store.LastSeq(), "d1 holds uncommitted writes unapplied")
 	}
 	t0 := time.Now()
 	c.stop("d0")

@@ -140,7 +140,7 @@ func (n *Node) ecTakeover(st quorum.Status) (takeoverStats, error) {
 // answered, by shard; the caller closes them.
 func (n *Node) surveyShards(ctx context.Context, st quorum.Status) ([]shardSurvivor, map[int]*shardConn) {
 	survivors := []shardSurvivor{{Name: n.me.Name, Shard: n.ec.shardNow(), Reached: true, Outdated: st.IsOutdated(n.me.Name),
-		Consistent: n.sec.Consistent(), Last: n.store.LastSeq(), Applied: min(n.sa.applied.Load(), n.store.LastSeq())}}
+		Consistent: n.sec.Consistent(), Last: n.store.LastSeq(), Applied: min(n.sa.Applied(), n.store.LastSeq())}}
 	conns := map[int]*shardConn{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup

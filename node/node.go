@@ -112,9 +112,9 @@ type Node struct {
 	ctl    *ctlplane.Driver
 	proto  replicator.Protocol
 	ec     *ecNode // erasure coding (docs/erasure.md); nil for mirrors
-	// sa defers a shard peer's image writes until committed (ec_commit.go);
+	// sa defers a shard peer's image writes until committed (secondary.ShardApply);
 	// nil on a full copy.
-	sa *shardApply
+	sa *secondary.ShardApply
 	// ecSettled is 1 + the position this shard peer settled at for a
 	// takeover in this run (0: none); it serves ShardRead only there.
 	ecSettled atomic.Uint64
@@ -274,7 +274,9 @@ func (n *Node) openDisk() (exists bool, err error) {
 	}
 	n.checkSize()
 	if n.shardPeer() {
-		n.sa = newShardApply(n)
+		n.sa = secondary.NewShardApply(secondary.ShardApplyConfig{Store: n.store, Log: n.log,
+			IgnoresCommit:  func() bool { return n.opts.faults.ignoresCommit(n.me.Name) },
+			AppliesEagerly: func() bool { return n.opts.faults.appliesEagerly(n.me.Name) }})
 	}
 	if err := n.loadHistory(); err != nil {
 		return false, err
@@ -342,7 +344,7 @@ func (n *Node) abort() {
 		n.mesh.Close()
 	}
 	if n.sa != nil {
-		_ = n.sa.close()
+		_ = n.sa.Close()
 	}
 	if n.store != nil {
 		n.store.Close()
@@ -388,7 +390,7 @@ func (n *Node) Close() error {
 		n.sec.Close()
 		n.mesh.Close()
 		if n.sa != nil {
-			errs = append(errs, n.sa.close())
+			errs = append(errs, n.sa.Close())
 		}
 		errs = append(errs, n.store.Close())
 		errs = append(errs, n.lock.Release())

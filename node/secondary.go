@@ -67,14 +67,8 @@ func (h secondaryHost) Consistent(cause string) {
 	h.n.events.Add(Event{Type: events.TypeDisk, State: DiskConsistent, Cause: cause})
 }
 
-// ShardApplier is nil (a nil interface, not a nil pointer) unless this node
-// is a shard peer.
-func (h secondaryHost) ShardApplier() secondary.ShardApplier {
-	if sa := h.n.shardApplier(); sa != nil {
-		return sa
-	}
-	return nil
-}
+// ShardApplier is nil unless this node is a shard peer.
+func (h secondaryHost) ShardApplier() *secondary.ShardApply { return h.n.shardApplier() }
 
 // fenceOlder ends the session of every primary older than epoch here
 // (secondary.Side.Fence) for a shard failover request.

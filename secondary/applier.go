@@ -166,7 +166,7 @@ func (a *applier) applyPending() error {
 	s.journaled.Store(logged[len(logged)-1].Seq)
 	ackErr := a.flushOut()
 	if sa != nil && len(logged) > 0 {
-		// A shard peer applies them once committed (node/ec_commit.go); their
+		// A shard peer applies them once committed (shardapply.go); their
 		// data stays in this arena, which the next batch must not reuse.
 		sa.Add(logged)
 		logged = nil

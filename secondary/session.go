@@ -219,7 +219,7 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 // changed after from) before the journal forgets it, rewinds the journal to
 // from and adopts the primary's history there. sa is the shard applier of
 // an erasure-code shard peer (nil otherwise).
-func (s *Side) becomeInconsistent(from uint64, rs *replicator.ResyncState, pri, mine replicator.History, sa ShardApplier) (replicator.ResyncState, error) {
+func (s *Side) becomeInconsistent(from uint64, rs *replicator.ResyncState, pri, mine replicator.History, sa *ShardApply) (replicator.ResyncState, error) {
 	next := replicator.ResyncState{From: from}
 	if rs != nil {
 		next.All, next.Extents = rs.All, append(next.Extents, rs.Extents...)

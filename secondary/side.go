@@ -91,26 +91,7 @@ type Node interface {
 	FullCopyOfCode() bool
 	// ShardApplier is the deferred apply of an erasure-code shard peer,
 	// nil on any other node.
-	ShardApplier() ShardApplier
-}
-
-// ShardApplier defers applying a shard peer's journaled writes to its image
-// until the primary commits them (node/ec_commit.go).
-type ShardApplier interface {
-	// BeginLog and EndLog bracket a batch's journal write.
-	BeginLog()
-	EndLog()
-	// Add takes logged writes to apply once committed; their data must
-	// stay valid until then.
-	Add(ls []journal.Logged)
-	// Appended records that seq was appended (and so applied) at once.
-	Appended(seq uint64)
-	// ApplyAll applies everything taken; Settle drops what is above d
-	// (force: without waiting for it).
-	ApplyAll() error
-	Settle(d uint64, force bool) error
-	// SetCommit takes the primary's commit position.
-	SetCommit(seq uint64)
+	ShardApplier() *ShardApply
 }
 
 // State is the side's view of its data and its primary.

@@ -7,14 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/sidecar"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
+	"github.com/stretchr/testify/require"
 )
 
 // fakeNode is the Node of these tests: it records what the side reports.
@@ -34,7 +33,7 @@ func (f *fakeNode) CheckDisk(_ string, err error) error { return err }
 func (f *fakeNode) PrimaryArrived()                     {}
 func (f *fakeNode) Grown(string)                        {}
 func (f *fakeNode) FullCopyOfCode() bool                { return false }
-func (f *fakeNode) ShardApplier() ShardApplier          { return nil }
+func (f *fakeNode) ShardApplier() *ShardApply           { return nil }
 
 func (f *fakeNode) SetConsistent(ok bool) { f.mu.Lock(); f.consistent = &ok; f.mu.Unlock() }
 
