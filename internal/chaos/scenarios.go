@@ -299,8 +299,16 @@ func injectDiskFull(ctx context.Context, r *Run) error {
 			return err
 		}
 		r.C.Events().Add(EvDiskFree, node.Name, "")
-		if err := r.Progress(ctx, 100); err != nil {
-			r.Note("writes did not resume after freeing the disk (%v): restarting the node", err)
+		// A store that failed while full stays Failed (detached) until
+		// the node restarts: no write can resume before that.
+		var why error
+		if st, err := r.C.Status(ctx, node.Name); err == nil && st.Disk == "Failed" {
+			why = errors.New("its disk is Failed")
+		} else if err := r.Progress(ctx, 100); err != nil {
+			why = err
+		}
+		if why != nil {
+			r.Note("writes did not resume after freeing the disk (%v): restarting the node", why)
 			if err := r.C.Restart(ctx, node.Name); err != nil {
 				return err
 			}
