@@ -133,7 +133,7 @@ func TestChaos(t *testing.T) {
 
 // TestChaosCatchesPlantedBug builds grbd with the planted bug (the primary
 // acknowledges protocol C writes before its peer has them,
-// node/plantedbug_on.go) and shows that the suite fails on it: the secondary,
+// primary/plantedbug_on.go) and shows that the suite fails on it: the secondary,
 // promoted after the primary's crash, lacks acknowledged writes.
 func TestChaosCatchesPlantedBug(t *testing.T) {
 	if chaosSoak(t) > 0 {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/member"
+	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/quorum"
 )
 
@@ -53,28 +54,7 @@ type Status struct {
 }
 
 // PeerStatus is one replication peer as this node sees it.
-type PeerStatus struct {
-	Name         string `json:"name"`
-	Connection   string `json:"connection"` // Connected, Connecting, Disconnected
-	Disk         string `json:"disk"`       // UpToDate, Inconsistent, Outdated, SplitBrain, Unknown
-	AckedSeq     uint64 `json:"acked_seq"`  // highest seq the peer journaled
-	Behind       uint64 `json:"behind"`     // writes the peer has not journaled yet
-	CatchupBytes uint64 `json:"catchup_bytes"`
-	// Region resync progress (primary side), while the peer is Inconsistent.
-	ResyncTotal int64 `json:"resync_bytes_total"`
-	ResyncDone  int64 `json:"resync_bytes_done"`
-	// ResyncKept: bytes of the resync's target that a resumed resync did
-	// not copy again (the peer reported them copied; docs/replication.md).
-	ResyncKept   int64   `json:"resync_kept_bytes,omitempty"`
-	SyncPercent  float64 `json:"sync_percent,omitempty"`
-	SyncETA      float64 `json:"sync_eta_seconds,omitempty"`
-	Disconnected bool    `json:"disconnected,omitempty"` // grbd disconnect is in force
-	// SentBytes counts the bytes this primary sent on the peer's data
-	// streams (wire frames), since this node became primary.
-	SentBytes uint64 `json:"sent_bytes"`
-	// Shard is the peer's erasure-code shard index (EC resources only).
-	Shard *int `json:"shard,omitempty"`
-}
+type PeerStatus = primary.PeerStatus
 
 // JournalStatus is the journal position of the node.
 type JournalStatus struct {
@@ -114,7 +94,7 @@ func (n *Node) Status() Status {
 	qs := n.ctl.Status()
 	role, disk, peers := RoleSecondary, "", []PeerStatus{}
 	if p := n.currentPrimary(); p != nil {
-		role, disk, peers = RolePrimary, DiskUpToDate, p.peerStatuses()
+		role, disk, peers = RolePrimary, DiskUpToDate, p.PeerStatuses()
 		if n.diskFailure() != nil {
 			disk = DiskFailed
 		}

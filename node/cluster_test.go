@@ -16,6 +16,7 @@ import (
 	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/freeport"
+	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/witness"
 	"github.com/stretchr/testify/require"
 )
@@ -307,7 +308,7 @@ func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
 	res, err = p.Verify(ctx, true)
 	require.NoError(t, err)
 	require.Empty(t, res[0].Error)
-	require.Equal(t, []extent.Extent{{Offset: 0, Length: verifyChunk}}, res[0].OutOfSync)
+	require.Equal(t, []extent.Extent{{Offset: 0, Length: primary.VerifyChunk}}, res[0].OutOfSync)
 	require.True(t, res[0].Resynced)
 	c.waitUpToDate(p)
 	res, err = p.Verify(ctx, false)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/primary"
 )
 
 // device adapts the node to the NBD export's Device interface; what a
@@ -49,7 +50,7 @@ func (d *device) grace() time.Duration {
 
 // serving returns the primary instance once it may serve, waiting up to the
 // grace; nil with ErrReadOnly on a secondary.
-func (d *device) serving() (*primary, error) {
+func (d *device) serving() (*primary.Side, error) {
 	var deadline time.Time
 	for {
 		if d.n.diskFailure() != nil {
@@ -79,7 +80,7 @@ func (d *device) serving() (*primary, error) {
 // a few milliseconds) is waited for up to the grace: acknowledging once the
 // lease of the same epoch is back is safe, since a majority granted it
 // again and so no other primary can exist (docs/quorum.md, "The lease").
-func (d *device) complete(prim *primary, err error) error {
+func (d *device) complete(prim *primary.Side, err error) error {
 	if err != nil {
 		return d.n.checkDisk("nbd request", err)
 	}
@@ -110,10 +111,10 @@ func (d *device) ReadAt(p []byte, off int64) error {
 		}
 		return err
 	}
-	if err := prim.readBarrier(off, int64(len(p))); err != nil {
+	if err := prim.ReadBarrier(off, int64(len(p))); err != nil {
 		return err
 	}
-	return d.complete(prim, prim.readChecked(p, off))
+	return d.complete(prim, prim.ReadChecked(p, off))
 }
 
 func (d *device) WriteAt(p []byte, off int64, fua bool) error {
@@ -121,7 +122,7 @@ func (d *device) WriteAt(p []byte, off int64, fua bool) error {
 	if err != nil {
 		return err
 	}
-	return d.complete(prim, prim.write(journal.Write{Epoch: prim.epoch, Offset: off, Data: p}, fua || d.syncAlways()))
+	return d.complete(prim, prim.Write(journal.Write{Epoch: prim.Epoch(), Offset: off, Data: p}, fua || d.syncAlways()))
 }
 
 func (d *device) WriteZeroes(off, length int64, fua bool) error {
@@ -129,7 +130,7 @@ func (d *device) WriteZeroes(off, length int64, fua bool) error {
 	if err != nil {
 		return err
 	}
-	return d.complete(prim, prim.write(journal.Write{Epoch: prim.epoch, Offset: off, ZeroLength: length}, fua || d.syncAlways()))
+	return d.complete(prim, prim.Write(journal.Write{Epoch: prim.Epoch(), Offset: off, ZeroLength: length}, fua || d.syncAlways()))
 }
 
 // Flush makes every completed write durable, locally and on every counted
@@ -139,7 +140,7 @@ func (d *device) Flush() error {
 	if err != nil {
 		return err
 	}
-	return d.complete(prim, prim.flush(0))
+	return d.complete(prim, prim.Flush(0))
 }
 
 func (d *device) syncAlways() bool { return d.n.cfg.Journal.Sync == config.SyncAlways }

@@ -3,28 +3,9 @@ package node
 import (
 	"sync/atomic"
 
-	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/replicator"
 	"github.com/grbd/grbd/secondary"
 )
-
-// ecCommitLocked tells the shard peers how far the core committed, when
-// that advanced. Caller holds coreMu.
-func (p *primary) ecCommitLocked() {
-	if p.n.ec == nil {
-		return
-	}
-	c := p.core.Committed()
-	if c <= p.commitSent {
-		return
-	}
-	p.commitSent = c
-	for _, l := range p.links {
-		if l.shard >= 0 && l.live.Load() {
-			l.enqueue(&wire.Commit{Seq: c})
-		}
-	}
-}
 
 // shardApplier is the deferred-apply state while this node is a shard
 // peer, nil otherwise.

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 
 	"github.com/grbd/grbd/internal/events"
-	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/quorum"
 )
@@ -82,15 +81,4 @@ func roleCause(me string, first bool, prev, ev RoleEvent, st quorum.Status) stri
 		return fmt.Sprintf("the primary stepped down: epoch %d has none", ev.Epoch)
 	}
 	return fmt.Sprintf("%s became the primary of epoch %d%s", st.Primary, ev.Epoch, forced)
-}
-
-// resyncCause explains why a peer needs a region resync.
-func resyncCause(from uint64, extra []extent.Extent, size int64) string {
-	if len(extra) == 1 && extra[0].Offset == 0 && extra[0].Length >= uint64(size) {
-		return "a new or invalidated peer: every region is copied"
-	}
-	if len(extra) > 0 {
-		return fmt.Sprintf("the peer is Inconsistent: its own unfinished or divergent regions plus the primary's changes since seq %d", from)
-	}
-	return fmt.Sprintf("the journal no longer holds the writes the peer missed since seq %d", from)
 }

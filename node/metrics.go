@@ -2,9 +2,7 @@ package node
 
 import (
 	"bytes"
-	"io"
 	"net/http"
-	"sync/atomic"
 
 	"github.com/grbd/grbd/blockdev"
 	"github.com/grbd/grbd/internal/events"
@@ -120,17 +118,4 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// countingWriter counts the bytes written through it (network traffic per
-// peer, for status and the benchmark's bytes-per-MiB column).
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Uint64
-}
-
-func (c countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(uint64(n))
-	return n, err
 }

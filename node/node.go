@@ -5,10 +5,11 @@
 // decides. It is the I/O edge around the pure logic packages; all sockets
 // and files live here or below.
 //
-// As primary (primary.go, link.go) the node journals every write, ships it
-// to each peer over a data stream it opens, and completes it when the
-// replication core (replicator.Primary) and the lease allow. As secondary
-// (secondary.go) it accepts the data stream of the primary of its newest
+// As primary (package primary, wired in primary.go) the node journals
+// every write, ships it to each peer over a data stream it opens, and
+// completes it when the replication core (replicator.Primary) and the
+// lease (device.go) allow. As secondary (package secondary, wired in
+// secondary.go) it accepts the data stream of the primary of its newest
 // epoch, applies the writes in sequence order and acknowledges them; its
 // export refuses writes (EPERM).
 //
@@ -41,6 +42,7 @@ import (
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
 	"github.com/grbd/grbd/secondary"
@@ -57,7 +59,7 @@ var (
 	// set, reads) on a node that is not primary. It carries EPERM.
 	ErrReadOnly = fmt.Errorf("node: not primary: %w", syscall.EPERM)
 	// ErrFenced is returned while the primary has no lease. It carries EIO.
-	ErrFenced = fmt.Errorf("node: primary fenced: no quorum: %w", syscall.EIO)
+	ErrFenced = primary.ErrFenced
 	// ErrDeposed is returned for requests a primary held when it lost the
 	// role. It carries EIO: the outcome of such a write is unknown.
 	ErrDeposed = fmt.Errorf("node: no longer primary: %w", syscall.EIO)
@@ -126,8 +128,8 @@ type Node struct {
 	bg           sync.WaitGroup
 
 	roleMu   sync.Mutex
-	prim     *primary                // the current primary instance, nil on a secondary
-	primA    atomic.Pointer[primary] // prim, for the I/O path
+	prim     *primary.Side                // the current primary instance, nil on a secondary
+	primA    atomic.Pointer[primary.Side] // prim, for the I/O path
 	sec      *secondary.Side
 	lastRole RoleEvent
 	// lastOutdated is the Outdated set of the last reconcile (events).
@@ -140,10 +142,8 @@ type Node struct {
 	histMu sync.Mutex
 	hist   replicator.History
 
-	verifying atomic.Pointer[verifyState] // the running verify, for status
-
 	// Blocks that failed their checksum on a read of this primary, those
-	// repaired from a peer and those no peer could repair (repair.go).
+	// repaired from a peer and those no peer could repair (primary/repair.go).
 	corruptBlocks, repairedBlocks, unrepairedBlocks atomic.Uint64
 
 	// diskErr is the error that failed this node's disk (health.go);
@@ -474,11 +474,7 @@ func (n *Node) SetDisconnected(peer string, on bool) error {
 	n.discMu.Unlock()
 	if on {
 		if p := n.currentPrimary(); p != nil {
-			for _, l := range p.links {
-				if n.isDisconnected(l.name) {
-					l.kickSession()
-				}
-			}
+			p.Kick(peer)
 		}
 		n.sec.DropFrom(peer)
 	}

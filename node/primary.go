@@ -1,411 +1,84 @@
 package node
 
-import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"sync"
-	"time"
+// The node's wiring of the primary side (package primary): what the side
+// reports goes to the event log and status here, and the names of its
+// status API are the node's.
 
+import (
 	"github.com/grbd/grbd/internal/config"
-	"github.com/grbd/grbd/internal/peerwire"
-	"github.com/grbd/grbd/internal/wire"
-	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
-	"github.com/grbd/grbd/secondary"
 )
 
-// Errors callers branch on.
+// Connection and disk states shown in status (primary.ConnConnected, ...).
+const (
+	ConnDisconnected = primary.ConnDisconnected
+	ConnConnecting   = primary.ConnConnecting
+	ConnConnected    = primary.ConnConnected
+
+	DiskUpToDate     = primary.DiskUpToDate
+	DiskConsistent   = primary.DiskConsistent
+	DiskInconsistent = primary.DiskInconsistent
+	DiskOutdated     = primary.DiskOutdated
+	DiskUnknown      = primary.DiskUnknown
+	DiskSplitBrain   = primary.DiskSplitBrain
+)
+
+// Types of the admin API that the primary side fills in.
+type (
+	VerifyResult   = primary.VerifyResult
+	VerifyProgress = primary.VerifyProgress
+)
+
+// Errors of the primary side callers branch on.
 var (
-	// ErrPeerAhead is returned when a peer's journal is past the primary's
-	// in a way the divergence rules cannot resolve.
-	ErrPeerAhead = errors.New("node: peer ahead of primary")
-	// ErrHandshake is returned when a peer's Hello is missing or refused.
-	ErrHandshake = peerwire.ErrHandshake
-	// ErrPeerFailed is returned when a peer nacks a write or a flush.
-	ErrPeerFailed = errors.New("node: peer failed a request")
-	// ErrSplitBrain is returned when a peer's data diverged in a way that
-	// only the operator may resolve.
-	ErrSplitBrain = secondary.ErrSplitBrain
+	ErrPeerAhead    = primary.ErrPeerAhead
+	ErrHandshake    = primary.ErrHandshake
+	ErrPeerFailed   = primary.ErrPeerFailed
+	ErrSplitBrain   = primary.ErrSplitBrain
+	ErrUnrepairable = primary.ErrUnrepairable
 )
 
-// primary is the write path of the primary of one epoch: every device
-// write is journaled locally, shipped to every live peer in sequence order,
-// and completes when the replication core (replicator.Primary) releases it.
-//
-// Counted peers: the core waits for every data node that is not Outdated in
-// the control plane's state (docs/quorum.md, "Outdating"), connected or
-// not. The rules (when a peer stops or starts being counted, when it is
-// Outdated or Cleared) are the core's per-peer protocol, replicator/peer.go:
-// this file and link.go feed it the links' events and make the Outdate and
-// Clear proposals it hands back (peerctl.go).
-//
-// Locking, in this order: mu (write order: held across journal.Append and
-// the enqueue to every peer, so peers see writes in sequence order without
-// gap or duplicate), coreMu (the core and the waiters), then a link's qmu,
-// then rmu; proposals.mu under coreMu. The core is only touched under
-// coreMu.
-type primary struct {
-	n      *Node
-	store  *journal.Journal
-	coding writeCoding // what a write becomes before it is journaled and shipped
-	epoch  uint64
-	log    *slog.Logger
-	ctx    context.Context
-	stopf  context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu sync.Mutex
-	ws []journal.Write // logBatch's scratch, under mu
-
-	qmu     sync.Mutex  // guards the write queue (writebatch.go)
-	queue   []*writeReq // client writes waiting for a leader
-	leading bool        // a leader is logging a batch
-	batch   []*writeReq // leadBatch's scratch, used by the leader only
-
-	coreMu   sync.Mutex
-	core     *replicator.Primary
-	nextID   replicator.ReqID
-	waiters  map[replicator.ReqID]*waiter
-	err      error        // set by stop: every waiter fails with it
-	state    quorum.State // last applied (the core keeps it too)
-	fencedAt time.Time    // when the lease was lost (zero while serving)
-	// commitSent is the last Commit sent to the shard peers (ec_commit.go).
-	commitSent uint64
-
-	// rmu guards inflight: writes appended locally but not yet released,
-	// which reads of overlapping ranges wait for (a read never returns data
-	// a failover could take back).
-	rmu      sync.Mutex
-	inflight map[uint64]inflightWrite
-
-	links []*link // fixed after start
-
-	tr        transport
-	ctl       peerControl
-	proposals proposals // the core's Outdate and Clear requests, to make
-
-	repairMu sync.Mutex // one block repair at a time (repair.go)
-}
-
-type inflightWrite struct {
-	off, end int64
-	done     chan struct{}
-}
-
-// waiter is a request held by the core; done closes when it is released
-// (err nil) or failed (err set).
-type waiter struct {
-	done chan struct{}
-	err  error
-}
-
-func newPrimary(n *Node, st quorum.State) *primary {
-	p := &primary{
-		n: n, store: n.store, epoch: st.Epoch, log: n.log.With("epoch", st.Epoch), state: st,
-		core:     replicator.NewPrimary(n.proto),
-		waiters:  map[replicator.ReqID]*waiter{},
-		inflight: map[uint64]inflightWrite{},
-		tr:       n.mesh, ctl: n.ctl, proposals: newProposals(),
+// newPrimary is the primary side of epoch st.Epoch, with a link to every
+// other data node.
+func (n *Node) newPrimary(st quorum.State) *primary.Side {
+	cfg := primary.Config{
+		Cluster:           n.cfg.Cluster,
+		Name:              n.me.Name,
+		Protocol:          n.proto,
+		SuspendOnNoQuorum: n.cfg.Quorum.OnNoQuorum == config.OnNoQuorumSuspend,
+		SuspendTimeout:    n.cfg.Quorum.SuspendTimeout.D(),
+		PeerTimeout:       n.cfg.Replication.PeerTimeout.D(),
+		ResyncRate:        int64(n.cfg.Replication.ResyncRate),
+		JournalMaxSize:    int64(n.cfg.Journal.MaxSize),
+		Store:             n.store,
+		Log:               n.log,
+		Transport:         n.mesh,
+		Control:           n.ctl,
+		Repairs:           primary.RepairCounters{Corrupt: &n.corruptBlocks, Repaired: &n.repairedBlocks, Unrepaired: &n.unrepairedBlocks},
 	}
-	p.coding = mirrorCoding{}
 	if n.ec != nil {
-		p.coding = ecCoding{n.ec}
+		cfg.Coder = n.ec.cd
 	}
-	p.ctx, p.stopf = context.WithCancel(n.ctx)
+	if f := n.opts.faults; f != nil {
+		cfg.DropsPiece = f.dropsPiece
+	}
+	p := primary.New(n.ctx, cfg, primaryHost{n}, st)
+	for _, m := range n.cfg.Nodes {
+		if m.Name != n.me.Name {
+			p.AddPeer(m.Name, n.cfg.ShardOf(m.Name))
+		}
+	}
 	return p
 }
 
-// addLink registers a peer; call before start.
-func (p *primary) addLink(l *link) { p.links = append(p.links, l) }
+// primaryHost is the node as the primary side sees it.
+type primaryHost struct{ n *Node }
 
-// start counts every peer that is not Outdated (it may hold every write so
-// far, and must get every write from now on before one completes) and
-// starts the links.
-func (p *primary) start() {
-	names := make([]string, len(p.links))
-	for i, l := range p.links {
-		names[i] = l.name
-	}
-	p.coreMu.Lock()
-	p.core.Begin(p.state, names)
-	p.coreMu.Unlock()
-	p.wg.Go(p.runProposals)
-	for _, l := range p.links {
-		p.wg.Go(func() { l.run(p.ctx) })
-	}
-	p.wg.Go(p.retainLoop)
-	p.wg.Go(p.watchdog)
-}
-
-// stop ends the instance: links close, waiting requests fail with err.
-func (p *primary) stop(err error) {
-	p.coreMu.Lock()
-	p.err = err
-	p.failWaitersLocked(err)
-	p.coreMu.Unlock()
-	p.stopf()
-	p.wg.Wait()
-}
-
-func (p *primary) failWaitersLocked(err error) {
-	for id, w := range p.waiters {
-		w.err = err
-		close(w.done)
-		delete(p.waiters, id)
-	}
-}
-
-// onServing learns whether the lease is held. Without it, requests the core
-// holds fail with ErrFenced: at once with on-no-quorum: io-error, after
-// suspend-timeout with suspend-io unless the lease comes back first.
-func (p *primary) onServing(serving bool) {
-	p.coreMu.Lock()
-	defer p.coreMu.Unlock()
-	if serving {
-		p.fencedAt = time.Time{}
-		return
-	}
-	if !p.fencedAt.IsZero() {
-		return
-	}
-	p.fencedAt = time.Now()
-	if p.n.cfg.Quorum.OnNoQuorum != config.OnNoQuorumSuspend {
-		p.failWaitersLocked(ErrFenced)
-		return
-	}
-	at := p.fencedAt
-	time.AfterFunc(p.n.cfg.Quorum.SuspendTimeout.D(), func() {
-		p.coreMu.Lock()
-		defer p.coreMu.Unlock()
-		if p.fencedAt.Equal(at) {
-			p.failWaitersLocked(ErrFenced)
-		}
-	})
-}
-
-// failed is the error a released request returns: nil unless stopped.
-func (p *primary) failed() error {
-	p.coreMu.Lock()
-	defer p.coreMu.Unlock()
-	return p.err
-}
-
-// rewriteOwn writes the primary's current bytes of [off, off+len(buf))
-// again, read and logged under the write lock so that no client write can
-// come between (verify --resync).
-func (p *primary) rewriteOwn(buf []byte, off int64) error {
-	p.mu.Lock()
-	for {
-		err := p.store.ReadAt(buf, off)
-		if err == nil {
-			break
-		}
-		p.mu.Unlock()
-		var ce *journal.ChecksumError
-		if !errors.As(err, &ce) {
-			return err
-		}
-		if err := p.repair(ce.Blocks); err != nil {
-			return err
-		}
-		p.mu.Lock()
-	}
-	r := &writeReq{w: journal.Write{Epoch: p.epoch, Offset: off, Data: buf}}
-	p.logBatch([]*writeReq{r})
-	p.mu.Unlock()
-	return p.complete(r)
-}
-
-// readBarrier waits until every write overlapping [off, off+n) that was
-// appended before the call has completed.
-func (p *primary) readBarrier(off, n int64) error {
-	var wait []chan struct{}
-	p.rmu.Lock()
-	for _, w := range p.inflight {
-		if w.off < off+n && off < w.end {
-			wait = append(wait, w.done)
-		}
-	}
-	p.rmu.Unlock()
-	for _, ch := range wait {
-		<-ch
-	}
-	return p.failed()
-}
-
-// flush makes every write up to seq (0: everything so far) durable locally and
-// on every counted peer.
-func (p *primary) flush(seq uint64) error {
-	p.mu.Lock()
-	if seq == 0 {
-		seq = p.store.LastSeq()
-	}
-	var id replicator.ReqID
-	wt := p.submit(func(rid replicator.ReqID) error {
-		id = rid
-		p.core.Flush(rid, seq)
-		// A superset of the peers the core waits for: extra FlushAcks are
-		// harmless Durable acks.
-		for _, l := range p.links {
-			if pr, _ := p.core.Peer(l.name); pr.Counted && l.live.Load() {
-				l.enqueue(&wire.Flush{ID: uint64(rid), Seq: seq})
-			}
-		}
-		return nil
-	})
-	p.mu.Unlock()
-	if err := p.store.Sync(seq); err != nil {
-		p.coreMu.Lock()
-		delete(p.waiters, id)
-		p.coreMu.Unlock()
-		return err
-	}
-	p.coreMu.Lock()
-	p.core.LocalSynced(seq)
-	p.releaseLocked()
-	p.coreMu.Unlock()
-	<-wt.done
-	return wt.err
-}
-
-// submit registers a waiter and feeds the core through fn, under coreMu.
-// Caller holds mu. The waiter is done when the core releases it (or stop or
-// fencing fails it).
-func (p *primary) submit(fn func(replicator.ReqID) error) *waiter {
-	p.coreMu.Lock()
-	defer p.coreMu.Unlock()
-	p.nextID++
-	id := p.nextID
-	wt := &waiter{done: make(chan struct{})}
-	if p.err != nil {
-		wt.err = p.err
-		close(wt.done)
-		return wt
-	}
-	p.waiters[id] = wt
-	if err := fn(id); err != nil {
-		// Only ErrSeqOrder, impossible under mu: a broken invariant.
-		panic(fmt.Sprintf("node: replication core: %v", err))
-	}
-	p.releaseLocked()
-	return wt
-}
-
-// releaseLocked completes what the core released and passes on the
-// proposals it asks for. Caller holds coreMu.
-func (p *primary) releaseLocked() {
-	rd := p.core.Ready()
-	for _, id := range rd.Released {
-		if wt, ok := p.waiters[id]; ok {
-			close(wt.done)
-			delete(p.waiters, id)
-		}
-	}
-	p.ecCommitLocked()
-	p.proposals.add(rd.Requests)
-}
-
-// onState applies the control plane's state: a peer whose Outdate was
-// applied stops being counted unless it caught up since; a caught-up peer
-// that needs a Clear gets one (replicator.Primary.ApplyState).
-func (p *primary) onState(st quorum.State) {
-	p.coreMu.Lock()
-	defer p.coreMu.Unlock()
-	p.state = st
-	for _, name := range p.core.ApplyState(st) {
-		p.log.Info("peer Outdated: no longer waited for", "peer", name)
-	}
-	p.releaseLocked()
-}
-
-// recordedDisk is the disk the applied state records for peer (0: none).
-func (p *primary) recordedDisk(peer string) uint64 {
-	p.coreMu.Lock()
-	defer p.coreMu.Unlock()
-	return p.state.Disks[peer]
-}
-
-// peerLost is called when a link's session ends, the peer cannot be
-// reached, or it cannot acknowledge live writes for a while (a resync): a
-// counted peer keeps holding writes back until an Outdate above its last
-// Clear is applied, and its Outdate is proposed (replicator.Primary.PeerLost).
-func (p *primary) peerLost(l *link) {
-	p.coreMu.Lock()
-	_ = p.core.PeerLost(l.name)
-	p.releaseLocked()
-	p.coreMu.Unlock()
-}
-
-// retainLoop pins the journal records peers still need.
-func (p *primary) retainLoop() {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		floor := p.store.LastSeq()
-		for _, l := range p.links {
-			floor = min(floor, l.known.Load())
-		}
-		p.store.Retain(floor)
-		select {
-		case <-p.ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// watchdog disconnects a counted peer that acknowledged nothing for
-// replication.peer-timeout while writes wait for it (a paused or wedged
-// peer, a silent link): its member session is dropped, which ends every
-// stream to it at once, and it is then Outdated and writes go on.
-//
-// The wait is measured from the later of its last ack and the first tick
-// that saw it owe a write: after an idle spell its last ack is old, and a
-// write in flight for a moment must not look like a dead peer.
-func (p *primary) watchdog() {
-	timeout := p.n.cfg.Replication.PeerTimeout.D()
-	t := time.NewTicker(max(timeout/10, 10*time.Millisecond))
-	defer t.Stop()
-	owing := make(map[*link]time.Time) // first tick that saw the peer owe a write
-	for {
-		select {
-		case <-p.ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		for _, l := range p.links {
-			sent := l.sentSeq.Load()
-			if !l.live.Load() || l.acked.Load() >= sent {
-				delete(owing, l)
-				continue
-			}
-			since, ok := owing[l]
-			if !ok {
-				since = now
-				owing[l] = now
-			}
-			if last := l.lastAck(); last.After(since) {
-				since = last
-			}
-			if now.Sub(since) > timeout {
-				l.log.Warn("peer acknowledged nothing within the peer timeout: disconnecting it", "timeout", timeout, "acked", l.acked.Load(), "sent", sent)
-				delete(owing, l)
-				l.kickSession()
-				p.tr.Drop(l.name, "acknowledged nothing within the peer timeout")
-			}
-		}
-	}
-}
-
-// peerStatuses reports every link.
-func (p *primary) peerStatuses() []PeerStatus {
-	out := make([]PeerStatus, 0, len(p.links))
-	for _, l := range p.links {
-		out = append(out, l.status())
-	}
-	return out
-}
+func (h primaryHost) Disconnected(peer string) bool       { return h.n.isDisconnected(peer) }
+func (h primaryHost) History() replicator.History         { return h.n.history() }
+func (h primaryHost) PeerState(peer, state, cause string) { h.n.peerState(peer, state, cause) }
+func (h primaryHost) SplitBrain(peer, detail string)      { h.n.splitBrain(peer, detail) }
+func (h primaryHost) Event(e events.Event)                { h.n.events.Add(e) }

@@ -10,6 +10,7 @@ import (
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/primary"
 	"github.com/stretchr/testify/require"
 )
 
@@ -114,7 +115,7 @@ func TestCorruptSecondaryBlockRefusedAndResynced(t *testing.T) {
 	damage(t, sec, 2*4096+9)
 	res, err = p.Verify(t.Context(), true)
 	require.NoError(t, err)
-	require.Equal(t, []extent.Extent{{Offset: 0, Length: verifyChunk}}, res[0].OutOfSync)
+	require.Equal(t, []extent.Extent{{Offset: 0, Length: primary.VerifyChunk}}, res[0].OutOfSync)
 	require.True(t, res[0].Resynced)
 	c.waitUpToDate(p)
 	c.requireImages(block, 8)
@@ -137,7 +138,7 @@ func TestECCorruptPrimaryBlockFailsNotRepairedFromShard(t *testing.T) {
 	require.Equal(t, block(1), got)
 
 	// A shard peer refuses a block request outright.
-	_, _, err := p.fetchBlock(t.Context(), "d1", 0, 4096)
+	_, _, err := p.currentPrimary().FetchBlock(t.Context(), "d1", 0, 4096)
 	require.ErrorIs(t, err, ErrPeerFailed)
 	require.ErrorContains(t, err, "shard peer")
 }

@@ -5,8 +5,8 @@ import (
 	"fmt"
 
 	"github.com/grbd/grbd/internal/events"
-	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/primary"
 )
 
 // Online grow (grbd resize). The new size is a journal record in the write
@@ -25,7 +25,7 @@ const ResizeAlign = 4096
 var (
 	// ErrResizeNotLarger is returned for a size not above the current one:
 	// the device only grows.
-	ErrResizeNotLarger = errors.New("node: resize: the device only grows")
+	ErrResizeNotLarger = primary.ErrResizeNotLarger
 	// ErrResizeSize is returned for a size that is not a positive multiple
 	// of ResizeAlign or is above journal.MaxDeviceSize.
 	ErrResizeSize = errors.New("node: resize: invalid size")
@@ -50,43 +50,10 @@ func (n *Node) Resize(size int64) error {
 	if err != nil {
 		return err
 	}
-	if err := n.dev.complete(prim, prim.resize(size)); err != nil {
+	if err := n.dev.complete(prim, prim.Resize(size)); err != nil {
 		return err
 	}
 	n.grown("grbd resize completed on every counted peer")
-	return nil
-}
-
-// resize appends the resize record under the write lock, ships it, and
-// waits until the protocol releases it and a flush made it durable here
-// and on every counted peer (as protocol C or stronger, whatever the
-// configured protocol: a grow is rare and must not be lost by a peer).
-func (p *primary) resize(size int64) error {
-	p.mu.Lock()
-	if cur := p.store.Size(); size <= cur {
-		p.mu.Unlock()
-		return fmt.Errorf("%w: %d bytes requested, the device has %d", ErrResizeNotLarger, size, cur)
-	}
-	p.log.Info("resize: growing the device", "from", p.store.Size(), "to", size)
-	r := &writeReq{w: journal.Write{Epoch: p.epoch, Resize: size}, fua: true}
-	p.logBatch([]*writeReq{r})
-	p.mu.Unlock()
-	return p.complete(r)
-}
-
-// announceSize journals the primary's current size again (a no-op record
-// here) and sends it to the peer first in a region resync, so that a peer
-// that missed a grow, and whose journal position is too old to get the
-// record through catch-up, grows before any region past its old end.
-// Caller holds mu.
-func (l *link) announceSize() error {
-	p := l.p
-	size := p.store.Size()
-	seq, err := p.store.Append(journal.Write{Epoch: p.epoch, Resize: size})
-	if err != nil {
-		return fmt.Errorf("node: resync: announce size: %w", err)
-	}
-	l.enqueue(&wire.Resize{Seq: seq, Epoch: p.epoch, Size: uint64(l.layout.storeSize(size)), Flags: wire.ResizeResync})
 	return nil
 }
 

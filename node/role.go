@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/quorum"
 )
 
@@ -26,7 +27,7 @@ func (n *Node) reconcile() {
 	}
 	n.sec.SetEpoch(st.Epoch, st.Primary)
 	switch {
-	case st.Role == quorum.RolePrimary && (n.prim == nil || n.prim.epoch != st.Epoch):
+	case st.Role == quorum.RolePrimary && (n.prim == nil || n.prim.Epoch() != st.Epoch):
 		if n.prim != nil {
 			n.stopPrimaryLocked(ErrDeposed)
 		}
@@ -35,8 +36,8 @@ func (n *Node) reconcile() {
 		n.stopPrimaryLocked(ErrDeposed)
 	}
 	if n.prim != nil {
-		n.prim.onState(st.State)
-		n.prim.onServing(st.Serving)
+		n.prim.OnState(st.State)
+		n.prim.OnServing(st.Serving)
 	}
 	ev := RoleEvent{Role: RoleSecondary, Epoch: st.Epoch, Serving: st.Serving, NBD: "nbd://" + n.nbdLn.Addr().String()}
 	if n.prim != nil {
@@ -90,17 +91,8 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		_ = n.ctl.RequestDemote()
 		return
 	}
-	p := newPrimary(n, st.State)
-	for _, m := range n.cfg.Nodes {
-		if m.Name != n.me.Name {
-			l := newLink(p, m.Name)
-			if l.shard = n.cfg.ShardOf(m.Name); l.shard >= 0 {
-				l.layout = shardLayout{l: l, shard: l.shard}
-			}
-			p.addLink(l)
-		}
-	}
-	p.start()
+	p := n.newPrimary(st.State)
+	p.Start()
 	n.prim = p
 	n.primA.Store(p)
 	n.log.Info("became primary", "epoch", st.Epoch, "forced", st.Forced, "first_seq", n.store.LastSeq()+1)
@@ -114,11 +106,11 @@ func (n *Node) stopPrimaryLocked(err error) {
 	}
 	// Requests stop reaching the instance before it fails what it holds.
 	n.primA.Store(nil)
-	n.prim.stop(err)
-	n.log.Info("primary role ended", "epoch", n.prim.epoch)
+	n.prim.Stop(err)
+	n.log.Info("primary role ended", "epoch", n.prim.Epoch())
 	n.prim = nil
 }
 
 // currentPrimary is the primary instance, or nil. Lock-free: every NBD
 // request asks.
-func (n *Node) currentPrimary() *primary { return n.primA.Load() }
+func (n *Node) currentPrimary() *primary.Side { return n.primA.Load() }

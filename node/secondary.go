@@ -8,6 +8,7 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/replicator"
 	"github.com/grbd/grbd/secondary"
 )
@@ -19,7 +20,7 @@ func (n *Node) newSecondary() (*secondary.Side, error) {
 		Protocol:            n.proto,
 		DiscardOnSplitBrain: n.cfg.Replication.AfterSplitBrain == config.SplitBrainDiscardSecondary,
 		ErasureCoded:        n.ec != nil,
-		HandshakeTimeout:    handshakeTimeout,
+		HandshakeTimeout:    primary.HandshakeTimeout,
 		Store:               n.store,
 		Meta:                n.meta,
 		Log:                 n.log,

@@ -3,238 +3,32 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
-	"hash/crc32"
 	"net"
-	"sync/atomic"
-	"time"
 
-	"github.com/grbd/grbd/internal/ec"
-	"github.com/grbd/grbd/internal/events"
-	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/wire"
-	"github.com/grbd/grbd/journal"
-)
-
-// Online verify (grbd verify): the primary asks each connected peer for the
-// CRC-32C of every chunk of the device over an admin stream, compares them
-// with its own, rechecks the mismatches (a chunk written meanwhile differs
-// for a moment without being out of sync), and reports what still differs.
-// With resync, it rewrites those regions through the normal write path, so
-// that every counted peer receives them in order.
-
-const (
-	verifyChunk   = 64 << 10
-	verifyBatch   = 1024 // chunks per request: 64 MiB
-	verifyRetries = 3
+	"github.com/grbd/grbd/primary"
 )
 
 // ErrNotPrimary is returned by operations only the primary can run.
 var ErrNotPrimary = errors.New("node: not the primary")
 
-// VerifyResult reports one peer's verify.
-type VerifyResult struct {
-	Peer       string          `json:"peer"`
-	Bytes      int64           `json:"bytes_compared"`
-	OutOfSync  []extent.Extent `json:"out_of_sync"`
-	Resynced   bool            `json:"resynced"`
-	Error      string          `json:"error,omitempty"`
-	DurationMs int64           `json:"duration_ms"`
-}
-
-// VerifyProgress is the verify running on this primary, as GET /status
-// shows it (for progress bars). Field names are part of the admin API.
-type VerifyProgress struct {
-	Peer  string `json:"peer"`
-	Total int64  `json:"bytes_total"`
-	Done  int64  `json:"bytes_done"` // first pass; rechecks follow
-}
-
-// verifyState is the progress of the running verify.
-type verifyState struct {
-	peer  string
-	total int64
-	done  atomic.Int64
-}
-
 // verifyProgress reports the running verify, or nil.
 func (n *Node) verifyProgress() *VerifyProgress {
-	v := n.verifying.Load()
-	if v == nil {
-		return nil
+	if p := n.currentPrimary(); p != nil {
+		return p.VerifyProgress()
 	}
-	return &VerifyProgress{Peer: v.peer, Total: v.total, Done: v.done.Load()}
+	return nil
 }
 
-// Verify compares every connected peer with this primary.
+// Verify compares every connected peer with this primary (grbd verify;
+// primary.Side.Verify); with resync it rewrites what differs.
 func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) {
 	p := n.currentPrimary()
 	if p == nil {
 		return nil, ErrNotPrimary
 	}
-	defer n.verifying.Store(nil)
-	var out []VerifyResult
-	for _, l := range p.links {
-		size := l.layout.storeSize(n.store.Size())
-		n.verifying.Store(&verifyState{peer: l.name, total: size})
-		start := time.Now()
-		r := VerifyResult{Peer: l.name, OutOfSync: []extent.Extent{}}
-		bad, err := n.verifyPeer(ctx, l)
-		if err == nil {
-			bad = l.layout.toDevice(bad) // repairs go through the write path, in device ranges
-		}
-		r.Bytes = size
-		if err != nil {
-			r.Error = err.Error()
-			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: events.StateFailed, Cause: err.Error()})
-		} else {
-			r.OutOfSync = bad
-			n.events.Add(Event{Type: events.TypeVerify, Peer: l.name, State: events.StateDone, Bytes: r.Bytes,
-				Detail: fmt.Sprintf("%d out-of-sync regions", len(bad))})
-			if resync && len(bad) > 0 {
-				if err := n.rewrite(p, bad); err != nil {
-					r.Error = "resync: " + err.Error()
-				} else {
-					r.Resynced = true
-				}
-			}
-		}
-		r.DurationMs = time.Since(start).Milliseconds()
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-// verifyPeer returns the regions of l's peer whose checksums differ: of
-// its store, as its layout says what that store must hold (a shard peer's
-// is its shard image, this node's side its full copy re-encoded).
-func (n *Node) verifyPeer(ctx context.Context, l *link) ([]extent.Extent, error) {
-	peer := l.name
-	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	s, err := n.mesh.Open(octx, peer, wire.StreamAdmin)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("verify %s: %w", peer, err)
-	}
-	defer s.Close()
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer stop()
-	r, w := wire.NewReader(s), wire.NewWriter(s)
-	size := uint64(l.layout.storeSize(n.store.Size()))
-	var read ec.ReadFunc = n.store.ReadAt
-	if p := n.currentPrimary(); p != nil {
-		read = p.readChecked // a corrupt block here is repaired from a peer first
-	}
-	mineOf := func(off, length uint64) ([]uint32, error) { return l.layout.sums(read, off, length) }
-	compare := (&verifyExchange{r: r, w: w, mineOf: mineOf}).compare
-	var suspects []extent.Extent
-	for off := uint64(0); off < size; off += verifyBatch * verifyChunk {
-		bad, err := compare(off, min(verifyBatch*verifyChunk, size-off))
-		if err != nil {
-			return nil, fmt.Errorf("verify %s: %w", peer, err)
-		}
-		suspects = append(suspects, bad...)
-		if v := n.verifying.Load(); v != nil {
-			v.done.Store(int64(off + min(verifyBatch*verifyChunk, size-off)))
-		}
-	}
-	// A chunk written during the pass differs until the peer applied the
-	// write: recheck before calling it out of sync.
-	for try := 0; try < verifyRetries && len(suspects) > 0; try++ {
-		time.Sleep(50 * time.Millisecond)
-		var still []extent.Extent
-		for _, e := range suspects {
-			bad, err := compare(e.Offset, e.Length)
-			if err != nil {
-				return nil, fmt.Errorf("verify %s: %w", peer, err)
-			}
-			still = append(still, bad...)
-		}
-		suspects = still
-	}
-	return extent.Merge(suspects), nil
-}
-
-// verifyExchange asks a peer for its chunk sums, one range at a time.
-type verifyExchange struct {
-	r      *wire.Reader
-	w      *wire.Writer
-	id     uint64
-	mineOf func(off, length uint64) ([]uint32, error) // this node's sums
-}
-
-// compare returns the chunks of [off, off+length) whose sums differ.
-func (v *verifyExchange) compare(off, length uint64) ([]extent.Extent, error) {
-	v.id++
-	if err := v.w.WriteMsg(&wire.VerifyRequest{ID: v.id, Offset: off, Length: length, Chunk: verifyChunk}); err != nil {
-		return nil, err
-	}
-	if err := v.w.Flush(); err != nil {
-		return nil, err
-	}
-	m, err := v.r.ReadMsg()
-	if err != nil {
-		return nil, err
-	}
-	rep, ok := m.(*wire.VerifyReply)
-	if !ok || rep.ID != v.id || rep.Offset != off {
-		return nil, fmt.Errorf("%w: bad verify reply %v", ErrPeerFailed, m.Type())
-	}
-	mine, err := v.mineOf(off, length)
-	if err != nil {
-		return nil, err
-	}
-	if len(mine) != len(rep.Sums) {
-		return nil, fmt.Errorf("%w: %d sums for %d chunks", ErrPeerFailed, len(rep.Sums), len(mine))
-	}
-	var bad []extent.Extent
-	for i := range mine {
-		if mine[i] != rep.Sums[i] {
-			o := off + uint64(i)*verifyChunk
-			bad = append(bad, extent.Extent{Offset: o, Length: min(verifyChunk, off+length-o)})
-		}
-	}
-	return bad, nil
-}
-
-// chunkSums is the CRC-32C of each chunk of [off, off+length). A chunk
-// with a corrupt block gets a sum that cannot match its bytes (the other
-// side's good copy), so verify reports it out of sync and --resync
-// rewrites it.
-func chunkSums(read func([]byte, int64) error, off, length, chunk uint64) ([]uint32, error) {
-	sums := make([]uint32, 0, (length+chunk-1)/chunk)
-	buf := make([]byte, chunk)
-	for o := off; o < off+length; o += chunk {
-		b := buf[:min(chunk, off+length-o)]
-		err := read(b, int64(o))
-		corrupt := errors.Is(err, journal.ErrChecksum)
-		if err != nil && !corrupt {
-			return nil, err
-		}
-		sum := crc32.Checksum(b, castagnoli)
-		if corrupt {
-			sum = ^sum
-		}
-		sums = append(sums, sum)
-	}
-	return sums, nil
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// rewrite writes the primary's own bytes of each extent again through the
-// write path: every counted peer receives them in sequence order.
-func (n *Node) rewrite(p *primary, extents []extent.Extent) error {
-	buf := make([]byte, resyncChunk)
-	for _, e := range extents {
-		for off, end := int64(e.Offset), int64(e.End()); off < end; off += resyncChunk {
-			if err := p.rewriteOwn(buf[:min(resyncChunk, end-off)], off); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return p.Verify(ctx, resync)
 }
 
 // serveAdmin answers admin requests (verify) from a peer on its stream.
@@ -264,11 +58,11 @@ func (n *Node) serveAdmin(peer string, s net.Conn) {
 		}
 		req, ok := m.(*wire.VerifyRequest)
 		if !ok || req.Chunk == 0 || req.Chunk > 1<<20 || req.Offset+req.Length > size || req.Offset+req.Length < req.Offset ||
-			req.Length/req.Chunk > verifyBatch {
+			req.Length/req.Chunk > primary.VerifyBatch {
 			n.log.Warn("refusing admin request", "peer", peer, "type", m.Type())
 			return
 		}
-		sums, err := chunkSums(n.store.ReadAt, req.Offset, req.Length, req.Chunk)
+		sums, err := primary.ChunkSums(n.store.ReadAt, req.Offset, req.Length, req.Chunk)
 		if err != nil {
 			n.log.Error("verify: read", "err", err)
 			return

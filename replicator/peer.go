@@ -6,7 +6,7 @@ import "fmt"
 // style of etcd-io/raft's tracker.Progress: which peers the core waits for,
 // when a lost peer must be Outdated before writes go on without it, and
 // when a peer that caught up may be Cleared (docs/quorum.md, "Outdating"
-// and "Data identity"). The driver (node/primary.go, internal/sim) feeds
+// and "Data identity"). The driver (primary/primary.go, internal/sim) feeds
 // the transitions below and executes the Outdate and Clear requests that
 // Ready hands back; node and the simulation run this same code.
 

@@ -10,8 +10,8 @@ import (
 )
 
 // member is one simulated member: the real control plane and, for a data
-// node, a model of the node's data path (node/primary.go, link.go,
-// secondary.go) reduced to its decisions.
+// node, a model of the data path (primary/primary.go and link.go, the
+// secondary package) reduced to its decisions.
 type member struct {
 	w    *world
 	name string

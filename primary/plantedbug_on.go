@@ -1,6 +1,6 @@
 //go:build grbd_plantedbug
 
-package node
+package primary
 
 // plantedEarlyAck, set only by `go build -tags grbd_plantedbug`, makes the
 // primary acknowledge a write as soon as it is journaled locally, without

@@ -1,4 +1,4 @@
-package node
+package primary
 
 import (
 	"context"
@@ -16,20 +16,6 @@ import (
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
-)
-
-// Connection and disk states shown in status.
-const (
-	ConnDisconnected = "Disconnected"
-	ConnConnecting   = "Connecting"
-	ConnConnected    = "Connected"
-
-	DiskUpToDate     = "UpToDate"
-	DiskConsistent   = "Consistent" // not Outdated, but not (yet) connected and caught up
-	DiskInconsistent = "Inconsistent"
-	DiskOutdated     = "Outdated"
-	DiskUnknown      = "Unknown"
-	DiskSplitBrain   = "SplitBrain"
 )
 
 const (
@@ -58,7 +44,7 @@ const (
 // which keeps the peer's tracker (replicator.Peer). Fields marked (q) are
 // guarded by qmu.
 type link struct {
-	p    *primary
+	p    *Side
 	name string
 	log  *slog.Logger
 	// shard is the peer's erasure-code shard, -1 for a mirror: it gets its
@@ -96,7 +82,7 @@ type link struct {
 	resyncKept              atomic.Int64 // bytes of the target a resumed resync did not copy again
 }
 
-func newLink(p *primary, name string) *link {
+func newLink(p *Side, name string) *link {
 	l := &link{p: p, name: name, log: p.log.With("peer", name), shard: -1,
 		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 	l.layout = mirrorLayout{l}
@@ -202,7 +188,7 @@ func msgBytes(m wire.Message) int {
 func (l *link) run(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		if l.p.n.isDisconnected(l.name) {
+		if l.p.node.Disconnected(l.name) {
 			// grbd disconnect: no data path to this peer until connect.
 			l.conn.Store(ConnDisconnected)
 			l.p.peerLost(l)
@@ -248,7 +234,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	if err != nil {
 		if errors.Is(err, ErrSplitBrain) {
 			l.disk.Store(DiskSplitBrain)
-			l.p.n.splitBrain(l.name, err.Error())
+			l.p.node.SplitBrain(l.name, err.Error())
 		}
 		l.p.peerLost(l)
 		return err
@@ -264,7 +250,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	l.sentSeq.Store(hello.LastSeq)
 	l.lastAckNs.Store(time.Now().UnixNano())
 	l.conn.Store(ConnConnected)
-	l.p.n.peerState(l.name, ConnConnected, fmt.Sprintf("handshake done: peer at seq %d", hello.LastSeq))
+	l.p.node.PeerState(l.name, ConnConnected, fmt.Sprintf("handshake done: peer at seq %d", hello.LastSeq))
 
 	l.qmu.Lock()
 	l.q, l.qbytes, l.closed = nil, 0, false
@@ -299,7 +285,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	s.Close()
 	wg.Wait()
 	l.down()
-	l.p.n.peerState(l.name, ConnDisconnected, fmt.Sprint("data stream ended: ", err))
+	l.p.node.PeerState(l.name, ConnDisconnected, fmt.Sprint("data stream ended: ", err))
 	return err
 }
 
@@ -403,7 +389,7 @@ func (l *link) caughtUpLocked() {
 	pr, _ := l.p.core.Peer(l.name)
 	l.disk.Store(DiskUpToDate)
 	l.log.Info("peer up to date", "seq", pr.Target, "catchup_bytes", l.catchup.Load())
-	l.p.n.events.Add(Event{Type: events.TypeDisk, Peer: l.name, State: DiskUpToDate, Cause: fmt.Sprintf("journaled every write up to seq %d", pr.Target)})
+	l.p.node.Event(events.Event{Type: events.TypeDisk, Peer: l.name, State: DiskUpToDate, Cause: fmt.Sprintf("journaled every write up to seq %d", pr.Target)})
 }
 
 // down ends a session: the peer gets no more live writes, and the primary
@@ -504,7 +490,7 @@ func (l *link) goLive(sent *uint64) error {
 }
 
 // startLiveLocked switches to live writes, tells the peer it holds every
-// write up to target, and waits for its ack of target. Caller holds mu.
+// Write up to target, and waits for its ack of target. Caller holds mu.
 func (l *link) startLiveLocked(target uint64) {
 	l.enqueue(&wire.ResyncDone{AsOf: target})
 	l.live.Store(true)
@@ -529,7 +515,7 @@ func (l *link) status() PeerStatus {
 	ps := PeerStatus{
 		Name: l.name, Connection: l.conn.Load().(string), Disk: l.disk.Load().(string),
 		AckedSeq: acked, Behind: behind, CatchupBytes: l.catchup.Load(),
-		ResyncTotal: l.resyncTotal.Load(), ResyncDone: l.resyncDone.Load(), ResyncKept: l.resyncKept.Load(), Disconnected: l.p.n.isDisconnected(l.name),
+		ResyncTotal: l.resyncTotal.Load(), ResyncDone: l.resyncDone.Load(), ResyncKept: l.resyncKept.Load(), Disconnected: l.p.node.Disconnected(l.name),
 		SentBytes: l.sentBytes.Load(),
 	}
 	if l.shard >= 0 {

@@ -1,4 +1,4 @@
-package node
+package primary
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 	"github.com/grbd/grbd/replicator"
 )
 
-// peerControl is what the primary asks of the control plane about its
+// PeerControl is what the primary asks of the control plane about its
 // peers (internal/ctlplane.Driver; quorum.Member documents the rules).
-type peerControl interface {
+type PeerControl interface {
 	// RequestOutdate proposes that peer is Outdated above its generation.
 	RequestOutdate(peer string)
 	// RequestClear proposes that peer leaves Outdated with disk recorded;
@@ -18,9 +18,9 @@ type peerControl interface {
 	RequestClear(peer string, disk uint64) (gen uint64, ok bool)
 }
 
-// transport opens streams to a peer over its member link, and drops that
+// Transport opens streams to a peer over its member link, and drops that
 // link (internal/mesh.Mesh).
-type transport interface {
+type Transport interface {
 	Open(ctx context.Context, peer string, kind uint8) (net.Conn, error)
 	Drop(peer, why string) bool
 }
@@ -60,7 +60,7 @@ func (r *proposals) take() []replicator.Request {
 
 // runProposals makes the core's proposals, in the order it asked for them,
 // until the instance stops; a Clear's outcome goes back to the core.
-func (p *primary) runProposals() {
+func (p *Side) runProposals() {
 	for {
 		select {
 		case <-p.ctx.Done():

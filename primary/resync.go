@@ -1,4 +1,4 @@
-package node
+package primary
 
 // Region resync of a peer (docs/replication.md, "Catching up"): the regions
 // changed since the peer's position, copied under the write lock so that
@@ -29,7 +29,7 @@ func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgr
 		p.mu.Unlock()
 		return err
 	}
-	rate := int64(p.n.cfg.Replication.ResyncRate)
+	rate := p.cfg.ResyncRate
 	start := time.Now()
 	held := true // p.mu is held from the plan until the first chunk went out
 	for _, e := range extents {
@@ -63,7 +63,7 @@ func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgr
 	}
 	l.startLiveLocked(p.store.LastSeq())
 	p.mu.Unlock()
-	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateDone, Bytes: total,
+	p.node.Event(events.Event{Type: events.TypeResync, Peer: l.name, State: events.StateDone, Bytes: total,
 		Detail: fmt.Sprintf("copied %d bytes in %v", total, time.Since(start).Round(time.Millisecond))})
 	return nil
 }
@@ -85,7 +85,7 @@ func (l *link) planResyncLocked(from uint64, extra []extent.Extent, prog *wire.R
 	l.resyncDone.Store(0)
 	l.resyncStart.Store(time.Now().UnixNano())
 	l.log.Info("region resync", "from", from, "extents", len(extents), "extra", len(extra), "bytes", total)
-	p.n.events.Add(Event{Type: events.TypeResync, Peer: l.name, State: events.StateStarted, Bytes: total,
+	p.node.Event(events.Event{Type: events.TypeResync, Peer: l.name, State: events.StateStarted, Bytes: total,
 		Cause: resyncCause(from, extra, p.store.Size()), Detail: fmt.Sprintf("%d bytes in %d regions", total, len(extents))})
 	return extents, total
 }
@@ -98,7 +98,7 @@ func (l *link) planResyncLocked(from uint64, extra []extent.Extent, prog *wire.R
 func (l *link) resume(from uint64, target []extent.Extent, prog *wire.ResyncProgress) []extent.Extent {
 	p := l.p
 	rp := replicator.ResyncProgress{AsOf: prog.AsOf, Epoch: prog.Epoch, Source: prog.Source, Copied: prog.Copied}
-	src := replicator.ResumeSource{Disk: p.store.ID(), LastSeq: p.store.LastSeq(), Size: uint64(p.store.Size()), History: p.n.history()}
+	src := replicator.ResumeSource{Disk: p.store.ID(), LastSeq: p.store.LastSeq(), Size: uint64(p.store.Size()), History: p.node.History()}
 	answer := &wire.ResyncProgress{Source: src.Disk}
 	if err := src.Check(rp, from); err != nil {
 		l.log.Warn("resync progress not trusted: copying everything", "err", err, "reported_bytes", extent.Bytes(rp.Copied))
@@ -113,4 +113,15 @@ func (l *link) resume(from uint64, target []extent.Extent, prog *wire.ResyncProg
 	l.log.Info("resuming an interrupted resync", "as_of", rp.AsOf, "reported_bytes", extent.Bytes(rp.Copied),
 		"kept_bytes", extent.Bytes(kept), "copy_bytes", copying)
 	return cp
+}
+
+// resyncCause explains why a peer needs a region resync.
+func resyncCause(from uint64, extra []extent.Extent, size int64) string {
+	if len(extra) == 1 && extra[0].Offset == 0 && extra[0].Length >= uint64(size) {
+		return "a new or invalidated peer: every region is copied"
+	}
+	if len(extra) > 0 {
+		return fmt.Sprintf("the peer is Inconsistent: its own unfinished or divergent regions plus the primary's changes since seq %d", from)
+	}
+	return fmt.Sprintf("the journal no longer holds the writes the peer missed since seq %d", from)
 }

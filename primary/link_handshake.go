@@ -1,4 +1,4 @@
-package node
+package primary
 
 import (
 	"fmt"
@@ -21,7 +21,7 @@ import (
 // and the progress of its interrupted resync (nil: none reported).
 func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []extent.Extent, *wire.ResyncProgress, error) {
 	h, extra, err := l.handshakeExtents(s, r, w)
-	if err != nil || h.Flags&wire.HelloInconsistent == 0 || h.Flags&wire.HelloResume == 0 || l.p.n.ec != nil {
+	if err != nil || h.Flags&wire.HelloInconsistent == 0 || h.Flags&wire.HelloResume == 0 || l.p.cfg.Coder != nil {
 		return h, extra, nil, err
 	}
 	prog, err := peerwire.ReadAs[*wire.ResyncProgress](r, "ResyncProgress")
@@ -68,16 +68,16 @@ func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wi
 // plane recorded for the peer) and its history.
 func (l *link) sendHello(w *wire.Writer, recorded uint64) error {
 	p := l.p
-	me := &wire.Hello{Cluster: p.n.cfg.Cluster, From: p.n.me.Name, Role: wire.RolePrimary, Epoch: p.epoch,
+	me := &wire.Hello{Cluster: p.cfg.Cluster, From: p.cfg.Name, Role: wire.RolePrimary, Epoch: p.epoch,
 		LastSeq: p.store.LastSeq(), DurableSeq: p.store.DurableSeq()}
 	me.PutDisks(recorded, p.store.ID())
-	if p.n.ec == nil {
+	if p.cfg.Coder == nil {
 		me.Flags = wire.HelloResume
 	}
 	if err := w.WriteMsg(me); err != nil {
 		return err
 	}
-	if err := w.WriteMsg(peerwire.HistoryToWire(p.n.history(), me.LastSeq)); err != nil {
+	if err := w.WriteMsg(peerwire.HistoryToWire(p.node.History(), me.LastSeq)); err != nil {
 		return err
 	}
 	return w.Flush()
@@ -98,8 +98,8 @@ func (l *link) checkPeerHello(m wire.Message, recorded uint64) (*wire.Hello, err
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("%w: first message is %v", ErrHandshake, m.Type())
-	case h.Cluster != p.n.cfg.Cluster:
-		return nil, fmt.Errorf("%w: peer is in cluster %q, not %q", ErrHandshake, h.Cluster, p.n.cfg.Cluster)
+	case h.Cluster != p.cfg.Cluster:
+		return nil, fmt.Errorf("%w: peer is in cluster %q, not %q", ErrHandshake, h.Cluster, p.cfg.Cluster)
 	case h.From != l.name:
 		return nil, fmt.Errorf("%w: peer says it is %q", ErrHandshake, h.From)
 	}
@@ -111,7 +111,7 @@ func (l *link) checkPeerHello(m wire.Message, recorded uint64) (*wire.Hello, err
 		return nil, fmt.Errorf("%w: %s has disk %s, not the recorded %s, and did not ask for a full sync", ErrHandshake,
 			l.name, quorum.ShortDisk(disk), quorum.ShortDisk(recorded))
 	}
-	if p.n.ec != nil && (hc.Flags&wire.HelloFullCopy != 0) != l.layout.fullCopy() {
+	if p.cfg.Coder != nil && (hc.Flags&wire.HelloFullCopy != 0) != l.layout.fullCopy() {
 		// Shard pieces must never reach a full copy, nor device writes a
 		// shard: a node that took over keeps a full copy in the slot of its
 		// configured shard (docs/erasure.md, "Failover").

@@ -1,4 +1,4 @@
-package node
+package primary
 
 import (
 	"errors"
@@ -40,7 +40,7 @@ type peerLayout interface {
 	// clearHead is what the peer must hold before its Clear if it catches
 	// up now, the primary's journal ending at last.
 	clearHead(last uint64) uint64
-	// sums is the CRC-32C of each verifyChunk of the peer's store range
+	// sums is the CRC-32C of each VerifyChunk of the peer's store range
 	// [off, off+length) as this primary's copy says it must be.
 	sums(read ec.ReadFunc, off, length uint64) ([]uint32, error)
 }
@@ -55,7 +55,7 @@ type writeCoding interface {
 	split(w journal.Write) []journal.Write
 	// encode prepares the pieces of batch's writes before it is logged.
 	// Caller holds p.mu.
-	encode(p *primary, batch []*writeReq) error
+	encode(p *Side, batch []*writeReq) error
 }
 
 // mirrorCoding: every peer gets the write as it is.
@@ -63,7 +63,7 @@ type mirrorCoding struct{}
 
 func (mirrorCoding) split(journal.Write) []journal.Write { return nil }
 
-func (mirrorCoding) encode(*primary, []*writeReq) error { return nil }
+func (mirrorCoding) encode(*Side, []*writeReq) error { return nil }
 
 // mirrorLayout: the peer keeps a full copy.
 type mirrorLayout struct{ l *link }
@@ -85,7 +85,7 @@ func (mirrorLayout) paced() bool { return true }
 func (mirrorLayout) clearHead(last uint64) uint64 { return last }
 
 func (mirrorLayout) sums(read ec.ReadFunc, off, length uint64) ([]uint32, error) {
-	return chunkSums(read, off, length, verifyChunk)
+	return ChunkSums(read, off, length, VerifyChunk)
 }
 
 // sendChunkLocked sends the bytes, journaled again so that the copy has a

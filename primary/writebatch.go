@@ -1,4 +1,4 @@
-package node
+package primary
 
 import (
 	"fmt"
@@ -38,15 +38,15 @@ type writeReq struct {
 	err    error
 }
 
-// write journals w, ships it to every live peer and waits until the protocol
+// Write journals w, ships it to every live peer and waits until the protocol
 // lets it complete; with fua it then waits for a flush covering it.
-func (p *primary) write(w journal.Write, fua bool) error {
+func (p *Side) Write(w journal.Write, fua bool) error {
 	if err := p.store.Validate(w); err != nil {
 		return err
 	}
 	if parts := p.coding.split(w); parts != nil {
 		for _, pt := range parts {
-			if err := p.write(pt, fua); err != nil {
+			if err := p.Write(pt, fua); err != nil {
 				return err
 			}
 		}
@@ -66,7 +66,7 @@ func (p *primary) write(w journal.Write, fua bool) error {
 
 // complete applies a logged write to the data file, waits for the
 // replication core to release it and, for FUA, for a flush covering it.
-func (p *primary) complete(r *writeReq) error {
+func (p *Side) complete(r *writeReq) error {
 	if r.err != nil {
 		return r.err
 	}
@@ -84,17 +84,17 @@ func (p *primary) complete(r *writeReq) error {
 	case r.wt.err != nil:
 		return r.wt.err
 	case r.fua:
-		return p.flush(r.logged.Seq)
+		return p.Flush(r.logged.Seq)
 	}
 	return nil
 }
 
 // leadBatch logs the queued writes (the leader's own first), passes the
 // lead on and releases the batch.
-func (p *primary) leadBatch() {
+func (p *Side) leadBatch() {
 	// A batch must fit the journal with room to spare (journal.Log refuses
 	// one larger than it; the smallest valid journal is 4 MiB).
-	limit := min(maxBatchBytes, int(p.n.cfg.Journal.MaxSize)/4)
+	limit := min(maxBatchBytes, int(p.cfg.JournalMaxSize)/4)
 	p.qmu.Lock()
 	n, bytes := 0, 0
 	for n < len(p.queue) && (n == 0 || bytes+len(p.queue[n].w.Data) <= limit) {
@@ -129,7 +129,7 @@ func (p *primary) leadBatch() {
 
 // logBatch journals batch and hands it to the peers and the core. Caller
 // holds mu.
-func (p *primary) logBatch(batch []*writeReq) {
+func (p *Side) logBatch(batch []*writeReq) {
 	if err := p.failed(); err != nil {
 		for _, r := range batch {
 			r.err = err

@@ -1,0 +1,123 @@
+package primary
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/vfs"
+	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/quorum"
+	"github.com/grbd/grbd/replicator"
+)
+
+// unreachable is a Transport to peers that never answer.
+type unreachable struct{}
+
+func (unreachable) Open(ctx context.Context, _ string, _ uint8) (net.Conn, error) {
+	<-ctx.Done()
+	return nil, errors.New("unreachable")
+}
+
+func (unreachable) Drop(string, string) bool { return false }
+
+// control records the Outdate requests the primary makes.
+type control struct {
+	mu       sync.Mutex
+	outdated []string
+}
+
+func (c *control) RequestOutdate(peer string) {
+	c.mu.Lock()
+	c.outdated = append(c.outdated, peer)
+	c.mu.Unlock()
+}
+
+func (c *control) RequestClear(string, uint64) (uint64, bool) { return 0, false }
+
+func (c *control) requested() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.outdated...)
+}
+
+type node struct{}
+
+func (node) Disconnected(string) bool         { return false }
+func (node) History() replicator.History      { return nil }
+func (node) PeerState(string, string, string) {}
+func (node) SplitBrain(string, string)        {}
+func (node) Event(events.Event)               {}
+
+// newSide is the primary of epoch 1 on an in-memory store, with peers.
+func newSide(t *testing.T, ctl *control, peers ...string) (*Side, *journal.Journal) {
+	t.Helper()
+	fs := vfs.NewMem()
+	require.NoError(t, fs.MkdirAll("/d", 0o700))
+	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	var corrupt, repaired, unrepaired atomic.Uint64
+	cfg := Config{Cluster: "t", Name: "p", Protocol: replicator.ProtocolC, PeerTimeout: 2 * time.Second,
+		JournalMaxSize: 4 << 20, Store: store, Transport: unreachable{}, Control: ctl,
+		Repairs: RepairCounters{Corrupt: &corrupt, Repaired: &repaired, Unrepaired: &unrepaired}}
+	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: 1, Primary: "p"})
+	for _, name := range peers {
+		p.AddPeer(name, -1)
+	}
+	p.Start()
+	t.Cleanup(func() { p.Stop(ErrFenced) })
+	return p, store
+}
+
+func block(b byte) []byte {
+	d := make([]byte, 4096)
+	for i := range d {
+		d[i] = b
+	}
+	return d
+}
+
+// Alone, a write completes once journaled here; a flush makes it durable.
+func TestWriteAlone(t *testing.T) {
+	p, store := newSide(t, &control{})
+	require.NoError(t, p.Write(journal.Write{Epoch: 1, Offset: 4096, Data: block(7)}, false))
+	require.NoError(t, p.Flush(0))
+	require.Equal(t, uint64(1), store.DurableSeq())
+	got := make([]byte, 4096)
+	require.NoError(t, p.ReadChecked(got, 4096))
+	require.Equal(t, block(7), got)
+}
+
+// A counted peer that never connects holds the write until the control
+// plane Outdated it: the primary asks for that, and the write completes
+// only once the applied state says so (protocol C never acknowledges a
+// write a counted peer may lack).
+func TestWriteWaitsUntilAnUnreachablePeerIsOutdated(t *testing.T) {
+	ctl := &control{}
+	p, _ := newSide(t, ctl, "q")
+	done := make(chan error, 1)
+	go func() { done <- p.Write(journal.Write{Epoch: 1, Offset: 0, Data: block(1)}, false) }()
+	require.Eventually(t, func() bool { return len(ctl.requested()) > 0 }, 5*time.Second, time.Millisecond,
+		"the primary asks to Outdate the peer it lost")
+	require.Equal(t, "q", ctl.requested()[0])
+	select {
+	case err := <-done:
+		t.Fatalf("the write completed (%v) before the peer was Outdated", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.OnState(quorum.State{Epoch: 1, Primary: "p", Outdated: []string{"q"}, Gen: map[string]uint64{"q": 1}})
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write did not complete once the peer was Outdated")
+	}
+}
