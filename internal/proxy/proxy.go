@@ -254,13 +254,11 @@ func (p *Proxy) drop(s *session, why error) {
 }
 
 // install makes s the current session and releases the requests held.
+// The failover is counted first: a released request may complete, and its
+// caller read the status, at once.
 func (p *Proxy) install(s *session) {
 	p.mu.Lock()
 	lost := p.lost
-	p.cur, p.lost = s, time.Time{}
-	close(p.changed)
-	p.changed = make(chan struct{})
-	p.mu.Unlock()
 	var gap time.Duration
 	if !lost.IsZero() {
 		gap = s.since.Sub(lost)
@@ -268,6 +266,10 @@ func (p *Proxy) install(s *session) {
 		p.stats.noPrimaryNanos.Add(int64(gap))
 		p.stats.maxGap(gap)
 	}
+	p.cur, p.lost = s, time.Time{}
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
 	p.opts.Logger.Info("proxy: following primary", "primary", s.prim.Name, "epoch", s.prim.Epoch,
 		"nbd", s.prim.Addr, "size", s.prim.Size, "without_primary", gap.Round(time.Millisecond))
 }
