@@ -42,7 +42,7 @@ func TestWipedWitnessIsReplaced(t *testing.T) {
 	require.True(t, st.Quorum.Serving, "the primary keeps serving")
 	require.Equal(t, []string{"w"}, st.Quorum.LostState)
 
-	out = run(t, time.Minute, grbdBin, "member", "replace", "w", "--config", c.cfgPath)
+	out = memberReplace(t, c.cfgPath, "w")
 	require.Contains(t, out, "replaced w: it joined as raft id")
 	require.Eventually(t, func() bool {
 		st, err := c.status("w")
@@ -89,7 +89,7 @@ func TestWipedWitnessDoesNotPromoteOutdatedNode(t *testing.T) {
 
 	prim = startMember(t, c.dir, "n0-back", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
 	require.Equal(t, "n0", c.servingPrimary(20*time.Second))
-	out := run(t, time.Minute, grbdBin, "member", "replace", "w", "--config", c.cfgPath)
+	out := memberReplace(t, c.cfgPath, "w")
 	require.Contains(t, out, "replaced w")
 	require.Eventually(t, func() bool {
 		st, err := c.status("w")

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,10 +155,27 @@ func (c *replCluster) awaitingReplace(name string) {
 	}, 15*time.Second, 50*time.Millisecond, "%s never reported awaiting replace", name)
 }
 
+// memberReplace runs grbd member replace name and returns its output. The
+// member reports "awaiting replace" as soon as it starts; the member that
+// carries out the replace may learn its announcement a moment later (its
+// link to the restarted member comes back first) and refuses until then:
+// the command is repeated, as an operator would.
+func memberReplace(t *testing.T, cfgPath, name string) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	out, err := runErr(time.Minute, grbdBin, "member", "replace", name, "--config", cfgPath)
+	for err != nil && strings.Contains(out, "announced no join identity") && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		out, err = runErr(time.Minute, grbdBin, "member", "replace", name, "--config", cfgPath)
+	}
+	require.NoError(t, err, "grbd member replace %s:\n%s", name, tail(out, 8192))
+	return out
+}
+
 // replace runs grbd member replace and waits until the member joined.
 func (c *replCluster) replace(name string) {
 	c.t.Helper()
-	out := run(c.t, time.Minute, grbdBin, "member", "replace", name, "--config", c.cfgPath)
+	out := memberReplace(c.t, c.cfgPath, name)
 	require.Contains(c.t, out, "replaced "+name)
 	require.Eventually(c.t, func() bool {
 		st, err := c.status(name)
