@@ -31,8 +31,9 @@ const (
 	// liveGap: catch-up rounds run without the write lock until fewer records
 	// than this remain, then the rest is queued under it.
 	liveGap = 512
-	// handshakeTimeout bounds the Hello exchange.
-	handshakeTimeout = 10 * time.Second
+	// HandshakeTimeout bounds the Hello exchange of a data stream (both
+	// sides: node/secondary.go passes it on).
+	HandshakeTimeout = 10 * time.Second
 	// connectGrace: a peer without a session for this long is lost (and
 	// Outdated) instead of holding writes back.
 	connectGrace = 200 * time.Millisecond
@@ -490,7 +491,7 @@ func (l *link) goLive(sent *uint64) error {
 }
 
 // startLiveLocked switches to live writes, tells the peer it holds every
-// Write up to target, and waits for its ack of target. Caller holds mu.
+// write up to target, and waits for its ack of target. Caller holds mu.
 func (l *link) startLiveLocked(target uint64) {
 	l.enqueue(&wire.ResyncDone{AsOf: target})
 	l.live.Store(true)

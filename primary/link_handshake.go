@@ -32,7 +32,7 @@ func (l *link) handshake(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hell
 }
 
 func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wire.Hello, []extent.Extent, error) {
-	_ = s.SetDeadline(time.Now().Add(handshakeTimeout))
+	_ = s.SetDeadline(time.Now().Add(HandshakeTimeout))
 	defer s.SetDeadline(time.Time{})
 	recorded := l.p.recordedDisk(l.name)
 	if err := l.sendHello(w, recorded); err != nil {

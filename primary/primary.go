@@ -32,7 +32,7 @@ var (
 )
 
 // Side is the write path of the primary of one epoch: every device
-// Write is journaled locally, shipped to every live peer in sequence order,
+// write is journaled locally, shipped to every live peer in sequence order,
 // and completes when the replication core (replicator.Primary) releases it.
 //
 // Counted peers: the core waits for every data node that is not Outdated in
@@ -392,7 +392,7 @@ func (p *Side) retainLoop() {
 //
 // The wait is measured from the later of its last ack and the first tick
 // that saw it owe a write: after an idle spell its last ack is old, and a
-// Write in flight for a moment must not look like a dead peer.
+// write in flight for a moment must not look like a dead peer.
 func (p *Side) watchdog() {
 	timeout := p.cfg.PeerTimeout
 	t := time.NewTicker(max(timeout/10, 10*time.Millisecond))

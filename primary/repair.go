@@ -15,7 +15,7 @@ import (
 // journal checks every block it reads against its CRC-32C. When a block of
 // the primary fails, the primary asks an UpToDate peer for its copy
 // (wire.BlockRequest on an admin stream), checks that the copy holds every
-// Write the primary logged to that block, and writes it back through the
+// write the primary logged to that block, and writes it back through the
 // normal write path: the repair is journaled and replicated like any write,
 // and the client's read is retried. A block no peer can supply fails the
 // read with EIO; it is never returned as data. Erasure-code shard peers

@@ -28,9 +28,6 @@ import (
 // are not acknowledged. It carries EIO.
 var ErrFenced = fmt.Errorf("node: primary fenced: no quorum: %w", syscall.EIO)
 
-// HandshakeTimeout bounds the Hello exchange of a data stream.
-const HandshakeTimeout = handshakeTimeout
-
 // Config is what a Side is built from.
 type Config struct {
 	Cluster, Name string

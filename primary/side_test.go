@@ -1,6 +1,7 @@
 package primary
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -9,13 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/replicator"
+	"github.com/stretchr/testify/require"
 )
 
 // unreachable is a Transport to peers that never answer.
@@ -77,13 +77,7 @@ func newSide(t *testing.T, ctl *control, peers ...string) (*Side, *journal.Journ
 	return p, store
 }
 
-func block(b byte) []byte {
-	d := make([]byte, 4096)
-	for i := range d {
-		d[i] = b
-	}
-	return d
-}
+func block(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }
 
 // Alone, a write completes once journaled here; a flush makes it durable.
 func TestWriteAlone(t *testing.T) {

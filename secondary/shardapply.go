@@ -168,7 +168,7 @@ func (a *ShardApply) ApplyAll() error { return a.applyUpTo(math.MaxUint64) }
 func (a *ShardApply) Applied() uint64 { return a.applied.Load() }
 
 // Appended notes a write journaled and applied at once (Append): the
-// pending list was empty (applyAll first).
+// pending list was empty (ApplyAll first).
 func (a *ShardApply) Appended(seq uint64) { a.applied.Store(max(a.applied.Load(), seq)) }
 
 // Settle applies the pending writes up to d and drops the others. The

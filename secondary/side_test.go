@@ -1,6 +1,7 @@
 package secondary
 
 import (
+	"bytes"
 	"net"
 	"strings"
 	"sync"
@@ -80,7 +81,7 @@ func newSide(t *testing.T, records int, discard bool) (*Side, *fakeNode) {
 	return s, node
 }
 
-func block(b byte) []byte { return []byte(strings.Repeat(string(rune(b)), 4096))[:4096] }
+func block(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }
 
 // connect runs a session of the side on one end of a pipe and, on the
 // other, sends the primary's Hello and History (in the background: a side
