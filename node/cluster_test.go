@@ -70,7 +70,25 @@ func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string, o
 		c.startWitness()
 	}
 	t.Cleanup(c.closeAll)
+	if n > 1 && !strings.Contains(extra, "auto-failover: false") {
+		c.firstPrimaryD0()
+	}
 	return c
+}
+
+// firstPrimaryD0 hands the first primary's role to d0 when another data
+// node won the first election: tests name d0 the primary and d1 a
+// secondary, and on a loaded machine d1 wins now and then.
+func (c *testCluster) firstPrimaryD0() {
+	c.t.Helper()
+	p := c.primary()
+	if p.me.Name == "d0" {
+		return
+	}
+	c.waitUpToDate(p)
+	require.NoError(c.t, c.nodes["d0"].ctl.RequestPromote(false))
+	require.Eventually(c.t, func() bool { return c.primary().me.Name == "d0" }, 15*time.Second, 10*time.Millisecond, "d0 not promoted")
+	c.waitUpToDate(c.nodes["d0"])
 }
 
 const testQuorum = "quorum:\n  lease: 1s\n  failover-timeout: 1s\n"
