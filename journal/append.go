@@ -225,6 +225,12 @@ func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, err
 	if j.appended-j.ckptAppended > j.maxSize/4 {
 		j.requestCheckpoint()
 	}
+	if seg := j.segs[len(j.segs)-1]; seg.size-seg.synced.Load() > j.syncAhead() {
+		select { // requests coalesce
+		case j.aheadReq <- struct{}{}:
+		default:
+		}
+	}
 	return out, err
 }
 

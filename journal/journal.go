@@ -134,9 +134,10 @@ type Journal struct {
 	failure                    atomic.Pointer[error]
 	noPunch                    atomic.Bool // the data file said ErrNotSupported
 
-	ckptReq chan struct{}
-	done    chan struct{}
-	bg      sync.WaitGroup
+	ckptReq  chan struct{}
+	aheadReq chan struct{} // the active segment holds syncAhead unsynced bytes
+	done     chan struct{}
+	bg       sync.WaitGroup
 }
 
 // testHooks let tests observe the write path.
@@ -192,7 +193,7 @@ func Open(opts Options) (*Journal, error) {
 	j := &Journal{
 		fs: opts.FS, log: opts.Logger, dir: opts.Dir, jdir: filepath.Join(opts.Dir, journalName),
 		segSize: opts.SegmentSize, maxSize: opts.MaxSize, retain: ^uint64(0),
-		ckptReq: make(chan struct{}, 1), done: make(chan struct{}),
+		ckptReq: make(chan struct{}, 1), aheadReq: make(chan struct{}, 1), done: make(chan struct{}),
 		applying: map[uint64]applyRange{},
 	}
 	j.spaceCond.L = &j.mu
@@ -202,8 +203,9 @@ func Open(opts Options) (*Journal, error) {
 		j.closeFiles()
 		return nil, err
 	}
-	j.bg.Add(1)
-	go j.background()
+	j.bg.Add(2)
+	go j.background("checkpoint", j.ckptReq, j.checkpoint)
+	go j.background("sync", j.aheadReq, func() error { return j.Sync(j.lastSeqA.Load()) })
 	return j, nil
 }
 
@@ -530,20 +532,29 @@ func (j *Journal) closeFiles() {
 	}
 }
 
-// background runs the automatic checkpoints.
-func (j *Journal) background() {
+// background runs run each time req is signalled, until Close: the
+// automatic checkpoints and the write-behind syncs of the active segment.
+func (j *Journal) background(what string, req <-chan struct{}, run func() error) {
 	defer j.bg.Done()
 	for {
 		select {
 		case <-j.done:
 			return
-		case <-j.ckptReq:
-			if err := j.checkpoint(); err != nil {
-				j.log.Error("journal: background checkpoint", "err", err)
+		case <-req:
+			if err := run(); err != nil && !errors.Is(err, ErrClosed) {
+				j.log.Error("journal: background "+what, "err", err)
 			}
 		}
 	}
 }
+
+// syncAhead is how many unsynced bytes the active segment may hold before a
+// background fdatasync starts on it. Without it, the rotation's fdatasync
+// under the append lock flushes a whole segment (64 MiB by default, up to
+// 200 ms on a slow disk) while every writer waits: the stalls in the 1 MiB
+// write job's p99.9 (docs/journal.md, "Where a write's time goes"). Group
+// commit lets a FLUSH in the meantime share the fdatasync.
+func (j *Journal) syncAhead() int64 { return max(j.segSize/8, 1<<20) }
 
 // requestCheckpoint wakes the background goroutine; requests coalesce.
 func (j *Journal) requestCheckpoint() {
