@@ -5,7 +5,7 @@
 // interleaved round by round so machine drift affects all alike, and stops
 // them. It also measures resync throughput, failover time, peak RSS and CPU
 // time per process, and reports a table, JSON, a PNG plot and the
-// performance goals of issues 2 and 3, each pass or fail.
+// performance goals of issues 2, 3 and 17, each pass or fail.
 //
 // Config plus Run is the whole API; cmd/grbd only binds flags to Config.
 // Systems are started through the small System interface, with optional

@@ -23,6 +23,8 @@ type Result struct {
 	// FlushP99 is the p99 latency of the flushes of an fsync=1 job.
 	FlushP99 float64 `json:"flush_p99_us,omitempty"`
 	Round    int     `json:"round,omitempty"` // 1.. in Report.Runs; 0 for averages
+	// CPU is what each server process spent during the job.
+	CPU []JobCPU `json:"cpu,omitempty"`
 }
 
 // runFio runs the rendered job file jobsDir/NAME.fio against uri, the way a

@@ -11,6 +11,9 @@ const (
 	// MetricRatio: IOPS of the system on Job over IOPS of Against on Job,
 	// measured in the same run (for one block size, also the bandwidth ratio).
 	MetricRatio = "ratio"
+	// MetricP999Ratio: p99.9 latency of the system on Job over Against's
+	// p99.9 on Job (a bound on stalls: Max).
+	MetricP999Ratio = "p99.9-ratio"
 	// MetricResyncRate: resync bytes moved per second (ResyncResult).
 	MetricResyncRate = "resync-rate"
 	// MetricResyncAmplification: resync bytes moved / bytes written while
@@ -48,8 +51,9 @@ const (
 	SysGrbdEC22 = "grbd-ec2+2-C"
 )
 
-// DefaultGoals are the targets of issue 2 (single node) and issue 3
-// (replication).
+// DefaultGoals are the targets of issue 2 (single node), issue 3
+// (replication) and issue 17 (write bandwidth; its 4 KiB and resync goals
+// are issue 3's).
 func DefaultGoals() []Goal {
 	one := []string{SysGrbd1}
 	two := []string{SysGrbd2Witness, SysGrbd2C}
@@ -63,6 +67,11 @@ func DefaultGoals() []Goal {
 		{Issue: 3, Metric: MetricRatio, Systems: two, Job: "seqwrite-1m-qd8", Against: SysNBDKit, Min: 0.5},
 		{Issue: 3, Metric: MetricResyncRate, Min: 1e9},
 		{Issue: 3, Metric: MetricResyncAmplification, Max: 1.1},
+		{Issue: 17, Metric: MetricRatio, Systems: one, Job: "seqwrite-1m-qd8", Against: SysNBDKit, Min: 0.5},
+		{Issue: 17, Metric: MetricRatio, Systems: one, Job: "seqwrite-1m-qd8", Against: SysQemuQuorum, Min: 2},
+		{Issue: 17, Metric: MetricRatio, Systems: two, Job: "seqwrite-1m-qd8", Against: SysQemuQuorum, Min: 2},
+		{Issue: 17, Metric: MetricP999Ratio, Systems: one, Job: "seqwrite-1m-qd8", Against: SysNBDKit, Max: 2},
+		{Issue: 17, Metric: MetricP999Ratio, Systems: two, Job: "seqwrite-1m-qd8", Against: SysNBDKit, Max: 2},
 	}
 }
 
@@ -91,7 +100,7 @@ func EvaluateGoals(goals []Goal, results []Result, resync *ResyncResult) []GoalR
 func evaluate(g Goal, results []Result, resync *ResyncResult) GoalResult {
 	r := GoalResult{Goal: g, Text: g.text()}
 	switch g.Metric {
-	case MetricRatio:
+	case MetricRatio, MetricP999Ratio:
 		for _, s := range g.Systems {
 			if _, ok := find(results, s, g.Job); ok {
 				r.System = s
@@ -106,7 +115,14 @@ func evaluate(g Goal, results []Result, resync *ResyncResult) GoalResult {
 		if !ok || b.IOPS == 0 {
 			return r.skip("%s did not run %s", g.Against, g.Job)
 		}
-		r.Measured = m.IOPS / b.IOPS
+		switch {
+		case g.Metric == MetricRatio:
+			r.Measured = m.IOPS / b.IOPS
+		case b.P999 == 0:
+			return r.skip("%s has no p99.9 on %s", g.Against, g.Job)
+		default:
+			r.Measured = m.P999 / b.P999
+		}
 	case MetricResyncRate, MetricResyncAmplification:
 		if resync == nil || resync.Skipped != "" || resync.Error != "" || resync.Seconds == 0 {
 			return r.skip("no resync measurement")
@@ -146,6 +162,9 @@ func (g Goal) text() string {
 	switch g.Metric {
 	case MetricRatio:
 		return fmt.Sprintf("%s %s %s %s", strings.Join(g.Systems, " / "), g.Job,
+			bound(func(v float64) string { return fmt.Sprintf("%.2fx", v) }), g.Against)
+	case MetricP999Ratio:
+		return fmt.Sprintf("%s %s p99.9 latency %s %s's", strings.Join(g.Systems, " / "), g.Job,
 			bound(func(v float64) string { return fmt.Sprintf("%.2fx", v) }), g.Against)
 	case MetricResyncRate:
 		return "resync " + bound(func(v float64) string { return fmt.Sprintf("%.1f GB/s", v/1e9) })

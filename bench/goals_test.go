@@ -8,10 +8,10 @@ import (
 
 func TestEvaluateGoals(t *testing.T) {
 	results := []Result{
-		{System: SysNBDKit, Job: "w", IOPS: 1000},
+		{System: SysNBDKit, Job: "w", IOPS: 1000, P999: 100},
 		{System: SysQemuQuorum, Job: "w", IOPS: 200},
-		{System: SysGrbd1, Job: "w", IOPS: 950},
-		{System: SysGrbd2C, Job: "w", IOPS: 650},
+		{System: SysGrbd1, Job: "w", IOPS: 950, P999: 150},
+		{System: SysGrbd2C, Job: "w", IOPS: 650, P999: 250},
 	}
 	resync := &ResyncResult{System: "r", Seconds: 2, BytesPerSecond: 1.2e9, Amplification: 1.3}
 	two := []string{SysGrbd2Witness, SysGrbd2C}
@@ -33,6 +33,12 @@ func TestEvaluateGoals(t *testing.T) {
 			nil, "", 0, "skipped: grbd-3n-C did not run w"},
 		{"baseline did not run", Goal{Metric: MetricRatio, Systems: []string{SysGrbd1}, Job: "w", Against: "other", Min: 1},
 			nil, SysGrbd1, 0, "skipped: other did not run w"},
+		{"p99.9 pass", Goal{Metric: MetricP999Ratio, Systems: []string{SysGrbd1}, Job: "w", Against: SysNBDKit, Max: 2},
+			nil, SysGrbd1, 1.5, "pass"},
+		{"p99.9 fail", Goal{Metric: MetricP999Ratio, Systems: two, Job: "w", Against: SysNBDKit, Max: 2},
+			nil, SysGrbd2C, 2.5, "FAIL"},
+		{"baseline without p99.9", Goal{Metric: MetricP999Ratio, Systems: two, Job: "w", Against: SysQemuQuorum, Max: 2},
+			nil, SysGrbd2C, 0, "skipped: qemu-quorum-2 has no p99.9 on w"},
 		{"resync rate pass", Goal{Metric: MetricResyncRate, Min: 1e9}, resync, "r", 1.2e9, "pass"},
 		{"resync amplification fail", Goal{Metric: MetricResyncAmplification, Max: 1.1}, resync, "r", 1.3, "FAIL"},
 		{"resync skipped", Goal{Metric: MetricResyncRate, Min: 1e9}, &ResyncResult{Outcome: Outcome{Skipped: "x"}},
@@ -52,7 +58,7 @@ func TestEvaluateGoals(t *testing.T) {
 
 func TestGoalText(t *testing.T) {
 	gs := EvaluateGoals(DefaultGoals(), nil, &ResyncResult{Seconds: 1, BytesPerSecond: 2.5e9, Amplification: 0.5})
-	require.Len(t, gs, 9)
+	require.Len(t, gs, 14)
 	require.Equal(t, "grbd-1n randwrite-4k-qd32 >= 0.90x nbdkit-file", gs[0].Text)
 	require.Equal(t, "grbd-2n+w-C / grbd-2n-C randwrite-4k-qd32 >= 3.00x qemu-quorum-2", gs[4].Text)
 	require.Equal(t, "resync >= 1.0 GB/s", gs[7].Text)
@@ -60,6 +66,7 @@ func TestGoalText(t *testing.T) {
 	require.Equal(t, "resync bytes moved <= 1.10x bytes written while away", gs[8].Text)
 	require.Equal(t, "0.50x", gs[8].FormatMeasured())
 	require.Equal(t, "-", gs[0].FormatMeasured(), "skipped")
+	require.Equal(t, "grbd-2n+w-C / grbd-2n-C seqwrite-1m-qd8 p99.9 latency <= 2.00x nbdkit-file's", gs[13].Text)
 }
 
 func TestRatio(t *testing.T) {

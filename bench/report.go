@@ -130,6 +130,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 		return err
 	}
 
+	if err := writeCPU(w, rep.Results, rep.Duration+rep.Ramp); err != nil {
+		return err
+	}
 	if err := writeFootprints(w, rep.Footprints); err != nil {
 		return err
 	}
@@ -142,7 +145,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "failover (%s): %s\n", rep.Failover.System, rep.Failover.summary())
 	}
 
-	fmt.Fprintln(w, "\ngoals (issues 2 and 3)")
+	fmt.Fprintln(w, "\ngoals (issues 2, 3 and 17)")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "issue\tgoal\tmeasured\tresult")
 	for _, g := range rep.Goals {

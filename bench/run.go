@@ -44,7 +44,7 @@ type Config struct {
 }
 
 // Suite returns the standard suite: every system of issue 6, every job,
-// the goals of issues 2 and 3, resync and failover, with full-run timings
+// the goals of issues 2, 3 and 17, resync and failover, with full-run timings
 // (2 rounds of 5 s jobs on a 1 GiB device). binary is the grbd executable;
 // extraYAML is appended to every grbd cluster config. When binary has no
 // `witness` command the 2-node cluster with a witness is reported skipped
@@ -236,7 +236,9 @@ func runRounds(ctx context.Context, cfg Config, rep *Report, jobsDir string, run
 				// slows whichever system runs next (measured: nbdkit's
 				// randwrite QD32 fell from ~100k to 17k IOPS right after it).
 				syscall.Sync()
+				cpu := cpuTimes(running[i])
 				r, err := runFio(ctx, jobsDir, job, uris[i])
+				r.CPU = cpuSpent(running[i], cpu, cpuTimes(running[i]))
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
@@ -348,6 +350,7 @@ func average(runs []Result) []Result {
 				a.P99 += r.P99 / cnt
 				a.P999 += r.P999 / cnt
 				a.FlushP99 += r.FlushP99 / cnt
+				averageCPU(a, r, cnt)
 			}
 		}
 	}

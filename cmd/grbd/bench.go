@@ -57,7 +57,7 @@ nbdkit, and grbd clusters of 1, 2 (+ witness) and 3 data nodes as real
 processes; runs the job files of bench/jobs (fio, ioengine=nbd) against each,
 interleaved round by round; then measures resync and failover. Prints IOPS,
 MB/s, p50/p99/p99.9 latency, the ratio to the baseline, process RSS and CPU,
-and the performance goals of issues 2 and 3, each pass or fail.
+and the performance goals of issues 2, 3 and 17, each pass or fail.
 Needs fio, nbdkit and qemu-nbd (make deps installs them).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
