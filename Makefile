@@ -5,7 +5,7 @@ PKGS     := ./...
 FUZZTIME ?= 60s
 BIN      := bin/grbd
 
-.PHONY: all build deps verify test unit e2e bench fuzz chaos clean sim soak
+.PHONY: all build deps verify test unit e2e bench bench-sustained fuzz chaos clean sim soak
 
 all: build
 
@@ -47,6 +47,12 @@ e2e:
 bench: deps build
 	$(BIN) bench --json bench-results.json --png bench-results.png $(BENCHFLAGS)
 
+# bench-sustained: 1 MiB writes over the whole device for 60 s on nbdkit,
+# one grbd node and two with a witness, throughput per 5 s window (issue 17:
+# no collapse once the page cache fills; ~4 minutes).
+bench-sustained: deps build
+	$(BIN) bench --sustained 60s --extras=false --systems nbdkit-file,grbd-1n,grbd-2n+w-C --json bench-sustained.json $(BENCHFLAGS)
+
 # chaos: long fault-suite runs (issue 5; not part of test). Every scenario (or
 # those whose name contains SCENARIO) in rounds with seeds SEED, SEED+1, ...
 # until DURATION is spent; reports, porcupine visualizations and member logs in
@@ -69,7 +75,7 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin bench-results.json bench-results.png chaos-report
+	rm -rf bin bench-results.json bench-results.png bench-sustained.json chaos-report
 
 # soak: the lease soak of issue 15 (not part of test): 2 data nodes + witness
 # with the default timings next to a CPU hog per core, SOAK idle and SOAK

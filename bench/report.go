@@ -30,7 +30,9 @@ type Report struct {
 	Procs    []ProcStats     `json:"processes"`
 	Resync   *ResyncResult   `json:"resync,omitempty"`
 	Failover *FailoverResult `json:"failover,omitempty"`
-	Goals    []GoalResult    `json:"goals"`
+	// Sustained: the long write run of `--sustained`, per system.
+	Sustained []SustainedResult `json:"sustained,omitempty"`
+	Goals     []GoalResult      `json:"goals"`
 	// Footprints: network and storage of the replicated systems.
 	Footprints []Footprint `json:"footprints,omitempty"`
 }
@@ -145,6 +147,13 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "failover (%s): %s\n", rep.Failover.System, rep.Failover.summary())
 	}
 
+	if err := writeSustained(w, rep.Sustained); err != nil {
+		return err
+	}
+
+	if len(rep.Goals) == 0 {
+		return nil
+	}
 	fmt.Fprintln(w, "\ngoals (issues 2, 3 and 17)")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "issue\tgoal\tmeasured\tresult")

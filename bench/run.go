@@ -39,6 +39,10 @@ type Config struct {
 	// the time from a SIGKILL of the primary to a write acknowledged by the
 	// next one.
 	Failover *GrbdCluster
+	// Sustained, when positive, runs SustainedJob this long on every
+	// system after the rounds, its throughput logged per SustainedWindow.
+	Sustained       time.Duration
+	SustainedWindow time.Duration
 
 	Progress io.Writer // one line per step; nil for silence
 }
@@ -180,6 +184,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep.Results = average(rep.Runs)
+	if cfg.Sustained > 0 {
+		for i, s := range running {
+			syscall.Sync()
+			r := sustained(ctx, jobsDir, s.Name(), uris[i], cfg.Sustained, cmp.Or(cfg.SustainedWindow, 5*time.Second))
+			rep.Sustained = append(rep.Sustained, r)
+			if r.Error != "" {
+				errs = append(errs, fmt.Errorf("bench: sustained %s: %s", s.Name(), r.Error))
+			}
+			cfg.progress("sustained %-16s mean %.0f MB/s over %d windows", s.Name(), r.Mean/1e6, len(r.Windows))
+		}
+	}
 	errs = append(errs, collectStats(ctx, cfg, rep, running)...)
 	for _, s := range running {
 		errs = append(errs, s.Stop())
@@ -195,7 +210,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Failover, err = cfg.failover(ctx)
 		errs = append(errs, failure(err))
 	}
-	rep.Goals = EvaluateGoals(cfg.Goals, rep.Results, rep.Resync)
+	if len(cfg.Jobs) > 0 || cfg.Resync != nil { // not for a sustained run alone
+		rep.Goals = EvaluateGoals(cfg.Goals, rep.Results, rep.Resync)
+	}
 	return rep, errors.Join(errs...)
 }
 
