@@ -16,6 +16,7 @@ import (
 	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/freeport"
+	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/witness"
 	"github.com/stretchr/testify/require"
@@ -362,11 +363,20 @@ func TestInvalidateResyncsEverything(t *testing.T) {
 	writeBlocks(t, p, 0, 100)
 	c.waitUpToDate(p)
 	require.Error(t, p.Invalidate(), "the primary cannot be invalidated")
+	before := p.store.LastSeq()
 	require.NoError(t, c.nodes["d1"].Invalidate())
 	require.Eventually(t, func() bool { return p.Status().Peers[0].ResyncTotal == 4<<20 }, 10*time.Second, 5*time.Millisecond,
 		"the whole device is copied")
 	c.waitUpToDate(p)
 	c.requireImages(block, 100)
+
+	// The primary journals only a 4 KiB head of each 1 MiB chunk, for
+	// the chunk's sequence (issue 17: not every resync byte again).
+	var journaled int
+	err := p.store.ReadRecords(before+1, func(w journal.Write) error { journaled += len(w.Data); return nil })
+	require.NoError(t, err, "the primary journaled so much during the resync that it compacted its journal")
+	require.Positive(t, journaled)
+	require.LessOrEqual(t, journaled, 4*4096+4096, "resync bytes journaled again on the primary")
 }
 
 // A second member on a running member's data directory is refused before

@@ -168,11 +168,11 @@ func (s shardLayout) encodeChunk(off, n int64) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("node: resync shard %d at %d: %w", s.shard, off, err)
 	}
-	head := make([]byte, min(4096, n))
+	head := make([]byte, min(resyncHead, n))
 	if err := p.store.ReadAt(head, off); err != nil {
 		return 0, fmt.Errorf("node: resync read %d: %w", off, err)
 	}
-	seq, err := p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: head})
+	seq, err := p.resyncSeq(off, head)
 	if err != nil {
 		return 0, fmt.Errorf("node: resync shard %d at %d: %w", s.shard, off, err)
 	}

@@ -88,8 +88,8 @@ func (mirrorLayout) sums(read ec.ReadFunc, off, length uint64) ([]uint32, error)
 	return ChunkSums(read, off, length, VerifyChunk)
 }
 
-// sendChunkLocked sends the bytes, journaled again so that the copy has a
-// sequence number ordered with live writes.
+// sendChunkLocked sends the bytes with a sequence number ordered with live
+// writes (resyncSeq).
 func (m mirrorLayout) sendChunkLocked(off, n int64) (bool, error) {
 	l, p := m.l, m.l.p
 	buf := make([]byte, n)
@@ -105,8 +105,7 @@ func (m mirrorLayout) sendChunkLocked(off, n int64) (bool, error) {
 	}
 	var seq uint64
 	if err == nil {
-		// Rewriting the primary's own bytes changes nothing there.
-		seq, err = p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: buf})
+		seq, err = p.resyncSeq(off, buf[:min(resyncHead, n)])
 	}
 	if err != nil {
 		p.mu.Unlock()

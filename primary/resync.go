@@ -11,6 +11,7 @@ import (
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
 )
 
@@ -124,4 +125,19 @@ func resyncCause(from uint64, extra []extent.Extent, size int64) string {
 		return fmt.Sprintf("the peer is Inconsistent: its own unfinished or divergent regions plus the primary's changes since seq %d", from)
 	}
 	return fmt.Sprintf("the journal no longer holds the writes the peer missed since seq %d", from)
+}
+
+// resyncHead is how much of a resync chunk the primary journals again.
+const resyncHead = 4096
+
+// resyncSeq journals head, the first bytes of a resync chunk at off as
+// they are now (read under the write lock), and returns the record's
+// sequence: the chunk's AsOf, ordered with live writes on the data stream.
+// Only the head: rewriting the primary's own bytes changes nothing there,
+// and the record exists for its sequence, so journaling the whole chunk
+// (as before issue 17) wrote every resync byte twice more on the primary.
+// Catch-up from the journal after it is unchanged: the record holds what
+// the primary held at its sequence. Caller holds p.mu.
+func (p *Side) resyncSeq(off int64, head []byte) (uint64, error) {
+	return p.store.Append(journal.Write{Epoch: p.epoch, Offset: off, Data: head})
 }
