@@ -93,6 +93,7 @@ type Journal struct {
 	mu           sync.Mutex // the append lock; guards the fields below
 	spaceCond    sync.Cond  // on mu: journal space freed, closed or failed
 	segs         []*segment // oldest first; the last one is active
+	rotated      []*segment // rotated out, not yet synced (the next Sync leader's)
 	lastSeq      uint64
 	regions      []uint64 // per region the seq of its last write
 	regionSize   int64    // grows (doubles) only when a resize would pass maxRegions
@@ -524,6 +525,13 @@ func (j *Journal) closeFiles() {
 		// them, and replay reads them as the end.
 		_ = j.segs[n-1].f.Truncate(j.segs[n-1].size)
 	}
+	for _, s := range j.rotated { // a crash test's close: never synced
+		s.refs--
+		if s.freed && s.refs == 0 {
+			_ = s.f.Close()
+		}
+	}
+	j.rotated = nil
 	for _, s := range j.segs {
 		s.freed = true
 		if s.refs == 0 {

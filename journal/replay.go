@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -51,9 +52,11 @@ func (j *Journal) segmentHasRecords(num uint64) bool {
 
 // replay opens the segments and re-applies the records past the checkpoint
 // ckpt to the data file and the region table. Rules (docs/journal.md):
-// segments in order, seqs strictly increasing, a bad record in a non-last
-// segment is corruption, a bad record in the last segment is a torn tail
-// unless something proves the bytes there had been made durable.
+// segments in order, seqs strictly increasing; a bad record is a torn tail
+// (cut there, later segments dropped) unless something proves the bytes
+// there had been made durable: the segment's sync mark, a later record's
+// sync hint, or any sync of a later segment (endHere). Zeros after the
+// records of a non-last segment are its untrimmed end, not damage.
 func (j *Journal) replay(ckpt uint64) error {
 	nums, err := j.listSegments()
 	if err != nil {
@@ -76,23 +79,44 @@ func (j *Journal) replay(ckpt uint64) error {
 	for i, num := range nums {
 		// The first segment must start at or below ckpt+1, each later one
 		// right after its predecessor's records.
-		seg, err := j.replaySegment(num, i == len(nums)-1, ckpt, &prev)
+		seg, cut, err := j.replaySegment(num, nums[i+1:], ckpt, &prev)
+		if errors.Is(err, errRecordsMissing) && i > 0 {
+			// The previous segment lost its tail (it was rotated out and
+			// not yet synced): the same as a torn end, if nothing from
+			// here on was made durable.
+			if err := j.endAfter(nums[i:], prev); err != nil {
+				return err
+			}
+			break
+		}
 		if err != nil {
 			return err
 		}
 		j.segs = append(j.segs, seg)
 		j.journalBytes += seg.size
+		if cut {
+			break // it ended torn and the later segments were dropped
+		}
 	}
 	lastRec := prev
 	prev = max(prev, ckpt)
 	j.lastSeq = prev
 	j.lastSeqA.Store(prev)
 	// Everything replayed is in the page cache, maybe not on disk (a process
-	// crash): make it durable before DurableSeq claims it.
-	active := j.segs[len(j.segs)-1]
-	if err := j.fdatasync(active); err != nil {
-		return err
+	// crash): make it durable before DurableSeq claims it, oldest segment
+	// first, each but the last trimmed to its records (a process crash
+	// leaves rotated-out segments untrimmed and unsynced).
+	for i, s := range j.segs {
+		if i < len(j.segs)-1 {
+			if err := s.f.Truncate(s.size); err != nil {
+				return fmt.Errorf("journal: trim segment %d: %w", s.num, err)
+			}
+		}
+		if err := j.fdatasync(s); err != nil {
+			return err
+		}
 	}
+	active := j.segs[len(j.segs)-1]
 	if err := j.fs.SyncDir(j.jdir); err != nil {
 		return fmt.Errorf("journal: sync dir %s: %w", j.jdir, err)
 	}
@@ -112,44 +136,138 @@ func (j *Journal) replay(ckpt uint64) error {
 	return j.failed()
 }
 
-// replaySegment replays one segment. prev is the seq of the last record
-// seen so far, and is advanced.
-func (j *Journal) replaySegment(num uint64, last bool, ckpt uint64, prev *uint64) (*segment, error) {
+// replaySegment replays one segment; later are the segments after it. prev
+// is the seq of the last record seen so far, and is advanced. cut: the
+// segment ended torn, so it is the last one now (the later ones, never
+// made durable, were dropped).
+func (j *Journal) replaySegment(num uint64, later []uint64, ckpt uint64, prev *uint64) (seg *segment, cut bool, err error) {
 	name := filepath.Join(j.jdir, segName(num))
 	f, err := j.fs.OpenFile(name, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("journal: open segment: %w", err)
+		return nil, false, fmt.Errorf("journal: open segment: %w", err)
 	}
-	seg, err := j.replayFile(f, num, last, ckpt, prev)
+	seg, cut, err = j.replayFile(f, num, later, ckpt, prev)
 	if err != nil {
 		_ = f.Close()
-		return nil, err
+		return nil, false, err
 	}
-	return seg, nil
+	return seg, cut, nil
 }
 
-func (j *Journal) replayFile(f vfs.File, num uint64, last bool, ckpt uint64, prev *uint64) (*segment, error) {
+func (j *Journal) replayFile(f vfs.File, num uint64, later []uint64, ckpt uint64, prev *uint64) (*segment, bool, error) {
 	size, err := f.Size()
 	if err != nil {
-		return nil, fmt.Errorf("journal: stat segment %d: %w", num, err)
+		return nil, false, fmt.Errorf("journal: stat segment %d: %w", num, err)
 	}
 	r := &segReader{f: f, end: size}
-	seg, reinit, err := j.replayHeader(r, num, last, ckpt, *prev)
+	seg, reinit, err := j.replayHeader(r, num, later, ckpt, *prev)
 	if err != nil || reinit {
-		return seg, err
+		return seg, true, err
 	}
-	off, err := j.replayRecords(r, seg, last, ckpt, max(*prev, seg.firstSeq-1))
+	off, cut, err := j.replayRecords(r, seg, later, ckpt, max(*prev, seg.firstSeq-1))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	seg.size = off
 	*prev = max(*prev, seg.lastSeq)
-	if last {
+	if len(later) == 0 || cut {
 		if err := j.preallocate(f, num); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return seg, nil
+	return seg, cut, nil
+}
+
+// errRecordsMissing: a segment starts past the records before it.
+var errRecordsMissing = errors.New("records missing")
+
+// endAfter makes the last segment replayed so far the last one, dropping
+// the segments nums after it, if endHere allows; else the gap is corrupt.
+func (j *Journal) endAfter(nums []uint64, prev uint64) error {
+	ok, err := j.endHere(nums)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return segCorrupt(nums[0], 0, fmt.Errorf("%w after record %d, and later segments were made durable", errRecordsMissing, prev))
+	}
+	last := j.segs[len(j.segs)-1]
+	return j.preallocate(last.f, last.num)
+}
+
+// endHere decides whether a segment followed by the segments later may end
+// torn, as the last segment may: only if nothing after it was ever made
+// durable. Rotation does not sync the segment it rotates out; the next Sync
+// leader syncs it before any newer segment (syncActive). So a later segment
+// with a sync mark or a record with a sync hint proves the damage is
+// corruption (false). Otherwise the later segments hold only records never
+// promised durable, or records the checkpoint covers (in the data file,
+// durable): they are dropped (before the torn segment is cut, so that a
+// crash in between leaves a journal that replays the same way) and endHere
+// returns true.
+func (j *Journal) endHere(later []uint64) (bool, error) {
+	if len(later) == 0 {
+		return true, nil
+	}
+	if j.laterSynced(later) {
+		return false, nil
+	}
+	for _, num := range later {
+		if err := j.fs.Remove(filepath.Join(j.jdir, segName(num))); err != nil {
+			return false, fmt.Errorf("journal: drop unsynced segment %d: %w", num, err)
+		}
+	}
+	if err := j.fs.SyncDir(j.jdir); err != nil {
+		return false, fmt.Errorf("journal: sync dir %s: %w", j.jdir, err)
+	}
+	j.log.Warn("journal: a rotated-out segment ends torn; dropping the later segments, never made durable", "segments", later)
+	return true, nil
+}
+
+// laterSynced reports whether any of the segments nums was ever synced: a
+// valid sync mark in its header, or a record of this journal with a sync
+// hint. One it cannot read counts as synced (report, do not guess).
+func (j *Journal) laterSynced(nums []uint64) bool {
+	for _, num := range nums {
+		f, err := j.fs.OpenFile(filepath.Join(j.jdir, segName(num)), os.O_RDONLY, 0)
+		if err != nil {
+			return true
+		}
+		synced := j.segmentSynced(f)
+		_ = f.Close()
+		if synced {
+			return true
+		}
+	}
+	return false
+}
+
+func (j *Journal) segmentSynced(f vfs.File) bool {
+	size, err := f.Size()
+	if err != nil {
+		return true
+	}
+	r := &segReader{f: f, end: size}
+	if hb, err := r.peek(0, segHeaderSize); err == nil && len(hb) == segHeaderSize {
+		if hdr, herr := decodeSegHeader(hb); herr == nil && hdr.salt == j.salt && decodeMark(hb[48:64]) > 0 {
+			return true
+		}
+	}
+	for p := int64(segHeaderSize); p+RecordHeaderSize <= size; p += 8 {
+		b, err := r.peek(p, 4)
+		if err != nil || len(b) < 4 || binary.LittleEndian.Uint32(b) != recordMagic {
+			continue
+		}
+		rec, n, derr, ioerr := r.record(p)
+		if ioerr != nil || derr != nil || rec.Salt != j.salt {
+			continue
+		}
+		if rec.Synced > 0 {
+			return true
+		}
+		p += int64(n) - 8
+	}
+	return false
 }
 
 // segCorrupt is the error for damage at off of segment num.
@@ -161,15 +279,18 @@ func segCorrupt(num uint64, off int64, why error) error {
 // no records missing after prev and the checkpoint ckpt) and returns the
 // segment with its synced mark. A torn header of the last segment (created
 // just before a crash) is reinitialized: reinit, and seg is the new one.
-func (j *Journal) replayHeader(r *segReader, num uint64, last bool, ckpt, prev uint64) (seg *segment, reinit bool, err error) {
+func (j *Journal) replayHeader(r *segReader, num uint64, later []uint64, ckpt, prev uint64) (seg *segment, reinit bool, err error) {
 	hb, err := r.peek(0, segHeaderSize)
 	if err != nil {
 		return nil, false, fmt.Errorf("journal: read segment %d: %w", num, err)
 	}
 	hdr, herr := decodeSegHeader(hb)
 	if herr != nil {
-		if errors.Is(herr, ErrVersion) || !last {
+		if errors.Is(herr, ErrVersion) {
 			return nil, false, segCorrupt(num, 0, herr)
+		}
+		if ok, err := j.endHere(later); err != nil || !ok {
+			return nil, false, cmp.Or(err, segCorrupt(num, 0, fmt.Errorf("%w before segments made durable", herr)))
 		}
 		// Nothing in a segment with a torn header can have been made
 		// durable unless a record says so.
@@ -183,8 +304,10 @@ func (j *Journal) replayHeader(r *segReader, num uint64, last bool, ckpt, prev u
 	switch {
 	case hdr.num != num || hdr.salt != j.salt:
 		return nil, false, segCorrupt(num, 0, fmt.Errorf("header names segment %d salt %#x", hdr.num, hdr.salt))
-	case hdr.firstSeq == 0 || hdr.firstSeq > max(prev, ckpt)+1:
-		return nil, false, segCorrupt(num, 0, fmt.Errorf("first seq %d after record %d and checkpoint %d: records missing", hdr.firstSeq, prev, ckpt))
+	case hdr.firstSeq == 0:
+		return nil, false, segCorrupt(num, 0, fmt.Errorf("first seq 0"))
+	case hdr.firstSeq > max(prev, ckpt)+1:
+		return nil, false, segCorrupt(num, 0, fmt.Errorf("first seq %d after record %d and checkpoint %d: %w", hdr.firstSeq, prev, ckpt, errRecordsMissing))
 	}
 	seg = &segment{num: num, firstSeq: hdr.firstSeq, f: r.f, lastSeq: hdr.firstSeq - 1}
 	seg.synced.Store(decodeMark(hb[48:64]))
@@ -196,38 +319,44 @@ func (j *Journal) replayHeader(r *segReader, num uint64, last bool, ckpt, prev u
 // A bad record ends the last segment if it can be a torn tail (after the
 // synced mark, no durable record behind it): the tail is cut. Anything
 // else is ErrCorrupt.
-func (j *Journal) replayRecords(r *segReader, seg *segment, last bool, ckpt, lastGood uint64) (int64, error) {
+func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt, lastGood uint64) (end int64, cut bool, err error) {
 	num, mark := seg.num, seg.synced.Load()
 	off := int64(segHeaderSize)
 	for off < r.end {
 		rec, n, derr, ioerr := r.record(off)
 		if ioerr != nil {
-			return 0, fmt.Errorf("journal: read segment %d: %w", num, ioerr)
+			return 0, false, fmt.Errorf("journal: read segment %d: %w", num, ioerr)
 		}
 		if derr == nil && (rec.Salt != j.salt || rec.Seq <= lastGood) {
 			// Intact bytes, but not the next record of this journal: no
 			// crash produces that.
-			return 0, segCorrupt(num, off, fmt.Errorf("record seq %d salt %#x after seq %d", rec.Seq, rec.Salt, lastGood))
+			return 0, false, segCorrupt(num, off, fmt.Errorf("record seq %d salt %#x after seq %d", rec.Seq, rec.Salt, lastGood))
 		}
 		if errors.Is(derr, ErrVersion) {
-			return 0, segCorrupt(num, off, derr)
+			return 0, false, segCorrupt(num, off, derr)
 		}
 		if derr != nil {
-			if !last {
-				return 0, segCorrupt(num, off, derr)
-			}
 			if off < mark {
-				return 0, segCorrupt(num, off, fmt.Errorf("%w inside the synced prefix (%d bytes)", derr, mark))
+				return 0, false, segCorrupt(num, off, fmt.Errorf("%w inside the synced prefix (%d bytes)", derr, mark))
 			}
-			return off, j.cutTornTail(r, num, off, lastGood, derr)
+			if len(later) > 0 && r.zeroFrom(off) {
+				// The preallocated rest of a segment rotated out and not yet
+				// trimmed: its normal end. The next segment's first seq says
+				// whether records are missing.
+				return off, false, nil
+			}
+			if ok, err := j.endHere(later); err != nil || !ok {
+				return 0, false, cmp.Or(err, segCorrupt(num, off, fmt.Errorf("%w before segments made durable", derr)))
+			}
+			return off, true, j.cutTornTail(r, num, off, lastGood, derr)
 		}
 		if err := j.replayRecord(num, off, &rec.Write, ckpt); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		lastGood, seg.lastSeq = rec.Seq, rec.Seq
 		off += int64(n)
 	}
-	return off, nil
+	return off, false, nil
 }
 
 // cutTornTail truncates the last segment at off, where a record does not

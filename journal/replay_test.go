@@ -105,6 +105,18 @@ func TestTornLastRecordAtEveryByte(t *testing.T) {
 
 // Damage to the journal: in the unsynced tail it is a torn write and is cut;
 // where something proves the bytes had been made durable it is corruption.
+// requireCutForGood: a tail replay cut is gone for good, new records go
+// where it was and survive the next replay.
+func requireCutForGood(t *testing.T, j *Journal, o Options) {
+	t.Helper()
+	seq, err := j.Append(Write{Data: []byte("after")})
+	require.NoError(t, err)
+	require.NoError(t, j.Sync(seq))
+	j.closeNoCheckpoint()
+	j = mustOpen(t, o)
+	require.Equal(t, seq, j.LastSeq())
+}
+
 func TestJournalDamage(t *testing.T) {
 	flip := func(rec, byteInRec int) func(t *testing.T, seg []byte) []byte {
 		return func(t *testing.T, seg []byte) []byte {
@@ -159,27 +171,36 @@ func TestJournalDamage(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.wantLast, j.LastSeq())
 			require.Len(t, collect(t, j, 1), int(tc.wantLast))
-			// The cut tail is gone for good: new records go where it was.
-			seq, err := j.Append(Write{Data: []byte("after")})
-			require.NoError(t, err)
-			require.NoError(t, j.Sync(seq))
-			j.closeNoCheckpoint()
-			j = mustOpen(t, o)
-			require.Equal(t, seq, j.LastSeq())
+			requireCutForGood(t, j, o)
 		})
 	}
 
-	t.Run("bad record in a non-last segment", func(t *testing.T) {
-		o, fs, names, _, _, _ := segmentedJournal(t, 0)
+	// Rotation does not sync the segment it rotates out (the next Sync
+	// does, before anything newer): damage in a non-last segment is
+	// corruption once a later segment was synced, else the torn end of
+	// writes never made durable.
+	damageNonLast := func(t *testing.T, synced int) (Options, []string, []Write, *Journal, error) {
+		o, fs, names, _, done, _ := segmentedJournal(t, synced)
 		require.Greater(t, len(names), 2)
 		p := path.Join("/db/journal", names[len(names)-2])
 		seg := readFile(t, fs, p)
 		seg[len(seg)-1] ^= 1 // inside its last record
 		writeFile(t, fs, p, seg)
 		o.FS = fs
-		_, err := Open(o)
+		j, err := Open(o)
+		return o, names, done, j, err
+	}
+	t.Run("bad record in a non-last segment, a later one synced", func(t *testing.T) {
+		_, names, _, _, err := damageNonLast(t, 30)
 		require.ErrorIs(t, err, ErrCorrupt)
 		require.Contains(t, err.Error(), names[len(names)-2])
+	})
+	t.Run("bad record in a non-last segment, nothing after it synced", func(t *testing.T) {
+		o, names, done, j, err := damageNonLast(t, 0)
+		require.NoError(t, err)
+		require.Less(t, j.LastSeq(), done[len(done)-1].Seq, "the torn end and everything after it are gone")
+		require.Equal(t, len(names)-1, j.Stats().Segments, "the later segment was dropped")
+		requireCutForGood(t, j, o)
 	})
 
 	t.Run("torn header of a new last segment", func(t *testing.T) {

@@ -41,6 +41,21 @@ func (j *Journal) rewind(seq uint64) error {
 	if j.ckClosed {
 		return ErrClosed
 	}
+	// Hold off Sync (the background write-behind may call it any time):
+	// a leader that snapshot the old LastSeq must not publish it as
+	// DurableSeq after the rewind lowered the position.
+	j.smu.Lock()
+	for j.syncing {
+		j.syncCond.Wait()
+	}
+	j.syncing = true
+	j.smu.Unlock()
+	defer func() {
+		j.smu.Lock()
+		j.syncing = false
+		j.syncCond.Broadcast()
+		j.smu.Unlock()
+	}()
 	j.mu.Lock()
 	// A gap in the numbering marks every older segment stale for replay
 	// (they hold only checkpointed records): after a crash before the meta

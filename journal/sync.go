@@ -10,13 +10,15 @@ import (
 // and syncs everything appended so far; the others wait for it and return
 // when it covered them, else one of them leads the next round.
 func (j *Journal) Sync(seq uint64) error {
-	seq = min(seq, j.lastSeqA.Load())
 	j.smu.Lock()
 	defer j.smu.Unlock()
 	for {
 		if err := j.failed(); err != nil {
 			return err
 		}
+		// Again each round: a Rewind meanwhile lowers LastSeq, and records
+		// above it no longer exist.
+		seq = min(seq, j.lastSeqA.Load())
 		if j.durable.Load() >= seq {
 			return nil
 		}
@@ -43,14 +45,26 @@ func (j *Journal) Sync(seq uint64) error {
 }
 
 // syncActive makes every record appended so far durable and returns the
-// last one's seq. Older segments were synced when they were rotated out.
+// last one's seq: first the segments rotated out since the last leader,
+// oldest first (trimmed to their records, then synced), then the active one.
+// Only the Sync leader runs it.
 func (j *Journal) syncActive() (uint64, error) {
 	j.mu.Lock()
+	rotated := j.rotated
+	j.rotated = nil
 	seg := j.segs[len(j.segs)-1]
 	seg.refs++
 	target, end := j.lastSeq, seg.size
 	j.mu.Unlock()
 	defer j.release(seg)
+	for i, s := range rotated {
+		if err := j.syncRotated(s); err != nil {
+			for _, r := range rotated[i+1:] {
+				j.release(r)
+			}
+			return 0, err
+		}
+	}
 	if err := j.fdatasync(seg); err != nil {
 		return 0, err
 	}
@@ -59,6 +73,25 @@ func (j *Journal) syncActive() (uint64, error) {
 		j.writeMark(seg, end)
 	}
 	return target, nil
+}
+
+// syncRotated trims a rotated-out segment to its records and syncs it, then
+// drops the reference rotate took. Also when a checkpoint freed it
+// meanwhile: until its removal is durable it may come back after a crash,
+// and it must not come back torn next to a newer segment that was synced.
+func (j *Journal) syncRotated(s *segment) error {
+	defer j.release(s)
+	j.mu.Lock()
+	size := s.size
+	j.mu.Unlock()
+	if err := s.f.Truncate(size); err != nil {
+		return j.fail(fmt.Errorf("journal: trim segment %d: %w", s.num, err))
+	}
+	if err := j.fdatasync(s); err != nil {
+		return err
+	}
+	s.synced.Store(size)
+	return nil
 }
 
 // release drops a reference taken under mu, closing a freed segment's file
