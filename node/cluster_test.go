@@ -88,7 +88,14 @@ func (c *testCluster) firstPrimaryD0() {
 	}
 	c.waitUpToDate(p)
 	require.NoError(c.t, c.nodes["d0"].ctl.RequestPromote(false))
-	require.Eventually(c.t, func() bool { return c.primary().me.Name == "d0" }, 15*time.Second, 10*time.Millisecond, "d0 not promoted")
+	require.Eventually(c.t, func() bool {
+		for name, n := range c.nodes {
+			if (name == "d0") != (n.currentPrimary() != nil && n.ctl.Serving()) {
+				return false // d0 not serving yet, or the old primary not yet stepped down
+			}
+		}
+		return true
+	}, 15*time.Second, 10*time.Millisecond, "d0 not promoted")
 	c.waitUpToDate(c.nodes["d0"])
 }
 
@@ -169,7 +176,7 @@ func block(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), 0xa
 func writeBlocks(t *testing.T, n *Node, from, to int) {
 	t.Helper()
 	for i := from; i < to; i++ {
-		require.NoError(t, n.dev.WriteAt(block(i), int64(i%1024)*4096, false), "write %d", i)
+		retryFenced(t, func() error { return n.dev.WriteAt(block(i), int64(i%1024)*4096, false) })
 	}
 }
 

@@ -36,9 +36,9 @@ func ecWrites(t *testing.T, p *Node, rng *rand.Rand, n int) {
 }
 
 // retryFenced runs a write again, as a client would, while the primary is
-// fenced: five members in one process under -race on two busy cores miss
-// a lease renewal now and then (a fenced write is not acknowledged, and
-// the lease comes back). Any other error fails the test.
+// fenced: members in one process under -race on two busy cores miss a
+// lease renewal now and then (a fenced write is not acknowledged, and the
+// lease comes back). Any other error fails the test.
 func retryFenced(t *testing.T, write func() error) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
