@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 )
 
@@ -71,7 +70,7 @@ func writeCPU(w io.Writer, results []Result, window float64) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	header := false
 	for _, r := range results {
-		if !strings.Contains(r.Job, "write") || len(r.CPU) == 0 || r.IOPS == 0 || window <= 0 {
+		if job, err := LookupJob(r.Job); err != nil || !job.Writes() || len(r.CPU) == 0 || r.IOPS == 0 || window <= 0 {
 			continue
 		}
 		if !header {
