@@ -178,7 +178,7 @@ func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, err
 	if err := j.reserve(need); err != nil {
 		return out, err
 	}
-	last := j.lastSeq
+	last := j.highSeq()
 	for i := range ws {
 		switch {
 		case ws[i].Seq == 0:
@@ -189,7 +189,7 @@ func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, err
 			last = ws[i].Seq
 		}
 	}
-	last = j.lastSeq
+	last = j.highSeq()
 	for i := range ws {
 		if ws[i].Seq == 0 {
 			ws[i].Seq = last + 1

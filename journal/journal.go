@@ -74,6 +74,7 @@ type Stats struct {
 	Writes           uint64 // records appended since Open
 	Syncs            uint64 // journal fdatasync calls since Open
 	Checkpoints      uint64 // completed checkpoints since Open
+	InPlaceBytes     uint64 // bytes written without a record since Open (WriteInPlace)
 	ChecksumErrors   uint64 // corrupt blocks ReadAt found since Open
 }
 
@@ -94,9 +95,10 @@ type Journal struct {
 	spaceCond    sync.Cond  // on mu: journal space freed, closed or failed
 	segs         []*segment // oldest first; the last one is active
 	rotated      []*segment // rotated out, not yet synced (the next Sync leader's)
-	lastSeq      uint64
-	regions      []uint64 // per region the seq of its last write
-	regionSize   int64    // grows (doubles) only when a resize would pass maxRegions
+	lastSeq      uint64     // the last record's or the checkpoint's
+	inPlaceSeq   uint64     // the last in-place write's, when above lastSeq (WriteInPlace)
+	regions      []uint64   // per region the seq of its last write
+	regionSize   int64      // grows (doubles) only when a resize would pass maxRegions
 	journalBytes int64
 	appended     int64 // journal bytes appended since Open
 	ckptAppended int64 // appended as of the last checkpoint's snapshot
@@ -131,6 +133,7 @@ type Journal struct {
 	devSize                    atomic.Int64 // grows under mu (resize records), never shrinks
 	lastSeqA, durable, ckptSeq atomic.Uint64
 	writes, syncs, ckpts       atomic.Uint64
+	inPlace                    atomic.Uint64 // bytes written in place since Open
 	closing                    atomic.Bool
 	failure                    atomic.Pointer[error]
 	noPunch                    atomic.Bool // the data file said ErrNotSupported
@@ -435,7 +438,7 @@ func (j *Journal) DurableSeq() uint64 { return j.durable.Load() }
 func (j *Journal) Stats() Stats {
 	j.mu.Lock()
 	st := Stats{
-		LastSeq:          j.lastSeq,
+		LastSeq:          j.highSeq(),
 		FirstRetainedSeq: j.segs[0].firstSeq,
 		JournalBytes:     j.journalBytes,
 		Segments:         len(j.segs),
@@ -444,6 +447,7 @@ func (j *Journal) Stats() Stats {
 	st.DurableSeq = j.durable.Load()
 	st.CheckpointSeq = j.ckptSeq.Load()
 	st.Writes, st.Syncs, st.Checkpoints = j.writes.Load(), j.syncs.Load(), j.ckpts.Load()
+	st.InPlaceBytes = j.inPlace.Load()
 	st.ChecksumErrors = j.checksumErrors.Load()
 	return st
 }

@@ -91,7 +91,7 @@ func (j *Journal) rewind(seq uint64) error {
 	old := j.segs
 	j.segs, j.journalBytes = []*segment{seg}, seg.size
 	j.regions = regions
-	j.lastSeq = seq
+	j.lastSeq, j.inPlaceSeq = seq, 0
 	j.lastSeqA.Store(seq)
 	j.ckptSeq.Store(seq)
 	for _, s := range old {

@@ -54,7 +54,7 @@ func (j *Journal) syncActive() (uint64, error) {
 	j.rotated = nil
 	seg := j.segs[len(j.segs)-1]
 	seg.refs++
-	target, end := j.lastSeq, seg.size
+	target, end := j.highSeq(), seg.size
 	j.mu.Unlock()
 	defer j.release(seg)
 	for i, s := range rotated {
@@ -127,7 +127,7 @@ func (j *Journal) checkpoint() error {
 		return err
 	}
 	j.mu.Lock()
-	ck, appended := j.lastSeq, j.appended
+	ck, appended := j.highSeq(), j.appended
 	j.metaBuf = encodeMeta(j.metaBuf[:0], &meta{
 		deviceSize: j.devSize.Load(), regionSize: j.regionSize, checkpointSeq: ck, salt: j.salt, regions: j.regions,
 	})

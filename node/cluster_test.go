@@ -370,7 +370,7 @@ func TestInvalidateResyncsEverything(t *testing.T) {
 	writeBlocks(t, p, 0, 100)
 	c.waitUpToDate(p)
 	require.Error(t, p.Invalidate(), "the primary cannot be invalidated")
-	before := p.store.LastSeq()
+	before, d1Before := p.store.LastSeq(), c.nodes["d1"].store.Stats()
 	require.NoError(t, c.nodes["d1"].Invalidate())
 	require.Eventually(t, func() bool { return p.Status().Peers[0].ResyncTotal == 4<<20 }, 10*time.Second, 5*time.Millisecond,
 		"the whole device is copied")
@@ -380,10 +380,22 @@ func TestInvalidateResyncsEverything(t *testing.T) {
 	// The primary journals only a 4 KiB head of each 1 MiB chunk, for
 	// the chunk's sequence (issue 17: not every resync byte again).
 	var journaled int
-	err := p.store.ReadRecords(before+1, func(w journal.Write) error { journaled += len(w.Data); return nil })
+	var lastCopy uint64
+	err := p.store.ReadRecords(before+1, func(w journal.Write) error {
+		journaled += len(w.Data)
+		lastCopy = w.Seq
+		return nil
+	})
 	require.NoError(t, err, "the primary journaled so much during the resync that it compacted its journal")
 	require.Positive(t, journaled)
 	require.LessOrEqual(t, journaled, 4*4096+4096, "resync bytes journaled again on the primary")
+
+	// The target wrote every copy in place, journaled none, and sealed its
+	// journal at the end: it serves no catch-up from below its copies.
+	d1 := c.nodes["d1"].store.Stats()
+	require.Equal(t, d1Before.Writes+1, d1.Writes, "the target journaled more than the size announcement")
+	require.Equal(t, uint64(4<<20), d1.InPlaceBytes-d1Before.InPlaceBytes)
+	require.Greater(t, d1.FirstRetainedSeq, lastCopy, "the target's journal still reaches below its copies")
 }
 
 // A second member on a running member's data directory is refused before

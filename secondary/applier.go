@@ -46,6 +46,7 @@ type applier struct {
 	copied   []extent.Extent
 	copiedN  uint64
 	lastSave time.Time
+	inPlace  bool // a copy was written in place in this session
 }
 
 func (a *applier) reply(m wire.Message) {
@@ -255,7 +256,8 @@ func (a *applier) applyControl(m wire.Message) error {
 }
 
 // appendWrite journals w, the write m carries (a shard peer applies what
-// it holds first), and records a resync copy's range.
+// it holds first), or writes a full copy's region copy in place, and
+// records a resync copy's range.
 func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 	s := a.s
 	before := s.store.Size()
@@ -266,14 +268,22 @@ func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 			return a.nack(w.Seq, err)
 		}
 	}
-	if _, err := s.store.Append(w); err != nil {
+	rd, copying := m.(*wire.ResyncData)
+	if copying && sa == nil && !s.cfg.ErasureCoded {
+		// A full copy is Inconsistent until ResyncDone: its region copies
+		// need no record (docs/journal.md, "Writes in place").
+		if err := s.store.WriteInPlace(w); err != nil {
+			return a.nack(w.Seq, err)
+		}
+		a.inPlace = true
+	} else if _, err := s.store.Append(w); err != nil {
 		return a.nack(w.Seq, err)
 	}
 	if sa != nil {
 		sa.Appended(w.Seq)
 	}
 	s.journaled.Store(w.Seq)
-	if rd, ok := m.(*wire.ResyncData); ok {
+	if copying {
 		if err := a.copiedRange(rd.Offset, uint64(len(rd.Data))); err != nil {
 			return a.nack(w.Seq, err)
 		}

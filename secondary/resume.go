@@ -151,12 +151,17 @@ func (a *applier) copiedRange(off, n uint64) error {
 }
 
 // saveProgress persists the ranges copied so far as current at the
-// journal's last record, after syncing the journal up to it: a copy is
-// durable before the progress that names it.
+// journal's position, after making every copy it names durable: a
+// checkpoint for copies written in place (it syncs the data file, and no
+// record older than it is replayed over them), else a journal sync.
 func (a *applier) saveProgress() error {
 	s := a.s
 	asOf := s.store.LastSeq()
-	if err := s.store.Sync(asOf); err != nil {
+	if a.inPlace && !plantedUnsyncedProgress { // the planted bug: plantedbug_progress_on.go
+		if err := s.store.Checkpoint(); err != nil {
+			return err
+		}
+	} else if err := s.store.Sync(asOf); err != nil {
 		return err
 	}
 	a.copied = extent.Merge(a.copied)

@@ -270,8 +270,10 @@ func (s *Side) markInconsistent() error {
 	return nil
 }
 
-// markConsistent makes every applied record durable, then drops the
-// resync state.
+// markConsistent makes every applied write durable, then drops the
+// resync state. A full copy seals its journal: its copies were written in
+// place (docs/journal.md, "Writes in place"), so records from before them
+// must not serve a peer's catch-up once this node can be primary.
 func (s *Side) markConsistent() error {
 	s.mu.Lock()
 	rs := s.resync
@@ -279,7 +281,11 @@ func (s *Side) markConsistent() error {
 	if rs == nil {
 		return nil
 	}
-	if err := s.store.Sync(s.store.LastSeq()); err != nil {
+	if s.cfg.ErasureCoded {
+		if err := s.store.Sync(s.store.LastSeq()); err != nil {
+			return err
+		}
+	} else if err := s.store.Seal(); err != nil {
 		return err
 	}
 	if err := s.SaveResync(nil); err != nil {

@@ -64,9 +64,14 @@ func (f *fakeNode) Consistent(cause string)         { f.record(&f.consisted, cau
 // 1..records of epoch 1 (the node followed a primary of epoch 1).
 func newSide(t *testing.T, records int, discard bool) (*Side, *fakeNode) {
 	t.Helper()
-	fs := vfs.NewMem()
+	return newSideOn(t, vfs.NewMem(), 1<<20, records, discard)
+}
+
+// newSideOn is newSide on fs with a device of size bytes.
+func newSideOn(t *testing.T, fs vfs.FS, size int64, records int, discard bool) (*Side, *fakeNode) {
+	t.Helper()
 	require.NoError(t, fs.MkdirAll("/d", 0o700))
-	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20})
+	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: size, SegmentSize: 1 << 20, MaxSize: 4 << 20})
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
 	for i := 0; i < records; i++ {
@@ -89,14 +94,20 @@ func block(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }
 // send's outcome.
 func connect(t *testing.T, s *Side, epoch, last uint64, pri replicator.History) (r *wire.Reader, w *wire.Writer, sent chan error) {
 	t.Helper()
+	return connectHello(t, s, &wire.Hello{Cluster: "t", From: "p", Role: wire.RolePrimary, Epoch: epoch, LastSeq: last}, pri)
+}
+
+// connectHello is connect with the primary's Hello h.
+func connectHello(t *testing.T, s *Side, h *wire.Hello, pri replicator.History) (r *wire.Reader, w *wire.Writer, sent chan error) {
+	t.Helper()
 	side, prim := net.Pipe()
 	go s.Handle("p", side)
 	t.Cleanup(func() { prim.Close() })
 	w, sent = wire.NewWriter(prim), make(chan error, 1)
 	go func() {
-		err := w.WriteMsg(&wire.Hello{Cluster: "t", From: "p", Role: wire.RolePrimary, Epoch: epoch, LastSeq: last})
+		err := w.WriteMsg(h)
 		if err == nil {
-			err = w.WriteMsg(peerwire.HistoryToWire(pri, last))
+			err = w.WriteMsg(peerwire.HistoryToWire(pri, h.LastSeq))
 		}
 		if err == nil {
 			err = w.Flush()

@@ -1,0 +1,62 @@
+package journal
+
+import "fmt"
+
+// WriteInPlace writes w to the data file without a journal record: a
+// resync target's region copy (docs/journal.md, "Writes in place"). It
+// takes w.Seq (which must be above LastSeq) as its position: LastSeq()
+// reports it, the region table marks w's regions with it, and later
+// records must be above it. It is ordered with logged writes as Apply is,
+// and ReadAt waits for it.
+//
+// Only a Checkpoint that follows it makes it count: Sync covers records
+// only, a crash before the checkpoint may leave any part of it in the data
+// file, and replay may write older records over it. A caller relies on it
+// surviving a crash only after such a checkpoint (which also stops the
+// replay of every older record), and Seals before it serves journal
+// catch-up from below it (ReadRecords would pass over it).
+func (j *Journal) WriteInPlace(w Write) error {
+	if err := j.Validate(w); err != nil {
+		return err
+	}
+	if w.Resize != 0 || w.Seq == 0 {
+		return fmt.Errorf("%w: an in-place write carries data and a seq", ErrInvalidWrite)
+	}
+	if err := j.failed(); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	if last := j.highSeq(); w.Seq <= last {
+		j.mu.Unlock()
+		return fmt.Errorf("%w: in-place seq %d, last %d", ErrSeqOrder, w.Seq, last)
+	}
+	j.applyMu.Lock()
+	ticket := j.nextTicket
+	j.nextTicket++
+	end := w.Offset + int64(len(w.Data)) + w.ZeroLength
+	j.applying[ticket] = applyRange{w.Offset &^ (SumBlockSize - 1), (end + SumBlockSize - 1) &^ (SumBlockSize - 1)}
+	j.applyMu.Unlock()
+	j.markRegions(&w)
+	j.inPlaceSeq = w.Seq
+	j.lastSeqA.Store(w.Seq)
+	j.mu.Unlock()
+	j.inPlace.Add(uint64(len(w.Data)) + uint64(w.ZeroLength))
+	return j.Apply(Logged{Write: w, ticket: ticket})
+}
+
+// highSeq is the position: the last record's seq or the checkpoint's, or
+// an in-place write's above them. Caller holds mu.
+func (j *Journal) highSeq() uint64 { return max(j.lastSeq, j.inPlaceSeq) }
+
+// Seal checkpoints and starts the journal afresh at LastSeq: every older
+// segment is freed, so ReadRecords serves nothing at or below the seal and
+// a peer that needs older writes gets a region resync from the (now
+// checkpointed) region table. A resync target seals when its copies are
+// complete, because its in-place writes are in no record. The caller must
+// not Append, WriteInPlace or ReadRecords concurrently.
+func (j *Journal) Seal() error {
+	if j.closing.Load() {
+		return ErrClosed
+	}
+	return j.rewind(j.LastSeq())
+}

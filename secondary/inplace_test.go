@@ -1,0 +1,138 @@
+package secondary
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/sidecar"
+	"github.com/grbd/grbd/internal/vfs"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/replicator"
+	"github.com/stretchr/testify/require"
+)
+
+// chunkData is resync chunk k's content, different in every 4 KiB block.
+func chunkData(k, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(k*31 + i/4096 + 1)
+	}
+	return b
+}
+
+// A resync target writes region copies in place (no journal record) and,
+// before its progress names a copy, makes it durable. The test cuts the
+// power right after the progress was saved, in many ways, and checks every
+// copied range the progress names. It fails if the progress is saved after
+// a journal sync only (the planted bug of TestInPlaceProgressCatchesPlantedBug).
+func TestInPlaceResyncProgressSurvivesPowerLoss(t *testing.T) {
+	const chunk, chunks = 256 << 10, 6
+	mem := vfs.NewMem()
+	s, node := newSideOn(t, mem, 4<<20, 2, false)
+	h := &wire.Hello{Cluster: "t", From: "p", Role: wire.RolePrimary, Epoch: 1, LastSeq: 2, Flags: wire.HelloResume}
+	h.PutDisks(s.store.ID(), 0xd15c)
+	r, w, sent := connectHello(t, s, h, replicator.History{{Epoch: 1, FirstSeq: 1}})
+	read[*wire.Hello](t, r)
+	require.NoError(t, <-sent)
+	require.Equal(t, uint64(2), read[*wire.Ack](t, r).Seq)
+
+	before := s.store.Stats()
+	last := uint64(2 + chunks)
+	type answer struct { // the Reader reuses its messages: copy what is read
+		flushAck bool
+		seq      uint64
+		err      uint32
+	}
+	msgs := make(chan answer, 64)
+	go func() { // a pipe has no buffer: take the answers while sending
+		defer close(msgs)
+		for {
+			m, err := r.ReadMsg()
+			if err != nil {
+				return
+			}
+			switch m := m.(type) {
+			case *wire.Ack:
+				msgs <- answer{seq: m.Seq}
+			case *wire.FlushAck:
+				msgs <- answer{flushAck: true, seq: m.Seq, err: m.Err}
+			}
+		}
+	}()
+	await := func(done func(answer) bool) {
+		t.Helper()
+		for m := range msgs {
+			if done(m) {
+				return
+			}
+		}
+		t.Fatal("the session ended")
+	}
+	for k := range chunks {
+		if k == chunks-1 {
+			time.Sleep(progressEvery + 100*time.Millisecond) // the last copy saves the progress
+		}
+		require.NoError(t, w.WriteMsg(&wire.ResyncData{AsOf: uint64(3 + k), Offset: uint64(k * chunk), Data: chunkData(k, chunk)}))
+		require.NoError(t, w.Flush())
+	}
+	await(func(a answer) bool { return !a.flushAck && a.seq == last })
+	var rs *replicator.ResyncState
+	require.Eventually(t, func() bool {
+		var err error
+		rs, err = sidecar.New(mem, "/d").Resync()
+		return err == nil && rs != nil && rs.Progress != nil
+	}, 5*time.Second, time.Millisecond, "the side saved its progress")
+	require.Equal(t, uint64(chunks*chunk), extent.Bytes(rs.Progress.Copied))
+	st := s.store.Stats()
+	require.Equal(t, before.Writes, st.Writes, "region copies are not journaled")
+	require.Equal(t, uint64(chunks*chunk), st.InPlaceBytes-before.InPlaceBytes)
+	require.Equal(t, last, s.store.LastSeq())
+	require.NotEmpty(t, node.inconsistent)
+
+	// A live write after the progress, flushed: the journal's position
+	// passes the progress's, so a restart trusts the progress.
+	require.NoError(t, w.WriteMsg(&wire.Write{Seq: last + 1, Epoch: 1, Offset: 3 << 20, Data: block(9)}))
+	require.NoError(t, w.WriteMsg(&wire.Flush{ID: 1, Seq: last + 1}))
+	require.NoError(t, w.Flush())
+	await(func(a answer) bool { return a.flushAck && a.err == 0 })
+
+	for seed := range uint64(6) {
+		crashed := mem.CrashClone(rand.New(rand.NewPCG(seed, 5)))
+		got, err := sidecar.New(crashed, "/d").Resync()
+		require.NoError(t, err)
+		require.NotNil(t, got, "Inconsistent survives")
+		require.NotNil(t, got.Progress, "the saved progress survives")
+		store, err := journal.Open(journal.Options{Dir: "/d", FS: crashed})
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, store.LastSeq(), got.Progress.AsOf, "the position covers the progress")
+		for _, e := range got.Progress.Copied {
+			b := make([]byte, 4096)
+			for off := e.Offset; off < e.End(); off += 4096 {
+				want := bytes.Repeat([]byte{byte(int(off/chunk)*31 + int(off%chunk)/4096 + 1)}, 4096)
+				require.NoError(t, store.ReadAt(b, int64(off)))
+				require.True(t, bytes.Equal(want, b), "seed %d: copied block at %d lost", seed, off)
+			}
+		}
+		require.NoError(t, store.Close())
+	}
+}
+
+// TestInPlaceProgressCatchesPlantedBug builds this package with the planted
+// bug (plantedbug_progress_on.go: progress saved after a journal sync only)
+// and requires the power-loss test above to fail on it.
+func TestInPlaceProgressCatchesPlantedBug(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go tool to build the planted bug")
+	}
+	cmd := exec.Command("go", "test", "-count=1", "-tags", "grbd_plantedbug_progress", "-run", "^TestInPlaceResyncProgressSurvivesPowerLoss$", ".")
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "the power-loss test passed with the planted bug:\n%s", out)
+	require.Contains(t, string(out), "lost", "it failed for another reason:\n%s", out)
+}
