@@ -33,4 +33,6 @@ var (
 	ErrCluster = errors.New("bench: cluster not ready")
 	// ErrNBD is a protocol error or refusal from an NBD server.
 	ErrNBD = errors.New("bench: nbd")
+	// ErrConfig is returned for a Config that cannot be run as asked.
+	ErrConfig = errors.New("bench: bad config")
 )

@@ -2,11 +2,12 @@ package bench
 
 import (
 	"context"
-	"github.com/grbd/grbd/internal/freeport"
 	"net"
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/grbd/grbd/internal/freeport"
 
 	"github.com/stretchr/testify/require"
 )

@@ -39,8 +39,9 @@ type Config struct {
 	// the time from a SIGKILL of the primary to a write acknowledged by the
 	// next one.
 	Failover *GrbdCluster
-	// Sustained, when positive, runs SustainedJob this long on every
-	// system after the rounds, its throughput logged per SustainedWindow.
+	// Sustained, when set, runs SustainedJob this long on every system
+	// after the rounds, its throughput logged per SustainedWindow; it must
+	// be at least MinSustained.
 	Sustained       time.Duration
 	SustainedWindow time.Duration
 
@@ -154,6 +155,11 @@ func (c *Config) SelectSystems(names []string) error {
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Rounds < 1 {
 		cfg.Rounds = 1
+	}
+	if cfg.Sustained != 0 {
+		if err := CheckSustained(cfg.Sustained); err != nil {
+			return nil, err
+		}
 	}
 	for _, j := range cfg.Jobs {
 		if _, err := LookupJob(j); err != nil {

@@ -46,6 +46,19 @@ func (r SustainedResult) Pass() bool {
 	return true
 }
 
+// MinSustained is the shortest sustained run: fio's runtime is whole
+// seconds, and a runtime of 0 means no limit at all.
+const MinSustained = time.Second
+
+// CheckSustained refuses a sustained run shorter than MinSustained,
+// negative ones included.
+func CheckSustained(d time.Duration) error {
+	if d < MinSustained {
+		return fmt.Errorf("%w: a sustained run of %v is shorter than %v", ErrConfig, d, MinSustained)
+	}
+	return nil
+}
+
 // sustained runs SustainedJob on uri for d with fio's bandwidth log
 // averaged over window, in dir (the rendered job tree).
 func sustained(ctx context.Context, jobsDir, system, uri string, d, window time.Duration) SustainedResult {

@@ -76,3 +76,30 @@ func TestSustainedRun(t *testing.T) {
 	require.GreaterOrEqual(t, len(r.Windows), 2)
 	require.Positive(t, r.Mean)
 }
+
+func TestCheckSustained(t *testing.T) {
+	for _, tc := range []struct {
+		d  time.Duration
+		ok bool
+	}{
+		{time.Second, true},
+		{90 * time.Second, true},
+		{999 * time.Millisecond, false},
+		{0, false},
+		{-time.Second, false},
+	} {
+		t.Run(tc.d.String(), func(t *testing.T) {
+			err := CheckSustained(tc.d)
+			if tc.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, ErrConfig)
+			if tc.d != 0 { // 0 is Config's "no sustained run"
+				// Run refuses it before it looks for fio or starts anything.
+				_, err = Run(t.Context(), Config{Sustained: tc.d, Dir: t.TempDir()})
+				require.ErrorIs(t, err, ErrConfig)
+			}
+		})
+	}
+}

@@ -45,7 +45,7 @@ func (o *benchOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.clusterYAML, "cluster-yaml", "", "YAML appended to every generated grbd cluster config")
 	fs.BoolVar(&o.extras, "extras", true, "also measure resync and failover on clusters of their own")
 	fs.StringVar(&o.compare, "compare", "", "also run every selected grbd system with this other grbd executable (labelled @base), interleaved")
-	fs.DurationVar(&o.sustained, "sustained", 0, "also write 1 MiB blocks for this long on every system, throughput per 5 s window (alone unless --jobs names jobs)")
+	fs.DurationVar(&o.sustained, "sustained", 0, "also write 1 MiB blocks for this long (at least 1s) on every system, throughput per 5 s window (alone unless --jobs names jobs)")
 	fs.DurationVar(&o.resyncWrite, "resync-write", 5*time.Second, "how long the primary writes while a peer is away (resync measurement)")
 }
 
@@ -125,7 +125,10 @@ func (o *benchOptions) apply(fs *pflag.FlagSet, cfg *bench.Config) error {
 	if !o.extras {
 		cfg.Resync, cfg.Failover = nil, nil
 	}
-	if o.sustained > 0 {
+	if fs.Changed("sustained") {
+		if err := bench.CheckSustained(o.sustained); err != nil {
+			return fmt.Errorf("--sustained: %w", err)
+		}
 		cfg.Sustained = o.sustained
 		if !fs.Changed("jobs") {
 			cfg.Jobs = nil
