@@ -335,8 +335,14 @@ func (n *memNode) resize(size int64) {
 }
 
 func (n *memNode) truncate(size int64) {
-	n.resize(size)
-	n.pending = append(n.pending, memChange{kind: changeTruncate, n: size})
+	n.record(memChange{kind: changeTruncate, n: size})
+}
+
+// record applies all of ch to n.data and keeps it pending until the next
+// Sync (a CrashClone may lose or tear it).
+func (n *memNode) record(ch memChange) {
+	n.apply(ch, ch.off, ch.off+ch.len())
+	n.pending = append(n.pending, ch)
 }
 
 func sortedNames(m map[string]*memNode) []string {
@@ -356,13 +362,16 @@ type memFile struct {
 	closed      bool
 }
 
-// check validates a call under fs.mu.
-func (f *memFile) check(op string, write bool) error {
+// check validates a call under fs.mu: f is open for op, and no offset or
+// length in offs is negative.
+func (f *memFile) check(op string, write bool, offs ...int64) error {
 	switch {
 	case f.closed:
 		return pathErr(op, f.name, os.ErrClosed)
 	case write && !f.write, !write && !f.read:
 		return pathErr(op, f.name, syscall.EBADF)
+	case slices.ContainsFunc(offs, func(o int64) bool { return o < 0 }):
+		return pathErr(op, f.name, syscall.EINVAL)
 	}
 	return nil
 }
@@ -370,11 +379,8 @@ func (f *memFile) check(op string, write bool) error {
 func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.check("read", false); err != nil {
+	if err := f.check("read", false, off); err != nil {
 		return 0, err
-	}
-	if off < 0 {
-		return 0, pathErr("read", f.name, syscall.EINVAL)
 	}
 	if off >= int64(len(f.n.data)) {
 		return 0, io.EOF
@@ -389,29 +395,21 @@ func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.check("write", true); err != nil {
+	if err := f.check("write", true, off); err != nil {
 		return 0, err
-	}
-	if off < 0 {
-		return 0, pathErr("write", f.name, syscall.EINVAL)
 	}
 	if len(p) == 0 {
 		return 0, nil
 	}
-	ch := memChange{kind: changeWrite, off: off, data: slices.Clone(p)}
-	f.n.apply(ch, off, off+int64(len(p)))
-	f.n.pending = append(f.n.pending, ch)
+	f.n.record(memChange{kind: changeWrite, off: off, data: slices.Clone(p)})
 	return len(p), nil
 }
 
 func (f *memFile) Truncate(size int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.check("truncate", true); err != nil {
+	if err := f.check("truncate", true, size); err != nil {
 		return err
-	}
-	if size < 0 {
-		return pathErr("truncate", f.name, syscall.EINVAL)
 	}
 	f.n.truncate(size)
 	return nil
@@ -422,11 +420,8 @@ func (f *memFile) Truncate(size int64) error {
 func (f *memFile) Allocate(off, n int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.check("allocate", true); err != nil {
+	if err := f.check("allocate", true, off, n); err != nil {
 		return err
-	}
-	if off < 0 || n < 0 {
-		return pathErr("allocate", f.name, syscall.EINVAL)
 	}
 	if end := off + n; end > int64(len(f.n.data)) {
 		f.n.truncate(end)
@@ -438,15 +433,10 @@ func (f *memFile) Allocate(off, n int64) error {
 func (f *memFile) PunchHole(off, n int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.check("punch", true); err != nil {
+	if err := f.check("punch", true, off, n); err != nil {
 		return err
 	}
-	if off < 0 || n < 0 {
-		return pathErr("punch", f.name, syscall.EINVAL)
-	}
-	ch := memChange{kind: changePunch, off: off, n: n}
-	f.n.apply(ch, off, off+n)
-	f.n.pending = append(f.n.pending, ch)
+	f.n.record(memChange{kind: changePunch, off: off, n: n})
 	return nil
 }
 
