@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/member"
 	"io"
 	"log/slog"
 	"os/signal"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/node"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -45,7 +45,8 @@ func (o *nodeOptions) validate() error {
 	return errors.Join(errs...)
 }
 
-// load validates the flags and reads the logger and the config.
+// load validates the flags, reads the logger and the config, and checks
+// the dial overrides against it.
 func (o *nodeOptions) load(g *globalOptions) (*slog.Logger, *config.Config, error) {
 	if err := o.validate(); err != nil {
 		return nil, nil, err
@@ -55,7 +56,13 @@ func (o *nodeOptions) load(g *globalOptions) (*slog.Logger, *config.Config, erro
 		return nil, nil, err
 	}
 	cfg, err := config.Load(o.configPath)
-	return log, cfg, err
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := member.CheckDialOverrides(cfg, o.name, o.dial); err != nil {
+		return nil, nil, err
+	}
+	return log, cfg, nil
 }
 
 func newNodeCommand(g *globalOptions) *cobra.Command {
@@ -76,9 +83,6 @@ only the serving primary completes I/O; a secondary refuses it with EPERM.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			if err := member.CheckDialOverrides(cfg, o.name, o.dial); err != nil {
-				return err
-			}
 			return runNodes(ctx, cmd, cfg, []string{o.name}, node.Options{Logger: log, NewCluster: o.newCluster, DialOverrides: o.dial})
 		},
 	}

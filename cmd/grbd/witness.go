@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/grbd/grbd/internal/member"
 	"os/signal"
 	"syscall"
 
@@ -29,9 +28,6 @@ becomes) primary. Prints "ready witness NAME" once it listens.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			if err := member.CheckDialOverrides(cfg, o.name, o.dial); err != nil {
-				return err
-			}
 			w, err := witness.StartWith(cfg, o.name, log, witness.Options{NewCluster: o.newCluster, DialOverrides: o.dial})
 			if err != nil {
 				return err
