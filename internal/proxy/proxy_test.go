@@ -18,16 +18,19 @@ import (
 
 const testSize = 1 << 20
 
-// startProxy runs a proxy over c (n0 primary) until the test ends.
-func startProxy(t *testing.T, c *fakeCluster, hold time.Duration) *Proxy {
+// startProxy runs a proxy until the test ends over a fake cluster of
+// names, the first one promoted.
+func startProxy(t *testing.T, hold time.Duration, names ...string) (*fakeCluster, *Proxy) {
 	t.Helper()
+	c := newFakeCluster(testSize, names...)
+	c.promote(names[0])
 	p := New(c, c, Options{HoldTimeout: hold, Poll: 10 * time.Millisecond, Retry: 2 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, p.Connect(ctx))
 	done := make(chan struct{})
 	go func() { _ = p.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return p
+	return c, p
 }
 
 // serve exports p with blockdev as grbd proxy does and returns a client.
@@ -86,9 +89,7 @@ func TestUnansweredWriteIsResent(t *testing.T) {
 		{"never executed", modeBlackhole},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newFakeCluster(testSize, "n0", "n1")
-			c.promote("n0")
-			p := startProxy(t, c, 10*time.Second)
+			c, p := startProxy(t, 10*time.Second, "n0", "n1")
 			c.set("n0", tc.mode, 0)
 			res := async(func() error { return p.WriteAt(pattern(7, 4096), 8192, false) })
 			entered(t, c.nodes["n0"])
@@ -114,9 +115,7 @@ func TestUnansweredWriteIsResent(t *testing.T) {
 // fails with EIO; one that arrives while none serves is held and answered
 // once a primary serves.
 func TestHoldTimeout(t *testing.T) {
-	c := newFakeCluster(testSize, "n0", "n1")
-	c.promote("n0")
-	p := startProxy(t, c, 150*time.Millisecond)
+	c, p := startProxy(t, 150*time.Millisecond, "n0", "n1")
 	c.kill("n0")
 	start := time.Now()
 	err := p.WriteAt(pattern(1, 512), 0, false)
@@ -151,9 +150,7 @@ func TestNodeErrors(t *testing.T) {
 		{"EIO twice from the serving primary passed on", nbdclient.EIO, false, syscall.EIO, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newFakeCluster(testSize, "n0", "n1")
-			c.promote("n0")
-			p := startProxy(t, c, 5*time.Second)
+			c, p := startProxy(t, 5*time.Second, "n0", "n1")
 			c.set("n0", modeErrno, tc.errno)
 			if tc.failover {
 				c.mu.Lock()
@@ -177,9 +174,7 @@ func TestNodeErrors(t *testing.T) {
 // and a FLUSH sent behind them: the new primary gets the writes again
 // before the FLUSH (the e2e test checks the order of the answers).
 func TestFlushAfterResentWrites(t *testing.T) {
-	c := newFakeCluster(testSize, "n0", "n1")
-	c.promote("n0")
-	p := startProxy(t, c, 10*time.Second)
+	c, p := startProxy(t, 10*time.Second, "n0", "n1")
 	cli := serve(t, p)
 	ctx := context.Background()
 	c.set("n0", modeApplyLose, 0)
@@ -210,9 +205,7 @@ func TestFlushAfterResentWrites(t *testing.T) {
 // one is not sent before that one is answered, so the re-sent earlier write
 // cannot overwrite it on the new primary.
 func TestOverlapKeepsClientOrder(t *testing.T) {
-	c := newFakeCluster(testSize, "n0", "n1")
-	c.promote("n0")
-	p := startProxy(t, c, 10*time.Second)
+	c, p := startProxy(t, 10*time.Second, "n0", "n1")
 	cli := serve(t, p)
 	ctx := context.Background()
 	c.set("n0", modeApplyLose, 0)
@@ -242,9 +235,7 @@ func TestOverlapKeepsClientOrder(t *testing.T) {
 // closed) and another node serves in a new epoch: Run notices, drops the
 // hung connection and the request goes to the new primary.
 func TestFollowsPrimaryCutOff(t *testing.T) {
-	c := newFakeCluster(testSize, "n0", "n1")
-	c.promote("n0")
-	p := startProxy(t, c, 10*time.Second)
+	c, p := startProxy(t, 10*time.Second, "n0", "n1")
 	c.set("n0", modeBlackhole, 0)
 	res := async(func() error { return p.WriteAt(pattern(9, 512), 512, true) })
 	entered(t, c.nodes["n0"])
@@ -256,9 +247,7 @@ func TestFollowsPrimaryCutOff(t *testing.T) {
 
 // TestSizeFollowsResize: a grown device is advertised to new connections.
 func TestSizeFollowsResize(t *testing.T) {
-	c := newFakeCluster(testSize, "n0")
-	c.promote("n0")
-	p := startProxy(t, c, time.Second)
+	c, p := startProxy(t, time.Second, "n0")
 	require.EqualValues(t, testSize, p.Size())
 	c.mu.Lock()
 	c.data = append(c.data, make([]byte, testSize)...)
@@ -270,9 +259,7 @@ func TestSizeFollowsResize(t *testing.T) {
 
 // TestTrimAndZeroes go through as WRITE_ZEROES.
 func TestTrimAndZeroes(t *testing.T) {
-	c := newFakeCluster(testSize, "n0")
-	c.promote("n0")
-	p := startProxy(t, c, time.Second)
+	c, p := startProxy(t, time.Second, "n0")
 	cli := serve(t, p)
 	ctx := context.Background()
 	require.NoError(t, cli.WriteAt(ctx, pattern(5, 8192), 0, nbdproto.CmdFlagFUA))
