@@ -109,21 +109,23 @@ func (n *Node) serveShard(w *wire.Writer, m wire.Message) (bool, error) {
 		return w.WriteMsg(&wire.Nack{Seq: id, Code: code, Reason: truncate(err.Error(), wire.MaxString)})
 	}
 	notShard := fmt.Errorf("%w: this node keeps no shard", ErrShardUnusable)
+	// refusal is why a ShardState or ShardSettle of epoch is refused, with
+	// its nack code: no shard here, a primary here, or a stale epoch.
+	refusal := func(epoch uint64) (uint32, error) {
+		if n.shardApplier() == nil || n.currentPrimary() != nil {
+			return wire.NackState, notShard
+		}
+		return wire.NackStaleEpoch, n.fenceOlder(epoch)
+	}
 	switch m := m.(type) {
 	case *wire.ShardState:
-		if n.shardApplier() == nil || n.currentPrimary() != nil {
-			return true, nack(m.ID, wire.NackState, notShard)
-		}
-		if err := n.fenceOlder(m.Epoch); err != nil {
-			return true, nack(m.ID, wire.NackStaleEpoch, err)
+		if code, err := refusal(m.Epoch); err != nil {
+			return true, nack(m.ID, code, err)
 		}
 		return true, w.WriteMsg(n.shardStateReply(m.ID))
 	case *wire.ShardSettle:
-		if n.shardApplier() == nil || n.currentPrimary() != nil {
-			return true, nack(m.ID, wire.NackState, notShard)
-		}
-		if err := n.fenceOlder(m.Epoch); err != nil {
-			return true, nack(m.ID, wire.NackStaleEpoch, err)
+		if code, err := refusal(m.Epoch); err != nil {
+			return true, nack(m.ID, code, err)
 		}
 		if err := n.ecSettle(m.Seq); err != nil {
 			return true, nack(m.ID, wire.NackState, err)
