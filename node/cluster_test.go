@@ -180,6 +180,17 @@ func writeBlocks(t *testing.T, n *Node, from, to int) {
 	}
 }
 
+// newSyncedPair starts two data nodes and a witness, writes blocks [0, n)
+// on the primary and waits until the secondary is UpToDate.
+func newSyncedPair(t *testing.T, n int) (*testCluster, *Node) {
+	t.Helper()
+	c := newTestCluster(t, 2, true, "")
+	p := c.primary()
+	writeBlocks(t, p, 0, n)
+	c.waitUpToDate(p)
+	return c, p
+}
+
 // requireSameImages compares every running node's image with want.
 func (c *testCluster) requireImages(want func(i int) []byte, blocks int) {
 	c.t.Helper()
@@ -314,10 +325,7 @@ func TestManualPromotion(t *testing.T) {
 
 func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 64)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 64)
 	ctx := t.Context()
 	res, err := p.Verify(ctx, false)
 	require.NoError(t, err)
@@ -348,10 +356,7 @@ func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
 
 func TestDisconnectOutdatesAndConnectCatchesUp(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 10)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 10)
 	require.NoError(t, p.SetDisconnected("d1", true))
 	writeBlocks(t, p, 10, 40) // goes on once d1 is Outdated
 	require.Contains(t, p.ctl.Status().Outdated, "d1")
@@ -365,10 +370,7 @@ func TestDisconnectOutdatesAndConnectCatchesUp(t *testing.T) {
 
 func TestInvalidateResyncsEverything(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 100)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 100)
 	require.Error(t, p.Invalidate(), "the primary cannot be invalidated")
 	before, d1Before := p.store.LastSeq(), c.nodes["d1"].store.Stats()
 	require.NoError(t, c.nodes["d1"].Invalidate())

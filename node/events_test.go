@@ -63,10 +63,7 @@ func adminEvents(t *testing.T, admin string) []Event {
 // change once, with its cause.
 func TestEventsRecordStateChanges(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 20)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 20)
 	pn, sn := p.me.Name, c.other(p)
 	sec := c.nodes[sn]
 	pev := func() []Event { return p.events.Recent(0) }

@@ -40,10 +40,7 @@ func corruptEvents(n *Node, state string) int {
 
 func TestReadRepairsCorruptBlockFromPeer(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 16)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 16)
 	damage(t, p, 5*4096+77)
 	damage(t, p, 9*4096)
 
@@ -63,10 +60,7 @@ func TestReadRepairsCorruptBlockFromPeer(t *testing.T) {
 
 func TestUnrepairableBlockFailsTheRead(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 8)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 8)
 	other := c.other(p)
 	c.stop(other)
 	damage(t, p, 3*4096+4000)
@@ -94,10 +88,7 @@ func TestUnrepairableBlockFailsTheRead(t *testing.T) {
 // whose own copy passes its checksum.
 func TestCorruptSecondaryBlockRefusedAndResynced(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 8)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 8)
 	sec := c.nodes[c.other(p)]
 	damage(t, sec, 6*4096+1)
 	damage(t, p, 6*4096+2)

@@ -87,10 +87,7 @@ func TestResizeOnline(t *testing.T) {
 
 // growWithPeerDown writes, stops d1 and grows the device without it.
 func growWithPeerDown(t *testing.T) (*testCluster, *Node) {
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 50)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 50)
 	c.stop("d1")
 	require.NoError(t, p.Resize(newSize), "the peer is Outdated, the grow goes on")
 	return c, p
@@ -127,10 +124,7 @@ func TestResizePeerDownGrowsBeforeRegionResync(t *testing.T) {
 
 func TestResizeRefused(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 10)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 10)
 	seq := p.store.LastSeq()
 	cases := []struct {
 		name string
@@ -162,10 +156,7 @@ func TestResizeRefused(t *testing.T) {
 // its store's size and gets the grow from the primary.
 func TestResizeConfigLargerThanStore(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 2, true, "")
-	p := c.primary()
-	writeBlocks(t, p, 0, 20)
-	c.waitUpToDate(p)
+	c, p := newSyncedPair(t, 20)
 	c.stop("d1")
 	require.NoError(t, p.Resize(newSize))
 	writePastOldEnd(t, p, 0, 10)
