@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -127,6 +126,15 @@ func (w *taggedWriter) verify(t *testing.T, name string) {
 	t.Logf("%d flushed writes over %d blocks read back from %s", w.writes, len(w.flushed), name)
 }
 
+// verifyFailover kills the primary p, waits until name serves in its place
+// and checks that name holds every flushed write.
+func (w *taggedWriter) verifyFailover(t *testing.T, p *proc, name string) {
+	t.Helper()
+	p.kill9()
+	w.c.waitServing(name, 15*time.Second)
+	w.verify(t, name)
+}
+
 // startWriter runs a taggedWriter over blocks in the background; stop ends
 // it and waits.
 func startWriter(c *replCluster, blocks int) (w *taggedWriter, stop func()) {
@@ -183,6 +191,23 @@ func (c *replCluster) replace(name string) {
 	}, 20*time.Second, 50*time.Millisecond, "%s never joined", name)
 }
 
+// replaceSynced replaces name and waits until primary has it UpToDate and
+// no node is Outdated.
+func (c *replCluster) replaceSynced(name, primary string) {
+	c.t.Helper()
+	c.replace(name)
+	c.waitPeersOf(primary, 60*time.Second, true)
+}
+
+// newDisk kills the data node name (running as p) and starts it again on a
+// new, empty disk (data directory), logging to logName.
+func (c *replCluster) newDisk(p *proc, name, logName string) *proc {
+	c.t.Helper()
+	p.kill9()
+	c.wipeMember(name)
+	return startMember(c.t, c.dir, logName, "listening ", "node", "--config", c.cfgPath, "--name", name)
+}
+
 // Case 3 of issue 14: the secondary's disk is replaced (its whole data
 // directory). Before the fix every start panicked in raft. Now it is
 // refused with the command to run, replaced, fully synced, recorded, and
@@ -194,9 +219,7 @@ func TestReplaceDataNode(t *testing.T) {
 	w, stop := startWriter(c, 512)
 	defer stop()
 
-	sec.kill9()
-	c.wipeMember("n1")
-	sec = startMember(t, c.dir, "n1-new-disk", "listening ", "node", "--config", c.cfgPath, "--name", "n1")
+	sec = c.newDisk(sec, "n1", "n1-new-disk")
 	logContains(t, sec, `grbd member replace n1 --config FILE`, 15*time.Second)
 	c.awaitingReplace("n1")
 	st, err := c.status("n1")
@@ -205,8 +228,7 @@ func TestReplaceDataNode(t *testing.T) {
 	out := run(t, time.Minute, grbdBin, "status", "--config", c.cfgPath)
 	require.Contains(t, out, "n1: awaiting replace")
 
-	c.replace("n1")
-	c.waitPeersOf("n0", 60*time.Second, true)
+	c.replaceSynced("n1", "n0")
 	require.Contains(t, logOf(t, c, "n1-new-disk"), "full sync", "a replaced disk gets a full sync")
 	require.Eventually(t, func() bool {
 		st, err := c.status("n1")
@@ -214,10 +236,7 @@ func TestReplaceDataNode(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond, "n1's new disk never recorded")
 	time.Sleep(500 * time.Millisecond)
 	stop()
-
-	prim.kill9()
-	c.waitServing("n1", 15*time.Second)
-	w.verify(t, "n1")
+	w.verifyFailover(t, prim, "n1")
 }
 
 // A data node's disk is replaced while the witness is down: the primary
@@ -232,9 +251,7 @@ func TestReplaceDataNodeWhileWitnessDown(t *testing.T) {
 	defer stop()
 
 	c.witness.kill9()
-	sec.kill9()
-	c.wipeMember("n1")
-	sec = startMember(t, c.dir, "n1-new-disk", "listening ", "node", "--config", c.cfgPath, "--name", "n1")
+	sec = c.newDisk(sec, "n1", "n1-new-disk")
 	c.awaitingReplace("n1")
 	out, err := runErr(30*time.Second, grbdBin, "member", "replace", "n1", "--config", c.cfgPath)
 	require.Error(t, err, "a replace without a majority must fail:\n%s", out)
@@ -244,12 +261,9 @@ func TestReplaceDataNodeWhileWitnessDown(t *testing.T) {
 
 	c.witness = startMember(t, c.dir, "w-back", "ready witness", "witness", "--config", c.cfgPath, "--name", "w")
 	c.waitServing("n0", 20*time.Second)
-	c.replace("n1")
-	c.waitPeersOf("n0", 60*time.Second, true)
+	c.replaceSynced("n1", "n0")
 	stop()
-	prim.kill9()
-	c.waitServing("n1", 15*time.Second)
-	w.verify(t, "n1")
+	w.verifyFailover(t, prim, "n1")
 }
 
 // Every member replaced one at a time while writes go on: the witness,
@@ -278,12 +292,9 @@ func TestRollingReplacement(t *testing.T) {
 			run(t, time.Minute, grbdBin, "primary", other, "--config", c.cfgPath)
 			c.waitServing(other, 15*time.Second)
 		}
-		procs[name].kill9()
-		c.wipeMember(name)
-		procs[name] = startMember(t, c.dir, fmt.Sprintf("%s-new", name), "listening ", "node", "--config", c.cfgPath, "--name", name)
+		procs[name] = c.newDisk(procs[name], name, name+"-new")
 		c.awaitingReplace(name)
-		c.replace(name)
-		c.waitPeersOf(other, 60*time.Second, true)
+		c.replaceSynced(name, other)
 		w.mu.Lock()
 		before := w.writes
 		w.mu.Unlock()
@@ -294,9 +305,7 @@ func TestRollingReplacement(t *testing.T) {
 	prim := c.servingPrimary(15 * time.Second)
 	w.verify(t, prim)
 	other := map[string]string{"n0": "n1", "n1": "n0"}[prim]
-	procs[prim].kill9()
-	c.waitServing(other, 15*time.Second)
-	w.verify(t, other)
+	w.verifyFailover(t, procs[prim], other)
 }
 
 // Case 1 of issue 14 as reported: flushed writes, every member stopped
@@ -327,8 +336,7 @@ func TestReplacedDiskAllStopped(t *testing.T) {
 	c.start("n0", "n0-back")
 	c.waitServing("n0", 20*time.Second)
 	w.verify(t, "n0")
-	c.replace("n1")
-	c.waitPeersOf("n0", 60*time.Second, true)
+	c.replaceSynced("n1", "n0")
 	run(t, time.Minute, grbdBin, "primary", "n1", "--config", c.cfgPath)
 	c.waitServing("n1", 15*time.Second)
 	w.verify(t, "n1")
