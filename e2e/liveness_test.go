@@ -91,6 +91,22 @@ func gapDuring(ctx context.Context, uri string, hold time.Duration, fault, heal 
 	return gap, n, rec.err
 }
 
+// inSyncPrimary waits until c is in sync and returns the primary's name
+// and NBD URI and the first other data node.
+func inSyncPrimary(ctx context.Context, t *testing.T, c *chaos.Cluster) (string, string, *chaos.Member) {
+	t.Helper()
+	require.NoError(t, c.WaitInSync(ctx), "cluster in sync before the fault")
+	pname, uri, err := c.Primary(ctx)
+	require.NoError(t, err)
+	for _, m := range c.DataNodes() {
+		if m.Name != pname {
+			return pname, uri, m
+		}
+	}
+	t.Fatalf("no data node but the primary %s", pname)
+	return "", "", nil
+}
+
 // TestSilentLinkGap: a primary-secondary link that goes silent (nftables
 // drops both ways or one way, or the secondary is SIGSTOPped) is torn down
 // within replication.peer-timeout, and writes go on without the secondary:
@@ -124,15 +140,7 @@ func TestSilentLinkGap(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 			defer wcancel()
-			require.NoError(t, c.WaitInSync(wctx), "cluster in sync before the fault")
-			pname, uri, err := c.Primary(wctx)
-			require.NoError(t, err)
-			var sec *chaos.Member
-			for _, m := range c.DataNodes() {
-				if m.Name != pname {
-					sec = m
-				}
-			}
+			pname, uri, sec := inSyncPrimary(wctx, t, c)
 			p := c.Member(pname)
 			gap, n, err := gapDuring(wctx, uri, peerTimeout+3*time.Second, func() error { return tc.fault(p, sec) }, func() error { return tc.heal(p, sec) })
 			if err != nil {
@@ -158,16 +166,7 @@ func TestIsolatedSecondaryOfThreeGap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c, fw := firewalledCluster(ctx, t, chaos.ClusterConfig{Bin: grbdBin, Dir: t.TempDir(), DataNodes: 3})
-	require.NoError(t, c.WaitInSync(ctx))
-	pname, uri, err := c.Primary(ctx)
-	require.NoError(t, err)
-	var sec *chaos.Member
-	for _, m := range c.DataNodes() {
-		if m.Name != pname {
-			sec = m
-			break
-		}
-	}
+	pname, uri, sec := inSyncPrimary(ctx, t, c)
 	gap, n, err := gapDuring(ctx, uri, peerTimeout+3*time.Second, func() error {
 		for _, m := range c.Members() {
 			if m.Name != sec.Name {
