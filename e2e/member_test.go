@@ -62,9 +62,7 @@ func TestWipedWitnessIsReplaced(t *testing.T) {
 // Alpha's return restores the majority; then the witness is replaced.
 func TestWipedWitnessDoesNotPromoteOutdatedNode(t *testing.T) {
 	t.Parallel()
-	requireTools(t, "fio")
-	c := newReplCluster(t, "C", "16MiB")
-	prim, sec := c.startPair()
+	c, prim, sec := startFioPair(t, "16MiB")
 
 	sec.kill9()
 	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+prim.uri(), "--rw=write", "--bs=4k", "--size=256k")

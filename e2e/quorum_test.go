@@ -49,9 +49,7 @@ func (c *replCluster) servingPrimary(timeout time.Duration) string {
 // comes back as a secondary, and after a clean stop all images match.
 func TestFailoverAfterKill9(t *testing.T) {
 	t.Parallel()
-	requireTools(t, "fio")
-	c := newReplCluster(t, "C", "64MiB")
-	prim, sec := c.startPair()
+	c, prim, sec := startFioPair(t, "64MiB")
 	args := []string{"--size=16m", "--offset_increment=16m"}
 	out := fioVerify(t, 2*time.Minute, prim.uri(), args...)
 
@@ -79,9 +77,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 	require.Equal(t, node.RoleSecondary, ost.Role)
 	require.Equal(t, uint64(2), ost.Quorum.Epoch)
 
-	old.stop()
-	sec.stop()
-	c.requireSameImages()
+	c.stopAndCompare(old, sec)
 }
 
 // TestWitnessAndSecondaryLoss: losing the witness leaves the primary
@@ -90,9 +86,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 // members return there is one primary again and the data is identical.
 func TestWitnessAndSecondaryLoss(t *testing.T) {
 	t.Parallel()
-	requireTools(t, "fio")
-	c := newReplCluster(t, "C", "64MiB")
-	prim, sec := c.startPair()
+	c, prim, sec := startFioPair(t, "64MiB")
 
 	c.witness.kill9()
 	out := run(t, 2*time.Minute, "fio", fioVerifyArgs(prim.uri(), "--size=8m", "--offset_increment=8m")...)
@@ -116,9 +110,7 @@ func TestWitnessAndSecondaryLoss(t *testing.T) {
 		return err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskUpToDate && st.Peers[0].Behind == 0
 	}, 30*time.Second, 50*time.Millisecond, "the other data node never caught up")
 	out = fioVerify(t, 2*time.Minute, c.uri(p), "--size=8m", "--offset_increment=8m", "--verify_only")
-	prim.stop()
-	sec.stop()
-	c.requireSameImages()
+	c.stopAndCompare(prim, sec)
 }
 
 // TestForcedPromotionSplitBrain: an Outdated node promoted with --force
@@ -127,9 +119,7 @@ func TestWitnessAndSecondaryLoss(t *testing.T) {
 // `grbd resolve --discard` says which side loses.
 func TestForcedPromotionSplitBrain(t *testing.T) {
 	t.Parallel()
-	requireTools(t, "fio")
-	c := newReplCluster(t, "C", "64MiB")
-	prim, sec := c.startPair()
+	c, prim, sec := startFioPair(t, "64MiB")
 	sec.kill9()
 	// n1 is Outdated, then misses these writes.
 	run(t, time.Minute, "fio", "--name=a", "--ioengine=nbd", "--uri="+prim.uri(), "--rw=write", "--bs=64k", "--size=4m")
@@ -155,9 +145,7 @@ func TestForcedPromotionSplitBrain(t *testing.T) {
 		st, err := c.status("n1")
 		return err == nil && st.Peers[0].Disk == node.DiskUpToDate && st.Peers[0].Behind == 0
 	}, 30*time.Second, 50*time.Millisecond, "n0 did not resync after resolve")
-	prim.stop()
-	sec.stop()
-	c.requireSameImages()
+	c.stopAndCompare(prim, sec)
 	_, err = os.Stat(filepath.Join(c.cfg.Nodes[0].DataDir, "resync"))
 	require.ErrorIs(t, err, os.ErrNotExist, "n0 still Inconsistent")
 }

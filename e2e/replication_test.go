@@ -157,6 +157,26 @@ func sha256File(t *testing.T, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// startFioPair requires fio and starts n0 and n1 of a protocol C cluster
+// of size with its witness, n0 primary and n1 in sync.
+func startFioPair(t *testing.T, size string) (c *replCluster, n0, n1 *proc) {
+	t.Helper()
+	requireTools(t, "fio")
+	c = newReplCluster(t, "C", size)
+	n0, n1 = c.startPair()
+	return c, n0, n1
+}
+
+// stopAndCompare stops procs cleanly, one after the other, then compares
+// the nodes' images.
+func (c *replCluster) stopAndCompare(procs ...*proc) {
+	c.t.Helper()
+	for _, p := range procs {
+		p.stop()
+	}
+	c.requireSameImages()
+}
+
 // requireSameImages compares the stopped nodes' data.img files.
 func (c *replCluster) requireSameImages() {
 	c.t.Helper()
@@ -194,9 +214,7 @@ func TestReplicationProtocolC(t *testing.T) {
 	human := run(t, 30*time.Second, grbdBin, "status", "--config", c.cfgPath)
 	require.Regexp(t, `(?s)replication from n0:\n.*\nn1\s+Connected\s+UpToDate`, human)
 
-	prim.stop()
-	sec.stop()
-	c.requireSameImages()
+	c.stopAndCompare(prim, sec)
 }
 
 // TestReplicationCatchUp kills the secondary with SIGKILL in the middle of a
@@ -287,12 +305,7 @@ func testCatchUp(t *testing.T, nodes int) {
 		written, moved, float64(moved)/float64(written))
 	require.LessOrEqual(t, float64(moved), 1.1*float64(written), "resync moved more than 1.1x what was written while the peer was away")
 
-	prim.stop()
-	sec.stop()
-	for _, o := range others {
-		o.stop()
-	}
-	c.requireSameImages()
+	c.stopAndCompare(append([]*proc{prim, sec}, others...)...)
 	require.Contains(t, logOf(t, c, "n0"), "region resync", "phase 2 did not take the region resync path")
 }
 
@@ -309,9 +322,7 @@ func logOf(t *testing.T, c *replCluster, name string) string {
 // directory, and let fio verify every block there.
 func TestReplicationAckSafety(t *testing.T) {
 	t.Parallel()
-	requireTools(t, "fio")
-	c := newReplCluster(t, "C", "64MiB")
-	prim, sec := c.startPair()
+	c, prim, sec := startFioPair(t, "64MiB")
 	args := []string{"--size=16m", "--offset_increment=16m"}
 	out := fioVerify(t, 2*time.Minute, prim.uri(), args...)
 	prim.kill9()
