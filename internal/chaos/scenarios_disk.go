@@ -59,14 +59,9 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 			heal = free
 		}
 		if which == rolePrimary {
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			next, err := r.C.WaitPrimary(wctx, diskNode)
-			cancel()
-			if err != nil {
+			if _, took, err := r.awaitFailover(ctx, diskNode, t0, "%v after the disk fault"); err != nil {
 				r.Anomaly("no failover after the primary's disk failed: %v", err)
 			} else {
-				took := time.Since(t0).Round(time.Millisecond)
-				r.C.Events().Add("failover", next, "%s -> %s %v after the disk fault", diskNode, next, took)
 				r.Note("failover %v after the disk fault", took)
 			}
 		}

@@ -37,15 +37,11 @@ func injectFailoverKill(ctx context.Context, r *Run) error {
 		}
 		r.Sleep(ctx, 200*time.Millisecond, time.Second)
 		r.C.Kill(old)
-		t0 := time.Now()
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		next, err := r.C.WaitPrimary(wctx, old)
-		cancel()
+		next, _, err := r.awaitFailover(ctx, old, time.Now(), "in %v (status)")
 		if err != nil {
 			r.Anomaly("no failover after killing primary %s: %v", old, err)
 			return r.C.Start(ctx, old)
 		}
-		r.C.Events().Add("failover", next, "%s -> %s in %v (status)", old, next, time.Since(t0).Round(time.Millisecond))
 		r.verifyNow(ctx) // concurrent with the workload: most blocks are read before a new write
 		if err := r.Progress(ctx, 200); err != nil {
 			r.Anomaly("no writes on new primary %s: %v", next, err)
@@ -56,6 +52,21 @@ func injectFailoverKill(ctx context.Context, r *Run) error {
 		r.WaitInSync(ctx, 60*time.Second)
 	}
 	return nil
+}
+
+// awaitFailover waits up to 30 s for a primary other than old and records
+// the failover in the events: "OLD -> NEXT " then how, formatted with the
+// time it took since t0.
+func (r *Run) awaitFailover(ctx context.Context, old string, t0 time.Time, how string) (string, time.Duration, error) {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	next, err := r.C.WaitPrimary(wctx, old)
+	if err != nil {
+		return "", 0, err
+	}
+	took := time.Since(t0).Round(time.Millisecond)
+	r.C.Events().Add("failover", next, "%s -> %s "+how, old, next, took)
+	return next, took, nil
 }
 
 // injectStallCrash is injectCrashPromote with the control plane doing the
@@ -70,14 +81,10 @@ func injectStallCrash(ctx context.Context, r *Run) error {
 	if err := r.C.Start(ctx, sec); err != nil {
 		return err
 	}
-	t0 := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	next, err := r.C.WaitPrimary(wctx, prim)
-	cancel()
+	next, _, err := r.awaitFailover(ctx, prim, time.Now(), "in %v after its restart (status)")
 	if err != nil {
 		r.Anomaly("the restarted secondary %s was not promoted: %v", sec, err)
 	} else {
-		r.C.Events().Add("failover", next, "%s -> %s in %v after its restart (status)", prim, next, time.Since(t0).Round(time.Millisecond))
 		r.verifyNow(ctx)
 		r.W.Resume()
 		if err := r.Progress(ctx, 200); err != nil {
