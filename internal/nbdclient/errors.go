@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+
+	"github.com/grbd/grbd/internal/nbdproto"
 )
 
 // Errors callers branch on. A request that fails with ErrConnLost or with its
@@ -41,16 +43,16 @@ var (
 //	errors.Is(err, syscall.EIO)    // true as well
 type Errno uint32
 
-// NBD error values (part of the protocol: do not change).
+// NBD error values, as nbdproto defines them for the server.
 const (
-	EPERM     Errno = 1   // NBD_EPERM
-	EIO       Errno = 5   // NBD_EIO
-	ENOMEM    Errno = 12  // NBD_ENOMEM
-	EINVAL    Errno = 22  // NBD_EINVAL
-	ENOSPC    Errno = 28  // NBD_ENOSPC
-	EOVERFLOW Errno = 75  // NBD_EOVERFLOW
-	ENOTSUP   Errno = 95  // NBD_ENOTSUP
-	ESHUTDOWN Errno = 108 // NBD_ESHUTDOWN
+	EPERM           = Errno(nbdproto.EPERM)
+	EIO             = Errno(nbdproto.EIO)
+	ENOMEM          = Errno(nbdproto.ENOMEM)
+	EINVAL          = Errno(nbdproto.EINVAL)
+	ENOSPC          = Errno(nbdproto.ENOSPC)
+	EOVERFLOW       = Errno(nbdproto.EOVERFLOW)
+	ENOTSUP   Errno = 95 // NBD_ENOTSUP: only for FAST_ZERO, which grbd's server does not advertise
+	ESHUTDOWN       = Errno(nbdproto.ESHUTDOWN)
 )
 
 var errnoNames = map[Errno]string{
