@@ -198,11 +198,7 @@ func (c *Config) validateQuorum(bad func(string, ...any)) {
 	case q.FailoverTimeout.D() < q.Tick.D():
 		bad("must be at least one tick", "quorum", "failover-timeout")
 	}
-	switch q.OnNoQuorum {
-	case "":
-		q.OnNoQuorum = OnNoQuorumIOError
-	case OnNoQuorumIOError, OnNoQuorumSuspend:
-	default:
+	if !defaultOrOneOf(&q.OnNoQuorum, OnNoQuorumIOError, OnNoQuorumIOError, OnNoQuorumSuspend) {
 		bad(fmt.Sprintf("%q: want %q or %q", q.OnNoQuorum, OnNoQuorumIOError, OnNoQuorumSuspend), "quorum", "on-no-quorum")
 	}
 	if q.SuspendTimeout.D() < 0 {
@@ -256,11 +252,7 @@ func (c *Config) validateSecurity(bad func(string, ...any)) {
 	if s.SharedSecretFile != "" {
 		s.SharedSecretFile = c.checkPath(bad, s.SharedSecretFile, true, shared, "security", "shared-secret-file")
 	}
-	switch s.AdminAuth {
-	case "":
-		s.AdminAuth = AdminAuthMutating
-	case AdminAuthMutating, AdminAuthAll:
-	default:
+	if !defaultOrOneOf(&s.AdminAuth, AdminAuthMutating, AdminAuthMutating, AdminAuthAll) {
 		bad(fmt.Sprintf("%q: want %q or %q", s.AdminAuth, AdminAuthMutating, AdminAuthAll), "security", "admin-auth")
 	}
 }
