@@ -107,6 +107,16 @@ func proxiedPair(t *testing.T, peerTimeout time.Duration) (a, b *node, px *silen
 	return a, b, px
 }
 
+// openStream opens a data stream from a to b and returns a's end and b's.
+func openStream(t *testing.T, a, b *node) (s, bs net.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := a.m.Open(ctx, "b", wire.StreamData)
+	require.NoError(t, err)
+	return s, <-b.strs
+}
+
 // A session whose link goes silent (both ways or one way, no FIN, no RST)
 // ends on both sides within the peer timeout, and a reader blocked on one
 // of its streams returns: yamux's defaults kept it for 10 s and more.
@@ -122,12 +132,8 @@ func TestSilentLinkEndsWithinPeerTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, px := proxiedPair(t, peerTimeout)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			s, err := a.m.Open(ctx, "b", wire.StreamData)
-			require.NoError(t, err)
+			s, bs := openStream(t, a, b)
 			defer s.Close()
-			bs := <-b.strs
 			defer bs.Close()
 			readEnded := make(chan time.Time, 2)
 			for _, c := range []net.Conn{s, bs} {
@@ -163,11 +169,7 @@ func TestSilentLinkEndsWithinPeerTimeout(t *testing.T) {
 // dialer links again once the link is back.
 func TestDropEndsSilentSessionAtOnce(t *testing.T) {
 	a, b, px := proxiedPair(t, 10*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := a.m.Open(ctx, "b", wire.StreamData)
-	require.NoError(t, err)
-	<-b.strs
+	s, _ := openStream(t, a, b)
 	px.drop[0].Store(true)
 	px.drop[1].Store(true)
 	done := make(chan error, 1)
@@ -195,11 +197,7 @@ func TestDropEndsSilentSessionAtOnce(t *testing.T) {
 // alone is a half-close that waits for the peer's FIN.
 func TestStreamCloseUnblocksReader(t *testing.T) {
 	a, b, px := proxiedPair(t, 10*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := a.m.Open(ctx, "b", wire.StreamData)
-	require.NoError(t, err)
-	<-b.strs // the peer never answers nor closes
+	s, _ := openStream(t, a, b) // the peer never answers nor closes
 	px.drop[1].Store(true)
 	done := make(chan error, 1)
 	go func() {
