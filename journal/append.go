@@ -54,12 +54,20 @@ func (j *Journal) Validate(w Write) error {
 	if w.Resize > 0 {
 		return nil // Append checks it against the size under the lock
 	}
-	// The size only grows, so a write inside it stays inside.
-	if end, size := w.Offset+int64(len(w.Data))+w.ZeroLength, j.devSize.Load(); end > size {
-		return fmt.Errorf("%w: write [%d,%d) beyond device size %d", ErrOutOfRange, w.Offset, end, size)
+	if err := j.checkInside(&w); err != nil {
+		return err
 	}
 	if n := recordLen(&w); n > j.maxSize-2*segHeaderSize {
 		return fmt.Errorf("%w: %d byte record, journal MaxSize %d", ErrTooLarge, n, j.maxSize)
+	}
+	return nil
+}
+
+// checkInside refuses a write that ends beyond the device. The size only
+// grows, so a write inside it stays inside.
+func (j *Journal) checkInside(w *Write) error {
+	if end, size := w.Offset+int64(len(w.Data))+w.ZeroLength, j.devSize.Load(); end > size {
+		return fmt.Errorf("%w: write [%d,%d) beyond device size %d", ErrOutOfRange, w.Offset, end, size)
 	}
 	return nil
 }
@@ -99,7 +107,10 @@ func (j *Journal) Log(ws []Write) ([]Logged, error) {
 // write that overlaps it has landed. So one goroutine applying several of
 // its own logged writes must apply them in log order; any order is fine
 // when each has a goroutine of its own.
-func (j *Journal) Apply(l Logged) error {
+func (j *Journal) Apply(l Logged) error { return j.applyLogged(l, j.apply) }
+
+// applyLogged is Apply with apply doing the data-file write.
+func (j *Journal) applyLogged(l Logged, apply func(*Write) error) error {
 	if l.Resize > 0 {
 		return nil // logging it grew the device already
 	}
@@ -109,7 +120,7 @@ func (j *Journal) Apply(l Logged) error {
 		j.applyCond.Wait()
 	}
 	j.applyMu.Unlock()
-	err := j.apply(&l.Write)
+	err := apply(&l.Write)
 	j.applyMu.Lock()
 	delete(j.applying, l.ticket)
 	j.applyCond.Broadcast()
@@ -344,9 +355,12 @@ func (j *Journal) advanceDurable(seq uint64) {
 // apply writes w to the data file, from Apply or during Open, and keeps
 // the block checksums in step (not during Open's replay: Open sets them
 // up afterwards).
-func (j *Journal) apply(w *Write) error {
+func (j *Journal) apply(w *Write) error { return j.applyWith(w, j.applyData) }
+
+// applyWith is apply with write doing the data-file write.
+func (j *Journal) applyWith(w *Write, write func(*Write) error) error {
 	if j.sums == nil {
-		return j.applyData(w)
+		return write(w)
 	}
 	var buf []byte
 	var loOK, hiOK bool
@@ -359,7 +373,7 @@ func (j *Journal) apply(w *Write) error {
 			return err
 		}
 	}
-	if err := j.applyData(w); err != nil {
+	if err := write(w); err != nil {
 		return err
 	}
 	return j.updateSums(w, loOK, hiOK, buf)

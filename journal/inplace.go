@@ -16,11 +16,14 @@ import "fmt"
 // replay of every older record), and Seals before it serves journal
 // catch-up from below it (ReadRecords would pass over it).
 func (j *Journal) WriteInPlace(w Write) error {
-	if err := j.Validate(w); err != nil {
+	if err := checkWrite(&w); err != nil {
 		return err
 	}
 	if w.Resize != 0 || w.Seq == 0 {
 		return fmt.Errorf("%w: an in-place write carries data and a seq", ErrInvalidWrite)
+	}
+	if err := j.checkInside(&w); err != nil { // no record: any size MaxWriteSize allows
+		return err
 	}
 	if err := j.failed(); err != nil {
 		return err
@@ -41,7 +44,7 @@ func (j *Journal) WriteInPlace(w Write) error {
 	j.lastSeqA.Store(w.Seq)
 	j.mu.Unlock()
 	j.inPlace.Add(uint64(len(w.Data)) + uint64(w.ZeroLength))
-	return j.Apply(Logged{Write: w, ticket: ticket})
+	return j.applyLogged(Logged{Write: w, ticket: ticket}, func(w *Write) error { return j.applyWith(w, j.writeDirect) })
 }
 
 // highSeq is the position: the last record's seq or the checkpoint's, or

@@ -112,6 +112,8 @@ type Journal struct {
 	buf          []byte      // record encoding scratch
 	hooks        testHooks
 
+	direct directFile // data.img with O_DIRECT, for WriteInPlace
+
 	sums           *sumTable // nil until Open has replayed; then set once
 	checksumErrors atomic.Uint64
 	replayed       int // records replay applied
@@ -518,6 +520,7 @@ func (j *Journal) shutdown(clean bool) {
 
 // closeFiles closes the data file and the segments nobody references.
 func (j *Journal) closeFiles() {
+	j.closeDirect()
 	if j.data != nil {
 		_ = j.data.Close()
 	}

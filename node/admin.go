@@ -160,6 +160,7 @@ func (n *Node) adminHandler() http.Handler {
 		// Profiling for performance work; off unless asked for.
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.Handle("GET /events", n.events)
 	mux.HandleFunc("GET /metrics", n.serveMetrics)

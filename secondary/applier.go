@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,6 +48,9 @@ type applier struct {
 	copiedN  uint64
 	lastSave time.Time
 	inPlace  bool // a copy was written in place in this session
+	saves    sync.WaitGroup
+	saving   atomic.Bool // a background progress save runs (saveInBackground)
+	saveErr  atomic.Pointer[error]
 }
 
 func (a *applier) reply(m wire.Message) {
@@ -233,6 +237,9 @@ func (a *applier) applyControl(m wire.Message) error {
 		return nil
 	case *wire.ResyncDone:
 		a.copied, a.tracking, a.copiedN = nil, false, 0
+		if err := a.waitSaved(); err != nil {
+			return a.nack(m.AsOf, err)
+		}
 		if err := s.markConsistent(); err != nil {
 			return a.nack(m.AsOf, err)
 		}
@@ -275,7 +282,7 @@ func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 		if err := s.store.WriteInPlace(w); err != nil {
 			return a.nack(w.Seq, err)
 		}
-		a.inPlace = true
+		a.inPlace = true // before any background save starts: see saveInBackground
 	} else if _, err := s.store.Append(w); err != nil {
 		return a.nack(w.Seq, err)
 	}

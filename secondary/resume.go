@@ -17,9 +17,14 @@ import (
 )
 
 // Progress is persisted after this many bytes of region copies or this
-// long after the last save, whichever comes first.
+// long after the last save, whichever comes first. Copies written in place
+// save after at least tableShare times the region table's bytes: each save
+// is then a checkpoint, which writes the table (8 bytes a region) and syncs
+// the data file; measured on a 4 GiB device (an 8 MiB table), saves every
+// 8 MiB held a resync to 0.23 GB/s.
 const (
 	progressBytes = 8 << 20
+	tableShare    = 32
 	progressEvery = time.Second
 	// maxProgressExtents bounds the ranges a progress names (dropping
 	// ranges only claims less).
@@ -144,40 +149,103 @@ func (a *applier) copiedRange(off, n uint64) error {
 	}
 	a.copied = append(a.copied, extent.Extent{Offset: off, Length: n})
 	a.copiedN += n
-	if a.copiedN < progressBytes && time.Since(a.lastSave) < progressEvery {
+	limit := uint64(progressBytes)
+	if a.inPlace {
+		st := a.s.store
+		regions := (uint64(st.Size()) + uint64(st.RegionSize()) - 1) / uint64(st.RegionSize())
+		limit = max(limit, tableShare*8*regions)
+	}
+	if a.copiedN < limit && time.Since(a.lastSave) < progressEvery {
 		return nil
+	}
+	if a.inPlace {
+		return a.saveInBackground()
 	}
 	return a.saveProgress()
 }
 
-// saveProgress persists the ranges copied so far as current at the
-// journal's position, after making every copy it names durable: a
-// checkpoint for copies written in place (it syncs the data file, and no
-// record older than it is replayed over them), else a journal sync.
-func (a *applier) saveProgress() error {
-	s := a.s
-	asOf := s.store.LastSeq()
-	if a.inPlace && !plantedUnsyncedProgress { // the planted bug: plantedbug_progress_on.go
-		if err := s.store.Checkpoint(); err != nil {
-			return err
+// saveInBackground saves the progress of in-place copies on a goroutine of
+// its own, so that copies go on while its checkpoint syncs the data file
+// and writes the region table (tens of milliseconds: it stalled every copy
+// behind it). At most one runs; a copy that finds one running leaves the
+// save to a later copy, and a failed save fails the next copy. Whoever
+// saves the resync state next waits for it (waitSaved).
+func (a *applier) saveInBackground() error {
+	if err := a.saveErr.Load(); err != nil {
+		return *err
+	}
+	if a.saving.Load() {
+		return nil
+	}
+	asOf := a.s.store.LastSeq()
+	copied := a.takeCopied()
+	a.saving.Store(true)
+	a.saves.Go(func() {
+		defer a.saving.Store(false)
+		err := a.makeDurable(asOf, true)
+		if err == nil {
+			err = a.persistProgress(asOf, copied)
 		}
-	} else if err := s.store.Sync(asOf); err != nil {
+		if err != nil {
+			a.saveErr.Store(&err)
+		}
+	})
+	return nil
+}
+
+// waitSaved returns once no background save runs, with its error.
+func (a *applier) waitSaved() error {
+	a.saves.Wait()
+	if err := a.saveErr.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// saveProgress persists the ranges copied so far as current at the
+// journal's position, after making every copy it names durable.
+func (a *applier) saveProgress() error {
+	if err := a.waitSaved(); err != nil {
 		return err
 	}
+	asOf := a.s.store.LastSeq()
+	copied := a.takeCopied()
+	if err := a.makeDurable(asOf, a.inPlace); err != nil {
+		return err
+	}
+	return a.persistProgress(asOf, copied)
+}
+
+// takeCopied returns the ranges copied so far (merged, bounded) for a save
+// and restarts the count towards the next one.
+func (a *applier) takeCopied() []extent.Extent {
 	a.copied = extent.Merge(a.copied)
 	a.copiedN, a.lastSave = 0, time.Now()
+	return append([]extent.Extent(nil), a.copied[:min(len(a.copied), maxProgressExtents)]...)
+}
+
+// makeDurable makes every copy up to asOf durable: a checkpoint for copies
+// written in place (it syncs the data file, and no record older than it is
+// replayed over them), else a journal sync. It runs on the save's
+// goroutine: the caller says whether copies went in place.
+func (a *applier) makeDurable(asOf uint64, inPlace bool) error {
+	if inPlace && !plantedUnsyncedProgress { // the planted bug: plantedbug_progress_on.go
+		return a.s.store.Checkpoint()
+	}
+	return a.s.store.Sync(asOf)
+}
+
+// persistProgress saves copied, current as of asOf, in the resync state.
+func (a *applier) persistProgress(asOf uint64, copied []extent.Extent) error {
+	s := a.s
 	s.mu.Lock()
 	rs := s.resync
 	s.mu.Unlock()
 	if rs == nil {
 		return nil
 	}
-	copied := a.copied
-	if len(copied) > maxProgressExtents {
-		copied = copied[:maxProgressExtents]
-	}
 	next := *rs
-	next.Progress = &replicator.ResyncProgress{AsOf: asOf, Epoch: a.epoch, Source: a.source, Copied: append([]extent.Extent(nil), copied...)}
+	next.Progress = &replicator.ResyncProgress{AsOf: asOf, Epoch: a.epoch, Source: a.source, Copied: copied}
 	return s.SaveResync(&next)
 }
 

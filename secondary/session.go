@@ -122,6 +122,9 @@ func (s *Side) session(peer string, c net.Conn) error {
 	err = a.run(r)
 	c.Close()
 	a.syncs.Wait()
+	if serr := a.waitSaved(); serr != nil {
+		s.log.Warn("cannot persist the resync progress", "err", serr)
+	}
 	if a.copiedN > 0 {
 		// A stop (or a lost primary) keeps what this session copied.
 		if perr := a.saveProgress(); perr != nil {

@@ -1,0 +1,5 @@
+package journal
+
+import "syscall"
+
+const oDirect = syscall.O_DIRECT
