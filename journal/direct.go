@@ -39,14 +39,17 @@ func (j *Journal) writeDirect(w *Write) error {
 	if f == nil {
 		return j.applyData(w)
 	}
-	bp, _ := j.direct.pool.Get().(*[]byte)
-	if bp == nil || cap(*bp) < n {
-		b := alignedBuf(max(n, 1<<20))
-		bp = &b
+	buf := w.Data
+	if !aligned(buf) {
+		bp, _ := j.direct.pool.Get().(*[]byte)
+		if bp == nil || cap(*bp) < n {
+			b := alignedBuf(max(n, 1<<20))
+			bp = &b
+		}
+		defer j.direct.pool.Put(bp)
+		buf = (*bp)[:n]
+		copy(buf, w.Data)
 	}
-	defer j.direct.pool.Put(bp)
-	buf := (*bp)[:n]
-	copy(buf, w.Data)
 	_, err := f.WriteAt(buf, w.Offset)
 	if errors.Is(err, syscall.EINVAL) {
 		// A file system that opens O_DIRECT but refuses this write.
@@ -92,9 +95,11 @@ func (j *Journal) closeDirect() {
 	j.direct.off = true
 }
 
-// alignedBuf returns n bytes starting at a directAlign boundary.
+// alignedBuf returns n bytes (n > 0) that start at a 4 KiB boundary.
 func alignedBuf(n int) []byte {
 	b := make([]byte, n+directAlign)
 	skip := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%directAlign)) % directAlign
 	return b[skip : skip+n : skip+n]
 }
+
+func aligned(b []byte) bool { return uintptr(unsafe.Pointer(&b[0]))%directAlign == 0 }

@@ -3,7 +3,9 @@ package journal
 import (
 	"bytes"
 	"math/rand/v2"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
@@ -189,4 +191,43 @@ func chunkOf(n int, seed byte) []byte {
 		b[i] = seed + byte(i/4096)
 	}
 	return b
+}
+
+// An in-place write logged before an overlapping record lands first, even
+// when it is applied later on another goroutine; ReadAt waits for both.
+func TestApplyInPlaceOrdersWithLaterWrites(t *testing.T) {
+	j := mustOpen(t, testOptions(vfs.NewMem()))
+	copied := alignedBuf(8192)
+	for i := range copied {
+		copied[i] = 1
+	}
+	l, err := j.LogInPlace(Write{Seq: 5, Offset: 0, Data: copied})
+	require.NoError(t, err)
+	appended := make(chan error, 1)
+	go func() { // a live write after the copy, over its second block
+		_, err := j.Append(Write{Seq: 6, Offset: 4096, Data: bytes.Repeat([]byte{2}, 4096)})
+		appended <- err
+	}()
+	// Logged: it now waits for the copy (or, were it not ordered, has
+	// landed already and the copy would overwrite it).
+	require.Eventually(t, func() bool { return j.LastSeq() == 6 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, j.ApplyInPlace(l))
+	require.NoError(t, <-appended)
+	got := make([]byte, 8192)
+	require.NoError(t, j.ReadAt(got, 0))
+	require.Equal(t, bytes.Repeat([]byte{1}, 4096), got[:4096])
+	require.Equal(t, bytes.Repeat([]byte{2}, 4096), got[4096:], "the older copy landed over the newer write")
+}
+
+// A checkpoint after a failed in-place write claims nothing: the progress
+// a resync target saves after it would name a copy that is not there.
+func TestCheckpointFailsAfterFailedInPlaceWrite(t *testing.T) {
+	fs, fail := faultFS(vfs.OpWrite, dataName, syscall.EIO)
+	j, err := Open(testOptions(fs))
+	require.NoError(t, err)
+	defer j.Close()
+	fail.Store(true)
+	require.ErrorIs(t, j.WriteInPlace(Write{Seq: 3, Offset: 0, Data: make([]byte, 4096)}), syscall.EIO)
+	fail.Store(false)
+	require.Error(t, j.Checkpoint())
 }

@@ -25,14 +25,14 @@ func (j *Journal) Rewind(seq uint64) ([]extent.Extent, error) {
 		return nil, nil
 	}
 	changed := j.ChangedSince(seq)
-	err := j.rewind(seq)
+	err := j.rewind(seq, "rewound")
 	if err != nil {
 		return nil, err
 	}
 	return changed, nil
 }
 
-func (j *Journal) rewind(seq uint64) error {
+func (j *Journal) rewind(seq uint64, what string) error {
 	if err := j.checkpoint(); err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func (j *Journal) rewind(seq uint64) error {
 	if err := j.fs.SyncDir(j.jdir); err != nil {
 		j.log.Warn("journal: sync dir after rewind", "err", err)
 	}
-	j.log.Info("journal: rewound", "to_seq", seq, "segment", num)
+	j.log.Info("journal: "+what, "to_seq", seq, "segment", num)
 	return nil
 }
 

@@ -140,7 +140,11 @@ func (j *Journal) checkpoint() error {
 	err := j.Sync(ck)
 	// Every record <= ck reached the data file before it is synced (the
 	// snapshot above took them all; later ones may land too, harmlessly).
+	// A write that failed meanwhile failed the journal: claim nothing.
 	j.waitApplied()
+	if err == nil {
+		err = j.failed()
+	}
 	if err == nil {
 		if serr := j.data.Sync(); serr != nil {
 			err = j.fail(fmt.Errorf("journal: sync data file: %w", serr))
