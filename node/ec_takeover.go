@@ -237,10 +237,12 @@ func (c *shardConn) reader(epoch, d uint64) func(a, b int64) ([]byte, error) {
 // of the device at d, decoded from readers (K shards at d; this node's own
 // shard may be one of them). Stripes are rebuilt from the last to the
 // first: stripe s is written over shard bytes of chunks >= s, all read
-// already. The writes are journaled (checksums follow), then the journal
-// is rewound to d: the store is the device as of d with no record to
-// replay. A crash before the end leaves takeoverFile: the node restarts as
-// an Inconsistent full copy (ecRecover).
+// already. The stripes are written in place (journal.WriteInPlace: once,
+// not journaled and applied; checksums follow), each at a position above
+// the last, then the journal is rewound to d, which checkpoints first: the
+// store is the device as of d with no record to replay. A crash before the
+// end leaves takeoverFile: the node restarts as an Inconsistent full copy
+// (ecRecover), whatever the data file holds.
 func (n *Node) ecRebuild(d uint64, readers map[int]func(a, b int64) ([]byte, error)) (int64, error) {
 	g := n.ec.cd.G
 	if err := n.meta.Mark(takeoverFile, fmt.Sprintln(d)); err != nil {
@@ -257,6 +259,7 @@ func (n *Node) ecRebuild(d uint64, readers map[int]func(a, b int64) ([]byte, err
 	}
 	per := max(1, rebuildBytes/g.StripeBytes()) // stripes per step
 	var total int64
+	seq := n.store.LastSeq()
 	for hi := g.Stripes(); hi > 0; hi -= per {
 		lo := max(0, hi-per)
 		a, b := lo*g.Chunk, hi*g.Chunk
@@ -275,7 +278,8 @@ func (n *Node) ecRebuild(d uint64, readers map[int]func(a, b int64) ([]byte, err
 		if err != nil {
 			return total, fmt.Errorf("node: takeover: decode [%d,%d): %w", off, end, err)
 		}
-		if _, err := n.store.Append(journal.Write{Offset: off, Data: data}); err != nil {
+		seq++
+		if err := n.store.WriteInPlace(journal.Write{Seq: seq, Offset: off, Data: data}); err != nil {
 			return total, fmt.Errorf("node: takeover: write [%d,%d): %w", off, end, err)
 		}
 		total += end - off
