@@ -107,10 +107,11 @@ func (j *Journal) Log(ws []Write) ([]Logged, error) {
 // write that overlaps it has landed. So one goroutine applying several of
 // its own logged writes must apply them in log order; any order is fine
 // when each has a goroutine of its own.
-func (j *Journal) Apply(l Logged) error { return j.applyLogged(l, j.apply) }
+func (j *Journal) Apply(l Logged) error { return j.applyLogged(l, false) }
 
-// applyLogged is Apply with apply doing the data-file write.
-func (j *Journal) applyLogged(l Logged, apply func(*Write) error) error {
+// applyLogged is Apply, and with inPlace ApplyInPlace. (A flag, not a
+// func value: a method value passed here cost an allocation per write.)
+func (j *Journal) applyLogged(l Logged, inPlace bool) error {
 	if l.Resize > 0 {
 		return nil // logging it grew the device already
 	}
@@ -120,7 +121,7 @@ func (j *Journal) applyLogged(l Logged, apply func(*Write) error) error {
 		j.applyCond.Wait()
 	}
 	j.applyMu.Unlock()
-	err := apply(&l.Write)
+	err := j.applyAs(&l.Write, inPlace)
 	j.applyMu.Lock()
 	delete(j.applying, l.ticket)
 	j.applyCond.Broadcast()
@@ -355,12 +356,13 @@ func (j *Journal) advanceDurable(seq uint64) {
 // apply writes w to the data file, from Apply or during Open, and keeps
 // the block checksums in step (not during Open's replay: Open sets them
 // up afterwards).
-func (j *Journal) apply(w *Write) error { return j.applyWith(w, j.applyData) }
+func (j *Journal) apply(w *Write) error { return j.applyAs(w, false) }
 
-// applyWith is apply with write doing the data-file write.
-func (j *Journal) applyWith(w *Write, write func(*Write) error) error {
+// applyAs is apply; inPlace writes whole aligned blocks with O_DIRECT
+// (writeDirect).
+func (j *Journal) applyAs(w *Write, inPlace bool) error {
 	if j.sums == nil {
-		return write(w)
+		return j.writeData(w, inPlace)
 	}
 	var buf []byte
 	var loOK, hiOK bool
@@ -373,10 +375,18 @@ func (j *Journal) applyWith(w *Write, write func(*Write) error) error {
 			return err
 		}
 	}
-	if err := write(w); err != nil {
+	if err := j.writeData(w, inPlace); err != nil {
 		return err
 	}
 	return j.updateSums(w, loOK, hiOK, buf)
+}
+
+// writeData writes w to the data file, with inPlace as writeDirect does.
+func (j *Journal) writeData(w *Write, inPlace bool) error {
+	if inPlace {
+		return j.writeDirect(w)
+	}
+	return j.applyData(w)
 }
 
 // applyData writes w to the data file.

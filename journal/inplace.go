@@ -63,7 +63,7 @@ func (j *Journal) LogInPlace(w Write) (Logged, error) {
 // ApplyInPlace writes l, from LogInPlace, to the data file (once every
 // overlapping write logged before it landed, as Apply).
 func (j *Journal) ApplyInPlace(l Logged) error {
-	return j.applyLogged(l, func(w *Write) error { return j.applyWith(w, j.writeDirect) })
+	return j.applyLogged(l, true)
 }
 
 // highSeq is the position: the last record's seq or the checkpoint's, or
