@@ -138,6 +138,14 @@ func (j *Journal) applyLogged(l Logged, inPlace bool) error {
 // pending.
 type applyRange struct{ off, end int64 }
 
+// blockRange is w's byte range widened to whole checksum blocks: writes
+// sharing a block apply one after the other, so each one's checksum
+// read-back is exact.
+func blockRange(w *Write) applyRange {
+	end := w.Offset + int64(len(w.Data)) + w.ZeroLength
+	return applyRange{w.Offset &^ (SumBlockSize - 1), (end + SumBlockSize - 1) &^ (SumBlockSize - 1)}
+}
+
 // overlapsBefore reports whether a write logged before ticket and not yet
 // applied overlaps [off, end). Caller holds applyMu.
 func (j *Journal) overlapsBefore(ticket uint64, off, end int64) bool {
@@ -269,10 +277,7 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, out []Logged) ([]Logged, e
 		j.lastSeq = w.Seq
 		j.markRegions(w)
 		if w.Resize == 0 { // a resize has no data-file write to wait for
-			// Whole checksum blocks: writes sharing a block apply one
-			// after the other, so each one's checksum read-back is exact.
-			end := w.Offset + int64(len(w.Data)) + w.ZeroLength
-			j.applying[j.nextTicket] = applyRange{w.Offset &^ (SumBlockSize - 1), (end + SumBlockSize - 1) &^ (SumBlockSize - 1)}
+			j.applying[j.nextTicket] = blockRange(w)
 		}
 		out = append(out, Logged{Write: *w, ticket: j.nextTicket})
 		j.nextTicket++

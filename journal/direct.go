@@ -52,10 +52,9 @@ func (j *Journal) writeDirect(w *Write) error {
 	}
 	_, err := f.WriteAt(buf, w.Offset)
 	if errors.Is(err, syscall.EINVAL) {
-		// A file system that opens O_DIRECT but refuses this write.
-		j.direct.mu.Lock()
-		j.direct.off = true
-		j.direct.mu.Unlock()
+		// A file system that opens O_DIRECT but refuses this write: the
+		// page cache from now on.
+		j.closeDirect()
 		j.log.Info("journal: data file refused a direct write, writing through the page cache", "err", err)
 		return j.applyData(w)
 	}
@@ -67,7 +66,10 @@ func (j *Journal) writeDirect(w *Write) error {
 func (j *Journal) directHandle() vfs.File {
 	j.direct.mu.Lock()
 	defer j.direct.mu.Unlock()
-	if j.direct.f != nil || j.direct.off {
+	if j.direct.off {
+		return nil
+	}
+	if j.direct.f != nil {
 		return j.direct.f
 	}
 	if oDirect == 0 {
@@ -84,7 +86,8 @@ func (j *Journal) directHandle() vfs.File {
 	return f
 }
 
-// closeDirect closes the direct handle (Close).
+// closeDirect closes the direct handle for good (Close, or a refused
+// direct write).
 func (j *Journal) closeDirect() {
 	j.direct.mu.Lock()
 	defer j.direct.mu.Unlock()

@@ -50,8 +50,7 @@ func (j *Journal) LogInPlace(w Write) (Logged, error) {
 	j.applyMu.Lock()
 	ticket := j.nextTicket
 	j.nextTicket++
-	end := w.Offset + int64(len(w.Data)) + w.ZeroLength
-	j.applying[ticket] = applyRange{w.Offset &^ (SumBlockSize - 1), (end + SumBlockSize - 1) &^ (SumBlockSize - 1)}
+	j.applying[ticket] = blockRange(&w)
 	j.applyMu.Unlock()
 	j.markRegions(&w)
 	j.inPlaceSeq = w.Seq
