@@ -29,6 +29,7 @@ type testCluster struct {
 	nodes map[string]*Node
 	wit   *witness.Witness
 	opts  Options // every node's, besides the logger
+	log   *slog.Logger
 }
 
 // newTestCluster writes a config for n data nodes (d0, d1, ...) and, with
@@ -61,6 +62,8 @@ func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string, o
 	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	c := &testCluster{t: t, cfg: cfg, nodes: map[string]*Node{}}
+	t.Cleanup(c.closeAll) // after the log is printed (cleanups run last first)
+	c.log = clusterLogger(t)
 	if len(opts) > 0 {
 		c.opts = opts[0]
 	}
@@ -70,7 +73,6 @@ func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string, o
 	if wit {
 		c.startWitness()
 	}
-	t.Cleanup(c.closeAll)
 	if n > 1 && !strings.Contains(extra, "auto-failover: false") {
 		c.firstPrimaryD0()
 	}
@@ -111,7 +113,7 @@ func testLogger() *slog.Logger {
 func (c *testCluster) start(name string) *Node {
 	c.t.Helper()
 	o := c.opts
-	o.Logger = testLogger()
+	o.Logger = c.log
 	n, err := Start(c.cfg, name, o)
 	require.NoError(c.t, err)
 	c.nodes[name] = n
@@ -119,7 +121,7 @@ func (c *testCluster) start(name string) *Node {
 }
 
 func (c *testCluster) startWitness() {
-	w, err := witness.Start(c.cfg, "w", testLogger())
+	w, err := witness.Start(c.cfg, "w", c.log)
 	require.NoError(c.t, err)
 	c.wit = w
 }
@@ -157,17 +159,28 @@ func (c *testCluster) primary() *Node {
 }
 
 // waitUpToDate waits until the primary sees every other running node
-// UpToDate with nothing outstanding.
+// UpToDate with nothing outstanding; a failure shows the peers as they
+// were at the end of the wait.
 func (c *testCluster) waitUpToDate(p *Node) {
 	c.t.Helper()
-	require.Eventually(c.t, func() bool {
-		for _, ps := range p.Status().Peers {
+	upToDate := func() (bool, []PeerStatus) {
+		peers := p.Status().Peers
+		for _, ps := range peers {
 			if _, running := c.nodes[ps.Name]; running && (ps.Disk != DiskUpToDate || ps.Behind != 0) {
-				return false
+				return false, peers
 			}
 		}
-		return true
-	}, 20*time.Second, 10*time.Millisecond, "peers not UpToDate: %+v", p.Status().Peers)
+		return true, peers
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ok, peers := upToDate()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("peers not UpToDate after 20s: %+v", peers)
+		}
+	}
 }
 
 func block(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), 0xa5, 0x5a}, 1024) }
