@@ -122,16 +122,17 @@ func (j *Journal) applyLogged(l Logged, inPlace bool) error {
 	}
 	j.applyMu.Unlock()
 	err := j.applyAs(&l.Write, inPlace)
+	if err != nil {
+		// The record is in the journal: the journal and the data file
+		// disagree until a replay, so stop here. Failed before the ticket
+		// goes: a checkpoint waiting for it must see the failure.
+		err = j.fail(fmt.Errorf("journal: apply seq %d: %w", l.Seq, err))
+	}
 	j.applyMu.Lock()
 	delete(j.applying, l.ticket)
 	j.applyCond.Broadcast()
 	j.applyMu.Unlock()
-	if err != nil {
-		// The record is in the journal: the journal and the data file
-		// disagree until a replay, so stop here.
-		return j.fail(fmt.Errorf("journal: apply seq %d: %w", l.Seq, err))
-	}
-	return nil
+	return err
 }
 
 // applyRange is a logged write's byte range while its data-file write is

@@ -280,3 +280,4 @@ func TestCheckpointFailsWhenInPlaceWriteFailsDuringIt(t *testing.T) {
 	require.ErrorIs(t, j.ApplyInPlace(l), syscall.EIO)
 	require.Error(t, <-ckErr, "a checkpoint claimed an in-place write that failed")
 }
+
