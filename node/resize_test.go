@@ -158,7 +158,7 @@ func TestResizeConfigLargerThanStore(t *testing.T) {
 	t.Parallel()
 	c, p := newSyncedPair(t, 20)
 	c.stop("d1")
-	require.NoError(t, p.Resize(newSize))
+	retryFenced(t, func() error { return p.Resize(newSize) })
 	writePastOldEnd(t, p, 0, 10)
 	c.cfg.Device.Size = newSize // the operator updated the config
 	d1 := c.start("d1")
