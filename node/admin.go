@@ -137,8 +137,8 @@ func (n *Node) Status() Status {
 		st.Redundancy = n.cfg.Replication.Redundancy
 		if n.shardPeer() {
 			st.Shard = new(int)
-			*st.Shard = n.ec.shardNow()
-			st.DeviceSize = n.ec.cd.G.Size // the store is the shard image
+			*st.Shard = n.ec.Shard()
+			st.DeviceSize = n.ec.Coder().G.Size // the store is the shard image
 		}
 	}
 	return st

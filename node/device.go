@@ -28,7 +28,7 @@ type device struct {
 
 func (d *device) Size() int64 {
 	if d.n.shardPeer() {
-		return d.n.ec.cd.G.Size // the store is a shard image; reads are refused
+		return d.n.ec.Coder().G.Size // the store is a shard image; reads are refused
 	}
 	return d.n.store.Size()
 }

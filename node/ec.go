@@ -1,67 +1,79 @@
 package node
 
 import (
+	"context"
 	"errors"
-	"fmt"
-	"sync/atomic"
+	"net"
 
-	"github.com/grbd/grbd/internal/config"
-	"github.com/grbd/grbd/internal/ec"
+	"github.com/grbd/grbd/ecpeer"
+	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/secondary"
 )
 
-// Erasure-coded resources (docs/erasure.md). The first data node in config
-// order keeps the full copy and is the only node that takes the primary
-// role; data node h+1 is shard peer h and keeps a compact shard image: its
-// store is an ordinary journaled store of ShardSize bytes, written under
-// the primary's sequence numbers. The primary re-encodes, under its write
-// lock, the shard range every client write changes (read-modify-write from
-// its own full copy) and ships each shard peer its piece as an ordinary
-// Write; acknowledgement and Outdate rules are the mirrors' (protocol C).
+// Erasure-coded resources (docs/erasure.md): the shard-peer role, its
+// failover answers and its takeover live in package ecpeer; the node wires
+// an ecpeer.Peer (n.ec, nil for a mirror) to its store, secondary side and
+// mesh (ecHost), and asks it for the layout in status, size and roles.
 
 // ErrECUnsupported is returned for operations an erasure-coded resource
 // does not support (yet): resize, secondary reads, a shard peer as primary.
 var ErrECUnsupported = errors.New("node: not supported for an erasure-coded resource")
 
-// ecNode is a node's erasure-coding state; nil for a mirrored resource.
-type ecNode struct {
-	cd *ec.Coder
-	// shard is this node's shard, -1 on a full-copy node: the first node,
-	// or a shard peer that took over (ec_failover.go).
-	shard atomic.Int32
-}
-
-// shardNow is this node's shard, -1 on a full copy.
-func (e *ecNode) shardNow() int { return int(e.shard.Load()) }
-
-// newECNode builds the EC state of member name, or nil for a mirror.
-func newECNode(cfg *config.Config, name string) (*ecNode, error) {
-	e, ok := cfg.EC()
-	if !ok {
-		return nil, nil
-	}
-	cd, err := ec.NewCoder(ec.Geometry{K: e.K, M: e.M, Chunk: config.ECChunk, Size: int64(cfg.Device.Size)})
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	en := &ecNode{cd: cd}
-	en.shard.Store(int32(cfg.ShardOf(name)))
-	return en, nil
-}
-
 // shardPeer reports whether this node keeps a shard, not a full copy.
-func (n *Node) shardPeer() bool { return n.ec != nil && n.ec.shardNow() >= 0 }
+func (n *Node) shardPeer() bool { return n.ec != nil && n.ec.Shard() >= 0 }
+
+// shardApplier is the deferred-apply state while this node is a shard
+// peer, nil otherwise.
+func (n *Node) shardApplier() *secondary.ShardApply {
+	if !n.shardPeer() {
+		return nil
+	}
+	return n.sa
+}
 
 // setConsistent tells the control plane whether this node may propose
 // itself as primary. A shard peer may once it has followed a primary (its
 // history is not empty: a new cluster elects the full-copy node) and no
 // takeover failed here just now; taking over rebuilds the device first
-// (ec_takeover.go).
+// (ecpeer.Peer.TakeOver).
 func (n *Node) setConsistent(ok bool) {
 	if n.diskFailure() != nil {
 		ok = false // a Failed disk is never promoted (health.go)
 	}
-	if n.shardPeer() && (n.opts.NoShardFailover || n.ecNoPromote.Load() || len(n.history()) == 0) {
+	if n.shardPeer() && (n.opts.NoShardFailover || n.ec.BackingOff() || len(n.history()) == 0) {
 		ok = false
 	}
 	n.ctl.SetConsistent(ok)
+}
+
+// serveShard answers a shard failover request on an admin stream; false
+// if m is not one. A mirror refuses them all.
+func (n *Node) serveShard(w *wire.Writer, m wire.Message) (bool, error) {
+	if n.ec == nil {
+		return ecpeer.Refuse(w, m, n.log)
+	}
+	return n.ec.Serve(w, m)
+}
+
+// ecHost is the node as its ecpeer.Peer sees it.
+type ecHost struct{ n *Node }
+
+func (h ecHost) Store() ecpeer.Store         { return h.n.store }
+func (h ecHost) Secondary() ecpeer.Secondary { return h.n.sec }
+func (h ecHost) Meta() ecpeer.Meta           { return h.n.meta }
+func (h ecHost) Primary() bool               { return h.n.currentPrimary() != nil }
+func (h ecHost) Event(e events.Event)        { h.n.events.Add(e) }
+func (h ecHost) PromotableChanged()          { h.n.setConsistent(h.n.sec.Consistent()) }
+
+// Applier is nil, not a nil *secondary.ShardApply, on a full copy.
+func (h ecHost) Applier() ecpeer.Applier {
+	if h.n.sa == nil {
+		return nil
+	}
+	return h.n.sa
+}
+
+func (h ecHost) OpenAdmin(ctx context.Context, peer string) (net.Conn, error) {
+	return h.n.mesh.Open(ctx, peer, wire.StreamAdmin)
 }

@@ -12,57 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestPlanTakeover(t *testing.T) {
-	t.Parallel()
-	sv := func(name string, shard int, last, applied uint64) shardSurvivor {
-		return shardSurvivor{Name: name, Shard: shard, Reached: true, Consistent: true, Last: last, Applied: applied}
-	}
-	names := func(p takeoverPlan) []string {
-		var out []string
-		for _, s := range p.Usable {
-			out = append(out, s.Name)
-		}
-		return out
-	}
-	cases := []struct {
-		name   string
-		k      int
-		in     []shardSurvivor
-		d      uint64
-		usable []string
-		err    error
-	}{
-		{"all equal", 2, []shardSurvivor{sv("a", 0, 10, 10), sv("b", 1, 10, 10), sv("c", 2, 10, 9)}, 10, []string{"a", "b", "c"}, nil},
-		{"write hole: D is the lowest journal", 2, []shardSurvivor{sv("a", 0, 106, 104), sv("b", 1, 105, 104), sv("c", 2, 104, 104)}, 104, []string{"a", "b", "c"}, nil},
-		{"image past D is unusable", 2, []shardSurvivor{sv("a", 0, 106, 106), sv("b", 1, 105, 103), sv("c", 2, 104, 104)}, 104, []string{"b", "c"}, nil},
-		{"too few at D", 2, []shardSurvivor{sv("a", 0, 106, 106), sv("b", 1, 105, 105), sv("c", 2, 104, 104)}, 0, nil, ErrTooFewShards},
-		{"outdated, unreached, inconsistent do not count", 2, []shardSurvivor{
-			sv("a", 0, 50, 50),
-			{Name: "b", Shard: 1, Reached: true, Outdated: true, Consistent: true, Last: 10, Applied: 10},
-			{Name: "c", Shard: 2, Reached: false},
-			{Name: "d", Shard: 3, Reached: true, Consistent: false, Last: 5, Applied: 5},
-		}, 0, nil, ErrTooFewShards},
-		{"outdated laggard does not lower D", 2, []shardSurvivor{
-			sv("a", 0, 50, 49), sv("c", 2, 51, 50),
-			{Name: "b", Shard: 1, Reached: true, Outdated: true, Consistent: true, Last: 10, Applied: 10},
-		}, 50, []string{"a", "c"}, nil},
-		{"nobody", 1, nil, 0, nil, ErrTooFewShards},
-		{"k=1 alone", 1, []shardSurvivor{sv("a", 3, 0, 0)}, 0, []string{"a"}, nil},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			p, err := planTakeover(c.k, c.in)
-			if c.err != nil {
-				require.ErrorIs(t, err, c.err)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, c.d, p.D)
-			require.Equal(t, c.usable, names(p))
-		})
-	}
-}
-
 // ackModel keeps, per 4 KiB block, the content of the last acknowledged
 // write and of writes whose outcome is unknown (failed after being sent).
 type ackModel struct {
@@ -169,14 +118,14 @@ func TestECFailoverRebuildsAckedWrites(t *testing.T) {
 	t.Logf("takeover: %s serving %v after the stop", np.me.Name, time.Since(start))
 	require.NotEqual(t, "d0", np.me.Name)
 	require.False(t, np.shardPeer(), "the new primary is a full copy")
-	require.Equal(t, np.ec.cd.G.Size, np.store.Size())
+	require.Equal(t, np.ec.Coder().G.Size, np.store.Size())
 	ev := takeoverEvent(np, events.StateDone)
 	require.NotNil(t, ev, "takeover event")
-	require.Equal(t, np.ec.cd.G.Size, ev.Bytes)
+	require.Equal(t, np.ec.Coder().G.Size, ev.Bytes)
 	t.Logf("takeover event: %s", ev.Detail)
 	st := np.Status()
 	require.Nil(t, st.Shard)
-	require.Equal(t, np.ec.cd.G.Size, st.DeviceSize)
+	require.Equal(t, np.ec.Coder().G.Size, st.DeviceSize)
 	require.Positive(t, m.check(t, np), "acknowledged writes read back")
 
 	// It goes on: writes, the survivors resync, and decode to its copy.
@@ -198,7 +147,7 @@ func TestECFailoverRebuildsAckedWrites(t *testing.T) {
 	c.stop(name)
 	n2 := c.start(name)
 	require.False(t, n2.shardPeer())
-	require.Equal(t, n2.ec.cd.G.Size, n2.store.Size())
+	require.Equal(t, n2.ec.Coder().G.Size, n2.store.Size())
 }
 
 // Survivors at different journal positions and applied positions: d4
@@ -279,7 +228,7 @@ func survivorsAtDifferentPositions(t *testing.T, d1Eager bool) {
 	ev := takeoverEvent(np, events.StateDone)
 	require.NotNil(t, ev)
 	t.Logf("%s took over %v after the stop: %s", np.me.Name, time.Since(t0), ev.Detail)
-	stats := np.lastTakeover.Load()
+	stats := np.ec.LastTakeover()
 	require.NotNil(t, stats)
 	require.Equal(t, x, stats.D, "rebuilt at d4's journal position")
 	require.Greater(t, x, held)
@@ -323,5 +272,5 @@ func TestECFailoverTooFewShards(t *testing.T) {
 	}
 	d1 := c.nodes["d1"]
 	require.True(t, d1.shardPeer())
-	require.Equal(t, d1.ec.cd.G.ShardSize(), d1.store.Size())
+	require.Equal(t, d1.ec.Coder().G.ShardSize(), d1.store.Size())
 }

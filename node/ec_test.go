@@ -60,7 +60,7 @@ func (c *testCluster) requireShardsDecode(p *Node) {
 	c.waitUpToDate(p)
 	want := make([]byte, p.store.Size())
 	require.NoError(c.t, p.store.ReadAt(want, 0))
-	g := p.ec.cd.G
+	g := p.ec.Coder().G
 	shards := make([][]byte, g.Shards())
 	for _, n := range c.nodes {
 		if !n.shardPeer() {
@@ -69,7 +69,7 @@ func (c *testCluster) requireShardsDecode(p *Node) {
 		img := make([]byte, g.ShardSize())
 		require.Equal(c.t, g.ShardSize(), n.store.Size(), "compact shard image")
 		require.NoError(c.t, n.store.ReadAt(img, 0))
-		shards[n.ec.shardNow()] = img
+		shards[n.ec.Shard()] = img
 	}
 	for i := range shards {
 		for j := i + 1; j < len(shards); j++ {
@@ -78,7 +78,7 @@ func (c *testCluster) requireShardsDecode(p *Node) {
 			}
 			sub := make([][]byte, len(shards))
 			sub[i], sub[j] = bytes.Clone(shards[i]), bytes.Clone(shards[j])
-			got, err := p.ec.cd.Decode(sub, 0, g.ShardSize(), 0, g.Size)
+			got, err := p.ec.Coder().Decode(sub, 0, g.ShardSize(), 0, g.Size)
 			require.NoError(c.t, err)
 			require.True(c.t, bytes.Equal(want, got), "shards %d+%d do not decode to the full copy", i, j)
 		}

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/blockdev"
+	"github.com/grbd/grbd/ecpeer"
 	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ctlplane"
@@ -113,19 +114,13 @@ type Node struct {
 	mesh   *mesh.Mesh
 	ctl    *ctlplane.Driver
 	proto  replicator.Protocol
-	ec     *ecNode // erasure coding (docs/erasure.md); nil for mirrors
+	ec     *ecpeer.Peer // erasure coding (docs/erasure.md); nil for mirrors
 	// sa defers a shard peer's image writes until committed (secondary.ShardApply);
 	// nil on a full copy.
-	sa *secondary.ShardApply
-	// ecSettled is 1 + the position this shard peer settled at for a
-	// takeover in this run (0: none); it serves ShardRead only there.
-	ecSettled atomic.Uint64
-	// ecNoPromote: a takeover failed here recently (ec_takeover.go).
-	ecNoPromote  atomic.Bool
-	lastTakeover atomic.Pointer[takeoverStats]
-	ctx          context.Context
-	cancel       context.CancelFunc
-	bg           sync.WaitGroup
+	sa     *secondary.ShardApply
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
 
 	roleMu   sync.Mutex
 	prim     *primary.Side                // the current primary instance, nil on a secondary
@@ -178,7 +173,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	if n.proto, err = replicator.ParseProtocol(cfg.Replication.Protocol); err != nil {
 		return nil, err
 	}
-	if n.ec, err = newECNode(cfg, name); err != nil {
+	if n.ec, err = ecpeer.New(cfg, name, log, ecHost{n}); err != nil {
 		return nil, err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -242,7 +237,9 @@ func (n *Node) open() error {
 func (n *Node) openDisk() (exists bool, err error) {
 	cfg, me := n.cfg, n.me
 	n.meta = sidecar.New(vfs.Default, me.DataDir)
-	n.ecOpenLayout()
+	if n.ec != nil {
+		n.ec.OpenLayout()
+	}
 	// device.size is the size a store is created with; an existing store
 	// has its own (it grows through grbd resize), checked below.
 	exists, err = journal.StoreExists(nil, me.DataDir)
@@ -251,7 +248,7 @@ func (n *Node) openDisk() (exists bool, err error) {
 	}
 	createSize := int64(cfg.Device.Size)
 	if n.shardPeer() {
-		createSize = n.ec.cd.G.ShardSize() // a compact shard image
+		createSize = n.ec.Coder().G.ShardSize() // a compact shard image
 	}
 	if exists {
 		createSize = 0
@@ -266,11 +263,11 @@ func (n *Node) openDisk() (exists bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)
 	}
-	if n.shardPeer() && n.store.Size() != n.ec.cd.G.ShardSize() {
+	if n.shardPeer() && n.store.Size() != n.ec.Coder().G.ShardSize() {
 		// A store made for another layout (a mirror, another K+M or device
 		// size): its bytes are not this shard and must not be served as it.
 		return false, fmt.Errorf("node %s: %w: the store in %s has %d bytes, shard %d of %s needs %d (replication.redundancy or device.size changed? start from an empty data-dir)",
-			me.Name, ErrECUnsupported, me.DataDir, n.store.Size(), n.ec.shardNow(), cfg.Replication.Redundancy, n.ec.cd.G.ShardSize())
+			me.Name, ErrECUnsupported, me.DataDir, n.store.Size(), n.ec.Shard(), cfg.Replication.Redundancy, n.ec.Coder().G.ShardSize())
 	}
 	n.checkSize()
 	if n.shardPeer() {
@@ -284,8 +281,10 @@ func (n *Node) openDisk() (exists bool, err error) {
 	if n.sec, err = n.newSecondary(); err != nil {
 		return false, err
 	}
-	if err := n.ecRecover(); err != nil {
-		return false, fmt.Errorf("node %s: %w", me.Name, err)
+	if n.ec != nil {
+		if err := n.ec.Recover(); err != nil {
+			return false, fmt.Errorf("node %s: %w", me.Name, err)
+		}
 	}
 	return exists, nil
 }

@@ -60,7 +60,7 @@ func (n *Node) newPrimary(st quorum.State) *primary.Side {
 		Repairs:           primary.RepairCounters{Corrupt: &n.corruptBlocks, Repaired: &n.repairedBlocks, Unrepaired: &n.unrepairedBlocks},
 	}
 	if n.ec != nil {
-		cfg.Coder = n.ec.cd
+		cfg.Coder = n.ec.Coder()
 	}
 	if f := n.opts.faults; f != nil {
 		cfg.DropsPiece = f.dropsPiece

@@ -74,7 +74,7 @@ func (n *Node) grown(cause string) {
 func (n *Node) checkSize() {
 	size, want := n.store.Size(), int64(n.cfg.Device.Size)
 	if n.shardPeer() {
-		want = n.ec.cd.G.ShardSize()
+		want = n.ec.Coder().G.ShardSize()
 	}
 	switch {
 	case size > want:

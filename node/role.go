@@ -60,7 +60,7 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 	if n.shardPeer() && n.opts.NoShardFailover {
 		// Its store is one shard, not the device: serving it would return
 		// garbage (docs/erasure.md, "Failover").
-		n.log.Error("promoted, but this node keeps an erasure-code shard, not a full copy: refusing the primary role", "epoch", st.Epoch, "shard", n.ec.shardNow())
+		n.log.Error("promoted, but this node keeps an erasure-code shard, not a full copy: refusing the primary role", "epoch", st.Epoch, "shard", n.ec.Shard())
 		_ = n.ctl.RequestDemote()
 		return
 	}
@@ -77,9 +77,11 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		_ = n.ctl.RequestDemote()
 		return
 	}
-	if n.shardPeer() && !n.ecStartPrimary(st) {
+	if n.shardPeer() && !n.ec.TakeOver(n.ctx, st) {
 		// Its store is one shard: it serves only once it rebuilt the
-		// device from K shards (ec_takeover.go).
+		// device from K shards (package ecpeer); it failed: give the role
+		// back.
+		_ = n.ctl.RequestDemote()
 		return
 	}
 	n.sec.StopSessions()

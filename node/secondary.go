@@ -49,7 +49,11 @@ func (h secondaryHost) Grown(cause string)                       { h.n.grown(cau
 func (h secondaryHost) FullCopyOfCode() bool                     { return h.n.ec != nil && !h.n.shardPeer() }
 
 // PrimaryArrived: a settled position serves reads until a primary connects.
-func (h secondaryHost) PrimaryArrived() { h.n.ecSettled.Store(0) }
+func (h secondaryHost) PrimaryArrived() {
+	if h.n.ec != nil {
+		h.n.ec.PrimaryArrived()
+	}
+}
 
 func (h secondaryHost) PrimaryConnected(peer, cause string) {
 	h.n.peerState(peer, ConnConnected, cause)
@@ -70,15 +74,6 @@ func (h secondaryHost) Consistent(cause string) {
 
 // ShardApplier is nil unless this node is a shard peer.
 func (h secondaryHost) ShardApplier() *secondary.ShardApply { return h.n.shardApplier() }
-
-// fenceOlder ends the session of every primary older than epoch here
-// (secondary.Side.Fence) for a shard failover request.
-func (n *Node) fenceOlder(epoch uint64) error {
-	if err := n.sec.Fence(epoch); err != nil {
-		return fmt.Errorf("%w: %w", ErrShardUnusable, err)
-	}
-	return nil
-}
 
 // secondaryDisk is a secondary's disk state; outdated is the control
 // plane's word on it.

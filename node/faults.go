@@ -4,17 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/grbd/grbd/replicator"
-	"github.com/grbd/grbd/secondary"
 )
-
-// shardApplier is the deferred-apply state while this node is a shard
-// peer, nil otherwise.
-func (n *Node) shardApplier() *secondary.ShardApply {
-	if !n.shardPeer() {
-		return nil
-	}
-	return n.sa
-}
 
 // faultHooks inject faults into the erasure-coded write path and the
 // secondary's resync offer of the nodes a test starts with them (Options.faults; nil injects none). A hook may be
