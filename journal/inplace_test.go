@@ -3,6 +3,8 @@ package journal
 import (
 	"bytes"
 	"math/rand/v2"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -281,3 +283,24 @@ func TestCheckpointFailsWhenInPlaceWriteFailsDuringIt(t *testing.T) {
 	require.Error(t, <-ckErr, "a checkpoint claimed an in-place write that failed")
 }
 
+// A large logged write goes to the data file in pieces of applyChunk (no
+// large folios for later small writes to walk), and reads back whole.
+func TestLargeWritesApplyInChunks(t *testing.T) {
+	var dataWrites atomic.Int64
+	fs := vfs.WithErrors(vfs.NewMem(), func(o vfs.Op, name string) error {
+		if o == vfs.OpWrite && strings.HasSuffix(name, dataName) {
+			dataWrites.Add(1)
+		}
+		return nil
+	})
+	o := testOptions(fs)
+	o.DeviceSize, o.MaxSize, o.SegmentSize = 4<<20, 16<<20, 4<<20
+	j := mustOpen(t, o)
+	big := chunkOf(1<<20+512, 6) // not a multiple of the chunk either
+	_, err := j.Append(Write{Offset: 4096, Data: big})
+	require.NoError(t, err)
+	require.Equal(t, int64((len(big)+applyChunk-1)/applyChunk), dataWrites.Load())
+	got := make([]byte, len(big))
+	require.NoError(t, j.ReadAt(got, 4096))
+	require.Equal(t, big, got)
+}

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"fmt"
+
 	"github.com/grbd/grbd/internal/extent"
 )
 

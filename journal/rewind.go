@@ -2,8 +2,9 @@ package journal
 
 import (
 	"fmt"
-	"github.com/grbd/grbd/internal/extent"
 	"path/filepath"
+
+	"github.com/grbd/grbd/internal/extent"
 )
 
 // Rewind moves the journal's position back to seq: afterwards LastSeq() is
