@@ -47,7 +47,9 @@ func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string, o
 	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: %s\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", size, extra)
 	if !strings.Contains(extra, "quorum:") {
 		// Tolerant timings: tests run under -race on two busy cores, where
-		// a 250 ms lease lapses now and then and a failover starts.
+		// a 250 ms lease lapses now and then and a failover starts (with
+		// 1 s, CI still saw a lapse and a failover under a test that
+		// assumes one primary: TestECShardsDecodeToFullCopy).
 		b.WriteString(testQuorum)
 	}
 	b.WriteString("nodes:\n")
@@ -101,7 +103,7 @@ func (c *testCluster) firstPrimaryD0() {
 	c.waitUpToDate(c.nodes["d0"])
 }
 
-const testQuorum = "quorum:\n  lease: 1s\n  failover-timeout: 1s\n"
+const testQuorum = "quorum:\n  lease: 2s\n  failover-timeout: 2s\n"
 
 func testLogger() *slog.Logger {
 	if os.Getenv("GRBD_TEST_LOG") != "" {
