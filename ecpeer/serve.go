@@ -28,8 +28,7 @@ func requestID(m wire.Message) (uint64, bool) {
 // nack refuses request m (of id) with code and why.
 func nack(w *wire.Writer, log *slog.Logger, m wire.Message, id uint64, code uint32, why error) error {
 	log.Warn("refusing shard failover request", "type", m.Type(), "err", why)
-	reason := why.Error()
-	return w.WriteMsg(&wire.Nack{Seq: id, Code: code, Reason: reason[:min(len(reason), wire.MaxString)]})
+	return w.WriteMsg(wire.NewNack(id, code, why.Error()))
 }
 
 // Refuse answers a failover request on the admin stream of a node without

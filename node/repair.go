@@ -10,7 +10,7 @@ import (
 // disk is consistent and they pass their checksums, else with a Nack.
 func (n *Node) serveBlock(w *wire.Writer, req *wire.BlockRequest) error {
 	nack := func(code uint32, why string) error {
-		return w.WriteMsg(&wire.Nack{Seq: req.ID, Code: code, Reason: why})
+		return w.WriteMsg(wire.NewNack(req.ID, code, why))
 	}
 	switch {
 	case n.currentPrimary() != nil:
@@ -27,15 +27,7 @@ func (n *Node) serveBlock(w *wire.Writer, req *wire.BlockRequest) error {
 	seq := n.store.LastSeq()
 	data := make([]byte, req.Length)
 	if err := n.store.ReadAt(data, int64(req.Offset)); err != nil {
-		return nack(wire.NackIO, truncate(err.Error(), wire.MaxString))
+		return nack(wire.NackIO, err.Error())
 	}
 	return w.WriteMsg(&wire.BlockData{ID: req.ID, Offset: req.Offset, Seq: seq, Data: data})
-}
-
-// truncate cuts s to at most n bytes.
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

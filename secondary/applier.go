@@ -310,12 +310,9 @@ func (a *applier) nack(seq uint64, err error) error {
 		code = wire.NackOutOfRange
 	}
 	reason := err.Error()
-	if len(reason) > wire.MaxString {
-		reason = reason[:wire.MaxString]
-	}
 	err = a.s.node.CheckDisk("apply the primary's write", err)
 	a.s.log.Error("cannot apply primary's write", "seq", seq, "err", err)
-	a.reply(&wire.Nack{Seq: seq, Code: code, Reason: reason})
+	a.reply(wire.NewNack(seq, code, reason))
 	return fmt.Errorf("secondary: apply seq %d: %w", seq, err)
 }
 

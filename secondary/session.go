@@ -58,7 +58,7 @@ func (s *Side) Handle(peer string, c net.Conn) {
 func (s *Side) refuse(c net.Conn, why string) {
 	w := wire.NewWriter(c)
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = w.WriteMsg(&wire.Nack{Code: wire.NackState, Reason: why})
+	_ = w.WriteMsg(wire.NewNack(0, wire.NackState, why))
 	_ = w.Flush()
 }
 

@@ -215,6 +215,12 @@ type Nack struct {
 	Reason string
 }
 
+// NewNack is a Nack with reason cut to MaxString bytes: a refusal's detail
+// (often a wrapped error) must not make the refusal itself fail to encode.
+func NewNack(seq uint64, code uint32, reason string) *Nack {
+	return &Nack{Seq: seq, Code: code, Reason: reason[:min(len(reason), MaxString)]}
+}
+
 // Type implements Message.
 func (*Nack) Type() Type { return TypeNack }
 

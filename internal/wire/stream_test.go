@@ -330,3 +330,12 @@ func TestReaderLimit(t *testing.T) {
 	_, err = r.ReadMsg()
 	require.NoError(t, err, "SetLimit(0) restores MaxBody")
 }
+
+// A Nack built from a long reason (a wrapped error) still encodes: NewNack
+// cuts the reason to MaxString bytes.
+func TestNewNackCutsLongReason(t *testing.T) {
+	long := string(bytes.Repeat([]byte("x"), 3*MaxString))
+	m, err := NewReader(bytes.NewReader(writeAll(t, NewNack(7, NackIO, long)))).ReadMsg()
+	require.NoError(t, err)
+	require.Equal(t, &Nack{Seq: 7, Code: NackIO, Reason: long[:MaxString]}, m)
+}
