@@ -51,9 +51,6 @@ func (j *Journal) writeDirect(w *Write) error {
 		copy(buf, w.Data)
 	}
 	_, err := f.WriteAt(buf, w.Offset)
-	if err == nil {
-		j.directBytes.Add(uint64(n))
-	}
 	if errors.Is(err, syscall.EINVAL) {
 		// A file system that opens O_DIRECT but refuses this write: the
 		// page cache from now on.

@@ -75,7 +75,6 @@ type Stats struct {
 	Syncs            uint64 // journal fdatasync calls since Open
 	Checkpoints      uint64 // completed checkpoints since Open
 	InPlaceBytes     uint64 // bytes written without a record since Open (WriteInPlace)
-	DirectBytes      uint64 // of InPlaceBytes, those written with O_DIRECT
 	ChecksumErrors   uint64 // corrupt blocks ReadAt found since Open
 }
 
@@ -137,7 +136,6 @@ type Journal struct {
 	lastSeqA, durable, ckptSeq atomic.Uint64
 	writes, syncs, ckpts       atomic.Uint64
 	inPlace                    atomic.Uint64 // bytes written in place since Open
-	directBytes                atomic.Uint64 // bytes written to the data file with O_DIRECT since Open
 	closing                    atomic.Bool
 	failure                    atomic.Pointer[error]
 	noPunch                    atomic.Bool // the data file said ErrNotSupported
@@ -452,7 +450,6 @@ func (j *Journal) Stats() Stats {
 	st.CheckpointSeq = j.ckptSeq.Load()
 	st.Writes, st.Syncs, st.Checkpoints = j.writes.Load(), j.syncs.Load(), j.ckpts.Load()
 	st.InPlaceBytes = j.inPlace.Load()
-	st.DirectBytes = j.directBytes.Load()
 	st.ChecksumErrors = j.checksumErrors.Load()
 	return st
 }
