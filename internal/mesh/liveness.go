@@ -21,8 +21,8 @@ import "time"
 // once instead of waiting for a FIN.
 //
 // The price: a link must carry a stream window's worth of queued bytes
-// (StreamWindow, 16 MiB) and a keepalive answer within PeerTimeout minus
-// KeepAlive, or it is taken for dead; at 1 Gbit/s that is 0.13 s.
+// (StreamWindow, 4 MiB) and a keepalive answer within PeerTimeout minus
+// KeepAlive, or it is taken for dead; at 1 Gbit/s that is 0.03 s.
 
 // minWriteTimeout is the least ConnectionWriteTimeout: below it a busy
 // host's scheduling hiccups would end healthy sessions.

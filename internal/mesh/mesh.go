@@ -57,6 +57,10 @@ type Config struct {
 	// a member's traffic leaves from its own address.
 	BindHost string
 	// StreamWindow is yamux's per-stream receive window (bandwidth x RTT).
+	// Default 4 MiB: with 16 MiB a protocol-A secondary's receive buffer
+	// churn stalled its control plane for 270-450 ms under 1 MiB writes,
+	// and the primary of a cluster without witness lost its lease
+	// (docs/replication.md, "Links").
 	StreamWindow uint32
 	// HandshakeTimeout bounds a session or stream handshake.
 	HandshakeTimeout time.Duration
@@ -88,7 +92,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.StreamWindow == 0 {
-		c.StreamWindow = 16 << 20
+		c.StreamWindow = 4 << 20
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second
