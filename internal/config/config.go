@@ -150,6 +150,12 @@ type Replication struct {
 	// ResyncRate bounds region resync traffic per peer, bytes per second
 	// (0: unlimited), so that application writes keep their bandwidth.
 	ResyncRate Size `yaml:"resync-rate,omitempty"`
+	// StreamWindow is each member link stream's receive window: how much
+	// a peer may have in flight on one stream (protocol A's buffer ahead
+	// of a secondary). Default 4 MiB; raise it on links with a long round
+	// trip (bandwidth x RTT), knowing that a larger window also delays
+	// control traffic behind data (docs/replication.md, "Links").
+	StreamWindow Size `yaml:"stream-window,omitempty"`
 	// AfterSplitBrain is the automatic split-brain policy: "disconnect"
 	// (refuse and report) or "discard-secondary" (the node that is not
 	// primary discards its divergent writes).
@@ -205,6 +211,11 @@ const (
 	DefaultFailoverTimeout = Duration(250 * time.Millisecond)
 	DefaultSuspendTimeout  = Duration(30 * time.Second)
 	DefaultPeerTimeout     = Duration(2 * time.Second)
+	DefaultStreamWindow    = Size(4 << 20)
+	// The stream window's bounds: yamux's own initial window, and a
+	// size whose buffering per stream a host can afford.
+	MinStreamWindow = Size(256 << 10)
+	MaxStreamWindow = Size(256 << 20)
 )
 
 // AutoFailoverOn reports the effective auto-failover setting.

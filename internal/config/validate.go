@@ -76,6 +76,12 @@ func (c *Config) validateReplication(bad func(string, ...any)) {
 	if !defaultOrOneOf(&c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDisconnect, SplitBrainDiscardSecondary) {
 		bad(fmt.Sprintf("%q: want %q or %q", c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDiscardSecondary), "replication", "after-split-brain")
 	}
+	if c.Replication.StreamWindow == 0 {
+		c.Replication.StreamWindow = DefaultStreamWindow
+	}
+	if w := c.Replication.StreamWindow; w < MinStreamWindow || w > MaxStreamWindow {
+		bad(fmt.Sprintf("%v: must be between %v and %v", w, MinStreamWindow, MaxStreamWindow), "replication", "stream-window")
+	}
 }
 
 // defaultOrOneOf fills an empty enum field with def and reports whether the

@@ -79,7 +79,8 @@ func MeshConfig(cfg *config.Config, self string, dial map[string]string, log *sl
 	}
 	return mesh.Config{
 		Cluster: cfg.Cluster, Self: self, Peers: peers, BindHost: bind, Logger: log,
-		PeerTimeout: cfg.Replication.PeerTimeout.D(), OnControl: onControl, Handler: handler,
+		PeerTimeout: cfg.Replication.PeerTimeout.D(), StreamWindow: uint32(cfg.Replication.StreamWindow),
+		OnControl: onControl, Handler: handler,
 	}
 }
 

@@ -121,4 +121,6 @@ func TestCheckDialOverrides(t *testing.T) {
 	}
 	mc := MeshConfig(cfg, "a", map[string]string{"b": "127.0.0.1:9"}, nil, nil, nil)
 	require.Equal(t, map[string]string{"b": "127.0.0.1:9", "w": "127.0.0.1:7"}, mc.Peers)
+	require.Equal(t, uint32(cfg.Replication.StreamWindow), mc.StreamWindow, "the configured window reaches the links")
+	require.NotZero(t, mc.StreamWindow)
 }
