@@ -211,7 +211,7 @@ const (
 	DefaultFailoverTimeout = Duration(250 * time.Millisecond)
 	DefaultSuspendTimeout  = Duration(30 * time.Second)
 	DefaultPeerTimeout     = Duration(2 * time.Second)
-	DefaultStreamWindow    = Size(4 << 20)
+	DefaultStreamWindow    = Size(4 << 20) // = mesh.DefaultStreamWindow (config imports no runtime package)
 	// The stream window's bounds: yamux's own initial window, and a
 	// size whose buffering per stream a host can afford.
 	MinStreamWindow = Size(256 << 10)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/metrics"
 	"github.com/grbd/grbd/quorum"
 	"github.com/stretchr/testify/require"
@@ -123,4 +124,5 @@ func TestCheckDialOverrides(t *testing.T) {
 	require.Equal(t, map[string]string{"b": "127.0.0.1:9", "w": "127.0.0.1:7"}, mc.Peers)
 	require.Equal(t, uint32(cfg.Replication.StreamWindow), mc.StreamWindow, "the configured window reaches the links")
 	require.NotZero(t, mc.StreamWindow)
+	require.EqualValues(t, mesh.DefaultStreamWindow, config.DefaultStreamWindow, "one default for the links, whichever way they are built")
 }

@@ -90,9 +90,13 @@ type Config struct {
 	Handler func(peer string, kind uint8, s net.Conn)
 }
 
+// DefaultStreamWindow is StreamWindow when none is set (config's
+// replication.stream-window default matches it; member's tests check).
+const DefaultStreamWindow = 4 << 20
+
 func (c *Config) defaults() {
 	if c.StreamWindow == 0 {
-		c.StreamWindow = 4 << 20
+		c.StreamWindow = DefaultStreamWindow
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second
