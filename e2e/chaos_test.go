@@ -116,11 +116,15 @@ func runChaos(t *testing.T, bin, dir string, sc chaos.Scenario, seed uint64, soa
 }
 
 // TestChaos runs every scenario's short schedule with one seed. Scenarios
-// that need what the machine or the binary lacks skip with the reason.
+// that need what the machine or the binary lacks skip with the reason. The
+// scenarios run one after another, beside the other parallel tests (each
+// on its own ports and nftables table): run alone they held the whole suite
+// for two minutes.
 func TestChaos(t *testing.T) {
 	if chaosSoak(t) > 0 {
 		t.Skip("soak run requested: TestChaosSoak runs it")
 	}
+	t.Parallel()
 	seed := chaosSeedValue(t)
 	dir := chaosReportDir(t)
 	for _, sc := range chaosScenarios() {

@@ -79,6 +79,14 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 				r.Anomaly("writes went on without %s, but the primary %s does not report it Outdated", diskNode, prim)
 			}
 		}
+		// The node may have exited of the fault after it reported its disk
+		// Failed; a node still running is killed here, so an exit of the
+		// fault from now on is no crash either.
+		if p := r.C.Process(diskNode); !r.exitedOfDiskFault() {
+			if done, _ := p.Exited(); !done {
+				p.ExpectExit()
+			}
+		}
 		r.C.Kill(diskNode)
 		if err := heal(); err != nil {
 			return err
@@ -93,20 +101,18 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 }
 
 // waitDiskFailed waits until diskNode reports its disk Failed, or exited
-// on its own after logging that its disk failed (its control-plane log is
-// on the same file system: a member whose control plane cannot persist
-// stops with exit status 1).
+// on its own because of the fault (its control-plane log is on the same
+// file system: a member whose control plane cannot persist stops with exit
+// status 1). Which of the two writes meets the full disk first is a race:
+// a journal write (the log says "disk failed") or a control-plane save (the
+// log says the control plane cannot persist; a secondary under a parallel
+// test's load hit this first).
 func (r *Run) waitDiskFailed(ctx context.Context, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	p := r.C.Process(diskNode)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if done, _ := p.Exited(); done {
-			if strings.Contains(p.LogTail(1<<20), "disk failed") {
-				p.ExpectExit()
-				r.Note("%s detached its disk and exited (its control plane could not persist)", diskNode)
-				return true
-			}
-			return false
+			return r.exitedOfDiskFault()
 		}
 		if st, err := r.C.Status(ctx, diskNode); err == nil && st.Disk == "Failed" {
 			return true
@@ -114,6 +120,30 @@ func (r *Run) waitDiskFailed(ctx context.Context, d time.Duration) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
+}
+
+// exitedOfDiskFault reports whether diskNode's process has exited because
+// of the disk fault, and if so marks its exit as expected (not a crash):
+// after detaching its disk when its control plane could not persist either
+// (the log says "disk failed"), or at once when the control plane's save
+// met the fault first.
+func (r *Run) exitedOfDiskFault() bool {
+	p := r.C.Process(diskNode)
+	if done, _ := p.Exited(); !done {
+		return false
+	}
+	tail := p.LogTail(1 << 20)
+	switch {
+	case strings.Contains(tail, "disk failed"):
+		r.Note("%s detached its disk and exited (its control plane could not persist)", diskNode)
+	case strings.Contains(tail, "the control plane cannot persist") &&
+		(strings.Contains(tail, "no space left on device") || strings.Contains(tail, "read-only file system")):
+		r.Note("%s exited: its control plane could not persist on the faulty file system", diskNode)
+	default:
+		return false
+	}
+	p.ExpectExit()
+	return true
 }
 
 // placeRole makes diskNode the primary (which == rolePrimary) or a
