@@ -37,8 +37,11 @@ unit:
 	$(GO) test -race -short -count=1 -parallel 4 -timeout 10m $$($(GO) list ./... | grep -v /e2e)
 	set -o pipefail; $(GO) test -count=1 -timeout 10m -run TestSim -v ./internal/sim -seeds $(SIMSEEDS) | grep -E '^(---|ok|FAIL|PASS|\s+sim_test)'
 
+# e2e: the parallel tests mostly wait on processes and timers (the suite
+# used half of two cores): three at a time, 370 s -> 300 s here. Tests that
+# measure pauses or run the bench are not parallel and run alone first.
 e2e:
-	$(GO) test -count=1 -timeout 15m -v ./e2e
+	$(GO) test -count=1 -timeout 15m -parallel 3 -v ./e2e
 
 # bench: the fio job files of bench/jobs against grbd and its peer NBD servers
 # in one run, plus resync and failover (not part of test; ~12 minutes). Writes
