@@ -392,6 +392,11 @@ func TestInvalidateResyncsEverything(t *testing.T) {
 	require.Eventually(t, func() bool { return p.Status().Peers[0].ResyncTotal == 4<<20 }, 10*time.Second, 5*time.Millisecond,
 		"the whole device is copied")
 	c.waitUpToDate(p)
+	// The primary counts the target once it acked the last copy; the
+	// target seals its journal when it takes the ResyncDone behind it, and
+	// says UpToDate after that.
+	require.Eventually(t, func() bool { return c.nodes["d1"].Status().Disk == DiskUpToDate }, 10*time.Second, 5*time.Millisecond,
+		"the target never finished its resync")
 	c.requireImages(block, 100)
 
 	// The primary journals only a 4 KiB head of each 1 MiB chunk, for
