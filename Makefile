@@ -31,10 +31,10 @@ test: deps verify unit e2e
 # unit: every package with the race detector (the simulation with a short
 # seed range there), then the simulation's 1000 seeds at full speed. The
 # in-process cluster tests (node/) are parallel and mostly wait on timers:
-# eight at a time: node/ 230 s (serial) -> 106 s (four) -> 62-72 s.
+# four at a time keep two cores busy (node/ 230 s -> 73 s).
 SIMSEEDS ?= 1000
 unit:
-	$(GO) test -race -short -count=1 -parallel 8 -timeout 10m $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test -race -short -count=1 -parallel 4 -timeout 10m $$($(GO) list ./... | grep -v /e2e)
 	set -o pipefail; $(GO) test -count=1 -timeout 10m -run TestSim -v ./internal/sim -seeds $(SIMSEEDS) | grep -E '^(---|ok|FAIL|PASS|\s+sim_test)'
 
 # e2e: the parallel tests mostly wait on processes and timers (the suite

@@ -18,6 +18,7 @@ import (
 	"github.com/grbd/grbd/internal/freeport"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/primary"
+	"github.com/grbd/grbd/quorum"
 	"github.com/grbd/grbd/witness"
 	"github.com/stretchr/testify/require"
 )
@@ -328,7 +329,14 @@ func TestManualPromotion(t *testing.T) {
 	for _, n := range c.nodes {
 		require.Nil(t, n.currentPrimary(), "no primary without an operator")
 	}
-	require.NoError(t, c.nodes["d1"].ctl.RequestPromote(false))
+	// d1 takes the request once it has the control plane's state (under
+	// load that comes later than 500 ms after the start).
+	var err error
+	require.Eventually(t, func() bool {
+		err = c.nodes["d1"].ctl.RequestPromote(false)
+		return !errors.Is(err, quorum.ErrNotMember)
+	}, 10*time.Second, 20*time.Millisecond, "d1 never joined the control plane")
+	require.NoError(t, err)
 	p := c.primary()
 	require.Equal(t, "d1", p.me.Name)
 	writeBlocks(t, p, 0, 20)
