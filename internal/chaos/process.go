@@ -23,6 +23,9 @@ type Process struct {
 	// expected is set when the harness ends the process (Kill, Terminate)
 	// or expects it to fail (ExpectExit): any other exit is a crash.
 	expected atomic.Bool
+	// acceptExit, when set, judges an exit the harness did not ask for
+	// from the process's log: true is an exit the fault explains.
+	acceptExit atomic.Pointer[func(logTail string) bool]
 
 	mu    sync.Mutex
 	ready []string
@@ -97,11 +100,19 @@ func healthy(ctx context.Context, url string) bool {
 // refuse to start).
 func (p *Process) ExpectExit() { p.expected.Store(true) }
 
+// AcceptExitIf marks an exit of the process as intended when accept, given
+// its log, says the injected fault explains it (a node that stops because
+// its disk filled); any other exit is still a crash.
+func (p *Process) AcceptExitIf(accept func(logTail string) bool) { p.acceptExit.Store(&accept) }
+
 // Crashed reports whether the process exited without the harness asking,
 // and the last lines of its log (a panic, say).
 func (p *Process) Crashed() (bool, string) {
 	done, _ := p.Exited()
 	if !done || p.expected.Load() {
+		return false, ""
+	}
+	if accept := p.acceptExit.Load(); accept != nil && (*accept)(p.LogTail(1<<20)) {
 		return false, ""
 	}
 	tail := p.LogTail(1500)

@@ -79,14 +79,6 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 				r.Anomaly("writes went on without %s, but the primary %s does not report it Outdated", diskNode, prim)
 			}
 		}
-		// The node may have exited of the fault after it reported its disk
-		// Failed; a node still running is killed here, so an exit of the
-		// fault from now on is no crash either.
-		if p := r.C.Process(diskNode); !r.exitedOfDiskFault() {
-			if done, _ := p.Exited(); !done {
-				p.ExpectExit()
-			}
-		}
 		r.C.Kill(diskNode)
 		if err := heal(); err != nil {
 			return err
@@ -106,13 +98,19 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 // status 1). Which of the two writes meets the full disk first is a race:
 // a journal write (the log says "disk failed") or a control-plane save (the
 // log says the control plane cannot persist; a secondary under a parallel
-// test's load hit this first).
+// test's load hit this first). Such an exit, before or after the node
+// reported Failed, is the fault's doing, not a crash.
 func (r *Run) waitDiskFailed(ctx context.Context, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	p := r.C.Process(diskNode)
+	p.AcceptExitIf(func(tail string) bool { return diskFaultExit(tail) != "" })
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if done, _ := p.Exited(); done {
-			return r.exitedOfDiskFault()
+			why := diskFaultExit(p.LogTail(1 << 20))
+			if why != "" {
+				r.Note("%s %s", diskNode, why)
+			}
+			return why != ""
 		}
 		if st, err := r.C.Status(ctx, diskNode); err == nil && st.Disk == "Failed" {
 			return true
@@ -122,28 +120,17 @@ func (r *Run) waitDiskFailed(ctx context.Context, d time.Duration) bool {
 	return false
 }
 
-// exitedOfDiskFault reports whether diskNode's process has exited because
-// of the disk fault, and if so marks its exit as expected (not a crash):
-// after detaching its disk when its control plane could not persist either
-// (the log says "disk failed"), or at once when the control plane's save
-// met the fault first.
-func (r *Run) exitedOfDiskFault() bool {
-	p := r.C.Process(diskNode)
-	if done, _ := p.Exited(); !done {
-		return false
-	}
-	tail := p.LogTail(1 << 20)
+// diskFaultExit says why a member's log shows that it stopped because of
+// a disk fault, or "" if it does not.
+func diskFaultExit(tail string) string {
 	switch {
 	case strings.Contains(tail, "disk failed"):
-		r.Note("%s detached its disk and exited (its control plane could not persist)", diskNode)
+		return "detached its disk and exited (its control plane could not persist)"
 	case strings.Contains(tail, "the control plane cannot persist") &&
 		(strings.Contains(tail, "no space left on device") || strings.Contains(tail, "read-only file system")):
-		r.Note("%s exited: its control plane could not persist on the faulty file system", diskNode)
-	default:
-		return false
+		return "exited: its control plane could not persist on the faulty file system"
 	}
-	p.ExpectExit()
-	return true
+	return ""
 }
 
 // placeRole makes diskNode the primary (which == rolePrimary) or a
