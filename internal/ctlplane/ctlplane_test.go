@@ -118,9 +118,22 @@ func (c *testCluster) eventually(what string, ok func() bool) {
 
 func TestDriverBootstrapAndReplace(t *testing.T) {
 	c := newTestCluster(t)
-	a, _, _ := c.start("a", false), c.start("b", false), c.start("w", false)
-	c.eventually("a primary", func() bool { return a.Status().Serving })
-	_, ok, err := raftlog.LoadJoinID(c.fs["a"], "dir")
+	// Either data node may win the first election: under load the second
+	// one's staggered proposal can commit first.
+	d := map[string]*Driver{"a": c.start("a", false), "b": c.start("b", false)}
+	c.start("w", false)
+	var p *Driver
+	var self string
+	c.eventually("a primary", func() bool {
+		for name, n := range d {
+			if n.Status().Serving {
+				p, self = n, name
+				return true
+			}
+		}
+		return false
+	})
+	_, ok, err := raftlog.LoadJoinID(c.fs[self], "dir")
 	require.NoError(t, err)
 	require.False(t, ok, "an initial member keeps no join identity")
 
@@ -134,18 +147,18 @@ func TestDriverBootstrapAndReplace(t *testing.T) {
 	require.True(t, ok, "the join identity is persisted at once")
 	require.False(t, j.Joined)
 	require.Equal(t, j.ID, w.Status().JoinID)
-	c.eventually("a reports w's lost state", func() bool { return len(a.Status().LostState) == 1 })
+	c.eventually("the primary reports w's lost state", func() bool { return len(p.Status().LostState) == 1 })
 
 	// A restart keeps the announced identity.
 	c.stop("w")
 	w = c.start("w", false)
-	c.eventually("w announces again", func() bool { return w.Status().JoinID == j.ID && len(a.Status().LostState) == 1 })
+	c.eventually("w announces again", func() bool { return w.Status().JoinID == j.ID && len(p.Status().LostState) == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, _, err = a.Replace(ctx, "a")
+	_, _, err = p.Replace(ctx, self)
 	require.ErrorIs(t, err, quorum.ErrInvalid)
-	id, voter, err := a.Replace(ctx, "w")
+	id, voter, err := p.Replace(ctx, "w")
 	require.NoError(t, err)
 	require.Equal(t, j.ID, id)
 	require.True(t, voter)
@@ -154,7 +167,7 @@ func TestDriverBootstrapAndReplace(t *testing.T) {
 		j, _, _ := raftlog.LoadJoinID(c.fs["w"], "dir")
 		return j == raftlog.JoinID{ID: id, Joined: true}
 	})
-	require.True(t, a.Status().Serving)
+	require.True(t, p.Status().Serving)
 
 	// Restarted, w runs under the joined ID.
 	c.stop("w")
@@ -177,7 +190,9 @@ func TestDriverNeedsEveryMemberOrOverride(t *testing.T) {
 	c.stop("a")
 	c.stop("b")
 	a, b = c.start("a", true), c.start("b", true)
-	c.eventually("a primary with --new-cluster", func() bool { return a.Status().Serving })
+	// Either may win the election (see TestDriverBootstrapAndReplace).
+	c.eventually("a primary with --new-cluster", func() bool { return a.Status().Serving || b.Status().Serving })
+	require.Equal(t, quorum.PhaseMember, a.Status().Phase)
 	require.Equal(t, quorum.PhaseMember, b.Status().Phase)
 }
 
