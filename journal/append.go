@@ -116,13 +116,18 @@ func (j *Journal) applyLogged(l Logged, inPlace bool) error {
 		return nil // logging it grew the device already
 	}
 	off, end := l.Offset, l.Offset+int64(len(l.Data))+l.ZeroLength
+	// The activity log first: a crash must find every data.img byte that
+	// no durable record explains inside a logged extent.
+	err := j.activate(l.Seq, off, end)
 	j.applyMu.Lock()
 	for j.overlapsBefore(l.ticket, off, end) {
 		j.applyCond.Wait()
 	}
 	j.applyMu.Unlock()
-	err := j.applyAs(&l.Write, inPlace)
-	if err != nil {
+	if err == nil {
+		err = j.applyAs(&l.Write, inPlace)
+	}
+	if err != nil && !errors.Is(err, ErrFailed) {
 		// The record is in the journal: the journal and the data file
 		// disagree until a replay, so stop here. Failed before the ticket
 		// goes: a checkpoint waiting for it must see the failure.

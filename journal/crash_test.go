@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -40,6 +41,10 @@ func powerLoss(t *testing.T, seed uint64) {
 	mem := vfs.NewMem()
 	o := testOptions(mem)
 	o.SegmentSize, o.MaxSize = 8<<10, 32<<10 // rotations, checkpoints, backpressure
+	// An activity log of 4 KiB extents, three hot, looking one ahead:
+	// transactions and evictions all the time.
+	o.activityExtentSize, o.ActivityExtents, o.activityLookahead = 4<<10, 3, 1
+	o.BootID = "boot 1"
 	j, err := Open(o)
 	require.NoError(t, err)
 
@@ -123,7 +128,7 @@ func powerLoss(t *testing.T, seed uint64) {
 	histMu.Lock()
 	defer histMu.Unlock()
 
-	o.FS = crashed
+	o.FS, o.BootID = crashed, "boot 2" // a power loss reboots
 	j2, err := Open(o)
 	require.NoError(t, err)
 	defer j2.Close()
@@ -155,11 +160,14 @@ func powerLoss(t *testing.T, seed uint64) {
 
 	dev := make([]byte, testDev)
 	require.NoError(t, j2.ReadAt(dev, 0))
+	suspects := j2.Suspects()
 	for s := 0; s < testDev; s += 512 {
 		got := dev[s : s+512]
 		if bytes.Equal(got, m.data[s:s+512]) {
 			continue
 		}
+		require.Empty(t, extent.Subtract([]extent.Extent{{Offset: uint64(s), Length: 512}}, suspects),
+			"sector %d differs from the recovered records outside the activity log's suspects %v", s/512, suspects)
 		ok := false
 		for seq, w := range hist {
 			if seq > last && sectorOf(w, int64(s), got) {

@@ -27,6 +27,7 @@
 package journal
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -61,21 +62,17 @@ type Options struct {
 	MaxSize     int64        // journal bytes bound, default 1 GiB, at least 2 segments
 	RegionSize  int64        // dirty-tracking granularity; default 4 KiB, grown to <= 4M regions
 	Logger      *slog.Logger // default: discard
-}
+	// ActivityExtents bounds the activity log's hot set, in
+	// ActivityExtentSize extents; default DefaultActivityExtents.
+	ActivityExtents int
 
-// Stats is a snapshot of the journal's counters.
-type Stats struct {
-	LastSeq          uint64 // highest appended seq
-	DurableSeq       uint64 // every record <= DurableSeq survives a crash
-	CheckpointSeq    uint64 // records <= CheckpointSeq are durable in the data file
-	FirstRetainedSeq uint64 // ReadRecords can start anywhere >= this
-	JournalBytes     int64  // bytes of all segment files
-	Segments         int
-	Writes           uint64 // records appended since Open
-	Syncs            uint64 // journal fdatasync calls since Open
-	Checkpoints      uint64 // completed checkpoints since Open
-	InPlaceBytes     uint64 // bytes written without a record since Open (WriteInPlace)
-	ChecksumErrors   uint64 // corrupt blocks ReadAt found since Open
+	// BootID names this boot of the machine; default the kernel's
+	// boot_id. An unclean stop in the same boot was the process's (the
+	// page cache kept its writes), not a power loss ("Activity log").
+	BootID string
+
+	activityExtentSize int64 // tests: below ActivityExtentSize
+	activityLookahead  int64 // tests: other than actLookahead
 }
 
 // Journal is an open journaled block store. See the package documentation.
@@ -115,6 +112,8 @@ type Journal struct {
 	direct directFile // data.img with O_DIRECT, for WriteInPlace
 
 	sums           *sumTable // nil until Open has replayed; then set once
+	openedClean    bool      // created, or the last run closed cleanly
+	act            activity
 	checksumErrors atomic.Uint64
 	replayed       int // records replay applied
 
@@ -195,6 +194,11 @@ func Open(opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("%w: MaxSize %d below 2 segments", ErrInvalidOptions, opts.MaxSize)
 	case opts.DeviceSize < 0:
 		return nil, fmt.Errorf("%w: DeviceSize %d", ErrInvalidOptions, opts.DeviceSize)
+	case opts.ActivityExtents < 0:
+		return nil, fmt.Errorf("%w: ActivityExtents %d", ErrInvalidOptions, opts.ActivityExtents)
+	}
+	if opts.ActivityExtents == 0 {
+		opts.ActivityExtents = DefaultActivityExtents
 	}
 	j := &Journal{
 		fs: opts.FS, log: opts.Logger, dir: opts.Dir, jdir: filepath.Join(opts.Dir, journalName),
@@ -205,7 +209,12 @@ func Open(opts Options) (*Journal, error) {
 	j.spaceCond.L = &j.mu
 	j.applyCond.L = &j.applyMu
 	j.syncCond.L = &j.smu
-	if err := j.open(opts.DeviceSize, opts.RegionSize); err != nil {
+	err := j.open(opts.DeviceSize, opts.RegionSize)
+	if err == nil {
+		err = j.openActivity(j.openedClean, opts.ActivityExtents, cmp.Or(opts.activityExtentSize, ActivityExtentSize),
+			cmp.Or(opts.activityLookahead, actLookahead), cmp.Or(opts.BootID, bootID()))
+	}
+	if err != nil {
 		j.closeFiles()
 		return nil, err
 	}
@@ -322,6 +331,7 @@ func (j *Journal) create(deviceSize, wantRegion int64) error {
 		return err
 	}
 	j.sums = newSumTable((deviceSize + SumBlockSize - 1) / SumBlockSize)
+	j.openedClean = true
 	j.log.Info("journal: created store", "dir", j.dir, "device_size", deviceSize, "region_size", rs)
 	return nil
 }
@@ -436,24 +446,6 @@ func (j *Journal) LastSeq() uint64 { return j.lastSeqA.Load() }
 // DurableSeq is the highest seq known durable.
 func (j *Journal) DurableSeq() uint64 { return j.durable.Load() }
 
-// Stats returns a snapshot of the journal's counters.
-func (j *Journal) Stats() Stats {
-	j.mu.Lock()
-	st := Stats{
-		LastSeq:          j.highSeq(),
-		FirstRetainedSeq: j.segs[0].firstSeq,
-		JournalBytes:     j.journalBytes,
-		Segments:         len(j.segs),
-	}
-	j.mu.Unlock()
-	st.DurableSeq = j.durable.Load()
-	st.CheckpointSeq = j.ckptSeq.Load()
-	st.Writes, st.Syncs, st.Checkpoints = j.writes.Load(), j.syncs.Load(), j.ckpts.Load()
-	st.InPlaceBytes = j.inPlace.Load()
-	st.ChecksumErrors = j.checksumErrors.Load()
-	return st
-}
-
 // Retain asks the journal to keep the records > seq (for replication catch
 // up). It is a floor, not a guarantee: when the journal passes MaxSize/2 or
 // a writer waits for space, checkpoints free retained segments anyway.
@@ -510,6 +502,7 @@ func (j *Journal) shutdown(clean bool) {
 	j.life.Lock()
 	j.lifeClosed = true
 	j.life.Unlock()
+	j.closeActivity(clean && j.failed() == nil)
 	if clean && j.failed() == nil {
 		if err := j.saveSums(); err != nil {
 			j.log.Warn("journal: the next Open rebuilds the block checksums", "err", err)
@@ -520,6 +513,7 @@ func (j *Journal) shutdown(clean bool) {
 
 // closeFiles closes the data file and the segments nobody references.
 func (j *Journal) closeFiles() {
+	j.closeActivity(false)
 	j.closeDirect()
 	if j.data != nil {
 		_ = j.data.Close()

@@ -94,6 +94,7 @@ func (j *Journal) setupSums() error {
 	blocks := (j.devSize.Load() + SumBlockSize - 1) / SumBlockSize
 	name := filepath.Join(j.dir, sumName)
 	t, why := j.loadSums(name, blocks)
+	j.openedClean = t != nil
 	if t == nil {
 		start := time.Now()
 		var err error

@@ -166,6 +166,9 @@ func (p *Side) Start() {
 	}
 	p.wg.Go(p.retainLoop)
 	p.wg.Go(p.watchdog)
+	if sus := p.store.Suspects(); len(sus) > 0 {
+		p.wg.Go(func() { p.healSuspects(sus) })
+	}
 }
 
 // Stop ends the instance: links close, waiting requests fail with err.

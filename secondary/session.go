@@ -3,6 +3,7 @@ package secondary
 import (
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/grbd/grbd/internal/extent"
@@ -180,7 +181,10 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 		s.refuse(c, fmt.Sprintf("%s: %s diverged from %s after seq %d; resolve with grbd resolve", SplitBrainReason, s.cfg.Name, h.From, d.Common))
 		return nil, nil, nil, fmt.Errorf("%w: diverged from %s after seq %d", ErrSplitBrain, h.From, d.Common)
 	}
-	if rs != nil && rs.Progress != nil && !d.Diverged && d.Common == rs.From {
+	// A power loss left extents that may differ from the primary's: they
+	// are resynced like a divergence, and the node is Inconsistent until.
+	suspects := s.store.Suspects()
+	if rs != nil && rs.Progress != nil && !d.Diverged && d.Common == rs.From && len(suspects) == 0 {
 		me, ex, o, err := s.offerProgress(h, pri, mine, rs)
 		if err != nil || o != nil {
 			return me, ex, o, err
@@ -188,7 +192,7 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 	}
 	from := d.Common
 	sa := s.node.ShardApplier()
-	if rs == nil && !d.Diverged {
+	if rs == nil && !d.Diverged && len(suspects) == 0 {
 		if sa != nil {
 			// Writes a primary of this history logged: this one has them.
 			if err := sa.ApplyAll(); err != nil {
@@ -205,7 +209,11 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 		s.log.Warn("journal diverged from the primary's: rewinding and resyncing", "primary", h.From, "common_seq", d.Common, "last_seq", last, "split_brain", d.SplitBrain)
 		s.node.Diverged(h.From, fmt.Sprintf("rewound to seq %d", d.Common))
 	}
-	next, err := s.becomeInconsistent(from, rs, pri, mine, sa)
+	if len(suspects) > 0 {
+		s.log.Warn("a power loss left regions that may differ from the primary's: resyncing them",
+			"primary", h.From, "bytes", extent.Bytes(suspects))
+	}
+	next, err := s.becomeInconsistent(from, rs, pri, mine, sa, suspects)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -222,16 +230,20 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 // changed after from) before the journal forgets it, rewinds the journal to
 // from and adopts the primary's history there. sa is the shard applier of
 // an erasure-code shard peer (nil otherwise).
-func (s *Side) becomeInconsistent(from uint64, rs *replicator.ResyncState, pri, mine replicator.History, sa *ShardApply) (replicator.ResyncState, error) {
+func (s *Side) becomeInconsistent(from uint64, rs *replicator.ResyncState, pri, mine replicator.History, sa *ShardApply, suspects []extent.Extent) (replicator.ResyncState, error) {
 	next := replicator.ResyncState{From: from}
 	if rs != nil {
 		next.All, next.Extents = rs.All, append(next.Extents, rs.Extents...)
 	}
-	next.Extents = extent.Merge(append(next.Extents, s.store.ChangedSince(from)...))
+	next.Extents = extent.Merge(slices.Concat(next.Extents, s.store.ChangedSince(from), suspects))
 	if len(next.Extents) > wire.MaxExtents/2 {
 		next.All, next.Extents = true, nil
 	}
 	if err := s.SaveResync(&next); err != nil {
+		return next, err
+	}
+	// The resync state now covers the suspects.
+	if err := s.store.ClearSuspects(); err != nil {
 		return next, err
 	}
 	if sa != nil {

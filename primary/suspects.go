@@ -1,0 +1,34 @@
+package primary
+
+import (
+	"time"
+
+	"github.com/grbd/grbd/internal/extent"
+)
+
+// healSuspects makes the regions a power loss left in doubt on this node
+// (journal.Suspects: they may hold bytes of writes no peer has) equal on
+// every peer: it writes its own bytes there again through the write path,
+// as verify --resync does, so each peer receives them in order, live or by
+// catch-up. The suspects are forgotten only after; an attempt that fails
+// (fenced, stopped) is retried while this primary lives.
+func (p *Side) healSuspects(suspects []extent.Extent) {
+	p.log.Warn("a power loss left regions that may differ from the peers: writing them again",
+		"bytes", extent.Bytes(suspects))
+	for {
+		err := p.rewrite(suspects)
+		if err == nil {
+			err = p.store.ClearSuspects()
+		}
+		if err == nil {
+			p.log.Info("the regions a power loss left in doubt are written again through replication", "bytes", extent.Bytes(suspects))
+			return
+		}
+		p.log.Warn("rewriting the regions a power loss left in doubt failed: retrying", "err", err)
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}

@@ -1,0 +1,60 @@
+package primary
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/vfs"
+	"github.com/grbd/grbd/journal"
+	"github.com/grbd/grbd/quorum"
+	"github.com/grbd/grbd/replicator"
+	"github.com/stretchr/testify/require"
+)
+
+// A primary back from a power loss writes the regions its store holds in
+// doubt again through the write path (so that every peer gets its bytes
+// there), then forgets them as suspects.
+func TestPrimaryRewritesPowerLossSuspects(t *testing.T) {
+	mem := vfs.NewMem()
+	require.NoError(t, mem.MkdirAll("/d", 0o700))
+	opts := journal.Options{Dir: "/d", FS: mem, DeviceSize: 8 << 20, SegmentSize: 1 << 20, MaxSize: 16 << 20, BootID: "boot 1"}
+	before, err := journal.Open(opts)
+	require.NoError(t, err)
+	_, err = before.Append(journal.Write{Epoch: 1, Offset: 5 << 20, Data: block(9)})
+	require.NoError(t, err)
+	crashed := mem.CrashClone(rand.New(rand.NewPCG(2, 2)))
+	require.NoError(t, before.Close())
+	opts.FS, opts.BootID = crashed, "boot 2"
+	store, err := journal.Open(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	suspects := []extent.Extent{{Offset: 4 << 20, Length: 4 << 20}}
+	require.Equal(t, suspects, store.Suspects())
+	want := make([]byte, 4<<20)
+	require.NoError(t, store.ReadAt(want, 4<<20))
+	last := store.LastSeq()
+
+	var corrupt, repaired, unrepaired atomic.Uint64
+	cfg := Config{Cluster: "t", Name: "p", Protocol: replicator.ProtocolC, PeerTimeout: 2 * time.Second,
+		JournalMaxSize: 16 << 20, Store: store, Transport: unreachable{}, Control: &control{},
+		Repairs: RepairCounters{Corrupt: &corrupt, Repaired: &repaired, Unrepaired: &unrepaired}}
+	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: 2, Primary: "p"})
+	p.Start()
+	t.Cleanup(func() { p.Stop(ErrFenced) })
+
+	require.Eventually(t, func() bool { return len(store.Suspects()) == 0 }, 10*time.Second, 10*time.Millisecond,
+		"the suspects are rewritten and forgotten")
+	var rewritten []extent.Extent
+	require.NoError(t, store.ReadRecords(last+1, func(w journal.Write) error {
+		require.Equal(t, uint64(2), w.Epoch, "in this primary's epoch")
+		rewritten = append(rewritten, extent.Extent{Offset: uint64(w.Offset), Length: uint64(len(w.Data))})
+		return nil
+	}))
+	require.Empty(t, extent.Subtract(suspects, rewritten), "every suspect byte is journaled again, so peers get it")
+	got := make([]byte, 4<<20)
+	require.NoError(t, store.ReadAt(got, 4<<20))
+	require.Equal(t, want, got, "with the bytes the primary held")
+}
