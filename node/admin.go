@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/quorum"
@@ -65,6 +66,9 @@ type JournalStatus struct {
 	Bytes            int64  `json:"bytes"`
 	Segments         int    `json:"segments"`
 	Syncs            uint64 `json:"syncs"`
+	// SuspectBytes: what a power loss left in doubt on this node and is
+	// not yet made equal to the peers (docs/replication.md, "A power loss").
+	SuspectBytes uint64 `json:"suspect_bytes"`
 }
 
 // IOStatus counts NBD traffic since start.
@@ -118,6 +122,7 @@ func (n *Node) Status() Status {
 		Journal: JournalStatus{
 			LastSeq: js.LastSeq, DurableSeq: js.DurableSeq, CheckpointSeq: js.CheckpointSeq,
 			FirstRetainedSeq: js.FirstRetainedSeq, Bytes: js.JournalBytes, Segments: js.Segments, Syncs: js.Syncs,
+			SuspectBytes: extent.Bytes(n.store.Suspects()),
 		},
 		IO: IOStatus{
 			Connections: ns.Connections, Reads: ns.Reads, Writes: ns.Writes, Flushes: ns.Flushes,

@@ -82,6 +82,10 @@ type Options struct {
 	// DialOverrides dials some peers at other addresses (peer name ->
 	// host:port; member.CheckDialOverrides): grbd node --dial-override.
 	DialOverrides map[string]string
+	// BootID names this boot of the machine for the journal's activity
+	// log (default: the kernel's boot_id): an unclean stop in another boot
+	// was a power loss (grbd node --boot-id; docs/journal.md).
+	BootID string
 
 	faults *faultHooks // tests only: fault injection
 }
@@ -259,6 +263,7 @@ func (n *Node) openDisk() (exists bool, err error) {
 		SegmentSize: int64(cfg.Journal.SegmentSize),
 		MaxSize:     int64(cfg.Journal.MaxSize),
 		Logger:      n.log,
+		BootID:      n.opts.BootID,
 	})
 	if err != nil {
 		return false, fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)

@@ -24,6 +24,8 @@ type nodeOptions struct {
 	// dial: --dial-override, for fault-injection proxies (the chaos
 	// harness); hidden from help.
 	dial map[string]string
+	// bootID: --boot-id, the machine's boot as the journal sees it.
+	bootID string
 }
 
 func (o *nodeOptions) AddFlags(fs *pflag.FlagSet) {
@@ -32,6 +34,8 @@ func (o *nodeOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.newCluster, "new-cluster", false, "create a brand-new cluster without waiting for every member to answer that it is empty (members that are missing join later with grbd member replace); DANGEROUS on a cluster that exists")
 	fs.StringToStringVar(&o.dial, "dial-override", nil, "dial these peers at other addresses (PEER=HOST:PORT,...): for fault-injection proxies in tests")
 	_ = fs.MarkHidden("dial-override")
+	fs.StringVar(&o.bootID, "boot-id", "", "this boot of the machine, as the journal's activity log records it (default: the kernel's boot_id); a value other than the last run's makes an unclean stop count as a power loss (docs/journal.md, \"Activity log\")")
+	_ = fs.MarkHidden("boot-id")
 }
 
 func (o *nodeOptions) validate() error {
@@ -83,7 +87,7 @@ only the serving primary completes I/O; a secondary refuses it with EPERM.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runNodes(ctx, cmd, cfg, []string{o.name}, node.Options{Logger: log, NewCluster: o.newCluster, DialOverrides: o.dial})
+			return runNodes(ctx, cmd, cfg, []string{o.name}, node.Options{Logger: log, NewCluster: o.newCluster, DialOverrides: o.dial, BootID: o.bootID})
 		},
 	}
 	o.AddFlags(cmd.Flags())

@@ -225,6 +225,12 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 		}
 	}
 	for _, r := range rows {
+		if r.Reachable && r.Journal.SuspectBytes > 0 {
+			fmt.Fprintf(w, "%s: %s left in doubt by a power loss, not yet made equal to the peers (resync or rewrite in progress)\n",
+				r.Member, humanBytes(int64(r.Journal.SuspectBytes)))
+		}
+	}
+	for _, r := range rows {
 		if !r.Reachable || r.Role == "Witness" || r.Checksums.Errors == 0 {
 			continue
 		}

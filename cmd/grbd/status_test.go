@@ -44,7 +44,7 @@ func TestStatusJSONShape(t *testing.T) {
 	require.Equal(t, "UpToDate", p["disk"])
 	requireKeys(t, p, "device_size", "nbd", "journal", "io", "protocol", "disk", "checksums")
 	requireKeys(t, p["checksums"].(map[string]any), "errors", "repaired", "unrepaired")
-	requireKeys(t, p["journal"].(map[string]any), "last_seq", "durable_seq", "checkpoint_seq", "first_retained_seq", "bytes", "segments", "syncs")
+	requireKeys(t, p["journal"].(map[string]any), "last_seq", "durable_seq", "checkpoint_seq", "first_retained_seq", "bytes", "segments", "syncs", "suspect_bytes")
 	requireKeys(t, p["io"].(map[string]any), "connections", "reads", "writes", "flushes", "bytes_read", "bytes_written", "errors")
 	peers := p["peers"].([]any)
 	require.Len(t, peers, 1)
