@@ -69,6 +69,7 @@ type Store interface {
 	WriteInPlace(w journal.Write) error
 	Rewind(seq uint64) ([]extent.Extent, error)
 	Sync(seq uint64) error
+	ClearSuspects() error
 }
 
 // Applier defers a shard peer's image writes until committed

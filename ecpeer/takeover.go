@@ -110,6 +110,12 @@ func (p *Peer) takeover(ctx context.Context, st quorum.Status) (TakeoverStats, e
 	if err != nil {
 		return TakeoverStats{}, err
 	}
+	// Every byte of the device is the rebuild's now: what a power loss left
+	// in doubt in the shard image (shard ranges) is moot, and must not be
+	// rewritten as device ranges by the primary.
+	if err := p.host.Store().ClearSuspects(); err != nil {
+		return TakeoverStats{}, err
+	}
 	return TakeoverStats{D: plan.D, Used: used, Bytes: bytes, Duration: time.Since(start)}, nil
 }
 
