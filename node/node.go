@@ -37,6 +37,7 @@ import (
 	"github.com/grbd/grbd/internal/ctlplane"
 	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/events"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/internal/mesh"
 	"github.com/grbd/grbd/internal/sidecar"
@@ -275,6 +276,11 @@ func (n *Node) openDisk() (exists bool, err error) {
 			me.Name, ErrECUnsupported, me.DataDir, n.store.Size(), n.ec.Shard(), cfg.Replication.Redundancy, n.ec.Coder().G.ShardSize())
 	}
 	n.checkSize()
+	if b := extent.Bytes(n.store.Suspects()); b > 0 {
+		n.events.Add(Event{Type: events.TypeSuspects, State: events.StateStarted, Bytes: int64(b),
+			Cause:  "an unclean stop in an earlier boot (a power loss): the image may hold bytes of writes its journal lost",
+			Detail: "as primary it writes them again through replication; as secondary it resyncs them from the primary"})
+	}
 	if n.shardPeer() {
 		n.sa = secondary.NewShardApply(secondary.ShardApplyConfig{Store: n.store, Log: n.log,
 			IgnoresCommit:  func() bool { return n.opts.faults.ignoresCommit(n.me.Name) },

@@ -3,6 +3,7 @@ package primary
 import (
 	"time"
 
+	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
 )
 
@@ -21,7 +22,8 @@ func (p *Side) healSuspects(suspects []extent.Extent) {
 			err = p.store.ClearSuspects()
 		}
 		if err == nil {
-			p.log.Info("the regions a power loss left in doubt are written again through replication", "bytes", extent.Bytes(suspects))
+			p.node.Event(events.Event{Type: events.TypeSuspects, State: events.StateDone, Bytes: int64(extent.Bytes(suspects)),
+				Cause: "the regions a power loss left in doubt are written again through replication"})
 			return
 		}
 		p.log.Warn("rewriting the regions a power loss left in doubt failed: retrying", "err", err)

@@ -39,6 +39,7 @@ const (
 	TypeResize     = "resize"      // the device grew to Bytes (grbd resize, applied in sequence order)
 	TypeCorrupt    = "corrupt"     // a block failed its checksum: State repaired (from Peer) or failed (the read got EIO)
 	TypeTakeover   = "takeover"    // an erasure-code shard peer took over as primary: State done (rebuilt Bytes) or failed
+	TypeSuspects   = "suspects"    // a power loss left Bytes of the member's image in doubt (State started), made equal to the peers again (done)
 	// Written by `grbd events` itself, never by a member.
 	TypeUnreachable = "unreachable" // the member's admin endpoint does not answer
 	TypeReachable   = "reachable"   // it answers again
