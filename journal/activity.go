@@ -116,11 +116,8 @@ func (j *Journal) openActivity(clean bool, maxExtents int, extentSize, ahead int
 	case best != nil && best.boot != 0 && best.boot == a.boot:
 		// The last run stopped in this boot (a crash of the process, not
 		// of the machine): the page cache kept every byte it wrote, so
-		// data.img and the journal agree. Made durable now, its hot
-		// extents cannot hold bytes of lost writes any more.
-		if err := j.syncFiles(); err != nil {
-			return err
-		}
+		// every data.img byte came from a record replay found, and replay
+		// made those durable: no hot extent can hold bytes of a lost write.
 		sus = best.suspects
 	case best != nil:
 		sus = mergeExtentNums(best.suspects, best.hot)
@@ -141,19 +138,6 @@ func (j *Journal) openActivity(clean bool, maxExtents int, extentSize, ahead int
 	defer a.mu.Unlock()
 	a.writing = true
 	return j.commitActLocked()
-}
-
-// syncFiles makes data.img and every journal segment durable.
-func (j *Journal) syncFiles() error {
-	if err := j.data.Sync(); err != nil {
-		return fmt.Errorf("journal: sync data file: %w", err)
-	}
-	for _, s := range j.segs {
-		if err := s.f.Sync(); err != nil {
-			return fmt.Errorf("journal: sync segment %d: %w", s.num, err)
-		}
-	}
-	return nil
 }
 
 // bootID is this boot's identity on Linux; elsewhere, or unreadable, ""

@@ -85,14 +85,18 @@ func TestActivityLogBounded(t *testing.T) {
 }
 
 // A process crash (kill -9: same boot, page cache intact) leaves nothing
-// suspect: Open makes what the page cache held durable first, so a power
-// loss right after still finds the unsynced write and no suspects.
+// suspect: every data.img byte came from a record replay finds and makes
+// durable, so a power loss right after the reopen still finds the records
+// and their data, and no suspects are needed.
 func TestActivityLogProcessCrash(t *testing.T) {
 	mem := vfs.NewMem()
 	j, err := Open(actOptions(mem, 8, "1"))
 	require.NoError(t, err)
-	_, err = j.Append(Write{Offset: 8192, Data: fill(4096, 7)}) // never synced
-	require.NoError(t, err)
+	var last uint64
+	for i := range int64(6) { // never synced, over new segments (8 KiB each)
+		last, err = j.Append(Write{Offset: 8192 + 4096*i, Data: fill(4096, 7)})
+		require.NoError(t, err)
+	}
 	j.closeNoCheckpoint()
 
 	j, err = Open(actOptions(mem, 8, "1"))
@@ -104,9 +108,10 @@ func TestActivityLogProcessCrash(t *testing.T) {
 	require.NoError(t, err)
 	defer j.Close()
 	require.Empty(t, j.Suspects())
-	got := make([]byte, 4096)
+	require.Equal(t, last, j.LastSeq(), "the records made durable by the reopen, segment names too")
+	got := make([]byte, 6*4096)
 	require.NoError(t, j.ReadAt(got, 8192))
-	require.Equal(t, fill(4096, 7), got, "made durable by the reopen")
+	require.Equal(t, fill(6*4096, 7), got, "and the data")
 }
 
 // A store whose activity log is unreadable (both files) after an unclean
