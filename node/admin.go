@@ -69,6 +69,8 @@ type JournalStatus struct {
 	// SuspectBytes: what a power loss left in doubt on this node and is
 	// not yet made equal to the peers (docs/replication.md, "A power loss").
 	SuspectBytes uint64 `json:"suspect_bytes"`
+	// ActivityCommits: activity log transactions since start.
+	ActivityCommits uint64 `json:"activity_commits"`
 }
 
 // IOStatus counts NBD traffic since start.
@@ -122,7 +124,7 @@ func (n *Node) Status() Status {
 		Journal: JournalStatus{
 			LastSeq: js.LastSeq, DurableSeq: js.DurableSeq, CheckpointSeq: js.CheckpointSeq,
 			FirstRetainedSeq: js.FirstRetainedSeq, Bytes: js.JournalBytes, Segments: js.Segments, Syncs: js.Syncs,
-			SuspectBytes: extent.Bytes(n.store.Suspects()),
+			SuspectBytes: extent.Bytes(n.store.Suspects()), ActivityCommits: js.ActivityCommits,
 		},
 		IO: IOStatus{
 			Connections: ns.Connections, Reads: ns.Reads, Writes: ns.Writes, Flushes: ns.Flushes,

@@ -73,6 +73,8 @@ func (n *Node) writeMetrics(w *metrics.Writer, st Status, ns blockdev.Stats) {
 	w.Gauge("grbd_journal_bytes", "Bytes of journal on disk.", float64(j.Bytes))
 	w.Gauge("grbd_journal_segments", "Journal segment files.", float64(j.Segments))
 	w.Counter("grbd_journal_syncs_total", "Journal syncs (fdatasync).", float64(j.Syncs))
+	w.Counter("grbd_activity_log_commits_total", "Activity log transactions (a write entered an extent not logged hot).", float64(j.ActivityCommits))
+	w.Gauge("grbd_suspect_bytes", "Bytes a power loss left in doubt on this node, not yet made equal to the peers.", float64(j.SuspectBytes))
 	w.Counter("grbd_checksum_errors_total", "Reads of a block whose bytes failed its CRC-32C (each one is retried after a repair).", float64(n.store.Stats().ChecksumErrors))
 	w.Counter("grbd_blocks_repaired_total", "Corrupt blocks rewritten from an UpToDate peer.", float64(n.repairedBlocks.Load()))
 	w.Counter("grbd_blocks_unrepaired_total", "Corrupt blocks no peer could repair: their reads failed with EIO.", float64(n.unrepairedBlocks.Load()))
