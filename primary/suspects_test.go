@@ -20,7 +20,9 @@ import (
 func TestPrimaryRewritesPowerLossSuspects(t *testing.T) {
 	mem := vfs.NewMem()
 	require.NoError(t, mem.MkdirAll("/d", 0o700))
-	opts := journal.Options{Dir: "/d", FS: mem, DeviceSize: 8 << 20, SegmentSize: 1 << 20, MaxSize: 16 << 20, BootID: "boot 1"}
+	// One segment holds every record: a checkpoint frees none of them
+	// before the test reads them back.
+	opts := journal.Options{Dir: "/d", FS: mem, DeviceSize: 8 << 20, SegmentSize: 32 << 20, MaxSize: 64 << 20, BootID: "boot 1"}
 	before, err := journal.Open(opts)
 	require.NoError(t, err)
 	_, err = before.Append(journal.Write{Epoch: 1, Offset: 5 << 20, Data: block(9)})
@@ -39,7 +41,7 @@ func TestPrimaryRewritesPowerLossSuspects(t *testing.T) {
 
 	var corrupt, repaired, unrepaired atomic.Uint64
 	cfg := Config{Cluster: "t", Name: "p", Protocol: replicator.ProtocolC, PeerTimeout: 2 * time.Second,
-		JournalMaxSize: 16 << 20, Store: store, Transport: unreachable{}, Control: &control{},
+		JournalMaxSize: 64 << 20, Store: store, Transport: unreachable{}, Control: &control{},
 		Repairs: RepairCounters{Corrupt: &corrupt, Repaired: &repaired, Unrepaired: &unrepaired}}
 	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: 2, Primary: "p"})
 	p.Start()
