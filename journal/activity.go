@@ -29,10 +29,10 @@ import (
 const (
 	// ActivityExtentSize is the activity log's granularity.
 	ActivityExtentSize = 4 << 20
-	// DefaultActivityExtents bounds the hot set (1 GiB): the most a node
-	// resyncs after a power loss, and the working set a write enters
-	// without a log transaction.
-	DefaultActivityExtents = 256
+	// DefaultActivityExtents bounds the hot set (4.8 GiB, DRBD's
+	// al-extents default): the most a node resyncs after a power loss,
+	// and the working set a write enters without a log transaction.
+	DefaultActivityExtents = 1237
 	// actLookahead is how many extents after a write's the log takes in
 	// ahead of need, without waiting: a sequential stream then finds its
 	// next extent logged and never waits for a transaction.

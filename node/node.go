@@ -265,6 +265,8 @@ func (n *Node) openDisk() (exists bool, err error) {
 		MaxSize:     int64(cfg.Journal.MaxSize),
 		Logger:      n.log,
 		BootID:      n.opts.BootID,
+
+		ActivityExtents: cfg.Journal.ActivityExtents,
 	})
 	if err != nil {
 		return false, fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)

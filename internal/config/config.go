@@ -71,6 +71,11 @@ type Journal struct {
 	MaxSize     Size   `yaml:"max-size,omitempty"`
 	SegmentSize Size   `yaml:"segment-size,omitempty"`
 	Sync        string `yaml:"sync,omitempty"`
+	// ActivityExtents bounds the activity log's hot set, in 4 MiB extents
+	// (docs/journal.md, "Activity log"), as DRBD's al-extents: what a node
+	// resyncs at most after a power loss, and the random-write working set
+	// that costs no log transaction.
+	ActivityExtents int `yaml:"activity-extents,omitempty"`
 }
 
 // NBD tunes the NBD export of every data node.
@@ -202,9 +207,12 @@ type Member struct {
 const (
 	DefaultJournalMax     = Size(1 << 30)
 	DefaultJournalSegment = Size(64 << 20)
-	DefaultMaxInFlight    = 128
-	DefaultMaxConnections = 64
-	DefaultMaxHandshakes  = 16
+	// DefaultActivityExtents is DRBD's al-extents default: 4.8 GiB hot.
+	DefaultActivityExtents = 1237
+	MaxActivityExtents     = 65534
+	DefaultMaxInFlight     = 128
+	DefaultMaxConnections  = 64
+	DefaultMaxHandshakes   = 16
 
 	DefaultTick            = Duration(10 * time.Millisecond)
 	DefaultLease           = Duration(500 * time.Millisecond)

@@ -88,6 +88,8 @@ func TestParseErrors(t *testing.T) {
 		{"unaligned size", swap("size: 1GiB", "size: 1000"), "c.yaml:3: device.size: 1000 is not a multiple of 4096"},
 		{"zero size", swap("size: 1GiB", "size: 0"), "c.yaml:3: device.size: required"},
 		{"small journal", swap("max-size: 512MiB", "max-size: 8MiB"), "c.yaml:5: journal.max-size: must be at least 4 segments"},
+		{"no activity log", swap("max-size: 512MiB", "max-size: 512MiB\n  activity-extents: -1"), "c.yaml:6: journal.activity-extents: -1: must be between 1 and 65534"},
+		{"huge activity log", swap("max-size: 512MiB", "max-size: 512MiB\n  activity-extents: 65535"), "c.yaml:6: journal.activity-extents: 65535: must be between 1 and 65534"},
 		{"bad sync", func(s string) string {
 			return strings.Replace(s, "max-size: 512MiB", "max-size: 512MiB\n  sync: sometimes", 1)
 		}, "c.yaml:6: journal.sync: \"sometimes\""},

@@ -62,6 +62,12 @@ func (c *Config) validateStorage(bad func(string, ...any)) {
 	if c.Journal.MaxSize < 4*c.Journal.SegmentSize {
 		bad(fmt.Sprintf("must be at least 4 segments (%s)", 4*c.Journal.SegmentSize), "journal", "max-size")
 	}
+	if c.Journal.ActivityExtents == 0 {
+		c.Journal.ActivityExtents = DefaultActivityExtents
+	}
+	if n := c.Journal.ActivityExtents; n < 1 || n > MaxActivityExtents {
+		bad(fmt.Sprintf("%d: must be between 1 and %d", n, MaxActivityExtents), "journal", "activity-extents")
+	}
 	if !defaultOrOneOf(&c.Journal.Sync, SyncOnFlush, SyncOnFlush, SyncAlways) {
 		bad(fmt.Sprintf("%q: want %q or %q", c.Journal.Sync, SyncOnFlush, SyncAlways), "journal", "sync")
 	}
