@@ -299,6 +299,7 @@ func TestConnectionLimits(t *testing.T) {
 	// One of them completes: a handshake slot is free, a third client gets
 	// in, and then the connection limit (3) refuses a fourth.
 	h1.goExport("")
+	waitSlots(t, s, 2, 1) // the server frees the slot just after its reply
 	c3, _ := dialGo(t, addr, true)
 	require.Zero(t, c3.expectReadWorks(dev))
 	refusedFast(t, addr)
@@ -306,8 +307,19 @@ func TestConnectionLimits(t *testing.T) {
 
 	// The silent one times out; its slot is free again.
 	h2.expectClosed()
+	waitSlots(t, s, 2, 0) // and h2's just after it closed it
 	c4, _ := dialGo(t, addr, true)
 	require.Zero(t, c4.expectReadWorks(dev))
+}
+
+// waitSlots waits until conns connections are open, negotiating of them.
+func waitSlots(t *testing.T, s *Server, conns, negotiating int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == conns && s.handshaking == negotiating
+	}, testTimeout, tick)
 }
 
 // refusedFast requires a new connection to be closed without a greeting,
