@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -82,8 +83,19 @@ func capture(r io.Reader) (*syncBuffer, <-chan struct{}) {
 // lasts a few seconds (rate-limited) and returns its name.
 func startResync(t *testing.T) (*cluster, string) {
 	c := startCluster(t, 2, true, "8MiB", "replication:\n  resync-rate: 2MiB\n")
-	_, sn := c.roles()
+	pn, sn := c.roles()
 	c.post(sn, "/invalidate")
+	// The invalidate takes effect when the secondary reconnects: until the
+	// primary sees it, its status still says UpToDate and wait-sync would
+	// be done at its first look.
+	require.Eventually(t, func() bool {
+		for _, ps := range c.nodes[pn].Status().Peers {
+			if ps.Name == sn && ps.Disk != node.DiskUpToDate {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 5*time.Millisecond, "the primary never saw %s leave UpToDate", sn)
 	return c, sn
 }
 
