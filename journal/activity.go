@@ -128,6 +128,12 @@ func (j *Journal) openActivity(clean bool, maxExtents int, extentSize, ahead int
 			sus = append(sus, x)
 		}
 	}
+	for _, x := range j.torn { // extent records without their data (verifyExtents)
+		for n := x.Offset / uint64(a.extent); n*uint64(a.extent) < x.End(); n++ {
+			sus = mergeExtentNums(sus, []uint32{uint32(n)})
+		}
+	}
+	j.torn = nil
 	a.suspects = sus
 	if len(sus) > 0 {
 		j.log.Warn("journal: an unclean stop left extents that may differ from every peer until resynced",

@@ -21,6 +21,10 @@ var zeros [64 << 10]byte
 // unchanged until Apply returns.
 type Logged struct {
 	Write
+	// Extent: the record holds no data (an extent record, "Large writes
+	// in place"), so until Apply returns a crash loses the write. A
+	// replica acknowledges it only after Apply.
+	Extent bool
 	ticket uint64
 }
 
@@ -223,12 +227,18 @@ func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, err
 		last = ws[i].Seq
 	}
 	buf, first := j.buf[:0], 0
+	placed := j.placedBuf[:0]
 	var err error
 	for i := range ws {
 		w := &ws[i]
+		inPlace := j.takesInPlace(ws[:i], placed, w)
+		placed = append(placed, inPlace)
 		n := recordLen(w)
+		if inPlace {
+			n = extentRecordLen(int64(len(w.Data)))
+		}
 		if seg := j.segs[len(j.segs)-1]; (!seg.empty() || len(buf) > 0) && seg.size+int64(len(buf))+n > j.segSize {
-			if out, err = j.writeLogged(buf, ws[first:i], out); err != nil {
+			if out, err = j.writeLogged(buf, ws[first:i], placed[first:i], out); err != nil {
 				return out, err
 			}
 			buf, first = buf[:0], i
@@ -237,18 +247,21 @@ func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, err
 			}
 		}
 		if j.hooks.beforeWrite != nil {
-			j.hooks.beforeWrite(*w)
+			j.hooks.beforeWrite(*w, inPlace)
 		}
 		seg := j.segs[len(j.segs)-1]
-		if buf, err = EncodeRecord(buf, Record{Write: *w, Salt: j.salt, Synced: seg.synced.Load()}); err != nil {
+		if buf, err = EncodeRecord(buf, Record{Write: *w, Salt: j.salt, Synced: seg.synced.Load(), InPlace: inPlace}); err != nil {
 			return out, err
 		}
 	}
-	out, err = j.writeLogged(buf, ws[first:], out)
+	out, err = j.writeLogged(buf, ws[first:], placed[first:], out)
 	if cap(buf) <= 4<<20 {
 		j.buf = buf[:0] // keep the scratch buffer unless a huge batch grew it
 	}
-	if j.appended-j.ckptAppended > j.maxSize/4 {
+	j.placedBuf = placed[:0]
+	// Extent records are small: their data counts too, so that replay's
+	// check of their blocks (verifyExtents) stays bounded.
+	if j.appended-j.ckptAppended+j.extentBytes-j.ckptExtentBytes > j.maxSize/4 {
 		j.requestCheckpoint()
 	}
 	if seg := j.segs[len(j.segs)-1]; seg.size-seg.synced.Load() > j.syncAhead() {
@@ -262,7 +275,7 @@ func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, err
 
 // writeLogged writes the encoded records buf of ws to the active segment
 // and registers them as logged. Caller holds mu.
-func (j *Journal) writeLogged(buf []byte, ws []Write, out []Logged) ([]Logged, error) {
+func (j *Journal) writeLogged(buf []byte, ws []Write, placed []bool, out []Logged) ([]Logged, error) {
 	if len(ws) == 0 {
 		return out, nil
 	}
@@ -276,16 +289,22 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, out []Logged) ([]Logged, e
 	for i := range ws {
 		w := &ws[i]
 		n := recordLen(w)
+		if placed[i] {
+			n = extentRecordLen(int64(len(w.Data)))
+			j.extentSeq = w.Seq
+			j.extentBytes += int64(len(w.Data))
+		}
 		seg.size += n
 		seg.lastSeq = w.Seq
 		j.journalBytes += n
 		j.appended += n
 		j.lastSeq = w.Seq
 		j.markRegions(w)
+		j.markPlaced(w, placed[i])
 		if w.Resize == 0 { // a resize has no data-file write to wait for
 			j.applying[j.nextTicket] = blockRange(w)
 		}
-		out = append(out, Logged{Write: *w, ticket: j.nextTicket})
+		out = append(out, Logged{Write: *w, Extent: placed[i], ticket: j.nextTicket})
 		j.nextTicket++
 	}
 	j.applyMu.Unlock()

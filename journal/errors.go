@@ -33,6 +33,9 @@ var (
 	// ErrCompacted reports a ReadRecords start older than the oldest
 	// retained record.
 	ErrCompacted = errors.New("journal: records compacted")
+	// ErrExtentGone (with ErrCompacted) reports an extent record whose
+	// blocks a later write changed: ReadRecords cannot serve its data.
+	ErrExtentGone = errors.New("journal: extent record's blocks written again")
 	// ErrInvalidOptions reports unusable Options.
 	ErrInvalidOptions = errors.New("journal: invalid options")
 	// ErrClosed reports use after Close.

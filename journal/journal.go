@@ -39,6 +39,7 @@ import (
 	"sync/atomic"
 
 	"github.com/grbd/grbd/internal/datadir"
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/vfs"
 )
 
@@ -65,6 +66,12 @@ type Options struct {
 	// ActivityExtents bounds the activity log's hot set, in
 	// ActivityExtentSize extents; default DefaultActivityExtents.
 	ActivityExtents int
+
+	// InPlaceMin is the smallest write (on whole blocks) that is written
+	// in place with an extent record instead of through the journal
+	// (docs/journal.md, "Large writes in place"); 0: DefaultInPlaceMin,
+	// negative: never.
+	InPlaceMin int64
 
 	// BootID names this boot of the machine; default the kernel's
 	// boot_id. An unclean stop in the same boot was the process's (the
@@ -107,9 +114,19 @@ type Journal struct {
 	punch        vfs.Puncher // nil if the data file cannot punch holes
 	nextTicket   uint64      // log order of the next record
 	buf          []byte      // record encoding scratch
+	placedBuf    []bool      // scratch: which writes of a batch are extent records
 	hooks        testHooks
 
 	direct directFile // data.img with O_DIRECT, for WriteInPlace
+
+	inPlaceMin      int64                 // Options.InPlaceMin; <= 0: never
+	placed          []uint64              // guarded by mu: per region, whether its last write was an extent record (a bit set)
+	extentSeq       uint64                // guarded by mu: the last extent record's seq
+	extentBytes     int64                 // guarded by mu: data bytes of extent records since Open
+	ckptExtentBytes int64                 // guarded by mu: extentBytes as of the last checkpoint's snapshot
+	imageSynced     atomic.Uint64         // every extent record <= it has its data durable in data.img
+	extentBlocks    map[int64]extentBlock // Open only: for verifyExtents
+	torn            []extent.Extent       // Open only: blocks of extent records without their data
 
 	sums           *sumTable // nil until Open has replayed; then set once
 	openedClean    bool      // created, or the last run closed cleanly
@@ -147,7 +164,7 @@ type Journal struct {
 
 // testHooks let tests observe the write path.
 type testHooks struct {
-	beforeWrite func(w Write) // under mu, seq assigned, before the journal write
+	beforeWrite func(w Write, inPlace bool) // under mu, seq assigned, before the journal write
 }
 
 // segment is one journal file.
@@ -200,11 +217,14 @@ func Open(opts Options) (*Journal, error) {
 	if opts.ActivityExtents == 0 {
 		opts.ActivityExtents = DefaultActivityExtents
 	}
+	if opts.InPlaceMin == 0 {
+		opts.InPlaceMin = DefaultInPlaceMin
+	}
 	j := &Journal{
 		fs: opts.FS, log: opts.Logger, dir: opts.Dir, jdir: filepath.Join(opts.Dir, journalName),
 		segSize: opts.SegmentSize, maxSize: opts.MaxSize, retain: ^uint64(0),
 		ckptReq: make(chan struct{}, 1), aheadReq: make(chan struct{}, 1), done: make(chan struct{}),
-		applying: map[uint64]applyRange{},
+		applying: map[uint64]applyRange{}, inPlaceMin: opts.InPlaceMin,
 	}
 	j.spaceCond.L = &j.mu
 	j.applyCond.L = &j.applyMu

@@ -8,7 +8,8 @@ import (
 
 // ReadRecords calls fn, in seq order, for every retained record with
 // Seq >= from that was appended before the call. It returns ErrCompacted
-// when records at or above from are no longer in the journal, and fn's
+// when records at or above from are no longer in the journal, or when an
+// extent record's blocks no longer hold its data (a later write), and fn's
 // error if fn fails. w.Data is only valid during the call of fn. fn runs
 // without any journal lock held; appends and checkpoints go on meanwhile
 // (a segment freed meanwhile stays readable until ReadRecords returns).
@@ -40,6 +41,7 @@ func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 		}
 	}()
 	var r segReader
+	var ebuf []byte // extent records' data, read from data.img
 	for _, sn := range snaps {
 		r = segReader{f: sn.s.f, end: sn.end, buf: r.buf[:0]}
 		for off := int64(segHeaderSize); off < sn.end; {
@@ -54,7 +56,15 @@ func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 				return fmt.Errorf("journal: segment %s offset %d: %w", segName(sn.s.num), off, derr)
 			}
 			if rec.Seq >= from {
-				if err := fn(rec.Write); err != nil {
+				w := rec.Write
+				if rec.InPlace {
+					var err error
+					if ebuf, err = j.readExtent(&rec, ebuf); err != nil {
+						return err
+					}
+					w.Data = ebuf
+				}
+				if err := fn(w); err != nil {
 					return err
 				}
 			}

@@ -37,10 +37,14 @@ const (
 	// code, which reports a resize record as ErrVersion instead of
 	// misreading it.
 	resizeVersion = 2
+	// extentVersion is the record version of extent records (writes done
+	// in place): version-1 and -2 code reports them as ErrVersion.
+	extentVersion = 3
 
 	typeWrite  = 1
 	typeZero   = 2
 	typeResize = 3 // version 2 only
+	typeExtent = 4 // version 3 only
 
 	maxZeroLength = 1 << 62
 	// MaxDeviceSize bounds a store's size (and a resize record's).
@@ -64,17 +68,37 @@ type Write struct {
 
 // Record is a Write as stored in the journal, with the journal's salt and the
 // durability hint (see the format description above).
+//
+// InPlace marks an extent record (docs/journal.md, "Large writes in place"):
+// the write's data went to the data file in place, and the record keeps its
+// Length and a CRC32C of each of its SumBlockSize blocks (Sums) instead of
+// its bytes. To encode one, set InPlace and Data (block-aligned); a decoded
+// one has Data nil and Sums aliasing the input.
 type Record struct {
 	Write
-	Salt   uint64
-	Synced int64
+	Salt    uint64
+	Synced  int64
+	InPlace bool
+	Length  int64
+	Sums    []byte
 }
 
 func align8(n int64) int64 { return (n + 7) &^ 7 }
 
-// recordLen is the encoded size of w, assuming w is valid.
+// recordLen is the encoded size of w as a data record, assuming w is valid.
 func recordLen(w *Write) int64 {
 	return RecordHeaderSize + align8(int64(len(w.Data)))
+}
+
+// extentRecordLen is the encoded size of an extent record of n bytes.
+func extentRecordLen(n int64) int64 {
+	return RecordHeaderSize + align8(4*(n/SumBlockSize))
+}
+
+// blockAligned reports whether w is data on whole SumBlockSize blocks, as
+// an extent record requires.
+func blockAligned(w *Write) bool {
+	return len(w.Data) > 0 && w.Offset%SumBlockSize == 0 && len(w.Data)%SumBlockSize == 0
 }
 
 // checkWrite validates the shape of w (not its seq or device bounds).
@@ -104,11 +128,14 @@ func checkWrite(w *Write) error {
 // slice. It allocates only when dst lacks capacity. r.Seq must be > 0 and
 // r.Synced must fit in 32 bits.
 func EncodeRecord(dst []byte, r Record) ([]byte, error) {
+	if r.InPlace {
+		return encodeExtent(dst, &r)
+	}
 	if err := checkWrite(&r.Write); err != nil {
 		return dst, err
 	}
-	if r.Seq == 0 || r.Synced < 0 || r.Synced > math.MaxUint32 {
-		return dst, fmt.Errorf("%w: seq %d synced %d", ErrInvalidWrite, r.Seq, r.Synced)
+	if err := checkRecordHeader(&r); err != nil {
+		return dst, err
 	}
 	n := int(recordLen(&r.Write))
 	start := len(dst)
@@ -121,27 +148,42 @@ func EncodeRecord(dst []byte, r Record) ([]byte, error) {
 	case r.Resize > 0:
 		typ, dlen, version = typeResize, uint64(r.Resize), resizeVersion
 	}
-	le := binary.LittleEndian
-	le.PutUint32(b[0:], recordMagic)
-	b[4] = version
-	b[5] = typ
-	le.PutUint16(b[6:], 0)
-	le.PutUint32(b[8:], uint32(n))
-	le.PutUint64(b[16:], r.Seq)
-	le.PutUint64(b[24:], r.Epoch)
-	le.PutUint64(b[32:], uint64(r.Offset))
-	le.PutUint64(b[40:], dlen)
-	le.PutUint64(b[48:], r.Salt)
-	le.PutUint32(b[56:], uint32(r.Synced))
 	var dcrc uint32
 	if typ == typeWrite {
 		copy(b[RecordHeaderSize:], r.Data)
 		clear(b[RecordHeaderSize+len(r.Data):])
 		dcrc = crc32.Checksum(b[RecordHeaderSize:], castagnoli)
 	}
-	le.PutUint32(b[12:], dcrc)
-	le.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+	putRecordHeader(b, &r, version, typ, dlen, dcrc)
 	return dst, nil
+}
+
+// checkRecordHeader validates what every record's header carries besides
+// the write.
+func checkRecordHeader(r *Record) error {
+	if r.Seq == 0 || r.Synced < 0 || r.Synced > math.MaxUint32 {
+		return fmt.Errorf("%w: seq %d synced %d", ErrInvalidWrite, r.Seq, r.Synced)
+	}
+	return nil
+}
+
+// putRecordHeader fills the 64-byte header of the record b (len(b) is its
+// length) whose body CRC is dcrc.
+func putRecordHeader(b []byte, r *Record, version, typ byte, dlen uint64, dcrc uint32) {
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], recordMagic)
+	b[4] = version
+	b[5] = typ
+	le.PutUint16(b[6:], 0)
+	le.PutUint32(b[8:], uint32(len(b)))
+	le.PutUint32(b[12:], dcrc)
+	le.PutUint64(b[16:], r.Seq)
+	le.PutUint64(b[24:], r.Epoch)
+	le.PutUint64(b[32:], uint64(r.Offset))
+	le.PutUint64(b[40:], dlen)
+	le.PutUint64(b[48:], r.Salt)
+	le.PutUint32(b[56:], uint32(r.Synced))
+	le.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
 }
 
 // DecodeRecord decodes the record at the start of b and returns it with its
@@ -167,7 +209,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		return r, 0, fmt.Errorf("%w: record header crc %#x, want %#x", ErrCorrupt, got, want)
 	}
 	version := b[4]
-	if version != formatVersion && version != resizeVersion {
+	if version != formatVersion && version != resizeVersion && version != extentVersion {
 		return r, 0, fmt.Errorf("%w: record version %d", ErrVersion, b[4])
 	}
 	typ, flags, length := b[5], le.Uint16(b[6:]), int64(le.Uint32(b[8:]))
@@ -188,7 +230,11 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		return Record{}, 0, fmt.Errorf("%w: zero record length %d zero length %d", ErrCorrupt, length, dlen)
 	case typ == typeResize && (dlen == 0 || dlen > MaxDeviceSize || length != RecordHeaderSize || dcrc != 0 || off != 0):
 		return Record{}, 0, fmt.Errorf("%w: resize record length %d size %d offset %d", ErrCorrupt, length, dlen, off)
-	case (version == formatVersion) != (typ == typeWrite || typ == typeZero) || typ == 0 || typ > typeResize:
+	case typ == typeExtent && (dlen == 0 || dlen > MaxWriteSize || dlen%SumBlockSize != 0 || off%SumBlockSize != 0 ||
+		length != extentRecordLen(int64(dlen))):
+		return Record{}, 0, fmt.Errorf("%w: extent record length %d data %d offset %d", ErrCorrupt, length, dlen, off)
+	case (version == formatVersion) != (typ == typeWrite || typ == typeZero) || (version == resizeVersion) != (typ == typeResize) ||
+		(version == extentVersion) != (typ == typeExtent) || typ == 0 || typ > typeExtent:
 		return Record{}, 0, fmt.Errorf("%w: record type %d in version %d", ErrCorrupt, typ, version)
 	case off > math.MaxInt64-dlen:
 		return Record{}, 0, fmt.Errorf("%w: record offset %d length %d", ErrCorrupt, off, dlen)
@@ -207,6 +253,11 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 	}
 	if got := crc32.Checksum(b[RecordHeaderSize:length], castagnoli); got != dcrc {
 		return Record{}, 0, fmt.Errorf("%w: record data crc %#x, want %#x", ErrCorrupt, got, dcrc)
+	}
+	if typ == typeExtent {
+		n := RecordHeaderSize + 4*int64(dlen/SumBlockSize)
+		r.InPlace, r.Length, r.Sums = true, int64(dlen), b[RecordHeaderSize:n:n]
+		return r, int(length), nil
 	}
 	r.Data = b[RecordHeaderSize : RecordHeaderSize+int64(dlen) : RecordHeaderSize+int64(dlen)]
 	return r, int(length), nil

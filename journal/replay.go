@@ -125,6 +125,9 @@ func (j *Journal) replay(ckpt uint64) error {
 	}
 	active.synced.Store(active.size)
 	j.writeMark(active, active.size)
+	if err := j.verifyExtents(); err != nil {
+		return err
+	}
 	j.durable.Store(prev)
 	for _, num := range stale {
 		if err := j.fs.Remove(filepath.Join(j.jdir, segName(num))); err != nil {
@@ -339,7 +342,7 @@ func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt
 			}
 			return off, true, j.cutTornTail(r, num, off, lastGood, derr)
 		}
-		if err := j.replayRecord(num, off, &rec.Write, ckpt); err != nil {
+		if err := j.replayRecord(num, off, &rec, ckpt); err != nil {
 			return 0, false, err
 		}
 		lastGood, seg.lastSeq = rec.Seq, rec.Seq
@@ -367,13 +370,16 @@ func (j *Journal) cutTornTail(r *segReader, num uint64, off int64, lastGood uint
 
 // replayRecord applies w, the record at off of segment num, to the image
 // unless the checkpoint ckpt covers it.
-func (j *Journal) replayRecord(num uint64, off int64, w *Write, ckpt uint64) error {
-	if w.Offset+w.ZeroLength+int64(len(w.Data)) > j.devSize.Load() {
-		return segCorrupt(num, off, fmt.Errorf("record [%d,+%d) beyond device", w.Offset, w.ZeroLength+int64(len(w.Data))))
+func (j *Journal) replayRecord(num uint64, off int64, rec *Record, ckpt uint64) error {
+	w := &rec.Write
+	if n := w.ZeroLength + int64(len(w.Data)) + rec.Length; w.Offset+n > j.devSize.Load() {
+		return segCorrupt(num, off, fmt.Errorf("record [%d,+%d) beyond device", w.Offset, n))
 	}
 	switch {
 	case w.Seq <= ckpt:
 		return nil
+	case rec.InPlace:
+		j.replayExtent(rec)
 	case w.Resize > 0:
 		// Idempotent: the data file may have grown before the crash.
 		if err := j.grow(w.Resize); err != nil {
@@ -384,6 +390,8 @@ func (j *Journal) replayRecord(num uint64, off int64, w *Write, ckpt uint64) err
 			return fmt.Errorf("journal: replay seq %d: %w", w.Seq, err)
 		}
 		j.markRegions(w)
+		j.markPlaced(w, false)
+		j.replayOverExtents(w)
 	}
 	j.replayed++
 	return nil

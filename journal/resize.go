@@ -90,6 +90,7 @@ func (j *Journal) growTable(size int64) {
 	}
 	j.regionSize = rs
 	j.regions = append(regions, make([]uint64, regionCount(size, rs)-int64(len(regions)))...)
+	j.placed = nil // the marks may name other regions now; unmarked is safe
 	if j.sums != nil {
 		// The new blocks are zeros; a block the old end cut short was
 		// summed as padded with zeros, so its entry stays right.

@@ -55,8 +55,13 @@ func (j *Journal) syncActive() (uint64, error) {
 	seg := j.segs[len(j.segs)-1]
 	seg.refs++
 	target, end := j.highSeq(), seg.size
+	ext, ticket := j.extentSeq, j.nextTicket
 	j.mu.Unlock()
 	defer j.release(seg)
+	// An extent record is durable only with its data: data.img first.
+	if err := j.syncExtents(ext, ticket); err != nil {
+		return 0, err
+	}
 	for i, s := range rotated {
 		if err := j.syncRotated(s); err != nil {
 			for _, r := range rotated[i+1:] {
@@ -127,7 +132,7 @@ func (j *Journal) checkpoint() error {
 		return err
 	}
 	j.mu.Lock()
-	ck, appended := j.highSeq(), j.appended
+	ck, appended, extentBytes := j.highSeq(), j.appended, j.extentBytes
 	j.metaBuf = encodeMeta(j.metaBuf[:0], &meta{
 		deviceSize: j.devSize.Load(), regionSize: j.regionSize, checkpointSeq: ck, salt: j.salt, regions: j.regions,
 	})
@@ -167,7 +172,7 @@ func (j *Journal) checkpoint() error {
 
 	j.mu.Lock()
 	j.ckptSeq.Store(ck)
-	j.ckptAppended = appended
+	j.ckptAppended, j.ckptExtentBytes = appended, extentBytes
 	free := j.freeable(ck)
 	for _, s := range free {
 		j.journalBytes -= s.size

@@ -236,6 +236,16 @@ func (n *Node) open() error {
 	return n.openNetwork()
 }
 
+// inPlaceMin is the journal's InPlaceMin: never for erasure coding, whose
+// shard catch-up and stripe commit read every byte back from the journal
+// (docs/erasure.md).
+func (n *Node) inPlaceMin() int64 {
+	if n.ec != nil || n.cfg.Journal.InPlace == config.InPlaceOff {
+		return -1
+	}
+	return int64(n.cfg.Journal.InPlaceMin)
+}
+
 // openDisk opens the store and what lies next to it (history, resync state,
 // erasure-coding markers) and the secondary side; exists: the store was
 // there before.
@@ -267,6 +277,7 @@ func (n *Node) openDisk() (exists bool, err error) {
 		BootID:      n.opts.BootID,
 
 		ActivityExtents: cfg.Journal.ActivityExtents,
+		InPlaceMin:      n.inPlaceMin(),
 	})
 	if err != nil {
 		return false, fmt.Errorf("node %s: open store in %s: %w", me.Name, me.DataDir, err)

@@ -1,6 +1,7 @@
 package secondary
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"sync"
@@ -168,7 +169,18 @@ func (a *applier) applyPending() error {
 	// Journaled is what the ack promises: send it before the data-file
 	// writes, which replay would redo and which reads here wait for
 	// (journal.ReadAt). Every logged write is applied whatever happens.
-	s.journaled.Store(logged[len(logged)-1].Seq)
+	// An extent record holds no data: its write is journaled only once
+	// applied, so the ack of it and of what follows waits for that.
+	acked := len(logged)
+	for i, l := range logged {
+		if l.Extent {
+			acked = i
+			break
+		}
+	}
+	if acked > 0 {
+		s.journaled.Store(logged[acked-1].Seq)
+	}
 	ackErr := a.flushOut()
 	if sa != nil && len(logged) > 0 {
 		// A shard peer applies them once committed (shardapply.go); their
@@ -181,6 +193,10 @@ func (a *applier) applyPending() error {
 		if aerr := s.store.Apply(l); aerr != nil {
 			return a.nack(l.Seq, aerr)
 		}
+	}
+	if acked < len(logged) {
+		s.journaled.Store(logged[len(logged)-1].Seq)
+		ackErr = cmp.Or(ackErr, a.flushOut())
 	}
 	switch {
 	case err != nil:

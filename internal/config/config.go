@@ -37,6 +37,12 @@ const (
 	ProtocolC = "C" // ack after every up-to-date peer journaled it
 )
 
+// Journal in-place modes.
+const (
+	InPlaceOn  = "on"
+	InPlaceOff = "off"
+)
+
 // Journal sync modes.
 const (
 	SyncOnFlush = "flush"  // durable on NBD FLUSH/FUA, as the NBD protocol requires
@@ -76,6 +82,12 @@ type Journal struct {
 	// resyncs at most after a power loss, and the random-write working set
 	// that costs no log transaction.
 	ActivityExtents int `yaml:"activity-extents,omitempty"`
+	// InPlaceMin is the smallest write on whole 4 KiB blocks that goes to
+	// the data file once, its journal record holding only checksums
+	// (docs/journal.md, "Large writes in place"); default 64 KiB.
+	InPlaceMin Size `yaml:"in-place-min,omitempty"`
+	// InPlace "off" journals every byte (erasure-coded stores always do).
+	InPlace string `yaml:"in-place,omitempty"`
 }
 
 // NBD tunes the NBD export of every data node.
@@ -207,6 +219,8 @@ type Member struct {
 const (
 	DefaultJournalMax     = Size(1 << 30)
 	DefaultJournalSegment = Size(64 << 20)
+	DefaultInPlaceMin     = Size(64 << 10)
+	MaxInPlaceMin         = Size(32 << 20) // the largest NBD write
 	// DefaultActivityExtents is DRBD's al-extents default: 4.8 GiB hot.
 	DefaultActivityExtents = 1237
 	MaxActivityExtents     = 65534

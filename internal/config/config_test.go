@@ -90,6 +90,9 @@ func TestParseErrors(t *testing.T) {
 		{"small journal", swap("max-size: 512MiB", "max-size: 8MiB"), "c.yaml:5: journal.max-size: must be at least 4 segments"},
 		{"no activity log", swap("max-size: 512MiB", "max-size: 512MiB\n  activity-extents: -1"), "c.yaml:6: journal.activity-extents: -1: must be between 1 and 65534"},
 		{"huge activity log", swap("max-size: 512MiB", "max-size: 512MiB\n  activity-extents: 65535"), "c.yaml:6: journal.activity-extents: 65535: must be between 1 and 65534"},
+		{"unaligned in-place-min", swap("max-size: 512MiB", "max-size: 512MiB\n  in-place-min: 1000"), "c.yaml:6: journal.in-place-min: 1000: must be a multiple of 4096 up to 32MiB"},
+		{"huge in-place-min", swap("max-size: 512MiB", "max-size: 512MiB\n  in-place-min: 64MiB"), "c.yaml:6: journal.in-place-min: 67108864: must be a multiple of 4096 up to 32MiB"},
+		{"bad in-place", swap("max-size: 512MiB", "max-size: 512MiB\n  in-place: sometimes"), `c.yaml:6: journal.in-place: "sometimes": want "on" or "off"`},
 		{"bad sync", func(s string) string {
 			return strings.Replace(s, "max-size: 512MiB", "max-size: 512MiB\n  sync: sometimes", 1)
 		}, "c.yaml:6: journal.sync: \"sometimes\""},

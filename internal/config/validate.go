@@ -68,6 +68,15 @@ func (c *Config) validateStorage(bad func(string, ...any)) {
 	if n := c.Journal.ActivityExtents; n < 1 || n > MaxActivityExtents {
 		bad(fmt.Sprintf("%d: must be between 1 and %d", n, MaxActivityExtents), "journal", "activity-extents")
 	}
+	if c.Journal.InPlaceMin == 0 {
+		c.Journal.InPlaceMin = DefaultInPlaceMin
+	}
+	if m := c.Journal.InPlaceMin; m%4096 != 0 || m > MaxInPlaceMin {
+		bad(fmt.Sprintf("%d: must be a multiple of 4096 up to %s", m, MaxInPlaceMin), "journal", "in-place-min")
+	}
+	if !defaultOrOneOf(&c.Journal.InPlace, InPlaceOn, InPlaceOn, InPlaceOff) {
+		bad(fmt.Sprintf("%q: want %q or %q", c.Journal.InPlace, InPlaceOn, InPlaceOff), "journal", "in-place")
+	}
 	if !defaultOrOneOf(&c.Journal.Sync, SyncOnFlush, SyncOnFlush, SyncAlways) {
 		bad(fmt.Sprintf("%q: want %q or %q", c.Journal.Sync, SyncOnFlush, SyncAlways), "journal", "sync")
 	}
