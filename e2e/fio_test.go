@@ -28,6 +28,15 @@ func fioVerify(t *testing.T, timeout time.Duration, uri string, extra ...string)
 	return out
 }
 
+// startFioNode requires fio and starts n0 of a one-node 256 MiB cluster
+// whose config file, cfg, is written to dir.
+func startFioNode(t *testing.T, dir string) (cfg string, n0 *proc) {
+	t.Helper()
+	requireTools(t, "fio")
+	cfg = clusterConfig(t, dir, 1, "256MiB", "")
+	return cfg, startGrbd(t, dir, "n0", "node", "--config", cfg, "--name", "n0")
+}
+
 // TestFioVerifySurvivesKill writes with fio's verifier through several NBD
 // connections, checks the data, kills the node with SIGKILL (no clean
 // shutdown, no checkpoint), restarts it and has fio verify every block again:
@@ -36,11 +45,8 @@ func fioVerify(t *testing.T, timeout time.Duration, uri string, extra ...string)
 // run during the workload.
 func TestFioVerifySurvivesKill(t *testing.T) {
 	t.Parallel()
-	requireTools(t, "fio")
 	dir := t.TempDir()
-	cfg := clusterConfig(t, dir, 1, "256MiB", "")
-
-	node := startGrbd(t, dir, "n0", "node", "--config", cfg, "--name", "n0")
+	cfg, node := startFioNode(t, dir)
 	uri := node.uri()
 	out := run(t, 5*time.Minute, "fio", fioVerifyArgs(uri)...)
 	require.NotContains(t, out, "verify: bad", "fio verify failed:\n%s", out)
@@ -63,10 +69,7 @@ func TestFioVerifySurvivesKill(t *testing.T) {
 // writes on two connections, then verifies.
 func TestFioWithFlush(t *testing.T) {
 	t.Parallel()
-	requireTools(t, "fio")
-	dir := t.TempDir()
-	cfg := clusterConfig(t, dir, 1, "256MiB", "")
-	node := startGrbd(t, dir, "n0", "node", "--config", cfg, "--name", "n0")
+	_, node := startFioNode(t, t.TempDir())
 	out := fioVerify(t, 5*time.Minute, node.uri(), "--fsync=16", "--size=8m", "--offset_increment=8m", "--numjobs=2")
 	require.True(t, strings.Contains(out, "WRITE:"), out)
 	node.stop()

@@ -107,6 +107,20 @@ func inSyncPrimary(ctx context.Context, t *testing.T, c *chaos.Cluster) (string,
 	return "", "", nil
 }
 
+// gapPeerTimeout is replication.peer-timeout in the gap tests' clusters
+// (the default): faults outlast it, and the longest gap in acknowledged
+// writes may exceed it by at most 1 s.
+const gapPeerTimeout = 2 * time.Second
+
+// skipGapTestIfShort skips a gap test in short mode: it runs real processes
+// and nftables.
+func skipGapTestIfShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real processes and nftables")
+	}
+}
+
 // TestSilentLinkGap: a primary-secondary link that goes silent (nftables
 // drops both ways or one way, or the secondary is SIGSTOPped) is torn down
 // within replication.peer-timeout, and writes go on without the secondary:
@@ -114,13 +128,10 @@ func inSyncPrimary(ctx context.Context, t *testing.T, c *chaos.Cluster) (string,
 // 1 s (issue 15). Before the fix every case stalled ~10 s, yamux's
 // connection write timeout.
 func TestSilentLinkGap(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real processes and nftables")
-	}
-	const peerTimeout = 2 * time.Second
+	skipGapTestIfShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, fw := firewalledCluster(ctx, t, chaos.ClusterConfig{Bin: grbdBin, Dir: t.TempDir(), DataNodes: 2, Witness: true}) // peer-timeout: the default, 2 s
+	c, fw := firewalledCluster(ctx, t, chaos.ClusterConfig{Bin: grbdBin, Dir: t.TempDir(), DataNodes: 2, Witness: true})
 
 	cases := []struct {
 		name  string
@@ -142,14 +153,14 @@ func TestSilentLinkGap(t *testing.T) {
 			defer wcancel()
 			pname, uri, sec := inSyncPrimary(wctx, t, c)
 			p := c.Member(pname)
-			gap, n, err := gapDuring(wctx, uri, peerTimeout+3*time.Second, func() error { return tc.fault(p, sec) }, func() error { return tc.heal(p, sec) })
+			gap, n, err := gapDuring(wctx, uri, gapPeerTimeout+3*time.Second, func() error { return tc.fault(p, sec) }, func() error { return tc.heal(p, sec) })
 			if err != nil {
 				t.Logf("primary %s log:\n%s", pname, c.Process(pname).LogTail(6000))
 			}
 			require.NoError(t, err, "writes must go on without the secondary")
 			t.Logf("%s: primary %s, secondary %s: longest gap in acknowledged writes %v (%d writes acknowledged during the fault)",
 				tc.name, pname, sec.Name, gap.Round(time.Millisecond), n)
-			require.LessOrEqual(t, gap, peerTimeout+time.Second, "longest gap in acknowledged writes")
+			require.LessOrEqual(t, gap, gapPeerTimeout+time.Second, "longest gap in acknowledged writes")
 		})
 	}
 }
@@ -159,15 +170,12 @@ func TestSilentLinkGap(t *testing.T) {
 // other secondary, the longest gap in acknowledged writes at most
 // peer-timeout + 1 s (issue 15).
 func TestIsolatedSecondaryOfThreeGap(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real processes and nftables")
-	}
-	const peerTimeout = 2 * time.Second
+	skipGapTestIfShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c, fw := firewalledCluster(ctx, t, chaos.ClusterConfig{Bin: grbdBin, Dir: t.TempDir(), DataNodes: 3})
 	pname, uri, sec := inSyncPrimary(ctx, t, c)
-	gap, n, err := gapDuring(ctx, uri, peerTimeout+3*time.Second, func() error {
+	gap, n, err := gapDuring(ctx, uri, gapPeerTimeout+3*time.Second, func() error {
 		for _, m := range c.Members() {
 			if m.Name != sec.Name {
 				if err := fw.Partition(ctx, sec.Endpoint(), m.Endpoint()); err != nil {
@@ -180,7 +188,7 @@ func TestIsolatedSecondaryOfThreeGap(t *testing.T) {
 	require.NoError(t, err, "writes must go on without the isolated secondary")
 	t.Logf("3 data nodes, secondary %s isolated (primary %s): longest gap in acknowledged writes %v (%d writes acknowledged during the fault)",
 		sec.Name, pname, gap.Round(time.Millisecond), n)
-	require.LessOrEqual(t, gap, peerTimeout+time.Second, "longest gap in acknowledged writes")
+	require.LessOrEqual(t, gap, gapPeerTimeout+time.Second, "longest gap in acknowledged writes")
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer wcancel()
 	require.NoError(t, c.WaitInSync(wctx), "the isolated secondary catches up after the heal")

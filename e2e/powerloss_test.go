@@ -33,16 +33,32 @@ func plantLostWrite(t *testing.T, c *replCluster, name string) {
 	require.NoError(t, err)
 }
 
+// startWrittenPair starts a 64 MiB fio pair (startFioPair), has fio write
+// and verify 8 MiB per job on the primary and waits for the secondary to
+// be in sync.
+func startWrittenPair(t *testing.T) (c *replCluster, prim, sec *proc) {
+	t.Helper()
+	c, prim, sec = startFioPair(t, "64MiB")
+	fioVerify(t, 2*time.Minute, prim.uri(), "--size=8m", "--offset_increment=8m")
+	c.waitPeer(10 * time.Second)
+	return c, prim, sec
+}
+
+// reboot starts data node name again after its power loss, logging to
+// name-rebooted.log.
+func (c *replCluster) reboot(name string) *proc {
+	c.t.Helper()
+	return startMember(c.t, c.dir, name+"-rebooted", "listening ", "node", "--config", c.cfgPath, "--name", name, rebooted)
+}
+
 // A secondary's power loss: back, it resyncs what it held in doubt from the
 // primary before it counts as UpToDate.
 func TestPowerLossOfSecondary(t *testing.T) {
 	t.Parallel()
-	c, prim, sec := startFioPair(t, "64MiB")
-	fioVerify(t, 2*time.Minute, prim.uri(), "--size=8m", "--offset_increment=8m")
-	c.waitPeer(10 * time.Second)
+	c, prim, sec := startWrittenPair(t)
 	sec.kill9()
 	plantLostWrite(t, c, "n1")
-	sec = startMember(t, c.dir, "n1-rebooted", "listening ", "node", "--config", c.cfgPath, "--name", "n1", rebooted)
+	sec = c.reboot("n1")
 	c.waitPeer(30 * time.Second)
 	c.stopAndCompare(prim, sec)
 	require.Contains(t, logOf(t, c, "n1-rebooted"), "a power loss left regions that may differ")
@@ -52,14 +68,12 @@ func TestPowerLossOfSecondary(t *testing.T) {
 // doubt again through replication, the other resyncs its own.
 func TestPowerLossOfWholeCluster(t *testing.T) {
 	t.Parallel()
-	c, prim, sec := startFioPair(t, "64MiB")
-	fioVerify(t, 2*time.Minute, prim.uri(), "--size=8m", "--offset_increment=8m")
-	c.waitPeer(10 * time.Second)
+	c, prim, sec := startWrittenPair(t)
 	prim.kill9()
 	sec.kill9()
 	plantLostWrite(t, c, "n0")
-	n0 := startMember(t, c.dir, "n0-rebooted", "listening ", "node", "--config", c.cfgPath, "--name", "n0", rebooted)
-	n1 := startMember(t, c.dir, "n1-rebooted", "listening ", "node", "--config", c.cfgPath, "--name", "n1", rebooted)
+	n0 := c.reboot("n0")
+	n1 := c.reboot("n1")
 	p := c.servingPrimary(30 * time.Second)
 	c.waitPeersOf(p, 30*time.Second, true)
 	require.Eventually(t, func() bool {

@@ -205,9 +205,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		if err := n.admin.Serve(n.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("admin server stopped", "err", err)
-		}
+		member.ServeAdmin(n.admin, n.adminLn, log)
 	}()
 	n.reconcile()
 	st := n.store.Stats()
@@ -351,8 +349,7 @@ func (n *Node) openNetwork() error {
 		return fmt.Errorf("node %s: admin listen: %w", me.Name, err)
 	}
 	n.adminLn = creds.AdminListener(n.adminLn) // HTTPS with security.tls
-	n.admin = &http.Server{Handler: creds.AdminHandler(n.adminHandler()), ReadHeaderTimeout: 5 * time.Second}
-	n.admin.RegisterOnShutdown(n.events.Close) // followers of GET /events let go
+	n.admin = member.AdminServer(creds.AdminHandler(n.adminHandler()), n.events)
 	return nil
 }
 
@@ -385,12 +382,7 @@ func (n *Node) abort() {
 func (n *Node) Stopped() <-chan struct{} { return n.ctl.Stopped() }
 
 // Err is why the node stopped working (Stopped), nil until then.
-func (n *Node) Err() error {
-	if err := n.ctl.Err(); err != nil {
-		return fmt.Errorf("node %s: %w", n.me.Name, err)
-	}
-	return nil
-}
+func (n *Node) Err() error { return member.ControlPlaneError("node "+n.me.Name, n.ctl) }
 
 // NBDAddr is where the export listens.
 func (n *Node) NBDAddr() net.Addr { return n.nbdLn.Addr() }

@@ -151,19 +151,14 @@ func start(cfg *config.Config, me config.Member, log *slog.Logger, lock *datadir
 		return nil, fmt.Errorf("witness %s: admin listen: %w", name, err)
 	}
 	w.adminLn = creds.AdminListener(w.adminLn) // HTTPS with security.tls
-	w.admin = &http.Server{Handler: creds.AdminHandler(w.handler()), ReadHeaderTimeout: 5 * time.Second}
-	w.admin.RegisterOnShutdown(w.events.Close) // followers of GET /events let go
+	w.admin = member.AdminServer(creds.AdminHandler(w.handler()), w.events)
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	w.wg.Go(func() { w.ctl.Run(ctx) })
 	w.wg.Go(func() { member.WatchLinks(ctx, cfg, name, w.mesh.Connected, w.events) })
 	w.mesh.Serve(w.peerLn)
 	w.mesh.Start()
-	w.wg.Go(func() {
-		if err := w.admin.Serve(w.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("admin server stopped", "err", err)
-		}
-	})
+	w.wg.Go(func() { member.ServeAdmin(w.admin, w.adminLn, log) })
 	log.Info("witness started", "address", w.peerLn.Addr().String(), "admin", w.adminLn.Addr().String())
 	return w, nil
 }
@@ -173,12 +168,7 @@ func start(cfg *config.Config, me config.Member, log *slog.Logger, lock *datadir
 func (w *Witness) Stopped() <-chan struct{} { return w.ctl.Stopped() }
 
 // Err is why the witness stopped working (Stopped), nil until then.
-func (w *Witness) Err() error {
-	if err := w.ctl.Err(); err != nil {
-		return fmt.Errorf("witness %s: %w", w.me.Name, err)
-	}
-	return nil
-}
+func (w *Witness) Err() error { return member.ControlPlaneError("witness "+w.me.Name, w.ctl) }
 
 // AdminAddr is where the admin endpoint listens.
 func (w *Witness) AdminAddr() net.Addr { return w.adminLn.Addr() }

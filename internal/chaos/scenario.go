@@ -127,6 +127,14 @@ func (r *Run) ProgressWithin(ctx context.Context, n int64, d time.Duration) erro
 	return r.W.WaitWrites(ctx, n)
 }
 
+// expectWrites waits (up to 30s) for n more acknowledged writes; when they
+// do not come, that is an anomaly described by format and args.
+func (r *Run) expectWrites(ctx context.Context, n int64, format string, args ...any) {
+	if err := r.Progress(ctx, n); err != nil {
+		r.Anomaly("%s: %v", fmt.Sprintf(format, args...), err)
+	}
+}
+
 // Sleep waits a random time in [lo, hi), or until ctx ends.
 func (r *Run) Sleep(ctx context.Context, lo, hi time.Duration) {
 	d := lo
@@ -149,6 +157,15 @@ func (r *Run) WaitInSync(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 	return true
+}
+
+// rejoin starts name again and waits up to 60 s for it to be in sync.
+func (r *Run) rejoin(ctx context.Context, name string) error {
+	if err := r.C.Start(ctx, name); err != nil {
+		return err
+	}
+	r.WaitInSync(ctx, 60*time.Second)
+	return nil
 }
 
 // Execute runs a scenario with a seed: start the cluster, start the
@@ -235,9 +252,7 @@ func Execute(ctx context.Context, env Env, sc Scenario, seed uint64) (*Report, e
 func finish(ctx context.Context, r *Run, healthy bool) {
 	c, w := r.C, r.W
 	if healthy && !w.Stopped() {
-		if err := r.Progress(ctx, 100); err != nil {
-			r.Anomaly("writes do not resume after the faults healed: %v", err)
-		}
+		r.expectWrites(ctx, 100, "writes do not resume after the faults healed")
 	}
 	w.Stop()
 	vctx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -105,41 +105,53 @@ func (r *Run) pair(ctx context.Context) (prim, sec string, err error) {
 	return prim, sec, err
 }
 
-func injectKillRestart(which role) func(context.Context, *Run) error {
+// perRound makes an injector whose rounds (2 in a short run) each run round
+// against the member in role which at the round's start.
+func perRound(which role, round func(ctx context.Context, r *Run, i int, name string) error) func(context.Context, *Run) error {
 	return func(ctx context.Context, r *Run) error {
 		for i := 0; r.Round(i, 2); i++ {
 			name, err := r.pick(ctx, which)
 			if err != nil {
 				return err
 			}
-			r.Sleep(ctx, 200*time.Millisecond, time.Second)
-			r.C.Kill(name)
-			if len(r.C.DataNodes()) > 1 {
-				// Soak rounds sometimes stay away for more writes than the
-				// journal retains (MaxSize/2 = 16 MiB): region resync.
-				// Without a witness a quorum build fences meanwhile.
-				away := int64(200)
-				if i > 1 && r.Rand.IntN(3) == 0 {
-					away = 5000
-				}
-				if err := r.ProgressWithin(ctx, away, 5*time.Second+time.Duration(away)*time.Millisecond); err != nil {
-					r.Note("writes did not continue while %s was down: %v", name, err)
-				}
-			} else {
-				r.Sleep(ctx, 100*time.Millisecond, 500*time.Millisecond)
-			}
-			if err := r.C.Start(ctx, name); err != nil {
+			if err := round(ctx, r, i, name); err != nil {
 				return err
-			}
-			if err := r.Progress(ctx, 200); err != nil {
-				r.Anomaly("no writes after restarting %s: %v", name, err)
-			}
-			if len(r.C.DataNodes()) > 1 {
-				r.WaitInSync(ctx, 60*time.Second)
 			}
 		}
 		return nil
 	}
+}
+
+func injectKillRestart(which role) func(context.Context, *Run) error {
+	return perRound(which, killRestart)
+}
+
+// killRestart kills name and starts it again.
+func killRestart(ctx context.Context, r *Run, i int, name string) error {
+	r.Sleep(ctx, 200*time.Millisecond, time.Second)
+	r.C.Kill(name)
+	if len(r.C.DataNodes()) > 1 {
+		// Soak rounds sometimes stay away for more writes than the
+		// journal retains (MaxSize/2 = 16 MiB): region resync.
+		// Without a witness a quorum build fences meanwhile.
+		away := int64(200)
+		if i > 1 && r.Rand.IntN(3) == 0 {
+			away = 5000
+		}
+		if err := r.ProgressWithin(ctx, away, 5*time.Second+time.Duration(away)*time.Millisecond); err != nil {
+			r.Note("writes did not continue while %s was down: %v", name, err)
+		}
+	} else {
+		r.Sleep(ctx, 100*time.Millisecond, 500*time.Millisecond)
+	}
+	if err := r.C.Start(ctx, name); err != nil {
+		return err
+	}
+	r.expectWrites(ctx, 200, "no writes after restarting %s", name)
+	if len(r.C.DataNodes()) > 1 {
+		r.WaitInSync(ctx, 60*time.Second)
+	}
+	return nil
 }
 
 // crashWithUnsyncedTail stops flushes until the journal has an unsynced
@@ -191,9 +203,7 @@ func injectTornTail(ctx context.Context, r *Run) error {
 		if !strings.Contains(r.C.Process(node.Name).LogTail(1<<20), "torn") {
 			r.Note("round %d: the node's log does not mention the torn tail", i)
 		}
-		if err := r.Progress(ctx, 200); err != nil {
-			r.Anomaly("no writes after the torn-tail restart: %v", err)
-		}
+		r.expectWrites(ctx, 200, "no writes after the torn-tail restart")
 	}
 	return nil
 }
@@ -226,9 +236,7 @@ func injectJournalBitFlip(ctx context.Context, r *Run) error {
 		if err := r.C.Start(ctx, node.Name); err != nil {
 			return err
 		}
-		if err := r.Progress(ctx, 200); err != nil {
-			r.Anomaly("no writes after undoing the flip: %v", err)
-		}
+		r.expectWrites(ctx, 200, "no writes after undoing the flip")
 
 		// A flip in the unsynced tail: cut like a torn write, or refused.
 		if err := crashWithUnsyncedTail(ctx, r, node.Name); err != nil {
@@ -256,9 +264,7 @@ func injectJournalBitFlip(ctx context.Context, r *Run) error {
 				return err
 			}
 		}
-		if err := r.Progress(ctx, 200); err != nil {
-			r.Anomaly("no writes after the unsynced flip: %v", err)
-		}
+		r.expectWrites(ctx, 200, "no writes after the unsynced flip")
 	}
 	return nil
 }
@@ -312,41 +318,34 @@ func injectDiskFull(ctx context.Context, r *Run) error {
 			if err := r.C.Restart(ctx, node.Name); err != nil {
 				return err
 			}
-			if err := r.Progress(ctx, 200); err != nil {
-				r.Anomaly("no writes after restarting on a freed disk: %v", err)
-			}
+			r.expectWrites(ctx, 200, "no writes after restarting on a freed disk")
 		}
 	}
 	return nil
 }
 
 func injectPause(which role) func(context.Context, *Run) error {
-	return func(ctx context.Context, r *Run) error {
-		for i := 0; r.Round(i, 2); i++ {
-			name, err := r.pick(ctx, which)
-			if err != nil {
-				return err
-			}
-			if err := r.C.Pause(name); err != nil {
-				return err
-			}
-			n := r.W.WritesOK()
-			if i > 1 && r.Rand.IntN(3) == 0 {
-				r.Sleep(ctx, 13*time.Second, 16*time.Second) // soak: past the link's keepalive timeout
-			} else {
-				r.Sleep(ctx, 300*time.Millisecond, 2500*time.Millisecond)
-			}
-			r.Note("round %d: %d writes acknowledged while %s was stopped", i, r.W.WritesOK()-n, name)
-			if err := r.C.Resume(name); err != nil {
-				return err
-			}
-			if err := r.Progress(ctx, 200); err != nil {
-				r.Anomaly("no writes after SIGCONT: %v", err)
-			}
-			r.WaitInSync(ctx, 60*time.Second)
-		}
-		return nil
+	return perRound(which, pauseResume)
+}
+
+// pauseResume stops name (SIGSTOP) for a while and lets it go on.
+func pauseResume(ctx context.Context, r *Run, i int, name string) error {
+	if err := r.C.Pause(name); err != nil {
+		return err
 	}
+	n := r.W.WritesOK()
+	if i > 1 && r.Rand.IntN(3) == 0 {
+		r.Sleep(ctx, 13*time.Second, 16*time.Second) // soak: past the link's keepalive timeout
+	} else {
+		r.Sleep(ctx, 300*time.Millisecond, 2500*time.Millisecond)
+	}
+	r.Note("round %d: %d writes acknowledged while %s was stopped", i, r.W.WritesOK()-n, name)
+	if err := r.C.Resume(name); err != nil {
+		return err
+	}
+	r.expectWrites(ctx, 200, "no writes after SIGCONT")
+	r.WaitInSync(ctx, 60*time.Second)
+	return nil
 }
 
 func injectPartition(oneWay bool) func(context.Context, *Run) error {
@@ -385,9 +384,7 @@ func injectPartition(oneWay bool) func(context.Context, *Run) error {
 			if err := fw.Heal(ctx); err != nil {
 				return err
 			}
-			if err := r.Progress(ctx, 200); err != nil {
-				r.Anomaly("no writes after healing: %v", err)
-			}
+			r.expectWrites(ctx, 200, "no writes after healing")
 			r.WaitInSync(ctx, 60*time.Second)
 		}
 		return nil
@@ -399,20 +396,12 @@ func injectPartition(oneWay bool) func(context.Context, *Run) error {
 // them all. The SIGSTOP widens the window a primary that acknowledges too
 // early would need to lose writes: the real code stalls, a buggy one acks.
 func injectCrashPromote(ctx context.Context, r *Run) error {
-	_, sec, err := r.stallAndCrash(ctx)
-	defer r.W.Resume()
-	if err != nil {
-		return err
-	}
-	if err := r.C.StartAlone(ctx, sec); err != nil {
-		return err
-	}
-	r.verifyNow(ctx)
-	r.W.Resume()
-	if err := r.Progress(ctx, 200); err != nil {
-		r.Anomaly("no writes on the promoted secondary: %v", err)
-	}
-	return nil
+	return r.stallCrashAndStart(ctx, r.C.StartAlone, func(_, _ string) error {
+		r.verifyNow(ctx)
+		r.W.Resume()
+		r.expectWrites(ctx, 200, "no writes on the promoted secondary")
+		return nil
+	})
 }
 
 // stallAndCrash stops the secondary (SIGSTOP) for 300-600 ms under load,
@@ -433,6 +422,21 @@ func (r *Run) stallAndCrash(ctx context.Context) (prim, sec string, err error) {
 	r.C.Kill(sec)
 	r.W.Pause()
 	return prim, sec, nil
+}
+
+// stallCrashAndStart runs stallAndCrash, starts the crashed secondary again
+// with start and then runs then. The workload stallAndCrash paused resumes
+// at the latest when this returns, whatever failed.
+func (r *Run) stallCrashAndStart(ctx context.Context, start func(context.Context, string) error, then func(prim, sec string) error) error {
+	prim, sec, err := r.stallAndCrash(ctx)
+	defer r.W.Resume()
+	if err != nil {
+		return err
+	}
+	if err := start(ctx, sec); err != nil {
+		return err
+	}
+	return then(prim, sec)
 }
 
 // verifyNow reads every block (the workload should be paused, so that no
@@ -456,15 +460,11 @@ func injectLatency(ctx context.Context, r *Run) error {
 		if err := p.Latency(prim, sec, lat, lat/4); err != nil {
 			return err
 		}
-		if err := r.Progress(ctx, 100); err != nil {
-			r.Anomaly("no writes with %v latency: %v", lat, err)
-		}
+		r.expectWrites(ctx, 100, "no writes with %v latency", lat)
 		if err := p.Bandwidth(prim, sec, int64(256+r.Rand.IntN(4096))); err != nil {
 			return err
 		}
-		if err := r.Progress(ctx, 50); err != nil {
-			r.Anomaly("no writes with a bandwidth limit: %v", err)
-		}
+		r.expectWrites(ctx, 50, "no writes with a bandwidth limit")
 		if err := p.Clear(prim, sec); err != nil {
 			return err
 		}

@@ -39,9 +39,7 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 		}
 		dir := r.C.Member(diskNode).DataDir
 		mnt := filepath.Dir(dir)
-		if err := r.Progress(ctx, 100); err != nil {
-			r.Anomaly("no writes before the disk fault: %v", err)
-		}
+		r.expectWrites(ctx, 100, "no writes before the disk fault")
 		t0 := time.Now()
 		var heal func() error
 		if readOnly {
@@ -71,9 +69,7 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 		if !r.waitDiskFailed(ctx, 30*time.Second) {
 			r.Anomaly("%s's disk never reported Failed after the fault", diskNode)
 		}
-		if err := r.Progress(ctx, 200); err != nil {
-			r.Anomaly("no writes without the node whose disk failed: %v", err)
-		}
+		r.expectWrites(ctx, 200, "no writes without the node whose disk failed")
 		if prim, _, err := r.C.Primary(ctx); err == nil {
 			if st, err := r.C.Status(ctx, prim); err == nil && st.Quorum != nil && !slices.Contains(st.Quorum.Outdated, diskNode) {
 				r.Anomaly("writes went on without %s, but the primary %s does not report it Outdated", diskNode, prim)
@@ -84,11 +80,7 @@ func injectDiskFailure(which role, readOnly bool) func(context.Context, *Run) er
 			return err
 		}
 		r.C.Events().Add(EvDiskFree, diskNode, "healed")
-		if err := r.C.Start(ctx, diskNode); err != nil {
-			return err
-		}
-		r.WaitInSync(ctx, 60*time.Second)
-		return nil
+		return r.rejoin(ctx, diskNode)
 	}
 }
 

@@ -43,13 +43,10 @@ func injectFailoverKill(ctx context.Context, r *Run) error {
 			return r.C.Start(ctx, old)
 		}
 		r.verifyNow(ctx) // concurrent with the workload: most blocks are read before a new write
-		if err := r.Progress(ctx, 200); err != nil {
-			r.Anomaly("no writes on new primary %s: %v", next, err)
-		}
-		if err := r.C.Start(ctx, old); err != nil {
+		r.expectWrites(ctx, 200, "no writes on new primary %s", next)
+		if err := r.rejoin(ctx, old); err != nil {
 			return err
 		}
-		r.WaitInSync(ctx, 60*time.Second)
 	}
 	return nil
 }
@@ -73,29 +70,17 @@ func (r *Run) awaitFailover(ctx context.Context, old string, t0 time.Time, how s
 // promotion: the restarted secondary (not Outdated: its stall was shorter
 // than peer-timeout) and the witness elect it.
 func injectStallCrash(ctx context.Context, r *Run) error {
-	prim, sec, err := r.stallAndCrash(ctx)
-	defer r.W.Resume()
-	if err != nil {
-		return err
-	}
-	if err := r.C.Start(ctx, sec); err != nil {
-		return err
-	}
-	next, _, err := r.awaitFailover(ctx, prim, time.Now(), "in %v after its restart (status)")
-	if err != nil {
-		r.Anomaly("the restarted secondary %s was not promoted: %v", sec, err)
-	} else {
-		r.verifyNow(ctx)
-		r.W.Resume()
-		if err := r.Progress(ctx, 200); err != nil {
-			r.Anomaly("no writes on the new primary %s: %v", next, err)
+	return r.stallCrashAndStart(ctx, r.C.Start, func(prim, sec string) error {
+		next, _, err := r.awaitFailover(ctx, prim, time.Now(), "in %v after its restart (status)")
+		if err != nil {
+			r.Anomaly("the restarted secondary %s was not promoted: %v", sec, err)
+		} else {
+			r.verifyNow(ctx)
+			r.W.Resume()
+			r.expectWrites(ctx, 200, "no writes on the new primary %s", next)
 		}
-	}
-	if err := r.C.Start(ctx, prim); err != nil {
-		return err
-	}
-	r.WaitInSync(ctx, 60*time.Second)
-	return nil
+		return r.rejoin(ctx, prim)
+	})
 }
 
 func injectIsolatePrimary(ctx context.Context, r *Run) error {
@@ -161,9 +146,7 @@ func injectIsolatePrimary(ctx context.Context, r *Run) error {
 func injectWitnessDown(ctx context.Context, r *Run) error {
 	w := witness(r)
 	r.C.Kill(w.Name)
-	if err := r.Progress(ctx, 300); err != nil {
-		r.Anomaly("service stopped with only the witness down: %v", err)
-	}
+	r.expectWrites(ctx, 300, "service stopped with only the witness down")
 	return r.C.Start(ctx, w.Name)
 }
 

@@ -204,6 +204,36 @@ func ServeReplace(ctl *ctlplane.Driver, w http.ResponseWriter, r *http.Request) 
 	_ = json.NewEncoder(w).Encode(ReplaceResult{Name: name, ID: fmt.Sprintf("%#x", id), Voter: voter})
 }
 
+// adminReadHeaderTimeout bounds how long an admin client may take to send
+// its request headers: an idle or slow connection cannot pin the server.
+const adminReadHeaderTimeout = 5 * time.Second
+
+// AdminServer is the HTTP server of a member's admin endpoint, serving h.
+// Shutting it down lets the followers of GET /events (on ev) go, which
+// would otherwise hold the shutdown until its deadline.
+func AdminServer(h http.Handler, ev *events.Log) *http.Server {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: adminReadHeaderTimeout}
+	srv.RegisterOnShutdown(ev.Close)
+	return srv
+}
+
+// ServeAdmin serves srv on ln until srv shuts down; any other end is
+// logged, as the member goes on without its admin endpoint.
+func ServeAdmin(srv *http.Server, ln net.Listener, log *slog.Logger) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("admin server stopped", "err", err)
+	}
+}
+
+// ControlPlaneError is why ctl, the control plane of the member who (such
+// as "node n0"), stopped for good: nil until then.
+func ControlPlaneError(who string, ctl *ctlplane.Driver) error {
+	if err := ctl.Err(); err != nil {
+		return fmt.Errorf("%s: %w", who, err)
+	}
+	return nil
+}
+
 func writeError(w http.ResponseWriter, code int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)

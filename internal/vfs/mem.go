@@ -106,6 +106,33 @@ func (fs *MemFS) parent(name string) (*memNode, string, error) {
 	return dir, parts[len(parts)-1], nil
 }
 
+// dirAt returns the directory at name, or op's *os.PathError when there is
+// none.
+func (fs *MemFS) dirAt(op, name string) (*memNode, error) {
+	n, err := fs.walk(split(name))
+	if err == nil && !n.dir {
+		err = syscall.ENOTDIR
+	}
+	if err != nil {
+		return nil, pathErr(op, name, err)
+	}
+	return n, nil
+}
+
+// existing returns the node at name, the directory holding it and its base
+// name, or op's *os.PathError when there is none.
+func (fs *MemFS) existing(op, name string) (dir *memNode, base string, n *memNode, err error) {
+	dir, base, err = fs.parent(name)
+	if err != nil {
+		return nil, "", nil, pathErr(op, name, err)
+	}
+	n, ok := dir.kids[base]
+	if !ok {
+		return nil, "", nil, pathErr(op, name, syscall.ENOENT)
+	}
+	return dir, base, n, nil
+}
+
 // OpenFile implements FS.
 func (fs *MemFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	fs.mu.Lock()
@@ -139,15 +166,11 @@ func (fs *MemFS) OpenFile(name string, flag int, perm os.FileMode) (File, error)
 func (fs *MemFS) Remove(name string) error {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	dir, base, err := fs.parent(name)
+	dir, base, n, err := fs.existing("remove", name)
 	if err != nil {
-		return pathErr("remove", name, err)
+		return err
 	}
-	n, ok := dir.kids[base]
-	switch {
-	case !ok:
-		return pathErr("remove", name, syscall.ENOENT)
-	case n.dir && len(n.kids) > 0:
+	if n.dir && len(n.kids) > 0 {
 		return pathErr("remove", name, syscall.ENOTEMPTY)
 	}
 	delete(dir.kids, base)
@@ -158,13 +181,9 @@ func (fs *MemFS) Remove(name string) error {
 func (fs *MemFS) Rename(oldname, newname string) error {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	odir, obase, err := fs.parent(oldname)
+	odir, obase, n, err := fs.existing("rename", oldname)
 	if err != nil {
-		return pathErr("rename", oldname, err)
-	}
-	n, ok := odir.kids[obase]
-	if !ok {
-		return pathErr("rename", oldname, syscall.ENOENT)
+		return err
 	}
 	ndir, nbase, err := fs.parent(newname)
 	if err != nil {
@@ -182,12 +201,9 @@ func (fs *MemFS) Rename(oldname, newname string) error {
 func (fs *MemFS) ReadDir(dir string) ([]string, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	n, err := fs.walk(split(dir))
-	if err == nil && !n.dir {
-		err = syscall.ENOTDIR
-	}
+	n, err := fs.dirAt("readdir", dir)
 	if err != nil {
-		return nil, pathErr("readdir", dir, err)
+		return nil, err
 	}
 	return sortedNames(n.kids), nil
 }
@@ -215,12 +231,9 @@ func (fs *MemFS) MkdirAll(dir string, perm os.FileMode) error {
 func (fs *MemFS) SyncDir(dir string) error {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	n, err := fs.walk(split(dir))
-	if err == nil && !n.dir {
-		err = syscall.ENOTDIR
-	}
+	n, err := fs.dirAt("syncdir", dir)
 	if err != nil {
-		return pathErr("syncdir", dir, err)
+		return err
 	}
 	n.durable = make(map[string]*memNode, len(n.kids))
 	for k, v := range n.kids {
@@ -392,52 +405,47 @@ func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+// modify applies change to the file under fs.mu once check passes for the
+// write operation op with the offsets and lengths offs.
+func (f *memFile) modify(op string, change func(), offs ...int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.check("write", true, off); err != nil {
+	if err := f.check(op, true, offs...); err != nil {
+		return err
+	}
+	change()
+	return nil
+}
+
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	err := f.modify("write", func() {
+		if len(p) > 0 {
+			f.n.record(memChange{kind: changeWrite, off: off, data: slices.Clone(p)})
+		}
+	}, off)
+	if err != nil {
 		return 0, err
 	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	f.n.record(memChange{kind: changeWrite, off: off, data: slices.Clone(p)})
 	return len(p), nil
 }
 
 func (f *memFile) Truncate(size int64) error {
-	f.fs.mu.Lock()
-	defer f.fs.mu.Unlock()
-	if err := f.check("truncate", true, size); err != nil {
-		return err
-	}
-	f.n.truncate(size)
-	return nil
+	return f.modify("truncate", func() { f.n.truncate(size) }, size)
 }
 
 // Allocate implements Allocator like fallocate mode 0: the file grows to
 // off+n, zero filled, if it is shorter.
 func (f *memFile) Allocate(off, n int64) error {
-	f.fs.mu.Lock()
-	defer f.fs.mu.Unlock()
-	if err := f.check("allocate", true, off, n); err != nil {
-		return err
-	}
-	if end := off + n; end > int64(len(f.n.data)) {
-		f.n.truncate(end)
-	}
-	return nil
+	return f.modify("allocate", func() {
+		if end := off + n; end > int64(len(f.n.data)) {
+			f.n.truncate(end)
+		}
+	}, off, n)
 }
 
 // PunchHole implements Puncher.
 func (f *memFile) PunchHole(off, n int64) error {
-	f.fs.mu.Lock()
-	defer f.fs.mu.Unlock()
-	if err := f.check("punch", true, off, n); err != nil {
-		return err
-	}
-	f.n.record(memChange{kind: changePunch, off: off, n: n})
-	return nil
+	return f.modify("punch", func() { f.n.record(memChange{kind: changePunch, off: off, n: n}) }, off, n)
 }
 
 func (f *memFile) Sync() error {
