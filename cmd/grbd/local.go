@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"syscall"
 
 	"github.com/grbd/grbd/internal/auth"
@@ -32,7 +35,7 @@ type localOptions struct {
 func (o *localOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dir, "dir", "grbd-local", "directory for the cluster config and every member's data")
 	fs.StringVar(&o.size, "size", "1GiB", "device size when creating the cluster")
-	fs.IntVar(&o.nbdPort, "nbd-port", 10809, "NBD port of the first data node on 127.0.0.1 (the others follow)")
+	fs.IntVar(&o.nbdPort, "nbd-port", 10809, "NBD port of the first data node on 127.0.0.1 (the others follow, skipping --proxy-port)")
 	fs.IntVar(&o.basePort, "base-port", 7700, "first peer port; admin ports start at base-port+100")
 	fs.IntVar(&o.nodes, "nodes", 2, "data nodes when creating the cluster")
 	fs.BoolVar(&o.witness, "witness", true, "add a witness when creating the cluster")
@@ -72,6 +75,9 @@ Inspect it with: grbd status --config DIR/grbd.yaml`,
 			if cmd.Flags().Changed("nodes") && len(cfg.Nodes) != o.nodes {
 				return fmt.Errorf("local: %s has %d data nodes, not --nodes %d: remove %s to recreate it", cfg.Path, len(cfg.Nodes), o.nodes, o.dir)
 			}
+			if err := checkProxyPort(cfg, o.proxy, o.dir); err != nil {
+				return err
+			}
 			if created {
 				log.Info("created cluster config", "path", cfg.Path)
 			} else {
@@ -109,7 +115,7 @@ func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 	if o.nodes < 1 || o.nodes > len(localNames) {
 		return nil, false, fmt.Errorf("--nodes must be between 1 and %d", len(localNames))
 	}
-	if o.nbdPort < 1 || o.nbdPort > 65535-o.nodes || o.basePort < 1 || o.basePort > 65535-200 {
+	if o.nbdPort < 1 || o.nbdPort > 65535-o.nodes-1 || o.basePort < 1 || o.basePort > 65535-200 {
 		return nil, false, fmt.Errorf("--nbd-port and --base-port must be valid TCP ports")
 	}
 	cfg := &config.Config{
@@ -120,14 +126,19 @@ func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 		// authenticate with a secret generated for this cluster.
 		Security: &config.Security{SharedSecretFile: auth.SecretFile},
 	}
+	nbd := o.nbdPort
 	for i, name := range localNames[:o.nodes] {
+		if nbd == o.proxy {
+			nbd++ // the proxy's port (10810 by default) follows the first node's
+		}
 		cfg.Nodes = append(cfg.Nodes, config.Member{
 			Name:    name,
 			Address: fmt.Sprintf("127.0.0.1:%d", o.basePort+i),
-			NBD:     fmt.Sprintf("127.0.0.1:%d", o.nbdPort+i),
+			NBD:     fmt.Sprintf("127.0.0.1:%d", nbd),
 			Admin:   fmt.Sprintf("127.0.0.1:%d", o.basePort+100+i),
 			DataDir: name,
 		})
+		nbd++
 	}
 	if o.witness {
 		cfg.Witness = &config.Member{
@@ -157,4 +168,25 @@ func (o *localOptions) loadOrCreate() (*config.Config, bool, error) {
 	}
 	cfg, err = config.Load(path)
 	return cfg, true, err
+}
+
+// checkProxyPort refuses a proxy port that a member of cfg listens on
+// (a cluster created before the node ports skipped it gave beta 10810).
+func checkProxyPort(cfg *config.Config, port int, dir string) error {
+	if port == 0 {
+		return nil
+	}
+	members := cfg.Nodes
+	if cfg.Witness != nil {
+		members = append(slices.Clip(members), *cfg.Witness)
+	}
+	for _, m := range members {
+		for _, addr := range []struct{ what, hostPort string }{{"NBD", m.NBD}, {"peer", m.Address}, {"admin", m.Admin}} {
+			if _, p, err := net.SplitHostPort(addr.hostPort); err == nil && p == strconv.Itoa(port) {
+				return fmt.Errorf("local: --proxy-port %d is %s's %s port in %s: pass another --proxy-port (0: no proxy), or remove %s to recreate the cluster",
+					port, m.Name, addr.what, cfg.Path, dir)
+			}
+		}
+	}
+	return nil
 }
