@@ -1,8 +1,10 @@
 package mesh
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -203,7 +205,7 @@ func (r *recordConn) Write(p []byte) (int, error) {
 
 func TestCoalesceJoinsDataHeaderAndBody(t *testing.T) {
 	rec := &recordConn{}
-	c := &coalesceConn{Conn: rec}
+	c := newCoalesceConn(rec)
 	dataHdr := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3}
 	n, err := c.Write(dataHdr)
 	require.NoError(t, err)
@@ -222,6 +224,49 @@ func TestCoalesceJoinsDataHeaderAndBody(t *testing.T) {
 	emptyData := []byte{0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0}
 	_, _ = c.Write(emptyData)
 	require.Equal(t, [][]byte{winHdr, emptyData}, rec.writes)
+
+	// Without writev a large payload is written after its header, not
+	// copied behind it.
+	rec.writes = nil
+	bigHdr := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0x10, 0, 0}
+	big := bytes.Repeat([]byte{7}, 1<<20)
+	_, _ = c.Write(bigHdr)
+	n, err = c.Write(big)
+	require.NoError(t, err)
+	require.Equal(t, len(big), n)
+	require.Len(t, rec.writes, 2)
+	require.Equal(t, bigHdr, rec.writes[0])
+	require.True(t, bytes.Equal(big, rec.writes[1]))
+}
+
+// yamux runs on the handshake's bufConn: the TCP connection under it is
+// still found, for writev (a copy of every payload without it).
+func TestCoalesceFindsTCPUnderHandshakeConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		s, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer s.Close()
+		b, _ := io.ReadAll(s)
+		got <- b
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	c := newCoalesceConn(&bufConn{Conn: raw, r: bufio.NewReader(raw)})
+	require.NotNil(t, c.tcp)
+	hdr := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3}
+	_, _ = c.Write(hdr)
+	n, err := c.Write([]byte("abc"))
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	require.NoError(t, raw.Close())
+	require.Equal(t, append(hdr, "abc"...), <-got)
 }
 
 // A second session with a peer that still has one registered replaces it

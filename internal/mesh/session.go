@@ -59,7 +59,7 @@ func (m *Mesh) establish(p *peer, c net.Conn, dialer bool, handshakeOver func())
 		return nil, nil, nil, err
 	}
 	var sess *yamux.Session
-	yc := &coalesceConn{Conn: conn}
+	yc := newCoalesceConn(conn)
 	if dialer {
 		sess, err = yamux.Client(yc, m.yamuxConfig())
 	} else {
