@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ type Logged struct {
 	// replica acknowledges it only after Apply.
 	Extent bool
 	ticket uint64
+	sums   []byte // an extent record's block CRCs (little-endian), for the checksum table
 }
 
 // Append journals w and applies it to the data file. With w.Seq == 0 the
@@ -129,7 +131,7 @@ func (j *Journal) applyLogged(l Logged, inPlace bool) error {
 	}
 	j.applyMu.Unlock()
 	if err == nil {
-		err = j.applyAs(&l.Write, inPlace)
+		err = j.applyAs(&l.Write, inPlace, l.sums)
 	}
 	if err != nil && !errors.Is(err, ErrFailed) {
 		// The record is in the journal: the journal and the data file
@@ -286,14 +288,20 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, placed []bool, out []Logge
 		return out, fmt.Errorf("journal: write segment %d: %w", seg.num, err)
 	}
 	j.applyMu.Lock()
+	pos := int64(0) // of w's record in buf
 	for i := range ws {
 		w := &ws[i]
 		n := recordLen(w)
+		var sums []byte
 		if placed[i] {
 			n = extentRecordLen(int64(len(w.Data)))
 			j.extentSeq = w.Seq
 			j.extentBytes += int64(len(w.Data))
+			// The record's CRCs are the blocks' checksums: Apply need not
+			// compute them again.
+			sums = bytes.Clone(buf[pos+RecordHeaderSize : pos+RecordHeaderSize+int64(len(w.Data))/SumBlockSize*4])
 		}
+		pos += n
 		seg.size += n
 		seg.lastSeq = w.Seq
 		j.journalBytes += n
@@ -304,7 +312,7 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, placed []bool, out []Logge
 		if w.Resize == 0 { // a resize has no data-file write to wait for
 			j.applying[j.nextTicket] = blockRange(w)
 		}
-		out = append(out, Logged{Write: *w, Extent: placed[i], ticket: j.nextTicket})
+		out = append(out, Logged{Write: *w, Extent: placed[i], ticket: j.nextTicket, sums: sums})
 		j.nextTicket++
 	}
 	j.applyMu.Unlock()
@@ -386,11 +394,11 @@ func (j *Journal) advanceDurable(seq uint64) {
 // apply writes w to the data file, from Apply or during Open, and keeps
 // the block checksums in step (not during Open's replay: Open sets them
 // up afterwards).
-func (j *Journal) apply(w *Write) error { return j.applyAs(w, false) }
+func (j *Journal) apply(w *Write) error { return j.applyAs(w, false, nil) }
 
 // applyAs is apply; inPlace writes whole aligned blocks with O_DIRECT
 // (writeDirect).
-func (j *Journal) applyAs(w *Write, inPlace bool) error {
+func (j *Journal) applyAs(w *Write, inPlace bool, sums []byte) error {
 	if j.sums == nil {
 		return j.writeData(w, inPlace)
 	}
@@ -408,7 +416,7 @@ func (j *Journal) applyAs(w *Write, inPlace bool) error {
 	if err := j.writeData(w, inPlace); err != nil {
 		return err
 	}
-	return j.updateSums(w, loOK, hiOK, buf)
+	return j.updateSums(w, loOK, hiOK, buf, sums)
 }
 
 // writeData writes w to the data file, with inPlace as writeDirect does.

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -158,10 +159,10 @@ func (j *Journal) edgesIntact(w *Write, buf []byte) (lo, hi bool, err error) {
 }
 
 // updateSums sets the checksums of the blocks w wrote: computed from
-// w.Data for whole blocks, read back for the partly written ones (unless
+// w.Data for whole blocks (or taken from sums, an extent record's), read back for the partly written ones (unless
 // they were corrupt before, see edgesIntact). Apply serializes writes that
 // share a block, so the read-back sees this write's result.
-func (j *Journal) updateSums(w *Write, loOK, hiOK bool, buf []byte) error {
+func (j *Journal) updateSums(w *Write, loOK, hiOK bool, buf, sums []byte) error {
 	off, end := w.Offset, w.Offset+int64(len(w.Data))+w.ZeroLength
 	first, last := blockSpan(off, end)
 	bl, bh := edgeBlocks(off, end)
@@ -183,6 +184,10 @@ func (j *Journal) updateSums(w *Write, loOK, hiOK bool, buf []byte) error {
 			continue
 		}
 		lo := b*SumBlockSize - off
+		if sums != nil { // an extent record's, on whole blocks
+			j.sums.set(b, binary.LittleEndian.Uint32(sums[lo/SumBlockSize*4:]))
+			continue
+		}
 		hi := min(lo+SumBlockSize, size-off, int64(len(w.Data)))
 		j.sums.set(b, blockSum(w.Data[lo:hi]))
 	}
