@@ -316,6 +316,12 @@ func testCatchUp(t *testing.T, nodes int) {
 	// from there (docs/journal.md, "Large writes in place").
 	resyncs := strings.Count(logOf(t, c, "n0"), "region resync")
 	catchup = peer(t, st, "n1").CatchupBytes
+	// The primary counts n1 UpToDate before n1 has sealed its resync: a
+	// kill in between leaves it Inconsistent, resynced again at restart.
+	require.Eventually(t, func() bool {
+		s, err := c.status("n1")
+		return err == nil && s.Disk == node.DiskUpToDate
+	}, 30*time.Second, 50*time.Millisecond, "n1 ends its region resync")
 	sec.kill9()
 	before, err = c.status("n0")
 	require.NoError(t, err)
