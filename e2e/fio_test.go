@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,32 @@ func fioVerifyArgs(uri string, extra ...string) []string {
 		"--verify=crc32c", "--verify_fatal=1", "--randrepeat=1", "--group_reporting",
 	}
 	return append(args, extra...)
+}
+
+// startFioVerify starts fio with fioVerifyArgs(uri, extra...) in the
+// background. The function it returns waits for fio (2 minutes at most),
+// requires that it verified every block, and returns its output.
+func startFioVerify(t *testing.T, uri string, extra ...string) func() string {
+	t.Helper()
+	fio := exec.Command("fio", fioVerifyArgs(uri, extra...)...)
+	fio.Dir = os.TempDir()
+	var out strings.Builder
+	fio.Stdout, fio.Stderr = &out, &out
+	require.NoError(t, fio.Start())
+	done := make(chan error, 1)
+	go func() { done <- fio.Wait() }()
+	return func() string {
+		t.Helper()
+		select {
+		case err := <-done:
+			require.NoError(t, err, out.String())
+		case <-time.After(2 * time.Minute):
+			t.Fatal("fio hangs")
+		}
+		require.NotContains(t, out.String(), "verify: bad", out.String())
+		require.Contains(t, out.String(), "WRITE:", out.String())
+		return out.String()
+	}
 }
 
 // fioVerify runs fio with fioVerifyArgs(uri, extra...) and requires that it

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/grbd/grbd/internal/freeport"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grbd/grbd/internal/freeport"
 
 	"github.com/grbd/grbd/internal/chaos"
 	"github.com/stretchr/testify/require"

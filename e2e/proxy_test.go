@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"github.com/grbd/grbd/internal/freeport"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grbd/grbd/internal/freeport"
 
 	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"

@@ -6,16 +6,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/grbd/grbd/internal/freeport"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grbd/grbd/internal/freeport"
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/node"
@@ -252,13 +252,7 @@ func testCatchUp(t *testing.T, nodes int) {
 	// that fio is still writing when the peer is killed and after its
 	// Outdate: unthrottled, a fast machine wrote all 96 MiB in the first
 	// 700 ms and the absence covered no writes.
-	fio := exec.Command("fio", fioVerifyArgs(prim.uri(), "--size=24m", "--offset_increment=24m", "--rate_iops=,1500")...)
-	fio.Dir = os.TempDir()
-	var fioOut strings.Builder
-	fio.Stdout, fio.Stderr = &fioOut, &fioOut
-	require.NoError(t, fio.Start())
-	fioDone := make(chan error, 1)
-	go func() { fioDone <- fio.Wait() }()
+	fioWait := startFioVerify(t, prim.uri(), "--size=24m", "--offset_increment=24m", "--rate_iops=,1500")
 	time.Sleep(700 * time.Millisecond)
 	atKill, err := c.status("n0")
 	require.NoError(t, err)
@@ -270,13 +264,7 @@ func testCatchUp(t *testing.T, nodes int) {
 	require.NoError(t, err)
 	require.Greater(t, st1.Journal.LastSeq, st0.Journal.LastSeq, "writes stalled while the peer was down")
 	sec = c.start("n1", "n1-restarted")
-	select {
-	case err := <-fioDone:
-		require.NoError(t, err, fioOut.String())
-	case <-time.After(2 * time.Minute):
-		t.Fatal("fio hangs")
-	}
-	require.NotContains(t, fioOut.String(), "verify: bad", fioOut.String())
+	fioWait()
 	st := c.waitPeer(20 * time.Second)
 	// Away: from the kill until it was UpToDate again (the catch-up also
 	// carries what fio wrote while it ran).

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"github.com/grbd/grbd/internal/freeport"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grbd/grbd/internal/freeport"
 
 	"github.com/grbd/grbd/internal/auth"
 	"github.com/grbd/grbd/internal/config"
