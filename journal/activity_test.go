@@ -3,8 +3,6 @@ package journal
 import (
 	"errors"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"testing"
 
 	"github.com/grbd/grbd/internal/extent"
@@ -168,14 +166,8 @@ func TestActivityLogWriteFails(t *testing.T) {
 // (plantedbug_activity_on.go: writes reach data.img unlogged) and requires
 // the power-loss test to fail on it.
 func TestActivityLogCatchesPlantedBug(t *testing.T) {
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go tool to build the planted bug")
-	}
-	cmd := exec.Command("go", "test", "-count=1", "-tags", "grbd_plantedbug_activity", "-run", "^TestPowerLoss$", ".")
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
-	out, err := cmd.CombinedOutput()
-	require.Error(t, err, "the power-loss test passed with the planted bug:\n%s", out)
-	require.Contains(t, string(out), "outside the activity log's suspects")
+	out := plantedRun(t, "grbd_plantedbug_activity", "^TestPowerLoss$")
+	require.Contains(t, out, "outside the activity log's suspects")
 }
 
 // FuzzDecodeAct: decodeAct never panics, classifies failures, and what it

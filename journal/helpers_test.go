@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path"
 	"strings"
 	"sync/atomic"
@@ -239,4 +240,19 @@ func faultFS(op vfs.Op, suffix string, err error) (vfs.FS, *atomic.Bool) {
 		}
 		return nil
 	}), on
+}
+
+// plantedRun runs the tests matching run in this package built with the
+// planted bug tag, requires them to fail, and returns go test's output
+// (the caller checks that they failed for the planted reason).
+func plantedRun(t *testing.T, tag, run string) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go tool to build the planted bug")
+	}
+	cmd := exec.Command("go", "test", "-count=1", "-tags", tag, "-run", run, ".")
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "%s passed with -tags %s:\n%s", run, tag, out)
+	return string(out)
 }
