@@ -289,7 +289,7 @@ func (n *Node) openDisk() (exists bool, err error) {
 	n.checkSize()
 	if b := extent.Bytes(n.store.Suspects()); b > 0 {
 		n.events.Add(Event{Type: events.TypeSuspects, State: events.StateStarted, Bytes: int64(b),
-			Cause:  "an unclean stop in an earlier boot (a power loss): the image may hold bytes of writes its journal lost",
+			Cause:  "an unclean stop (a power loss, or a crash before a large write reached the image): the image may hold bytes that differ from the peers",
 			Detail: "as primary it writes them again through replication; as secondary it resyncs them from the primary"})
 	}
 	if n.shardPeer() {
