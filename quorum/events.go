@@ -42,6 +42,10 @@ type Message struct {
 	HasState bool // MsgProbeReply: the sender holds control-plane state
 	Fresh    bool // MsgProbe, MsgProbeReply: the sender holds no block data
 	Counted  bool // MsgProbeReply: the sender created the cluster counting the prober empty under Echo
+	// Newcomer (MsgProbeReply): the sender created the cluster without the
+	// prober (--new-cluster) and has not heard from its position since. A
+	// weaker word than Counted: another member may have heard from it.
+	Newcomer bool
 }
 
 // Tick advances the member's clock by one tick: raft heartbeats and

@@ -95,6 +95,7 @@ type probeAnswer struct {
 	hasState bool
 	fresh    bool
 	counted  bool // the answerer created the cluster counting us empty under our join identity
+	newcomer bool // the answerer created the cluster without us and has not heard from us since
 }
 
 // announcement is a join identity an empty member announced in its probes.
@@ -279,7 +280,7 @@ func (m *Member) evaluate() {
 	if m.phase != PhaseProbing {
 		return
 	}
-	var missing, stale, counted []string
+	var missing, stale, counted, newcomer []string
 	for _, n := range m.names {
 		if n == m.self {
 			continue
@@ -290,6 +291,8 @@ func (m *Member) evaluate() {
 			missing = append(missing, n)
 		case a.hasState && a.counted:
 			counted = append(counted, n)
+		case a.hasState && a.newcomer:
+			newcomer = append(newcomer, n)
 		case a.hasState:
 			stale = append(stale, n)
 		}
@@ -300,10 +303,13 @@ func (m *Member) evaluate() {
 			strings.Join(stale, ", "), m.self)
 		return
 	}
-	if len(counted) > 0 && len(missing) == 0 {
+	if len(counted)+len(newcomer) > 0 && len(missing) == 0 {
 		// Every member with state created the cluster counting this one
 		// empty under this join identity (or without it, by --new-cluster,
-		// and never heard from it since): it never held state.
+		// and never heard from it since): it never held state. A newcomer
+		// mark alone is not enough while a member is missing: this member
+		// may have joined and talked only to that one (the raft leader)
+		// before its disk was wiped.
 		m.bootstrap()
 		return
 	}
@@ -325,11 +331,16 @@ func (m *Member) evaluate() {
 			strings.Join(full, ", "))
 	case len(missing) == 0:
 		m.bootstrap()
-	case m.cfg.NewCluster && m.now >= int64(2*m.cfg.Timing.Retry) && len(m.names)-len(missing) >= Majority(len(m.names)):
+	case m.cfg.NewCluster && len(newcomer) == 0 && m.now >= int64(2*m.cfg.Timing.Retry) && len(m.names)-len(missing) >= Majority(len(m.names)):
 		// The override waits for a majority of empty members: a member
 		// that lost its state alone (or with a slow answer from one with
-		// state) can never create a cluster by it.
+		// state) can never create a cluster by it. A member with state
+		// that counted this join identity in at its creation vouches for
+		// it; a newcomer mark does not (see above).
 		m.bootstrap()
+	case len(newcomer) > 0:
+		m.reason = fmt.Sprintf("no control-plane state: %s created the cluster without this member and never heard from it; waiting for %s to answer too (it may have, and then this member must be replaced)",
+			strings.Join(newcomer, ", "), strings.Join(missing, ", "))
 	default:
 		m.reason = fmt.Sprintf("no control-plane state: waiting for %s to answer before creating a new cluster (every member must be empty; --new-cluster creates it without them)",
 			strings.Join(missing, ", "))
@@ -348,8 +359,9 @@ func (m *Member) onProbe(msg Message) {
 		reply.ID, reply.HasState = m.id, true
 	default:
 		reply.ID, reply.HasState = m.id, true
-		reply.Counted = (msg.ID != 0 && m.counted[msg.From] == msg.ID) || m.newcomers[msg.From]
-		if !reply.Counted && PositionOf(msg.ID) == pos && IncarnationOf(msg.ID) != 0 && msg.ID != m.curID(pos) {
+		reply.Counted = msg.ID != 0 && m.counted[msg.From] == msg.ID
+		reply.Newcomer = !reply.Counted && m.newcomers[msg.From]
+		if !reply.Counted && !reply.Newcomer && PositionOf(msg.ID) == pos && IncarnationOf(msg.ID) != 0 && msg.ID != m.curID(pos) {
 			m.announced[msg.From] = announcement{id: msg.ID, at: m.now}
 		}
 	}
@@ -361,7 +373,7 @@ func (m *Member) onProbeReply(msg Message) {
 	if (m.phase != PhaseProbing && m.phase != PhaseAwaitReplace) || msg.Echo != m.joinID {
 		return // an answer to another run's probe, or no longer needed
 	}
-	m.probes[msg.From] = probeAnswer{id: msg.ID, hasState: msg.HasState, fresh: msg.Fresh, counted: msg.Counted}
+	m.probes[msg.From] = probeAnswer{id: msg.ID, hasState: msg.HasState, fresh: msg.Fresh, counted: msg.Counted, newcomer: msg.Newcomer}
 	m.evaluate()
 }
 

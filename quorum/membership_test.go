@@ -116,6 +116,15 @@ func startOnly(t *testing.T, infos []MemberInfo, up ...string) *cluster {
 	return c
 }
 
+// startNewCluster starts an empty member with --new-cluster.
+func (c *cluster) startNewCluster(name string) {
+	cfg := c.config(name, raft.NewMemoryStorage())
+	cfg.NewCluster = true
+	m, err := NewMember(cfg)
+	require.NoError(c.t, err)
+	c.members[name] = m
+}
+
 func TestUnanimousBootstrap(t *testing.T) {
 	c := newCluster(t, true, dataAndWitness()...)
 	c.tick(100)
@@ -145,13 +154,8 @@ func TestBootstrapNeedsEveryMember(t *testing.T) {
 	})
 	t.Run("new-cluster override", func(t *testing.T) {
 		c := startOnly(t, dataAndWitness())
-		for _, n := range []string{"a", "b"} {
-			cfg := c.config(n, raft.NewMemoryStorage())
-			cfg.NewCluster = true
-			m, err := NewMember(cfg)
-			require.NoError(t, err)
-			c.members[n] = m
-		}
+		c.startNewCluster("a")
+		c.startNewCluster("b")
 		c.tick(200)
 		require.Equal(t, []string{"a"}, c.servers())
 		// The member that was missing never held state: the creators
@@ -171,13 +175,9 @@ func TestBootstrapNeedsEveryMember(t *testing.T) {
 	})
 	t.Run("new-cluster still needs a majority", func(t *testing.T) {
 		c := startOnly(t, dataAndWitness())
-		cfg := c.config("w", raft.NewMemoryStorage())
-		cfg.NewCluster = true
-		m, err := NewMember(cfg)
-		require.NoError(t, err)
-		c.members["w"] = m
+		c.startNewCluster("w")
 		c.tick(300)
-		require.Equal(t, PhaseProbing, m.Phase())
+		require.Equal(t, PhaseProbing, c.members["w"].Phase())
 	})
 	t.Run("a data node with data refuses", func(t *testing.T) {
 		c := startOnly(t, dataAndWitness())
@@ -385,4 +385,59 @@ func TestStepDropsStaleIncarnations(t *testing.T) {
 	require.Equal(t, []string{"a"}, c.servers())
 	require.NoError(t, w.Step(Message{Type: MsgLeaseRequest, From: "a", To: "w", ID: 1, Epoch: a.state.Epoch, Sent: a.now}))
 	require.Empty(t, w.msgs, "a replaced member acks nothing")
+}
+
+// The e2e race of TestReplaceDataNode (1 in ~13 runs): a and w create the
+// cluster with --new-cluster, b comes later and is counted in as a
+// newcomer. b then talks only to the leader (a), so w never hears from b
+// and keeps its newcomer mark. b's disk is wiped; it restarts with
+// --new-cluster and only w's answer reaches it for a while. w's stale
+// newcomer mark must not add up to a majority with b itself: b must wait for
+// a, which knows it held state, and then await its replace.
+func TestWipedNewcomerWaitsForEveryMemberWithState(t *testing.T) {
+	c := startOnly(t, dataAndWitness())
+	c.startNewCluster("a")
+	c.startNewCluster("w")
+	c.tick(200)
+	require.Equal(t, []string{"a"}, c.servers())
+	c.startNewCluster("b")
+	c.tick(100)
+	require.Equal(t, PhaseMember, c.members["b"].Phase())
+	require.True(t, c.members["w"].newcomers["b"], "the race needs w never to have heard from b")
+	require.False(t, c.members["a"].newcomers["b"], "the leader heard from b")
+
+	c.wipe("b")
+	c.startNewCluster("b")
+	c.drop = func(m Message) bool { return m.From == "a" && m.To == "b" }
+	c.tick(20 * DefaultTiming().Retry)
+	require.NotEqual(t, PhaseMember, c.members["b"].Phase(), "b created a second initial configuration on w's stale answer")
+	require.Contains(t, c.members["b"].Status().PhaseReason, "waiting for a to answer")
+	c.drop = nil
+	c.tick(3 * DefaultTiming().Retry)
+	require.Equal(t, PhaseAwaitReplace, c.members["b"].Phase())
+	require.Contains(t, c.members["b"].Status().PhaseReason, `grbd member replace b`)
+	require.Equal(t, []string{"a"}, c.servers())
+}
+
+// The race the e2e harness hits on every start: w creates the cluster by
+// --new-cluster counting a's join identity empty before a made up its
+// mind. a then hears "has state, counted" from w while b is still away:
+// a count by join identity vouches for a, so a creates the same initial
+// configuration without waiting for b (unlike a newcomer mark, above).
+func TestOverrideTrustsACountByJoinIdentity(t *testing.T) {
+	c := startOnly(t, dataAndWitness())
+	c.startNewCluster("a")
+	c.startNewCluster("w")
+	c.drop = func(m Message) bool { return m.Type == MsgProbeReply && m.To == "a" }
+	for i := 0; c.members["w"].Phase() != PhaseMember; i++ {
+		require.Less(t, i, 20*DefaultTiming().Retry, "w never created the cluster")
+		c.tick(1)
+	}
+	require.Equal(t, PhaseProbing, c.members["a"].Phase())
+	c.drop = nil
+	c.tick(3 * DefaultTiming().Retry)
+	require.Equal(t, PhaseMember, c.members["a"].Phase(), c.members["a"].Status().PhaseReason)
+	require.Equal(t, uint64(1), c.members["a"].ID())
+	c.tick(200)
+	require.Equal(t, []string{"a"}, c.servers())
 }

@@ -318,7 +318,7 @@ func (d *Driver) sendLocked(msg quorum.Message) {
 		for _, f := range []struct {
 			on   bool
 			flag uint8
-		}{{msg.Fresh, wire.ProbeFresh}, {msg.HasState, wire.ProbeHasState}, {msg.Counted, wire.ProbeCounted}} {
+		}{{msg.Fresh, wire.ProbeFresh}, {msg.HasState, wire.ProbeHasState}, {msg.Counted, wire.ProbeCounted}, {msg.Newcomer, wire.ProbeNewcomer}} {
 			if f.on {
 				r.Flags |= f.flag
 			}
@@ -449,6 +449,7 @@ func (d *Driver) Deliver(peer string, c *wire.Control) {
 		}
 		msg.Type, msg.ID, msg.Echo = quorum.MsgProbeReply, r.ID, r.Echo
 		msg.Fresh, msg.HasState, msg.Counted = r.Flags&wire.ProbeFresh != 0, r.Flags&wire.ProbeHasState != 0, r.Flags&wire.ProbeCounted != 0
+		msg.Newcomer = r.Flags&wire.ProbeNewcomer != 0
 	case wire.ControlReplaced:
 		r, err := wire.ParseReplaced(c.Data)
 		if err != nil {

@@ -76,7 +76,7 @@ func TestMalformedBodies(t *testing.T) {
 		{"control probe unknown flag", TypeControl, 0, cat([]byte{4}, u64(0), u64(0), []byte{1, 2}, u64(0x102))},
 		{"control probe short", TypeControl, 0, cat([]byte{4}, u64(0), u64(0), []byte{1, 0}, u32(1))},
 		{"control probe long", TypeControl, 0, cat([]byte{4}, u64(0), u64(0), []byte{1, 0}, u64(0x102), []byte{0})},
-		{"control probe reply unknown flag", TypeControl, 0, cat([]byte{5}, u64(0), u64(0), []byte{1, 8}, u64(1), u64(2))},
+		{"control probe reply unknown flag", TypeControl, 0, cat([]byte{5}, u64(0), u64(0), []byte{1, 16}, u64(1), u64(2))},
 		{"control probe reply short", TypeControl, 0, cat([]byte{5}, u64(0), u64(0), []byte{1, 0}, u64(1))},
 		{"control replaced version 0", TypeControl, 0, cat([]byte{6}, u64(0), u64(0), []byte{0}, u64(3), u64(0x103))},
 		{"control replaced long", TypeControl, 0, cat([]byte{6}, u64(0), u64(0), []byte{1}, u64(3), u64(0x103), []byte{0})},

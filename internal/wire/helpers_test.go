@@ -205,6 +205,8 @@ func msgCases(big bool) []msgCase {
 			body: cat([]byte{4}, u64(0), u64(0), []byte{1, 1}, u64(0x5eed02))},
 		{name: "control/probe reply", msg: &Control{Kind: ControlProbeReply, Data: ProbeReply{ID: 1, Echo: 0x5eed02, Flags: ProbeHasState | ProbeCounted}.Append(nil)},
 			body: cat([]byte{5}, u64(0), u64(0), []byte{1, 6}, u64(1), u64(0x5eed02))},
+		{name: "control/probe reply newcomer", msg: &Control{Kind: ControlProbeReply, Data: ProbeReply{ID: 2, Echo: 0x5eed03, Flags: ProbeHasState | ProbeNewcomer}.Append(nil)},
+			body: cat([]byte{5}, u64(0), u64(0), []byte{1, 10}, u64(2), u64(0x5eed03))},
 		{name: "control/replaced", msg: &Control{Kind: ControlReplaced, Data: Replaced{Stale: 3, Current: 0x5eed03}.Append(nil)},
 			body: cat([]byte{6}, u64(0), u64(0), []byte{1}, u64(3), u64(0x5eed03))},
 		{name: "history/empty", msg: &History{LastSeq: 5}, body: cat(u64(5), u16(0))},

@@ -16,7 +16,7 @@ const (
 	replacedSize    = 17 // version | stale | current
 	leaseIDSize     = 8  // sender's raft id
 	probeFlags      = ProbeFresh
-	probeReplyFlags = ProbeFresh | ProbeHasState | ProbeCounted
+	probeReplyFlags = ProbeFresh | ProbeHasState | ProbeCounted | ProbeNewcomer
 )
 
 // Probe flags. Part of the format; other bits are ErrMalformed.
@@ -24,6 +24,7 @@ const (
 	ProbeFresh    uint8 = 1 << 0 // the sender holds no block data
 	ProbeHasState uint8 = 1 << 1 // reply: the sender holds control-plane state
 	ProbeCounted  uint8 = 1 << 2 // reply: the sender created the cluster counting the prober empty
+	ProbeNewcomer uint8 = 1 << 3 // reply: the sender created the cluster without the prober and has not heard from it since
 )
 
 // Probe asks a member whether it holds control-plane state; sent by a
