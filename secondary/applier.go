@@ -69,6 +69,7 @@ const (
 // run reads, applies and acknowledges until the stream ends or a message
 // is refused.
 func (a *applier) run(r *wire.Reader) error {
+	lastOut := time.Now()
 	for {
 		m, err := r.ReadMsg()
 		if err != nil {
@@ -89,13 +90,22 @@ func (a *applier) run(r *wire.Reader) error {
 			_ = a.flushOut()
 			return err
 		}
-		if r.Buffered() == 0 {
+		// Acknowledge when the burst is over, and at least every
+		// ackInterval within one: a resync keeps the stream full while
+		// this disk is the slower side, and without acks the primary
+		// takes this peer for dead (peer-timeout) and drops the session.
+		if r.Buffered() == 0 || time.Since(lastOut) >= ackInterval {
 			if err := a.flushOut(); err != nil {
 				return err
 			}
+			lastOut = time.Now()
 		}
 	}
 }
+
+// ackInterval bounds the wait of an ack behind a burst that never ends
+// (a resync): far below any peer-timeout (at least the tick, 100 ms).
+const ackInterval = 20 * time.Millisecond
 
 // batchable returns m as a journal write if it is a client write (or
 // zeroing) of a primary that is not deposed.

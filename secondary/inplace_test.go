@@ -3,8 +3,10 @@ package secondary
 import (
 	"bytes"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,4 +137,80 @@ func TestInPlaceProgressCatchesPlantedBug(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.Error(t, err, "the power-loss test passed with the planted bug:\n%s", out)
 	require.Contains(t, string(out), "lost", "it failed for another reason:\n%s", out)
+}
+
+// A resync keeps the stream full while the target's disk is the slower
+// side: the target must still acknowledge as it goes (every ackInterval),
+// or the primary's watchdog takes it for dead after peer-timeout and drops
+// the session, and a resync that restarts from scratch never ends (seen
+// under load in node TestResyncProgressNotTrusted).
+func TestAcksFlowDuringAFullStream(t *testing.T) {
+	// A disk slower than the wire: each data-file write takes 1 ms.
+	slow := vfs.WithErrors(vfs.NewMem(), func(op vfs.Op, name string) error {
+		if op == vfs.OpWrite && strings.HasSuffix(name, "data.img") {
+			time.Sleep(time.Millisecond)
+		}
+		return nil
+	})
+	s, _ := newSideOn(t, slow, 4<<20, 2, false)
+	h := &wire.Hello{Cluster: "t", From: "p", Role: wire.RolePrimary, Epoch: 1, LastSeq: 2, Flags: wire.HelloResume}
+	h.PutDisks(s.store.ID(), 0xd15c)
+	// TCP, not a pipe: the socket holds what the sender wrote, so each
+	// read of the target fills its whole buffer and it rarely runs dry.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	prim, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	side, err := l.Accept()
+	require.NoError(t, err)
+	r, w, sent := connectOn(t, s, h, replicator.History{{Epoch: 1, FirstSeq: 1}}, side, prim)
+	read[*wire.Hello](t, r)
+	require.NoError(t, <-sent)
+	require.Equal(t, uint64(2), read[*wire.Ack](t, r).Seq)
+
+	acks := make(chan uint64, 1024)
+	go func() {
+		defer close(acks)
+		for {
+			m, err := r.ReadMsg()
+			if err != nil {
+				return
+			}
+			if a, ok := m.(*wire.Ack); ok {
+				acks <- a.Seq
+			}
+		}
+	}()
+	const wantAcks = 20
+	stop := make(chan struct{})
+	streamed := make(chan int, 1)
+	go func() { // never pauses, so the target's buffer never runs dry
+		data := chunkData(1, 12<<10)
+		k := 0
+		defer func() { streamed <- k }()
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); k++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			m := &wire.ResyncData{AsOf: uint64(3 + k), Offset: uint64(k%300) * (12 << 10), Data: data}
+			if w.WriteMsg(m) != nil {
+				return
+			}
+		}
+		_ = w.Flush()
+	}()
+	for seen := 0; seen < wantAcks; {
+		select {
+		case _, ok := <-acks:
+			require.True(t, ok, "the session ended")
+			seen++
+		case k := <-streamed:
+			t.Fatalf("%d acks while a stream of %d chunks (5 s) went on: the target acknowledges only when its buffer runs dry", seen, k)
+		}
+	}
+	close(stop)
+	<-streamed
 }

@@ -101,6 +101,13 @@ func connect(t *testing.T, s *Side, epoch, last uint64, pri replicator.History) 
 func connectHello(t *testing.T, s *Side, h *wire.Hello, pri replicator.History) (r *wire.Reader, w *wire.Writer, sent chan error) {
 	t.Helper()
 	side, prim := net.Pipe()
+	return connectOn(t, s, h, pri, side, prim)
+}
+
+// connectOn is connectHello over the connection side (the Side's end) and
+// prim (the test's end).
+func connectOn(t *testing.T, s *Side, h *wire.Hello, pri replicator.History, side, prim net.Conn) (r *wire.Reader, w *wire.Writer, sent chan error) {
+	t.Helper()
 	go s.Handle("p", side)
 	t.Cleanup(func() { prim.Close() })
 	w, sent = wire.NewWriter(prim), make(chan error, 1)
