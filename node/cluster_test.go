@@ -45,6 +45,17 @@ func newSizedCluster(t testing.TB, size string, n int, wit bool, extra string, o
 	t.Helper()
 	dir := t.TempDir()
 	var b strings.Builder
+	if !strings.Contains(extra, "peer-timeout:") {
+		// The same for the peer timeout: with 2 s, three clusters
+		// resyncing at once under -race missed yamux keepalives and acks,
+		// dropped sessions, and a resync that restarts from scratch never
+		// ended (TestResyncProgressNotTrusted).
+		if strings.Contains(extra, "replication:\n") {
+			extra = strings.Replace(extra, "replication:\n", "replication:\n  peer-timeout: 6s\n", 1)
+		} else {
+			extra += "replication:\n  peer-timeout: 6s\n"
+		}
+	}
 	fmt.Fprintf(&b, "cluster: t\ndevice:\n  size: %s\njournal:\n  max-size: 8MiB\n  segment-size: 1MiB\n%s", size, extra)
 	if !strings.Contains(extra, "quorum:") {
 		// Tolerant timings: tests run under -race on two busy cores, where
