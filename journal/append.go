@@ -314,6 +314,9 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, placed []bool, out []Logge
 		}
 		out = append(out, Logged{Write: *w, Extent: placed[i], ticket: j.nextTicket, sums: sums})
 		j.nextTicket++
+		if placed[i] {
+			j.extents.Add(1)
+		}
 	}
 	j.applyMu.Unlock()
 	j.writes.Add(uint64(len(ws)))

@@ -140,9 +140,11 @@ func TestExtentCrashBeforeItsData(t *testing.T) {
 			seq, err := j.Append(Write{Offset: 0, Data: fill(16<<10, 1)})
 			require.NoError(t, err)
 			require.NoError(t, j.Sync(seq))
+			before := j.Stats().ExtentRecords
 			ls, err := j.Log([]Write{{Offset: at, Data: fill(8<<10, 2)}})
 			require.NoError(t, err)
 			require.True(t, ls[0].Extent)
+			require.Equal(t, before+1, j.Stats().ExtentRecords, "counted")
 			for _, w := range tc.later {
 				_, err := j.Append(w)
 				require.NoError(t, err)

@@ -152,6 +152,7 @@ type Journal struct {
 	lastSeqA, durable, ckptSeq atomic.Uint64
 	writes, syncs, ckpts       atomic.Uint64
 	inPlace                    atomic.Uint64 // bytes written in place since Open
+	extents                    atomic.Uint64 // extent records appended since Open
 	closing                    atomic.Bool
 	failure                    atomic.Pointer[error]
 	noPunch                    atomic.Bool // the data file said ErrNotSupported

@@ -12,6 +12,7 @@ type Stats struct {
 	Syncs            uint64 // journal fdatasync calls since Open
 	Checkpoints      uint64 // completed checkpoints since Open
 	InPlaceBytes     uint64 // bytes written without a record since Open (WriteInPlace)
+	ExtentRecords    uint64 // large writes logged as extent records (data in place) since Open
 	ChecksumErrors   uint64 // corrupt blocks ReadAt found since Open
 	ActivityCommits  uint64 // activity log transactions since Open
 }
@@ -30,6 +31,7 @@ func (j *Journal) Stats() Stats {
 	st.CheckpointSeq = j.ckptSeq.Load()
 	st.Writes, st.Syncs, st.Checkpoints = j.writes.Load(), j.syncs.Load(), j.ckpts.Load()
 	st.InPlaceBytes = j.inPlace.Load()
+	st.ExtentRecords = j.extents.Load()
 	st.ChecksumErrors = j.checksumErrors.Load()
 	j.act.mu.Lock()
 	st.ActivityCommits = j.act.commits

@@ -71,6 +71,9 @@ type JournalStatus struct {
 	SuspectBytes uint64 `json:"suspect_bytes"`
 	// ActivityCommits: activity log transactions since start.
 	ActivityCommits uint64 `json:"activity_commits"`
+	// ExtentRecords: large writes logged as extent records, their data
+	// written once, in place (docs/journal.md), since start.
+	ExtentRecords uint64 `json:"extent_records"`
 }
 
 // IOStatus counts NBD traffic since start.
@@ -125,6 +128,7 @@ func (n *Node) Status() Status {
 			LastSeq: js.LastSeq, DurableSeq: js.DurableSeq, CheckpointSeq: js.CheckpointSeq,
 			FirstRetainedSeq: js.FirstRetainedSeq, Bytes: js.JournalBytes, Segments: js.Segments, Syncs: js.Syncs,
 			SuspectBytes: extent.Bytes(n.store.Suspects()), ActivityCommits: js.ActivityCommits,
+			ExtentRecords: js.ExtentRecords,
 		},
 		IO: IOStatus{
 			Connections: ns.Connections, Reads: ns.Reads, Writes: ns.Writes, Flushes: ns.Flushes,
