@@ -5,8 +5,12 @@
 // journals, flipped data bits) and checks what the clients saw:
 //
 //   - linearizability, with github.com/anishathalye/porcupine: one register
-//     per block, the history partitioned by block, writes of unknown outcome
-//     given a far-future return time (workload.go, linearize.go);
+//     per 4 KiB block, the history partitioned by block, writes of unknown
+//     outcome given a far-future return time (workload.go, linearize.go). A
+//     fifth of the requests cover a whole 64 KiB slot of 16 registers, each
+//     with its own value, so the journal's large-write path (extent records,
+//     in-place writes) runs under every fault; a write in flight may land in
+//     part, a block at a time;
 //   - durability: every write acknowledged before a successful FLUSH (or with
 //     FUA) is visible to every later read (durability.go);
 //   - integrity: every block read is zeroes or a block some write wrote, with

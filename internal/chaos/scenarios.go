@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -269,6 +270,25 @@ func injectJournalBitFlip(ctx context.Context, r *Run) error {
 	return nil
 }
 
+// writtenBlock picks a register that holds an acknowledged write (any one
+// when none does): a flipped bit in a block never written is no damage a
+// replica could repair.
+func (r *Run) writtenBlock() int {
+	var written []int
+	seen := map[int]bool{}
+	for _, op := range r.W.Ops() {
+		if op.Kind == OpWrite && op.Outcome == OK && !seen[op.Block] {
+			seen[op.Block] = true
+			written = append(written, op.Block)
+		}
+	}
+	if len(written) == 0 {
+		return r.Rand.IntN(r.W.Blocks())
+	}
+	slices.Sort(written)
+	return written[r.Rand.IntN(len(written))]
+}
+
 func injectDataBitFlip(ctx context.Context, r *Run) error {
 	node := r.C.DataNodes()[0]
 	// Stop the load so nothing overwrites the damaged blocks before the
@@ -279,7 +299,7 @@ func injectDataBitFlip(ctx context.Context, r *Run) error {
 		return err
 	}
 	for range 4 {
-		b := r.Rand.IntN(r.W.Blocks())
+		b := r.writtenBlock()
 		what, err := FlipDataBit(node.DataDir, r.W.Offset(b), BlockSize, r.Rand)
 		if err != nil {
 			return err

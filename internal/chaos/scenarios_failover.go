@@ -222,7 +222,7 @@ func injectBitFlipRepair(ctx context.Context, r *Run) error {
 	}
 	flipped := map[int]bool{}
 	for range 4 {
-		b := r.Rand.IntN(r.W.Blocks())
+		b := r.writtenBlock()
 		what, err := FlipDataBit(r.C.Member(sec).DataDir, r.W.Offset(b), BlockSize, r.Rand)
 		if err != nil {
 			return err

@@ -20,8 +20,9 @@ type MemberStatus struct {
 	NBD     string       `json:"nbd"`
 	Peers   []PeerStatus `json:"peers"`
 	Journal struct {
-		LastSeq    uint64 `json:"last_seq"`
-		DurableSeq uint64 `json:"durable_seq"`
+		LastSeq       uint64 `json:"last_seq"`
+		DurableSeq    uint64 `json:"durable_seq"`
+		ExtentRecords uint64 `json:"extent_records"`
 	} `json:"journal"`
 	// Checksums counts corrupt blocks found on read and repaired.
 	Checksums struct {

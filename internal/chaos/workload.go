@@ -29,10 +29,20 @@ type WorkloadConfig struct {
 	// Conns NBD connections (default 3), each shared by Workers goroutines
 	// (default 3) that issue one request at a time.
 	Conns, Workers int
-	// Blocks registers of BlockSize bytes (default 64); block b lives at
-	// Base + b*Stride (Stride default BlockSize, a multiple of it).
+	// Blocks slots (default 64) of Span registers of BlockSize bytes each
+	// (Span default 1): register b lives at Base + (b/Span)*Stride +
+	// (b%Span)*BlockSize (Stride default Span*BlockSize, a multiple of
+	// BlockSize and at least that).
 	Blocks       int
 	Base, Stride int64
+	Span         int
+	// LargePct of the reads and writes (default 0) cover a whole slot in
+	// one request, each register with its own value: with Span*BlockSize
+	// at least the journal's in-place-min they take the large-write path.
+	// With Span > 1 small ops hit a slot's first or last block, and small
+	// writes go to the first half of the slots only, so the other half sees
+	// large writes alone (written in place where the journal can).
+	LargePct int
 	// Percentages of reads, flushes and FUA writes (defaults 30, 5, 5); the
 	// rest are plain writes.
 	ReadPct, FlushPct, FUAPct int
@@ -60,6 +70,7 @@ func (c *WorkloadConfig) defaults() error {
 	def(&c.Conns, 3)
 	def(&c.Workers, 3)
 	def(&c.Blocks, 64)
+	def(&c.Span, 1)
 	def(&c.ReadPct, 30)
 	def(&c.FlushPct, 5)
 	def(&c.FUAPct, 5)
@@ -68,10 +79,16 @@ func (c *WorkloadConfig) defaults() error {
 		c.Clock = RealClock
 	}
 	if c.Stride <= 0 {
-		c.Stride = BlockSize
+		c.Stride = int64(c.Span) * BlockSize
 	}
 	if c.Stride%BlockSize != 0 || c.Base%BlockSize != 0 {
 		return fmt.Errorf("chaos: workload base %d and stride %d must be multiples of %d", c.Base, c.Stride, BlockSize)
+	}
+	if c.Stride < int64(c.Span)*BlockSize {
+		return fmt.Errorf("chaos: workload stride %d is shorter than a slot of %d blocks", c.Stride, c.Span)
+	}
+	if c.LargePct < 0 || c.LargePct > 100 {
+		return fmt.Errorf("chaos: workload large-op percentage %d is not in 0..100", c.LargePct)
 	}
 	if c.Think <= 0 {
 		c.Think = 2 * time.Millisecond
@@ -122,11 +139,13 @@ func NewWorkload(cfg WorkloadConfig) (*Workload, error) {
 	return w, nil
 }
 
-// Offset is the device offset of block b.
-func (w *Workload) Offset(b int) int64 { return w.cfg.Base + int64(b)*w.cfg.Stride }
+// Offset is the device offset of register b.
+func (w *Workload) Offset(b int) int64 {
+	return w.cfg.Base + int64(b/w.cfg.Span)*w.cfg.Stride + int64(b%w.cfg.Span)*BlockSize
+}
 
-// Blocks is the number of blocks.
-func (w *Workload) Blocks() int { return w.cfg.Blocks }
+// Blocks is the number of registers (slots times Span).
+func (w *Workload) Blocks() int { return w.cfg.Blocks * w.cfg.Span }
 
 // since is the time since the workload was created.
 func (w *Workload) since() time.Duration { return w.cfg.Clock.Now().Sub(w.start) }
@@ -238,7 +257,8 @@ func (w *Workload) Outages() []Outage {
 const failBackoff = 50 * time.Millisecond
 
 func (w *Workload) worker(ctx context.Context, s *session, client int, rng *rand.Rand) {
-	buf := make([]byte, BlockSize)
+	buf := make([]byte, w.cfg.Span*BlockSize)
+	ops := make([]Op, 0, w.cfg.Span)
 	for range w.cfg.MaxOps {
 		select {
 		case <-ctx.Done():
@@ -250,21 +270,24 @@ func (w *Workload) worker(ctx context.Context, s *session, client int, rng *rand
 		if err != nil {
 			return
 		}
-		op := Op{ID: w.ids.Add(1), Client: client, Block: rng.IntN(w.cfg.Blocks), Node: node, Era: int(w.era.Load())}
+		op := Op{Client: client, Node: node, Era: int(w.era.Load())}
 		p := rng.IntN(100)
 		noFlush := w.noFlush.Load()
 		switch {
 		case p < w.cfg.ReadPct:
 			op.Kind = OpRead
 		case p < w.cfg.ReadPct+w.cfg.FlushPct && !noFlush:
-			op.Kind, op.Block = OpFlush, 0
+			op.Kind = OpFlush
 		default:
-			op.Kind, op.Value = OpWrite, op.ID
+			op.Kind = OpWrite
 			op.FUA = p >= 100-w.cfg.FUAPct && !noFlush
 		}
-		w.do(ctx, c, &op, buf)
-		w.hist.Add(op)
-		if op.Outcome == OK {
+		ops = w.pick(ops[:0], op, rng)
+		w.do(ctx, c, ops, buf)
+		for _, op := range ops {
+			w.hist.Add(op)
+		}
+		if op = ops[0]; op.Outcome == OK {
 			s.up(node, op.Return)
 			continue
 		}
@@ -278,18 +301,59 @@ func (w *Workload) worker(ctx context.Context, s *session, client int, rng *rand
 	}
 }
 
-// do runs one operation and fills in its times and outcome.
-func (w *Workload) do(ctx context.Context, c *nbdclient.Client, op *Op, buf []byte) {
+// pick appends to ops the register operations of one request like op: a
+// flush, one register, or (LargePct of reads and writes, Span > 1) every
+// register of a slot. Each gets its own ID, and a write its own value.
+func (w *Workload) pick(ops []Op, op Op, rng *rand.Rand) []Op {
+	span, slots := w.cfg.Span, w.cfg.Blocks
+	switch {
+	case op.Kind == OpFlush:
+		return append(ops, w.numbered(op, 0))
+	case span > 1 && rng.IntN(100) < w.cfg.LargePct:
+		slot := rng.IntN(slots)
+		for k := range span {
+			ops = append(ops, w.numbered(op, slot*span+k))
+		}
+		return ops
+	case span > 1 && op.Kind == OpWrite:
+		slots = max(1, slots/2) // the other half sees large writes alone
+	}
+	// A small op hits a slot's first or last block: the edges of a large
+	// write, and as few registers as with Span 1, so that reads often
+	// meet recent writes.
+	k := 0
+	if span > 1 && rng.IntN(2) == 1 {
+		k = span - 1
+	}
+	return append(ops, w.numbered(op, rng.IntN(slots)*span+k))
+}
+
+// numbered is op on register b under a new ID (a write's value).
+func (w *Workload) numbered(op Op, b int) Op {
+	op.ID, op.Block = w.ids.Add(1), b
+	if op.Kind == OpWrite {
+		op.Value = op.ID
+	}
+	return op
+}
+
+// do runs one request (ops: a flush, or consecutive registers of one slot)
+// and fills in every op's times and outcome.
+func (w *Workload) do(ctx context.Context, c *nbdclient.Client, ops []Op, buf []byte) {
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	off := w.Offset(op.Block)
-	op.Call = w.since()
+	first := &ops[0]
+	buf = buf[:len(ops)*BlockSize]
+	off := w.Offset(first.Block)
+	call := w.since()
 	var err error
-	switch op.Kind {
+	switch first.Kind {
 	case OpWrite:
-		w.codec.Encode(buf, op.Block, op.Value, op.Client)
+		for i, op := range ops {
+			w.codec.Encode(buf[i*BlockSize:(i+1)*BlockSize], op.Block, op.Value, op.Client)
+		}
 		var flags nbdproto.CmdFlags
-		if op.FUA {
+		if first.FUA {
 			flags = nbdproto.CmdFlagFUA
 		}
 		err = c.WriteAt(opCtx, buf, off, flags)
@@ -298,23 +362,28 @@ func (w *Workload) do(ctx context.Context, c *nbdclient.Client, op *Op, buf []by
 	case OpFlush:
 		err = c.Flush(opCtx)
 	}
-	op.Return = w.since()
-	switch {
-	case err == nil:
-		op.Outcome = OK
-	case nbdclient.IsUnknownOutcome(err):
-		op.Outcome, op.Err = Unknown, err.Error()
-	default:
-		op.Outcome, op.Err = Failed, err.Error()
-	}
-	if op.Kind == OpWrite && op.Outcome == OK {
+	ret := w.since()
+	if first.Kind == OpWrite && err == nil {
 		w.writesOK.Add(1)
 	}
-	if op.Kind == OpRead && op.Outcome == OK {
-		v, derr := w.codec.Decode(buf, op.Block)
-		op.Value = v
-		if derr != nil {
-			op.Value, op.Err, op.Raw = ValueCorrupt, derr.Error(), bytes.Clone(buf)
+	for i := range ops {
+		op := &ops[i]
+		op.Call, op.Return = call, ret
+		switch {
+		case err == nil:
+			op.Outcome = OK
+		case nbdclient.IsUnknownOutcome(err):
+			op.Outcome, op.Err = Unknown, err.Error()
+		default:
+			op.Outcome, op.Err = Failed, err.Error()
+		}
+		if op.Kind == OpRead && op.Outcome == OK {
+			b := buf[i*BlockSize : (i+1)*BlockSize]
+			v, derr := w.codec.Decode(b, op.Block)
+			op.Value = v
+			if derr != nil {
+				op.Value, op.Err, op.Raw = ValueCorrupt, derr.Error(), bytes.Clone(b)
+			}
 		}
 	}
 }
@@ -327,27 +396,34 @@ const verifyTries = 20
 // history, so the checks cover them; run it after the faults healed. It
 // returns an error naming the blocks it could not read.
 func (w *Workload) Verify(ctx context.Context) error {
-	buf := make([]byte, BlockSize)
+	span := w.cfg.Span
+	buf := make([]byte, span*BlockSize)
 	client := w.cfg.Conns * w.cfg.Workers
 	var unread []string
-	for b := range w.cfg.Blocks {
+	for slot := range w.cfg.Blocks {
 		var last string
 		for try := 0; try < verifyTries; try++ {
 			c, node, gen, err := w.verifySes.client(ctx)
 			if err != nil {
-				return fmt.Errorf("chaos: verify block %d: %w", b, err)
+				return fmt.Errorf("chaos: verify block %d: %w", slot*span, err)
 			}
-			op := Op{ID: w.ids.Add(1), Client: client, Kind: OpRead, Block: b, Node: node, Era: int(w.era.Load())}
-			w.do(ctx, c, &op, buf)
-			w.hist.Add(op)
-			if last = op.Err; op.Outcome == OK {
+			op := Op{Client: client, Kind: OpRead, Node: node, Era: int(w.era.Load())}
+			ops := make([]Op, span)
+			for k := range ops {
+				ops[k] = w.numbered(op, slot*span+k)
+			}
+			w.do(ctx, c, ops, buf)
+			for _, op := range ops {
+				w.hist.Add(op)
+			}
+			if last = ops[0].Err; ops[0].Outcome == OK {
 				last = ""
 				break
 			}
-			w.verifySes.drop(gen, op.Call, op.Err)
+			w.verifySes.drop(gen, ops[0].Call, ops[0].Err)
 		}
 		if last != "" {
-			unread = append(unread, fmt.Sprintf("block %d: %s", b, last))
+			unread = append(unread, fmt.Sprintf("block %d: %s", slot*span, last))
 		}
 	}
 	if len(unread) > 0 {

@@ -22,6 +22,7 @@ type crashDev struct {
 	dropEach int  // bug: silently drop every dropEach-th write (0: never)
 	fakeSync bool // bug: Flush and FUA persist nothing
 	rot      bool // bug: the next read of block 0 returns a flipped bit
+	dropTail bool // bug: a write of several blocks loses its last block
 }
 
 func newCrashDev(size int) *crashDev {
@@ -47,6 +48,9 @@ func (d *crashDev) WriteAt(p []byte, off int64, fua bool) error {
 	d.writes++
 	if d.dropEach > 0 && d.writes%d.dropEach == 0 {
 		return nil
+	}
+	if d.dropTail && len(p) > BlockSize {
+		p = p[:len(p)-BlockSize]
 	}
 	copy(d.live[off:], p)
 	if fua {
@@ -117,7 +121,14 @@ func serveDev(t *testing.T, dev blockdev.Device) (uri string, restart func(durin
 // middle (to inject a fault) and the history is analyzed at the end.
 func runWorkload(t *testing.T, dev blockdev.Device, uri string, between func(w *Workload)) *Report {
 	t.Helper()
-	w, err := NewWorkload(WorkloadConfig{Target: fixedTarget{uri}, Seed: 1, Blocks: 16, Think: 200 * time.Microsecond, OpTimeout: 2 * time.Second})
+	return runWorkloadWith(t, WorkloadConfig{Blocks: 16}, uri, between)
+}
+
+// runWorkloadWith is runWorkload with cfg's layout and mix.
+func runWorkloadWith(t *testing.T, cfg WorkloadConfig, uri string, between func(w *Workload)) *Report {
+	t.Helper()
+	cfg.Target, cfg.Seed, cfg.Think, cfg.OpTimeout = fixedTarget{uri}, 1, 200*time.Microsecond, 2*time.Second
+	w, err := NewWorkload(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -199,4 +210,34 @@ func TestWorkloadCatchesPlantedBugs(t *testing.T) {
 			require.True(t, r.Found(tc.want), r.Summary())
 		})
 	}
+}
+
+// Large requests (a whole slot of 16 blocks, each its own register): a
+// healthy device passes, and one that loses the tail of a large write is
+// caught, so the chaos scenarios check what the large-write path stores.
+func TestWorkloadLargeOps(t *testing.T) {
+	cfg := WorkloadConfig{Blocks: 8, Span: 16, LargePct: 40}
+	t.Run("healthy", func(t *testing.T) {
+		dev := newCrashDev(1 << 20)
+		uri, restart := serveDev(t, dev)
+		r := runWorkloadWith(t, cfg, uri, func(*Workload) { restart(nil) })
+		require.True(t, r.OK(), r.Summary())
+	})
+	t.Run("lost tail", func(t *testing.T) {
+		dev := newCrashDev(1 << 20)
+		uri, _ := serveDev(t, dev)
+		r := runWorkloadWith(t, cfg, uri, func(*Workload) {
+			dev.mu.Lock()
+			dev.dropTail = true
+			dev.mu.Unlock()
+		})
+		require.False(t, r.OK(), r.Summary())
+		require.True(t, r.Found(AnomalyLinearizability), r.Summary())
+	})
+	t.Run("bad layout", func(t *testing.T) {
+		_, err := NewWorkload(WorkloadConfig{Target: fixedTarget{}, Span: 16, Stride: 8 * BlockSize})
+		require.ErrorContains(t, err, "shorter than a slot")
+		_, err = NewWorkload(WorkloadConfig{Target: fixedTarget{}, LargePct: 101})
+		require.ErrorContains(t, err, "not in 0..100")
+	})
 }
