@@ -239,6 +239,11 @@ func Open(opts Options) (*Journal, error) {
 		j.closeFiles()
 		return nil, err
 	}
+	// The records replayed count toward the next checkpoint as if just
+	// appended: a node restarted often, each run short, would otherwise
+	// never checkpoint, and every run left a segment behind (the chaos
+	// soak's single-disk-full filled its disk with them).
+	j.appended = j.journalBytes
 	j.bg.Add(2)
 	go j.background("checkpoint", j.ckptReq, j.checkpoint)
 	go j.background("sync", j.aheadReq, func() error { return j.Sync(j.lastSeqA.Load()) })
