@@ -5,13 +5,13 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/planted"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -247,12 +247,7 @@ func faultFS(op vfs.Op, suffix string, err error) (vfs.FS, *atomic.Bool) {
 // (the caller checks that they failed for the planted reason).
 func plantedRun(t *testing.T, tag, run string) string {
 	t.Helper()
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go tool to build the planted bug")
-	}
-	cmd := exec.Command("go", "test", "-count=1", "-tags", tag, "-run", run, ".")
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
-	out, err := cmd.CombinedOutput()
+	out, err := planted.GoTest(t, tag, run)
 	require.Error(t, err, "%s passed with -tags %s:\n%s", run, tag, out)
-	return string(out)
+	return out
 }

@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/planted"
 	"github.com/grbd/grbd/internal/sidecar"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
@@ -129,14 +128,9 @@ func TestInPlaceResyncProgressSurvivesPowerLoss(t *testing.T) {
 // bug (plantedbug_progress_on.go: progress saved after a journal sync only)
 // and requires the power-loss test above to fail on it.
 func TestInPlaceProgressCatchesPlantedBug(t *testing.T) {
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go tool to build the planted bug")
-	}
-	cmd := exec.Command("go", "test", "-count=1", "-tags", "grbd_plantedbug_progress", "-run", "^TestInPlaceResyncProgressSurvivesPowerLoss$", ".")
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
-	out, err := cmd.CombinedOutput()
+	out, err := planted.GoTest(t, "grbd_plantedbug_progress", "^TestInPlaceResyncProgressSurvivesPowerLoss$")
 	require.Error(t, err, "the power-loss test passed with the planted bug:\n%s", out)
-	require.Contains(t, string(out), "lost", "it failed for another reason:\n%s", out)
+	require.Contains(t, out, "lost", "it failed for another reason:\n%s", out)
 }
 
 // A resync keeps the stream full while the target's disk is the slower

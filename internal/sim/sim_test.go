@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"hash/fnv"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/planted"
 	"github.com/stretchr/testify/require"
 )
 
@@ -126,10 +126,9 @@ func TestSimCatchesPlantedPeerBug(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the simulation with -tags grbd_plantedbug_peer; not in -short")
 	}
-	cmd := exec.Command("go", "test", "-count=1", "-tags", "grbd_plantedbug_peer", "-run", "^TestSimCatchesPlantedEarlyCount$", "-v", ".")
-	out, err := cmd.CombinedOutput()
+	out, err := planted.GoTest(t, "grbd_plantedbug_peer", "^TestSimCatchesPlantedEarlyCount$", "-v")
 	require.NoError(t, err, "the planted peer bug was not caught:\n%s", out)
-	require.Contains(t, string(out), "caught at seed", "the planted-bug test did not run:\n%s", out)
+	require.Contains(t, out, "caught at seed", "the planted-bug test did not run:\n%s", out)
 	t.Logf("%s", out)
 }
 
