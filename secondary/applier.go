@@ -21,9 +21,9 @@ import (
 // buffered from the network) are copied into one arena and journaled as one
 // batch (one pwrite, journal.Log), then applied to the data file in order.
 // Whenever nothing more is buffered it sends one cumulative ack for the
-// burst. Other messages apply one by one, after the writes before them.
-// Flushes sync in goroutines of their own and answer through the same
-// writer.
+// burst, and every ackInterval within a burst that goes on (a resync).
+// Other messages apply one by one, after the writes before them. Flushes
+// sync in goroutines of their own and answer through the same writer.
 type applier struct {
 	s     *Side
 	epoch uint64 // of the session's primary

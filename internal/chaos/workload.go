@@ -397,7 +397,7 @@ const verifyTries = 20
 // returns an error naming the blocks it could not read.
 func (w *Workload) Verify(ctx context.Context) error {
 	span := w.cfg.Span
-	buf := make([]byte, span*BlockSize)
+	buf, ops := make([]byte, span*BlockSize), make([]Op, span)
 	client := w.cfg.Conns * w.cfg.Workers
 	var unread []string
 	for slot := range w.cfg.Blocks {
@@ -408,7 +408,6 @@ func (w *Workload) Verify(ctx context.Context) error {
 				return fmt.Errorf("chaos: verify block %d: %w", slot*span, err)
 			}
 			op := Op{Client: client, Kind: OpRead, Node: node, Era: int(w.era.Load())}
-			ops := make([]Op, span)
 			for k := range ops {
 				ops[k] = w.numbered(op, slot*span+k)
 			}
