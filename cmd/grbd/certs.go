@@ -27,12 +27,7 @@ func (o *certsInitOptions) AddFlags(fs *pflag.FlagSet) {
 }
 
 func newCertsCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "certs",
-		Short: "Create the cluster CA and the members' certificates",
-	}
-	cmd.AddCommand(newCertsInitCommand())
-	return cmd
+	return commandGroup("certs", "Create the cluster CA and the members' certificates", newCertsInitCommand())
 }
 
 func newCertsInitCommand() *cobra.Command {

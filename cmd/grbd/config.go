@@ -12,13 +12,7 @@ import (
 )
 
 func newConfigCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "config",
-		Short: "Work with the cluster config file",
-		Args:  cobra.NoArgs,
-	}
-	cmd.AddCommand(newConfigCheckCommand())
-	return cmd
+	return commandGroup("config", "Work with the cluster config file", newConfigCheckCommand())
 }
 
 type configCheckOptions struct {

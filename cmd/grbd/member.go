@@ -16,26 +16,14 @@ import (
 )
 
 // memberOptions are the flags of grbd member replace.
-type memberOptions struct {
-	configPath string
-	timeout    time.Duration
-	admin      adminOptions
-}
+type memberOptions struct{ roleOptions }
 
 func (o *memberOptions) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
-	o.admin.AddFlags(fs)
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the change, per member asked")
+	o.addFlags(fs, 30*time.Second, "how long to wait for the change, per member asked")
 }
 
 func newMemberCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "member",
-		Short: "Change the control plane's membership",
-		Args:  cobra.NoArgs,
-	}
-	cmd.AddCommand(newMemberReplaceCommand())
-	return cmd
+	return commandGroup("member", "Change the control plane's membership", newMemberReplaceCommand())
 }
 
 func newMemberReplaceCommand() *cobra.Command {
@@ -64,10 +52,7 @@ no data yet: it resyncs from the primary before it may be promoted.`,
 // no state itself, no majority, unreachable) passes the request on to the
 // next, a refusal (409/400) ends it.
 func (o *memberOptions) replace(cmd *cobra.Command, name string) error {
-	if o.configPath == "" {
-		return errors.New("--config is required")
-	}
-	cfg, err := config.Load(o.configPath)
+	cfg, err := loadConfig(o.configPath)
 	if err != nil {
 		return err
 	}

@@ -69,9 +69,27 @@ func (o *nodeOptions) load(g *globalOptions) (*slog.Logger, *config.Config, erro
 	return log, cfg, nil
 }
 
-func newNodeCommand(g *globalOptions) *cobra.Command {
+// daemonCommand completes cmd into one that runs a member of the cluster
+// (node or witness): run gets the loaded flags and config and a ctx that
+// SIGINT or SIGTERM ends.
+func daemonCommand(g *globalOptions, cmd *cobra.Command, run func(ctx context.Context, cmd *cobra.Command, o *nodeOptions, log *slog.Logger, cfg *config.Config) error) *cobra.Command {
 	o := &nodeOptions{}
-	cmd := &cobra.Command{
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log, cfg, err := o.load(g)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return run(ctx, cmd, o, log, cfg)
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newNodeCommand(g *globalOptions) *cobra.Command {
+	return daemonCommand(g, &cobra.Command{
 		Use:   "node --config FILE --name NAME",
 		Short: "Run a data node: journal, NBD export, replication and control plane",
 		Long: `Runs one data node of the cluster described by --config until SIGINT or SIGTERM.
@@ -79,19 +97,9 @@ Prints "listening nbd://HOST:PORT" once the export accepts connections,
 "role ROLE epoch N serving|fenced|standby nbd://HOST:PORT" whenever the node's
 role changes, and "ready nbd://HOST:PORT" whenever it starts serving as primary:
 only the serving primary completes I/O; a secondary refuses it with EPERM.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, cfg, err := o.load(g)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return runNodes(ctx, cmd, cfg, []string{o.name}, node.Options{Logger: log, NewCluster: o.newCluster, DialOverrides: o.dial, BootID: o.bootID})
-		},
-	}
-	o.AddFlags(cmd.Flags())
-	return cmd
+	}, func(ctx context.Context, cmd *cobra.Command, o *nodeOptions, log *slog.Logger, cfg *config.Config) error {
+		return runNodes(ctx, cmd, cfg, []string{o.name}, node.Options{Logger: log, NewCluster: o.newCluster, DialOverrides: o.dial, BootID: o.bootID})
+	})
 }
 
 // runNodes starts the named data nodes in this process with opts (OnRole

@@ -18,13 +18,12 @@ import (
 func newConnectCommands() []*cobra.Command {
 	var cmds []*cobra.Command
 	for _, verb := range []string{"connect", "disconnect"} {
-		o := &roleOptions{}
 		var peer string
 		short := map[string]string{
 			"connect":    "Restore NODE's data path to its peers (after disconnect)",
 			"disconnect": "Cut NODE's data path to a peer (or all): the peer is Outdated and catches up after connect",
 		}[verb]
-		cmd := &cobra.Command{
+		cmd := nodeRequestCommand(&cobra.Command{
 			Use:   verb + " NODE --config FILE [--peer PEER]",
 			Short: short,
 			Long: short + `.
@@ -33,16 +32,12 @@ first marked Outdated through the control plane, so it can never be promoted
 while it misses writes); on a secondary, it refuses the primary's stream. The
 control plane stays connected. "connect" undoes it; the peer then catches up.
 The setting is not persistent: a restarted node connects.`,
-			Args: cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				q := ""
-				if peer != "" {
-					q = "?peer=" + url.QueryEscape(peer)
-				}
-				return o.post(cmd, args[0], "/"+verb+q)
-			},
-		}
-		o.AddFlags(cmd.Flags(), false)
+		}, "/"+verb, func() string {
+			if peer != "" {
+				return "?peer=" + url.QueryEscape(peer)
+			}
+			return ""
+		})
 		cmd.Flags().StringVar(&peer, "peer", "", "only this peer (default: every peer)")
 		cmds = append(cmds, cmd)
 	}
@@ -50,18 +45,13 @@ The setting is not persistent: a restarted node connects.`,
 }
 
 func newInvalidateCommand() *cobra.Command {
-	o := &roleOptions{}
-	cmd := &cobra.Command{
+	return nodeRequestCommand(&cobra.Command{
 		Use:   "invalidate NODE --config FILE",
 		Short: "Discard a secondary's data and resync it fully from the primary",
 		Long: `Marks the secondary NODE Inconsistent (persistently) and reconnects it: the
 primary copies the whole device to it. NODE cannot be promoted until the copy
 is complete. Refused on the primary.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return o.post(cmd, args[0], "/invalidate") },
-	}
-	o.AddFlags(cmd.Flags(), false)
-	return cmd
+	}, "/invalidate", nil)
 }
 
 func newVerifyCommand() *cobra.Command {
@@ -128,7 +118,7 @@ out of sync (and were not resynced) or a peer could not be verified.`,
 			return nil
 		},
 	}
-	o.AddFlags(cmd.Flags(), false)
+	o.AddFlags(cmd.Flags())
 	cmd.Flags().BoolVar(&resync, "resync", false, "rewrite out-of-sync regions from the primary")
 	cmd.Flags().Lookup("timeout").DefValue = "10m"
 	_ = cmd.Flags().Set("timeout", "10m")

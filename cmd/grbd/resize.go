@@ -9,22 +9,11 @@ import (
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/node"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
-// resizeOptions are the flags of grbd resize.
-type resizeOptions struct {
-	roleOptions
-	size string
-}
-
-func (o *resizeOptions) AddFlags(fs *pflag.FlagSet) {
-	o.roleOptions.AddFlags(fs, false)
-	fs.StringVar(&o.size, "size", "", "the new device size, larger than the current one, a multiple of 4KiB (e.g. 2GiB) (required)")
-}
-
 func newResizeCommand() *cobra.Command {
-	o := &resizeOptions{}
+	o := &roleOptions{}
+	var size string
 	cmd := &cobra.Command{
 		Use:   "resize [NODE] --config FILE --size SIZE",
 		Short: "Grow the device online on every data node (as drbdadm resize)",
@@ -37,19 +26,22 @@ connected client must reconnect (NBD has no size-change notice). Then set
 device.size to SIZE in the config on every host (a node starts with the size
 on its disk either way).`,
 		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd, args) },
+		RunE: func(cmd *cobra.Command, args []string) error { return o.resize(cmd, args, size) },
 	}
 	o.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&size, "size", "", "the new device size, larger than the current one, a multiple of 4KiB (e.g. 2GiB) (required)")
 	return cmd
 }
 
-func (o *resizeOptions) run(cmd *cobra.Command, args []string) error {
-	if o.size == "" {
+// resize asks the primary, or the node in args, to grow the device to
+// sizeFlag (--size).
+func (o *roleOptions) resize(cmd *cobra.Command, args []string, sizeFlag string) error {
+	if sizeFlag == "" {
 		return errors.New("--size is required")
 	}
-	size, err := config.ParseSize(o.size)
+	size, err := config.ParseSize(sizeFlag)
 	if err != nil {
-		return fmt.Errorf("--size %q: %w", o.size, err)
+		return fmt.Errorf("--size %q: %w", sizeFlag, err)
 	}
 	if size <= 0 || size%node.ResizeAlign != 0 {
 		return fmt.Errorf("--size %s: must be a positive multiple of %d bytes", size, node.ResizeAlign)

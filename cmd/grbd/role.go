@@ -6,32 +6,51 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/node"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
-// roleOptions are the flags of primary, secondary and resolve.
+// roleOptions are the flags of the commands that ask members' admin
+// endpoints for a change: primary, secondary, resolve, the data-path
+// operations, resize and member replace.
 type roleOptions struct {
 	configPath string
-	force      bool
 	timeout    time.Duration
 	admin      adminOptions
 }
 
-func (o *roleOptions) AddFlags(fs *pflag.FlagSet, force bool) {
+// AddFlags registers the flags; --timeout bounds one change (15s).
+func (o *roleOptions) AddFlags(fs *pflag.FlagSet) {
+	o.addFlags(fs, 15*time.Second, "how long to wait for the change")
+}
+
+// addFlags registers the flags with --timeout's default and usage.
+func (o *roleOptions) addFlags(fs *pflag.FlagSet, timeout time.Duration, usage string) {
 	fs.StringVar(&o.configPath, "config", "", "cluster config file (required)")
 	o.admin.AddFlags(fs)
-	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "how long to wait for the change")
-	if force {
-		fs.BoolVar(&o.force, "force", false, "DANGEROUS: promote even an Outdated node; writes it missed are lost and the other nodes' newer data becomes a split brain")
+	fs.DurationVar(&o.timeout, "timeout", timeout, usage)
+}
+
+// nodeRequestCommand completes cmd into one that asks the data node named
+// by its one argument for a change: it posts path and query() (nil: none)
+// to the node's admin endpoint and prints the node's status line.
+func nodeRequestCommand(cmd *cobra.Command, path string, query func() string) *cobra.Command {
+	o := &roleOptions{}
+	cmd.Args = cobra.ExactArgs(1)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if query != nil {
+			return o.post(cmd, args[0], path+query())
+		}
+		return o.post(cmd, args[0], path)
 	}
+	o.AddFlags(cmd.Flags())
+	return cmd
 }
 
 func newPrimaryCommand() *cobra.Command {
-	o := &roleOptions{}
-	cmd := &cobra.Command{
+	var force bool
+	cmd := nodeRequestCommand(&cobra.Command{
 		Use:   "primary NODE --config FILE [--force]",
 		Short: "Make NODE the primary (through the control plane)",
 		Long: `Asks NODE to become primary: its promotion is committed through the
@@ -39,32 +58,24 @@ control-plane log (a majority of the members must agree), the current primary is
 deposed, and NODE serves once the old primary's lease has run out. An Outdated
 node (one that may lack acknowledged writes) is refused unless --force is given:
 --force is for disaster recovery only and loses the writes NODE missed.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			q := ""
-			if o.force {
-				q = "?force=1"
-			}
-			return o.post(cmd, args[0], "/primary"+q)
-		},
-	}
-	o.AddFlags(cmd.Flags(), true)
+	}, "/primary", func() string {
+		if force {
+			return "?force=1"
+		}
+		return ""
+	})
+	cmd.Flags().BoolVar(&force, "force", false, "DANGEROUS: promote even an Outdated node; writes it missed are lost and the other nodes' newer data becomes a split brain")
 	return cmd
 }
 
 func newSecondaryCommand() *cobra.Command {
-	o := &roleOptions{}
-	cmd := &cobra.Command{
+	return nodeRequestCommand(&cobra.Command{
 		Use:   "secondary NODE --config FILE",
 		Short: "Make NODE stop being primary",
 		Long: `Asks NODE to give up the primary role. With quorum.auto-failover on, the
 cluster elects a primary again after failover-timeout; to move the role to a
 given node, run "grbd primary OTHER" instead.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return o.post(cmd, args[0], "/secondary") },
-	}
-	o.AddFlags(cmd.Flags(), false)
-	return cmd
+	}, "/secondary", nil)
 }
 
 func newResolveCommand() *cobra.Command {
@@ -85,7 +96,7 @@ take the primary's data instead.`,
 			return o.post(cmd, discard, "/resolve")
 		},
 	}
-	o.AddFlags(cmd.Flags(), false)
+	o.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&discard, "discard", "", "the data node whose divergent writes are discarded")
 	return cmd
 }
@@ -93,10 +104,7 @@ take the primary's data instead.`,
 // post sends a role request to the admin endpoint of the data node name and
 // prints the node's status line.
 func (o *roleOptions) post(cmd *cobra.Command, name, path string) error {
-	if o.configPath == "" {
-		return errors.New("--config is required")
-	}
-	cfg, err := config.Load(o.configPath)
+	cfg, err := loadConfig(o.configPath)
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,13 @@ func (o *globalOptions) logger() (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
 }
 
+// commandGroup is a command that only holds subs (it prints its help).
+func commandGroup(use, short string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs}
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
 func newRootCommand() *cobra.Command {
 	g := &globalOptions{}
 	root := &cobra.Command{
