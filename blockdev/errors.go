@@ -49,33 +49,34 @@ var (
 	ErrPayloadTooLarge = errors.New("blockdev: write payload too large")
 )
 
+// nbdErrno maps the errnos NBD has a value for; every other errno is sent as
+// EIO. ENOTSUP is deliberately not passed through: the spec reserves it for
+// FAST_ZERO.
+var nbdErrno = map[syscall.Errno]uint32{
+	syscall.EPERM:     nbdproto.EPERM,
+	syscall.EACCES:    nbdproto.EPERM,
+	syscall.EROFS:     nbdproto.EPERM,
+	syscall.ENOMEM:    nbdproto.ENOMEM,
+	syscall.EINVAL:    nbdproto.EINVAL,
+	syscall.ENOSPC:    nbdproto.ENOSPC,
+	syscall.EDQUOT:    nbdproto.ENOSPC,
+	syscall.EFBIG:     nbdproto.ENOSPC,
+	syscall.EOVERFLOW: nbdproto.EOVERFLOW,
+	syscall.ESHUTDOWN: nbdproto.ESHUTDOWN,
+}
+
 // errnoOf maps an error returned by a Device to the NBD error value sent to
 // the client. Errors wrapping a syscall.Errno keep their meaning where NBD
-// has one; everything else is EIO.
+// has one (nbdErrno); everything else is EIO.
 func errnoOf(err error) uint32 {
 	if err == nil {
 		return 0
 	}
 	var en syscall.Errno
-	if !errors.As(err, &en) {
-		return nbdproto.EIO
+	if errors.As(err, &en) {
+		if v, ok := nbdErrno[en]; ok {
+			return v
+		}
 	}
-	switch en {
-	case syscall.EPERM, syscall.EACCES, syscall.EROFS:
-		return nbdproto.EPERM
-	case syscall.ENOMEM:
-		return nbdproto.ENOMEM
-	case syscall.EINVAL:
-		return nbdproto.EINVAL
-	case syscall.ENOSPC, syscall.EDQUOT, syscall.EFBIG:
-		return nbdproto.ENOSPC
-	case syscall.EOVERFLOW:
-		return nbdproto.EOVERFLOW
-	case syscall.ESHUTDOWN:
-		return nbdproto.ESHUTDOWN
-	default:
-		// EIO and every errno NBD has no value for. ENOTSUP is deliberately
-		// not passed through: the spec reserves it for FAST_ZERO.
-		return nbdproto.EIO
-	}
+	return nbdproto.EIO
 }

@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -44,15 +45,35 @@ type ErrorCounts struct {
 	Perm, IO, NoMem, Invalid, NoSpace, Overflow, Shutdown, Other uint64
 }
 
+// errKinds are the NBD error values ErrorCounts splits by, in the order of
+// ErrorCounts.kinds; any other value counts as Other.
+var errKinds = [...]uint32{
+	nbdproto.EPERM, nbdproto.EIO, nbdproto.ENOMEM, nbdproto.EINVAL,
+	nbdproto.ENOSPC, nbdproto.EOVERFLOW, nbdproto.ESHUTDOWN,
+}
+
+// kinds are c's fields in errKinds order, Other last.
+func (c *ErrorCounts) kinds() [len(errKinds) + 1]*uint64 {
+	return [...]*uint64{&c.Perm, &c.IO, &c.NoMem, &c.Invalid, &c.NoSpace, &c.Overflow, &c.Shutdown, &c.Other}
+}
+
+// errKind is the index of NBD error value errno in errKinds, or
+// len(errKinds) (Other) for a value not listed.
+func errKind(errno uint32) int {
+	if i := slices.Index(errKinds[:], errno); i >= 0 {
+		return i
+	}
+	return len(errKinds)
+}
+
 type counters struct {
-	connections, active, handshakeFailures     atomic.Uint64
-	refused, tlsConns                          atomic.Uint64
-	reads, writes, flushes, trims, zeroes      atomic.Uint64
-	bytesRead, bytesWritten                    atomic.Uint64
-	errPerm, errIO, errNoMem, errInvalid       atomic.Uint64
-	errNoSpace, errOverflow, errShutdown, errX atomic.Uint64
-	deviceErrors, protocolErrors               atomic.Uint64
-	readLat, writeLat, flushLat                metrics.Histogram
+	connections, active, handshakeFailures atomic.Uint64
+	refused, tlsConns                      atomic.Uint64
+	reads, writes, flushes, trims, zeroes  atomic.Uint64
+	bytesRead, bytesWritten                atomic.Uint64
+	errs                                   [len(errKinds) + 1]atomic.Uint64 // by errKind
+	deviceErrors, protocolErrors           atomic.Uint64
+	readLat, writeLat, flushLat            metrics.Histogram
 }
 
 // monoBase anchors monoNow: the monotonic clock reading of process start.
@@ -65,24 +86,7 @@ func monoNow() int64 { return int64(time.Since(monoBase)) }
 // writers.
 func (s *counters) count(req *request) {
 	if req.errno != 0 {
-		switch req.errno {
-		case nbdproto.EPERM:
-			s.errPerm.Add(1)
-		case nbdproto.EIO:
-			s.errIO.Add(1)
-		case nbdproto.ENOMEM:
-			s.errNoMem.Add(1)
-		case nbdproto.EINVAL:
-			s.errInvalid.Add(1)
-		case nbdproto.ENOSPC:
-			s.errNoSpace.Add(1)
-		case nbdproto.EOVERFLOW:
-			s.errOverflow.Add(1)
-		case nbdproto.ESHUTDOWN:
-			s.errShutdown.Add(1)
-		default:
-			s.errX.Add(1)
-		}
+		s.errs[errKind(req.errno)].Add(1)
 		return
 	}
 	lat := time.Duration(monoNow() - req.start)
@@ -119,23 +123,15 @@ func (s *counters) snapshot() Stats {
 		WriteZeroes:       s.zeroes.Load(),
 		BytesRead:         s.bytesRead.Load(),
 		BytesWritten:      s.bytesWritten.Load(),
-		ErrorsByKind: ErrorCounts{
-			Perm:     s.errPerm.Load(),
-			IO:       s.errIO.Load(),
-			NoMem:    s.errNoMem.Load(),
-			Invalid:  s.errInvalid.Load(),
-			NoSpace:  s.errNoSpace.Load(),
-			Overflow: s.errOverflow.Load(),
-			Shutdown: s.errShutdown.Load(),
-			Other:    s.errX.Load(),
-		},
-		DeviceErrors:   s.deviceErrors.Load(),
-		ProtocolErrors: s.protocolErrors.Load(),
-		ReadLatency:    s.readLat.Snapshot(),
-		WriteLatency:   s.writeLat.Snapshot(),
-		FlushLatency:   s.flushLat.Snapshot(),
+		DeviceErrors:      s.deviceErrors.Load(),
+		ProtocolErrors:    s.protocolErrors.Load(),
+		ReadLatency:       s.readLat.Snapshot(),
+		WriteLatency:      s.writeLat.Snapshot(),
+		FlushLatency:      s.flushLat.Snapshot(),
 	}
-	e := st.ErrorsByKind
-	st.Errors = e.Perm + e.IO + e.NoMem + e.Invalid + e.NoSpace + e.Overflow + e.Shutdown + e.Other
+	for i, n := range st.ErrorsByKind.kinds() {
+		*n = s.errs[i].Load()
+		st.Errors += *n
+	}
 	return st
 }
