@@ -262,14 +262,14 @@ func TestCloseWaitsForInFlightRequests(t *testing.T) {
 	require.Zero(t, s.Stats().ActiveConnections)
 }
 
-// At most MaxInFlight requests of a connection reach the device at once.
-func TestMaxInFlightBoundsConcurrency(t *testing.T) {
-	const maxInFlight, sent = 4, 12
-	dev := newRandDev(1 << 20)
-	var cur, peak atomic.Int32
+// holdReads makes dev's reads wait until free is called, counting the reads
+// held at once (cur) and the most ever held (peak).
+func holdReads(t *testing.T, dev *memDev) (cur, peak *atomic.Int32, free func()) {
+	t.Helper()
+	cur, peak = new(atomic.Int32), new(atomic.Int32)
 	release := make(chan struct{})
 	var once sync.Once
-	free := func() { once.Do(func() { close(release) }) }
+	free = func() { once.Do(func() { close(release) }) }
 	t.Cleanup(free) // a failing test must not hang in Server.Close
 	dev.beforeRead = func(int64, int) error {
 		n := cur.Add(1)
@@ -283,6 +283,14 @@ func TestMaxInFlightBoundsConcurrency(t *testing.T) {
 		cur.Add(-1)
 		return nil
 	}
+	return cur, peak, free
+}
+
+// At most MaxInFlight requests of a connection reach the device at once.
+func TestMaxInFlightBoundsConcurrency(t *testing.T) {
+	const maxInFlight, sent = 4, 12
+	dev := newRandDev(1 << 20)
+	cur, peak, free := holdReads(t, dev)
 	_, addr := startServer(t, dev, Options{MaxInFlight: maxInFlight})
 	c, _ := dialGo(t, addr, true)
 	readLen := map[uint64]int{}
@@ -309,20 +317,7 @@ func TestMaxInFlightBoundsConcurrency(t *testing.T) {
 // do not fit a 96 KiB budget together.
 func TestMaxInFlightBytesBoundsPayload(t *testing.T) {
 	dev := newRandDev(1 << 20)
-	var cur, peak atomic.Int32
-	release := make(chan struct{})
-	var once sync.Once
-	free := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(free) // a failing test must not hang in Server.Close
-	dev.beforeRead = func(int64, int) error {
-		n := cur.Add(1)
-		if n > peak.Load() {
-			peak.Store(n)
-		}
-		<-release
-		cur.Add(-1)
-		return nil
-	}
+	cur, peak, free := holdReads(t, dev)
 	_, addr := startServer(t, dev, Options{MaxBlockSize: 64 << 10, MaxInFlightBytes: 96 << 10})
 	c, _ := dialGo(t, addr, true)
 	c.request(cmdRead, 0, 1, 0, 64<<10, nil)

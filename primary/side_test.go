@@ -61,20 +61,28 @@ func newSide(t *testing.T, ctl *control, peers ...string) (*Side, *journal.Journ
 	t.Helper()
 	fs := vfs.NewMem()
 	require.NoError(t, fs.MkdirAll("/d", 0o700))
-	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20})
+	opts := journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20}
+	store, err := journal.Open(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
+	return startSide(t, store, opts.MaxSize, ctl, 1, peers...), store
+}
+
+// startSide starts the primary of epoch on store (whose journal holds at
+// most maxSize bytes), with peers; the test's end stops it.
+func startSide(t *testing.T, store *journal.Journal, maxSize int64, ctl *control, epoch uint64, peers ...string) *Side {
+	t.Helper()
 	var corrupt, repaired, unrepaired atomic.Uint64
 	cfg := Config{Cluster: "t", Name: "p", Protocol: replicator.ProtocolC, PeerTimeout: 2 * time.Second,
-		JournalMaxSize: 4 << 20, Store: store, Transport: unreachable{}, Control: ctl,
+		JournalMaxSize: maxSize, Store: store, Transport: unreachable{}, Control: ctl,
 		Repairs: RepairCounters{Corrupt: &corrupt, Repaired: &repaired, Unrepaired: &unrepaired}}
-	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: 1, Primary: "p"})
+	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: epoch, Primary: "p"})
 	for _, name := range peers {
 		p.AddPeer(name, -1)
 	}
 	p.Start()
 	t.Cleanup(func() { p.Stop(ErrFenced) })
-	return p, store
+	return p
 }
 
 func block(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }

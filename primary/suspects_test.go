@@ -2,15 +2,12 @@ package primary
 
 import (
 	"math/rand/v2"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/journal"
-	"github.com/grbd/grbd/quorum"
-	"github.com/grbd/grbd/replicator"
 	"github.com/stretchr/testify/require"
 )
 
@@ -39,13 +36,7 @@ func TestPrimaryRewritesPowerLossSuspects(t *testing.T) {
 	require.NoError(t, store.ReadAt(want, 4<<20))
 	last := store.LastSeq()
 
-	var corrupt, repaired, unrepaired atomic.Uint64
-	cfg := Config{Cluster: "t", Name: "p", Protocol: replicator.ProtocolC, PeerTimeout: 2 * time.Second,
-		JournalMaxSize: 64 << 20, Store: store, Transport: unreachable{}, Control: &control{},
-		Repairs: RepairCounters{Corrupt: &corrupt, Repaired: &repaired, Unrepaired: &unrepaired}}
-	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: 2, Primary: "p"})
-	p.Start()
-	t.Cleanup(func() { p.Stop(ErrFenced) })
+	startSide(t, store, opts.MaxSize, &control{}, 2)
 
 	require.Eventually(t, func() bool { return len(store.Suspects()) == 0 }, 10*time.Second, 10*time.Millisecond,
 		"the suspects are rewritten and forgotten")

@@ -14,11 +14,7 @@ import (
 // primary's commit; settling at d applies up to d and drops the rest, and
 // is refused once the image is past d.
 func TestShardApplyWaitsForCommit(t *testing.T) {
-	fs := vfs.NewMem()
-	require.NoError(t, fs.MkdirAll("/d", 0o700))
-	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20})
-	require.NoError(t, err)
-	t.Cleanup(func() { store.Close() })
+	store := openStore(t, journal.Options{Dir: "/d", FS: vfs.NewMem(), DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20})
 	a := NewShardApply(ShardApplyConfig{Store: store})
 	t.Cleanup(func() { a.Close() })
 

@@ -70,10 +70,7 @@ func newSide(t *testing.T, records int, discard bool) (*Side, *fakeNode) {
 // newSideOn is newSide on fs with a device of size bytes.
 func newSideOn(t *testing.T, fs vfs.FS, size int64, records int, discard bool) (*Side, *fakeNode) {
 	t.Helper()
-	require.NoError(t, fs.MkdirAll("/d", 0o700))
-	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: size, SegmentSize: 1 << 20, MaxSize: 4 << 20})
-	require.NoError(t, err)
-	t.Cleanup(func() { store.Close() })
+	store := openStore(t, journal.Options{Dir: "/d", FS: fs, DeviceSize: size, SegmentSize: 1 << 20, MaxSize: 4 << 20})
 	for i := 0; i < records; i++ {
 		_, err := store.Append(journal.Write{Epoch: 1, Offset: int64(i) * 4096, Data: block(byte(i))})
 		require.NoError(t, err)
@@ -84,6 +81,17 @@ func newSideOn(t *testing.T, fs vfs.FS, size int64, records int, discard bool) (
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s, node
+}
+
+// openStore opens a journal with opts, creating its directory; the test's
+// end closes it.
+func openStore(t *testing.T, opts journal.Options) *journal.Journal {
+	t.Helper()
+	require.NoError(t, opts.FS.MkdirAll(opts.Dir, 0o700))
+	store, err := journal.Open(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	return store
 }
 
 func block(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }

@@ -20,10 +20,8 @@ import (
 // its resync state, and only then forgets them as suspects.
 func TestSessionResyncsPowerLossSuspects(t *testing.T) {
 	mem := vfs.NewMem()
-	require.NoError(t, mem.MkdirAll("/d", 0o700))
 	opts := journal.Options{Dir: "/d", FS: mem, DeviceSize: 16 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20, BootID: "boot 1"}
-	before, err := journal.Open(opts)
-	require.NoError(t, err)
+	before := openStore(t, opts)
 	for _, off := range []int64{0, 4096, 9 << 20} {
 		_, err := before.Append(journal.Write{Epoch: 1, Offset: off, Data: block(1)})
 		require.NoError(t, err)
@@ -32,9 +30,7 @@ func TestSessionResyncsPowerLossSuspects(t *testing.T) {
 	require.NoError(t, before.Close())
 
 	opts.FS, opts.BootID = crashed, "boot 2"
-	store, err := journal.Open(opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { store.Close() })
+	store := openStore(t, opts)
 	suspects := store.Suspects()
 	require.Empty(t, extent.Subtract([]extent.Extent{{Offset: 0, Length: 4 << 20}, {Offset: 8 << 20, Length: 4 << 20}}, suspects),
 		"the extents written before the power loss are suspect")
