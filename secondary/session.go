@@ -16,7 +16,10 @@ import (
 
 // Handle serves one data stream from peer.
 func (s *Side) Handle(peer string, c net.Conn) {
-	s.wg.Add(1)
+	if !s.enter() {
+		c.Close() // the node is closing: the primary dials again later
+		return
+	}
 	defer s.wg.Done()
 	defer c.Close()
 	if s.node.Disconnected(peer) {

@@ -117,9 +117,10 @@ type Side struct {
 	store *journal.Journal
 	log   *slog.Logger
 
-	mu       sync.Mutex          // guards sessions, blocked, resync, discard
+	mu       sync.Mutex          // guards sessions, blocked, closed, resync, discard
 	sessions map[net.Conn]uint64 // stream -> epoch of its primary
 	blocked  bool                // the node is primary: refuse streams
+	closed   bool                // Close began: no new handler is counted in (wg)
 	resync   *replicator.ResyncState
 	discard  bool       // grbd resolve: discard divergent data at the next connect
 	sessMu   sync.Mutex // held by the running session
@@ -205,8 +206,25 @@ func (s *Side) StopSessions() {
 }
 
 func (s *Side) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.StopSessions()
 	s.wg.Wait()
+}
+
+// enter counts a stream's handler in, unless Close began: the mesh still
+// accepts streams while the node closes, and counting one in after Close
+// started waiting raced with the wait (and ran a session on a closing
+// store).
+func (s *Side) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // AllowDiscard makes the next connect discard divergent data (grbd resolve).
