@@ -40,8 +40,13 @@ unit:
 # e2e: the parallel tests mostly wait on processes and timers (the suite
 # used half of two cores): three at a time, 370 s -> 300 s here. Tests that
 # measure pauses or run the bench are not parallel and run alone first.
+# A failure reprints its assertions and anomalies at the end (the streamed
+# log puts them far above the last lines).
+E2ELOG ?= $${TMPDIR:-/tmp}/grbd-e2e.log
 e2e:
-	$(GO) test -count=1 -timeout 15m -parallel 3 -v ./e2e
+	@set -o pipefail; echo "$(GO) test -count=1 -timeout 15m -parallel 3 -v ./e2e  (log: $(E2ELOG))"; \
+	  $(GO) test -count=1 -timeout 15m -parallel 3 -v ./e2e 2>&1 | tee $(E2ELOG) || \
+	  { bash scripts/failure-summary.sh $(E2ELOG); exit 1; }
 
 # bench: the fio job files of bench/jobs against grbd and its peer NBD servers
 # in one run, plus resync and failover (not part of test; ~12 minutes). Writes
