@@ -36,28 +36,12 @@ type AuthChallenge struct {
 // Type implements Message.
 func (*AuthChallenge) Type() Type { return TypeAuthChallenge }
 
-func (m *AuthChallenge) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeAuthChallenge)
-	}
+func (m *AuthChallenge) code(c *codec) {
+	c.u8(&m.Method)
 	if m.Method != AuthHMACSHA256 {
-		return plan{}, encodeErr(TypeAuthChallenge, ErrMalformed, "method %d", m.Method)
+		c.fail(ErrMalformed, "method %d, want %d", m.Method, AuthHMACSHA256)
 	}
-	dst = append(dst, m.Method)
-	dst = append(dst, m.Nonce[:]...)
-	return plan{typ: TypeAuthChallenge, buf: dst}, nil
-}
-
-func (m *AuthChallenge) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, authChallengeSize); err != nil {
-		return err
-	}
-	if b[0] != AuthHMACSHA256 {
-		return malformed("method %d, want %d", b[0], AuthHMACSHA256)
-	}
-	m.Method = b[0]
-	copy(m.Nonce[:], b[1:])
-	return nil
+	c.array(m.Nonce[:])
 }
 
 // AuthProof answers the other side's AuthChallenge: the MAC that proves the
@@ -73,17 +57,4 @@ type AuthProof struct {
 // Type implements Message.
 func (*AuthProof) Type() Type { return TypeAuthProof }
 
-func (m *AuthProof) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeAuthProof)
-	}
-	return plan{typ: TypeAuthProof, buf: append(dst, m.MAC[:]...)}, nil
-}
-
-func (m *AuthProof) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, authProofSize); err != nil {
-		return err
-	}
-	copy(m.MAC[:], b)
-	return nil
-}
+func (m *AuthProof) code(c *codec) { c.array(m.MAC[:]) }

@@ -22,28 +22,10 @@ type BlockRequest struct {
 // Type implements Message.
 func (*BlockRequest) Type() Type { return TypeBlockRequest }
 
-func (m *BlockRequest) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeBlockRequest)
-	}
-	if m.Length == 0 || m.Length > MaxBlockRequest {
-		return plan{}, encodeErr(TypeBlockRequest, ErrMalformed, "length %d, want 1..%d", m.Length, MaxBlockRequest)
-	}
-	dst = appendU64s(dst, m.ID, m.Offset)
-	dst = le.AppendUint32(dst, m.Length)
-	return plan{typ: TypeBlockRequest, buf: dst}, nil
-}
-
-func (m *BlockRequest) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, blockRequestSize); err != nil {
-		return err
-	}
-	r := BlockRequest{ID: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Length: le.Uint32(b[16:])}
-	if r.Length == 0 || r.Length > MaxBlockRequest {
-		return malformed("length %d, want 1..%d", r.Length, MaxBlockRequest)
-	}
-	*m = r
-	return nil
+func (m *BlockRequest) code(c *codec) {
+	c.u64s(&m.ID, &m.Offset)
+	c.u32(&m.Length)
+	c.within("length", int(m.Length), 1, MaxBlockRequest)
 }
 
 // BlockData answers the BlockRequest with the same ID: the peer's bytes at
@@ -60,24 +42,8 @@ type BlockData struct {
 // Type implements Message.
 func (*BlockData) Type() Type { return TypeBlockData }
 
-func (m *BlockData) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeBlockData)
-	}
-	if len(m.Data) == 0 || len(m.Data) > MaxBlockRequest {
-		return plan{}, encodeErr(TypeBlockData, ErrMalformed, "%d data bytes, want 1..%d", len(m.Data), MaxBlockRequest)
-	}
-	dst = appendU64s(dst, m.ID, m.Offset, m.Seq)
-	return plan{typ: TypeBlockData, buf: dst, raw: m.Data}, nil
-}
-
-func (m *BlockData) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, blockDataFixed); err != nil {
-		return err
-	}
-	if n := len(b) - blockDataFixed; n == 0 || n > MaxBlockRequest {
-		return malformed("%d data bytes, want 1..%d", n, MaxBlockRequest)
-	}
-	*m = BlockData{ID: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Seq: le.Uint64(b[16:]), Data: payload(b[blockDataFixed:])}
-	return nil
+func (m *BlockData) code(c *codec) {
+	c.u64s(&m.ID, &m.Offset, &m.Seq)
+	c.tail(&m.Data)
+	c.within("data length", len(m.Data), 1, MaxBlockRequest)
 }

@@ -32,58 +32,14 @@ type Hello struct {
 // Type implements Message.
 func (*Hello) Type() Type { return TypeHello }
 
-func (m *Hello) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeHello)
-	}
-	if m.Role > RolePrimary {
-		return plan{}, encodeErr(TypeHello, ErrMalformed, "role %d", m.Role)
-	}
-	if err := checkString(TypeHello, "cluster", m.Cluster); err != nil {
-		return plan{}, err
-	}
-	if err := checkString(TypeHello, "from", m.From); err != nil {
-		return plan{}, err
-	}
-	dst = appendU64s(dst, m.Epoch, m.LastSeq, m.DurableSeq)
-	dst = append(dst, m.Generation[:]...)
-	dst = le.AppendUint32(dst, m.Flags)
-	dst = append(dst, m.Role)
-	dst = appendString(dst, m.Cluster)
-	dst = appendString(dst, m.From)
-	return plan{typ: TypeHello, buf: dst}, nil
-}
-
-func (m *Hello) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, helloFixed); err != nil {
-		return err
-	}
-	role := b[44]
-	if role > RolePrimary {
-		return malformed("role %d, want %d or %d", role, RoleSecondary, RolePrimary)
-	}
-	cluster, rest, err := getString("cluster", b[helloFixed:])
-	if err != nil {
-		return err
-	}
-	from, rest, err := getString("from", rest)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 0 {
-		return malformed("%d trailing bytes", len(rest))
-	}
-	*m = Hello{
-		Cluster:    cluster,
-		From:       from,
-		Role:       role,
-		Epoch:      le.Uint64(b[0:]),
-		LastSeq:    le.Uint64(b[8:]),
-		DurableSeq: le.Uint64(b[16:]),
-		Flags:      le.Uint32(b[40:]),
-	}
-	copy(m.Generation[:], b[24:40])
-	return nil
+func (m *Hello) code(c *codec) {
+	c.u64s(&m.Epoch, &m.LastSeq, &m.DurableSeq)
+	c.array(m.Generation[:])
+	c.u32(&m.Flags)
+	c.u8(&m.Role)
+	c.within("role", int(m.Role), int(RoleSecondary), int(RolePrimary))
+	c.str("cluster", &m.Cluster)
+	c.str("from", &m.From)
 }
 
 // ResyncRequest asks the primary for every change after FromSeq, or for the
@@ -100,25 +56,9 @@ type ResyncRequest struct {
 // Type implements Message.
 func (*ResyncRequest) Type() Type { return TypeResyncRequest }
 
-func (m *ResyncRequest) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeResyncRequest)
-	}
-	dst = le.AppendUint64(dst, m.FromSeq)
-	dst = putBool(dst, m.Full)
-	return plan{typ: TypeResyncRequest, buf: dst}, nil
-}
-
-func (m *ResyncRequest) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, resyncReqSize); err != nil {
-		return err
-	}
-	full, err := getBool("full", b[8])
-	if err != nil {
-		return err
-	}
-	*m = ResyncRequest{FromSeq: le.Uint64(b[0:]), Full: full}
-	return nil
+func (m *ResyncRequest) code(c *codec) {
+	c.u64s(&m.FromSeq)
+	c.boolean("full", &m.Full)
 }
 
 // ResyncData is one region of the primary's device, read at sequence AsOf.
@@ -135,23 +75,10 @@ type ResyncData struct {
 // Type implements Message.
 func (*ResyncData) Type() Type { return TypeResyncData }
 
-func (m *ResyncData) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeResyncData)
-	}
-	if len(m.Data) > MaxBody-resyncDataFixed {
-		return plan{}, encodeErr(TypeResyncData, ErrTooLarge, "%d data bytes, max %d", len(m.Data), MaxBody-resyncDataFixed)
-	}
-	dst = appendU64s(dst, m.AsOf, m.Offset)
-	return plan{typ: TypeResyncData, buf: dst, raw: m.Data}, nil
-}
-
-func (m *ResyncData) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, resyncDataFixed); err != nil {
-		return err
-	}
-	*m = ResyncData{AsOf: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Data: payload(b[resyncDataFixed:])}
-	return nil
+func (m *ResyncData) code(c *codec) {
+	c.u64s(&m.AsOf, &m.Offset)
+	c.tail(&m.Data)
+	c.fits("data bytes", len(m.Data), MaxBody-resyncDataFixed)
 }
 
 // ResyncDone ends a resync: every region changed up to AsOf has been sent.
@@ -166,20 +93,7 @@ type ResyncDone struct {
 // Type implements Message.
 func (*ResyncDone) Type() Type { return TypeResyncDone }
 
-func (m *ResyncDone) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeResyncDone)
-	}
-	return plan{typ: TypeResyncDone, buf: le.AppendUint64(dst, m.AsOf)}, nil
-}
-
-func (m *ResyncDone) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, resyncDoneSize); err != nil {
-		return err
-	}
-	*m = ResyncDone{AsOf: le.Uint64(b)}
-	return nil
-}
+func (m *ResyncDone) code(c *codec) { c.u64s(&m.AsOf) }
 
 // Ping is a heartbeat; the receiver answers with a Pong carrying the same ID
 // and Nanos (the sender's clock reading, echoed to measure round trips).
@@ -194,50 +108,15 @@ type Ping struct {
 // Type implements Message.
 func (*Ping) Type() Type { return TypePing }
 
-func (m *Ping) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypePing)
-	}
-	return plan{typ: TypePing, buf: appendPing(dst, m.ID, m.Nanos)}, nil
-}
-
-func (m *Ping) decode(flags uint16, b []byte) error {
-	id, nanos, err := decodePing(flags, b)
-	*m = Ping{ID: id, Nanos: nanos}
-	return err
-}
+func (m *Ping) code(c *codec) { c.u64s(&m.ID, &m.Nanos) }
 
 // Pong answers a Ping; same layout.
-type Pong struct {
-	ID, Nanos uint64
-}
+type Pong Ping
 
 // Type implements Message.
 func (*Pong) Type() Type { return TypePong }
 
-func (m *Pong) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypePong)
-	}
-	return plan{typ: TypePong, buf: appendPing(dst, m.ID, m.Nanos)}, nil
-}
-
-func (m *Pong) decode(flags uint16, b []byte) error {
-	id, nanos, err := decodePing(flags, b)
-	*m = Pong{ID: id, Nanos: nanos}
-	return err
-}
-
-func appendPing(dst []byte, id, nanos uint64) []byte {
-	return le.AppendUint64(le.AppendUint64(dst, id), nanos)
-}
-
-func decodePing(flags uint16, b []byte) (id, nanos uint64, err error) {
-	if err := checkFixed(flags, 0, b, pingSize); err != nil {
-		return 0, 0, err
-	}
-	return le.Uint64(b[0:]), le.Uint64(b[8:]), nil
-}
+func (m *Pong) code(c *codec) { (*Ping)(m).code(c) }
 
 // VerifyRequest asks for the CRC32C of every Chunk-sized piece of
 // [Offset, Offset+Length); the answer is a VerifyReply with the same ID.
@@ -252,21 +131,7 @@ type VerifyRequest struct {
 // Type implements Message.
 func (*VerifyRequest) Type() Type { return TypeVerifyRequest }
 
-func (m *VerifyRequest) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeVerifyRequest)
-	}
-	dst = appendU64s(dst, m.ID, m.Offset, m.Length, m.Chunk)
-	return plan{typ: TypeVerifyRequest, buf: dst}, nil
-}
-
-func (m *VerifyRequest) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, verifyReqSize); err != nil {
-		return err
-	}
-	*m = VerifyRequest{ID: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Length: le.Uint64(b[16:]), Chunk: le.Uint64(b[24:])}
-	return nil
-}
+func (m *VerifyRequest) code(c *codec) { c.u64s(&m.ID, &m.Offset, &m.Length, &m.Chunk) }
 
 // VerifyReply carries the CRC32C of consecutive Chunk-sized pieces starting at
 // Offset. count must equal the number of sums that follow; it is bounded by
@@ -283,38 +148,23 @@ type VerifyReply struct {
 // Type implements Message.
 func (*VerifyReply) Type() Type { return TypeVerifyReply }
 
-func (m *VerifyReply) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeVerifyReply)
+// code reuses m.Sums' capacity when decoding (the Reader's slot keeps it
+// across reads); count bounds the allocation by the body already in memory.
+func (m *VerifyReply) code(c *codec) {
+	c.u64s(&m.ID, &m.Offset, &m.Chunk)
+	n := c.count("sums", len(m.Sums), 4, maxSums, 4)
+	if !c.decoding {
+		c.sums = m.Sums
+		return
 	}
-	if len(m.Sums) > maxSums {
-		return plan{}, encodeErr(TypeVerifyReply, ErrTooLarge, "%d sums, max %d", len(m.Sums), maxSums)
+	if n == 0 {
+		m.Sums = nil
+		return
 	}
-	dst = appendU64s(dst, m.ID, m.Offset, m.Chunk)
-	dst = le.AppendUint32(dst, uint32(len(m.Sums)))
-	return plan{typ: TypeVerifyReply, buf: dst, sums: m.Sums}, nil
-}
-
-// decode reuses m.Sums' capacity (the Reader's slot keeps it across reads).
-// The allocation is bounded by the body already in memory: count is checked
-// against the body length first.
-func (m *VerifyReply) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, verifyReplyFixed); err != nil {
-		return err
+	m.Sums = slices.Grow(m.Sums[:0], n)[:n]
+	for i := range m.Sums {
+		c.u32(&m.Sums[i])
 	}
-	count := int(le.Uint32(b[24:]))
-	if want := verifyReplyFixed + 4*count; len(b) != want {
-		return malformed("count %d needs %d bytes", count, want)
-	}
-	var sums []uint32
-	if count > 0 {
-		sums = slices.Grow(m.Sums[:0], count)[:count]
-		for i := range sums {
-			sums[i] = le.Uint32(b[verifyReplyFixed+4*i:])
-		}
-	}
-	*m = VerifyReply{ID: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Chunk: le.Uint64(b[16:]), Sums: sums}
-	return nil
 }
 
 // Clone returns a deep copy of m that shares no memory with it: use it to keep

@@ -40,29 +40,11 @@ type Write struct {
 // Type implements Message.
 func (*Write) Type() Type { return TypeWrite }
 
-func (m *Write) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeWrite)
-	}
-	if len(m.Data) > MaxBody-writeFixed {
-		return plan{}, encodeErr(TypeWrite, ErrTooLarge, "%d data bytes, max %d", len(m.Data), MaxBody-writeFixed)
-	}
-	dst = appendU64s(dst, m.Seq, m.Epoch, m.Offset)
-	return plan{typ: TypeWrite, flags: fuaFlag(m.FUA), buf: dst, raw: m.Data}, nil
-}
-
-func (m *Write) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, FlagFUA, b, writeFixed); err != nil {
-		return err
-	}
-	*m = Write{
-		Seq:    le.Uint64(b[0:]),
-		Epoch:  le.Uint64(b[8:]),
-		Offset: le.Uint64(b[16:]),
-		FUA:    flags&FlagFUA != 0,
-		Data:   payload(b[writeFixed:]),
-	}
-	return nil
+func (m *Write) code(c *codec) {
+	c.flag(FlagFUA, &m.FUA)
+	c.u64s(&m.Seq, &m.Epoch, &m.Offset)
+	c.tail(&m.Data)
+	c.fits("data bytes", len(m.Data), MaxBody-writeFixed)
 }
 
 // Zero is a journaled write of Length zero bytes at Offset (NBD
@@ -80,26 +62,9 @@ type Zero struct {
 // Type implements Message.
 func (*Zero) Type() Type { return TypeZero }
 
-func (m *Zero) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeZero)
-	}
-	dst = appendU64s(dst, m.Seq, m.Epoch, m.Offset, m.Length)
-	return plan{typ: TypeZero, flags: fuaFlag(m.FUA), buf: dst}, nil
-}
-
-func (m *Zero) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, FlagFUA, b, zeroSize); err != nil {
-		return err
-	}
-	*m = Zero{
-		Seq:    le.Uint64(b[0:]),
-		Epoch:  le.Uint64(b[8:]),
-		Offset: le.Uint64(b[16:]),
-		Length: le.Uint64(b[24:]),
-		FUA:    flags&FlagFUA != 0,
-	}
-	return nil
+func (m *Zero) code(c *codec) {
+	c.flag(FlagFUA, &m.FUA)
+	c.u64s(&m.Seq, &m.Epoch, &m.Offset, &m.Length)
 }
 
 // Ack is cumulative: every write with sequence <= Seq reached Level
@@ -116,29 +81,10 @@ type Ack struct {
 // Type implements Message.
 func (*Ack) Type() Type { return TypeAck }
 
-func validLevel(l uint8) bool { return l >= AckReceived && l <= AckDurable }
-
-func (m *Ack) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeAck)
-	}
-	if !validLevel(m.Level) {
-		return plan{}, encodeErr(TypeAck, ErrMalformed, "level %d", m.Level)
-	}
-	dst = le.AppendUint64(dst, m.Seq)
-	dst = append(dst, m.Level)
-	return plan{typ: TypeAck, buf: dst}, nil
-}
-
-func (m *Ack) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, ackSize); err != nil {
-		return err
-	}
-	if !validLevel(b[8]) {
-		return malformed("level %d, want %d..%d", b[8], AckReceived, AckDurable)
-	}
-	*m = Ack{Seq: le.Uint64(b[0:]), Level: b[8]}
-	return nil
+func (m *Ack) code(c *codec) {
+	c.u64s(&m.Seq)
+	c.u8(&m.Level)
+	c.within("level", int(m.Level), int(AckReceived), int(AckDurable))
 }
 
 // Flush asks the peer to make every write with sequence <= Seq durable and
@@ -154,21 +100,7 @@ type Flush struct {
 // Type implements Message.
 func (*Flush) Type() Type { return TypeFlush }
 
-func (m *Flush) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeFlush)
-	}
-	dst = appendU64s(dst, m.ID, m.Seq)
-	return plan{typ: TypeFlush, buf: dst}, nil
-}
-
-func (m *Flush) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, flushSize); err != nil {
-		return err
-	}
-	*m = Flush{ID: le.Uint64(b[0:]), Seq: le.Uint64(b[8:])}
-	return nil
-}
+func (m *Flush) code(c *codec) { c.u64s(&m.ID, &m.Seq) }
 
 // FlushAck answers Flush ID. Err is 0 when every write up to Seq is durable,
 // otherwise the Linux errno of the failed sync (e.g. 5, EIO); it is not
@@ -185,21 +117,9 @@ type FlushAck struct {
 // Type implements Message.
 func (*FlushAck) Type() Type { return TypeFlushAck }
 
-func (m *FlushAck) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeFlushAck)
-	}
-	dst = appendU64s(dst, m.ID, m.Seq)
-	dst = le.AppendUint32(dst, m.Err)
-	return plan{typ: TypeFlushAck, buf: dst}, nil
-}
-
-func (m *FlushAck) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, flushAckSize); err != nil {
-		return err
-	}
-	*m = FlushAck{ID: le.Uint64(b[0:]), Seq: le.Uint64(b[8:]), Err: le.Uint32(b[16:])}
-	return nil
+func (m *FlushAck) code(c *codec) {
+	c.u64s(&m.ID, &m.Seq)
+	c.u32(&m.Err)
 }
 
 // Nack refuses the message with sequence Seq (or the session, with Seq 0):
@@ -224,39 +144,9 @@ func NewNack(seq uint64, code uint32, reason string) *Nack {
 // Type implements Message.
 func (*Nack) Type() Type { return TypeNack }
 
-func validNackCode(c uint32) bool { return c >= NackStaleEpoch && c <= nackMaxCode }
-
-func (m *Nack) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeNack)
-	}
-	if !validNackCode(m.Code) {
-		return plan{}, encodeErr(TypeNack, ErrMalformed, "code %d", m.Code)
-	}
-	if err := checkString(TypeNack, "reason", m.Reason); err != nil {
-		return plan{}, err
-	}
-	dst = le.AppendUint64(dst, m.Seq)
-	dst = le.AppendUint32(dst, m.Code)
-	dst = appendString(dst, m.Reason)
-	return plan{typ: TypeNack, buf: dst}, nil
-}
-
-func (m *Nack) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, nackFixed); err != nil {
-		return err
-	}
-	code := le.Uint32(b[8:])
-	if !validNackCode(code) {
-		return malformed("code %d, want %d..%d", code, NackStaleEpoch, nackMaxCode)
-	}
-	reason, rest, err := getString("reason", b[nackFixed:])
-	if err != nil {
-		return err
-	}
-	if len(rest) != 0 {
-		return malformed("%d trailing bytes", len(rest))
-	}
-	*m = Nack{Seq: le.Uint64(b[0:]), Code: code, Reason: reason}
-	return nil
+func (m *Nack) code(c *codec) {
+	c.u64s(&m.Seq)
+	c.u32(&m.Code)
+	c.within("code", int(m.Code), int(NackStaleEpoch), int(nackMaxCode))
+	c.str("reason", &m.Reason)
 }

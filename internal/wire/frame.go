@@ -167,17 +167,15 @@ func (t Type) String() string {
 type Message interface {
 	// Type is the frame type the message travels as.
 	Type() Type
-	// plan validates the message for encoding and appends its fixed fields
-	// (everything but a trailing Data or Sums) to dst.
-	plan(dst []byte) (plan, error)
-	// decode replaces the message with the body's content. It validates the
-	// body exactly and may alias body.
-	decode(flags uint16, body []byte) error
+	// code states the message's layout and checks to c: encoding, it
+	// appends the fixed fields and plans the rest; decoding, it replaces the
+	// message with the body's content (which it may alias).
+	code(c *codec)
 }
 
 // plan is a message ready to frame: buf holds the caller's prefix followed
-// by the fixed fields; raw (Write, ResyncData) or sums (VerifyReply) follow
-// them in the body.
+// by the fixed fields (and a list); raw (the Data of Write, ResyncData, ...)
+// or sums (VerifyReply) follow them in the body.
 type plan struct {
 	typ   Type
 	flags uint16
@@ -186,80 +184,86 @@ type plan struct {
 	sums  []uint32
 }
 
-// planOf dispatches on the concrete type instead of calling m.plan through
-// the interface: the compiler can then prove that m does not escape, so a
-// caller's &Write{...} stays on its stack and WriteMsg does not allocate.
-func planOf(m Message, dst []byte) (p plan, err error) {
+// planOf validates m and plans its frame, the caller's dst then m's fixed
+// fields in buf. It dispatches on the concrete type instead of calling
+// m.code through the interface: the compiler can then prove that m does not
+// escape, so a caller's &Write{...} stays on its stack and WriteMsg does not
+// allocate.
+func planOf(m Message, dst []byte) (plan, error) {
+	c := codec{plan: plan{buf: dst}}
 	switch v := m.(type) {
 	case *Hello:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Hello).code)
 	case *Write:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Write).code)
 	case *Zero:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Zero).code)
 	case *Ack:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Ack).code)
 	case *Flush:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Flush).code)
 	case *FlushAck:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*FlushAck).code)
 	case *ResyncRequest:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ResyncRequest).code)
 	case *ResyncData:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ResyncData).code)
 	case *ResyncDone:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ResyncDone).code)
 	case *Nack:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Nack).code)
 	case *Ping:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Ping).code)
 	case *Pong:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Pong).code)
 	case *VerifyRequest:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*VerifyRequest).code)
 	case *VerifyReply:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*VerifyReply).code)
 	case *StreamOpen:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*StreamOpen).code)
 	case *Control:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Control).code)
 	case *History:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*History).code)
 	case *Extents:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Extents).code)
 	case *AuthChallenge:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*AuthChallenge).code)
 	case *AuthProof:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*AuthProof).code)
 	case *Resize:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Resize).code)
 	case *BlockRequest:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*BlockRequest).code)
 	case *BlockData:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*BlockData).code)
 	case *ResyncProgress:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ResyncProgress).code)
 	case *Commit:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*Commit).code)
 	case *ShardState:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ShardState).code)
 	case *ShardStateReply:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ShardStateReply).code)
 	case *ShardSettle:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ShardSettle).code)
 	case *ShardRead:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ShardRead).code)
 	case *ShardData:
-		p, err = v.plan(dst)
+		encode(&c, v.Type(), v, (*ShardData).code)
 	default:
 		// Only nil reaches here (the interface is sealed). Formatting m
 		// would make it escape.
 		return plan{}, fmt.Errorf("wire: encode nil message: %w", ErrMalformed)
 	}
-	if err != nil {
-		return plan{}, err
+	switch {
+	case c.err == errNil:
+		return plan{}, encodeErr(c.typ, ErrMalformed, "nil message")
+	case c.err != nil:
+		return plan{}, c.err
 	}
-	return p, nil
+	return c.plan, nil
 }
 
 // bodyLen is the body size of p, whose buf starts at start.
@@ -314,14 +318,6 @@ func checkCRC(h header, hdr, body []byte) error {
 	return nil
 }
 
-// decodeBody fills m (of type h.typ) from a checksummed body.
-func decodeBody(m Message, h header, body []byte) error {
-	if err := m.decode(h.flags, body); err != nil {
-		return fmt.Errorf("wire: %v body (%d bytes): %w", h.typ, len(body), err)
-	}
-	return nil
-}
-
 // AppendFrame appends m's frame to dst and returns the extended slice. It is
 // meant for tests, fuzzing and tools; streams use Writer. It panics if m is
 // invalid (WriteMsg returns the same condition as an error).
@@ -371,7 +367,7 @@ func DecodeFrame(b []byte) (Message, int, error) {
 	if m == nil {
 		return nil, 0, fmt.Errorf("wire: type %d: %w", uint8(h.typ), ErrUnknownType)
 	}
-	if err := decodeBody(m, h, body); err != nil {
+	if err := decodeBody(m, h, body, new(codec)); err != nil {
 		return nil, 0, err
 	}
 	return m, end, nil

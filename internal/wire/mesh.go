@@ -1,6 +1,10 @@
 package wire
 
-import "github.com/grbd/grbd/internal/extent"
+import (
+	"slices"
+
+	"github.com/grbd/grbd/internal/extent"
+)
 
 // Messages of member links (docs/wire.md, "Member links"): the stream
 // preamble, control-plane traffic (raft and leases) and the data-generation
@@ -60,51 +64,12 @@ type StreamOpen struct {
 // Type implements Message.
 func (*StreamOpen) Type() Type { return TypeStreamOpen }
 
-func validStreamKind(k uint8) bool { return k >= StreamControl && k <= StreamAdmin }
-
-func (m *StreamOpen) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeStreamOpen)
-	}
-	if !validStreamKind(m.Kind) {
-		return plan{}, encodeErr(TypeStreamOpen, ErrMalformed, "kind %d", m.Kind)
-	}
-	for _, f := range [...]struct{ name, v string }{{"cluster", m.Cluster}, {"from", m.From}, {"to", m.To}} {
-		if err := checkString(TypeStreamOpen, f.name, f.v); err != nil {
-			return plan{}, err
-		}
-	}
-	dst = append(dst, m.Kind)
-	dst = appendString(dst, m.Cluster)
-	dst = appendString(dst, m.From)
-	dst = appendString(dst, m.To)
-	return plan{typ: TypeStreamOpen, buf: dst}, nil
-}
-
-func (m *StreamOpen) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, 1); err != nil {
-		return err
-	}
-	if !validStreamKind(b[0]) {
-		return malformed("kind %d, want %d..%d", b[0], StreamControl, StreamAdmin)
-	}
-	cluster, rest, err := getString("cluster", b[1:])
-	if err != nil {
-		return err
-	}
-	from, rest, err := getString("from", rest)
-	if err != nil {
-		return err
-	}
-	to, rest, err := getString("to", rest)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 0 {
-		return malformed("%d trailing bytes", len(rest))
-	}
-	*m = StreamOpen{Kind: b[0], Cluster: cluster, From: from, To: to}
-	return nil
+func (m *StreamOpen) code(c *codec) {
+	c.u8(&m.Kind)
+	c.within("kind", int(m.Kind), int(StreamControl), int(StreamAdmin))
+	c.str("cluster", &m.Cluster)
+	c.str("from", &m.From)
+	c.str("to", &m.To)
 }
 
 // Control carries one control-plane message: a raft message (Data), a
@@ -124,36 +89,15 @@ type Control struct {
 // Type implements Message.
 func (*Control) Type() Type { return TypeControl }
 
-func (m *Control) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeControl)
-	}
-	if m.Kind < ControlRaft || m.Kind > ControlReplaced {
-		return plan{}, encodeErr(TypeControl, ErrMalformed, "kind %d", m.Kind)
-	}
+func (m *Control) code(c *codec) {
+	c.u8(&m.Kind)
+	c.within("kind", int(m.Kind), int(ControlRaft), int(ControlReplaced))
+	c.u64s(&m.Epoch, &m.Sent)
+	c.tail(&m.Data)
 	if err := checkControlData(m.Kind, m.Data); err != nil {
-		return plan{}, encodeErr(TypeControl, ErrMalformed, "%v", err)
+		c.failWith(err)
 	}
-	if len(m.Data) > MaxBody-controlFixed {
-		return plan{}, encodeErr(TypeControl, ErrTooLarge, "%d data bytes", len(m.Data))
-	}
-	dst = append(dst, m.Kind)
-	dst = appendU64s(dst, m.Epoch, m.Sent)
-	return plan{typ: TypeControl, buf: dst, raw: m.Data}, nil
-}
-
-func (m *Control) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, controlFixed); err != nil {
-		return err
-	}
-	if b[0] < ControlRaft || b[0] > ControlReplaced {
-		return malformed("kind %d, want %d..%d", b[0], ControlRaft, ControlReplaced)
-	}
-	if err := checkControlData(b[0], b[controlFixed:]); err != nil {
-		return err
-	}
-	*m = Control{Kind: b[0], Epoch: le.Uint64(b[1:]), Sent: le.Uint64(b[9:]), Data: payload(b[controlFixed:])}
-	return nil
+	c.fits("data bytes", len(m.Data), MaxBody-controlFixed)
 }
 
 // HistoryEntry marks where a node's journal entered an epoch.
@@ -176,54 +120,25 @@ type History struct {
 // Type implements Message.
 func (*History) Type() Type { return TypeHistory }
 
-func (m *History) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeHistory)
+func (m *History) code(c *codec) {
+	c.u64s(&m.LastSeq)
+	n := c.count("entries", len(m.Entries), 2, MaxHistory, historyEntrySize)
+	if c.decoding {
+		m.Entries = nil
+		if n > 0 {
+			m.Entries = make([]HistoryEntry, n)
+		}
+	} else {
+		c.buf = slices.Grow(c.buf, historyEntrySize*n)
 	}
-	if len(m.Entries) > MaxHistory {
-		return plan{}, encodeErr(TypeHistory, ErrTooLarge, "%d entries, max %d", len(m.Entries), MaxHistory)
-	}
-	dst = le.AppendUint64(dst, m.LastSeq)
-	dst = le.AppendUint16(dst, uint16(len(m.Entries)))
-	var raw []byte
-	if len(m.Entries) > 0 {
-		raw = make([]byte, 0, 17*len(m.Entries))
-	}
-	for _, e := range m.Entries {
+	for i := range n {
+		e := &m.Entries[i]
+		c.u64s(&e.Epoch, &e.FirstSeq)
+		c.u8(&e.Flags)
 		if e.Flags&^HistoryForced != 0 {
-			return plan{}, encodeErr(TypeHistory, ErrMalformed, "entry flags %#x", e.Flags)
-		}
-		raw = le.AppendUint64(raw, e.Epoch)
-		raw = le.AppendUint64(raw, e.FirstSeq)
-		raw = append(raw, e.Flags)
-	}
-	return plan{typ: TypeHistory, buf: dst, raw: raw}, nil
-}
-
-func (m *History) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, historyFixed); err != nil {
-		return err
-	}
-	n := int(le.Uint16(b[8:]))
-	if n > MaxHistory {
-		return malformed("%d entries, max %d", n, MaxHistory)
-	}
-	if err := checkSize(b, historyFixed+17*n); err != nil {
-		return err
-	}
-	var entries []HistoryEntry
-	if n > 0 {
-		entries = make([]HistoryEntry, n)
-	}
-	for i := range entries {
-		p := b[historyFixed+17*i:]
-		entries[i] = HistoryEntry{Epoch: le.Uint64(p), FirstSeq: le.Uint64(p[8:]), Flags: p[16]}
-		if entries[i].Flags&^HistoryForced != 0 {
-			return malformed("entry %d flags %#x", i, entries[i].Flags)
+			c.fail(ErrMalformed, "entry %d flags %#x", i, e.Flags)
 		}
 	}
-	*m = History{LastSeq: le.Uint64(b[0:]), Entries: entries}
-	return nil
 }
 
 // Extents lists device ranges: a diverged secondary's own changes since the
@@ -240,43 +155,12 @@ type Extents struct {
 // Type implements Message.
 func (*Extents) Type() Type { return TypeExtents }
 
-func (m *Extents) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeExtents)
-	}
+func (m *Extents) code(c *codec) {
+	c.u32(&m.Flags)
 	if m.Flags&^ExtentsAll != 0 {
-		return plan{}, encodeErr(TypeExtents, ErrMalformed, "flags %#x", m.Flags)
+		c.fail(ErrMalformed, "flags %#x", m.Flags)
 	}
-	if len(m.Extents) > MaxExtents {
-		return plan{}, encodeErr(TypeExtents, ErrTooLarge, "%d extents, max %d", len(m.Extents), MaxExtents)
-	}
-	dst = le.AppendUint32(dst, m.Flags)
-	dst = le.AppendUint32(dst, uint32(len(m.Extents)))
-	var raw []byte
-	if len(m.Extents) > 0 {
-		raw = extent.Append(make([]byte, 0, extent.Size*len(m.Extents)), m.Extents)
-	}
-	return plan{typ: TypeExtents, buf: dst, raw: raw}, nil
-}
-
-func (m *Extents) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, extentsFixed); err != nil {
-		return err
-	}
-	f := le.Uint32(b[0:])
-	if f&^ExtentsAll != 0 {
-		return malformed("flags %#x", f)
-	}
-	n := le.Uint32(b[4:])
-	if uint64(n) > uint64(MaxExtents) {
-		return malformed("%d extents, max %d", n, MaxExtents)
-	}
-	if err := checkSize(b, extentsFixed+16*int(n)); err != nil {
-		return err
-	}
-	ext := extent.Decode(b[extentsFixed:], int(n))
-	*m = Extents{Flags: f, Extents: ext}
-	return nil
+	c.extents(&m.Extents, MaxExtents)
 }
 
 // ResyncProgress reports how far an interrupted resync got
@@ -298,34 +182,7 @@ type ResyncProgress struct {
 // Type implements Message.
 func (*ResyncProgress) Type() Type { return TypeResyncProgress }
 
-func (m *ResyncProgress) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeResyncProgress)
-	}
-	if len(m.Copied) > MaxProgressExtents {
-		return plan{}, encodeErr(TypeResyncProgress, ErrTooLarge, "%d extents, max %d", len(m.Copied), MaxProgressExtents)
-	}
-	dst = appendU64s(dst, m.AsOf, m.Epoch, m.Source)
-	dst = le.AppendUint32(dst, uint32(len(m.Copied)))
-	var raw []byte
-	if len(m.Copied) > 0 {
-		raw = extent.Append(make([]byte, 0, extent.Size*len(m.Copied)), m.Copied)
-	}
-	return plan{typ: TypeResyncProgress, buf: dst, raw: raw}, nil
-}
-
-func (m *ResyncProgress) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, progressFixed); err != nil {
-		return err
-	}
-	n := le.Uint32(b[24:])
-	if uint64(n) > uint64(MaxProgressExtents) {
-		return malformed("%d extents, max %d", n, MaxProgressExtents)
-	}
-	if err := checkSize(b, progressFixed+16*int(n)); err != nil {
-		return err
-	}
-	ext := extent.Decode(b[progressFixed:], int(n))
-	*m = ResyncProgress{AsOf: le.Uint64(b), Epoch: le.Uint64(b[8:]), Source: le.Uint64(b[16:]), Copied: ext}
-	return nil
+func (m *ResyncProgress) code(c *codec) {
+	c.u64s(&m.AsOf, &m.Epoch, &m.Source)
+	c.extents(&m.Copied, MaxProgressExtents)
 }

@@ -21,6 +21,7 @@ type Reader struct {
 	limit int   // largest body accepted; 0 means MaxBody
 	err   error // sticky: the stream position is unknown after any error
 	msgs  slots
+	codec codec // decodes every body: a fresh one would escape through the Message interface, an allocation per read
 }
 
 // slots holds the reused message values.
@@ -198,7 +199,7 @@ func (r *Reader) read() (Message, error) {
 	if m == nil {
 		return nil, fmt.Errorf("wire: type %d: %w", uint8(h.typ), ErrUnknownType)
 	}
-	if err := decodeBody(m, h, body); err != nil {
+	if err := decodeBody(m, h, body, &r.codec); err != nil {
 		return nil, err
 	}
 	return m, nil

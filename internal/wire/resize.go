@@ -24,26 +24,10 @@ const (
 // Type implements Message.
 func (*Resize) Type() Type { return TypeResize }
 
-func (m *Resize) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeResize)
-	}
+func (m *Resize) code(c *codec) {
+	c.u64s(&m.Seq, &m.Epoch, &m.Size)
+	c.u32(&m.Flags)
 	if m.Flags&^ResizeResync != 0 || m.Size == 0 {
-		return plan{}, encodeErr(TypeResize, ErrMalformed, "size %d flags %#x", m.Size, m.Flags)
+		c.fail(ErrMalformed, "size %d flags %#x", m.Size, m.Flags)
 	}
-	dst = appendU64s(dst, m.Seq, m.Epoch, m.Size)
-	dst = le.AppendUint32(dst, m.Flags)
-	return plan{typ: TypeResize, buf: dst}, nil
-}
-
-func (m *Resize) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, resizeSize); err != nil {
-		return err
-	}
-	r := Resize{Seq: le.Uint64(b[0:]), Epoch: le.Uint64(b[8:]), Size: le.Uint64(b[16:]), Flags: le.Uint32(b[24:])}
-	if r.Flags&^ResizeResync != 0 || r.Size == 0 {
-		return malformed("size %d flags %#x", r.Size, r.Flags)
-	}
-	*m = r
-	return nil
 }

@@ -88,123 +88,31 @@ func (*ShardRead) Type() Type { return TypeShardRead }
 // Type implements Message.
 func (*ShardData) Type() Type { return TypeShardData }
 
-func (m *Commit) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeCommit)
-	}
-	return plan{typ: TypeCommit, buf: le.AppendUint64(dst, m.Seq)}, nil
-}
+func (m *Commit) code(c *codec) { c.u64s(&m.Seq) }
 
-func (m *Commit) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, commitSize); err != nil {
-		return err
-	}
-	*m = Commit{Seq: le.Uint64(b)}
-	return nil
-}
+func (m *ShardState) code(c *codec) { c.u64s(&m.ID, &m.Epoch) }
 
-func (m *ShardState) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeShardState)
-	}
-	dst = le.AppendUint64(dst, m.ID)
-	return plan{typ: TypeShardState, buf: le.AppendUint64(dst, m.Epoch)}, nil
-}
-
-func (m *ShardState) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, shardStateSize); err != nil {
-		return err
-	}
-	*m = ShardState{ID: le.Uint64(b), Epoch: le.Uint64(b[8:])}
-	return nil
-}
-
-func (m *ShardStateReply) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeShardStateReply)
-	}
+func (m *ShardStateReply) code(c *codec) {
+	c.u64s(&m.ID, &m.LastSeq, &m.Applied, &m.Epoch)
+	c.u32(&m.Flags)
 	if m.Flags&^ShardStateConsistent != 0 {
-		return plan{}, encodeErr(TypeShardStateReply, ErrMalformed, "flags %#x", m.Flags)
+		c.fail(ErrMalformed, "flags %#x", m.Flags)
 	}
 	if m.Applied > m.LastSeq {
-		return plan{}, encodeErr(TypeShardStateReply, ErrMalformed, "applied %d past last %d", m.Applied, m.LastSeq)
+		c.fail(ErrMalformed, "applied %d past last %d", m.Applied, m.LastSeq)
 	}
-	dst = appendU64s(dst, m.ID, m.LastSeq, m.Applied, m.Epoch)
-	return plan{typ: TypeShardStateReply, buf: le.AppendUint32(dst, m.Flags)}, nil
 }
 
-func (m *ShardStateReply) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, shardStateReplySize); err != nil {
-		return err
-	}
-	r := ShardStateReply{ID: le.Uint64(b), LastSeq: le.Uint64(b[8:]), Applied: le.Uint64(b[16:]), Epoch: le.Uint64(b[24:]), Flags: le.Uint32(b[32:])}
-	if r.Flags&^ShardStateConsistent != 0 {
-		return malformed("flags %#x", r.Flags)
-	}
-	if r.Applied > r.LastSeq {
-		return malformed("applied %d past last %d", r.Applied, r.LastSeq)
-	}
-	*m = r
-	return nil
+func (m *ShardSettle) code(c *codec) { c.u64s(&m.ID, &m.Epoch, &m.Seq) }
+
+func (m *ShardRead) code(c *codec) {
+	c.u64s(&m.ID, &m.Epoch, &m.Seq, &m.Offset)
+	c.u32(&m.Length)
+	c.within("length", int(m.Length), 1, MaxShardRead)
 }
 
-func (m *ShardSettle) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeShardSettle)
-	}
-	dst = appendU64s(dst, m.ID, m.Epoch)
-	return plan{typ: TypeShardSettle, buf: le.AppendUint64(dst, m.Seq)}, nil
-}
-
-func (m *ShardSettle) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, shardSettleSize); err != nil {
-		return err
-	}
-	*m = ShardSettle{ID: le.Uint64(b), Epoch: le.Uint64(b[8:]), Seq: le.Uint64(b[16:])}
-	return nil
-}
-
-func (m *ShardRead) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeShardRead)
-	}
-	if m.Length == 0 || m.Length > MaxShardRead {
-		return plan{}, encodeErr(TypeShardRead, ErrMalformed, "length %d, want 1..%d", m.Length, MaxShardRead)
-	}
-	dst = appendU64s(dst, m.ID, m.Epoch, m.Seq, m.Offset)
-	return plan{typ: TypeShardRead, buf: le.AppendUint32(dst, m.Length)}, nil
-}
-
-func (m *ShardRead) decode(flags uint16, b []byte) error {
-	if err := checkFixed(flags, 0, b, shardReadSize); err != nil {
-		return err
-	}
-	r := ShardRead{ID: le.Uint64(b), Epoch: le.Uint64(b[8:]), Seq: le.Uint64(b[16:]), Offset: le.Uint64(b[24:]), Length: le.Uint32(b[32:])}
-	if r.Length == 0 || r.Length > MaxShardRead {
-		return malformed("length %d, want 1..%d", r.Length, MaxShardRead)
-	}
-	*m = r
-	return nil
-}
-
-func (m *ShardData) plan(dst []byte) (plan, error) {
-	if m == nil {
-		return nilMessage(TypeShardData)
-	}
-	if len(m.Data) == 0 || len(m.Data) > MaxShardRead {
-		return plan{}, encodeErr(TypeShardData, ErrMalformed, "%d data bytes, want 1..%d", len(m.Data), MaxShardRead)
-	}
-	dst = appendU64s(dst, m.ID, m.Offset, m.Seq)
-	return plan{typ: TypeShardData, buf: dst, raw: m.Data}, nil
-}
-
-func (m *ShardData) decode(flags uint16, b []byte) error {
-	if err := checkVariable(flags, 0, b, shardDataFixed); err != nil {
-		return err
-	}
-	if n := len(b) - shardDataFixed; n == 0 || n > MaxShardRead {
-		return malformed("%d data bytes, want 1..%d", n, MaxShardRead)
-	}
-	*m = ShardData{ID: le.Uint64(b), Offset: le.Uint64(b[8:]), Seq: le.Uint64(b[16:]), Data: payload(b[shardDataFixed:])}
-	return nil
+func (m *ShardData) code(c *codec) {
+	c.u64s(&m.ID, &m.Offset, &m.Seq)
+	c.tail(&m.Data)
+	c.within("data length", len(m.Data), 1, MaxShardRead)
 }

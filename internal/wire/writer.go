@@ -17,7 +17,8 @@ const bufSize = 64 << 10
 type Writer struct {
 	bw *bufio.Writer
 	// frame holds a header and the fixed fields of one message; it is large
-	// enough for every message, so plan never reallocates it.
+	// enough for every message, so planOf reallocates it only for the list
+	// of a History, Extents or ResyncProgress.
 	frame [HeaderSize + maxFixed]byte
 	// sums stages VerifyReply checksums as little-endian bytes.
 	sums [4096]byte
