@@ -22,6 +22,7 @@ import (
 func TestBenchShort(t *testing.T) {
 	requireTools(t, "fio", "nbdkit", "qemu-nbd")
 	dir := t.TempDir()
+	t.Cleanup(func() { logMemberLogsOnFailure(t, filepath.Join(dir, "run")) })
 	jsonPath, pngPath := filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.png")
 	start := time.Now()
 	table := run(t, 3*time.Minute, grbdBin, "bench", "--short", "--dir", filepath.Join(dir, "run"),
@@ -106,4 +107,24 @@ func TestBenchShort(t *testing.T) {
 	img, err := png.Decode(f)
 	require.NoError(t, err)
 	require.Greater(t, img.Bounds().Dx(), 500)
+}
+
+// logMemberLogsOnFailure prints the end of every member log under dir when
+// t failed: the run's directory is a TempDir, removed after the test, and a
+// system that failed its fio jobs (a lost lease, a failover) says why only
+// there.
+func logMemberLogsOnFailure(t *testing.T, dir string) {
+	if !t.Failed() {
+		return
+	}
+	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err == nil {
+			t.Logf("%s ends:\n%s", path, tail(string(b), 40))
+		}
+		return nil
+	})
 }
