@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/extent"
 )
 
@@ -29,6 +30,11 @@ import (
 //   - ReadRecords serves it from data.img only while the blocks still hold
 //     it (their CRCs match); otherwise ErrCompacted sends the peer to a
 //     region resync.
+
+// The block of the journal's checksums is the one crc32c joins: a
+// compile-time check that they stay equal (a negative constant does not
+// convert to uint).
+const _ = uint(crc32c.BlockSize-SumBlockSize) + uint(SumBlockSize-crc32c.BlockSize)
 
 // DefaultInPlaceMin is the smallest write done in place by default.
 const DefaultInPlaceMin = 64 << 10
@@ -56,12 +62,13 @@ func encodeExtent(dst []byte, r *Record) ([]byte, error) {
 	dst = slices.Grow(dst, n)[:start+n]
 	b := dst[start:]
 	sums := b[RecordHeaderSize:]
-	if r.Data == nil {
+	switch {
+	case r.Data == nil:
 		copy(sums, r.Sums)
-	} else {
-		for i := 0; i < len(r.Data); i += SumBlockSize {
-			binary.LittleEndian.PutUint32(sums[i/SumBlockSize*4:], crc32.Checksum(r.Data[i:i+SumBlockSize], castagnoli))
-		}
+	case int64(len(r.BlockSums)) == 4*(length/SumBlockSize):
+		copy(sums, r.BlockSums)
+	default:
+		crc32c.Blocks(sums[:0], r.Data)
 	}
 	clear(sums[length/SumBlockSize*4:])
 	putRecordHeader(b, r, extentVersion, typeExtent, uint64(length), crc32.Checksum(sums, castagnoli))

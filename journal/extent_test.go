@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
@@ -42,6 +43,27 @@ func TestExtentRecordRoundTrip(t *testing.T) {
 	again, err := EncodeRecord(nil, got)
 	require.NoError(t, err)
 	require.Equal(t, b, again, "a decoded extent record re-encodes to the same bytes")
+
+	// The caller's block checksums (from a wire frame) are taken as they are:
+	// the same record when they are Data's, and theirs when not (so a test
+	// can tell they were used); of the wrong length, they are not used.
+	sums := crc32c.Blocks(nil, data)
+	withSums := r
+	withSums.BlockSums = sums
+	b2, err := EncodeRecord(nil, withSums)
+	require.NoError(t, err)
+	require.Equal(t, b, b2)
+	withSums.BlockSums = bytes.Clone(sums)
+	withSums.BlockSums[5] ^= 1
+	b2, err = EncodeRecord(nil, withSums)
+	require.NoError(t, err)
+	got, _, err = DecodeRecord(b2)
+	require.NoError(t, err)
+	require.Equal(t, withSums.BlockSums, got.Sums[:len(sums)])
+	withSums.BlockSums = withSums.BlockSums[:8]
+	b2, err = EncodeRecord(nil, withSums)
+	require.NoError(t, err)
+	require.Equal(t, b, b2)
 
 	for i := range b {
 		c := bytes.Clone(b)

@@ -3,6 +3,7 @@ package primary
 import (
 	"fmt"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
@@ -51,6 +52,12 @@ func (p *Side) Write(w journal.Write, fua bool) error {
 			}
 		}
 		return nil
+	}
+	if n := len(w.Data); n >= wire.BlockSumsMin && n%crc32c.BlockSize == 0 && w.BlockSums == nil {
+		// Once, here in the client's goroutine: the extent record keeps
+		// them and every peer's frame CRC is joined from them. Never
+		// reused: queued wire messages share them.
+		w.BlockSums = crc32c.Blocks(make([]byte, 0, 4*(n/crc32c.BlockSize)), w.Data)
 	}
 	r := &writeReq{w: w, fua: fua, ready: make(chan bool, 1)}
 	p.qmu.Lock()

@@ -120,14 +120,22 @@ func (a *applier) batchable(m wire.Message) (journal.Write, bool) {
 	return w, true
 }
 
-// queue keeps w for the next batch, its data copied out of the Reader.
+// queue keeps w for the next batch, its data and block checksums copied
+// out of the Reader (the next read overwrites both).
 func (a *applier) queue(w journal.Write) {
-	if len(w.Data) > 0 {
-		off := len(a.arena)
-		a.arena = append(a.arena, w.Data...)
-		w.Data = a.arena[off:len(a.arena):len(a.arena)]
-	}
+	w.Data = a.keep(w.Data)
+	w.BlockSums = a.keep(w.BlockSums)
 	a.pending = append(a.pending, w)
+}
+
+// keep copies b into the arena; nil stays nil.
+func (a *applier) keep(b []byte) []byte {
+	if len(b) == 0 {
+		return b
+	}
+	off := len(a.arena)
+	a.arena = append(a.arena, b...)
+	return a.arena[off:len(a.arena):len(a.arena)]
 }
 
 // applyPending journals the queued writes as one batch and applies them.

@@ -11,7 +11,8 @@ import (
 )
 
 // WireWrite converts a journal record to its wire message, copying the data:
-// the caller's buffer is not retained. The message is shared, read-only, by
+// the caller's buffer is not retained. Its BlockSums are shared, not copied:
+// the caller must not reuse them. The message is shared, read-only, by
 // every peer queue.
 func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 	if w.Resize > 0 {
@@ -20,7 +21,9 @@ func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 	if w.ZeroLength > 0 {
 		return &wire.Zero{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), Length: uint64(w.ZeroLength), FUA: fua}
 	}
-	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: append([]byte(nil), w.Data...)}
+	// BlockSums are not copied: the caller computed them for this write
+	// and does not reuse them.
+	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: append([]byte(nil), w.Data...), BlockSums: w.BlockSums}
 }
 
 // ClientWrite converts a client write or zeroing message to its journal
@@ -28,7 +31,7 @@ func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 func ClientWrite(m wire.Message) (journal.Write, bool) {
 	switch m := m.(type) {
 	case *wire.Write:
-		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}, true
+		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data, BlockSums: m.BlockSums}, true
 	case *wire.Zero:
 		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}, true
 	}

@@ -172,7 +172,7 @@ func (m *VerifyReply) code(c *codec) {
 func Clone(m Message) Message {
 	switch v := m.(type) {
 	case *Write:
-		return cloneWith(v, func(c *Write) { c.Data = cloneBytes(v.Data) })
+		return cloneWith(v, func(c *Write) { c.Data, c.BlockSums = cloneBytes(v.Data), cloneBytes(v.BlockSums) })
 	case *ResyncData:
 		return cloneWith(v, func(c *ResyncData) { c.Data = cloneBytes(v.Data) })
 	case *Control:

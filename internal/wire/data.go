@@ -1,5 +1,7 @@
 package wire
 
+import "github.com/grbd/grbd/internal/crc32c"
+
 // Messages of the data stream: Write, Zero and Flush from the primary; Ack,
 // FlushAck and Nack back. Body layouts are in docs/wire.md and beside each
 // type. Part of the format: do not change.
@@ -30,12 +32,25 @@ const nackMaxCode = NackState
 //	0      8        16       24
 //	| seq  | epoch  | offset | data[length-24]
 //	| u64  | u64    | u64    |
+//
+// BlockSums is not sent. It holds the CRC32C of each 4 KiB block of Data
+// (little-endian uint32s, as crc32c.Blocks makes them) when the sender has
+// them, and the frame's CRC is then joined from them instead of read from
+// Data again: they must be Data's. A Reader sets them on every Write of at
+// least BlockSumsMin bytes on whole blocks (valid until its next read, like
+// Data), computed while it checks the frame.
 type Write struct {
 	Seq, Epoch uint64
 	Offset     uint64
 	FUA        bool
 	Data       []byte
+	BlockSums  []byte
 }
+
+// BlockSumsMin is the least Write data on whole 4 KiB blocks for which a
+// Reader computes BlockSums: the journal's threshold for writes in place,
+// whose extent records keep those checksums.
+const BlockSumsMin = 64 << 10
 
 // Type implements Message.
 func (*Write) Type() Type { return TypeWrite }
@@ -45,6 +60,15 @@ func (m *Write) code(c *codec) {
 	c.u64s(&m.Seq, &m.Epoch, &m.Offset)
 	c.tail(&m.Data)
 	c.fits("data bytes", len(m.Data), MaxBody-writeFixed)
+	switch {
+	case c.decoding:
+		m.BlockSums = c.rawSums
+	case len(m.BlockSums) == 0:
+	case len(m.Data)%crc32c.BlockSize != 0 || len(m.BlockSums) != 4*(len(m.Data)/crc32c.BlockSize):
+		c.fail(ErrMalformed, "%d bytes of block sums for %d data bytes", len(m.BlockSums), len(m.Data))
+	default:
+		c.rawSums = m.BlockSums
+	}
 }
 
 // Zero is a journaled write of Length zero bytes at Offset (NBD

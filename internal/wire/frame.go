@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/grbd/grbd/internal/crc32c"
 	"slices"
 	"strconv"
 )
@@ -182,6 +184,9 @@ type plan struct {
 	buf   []byte
 	raw   []byte
 	sums  []uint32
+	// rawSums are the CRC32Cs of raw's blocks (Write.BlockSums): encoding,
+	// the frame's CRC is joined from them; decoding, the Reader's.
+	rawSums []byte
 }
 
 // planOf validates m and plans its frame, the caller's dst then m's fixed
@@ -309,13 +314,24 @@ func parseHeader(b []byte) (header, error) {
 	}, nil
 }
 
-// checkCRC verifies h against header bytes hdr[0:12] and body.
-func checkCRC(h header, hdr, body []byte) error {
+// checkCRC verifies h against header bytes hdr[0:12] and body. The data of
+// a Write of at least BlockSumsMin bytes on whole blocks is checksummed per
+// block instead, into sums (appended to sums[:0] and returned; nil for
+// other frames), and the frame's CRC joined from those (the same value):
+// the receiver needs the block checksums anyway, so the data is read once.
+func checkCRC(h header, hdr, body, sums []byte) ([]byte, error) {
 	c := crc32.Update(0, castagnoli, hdr[:offCRC])
-	if c = crc32.Update(c, castagnoli, body); c != h.crc {
-		return fmt.Errorf("wire: %v frame crc %#08x, computed %#08x: %w", h.typ, h.crc, c, ErrChecksum)
+	if n := len(body) - writeFixed; h.typ == TypeWrite && n >= BlockSumsMin && n%crc32c.BlockSize == 0 {
+		sums = crc32c.Blocks(sums[:0], body[writeFixed:])
+		c = crc32c.Extend(crc32.Update(c, castagnoli, body[:writeFixed]), sums)
+	} else {
+		sums = nil
+		c = crc32.Update(c, castagnoli, body)
 	}
-	return nil
+	if c != h.crc {
+		return nil, fmt.Errorf("wire: %v frame crc %#08x, computed %#08x: %w", h.typ, h.crc, c, ErrChecksum)
+	}
+	return sums, nil
 }
 
 // AppendFrame appends m's frame to dst and returns the extended slice. It is
@@ -360,14 +376,15 @@ func DecodeFrame(b []byte) (Message, int, error) {
 		return nil, 0, fmt.Errorf("wire: %d of %d frame bytes: %w", len(b), end, ErrShort)
 	}
 	body := b[HeaderSize:end:end]
-	if err := checkCRC(h, b, body); err != nil {
+	sums, err := checkCRC(h, b, body, nil)
+	if err != nil {
 		return nil, 0, err
 	}
 	m := newMessage(h.typ)
 	if m == nil {
 		return nil, 0, fmt.Errorf("wire: type %d: %w", uint8(h.typ), ErrUnknownType)
 	}
-	if err := decodeBody(m, h, body, new(codec)); err != nil {
+	if err := decodeBody(m, h, body, sums, new(codec)); err != nil {
 		return nil, 0, err
 	}
 	return m, end, nil

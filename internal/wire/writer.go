@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/grbd/grbd/internal/crc32c"
 	"io"
 )
 
@@ -55,7 +57,11 @@ func (w *Writer) WriteMsg(m Message) error {
 	putHeader(f, p.typ, p.flags, n)
 	c := crc32.Update(0, castagnoli, f[:offCRC])
 	c = crc32.Update(c, castagnoli, f[HeaderSize:])
-	c = crc32.Update(c, castagnoli, p.raw)
+	if p.rawSums != nil {
+		c = crc32c.Extend(c, p.rawSums)
+	} else {
+		c = crc32.Update(c, castagnoli, p.raw)
+	}
 	for rest := p.sums; len(rest) > 0; {
 		var b []byte
 		b, rest = w.stageSums(rest)
