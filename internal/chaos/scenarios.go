@@ -90,6 +90,11 @@ func (r *Run) pick(ctx context.Context, which role) (string, error) {
 	if which == rolePrimary {
 		return prim, nil
 	}
+	return r.secondaryOf(prim)
+}
+
+// secondaryOf names a data node other than prim.
+func (r *Run) secondaryOf(prim string) (string, error) {
 	others := otherData(r, prim)
 	if len(others) == 0 {
 		return "", fmt.Errorf("chaos: no secondary in a one-node cluster")
@@ -97,12 +102,15 @@ func (r *Run) pick(ctx context.Context, which role) (string, error) {
 	return others[0].Name, nil
 }
 
-// pair resolves the primary and a secondary now.
+// pair resolves the primary and a secondary now, from one answer: asking
+// twice could straddle a change of primary (as right after a partition
+// heals) and name the same node twice, which a fault would then cut from
+// itself.
 func (r *Run) pair(ctx context.Context) (prim, sec string, err error) {
 	if prim, err = r.pick(ctx, rolePrimary); err != nil {
 		return "", "", err
 	}
-	sec, err = r.pick(ctx, roleSecondary)
+	sec, err = r.secondaryOf(prim)
 	return prim, sec, err
 }
 
