@@ -320,6 +320,11 @@ func injectDataBitFlip(ctx context.Context, r *Run) error {
 func injectDiskFull(ctx context.Context, r *Run) error {
 	node := r.C.DataNodes()[0]
 	for i := 0; r.Round(i, 1); i++ {
+		// The node may stop on its own while the disk is full: its control
+		// plane cannot persist there (see waitDiskFailed). That exit is
+		// the fault's doing; any other exit is still a crash.
+		proc := r.C.Process(node.Name)
+		proc.AcceptExitIf(func(tail string) bool { return diskFaultExit(tail) != "" })
 		free, err := FillDisk(node.DataDir, 64<<10)
 		if err != nil {
 			return err
@@ -336,7 +341,13 @@ func injectDiskFull(ctx context.Context, r *Run) error {
 		// A store that failed while full stays Failed (detached) until
 		// the node restarts: no write can resume before that.
 		var why error
-		if st, err := r.C.Status(ctx, node.Name); err == nil && st.Disk == "Failed" {
+		if done, _ := proc.Exited(); done {
+			reason := diskFaultExit(proc.LogTail(1 << 20))
+			if reason == "" {
+				reason = "exited, not because of the disk (a crash: see the anomalies)"
+			}
+			why = errors.New("it " + reason)
+		} else if st, err := r.C.Status(ctx, node.Name); err == nil && st.Disk == "Failed" {
 			why = errors.New("its disk is Failed")
 		} else if err := r.Progress(ctx, 100); err != nil {
 			why = err
