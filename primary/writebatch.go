@@ -53,7 +53,7 @@ func (p *Side) Write(w journal.Write, fua bool) error {
 		}
 		return nil
 	}
-	if n := len(w.Data); n >= wire.BlockSumsMin && n%crc32c.BlockSize == 0 && w.BlockSums == nil {
+	if n := len(w.Data); wire.BlockSummed(n) && w.BlockSums == nil {
 		// Once, here in the client's goroutine: the extent record keeps
 		// them and every peer's frame CRC is joined from them. Never
 		// reused: queued wire messages share them.

@@ -21,8 +21,6 @@ func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 	if w.ZeroLength > 0 {
 		return &wire.Zero{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), Length: uint64(w.ZeroLength), FUA: fua}
 	}
-	// BlockSums are not copied: the caller computed them for this write
-	// and does not reuse them.
 	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: append([]byte(nil), w.Data...), BlockSums: w.BlockSums}
 }
 

@@ -52,6 +52,10 @@ type Write struct {
 // whose extent records keep those checksums.
 const BlockSumsMin = 64 << 10
 
+// BlockSummed reports whether Write data of n bytes gets BlockSums from a
+// Reader, so that a sender gains by computing them.
+func BlockSummed(n int) bool { return n >= BlockSumsMin && n%crc32c.BlockSize == 0 }
+
 // Type implements Message.
 func (*Write) Type() Type { return TypeWrite }
 

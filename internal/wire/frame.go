@@ -321,7 +321,7 @@ func parseHeader(b []byte) (header, error) {
 // the receiver needs the block checksums anyway, so the data is read once.
 func checkCRC(h header, hdr, body, sums []byte) ([]byte, error) {
 	c := crc32.Update(0, castagnoli, hdr[:offCRC])
-	if n := len(body) - writeFixed; h.typ == TypeWrite && n >= BlockSumsMin && n%crc32c.BlockSize == 0 {
+	if h.typ == TypeWrite && BlockSummed(len(body)-writeFixed) {
 		sums = crc32c.Blocks(sums[:0], body[writeFixed:])
 		c = crc32c.Extend(crc32.Update(c, castagnoli, body[:writeFixed]), sums)
 	} else {
