@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/racetest"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -166,6 +167,7 @@ func TestActivityLogWriteFails(t *testing.T) {
 // (plantedbug_activity_on.go: writes reach data.img unlogged) and requires
 // the power-loss test to fail on it.
 func TestActivityLogCatchesPlantedBug(t *testing.T) {
+	racetest.FullOnly(t)
 	out := plantedRun(t, "grbd_plantedbug_activity", "^TestPowerLoss$")
 	require.Contains(t, out, "outside the activity log's suspects")
 }

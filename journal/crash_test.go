@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/racetest"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -31,7 +32,7 @@ const powerLossSeeds = 150
 //
 // TestPowerLossExtents runs the same with extent records (writes in place).
 func TestPowerLoss(t *testing.T) {
-	for seed := range uint64(powerLossSeeds) {
+	for seed := range uint64(racetest.Sample(powerLossSeeds)) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
 			powerLoss(t, seed, false)
@@ -40,7 +41,7 @@ func TestPowerLoss(t *testing.T) {
 }
 
 func TestPowerLossExtents(t *testing.T) {
-	for seed := range uint64(powerLossSeeds) {
+	for seed := range uint64(racetest.Sample(powerLossSeeds)) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
 			powerLoss(t, seed, true)

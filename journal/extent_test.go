@@ -9,6 +9,7 @@ import (
 
 	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/racetest"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -251,6 +252,7 @@ func TestExtentSyncedSurvivesPowerLoss(t *testing.T) {
 // that breaks a rule of extent records and requires the test that guards
 // the rule to fail.
 func TestExtentCatchesPlantedBugs(t *testing.T) {
+	racetest.FullOnly(t)
 	for tag, test := range map[string]string{
 		"grbd_plantedbug_window":    "^TestExtentNotUndoneByReplay$",
 		"grbd_plantedbug_imagesync": "^TestExtentSyncedSurvivesPowerLoss$",

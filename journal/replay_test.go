@@ -7,6 +7,7 @@ import (
 	"path"
 	"testing"
 
+	"github.com/grbd/grbd/internal/racetest"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -61,6 +62,7 @@ func fixedWrites(n int) []Write {
 // A crash while the last record is being written, at every byte: the store
 // reopens at the previous record, with the data file equal to the model.
 func TestTornLastRecordAtEveryByte(t *testing.T) {
+	racetest.FullOnly(t)
 	last := map[string]Write{
 		"write": {Offset: 1024, Data: bytes.Repeat([]byte{0x5A}, 1000)},
 		"zero":  {Offset: 0, ZeroLength: 8192},

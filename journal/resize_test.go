@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/racetest"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -99,6 +100,7 @@ func TestResizeShrinkRefused(t *testing.T) {
 // that record implies, with the data file cut to it (also when the grow of
 // the data file reached the disk and the record did not).
 func TestResizeReplayAtEveryByte(t *testing.T) {
+	racetest.FullOnly(t)
 	for _, fileGrown := range []bool{false, true} {
 		t.Run(map[bool]string{false: "data file old size", true: "data file grown"}[fileGrown], func(t *testing.T) {
 			o := testOptions(nil)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/planted"
+	"github.com/grbd/grbd/internal/racetest"
 	"github.com/grbd/grbd/internal/sidecar"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
@@ -103,7 +104,7 @@ func TestInPlaceResyncProgressSurvivesPowerLoss(t *testing.T) {
 	require.NoError(t, w.Flush())
 	await(func(a answer) bool { return a.flushAck && a.err == 0 })
 
-	for seed := range uint64(6) {
+	for seed := range uint64(racetest.Sample(6)) {
 		crashed := mem.CrashClone(rand.New(rand.NewPCG(seed, 5)))
 		got, err := sidecar.New(crashed, "/d").Resync()
 		require.NoError(t, err)
@@ -128,6 +129,7 @@ func TestInPlaceResyncProgressSurvivesPowerLoss(t *testing.T) {
 // bug (plantedbug_progress_on.go: progress saved after a journal sync only)
 // and requires the power-loss test above to fail on it.
 func TestInPlaceProgressCatchesPlantedBug(t *testing.T) {
+	racetest.FullOnly(t)
 	out, err := planted.GoTest(t, "grbd_plantedbug_progress", "^TestInPlaceResyncProgressSurvivesPowerLoss$")
 	require.Error(t, err, "the power-loss test passed with the planted bug:\n%s", out)
 	require.Contains(t, out, "lost", "it failed for another reason:\n%s", out)

@@ -1,7 +1,8 @@
 // Package lint holds tests that enforce project rules the compiler cannot:
 // the decision logic of grbd (replication acknowledgement, quorum) stays a
 // deterministic state machine, fed events and ticks, with no I/O, clocks or
-// goroutines inside, so a seeded simulation can drive a whole cluster.
+// goroutines inside, so a seeded simulation can drive a whole cluster; and
+// every test sampled under the race detector also runs in full in make test.
 package lint
 
 import (

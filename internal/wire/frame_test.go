@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/grbd/grbd/internal/racetest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -78,6 +79,7 @@ func TestRoundTrip(t *testing.T) {
 // through the same checks with as few 32 MiB copies as possible: under -race
 // every copy of that size costs seconds.
 func TestRoundTripMax(t *testing.T) {
+	racetest.FullOnly(t)
 	for _, c := range msgCases(true) {
 		if !c.big {
 			continue
