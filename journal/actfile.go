@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
+
+	"github.com/grbd/grbd/internal/crc32c"
 )
 
 // The activity log's file format (docs/journal.md, "Activity log"). Two
@@ -62,8 +64,8 @@ func encodeAct(b []byte, l *actLog) []byte {
 	le.PutUint64(b[20:], l.gen)
 	le.PutUint64(b[28:], l.salt)
 	le.PutUint64(b[36:], l.boot)
-	le.PutUint32(b[44:], crc32.Checksum(body, castagnoli))
-	le.PutUint32(b[48:], crc32.Checksum(b[:48], castagnoli))
+	le.PutUint32(b[44:], crc32.Checksum(body, crc32c.Table))
+	le.PutUint32(b[48:], crc32.Checksum(b[:48], crc32c.Table))
 	return b
 }
 
@@ -75,7 +77,7 @@ func decodeAct(b []byte) (*actLog, error) {
 	if m := le.Uint32(b[0:]); m != actMagic {
 		return nil, fmt.Errorf("%w: activity log magic %#x", ErrCorrupt, m)
 	}
-	if got, want := crc32.Checksum(b[:48], castagnoli), le.Uint32(b[48:]); got != want {
+	if got, want := crc32.Checksum(b[:48], crc32c.Table), le.Uint32(b[48:]); got != want {
 		return nil, fmt.Errorf("%w: activity log header CRC %#x, want %#x", ErrCorrupt, got, want)
 	}
 	if v := b[4]; v != actVersion {
@@ -93,7 +95,7 @@ func decodeAct(b []byte) (*actLog, error) {
 		return nil, fmt.Errorf("%w: activity log of %d bytes for %d extents", ErrTruncated, len(b), hot+sus)
 	}
 	body := b[actHeaderSize : actHeaderSize+4*(hot+sus)]
-	if got, want := crc32.Checksum(body, castagnoli), le.Uint32(b[44:]); got != want {
+	if got, want := crc32.Checksum(body, crc32c.Table), le.Uint32(b[44:]); got != want {
 		return nil, fmt.Errorf("%w: activity log body CRC %#x, want %#x", ErrCorrupt, got, want)
 	}
 	l.hot, l.suspects = make([]uint32, hot), make([]uint32, sus)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+
+	"github.com/grbd/grbd/internal/crc32c"
 )
 
 // Block checksums (docs/journal.md, "Block checksums"). The store keeps a
@@ -28,7 +30,7 @@ const sumChunkBlocks = 1 << 16
 
 // zeroBlockSum is the checksum of a block of zeros: of every block of a
 // new, grown or zeroed range.
-var zeroBlockSum = crc32.Checksum(zeros[:SumBlockSize], castagnoli)
+var zeroBlockSum = crc32.Checksum(zeros[:SumBlockSize], crc32c.Table)
 
 // blockPool holds scratch blocks for partial-block writes and rechecks.
 var blockPool = sync.Pool{New: func() any { return new([SumBlockSize]byte) }}
@@ -95,9 +97,9 @@ func (t *sumTable) set(b int64, v uint32) {
 // blockSum is the checksum of block data p; a block cut short by the end
 // of the device counts as padded with zeros, so a grow keeps it valid.
 func blockSum(p []byte) uint32 {
-	c := crc32.Checksum(p, castagnoli)
+	c := crc32.Checksum(p, crc32c.Table)
 	if pad := SumBlockSize - len(p); pad > 0 {
-		c = crc32.Update(c, castagnoli, zeros[:pad])
+		c = crc32.Update(c, crc32c.Table, zeros[:pad])
 	}
 	return c
 }

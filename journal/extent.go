@@ -71,7 +71,7 @@ func encodeExtent(dst []byte, r *Record) ([]byte, error) {
 		crc32c.Blocks(sums[:0], r.Data)
 	}
 	clear(sums[length/SumBlockSize*4:])
-	putRecordHeader(b, r, extentVersion, typeExtent, uint64(length), crc32.Checksum(sums, castagnoli))
+	putRecordHeader(b, r, extentVersion, typeExtent, uint64(length), crc32.Checksum(sums, crc32c.Table))
 	return dst, nil
 }
 
@@ -220,7 +220,7 @@ func (j *Journal) verifyExtents() error {
 			if _, err := j.data.ReadAt(buf, off); err != nil {
 				return fmt.Errorf("journal: read data file at %d: %w", off, err)
 			}
-			if crc32.Checksum(buf, castagnoli) == x.sum {
+			if crc32.Checksum(buf, crc32c.Table) == x.sum {
 				continue
 			}
 		}
@@ -249,7 +249,7 @@ func (j *Journal) readExtent(rec *Record, buf []byte) ([]byte, error) {
 	}
 	le := binary.LittleEndian
 	for i := int64(0); i < rec.Length; i += SumBlockSize {
-		if crc32.Checksum(buf[i:i+SumBlockSize], castagnoli) != le.Uint32(rec.Sums[i/SumBlockSize*4:]) {
+		if crc32.Checksum(buf[i:i+SumBlockSize], crc32c.Table) != le.Uint32(rec.Sums[i/SumBlockSize*4:]) {
 			return buf, fmt.Errorf("%w: %w: seq %d, block at %d", ErrCompacted, ErrExtentGone, rec.Seq, rec.Offset+i)
 		}
 	}

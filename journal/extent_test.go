@@ -40,7 +40,7 @@ func TestExtentRecordRoundTrip(t *testing.T) {
 	require.EqualValues(t, len(data), got.Length)
 	require.Equal(t, r.Offset, got.Offset)
 	require.Equal(t, r.Epoch, got.Epoch)
-	require.Equal(t, crc32.Checksum(data[SumBlockSize:2*SumBlockSize], castagnoli), binary.LittleEndian.Uint32(got.Sums[4:]))
+	require.Equal(t, crc32.Checksum(data[SumBlockSize:2*SumBlockSize], crc32c.Table), binary.LittleEndian.Uint32(got.Sums[4:]))
 	again, err := EncodeRecord(nil, got)
 	require.NoError(t, err)
 	require.Equal(t, b, again, "a decoded extent record re-encodes to the same bytes")

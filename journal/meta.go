@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/vfs"
 )
 
@@ -64,7 +65,7 @@ func encodeMeta(dst []byte, m *meta) []byte {
 	for i, s := range m.regions {
 		le.PutUint64(b[metaHeaderSize+8*i:], s)
 	}
-	le.PutUint32(b[n-8:], crc32.Checksum(b[:n-8], castagnoli))
+	le.PutUint32(b[n-8:], crc32.Checksum(b[:n-8], crc32c.Table))
 	le.PutUint32(b[n-4:], 0)
 	return dst
 }
@@ -83,7 +84,7 @@ func decodeMeta(b []byte) (*meta, error) {
 		return nil, fmt.Errorf("%w: meta length field %d, file %d bytes", ErrCorrupt, l, len(b))
 	}
 	n := len(b)
-	if got, want := crc32.Checksum(b[:n-8], castagnoli), le.Uint32(b[n-8:]); got != want {
+	if got, want := crc32.Checksum(b[:n-8], crc32c.Table), le.Uint32(b[n-8:]); got != want {
 		return nil, fmt.Errorf("%w: meta crc %#x, want %#x", ErrCorrupt, got, want)
 	}
 	if v := le.Uint16(b[4:]); v != formatVersion {

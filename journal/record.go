@@ -6,6 +6,8 @@ import (
 	"hash/crc32"
 	"math"
 	"slices"
+
+	"github.com/grbd/grbd/internal/crc32c"
 )
 
 // Record format, part of the format: do not change (docs/journal.md has the
@@ -50,8 +52,6 @@ const (
 	// MaxDeviceSize bounds a store's size (and a resize record's).
 	MaxDeviceSize = 1 << 62
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Write is one block-device write: Data at Offset, or, when ZeroLength > 0
 // (and Data is nil), ZeroLength bytes of zeros at Offset, or, when Resize >
@@ -158,7 +158,7 @@ func EncodeRecord(dst []byte, r Record) ([]byte, error) {
 	if typ == typeWrite {
 		copy(b[RecordHeaderSize:], r.Data)
 		clear(b[RecordHeaderSize+len(r.Data):])
-		dcrc = crc32.Checksum(b[RecordHeaderSize:], castagnoli)
+		dcrc = crc32.Checksum(b[RecordHeaderSize:], crc32c.Table)
 	}
 	putRecordHeader(b, &r, version, typ, dlen, dcrc)
 	return dst, nil
@@ -189,7 +189,7 @@ func putRecordHeader(b []byte, r *Record, version, typ byte, dlen uint64, dcrc u
 	le.PutUint64(b[40:], dlen)
 	le.PutUint64(b[48:], r.Salt)
 	le.PutUint32(b[56:], uint32(r.Synced))
-	le.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+	le.PutUint32(b[60:], crc32.Checksum(b[:60], crc32c.Table))
 }
 
 // DecodeRecord decodes the record at the start of b and returns it with its
@@ -211,7 +211,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 	if len(b) < RecordHeaderSize {
 		return r, 0, ErrTruncated
 	}
-	if got, want := crc32.Checksum(b[:60], castagnoli), le.Uint32(b[60:]); got != want {
+	if got, want := crc32.Checksum(b[:60], crc32c.Table), le.Uint32(b[60:]); got != want {
 		return r, 0, fmt.Errorf("%w: record header crc %#x, want %#x", ErrCorrupt, got, want)
 	}
 	version := b[4]
@@ -257,7 +257,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		r.Resize = int64(dlen)
 		return r, int(length), nil
 	}
-	if got := crc32.Checksum(b[RecordHeaderSize:length], castagnoli); got != dcrc {
+	if got := crc32.Checksum(b[RecordHeaderSize:length], crc32c.Table); got != dcrc {
 		return Record{}, 0, fmt.Errorf("%w: record data crc %#x, want %#x", ErrCorrupt, got, dcrc)
 	}
 	if typ == typeExtent {
@@ -296,7 +296,7 @@ func encodeSegHeader(b []byte, h segHeader) {
 	le.PutUint64(b[16:], h.num)
 	le.PutUint64(b[24:], h.firstSeq)
 	le.PutUint64(b[32:], h.salt)
-	le.PutUint32(b[44:], crc32.Checksum(b[:44], castagnoli))
+	le.PutUint32(b[44:], crc32.Checksum(b[:44], crc32c.Table))
 	encodeMark(b[48:64], 0)
 }
 
@@ -308,7 +308,7 @@ func decodeSegHeader(b []byte) (segHeader, error) {
 	if le.Uint32(b) != segmentMagic {
 		return segHeader{}, fmt.Errorf("%w: bad segment magic %#x", ErrCorrupt, le.Uint32(b))
 	}
-	if got, want := crc32.Checksum(b[:44], castagnoli), le.Uint32(b[44:]); got != want {
+	if got, want := crc32.Checksum(b[:44], crc32c.Table), le.Uint32(b[44:]); got != want {
 		return segHeader{}, fmt.Errorf("%w: segment header crc %#x, want %#x", ErrCorrupt, got, want)
 	}
 	if v := le.Uint16(b[4:]); v != formatVersion {
@@ -325,13 +325,13 @@ func encodeMark(b []byte, synced int64) {
 	le := binary.LittleEndian
 	le.PutUint64(b[0:], uint64(synced))
 	le.PutUint32(b[8:], 0)
-	le.PutUint32(b[12:], crc32.Checksum(b[:12], castagnoli))
+	le.PutUint32(b[12:], crc32.Checksum(b[:12], crc32c.Table))
 }
 
 // decodeMark returns the synced offset of a sync mark, 0 when it is torn.
 func decodeMark(b []byte) int64 {
 	le := binary.LittleEndian
-	if len(b) < 16 || crc32.Checksum(b[:12], castagnoli) != le.Uint32(b[12:]) || le.Uint64(b) > math.MaxInt64 {
+	if len(b) < 16 || crc32.Checksum(b[:12], crc32c.Table) != le.Uint32(b[12:]) || le.Uint64(b) > math.MaxInt64 {
 		return 0
 	}
 	return int64(le.Uint64(b))

@@ -7,6 +7,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/stretchr/testify/require"
 )
 
@@ -76,7 +77,7 @@ func TestDecodeRecordRejects(t *testing.T) {
 	require.NoError(t, err)
 	// reseal recomputes the header CRC, so the field check itself is tested.
 	reseal := func(b []byte) []byte {
-		binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+		binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], crc32c.Table))
 		return b
 	}
 	cases := []struct {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/vfs"
 )
 
@@ -47,8 +48,8 @@ func encodeSums(t *sumTable, blocks int64, salt uint64) []byte {
 	le.PutUint32(b[8:], SumBlockSize)
 	le.PutUint64(b[12:], uint64(blocks))
 	le.PutUint64(b[20:], salt)
-	le.PutUint32(b[28:], crc32.Checksum(body, castagnoli))
-	le.PutUint32(b[32:], crc32.Checksum(b[:32], castagnoli))
+	le.PutUint32(b[28:], crc32.Checksum(body, crc32c.Table))
+	le.PutUint32(b[32:], crc32.Checksum(b[:32], crc32c.Table))
 	return b
 }
 
@@ -64,7 +65,7 @@ func decodeSums(b []byte) (sumHeader, []byte, error) {
 	if m := le.Uint32(b[0:]); m != sumMagic {
 		return h, nil, fmt.Errorf("%w: checksum file magic %#x", ErrCorrupt, m)
 	}
-	if got, want := crc32.Checksum(b[:32], castagnoli), le.Uint32(b[32:]); got != want {
+	if got, want := crc32.Checksum(b[:32], crc32c.Table), le.Uint32(b[32:]); got != want {
 		return h, nil, fmt.Errorf("%w: checksum file header CRC %#x, want %#x", ErrCorrupt, got, want)
 	}
 	if v := b[4]; v != sumVersion {
@@ -81,7 +82,7 @@ func decodeSums(b []byte) (sumHeader, []byte, error) {
 	if h.count > uint64(len(body))/4 || uint64(len(body)) != 4*h.count {
 		return h, nil, fmt.Errorf("%w: checksum file holds %d bytes for %d blocks", ErrCorrupt, len(body), h.count)
 	}
-	if got := crc32.Checksum(body, castagnoli); got != h.bodyCRC {
+	if got := crc32.Checksum(body, crc32c.Table); got != h.bodyCRC {
 		return h, nil, fmt.Errorf("%w: checksum file body CRC %#x, want %#x", ErrCorrupt, got, h.bodyCRC)
 	}
 	return h, body, nil

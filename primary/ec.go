@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/crc32"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/ec"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
@@ -190,7 +191,7 @@ func (p *Side) ecChunkSums(shard int, off, length, chunk uint64) ([]uint32, erro
 	b := sh[shard]
 	sums := make([]uint32, 0, (length+chunk-1)/chunk)
 	for o := uint64(0); o < length; o += chunk {
-		sums = append(sums, crc32.Checksum(b[o:min(o+chunk, length)], castagnoli))
+		sums = append(sums, crc32.Checksum(b[o:min(o+chunk, length)], crc32c.Table))
 	}
 	return sums, nil
 }

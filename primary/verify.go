@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/ec"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
@@ -200,7 +201,7 @@ func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64) ([]uin
 		if err != nil && !corrupt {
 			return nil, err
 		}
-		sum := crc32.Checksum(b, castagnoli)
+		sum := crc32.Checksum(b, crc32c.Table)
 		if corrupt {
 			sum = ^sum
 		}
@@ -208,8 +209,6 @@ func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64) ([]uin
 	}
 	return sums, nil
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // rewrite writes the primary's own bytes of each extent again through the
 // Write path: every counted peer receives them in sequence order.

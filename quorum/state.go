@@ -6,6 +6,8 @@ import (
 	"hash/crc32"
 	"slices"
 	"sort"
+
+	"github.com/grbd/grbd/internal/crc32c"
 )
 
 // State is the replicated control-plane state: what every member agrees on
@@ -244,8 +246,6 @@ const (
 	maxCommandBody = 8 + 8 + 1 + 2*(1+maxName) + 8
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 func appendName(dst []byte, s string) []byte {
 	dst = append(dst, byte(len(s)))
 	return append(dst, s...)
@@ -267,7 +267,7 @@ func frame(typ byte, body []byte) []byte {
 	out = append(out, codecVersion, typ)
 	out = binary.LittleEndian.AppendUint16(out, uint16(len(body)))
 	out = append(out, body...)
-	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, crc32c.Table))
 }
 
 func unframe(b []byte) (version, typ byte, body []byte, err error) {
@@ -281,7 +281,7 @@ func unframe(b []byte) (version, typ byte, body []byte, err error) {
 	if len(b) != codecHeader+n+codecTrailer {
 		return 0, 0, nil, fmt.Errorf("%w: length %d in %d bytes", ErrCorrupt, n, len(b))
 	}
-	if got, want := crc32.Checksum(b[:codecHeader+n], castagnoli), binary.LittleEndian.Uint32(b[codecHeader+n:]); got != want {
+	if got, want := crc32.Checksum(b[:codecHeader+n], crc32c.Table), binary.LittleEndian.Uint32(b[codecHeader+n:]); got != want {
 		return 0, 0, nil, fmt.Errorf("%w: crc %08x, want %08x", ErrCorrupt, got, want)
 	}
 	return b[0], b[1], b[codecHeader : codecHeader+n], nil

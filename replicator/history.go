@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
+
+	"github.com/grbd/grbd/internal/crc32c"
 )
 
 // ErrCorrupt marks a history or resync-state encoding that does not decode.
@@ -144,8 +146,6 @@ const (
 	maxHistory     = 1 << 16
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Encode returns the history file image.
 func (h History) Encode() []byte {
 	b := make([]byte, historyHeader, historyHeader+historyEntry*len(h))
@@ -157,7 +157,7 @@ func (h History) Encode() []byte {
 		b = binary.LittleEndian.AppendUint64(b, x.FirstSeq)
 		b = append(b, boolByte(x.Forced))
 	}
-	crc := crc32.Update(crc32.Checksum(b[:12], castagnoli), castagnoli, b[historyHeader:])
+	crc := crc32.Update(crc32.Checksum(b[:12], crc32c.Table), crc32c.Table, b[historyHeader:])
 	binary.LittleEndian.PutUint32(b[12:], crc)
 	return b
 }
@@ -174,7 +174,7 @@ func DecodeHistory(b []byte) (History, error) {
 	if n > maxHistory || len(b) != historyHeader+historyEntry*int(n) {
 		return nil, fmt.Errorf("%w: history of %d entries in %d bytes", ErrCorrupt, n, len(b))
 	}
-	if crc32.Update(crc32.Checksum(b[:12], castagnoli), castagnoli, b[historyHeader:]) != binary.LittleEndian.Uint32(b[12:]) {
+	if crc32.Update(crc32.Checksum(b[:12], crc32c.Table), crc32c.Table, b[historyHeader:]) != binary.LittleEndian.Uint32(b[12:]) {
 		return nil, fmt.Errorf("%w: history checksum", ErrCorrupt)
 	}
 	var h History

@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"encoding/binary"
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 	"testing"
@@ -115,7 +116,7 @@ func TestResyncStateVersion1(t *testing.T) {
 	old = append(old, 0, 0, 0, 0)                                      // crc, below
 	old = append(old, 7, 0, 0, 0, 0, 0, 0, 0)                          // from
 	old = append(old, 0, 0, 1, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0) // [64 KiB, +4 KiB)
-	crc := crc32.Update(crc32.Checksum(old[:12], castagnoli), castagnoli, old[16:])
+	crc := crc32.Update(crc32.Checksum(old[:12], crc32c.Table), crc32c.Table, old[16:])
 	binary.LittleEndian.PutUint32(old[12:], crc)
 	got, err := DecodeResyncState(old)
 	require.NoError(t, err)

@@ -3,6 +3,7 @@ package replicator
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/extent"
 	"hash/crc32"
 )
@@ -74,7 +75,7 @@ func (r ResyncState) Encode() []byte {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(p.Copied)))
 		b = extent.Append(b, p.Copied)
 	}
-	crc := crc32.Update(crc32.Checksum(b[:12], castagnoli), castagnoli, b[resyncHeader:])
+	crc := crc32.Update(crc32.Checksum(b[:12], crc32c.Table), crc32c.Table, b[resyncHeader:])
 	binary.LittleEndian.PutUint32(b[12:], crc)
 	return b
 }
@@ -105,7 +106,7 @@ func DecodeResyncState(b []byte) (ResyncState, error) {
 			return r, fmt.Errorf("%w: resync progress of %d extents in %d bytes", ErrCorrupt, m, len(b)-end)
 		}
 	}
-	if crc32.Update(crc32.Checksum(b[:12], castagnoli), castagnoli, b[resyncHeader:]) != binary.LittleEndian.Uint32(b[12:]) {
+	if crc32.Update(crc32.Checksum(b[:12], crc32c.Table), crc32c.Table, b[resyncHeader:]) != binary.LittleEndian.Uint32(b[12:]) {
 		return r, fmt.Errorf("%w: resync state checksum", ErrCorrupt)
 	}
 	r.All = b[5] == 1

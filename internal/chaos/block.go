@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/grbd/grbd/internal/crc32c"
 )
 
 // BlockSize is the size of one workload block.
@@ -27,8 +29,6 @@ const (
 	blockFill   = 28 // (blockCRCOff - blockFill) is a multiple of 8
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Codec writes and recognises the blocks of one run.
 type Codec struct {
 	Run uint64 // nonce shared by every block of a run
@@ -49,7 +49,7 @@ func (c Codec) Encode(dst []byte, block int, value uint64, client int) {
 		x ^= x << 17
 		binary.LittleEndian.PutUint64(dst[i:], x)
 	}
-	binary.LittleEndian.PutUint32(dst[blockCRCOff:], crc32.Checksum(dst[:blockCRCOff], castagnoli))
+	binary.LittleEndian.PutUint32(dst[blockCRCOff:], crc32.Checksum(dst[:blockCRCOff], crc32c.Table))
 }
 
 // Decode returns the value a block holds: 0 for a block of zeroes (never
@@ -63,7 +63,7 @@ func (c Codec) Decode(src []byte, block int) (uint64, error) {
 	if allZero(src) {
 		return 0, nil
 	}
-	if got := binary.LittleEndian.Uint32(src[blockCRCOff:]); got != crc32.Checksum(src[:blockCRCOff], castagnoli) {
+	if got := binary.LittleEndian.Uint32(src[blockCRCOff:]); got != crc32.Checksum(src[:blockCRCOff], crc32c.Table) {
 		return 0, fmt.Errorf("%w: block %d: CRC mismatch", ErrCorruptBlock, block)
 	}
 	if binary.LittleEndian.Uint32(src) != blockMagic || binary.LittleEndian.Uint64(src[20:]) != c.Run {

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/grbd/grbd/internal/crc32c"
 )
 
 // The journal layout this file damages is documented in docs/journal.md
@@ -88,14 +90,14 @@ func parseSegment(path string, num int, b []byte) journalSegment {
 	if len(b) < segHeaderSize || binary.LittleEndian.Uint32(b) != segMagic {
 		return s
 	}
-	if crc32.Checksum(b[segSyncMarkOff:segSyncMarkCRC], castagnoli) == binary.LittleEndian.Uint32(b[segSyncMarkCRC:]) {
+	if crc32.Checksum(b[segSyncMarkOff:segSyncMarkCRC], crc32c.Table) == binary.LittleEndian.Uint32(b[segSyncMarkCRC:]) {
 		s.Mark = int64(binary.LittleEndian.Uint64(b[segSyncMarkOff:]))
 	}
 	for off := int64(segHeaderSize); off+recHeaderSize <= int64(len(b)); {
 		h := b[off : off+recHeaderSize]
 		n := int64(binary.LittleEndian.Uint32(h[recLengthOff:]))
 		if binary.LittleEndian.Uint32(h) != recMagic ||
-			crc32.Checksum(h[:recHeaderCRCOff], castagnoli) != binary.LittleEndian.Uint32(h[recHeaderCRCOff:]) ||
+			crc32.Checksum(h[:recHeaderCRCOff], crc32c.Table) != binary.LittleEndian.Uint32(h[recHeaderCRCOff:]) ||
 			n < recHeaderSize || off+n > int64(len(b)) {
 			break
 		}

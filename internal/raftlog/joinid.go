@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/vfs"
 )
 
@@ -45,7 +46,7 @@ func EncodeJoinID(j JoinID) []byte {
 		b[5] = joinJoined
 	}
 	binary.LittleEndian.PutUint64(b[8:], j.ID)
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32c.Table))
 }
 
 // DecodeJoinID decodes a join-identity file; any mismatch is ErrCorrupt.
@@ -59,7 +60,7 @@ func DecodeJoinID(b []byte) (JoinID, error) {
 		return JoinID{}, fmt.Errorf("%w: join identity version %d", ErrCorrupt, b[4])
 	case b[5]&^joinJoined != 0 || b[6] != 0 || b[7] != 0:
 		return JoinID{}, fmt.Errorf("%w: join identity flags or reserved bytes", ErrCorrupt)
-	case binary.LittleEndian.Uint32(b[16:]) != crc32.Checksum(b[:16], castagnoli):
+	case binary.LittleEndian.Uint32(b[16:]) != crc32.Checksum(b[:16], crc32c.Table):
 		return JoinID{}, fmt.Errorf("%w: join identity checksum", ErrCorrupt)
 	}
 	j := JoinID{ID: binary.LittleEndian.Uint64(b[8:]), Joined: b[5]&joinJoined != 0}

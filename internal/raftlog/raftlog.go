@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
@@ -49,8 +50,6 @@ const (
 	headerSize        = 16
 	maxBody           = 64 << 20
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Log is what the file holds.
 type Log struct {
@@ -89,7 +88,7 @@ func Encode(l Log) ([]byte, error) {
 	binary.LittleEndian.PutUint32(out[0:], magic)
 	out[4] = version
 	binary.LittleEndian.PutUint32(out[8:], uint32(body))
-	crc := crc32.Update(crc32.Checksum(out[:12], castagnoli), castagnoli, out[headerSize:])
+	crc := crc32.Update(crc32.Checksum(out[:12], crc32c.Table), crc32c.Table, out[headerSize:])
 	binary.LittleEndian.PutUint32(out[12:], crc)
 	return out, nil
 }
@@ -110,7 +109,7 @@ func Decode(b []byte) (Log, error) {
 	if n > maxBody || int(n) != len(b)-headerSize {
 		return l, fmt.Errorf("%w: length %d in %d bytes", ErrCorrupt, n, len(b))
 	}
-	crc := crc32.Update(crc32.Checksum(b[:12], castagnoli), castagnoli, b[headerSize:])
+	crc := crc32.Update(crc32.Checksum(b[:12], crc32c.Table), crc32c.Table, b[headerSize:])
 	if want := binary.LittleEndian.Uint32(b[12:]); crc != want {
 		return l, fmt.Errorf("%w: crc %08x, want %08x", ErrCorrupt, crc, want)
 	}

@@ -81,10 +81,7 @@ const (
 	offCRC     = 12
 )
 
-var (
-	le         = binary.LittleEndian
-	castagnoli = crc32.MakeTable(crc32.Castagnoli)
-)
+var le = binary.LittleEndian
 
 // Type identifies a message. Part of the format: do not change the values.
 type Type uint8
@@ -320,13 +317,13 @@ func parseHeader(b []byte) (header, error) {
 // other frames), and the frame's CRC joined from those (the same value):
 // the receiver needs the block checksums anyway, so the data is read once.
 func checkCRC(h header, hdr, body, sums []byte) ([]byte, error) {
-	c := crc32.Update(0, castagnoli, hdr[:offCRC])
+	c := crc32.Update(0, crc32c.Table, hdr[:offCRC])
 	if h.typ == TypeWrite && BlockSummed(len(body)-writeFixed) {
 		sums = crc32c.Blocks(sums[:0], body[writeFixed:])
-		c = crc32c.Extend(crc32.Update(c, castagnoli, body[:writeFixed]), sums)
+		c = crc32c.Extend(crc32.Update(c, crc32c.Table, body[:writeFixed]), sums)
 	} else {
 		sums = nil
-		c = crc32.Update(c, castagnoli, body)
+		c = crc32.Update(c, crc32c.Table, body)
 	}
 	if c != h.crc {
 		return nil, fmt.Errorf("wire: %v frame crc %#08x, computed %#08x: %w", h.typ, h.crc, c, ErrChecksum)
@@ -355,8 +352,8 @@ func AppendFrame(dst []byte, m Message) []byte {
 	}
 	f := dst[start:]
 	putHeader(f, p.typ, p.flags, n)
-	c := crc32.Update(0, castagnoli, f[:offCRC])
-	le.PutUint32(f[offCRC:], crc32.Update(c, castagnoli, f[HeaderSize:]))
+	c := crc32.Update(0, crc32c.Table, f[:offCRC])
+	le.PutUint32(f[offCRC:], crc32.Update(c, crc32c.Table, f[HeaderSize:]))
 	return dst
 }
 

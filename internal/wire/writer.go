@@ -55,17 +55,17 @@ func (w *Writer) WriteMsg(m Message) error {
 	}
 	f := p.buf
 	putHeader(f, p.typ, p.flags, n)
-	c := crc32.Update(0, castagnoli, f[:offCRC])
-	c = crc32.Update(c, castagnoli, f[HeaderSize:])
+	c := crc32.Update(0, crc32c.Table, f[:offCRC])
+	c = crc32.Update(c, crc32c.Table, f[HeaderSize:])
 	if p.rawSums != nil {
 		c = crc32c.Extend(c, p.rawSums)
 	} else {
-		c = crc32.Update(c, castagnoli, p.raw)
+		c = crc32.Update(c, crc32c.Table, p.raw)
 	}
 	for rest := p.sums; len(rest) > 0; {
 		var b []byte
 		b, rest = w.stageSums(rest)
-		c = crc32.Update(c, castagnoli, b)
+		c = crc32.Update(c, crc32c.Table, b)
 	}
 	le.PutUint32(f[offCRC:], c)
 
