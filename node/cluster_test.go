@@ -103,7 +103,17 @@ func (c *testCluster) firstPrimaryD0() {
 		return
 	}
 	c.waitUpToDate(p)
-	require.NoError(c.t, c.nodes["d0"].ctl.RequestPromote(false))
+	// UpToDate shows before the control plane records d0's disk as
+	// holding the data (the primary's Clear commits a little later).
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		err := c.nodes["d0"].ctl.RequestPromote(false)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("d0 not promotable after 15s: %v", err)
+		}
+	}
 	require.Eventually(c.t, func() bool {
 		for name, n := range c.nodes {
 			if (name == "d0") != (n.currentPrimary() != nil && n.ctl.Serving()) {

@@ -256,8 +256,11 @@ func (m *Member) IsPrimary() bool {
 // values mean "not serving".
 func (m *Member) ServingUntil() int64 {
 	wait := int64(m.cfg.Timing.LeaseWait())
-	if len(m.names) == 1 {
-		wait = 0 // no other member could ever have held a lease
+	if len(m.names) == 1 || m.state.Epoch == 1 {
+		// No other member could ever have held a lease: a lone voter, or
+		// the cluster's first primary (epoch 0 had none, and a restarted
+		// primary of epoch 1 is promoted again, into epoch 2).
+		wait = 0
 	}
 	if !m.IsPrimary() || m.now < m.promotedAt+wait {
 		return never
@@ -337,8 +340,20 @@ func (m *Member) maybeFailover() {
 	if ok, _ := m.Promotable(); !m.cfg.AutoFailover || !ok || m.state.Primary == m.self {
 		return
 	}
-	// A lone voter has nobody to wait for.
-	if len(m.names) == 1 || m.now-m.heardPrimary >= int64(m.cfg.Timing.Failover+m.rankNow()*m.stagger()) {
+	// A lone voter has nobody to wait for. A cluster that never had a
+	// primary (epoch 0) has no silence to wait out, only the start-up grace
+	// for the links and the rank order, counted from when a raft leader is
+	// known: proposals made before that are lost, and the retries would
+	// race in no particular order.
+	silence := m.cfg.Timing.Failover
+	if m.state.Epoch == 0 {
+		silence = 0
+		if m.rn.BasicStatus().Lead == raft.None {
+			m.heardPrimary = max(m.heardPrimary, m.now)
+			return
+		}
+	}
+	if len(m.names) == 1 || m.now-m.heardPrimary >= int64(silence+m.rankNow()*m.stagger()) {
 		m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Disk: m.disk}
 	}
 }

@@ -195,6 +195,27 @@ func TestAutoFailoverElectsFirstDataNode(t *testing.T) {
 	require.Equal(t, "a", st.Primary)
 }
 
+// The cluster's first primary serves as soon as its promotion applies: in
+// epoch 0 nobody held a lease that it must outwait, and nobody was primary
+// whose silence must be waited out. Every later promotion waits a lease
+// (TestFailoverAfterPrimaryCrash).
+func TestFirstPrimaryServesAtOnce(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	tm := DefaultTiming()
+	ticks := 0
+	for ; ticks < 300 && c.members["a"].State().Epoch == 0; ticks++ {
+		c.tick(1)
+	}
+	require.Equal(t, "a", c.members["a"].State().Primary)
+	require.Less(t, ticks, 2*tm.Failover, "the first promotion waited a failover timeout after the start-up grace")
+	promoted := ticks
+	for ; ticks < promoted+tm.LeaseWait() && len(c.servers()) == 0; ticks++ {
+		c.tick(1) // one round of lease requests and acks
+	}
+	require.Equal(t, []string{"a"}, c.servers())
+	require.LessOrEqual(t, ticks-promoted, tm.Heartbeat+1, "the first primary waited for a lease nobody held")
+}
+
 func TestManualModeWaitsForPromote(t *testing.T) {
 	c := newCluster(t, false, dataAndWitness()...)
 	c.tick(100)
