@@ -24,8 +24,8 @@ type member struct {
 	// identity a member without state announces, kept across restarts
 	// until it has state; then the ID it joined under (0: initial).
 	joinID uint64
-	// emptySince is the tick the member was last seen without control-plane
-	// state (awaiting a replace); -1 while it has state.
+	// emptySince is the tick the member lost its control-plane state, or
+	// was last seen without it (awaiting a replace); -1 while it has state.
 	emptySince int64
 
 	// Durable data (a process crash keeps the journal and the history).
@@ -166,7 +166,7 @@ func (m *member) loseState(disk bool) {
 	if m.up {
 		m.crash()
 	}
-	m.disk, m.joinID = raft.NewMemoryStorage(), 0
+	m.disk, m.joinID, m.emptySince = raft.NewMemoryStorage(), 0, m.w.now
 	if disk {
 		m.journal, m.hist, m.diskID = nil, nil, m.w.newDiskID()
 	}

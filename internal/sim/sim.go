@@ -346,7 +346,9 @@ func (w *world) injectFaults() {
 		// the time (data identity).
 		m := pick()
 		for _, o := range w.members {
-			if o.up && o.q.Phase() != quorum.PhaseMember {
+			// Up and not yet a member, or down while awaiting its replace
+			// (a member that lost its state and crashed before it rejoined).
+			if o.emptySince >= 0 || (o.up && o.q.Phase() != quorum.PhaseMember) {
 				return
 			}
 		}
