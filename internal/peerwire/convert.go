@@ -10,6 +10,11 @@ import (
 	"github.com/grbd/grbd/journal"
 )
 
+// A Reader computes block checksums for the writes the journal writes in
+// place by default: a compile-time check that the two thresholds stay equal
+// (a negative constant does not convert to uint).
+const _ = uint(wire.BlockSumsMin-journal.DefaultInPlaceMin) + uint(journal.DefaultInPlaceMin-wire.BlockSumsMin)
+
 // WireWrite converts a journal record to its wire message, copying the data:
 // the caller's buffer is not retained. Its BlockSums are shared, not copied:
 // the caller must not reuse them. The message is shared, read-only, by

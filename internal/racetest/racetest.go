@@ -2,9 +2,9 @@
 // detector and in full without it. The race detector makes such tests 10-30x
 // slower (a torn record cut at every byte, 150 power-loss seeds, maximal
 // frames) while what it checks, the goroutines, is covered by the sample.
-// make unit runs every package with -race, then the packages that use this
-// one again without it (NORACE_PKGS in the Makefile; internal/lint checks the
-// list), so every case still runs on every make test.
+// make unit runs every package with -race and, alongside, the packages that
+// use this one without it (NORACE_PKGS in the Makefile; internal/lint checks
+// the list), so every case still runs on every make test.
 package racetest
 
 import "testing"
@@ -15,16 +15,6 @@ func Sample(n int) int {
 		return max(1, n/8)
 	}
 	return n
-}
-
-// Stride is the step of a loop over every position: 1 without the race
-// detector, 7 with it (prime, so the sample does not follow a record's
-// 4- or 8-byte fields).
-func Stride() int {
-	if Enabled {
-		return 7
-	}
-	return 1
 }
 
 // FullOnly skips t under the race detector: it runs in make unit's pass

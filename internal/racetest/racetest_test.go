@@ -12,7 +12,4 @@ func TestSample(t *testing.T) {
 			t.Errorf("Sample(%d) = %d, want %d (race %v)", tc.n, got, want, Enabled)
 		}
 	}
-	if s := Stride(); (s == 1) == Enabled {
-		t.Errorf("Stride() = %d with race %v", s, Enabled)
-	}
 }
