@@ -159,6 +159,7 @@ func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *pro
 		p.Kill()
 		if t.Failed() {
 			t.Logf("--- log of %s (last 8 KiB) ---\n%s", name, p.LogTail(8192))
+			keepLog(t, p.Log, name)
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -167,6 +168,26 @@ func startBin(t *testing.T, bin, logDir, name, wait string, args ...string) *pro
 		t.Fatalf("%s printed no %q line: %v", name, wait, err)
 	}
 	return p
+}
+
+// keepLog copies a failed test's member log into $GRBD_E2E_KEEP_LOGS, when
+// set: the 8 KiB tail rarely reaches back to what started a failure.
+func keepLog(t *testing.T, path, name string) {
+	dir := os.Getenv("GRBD_E2E_KEEP_LOGS")
+	if dir == "" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		dst := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+time.Now().Format("150405.000")+"-"+name+".log")
+		err = os.WriteFile(dst, b, 0o644)
+	}
+	if err != nil {
+		t.Logf("keeping the log of %s: %v", name, err)
+	}
 }
 
 func (p *proc) record(line string) {

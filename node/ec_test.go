@@ -148,11 +148,14 @@ func TestECVerifyRepairsAShard(t *testing.T) {
 	p := c.primary()
 	ecWrites(t, p, rand.New(rand.NewPCG(5, 6)), 100)
 	c.waitUpToDate(p)
-	// Damage parity shard 3 (d4) behind its back, in its second stripe.
+	// Damage parity shard 3 (d4) behind its back, in its second stripe and
+	// in its 19th (past the first piece the primary encodes to compare).
 	img, err := os.OpenFile(filepath.Join(c.nodes["d4"].me.DataDir, "data.img"), os.O_WRONLY, 0)
 	require.NoError(t, err)
-	_, err = img.WriteAt(bytes.Repeat([]byte{0xee}, 512), 64<<10+100)
-	require.NoError(t, err)
+	for _, stripe := range []int64{1, 18} {
+		_, err = img.WriteAt(bytes.Repeat([]byte{0xee}, 512), stripe*ec.DefaultChunk+100)
+		require.NoError(t, err)
+	}
 	require.NoError(t, img.Close())
 
 	res, err := p.Verify(t.Context(), true)
@@ -162,8 +165,10 @@ func TestECVerifyRepairsAShard(t *testing.T) {
 			require.Empty(t, r.OutOfSync, r.Peer)
 			continue
 		}
-		require.Len(t, r.OutOfSync, 1)
-		require.Equal(t, uint64(ec.DefaultChunk*2), r.OutOfSync[0].Offset, "device range of the damaged stripe")
+		require.Len(t, r.OutOfSync, 2)
+		for i, stripe := range []uint64{1, 18} {
+			require.Equal(t, stripe*ec.DefaultChunk*2, r.OutOfSync[i].Offset, "device range of the damaged stripe %d", stripe)
+		}
 		require.True(t, r.Resynced)
 	}
 	c.requireShardsDecode(p)

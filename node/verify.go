@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 
 	"github.com/grbd/grbd/internal/mesh"
@@ -28,7 +29,11 @@ func (n *Node) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 	if p == nil {
 		return nil, ErrNotPrimary
 	}
-	return p.Verify(ctx, resync)
+	res, err := p.Verify(ctx, resync)
+	if errors.Is(err, primary.ErrEnded) {
+		return nil, fmt.Errorf("%w: the role ended during the verify: %w", ErrNotPrimary, err)
+	}
+	return res, err
 }
 
 // serveAdmin answers admin requests (verify) from a peer on its stream.

@@ -183,18 +183,28 @@ func (s shardLayout) encodeChunk(off, n int64) (int64, error) {
 
 // ecChunkSums is the CRC-32C of each chunk of shard range [off, off+length)
 // as this full copy encodes it: what shard peer `shard` must hold.
+// It encodes ecSumsStep chunks at a time: a verify batch is 64 MiB of
+// shard, and encoding it at once held k+m times that in memory (256 MiB
+// for 2+2), which stalled a loaded node long enough to lose its lease.
 func (p *Side) ecChunkSums(shard int, off, length, chunk uint64) ([]uint32, error) {
-	sh, err := p.cfg.Coder.Encode(p.store.ReadAt, int64(off), int64(off+length))
-	if err != nil {
-		return nil, err
-	}
-	b := sh[shard]
 	sums := make([]uint32, 0, (length+chunk-1)/chunk)
-	for o := uint64(0); o < length; o += chunk {
-		sums = append(sums, crc32.Checksum(b[o:min(o+chunk, length)], crc32c.Table))
+	end := off + length
+	for a := off; a < end; a += ecSumsStep * chunk {
+		b := min(a+ecSumsStep*chunk, end)
+		sh, err := p.cfg.Coder.Encode(p.store.ReadAt, int64(a), int64(b))
+		if err != nil {
+			return nil, err
+		}
+		piece := sh[shard]
+		for o := uint64(0); o < b-a; o += chunk {
+			sums = append(sums, crc32.Checksum(piece[o:min(o+chunk, b-a)], crc32c.Table))
+		}
 	}
 	return sums, nil
 }
+
+// ecSumsStep is how many verify chunks ecChunkSums encodes at once.
+const ecSumsStep = 16
 
 // ecCommitLocked tells the shard peers how far the core committed, when
 // that advanced. Caller holds coreMu.

@@ -63,9 +63,20 @@ type verifyState struct {
 	done  atomic.Int64
 }
 
-// Verify compares every connected peer with this primary.
+// ErrEnded: this primary's epoch ended (deposed, demoted or shut down)
+// while an operation ran; what it had found is no longer this node's to say.
+var ErrEnded = errors.New("primary: this primary's role ended")
+
+// Verify compares every connected peer with this primary. It stops with
+// ErrEnded when the role ends: after a failover the peers follow another
+// primary, and a comparison with this node's copy (resynced from the new
+// primary, or with the layout of the old epoch) would report differences
+// that are not there.
 func (p *Side) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) {
 	defer p.verifying.Store(nil)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(p.ctx, cancel)()
 	var out []VerifyResult
 	for _, l := range p.links {
 		size := l.layout.storeSize(p.store.Size())
@@ -73,6 +84,9 @@ func (p *Side) Verify(ctx context.Context, resync bool) ([]VerifyResult, error) 
 		start := time.Now()
 		r := VerifyResult{Peer: l.name, OutOfSync: []extent.Extent{}}
 		bad, err := p.verifyPeer(ctx, l)
+		if p.ctx.Err() != nil {
+			return nil, fmt.Errorf("verify %s: %w", l.name, ErrEnded)
+		}
 		if err == nil {
 			bad = l.layout.toDevice(bad) // repairs go through the write path, in device ranges
 		}

@@ -14,6 +14,17 @@ echo "--- assertions:"
 awk '/^[ ]+\tError Trace:/ {on=1; print "--"; next}
      on && /^[ ]+\t/ {if ($0 !~ /^[ ]+\tTest:/) print; next}
      {on=0}' "$log" | head -150
+echo "--- last words of each failed test (a t.Fatalf is not a testify block):"
+# go test -v names the test whose output follows (=== RUN/CONT/NAME); keep
+# each test's last _test.go line that came before its member logs, then
+# print it with its continuation lines for the tests that failed.
+awk '/^=== (RUN|CONT|NAME)[ ]/ {cur=$3; grab=0; next}
+     /^[ ]+[A-Za-z0-9_]+_test\.go:[0-9]+: --- log of / {done[cur]=1; grab=0; next}
+     /^[ ]+[A-Za-z0-9_]+_test\.go:[0-9]+: / { if (!done[cur]) {last[cur]=$0; grab=1} else grab=0; next}
+     grab && /^        / && !done[cur] {if (length(last[cur]) < 4000) last[cur]=last[cur] "\n" $0; next}
+     {grab=0}
+     /^[ ]*--- FAIL: / {failed[$3]=1}
+     END {for (t in failed) if (t in last) {print "-- " t; print last[t]}}' "$log" | head -80
 echo "--- chaos anomalies:"
 # a report's first line names the run; its anomaly lines follow the count.
 # The planted-bug run (TestChaosCatchesPlantedBug) must find anomalies.
