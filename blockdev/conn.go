@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grbd/grbd/internal/bufpool"
 	"github.com/grbd/grbd/internal/nbdproto"
 	"github.com/pojntfx/go-nbd/pkg/protocol"
 )
@@ -209,9 +210,9 @@ func (c *conn) readLoop() error {
 		}
 		switch {
 		case h.Type == protocol.TRANSMISSION_TYPE_REQUEST_WRITE:
-			req.bufp = getBuf(int(h.Length))
+			req.bufp = bufpool.Get(int(h.Length))
 			if _, err := io.ReadFull(c.br, *req.bufp); err != nil {
-				putBuf(req.bufp)
+				bufpool.Put(req.bufp)
 				c.budget.release(req.cost)
 				c.inflight.Add(-1)
 				requestPool.Put(req)
@@ -283,14 +284,14 @@ func (c *conn) execute(req *request) {
 	var err error
 	switch h.Type {
 	case protocol.TRANSMISSION_TYPE_REQUEST_READ:
-		req.bufp = getBuf(int(n))
+		req.bufp = bufpool.Get(int(n))
 		if err = dev.ReadAt(*req.bufp, off); err != nil {
-			putBuf(req.bufp) // a failed READ sends no payload
+			bufpool.Put(req.bufp) // a failed READ sends no payload
 			req.bufp = nil
 		}
 	case protocol.TRANSMISSION_TYPE_REQUEST_WRITE:
 		err = dev.WriteAt(*req.bufp, off, fua)
-		putBuf(req.bufp) // the device does not retain p
+		bufpool.Put(req.bufp) // the device does not retain p
 		req.bufp = nil
 	case nbdproto.CmdTrim, nbdproto.CmdWriteZeroes:
 		err = dev.WriteZeroes(off, n, fua)
@@ -369,7 +370,7 @@ func (c *conn) failWrite(err error) {
 func (c *conn) finish(req *request) {
 	c.srv.stats.count(req)
 	if req.bufp != nil {
-		putBuf(req.bufp)
+		bufpool.Put(req.bufp)
 	}
 	c.budget.release(req.cost)
 	c.inflight.Add(-1)

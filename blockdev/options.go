@@ -3,6 +3,7 @@ package blockdev
 import (
 	"crypto/tls"
 	"fmt"
+	"github.com/grbd/grbd/internal/bufpool"
 	"github.com/grbd/grbd/internal/nbdproto"
 	"log/slog"
 	"math/bits"
@@ -24,8 +25,8 @@ const (
 // Limits that are not options.
 const (
 	// maxBlockSizeLimit caps MaxBlockSize: a single request buffer never
-	// exceeds 256 MiB.
-	maxBlockSizeLimit = 256 << 20
+	// exceeds 256 MiB, the largest pooled buffer.
+	maxBlockSizeLimit = bufpool.Max
 	// spec25 is 2^25: the spec says no payload up to this size should be
 	// treated as a denial of service, so oversized WRITEs up to
 	// max(MaxBlockSize, spec25) are drained and answered EINVAL; larger ones

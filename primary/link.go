@@ -58,7 +58,7 @@ type link struct {
 
 	qmu    sync.Mutex
 	qcond  *sync.Cond
-	q      []wire.Message
+	q      []queued
 	qbytes int  // bytes queued or in the sender's hands, not yet in the stream
 	closed bool // (q) the session ended: waiters give up
 	wake   chan struct{}
@@ -93,11 +93,23 @@ func newLink(p *Side, name string) *link {
 	return l
 }
 
+// queued is a message waiting to be sent, with the pooled buffer its data
+// lives in (nil: the message owns its bytes).
+type queued struct {
+	m   wire.Message
+	buf *sharedBuf
+}
+
 // enqueue adds m to the send queue without waiting.
-func (l *link) enqueue(m wire.Message) {
+func (l *link) enqueue(m wire.Message) { l.enqueueShared(m, nil) }
+
+// enqueueShared adds m, whose data lives in buf (or nil), to the send queue
+// without waiting; the queue holds buf until m is sent or dropped.
+func (l *link) enqueueShared(m wire.Message, buf *sharedBuf) {
 	l.qmu.Lock()
 	if !l.closed {
-		l.q = append(l.q, m)
+		buf.hold()
+		l.q = append(l.q, queued{m, buf})
 		l.qbytes += msgBytes(m)
 		if s := seqOf(m); s > l.sentSeq.Load() {
 			l.sentSeq.Store(s)
@@ -110,14 +122,24 @@ func (l *link) enqueue(m wire.Message) {
 	}
 }
 
-// enqueueLive queues a live write. A congested peer stops being live and its
-// session is ended; it comes back through catch-up. Caller holds mu.
-func (l *link) enqueueLive(m wire.Message) {
+// dropQueueLocked empties the queue (the session ended) and sets closed.
+// Caller holds qmu.
+func (l *link) dropQueueLocked(closed bool) {
+	for _, q := range l.q {
+		q.buf.release()
+	}
+	l.q, l.qbytes, l.closed = nil, 0, closed
+}
+
+// enqueueLive queues a live write, whose data lives in buf (or nil). A
+// congested peer stops being live and its session is ended; it comes back
+// through catch-up. Caller holds mu.
+func (l *link) enqueueLive(m wire.Message, buf *sharedBuf) {
 	l.qmu.Lock()
 	congested := l.qbytes > congestLimit
 	l.qmu.Unlock()
 	if !congested {
-		l.enqueue(m)
+		l.enqueueShared(m, buf)
 		return
 	}
 	l.live.Store(false)
@@ -254,7 +276,7 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	l.p.node.PeerState(l.name, ConnConnected, fmt.Sprintf("handshake done: peer at seq %d", hello.LastSeq))
 
 	l.qmu.Lock()
-	l.q, l.qbytes, l.closed = nil, 0, false
+	l.dropQueueLocked(false)
 	l.qmu.Unlock()
 	select {
 	case <-l.kick: // left over from the previous session
@@ -310,11 +332,12 @@ func (l *link) send(w *wire.Writer, done <-chan struct{}) error {
 			// qbytes counts until a message is handed to the stream: the
 			// batch held here is part of what the peer is behind by.
 			sent := 0
-			for _, m := range batch {
-				if err := w.WriteMsg(m); err != nil {
-					return err
+			for _, q := range batch {
+				if err := w.WriteMsg(q.m); err != nil {
+					return err // what is left of batch is never sent: the GC takes its buffers
 				}
-				sent += msgBytes(m)
+				q.buf.release() // WriteMsg does not retain the message
+				sent += msgBytes(q.m)
 			}
 			l.qmu.Lock()
 			l.qbytes -= sent
@@ -405,7 +428,7 @@ func (l *link) down() {
 		l.disk.Store(DiskOutdated)
 	}
 	l.qmu.Lock()
-	l.q, l.qbytes, l.closed = nil, 0, true
+	l.dropQueueLocked(true)
 	l.qcond.Broadcast()
 	l.qmu.Unlock()
 	p.peerLost(l)

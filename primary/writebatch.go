@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/grbd/grbd/internal/crc32c"
-	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -164,21 +163,24 @@ func (p *Side) logBatch(batch []*writeReq) {
 		l := logged[i]
 		r.logged = l
 		var msg wire.Message
+		var shared *sharedBuf // msg's data, held until every link sent it
 		for _, lk := range p.links {
 			if !lk.live.Load() {
 				continue
 			}
 			m, own := lk.layout.message(r, l)
+			var buf *sharedBuf
 			if !own {
 				if msg == nil {
-					msg = peerwire.WireWrite(l.Write, p.epoch, r.fua)
+					msg, shared = shippedWrite(l.Write, p.epoch, r.fua)
 				}
-				m = msg
+				m, buf = msg, shared
 			}
 			if m != nil {
-				lk.enqueueLive(m)
+				lk.enqueueLive(m, buf)
 			}
 		}
+		shared.release()
 		r.wt = p.submit(func(id replicator.ReqID) error { return p.core.Write(id, l.Seq) })
 		r.done = make(chan struct{})
 		p.rmu.Lock()

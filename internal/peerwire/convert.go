@@ -26,7 +26,17 @@ func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 	if w.ZeroLength > 0 {
 		return &wire.Zero{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), Length: uint64(w.ZeroLength), FUA: fua}
 	}
-	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: append([]byte(nil), w.Data...), BlockSums: w.BlockSums}
+	w.Data = append([]byte(nil), w.Data...)
+	return ShippedWrite(w, epoch, fua)
+}
+
+// ShippedWrite is WireWrite without the copy of w.Data: the message holds
+// w.Data itself, which must not change until the message has been sent.
+func ShippedWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
+	if w.Resize > 0 || w.ZeroLength > 0 {
+		return WireWrite(w, epoch, fua)
+	}
+	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: w.Data, BlockSums: w.BlockSums}
 }
 
 // ClientWrite converts a client write or zeroing message to its journal

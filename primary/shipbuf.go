@@ -1,0 +1,62 @@
+package primary
+
+import (
+	"sync/atomic"
+
+	"github.com/grbd/grbd/internal/bufpool"
+	"github.com/grbd/grbd/internal/peerwire"
+	"github.com/grbd/grbd/internal/wire"
+	"github.com/grbd/grbd/journal"
+)
+
+// sharedBuf is a pooled copy of a client write's bytes, shipped to every
+// mirror peer in one message. The client's own buffer cannot be shipped:
+// blockdev reuses it once the write completes, and by then a peer that is
+// no longer counted (or any peer, with protocol A or B) may not have been
+// sent it. A fresh copy per write cost its page faults every time (21% of
+// the primary's CPU under 1 MiB writes); a pooled one is warm.
+//
+// Its references: the maker's until it has queued the message, and one per
+// link queue that holds the message, released once the message is written
+// to the stream (wire.Writer does not retain it) or dropped with the queue.
+// The last release returns the buffer to the pool. A reference that is
+// never released (a send that failed mid-batch) only leaves the buffer to
+// the garbage collector.
+type sharedBuf struct {
+	refs atomic.Int32
+	buf  *[]byte
+}
+
+// shippedWrite is the message that ships the logged write w to mirror
+// peers, and the buffer its data lives in (nil for a zeroing or resize).
+// The caller holds one reference.
+func shippedWrite(w journal.Write, epoch uint64, fua bool) (wire.Message, *sharedBuf) {
+	if len(w.Data) == 0 {
+		return peerwire.WireWrite(w, epoch, fua), nil
+	}
+	s := &sharedBuf{buf: bufpool.Get(len(w.Data))}
+	s.refs.Store(1)
+	copy(*s.buf, w.Data)
+	w.Data = *s.buf
+	return peerwire.ShippedWrite(w, epoch, fua), s
+}
+
+// hold takes a reference; a nil buffer has none.
+func (s *sharedBuf) hold() {
+	if s != nil {
+		s.refs.Add(1)
+	}
+}
+
+// release drops a reference; the last returns the buffer to the pool.
+func (s *sharedBuf) release() {
+	if s == nil {
+		return
+	}
+	switch n := s.refs.Add(-1); {
+	case n == 0:
+		bufpool.Put(s.buf)
+	case n < 0:
+		panic("primary: a shipped write's buffer released once too often")
+	}
+}
