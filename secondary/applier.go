@@ -78,10 +78,14 @@ func (a *applier) run(r *wire.Reader) error {
 			return err
 		}
 		if w, ok := a.batchable(m); ok {
-			a.queue(w)
-			if r.Buffered() > 0 && len(a.pending) < maxApplyBatch && len(a.arena) < maxApplyBytes {
+			if r.Buffered() > 0 && len(a.pending)+1 < maxApplyBatch && len(a.arena)+len(w.Data)+len(w.BlockSums) < maxApplyBytes {
+				a.queue(w) // copied: the next read overwrites the Reader's buffers
 				continue
 			}
+			// The batch is applied before the next read: its last write
+			// goes from the Reader's buffers as it is (a 1 MiB write
+			// usually arrives alone, and was copied for nothing).
+			a.pending = append(a.pending, w)
 			err = a.applyPending()
 		} else if err = a.applyPending(); err == nil {
 			err = a.applyOne(m)
