@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -255,6 +256,60 @@ func TestClusterReplicatesAndAgrees(t *testing.T) {
 			require.Equal(t, RolePrimary, st.Role)
 			require.True(t, st.Quorum.Serving)
 			require.Equal(t, "d0", st.Quorum.Primary)
+		})
+	}
+}
+
+// A client reuses its buffer as soon as a write completes, and with
+// protocol A that is before the peer was sent the write: what the peer gets
+// must be the bytes of the write, whatever the client or the next writes
+// (which reuse the pooled copies) do meanwhile. 64 KiB writes take the
+// in-place path, 4 KiB writes the logged one.
+func TestShippedWritesOutliveTheClientBuffer(t *testing.T) {
+	t.Parallel()
+	for _, proto := range []string{"A", "C"} {
+		t.Run("protocol "+proto, func(t *testing.T) {
+			c := newTestCluster(t, 2, true, "replication:\n  protocol: "+proto+"\n")
+			p := c.primary()
+			const writers, blocks = 8, 512
+			write := func(b []byte, off int64) error { // retryFenced, off the test goroutine
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					if err := p.dev.WriteAt(b, off, false); err == nil || !errors.Is(err, ErrFenced) || time.Now().After(deadline) {
+						return err
+					}
+				}
+			}
+			errs := make(chan error, writers)
+			var wg sync.WaitGroup
+			for g := range writers {
+				wg.Go(func() {
+					big, small := make([]byte, 64<<10), make([]byte, 4096)
+					for i := g * 16; i < blocks/2; i += writers * 16 { // [0, 256): 16 blocks a write
+						for j := range 16 {
+							copy(big[j*4096:], block(i+j))
+						}
+						if err := write(big, int64(i)*4096); err != nil {
+							errs <- err
+							return
+						}
+						clear(big)
+					}
+					for i := blocks/2 + g; i < blocks; i += writers { // [256, 512): a block a write
+						copy(small, block(i))
+						if err := write(small, int64(i)*4096); err != nil {
+							errs <- err
+							return
+						}
+						clear(small) // at once, as a client reusing its buffer would
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			require.NoError(t, <-errs)
+			require.NoError(t, p.dev.Flush())
+			c.waitUpToDate(p)
+			c.requireImages(block, blocks)
 		})
 	}
 }

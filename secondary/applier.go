@@ -78,14 +78,20 @@ func (a *applier) run(r *wire.Reader) error {
 			return err
 		}
 		if w, ok := a.batchable(m); ok {
-			if r.Buffered() > 0 && len(a.pending)+1 < maxApplyBatch && len(a.arena)+len(w.Data)+len(w.BlockSums) < maxApplyBytes {
-				a.queue(w) // copied: the next read overwrites the Reader's buffers
+			more := r.Buffered() > 0 && len(a.pending)+1 < maxApplyBatch && len(a.arena)+len(w.Data)+len(w.BlockSums) < maxApplyBytes
+			if more || a.s.node.ShardApplier() != nil {
+				// Copied: the next read overwrites the Reader's buffers,
+				// and a shard peer keeps the data until it is committed.
+				a.queue(w)
+			} else {
+				// A mirror applies the batch before the next read: its last
+				// write goes from the Reader's buffers as it is (a 1 MiB
+				// write usually arrives alone, and was copied for nothing).
+				a.pending = append(a.pending, w)
+			}
+			if more {
 				continue
 			}
-			// The batch is applied before the next read: its last write
-			// goes from the Reader's buffers as it is (a 1 MiB write
-			// usually arrives alone, and was copied for nothing).
-			a.pending = append(a.pending, w)
 			err = a.applyPending()
 		} else if err = a.applyPending(); err == nil {
 			err = a.applyOne(m)

@@ -76,8 +76,14 @@ func TestStatusHumanAtAGlance(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 2, true, "4MiB", "")
 	pn, sn := c.roles()
-	out, _, err := runCLI(t.Context(), "status", "--config", c.path)
-	require.NoError(t, err)
+	// Right after the first promotion the raft lead may be moving to the
+	// primary (status then says "no raft leader", truthfully).
+	var out string
+	var err error
+	require.Eventually(t, func() bool {
+		out, _, err = runCLI(t.Context(), "status", "--config", c.path)
+		return err == nil && strings.Contains(out, "raft leader ") && !strings.Contains(out, "no raft leader")
+	}, 10*time.Second, 50*time.Millisecond, "status never showed a raft leader: %v\n%s", err, out)
 	for _, want := range []string{
 		"cluster t  device 4MiB  protocol C",
 		"primary " + pn + " (serving)  outdated none",

@@ -43,8 +43,16 @@ func Get(n int) *[]byte {
 	return &b
 }
 
+// poisonByte fills returned buffers under the race detector (poison).
+const poisonByte = 0xdb
+
 // Put returns a buffer obtained from Get. Nothing may use it afterwards.
 func Put(p *[]byte) {
 	*p = (*p)[:cap(*p)]
+	if poison {
+		for i := range *p {
+			(*p)[i] = poisonByte
+		}
+	}
 	pools[classOf(cap(*p))].Put(p)
 }

@@ -20,3 +20,18 @@ func TestClasses(t *testing.T) {
 		Put(p)
 	}
 }
+
+// Under the race detector a returned buffer is poisoned: a use after Put
+// shows as bytes no test writes.
+func TestPutPoisonsUnderRace(t *testing.T) {
+	p := Get(4096)
+	b := *p
+	clear(b)
+	Put(p)
+	if poison {
+		require.Equal(t, byte(poisonByte), b[0])
+		require.Equal(t, byte(poisonByte), b[4095])
+	} else {
+		require.Equal(t, byte(0), b[0], "no cost without the race detector")
+	}
+}
