@@ -80,10 +80,15 @@ func TestStatusHumanAtAGlance(t *testing.T) {
 	// primary (status then says "no raft leader", truthfully).
 	var out string
 	var err error
-	require.Eventually(t, func() bool {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		out, _, err = runCLI(t.Context(), "status", "--config", c.path)
-		return err == nil && strings.Contains(out, "raft leader ") && !strings.Contains(out, "no raft leader")
-	}, 10*time.Second, 50*time.Millisecond, "status never showed a raft leader: %v\n%s", err, out)
+		if err == nil && strings.Contains(out, "raft leader ") && !strings.Contains(out, "no raft leader") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed a raft leader: %v\n%s", err, out)
+		}
+	}
 	for _, want := range []string{
 		"cluster t  device 4MiB  protocol C",
 		"primary " + pn + " (serving)  outdated none",
