@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -171,9 +173,13 @@ func (c *testCluster) closeAll() {
 func (c *testCluster) primary() *Node {
 	c.t.Helper()
 	var p *Node
+	// The condition runs on a goroutine of its own that can outlive a
+	// failed wait: it reads a copy of the node set, not c.nodes, which the
+	// test's cleanup then empties.
+	nodes := slices.Collect(maps.Values(c.nodes))
 	require.Eventually(c.t, func() bool {
 		p = nil
-		for _, n := range c.nodes {
+		for _, n := range nodes {
 			if n.currentPrimary() != nil && n.ctl.Serving() {
 				p = n
 			}
@@ -331,6 +337,12 @@ func TestFailoverKeepsAcknowledgedWrites(t *testing.T) {
 	c := newTestCluster(t, 2, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, 100)
+	// The first data session of a new cluster can fail (the secondary is
+	// then Outdated until it caught up and was Cleared): only a node that
+	// holds every acknowledged write may take over, so wait for that.
+	c.waitUpToDate(p)
+	require.Eventually(t, func() bool { return len(p.Status().Quorum.Outdated) == 0 }, 10*time.Second, 10*time.Millisecond,
+		"the secondary was never Cleared")
 	c.stop(p.me.Name) // its lease runs out; the other data node takes over
 	start := time.Now()
 	np := c.primary()
