@@ -83,12 +83,19 @@ func (s *Side) session(peer string, c net.Conn) error {
 		return fmt.Errorf("%w: primary %q has stale epoch %d < %d", peerwire.ErrHandshake, h.From, h.Epoch, s.epoch.Load())
 	}
 	s.epoch.Store(max(s.epoch.Load(), h.Epoch))
-	s.node.PrimaryArrived()
 	s.mu.Lock()
 	if _, ok := s.sessions[c]; ok {
 		s.sessions[c] = h.Epoch
 	}
+	// Checked again under mu: a SetEpoch that ran between the check above
+	// and here skipped this session (its epoch was not known yet).
+	known := s.epoch.Load()
 	s.mu.Unlock()
+	if h.Epoch < known {
+		s.refuse(c, fmt.Sprintf("stale epoch %d < %d", h.Epoch, known))
+		return fmt.Errorf("%w: primary %q has stale epoch %d < %d", peerwire.ErrHandshake, h.From, h.Epoch, known)
+	}
+	s.node.PrimaryArrived()
 
 	me, extents, offered, err := s.agree(c, h, hist)
 	if err != nil {

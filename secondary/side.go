@@ -186,7 +186,12 @@ func (s *Side) SetEpoch(epoch uint64, primary string) {
 	defer s.mu.Unlock()
 	s.blocked = primary == s.cfg.Name
 	for c, e := range s.sessions {
-		if e < epoch || s.blocked {
+		// e is 0 while the session has not read its primary's Hello: it
+		// checks that Hello against this epoch itself (session). Closing it
+		// here ended a new primary's first stream whenever it arrived before
+		// this node applied the promotion, and the primary then had this
+		// node Outdated.
+		if s.blocked || (e != 0 && e < epoch) {
 			c.Close()
 		}
 	}

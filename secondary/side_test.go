@@ -249,3 +249,31 @@ func TestSessionDivergence(t *testing.T) {
 		})
 	}
 }
+
+// A new primary's stream can arrive before this node applied the
+// promotion: the SetEpoch that follows must not end it, since the session
+// checks the Hello against the epoch itself. (It did end it, and the
+// primary then had this node Outdated right after a new cluster's first
+// promotion.) A stale Hello is still refused: TestSessionRefusesStalePrimaries.
+func TestSetEpochKeepsAStreamBeforeItsHello(t *testing.T) {
+	s, _ := newSide(t, 2, false)
+	side, prim := net.Pipe()
+	go s.Handle("p", side)
+	t.Cleanup(func() { prim.Close() })
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.sessions) == 1
+	}, 5*time.Second, time.Millisecond, "the stream is registered")
+	s.SetEpoch(2, "p") // the promotion of p into epoch 2, applied here now
+
+	h := &wire.Hello{Cluster: "t", From: "p", Role: wire.RolePrimary, Epoch: 2, LastSeq: 2}
+	w := wire.NewWriter(prim)
+	go func() {
+		_ = w.WriteMsg(h)
+		_ = w.WriteMsg(peerwire.HistoryToWire(replicator.History{{Epoch: 1, FirstSeq: 1}, {Epoch: 2, FirstSeq: 3}}, h.LastSeq))
+		_ = w.Flush()
+	}()
+	got := read[*wire.Hello](t, wire.NewReader(prim))
+	require.Equal(t, uint64(2), got.LastSeq, "the session goes on")
+}
