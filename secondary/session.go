@@ -74,22 +74,19 @@ func (s *Side) session(peer string, c net.Conn) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case h.Cluster != s.cfg.Cluster || h.From != peer || h.Role != wire.RolePrimary:
+	if h.Cluster != s.cfg.Cluster || h.From != peer || h.Role != wire.RolePrimary {
 		s.refuse(c, "bad hello")
 		return fmt.Errorf("%w: hello from %q (%q, role %d) on %q's stream", peerwire.ErrHandshake, h.From, h.Cluster, h.Role, peer)
-	case h.Epoch < s.epoch.Load():
-		s.refuse(c, fmt.Sprintf("stale epoch %d < %d", h.Epoch, s.epoch.Load()))
-		return fmt.Errorf("%w: primary %q has stale epoch %d < %d", peerwire.ErrHandshake, h.From, h.Epoch, s.epoch.Load())
 	}
-	s.epoch.Store(max(s.epoch.Load(), h.Epoch))
+	// Registered and checked under mu: SetEpoch closes, under mu, every
+	// registered session of an older epoch, and skips those whose Hello was
+	// not read yet; so a SetEpoch before this point is seen here, and one
+	// after it closes this session.
 	s.mu.Lock()
-	if _, ok := s.sessions[c]; ok {
+	known := s.raiseEpoch(h.Epoch)
+	if _, ok := s.sessions[c]; ok && h.Epoch >= known {
 		s.sessions[c] = h.Epoch
 	}
-	// Checked again under mu: a SetEpoch that ran between the check above
-	// and here skipped this session (its epoch was not known yet).
-	known := s.epoch.Load()
 	s.mu.Unlock()
 	if h.Epoch < known {
 		s.refuse(c, fmt.Sprintf("stale epoch %d < %d", h.Epoch, known))

@@ -156,6 +156,21 @@ func New(cfg Config, node Node) (*Side, error) {
 	return s, nil
 }
 
+// raiseEpoch makes epoch known unless a newer one is, and returns the newest.
+// Sessions, SetEpoch and Fence raise it concurrently; a plain load and store
+// could lower it again.
+func (s *Side) raiseEpoch(epoch uint64) uint64 {
+	for {
+		known := s.epoch.Load()
+		if epoch <= known {
+			return known
+		}
+		if s.epoch.CompareAndSwap(known, epoch) {
+			return epoch
+		}
+	}
+}
+
 // Epoch is the newest epoch this side knows.
 func (s *Side) Epoch() uint64 { return s.epoch.Load() }
 
@@ -179,9 +194,7 @@ func (s *Side) Consistent() bool {
 // primary: sessions of older epochs end, and streams are refused while
 // this node is the primary.
 func (s *Side) SetEpoch(epoch uint64, primary string) {
-	if epoch > s.epoch.Load() {
-		s.epoch.Store(epoch)
-	}
+	s.raiseEpoch(epoch)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.blocked = primary == s.cfg.Name
@@ -268,9 +281,7 @@ func (s *Side) Fence(epoch uint64) error {
 	if known := s.epoch.Load(); epoch < known {
 		return fmt.Errorf("%w: %d < %d", ErrStaleEpoch, epoch, known)
 	}
-	if epoch > s.epoch.Load() {
-		s.epoch.Store(epoch)
-	}
+	s.raiseEpoch(epoch)
 	s.mu.Lock()
 	for c, e := range s.sessions {
 		if e < epoch {

@@ -277,3 +277,25 @@ func TestSetEpochKeepsAStreamBeforeItsHello(t *testing.T) {
 	got := read[*wire.Hello](t, wire.NewReader(prim))
 	require.Equal(t, uint64(2), got.LastSeq, "the session goes on")
 }
+
+// The newest epoch never goes back, whatever order sessions, SetEpoch and
+// Fence raise it in. (A load and a store let a slower, older raise undo a
+// newer one.)
+func TestEpochOnlyGrows(t *testing.T) {
+	s, _ := newSide(t, 2, false)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := uint64(g); e < 20000; e += 8 {
+				if got := s.raiseEpoch(e); got < e {
+					t.Errorf("raiseEpoch(%d) = %d", e, got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, uint64(19999), s.Epoch())
+}
