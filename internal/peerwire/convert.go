@@ -20,12 +20,6 @@ const _ = uint(wire.BlockSumsMin-journal.DefaultInPlaceMin) + uint(journal.Defau
 // the caller must not reuse them. The message is shared, read-only, by
 // every peer queue.
 func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
-	if w.Resize > 0 {
-		return &wire.Resize{Seq: w.Seq, Epoch: epoch, Size: uint64(w.Resize)}
-	}
-	if w.ZeroLength > 0 {
-		return &wire.Zero{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), Length: uint64(w.ZeroLength), FUA: fua}
-	}
 	w.Data = append([]byte(nil), w.Data...)
 	return ShippedWrite(w, epoch, fua)
 }
@@ -33,8 +27,11 @@ func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 // ShippedWrite is WireWrite without the copy of w.Data: the message holds
 // w.Data itself, which must not change until the message has been sent.
 func ShippedWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
-	if w.Resize > 0 || w.ZeroLength > 0 {
-		return WireWrite(w, epoch, fua)
+	switch {
+	case w.Resize > 0:
+		return &wire.Resize{Seq: w.Seq, Epoch: epoch, Size: uint64(w.Resize)}
+	case w.ZeroLength > 0:
+		return &wire.Zero{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), Length: uint64(w.ZeroLength), FUA: fua}
 	}
 	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: w.Data, BlockSums: w.BlockSums}
 }
