@@ -191,16 +191,29 @@ func (p *Side) ecChunkSums(shard int, off, length, chunk uint64) ([]uint32, erro
 	end := off + length
 	for a := off; a < end; a += ecSumsStep * chunk {
 		b := min(a+ecSumsStep*chunk, end)
-		sh, err := p.cfg.Coder.Encode(p.store.ReadAt, int64(a), int64(b))
+		piece, err := p.ecShardPiece(shard, int64(a), int64(b))
 		if err != nil {
 			return nil, err
 		}
-		piece := sh[shard]
 		for o := uint64(0); o < b-a; o += chunk {
 			sums = append(sums, crc32.Checksum(piece[o:min(o+chunk, b-a)], crc32c.Table))
 		}
 	}
 	return sums, nil
+}
+
+// ecShardPiece is shard's bytes of shard range [a, b): a data shard is read
+// from the image, only a parity shard needs the encoding.
+func (p *Side) ecShardPiece(shard int, a, b int64) ([]byte, error) {
+	cd := p.cfg.Coder
+	if shard < cd.G.K {
+		return cd.G.Gather(p.store.ReadAt, shard, a, b)
+	}
+	sh, err := cd.Encode(p.store.ReadAt, a, b)
+	if err != nil {
+		return nil, err
+	}
+	return sh[shard], nil
 }
 
 // ecSumsStep is how many verify chunks ecChunkSums encodes at once.
