@@ -79,9 +79,8 @@ func (a *applier) run(r *wire.Reader) error {
 		}
 		if w, ok := a.batchable(m); ok {
 			more := r.Buffered() > 0 && len(a.pending)+1 < maxApplyBatch && len(a.arena)+len(w.Data)+len(w.BlockSums) < maxApplyBytes
-			if more || a.s.node.ShardApplier() != nil {
-				// Copied: the next read overwrites the Reader's buffers,
-				// and a shard peer keeps the data until it is committed.
+			if more || a.keepsLogged() {
+				// Copied: the next read overwrites the Reader's buffers.
 				a.queue(w)
 			} else {
 				// A mirror applies the batch before the next read: its last
@@ -116,6 +115,10 @@ func (a *applier) run(r *wire.Reader) error {
 // ackInterval bounds the wait of an ack behind a burst that never ends
 // (a resync): far below any peer-timeout (at least the tick, 100 ms).
 const ackInterval = 20 * time.Millisecond
+
+// keepsLogged says whether this node holds on to logged writes' data after
+// the journal write: a shard peer keeps it until the primary commits.
+func (a *applier) keepsLogged() bool { return a.s.node.ShardApplier() != nil }
 
 // batchable returns m as a journal write if it is a client write (or
 // zeroing) of a primary that is not deposed.
