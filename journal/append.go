@@ -431,15 +431,17 @@ func (j *Journal) writeData(w *Write, inPlace bool) error {
 }
 
 // applyChunk is the largest piece of a logged write that goes to the data
-// file in one pwrite. A 1 MiB buffered pwrite leaves a 1 MiB folio in the
-// page cache, and a later 4 KiB write into it costs 27-40 us instead of 3
-// (ext4 walks every buffer head of the folio; docs/journal.md, "Where a
-// write's time goes"). In 16 KiB pieces the 4 KiB QD32 job after the 1 MiB
-// job ran 1.7x faster on one node, with the same CPU per GiB for the large
-// writes and the page cache still serving reads (O_DIRECT for large writes
-// did the first too, but every read of them then went to the disk: random
-// 4 KiB reads fell to 0.53-0.74x; docs/benchmarks.md).
-const applyChunk = 16 << 10
+// file in one pwrite. A buffered pwrite leaves a folio of its size in the
+// page cache, and a later 4 KiB write into it pays for every buffer head of
+// that folio: 27-40 us after 1 MiB pwrites instead of 3 (docs/journal.md,
+// "Where a write's time goes"). Small pieces cost the large writes instead:
+// each piece is a syscall and a folio. Measured on one node, 1 MiB QD8 writes
+// then 4 KiB QD32 writes (docs/journal.md, "Write once"): 16 KiB pieces gave
+// 1.2 GB/s at 1.0 CPU s per GiB; 64 KiB pieces 1.55 GB/s at 0.72, and the 4 KiB
+// job 0.92x the IOPS; 256 KiB pieces 0.8x the 4 KiB IOPS. (O_DIRECT for large
+// writes spared both, but every read of them then went to the disk: random
+// 4 KiB reads fell to 0.53-0.74x; docs/benchmarks.md.)
+const applyChunk = 64 << 10
 
 // applyData writes w to the data file, in pieces of applyChunk.
 func (j *Journal) applyData(w *Write) error {
