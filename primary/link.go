@@ -12,7 +12,6 @@ import (
 
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
-	"github.com/grbd/grbd/internal/peerwire"
 	"github.com/grbd/grbd/internal/wire"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
@@ -166,6 +165,21 @@ func (l *link) enqueueWait(m wire.Message) bool {
 	return true
 }
 
+// enqueueRecord queues a journal record for catch-up once the queue has
+// room; false when the session ended. The record's data is copied (the
+// journal reuses its read buffer) into a pooled buffer, as a live write's:
+// a fresh 1 MiB allocation per record cost catch-up its page faults and
+// garbage collection.
+func (l *link) enqueueRecord(w journal.Write) bool {
+	if !l.waitRoom() {
+		return false
+	}
+	m, buf := shippedWrite(w, l.p.epoch, false)
+	l.enqueueShared(m, buf)
+	buf.release() // the queue holds its own reference
+	return true
+}
+
 // waitRoom waits until the queue is below queueLimit; false when the session
 // ended.
 func (l *link) waitRoom() bool {
@@ -226,6 +240,7 @@ func (l *link) run(ctx context.Context) {
 		octx, cancel := context.WithTimeout(ctx, connectGrace)
 		s, err := l.p.tr.Open(octx, l.name, wire.StreamData)
 		cancel()
+		waited := false // Open waited for a session to the peer
 		if err == nil {
 			start := time.Now()
 			err = l.session(ctx, s)
@@ -234,12 +249,20 @@ func (l *link) run(ctx context.Context) {
 			}
 		} else {
 			l.p.peerLost(l)
+			waited = errors.Is(err, context.DeadlineExceeded)
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		l.log.Debug("peer link down", "err", err)
 		l.conn.Store(ConnDisconnected)
+		if waited {
+			// Open waited connectGrace for a session to the peer and returns
+			// as soon as one comes up: that wait is the pause. A backoff on
+			// top held a returning peer back up to a second.
+			backoff = 50 * time.Millisecond
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -464,7 +487,7 @@ func (l *link) catchUp(h *wire.Hello, extra []extent.Extent, prog *wire.ResyncPr
 	var err error
 	for round := 0; round < 8 && err == nil && st.LastSeq()-sent > liveGap; round++ {
 		err = st.ReadRecords(sent+1, func(w journal.Write) error {
-			if !l.enqueueWait(peerwire.WireWrite(w, l.p.epoch, false)) {
+			if !l.enqueueRecord(w) {
 				return errSessionEnded
 			}
 			sent = w.Seq
@@ -499,7 +522,7 @@ func (l *link) goLive(sent *uint64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	err := p.store.ReadRecords(*sent+1, func(w journal.Write) error {
-		if !l.enqueueWait(peerwire.WireWrite(w, p.epoch, false)) {
+		if !l.enqueueRecord(w) {
 			return errSessionEnded
 		}
 		*sent = w.Seq

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -72,9 +73,15 @@ func newSide(t *testing.T, ctl *control, peers ...string) (*Side, *journal.Journ
 // most maxSize bytes), with peers; the test's end stops it.
 func startSide(t *testing.T, store *journal.Journal, maxSize int64, ctl *control, epoch uint64, peers ...string) *Side {
 	t.Helper()
+	return startSideOn(t, unreachable{}, store, maxSize, ctl, epoch, peers...)
+}
+
+// startSideOn is startSide with the peers behind tr.
+func startSideOn(t *testing.T, tr Transport, store *journal.Journal, maxSize int64, ctl *control, epoch uint64, peers ...string) *Side {
+	t.Helper()
 	var corrupt, repaired, unrepaired atomic.Uint64
 	cfg := Config{Cluster: "t", Name: "p", Protocol: replicator.ProtocolC, PeerTimeout: 2 * time.Second,
-		JournalMaxSize: maxSize, Store: store, Transport: unreachable{}, Control: ctl,
+		JournalMaxSize: maxSize, Store: store, Transport: tr, Control: ctl,
 		Repairs: RepairCounters{Corrupt: &corrupt, Repaired: &repaired, Unrepaired: &unrepaired}}
 	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: epoch, Primary: "p"})
 	for _, name := range peers {
@@ -121,5 +128,59 @@ func TestWriteWaitsUntilAnUnreachablePeerIsOutdated(t *testing.T) {
 		require.NoError(t, err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("the write did not complete once the peer was Outdated")
+	}
+}
+
+// returning is a Transport to a peer that is away until back is closed:
+// each Open waits for it as the mesh's does, until its deadline.
+type returning struct {
+	back   chan struct{}
+	failed chan struct{} // one value per Open that gave up
+	opened chan time.Time
+	ends   chan net.Conn // the peer's ends of the opened streams
+}
+
+func (r *returning) Open(ctx context.Context, _ string, _ uint8) (net.Conn, error) {
+	select {
+	case <-r.back:
+		c, other := net.Pipe()
+		go func() { _, _ = io.Copy(io.Discard, other) }()
+		r.opened <- time.Now()
+		r.ends <- other
+		return c, nil
+	case <-ctx.Done():
+		r.failed <- struct{}{}
+		return nil, ctx.Err()
+	}
+}
+
+func (*returning) Drop(string, string) bool { return false }
+
+// A peer that comes back after a long absence gets its data stream at once:
+// Open already waits for the peer's session, and a backoff between the
+// waits held a returning peer back up to a second.
+func TestReturningPeerIsOpenedAtOnce(t *testing.T) {
+	tr := &returning{back: make(chan struct{}), failed: make(chan struct{}, 16), opened: make(chan time.Time, 16), ends: make(chan net.Conn, 16)}
+	fs := vfs.NewMem()
+	require.NoError(t, fs.MkdirAll("/d", 0o700))
+	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	startSideOn(t, tr, store, 4<<20, &control{}, 1, "q")
+	for range 4 { // the backoff has grown to 400 ms by now
+		select {
+		case <-tr.failed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the primary stopped opening streams to the absent peer")
+		}
+	}
+	back := time.Now()
+	close(tr.back)
+	select {
+	case at := <-tr.opened:
+		(<-tr.ends).Close() // the handshake ends now, not at its timeout
+		require.Less(t, at.Sub(back), 100*time.Millisecond, "the returning peer waited for a backoff")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no stream to the returning peer")
 	}
 }
