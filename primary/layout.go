@@ -92,7 +92,12 @@ func (mirrorLayout) sums(read ec.ReadFunc, off, length uint64) ([]uint32, error)
 // writes (resyncSeq).
 func (m mirrorLayout) sendChunkLocked(off, n int64) (bool, error) {
 	l, p := m.l, m.l.p
-	buf := make([]byte, n)
+	// A pooled buffer, as a live write's: a fresh one per 1 MiB chunk cost
+	// the resync its page faults and garbage collection. The queue holds it
+	// until the chunk is sent.
+	sb := newSharedBuf(int(n))
+	defer sb.release()
+	buf := *sb.buf
 	err := p.store.ReadAt(buf, off)
 	if ce := (*journal.ChecksumError)(nil); errors.As(err, &ce) {
 		// Repair from another UpToDate peer (this one is not), then copy
@@ -111,7 +116,7 @@ func (m mirrorLayout) sendChunkLocked(off, n int64) (bool, error) {
 		p.mu.Unlock()
 		return false, fmt.Errorf("node: resync read %d: %w", off, err)
 	}
-	l.enqueue(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf})
+	l.enqueueShared(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf}, sb)
 	l.catchup.Add(uint64(n))
 	l.resyncDone.Add(n)
 	// The peer persisted "Inconsistent since from" when it took the first

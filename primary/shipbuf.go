@@ -34,11 +34,18 @@ func shippedWrite(w journal.Write, epoch uint64, fua bool) (wire.Message, *share
 	if len(w.Data) == 0 {
 		return peerwire.WireWrite(w, epoch, fua), nil
 	}
-	s := &sharedBuf{buf: bufpool.Get(len(w.Data))}
-	s.refs.Store(1)
+	s := newSharedBuf(len(w.Data))
 	copy(*s.buf, w.Data)
 	w.Data = *s.buf
 	return peerwire.ShippedWrite(w, epoch, fua), s
+}
+
+// newSharedBuf is a pooled buffer of n bytes, its contents undefined. The
+// caller holds one reference.
+func newSharedBuf(n int) *sharedBuf {
+	s := &sharedBuf{buf: bufpool.Get(n)}
+	s.refs.Store(1)
+	return s
 }
 
 // hold takes a reference; a nil buffer has none.
