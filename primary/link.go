@@ -156,15 +156,6 @@ func (l *link) kickSession() {
 
 func (l *link) lastAck() time.Time { return time.Unix(0, l.lastAckNs.Load()) }
 
-// enqueueWait adds m once the queue has room; false when the session ended.
-func (l *link) enqueueWait(m wire.Message) bool {
-	if !l.waitRoom() {
-		return false
-	}
-	l.enqueue(m)
-	return true
-}
-
 // enqueueRecord queues a journal record for catch-up once the queue has
 // room; false when the session ended. The record's data is copied (the
 // journal reuses its read buffer) into a pooled buffer, as a live write's:
