@@ -56,12 +56,26 @@ func (e *ChecksumError) Unwrap() error { return ErrChecksum }
 // sumTable is the per-block checksum table, safe for concurrent get/set.
 // Only Open and a grow (under the append lock) change its length.
 type sumTable struct {
-	chunks atomic.Pointer[[]*[sumChunkBlocks]uint32]
+	chunks atomic.Pointer[[]*sumChunk]
+}
+
+// sumGenBlocks is how many blocks share one change counter (256 KiB of
+// device; 4 bytes of counter per 64 blocks).
+const sumGenBlocks = 64
+
+// sumChunk is one chunk of the table: the checksums, and a counter per
+// sumGenBlocks blocks that every set bumps. recheck tells a block that a
+// write changed during its read by the counter, not by the checksum: two
+// writes can bring a block back to the bytes it had (data, then zeros), and
+// its checksum with it.
+type sumChunk struct {
+	sums [sumChunkBlocks]uint32
+	gens [sumChunkBlocks / sumGenBlocks]uint32
 }
 
 func newSumTable(blocks int64) *sumTable {
 	t := &sumTable{}
-	empty := []*[sumChunkBlocks]uint32{}
+	empty := []*sumChunk{}
 	t.chunks.Store(&empty)
 	t.grow(blocks)
 	return t
@@ -75,23 +89,34 @@ func (t *sumTable) grow(blocks int64) {
 	if need <= len(old) {
 		return
 	}
-	next := append(make([]*[sumChunkBlocks]uint32, 0, need), old...)
+	next := append(make([]*sumChunk, 0, need), old...)
 	for len(next) < need {
-		c := new([sumChunkBlocks]uint32)
-		for i := range c {
-			c[i] = zeroBlockSum
+		c := new(sumChunk)
+		for i := range c.sums {
+			c.sums[i] = zeroBlockSum
 		}
 		next = append(next, c)
 	}
 	t.chunks.Store(&next)
 }
 
+func (t *sumTable) chunk(b int64) *sumChunk { return (*t.chunks.Load())[b/sumChunkBlocks] }
+
 func (t *sumTable) get(b int64) uint32 {
-	return atomic.LoadUint32(&(*t.chunks.Load())[b/sumChunkBlocks][b%sumChunkBlocks])
+	return atomic.LoadUint32(&t.chunk(b).sums[b%sumChunkBlocks])
 }
 
+// set stores block b's checksum, then bumps its counter.
 func (t *sumTable) set(b int64, v uint32) {
-	atomic.StoreUint32(&(*t.chunks.Load())[b/sumChunkBlocks][b%sumChunkBlocks], v)
+	c := t.chunk(b)
+	atomic.StoreUint32(&c.sums[b%sumChunkBlocks], v)
+	atomic.AddUint32(&c.gens[b%sumChunkBlocks/sumGenBlocks], 1)
+}
+
+// gen is block b's change counter: it moves with every set of b (and of
+// the blocks that share its counter).
+func (t *sumTable) gen(b int64) uint32 {
+	return atomic.LoadUint32(&t.chunk(b).gens[b%sumChunkBlocks/sumGenBlocks])
 }
 
 // blockSum is the checksum of block data p; a block cut short by the end
@@ -231,13 +256,16 @@ func (j *Journal) verify(p []byte, off int64) ([]int64, error) {
 // recheck tells a corrupt block from one a concurrent write was changing
 // while ReadAt read it: it re-reads the block until the bytes match the
 // table (good: buf holds them), or until they do not while no write to the
-// block was pending and the table entry did not move across the read
-// (corrupt). Apply updates the entry before it drops the write from
-// applying, so a write that raced the read shows up in one or the other.
+// block was pending and the block's change counter did not move across the
+// read (corrupt). Apply updates the entry (and the counter) before it drops
+// the write from applying, so a write that raced the read shows up in one
+// or the other. (Comparing the entry itself, as this did, took a block
+// that two writes brought back to its old bytes during the read for
+// corrupt.)
 func (j *Journal) recheck(b int64, buf []byte) (bool, error) {
 	off, end := b*SumBlockSize, (b+1)*SumBlockSize
 	for try := 0; ; try++ {
-		before := j.sums.get(b)
+		before := j.sums.gen(b)
 		p, err := j.readBlock(b, buf)
 		if err != nil {
 			return false, err
@@ -245,12 +273,11 @@ func (j *Journal) recheck(b int64, buf []byte) (bool, error) {
 		sum := blockSum(p)
 		j.applyMu.Lock()
 		busy := j.overlapsBefore(^uint64(0), off, end)
-		after := j.sums.get(b)
-		if sum == after {
+		if sum == j.sums.get(b) {
 			j.applyMu.Unlock()
 			return true, nil
 		}
-		if !busy && before == after {
+		if !busy && before == j.sums.gen(b) {
 			j.applyMu.Unlock()
 			return false, nil
 		}
