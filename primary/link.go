@@ -535,6 +535,13 @@ func (l *link) startLiveLocked(target uint64) {
 	p := l.p
 	p.coreMu.Lock()
 	caught, _ := p.core.PeerLive(l.name, target, l.clearHead())
+	if seq := p.core.FlushWaitingOn(l.name); seq > 0 {
+		// A flush that started while this peer was counted but had no
+		// live session was not sent to it (Flush sends to live peers), or
+		// went with the queue of the session that ended: it waits for this
+		// peer's Durable ack all the same.
+		l.enqueue(&wire.Flush{Seq: seq})
+	}
 	l.publishAckedLocked()
 	if caught {
 		l.caughtUpLocked()

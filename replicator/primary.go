@@ -184,6 +184,21 @@ func (p *Primary) Flush(id ReqID, seq uint64) {
 	p.advance()
 }
 
+// FlushWaitingOn is the highest sequence of the flushes that wait for a
+// Durable ack from peer name, 0 if none does. A flush waits for every peer
+// UpToDate when it starts, also one whose session just ended and that is
+// not Outdated yet; a driver that sends the flush only to live peers must
+// send it to that peer again when it is live, or the flush waits forever.
+func (p *Primary) FlushWaitingOn(name string) uint64 {
+	var seq uint64
+	for _, f := range p.flushes {
+		if f.waiting[name] {
+			seq = max(seq, f.seq)
+		}
+	}
+	return seq
+}
+
 // LocalSynced records that the local journal is durable up to seq.
 func (p *Primary) LocalSynced(seq uint64) {
 	for _, f := range p.flushes {

@@ -154,3 +154,31 @@ func TestPrimaryQuick(t *testing.T) {
 		}
 	}
 }
+
+// FlushWaitingOn names the flushes a peer still owes a Durable ack: the
+// driver sends them again when the peer's session is live again (a flush
+// that started while it had none was never sent to it).
+func TestFlushWaitingOn(t *testing.T) {
+	p := NewPrimary(ProtocolC)
+	p.AddPeer("a")
+	p.AddPeer("b")
+	require.NoError(t, p.SetUpToDate("a", true, 0))
+	require.NoError(t, p.Write(1, 1))
+	require.NoError(t, p.Write(2, 2))
+	p.Flush(3, 1)
+	p.Flush(4, 2)
+	require.Equal(t, uint64(2), p.FlushWaitingOn("a"))
+	require.Zero(t, p.FlushWaitingOn("b"), "b is not UpToDate: no flush waits for it")
+	require.NoError(t, p.Ack("a", 1, Durable))
+	require.Equal(t, uint64(2), p.FlushWaitingOn("a"))
+	require.NoError(t, p.Ack("a", 2, Durable))
+	require.Zero(t, p.FlushWaitingOn("a"))
+
+	p.Flush(5, 2)
+	require.Zero(t, p.FlushWaitingOn("a"), "a has acked 2 already")
+	require.NoError(t, p.Write(6, 3))
+	p.Flush(7, 3)
+	require.Equal(t, uint64(3), p.FlushWaitingOn("a"))
+	require.NoError(t, p.SetUpToDate("a", false, 0))
+	require.Zero(t, p.FlushWaitingOn("a"), "a peer that stops counting is owed nothing")
+}
