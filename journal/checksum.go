@@ -102,6 +102,9 @@ func (t *sumTable) grow(blocks int64) {
 
 func (t *sumTable) chunk(b int64) *sumChunk { return (*t.chunks.Load())[b/sumChunkBlocks] }
 
+// genOf is the change counter block b of this chunk shares.
+func (c *sumChunk) genOf(b int64) *uint32 { return &c.gens[b%sumChunkBlocks/sumGenBlocks] }
+
 func (t *sumTable) get(b int64) uint32 {
 	return atomic.LoadUint32(&t.chunk(b).sums[b%sumChunkBlocks])
 }
@@ -110,13 +113,13 @@ func (t *sumTable) get(b int64) uint32 {
 func (t *sumTable) set(b int64, v uint32) {
 	c := t.chunk(b)
 	atomic.StoreUint32(&c.sums[b%sumChunkBlocks], v)
-	atomic.AddUint32(&c.gens[b%sumChunkBlocks/sumGenBlocks], 1)
+	atomic.AddUint32(c.genOf(b), 1)
 }
 
 // gen is block b's change counter: it moves with every set of b (and of
 // the blocks that share its counter).
 func (t *sumTable) gen(b int64) uint32 {
-	return atomic.LoadUint32(&t.chunk(b).gens[b%sumChunkBlocks/sumGenBlocks])
+	return atomic.LoadUint32(t.chunk(b).genOf(b))
 }
 
 // blockSum is the checksum of block data p; a block cut short by the end

@@ -278,8 +278,9 @@ func (p *Side) Flush(seq uint64) error {
 	wt := p.submit(func(rid replicator.ReqID) error {
 		id = rid
 		p.core.Flush(rid, seq)
-		// A superset of the peers the core waits for: extra FlushAcks are
-		// harmless Durable acks.
+		// Every live counted peer (extra FlushAcks are harmless Durable
+		// acks). A peer the core waits for without a live session is sent
+		// the flush when its session goes live (startLiveLocked).
 		for _, l := range p.links {
 			if pr, _ := p.core.Peer(l.name); pr.Counted && l.live.Load() {
 				l.enqueue(&wire.Flush{ID: uint64(rid), Seq: seq})

@@ -60,13 +60,19 @@ func (node) Event(events.Event)               {}
 // newSide is the primary of epoch 1 on an in-memory store, with peers.
 func newSide(t *testing.T, ctl *control, peers ...string) (*Side, *journal.Journal) {
 	t.Helper()
+	return newSideOn(t, unreachable{}, ctl, peers...)
+}
+
+// newSideOn is newSide with the peers behind tr.
+func newSideOn(t *testing.T, tr Transport, ctl *control, peers ...string) (*Side, *journal.Journal) {
+	t.Helper()
 	fs := vfs.NewMem()
 	require.NoError(t, fs.MkdirAll("/d", 0o700))
 	opts := journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20}
 	store, err := journal.Open(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
-	return startSide(t, store, opts.MaxSize, ctl, 1, peers...), store
+	return startSideOn(t, tr, store, opts.MaxSize, ctl, 1, peers...), store
 }
 
 // startSide starts the primary of epoch on store (whose journal holds at
@@ -161,12 +167,7 @@ func (*returning) Drop(string, string) bool { return false }
 // waits held a returning peer back up to a second.
 func TestReturningPeerIsOpenedAtOnce(t *testing.T) {
 	tr := &returning{back: make(chan struct{}), failed: make(chan struct{}, 16), opened: make(chan time.Time, 16), ends: make(chan net.Conn, 16)}
-	fs := vfs.NewMem()
-	require.NoError(t, fs.MkdirAll("/d", 0o700))
-	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20})
-	require.NoError(t, err)
-	t.Cleanup(func() { store.Close() })
-	startSideOn(t, tr, store, 4<<20, &control{}, 1, "q")
+	newSideOn(t, tr, &control{}, "q")
 	for range 4 { // the backoff has grown to 400 ms by now
 		select {
 		case <-tr.failed:
