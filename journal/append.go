@@ -261,9 +261,9 @@ func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, err
 		j.buf = buf[:0] // keep the scratch buffer unless a huge batch grew it
 	}
 	j.placedBuf = placed[:0]
-	// Extent records are small: their data counts too, so that replay's
-	// check of their blocks (verifyExtents) stays bounded.
-	if j.appended-j.ckptAppended+j.extentBytes-j.ckptExtentBytes > j.maxSize/4 {
+	// Extent records are small: their data has a bound of its own, so that
+	// replay's check of their blocks (verifyExtents) stays bounded.
+	if j.appended-j.ckptAppended > j.maxSize/4 || j.extentBytes-j.ckptExtentBytes > j.extentWindow() {
 		j.requestCheckpoint()
 	}
 	if seg := j.segs[len(j.segs)-1]; seg.size-seg.synced.Load() > j.syncAhead() {

@@ -154,6 +154,9 @@ func (j *Journal) syncExtents(ext, ticket uint64) error {
 	return nil
 }
 
+// verifyRunMax bounds one read of verifyExtents.
+const verifyRunMax = 1 << 20
+
 // replayExtent takes an extent record above the checkpoint during Open:
 // its data is in data.img already, or never got there (verifyExtents).
 func (j *Journal) replayExtent(rec *Record) {
@@ -214,17 +217,32 @@ func (j *Journal) verifyExtents() error {
 	if j.extentBlocks == nil {
 		return nil
 	}
-	buf := make([]byte, SumBlockSize)
-	for off, x := range j.extentBlocks {
-		if !x.partial {
-			if _, err := j.data.ReadAt(buf, off); err != nil {
-				return fmt.Errorf("journal: read data file at %d: %w", off, err)
-			}
-			if crc32.Checksum(buf, crc32c.Table) == x.sum {
+	// In offset order and in runs of adjacent blocks: after a power loss
+	// the blocks come from the disk, and 4 KiB reads in map order took
+	// 9-10 s per GiB of extents on this machine's disk.
+	offs := make([]int64, 0, len(j.extentBlocks))
+	for off := range j.extentBlocks {
+		offs = append(offs, off)
+	}
+	slices.Sort(offs)
+	buf := make([]byte, verifyRunMax)
+	for len(offs) > 0 {
+		n := 1
+		for n < len(offs) && n*SumBlockSize < verifyRunMax && offs[n] == offs[0]+int64(n)*SumBlockSize {
+			n++
+		}
+		run := buf[:n*SumBlockSize]
+		if _, err := j.data.ReadAt(run, offs[0]); err != nil {
+			return fmt.Errorf("journal: read data file at %d: %w", offs[0], err)
+		}
+		for i, off := range offs[:n] {
+			x := j.extentBlocks[off]
+			if !x.partial && crc32.Checksum(run[i*SumBlockSize:(i+1)*SumBlockSize], crc32c.Table) == x.sum {
 				continue
 			}
+			j.torn = append(j.torn, extent.Extent{Offset: uint64(off), Length: SumBlockSize})
 		}
-		j.torn = append(j.torn, extent.Extent{Offset: uint64(off), Length: SumBlockSize})
+		offs = offs[n:]
 	}
 	if j.torn = extent.Merge(j.torn); len(j.torn) > 0 {
 		j.log.Warn("journal: blocks of extent records that replay cannot vouch for (never acknowledged)",

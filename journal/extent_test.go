@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"math/rand/v2"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/extent"
@@ -144,15 +146,17 @@ func TestExtentCrashBeforeItsData(t *testing.T) {
 		later    []Write // logged after it, applied before the crash
 		unlogged []Write // logged after it, never applied
 		suspects []extent.Extent
+		torn     bool // its first block reached data.img before the crash
 	}{
-		{"alone", nil, nil, []extent.Extent{{Offset: at, Length: 8 << 10}}},
+		{"alone", nil, nil, []extent.Extent{{Offset: at, Length: 8 << 10}}, false},
+		{"its first block written, not the second", nil, nil, []extent.Extent{{Offset: at + 4<<10, Length: 4 << 10}}, true},
 		{"a later write elsewhere in its region", []Write{{Offset: 44 << 10, Data: fill(4<<10, 3)}}, nil,
-			[]extent.Extent{{Offset: at, Length: 8 << 10}}},
+			[]extent.Extent{{Offset: at, Length: 8 << 10}}, false},
 		{"a later write over one block", nil, []Write{{Offset: at, Data: fill(4<<10, 3)}},
-			[]extent.Extent{{Offset: at + 4<<10, Length: 4 << 10}}},
+			[]extent.Extent{{Offset: at + 4<<10, Length: 4 << 10}}, false},
 		{"a later write over part of a block", nil, []Write{{Offset: at + 512, Data: fill(512, 3)}},
-			[]extent.Extent{{Offset: at, Length: 8 << 10}}},
-		{"a later zero record over all of it", nil, []Write{{Offset: 0, ZeroLength: 48 << 10}}, nil},
+			[]extent.Extent{{Offset: at, Length: 8 << 10}}, false},
+		{"a later zero record over all of it", nil, []Write{{Offset: 0, ZeroLength: 48 << 10}}, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := vfs.NewMem()
@@ -175,6 +179,13 @@ func TestExtentCrashBeforeItsData(t *testing.T) {
 			unlogged, err := j.Log(tc.unlogged)
 			require.NoError(t, err)
 			crashed := copyFS(t, mem) // the process dies here: the extent never applied
+			if tc.torn {              // or only in part: checked block by block, not by run
+				f, err := crashed.OpenFile("/db/data.img", os.O_RDWR, 0)
+				require.NoError(t, err)
+				_, err = f.WriteAt(fill(8<<10, 2)[:4<<10], at)
+				require.NoError(t, err)
+				require.NoError(t, f.Close())
+			}
 			require.NoError(t, j.Apply(ls[0]))
 			for _, l := range unlogged {
 				require.NoError(t, j.Apply(l))
@@ -260,4 +271,27 @@ func TestExtentCatchesPlantedBugs(t *testing.T) {
 		out := plantedRun(t, tag, test)
 		require.Contains(t, out, "--- FAIL: "+test[1:len(test)-1], "it failed for another reason:\n%s", out)
 	}
+}
+
+// Extent-record data checkpoints on a bound of its own (extentWindow,
+// 4*MaxSize), not with the journal's bytes: one checkpoint per MaxSize/4 of
+// large writes kept data.img flushing all the time. Past the bound a
+// checkpoint still comes, which keeps replay's check of extents bounded.
+func TestExtentDataCheckpointsOnItsOwnBound(t *testing.T) {
+	o := extOptions(vfs.NewMem(), "1")
+	j := mustOpen(t, o)
+	const size = 16 << 10
+	window := int(4 * o.MaxSize / size)
+	data := fill(size, 3)
+	for i := range window + 8 {
+		before := j.Stats().JournalBytes
+		_, err := j.Append(Write{Offset: int64(i%4) * size, Data: data})
+		require.NoError(t, err)
+		if i < window-1 { // the journal holds only records, far below MaxSize/4
+			require.Less(t, j.Stats().JournalBytes-before, int64(size), "write %d was journaled whole", i)
+			require.Zero(t, j.Stats().Checkpoints, "checkpoint after %d KiB of extent data", (i+1)*size>>10)
+		}
+	}
+	require.Eventually(t, func() bool { return j.Stats().Checkpoints > 0 }, 5*time.Second, time.Millisecond,
+		"no checkpoint after %d KiB of extent data", (window+8)*size>>10)
 }
