@@ -222,6 +222,14 @@ func (n *Node) answerStatus(w http.ResponseWriter, err error, code int) {
 // once it serves, or why not.
 func (n *Node) servePrimary(w http.ResponseWriter, r *http.Request) {
 	force := r.URL.Query().Get("force") == "1"
+	ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
+	defer cancel()
+	if !force {
+		if err := n.awaitConsistent(ctx); err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+	}
 	if err := n.ctl.RequestPromote(force); err != nil {
 		writeError(w, http.StatusConflict, err)
 		return
@@ -229,8 +237,6 @@ func (n *Node) servePrimary(w http.ResponseWriter, r *http.Request) {
 	if force {
 		n.log.Warn("forced promotion requested: writes this node missed are lost", "node", n.me.Name)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), roleTimeout)
-	defer cancel()
 	// The node may learn only now (catching up with the log) that it is
 	// Outdated: its promotion is then refused.
 	err := n.ctl.WaitState(ctx, func(s quorum.Status) bool {
@@ -245,6 +251,29 @@ func (n *Node) servePrimary(w http.ResponseWriter, r *http.Request) {
 	}
 	n.answerStatus(w, err, http.StatusGatewayTimeout)
 }
+
+// awaitConsistent waits, until ctx ends, for this node's disk to be
+// Consistent. The primary counts a resynced peer (UpToDate, Cleared) once
+// it acked the last copy, a moment before the peer takes the ResyncDone
+// behind it; a promotion in that moment would depose the primary, and the
+// peer would then refuse the role (role.go): no primary until another
+// election. So it waits out the end of a resync, and otherwise refuses
+// before it asks the control plane for anything.
+func (n *Node) awaitConsistent(ctx context.Context) error {
+	for !n.sec.Consistent() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s: its disk is %s (an Inconsistent disk becomes Consistent when its resync finishes; grbd status)",
+				errNotConsistent, n.me.Name, n.secondaryDisk(false))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// errNotConsistent refuses a promotion of a node whose disk is not
+// Consistent.
+var errNotConsistent = errors.New("node: not Consistent")
 
 // serveSecondary demotes this node and answers once another node (or none)
 // is primary.

@@ -2,10 +2,13 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -531,4 +534,27 @@ func TestDataDirLockedWhileRunning(t *testing.T) {
 	writeBlocks(t, c.primary(), 0, 4)
 	c.stop("d0")
 	c.start("d0") // released by Close
+}
+
+// A promotion of a node whose disk is Inconsistent is refused before the
+// control plane is asked (after waiting, bounded by the request, for a
+// resync to finish): asking first deposed the primary, and the node then
+// refused the role, leaving no primary until another election.
+func TestPromotingAnInconsistentNodeIsRefusedFirst(t *testing.T) {
+	t.Parallel()
+	c, p := newSyncedPair(t, 10)
+	d1 := c.nodes["d1"]
+	require.NoError(t, p.SetDisconnected("d1", true))
+	require.NoError(t, d1.Invalidate())
+	before := p.ctl.Status()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	rec := httptest.NewRecorder()
+	d1.adminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/primary", nil).WithContext(ctx))
+	require.Equal(t, http.StatusConflict, rec.Code, rec.Body.String())
+	require.Contains(t, rec.Body.String(), "Inconsistent")
+	after := p.ctl.Status()
+	require.Equal(t, before.Epoch, after.Epoch, "the control plane was asked")
+	require.Equal(t, p.me.Name, after.Primary)
 }
