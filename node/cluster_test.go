@@ -491,9 +491,10 @@ func TestInvalidateResyncsEverything(t *testing.T) {
 	require.Eventually(t, func() bool { return p.Status().Peers[0].ResyncTotal == 4<<20 }, 10*time.Second, 5*time.Millisecond,
 		"the whole device is copied")
 	c.waitUpToDate(p)
-	// The primary counts the target once it acked the last copy; the
-	// target seals its journal when it takes the ResyncDone behind it, and
-	// says UpToDate after that.
+	// The target acks its copies as journaled only once it took the
+	// ResyncDone behind them and is Consistent: the primary counts it
+	// after that.
+	require.NotEqual(t, DiskInconsistent, c.nodes["d1"].Status().Disk, "the primary counted the target before it was Consistent")
 	require.Eventually(t, func() bool { return c.nodes["d1"].Status().Disk == DiskUpToDate }, 10*time.Second, 5*time.Millisecond,
 		"the target never finished its resync")
 	c.requireImages(block, 100)

@@ -31,10 +31,19 @@ type applier struct {
 	pending []journal.Write // writes read, not yet journaled
 	arena   []byte          // their data (messages point into the Reader)
 
-	wmu         sync.Mutex // guards w, out, sentJournal
+	wmu         sync.Mutex // guards w, out, sentJournal, sentHeld
 	w           *wire.Writer
 	out         []wire.Message
 	sentJournal uint64
+	sentHeld    uint64 // the highest journaled seq acked as Received only
+
+	// holdJournal: this disk is Inconsistent (a resync runs) until the
+	// primary's ResyncDone. Its journaled acks go out as Received (they
+	// still show the session alive) so that the primary counts this node,
+	// and the control plane Clears it, only once it is Consistent: a
+	// Journaled ack of the last copy came before the ResyncDone behind it,
+	// and a promotion in between found the node Inconsistent.
+	holdJournal atomic.Bool
 
 	syncs sync.WaitGroup
 
@@ -115,6 +124,11 @@ func (a *applier) run(r *wire.Reader) error {
 // ackInterval bounds the wait of an ack behind a burst that never ends
 // (a resync): far below any peer-timeout (at least the tick, 100 ms).
 const ackInterval = 20 * time.Millisecond
+
+// holdsJournal says whether an Inconsistent disk holds back its Journaled
+// acks until ResyncDone (holdJournal): a mirror does; an erasure-coded store
+// keeps acking as before (its stripe commits count shard acks).
+func (a *applier) holdsJournal() bool { return !a.s.cfg.ErasureCoded && !a.s.Consistent() }
 
 // keepsLogged says whether this node holds on to logged writes' data after
 // the journal write: a shard peer keeps it until the primary commits.
@@ -250,11 +264,13 @@ func (a *applier) applyOne(m wire.Message) error {
 		if err := s.markInconsistent(); err != nil {
 			return a.nack(m.AsOf, err)
 		}
+		a.holdJournal.Store(a.holdsJournal())
 	case *wire.Resize:
 		if m.Flags&wire.ResizeResync != 0 {
 			if err := s.markInconsistent(); err != nil {
 				return a.nack(m.Seq, err)
 			}
+			a.holdJournal.Store(a.holdsJournal())
 		}
 	}
 	if known := s.epoch.Load(); w.Epoch < known && w.Epoch != 0 {
@@ -290,6 +306,7 @@ func (a *applier) applyControl(m wire.Message) error {
 		if err := s.markConsistent(); err != nil {
 			return a.nack(m.AsOf, err)
 		}
+		a.holdJournal.Store(false)
 		s.caughtUp.Store(true)
 		return nil
 	case *wire.Flush:
@@ -378,7 +395,16 @@ func (a *applier) ackReceived(seq uint64) error {
 func (a *applier) flushOut() error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
-	if j := a.s.journaled.Load(); j > a.sentJournal {
+	switch j := a.s.journaled.Load(); {
+	case j <= a.sentJournal:
+	case a.holdJournal.Load():
+		if j > a.sentHeld {
+			if err := a.w.WriteMsg(&wire.Ack{Seq: j, Level: wire.AckReceived}); err != nil {
+				return err
+			}
+			a.sentHeld = j
+		}
+	default:
 		if err := a.w.WriteMsg(&wire.Ack{Seq: j, Level: wire.AckJournaled}); err != nil {
 			return err
 		}

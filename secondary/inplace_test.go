@@ -28,6 +28,50 @@ func chunkData(k, n int) []byte {
 	return b
 }
 
+// resumeSession connects s to a primary of epoch 1 at seq 2 that resumes
+// a resync, and returns the primary's end after the handshake.
+func resumeSession(t *testing.T, s *Side) (*wire.Reader, *wire.Writer) {
+	t.Helper()
+	h := &wire.Hello{Cluster: "t", From: "p", Role: wire.RolePrimary, Epoch: 1, LastSeq: 2, Flags: wire.HelloResume}
+	h.PutDisks(s.store.ID(), 0xd15c)
+	r, w, sent := connectHello(t, s, h, replicator.History{{Epoch: 1, FirstSeq: 1}})
+	read[*wire.Hello](t, r)
+	require.NoError(t, <-sent)
+	require.Equal(t, uint64(2), read[*wire.Ack](t, r).Seq)
+	return r, w
+}
+
+// answer is an Ack or a FlushAck of the session (copied: the Reader reuses
+// its messages).
+type answer struct {
+	flushAck bool
+	seq      uint64
+	level    uint8
+	err      uint32
+}
+
+// answers reads the session's answers on a goroutine of its own: a pipe
+// has no buffer, so they must be taken while the test sends.
+func answers(r *wire.Reader) <-chan answer {
+	out := make(chan answer, 64)
+	go func() {
+		defer close(out)
+		for {
+			m, err := r.ReadMsg()
+			if err != nil {
+				return
+			}
+			switch m := m.(type) {
+			case *wire.Ack:
+				out <- answer{seq: m.Seq, level: m.Level}
+			case *wire.FlushAck:
+				out <- answer{flushAck: true, seq: m.Seq, err: m.Err}
+			}
+		}
+	}()
+	return out
+}
+
 // A resync target writes region copies in place (no journal record) and,
 // before its progress names a copy, makes it durable. The test cuts the
 // power right after the progress was saved, in many ways, and checks every
@@ -37,36 +81,10 @@ func TestInPlaceResyncProgressSurvivesPowerLoss(t *testing.T) {
 	const chunk, chunks = 256 << 10, 6
 	mem := vfs.NewMem()
 	s, node := newSideOn(t, mem, 4<<20, 2, false)
-	h := &wire.Hello{Cluster: "t", From: "p", Role: wire.RolePrimary, Epoch: 1, LastSeq: 2, Flags: wire.HelloResume}
-	h.PutDisks(s.store.ID(), 0xd15c)
-	r, w, sent := connectHello(t, s, h, replicator.History{{Epoch: 1, FirstSeq: 1}})
-	read[*wire.Hello](t, r)
-	require.NoError(t, <-sent)
-	require.Equal(t, uint64(2), read[*wire.Ack](t, r).Seq)
-
+	r, w := resumeSession(t, s)
 	before := s.store.Stats()
 	last := uint64(2 + chunks)
-	type answer struct { // the Reader reuses its messages: copy what is read
-		flushAck bool
-		seq      uint64
-		err      uint32
-	}
-	msgs := make(chan answer, 64)
-	go func() { // a pipe has no buffer: take the answers while sending
-		defer close(msgs)
-		for {
-			m, err := r.ReadMsg()
-			if err != nil {
-				return
-			}
-			switch m := m.(type) {
-			case *wire.Ack:
-				msgs <- answer{seq: m.Seq}
-			case *wire.FlushAck:
-				msgs <- answer{flushAck: true, seq: m.Seq, err: m.Err}
-			}
-		}
-	}()
+	msgs := answers(r)
 	await := func(done func(answer) bool) {
 		t.Helper()
 		for m := range msgs {
@@ -209,4 +227,43 @@ func TestAcksFlowDuringAFullStream(t *testing.T) {
 	}
 	close(stop)
 	<-streamed
+}
+
+// A resync target acks its copies as Received only, and as Journaled once
+// it took the ResyncDone and is Consistent: the primary counts it (and the
+// control plane Clears it) only then. Journaled acks of the copies came
+// before the ResyncDone behind them, and a promotion in between found the
+// node Inconsistent (e2e TestReplacedDiskAllStopped).
+func TestResyncTargetAcksJournaledOnlyOnceConsistent(t *testing.T) {
+	const chunk = 256 << 10
+	s, node := newSideOn(t, vfs.NewMem(), 4<<20, 2, false)
+	r, w := resumeSession(t, s)
+	acks := answers(r)
+	consistent := func() bool {
+		node.mu.Lock()
+		defer node.mu.Unlock()
+		return node.consistent != nil && *node.consistent
+	}
+	const last = 5
+	for k := range last - 2 {
+		require.NoError(t, w.WriteMsg(&wire.ResyncData{AsOf: uint64(3 + k), Offset: uint64(k * chunk), Data: chunkData(k, chunk)}))
+		require.NoError(t, w.Flush())
+	}
+	for a := range acks {
+		require.Equal(t, wire.AckReceived, a.level, "a copy acked as journaled (seq %d) before ResyncDone", a.seq)
+		if a.seq == last {
+			break
+		}
+	}
+	require.False(t, consistent())
+	require.NoError(t, w.WriteMsg(&wire.ResyncDone{AsOf: last}))
+	require.NoError(t, w.Flush())
+	for a := range acks {
+		if a.level == wire.AckJournaled {
+			require.Equal(t, uint64(last), a.seq)
+			require.True(t, consistent(), "acked as journaled before it was Consistent")
+			return
+		}
+	}
+	t.Fatal("the session ended without a journaled ack")
 }

@@ -126,6 +126,8 @@ func (s *Side) session(peer string, c net.Conn) error {
 
 	_, source := h.Disks()
 	a := &applier{s: s, w: w, epoch: h.Epoch, source: source, offered: offered}
+	// A resync an earlier session began holds the acks from the start.
+	a.holdJournal.Store(a.holdsJournal())
 	a.flushOut() // announce what this node holds at once
 	err = a.run(r)
 	c.Close()
