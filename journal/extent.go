@@ -225,7 +225,7 @@ func (j *Journal) verifyExtents() error {
 		offs = append(offs, off)
 	}
 	slices.Sort(offs)
-	buf := make([]byte, verifyRunMax)
+	buf := make([]byte, min(len(offs)*SumBlockSize, verifyRunMax))
 	for len(offs) > 0 {
 		n := 1
 		for n < len(offs) && n*SumBlockSize < verifyRunMax && offs[n] == offs[0]+int64(n)*SumBlockSize {

@@ -260,12 +260,17 @@ func (n *Node) servePrimary(w http.ResponseWriter, r *http.Request) {
 // election. So it waits out the end of a resync, and otherwise refuses
 // before it asks the control plane for anything.
 func (n *Node) awaitConsistent(ctx context.Context) error {
+	if n.sec.Consistent() {
+		return nil
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for !n.sec.Consistent() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %s: its disk is %s (an Inconsistent disk becomes Consistent when its resync finishes; grbd status)",
 				errNotConsistent, n.me.Name, n.secondaryDisk(false))
-		case <-time.After(20 * time.Millisecond):
+		case <-tick.C:
 		}
 	}
 	return nil
