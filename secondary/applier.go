@@ -61,6 +61,8 @@ type applier struct {
 	saves    sync.WaitGroup
 	saving   atomic.Bool // a background progress save runs (saveInBackground)
 	saveErr  atomic.Pointer[error]
+
+	copies *copier // writes in-place copies behind the reader (nil until the first)
 }
 
 func (a *applier) reply(m wire.Message) {
@@ -79,12 +81,21 @@ const (
 // is refused.
 func (a *applier) run(r *wire.Reader) error {
 	lastOut := time.Now()
+	defer a.stopCopies()
 	for {
 		m, err := r.ReadMsg()
 		if err != nil {
 			// Intact frames before the break are still worth journaling.
+			_ = a.drainCopies()
 			_ = a.applyPending()
 			return err
+		}
+		if !a.copiesInPlace(m) {
+			// Nothing overtakes a copy on its way to the disk.
+			if err := a.drainCopies(); err != nil {
+				_ = a.flushOut()
+				return err
+			}
 		}
 		if w, ok := a.batchable(m); ok {
 			more := r.Buffered() > 0 && len(a.pending)+1 < maxApplyBatch && len(a.arena)+len(w.Data)+len(w.BlockSums) < maxApplyBytes
@@ -340,14 +351,19 @@ func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 		}
 	}
 	rd, copying := m.(*wire.ResyncData)
-	if copying && sa == nil && !s.cfg.ErasureCoded {
+	if a.copiesInPlace(m) {
 		// A full copy is Inconsistent until ResyncDone: its region copies
-		// need no record (docs/journal.md, "Writes in place").
-		if err := s.store.WriteInPlace(w); err != nil {
-			return a.nack(w.Seq, err)
+		// need no record (docs/journal.md, "Writes in place"). The copier
+		// applies it and counts it (journaled, copied range).
+		if a.copies == nil {
+			// Set once, before the copier's goroutine (which reads it)
+			// and any background save starts: see saveInBackground.
+			a.inPlace = true
+			a.copies = newCopier(a)
 		}
-		a.inPlace = true // before any background save starts: see saveInBackground
-	} else if _, err := s.store.Append(w); err != nil {
+		return a.copies.submit(w)
+	}
+	if _, err := s.store.Append(w); err != nil {
 		return a.nack(w.Seq, err)
 	}
 	if sa != nil {
@@ -363,6 +379,29 @@ func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 		s.node.Grown(fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
 	}
 	return nil
+}
+
+// copiesInPlace says whether m is a region copy this node writes in place,
+// behind the reader (copier): a full copy's.
+func (a *applier) copiesInPlace(m wire.Message) bool {
+	_, copying := m.(*wire.ResyncData)
+	return copying && a.s.node.ShardApplier() == nil && !a.s.cfg.ErasureCoded
+}
+
+// drainCopies waits for the in-place copies queued so far.
+func (a *applier) drainCopies() error {
+	if a.copies == nil {
+		return nil
+	}
+	return a.copies.drain()
+}
+
+// stopCopies ends the copier once its copies are applied.
+func (a *applier) stopCopies() {
+	if a.copies != nil {
+		_ = a.copies.stop()
+		a.copies = nil
+	}
 }
 
 func (a *applier) nack(seq uint64, err error) error {

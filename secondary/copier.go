@@ -1,0 +1,111 @@
+package secondary
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/grbd/grbd/journal"
+)
+
+// copier writes a full copy's in-place resync copies on a goroutine of its
+// own, so that the session's reader decodes and checks the next copy while
+// the disk writes this one (the reader and the direct write took turns:
+// the disk was busy 41% of a resync). A copy is logged in order on the
+// reader (journal.LogInPlace) and applied here, one at a time and in
+// order; only once applied does it count: the journaled position, the
+// copied range of the resync's progress, and the ack. The reader drains the
+// copier before any other message (drain), so that nothing acked or saved
+// overtakes a copy still on its way to the disk.
+type copier struct {
+	a    *applier
+	jobs chan copyJob
+	free chan []byte // buffers the copies' data are kept in
+	busy sync.WaitGroup
+	err  atomic.Pointer[error] // the first copy that failed (already nacked)
+	done chan struct{}
+}
+
+type copyJob struct {
+	logged journal.Logged
+	buf    []byte
+}
+
+// copyBuffers is how many copies the reader may hold: one on the disk, one
+// decoded behind it. More were no faster on one disk (docs/journal.md).
+const copyBuffers = 2
+
+func newCopier(a *applier) *copier {
+	c := &copier{a: a, jobs: make(chan copyJob, copyBuffers), free: make(chan []byte, copyBuffers), done: make(chan struct{})}
+	for range copyBuffers {
+		c.free <- nil
+	}
+	go c.run()
+	return c
+}
+
+// submit keeps w's data and block checksums in a buffer of its own (the
+// next read overwrites the Reader's), logs w in place and queues it.
+func (c *copier) submit(w journal.Write) error {
+	if err := c.failed(); err != nil {
+		return err
+	}
+	buf := append((<-c.free)[:0], w.Data...)
+	buf = append(buf, w.BlockSums...)
+	w.Data, w.BlockSums = buf[:len(w.Data):len(w.Data)], buf[len(w.Data):]
+	if len(w.BlockSums) == 0 {
+		w.BlockSums = nil
+	}
+	l, err := c.a.s.store.LogInPlace(w)
+	if err != nil {
+		c.free <- buf
+		return c.a.nack(w.Seq, err)
+	}
+	c.busy.Add(1)
+	c.jobs <- copyJob{logged: l, buf: buf}
+	return nil
+}
+
+// run applies the queued copies in order. After a failure it applies no
+// more (the journal has failed too) and counts none.
+func (c *copier) run() {
+	defer close(c.done)
+	a := c.a
+	for j := range c.jobs {
+		if c.failed() == nil {
+			w := &j.logged.Write
+			err := a.s.store.ApplyInPlace(j.logged)
+			if err == nil {
+				a.s.journaled.Store(w.Seq)
+				err = a.copiedRange(uint64(w.Offset), uint64(len(w.Data)))
+			}
+			if err != nil {
+				err = a.nack(w.Seq, err)
+				c.err.CompareAndSwap(nil, &err)
+			}
+			_ = a.flushOut() // the reader may be waiting for the next message
+		}
+		c.free <- j.buf
+		c.busy.Done()
+	}
+}
+
+func (c *copier) failed() error {
+	if err := c.err.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// drain returns once every queued copy is applied, with the first failure.
+func (c *copier) drain() error {
+	c.busy.Wait()
+	return c.failed()
+}
+
+// stop drains the copier and ends its goroutine.
+func (c *copier) stop() error {
+	err := c.drain()
+	close(c.jobs)
+	<-c.done
+	return err
+}
