@@ -505,6 +505,27 @@ func (j *Journal) markRegions(w *Write) {
 // It returns a *ChecksumError (ErrChecksum) if a block it reads does not
 // match its checksum; p's contents are then undefined.
 func (j *Journal) ReadAt(p []byte, off int64) error {
+	return j.readAt(p, off, nil)
+}
+
+// ReadSummed is ReadAt of whole blocks at a block boundary that also
+// appends to sums, and returns, the CRC32C of each block read
+// (little-endian, as crc32c.Blocks makes them): the checksums it checked
+// the data with, so that a caller who frames the data (a resync copy,
+// wire.ResyncData.BlockSums) need not read it again.
+func (j *Journal) ReadSummed(p []byte, off int64, sums []byte) ([]byte, error) {
+	if off%SumBlockSize != 0 || len(p)%SumBlockSize != 0 {
+		return sums, fmt.Errorf("%w: summed read [%d,+%d)", ErrNotWholeBlocks, off, len(p))
+	}
+	if sums == nil {
+		sums = make([]byte, 0, 4*len(p)/SumBlockSize)
+	}
+	err := j.readAt(p, off, &sums)
+	return sums, err
+}
+
+// readAt is ReadAt; with sums, verify appends each block's checksum to it.
+func (j *Journal) readAt(p []byte, off int64, sums *[]byte) error {
 	if size := j.devSize.Load(); off < 0 || off > size || int64(len(p)) > size-off {
 		return fmt.Errorf("%w: read [%d,+%d) of %d", ErrOutOfRange, off, len(p), size)
 	}
@@ -535,7 +556,7 @@ func (j *Journal) ReadAt(p []byte, off int64) error {
 		}
 		return fmt.Errorf("journal: read data file at %d: %w", aoff, err)
 	}
-	bad, err := j.verify(buf, aoff)
+	bad, err := j.verify(buf, aoff, sums)
 	if err != nil {
 		return err
 	}

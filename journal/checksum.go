@@ -226,14 +226,19 @@ func (j *Journal) updateSums(w *Write, loOK, hiOK bool, buf, sums []byte) error 
 
 // verify checks the blocks of p, read from the aligned offset off, against
 // the table and rechecks the ones that fail (see recheck), copying a good
-// re-read into p. It returns the blocks that are corrupt.
-func (j *Journal) verify(p []byte, off int64) ([]int64, error) {
+// re-read into p. It returns the blocks that are corrupt. With sums, it
+// appends to it the checksum of each block of p as it leaves.
+func (j *Journal) verify(p []byte, off int64, sums *[]byte) ([]int64, error) {
 	var bad []int64
 	var buf []byte
 	for i := int64(0); i < int64(len(p)); i += SumBlockSize {
 		blk := p[i:min(i+SumBlockSize, int64(len(p)))]
 		b := (off + i) / SumBlockSize
-		if blockSum(blk) == j.sums.get(b) {
+		sum := blockSum(blk)
+		if sum == j.sums.get(b) {
+			if sums != nil {
+				*sums = binary.LittleEndian.AppendUint32(*sums, sum)
+			}
 			continue
 		}
 		if buf == nil {
@@ -248,6 +253,9 @@ func (j *Journal) verify(p []byte, off int64) ([]int64, error) {
 			continue
 		}
 		copy(blk, buf)
+		if sums != nil {
+			*sums = binary.LittleEndian.AppendUint32(*sums, blockSum(blk))
+		}
 	}
 	if len(bad) > 0 {
 		j.checksumErrors.Add(uint64(len(bad)))

@@ -27,6 +27,9 @@ var (
 	// ErrInvalidWrite reports a malformed Write (no data and no zero length,
 	// or both).
 	ErrInvalidWrite = errors.New("journal: invalid write")
+	// ErrNotWholeBlocks reports a summed read (ReadSummed) that does not
+	// cover whole SumBlockSize blocks.
+	ErrNotWholeBlocks = errors.New("journal: not whole blocks")
 	// ErrTooLarge reports a write above MaxWriteSize or one that cannot fit
 	// in the journal's MaxSize.
 	ErrTooLarge = errors.New("journal: write too large")

@@ -98,7 +98,15 @@ func (m mirrorLayout) sendChunkLocked(off, n int64) (bool, error) {
 	sb := newSharedBuf(int(n))
 	defer sb.release()
 	buf := *sb.buf
-	err := p.store.ReadAt(buf, off)
+	var sums []byte
+	var err error
+	if wire.BlockSummed(int(n)) {
+		// The checksums the read checked the data with: the frame's CRC
+		// is joined from them instead of read from the data again.
+		sums, err = p.store.ReadSummed(buf, off, nil)
+	} else {
+		err = p.store.ReadAt(buf, off)
+	}
 	if ce := (*journal.ChecksumError)(nil); errors.As(err, &ce) {
 		// Repair from another UpToDate peer (this one is not), then copy
 		// the chunk again.
@@ -116,7 +124,7 @@ func (m mirrorLayout) sendChunkLocked(off, n int64) (bool, error) {
 		p.mu.Unlock()
 		return false, fmt.Errorf("node: resync read %d: %w", off, err)
 	}
-	l.enqueueShared(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf}, sb)
+	l.enqueueShared(&wire.ResyncData{AsOf: seq, Offset: uint64(off), Data: buf, BlockSums: sums}, sb)
 	l.catchup.Add(uint64(n))
 	l.resyncDone.Add(n)
 	// The peer persisted "Inconsistent since from" when it took the first

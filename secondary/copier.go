@@ -82,7 +82,11 @@ func (c *copier) run() {
 				err = a.nack(w.Seq, err)
 				c.err.CompareAndSwap(nil, &err)
 			}
-			_ = a.flushOut() // the reader may be waiting for the next message
+			if len(c.jobs) == 0 {
+				// The reader may be waiting for the next message: ack now.
+				// (Behind a queued copy, that copy's turn acks.)
+				_ = a.flushOut()
+			}
 		}
 		c.free <- j.buf
 		c.busy.Done()

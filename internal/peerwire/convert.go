@@ -57,7 +57,7 @@ func JournalWrite(m wire.Message, epoch uint64) (journal.Write, bool) {
 	}
 	switch m := m.(type) {
 	case *wire.ResyncData:
-		return journal.Write{Seq: m.AsOf, Epoch: epoch, Offset: int64(m.Offset), Data: m.Data}, true
+		return journal.Write{Seq: m.AsOf, Epoch: epoch, Offset: int64(m.Offset), Data: m.Data, BlockSums: m.BlockSums}, true
 	case *wire.Resize:
 		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Resize: int64(m.Size)}, true
 	}

@@ -66,10 +66,16 @@ func (m *ResyncRequest) code(c *codec) {
 //	0      8        16
 //	| asOf | offset | data[length-16]
 //	| u64  | u64    |
+//
+// BlockSums is not sent; it is as Write's: the sender's block checksums of
+// Data (the frame's CRC is joined from them), and a Reader's, computed
+// while it checks the frame, on data of at least BlockSumsMin bytes on
+// whole blocks.
 type ResyncData struct {
-	AsOf   uint64
-	Offset uint64
-	Data   []byte
+	AsOf      uint64
+	Offset    uint64
+	Data      []byte
+	BlockSums []byte
 }
 
 // Type implements Message.
@@ -79,6 +85,7 @@ func (m *ResyncData) code(c *codec) {
 	c.u64s(&m.AsOf, &m.Offset)
 	c.tail(&m.Data)
 	c.fits("data bytes", len(m.Data), MaxBody-resyncDataFixed)
+	c.blockSums(m.Data, &m.BlockSums)
 }
 
 // ResyncDone ends a resync: every region changed up to AsOf has been sent.
@@ -174,7 +181,7 @@ func Clone(m Message) Message {
 	case *Write:
 		return cloneWith(v, func(c *Write) { c.Data, c.BlockSums = cloneBytes(v.Data), cloneBytes(v.BlockSums) })
 	case *ResyncData:
-		return cloneWith(v, func(c *ResyncData) { c.Data = cloneBytes(v.Data) })
+		return cloneWith(v, func(c *ResyncData) { c.Data, c.BlockSums = cloneBytes(v.Data), cloneBytes(v.BlockSums) })
 	case *Control:
 		return cloneWith(v, func(c *Control) { c.Data = cloneBytes(v.Data) })
 	case *BlockData:

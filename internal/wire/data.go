@@ -66,14 +66,21 @@ func (m *Write) code(c *codec) {
 	c.u64s(&m.Seq, &m.Epoch, &m.Offset)
 	c.tail(&m.Data)
 	c.fits("data bytes", len(m.Data), MaxBody-writeFixed)
+	c.blockSums(m.Data, &m.BlockSums)
+}
+
+// blockSums codes the block checksums of data, which are not sent: decoding
+// they are the Reader's (checkCRC), encoding the sender's, which the frame's
+// CRC is then joined from.
+func (c *codec) blockSums(data []byte, sums *[]byte) {
 	switch {
 	case c.decoding:
-		m.BlockSums = c.rawSums
-	case len(m.BlockSums) == 0:
-	case len(m.Data)%crc32c.BlockSize != 0 || len(m.BlockSums) != 4*(len(m.Data)/crc32c.BlockSize):
-		c.fail(ErrMalformed, "%d bytes of block sums for %d data bytes", len(m.BlockSums), len(m.Data))
+		*sums = c.rawSums
+	case len(*sums) == 0:
+	case len(data)%crc32c.BlockSize != 0 || len(*sums) != 4*(len(data)/crc32c.BlockSize):
+		c.fail(ErrMalformed, "%d bytes of block sums for %d data bytes", len(*sums), len(data))
 	default:
-		c.rawSums = m.BlockSums
+		c.rawSums = *sums
 	}
 }
 

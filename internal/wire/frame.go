@@ -318,9 +318,9 @@ func parseHeader(b []byte) (header, error) {
 // the receiver needs the block checksums anyway, so the data is read once.
 func checkCRC(h header, hdr, body, sums []byte) ([]byte, error) {
 	c := crc32.Update(0, crc32c.Table, hdr[:offCRC])
-	if h.typ == TypeWrite && BlockSummed(len(body)-writeFixed) {
-		sums = crc32c.Blocks(sums[:0], body[writeFixed:])
-		c = crc32c.Extend(crc32.Update(c, crc32c.Table, body[:writeFixed]), sums)
+	if fixed, ok := summedFixed(h.typ); ok && BlockSummed(len(body)-fixed) {
+		sums = crc32c.Blocks(sums[:0], body[fixed:])
+		c = crc32c.Extend(crc32.Update(c, crc32c.Table, body[:fixed]), sums)
 	} else {
 		sums = nil
 		c = crc32.Update(c, crc32c.Table, body)
@@ -329,6 +329,18 @@ func checkCRC(h header, hdr, body, sums []byte) ([]byte, error) {
 		return nil, fmt.Errorf("wire: %v frame crc %#08x, computed %#08x: %w", h.typ, h.crc, c, ErrChecksum)
 	}
 	return sums, nil
+}
+
+// summedFixed says whether a Reader computes the block checksums of typ's
+// data (Write, ResyncData), and the length of the fields before the data.
+func summedFixed(typ Type) (int, bool) {
+	switch typ {
+	case TypeWrite:
+		return writeFixed, true
+	case TypeResyncData:
+		return resyncDataFixed, true
+	}
+	return 0, false
 }
 
 // AppendFrame appends m's frame to dst and returns the extended slice. It is
