@@ -12,6 +12,7 @@ import (
 
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/ec"
+	"github.com/grbd/grbd/internal/ec/ectest"
 	"github.com/grbd/grbd/internal/nbdclient"
 	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
@@ -181,18 +182,7 @@ func requireShardImagesDecode(t *testing.T, cfg *config.Config, primary string) 
 		require.Equal(t, g.ShardSize(), int64(len(b)), "compact shard image of %s", cfg.Nodes[h+1].Name)
 		shards[h] = b
 	}
-	for i := range shards {
-		for j := i + 1; j < len(shards); j++ {
-			if shards[i] == nil || shards[j] == nil {
-				continue
-			}
-			sub := make([][]byte, len(shards))
-			sub[i], sub[j] = bytes.Clone(shards[i]), bytes.Clone(shards[j])
-			got, err := cd.Decode(sub, 0, g.ShardSize(), 0, g.Size)
-			require.NoError(t, err)
-			require.True(t, bytes.Equal(want[:g.Size], got), "shards %d and %d do not decode to the full copy", i, j)
-		}
-	}
+	ectest.RequireEveryPairDecodes(t, cd, shards, want)
 }
 
 // fioSummary is fio's group status lines.

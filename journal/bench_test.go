@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/grbd/grbd/internal/benchsize"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -17,23 +18,11 @@ func benchJournal(b *testing.B) *Journal {
 	return j
 }
 
-var benchSizes = []int{512, 4 << 10, 64 << 10, 1 << 20}
-
-func sizeName(n int) string {
-	if n >= 1<<20 {
-		return fmt.Sprintf("size=%dMiB", n>>20)
-	}
-	if n >= 1<<10 {
-		return fmt.Sprintf("size=%dKiB", n>>10)
-	}
-	return fmt.Sprintf("size=%dB", n)
-}
-
 // BenchmarkAppend: journal write + data-file write, no fdatasync (the NBD
 // write path without FUA), on the OS file system.
 func BenchmarkAppend(b *testing.B) {
-	for _, size := range benchSizes {
-		b.Run(sizeName(size), func(b *testing.B) {
+	for _, size := range benchsize.Sizes {
+		b.Run(benchsize.Name(size), func(b *testing.B) {
 			j := benchJournal(b)
 			data := make([]byte, size)
 			slots := int64(256 << 20 / size)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/grbd/grbd/internal/ec"
+	"github.com/grbd/grbd/internal/ec/ectest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -71,18 +72,7 @@ func (c *testCluster) requireShardsDecode(p *Node) {
 		require.NoError(c.t, n.store.ReadAt(img, 0))
 		shards[n.ec.Shard()] = img
 	}
-	for i := range shards {
-		for j := i + 1; j < len(shards); j++ {
-			if shards[i] == nil || shards[j] == nil {
-				continue
-			}
-			sub := make([][]byte, len(shards))
-			sub[i], sub[j] = bytes.Clone(shards[i]), bytes.Clone(shards[j])
-			got, err := p.ec.Coder().Decode(sub, 0, g.ShardSize(), 0, g.Size)
-			require.NoError(c.t, err)
-			require.True(c.t, bytes.Equal(want, got), "shards %d+%d do not decode to the full copy", i, j)
-		}
-	}
+	ectest.RequireEveryPairDecodes(c.t, p.ec.Coder(), shards, want)
 	res, err := p.Verify(c.t.Context(), false)
 	require.NoError(c.t, err)
 	for _, r := range res {

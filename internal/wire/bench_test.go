@@ -1,28 +1,17 @@
 package wire
 
 import (
-	"fmt"
 	"io"
 	"testing"
+
+	"github.com/grbd/grbd/internal/benchsize"
 )
-
-var benchSizes = []int{512, 4 << 10, 64 << 10, 1 << 20}
-
-func sizeName(n int) string {
-	if n >= 1<<20 {
-		return fmt.Sprintf("size=%dMiB", n>>20)
-	}
-	if n >= 1<<10 {
-		return fmt.Sprintf("size=%dKiB", n>>10)
-	}
-	return fmt.Sprintf("size=%dB", n)
-}
 
 // BenchmarkWriteMsg frames Write messages into a discarding stream, building
 // each message afresh as a driver would.
 func BenchmarkWriteMsg(b *testing.B) {
-	for _, size := range benchSizes {
-		b.Run(sizeName(size), func(b *testing.B) {
+	for _, size := range benchsize.Sizes {
+		b.Run(benchsize.Name(size), func(b *testing.B) {
 			data := fill(size)
 			w := NewWriter(io.Discard)
 			b.SetBytes(int64(size))
@@ -43,8 +32,8 @@ func BenchmarkWriteMsg(b *testing.B) {
 
 // BenchmarkReadMsg decodes Write messages from an endless stream.
 func BenchmarkReadMsg(b *testing.B) {
-	for _, size := range benchSizes {
-		b.Run(sizeName(size), func(b *testing.B) {
+	for _, size := range benchsize.Sizes {
+		b.Run(benchsize.Name(size), func(b *testing.B) {
 			var stream []byte
 			for seq := uint64(1); len(stream) < 1<<20; seq++ {
 				stream = AppendFrame(stream, &Write{Seq: seq, Epoch: 1, Offset: seq * 4096, Data: fill(size)})
