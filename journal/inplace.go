@@ -28,9 +28,8 @@ func (j *Journal) WriteInPlace(w Write) error {
 // ApplyInPlace, which the caller may run on another goroutine. w.Data (and
 // w.BlockSums: the checksum table takes them when they cover whole blocks;
 // they must be Data's) must stay valid and unchanged until ApplyInPlace
-// returns. (Measured: a resync
-// target writing two copies at once on this machine's one shared disk was
-// no faster than one; docs/journal.md.)
+// returns. (Measured: a resync target writing two copies at once on this
+// machine's one shared disk was no faster than one; docs/journal.md.)
 func (j *Journal) LogInPlace(w Write) (Logged, error) {
 	if err := checkWrite(&w); err != nil {
 		return Logged{}, err
