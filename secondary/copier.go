@@ -58,6 +58,11 @@ func (c *copier) submit(w journal.Write) error {
 	l, err := c.a.s.store.LogInPlace(w)
 	if err != nil {
 		c.free <- buf
+		if ferr := c.drain(); ferr != nil {
+			// A copy before it failed (the journal fails with it): that
+			// one is nacked, not this one.
+			return ferr
+		}
 		return c.a.nack(w.Seq, err)
 	}
 	c.busy.Add(1)
@@ -66,12 +71,16 @@ func (c *copier) submit(w journal.Write) error {
 }
 
 // run applies the queued copies in order. After a failure it applies no
-// more (the journal has failed too) and counts none.
+// more and counts none: it drops them (journal.Drop), so that reads,
+// checkpoints and Close stop waiting for them; a resumed resync copies them
+// again (no progress names them).
 func (c *copier) run() {
 	defer close(c.done)
 	a := c.a
 	for j := range c.jobs {
-		if c.failed() == nil {
+		if c.failed() != nil {
+			a.s.store.Drop(j.logged)
+		} else {
 			w := &j.logged.Write
 			err := a.s.store.ApplyInPlace(j.logged)
 			if err == nil {
