@@ -1,6 +1,7 @@
 package secondary
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -49,8 +50,10 @@ func (c *copier) submit(w journal.Write) error {
 	if err := c.failed(); err != nil {
 		return err
 	}
-	buf := append((<-c.free)[:0], w.Data...)
-	buf = append(buf, w.BlockSums...)
+	// Grown once to what the copy needs (appending the sums after the data
+	// regrew it, copying the data again, on a buffer's first copies).
+	buf := slices.Grow((<-c.free)[:0], len(w.Data)+len(w.BlockSums))
+	buf = append(append(buf, w.Data...), w.BlockSums...)
 	w.Data, w.BlockSums = buf[:len(w.Data):len(w.Data)], buf[len(w.Data):]
 	if len(w.BlockSums) == 0 {
 		w.BlockSums = nil
