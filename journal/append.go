@@ -252,7 +252,7 @@ func (j *Journal) logLocked(ws []Write, out []Logged, need int64) ([]Logged, err
 			j.hooks.beforeWrite(*w, inPlace)
 		}
 		seg := j.segs[len(j.segs)-1]
-		if buf, err = EncodeRecord(buf, Record{Write: *w, Salt: j.salt, Synced: seg.synced.Load(), InPlace: inPlace}); err != nil {
+		if buf, err = EncodeRecord(buf, Record{Write: *w, Salt: seg.salt, Synced: seg.synced.Load(), InPlace: inPlace}); err != nil {
 			return out, err
 		}
 	}

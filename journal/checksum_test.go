@@ -74,10 +74,7 @@ func TestChecksumZeroWritesAndUnalignedWrites(t *testing.T) {
 		{Offset: 8192, ZeroLength: 20000},
 	}
 	for _, w := range ws {
-		seq, err := j.Append(w)
-		require.NoError(t, err)
-		w.Seq = seq
-		m.apply(w)
+		appendTo(t, j, m, w)
 		requireModel(t, j, m)
 	}
 	require.NoError(t, j.Close())

@@ -31,22 +31,24 @@ const powerLossSeeds = 150
 //     acknowledged as durable): see sectorExplained.
 //
 // TestPowerLossExtents runs the same with extent records (writes in place).
-func TestPowerLoss(t *testing.T) {
-	for seed := range uint64(racetest.Sample(powerLossSeeds)) {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			t.Parallel()
-			powerLoss(t, seed, false)
-		})
-	}
-}
+func TestPowerLoss(t *testing.T) { powerLossSeedsRun(t, false) }
 
-func TestPowerLossExtents(t *testing.T) {
-	for seed := range uint64(racetest.Sample(powerLossSeeds)) {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			t.Parallel()
-			powerLoss(t, seed, true)
-		})
-	}
+func TestPowerLossExtents(t *testing.T) { powerLossSeedsRun(t, true) }
+
+// powerLossSeedsRun runs the seeds in parallel and requires that some of
+// them crashed a journal that had reused segment files (segfile.go), so
+// that the harness covers reuse.
+func powerLossSeedsRun(t *testing.T, extents bool) {
+	var reused atomic.Uint64
+	t.Run("seeds", func(t *testing.T) {
+		for seed := range uint64(racetest.Sample(powerLossSeeds)) {
+			t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+				t.Parallel()
+				reused.Add(powerLoss(t, seed, extents))
+			})
+		}
+	})
+	require.NotZero(t, reused.Load(), "no seed reused a segment file")
 }
 
 // histWrite is a write as the journal logged it.
@@ -55,7 +57,8 @@ type histWrite struct {
 	inPlace bool
 }
 
-func powerLoss(t *testing.T, seed uint64, extents bool) {
+// powerLoss returns how many segment files the crashed journal had reused.
+func powerLoss(t *testing.T, seed uint64, extents bool) uint64 {
 	rng := rand.New(rand.NewPCG(seed, 42))
 	mem := vfs.NewMem()
 	o := testOptions(mem)
@@ -151,6 +154,7 @@ func powerLoss(t *testing.T, seed uint64, extents bool) {
 	crashed := mem.CrashClone(rng)
 	close(stop)
 	j.closeNoCheckpoint()
+	reused := j.reused.Load()
 	wg.Wait()
 	histMu.Lock()
 	defer histMu.Unlock()
@@ -215,6 +219,7 @@ func powerLoss(t *testing.T, seed uint64, extents bool) {
 	seq, err := j2.Append(Write{Data: []byte("after the crash")})
 	require.NoError(t, err)
 	require.NoError(t, j2.Sync(seq))
+	return reused
 }
 
 // sectorExplained reports whether a power loss may leave got in the sector

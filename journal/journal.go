@@ -92,6 +92,9 @@ type Journal struct {
 	salt             uint64
 	data             vfs.File
 
+	spareMu sync.Mutex // guards spares; taken after mu
+	spares  []string   // freed segment files to reuse, their names durable (segfile.go)
+
 	ckMu     sync.Mutex // serializes checkpoints; taken before mu
 	metaBuf  []byte     // guarded by ckMu
 	ckClosed bool       // guarded by ckMu
@@ -152,6 +155,7 @@ type Journal struct {
 	devSize                    atomic.Int64 // grows under mu (resize records), never shrinks
 	lastSeqA, durable, ckptSeq atomic.Uint64
 	writes, syncs, ckpts       atomic.Uint64
+	reused                     atomic.Uint64 // segment files reused (segfile.go)
 	inPlace                    atomic.Uint64 // bytes written in place since Open
 	extents                    atomic.Uint64 // extent records appended since Open
 	closing                    atomic.Bool
@@ -172,6 +176,8 @@ type testHooks struct {
 // segment is one journal file.
 type segment struct {
 	num, firstSeq uint64
+	salt          uint64 // the salt its records carry (segHeader.recordSalt)
+	version       uint16 // of its header: what may follow its records
 	f             vfs.File
 	synced        atomic.Int64 // bytes made durable by fdatasync (the sync mark)
 
@@ -360,44 +366,6 @@ func (j *Journal) create(deviceSize, wantRegion int64) error {
 	j.sums = newSumTable((deviceSize + SumBlockSize - 1) / SumBlockSize)
 	j.openedClean = true
 	j.log.Info("journal: created store", "dir", j.dir, "device_size", deviceSize, "region_size", rs)
-	return nil
-}
-
-// createSegment creates segment num with its header (not synced).
-func (j *Journal) createSegment(num, firstSeq uint64) (*segment, error) {
-	name := filepath.Join(j.jdir, segName(num))
-	f, err := j.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, datadir.FileMode)
-	if err != nil {
-		return nil, fmt.Errorf("journal: create segment: %w", err)
-	}
-	var hdr [segHeaderSize]byte
-	encodeSegHeader(hdr[:], segHeader{num: num, firstSeq: firstSeq, salt: j.salt})
-	if _, err := f.WriteAt(hdr[:], 0); err != nil {
-		_ = f.Close()
-		_ = j.fs.Remove(name)
-		return nil, fmt.Errorf("journal: write segment %d header: %w", num, err)
-	}
-	if err := j.preallocate(f, num); err != nil {
-		_ = f.Close()
-		_ = j.fs.Remove(name)
-		return nil, err
-	}
-	return &segment{num: num, firstSeq: firstSeq, f: f, lastSeq: firstSeq - 1, size: segHeaderSize}, nil
-}
-
-// preallocate reserves a whole segment's space in f (fallocate): appending
-// records then overwrites allocated zeros instead of growing the file, which
-// on ext4 costs several times less per write and per fdatasync. Replay
-// reads the zeros after the last record as the end (docs/journal.md), and
-// rotate trims a segment to its records before it stops being the last.
-func (j *Journal) preallocate(f vfs.File, num uint64) error {
-	a, ok := f.(vfs.Allocator)
-	if !ok {
-		return nil
-	}
-	if err := a.Allocate(0, j.segSize); err != nil && !errors.Is(err, vfs.ErrNotSupported) {
-		return fmt.Errorf("journal: preallocate segment %d: %w", num, err)
-	}
 	return nil
 }
 

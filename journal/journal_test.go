@@ -259,11 +259,7 @@ func TestCheckpointFreesSegments(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	m := newModel()
 	for j.Stats().Segments < 5 {
-		w := randWrite(rng)
-		seq, err := j.Append(w)
-		require.NoError(t, err)
-		w.Seq = seq
-		m.apply(w)
+		appendTo(t, j, m, randWrite(rng))
 	}
 	st := j.Stats()
 	names, err := o.FS.ReadDir("/db/journal")
@@ -277,12 +273,33 @@ func TestCheckpointFreesSegments(t *testing.T) {
 	require.Equal(t, st.LastSeq, after.DurableSeq)
 	names, err = o.FS.ReadDir("/db/journal")
 	require.NoError(t, err)
-	require.Len(t, names, 1)
+	segs, spares := splitJournalDir(names)
+	require.Len(t, segs, 1)
+	// The freed files wait as spares for rotation to reuse, as many as fit
+	// with the live segments in MaxSize.
+	require.Len(t, spares, st.Segments-1)
 	require.ErrorIs(t, j.ReadRecords(1, func(Write) error { return nil }), ErrCompacted)
 	requireModel(t, j, m)
 	j.closeNoCheckpoint()
 	j = mustOpen(t, o)
 	requireModel(t, j, m)
+	names, err = o.FS.ReadDir("/db/journal")
+	require.NoError(t, err)
+	_, spares = splitJournalDir(names)
+	require.Empty(t, spares, "Open removes spares (one from before a crash may hold records of a reused segment number)")
+}
+
+// splitJournalDir splits the names of a journal directory into segments
+// and spares.
+func splitJournalDir(names []string) (segs, spares []string) {
+	for _, name := range names {
+		if isSpare(name) {
+			spares = append(spares, name)
+		} else {
+			segs = append(segs, name)
+		}
+	}
+	return segs, spares
 }
 
 func TestMaxSizeBound(t *testing.T) {

@@ -49,7 +49,7 @@ func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 			if ioerr != nil {
 				return fmt.Errorf("journal: read segment %d: %w", sn.s.num, ioerr)
 			}
-			if derr == nil && rec.Salt != j.salt {
+			if derr == nil && rec.Salt != sn.s.salt {
 				derr = fmt.Errorf("%w: foreign salt %#x", ErrCorrupt, rec.Salt)
 			}
 			if derr != nil {

@@ -279,19 +279,48 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 //
 // crc is the CRC32C of [0,44); mcrc the CRC32C of [48,60). synced is the
 // number of bytes of this segment made durable by a completed fdatasync.
+// The version says what the records carry and what may follow them:
+// segVersion1 or segVersion2.
 const segHeaderSize = 64
 
+const (
+	// segVersion1: records carry the journal's salt; the segment is
+	// preallocated with zeros, so zeros follow its records.
+	segVersion1 = 1
+	// segVersion2: records carry the segment's own salt (segSalt), so a
+	// reused segment file may hold the records of its earlier lives after
+	// the current ones: they carry other salts and are not records of
+	// this segment.
+	segVersion2 = 2
+)
+
 type segHeader struct {
+	version  uint16
 	num      uint64
 	firstSeq uint64
-	salt     uint64
+	salt     uint64 // the journal's
 }
+
+// recordSalt is the salt the segment's records carry.
+func (h segHeader) recordSalt() uint64 {
+	if h.version == segVersion1 {
+		return h.salt
+	}
+	return segSalt(h.salt, h.num)
+}
+
+// segSalt is the record salt of a version-2 segment num of the journal
+// with salt salt: distinct for every segment number (the multiplier is
+// odd, so num -> num*k is one to one) and never the journal's own salt
+// (num > 0), so no record of a file's earlier life passes for one of its
+// current life, nor for a version-1 record.
+func segSalt(salt, num uint64) uint64 { return salt ^ num*0x9e3779b97f4a7c15 }
 
 func encodeSegHeader(b []byte, h segHeader) {
 	le := binary.LittleEndian
 	clear(b[:segHeaderSize])
 	le.PutUint32(b[0:], segmentMagic)
-	le.PutUint16(b[4:], formatVersion)
+	le.PutUint16(b[4:], h.version)
 	le.PutUint32(b[8:], segHeaderSize)
 	le.PutUint64(b[16:], h.num)
 	le.PutUint64(b[24:], h.firstSeq)
@@ -311,13 +340,14 @@ func decodeSegHeader(b []byte) (segHeader, error) {
 	if got, want := crc32.Checksum(b[:44], crc32c.Table), le.Uint32(b[44:]); got != want {
 		return segHeader{}, fmt.Errorf("%w: segment header crc %#x, want %#x", ErrCorrupt, got, want)
 	}
-	if v := le.Uint16(b[4:]); v != formatVersion {
+	v := le.Uint16(b[4:])
+	if v != segVersion1 && v != segVersion2 {
 		return segHeader{}, fmt.Errorf("%w: segment version %d", ErrVersion, v)
 	}
 	if le.Uint16(b[6:]) != 0 || le.Uint32(b[8:]) != segHeaderSize || le.Uint32(b[12:]) != 0 || le.Uint32(b[40:]) != 0 {
 		return segHeader{}, fmt.Errorf("%w: segment header fields", ErrCorrupt)
 	}
-	return segHeader{num: le.Uint64(b[16:]), firstSeq: le.Uint64(b[24:]), salt: le.Uint64(b[32:])}, nil
+	return segHeader{version: v, num: le.Uint64(b[16:]), firstSeq: le.Uint64(b[24:]), salt: le.Uint64(b[32:])}, nil
 }
 
 // encodeMark fills the 16-byte sync mark.

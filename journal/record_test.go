@@ -145,10 +145,10 @@ func TestEncodeRecordDoesNotAllocate(t *testing.T) {
 
 func TestSegmentHeaderAndMark(t *testing.T) {
 	var b [segHeaderSize]byte
-	encodeSegHeader(b[:], segHeader{num: 3, firstSeq: 77, salt: 5})
+	encodeSegHeader(b[:], segHeader{version: segVersion2, num: 3, firstSeq: 77, salt: 5})
 	h, err := decodeSegHeader(b[:])
 	require.NoError(t, err)
-	require.Equal(t, segHeader{num: 3, firstSeq: 77, salt: 5}, h)
+	require.Equal(t, segHeader{version: segVersion2, num: 3, firstSeq: 77, salt: 5}, h)
 	require.Zero(t, decodeMark(b[48:]))
 	encodeMark(b[48:], 4096)
 	require.EqualValues(t, 4096, decodeMark(b[48:]))

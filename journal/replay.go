@@ -8,20 +8,27 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/grbd/grbd/internal/vfs"
 )
 
-// listSegments returns the segment numbers in the journal directory, sorted.
+// listSegments returns the segment numbers in the journal directory,
+// sorted. It removes the spare segment files it finds (see retire).
 func (j *Journal) listSegments() ([]uint64, error) {
 	names, err := j.fs.ReadDir(j.jdir)
 	if err != nil {
 		return nil, fmt.Errorf("journal: list segments: %w", err)
 	}
 	var nums []uint64
+	var spares []string
 	for _, name := range names {
+		if isSpare(name) {
+			spares = append(spares, name)
+			continue
+		}
 		base, ok := strings.CutSuffix(name, ".seg")
 		num, err := strconv.ParseUint(base, 10, 64)
 		if !ok || err != nil || segName(num) != name || num == 0 {
@@ -30,6 +37,7 @@ func (j *Journal) listSegments() ([]uint64, error) {
 		}
 		nums = append(nums, num) // ReadDir sorts, and %08d keeps numeric order
 	}
+	j.removeSpares(spares)
 	return nums, nil
 }
 
@@ -236,7 +244,7 @@ func (j *Journal) laterSynced(nums []uint64) bool {
 		if err != nil {
 			return true
 		}
-		synced := j.segmentSynced(f)
+		synced := j.segmentSynced(f, num)
 		_ = f.Close()
 		if synced {
 			return true
@@ -245,20 +253,22 @@ func (j *Journal) laterSynced(nums []uint64) bool {
 	return false
 }
 
-func (j *Journal) segmentSynced(f vfs.File) bool {
+func (j *Journal) segmentSynced(f vfs.File, num uint64) bool {
 	size, err := f.Size()
 	if err != nil {
 		return true
 	}
 	r := &segReader{f: f, end: size}
-	if hb, err := r.peek(0, segHeaderSize); err == nil && len(hb) == segHeaderSize {
-		if hdr, herr := decodeSegHeader(hb); herr == nil && hdr.salt == j.salt && decodeMark(hb[48:64]) > 0 {
-			return true
-		}
+	hb, err := r.peek(0, segHeaderSize)
+	if err != nil || len(hb) < segHeaderSize {
+		hb = nil
+	}
+	if hdr, herr := decodeSegHeader(hb); herr == nil && hdr.salt == j.salt && hdr.num == num && decodeMark(hb[48:64]) > 0 {
+		return true
 	}
 	// A record hint is a synced byte count, at least a header's worth:
 	// scanLater from just before the first record finds any hint > 0.
-	_, proof := j.scanLater(r, segHeaderSize-8, 0)
+	_, proof := j.scanLater(r, segHeaderSize-8, 0, j.candidateSalts(num, hb)...)
 	return proof
 }
 
@@ -277,6 +287,12 @@ func (j *Journal) replayHeader(r *segReader, num uint64, later []uint64, ckpt, p
 		return nil, false, fmt.Errorf("journal: read segment %d: %w", num, err)
 	}
 	hdr, herr := decodeSegHeader(hb)
+	if herr == nil && hdr.salt == j.salt && hdr.num < num {
+		// A reused file (segfile.go) whose new header did not reach the
+		// disk: torn the same way, since nothing of its new life was synced
+		// without the header.
+		herr = fmt.Errorf("%w: header of the file's earlier life as segment %d", ErrCorrupt, hdr.num)
+	}
 	if herr != nil {
 		if errors.Is(herr, ErrVersion) {
 			return nil, false, segCorrupt(num, 0, herr)
@@ -286,7 +302,7 @@ func (j *Journal) replayHeader(r *segReader, num uint64, later []uint64, ckpt, p
 		}
 		// Nothing in a segment with a torn header can have been made
 		// durable unless a record says so.
-		if valid, proof := j.scanLater(r, 0, prev); proof {
+		if valid, proof := j.scanLater(r, 0, prev, j.candidateSalts(num, hb)...); proof {
 			return nil, false, segCorrupt(num, 0, fmt.Errorf("bad header before %d durable records: %w", valid, herr))
 		}
 		j.log.Warn("journal: reinitializing segment with a torn header", "segment", num, "err", herr)
@@ -301,7 +317,7 @@ func (j *Journal) replayHeader(r *segReader, num uint64, later []uint64, ckpt, p
 	case hdr.firstSeq > max(prev, ckpt)+1:
 		return nil, false, segCorrupt(num, 0, fmt.Errorf("first seq %d after record %d and checkpoint %d: %w", hdr.firstSeq, prev, ckpt, errRecordsMissing))
 	}
-	seg = &segment{num: num, firstSeq: hdr.firstSeq, f: r.f, lastSeq: hdr.firstSeq - 1}
+	seg = newSegment(hdr, r.f, 0)
 	seg.synced.Store(decodeMark(hb[48:64]))
 	return seg, false, nil
 }
@@ -319,7 +335,12 @@ func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt
 		if ioerr != nil {
 			return 0, false, fmt.Errorf("journal: read segment %d: %w", num, ioerr)
 		}
-		if derr == nil && (rec.Salt != j.salt || rec.Seq <= lastGood) {
+		if derr == nil && rec.Salt != seg.salt && seg.version == segVersion2 {
+			// A record of the file's earlier life (segfile.go), or of
+			// another segment: not one of this segment's.
+			derr = fmt.Errorf("%w: record of segment salt %#x", ErrCorrupt, rec.Salt)
+		}
+		if derr == nil && (rec.Salt != seg.salt || rec.Seq <= lastGood) {
 			// Intact bytes, but not the next record of this journal: no
 			// crash produces that.
 			return 0, false, segCorrupt(num, off, fmt.Errorf("record seq %d salt %#x after seq %d", rec.Seq, rec.Salt, lastGood))
@@ -331,16 +352,18 @@ func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt
 			if off < mark {
 				return 0, false, segCorrupt(num, off, fmt.Errorf("%w inside the synced prefix (%d bytes)", derr, mark))
 			}
-			if len(later) > 0 && r.zeroFrom(off) {
+			if len(later) > 0 && (r.zeroFrom(off) || seg.version == segVersion2 && !j.recordsLater(r, off, lastGood, seg.salt)) {
 				// The preallocated rest of a segment rotated out and not yet
-				// trimmed: its normal end. The next segment's first seq says
-				// whether records are missing.
+				// trimmed, or the rest of a reused file (a version-2
+				// segment is never trimmed; nothing of its own follows):
+				// its normal end. The next segment's first seq says whether
+				// records are missing.
 				return off, false, nil
 			}
 			if ok, err := j.endHere(later); err != nil || !ok {
 				return 0, false, cmp.Or(err, segCorrupt(num, off, fmt.Errorf("%w before segments made durable", derr)))
 			}
-			return off, true, j.cutTornTail(r, num, off, lastGood, derr)
+			return off, true, j.cutTornTail(r, seg, off, lastGood, derr)
 		}
 		if err := j.replayRecord(num, off, &rec, ckpt); err != nil {
 			return 0, false, err
@@ -353,15 +376,16 @@ func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt
 
 // cutTornTail truncates the last segment at off, where a record does not
 // decode (derr), unless a later record proves that this offset was synced.
-func (j *Journal) cutTornTail(r *segReader, num uint64, off int64, lastGood uint64, derr error) error {
-	valid, proof := j.scanLater(r, off, lastGood)
+func (j *Journal) cutTornTail(r *segReader, seg *segment, off int64, lastGood uint64, derr error) error {
+	num := seg.num
+	valid, proof := j.scanLater(r, off, lastGood, seg.salt)
 	if proof {
 		return segCorrupt(num, off, fmt.Errorf("%w followed by a record written after this offset was synced", derr))
 	}
-	if valid > 0 || !r.zeroFrom(off) {
+	if valid > 0 || !r.zeroFrom(off) && (seg.version == segVersion1 || r.ownHeaderAt(off, seg.salt)) {
 		j.log.Warn("journal: cutting torn tail", "segment", num, "offset", off, "size", r.end,
 			"err", derr, "discarded_unsynced_records", valid)
-	} // else: the preallocated rest of the segment, its normal end
+	} // else: the preallocated rest of the segment, or of a reused file: its normal end
 	if err := r.f.Truncate(off); err != nil {
 		return fmt.Errorf("journal: cut segment %d: %w", num, err)
 	}
@@ -414,19 +438,19 @@ func (r *segReader) zeroFrom(off int64) bool {
 	return true
 }
 
-// scanLater looks past a bad record at off for valid records of this
-// journal with a seq above after. It returns how many it found and whether
+// scanLater looks past a bad record at off for valid records carrying one
+// of salts (the segment's record salt) with a seq above after. It returns how many it found and whether
 // one of them proves, by its sync hint, that off had been made durable
 // before it was written (synced > off), i.e. that the bad bytes are
 // corruption rather than an unsynced write lost in the crash.
-func (j *Journal) scanLater(r *segReader, off int64, after uint64) (valid int, proof bool) {
+func (j *Journal) scanLater(r *segReader, off int64, after uint64, salts ...uint64) (valid int, proof bool) {
 	for p := (off + 8) &^ 7; p+RecordHeaderSize <= r.end; p += 8 {
 		b, err := r.peek(p, 4)
 		if err != nil || len(b) < 4 || binary.LittleEndian.Uint32(b) != recordMagic {
 			continue
 		}
 		rec, n, derr, ioerr := r.record(p)
-		if ioerr != nil || derr != nil || rec.Salt != j.salt || rec.Seq <= after {
+		if ioerr != nil || derr != nil || !slices.Contains(salts, rec.Salt) || rec.Seq <= after {
 			continue
 		}
 		valid++
@@ -441,15 +465,16 @@ func (j *Journal) scanLater(r *segReader, off int64, after uint64) (valid int, p
 
 // reinitSegment rewrites a segment whose header was torn as an empty one.
 func (j *Journal) reinitSegment(f vfs.File, num, firstSeq uint64) (*segment, error) {
-	var hdr [segHeaderSize]byte
-	encodeSegHeader(hdr[:], segHeader{num: num, firstSeq: firstSeq, salt: j.salt})
+	hdr := segHeader{version: segVersion2, num: num, firstSeq: firstSeq, salt: j.salt}
+	var b [segHeaderSize]byte
+	encodeSegHeader(b[:], hdr)
 	if err := f.Truncate(0); err != nil {
 		return nil, fmt.Errorf("journal: reinit segment %d: %w", num, err)
 	}
-	if _, err := f.WriteAt(hdr[:], 0); err != nil {
+	if _, err := f.WriteAt(b[:], 0); err != nil {
 		return nil, fmt.Errorf("journal: reinit segment %d: %w", num, err)
 	}
-	return &segment{num: num, firstSeq: firstSeq, f: f, lastSeq: firstSeq - 1, size: segHeaderSize}, nil
+	return newSegment(hdr, f, segHeaderSize), nil
 }
 
 // writeMark records in the segment header that its first synced bytes are
@@ -516,4 +541,39 @@ func (r *segReader) record(off int64) (rec Record, n int, derr, ioerr error) {
 		rec, n, derr = DecodeRecord(b)
 	}
 	return rec, n, derr, nil
+}
+
+// candidateSalts are the record salts segment num may carry, given its
+// header bytes hb: the header's own if it names num; a version-2
+// segment's if it is a header of the file's earlier life (its new one was
+// lost: every segment made since version 2 is version 2), so that old
+// records with their sync hints prove nothing; either if it is torn.
+func (j *Journal) candidateSalts(num uint64, hb []byte) []uint64 {
+	hdr, err := decodeSegHeader(hb)
+	switch {
+	case err == nil && hdr.salt == j.salt && hdr.num == num:
+		return []uint64{hdr.recordSalt()}
+	case err == nil && hdr.salt == j.salt:
+		return []uint64{segSalt(j.salt, num)}
+	}
+	return []uint64{j.salt, segSalt(j.salt, num)}
+}
+
+// recordsLater reports whether a record carrying salt with a seq above
+// after lies past off.
+func (j *Journal) recordsLater(r *segReader, off int64, after, salt uint64) bool {
+	valid, _ := j.scanLater(r, off, after, salt)
+	return valid > 0
+}
+
+// ownHeaderAt reports whether the bytes at off start a record header with
+// the magic and salt: a record of the segment torn in its data, rather
+// than a reused file's older bytes.
+func (r *segReader) ownHeaderAt(off int64, salt uint64) bool {
+	b, err := r.peek(off, RecordHeaderSize)
+	if err != nil || len(b) < RecordHeaderSize {
+		return false
+	}
+	le := binary.LittleEndian
+	return le.Uint32(b) == recordMagic && le.Uint64(b[48:]) == salt
 }

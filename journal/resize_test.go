@@ -106,9 +106,10 @@ func TestResizeReplayAtEveryByte(t *testing.T) {
 			o := testOptions(nil)
 			o.SegmentSize, o.MaxSize = 64<<10, 1<<20
 			writes := fixedWrites(4)
-			base, m, done, salt := buildJournal(t, o, writes, len(writes))
+			base, m, done, _ := buildJournal(t, o, writes, len(writes))
 			segPath := lastSegment(t, base, "/db")
 			seg := readFile(t, base, segPath)
+			salt := recordSaltOf(t, base, segPath)
 			rseq := done[len(done)-1].Seq + 1
 			resize, err := EncodeRecord(nil, Record{Write: Write{Seq: rseq, Epoch: 7, Resize: grownDev}, Salt: salt, Synced: int64(len(seg))})
 			require.NoError(t, err)

@@ -15,6 +15,7 @@ type Stats struct {
 	ExtentRecords    uint64 // large writes logged as extent records (data in place) since Open
 	ChecksumErrors   uint64 // corrupt blocks ReadAt found since Open
 	ActivityCommits  uint64 // activity log transactions since Open
+	SegmentsReused   uint64 // segments made in a freed segment's file since Open
 }
 
 // Stats returns a snapshot of the journal's counters.
@@ -32,6 +33,7 @@ func (j *Journal) Stats() Stats {
 	st.Writes, st.Syncs, st.Checkpoints = j.writes.Load(), j.syncs.Load(), j.ckpts.Load()
 	st.InPlaceBytes = j.inPlace.Load()
 	st.ExtentRecords = j.extents.Load()
+	st.SegmentsReused = j.reused.Load()
 	st.ChecksumErrors = j.checksumErrors.Load()
 	j.act.mu.Lock()
 	st.ActivityCommits = j.act.commits

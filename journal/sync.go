@@ -2,7 +2,6 @@ package journal
 
 import (
 	"fmt"
-	"path/filepath"
 )
 
 // Sync returns when every record <= seq is durable (seq above LastSeq means
@@ -80,8 +79,8 @@ func (j *Journal) syncActive() (uint64, error) {
 	return target, nil
 }
 
-// syncRotated trims a rotated-out segment to its records and syncs it, then
-// drops the reference rotate took. Also when a checkpoint freed it
+// syncRotated syncs a rotated-out segment (a version-1 one trimmed to its
+// records first), then drops the reference rotate took. Also when a checkpoint freed it
 // meanwhile: until its removal is durable it may come back after a crash,
 // and it must not come back torn next to a newer segment that was synced.
 func (j *Journal) syncRotated(s *segment) error {
@@ -89,8 +88,12 @@ func (j *Journal) syncRotated(s *segment) error {
 	j.mu.Lock()
 	size := s.size
 	j.mu.Unlock()
-	if err := s.f.Truncate(size); err != nil {
-		return j.fail(fmt.Errorf("journal: trim segment %d: %w", s.num, err))
+	// A version-2 segment stays whole, to be reused: replay ends its
+	// records where the next segment's first seq says (docs/journal.md).
+	if s.version == segVersion1 {
+		if err := s.f.Truncate(size); err != nil {
+			return j.fail(fmt.Errorf("journal: trim segment %d: %w", s.num, err))
+		}
 	}
 	if err := j.fdatasync(s); err != nil {
 		return err
@@ -174,31 +177,24 @@ func (j *Journal) checkpoint() error {
 	j.ckptSeq.Store(ck)
 	j.ckptAppended, j.ckptExtentBytes = appended, extentBytes
 	free := j.freeable(ck)
-	for _, s := range free {
+	reusable := make([]bool, len(free))
+	for i, s := range free {
 		j.journalBytes -= s.size
 		s.freed = true
 		if s.refs == 0 {
+			// Nobody reads or syncs it any more: its file may be reused.
 			_ = s.f.Close()
+			reusable[i] = true
 		}
 	}
 	j.segs = j.segs[len(free):]
+	live := len(j.segs)
 	j.spaceCond.Broadcast()
 	j.mu.Unlock()
 	j.advanceDurable(ck)
 	j.ckpts.Add(1)
 
-	// Removals need not be durable: a segment that comes back after a crash
-	// holds only checkpointed records, and replay drops it.
-	for _, s := range free {
-		if err := j.fs.Remove(filepath.Join(j.jdir, segName(s.num))); err != nil {
-			j.log.Warn("journal: remove freed segment", "segment", s.num, "err", err)
-		}
-	}
-	if len(free) > 0 {
-		if err := j.fs.SyncDir(j.jdir); err != nil {
-			j.log.Warn("journal: sync dir after freeing segments", "err", err)
-		}
-	}
+	j.retire(free, reusable, live)
 	return nil
 }
 

@@ -74,6 +74,9 @@ type JournalStatus struct {
 	// ExtentRecords: large writes logged as extent records, their data
 	// written once, in place (docs/journal.md), since start.
 	ExtentRecords uint64 `json:"extent_records"`
+	// SegmentsReused: journal segments made in a freed segment's file
+	// (docs/journal.md, "Reused segment files"), since start.
+	SegmentsReused uint64 `json:"segments_reused"`
 }
 
 // IOStatus counts NBD traffic since start.
@@ -128,7 +131,7 @@ func (n *Node) Status() Status {
 			LastSeq: js.LastSeq, DurableSeq: js.DurableSeq, CheckpointSeq: js.CheckpointSeq,
 			FirstRetainedSeq: js.FirstRetainedSeq, Bytes: js.JournalBytes, Segments: js.Segments, Syncs: js.Syncs,
 			SuspectBytes: extent.Bytes(n.store.Suspects()), ActivityCommits: js.ActivityCommits,
-			ExtentRecords: js.ExtentRecords,
+			ExtentRecords: js.ExtentRecords, SegmentsReused: js.SegmentsReused,
 		},
 		IO: IOStatus{
 			Connections: ns.Connections, Reads: ns.Reads, Writes: ns.Writes, Flushes: ns.Flushes,

@@ -74,6 +74,7 @@ func (n *Node) writeMetrics(w *metrics.Writer, st Status, ns blockdev.Stats) {
 	w.Gauge("grbd_journal_segments", "Journal segment files.", float64(j.Segments))
 	w.Counter("grbd_journal_syncs_total", "Journal syncs (fdatasync).", float64(j.Syncs))
 	w.Counter("grbd_journal_extent_records_total", "Large writes logged as extent records: their data written once, in place.", float64(j.ExtentRecords))
+	w.Counter("grbd_journal_segments_reused_total", "Journal segments made in the file of a freed one (no new pages or blocks).", float64(j.SegmentsReused))
 	w.Counter("grbd_activity_log_commits_total", "Activity log transactions (a write entered an extent not logged hot).", float64(j.ActivityCommits))
 	w.Gauge("grbd_suspect_bytes", "Bytes a power loss left in doubt on this node, not yet made equal to the peers.", float64(j.SuspectBytes))
 	w.Counter("grbd_checksum_errors_total", "Reads of a block whose bytes failed its CRC-32C (each one is retried after a repair).", float64(n.store.Stats().ChecksumErrors))

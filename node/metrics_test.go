@@ -68,7 +68,7 @@ func TestMetricsExposeNames(t *testing.T) {
 		"grbd_nbd_connections_active", "grbd_nbd_request_duration_seconds",
 		"grbd_journal_last_seq", "grbd_journal_durable_seq", "grbd_journal_checkpoint_seq", "grbd_journal_first_retained_seq",
 		"grbd_journal_depth_records", "grbd_journal_bytes", "grbd_journal_segments", "grbd_journal_syncs_total",
-		"grbd_activity_log_commits_total", "grbd_journal_extent_records_total", "grbd_suspect_bytes",
+		"grbd_activity_log_commits_total", "grbd_journal_extent_records_total", "grbd_journal_segments_reused_total", "grbd_suspect_bytes",
 		"grbd_peer_connected", "grbd_peer_up_to_date", "grbd_replication_acked_seq", "grbd_replication_behind_writes",
 		"grbd_replication_catchup_bytes_total", "grbd_peer_sent_bytes", "grbd_resync_size_bytes", "grbd_resync_done_bytes", "grbd_resync_remaining_seconds",
 		"grbd_quorum_epoch", "grbd_quorum_has_primary", "grbd_quorum_serving", "grbd_quorum_outdated_nodes",

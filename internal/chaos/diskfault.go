@@ -31,6 +31,8 @@ const (
 	segSyncMarkCRC   = 60
 	recLengthOff     = 8
 	recSeqOff        = 16
+	recSaltOff       = 48
+	segFirstSeqOff   = 24
 	recHeaderCRCOff  = 60
 	journalSubdir    = "journal"
 	dataImage        = "data.img"
@@ -93,15 +95,20 @@ func parseSegment(path string, num int, b []byte) journalSegment {
 	if crc32.Checksum(b[segSyncMarkOff:segSyncMarkCRC], crc32c.Table) == binary.LittleEndian.Uint32(b[segSyncMarkCRC:]) {
 		s.Mark = int64(binary.LittleEndian.Uint64(b[segSyncMarkOff:]))
 	}
+	// A reused segment file holds records of its earlier lives after the
+	// current ones: they carry another salt and lower seqs.
+	le := binary.LittleEndian
+	prev, salt := le.Uint64(b[segFirstSeqOff:])-1, uint64(0)
 	for off := int64(segHeaderSize); off+recHeaderSize <= int64(len(b)); {
 		h := b[off : off+recHeaderSize]
-		n := int64(binary.LittleEndian.Uint32(h[recLengthOff:]))
-		if binary.LittleEndian.Uint32(h) != recMagic ||
-			crc32.Checksum(h[:recHeaderCRCOff], crc32c.Table) != binary.LittleEndian.Uint32(h[recHeaderCRCOff:]) ||
-			n < recHeaderSize || off+n > int64(len(b)) {
+		n, seq := int64(le.Uint32(h[recLengthOff:])), le.Uint64(h[recSeqOff:])
+		if le.Uint32(h) != recMagic ||
+			crc32.Checksum(h[:recHeaderCRCOff], crc32c.Table) != le.Uint32(h[recHeaderCRCOff:]) ||
+			n < recHeaderSize || off+n > int64(len(b)) || seq <= prev || salt != 0 && le.Uint64(h[recSaltOff:]) != salt {
 			break
 		}
-		s.Records = append(s.Records, journalRecord{Off: off, Len: n, Seq: binary.LittleEndian.Uint64(h[recSeqOff:])})
+		s.Records = append(s.Records, journalRecord{Off: off, Len: n, Seq: seq})
+		prev, salt = seq, le.Uint64(h[recSaltOff:])
 		off += n
 	}
 	return s
