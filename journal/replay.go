@@ -352,7 +352,7 @@ func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt
 			if off < mark {
 				return 0, false, segCorrupt(num, off, fmt.Errorf("%w inside the synced prefix (%d bytes)", derr, mark))
 			}
-			if len(later) > 0 && (r.zeroFrom(off) || seg.version == segVersion2 && !j.recordsLater(r, off, lastGood, seg.salt)) {
+			if len(later) > 0 && (r.zeroFrom(off) || seg.version == segVersion2 && j.endsHere(r, off, lastGood, seg.salt, later[0])) {
 				// The preallocated rest of a segment rotated out and not yet
 				// trimmed, or the rest of a reused file (a version-2
 				// segment is never trimmed; nothing of its own follows):
@@ -559,11 +559,36 @@ func (j *Journal) candidateSalts(num uint64, hb []byte) []uint64 {
 	return []uint64{j.salt, segSalt(j.salt, num)}
 }
 
-// recordsLater reports whether a record carrying salt with a seq above
-// after lies past off.
-func (j *Journal) recordsLater(r *segReader, off int64, after, salt uint64) bool {
-	valid, _ := j.scanLater(r, off, after, salt)
-	return valid > 0
+// endsHere reports whether a version-2 segment's records end at off, where
+// the last one has seq last: the next segment, next, starts right after
+// it, or no record of this segment (salt) follows. The first is the common
+// case and spares the scan of the rest of the file (up to a segment of a
+// reused file's older bytes).
+func (j *Journal) endsHere(r *segReader, off int64, last, salt, next uint64) bool {
+	if j.firstSeqOf(next) == last+1 {
+		return true
+	}
+	valid, _ := j.scanLater(r, off, last, salt)
+	return valid == 0
+}
+
+// firstSeqOf returns the first seq of segment num per its header, 0 if the
+// header does not name it.
+func (j *Journal) firstSeqOf(num uint64) uint64 {
+	f, err := j.fs.OpenFile(filepath.Join(j.jdir, segName(num)), os.O_RDONLY, 0)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var b [segHeaderSize]byte
+	if _, err := f.ReadAt(b[:], 0); err != nil {
+		return 0
+	}
+	hdr, err := decodeSegHeader(b[:])
+	if err != nil || hdr.salt != j.salt || hdr.num != num {
+		return 0
+	}
+	return hdr.firstSeq
 }
 
 // ownHeaderAt reports whether the bytes at off start a record header with
