@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -158,4 +159,64 @@ func (j *Journal) preallocate(f vfs.File, num uint64) error {
 		return fmt.Errorf("journal: preallocate segment %d: %w", num, err)
 	}
 	return nil
+}
+
+// candidateSalts are the record salts segment num may carry, given its
+// header bytes hb: the header's own if it names num; a version-2
+// segment's if it is a header of the file's earlier life (its new one was
+// lost: every segment made since version 2 is version 2), so that old
+// records with their sync hints prove nothing; either if it is torn.
+func (j *Journal) candidateSalts(num uint64, hb []byte) []uint64 {
+	hdr, err := decodeSegHeader(hb)
+	switch {
+	case err == nil && hdr.salt == j.salt && hdr.num == num:
+		return []uint64{hdr.recordSalt()}
+	case err == nil && hdr.salt == j.salt:
+		return []uint64{segSalt(j.salt, num)}
+	}
+	return []uint64{j.salt, segSalt(j.salt, num)}
+}
+
+// endsHere reports whether a version-2 segment's records end at off, where
+// the last one has seq last: the next segment, next, starts right after
+// it, or no record of this segment (salt) follows. The first is the common
+// case and spares the scan of the rest of the file (up to a segment of a
+// reused file's older bytes).
+func (j *Journal) endsHere(r *segReader, off int64, last, salt, next uint64) bool {
+	if j.firstSeqOf(next) == last+1 {
+		return true
+	}
+	valid, _ := j.scanLater(r, off, last, salt)
+	return valid == 0
+}
+
+// firstSeqOf returns the first seq of segment num per its header, 0 if the
+// header does not name it.
+func (j *Journal) firstSeqOf(num uint64) uint64 {
+	f, err := j.fs.OpenFile(filepath.Join(j.jdir, segName(num)), os.O_RDONLY, 0)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var b [segHeaderSize]byte
+	if _, err := f.ReadAt(b[:], 0); err != nil {
+		return 0
+	}
+	hdr, err := decodeSegHeader(b[:])
+	if err != nil || hdr.salt != j.salt || hdr.num != num {
+		return 0
+	}
+	return hdr.firstSeq
+}
+
+// ownHeaderAt reports whether the bytes at off start a record header with
+// the magic and salt: a record of the segment torn in its data, rather
+// than a reused file's older bytes.
+func (r *segReader) ownHeaderAt(off int64, salt uint64) bool {
+	b, err := r.peek(off, RecordHeaderSize)
+	if err != nil || len(b) < RecordHeaderSize {
+		return false
+	}
+	le := binary.LittleEndian
+	return le.Uint32(b) == recordMagic && le.Uint64(b[48:]) == salt
 }
