@@ -88,8 +88,8 @@ func (j *Journal) reuseSpare(name string) vfs.File {
 }
 
 // retire disposes of the files of the segments free that a checkpoint
-// freed: those no reader or syncer still had open (reusable) are kept as
-// spares while the live segments and the spares fit in MaxSize, the rest
+// freed: the version-2 ones no reader or syncer still had open (reusable)
+// are kept as spares while the live segments and the spares fit in MaxSize, the rest
 // removed. Neither needs to be durable: a freed segment that comes back
 // after a crash holds only checkpointed records, and replay drops it. A
 // spare joins j.spares only once its name is durable, so that a crash
@@ -165,7 +165,9 @@ func (j *Journal) preallocate(f vfs.File, num uint64) error {
 // header bytes hb: the header's own if it names num; a version-2
 // segment's if it is a header of the file's earlier life (its new one was
 // lost: every segment made since version 2 is version 2), so that old
-// records with their sync hints prove nothing; either if it is torn.
+// records with their sync hints prove nothing; either if it is torn (a
+// version-1 segment's records carry the journal's salt, and no file that
+// held them is ever reused, so no older record carries it).
 func (j *Journal) candidateSalts(num uint64, hb []byte) []uint64 {
 	hdr, err := decodeSegHeader(hb)
 	switch {

@@ -140,6 +140,35 @@ func TestSparesBounded(t *testing.T) {
 	held := j.segs[0]
 	held.refs++
 	j.mu.Unlock()
+	names := rotateAndCheckpoint(t, fs, j, rng)
+	require.NotContains(t, names, spareName(held.num), "a file still open was kept for reuse")
+	j.release(held)
+}
+
+// A version-1 segment (made by a build before version 2) is never reused:
+// its records carry the journal's own salt, which a torn header's segment
+// may carry too (candidateSalts), so they must not linger in a reused file.
+func TestVersion1FilesNotReused(t *testing.T) {
+	fs := vfs.NewMem()
+	o := testOptions(fs)
+	o.MaxSize = 1 << 20
+	j := mustOpen(t, o)
+	defer j.closeNoCheckpoint()
+	j.mu.Lock()
+	old := j.segs[0]
+	old.version, old.salt = segVersion1, j.salt // as an older build made it
+	j.mu.Unlock()
+	names := rotateAndCheckpoint(t, fs, j, rand.New(rand.NewPCG(5, 6)))
+	require.NotContains(t, names, spareName(old.num), "a version-1 file was kept for reuse")
+	require.NotContains(t, names, segName(old.num))
+	_, spares := splitJournalDir(names)
+	require.NotEmpty(t, spares, "the version-2 segments freed with it are kept")
+}
+
+// rotateAndCheckpoint appends until the journal has three segments,
+// checkpoints, and returns the names in the journal directory.
+func rotateAndCheckpoint(t *testing.T, fs vfs.FS, j *Journal, rng *rand.Rand) []string {
+	t.Helper()
 	for j.Stats().Segments < 3 {
 		_, err := j.Append(randWrite(rng))
 		require.NoError(t, err)
@@ -147,6 +176,5 @@ func TestSparesBounded(t *testing.T) {
 	require.NoError(t, j.Checkpoint())
 	names, err := fs.ReadDir("/db/journal")
 	require.NoError(t, err)
-	require.NotContains(t, names, spareName(held.num), "a file still open was kept for reuse")
-	j.release(held)
+	return names
 }

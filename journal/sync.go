@@ -182,9 +182,11 @@ func (j *Journal) checkpoint() error {
 		j.journalBytes -= s.size
 		s.freed = true
 		if s.refs == 0 {
-			// Nobody reads or syncs it any more: its file may be reused.
 			_ = s.f.Close()
-			reusable[i] = true
+			// Nobody reads or syncs it any more: its file may be reused,
+			// unless it is version 1, whose records carry the journal's
+			// own salt (segfile.go: only version-2 files are reused).
+			reusable[i] = s.version == segVersion2
 		}
 	}
 	j.segs = j.segs[len(free):]
