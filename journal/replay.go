@@ -352,7 +352,7 @@ func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt
 			if off < mark {
 				return 0, false, segCorrupt(num, off, fmt.Errorf("%w inside the synced prefix (%d bytes)", derr, mark))
 			}
-			if len(later) > 0 && (r.zeroFrom(off) || seg.version == segVersion2 && j.endsHere(r, off, lastGood, seg.salt, later[0])) {
+			if len(later) > 0 && j.segmentEnds(r, seg, off, lastGood, later[0]) {
 				// The preallocated rest of a segment rotated out and not yet
 				// trimmed, or the rest of a reused file (a version-2
 				// segment is never trimmed; nothing of its own follows):
@@ -382,7 +382,13 @@ func (j *Journal) cutTornTail(r *segReader, seg *segment, off int64, lastGood ui
 	if proof {
 		return segCorrupt(num, off, fmt.Errorf("%w followed by a record written after this offset was synced", derr))
 	}
-	if valid > 0 || !r.zeroFrom(off) && (seg.version == segVersion1 || r.ownHeaderAt(off, seg.salt)) {
+	// A version-1 segment ends in zeros; a version-2 one may end in a
+	// reused file's older bytes, so only a header of its own is a torn write.
+	torn := !r.zeroFrom(off)
+	if seg.version == segVersion2 {
+		torn = r.ownHeaderAt(off, seg.salt)
+	}
+	if valid > 0 || torn {
 		j.log.Warn("journal: cutting torn tail", "segment", num, "offset", off, "size", r.end,
 			"err", derr, "discarded_unsynced_records", valid)
 	} // else: the preallocated rest of the segment, or of a reused file: its normal end

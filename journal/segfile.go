@@ -179,16 +179,20 @@ func (j *Journal) candidateSalts(num uint64, hb []byte) []uint64 {
 	return []uint64{j.salt, segSalt(j.salt, num)}
 }
 
-// endsHere reports whether a version-2 segment's records end at off, where
-// the last one has seq last: the next segment, next, starts right after
-// it, or no record of this segment (salt) follows. The first is the common
-// case and spares the scan of the rest of the file (up to a segment of a
-// reused file's older bytes).
-func (j *Journal) endsHere(r *segReader, off int64, last, salt, next uint64) bool {
+// segmentEnds reports whether the records of seg, not the last segment,
+// end at off, where the last one has seq last. A version-1 segment ends in
+// zeros. A version-2 one ends where the next segment, next, starts right
+// after last, or where no record of its own follows (zeros included). The
+// first is the common case and spares reading the rest of the file (up to a
+// segment of zeros or of a reused file's older bytes).
+func (j *Journal) segmentEnds(r *segReader, seg *segment, off int64, last, next uint64) bool {
+	if seg.version == segVersion1 {
+		return r.zeroFrom(off)
+	}
 	if j.firstSeqOf(next) == last+1 {
 		return true
 	}
-	valid, _ := j.scanLater(r, off, last, salt)
+	valid, _ := j.scanLater(r, off, last, seg.salt)
 	return valid == 0
 }
 
