@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -146,21 +147,70 @@ func (j *Journal) loadSums(name string, blocks int64) (*sumTable, string) {
 	return t, ""
 }
 
-// rebuildSums computes the table from the data file.
+// rebuildSums computes the table from the data file. Only the file's data
+// ranges are read: a hole reads back as zeros, whose checksum every entry
+// of a new table already holds. (Reading a sparse 1 GiB data.img took 3.5 s
+// at each restart after a crash on this machine, nearly all of it the
+// kernel zero-filling page-cache pages for the holes.)
 func (j *Journal) rebuildSums(blocks int64) (*sumTable, error) {
 	t := newSumTable(blocks)
 	size := j.devSize.Load()
 	buf := make([]byte, 1<<20)
-	for off := int64(0); off < size; off += int64(len(buf)) {
-		p := buf[:min(int64(len(buf)), size-off)]
-		if n, err := j.data.ReadAt(p, off); n < len(p) {
-			return nil, fmt.Errorf("journal: read data file at %d for checksums: %w", off, err)
+	err := dataRanges(j.data, size, func(start, end int64) error {
+		for off := start; off < end; off += int64(len(buf)) {
+			p := buf[:min(int64(len(buf)), end-off)]
+			if n, err := j.data.ReadAt(p, off); n < len(p) {
+				return fmt.Errorf("journal: read data file at %d for checksums: %w", off, err)
+			}
+			for i := 0; i < len(p); i += SumBlockSize {
+				t.set((off+int64(i))/SumBlockSize, blockSum(p[i:min(i+SumBlockSize, len(p))]))
+			}
 		}
-		for i := 0; i < len(p); i += SumBlockSize {
-			t.set((off+int64(i))/SumBlockSize, blockSum(p[i:min(i+SumBlockSize, len(p))]))
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return t, nil
+}
+
+// dataRanges calls fn, in order, for the ranges of f's first size bytes
+// that may hold data, widened to whole checksum blocks and never
+// overlapping: all of it where f cannot tell (vfs.DataFinder). It syncs f
+// first, so that the file system answers from its allocation rather than
+// from dirty pages: OpenZFS 2.2 could report freshly written data as a hole
+// (openzfs/zfs#15526).
+func dataRanges(f vfs.File, size int64, fn func(start, end int64) error) error {
+	df, ok := f.(vfs.DataFinder)
+	if !ok {
+		return fn(0, size)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("journal: sync the data file: %w", err)
+	}
+	for off := int64(0); off < size; {
+		start, end, err := df.NextData(off)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case errors.Is(err, vfs.ErrNotSupported):
+			return fn(off, size)
+		case err != nil:
+			return fmt.Errorf("journal: find data in the data file: %w", err)
+		case end <= start || start < off:
+			return fmt.Errorf("journal: data file reports data range [%d, %d) after %d", start, end, off)
+		}
+		start = max(off, start/SumBlockSize*SumBlockSize)
+		if start >= size {
+			return nil
+		}
+		end = min(size, (end+SumBlockSize-1)/SumBlockSize*SumBlockSize)
+		if err := fn(start, end); err != nil {
+			return err
+		}
+		off = end
+	}
+	return nil
 }
 
 // saveSums writes data.sum for the next Open: the last step of a clean

@@ -159,3 +159,33 @@ func TestFSContract(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { eachFS(t, tc.run) })
 	}
 }
+
+// The OS file system tells where a sparse file holds data (SEEK_DATA,
+// SEEK_HOLE); a file system that cannot tell says so.
+func TestNextData(t *testing.T) {
+	f := create(t, vfs.Default, filepath.Join(t.TempDir(), "sparse"), nil)
+	require.NoError(t, f.Truncate(64<<20))
+	_, err := f.WriteAt(bytes.Repeat([]byte{1}, 5000), 8<<20+100)
+	require.NoError(t, err)
+	require.NoError(t, f.Sync())
+	df, ok := f.(vfs.DataFinder)
+	require.True(t, ok, "the OS file is a DataFinder")
+
+	start, end, err := df.NextData(0)
+	if errors.Is(err, vfs.ErrNotSupported) {
+		t.Skipf("this file system cannot tell data from holes: %v", err)
+	}
+	require.NoError(t, err)
+	// A file system may report more data than was written, never less.
+	require.LessOrEqual(t, start, int64(8<<20+100))
+	require.GreaterOrEqual(t, end, int64(8<<20+5100))
+	require.Less(t, end, int64(64<<20), "the hole at the end is reported as data")
+	s2, e2, err := df.NextData(start + 10)
+	require.NoError(t, err)
+	require.Equal(t, [2]int64{start + 10, end}, [2]int64{s2, e2}, "an offset inside data starts its range")
+	_, _, err = df.NextData(end)
+	require.ErrorIs(t, err, io.EOF)
+
+	_, ok = create(t, vfs.NewMem(), "/m", nil).(vfs.DataFinder)
+	require.False(t, ok, "MemFS reports no holes: it has none")
+}

@@ -3,6 +3,7 @@ package vfs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 
@@ -96,6 +97,31 @@ func (f *osFile) PunchHole(off, n int64) error {
 
 // Allocate implements Allocator with fallocate(0).
 func (f *osFile) Allocate(off, n int64) error { return f.fallocate("allocate", 0, off, n) }
+
+// NextData implements DataFinder with lseek(SEEK_DATA) and lseek(SEEK_HOLE).
+// They move the descriptor's offset, which no I/O here uses (positional
+// reads and writes only).
+func (f *osFile) NextData(off int64) (start, end int64, err error) {
+	var serr error
+	if err := f.rc.Control(func(fd uintptr) {
+		start, serr = unix.Seek(int(fd), off, unix.SEEK_DATA)
+		if serr == nil {
+			end, serr = unix.Seek(int(fd), start, unix.SEEK_HOLE)
+		}
+	}); err != nil {
+		return 0, 0, err
+	}
+	switch {
+	case serr == nil:
+		return start, end, nil
+	case errors.Is(serr, unix.ENXIO): // no data at or after off
+		return 0, 0, io.EOF
+	case errors.Is(serr, unix.EINVAL), errors.Is(serr, unix.EOPNOTSUPP):
+		return 0, 0, fmt.Errorf("find data in %s: %w (%w)", f.f.Name(), ErrNotSupported, serr)
+	default:
+		return 0, 0, &os.PathError{Op: "lseek", Path: f.f.Name(), Err: serr}
+	}
+}
 
 func (f *osFile) fallocate(what string, mode uint32, off, n int64) error {
 	if n == 0 {

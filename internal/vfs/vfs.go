@@ -84,6 +84,18 @@ type Puncher interface {
 	PunchHole(off, n int64) error
 }
 
+// DataFinder is the optional capability of telling where a file holds data
+// (lseek SEEK_DATA and SEEK_HOLE): whatever lies outside its data ranges
+// reads back as zeros. A file system may report a hole as data, never data
+// as a hole. Implementations return an error wrapping ErrNotSupported when
+// the file system cannot tell.
+type DataFinder interface {
+	// NextData returns the first data range [start, end) at or after off
+	// (start is off when off lies in data); io.EOF when no data lies at or
+	// after off.
+	NextData(off int64) (start, end int64, err error)
+}
+
 // Allocator is the optional capability of reserving disk space for a range
 // of a file (fallocate mode 0): later writes there cannot fail for lack of
 // space and skip block allocation. Implementations return an error wrapping
