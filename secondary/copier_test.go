@@ -14,6 +14,49 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// writeGate is a file system that, once armed, holds the next write to
+// data.img until opened, and counts the writes to data.img.
+type writeGate struct {
+	armed   atomic.Bool
+	writes  atomic.Int32
+	held    chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newWriteGate() *writeGate {
+	return &writeGate{held: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (g *writeGate) fs() vfs.FS {
+	return vfs.WithErrors(vfs.NewMem(), func(op vfs.Op, name string) error {
+		if op != vfs.OpWrite || !strings.HasSuffix(name, "data.img") {
+			return nil
+		}
+		g.writes.Add(1)
+		if g.armed.CompareAndSwap(true, false) {
+			g.held <- struct{}{}
+			<-g.release
+		}
+		return nil
+	})
+}
+
+// open lets the held write (and every later one) through.
+func (g *writeGate) open() { g.once.Do(func() { close(g.release) }) }
+
+// requireUncounted checks for 200 ms that nothing from seq 3 on is acked
+// or journaled: the copy of seq 3 is held on its way to the disk.
+func requireUncounted(t *testing.T, s *Side, acks <-chan answer, why string) {
+	t.Helper()
+	select {
+	case a := <-acks:
+		t.Fatalf("ack of seq %d while the copy of seq 3 is not written", a.seq)
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.Less(t, s.journaled.Load(), uint64(3), why)
+}
+
 // A resync target writes its in-place copies behind the reader (copier).
 // Nothing may count a copy before it is in the data file: not its own ack,
 // and not the ack of a live write the reader takes meanwhile (acks are
@@ -23,36 +66,21 @@ import (
 // drain), or if a copy counts before its write returns.
 func TestCopiesCountOnlyOnceWritten(t *testing.T) {
 	const chunk = 256 << 10
-	var hold atomic.Bool
-	held, release := make(chan struct{}, 1), make(chan struct{})
-	gated := vfs.WithErrors(vfs.NewMem(), func(op vfs.Op, name string) error {
-		if op == vfs.OpWrite && strings.HasSuffix(name, "data.img") && hold.CompareAndSwap(true, false) {
-			held <- struct{}{}
-			<-release
-		}
-		return nil
-	})
-	s, _ := newSideOn(t, gated, 4<<20, 2, false)
-	var once sync.Once
-	open := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(open) // before the side's cleanup: a failed check leaves the write held
+	g := newWriteGate()
+	s, _ := newSideOn(t, g.fs(), 4<<20, 2, false)
+	t.Cleanup(g.open) // before the side's cleanup: a failed check leaves the write held
 	r, w := resumeSession(t, s)
 	acks := answers(r)
 
-	hold.Store(true)
+	g.armed.Store(true)
 	require.NoError(t, w.WriteMsg(&wire.ResyncData{AsOf: 3, Offset: 0, Data: chunkData(0, chunk)}))
 	require.NoError(t, w.Flush())
-	<-held // the copy's write is in the data file's hands
+	<-g.held // the copy's write is in the data file's hands
 	require.NoError(t, w.WriteMsg(&wire.Write{Seq: 4, Epoch: 1, Offset: 0, Data: block(9)}))
 	require.NoError(t, w.Flush())
-	select {
-	case a := <-acks:
-		t.Fatalf("ack of seq %d while the copy (seq 3) is not written", a.seq)
-	case <-time.After(200 * time.Millisecond):
-	}
-	require.Less(t, s.journaled.Load(), uint64(3), "the copy counts before its write returned")
+	requireUncounted(t, s, acks, "the copy counts before its write returned")
 
-	open()
+	g.open()
 	for a := range acks {
 		if a.seq == 4 {
 			got := make([]byte, 2*4096)
@@ -63,6 +91,42 @@ func TestCopiesCountOnlyOnceWritten(t *testing.T) {
 		}
 	}
 	t.Fatal("the session ended before the live write's ack")
+}
+
+// Copies are written concurrently but count in order: a later copy whose
+// write returned first counts only once every earlier one is written. The
+// test holds the first copy's write while the second's completes; it fails
+// if a copy counts as soon as its own write returns.
+func TestCopiesCountInOrder(t *testing.T) {
+	const chunk = 256 << 10
+	g := newWriteGate()
+	s, _ := newSideOn(t, g.fs(), 4<<20, 2, false)
+	t.Cleanup(g.open)
+	r, w := resumeSession(t, s)
+	acks := answers(r)
+
+	g.armed.Store(true)
+	before := g.writes.Load()
+	for k := range 2 {
+		require.NoError(t, w.WriteMsg(&wire.ResyncData{AsOf: uint64(3 + k), Offset: uint64(k * chunk), Data: chunkData(k, chunk)}))
+	}
+	require.NoError(t, w.Flush())
+	<-g.held // the first copy's write is in the data file's hands
+	require.Eventually(t, func() bool { return g.writes.Load() >= before+2 }, 5*time.Second, time.Millisecond,
+		"the second copy's write never started while the first was held")
+	requireUncounted(t, s, acks, "a copy counted before an earlier one was written")
+
+	g.open()
+	for a := range acks {
+		if a.seq == 4 {
+			require.Equal(t, uint64(4), s.journaled.Load())
+			got := make([]byte, 2*chunk)
+			require.NoError(t, s.store.ReadAt(got, 0))
+			require.True(t, bytes.Equal(append(chunkData(0, chunk), chunkData(1, chunk)...), got), "a copy is lost")
+			return
+		}
+	}
+	t.Fatal("the session ended before the second copy's ack")
 }
 
 // A copy the data file refuses is nacked, counts for nothing, and ends the
