@@ -176,6 +176,9 @@ func TestNextData(t *testing.T) {
 		t.Skipf("this file system cannot tell data from holes: %v", err)
 	}
 	require.NoError(t, err)
+	if start == 0 && end == 64<<20 {
+		t.Skip("this file system reports a sparse file as all data (allowed: it reads back zeros)")
+	}
 	// A file system may report more data than was written, never less.
 	require.LessOrEqual(t, start, int64(8<<20+100))
 	require.GreaterOrEqual(t, end, int64(8<<20+5100))
