@@ -105,13 +105,17 @@ func TestCopiesCountInOrder(t *testing.T) {
 	r, w := resumeSession(t, s)
 	acks := answers(r)
 
+	// The second copy goes out only once the first one's write is held:
+	// sent together, the second's write could reach the gate first.
 	g.armed.Store(true)
 	before := g.writes.Load()
 	for k := range 2 {
 		require.NoError(t, w.WriteMsg(&wire.ResyncData{AsOf: uint64(3 + k), Offset: uint64(k * chunk), Data: chunkData(k, chunk)}))
+		require.NoError(t, w.Flush())
+		if k == 0 {
+			<-g.held // the first copy's write is in the data file's hands
+		}
 	}
-	require.NoError(t, w.Flush())
-	<-g.held // the first copy's write is in the data file's hands
 	require.Eventually(t, func() bool { return g.writes.Load() >= before+2 }, 5*time.Second, time.Millisecond,
 		"the second copy's write never started while the first was held")
 	requireUncounted(t, s, acks, "a copy counted before an earlier one was written")
