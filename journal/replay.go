@@ -263,7 +263,7 @@ func (j *Journal) segmentSynced(f vfs.File, num uint64) bool {
 	if err != nil || len(hb) < segHeaderSize {
 		hb = nil
 	}
-	if hdr, herr := decodeSegHeader(hb); herr == nil && hdr.salt == j.salt && hdr.num == num && decodeMark(hb[48:64]) > 0 {
+	if _, ok := j.ownHeader(hb, num); ok && decodeMark(hb[48:64]) > 0 {
 		return true
 	}
 	// A record hint is a synced byte count, at least a header's worth:
@@ -445,8 +445,8 @@ func (r *segReader) zeroFrom(off int64) bool {
 }
 
 // scanLater looks past a bad record at off for valid records carrying one
-// of salts (the segment's record salt) with a seq above after. It returns how many it found and whether
-// one of them proves, by its sync hint, that off had been made durable
+// of salts (the segment's record salt) with a seq above after. It returns
+// how many it found and whether one of them proves, by its sync hint, that off had been made durable
 // before it was written (synced > off), i.e. that the bad bytes are
 // corruption rather than an unsynced write lost in the crash.
 func (j *Journal) scanLater(r *segReader, off int64, after uint64, salts ...uint64) (valid int, proof bool) {

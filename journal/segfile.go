@@ -89,8 +89,8 @@ func (j *Journal) reuseSpare(name string) vfs.File {
 
 // retire disposes of the files of the segments free that a checkpoint
 // freed: the version-2 ones no reader or syncer still had open (reusable)
-// are kept as spares while the live segments and the spares fit in MaxSize, the rest
-// removed. Neither needs to be durable: a freed segment that comes back
+// are kept as spares while the live segments and the spares fit in
+// MaxSize, the rest removed. Neither needs to be durable: a freed segment that comes back
 // after a crash holds only checkpointed records, and replay drops it. A
 // spare joins j.spares only once its name is durable, so that a crash
 // never brings a reused file back under its spare name (Open removes
@@ -179,6 +179,12 @@ func (j *Journal) candidateSalts(num uint64, hb []byte) []uint64 {
 	return []uint64{j.salt, segSalt(j.salt, num)}
 }
 
+// ownHeader decodes hb as a header of this journal that names segment num.
+func (j *Journal) ownHeader(hb []byte, num uint64) (segHeader, bool) {
+	hdr, err := decodeSegHeader(hb)
+	return hdr, err == nil && hdr.salt == j.salt && hdr.num == num
+}
+
 // segmentEnds reports whether the records of seg, not the last segment,
 // end at off, where the last one has seq last. A version-1 segment ends in
 // zeros. A version-2 one ends where the next segment, next, starts right
@@ -208,11 +214,10 @@ func (j *Journal) firstSeqOf(num uint64) uint64 {
 	if _, err := f.ReadAt(b[:], 0); err != nil {
 		return 0
 	}
-	hdr, err := decodeSegHeader(b[:])
-	if err != nil || hdr.salt != j.salt || hdr.num != num {
-		return 0
+	if hdr, ok := j.ownHeader(b[:], num); ok {
+		return hdr.firstSeq
 	}
-	return hdr.firstSeq
+	return 0
 }
 
 // ownHeaderAt reports whether the bytes at off start a record header with

@@ -80,8 +80,8 @@ func (j *Journal) syncActive() (uint64, error) {
 }
 
 // syncRotated syncs a rotated-out segment (a version-1 one trimmed to its
-// records first), then drops the reference rotate took. Also when a checkpoint freed it
-// meanwhile: until its removal is durable it may come back after a crash,
+// records first), then drops the reference rotate took. Also when a
+// checkpoint freed it meanwhile: until its removal is durable it may come back after a crash,
 // and it must not come back torn next to a newer segment that was synced.
 func (j *Journal) syncRotated(s *segment) error {
 	defer j.release(s)

@@ -30,10 +30,9 @@ type copier struct {
 }
 
 type copyJob struct {
-	logged  journal.Logged
-	buf     []byte
-	dropped bool
-	result  chan error // the write's outcome
+	logged journal.Logged
+	buf    []byte
+	result chan error // the write's outcome
 }
 
 // copyBuffers is how many copies the reader may hand over before the
@@ -92,11 +91,11 @@ func (c *copier) run() {
 	for j := range c.jobs {
 		if c.failed() != nil {
 			store.Drop(j.logged)
-			j.dropped = true
-			j.result <- nil
-		} else {
-			go func() { j.result <- store.ApplyInPlace(j.logged) }()
+			c.free <- j.buf
+			c.busy.Done()
+			continue
 		}
+		go func() { j.result <- store.ApplyInPlace(j.logged) }()
 		c.written <- j
 	}
 }
@@ -108,7 +107,7 @@ func (c *copier) count() {
 	a := c.a
 	for j := range c.written {
 		err := <-j.result
-		if !j.dropped && c.failed() == nil {
+		if c.failed() == nil {
 			w := &j.logged.Write
 			if err == nil {
 				a.s.journaled.Store(w.Seq)
