@@ -16,9 +16,15 @@ type logRing struct {
 	lines []string
 	next  int // where the next line goes once the ring is full
 	part  bytes.Buffer
+	size  int // lines kept
 }
 
-const logRingLines = 60
+// The ring keeps logRingLines lines at info level, or debugRingLines with
+// debug lines too (GRBD_TEST_DEBUG=1: raft's elections and transfers).
+const (
+	logRingLines   = 60
+	debugRingLines = 3000
+)
 
 func (r *logRing) Write(p []byte) (int, error) {
 	r.mu.Lock()
@@ -32,12 +38,12 @@ func (r *logRing) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 		line = strings.TrimSuffix(line, "\n")
-		if len(r.lines) < logRingLines {
+		if len(r.lines) < r.size {
 			r.lines = append(r.lines, line)
 			continue
 		}
 		r.lines[r.next] = line
-		r.next = (r.next + 1) % logRingLines
+		r.next = (r.next + 1) % r.size
 	}
 }
 
@@ -53,15 +59,18 @@ func clusterLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("GRBD_TEST_LOG") != "" {
 		return testLogger()
 	}
-	r := &logRing{}
+	r, level := &logRing{size: logRingLines}, slog.LevelInfo
+	if os.Getenv("GRBD_TEST_DEBUG") != "" {
+		r.size, level = debugRingLines, slog.LevelDebug
+	}
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
 		}
-		t.Logf("the cluster's last %d log lines (all of them: GRBD_TEST_LOG=1):", logRingLines)
+		t.Logf("the cluster's last %d log lines (all of them: GRBD_TEST_LOG=1; with debug lines: GRBD_TEST_DEBUG=1):", r.size)
 		for _, l := range r.tail() {
 			t.Log(l)
 		}
 	})
-	return slog.New(slog.NewTextHandler(r, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(r, &slog.HandlerOptions{Level: level}))
 }

@@ -123,6 +123,10 @@ type Member struct {
 	rng        uint64
 	elapsed    int // ticks since the raft leader was heard from (or since campaigning)
 	electionTO int
+	// The leadership transfer this raft leader has in progress, and the tick
+	// it was first seen (see abortStaleTransfer).
+	transferTo    uint64
+	transferSince int64
 
 	state      State
 	applied    uint64

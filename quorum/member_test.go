@@ -509,3 +509,41 @@ func TestOneWayCutDoesNotDeposeALivePrimary(t *testing.T) {
 	c.tick(100)
 	require.Equal(t, "b", c.members["w"].State().Primary, "an operator's promotion is not dropped")
 }
+
+// A primary asks the raft leader for leadership (maybeLead) and stops
+// before the leader's go-ahead (MsgTimeoutNow) reaches it. The leader must
+// give the transfer up: raft drops every proposal while one is in
+// progress, and would give up only after its own election timeout, 1<<20
+// ticks here, so the other data node's failover proposal never committed
+// (clean-clone CI, node.TestFailoverKeepsAcknowledgedWrites).
+func TestLeaderGivesUpTransferToLostPrimary(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	a, w := c.members["a"], c.members["w"]
+	require.Equal(t, "a", w.Status().RaftLeader)
+
+	// Leadership moves to the witness; the primary asks for it back, and
+	// the go-ahead to it is lost.
+	a.rn.TransferLeader(w.id)
+	c.process()
+	require.Equal(t, "w", a.Status().RaftLeader)
+	c.drop = func(msg Message) bool {
+		return msg.Type == MsgRaft && msg.Raft.Type == pb.MsgTimeoutNow && msg.To == "a"
+	}
+	ticks := 0
+	for ; ticks < 100 && w.rn.BasicStatus().LeadTransferee != a.id; ticks++ {
+		c.tick(1)
+	}
+	require.Equal(t, a.id, w.rn.BasicStatus().LeadTransferee, "the primary never asked for leadership back")
+	c.crash("a")
+	c.drop = nil
+
+	tm := DefaultTiming()
+	ticks = 0
+	for ; ticks < 1000 && len(c.servers()) == 0; ticks++ {
+		c.tick(1)
+	}
+	require.Equal(t, []string{"b"}, c.servers(), "no failover after %d ticks", ticks)
+	require.Less(t, ticks, tm.Election+tm.Failover+2*tm.Election+tm.LeaseWait()+2*tm.Retry)
+}
