@@ -66,9 +66,13 @@ func (m *Member) Tick() {
 	if st := m.rn.BasicStatus(); st.RaftState == raft.StateLeader {
 		m.elapsed = 0
 		m.abortStaleTransfer(st.LeadTransferee)
-	} else if m.elapsed++; m.elapsed >= m.electionTO {
-		_ = m.rn.Campaign()
-		m.resetElection()
+		m.retryLostSnapshots()
+	} else {
+		clear(m.snapSince) // a leader again starts counting afresh
+		if m.elapsed++; m.elapsed >= m.electionTO {
+			_ = m.rn.Campaign()
+			m.resetElection()
+		}
 	}
 	if m.IsPrimary() && m.now-m.lastLease >= int64(m.cfg.Timing.Heartbeat) {
 		m.lastLease = m.now
@@ -94,26 +98,6 @@ func (m *Member) maybeLead() {
 	if st := m.rn.BasicStatus(); st.Lead != 0 && st.Lead != m.id {
 		m.lastTransfer = m.now
 		m.rn.TransferLeader(m.id)
-	}
-}
-
-// abortStaleTransfer gives up a leadership transfer that has not completed
-// within an election timeout. Raft gives up only after its own election
-// timeout, which is 1<<20 ticks here (elections are driven by Tick), and
-// drops every proposal meanwhile: a primary that asked for leadership
-// (maybeLead) and stopped before it got it would otherwise block the
-// failover proposal of the next primary for hours.
-func (m *Member) abortStaleTransfer(to uint64) {
-	switch {
-	case to == raft.None:
-		m.transferTo = raft.None
-	case to != m.transferTo:
-		m.transferTo, m.transferSince = to, m.now
-	case m.now-m.transferSince >= int64(m.cfg.Timing.Election):
-		// A leader asked to hand over to itself aborts the transfer in
-		// progress and stays leader.
-		m.rn.TransferLeader(m.id)
-		m.transferTo = raft.None
 	}
 }
 

@@ -127,6 +127,7 @@ type Member struct {
 	// it was first seen (see abortStaleTransfer).
 	transferTo    uint64
 	transferSince int64
+	snapSince     map[uint64]int64 // follower ID -> tick its pending snapshot was first seen
 
 	state      State
 	applied    uint64
@@ -164,7 +165,7 @@ func NewMember(cfg Config) (*Member, error) {
 	}
 	m := &Member{
 		cfg: cfg, self: cfg.Self, storage: cfg.Storage, promotedAt: -1,
-		leaseAcks: map[string]int64{}, pending: map[uint64]uint64{},
+		leaseAcks: map[string]int64{}, pending: map[uint64]uint64{}, snapSince: map[uint64]int64{},
 		wantOutdate: map[string]uint64{}, wantClear: map[string]uint64{}, clearDisk: map[string]uint64{}, lastPropose: map[string]int64{},
 		rng: cfg.Seed*0x9e3779b97f4a7c15 + 1, consistent: true, fresh: cfg.Fresh,
 		probes: map[string]probeAnswer{}, counted: map[string]uint64{}, newcomers: map[string]bool{}, announced: map[string]announcement{},

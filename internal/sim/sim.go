@@ -14,7 +14,11 @@
 //   - acked on primary: a member that starts serving holds every write
 //     acknowledged before;
 //   - no Outdated primary: no member is primary while the state it applied
-//     says it is Outdated.
+//     says it is Outdated;
+//
+// and, at the end of the calm phase, that the cluster is live (checkLive):
+// a primary serves whenever a majority of the voters holds its state and
+// one of them may be promoted.
 //
 // Among the faults, a member loses its whole control-plane state and
 // restarts empty; the simulated operator replaces it (grbd member replace)
@@ -146,8 +150,48 @@ func Run(cfg Config) (res Result) {
 			break
 		}
 	}
+	if len(w.res.Violations) == 0 {
+		w.checkLive()
+	}
 	w.res.Epochs = w.maxEpoch
 	return w.res
+}
+
+// checkLive is the liveness property, checked once at the end of the calm
+// phase: a cluster with a majority of its voters up and holding their
+// state, one of them a data node that may be promoted, has a serving
+// primary by then. (A cluster that lost a majority's state, or whose only
+// candidates are Outdated or on replaced disks, rightly waits for an
+// operator.) The configuration (current IDs, learners) is the view of the
+// member that applied the most.
+func (w *world) checkLive() {
+	var view quorum.Status
+	for _, m := range w.members {
+		if st := m.q.Status(); m.up && st.Phase == quorum.PhaseMember && st.Applied >= view.Applied {
+			view = st
+		}
+	}
+	voters, candidate := 0, ""
+	for i, m := range w.members {
+		st := m.q.Status()
+		if m.up && m.q.Serving() {
+			return
+		}
+		if !m.up || st.Phase != quorum.PhaseMember || slices.Contains(view.Learners, m.name) || i >= len(view.IDs) || view.IDs[i] != st.ID {
+			continue
+		}
+		voters++
+		if ok, _ := m.q.Promotable(); ok && candidate == "" {
+			candidate = m.name
+		}
+	}
+	// A majority of all positions, not of the voters: during a replace the
+	// configuration is joint for a moment, and its outgoing half still
+	// counts the replaced member's old ID.
+	if candidate != "" && 2*voters > len(w.members) {
+		w.violate("live: %d of %d members are voters holding their state and %s may be promoted, yet nobody serves after %d calm ticks (raft leader %q)",
+			voters, len(w.members), candidate, w.cfg.CalmTicks, view.RaftLeader)
+	}
 }
 
 func (w *world) tracef(format string, args ...any) {

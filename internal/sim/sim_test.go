@@ -123,11 +123,25 @@ func requireCaught(t *testing.T, n uint64, plant func(*Config), want string) {
 // those rules, not a copy, so it must catch it. The bug is build-tagged
 // (replicator/plantedbug_peer_on.go), hence a test binary of its own.
 func TestSimCatchesPlantedPeerBug(t *testing.T) {
+	requirePlantedCaught(t, "grbd_plantedbug_peer", "TestSimCatchesPlantedEarlyCount")
+}
+
+// The shipped control plane with a planted liveness bug
+// (quorum/plantedbug_transfer_on.go): a raft leader waits for ever for a
+// leadership transfer to a member that died. Only the liveness check can
+// catch it, hence it must.
+func TestSimCatchesStaleTransfer(t *testing.T) {
+	requirePlantedCaught(t, "grbd_plantedbug_transfer", "TestSimCatchesPlantedStaleTransfer")
+}
+
+// requirePlantedCaught builds the simulation with the planted bug's tag and
+// runs test, which must report the seed that caught it.
+func requirePlantedCaught(t *testing.T, tag, test string) {
 	if testing.Short() {
-		t.Skip("builds the simulation with -tags grbd_plantedbug_peer; not in -short")
+		t.Skipf("builds the simulation with -tags %s; not in -short", tag)
 	}
-	out, err := planted.GoTest(t, "grbd_plantedbug_peer", "^TestSimCatchesPlantedEarlyCount$", "-v")
-	require.NoError(t, err, "the planted peer bug was not caught:\n%s", out)
+	out, err := planted.GoTest(t, tag, "^"+test+"$", "-v")
+	require.NoError(t, err, "the planted bug (%s) was not caught:\n%s", tag, out)
 	require.Contains(t, out, "caught at seed", "the planted-bug test did not run:\n%s", out)
 	t.Logf("%s", out)
 }
