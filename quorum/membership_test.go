@@ -441,3 +441,34 @@ func TestOverrideTrustsACountByJoinIdentity(t *testing.T) {
 	c.tick(200)
 	require.Equal(t, []string{"a"}, c.servers())
 }
+
+// A member that was away while another was replaced does not know the new
+// incarnation yet. When that incarnation leads, the member must take its
+// appends, or it never learns of the replace and never catches up while
+// the new incarnation leads (the simulation's liveness check, seed 9063 of
+// 20000: a data node stuck so, with 4 of 5 members up).
+func TestMemberBehindAReplaceCatchesUpFromTheNewLeader(t *testing.T) {
+	c := newCluster(t, false, MemberInfo{Name: "a", Data: true}, MemberInfo{Name: "b", Data: true},
+		MemberInfo{Name: "c", Data: true}, MemberInfo{Name: "d", Data: true}, MemberInfo{Name: "w"})
+	c.tick(100)
+	c.isolate("d", true)
+	c.wipe("w")
+	c.start("w")
+	c.tick(30)
+	id := c.replaceAndJoin("a", "w")
+	for _, mi := range c.infos {
+		if m := c.members[mi.Name]; m.rn.BasicStatus().RaftState == raft.StateLeader {
+			m.rn.TransferLeader(id)
+		}
+	}
+	c.tick(20)
+	require.Equal(t, "w", c.members["a"].Status().RaftLeader)
+	d := c.members["d"]
+	require.NotEqual(t, c.members["a"].Status().IDs, d.Status().IDs, "d learnt of the replace while cut off")
+
+	c.isolate("d", false)
+	c.tick(50)
+	require.Equal(t, c.members["a"].Status().IDs, d.Status().IDs, "d never learnt of the replace")
+	require.Equal(t, "w", d.Status().RaftLeader)
+	require.Equal(t, c.members["a"].State(), d.State())
+}
