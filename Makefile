@@ -105,6 +105,8 @@ SOAK ?= 10m
 soak: deps
 	GRBD_SOAK=$(SOAK) $(GO) test -count=1 -timeout 60m -run '^TestLeaseSoak$$' -v ./e2e
 
-# sim: a long simulation run (SIMSEEDS=20000 make sim).
+# sim: a long simulation run (SIMSEEDS=20000 make sim; SIMFIRST=20001 starts
+# past the seeds make test runs).
+SIMFIRST ?= 1
 sim:
-	$(GO) test -count=1 -timeout 120m -run TestSimSeeds -v ./internal/sim -seeds $(SIMSEEDS)
+	$(GO) test -count=1 -timeout 120m -run TestSimSeeds -v ./internal/sim -seeds $(SIMSEEDS) -first $(SIMFIRST)

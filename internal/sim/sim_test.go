@@ -18,6 +18,7 @@ import (
 var (
 	seedFlag  = flag.Uint64("seed", 0, "replay this one seed with a trace (0: run the seed range)")
 	seedsFlag = flag.Int("seeds", 1000, "how many seeds TestSimSeeds runs")
+	firstFlag = flag.Uint64("first", 1, "the first seed TestSimSeeds runs (a long run can explore seeds make test does not)")
 )
 
 // shape varies the cluster with the seed: 2 data nodes + witness, 3 data
@@ -59,8 +60,8 @@ func TestSimSeeds(t *testing.T) {
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for {
-				seed := next.Add(1)
-				if seed > uint64(n) {
+				seed := *firstFlag + next.Add(1) - 1
+				if seed >= *firstFlag+uint64(n) {
 					return
 				}
 				res := Run(shape(seed))
