@@ -231,6 +231,13 @@ func (m *member) reply(to string, d *dataMsg) { m.w.net.sendData(m.name, to, d) 
 
 // secondaryReceive is the model of the secondary side (package secondary).
 func (m *member) secondaryReceive(from string, d *dataMsg) {
+	if m.q.Phase() != quorum.PhaseMember {
+		// Without control-plane state (awaiting a replace) the node knows
+		// no epoch to check a primary against: no data stream
+		// (node.handleStream).
+		m.reply(from, &dataMsg{kind: dNack, epoch: d.epoch})
+		return
+	}
 	if d.epoch < m.known || m.prim != nil {
 		m.reply(from, &dataMsg{kind: dNack, epoch: d.epoch})
 		return
