@@ -39,6 +39,7 @@ func (n *Node) newSecondary() (*secondary.Side, error) {
 type secondaryHost struct{ n *Node }
 
 func (h secondaryHost) Disconnected(peer string) bool            { return h.n.isDisconnected(peer) }
+func (h secondaryHost) AppliedEpoch() uint64                     { return h.n.ctl.Status().Epoch }
 func (h secondaryHost) DiskFailure() error                       { return h.n.diskFailure() }
 func (h secondaryHost) CheckDisk(op string, err error) error     { return h.n.checkDisk(op, err) }
 func (h secondaryHost) SetConsistent(ok bool)                    { h.n.setConsistent(ok) }

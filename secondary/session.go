@@ -82,6 +82,7 @@ func (s *Side) session(peer string, c net.Conn) error {
 	// registered session of an older epoch, and skips those whose Hello was
 	// not read yet; so a SetEpoch before this point is seen here, and one
 	// after it closes this session.
+	s.raiseEpoch(s.node.AppliedEpoch())
 	s.mu.Lock()
 	known := s.raiseEpoch(h.Epoch)
 	if _, ok := s.sessions[c]; ok && h.Epoch >= known {

@@ -74,6 +74,11 @@ type Node interface {
 	SetConsistent(ok bool)
 	History() replicator.History
 	SetHistory(h replicator.History) error
+	// AppliedEpoch is the newest epoch the control plane applied. The side
+	// learns it from SetEpoch too, but later (the node's reconcile runs on
+	// its own goroutine): a member that just joined from a snapshot must
+	// not take a deposed primary's stream in between.
+	AppliedEpoch() uint64
 	// PrimaryArrived: a primary's Hello passed the first checks.
 	PrimaryArrived()
 	// PrimaryConnected and PrimaryLost report the data path from peer.

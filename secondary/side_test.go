@@ -26,12 +26,14 @@ type fakeNode struct {
 	splitBrain, diverged    []string
 	inconsistent, consisted []string
 	disconnected            bool
+	applied                 uint64 // the control plane's applied epoch
 }
 
 func (f *fakeNode) Disconnected(string) bool            { return f.disconnected }
 func (f *fakeNode) DiskFailure() error                  { return nil }
 func (f *fakeNode) CheckDisk(_ string, err error) error { return err }
 func (f *fakeNode) PrimaryArrived()                     {}
+func (f *fakeNode) AppliedEpoch() uint64                { return f.applied }
 func (f *fakeNode) Grown(string)                        {}
 func (f *fakeNode) FullCopyOfCode() bool                { return false }
 func (f *fakeNode) ShardApplier() *ShardApply           { return nil }
@@ -190,6 +192,9 @@ func TestSessionRefusesStalePrimaries(t *testing.T) {
 		want  string
 	}{
 		{"stale epoch", func(s *Side, _ *fakeNode) { s.SetEpoch(3, "q") }, "stale epoch"},
+		// A member that just joined from a snapshot: the control plane
+		// applied epoch 3, the node has not told the side yet.
+		{"stale epoch applied, not yet told", func(_ *Side, n *fakeNode) { n.applied = 3 }, "stale epoch"},
 		{"this node is primary", func(s *Side, _ *fakeNode) { s.SetEpoch(1, "s") }, "this node is primary"},
 		{"disconnected by the operator", func(_ *Side, n *fakeNode) { n.disconnected = true }, "disconnected"},
 	} {
