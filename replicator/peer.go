@@ -249,12 +249,23 @@ func (p *Primary) ClearDone(name string, gen uint64, ok bool) {
 		pr.ClearGen = int64(gen)
 	}
 	pr.Clearing = false
+	// Lost while the Clear was in flight, and the state already says
+	// Outdated above it: nothing else would uncount it.
+	if pr.Counted && !pr.CaughtUp && p.mayUncount(pr) {
+		p.count(pr, false)
+	}
 }
 
 // mayUncount: the applied state says the peer is Outdated at a generation
-// no Clear of this primary can still overtake.
+// no Clear of this primary can still overtake. A Clear requested and not
+// yet proposed (Clearing) names the generation current when it is
+// proposed, which may be the applied one: until ClearDone says which, the
+// peer stays counted, and a lost peer is Outdated above it first. (Without
+// this a peer lost in that moment was uncounted at once, its Clear then
+// applied, and it was no longer Outdated though writes completed without
+// it: e2e TestWipedWitnessDoesNotPromoteOutdatedNode, "n1 never Outdated".)
 func (p *Primary) mayUncount(pr *Peer) bool {
-	return p.state != nil && p.state.IsOutdated(pr.Name) && int64(p.state.GenOf(pr.Name)) > pr.ClearGen
+	return !pr.Clearing && p.state != nil && p.state.IsOutdated(pr.Name) && int64(p.state.GenOf(pr.Name)) > pr.ClearGen
 }
 
 // maybeClear requests the Clear of a caught-up peer that holds every write

@@ -118,8 +118,29 @@ func TestPeerTransitions(t *testing.T) {
 			{live(0, 0), func(p *Peer) { p.CaughtUp = true }, Ready{}},
 			{cleared(0, false), none, Ready{}},
 			{apply(ctl{outdated: true, gen: 2}), func(p *Peer) { p.Clearing = true }, Ready{Requests: clearOf(0)}},
+			{cleared(0, false), func(p *Peer) { p.Clearing = false }, Ready{}},
 			{write(1), none, Ready{}},
 			{lost, func(p *Peer) { p.CaughtUp, p.Counted = false, false }, Ready{Released: []ReqID{1}}},
+		}},
+		// The Clear is requested but not yet proposed: it will name the
+		// applied generation and overtake it, so the lost peer is Outdated
+		// above the Clear before writes complete without it.
+		{"lost while its Clear is in flight: Outdated above the Clear first", ctl{}, func(p *Peer) { p.Counted = true }, []step{
+			{live(0, 0), func(p *Peer) { p.CaughtUp = true }, Ready{}},
+			{apply(ctl{outdated: true, gen: 2}), func(p *Peer) { p.Clearing = true }, Ready{Requests: clearOf(0)}},
+			{write(1), none, Ready{}},
+			{lost, func(p *Peer) { p.CaughtUp = false }, Ready{Requests: outdate}},
+			{cleared(2, true), func(p *Peer) { p.Clearing, p.ClearGen = false, 2 }, Ready{}},
+			{apply(ctl{gen: 2}), none, Ready{}},
+			{apply(outdated(3)), func(p *Peer) { p.Counted = false }, Ready{Released: []ReqID{1}}},
+		}},
+		{"lost while its Clear is in flight, Outdated above it before ClearDone", ctl{}, func(p *Peer) { p.Counted = true }, []step{
+			{live(0, 0), func(p *Peer) { p.CaughtUp = true }, Ready{}},
+			{apply(ctl{outdated: true, gen: 2}), func(p *Peer) { p.Clearing = true }, Ready{Requests: clearOf(0)}},
+			{write(1), none, Ready{}},
+			{lost, func(p *Peer) { p.CaughtUp = false }, Ready{Requests: outdate}},
+			{apply(outdated(3)), none, Ready{}},
+			{cleared(2, true), func(p *Peer) { p.Clearing, p.ClearGen, p.Counted = false, 2, false }, Ready{Released: []ReqID{1}}},
 		}},
 		{"disk not recorded: Cleared though not Outdated", ctl{disk: 5}, func(p *Peer) { p.Counted = true }, []step{
 			{connect(0, 9), func(p *Peer) { p.Disk = 9 }, Ready{}},
