@@ -79,6 +79,7 @@ func (p *Side) runProposals() {
 				g, ok := p.ctl.RequestClear(rq.Peer, rq.Disk)
 				p.coreMu.Lock()
 				p.core.ClearDone(rq.Peer, g, ok)
+				p.releaseLocked() // it may have stopped counting a lost peer
 				p.coreMu.Unlock()
 			}
 		}

@@ -20,6 +20,10 @@ type primaryDriver struct {
 	pending map[replicator.ReqID]record
 	nextID  replicator.ReqID
 	state   quorum.State
+	// proposals the core asked for, made at the next tick: the node makes
+	// them on a goroutine of its own (primary.runProposals), so a peer can
+	// be lost, or a state applied, between the request and its outcome.
+	proposals []replicator.Request
 }
 
 type linkState uint8
@@ -86,15 +90,7 @@ func (m *member) submit(block int, value uint64) {
 // released, if the lease still holds.
 func (p *primaryDriver) release() {
 	rd := p.core.Ready()
-	for _, rq := range rd.Requests {
-		switch rq.Kind {
-		case replicator.Outdate:
-			p.m.q.RequestOutdate(rq.Peer)
-		case replicator.Clear:
-			g, ok := p.m.q.RequestClear(rq.Peer, rq.Disk)
-			p.core.ClearDone(rq.Peer, g, ok)
-		}
-	}
+	p.proposals = append(p.proposals, rd.Requests...)
 	for _, id := range rd.Released {
 		r, ok := p.pending[id]
 		if !ok {
@@ -109,7 +105,24 @@ func (p *primaryDriver) release() {
 	}
 }
 
+// propose makes the proposals asked for until now, in order.
+func (p *primaryDriver) propose() {
+	q := p.proposals
+	p.proposals = nil
+	for _, rq := range q {
+		switch rq.Kind {
+		case replicator.Outdate:
+			p.m.q.RequestOutdate(rq.Peer)
+		case replicator.Clear:
+			g, ok := p.m.q.RequestClear(rq.Peer, rq.Disk)
+			p.core.ClearDone(rq.Peer, g, ok)
+		}
+	}
+	p.release()
+}
+
 func (p *primaryDriver) tick() {
+	p.propose()
 	for _, l := range p.links {
 		switch l.state {
 		case linkDown:
