@@ -63,8 +63,9 @@ func (m *Member) Tick() {
 		return
 	}
 	m.rn.Tick()
+	m.sinceLeader++
 	if st := m.rn.BasicStatus(); st.RaftState == raft.StateLeader {
-		m.elapsed = 0
+		m.elapsed, m.sinceLeader = 0, 0
 		m.abortStaleTransfer(st.LeadTransferee)
 		m.retryLostSnapshots()
 	} else {
@@ -227,14 +228,17 @@ func (m *Member) stepRaft(r pb.Message) error {
 	}
 	switch r.Type {
 	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
-		m.elapsed = 0 // only a leader sends these
+		m.elapsed, m.sinceLeader = 0, 0 // only a leader sends these
 	case pb.MsgPreVote, pb.MsgVote:
 		// Leader stickiness (raft's CheckQuorum lease, kept here since
 		// elections are driven by Tick): a member that heard from a live
 		// leader recently ignores a disrupting candidate, but not one the
-		// leader handed over to.
+		// leader handed over to. Only a leader's messages count, not this
+		// member's own campaigns: a learner that missed its promotion
+		// campaigns in vain every election timeout and would otherwise
+		// ignore every candidate for good.
 		transfer := bytes.Equal(r.Context, []byte("CampaignTransfer"))
-		if st := m.rn.BasicStatus(); !transfer && st.Lead != 0 && r.Term > st.Term && m.elapsed < m.cfg.Timing.Election {
+		if st := m.rn.BasicStatus(); !transfer && st.Lead != 0 && r.Term > st.Term && m.sinceLeader < m.cfg.Timing.Election {
 			return nil
 		}
 	}

@@ -119,10 +119,13 @@ type Member struct {
 	removed     map[uint64]bool         // IDs removed by conf changes applied in this run
 	wantReplace map[string]replaceWant
 
-	now        int64
-	rng        uint64
-	elapsed    int // ticks since the raft leader was heard from (or since campaigning)
-	electionTO int
+	now     int64
+	rng     uint64
+	elapsed int // ticks since the raft leader was heard from (or since campaigning)
+	// sinceLeader: ticks since a raft leader's message (or since this member
+	// led), for leader stickiness; its own campaigns do not reset it.
+	sinceLeader int
+	electionTO  int
 	// The leadership transfer this raft leader has in progress, and the tick
 	// it was first seen (see abortStaleTransfer).
 	transferTo    uint64

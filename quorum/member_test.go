@@ -547,3 +547,29 @@ func TestLeaderGivesUpTransferToLostPrimary(t *testing.T) {
 	require.Equal(t, []string{"b"}, c.servers(), "no failover after %d ticks", ticks)
 	require.Less(t, ticks, tm.Election+tm.Failover+2*tm.Election+tm.LeaseWait()+2*tm.Retry)
 }
+
+// Leader stickiness counts only a leader's messages. A member that
+// campaigns in vain (a learner that missed its own promotion: raft refuses
+// its campaign) resets its election timer every election timeout; if that
+// kept it "hearing" its old leader, it would ignore every candidate, and a
+// cluster that needs its vote never elected anyone (the simulation's
+// liveness check, seed 47365 of 40001-60000).
+func TestStickinessIgnoresOwnCampaigns(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	w := c.members["w"]
+	st := w.rn.BasicStatus()
+	require.NotZero(t, st.Lead)
+	vote := Message{Type: MsgRaft, From: "b", To: "w", Raft: pb.Message{Type: pb.MsgVote, From: c.members["b"].id, To: w.id,
+		Term: st.Term + 1, LogTerm: st.Term, Index: w.rn.Status().Commit + 100}}
+
+	// It just heard from the leader: the disrupting vote is ignored.
+	require.NoError(t, w.Step(vote))
+	require.Equal(t, st.Term, w.rn.BasicStatus().Term)
+
+	// The leader went silent long ago; the member itself campaigned a
+	// moment ago (its election timer was reset): the vote counts.
+	w.sinceLeader, w.elapsed = 10*DefaultTiming().Election, 0
+	require.NoError(t, w.Step(vote))
+	require.Equal(t, st.Term+1, w.rn.BasicStatus().Term)
+}
