@@ -166,14 +166,12 @@ func (m *Member) Step(msg Message) error {
 // its configuration elected sends these, raft checks their term and log,
 // and nothing else from an unknown incarnation counts (no vote, no lease).
 func fromUnknownLeader(msg Message) bool {
-	if msg.Type != MsgRaft {
-		return false
-	}
-	switch msg.Raft.Type {
-	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
-		return true
-	}
-	return false
+	return msg.Type == MsgRaft && fromLeader(msg.Raft.Type)
+}
+
+// fromLeader: only a raft leader sends messages of type t.
+func fromLeader(t pb.MessageType) bool {
+	return t == pb.MsgApp || t == pb.MsgHeartbeat || t == pb.MsgSnap
 }
 
 // senderID handles the messages that need no incarnation check (probes,
@@ -226,10 +224,10 @@ func (m *Member) stepRaft(r pb.Message) error {
 	if r.To != m.id {
 		return nil // for another incarnation of this member
 	}
-	switch r.Type {
-	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
-		m.elapsed, m.sinceLeader = 0, 0 // only a leader sends these
-	case pb.MsgPreVote, pb.MsgVote:
+	switch {
+	case fromLeader(r.Type):
+		m.elapsed, m.sinceLeader = 0, 0
+	case r.Type == pb.MsgPreVote || r.Type == pb.MsgVote:
 		// Leader stickiness (raft's CheckQuorum lease, kept here since
 		// elections are driven by Tick): a member that heard from a live
 		// leader recently ignores a disrupting candidate, but not one the
