@@ -32,6 +32,13 @@ type member struct {
 	journal []record // journal[i].Seq == i+1
 	hist    replicator.History
 	diskID  uint64 // the store's identity (journal.ID)
+	// syncing: the node is in a full sync (its disk was not the recorded
+	// one) and Inconsistent until its journal reaches syncTo, the last seq
+	// of the primary that streams to it; the real node's persisted resync
+	// state keeps it so across crashes (secondary.replacedDisk,
+	// markConsistent).
+	syncing bool
+	syncTo  uint64
 
 	// Volatile.
 	serving bool
@@ -72,6 +79,9 @@ func (m *member) start() {
 	}
 	m.q, m.up, m.serving, m.prim, m.sess, m.known = q, true, false, nil, nil, 0
 	m.q.SetDisk(m.reportedDisk())
+	if m.syncing {
+		m.q.SetConsistent(false)
+	}
 	m.flush()
 }
 
@@ -86,7 +96,7 @@ func (m *member) reportedDisk() uint64 {
 
 // replaceDisk gives a stopped data node a new, empty store.
 func (m *member) replaceDisk() {
-	m.journal, m.hist, m.diskID = nil, nil, m.w.newDiskID()
+	m.journal, m.hist, m.diskID, m.syncing = nil, nil, m.w.newDiskID(), false
 }
 
 func (m *member) crash() {
@@ -153,6 +163,20 @@ func (m *member) reconcile() {
 	}
 }
 
+// syncDone tells the control plane whether a full sync keeps this node
+// Inconsistent: until its journal reaches the primary's.
+func (m *member) syncDone() {
+	if !m.syncing {
+		return
+	}
+	if m.last() < m.syncTo {
+		m.q.SetConsistent(false)
+		return
+	}
+	m.syncing = false
+	m.q.SetConsistent(true)
+}
+
 func (m *member) last() uint64 { return uint64(len(m.journal)) }
 
 func (m *member) pos() int {
@@ -168,7 +192,7 @@ func (m *member) loseState(disk bool) {
 	}
 	m.disk, m.joinID, m.emptySince = raft.NewMemoryStorage(), 0, m.w.now
 	if disk {
-		m.journal, m.hist, m.diskID = nil, nil, m.w.newDiskID()
+		m.replaceDisk()
 	}
 	if m.w.cfg.BootstrapLostState {
 		// The planted bug: the old implicit bootstrap, as if the member
@@ -249,7 +273,7 @@ func (m *member) secondaryReceive(from string, d *dataMsg) {
 			// Not the disk that holds this node's data: a full sync
 			// (the model's store starts over; node/identity.go).
 			m.w.tracef("%s: disk is not the recorded one: full sync from %s", m.name, from)
-			m.journal, m.hist = nil, nil
+			m.journal, m.hist, m.syncing = nil, nil, true
 		}
 		div := replicator.Diverge(d.hist, d.last, m.hist, m.last())
 		if div.Diverged {
@@ -259,6 +283,12 @@ func (m *member) secondaryReceive(from string, d *dataMsg) {
 			m.journal = slices.Clone(m.journal[:div.Common])
 		}
 		m.hist = m.hist.Adopt(d.hist, m.last())
+		if m.syncing {
+			// A full sync resumes from whichever primary streams now and
+			// ends where this one stands (its ResyncDone).
+			m.syncTo = d.last
+			m.syncDone()
+		}
 		m.sess = &session{from: from, epoch: d.epoch}
 		m.reply(from, &dataMsg{kind: dHelloAck, epoch: d.epoch, ok: true, last: m.last(), disk: m.reportedDisk()})
 	case dWrite:
@@ -268,6 +298,7 @@ func (m *member) secondaryReceive(from string, d *dataMsg) {
 			return
 		}
 		m.journal = append(m.journal, d.rec)
+		m.syncDone()
 		m.reply(from, &dataMsg{kind: dAck, epoch: d.epoch, seq: d.rec.Seq})
 	}
 }

@@ -89,6 +89,20 @@ func TestSimSeeds(t *testing.T) {
 	require.Positive(t, total.Replaces, "members that lost their state must be replaced and rejoin")
 }
 
+// foundSeeds are seeds past make test's range at which long runs found a
+// bug in the code or a gap in the model (docs/quorum.md and the closing
+// notes name them). The code changes what each seed does, so they guard
+// less than the tests of the rules they found; they cost milliseconds.
+var foundSeeds = []uint64{1626, 9063, 20771, 47365, 53773, 58788}
+
+func TestSimFoundSeeds(t *testing.T) {
+	for _, seed := range foundSeeds {
+		res := Run(shape(seed))
+		require.Empty(t, res.Violations, "seed %d (replay: go test ./internal/sim -run TestSimSeeds -seed %d)", seed, seed)
+		require.Positive(t, res.Writes, "seed %d acknowledged nothing", seed)
+	}
+}
+
 // The same seed gives the same run, event for event.
 func TestSimIsDeterministic(t *testing.T) {
 	hash := func() uint64 {
