@@ -45,19 +45,20 @@ var (
 // other data node.
 func (n *Node) newPrimary(st quorum.State) *primary.Side {
 	cfg := primary.Config{
-		Cluster:           n.cfg.Cluster,
-		Name:              n.me.Name,
-		Protocol:          n.proto,
-		SuspendOnNoQuorum: n.cfg.Quorum.OnNoQuorum == config.OnNoQuorumSuspend,
-		SuspendTimeout:    n.cfg.Quorum.SuspendTimeout.D(),
-		PeerTimeout:       n.cfg.Replication.PeerTimeout.D(),
-		ResyncRate:        int64(n.cfg.Replication.ResyncRate),
-		JournalMaxSize:    int64(n.cfg.Journal.MaxSize),
-		Store:             n.store,
-		Log:               n.log,
-		Transport:         n.mesh,
-		Control:           n.ctl,
-		Repairs:           primary.RepairCounters{Corrupt: &n.corruptBlocks, Repaired: &n.repairedBlocks, Unrepaired: &n.unrepairedBlocks},
+		Cluster:                n.cfg.Cluster,
+		Name:                   n.me.Name,
+		Protocol:               n.proto,
+		SuspendOnNoQuorum:      n.cfg.Quorum.OnNoQuorum == config.OnNoQuorumSuspend,
+		SuspendTimeout:         n.cfg.Quorum.SuspendTimeout.D(),
+		PeerTimeout:            n.cfg.Replication.PeerTimeout.D(),
+		DisconnectOnCongestion: n.cfg.Replication.OnCongestion == config.CongestionDisconnect,
+		ResyncRate:             int64(n.cfg.Replication.ResyncRate),
+		JournalMaxSize:         int64(n.cfg.Journal.MaxSize),
+		Store:                  n.store,
+		Log:                    n.log,
+		Transport:              n.mesh,
+		Control:                n.ctl,
+		Repairs:                primary.RepairCounters{Corrupt: &n.corruptBlocks, Repaired: &n.repairedBlocks, Unrepaired: &n.unrepairedBlocks},
 	}
 	if n.ec != nil {
 		cfg.Coder = n.ec.Coder()

@@ -21,10 +21,11 @@ const (
 	// queueLimit bounds the bytes a catch-up or resync may queue for a peer
 	// before it waits for the sender; live writes never wait here.
 	queueLimit = 8 << 20
-	// congestLimit: a peer whose live queue grows past this (protocol A with
-	// a slow peer) is cut off and caught up again from the journal, instead of
-	// the primary buffering without bound.
-	congestLimit = 64 << 20
+	// defaultCongestionFill: a peer whose live queue grows past this
+	// (protocol A with a slow peer) holds new writes, or is cut off and
+	// caught up again (on-congestion), instead of the primary buffering
+	// without bound.
+	defaultCongestionFill = 64 << 20
 	// resyncChunk is the size of one region copy.
 	resyncChunk = 1 << 20
 	// liveGap: catch-up rounds run without the write lock until fewer records
@@ -130,19 +131,24 @@ func (l *link) dropQueueLocked(closed bool) {
 	l.q, l.qbytes, l.closed = nil, 0, closed
 }
 
-// enqueueLive queues a live write, whose data lives in buf (or nil). A
-// congested peer stops being live and its session is ended; it comes back
-// through catch-up. Caller holds mu.
+// enqueueLive queues a live write, whose data lives in buf (or nil). With
+// on-congestion: disconnect a congested peer stops being live and its
+// session is ended; it comes back through catch-up. With block, Write
+// waited for the queue (waitUncongested) before the write was logged.
+// Caller holds mu.
 func (l *link) enqueueLive(m wire.Message, buf *sharedBuf) {
-	l.qmu.Lock()
-	congested := l.qbytes > congestLimit
-	l.qmu.Unlock()
+	congested := false
+	if l.p.cfg.DisconnectOnCongestion {
+		l.qmu.Lock()
+		congested = l.qbytes > l.p.congestionFill()
+		l.qmu.Unlock()
+	}
 	if !congested {
 		l.enqueueShared(m, buf)
 		return
 	}
 	l.live.Store(false)
-	l.log.Warn("peer congested: disconnecting it, it will catch up", "queued_bytes", congestLimit)
+	l.log.Warn("peer congested: disconnecting it, it will catch up", "queued_bytes", l.p.congestionFill())
 	l.kickSession()
 }
 
@@ -180,6 +186,25 @@ func (l *link) waitRoom() bool {
 		l.qcond.Wait()
 	}
 	return !l.closed
+}
+
+// waitUncongested holds a new write while this live peer is more than
+// the congestion fill behind (on-congestion: block), as DRBD's sender blocks the
+// writer when its buffer is full: the peer sets the pace instead of being
+// cut off and resynced again and again under a sustained load. It returns
+// once the sender drained the queue below the limit, or the session ended
+// (a peer that stops acknowledging is cut off within the peer timeout by
+// the watchdog, which ends the wait).
+func (l *link) waitUncongested() {
+	if !l.live.Load() {
+		return
+	}
+	limit := l.p.congestionFill()
+	l.qmu.Lock()
+	for l.qbytes > limit && !l.closed {
+		l.qcond.Wait()
+	}
+	l.qmu.Unlock()
 }
 
 // seqOf is the journal sequence a message carries (0 for none).

@@ -38,14 +38,19 @@ type Config struct {
 	SuspendOnNoQuorum bool
 	SuspendTimeout    time.Duration
 	PeerTimeout       time.Duration // a counted peer silent this long is dropped
-	ResyncRate        int64         // bytes per second of a paced region resync
-	JournalMaxSize    int64
-	Coder             *ec.Coder // the erasure code; nil for mirrors
-	Store             *journal.Journal
-	Log               *slog.Logger // default: discard
-	Transport         Transport
-	Control           PeerControl
-	Repairs           RepairCounters
+	// DisconnectOnCongestion: a live peer more than CongestionFill behind
+	// is cut off (on-congestion: disconnect) instead of holding new writes
+	// until it drained (block).
+	DisconnectOnCongestion bool
+	CongestionFill         int64 // bytes queued for a peer; 0: 64 MiB
+	ResyncRate             int64 // bytes per second of a paced region resync
+	JournalMaxSize         int64
+	Coder                  *ec.Coder // the erasure code; nil for mirrors
+	Store                  *journal.Journal
+	Log                    *slog.Logger // default: discard
+	Transport              Transport
+	Control                PeerControl
+	Repairs                RepairCounters
 	// DropsPiece, tests only (nil: never): the write with seq is not sent
 	// to shard peer peer.
 	DropsPiece func(peer string, seq uint64) bool
@@ -67,4 +72,13 @@ type Node interface {
 	PeerState(peer, state, cause string)
 	SplitBrain(peer, detail string)
 	Event(e events.Event)
+}
+
+// congestionFill is how far behind a live peer may fall before
+// on-congestion applies.
+func (p *Side) congestionFill() int {
+	if p.cfg.CongestionFill > 0 {
+		return int(p.cfg.CongestionFill)
+	}
+	return defaultCongestionFill
 }

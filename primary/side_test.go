@@ -66,13 +66,19 @@ func newSide(t *testing.T, ctl *control, peers ...string) (*Side, *journal.Journ
 // newSideOn is newSide with the peers behind tr.
 func newSideOn(t *testing.T, tr Transport, ctl *control, peers ...string) (*Side, *journal.Journal) {
 	t.Helper()
+	store := memStore(t, 1<<20, 4<<20)
+	return startSideOn(t, tr, store, 4<<20, ctl, 1, peers...), store
+}
+
+// memStore is a journaled 1 MiB device in memory, closed at the test's end.
+func memStore(t *testing.T, segmentSize, maxSize int64) *journal.Journal {
+	t.Helper()
 	fs := vfs.NewMem()
 	require.NoError(t, fs.MkdirAll("/d", 0o700))
-	opts := journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20}
-	store, err := journal.Open(opts)
+	store, err := journal.Open(journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: segmentSize, MaxSize: maxSize})
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
-	return startSideOn(t, tr, store, opts.MaxSize, ctl, 1, peers...), store
+	return store
 }
 
 // startSide starts the primary of epoch on store (whose journal holds at
@@ -85,10 +91,19 @@ func startSide(t *testing.T, store *journal.Journal, maxSize int64, ctl *control
 // startSideOn is startSide with the peers behind tr.
 func startSideOn(t *testing.T, tr Transport, store *journal.Journal, maxSize int64, ctl *control, epoch uint64, peers ...string) *Side {
 	t.Helper()
+	return startSideWith(t, tr, store, maxSize, ctl, epoch, nil, peers...)
+}
+
+// startSideWith is startSideOn with the configuration changed by mod.
+func startSideWith(t *testing.T, tr Transport, store *journal.Journal, maxSize int64, ctl *control, epoch uint64, mod func(*Config), peers ...string) *Side {
+	t.Helper()
 	var corrupt, repaired, unrepaired atomic.Uint64
 	cfg := Config{Cluster: "t", Name: "p", Protocol: replicator.ProtocolC, PeerTimeout: 2 * time.Second,
 		JournalMaxSize: maxSize, Store: store, Transport: tr, Control: ctl,
 		Repairs: RepairCounters{Corrupt: &corrupt, Repaired: &repaired, Unrepaired: &unrepaired}}
+	if mod != nil {
+		mod(&cfg)
+	}
 	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: epoch, Primary: "p"})
 	for _, name := range peers {
 		p.AddPeer(name, -1)

@@ -58,6 +58,11 @@ func (p *Side) Write(w journal.Write, fua bool) error {
 		// reused: queued wire messages share them.
 		w.BlockSums = crc32c.Blocks(make([]byte, 0, 4*(n/crc32c.BlockSize)), w.Data)
 	}
+	if !p.cfg.DisconnectOnCongestion {
+		for _, l := range p.links {
+			l.waitUncongested()
+		}
+	}
 	r := &writeReq{w: w, fua: fua, ready: make(chan bool, 1)}
 	p.qmu.Lock()
 	p.queue = append(p.queue, r)

@@ -177,6 +177,13 @@ type Replication struct {
 	// (refuse and report) or "discard-secondary" (the node that is not
 	// primary discards its divergent writes).
 	AfterSplitBrain string `yaml:"after-split-brain,omitempty"`
+	// OnCongestion is what the primary does when a peer falls 64 MiB
+	// behind (protocol A, or a deep queue of large writes): "block" (the
+	// default, as DRBD's) holds new writes until the peer drained below
+	// it; "disconnect" cuts the peer off, to come back through catch-up or
+	// resync while the primary runs ahead (docs/replication.md,
+	// "Congestion").
+	OnCongestion string `yaml:"on-congestion,omitempty"`
 	// Redundancy is "mirror" (the default: every data node a full copy) or
 	// "ec K+M": the first data node keeps a full copy, the other K+M each
 	// one Reed-Solomon shard (docs/erasure.md).
@@ -204,6 +211,9 @@ const (
 
 	SplitBrainDisconnect       = "disconnect"
 	SplitBrainDiscardSecondary = "discard-secondary"
+
+	CongestionBlock      = "block"
+	CongestionDisconnect = "disconnect"
 )
 
 // Member is a data node or the witness. Addresses are host:port.

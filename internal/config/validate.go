@@ -83,13 +83,16 @@ func (c *Config) validateStorage(bad func(string, ...any)) {
 }
 
 // validateReplication fills and checks the replication protocol and the
-// split-brain policy.
+// split-brain and congestion policies.
 func (c *Config) validateReplication(bad func(string, ...any)) {
 	if !defaultOrOneOf(&c.Replication.Protocol, ProtocolC, ProtocolA, ProtocolB, ProtocolC) {
 		bad(fmt.Sprintf("%q: want A, B or C", c.Replication.Protocol), "replication", "protocol")
 	}
 	if !defaultOrOneOf(&c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDisconnect, SplitBrainDiscardSecondary) {
 		bad(fmt.Sprintf("%q: want %q or %q", c.Replication.AfterSplitBrain, SplitBrainDisconnect, SplitBrainDiscardSecondary), "replication", "after-split-brain")
+	}
+	if !defaultOrOneOf(&c.Replication.OnCongestion, CongestionBlock, CongestionBlock, CongestionDisconnect) {
+		bad(fmt.Sprintf("%q: want %q or %q", c.Replication.OnCongestion, CongestionBlock, CongestionDisconnect), "replication", "on-congestion")
 	}
 	if c.Replication.StreamWindow == 0 {
 		c.Replication.StreamWindow = DefaultStreamWindow
