@@ -504,11 +504,10 @@ func (n *Node) Invalidate() error {
 	if n.currentPrimary() != nil {
 		return fmt.Errorf("node: %s is primary: invalidate a secondary", n.me.Name)
 	}
-	if err := n.sec.SaveResync(&replicator.ResyncState{From: 0, All: true}); err != nil {
+	if err := n.sec.Invalidate(); err != nil {
 		return err
 	}
 	n.setConsistent(false)
-	n.sec.DropFrom("*")
 	n.events.Add(Event{Type: events.TypeInvalidate, State: DiskInconsistent, Cause: "grbd invalidate: full resync from the primary"})
 	return nil
 }

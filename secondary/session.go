@@ -36,6 +36,11 @@ func (s *Side) Handle(peer string, c net.Conn) {
 		s.refuse(c, "this node is primary")
 		return
 	}
+	if s.invalidating > 0 {
+		s.mu.Unlock()
+		s.refuse(c, "this node is being invalidated (grbd invalidate): dial again")
+		return
+	}
 	// A new primary stream replaces the old one.
 	for other := range s.sessions {
 		other.Close()

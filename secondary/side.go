@@ -122,14 +122,16 @@ type Side struct {
 	store *journal.Journal
 	log   *slog.Logger
 
-	mu       sync.Mutex          // guards sessions, blocked, closed, resync, discard
+	mu       sync.Mutex          // guards sessions, blocked, invalidating, closed, resync, discard
 	sessions map[net.Conn]uint64 // stream -> epoch of its primary
 	blocked  bool                // the node is primary: refuse streams
-	closed   bool                // Close began: no new handler is counted in (wg)
-	resync   *replicator.ResyncState
-	discard  bool       // grbd resolve: discard divergent data at the next connect
-	sessMu   sync.Mutex // held by the running session
-	wg       sync.WaitGroup
+	// invalidating counts Invalidate calls under way: streams are refused.
+	invalidating int
+	closed       bool // Close began: no new handler is counted in (wg)
+	resync       *replicator.ResyncState
+	discard      bool       // grbd resolve: discard divergent data at the next connect
+	sessMu       sync.Mutex // held by the running session
+	wg           sync.WaitGroup
 
 	epoch       atomic.Uint64 // newest epoch known
 	caughtUp    atomic.Bool   // got ResyncDone in the current session
@@ -266,6 +268,28 @@ func (s *Side) DropFrom(peer string) {
 			c.Close()
 		}
 	}
+}
+
+// Invalidate makes the whole disk Inconsistent (grbd invalidate): a full
+// resync from the next primary's session. The running session ends first,
+// and no session runs while the state is saved: a session that began
+// before would otherwise end it with the ResyncDone of its own catch-up
+// (markConsistent), and the node was UpToDate again without a copy.
+func (s *Side) Invalidate() error {
+	s.mu.Lock()
+	s.invalidating++
+	for c := range s.sessions {
+		c.Close()
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.invalidating--
+		s.mu.Unlock()
+	}()
+	s.sessMu.Lock() // the running session, if any, has finished
+	defer s.sessMu.Unlock()
+	return s.SaveResync(&replicator.ResyncState{From: 0, All: true})
 }
 
 // SaveResync persists rs (nil: the disk is consistent again).
