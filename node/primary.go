@@ -52,6 +52,7 @@ func (n *Node) newPrimary(st quorum.State) *primary.Side {
 		SuspendTimeout:         n.cfg.Quorum.SuspendTimeout.D(),
 		PeerTimeout:            n.cfg.Replication.PeerTimeout.D(),
 		DisconnectOnCongestion: n.cfg.Replication.OnCongestion == config.CongestionDisconnect,
+		CongestionFill:         int64(n.cfg.Replication.CongestionFill),
 		ResyncRate:             int64(n.cfg.Replication.ResyncRate),
 		JournalMaxSize:         int64(n.cfg.Journal.MaxSize),
 		Store:                  n.store,

@@ -26,6 +26,9 @@ type ClusterConfig struct {
 	DataNodes int    // default 1
 	Witness   bool   // add a witness member
 	Protocol  string // A, B or C (default C)
+	// Replication holds more settings of the replication section, one
+	// "key: value" a line (e.g. "congestion-fill: 1MiB").
+	Replication string
 
 	DeviceSize         string // default 64MiB
 	JournalMaxSize     string // default 32MiB
@@ -175,7 +178,11 @@ func (c *Cluster) render(members []*Member, withWitness bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: chaos\ndevice:\n  size: %s\njournal:\n  max-size: %s\n  segment-size: %s\n  sync: %s\n",
 		c.cfg.DeviceSize, c.cfg.JournalMaxSize, c.cfg.JournalSegmentSize, c.cfg.JournalSync)
-	fmt.Fprintf(&b, "replication:\n  protocol: %s\nnodes:\n", c.cfg.Protocol)
+	fmt.Fprintf(&b, "replication:\n  protocol: %s\n", c.cfg.Protocol)
+	for line := range strings.Lines(c.cfg.Replication) {
+		fmt.Fprintf(&b, "  %s\n", strings.TrimSpace(line))
+	}
+	b.WriteString("nodes:\n")
 	var witness *Member
 	for _, m := range members {
 		if m.Witness {

@@ -37,7 +37,9 @@ type Shape struct {
 	DataNodes int
 	Witness   bool
 	Protocol  string // default C
-	Proxies   bool
+	// Replication: more replication settings (ClusterConfig.Replication).
+	Replication string
+	Proxies     bool
 	// TmpfsData names a data node whose data directory is a small tmpfs
 	// (disk-full faults), or with Ext4Data a small loop-mounted ext4 with
 	// errors=remount-ro (read-only faults, TriggerFSError).
@@ -352,7 +354,7 @@ const (
 // it mounted and must always run.
 func clusterConfig(env Env, s Shape, dir string, ev *Events) (ClusterConfig, func(), error) {
 	cfg := ClusterConfig{Bin: env.Bin, Dir: dir, DataNodes: max(s.DataNodes, 1), Witness: s.Witness,
-		Protocol: s.Protocol, Proxies: s.Proxies, ExtraYAML: s.ExtraYAML, Events: ev,
+		Protocol: s.Protocol, Replication: s.Replication, Proxies: s.Proxies, ExtraYAML: s.ExtraYAML, Events: ev,
 		DeviceSize: scenarioDevice, JournalMaxSize: scenarioJournal}
 	cleanup := func() {}
 	if s.TmpfsData == "" {

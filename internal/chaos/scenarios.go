@@ -31,6 +31,8 @@ func Scenarios() []Scenario {
 			Shape: Shape{DataNodes: 2}, Inject: injectKillRestart(roleSecondary)},
 		{Name: "two-pause-secondary", Doc: "protocol C: SIGSTOP the secondary (writes stall or continue without it), SIGCONT, resync",
 			Shape: Shape{DataNodes: 2}, Inject: injectPause(roleSecondary)},
+		{Name: "failover-pause-secondary-protocol-a", Doc: "2 data + witness, protocol A, congestion-fill 1 MiB: SIGSTOP the secondary under load: writes complete until 1 MiB is queued for it, then wait (on-congestion: block) until the peer timeout cuts it off and it is Outdated; SIGCONT: it catches up, nothing acknowledged lost",
+			Shape: Shape{DataNodes: 2, Witness: true, Protocol: "A", Replication: "congestion-fill: 1MiB", ExtraYAML: QuorumYAML}, Needs: NeedFailover, Inject: injectPause(roleSecondary)},
 		{Name: "two-partition", Doc: "2 data nodes, protocol C: partition primary and secondary with nftables, heal: writes stall, fence or continue (a static primary drops the peer; a quorum build must outdate it first and cannot without a witness), then resync",
 			Shape: Shape{DataNodes: 2}, Needs: NeedNft, Inject: injectPartition(false)},
 		{Name: "two-oneway-partition", Doc: "protocol C: drop one direction only between primary and secondary, heal, resync",

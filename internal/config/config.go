@@ -177,13 +177,14 @@ type Replication struct {
 	// (refuse and report) or "discard-secondary" (the node that is not
 	// primary discards its divergent writes).
 	AfterSplitBrain string `yaml:"after-split-brain,omitempty"`
-	// OnCongestion is what the primary does when a peer falls 64 MiB
-	// behind (protocol A, or a deep queue of large writes): "block" (the
-	// default, as DRBD's) holds new writes until the peer drained below
-	// it; "disconnect" cuts the peer off, to come back through catch-up or
-	// resync while the primary runs ahead (docs/replication.md,
-	// "Congestion").
-	OnCongestion string `yaml:"on-congestion,omitempty"`
+	// OnCongestion is what the primary does when a peer falls
+	// CongestionFill behind (protocol A, or a deep queue of large writes):
+	// "block" (the default, as DRBD's) holds new writes until the peer
+	// drained below it; "disconnect" cuts the peer off, to come back
+	// through catch-up or resync while the primary runs ahead
+	// (docs/replication.md, "Congestion").
+	OnCongestion   string `yaml:"on-congestion,omitempty"`
+	CongestionFill Size   `yaml:"congestion-fill,omitempty"` // default 64 MiB
 	// Redundancy is "mirror" (the default: every data node a full copy) or
 	// "ec K+M": the first data node keeps a full copy, the other K+M each
 	// one Reed-Solomon shard (docs/erasure.md).
@@ -248,6 +249,11 @@ const (
 	// size whose buffering per stream a host can afford.
 	MinStreamWindow = Size(256 << 10)
 	MaxStreamWindow = Size(256 << 20)
+	// The congestion fill's: below a few writes congestion is the normal
+	// state; above, a primary's memory per peer.
+	DefaultCongestionFill = Size(64 << 20)
+	MinCongestionFill     = Size(1 << 20)
+	MaxCongestionFill     = Size(1 << 30)
 )
 
 // AutoFailoverOn reports the effective auto-failover setting.

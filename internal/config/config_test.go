@@ -47,6 +47,7 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, DefaultLease, c.Quorum.Lease)
 	require.Equal(t, SplitBrainDisconnect, c.Replication.AfterSplitBrain)
 	require.Equal(t, CongestionBlock, c.Replication.OnCongestion)
+	require.Equal(t, DefaultCongestionFill, c.Replication.CongestionFill)
 	require.Equal(t, DefaultStreamWindow, c.Replication.StreamWindow)
 	require.Equal(t, "/etc/grbd/alpha", c.Nodes[0].DataDir, "relative dir resolved against the file")
 	require.Equal(t, "/var/lib/grbd/beta", c.Nodes[1].DataDir)
@@ -102,6 +103,7 @@ func TestParseErrors(t *testing.T) {
 		{"small stream window", func(s string) string { return s + "replication:\n  stream-window: 64KiB\n" }, "c.yaml:23: replication.stream-window: 64KiB: must be between 256KiB and 256MiB"},
 		{"huge stream window", func(s string) string { return s + "replication:\n  stream-window: 1GiB\n" }, "c.yaml:23: replication.stream-window: 1GiB: must be between 256KiB and 256MiB"},
 		{"bad congestion policy", func(s string) string { return s + "replication:\n  on-congestion: pull-ahead\n" }, `c.yaml:23: replication.on-congestion: "pull-ahead": want "block" or "disconnect"`},
+		{"small congestion fill", func(s string) string { return s + "replication:\n  congestion-fill: 64KiB\n" }, "c.yaml:23: replication.congestion-fill: 64KiB: must be between 1MiB and 1GiB"},
 		{"bad split-brain policy", func(s string) string { return s + "replication:\n  after-split-brain: coin\n" }, "c.yaml:23: replication.after-split-brain: \"coin\""},
 		{"bad on-no-quorum", func(s string) string { return s + "quorum:\n  on-no-quorum: panic\n" }, "c.yaml:23: quorum.on-no-quorum: \"panic\""},
 		{"short lease", func(s string) string { return s + "quorum:\n  lease: 20ms\n" }, "c.yaml:23: quorum.lease: must be at least 5 ticks"},

@@ -94,6 +94,12 @@ func (c *Config) validateReplication(bad func(string, ...any)) {
 	if !defaultOrOneOf(&c.Replication.OnCongestion, CongestionBlock, CongestionBlock, CongestionDisconnect) {
 		bad(fmt.Sprintf("%q: want %q or %q", c.Replication.OnCongestion, CongestionBlock, CongestionDisconnect), "replication", "on-congestion")
 	}
+	if c.Replication.CongestionFill == 0 {
+		c.Replication.CongestionFill = DefaultCongestionFill
+	}
+	if f := c.Replication.CongestionFill; f < MinCongestionFill || f > MaxCongestionFill {
+		bad(fmt.Sprintf("%v: must be between %v and %v", f, MinCongestionFill, MaxCongestionFill), "replication", "congestion-fill")
+	}
 	if c.Replication.StreamWindow == 0 {
 		c.Replication.StreamWindow = DefaultStreamWindow
 	}
