@@ -52,6 +52,10 @@ func (c *Config) Warnings() []Warning {
 		warn(fmt.Sprintf("protocol %s acknowledges a write before every peer journaled it: a failover can lose acknowledged writes (protocol C cannot)", p),
 			"replication", "protocol")
 	}
+	if c.Replication.OnCongestion == CongestionDisconnect && data > 1 {
+		warn(fmt.Sprintf("a peer %v behind is cut off: under writes it cannot follow it is cut off again and again and has no current copy (block holds the writes instead)",
+			c.Replication.CongestionFill), "replication", "on-congestion")
+	}
 	if c.Replication.AfterSplitBrain == SplitBrainDiscardSecondary {
 		warn("a split brain is resolved automatically by discarding the secondary's divergent writes", "replication", "after-split-brain")
 	}

@@ -23,6 +23,8 @@ func TestWarnings(t *testing.T) {
 		}, []string{"4 voting members: a majority needs 3"}},
 		{"protocol A", func(s string) string { return s + "replication:\n  protocol: A\n" },
 			[]string{"c.yaml:23: replication.protocol: warning: protocol A acknowledges a write before every peer journaled it"}},
+		{"congestion disconnect", func(s string) string { return s + "replication:\n  on-congestion: disconnect\n" },
+			[]string{"c.yaml:23: replication.on-congestion: warning: a peer 64MiB behind is cut off"}},
 		{"manual failover", func(s string) string { return s + "quorum:\n  auto-failover: false\n" }, []string{"quorum.auto-failover: warning: automatic failover is off"}},
 		{"suspend-io", func(s string) string { return s + "quorum:\n  on-no-quorum: suspend-io\n" }, []string{"I/O hangs for up to 30s"}},
 		{"admin on the network", func(s string) string { return strings.Replace(s, "admin: 127.0.0.1:7800", "admin: 10.0.0.1:7800", 1) },
