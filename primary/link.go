@@ -140,7 +140,7 @@ func (l *link) enqueueLive(m wire.Message, buf *sharedBuf) {
 	congested := false
 	if l.p.cfg.DisconnectOnCongestion {
 		l.qmu.Lock()
-		congested = l.qbytes > l.p.congestionFill()
+		congested = l.qbytes > int(l.p.cfg.CongestionFill)
 		l.qmu.Unlock()
 	}
 	if !congested {
@@ -148,7 +148,7 @@ func (l *link) enqueueLive(m wire.Message, buf *sharedBuf) {
 		return
 	}
 	l.live.Store(false)
-	l.log.Warn("peer congested: disconnecting it, it will catch up", "queued_bytes", l.p.congestionFill())
+	l.log.Warn("peer congested: disconnecting it, it will catch up", "queued_bytes", l.p.cfg.CongestionFill)
 	l.kickSession()
 }
 
@@ -179,32 +179,30 @@ func (l *link) enqueueRecord(w journal.Write) bool {
 
 // waitRoom waits until the queue is below queueLimit; false when the session
 // ended.
-func (l *link) waitRoom() bool {
+func (l *link) waitRoom() bool { return l.waitBelow(queueLimit) }
+
+// waitBelow waits until at most limit bytes are queued; false when the
+// session ended.
+func (l *link) waitBelow(limit int) bool {
 	l.qmu.Lock()
 	defer l.qmu.Unlock()
-	for l.qbytes > queueLimit && !l.closed {
+	for l.qbytes > limit && !l.closed {
 		l.qcond.Wait()
 	}
 	return !l.closed
 }
 
-// waitUncongested holds a new write while this live peer is more than
-// the congestion fill behind (on-congestion: block), as DRBD's sender blocks the
-// writer when its buffer is full: the peer sets the pace instead of being
-// cut off and resynced again and again under a sustained load. It returns
+// waitUncongested holds a new write while this live peer is more than the
+// congestion fill behind (on-congestion: block), as DRBD's sender blocks
+// the writer when its buffer is full: the peer sets the pace instead of
+// being cut off and resynced again and again under a sustained load. It returns
 // once the sender drained the queue below the limit, or the session ended
 // (a peer that stops acknowledging is cut off within the peer timeout by
 // the watchdog, which ends the wait).
 func (l *link) waitUncongested() {
-	if !l.live.Load() {
-		return
+	if l.live.Load() {
+		l.waitBelow(int(l.p.cfg.CongestionFill))
 	}
-	limit := l.p.congestionFill()
-	l.qmu.Lock()
-	for l.qbytes > limit && !l.closed {
-		l.qcond.Wait()
-	}
-	l.qmu.Unlock()
 }
 
 // seqOf is the journal sequence a message carries (0 for none).

@@ -111,6 +111,9 @@ func New(ctx context.Context, cfg Config, node Node, st quorum.State) *Side {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.CongestionFill <= 0 {
+		cfg.CongestionFill = defaultCongestionFill
+	}
 	p := &Side{
 		cfg: cfg, node: node, store: cfg.Store, epoch: st.Epoch, log: cfg.Log.With("epoch", st.Epoch), state: st,
 		core:     replicator.NewPrimary(cfg.Protocol),

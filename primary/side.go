@@ -42,7 +42,7 @@ type Config struct {
 	// is cut off (on-congestion: disconnect) instead of holding new writes
 	// until it drained (block).
 	DisconnectOnCongestion bool
-	CongestionFill         int64 // bytes queued for a peer; 0: 64 MiB
+	CongestionFill         int64 // bytes queued for a peer; 0: 64 MiB (New fills it)
 	ResyncRate             int64 // bytes per second of a paced region resync
 	JournalMaxSize         int64
 	Coder                  *ec.Coder // the erasure code; nil for mirrors
@@ -72,13 +72,4 @@ type Node interface {
 	PeerState(peer, state, cause string)
 	SplitBrain(peer, detail string)
 	Event(e events.Event)
-}
-
-// congestionFill is how far behind a live peer may fall before
-// on-congestion applies.
-func (p *Side) congestionFill() int {
-	if p.cfg.CongestionFill > 0 {
-		return int(p.cfg.CongestionFill)
-	}
-	return defaultCongestionFill
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/grbd/grbd/internal/sidecar"
 	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/internal/wire"
-	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/replicator"
 	"github.com/stretchr/testify/require"
 )
@@ -35,13 +34,9 @@ func (m *watchedMeta) SaveResync(rs *replicator.ResyncState) error {
 // again at once in 1 of ~50 runs of cmd/grbd's TestWaitSyncPlainLines.
 func TestInvalidateEndsTheSessionFirst(t *testing.T) {
 	fs := vfs.NewMem()
-	store := openStore(t, journal.Options{Dir: "/d", FS: fs, DeviceSize: 1 << 20, SegmentSize: 1 << 20, MaxSize: 4 << 20})
 	meta := &watchedMeta{Meta: sidecar.New(fs, "/d")}
-	s, err := New(Config{Cluster: "t", Name: "s", Protocol: replicator.ProtocolC, HandshakeTimeout: 5 * time.Second,
-		Store: store, Meta: meta}, &fakeNode{})
-	require.NoError(t, err)
+	s, _ := newSideMeta(t, fs, meta, 1<<20, 0, false)
 	meta.side = s
-	t.Cleanup(s.Close)
 	hist := replicator.History{{Epoch: 1, FirstSeq: 1}}
 
 	r, w, sent := connect(t, s, 1, 0, hist)
@@ -56,7 +51,7 @@ func TestInvalidateEndsTheSessionFirst(t *testing.T) {
 	if w.WriteMsg(&wire.ResyncDone{AsOf: 0}) == nil {
 		_ = w.Flush()
 	}
-	_, err = r.ReadMsg()
+	_, err := r.ReadMsg()
 	require.Error(t, err, "the old session still runs")
 	require.False(t, s.Consistent())
 	require.True(t, s.State().Inconsistent)

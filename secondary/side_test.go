@@ -72,6 +72,12 @@ func newSide(t *testing.T, records int, discard bool) (*Side, *fakeNode) {
 // newSideOn is newSide on fs with a device of size bytes.
 func newSideOn(t *testing.T, fs vfs.FS, size int64, records int, discard bool) (*Side, *fakeNode) {
 	t.Helper()
+	return newSideMeta(t, fs, sidecar.New(fs, "/d"), size, records, discard)
+}
+
+// newSideMeta is newSideOn with the resync state kept by meta.
+func newSideMeta(t *testing.T, fs vfs.FS, meta Meta, size int64, records int, discard bool) (*Side, *fakeNode) {
+	t.Helper()
 	store := openStore(t, journal.Options{Dir: "/d", FS: fs, DeviceSize: size, SegmentSize: 1 << 20, MaxSize: 4 << 20})
 	for i := 0; i < records; i++ {
 		_, err := store.Append(journal.Write{Epoch: 1, Offset: int64(i) * 4096, Data: block(byte(i))})
@@ -79,7 +85,7 @@ func newSideOn(t *testing.T, fs vfs.FS, size int64, records int, discard bool) (
 	}
 	node := &fakeNode{hist: replicator.History{{Epoch: 1, FirstSeq: 1}}}
 	s, err := New(Config{Cluster: "t", Name: "s", Protocol: replicator.ProtocolC, DiscardOnSplitBrain: discard,
-		HandshakeTimeout: 5 * time.Second, Store: store, Meta: sidecar.New(fs, "/d")}, node)
+		HandshakeTimeout: 5 * time.Second, Store: store, Meta: meta}, node)
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s, node
