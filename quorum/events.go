@@ -473,10 +473,17 @@ func (m *Member) RequestClear(peer string, disk uint64) (uint64, bool) {
 }
 
 // promotableSelf reports whether membership lets this node take over: a
-// voter that did not join with an empty store in this run (until the
-// primary cleared it after a resync).
+// voter that did not join with an empty store in this run, until the
+// primary cleared it after a resync, or unless the cluster records its
+// disk and it is not Outdated: that disk holds every acknowledged write
+// (docs/quorum.md, "Data identity"), empty or not. Without the exception a
+// node that joined before the first write and was never Outdated since
+// (so never Cleared) could never take over (simulation seed 108296).
 func (m *Member) promotableSelf() bool {
-	return m.phase == PhaseMember && slices.Contains(m.confState.Voters, m.id) && !m.joinedFresh
+	if m.phase != PhaseMember || !slices.Contains(m.confState.Voters, m.id) {
+		return false
+	}
+	return !m.joinedFresh || (m.disk != 0 && m.state.Disks[m.self] == m.disk && !m.state.IsOutdated(m.self))
 }
 
 func (m *Member) retryProposals() {

@@ -421,11 +421,9 @@ func TestPrimaryBecomesRaftLeader(t *testing.T) {
 	require.Equal(t, "a", c.members["a"].Status().RaftLeader)
 }
 
-// TestReplacedDiskIsNeverPromoted: the first case of issue 14 at the core.
-// Both data nodes' disks are recorded; b restarts with a new, empty disk
-// while a is down: b is not promoted (not by failover, not by a request
-// without force), until a returns and records b's new disk with a Clear.
-func TestReplacedDiskIsNeverPromoted(t *testing.T) {
+// newRecordedCluster starts a, b and w with failover on: a serves on disk
+// 100 (its Promote recorded it), and a's Clear recorded b's disk 200.
+func newRecordedCluster(t *testing.T) *cluster {
 	c := newCluster(t, true, dataAndWitness()...)
 	c.members["a"].SetDisk(100)
 	c.members["b"].SetDisk(200)
@@ -435,6 +433,15 @@ func TestReplacedDiskIsNeverPromoted(t *testing.T) {
 	require.True(t, ok, "b's disk is not recorded yet: a Clear records it")
 	c.tick(10)
 	require.Equal(t, map[string]uint64{"a": 100, "b": 200}, c.members["w"].State().Disks)
+	return c
+}
+
+// TestReplacedDiskIsNeverPromoted: the first case of issue 14 at the core.
+// Both data nodes' disks are recorded; b restarts with a new, empty disk
+// while a is down: b is not promoted (not by failover, not by a request
+// without force), until a returns and records b's new disk with a Clear.
+func TestReplacedDiskIsNeverPromoted(t *testing.T) {
+	c := newRecordedCluster(t)
 
 	c.crash("a")
 	c.crash("b")

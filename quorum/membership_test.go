@@ -331,6 +331,45 @@ func TestWipedDataNodeJoinsNotPromoted(t *testing.T) {
 	require.Empty(t, c.servers(), "a node that joined empty never takes over")
 }
 
+// A primary that lost only its control-plane state joins again with an
+// empty store (no write yet) while b serves. Its disk is the recorded one
+// (its own Promote recorded it) and it is not Outdated, so it holds every
+// acknowledged write (none) and takes over when b fails; Outdated while it
+// was away, it may not. Simulation seed 108296: such a node, never Outdated
+// and so never Cleared, waited for a Clear that never came, and failover
+// waited for ever.
+func TestFreshJoinerOnItsRecordedDisk(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		outdated bool
+		want     []string
+	}{
+		{"recorded disk, not Outdated: takes over", false, []string{"a"}},
+		{"Outdated while away: never", true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newRecordedCluster(t)
+			c.wipe("a") // its raft state only: the store keeps disk 100
+			c.tick(300)
+			require.Equal(t, []string{"b"}, c.servers())
+			if tc.outdated {
+				c.members["b"].RequestOutdate("a")
+				c.tick(10)
+				require.True(t, c.members["w"].State().IsOutdated("a"))
+			}
+			c.start("a")
+			c.members["a"].SetDisk(100)
+			c.tick(60)
+			c.replaceAndJoin("w", "a")
+			require.True(t, c.members["a"].joinedFresh)
+			require.Equal(t, uint64(100), c.members["a"].State().Disks["a"])
+			c.crash("b")
+			c.tick(400)
+			require.Equal(t, tc.want, c.servers())
+		})
+	}
+}
+
 func TestStepDropsStaleIncarnations(t *testing.T) {
 	c := newCluster(t, true, dataAndWitness()...)
 	c.tick(100)
