@@ -363,6 +363,7 @@ func TestFreshJoinerOnItsRecordedDisk(t *testing.T) {
 			c.replaceAndJoin("w", "a")
 			require.True(t, c.members["a"].joinedFresh)
 			require.Equal(t, uint64(100), c.members["a"].State().Disks["a"])
+			require.Equal(t, !tc.outdated, c.members["a"].promotableSelf(), "what grbd primary asks first")
 			c.crash("b")
 			c.tick(400)
 			require.Equal(t, tc.want, c.servers())
