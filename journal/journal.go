@@ -243,7 +243,7 @@ func Open(opts Options) (*Journal, error) {
 			cmp.Or(opts.activityLookahead, actLookahead), cmp.Or(opts.BootID, bootID()))
 	}
 	if err != nil {
-		j.closeFiles()
+		j.closeFiles(false)
 		return nil, err
 	}
 	// The records replayed count toward the next checkpoint as if just
@@ -503,11 +503,15 @@ func (j *Journal) shutdown(clean bool) {
 			j.log.Warn("journal: the next Open rebuilds the block checksums", "err", err)
 		}
 	}
-	j.closeFiles()
+	j.closeFiles(true)
 }
 
 // closeFiles closes the data file and the segments nobody references.
-func (j *Journal) closeFiles() {
+// tidy trims the last segment to its records; a refused Open must not: its
+// last segment may be one that only looked like the end, with a damaged
+// record behind what replay read (trimmed, the record was gone for good and
+// could not be repaired or examined; the chaos soak, seed 66).
+func (j *Journal) closeFiles(tidy bool) {
 	j.closeActivity(false)
 	j.closeDirect()
 	if j.data != nil {
@@ -515,7 +519,7 @@ func (j *Journal) closeFiles() {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if n := len(j.segs); n > 0 && !j.segs[n-1].freed {
+	if n := len(j.segs); tidy && n > 0 && !j.segs[n-1].freed {
 		// Leave no preallocated zeros behind: tidy for tools, and a
 		// journal read by an older grbd needs no tail cut. A crash leaves
 		// them, and replay reads them as the end.

@@ -191,6 +191,36 @@ func TestJournalDamage(t *testing.T) {
 		j, err := Open(o)
 		return o, names, done, j, err
 	}
+	// The same record damaged in its data, its header intact, and the
+	// segment's sync mark torn (a kill right after rotation leaves the
+	// mark behind the records): replay reads the record as the segment's
+	// end, and the next segment, synced, proves records missing. The
+	// refusal must leave the journal as it found it: the cleanup of the
+	// refused Open trimmed the segment to what replay had read, and the
+	// record was gone for good (the chaos soak, seed 66).
+	t.Run("bad data in a non-last segment's last record, a later one synced: left as found", func(t *testing.T) {
+		o, fs, names, _, done, _ := segmentedJournal(t, 30)
+		require.Greater(t, len(names), 2)
+		p := path.Join("/db/journal", names[len(names)-2])
+		seg := readFile(t, fs, p)
+		at := int64(len(bytes.TrimRight(seg, "\x00"))) - 1 // the last record's last data byte
+		seg[at] ^= 1
+		seg[50] ^= 1 // the sync mark proves nothing
+		writeFile(t, fs, p, seg)
+		damaged := bytes.Clone(seg)
+		o.FS = fs
+		_, err := Open(o)
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorContains(t, err, "later segments were made durable")
+		require.Equal(t, damaged, readFile(t, fs, p), "the refused Open changed the segment")
+
+		seg[at] ^= 1 // repaired
+		seg[50] ^= 1
+		writeFile(t, fs, p, seg)
+		j := mustOpen(t, o)
+		require.Equal(t, done[len(done)-1].Seq, j.LastSeq(), "repaired, nothing is lost")
+		j.closeNoCheckpoint()
+	})
 	t.Run("bad record in a non-last segment, a later one synced", func(t *testing.T) {
 		_, names, _, _, err := damageNonLast(t, 30)
 		require.ErrorIs(t, err, ErrCorrupt)
