@@ -263,8 +263,15 @@ func (s *Side) AllowDiscard() {
 func (s *Side) DropFrom(peer string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.sessions {
-		if peer == "*" || s.primaryName.Load() == peer {
+	s.closeSessionsLocked(func(uint64) bool { return peer == "*" || s.primaryName.Load() == peer })
+}
+
+// closeSessionsLocked closes the streams for which end (given the epoch of
+// their primary) is true; their sessions then finish on their own, which
+// sessMu tells. Caller holds mu.
+func (s *Side) closeSessionsLocked(end func(epoch uint64) bool) {
+	for c, e := range s.sessions {
+		if end(e) {
 			c.Close()
 		}
 	}
@@ -278,9 +285,7 @@ func (s *Side) DropFrom(peer string) {
 func (s *Side) Invalidate() error {
 	s.mu.Lock()
 	s.invalidating++
-	for c := range s.sessions {
-		c.Close()
-	}
+	s.closeSessionsLocked(func(uint64) bool { return true })
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -312,11 +317,7 @@ func (s *Side) Fence(epoch uint64) error {
 	}
 	s.raiseEpoch(epoch)
 	s.mu.Lock()
-	for c, e := range s.sessions {
-		if e < epoch {
-			c.Close()
-		}
-	}
+	s.closeSessionsLocked(func(e uint64) bool { return e < epoch })
 	s.mu.Unlock()
 	s.sessMu.Lock() // an old primary's session, if any, has finished
 	s.sessMu.Unlock()
