@@ -188,6 +188,11 @@ type segment struct {
 	freed   bool // removed from Journal.segs; close f when refs drops to 0
 
 	dirSynced bool // guarded by Journal.syncMu: its name is durable
+
+	// endErr, replay only: why a record of this segment did not decode
+	// where replay took its records to end (a rotated-out segment), for
+	// the refusal that names it if records then turn out missing.
+	endErr error
 }
 
 func (s *segment) empty() bool { return s.lastSeq < s.firstSeq }

@@ -199,10 +199,17 @@ func (j *Journal) endAfter(nums []uint64, prev uint64) error {
 	if err != nil {
 		return err
 	}
-	if !ok {
-		return segCorrupt(nums[0], 0, fmt.Errorf("%w after record %d, and later segments were made durable", errRecordsMissing, prev))
-	}
 	last := j.segs[len(j.segs)-1]
+	if !ok {
+		// Point at where the records end, the likely damage, rather than
+		// at the intact segment after it.
+		why := fmt.Sprintf("the records end after record %d", prev)
+		if last.endErr != nil {
+			why = fmt.Sprintf("the record after record %d does not decode (%v)", prev, last.endErr)
+		}
+		return segCorrupt(last.num, last.size, fmt.Errorf("%s, and segment %s, which starts at record %d, or a later one was made durable: %w",
+			why, segName(nums[0]), j.firstSeqOf(nums[0]), errRecordsMissing))
+	}
 	return j.preallocate(last.f, last.num)
 }
 
@@ -358,6 +365,9 @@ func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt
 				// segment is never trimmed; nothing of its own follows):
 				// its normal end. The next segment's first seq says whether
 				// records are missing.
+				if r.ownHeaderAt(off, seg.salt) {
+					seg.endErr = derr
+				}
 				return off, false, nil
 			}
 			if ok, err := j.endHere(later); err != nil || !ok {

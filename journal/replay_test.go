@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"path"
@@ -45,6 +46,20 @@ func segmentedJournal(t *testing.T, synced int) (Options, *vfs.MemFS, []string, 
 	names, err := fs.ReadDir("/db/journal")
 	require.NoError(t, err)
 	return o, fs, names, m, done, salt
+}
+
+// nonLastSegmentEnd builds a segmented journal and returns the path and
+// bytes of its segment before the last, with the offset and seq of that
+// segment's last record.
+func nonLastSegmentEnd(t *testing.T) (o Options, fs *vfs.MemFS, names []string, done []Write, p string, seg []byte, last int64, lastSeq uint64) {
+	t.Helper()
+	o, fs, names, _, done, _ = segmentedJournal(t, 30)
+	require.Greater(t, len(names), 2)
+	p = path.Join("/db/journal", names[len(names)-2])
+	seg = readFile(t, fs, p)
+	offs := recordOffsets(t, seg)
+	last = offs[len(offs)-1]
+	return o, fs, names, done, p, seg, last, binary.LittleEndian.Uint64(seg[last+16:])
 }
 
 func fixedWrites(n int) []Write {
@@ -199,10 +214,7 @@ func TestJournalDamage(t *testing.T) {
 	// refused Open trimmed the segment to what replay had read, and the
 	// record was gone for good (the chaos soak, seed 66).
 	t.Run("bad data in a non-last segment's last record, a later one synced: left as found", func(t *testing.T) {
-		o, fs, names, _, done, _ := segmentedJournal(t, 30)
-		require.Greater(t, len(names), 2)
-		p := path.Join("/db/journal", names[len(names)-2])
-		seg := readFile(t, fs, p)
+		o, fs, names, done, p, seg, last, lastSeq := nonLastSegmentEnd(t)
 		at := int64(len(bytes.TrimRight(seg, "\x00"))) - 1 // the last record's last data byte
 		seg[at] ^= 1
 		seg[50] ^= 1 // the sync mark proves nothing
@@ -211,7 +223,11 @@ func TestJournalDamage(t *testing.T) {
 		o.FS = fs
 		_, err := Open(o)
 		require.ErrorIs(t, err, ErrCorrupt)
-		require.ErrorContains(t, err, "later segments were made durable")
+		require.ErrorContains(t, err, "made durable")
+		// The operator is pointed at the damaged record, not at the
+		// intact segment after it.
+		require.ErrorContains(t, err, fmt.Sprintf("segment %s offset %d: the record after record %d does not decode", names[len(names)-2], last, lastSeq-1))
+		require.ErrorContains(t, err, fmt.Sprintf("segment %s, which starts at record %d", names[len(names)-1], lastSeq+1))
 		require.Equal(t, damaged, readFile(t, fs, p), "the refused Open changed the segment")
 
 		seg[at] ^= 1 // repaired
@@ -220,6 +236,19 @@ func TestJournalDamage(t *testing.T) {
 		j := mustOpen(t, o)
 		require.Equal(t, done[len(done)-1].Seq, j.LastSeq(), "repaired, nothing is lost")
 		j.closeNoCheckpoint()
+	})
+	// The last record of a non-last segment gone (zeros), a later segment
+	// synced: refused, pointing at where the records end.
+	t.Run("records missing at a non-last segment's end, a later one synced", func(t *testing.T) {
+		o, fs, names, _, p, seg, last, lastSeq := nonLastSegmentEnd(t)
+		clear(seg[last:])
+		seg[50] ^= 1 // the sync mark proves nothing
+		writeFile(t, fs, p, seg)
+		o.FS = fs
+		_, err := Open(o)
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorContains(t, err, fmt.Sprintf("segment %s offset %d: the records end after record %d, and segment %s, which starts at record %d",
+			names[len(names)-2], last, lastSeq-1, names[len(names)-1], lastSeq+1))
 	})
 	t.Run("bad record in a non-last segment, a later one synced", func(t *testing.T) {
 		_, names, _, _, err := damageNonLast(t, 30)
