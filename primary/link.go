@@ -299,6 +299,16 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 		l.p.peerLost(l)
 		return err
 	}
+	select {
+	case <-l.kick: // left over from the previous session
+	default:
+	}
+	if l.p.node.Disconnected(l.name) {
+		// grbd disconnect during the handshake: its kick may be the one
+		// just drained (Side.Kick sets the flag before it kicks).
+		l.p.peerLost(l)
+		return errDisconnected
+	}
 	l.log.Info("peer connected", "peer_last_seq", hello.LastSeq, "inconsistent", hello.Flags&wire.HelloInconsistent != 0, "extra_extents", len(extra))
 	// What the peer holds as of this session (it may have lost an unsynced
 	// tail since the last one); set before its acks are read.
@@ -315,10 +325,6 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 	l.qmu.Lock()
 	l.dropQueueLocked(false)
 	l.qmu.Unlock()
-	select {
-	case <-l.kick: // left over from the previous session
-	default:
-	}
 
 	done := make(chan struct{})
 	errc := make(chan error, 3)
@@ -527,6 +533,7 @@ func (l *link) catchUp(h *wire.Hello, extra []extent.Extent, prog *wire.ResyncPr
 var (
 	errSessionEnded = errors.New("node: peer session ended")
 	errKicked       = errors.New("node: peer session ended by the primary (congestion or peer timeout)")
+	errDisconnected = errors.New("node: peer disconnected by the operator")
 )
 
 // goLive queues the last records under the write lock and switches the peer to

@@ -142,15 +142,28 @@ func (p *Side) AddPeer(name string, shard int) {
 // Epoch is the epoch this primary serves.
 func (p *Side) Epoch() uint64 { return p.epoch }
 
-// Kick ends the data session with peer ("*": every peer); the link
-// reconnects as after any lost session.
+// Kick ends the data session with peer ("*": every peer) and waits, at
+// most kickWait, until it ended: a write issued after Kick returns is not
+// acknowledged by that session. The link reconnects as after any lost
+// session, unless the node reports the peer Disconnected (set before Kick).
 func (p *Side) Kick(peer string) {
+	var kicked []*link
 	for _, l := range p.links {
 		if peer == "*" || l.name == peer {
 			l.kickSession()
+			kicked = append(kicked, l)
+		}
+	}
+	deadline := time.Now().Add(kickWait)
+	for _, l := range kicked {
+		for l.conn.Load() == ConnConnected && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
 		}
 	}
 }
+
+// kickWait bounds Kick's wait for the sessions it ended.
+const kickWait = 5 * time.Second
 
 // Start counts every peer that is not Outdated (it may hold every write so
 // far, and must get every write from now on before one completes) and
