@@ -81,6 +81,7 @@ func MeshConfig(cfg *config.Config, self string, dial map[string]string, log *sl
 		Cluster: cfg.Cluster, Self: self, Peers: peers, BindHost: bind, Logger: log,
 		PeerTimeout: cfg.Replication.PeerTimeout.D(), StreamWindow: uint32(cfg.Replication.StreamWindow),
 		OnControl: onControl, Handler: handler,
+		DirectKinds: []uint8{wire.StreamData, wire.StreamResync},
 	}
 }
 

@@ -11,15 +11,17 @@ import (
 )
 
 // FuzzSessionHandshake plays the other side of a session handshake with
-// arbitrary bytes, against an acceptor ("b", which "a" dials) or a dialer
-// ("a" dialing "b"), with or without a shared secret. The handshake must
+// arbitrary bytes, against an acceptor ("b", which "a" dials, and which
+// takes direct streams from "a" and "c") or a dialer ("a" dialing "b"),
+// with or without a shared secret. The handshake must
 // never panic or hang, must never take more than its frame limit from a
 // peer, and with a secret no byte string may pass: a valid proof needs the
 // secret and the fresh nonce of this handshake.
 func FuzzSessionHandshake(f *testing.F) {
-	hello := func(from, to string) []byte {
-		return wire.AppendFrame(nil, &wire.StreamOpen{Kind: wire.StreamControl, Cluster: "c1", From: from, To: to})
+	helloOf := func(kind uint8, from, to string) []byte {
+		return wire.AppendFrame(nil, &wire.StreamOpen{Kind: kind, Cluster: "c1", From: from, To: to})
 	}
+	hello := func(from, to string) []byte { return helloOf(wire.StreamControl, from, to) }
 	challenge := wire.AppendFrame(nil, &wire.AuthChallenge{Method: wire.AuthHMACSHA256})
 	proof := wire.AppendFrame(nil, &wire.AuthProof{})
 	cat := func(parts ...[]byte) []byte {
@@ -37,10 +39,14 @@ func FuzzSessionHandshake(f *testing.F) {
 			f.Add(cat(challenge, proof, hello("b", "a")), dialer, secret)
 			f.Add(cat(hello("a", "b"), wire.AppendFrame(nil, &wire.Control{Kind: wire.ControlRaft, Data: make([]byte, 2000)})), dialer, secret)
 			f.Add([]byte("GRBD\x01\x0f\x00\x00"), dialer, secret)
+			// Direct streams (direct.go): any member may dial one.
+			f.Add(cat(helloOf(wire.StreamData, "a", "b"), challenge, proof), dialer, secret)
+			f.Add(helloOf(wire.StreamResync, "c", "b"), dialer, secret)
 		}
 	}
 	f.Fuzz(func(t *testing.T, in []byte, dialer, secret bool) {
-		cfg := Config{Cluster: "c1", Self: "b", Peers: map[string]string{"a": "127.0.0.1:1"}, HandshakeTimeout: 2 * time.Second}
+		cfg := Config{Cluster: "c1", Self: "b", Peers: map[string]string{"a": "127.0.0.1:1", "c": "127.0.0.1:1"}, HandshakeTimeout: 2 * time.Second,
+			DirectKinds: []uint8{wire.StreamData, wire.StreamResync}}
 		if dialer {
 			cfg.Self, cfg.Peers = "a", map[string]string{"b": "127.0.0.1:1"}
 		}
@@ -61,7 +67,7 @@ func FuzzSessionHandshake(f *testing.F) {
 		}
 		done := make(chan error, 1)
 		go func() {
-			c, _, err := m.sessionHandshake(local, p, dialer)
+			c, _, _, err := m.sessionHandshake(local, p, dialer, wire.StreamControl)
 			if c != nil {
 				c.Close()
 			}

@@ -36,7 +36,9 @@ import (
 //
 // The acceptor answers only after the dialer proved itself, so an
 // unauthenticated peer learns nothing but a closed connection; its final
-// StreamOpen means "accepted".
+// StreamOpen means "accepted". A direct stream's connection (direct.go)
+// runs the same handshake with the stream's kind in place of Control, and
+// carries that stream instead of yamux.
 
 // Security holds a member's credentials for its links. The zero value is
 // an unauthenticated mesh.
@@ -107,8 +109,11 @@ func refused(peer string, format string, args ...any) error {
 
 // sessionHandshake authenticates c (a fresh connection, under the handshake
 // deadline) and returns the connection to run yamux on and the peer. p is
-// the dialed peer; nil when accepting (the handshake names it).
-func (m *Mesh) sessionHandshake(c net.Conn, p *peer, dialer bool) (net.Conn, *peer, error) {
+// the dialed peer; nil when accepting (the handshake names it). kind is
+// what the connection carries: StreamControl for a session, or the kind
+// of a direct stream (direct.go); the dialer names it, the acceptor
+// returns what the dialer named.
+func (m *Mesh) sessionHandshake(c net.Conn, p *peer, dialer bool, kind uint8) (net.Conn, *peer, uint8, error) {
 	sec := m.cfg.Security
 	var tc *tls.Conn
 	if sec.tls() {
@@ -122,7 +127,7 @@ func (m *Mesh) sessionHandshake(c net.Conn, p *peer, dialer bool) (net.Conn, *pe
 			if p != nil {
 				name = p.name
 			}
-			return nil, nil, refused(name, "tls: %w", err)
+			return nil, nil, 0, refused(name, "tls: %w", err)
 		}
 		c = tc
 	}
@@ -133,15 +138,16 @@ func (m *Mesh) sessionHandshake(c net.Conn, p *peer, dialer bool) (net.Conn, *pe
 	h := &handshake{m: m, r: r, w: w, tc: tc}
 	var err error
 	if dialer {
-		err = h.dial(p)
+		err = h.dial(p, kind)
 	} else {
 		p, err = h.accept(br)
+		kind = h.kind
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	r.SetLimit(0)
-	return &bufConn{Conn: c, r: br}, p, nil
+	return &bufConn{Conn: c, r: br}, p, kind, nil
 }
 
 // handshake is one session handshake in progress.
@@ -150,6 +156,8 @@ type handshake struct {
 	r  *wire.Reader
 	w  *wire.Writer
 	tc *tls.Conn // nil without TLS
+
+	kind uint8 // accepting: the kind the dialer's StreamOpen named
 }
 
 func (h *handshake) send(msgs ...wire.Message) error {
@@ -163,9 +171,9 @@ func (h *handshake) send(msgs ...wire.Message) error {
 
 func (h *handshake) read() (wire.Message, error) { return h.r.ReadMsg() }
 
-func (h *handshake) dial(p *peer) error {
+func (h *handshake) dial(p *peer, kind uint8) error {
 	cfg := &h.m.cfg
-	hello := &wire.StreamOpen{Kind: wire.StreamControl, Cluster: cfg.Cluster, From: cfg.Self, To: p.name}
+	hello := &wire.StreamOpen{Kind: kind, Cluster: cfg.Cluster, From: cfg.Self, To: p.name}
 	if len(cfg.Security.Secret) == 0 {
 		if err := h.send(hello); err != nil {
 			return refused(p.name, "%w", err)
@@ -211,7 +219,7 @@ func (h *handshake) dial(p *peer) error {
 	switch {
 	case !ok:
 		return refused(p.name, "peer answered %v, not StreamOpen (its security settings differ?)", msg.Type())
-	case so.Kind != wire.StreamControl || so.Cluster != cfg.Cluster || so.From != p.name || so.To != cfg.Self:
+	case so.Kind != kind || so.Cluster != cfg.Cluster || so.From != p.name || so.To != cfg.Self:
 		return refused(p.name, "peer answered %+v", *so)
 	}
 	return nil
@@ -229,16 +237,18 @@ func (h *handshake) accept(br *bufio.Reader) (*peer, error) {
 		return nil, refused("", "first message is %v", msg.Type())
 	}
 	from := so.From
+	h.kind = so.Kind
 	switch {
-	case so.Kind != wire.StreamControl:
-		return nil, refused(from, "first stream is of kind %d, not control", so.Kind)
+	case so.Kind != wire.StreamControl && !m.direct(so.Kind):
+		return nil, refused(from, "first stream is of kind %d, not control or a direct stream", so.Kind)
 	case so.Cluster != cfg.Cluster:
 		return nil, refused(from, "peer %q is in cluster %q, not %q", from, so.Cluster, cfg.Cluster)
 	case so.To != cfg.Self:
 		return nil, refused(from, "peer %q wants %q, this is %q", from, so.To, cfg.Self)
 	case m.peers[from] == nil:
 		return nil, refused(from, "%w: %q", ErrUnknownPeer, from)
-	case from > cfg.Self:
+	case from > cfg.Self && so.Kind == wire.StreamControl:
+		// Sessions only: a direct stream is dialed by whoever opens it.
 		return nil, refused(from, "peer %q must be dialed by %q, not dial it", from, cfg.Self)
 	}
 	if h.tc != nil {
@@ -283,7 +293,7 @@ func (h *handshake) accept(br *bufio.Reader) (*peer, error) {
 		// this member cannot answer.
 		return nil, refused(from, "%q sent credentials but this member has no shared secret configured", from)
 	}
-	if err := h.send(&wire.StreamOpen{Kind: wire.StreamControl, Cluster: cfg.Cluster, From: cfg.Self, To: from}); err != nil {
+	if err := h.send(&wire.StreamOpen{Kind: so.Kind, Cluster: cfg.Cluster, From: cfg.Self, To: from}); err != nil {
 		return nil, refused(from, "%w", err)
 	}
 	return m.peers[from], nil

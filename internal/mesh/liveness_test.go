@@ -82,7 +82,9 @@ func (p *silentProxy) addr() string { return p.ln.Addr().String() }
 
 // proxiedPair runs meshes a and b (a dials b through a silentProxy) with
 // the given peer timeout and waits until both see the session.
-func proxiedPair(t *testing.T, peerTimeout time.Duration) (a, b *node, px *silentProxy) {
+// With direct, data streams run on connections of their own (through the
+// proxy too, when a opens them).
+func proxiedPair(t *testing.T, peerTimeout time.Duration, direct bool) (a, b *node, px *silentProxy) {
 	lnB, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	px = newSilentProxy(t, lnB.Addr().String())
@@ -90,9 +92,13 @@ func proxiedPair(t *testing.T, peerTimeout time.Duration) (a, b *node, px *silen
 	require.NoError(t, err)
 	mk := func(self, other, addr string, ln net.Listener) *node {
 		nd := &node{ln: ln, strs: make(chan net.Conn, 8)}
-		m, err := New(Config{Cluster: "c", Self: self, Peers: map[string]string{other: addr},
+		cfg := Config{Cluster: "c", Self: self, Peers: map[string]string{other: addr},
 			PeerTimeout: peerTimeout, HandshakeTimeout: time.Second, Logger: testLogger(t, nd),
-			Handler: func(peer string, kind uint8, s net.Conn) { nd.strs <- s }})
+			Handler: func(peer string, kind uint8, s net.Conn) { nd.strs <- s }}
+		if direct {
+			cfg.DirectKinds = []uint8{wire.StreamData}
+		}
+		m, err := New(cfg)
 		require.NoError(t, err)
 		nd.m = m
 		m.Serve(ln)
@@ -114,7 +120,16 @@ func openStream(t *testing.T, a, b *node) (s, bs net.Conn) {
 	defer cancel()
 	s, err := a.m.Open(ctx, "b", wire.StreamData)
 	require.NoError(t, err)
+	_, direct := s.(*directConn)
+	require.Equal(t, len(a.m.cfg.DirectKinds) > 0, direct, "a direct stream where asked for")
 	return s, <-b.strs
+}
+
+// streamVariants runs f for a stream on the session and a direct stream.
+func streamVariants(t *testing.T, f func(t *testing.T, direct bool)) {
+	for _, direct := range []bool{false, true} {
+		t.Run(map[bool]string{false: "session-stream", true: "direct-stream"}[direct], func(t *testing.T) { f(t, direct) })
+	}
 }
 
 // A session whose link goes silent (both ways or one way, no FIN, no RST)
@@ -131,36 +146,38 @@ func TestSilentLinkEndsWithinPeerTimeout(t *testing.T) {
 		{"b-to-a", []int{1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b, px := proxiedPair(t, peerTimeout)
-			s, bs := openStream(t, a, b)
-			defer s.Close()
-			defer bs.Close()
-			readEnded := make(chan time.Time, 2)
-			for _, c := range []net.Conn{s, bs} {
-				go func() {
-					_, _ = io.Copy(io.Discard, c)
-					readEnded <- time.Now()
-				}()
-			}
-			start := time.Now()
-			for _, d := range tc.drop {
-				px.drop[d].Store(true)
-			}
-			// Traffic in flight when the link went silent.
-			w := wire.NewWriter(s)
-			_ = w.WriteMsg(&wire.Ping{ID: 1})
-			_ = w.Flush()
-			for range 2 {
-				select {
-				case end := <-readEnded:
-					require.LessOrEqual(t, end.Sub(start), peerTimeout+300*time.Millisecond, "a reader on the silent link ended late")
-				case <-time.After(5 * time.Second):
-					t.Fatal("a reader on the silent link never returned")
+			streamVariants(t, func(t *testing.T, direct bool) {
+				a, b, px := proxiedPair(t, peerTimeout, direct)
+				s, bs := openStream(t, a, b)
+				defer s.Close()
+				defer bs.Close()
+				readEnded := make(chan time.Time, 2)
+				for _, c := range []net.Conn{s, bs} {
+					go func() {
+						_, _ = io.Copy(io.Discard, c)
+						readEnded <- time.Now()
+					}()
 				}
-			}
-			require.Eventually(t, func() bool { return !a.m.Connected("b") && !b.m.Connected("a") },
-				peerTimeout, 10*time.Millisecond, "both ends drop the session")
-			t.Logf("%s: both readers ended after %v", tc.name, time.Since(start).Round(time.Millisecond))
+				start := time.Now()
+				for _, d := range tc.drop {
+					px.drop[d].Store(true)
+				}
+				// Traffic in flight when the link went silent.
+				w := wire.NewWriter(s)
+				_ = w.WriteMsg(&wire.Ping{ID: 1})
+				_ = w.Flush()
+				for range 2 {
+					select {
+					case end := <-readEnded:
+						require.LessOrEqual(t, end.Sub(start), peerTimeout+300*time.Millisecond, "a reader on the silent link ended late")
+					case <-time.After(5 * time.Second):
+						t.Fatal("a reader on the silent link never returned")
+					}
+				}
+				require.Eventually(t, func() bool { return !a.m.Connected("b") && !b.m.Connected("a") },
+					peerTimeout, 10*time.Millisecond, "both ends drop the session")
+				t.Logf("%s: both readers ended after %v", tc.name, time.Since(start).Round(time.Millisecond))
+			})
 		})
 	}
 }
@@ -168,7 +185,11 @@ func TestSilentLinkEndsWithinPeerTimeout(t *testing.T) {
 // Drop ends a session at once, even when its link is silent, and the
 // dialer links again once the link is back.
 func TestDropEndsSilentSessionAtOnce(t *testing.T) {
-	a, b, px := proxiedPair(t, 10*time.Second)
+	streamVariants(t, testDropEndsSilentSessionAtOnce)
+}
+
+func testDropEndsSilentSessionAtOnce(t *testing.T, direct bool) {
+	a, b, px := proxiedPair(t, 10*time.Second, direct)
 	s, _ := openStream(t, a, b)
 	px.drop[0].Store(true)
 	px.drop[1].Store(true)
@@ -195,8 +216,10 @@ func TestDropEndsSilentSessionAtOnce(t *testing.T) {
 
 // Closing a stream returns its own blocked reader at once; yamux's Close
 // alone is a half-close that waits for the peer's FIN.
-func TestStreamCloseUnblocksReader(t *testing.T) {
-	a, b, px := proxiedPair(t, 10*time.Second)
+func TestStreamCloseUnblocksReader(t *testing.T) { streamVariants(t, testStreamCloseUnblocksReader) }
+
+func testStreamCloseUnblocksReader(t *testing.T, direct bool) {
+	a, b, px := proxiedPair(t, 10*time.Second, direct)
 	s, _ := openStream(t, a, b) // the peer never answers nor closes
 	px.drop[1].Store(true)
 	done := make(chan error, 1)

@@ -9,7 +9,9 @@
 // stream of a session is the control stream: control-plane messages (raft,
 // leases) travel on it in both directions through bounded per-peer queues.
 // Other streams are opened on demand with Open and delivered to the other
-// side's Handler. docs/wire.md ("Member links") is the protocol.
+// side's Handler; kinds in Config.DirectKinds run on TCP connections of
+// their own that belong to the session (direct.go). docs/wire.md ("Member
+// links") is the protocol.
 //
 // Limits: at most Config.MaxHandshakes connections are in their handshake
 // at once (more are closed at accept), each for at most HandshakeTimeout,
@@ -88,6 +90,10 @@ type Config struct {
 	// Handler serves a stream the peer opened (kinds other than control).
 	// It owns the stream and must close it.
 	Handler func(peer string, kind uint8, s net.Conn)
+
+	// DirectKinds are the stream kinds opened on a TCP connection of their
+	// own instead of a yamux stream (direct.go), and accepted as such.
+	DirectKinds []uint8
 }
 
 // DefaultStreamWindow is StreamWindow when none is set (config's
@@ -146,6 +152,10 @@ type peer struct {
 	conn net.Conn       // sess's TCP connection; guarded by Mesh.mu
 	up   chan struct{}  // closed when sess becomes non-nil; replaced when it drops
 	ctl  chan *wire.Control
+	// direct maps the TCP connection of each direct stream with this peer
+	// to the session it belongs to, which closes it when it ends; guarded
+	// by Mesh.mu.
+	direct map[net.Conn]*yamux.Session
 
 	lastDialErr string // dialLoop only: the last failure logged at warn level
 }
@@ -174,7 +184,8 @@ func New(cfg Config) (*Mesh, error) {
 		if name == cfg.Self {
 			return nil, fmt.Errorf("mesh: %s lists itself as a peer", name)
 		}
-		m.peers[name] = &peer{name: name, addr: addr, up: make(chan struct{}), ctl: make(chan *wire.Control, cfg.ControlQueue)}
+		m.peers[name] = &peer{name: name, addr: addr, up: make(chan struct{}), ctl: make(chan *wire.Control, cfg.ControlQueue),
+			direct: map[net.Conn]*yamux.Session{}}
 	}
 	return m, nil
 }
@@ -299,6 +310,18 @@ func (m *Mesh) Open(ctx context.Context, peer string, kind uint8) (net.Conn, err
 			return nil, ErrClosed
 		}
 		if sess != nil {
+			if m.direct(kind) {
+				s, err := m.openDirect(ctx, p, sess, kind)
+				if err == nil {
+					return s, nil
+				}
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				// An older peer, or one that does not take this kind
+				// directly: the session's stream serves as before.
+				m.log.Debug("direct stream refused; opening a session stream", "peer", peer, "kind", kind, "err", err)
+			}
 			s, err := sess.OpenStream()
 			if err != nil {
 				return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
@@ -335,14 +358,20 @@ func (m *Mesh) yamuxConfig() *yamux.Config {
 	return c
 }
 
-func (m *Mesh) dialLoop(p *peer) {
-	backoff := 50 * time.Millisecond
-	d := net.Dialer{Timeout: m.cfg.HandshakeTimeout, KeepAlive: 5 * time.Second}
+// dialer dials peers from this member's own address.
+func (m *Mesh) dialer() *net.Dialer {
+	d := &net.Dialer{Timeout: m.cfg.HandshakeTimeout, KeepAlive: 5 * time.Second}
 	if m.cfg.BindHost != "" {
 		if ip := net.ParseIP(m.cfg.BindHost); ip != nil && !ip.IsUnspecified() {
 			d.LocalAddr = &net.TCPAddr{IP: ip}
 		}
 	}
+	return d
+}
+
+func (m *Mesh) dialLoop(p *peer) {
+	backoff := 50 * time.Millisecond
+	d := m.dialer()
 	for m.ctx.Err() == nil {
 		c, err := d.DialContext(m.ctx, "tcp", p.addr)
 		if err == nil {

@@ -80,7 +80,8 @@ func startSecureMeshes(t *testing.T, cluster string, sec func(name string) Secur
 					nd.mu.Unlock()
 				}
 			},
-			Handler: func(peer string, kind uint8, s net.Conn) { nd.strs <- s },
+			Handler:     func(peer string, kind uint8, s net.Conn) { nd.strs <- s },
+			DirectKinds: []uint8{wire.StreamData},
 		})
 		require.NoError(t, err)
 		nd.m = m
@@ -129,25 +130,48 @@ func TestControlMessagesBothWays(t *testing.T) {
 	require.Equal(t, []string{"b:z1", "w:y1"}, slices.Compact(got))
 }
 
+// Streams open from either side, both ways: data streams on connections of
+// their own (DirectKinds), admin streams on the session.
 func TestOpenStreamEitherDirection(t *testing.T) {
 	nodes := startMeshes(t, "c1", "a", "b")
+	waitConnected(t, nodes["a"].m, "b")
+	waitConnected(t, nodes["b"].m, "a")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, dir := range [][2]string{{"a", "b"}, {"b", "a"}} {
-		s, err := nodes[dir[0]].m.Open(ctx, dir[1], wire.StreamData)
-		require.NoError(t, err)
-		w := wire.NewWriter(s)
-		require.NoError(t, w.WriteMsg(&wire.Ping{ID: 7}))
-		require.NoError(t, w.Flush())
-		got := <-nodes[dir[1]].strs
-		msg, err := StreamReader(got).ReadMsg()
-		require.NoError(t, err)
-		require.Equal(t, &wire.Ping{ID: 7}, msg)
-		s.Close()
-		got.Close()
+	for _, kind := range []uint8{wire.StreamData, wire.StreamAdmin} {
+		for _, dir := range [][2]string{{"a", "b"}, {"b", "a"}} {
+			s, err := nodes[dir[0]].m.Open(ctx, dir[1], kind)
+			require.NoError(t, err)
+			got := <-nodes[dir[1]].strs
+			_, direct := s.(*directConn)
+			_, directThere := got.(*directConn)
+			require.Equal(t, kind == wire.StreamData, direct, "kind %d from %s", kind, dir[0])
+			require.Equal(t, direct, directThere)
+			requireCarries(t, s, got, &wire.Ping{ID: 7})
+			requireCarries(t, got, s, &wire.Pong{ID: 7})
+			s.Close()
+			got.Close()
+		}
+	}
+	for self, other := range map[string]string{"a": "b", "b": "a"} {
+		m := nodes[self].m
+		m.mu.Lock()
+		require.Empty(t, m.peers[other].direct, "closed direct streams are unregistered")
+		m.mu.Unlock()
 	}
 	_, err := nodes["a"].m.Open(ctx, "nobody", wire.StreamData)
 	require.ErrorIs(t, err, ErrUnknownPeer)
+}
+
+// requireCarries sends msg on stream end from and reads it at end to.
+func requireCarries(t *testing.T, from, to net.Conn, msg wire.Message) {
+	t.Helper()
+	w := wire.NewWriter(from)
+	require.NoError(t, w.WriteMsg(msg))
+	require.NoError(t, w.Flush())
+	got, err := StreamReader(to).ReadMsg()
+	require.NoError(t, err)
+	require.Equal(t, msg, got)
 }
 
 func TestWrongClusterIsRefused(t *testing.T) {

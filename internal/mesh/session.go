@@ -39,9 +39,12 @@ func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool, handshakeOver func()
 			over()
 		}
 	}
-	p, sess, ctl, err := m.establish(p, c, dialer, handshakeOver)
+	p, sess, ctl, kind, err := m.establish(p, c, dialer, handshakeOver)
 	if err != nil {
 		return err
+	}
+	if sess == nil {
+		return m.serveDirect(p, c, ctl, kind)
 	}
 	defer sess.Close()
 	return m.serveSession(p, c, sess, ctl)
@@ -49,14 +52,20 @@ func (m *Mesh) runSession(p *peer, c net.Conn, dialer bool, handshakeOver func()
 
 // establish runs the session handshake on c, starts yamux on it and opens
 // or accepts the control stream; handshakeOver is called once that is over.
-// On error c is closed.
-func (m *Mesh) establish(p *peer, c net.Conn, dialer bool, handshakeOver func()) (*peer, *yamux.Session, net.Conn, error) {
+// On error c is closed. An accepted direct stream (direct.go) comes back
+// without a session: the authenticated connection and its kind.
+func (m *Mesh) establish(p *peer, c net.Conn, dialer bool, handshakeOver func()) (*peer, *yamux.Session, net.Conn, uint8, error) {
 	_ = c.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
-	conn, p, err := m.sessionHandshake(c, p, dialer)
+	conn, p, kind, err := m.sessionHandshake(c, p, dialer, wire.StreamControl)
 	if err != nil {
 		handshakeOver()
 		c.Close()
-		return nil, nil, nil, err
+		return nil, nil, nil, 0, err
+	}
+	if kind != wire.StreamControl {
+		handshakeOver()
+		_ = c.SetDeadline(time.Time{})
+		return p, nil, conn, kind, nil
 	}
 	var sess *yamux.Session
 	yc := newCoalesceConn(conn)
@@ -68,19 +77,19 @@ func (m *Mesh) establish(p *peer, c net.Conn, dialer bool, handshakeOver func())
 	if err != nil {
 		handshakeOver()
 		c.Close()
-		return nil, nil, nil, err
+		return nil, nil, nil, 0, err
 	}
 	ctl, err := m.controlStream(sess, p, dialer)
 	handshakeOver()
 	if err != nil {
 		sess.Close()
-		return nil, nil, nil, err
+		return nil, nil, nil, 0, err
 	}
 	_ = c.SetDeadline(time.Time{})
 	if dialer {
 		p.lastDialErr = ""
 	}
-	return p, sess, ctl, nil
+	return p, sess, ctl, kind, nil
 }
 
 // serveSession makes sess the peer's session (replacing an older one) and
@@ -110,6 +119,9 @@ func (m *Mesh) serveSession(p *peer, c net.Conn, sess *yamux.Session, ctl net.Co
 	wg.Go(func() { m.readControl(p, ctl); sess.Close() })
 	wg.Go(func() { m.acceptStreams(p, sess) })
 	<-sess.CloseChan()
+	m.mu.Lock()
+	p.closeDirect(sess) // the session's direct streams end with it
+	m.mu.Unlock()
 	close(done)
 	ctl.Close()
 	wg.Wait()
