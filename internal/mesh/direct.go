@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,34 +30,45 @@ import (
 // direct reports whether streams of kind run on connections of their own.
 func (m *Mesh) direct(kind uint8) bool { return slices.Contains(m.cfg.DirectKinds, kind) }
 
-// openDirect dials p for a direct stream of kind belonging to sess.
+// openDirect dials p for a direct stream of kind belonging to sess. It
+// takes up to the handshake timeout whatever ctx's deadline (which bounds
+// the wait for a session: a dial and handshake take a few round trips more
+// than a yamux stream, which takes none), and ends early when sess ends or
+// ctx is canceled.
 func (m *Mesh) openDirect(ctx context.Context, p *peer, sess *yamux.Session, kind uint8) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.HandshakeTimeout)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.HandshakeTimeout)
 	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel()
+		}
+	})
+	defer stop()
 	go func() { // the dial ends with the session
 		select {
 		case <-sess.CloseChan():
 			cancel()
-		case <-ctx.Done():
+		case <-dctx.Done():
 		}
 	}()
-	c, err := m.dialer().DialContext(ctx, "tcp", p.addr)
+	c, err := m.dialer().DialContext(dctx, "tcp", p.addr)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: dial %s for a direct stream: %w", p.name, err)
 	}
 	// Registered before the handshake, so that the session's end also
-	// ends a handshake in progress.
+	// ends a handshake in progress; so does a cancel of ctx.
 	unregister, err := m.registerDirect(p, sess, c)
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
+	abort := context.AfterFunc(dctx, func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	conn, _, _, err := m.sessionHandshake(c, p, true, kind)
-	if err != nil {
+	if !abort() || err != nil {
 		unregister()
 		c.Close()
-		return nil, err
+		return nil, cmp.Or(err, errSessionGone)
 	}
 	_ = c.SetDeadline(time.Time{})
 	return &directConn{readerConn: readerConn{Conn: conn}, unregister: unregister}, nil

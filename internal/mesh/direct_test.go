@@ -77,3 +77,23 @@ func TestDirectStreamNeedsCredentialsAndSession(t *testing.T) {
 	default:
 	}
 }
+
+// On a long link a direct stream's dial and handshake take a few round
+// trips, more than a caller may give Open to find a session (the primary
+// gives 200 ms): once the session is up, Open still returns a direct stream.
+func TestDirectStreamOnALongLink(t *testing.T) {
+	a, b, px := proxiedPair(t, 10*time.Second, true)
+	px.delay.Store(int64(40 * time.Millisecond)) // each way: 80 ms a round trip
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	s, err := a.m.Open(ctx, "b", wire.StreamData)
+	require.NoError(t, err)
+	defer s.Close()
+	_, direct := s.(*directConn)
+	require.True(t, direct, "a direct stream, not the fallback")
+	require.Greater(t, time.Since(start), 80*time.Millisecond, "the proxy did not delay the handshake")
+	got := <-b.strs
+	defer got.Close()
+	requireCarries(t, s, got, &wire.Ping{ID: 5})
+}

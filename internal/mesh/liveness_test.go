@@ -21,7 +21,9 @@ type silentProxy struct {
 	target string
 	// drop[0]: bytes from the dialer to target; drop[1]: back.
 	drop [2]atomic.Bool
-	wg   sync.WaitGroup
+	// delay holds each chunk back this long (nanoseconds): a long link.
+	delay atomic.Int64
+	wg    sync.WaitGroup
 }
 
 func newSilentProxy(t *testing.T, target string) *silentProxy {
@@ -64,6 +66,7 @@ func (p *silentProxy) pipe(dst, src net.Conn, drop *atomic.Bool) {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := src.Read(buf)
+		time.Sleep(time.Duration(p.delay.Load()))
 		if n > 0 && !drop.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

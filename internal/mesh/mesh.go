@@ -296,7 +296,8 @@ func (m *Mesh) Send(peer string, c *wire.Control) {
 }
 
 // Open opens a stream of kind to peer, waiting for the session until ctx
-// ends.
+// ends. A direct stream's dial and handshake may outlast ctx's deadline by
+// up to the handshake timeout (openDirect); a cancel of ctx ends them.
 func (m *Mesh) Open(ctx context.Context, peer string, kind uint8) (net.Conn, error) {
 	p := m.peers[peer]
 	if p == nil {
@@ -315,7 +316,7 @@ func (m *Mesh) Open(ctx context.Context, peer string, kind uint8) (net.Conn, err
 				if err == nil {
 					return s, nil
 				}
-				if ctx.Err() != nil {
+				if errors.Is(ctx.Err(), context.Canceled) {
 					return nil, ctx.Err()
 				}
 				// An older peer, or one that does not take this kind
