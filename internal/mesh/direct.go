@@ -78,36 +78,27 @@ func (m *Mesh) openDirect(ctx context.Context, p *peer, sess *yamux.Session, kin
 // its TCP connection) once this side's session with p is up, for at most
 // the handshake timeout.
 func (m *Mesh) serveDirect(p *peer, c, conn net.Conn, kind uint8) error {
-	wait := time.NewTimer(m.cfg.HandshakeTimeout)
-	defer wait.Stop()
-	for {
-		m.mu.Lock()
-		sess, up := p.sess, p.up
-		m.mu.Unlock()
-		if sess != nil {
-			unregister, err := m.registerDirect(p, sess, c)
-			if err != nil {
-				c.Close()
-				return err
-			}
-			if m.cfg.Handler == nil {
-				unregister()
-				c.Close()
-				return nil
-			}
-			m.cfg.Handler(p.name, kind, &directConn{readerConn: readerConn{Conn: conn}, unregister: unregister})
-			return nil
-		}
-		select {
-		case <-up:
-		case <-wait.C:
-			c.Close()
-			return fmt.Errorf("%w: direct stream of kind %d from %s: no session with it", ErrHandshake, kind, p.name)
-		case <-m.ctx.Done():
-			c.Close()
-			return ErrClosed
-		}
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.HandshakeTimeout)
+	sess, err := m.awaitSession(ctx, p)
+	cancel()
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%w: direct stream of kind %d from %s: no session with it", ErrHandshake, kind, p.name)
 	}
+	var unregister func()
+	if err == nil {
+		unregister, err = m.registerDirect(p, sess, c)
+	}
+	if err != nil {
+		c.Close()
+		return err
+	}
+	if m.cfg.Handler == nil {
+		unregister()
+		c.Close()
+		return nil
+	}
+	m.cfg.Handler(p.name, kind, &directConn{readerConn: readerConn{Conn: conn}, unregister: unregister})
+	return nil
 }
 
 // errSessionGone: the session a direct stream was to belong to ended.

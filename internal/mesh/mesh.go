@@ -303,35 +303,45 @@ func (m *Mesh) Open(ctx context.Context, peer string, kind uint8) (net.Conn, err
 	if p == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, peer)
 	}
+	sess, err := m.awaitSession(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if m.direct(kind) {
+		s, err := m.openDirect(ctx, p, sess, kind)
+		if err == nil {
+			return s, nil
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, ctx.Err()
+		}
+		// An older peer, or one that does not take this kind
+		// directly: the session's stream serves as before.
+		m.log.Debug("direct stream refused; opening a session stream", "peer", peer, "kind", kind, "err", err)
+	}
+	s, err := sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
+	}
+	if err := m.announceStream(s, kind, peer); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
+	}
+	return &readerConn{Conn: s}, nil
+}
+
+// awaitSession returns p's session, waiting for one until ctx ends
+// (ctx.Err()) or the mesh closes (ErrClosed).
+func (m *Mesh) awaitSession(ctx context.Context, p *peer) (*yamux.Session, error) {
 	for {
 		m.mu.Lock()
 		sess, up, closed := p.sess, p.up, m.closed
 		m.mu.Unlock()
-		if closed {
+		switch {
+		case closed:
 			return nil, ErrClosed
-		}
-		if sess != nil {
-			if m.direct(kind) {
-				s, err := m.openDirect(ctx, p, sess, kind)
-				if err == nil {
-					return s, nil
-				}
-				if errors.Is(ctx.Err(), context.Canceled) {
-					return nil, ctx.Err()
-				}
-				// An older peer, or one that does not take this kind
-				// directly: the session's stream serves as before.
-				m.log.Debug("direct stream refused; opening a session stream", "peer", peer, "kind", kind, "err", err)
-			}
-			s, err := sess.OpenStream()
-			if err != nil {
-				return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
-			}
-			if err := m.announceStream(s, kind, peer); err != nil {
-				s.Close()
-				return nil, fmt.Errorf("mesh: open stream to %s: %w", peer, err)
-			}
-			return &readerConn{Conn: s}, nil
+		case sess != nil:
+			return sess, nil
 		}
 		select {
 		case <-up:
