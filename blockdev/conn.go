@@ -290,8 +290,12 @@ func (c *conn) execute(req *request) {
 			req.bufp = nil
 		}
 	case protocol.TRANSMISSION_TYPE_REQUEST_WRITE:
-		err = dev.WriteAt(*req.bufp, off, fua)
-		bufpool.Put(req.bufp) // the device does not retain p
+		if ow, ok := dev.(OwnedWriter); ok {
+			err = ow.WriteOwned(req.bufp, off, fua) // the device puts it
+		} else {
+			err = dev.WriteAt(*req.bufp, off, fua)
+			bufpool.Put(req.bufp) // the device does not retain p
+		}
 		req.bufp = nil
 	case nbdproto.CmdTrim, nbdproto.CmdWriteZeroes:
 		err = dev.WriteZeroes(off, n, fua)

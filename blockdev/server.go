@@ -29,6 +29,16 @@ type Device interface {
 	Flush() error
 }
 
+// OwnedWriter is an optional Device capability: WriteOwned is WriteAt for a
+// payload buffer from internal/bufpool that the server hands over, so that
+// the device may keep the bytes past its return (a replicating device ships
+// them to its peers) instead of copying them. The device returns the buffer
+// with bufpool.Put once nothing uses it, also when WriteOwned fails; the
+// server never touches it again.
+type OwnedWriter interface {
+	WriteOwned(p *[]byte, off int64, fua bool) error
+}
+
 // ReadOnlyChecker is an optional Device capability. When ReadOnly returns
 // true at the handshake, the export is advertised NBD_FLAG_READ_ONLY and
 // writes are refused with EPERM.

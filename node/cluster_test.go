@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/bufpool"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/extent"
@@ -273,17 +274,30 @@ func TestClusterReplicatesAndAgrees(t *testing.T) {
 // protocol A that is before the peer was sent the write: what the peer gets
 // must be the bytes of the write, whatever the client or the next writes
 // (which reuse the pooled copies) do meanwhile. 64 KiB writes take the
-// in-place path, 4 KiB writes the logged one.
+// in-place path, 4 KiB writes the logged one. The same holds for the
+// payload buffers blockdev hands over (WriteOwned): they go back to the pool
+// for the next writes once the links are done with them.
 func TestShippedWritesOutliveTheClientBuffer(t *testing.T) {
 	t.Parallel()
-	for _, proto := range []string{"A", "C"} {
-		t.Run("protocol "+proto, func(t *testing.T) {
-			c := newTestCluster(t, 2, true, "replication:\n  protocol: "+proto+"\n")
+	for _, tc := range []struct {
+		proto string
+		owned bool
+	}{{"A", false}, {"C", false}, {"A", true}, {"C", true}} {
+		t.Run(fmt.Sprintf("protocol %s owned %t", tc.proto, tc.owned), func(t *testing.T) {
+			c := newTestCluster(t, 2, true, "replication:\n  protocol: "+tc.proto+"\n")
 			p := c.primary()
 			const writers, blocks = 8, 512
 			write := func(b []byte, off int64) error { // retryFenced, off the test goroutine
 				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-					if err := p.dev.WriteAt(b, off, false); err == nil || !errors.Is(err, ErrFenced) || time.Now().After(deadline) {
+					var err error
+					if tc.owned {
+						buf := bufpool.Get(len(b)) // given up to the device
+						copy(*buf, b)
+						err = p.dev.WriteOwned(buf, off, false)
+					} else {
+						err = p.dev.WriteAt(b, off, false)
+					}
+					if err == nil || !errors.Is(err, ErrFenced) || time.Now().After(deadline) {
 						return err
 					}
 				}

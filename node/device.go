@@ -3,6 +3,8 @@ package node
 import (
 	"time"
 
+	"github.com/grbd/grbd/blockdev"
+	"github.com/grbd/grbd/internal/bufpool"
 	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/journal"
 	"github.com/grbd/grbd/primary"
@@ -123,6 +125,20 @@ func (d *device) WriteAt(p []byte, off int64, fua bool) error {
 		return err
 	}
 	return d.complete(prim, prim.Write(journal.Write{Epoch: prim.Epoch(), Offset: off, Data: p}, fua || d.syncAlways()))
+}
+
+var _ blockdev.OwnedWriter = (*device)(nil)
+
+// WriteOwned is WriteAt for a payload buffer blockdev hands over: the
+// primary ships it to its peers without a copy and puts it back in the pool
+// once every peer link is done with it (blockdev.OwnedWriter).
+func (d *device) WriteOwned(p *[]byte, off int64, fua bool) error {
+	prim, err := d.serving()
+	if err != nil {
+		bufpool.Put(p)
+		return err
+	}
+	return d.complete(prim, prim.WriteOwned(journal.Write{Epoch: prim.Epoch(), Offset: off, Data: *p}, p, fua || d.syncAlways()))
 }
 
 func (d *device) WriteZeroes(off, length int64, fua bool) error {

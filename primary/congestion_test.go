@@ -20,8 +20,9 @@ import (
 // closed: a peer slower than the primary (protocol A) without end.
 type stallingPeer struct {
 	release chan struct{}
-	stop    <-chan struct{} // the test ended
-	ended   atomic.Bool     // the peer's stream ended (the primary cut it off)
+	stop    <-chan struct{}   // the test ended
+	ended   atomic.Bool       // the peer's stream ended (the primary cut it off)
+	got     chan wire.Message // when set, gets what the peer reads once released
 }
 
 func (s *stallingPeer) Open(context.Context, string, uint8) (net.Conn, error) {
@@ -42,7 +43,20 @@ func (s *stallingPeer) Open(context.Context, string, uint8) (net.Conn, error) {
 		case <-s.stop:
 			return
 		}
-		_, _ = io.Copy(io.Discard, other)
+		if s.got == nil {
+			_, _ = io.Copy(io.Discard, other)
+		}
+		for s.got != nil {
+			m, err := r.ReadMsg()
+			if err != nil {
+				break
+			}
+			select {
+			case s.got <- wire.Clone(m): // the Reader reuses m
+			case <-s.stop:
+				return
+			}
+		}
 		s.ended.Store(true)
 	}()
 	return c, nil

@@ -171,7 +171,7 @@ func (l *link) enqueueRecord(w journal.Write) bool {
 	if !l.waitRoom() {
 		return false
 	}
-	m, buf := shippedWrite(w, l.p.epoch, false)
+	m, buf := shippedWrite(w, l.p.epoch, false, nil)
 	l.enqueueShared(m, buf)
 	buf.release() // the queue holds its own reference
 	return true

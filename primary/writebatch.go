@@ -26,6 +26,8 @@ const maxBatchBytes = 4 << 20
 type writeReq struct {
 	w   journal.Write
 	fua bool
+	// owned holds w.Data when the client handed it over (WriteOwned).
+	owned *sharedBuf
 	// ready gets one value: false when the leader logged (or failed) the
 	// write, true when this write must lead the next batch.
 	ready chan bool
@@ -39,14 +41,30 @@ type writeReq struct {
 }
 
 // Write journals w, ships it to every live peer and waits until the protocol
-// lets it complete; with fua it then waits for a flush covering it.
-func (p *Side) Write(w journal.Write, fua bool) error {
+// lets it complete; with fua it then waits for a flush covering it. Mirror
+// peers are shipped a pooled copy of w.Data: the caller may reuse it once
+// Write returns.
+func (p *Side) Write(w journal.Write, fua bool) error { return p.write(w, fua, nil) }
+
+// WriteOwned is Write for data that lives in buf, a buffer from
+// internal/bufpool that the caller hands over (w.Data is *buf): mirror peers
+// are shipped buf itself instead of a copy, and buf goes back to the pool
+// once the write completed and every link has sent or dropped it. The caller
+// gives buf up also when WriteOwned fails.
+func (p *Side) WriteOwned(w journal.Write, buf *[]byte, fua bool) error {
+	owned := newSharedBufOf(buf)
+	defer owned.release() // the client's reference
+	return p.write(w, fua, owned)
+}
+
+// write is Write, with w.Data living in owned when that is not nil.
+func (p *Side) write(w journal.Write, fua bool, owned *sharedBuf) error {
 	if err := p.store.Validate(w); err != nil {
 		return err
 	}
 	if parts := p.coding.split(w); parts != nil {
-		for _, pt := range parts {
-			if err := p.Write(pt, fua); err != nil {
+		for _, pt := range parts { // pieces of w.Data: shipped as copies
+			if err := p.write(pt, fua, nil); err != nil {
 				return err
 			}
 		}
@@ -63,7 +81,7 @@ func (p *Side) Write(w journal.Write, fua bool) error {
 			l.waitUncongested()
 		}
 	}
-	r := &writeReq{w: w, fua: fua, ready: make(chan bool, 1)}
+	r := &writeReq{w: w, fua: fua, owned: owned, ready: make(chan bool, 1)}
 	p.qmu.Lock()
 	p.queue = append(p.queue, r)
 	lead := !p.leading
@@ -177,7 +195,7 @@ func (p *Side) logBatch(batch []*writeReq) {
 			var buf *sharedBuf
 			if !own {
 				if msg == nil {
-					msg, shared = shippedWrite(l.Write, p.epoch, r.fua)
+					msg, shared = shippedWrite(l.Write, p.epoch, r.fua, r.owned)
 				}
 				m, buf = msg, shared
 			}

@@ -150,6 +150,11 @@ func (r *Reader) SetLimit(n int) {
 	r.limit = n
 }
 
+// Buffered is the number of bytes already read from the stream and not
+// yet returned as messages: 0 means the next ReadMsg will wait for the
+// network.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
 // ReadMsg reads the next frame.
 //
 // The returned Message points into the Reader: it, and every slice it holds
@@ -160,11 +165,6 @@ func (r *Reader) SetLimit(n int) {
 // ends inside a frame gives an error wrapping both ErrTruncated and
 // io.ErrUnexpectedEOF. Any error is sticky: later calls return it again, as
 // the stream can no longer be trusted to be at a frame boundary.
-// Buffered is the number of bytes already read from the stream and not
-// yet returned as messages: 0 means the next ReadMsg will wait for the
-// network.
-func (r *Reader) Buffered() int { return r.br.Buffered() }
-
 func (r *Reader) ReadMsg() (Message, error) {
 	if r.err != nil {
 		return nil, r.err
