@@ -30,12 +30,7 @@ func (s *stallingPeer) Open(context.Context, string, uint8) (net.Conn, error) {
 	go func() {
 		defer other.Close()
 		r, w := wire.NewReader(other), wire.NewWriter(other)
-		for range 2 { // Hello, History
-			if _, err := r.ReadMsg(); err != nil {
-				return
-			}
-		}
-		if w.WriteMsg(&wire.Hello{Cluster: "t", From: "q", Role: wire.RoleSecondary, Epoch: 1}) != nil || w.Flush() != nil {
+		if !readHandshake(r) || !answerHandshake(w) {
 			return
 		}
 		select {
@@ -63,6 +58,23 @@ func (s *stallingPeer) Open(context.Context, string, uint8) (net.Conn, error) {
 }
 
 func (*stallingPeer) Drop(string, string) bool { return false }
+
+// readHandshake reads what the primary's link opens a session with (Hello,
+// History); false when the stream ended.
+func readHandshake(r *wire.Reader) bool {
+	for range 2 {
+		if _, err := r.ReadMsg(); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// answerHandshake answers it as q, an empty, consistent secondary of
+// epoch 1; false when the stream ended.
+func answerHandshake(w *wire.Writer) bool {
+	return w.WriteMsg(&wire.Hello{Cluster: "t", From: "q", Role: wire.RoleSecondary, Epoch: 1}) == nil && w.Flush() == nil
+}
 
 // congestedSide is a protocol A primary whose peer q stalls after its
 // handshake; a peer more than 256 KiB behind is congested.

@@ -97,6 +97,12 @@ func startSideOn(t *testing.T, tr Transport, store *journal.Journal, maxSize int
 // startSideWith is startSideOn with the configuration changed by mod.
 func startSideWith(t *testing.T, tr Transport, store *journal.Journal, maxSize int64, ctl *control, epoch uint64, mod func(*Config), peers ...string) *Side {
 	t.Helper()
+	return startSideFor(t, node{}, tr, store, maxSize, ctl, epoch, mod, peers...)
+}
+
+// startSideFor is startSideWith on the node n.
+func startSideFor(t *testing.T, n Node, tr Transport, store *journal.Journal, maxSize int64, ctl *control, epoch uint64, mod func(*Config), peers ...string) *Side {
+	t.Helper()
 	var corrupt, repaired, unrepaired atomic.Uint64
 	cfg := Config{Cluster: "t", Name: "p", Protocol: replicator.ProtocolC, PeerTimeout: 2 * time.Second,
 		JournalMaxSize: maxSize, Store: store, Transport: tr, Control: ctl,
@@ -104,7 +110,7 @@ func startSideWith(t *testing.T, tr Transport, store *journal.Journal, maxSize i
 	if mod != nil {
 		mod(&cfg)
 	}
-	p := New(t.Context(), cfg, node{}, quorum.State{Epoch: epoch, Primary: "p"})
+	p := New(t.Context(), cfg, n, quorum.State{Epoch: epoch, Primary: "p"})
 	for _, name := range peers {
 		p.AddPeer(name, -1)
 	}
