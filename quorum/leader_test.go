@@ -57,3 +57,46 @@ func TestLeaderResendsLostSnapshot(t *testing.T) {
 		}
 	})
 }
+
+// A follower's appends are lost on the way (its member link is down one
+// way) while the leader commits with the other data node, far more of them
+// than raft keeps in flight to one follower (MaxInflightMsgs, 64). Raft
+// 3.6 recovers by itself once the link carries again: the follower's
+// heartbeat response makes the leader send an append even to a paused
+// follower, the follower rejects it for the gap, and the leader probes
+// back. This is why the member links do not report unreachable peers to
+// raft (ReportUnreachable): nothing stalls without it. (With the appends
+// sent on heartbeat responses dropped as well, the follower never catches
+// up: the test fails.)
+func TestFollowerRecoversFromLostAppends(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	a, w := c.members["a"], c.members["w"]
+	require.Equal(t, "a", w.Status().RaftLeader)
+
+	dropping, lost := true, 0
+	c.drop = func(msg Message) bool {
+		if dropping && msg.Type == MsgRaft && msg.Raft.Type == pb.MsgApp && msg.To == "w" {
+			lost++
+			return true
+		}
+		return false
+	}
+	for i := range 100 { // below the compaction threshold: no snapshot
+		if i%2 == 0 {
+			a.RequestOutdate("b")
+		} else {
+			a.RequestClear("b", 0)
+		}
+		c.tick(1)
+	}
+	require.Greater(t, lost, 64, "fewer appends lost than raft keeps in flight")
+	require.NotEqual(t, a.State(), w.State())
+
+	dropping = false
+	tm := DefaultTiming()
+	for i := 0; i < 3*tm.Election && a.State().Gen["b"] != w.State().Gen["b"]; i++ {
+		c.tick(1)
+	}
+	require.Equal(t, a.State(), w.State(), "the follower never caught up after its appends were lost")
+}
