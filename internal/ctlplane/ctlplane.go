@@ -18,6 +18,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -344,7 +345,7 @@ func (d *Driver) publishLocked() {
 	d.status.Store(&s)
 	d.logPhaseLocked(s)
 	if s.Role != d.last.Role || s.Epoch != d.last.Epoch || s.Primary != d.last.Primary || s.Serving != d.last.Serving ||
-		s.Forced != d.last.Forced || fmt.Sprint(s.Outdated) != fmt.Sprint(d.last.Outdated) || fmt.Sprint(s.Disks) != fmt.Sprint(d.last.Disks) ||
+		s.Forced != d.last.Forced || !slices.Equal(s.Outdated, d.last.Outdated) || !maps.Equal(s.Disks, d.last.Disks) ||
 		s.Phase != d.last.Phase || s.PhaseReason != d.last.PhaseReason || !slices.Equal(s.IDs, d.last.IDs) ||
 		!slices.Equal(s.Learners, d.last.Learners) || !slices.Equal(s.LostState, d.last.LostState) {
 		d.last = s
