@@ -290,7 +290,7 @@ func (c *conn) execute(req *request) {
 			req.bufp = nil
 		}
 	case protocol.TRANSMISSION_TYPE_REQUEST_WRITE:
-		if ow, ok := dev.(OwnedWriter); ok {
+		if ow := c.srv.owned; ow != nil {
 			err = ow.WriteOwned(req.bufp, off, fua) // the device puts it
 		} else {
 			err = dev.WriteAt(*req.bufp, off, fua)

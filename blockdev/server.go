@@ -49,6 +49,7 @@ type ReadOnlyChecker interface {
 // Server serves one Device as one NBD export over any number of connections.
 type Server struct {
 	dev   Device
+	owned OwnedWriter // dev's, when it takes payloads over; nil otherwise
 	opts  Options
 	stats counters
 
@@ -70,8 +71,10 @@ func NewServer(dev Device, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	owned, _ := dev.(OwnedWriter)
 	return &Server{
 		dev:       dev,
+		owned:     owned,
 		opts:      o,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
