@@ -116,8 +116,11 @@ func (c *copier) count() {
 			if err != nil {
 				err = a.nack(w.Seq, err)
 				c.err.CompareAndSwap(nil, &err)
-			}
-			if len(c.written) == 0 && len(c.jobs) == 0 {
+				// At once, even with copies behind it: the primary ends
+				// the session on it and may have nothing more to send,
+				// while the reader waits for its next message.
+				_ = a.flushOut()
+			} else if len(c.written) == 0 && len(c.jobs) == 0 {
 				// The reader may be waiting for the next message: ack now.
 				// (Behind a queued copy, that copy's turn acks.)
 				_ = a.flushOut()

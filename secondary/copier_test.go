@@ -15,13 +15,15 @@ import (
 )
 
 // writeGate is a file system that, once armed, holds the next write to
-// data.img until opened, and counts the writes to data.img.
+// data.img until opened (and with failHeld then fails it), and counts the
+// writes to data.img.
 type writeGate struct {
-	armed   atomic.Bool
-	writes  atomic.Int32
-	held    chan struct{}
-	release chan struct{}
-	once    sync.Once
+	armed    atomic.Bool
+	failHeld atomic.Bool
+	writes   atomic.Int32
+	held     chan struct{}
+	release  chan struct{}
+	once     sync.Once
 }
 
 func newWriteGate() *writeGate {
@@ -37,6 +39,9 @@ func (g *writeGate) fs() vfs.FS {
 		if g.armed.CompareAndSwap(true, false) {
 			g.held <- struct{}{}
 			<-g.release
+			if g.failHeld.Load() {
+				return syscall.EIO
+			}
 		}
 		return nil
 	})
@@ -105,19 +110,7 @@ func TestCopiesCountInOrder(t *testing.T) {
 	r, w := resumeSession(t, s)
 	acks := answers(r)
 
-	// The second copy goes out only once the first one's write is held:
-	// sent together, the second's write could reach the gate first.
-	g.armed.Store(true)
-	before := g.writes.Load()
-	for k := range 2 {
-		require.NoError(t, w.WriteMsg(&wire.ResyncData{AsOf: uint64(3 + k), Offset: uint64(k * chunk), Data: chunkData(k, chunk)}))
-		require.NoError(t, w.Flush())
-		if k == 0 {
-			<-g.held // the first copy's write is in the data file's hands
-		}
-	}
-	require.Eventually(t, func() bool { return g.writes.Load() >= before+2 }, 5*time.Second, time.Millisecond,
-		"the second copy's write never started while the first was held")
+	sendTwoCopiesFirstHeld(t, g, w, chunk)
 	requireUncounted(t, s, acks, "a copy counted before an earlier one was written")
 
 	g.open()
@@ -179,4 +172,50 @@ func TestFailedCopyEndsTheSession(t *testing.T) {
 	require.True(t, nacked, "the session ended without a Nack")
 	require.Less(t, s.journaled.Load(), uint64(3))
 	<-sent
+}
+
+// A copy the data file refuses is nacked at once, even while later copies
+// are on their way: the primary, which ends the session on the Nack, may
+// have nothing more to send, and the reader is then waiting for it. The
+// test fails the first copy's write after the second copy's write went
+// through and sends nothing more; it fails if the Nack waits for a message
+// that never comes.
+func TestFailedCopyIsNackedAtOnce(t *testing.T) {
+	const chunk = 256 << 10
+	g := newWriteGate()
+	g.failHeld.Store(true)
+	s, _ := newSideOn(t, g.fs(), 4<<20, 2, false)
+	t.Cleanup(g.open)
+	r, w := resumeSession(t, s)
+	out := answers(r)
+
+	sendTwoCopiesFirstHeld(t, g, w, chunk)
+	g.open() // the first copy's write fails now
+	select {
+	case a := <-out:
+		require.True(t, a.nack, "an answer other than the Nack: %+v", a)
+		require.Equal(t, uint64(3), a.seq, "the first copy is the one refused")
+		require.Less(t, s.journaled.Load(), uint64(3))
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Nack within 5 s of the failed copy")
+	}
+}
+
+// sendTwoCopiesFirstHeld sends two copies of chunk bytes, seq 3 and 4, the
+// first held by g, and waits until the second one's write went through. The
+// second copy goes out only once the first one's write is held: sent
+// together, the second's write could reach the gate first.
+func sendTwoCopiesFirstHeld(t *testing.T, g *writeGate, w *wire.Writer, chunk int) {
+	t.Helper()
+	g.armed.Store(true)
+	before := g.writes.Load()
+	for k := range 2 {
+		require.NoError(t, w.WriteMsg(&wire.ResyncData{AsOf: uint64(3 + k), Offset: uint64(k * chunk), Data: chunkData(k, chunk)}))
+		require.NoError(t, w.Flush())
+		if k == 0 {
+			<-g.held // the first copy's write is in the data file's hands
+		}
+	}
+	require.Eventually(t, func() bool { return g.writes.Load() >= before+2 }, 5*time.Second, time.Millisecond,
+		"the second copy's write never started while the first was held")
 }

@@ -41,9 +41,10 @@ func resumeSession(t *testing.T, s *Side) (*wire.Reader, *wire.Writer) {
 	return r, w
 }
 
-// answer is an Ack or a FlushAck of the session (copied: the Reader reuses
+// answer is an Ack, a FlushAck or a Nack of the session (copied: the Reader reuses
 // its messages).
 type answer struct {
+	nack     bool
 	flushAck bool
 	seq      uint64
 	level    uint8
@@ -66,6 +67,8 @@ func answers(r *wire.Reader) <-chan answer {
 				out <- answer{seq: m.Seq, level: m.Level}
 			case *wire.FlushAck:
 				out <- answer{flushAck: true, seq: m.Seq, err: m.Err}
+			case *wire.Nack:
+				out <- answer{nack: true, seq: m.Seq}
 			}
 		}
 	}()
