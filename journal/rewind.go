@@ -45,18 +45,7 @@ func (j *Journal) rewind(seq uint64, what string) error {
 	// Hold off Sync (the background write-behind may call it any time):
 	// a leader that snapshot the old LastSeq must not publish it as
 	// DurableSeq after the rewind lowered the position.
-	j.smu.Lock()
-	for j.syncing {
-		j.syncCond.Wait()
-	}
-	j.syncing = true
-	j.smu.Unlock()
-	defer func() {
-		j.smu.Lock()
-		j.syncing = false
-		j.syncCond.Broadcast()
-		j.smu.Unlock()
-	}()
+	defer j.holdSyncs()()
 	j.mu.Lock()
 	// A gap in the numbering marks every older segment stale for replay
 	// (they hold only checkpointed records): after a crash before the meta
@@ -87,7 +76,32 @@ func (j *Journal) rewind(seq uint64, what string) error {
 		_ = j.fs.Remove(filepath.Join(j.jdir, segName(num)))
 		return err
 	}
+	j.restartAt(seg, seq, regions)
+	j.log.Info("journal: "+what, "to_seq", seq, "segment", num)
+	return nil
+}
 
+// holdSyncs waits for the running Sync and keeps others out until the
+// returned release is called.
+func (j *Journal) holdSyncs() (release func()) {
+	j.smu.Lock()
+	for j.syncing {
+		j.syncCond.Wait()
+	}
+	j.syncing = true
+	j.smu.Unlock()
+	return func() {
+		j.smu.Lock()
+		j.syncing = false
+		j.syncCond.Broadcast()
+		j.smu.Unlock()
+	}
+}
+
+// restartAt makes seg, durable and named by the meta file already, the
+// journal's only segment at position seq with the region table regions,
+// and removes the older segments (once no reader holds them).
+func (j *Journal) restartAt(seg *segment, seq uint64, regions []uint64) {
 	j.mu.Lock()
 	old := j.segs
 	j.segs, j.journalBytes = []*segment{seg}, seg.size
@@ -115,8 +129,6 @@ func (j *Journal) rewind(seq uint64, what string) error {
 	if err := j.fs.SyncDir(j.jdir); err != nil {
 		j.log.Warn("journal: sync dir after rewind", "err", err)
 	}
-	j.log.Info("journal: "+what, "to_seq", seq, "segment", num)
-	return nil
 }
 
 // String names the store for messages.

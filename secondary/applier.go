@@ -176,6 +176,29 @@ func (a *applier) keep(b []byte) []byte {
 	return a.arena[off:len(a.arena):len(a.arena)]
 }
 
+// appendOneByOne journals and applies the queued writes one at a time,
+// after the journal refused them as a batch (say one write out of order):
+// the writes before the bad one are journaled and acknowledged as they
+// would have been alone.
+func (a *applier) appendOneByOne(sa *ShardApply) error {
+	if sa != nil {
+		// Append applies at once: nothing may wait before it.
+		if err := sa.ApplyAll(); err != nil {
+			return a.nack(a.pending[0].Seq, err)
+		}
+	}
+	for _, w := range a.pending {
+		if _, err := a.s.store.Append(w); err != nil {
+			return a.nack(w.Seq, err)
+		}
+		if sa != nil {
+			sa.Appended(w.Seq)
+		}
+		a.s.journaled.Store(w.Seq)
+	}
+	return nil
+}
+
 // applyPending journals the queued writes as one batch and applies them.
 func (a *applier) applyPending() error {
 	if len(a.pending) == 0 {
@@ -202,25 +225,7 @@ func (a *applier) applyPending() error {
 		sa.EndLog()
 	}
 	if err != nil && len(logged) == 0 {
-		if sa != nil {
-			// Append applies at once: nothing may wait before it.
-			if err := sa.ApplyAll(); err != nil {
-				return a.nack(a.pending[0].Seq, err)
-			}
-		}
-		// Refused as a whole (say one write out of order): one by one, so
-		// that the writes before the bad one are journaled and acknowledged
-		// as they would have been alone.
-		for _, w := range a.pending {
-			if _, err := s.store.Append(w); err != nil {
-				return a.nack(w.Seq, err)
-			}
-			if sa != nil {
-				sa.Appended(w.Seq)
-			}
-			s.journaled.Store(w.Seq)
-		}
-		return nil
+		return a.appendOneByOne(sa)
 	}
 	// Journaled is what the ack promises: send it before the data-file
 	// writes, which replay would redo and which reads here wait for
