@@ -48,9 +48,14 @@ func waitResync(t *testing.T, c *replCluster, primary, peerName string, frac flo
 // TestResyncResumesAfterInterrupt (issue 15): a full resync of a 1 GiB
 // device (the secondary's disk was wiped) is interrupted at about half,
 // once with SIGINT and once with kill -9 of the secondary; the restarted
-// secondary reports its progress and the primary copies at most 0.6 GiB
-// again: what was not copied, and what was written meanwhile (a random
-// write load runs while the secondary is down). The images end equal.
+// secondary reports its progress and the primary copies at most 0.7 GiB
+// again: what was not copied, what was written meanwhile (a random write
+// load runs while the secondary is down), and the copies since the last
+// save that completed. (A save runs behind the copies, every 64 MiB of
+// them here, and a kill -9 loses the copies since the last one that
+// finished: 71 MB in most runs, 136 MB in a clean-clone make test on two
+// busy cores, where the checkpoint of a save took longer.) A restart that
+// does not resume copies the whole GiB. The images end equal.
 // GRBD_RESUME_ALL=1 adds the case of issue 15 (Ctrl-C of grbd local): every
 // member stopped at once and restarted (kept out of make test for time).
 func TestResyncResumesAfterInterrupt(t *testing.T) {
@@ -101,7 +106,7 @@ func TestResyncResumesAfterInterrupt(t *testing.T) {
 			ps := peer(t, st, "n1")
 			t.Logf("%s: resumed resync copied %d bytes (%.2f GiB), kept %d, in %v", mode, ps.ResyncTotal,
 				float64(ps.ResyncTotal)/size, ps.ResyncKept, time.Since(start).Round(time.Millisecond))
-			require.LessOrEqual(t, ps.ResyncTotal, int64(size*6/10), "the restart copied more than 0.6 GiB")
+			require.LessOrEqual(t, ps.ResyncTotal, int64(size*7/10), "the restart copied more than 0.7 GiB")
 			require.Positive(t, ps.ResyncKept)
 			require.Contains(t, logOf(t, c, "n1-resumed"), "primary resumes the interrupted resync")
 
