@@ -104,7 +104,7 @@ func TestAppendAndRead(t *testing.T) {
 						require.Equal(t, seq, j.LastSeq())
 					}
 					requireModel(t, j, m)
-					got := collect(t, j, 1)
+					got := collectRuns(t, j, tc.writes[0].Seq)
 					require.Len(t, got, len(tc.writes))
 					for i, w := range got {
 						want := tc.writes[i]

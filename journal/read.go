@@ -7,12 +7,14 @@ import (
 )
 
 // ReadRecords calls fn, in seq order, for every retained record with
-// Seq >= from that was appended before the call. It returns ErrCompacted
-// when records at or above from are no longer in the journal, or when an
-// extent record's blocks no longer hold its data (a later write), and fn's
-// error if fn fails. w.Data is only valid during the call of fn. fn runs
-// without any journal lock held; appends and checkpoints go on meanwhile
-// (a segment freed meanwhile stays readable until ReadRecords returns).
+// Seq >= from that was appended before the call: from, from+1 and so on,
+// without a hole. It returns ErrCompacted when records at or above from are
+// no longer in the journal (also when a seq between them is missing: fn
+// had the records before the hole), or when an extent record's blocks no
+// longer hold its data (a later write), and fn's error if fn fails. w.Data
+// is only valid during the call of fn. fn runs without any journal lock
+// held; appends and checkpoints go on meanwhile (a segment freed meanwhile
+// stays readable until ReadRecords returns).
 func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 	type snap struct {
 		s   *segment
@@ -41,7 +43,8 @@ func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 		}
 	}()
 	var r segReader
-	var ebuf []byte // extent records' data, read from data.img
+	var ebuf []byte      // extent records' data, read from data.img
+	next := max(from, 1) // the seq the next record passed to fn must have
 	for _, sn := range snaps {
 		r = segReader{f: sn.s.f, end: sn.end, buf: r.buf[:0]}
 		for off := int64(segHeaderSize); off < sn.end; {
@@ -56,6 +59,13 @@ func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 				return fmt.Errorf("journal: segment %s offset %d: %w", segName(sn.s.num), off, derr)
 			}
 			if rec.Seq >= from {
+				if rec.Seq != next {
+					// A hole (records a checkpoint covered, lost to a
+					// crash or a damaged end of a segment): passing over
+					// it would leave the reader without those writes.
+					return fmt.Errorf("%w: records %d to %d are not in the journal", ErrCompacted, next, rec.Seq-1)
+				}
+				next++
 				w := rec.Write
 				if rec.InPlace {
 					var err error

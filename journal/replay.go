@@ -323,6 +323,15 @@ func (j *Journal) replayHeader(r *segReader, num uint64, later []uint64, ckpt, p
 		return nil, false, segCorrupt(num, 0, fmt.Errorf("first seq 0"))
 	case hdr.firstSeq > max(prev, ckpt)+1:
 		return nil, false, segCorrupt(num, 0, fmt.Errorf("first seq %d after record %d and checkpoint %d: %w", hdr.firstSeq, prev, ckpt, errRecordsMissing))
+	case hdr.firstSeq > prev+1 && len(j.segs) > 0 && j.segs[len(j.segs)-1].endErr != nil:
+		// The checkpoint covers the records missing between the last
+		// segment and this one, but that segment ended at a damaged record
+		// of its own: the same question as for records the checkpoint does
+		// not cover (endAfter), whether it had been made durable. Left
+		// unasked, a flip in a checkpointed record went unreported and the
+		// journal kept a hole that catch-up would have passed over (the
+		// chaos soak, seed 302).
+		return nil, false, segCorrupt(num, 0, fmt.Errorf("first seq %d after record %d: %w", hdr.firstSeq, prev, errRecordsMissing))
 	}
 	seg = newSegment(hdr, r.f, 0)
 	seg.synced.Store(decodeMark(hb[48:64]))
@@ -365,7 +374,7 @@ func (j *Journal) replayRecords(r *segReader, seg *segment, later []uint64, ckpt
 				// segment is never trimmed; nothing of its own follows):
 				// its normal end. The next segment's first seq says whether
 				// records are missing.
-				if r.ownHeaderAt(off, seg.salt) {
+				if r.damagedHeaderAt(off, seg.salt, lastGood) {
 					seg.endErr = derr
 				}
 				return off, false, nil

@@ -220,6 +220,20 @@ func (j *Journal) firstSeqOf(num uint64) uint64 {
 	return 0
 }
 
+// damagedHeaderAt reports whether the bytes at off, which do not decode,
+// are a damaged record of the segment rather than where its records end
+// (zeros, or a reused file's older records: another salt, lower seqs). One
+// flipped bit leaves the magic or the salt intact: a record header with the
+// salt, or with the magic and a seq above last.
+func (r *segReader) damagedHeaderAt(off int64, salt, last uint64) bool {
+	b, err := r.peek(off, RecordHeaderSize)
+	if err != nil || len(b) < RecordHeaderSize {
+		return false
+	}
+	le := binary.LittleEndian
+	return le.Uint64(b[48:]) == salt || le.Uint32(b) == recordMagic && le.Uint64(b[16:]) > last
+}
+
 // ownHeaderAt reports whether the bytes at off start a record header with
 // the magic and salt: a record of the segment torn in its data, rather
 // than a reused file's older bytes.

@@ -21,7 +21,7 @@ import (
 // a black box would: segment header 64 bytes with the sync mark at 48 (u64)
 // and its CRC32C over 48..60 at 60; records 8-aligned from offset 64, each
 // with magic "GRJR" at 0, total length at 8 (u32), seq at 16 (u64) and a
-// header CRC32C over 0..60 at 60.
+// sync hint at 56 (u32) and a header CRC32C over 0..60 at 60.
 const (
 	segHeaderSize    = 64
 	recHeaderSize    = 64
@@ -32,6 +32,7 @@ const (
 	recLengthOff     = 8
 	recSeqOff        = 16
 	recSaltOff       = 48
+	recSyncedOff     = 56
 	segFirstSeqOff   = 24
 	recHeaderCRCOff  = 60
 	journalSubdir    = "journal"
@@ -44,7 +45,8 @@ const (
 type journalRecord struct {
 	Off, Len int64
 	Seq      uint64
-	Synced   bool // entirely below the segment's sync mark (or in a non-last segment)
+	Hint     int64 // its sync hint: bytes of the segment durable when it was appended
+	Synced   bool  // proven durable (readJournal)
 }
 
 // journalSegment is one segment file.
@@ -77,14 +79,28 @@ func readJournal(dataDir string) ([]journalSegment, error) {
 		segs = append(segs, parseSegment(filepath.Join(dir, e.Name()), num, b))
 	}
 	slices.SortFunc(segs, func(a, b journalSegment) int { return a.Num - b.Num })
-	for i := range segs {
-		last := i == len(segs)-1
-		for j := range segs[i].Records {
-			r := &segs[i].Records[j]
-			r.Synced = !last || r.Off+r.Len <= segs[i].Mark
-		}
-	}
+	markSynced(segs)
 	return segs, nil
+}
+
+// markSynced says which records were made durable, as docs/journal.md
+// ("Replay") proves it: the segment's sync mark or a later record's sync
+// hint covers the record, or a later segment was ever synced (a sync mark
+// or a hint in it), since the journal syncs a rotated-out segment before
+// anything newer. A kill right after a rotation leaves the records of the
+// segment before it unproven.
+func markSynced(segs []journalSegment) {
+	laterSynced := false
+	for i := len(segs) - 1; i >= 0; i-- {
+		s := &segs[i]
+		covered := s.Mark
+		for j := len(s.Records) - 1; j >= 0; j-- {
+			r := &s.Records[j]
+			r.Synced = laterSynced || r.Off+r.Len <= covered
+			covered = max(covered, r.Hint)
+		}
+		laterSynced = laterSynced || covered > 0
+	}
 }
 
 func parseSegment(path string, num int, b []byte) journalSegment {
@@ -107,7 +123,7 @@ func parseSegment(path string, num int, b []byte) journalSegment {
 			n < recHeaderSize || off+n > int64(len(b)) || seq <= prev || salt != 0 && le.Uint64(h[recSaltOff:]) != salt {
 			break
 		}
-		s.Records = append(s.Records, journalRecord{Off: off, Len: n, Seq: seq})
+		s.Records = append(s.Records, journalRecord{Off: off, Len: n, Seq: seq, Hint: int64(le.Uint32(h[recSyncedOff:]))})
 		prev, salt = seq, le.Uint64(h[recSaltOff:])
 		off += n
 	}
