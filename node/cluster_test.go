@@ -232,7 +232,13 @@ func writeBlocks(t *testing.T, n *Node, from, to int) {
 // on the primary and waits until the secondary is UpToDate.
 func newSyncedPair(t *testing.T, n int) (*testCluster, *Node) {
 	t.Helper()
-	c := newTestCluster(t, 2, true, "")
+	return newSyncedCluster(t, 2, n)
+}
+
+// newSyncedCluster is newSyncedPair with data data nodes.
+func newSyncedCluster(t *testing.T, data, n int) (*testCluster, *Node) {
+	t.Helper()
+	c := newTestCluster(t, data, true, "")
 	p := c.primary()
 	writeBlocks(t, p, 0, n)
 	c.waitUpToDate(p)
