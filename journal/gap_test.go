@@ -88,6 +88,33 @@ func TestCheckpointedRecordsMissing(t *testing.T) {
 	})
 }
 
+// The same at the end: the last record of the last segment zeroed and its
+// sync mark torn, under the checkpoint, is cut as a torn tail; the
+// position stays at the checkpoint, and catch-up must not take it as
+// reached from the records alone.
+func TestCheckpointedRecordsMissingAtTheEnd(t *testing.T) {
+	o, fs, names, _, _, _, _ := checkpointedSegments(t)
+	p := path.Join("/db/journal", names[len(names)-1])
+	seg := readFile(t, fs, p)
+	offs := recordOffsets(t, seg)
+	last := offs[len(offs)-1]
+	lastSeq := binary.LittleEndian.Uint64(seg[last+16:])
+	clear(seg[last:])
+	seg[50] ^= 1
+	writeFile(t, fs, p, seg)
+	o.FS = fs
+	j := mustOpen(t, o)
+	require.Equal(t, lastSeq, j.LastSeq(), "the checkpoint's position")
+	var got []uint64
+	err := j.ReadRecords(lastSeq-1, func(w Write) error {
+		got = append(got, w.Seq)
+		return nil
+	})
+	require.Equal(t, []uint64{lastSeq - 1}, got)
+	require.ErrorIs(t, err, ErrCompacted)
+	require.ErrorContains(t, err, fmt.Sprintf("records %d to %d are not in the journal", lastSeq, lastSeq))
+}
+
 func trimZeros(b []byte) []byte {
 	for len(b) > 0 && b[len(b)-1] == 0 {
 		b = b[:len(b)-1]

@@ -7,12 +7,12 @@ import (
 )
 
 // ReadRecords calls fn, in seq order, for every retained record with
-// Seq >= from that was appended before the call: from, from+1 and so on,
-// without a hole. It returns ErrCompacted when records at or above from are
-// no longer in the journal (also when a seq between them is missing: fn
-// had the records before the hole), or when an extent record's blocks no
-// longer hold its data (a later write), and fn's error if fn fails. w.Data
-// is only valid during the call of fn. fn runs without any journal lock
+// Seq >= from that was appended before the call: from, from+1 and so on up
+// to LastSeq, without a hole. It returns ErrCompacted when records at or
+// above from are no longer in the journal (also when a seq up to LastSeq is
+// missing: fn had the records before the hole), or when an extent record's
+// blocks no longer hold its data (a later write), and fn's error if fn
+// fails. w.Data is only valid during the call of fn. fn runs without any journal lock
 // held; appends and checkpoints go on meanwhile (a segment freed meanwhile
 // stays readable until ReadRecords returns).
 func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
@@ -29,6 +29,7 @@ func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 		j.mu.Unlock()
 		return fmt.Errorf("%w: from %d, oldest retained %d", ErrCompacted, from, first)
 	}
+	last := j.highSeq() // the position the records must reach
 	var snaps []snap
 	for _, s := range j.segs {
 		if !s.empty() && s.lastSeq >= from {
@@ -80,6 +81,11 @@ func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 			}
 			off += int64(n)
 		}
+	}
+	if next <= last {
+		// A hole at the end (the checkpoint or in-place writes above the
+		// last record): the caller would take last as reached.
+		return fmt.Errorf("%w: records %d to %d are not in the journal", ErrCompacted, next, last)
 	}
 	return nil
 }
