@@ -226,22 +226,25 @@ func (j *Journal) firstSeqOf(num uint64) uint64 {
 // flipped bit leaves the magic or the salt intact: a record header with the
 // salt, or with the magic and a seq above last.
 func (r *segReader) damagedHeaderAt(off int64, salt, last uint64) bool {
-	b, err := r.peek(off, RecordHeaderSize)
-	if err != nil || len(b) < RecordHeaderSize {
-		return false
-	}
-	le := binary.LittleEndian
-	return le.Uint64(b[48:]) == salt || le.Uint32(b) == recordMagic && le.Uint64(b[16:]) > last
+	magic, seq, s, ok := r.headerAt(off)
+	return ok && (s == salt || magic == recordMagic && seq > last)
 }
 
 // ownHeaderAt reports whether the bytes at off start a record header with
 // the magic and salt: a record of the segment torn in its data, rather
 // than a reused file's older bytes.
 func (r *segReader) ownHeaderAt(off int64, salt uint64) bool {
+	magic, _, s, ok := r.headerAt(off)
+	return ok && magic == recordMagic && s == salt
+}
+
+// headerAt reads the magic, seq and salt fields of a record header at off,
+// decoded or not; false where no whole header fits.
+func (r *segReader) headerAt(off int64) (magic uint32, seq, salt uint64, ok bool) {
 	b, err := r.peek(off, RecordHeaderSize)
 	if err != nil || len(b) < RecordHeaderSize {
-		return false
+		return 0, 0, 0, false
 	}
 	le := binary.LittleEndian
-	return le.Uint32(b) == recordMagic && le.Uint64(b[48:]) == salt
+	return le.Uint32(b), le.Uint64(b[16:]), le.Uint64(b[48:]), true
 }

@@ -116,13 +116,12 @@ func (c *copier) count() {
 			if err != nil {
 				err = a.nack(w.Seq, err)
 				c.err.CompareAndSwap(nil, &err)
-				// At once, even with copies behind it: the primary ends
-				// the session on it and may have nothing more to send,
-				// while the reader waits for its next message.
-				_ = a.flushOut()
-			} else if len(c.written) == 0 && len(c.jobs) == 0 {
-				// The reader may be waiting for the next message: ack now.
-				// (Behind a queued copy, that copy's turn acks.)
+			}
+			// The reader may be waiting for the next message: ack now,
+			// unless a queued copy's turn will; a Nack at once, even with
+			// copies behind it, since the primary ends the session on it
+			// and may have nothing more to send.
+			if err != nil || len(c.written) == 0 && len(c.jobs) == 0 {
 				_ = a.flushOut()
 			}
 		}
