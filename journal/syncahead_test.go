@@ -35,5 +35,9 @@ func TestActiveSegmentSyncedBehind(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, last-first, uint64(2), "rotations")
-	require.LessOrEqual(t, worst, o.SegmentSize/2, "unsynced bytes of the active segment")
+	// The background sync starts at 1 MiB unsynced here; under the
+	// parallel -race packages of a clean-clone make test it lagged to 2.1
+	// MiB once (run 89). Without it the whole segment is unsynced (4.18 MiB
+	// with syncAhead disabled): 3/4 of a segment tells the two apart.
+	require.LessOrEqual(t, worst, o.SegmentSize*3/4, "unsynced bytes of the active segment")
 }
