@@ -2,29 +2,20 @@ package e2e
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/grbd/grbd/internal/raftlog"
+	"github.com/grbd/grbd/internal/chaos"
 	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
 )
 
-// wipeStore deletes a stopped data node's store (image, journal, meta,
-// history, resync state) and keeps its control-plane state: the disk was
-// replaced under a node whose raft log lives elsewhere. The node starts on a
-// new, empty disk with another identity.
+// wipeStore replaces a stopped data node's disk (chaos.WipeStore): its store
+// goes, its control-plane state stays.
 func wipeStore(t *testing.T, dir string) {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	for _, e := range ents {
-		if e.Name() != raftlog.FileName {
-			require.NoError(t, os.RemoveAll(filepath.Join(dir, e.Name())))
-		}
-	}
+	require.NoError(t, chaos.WipeStore(dir))
 }
 
 // TestReplacedDiskIsNeverPromoted is the first case of issue 14 with the

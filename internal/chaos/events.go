@@ -57,7 +57,7 @@ const (
 )
 
 var faultKinds = map[string]bool{EvKill: true, EvStop: true, EvPartition: true, EvOneWay: true,
-	EvLatency: true, EvBandwidth: true, EvDiskFull: true, EvTear: true, EvBitFlip: true}
+	EvLatency: true, EvBandwidth: true, EvDiskFull: true, EvTear: true, EvBitFlip: true, EvReplaceDisk: true}
 
 // IsFault reports whether an event kind injects a fault.
 func IsFault(kind string) bool { return faultKinds[kind] }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/raftlog"
 	"github.com/grbd/grbd/journal"
 	"github.com/stretchr/testify/require"
 )
@@ -145,6 +146,23 @@ func TestFlipDataBit(t *testing.T) {
 	}
 	require.Len(t, set, 1, what)
 	require.True(t, set[0] >= BlockSize && set[0] < 2*BlockSize, what)
+}
+
+// TestWipeStore: the store goes, the control-plane state (under the name
+// package raftlog gives it) stays.
+func TestWipeStore(t *testing.T) {
+	require.Equal(t, raftlog.FileName, controlPlaneFile)
+	dir := t.TempDir()
+	for _, name := range []string{controlPlaneFile, dataImage, "meta", filepath.Join(journalSubdir, "00000001.seg")} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644))
+	}
+	require.NoError(t, WipeStore(dir))
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, ents, 1)
+	require.Equal(t, controlPlaneFile, ents[0].Name())
+	require.Error(t, WipeStore(filepath.Join(dir, "missing")))
 }
 
 func TestRenderTable(t *testing.T) {

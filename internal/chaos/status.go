@@ -38,6 +38,13 @@ type MemberStatus struct {
 		Serving  bool     `json:"serving"`
 		Outdated []string `json:"outdated"`
 	} `json:"quorum"`
+	// Identity is the data identity (builds with data identities; nil
+	// before): Promotable says whether the control plane may promote it.
+	Identity *struct {
+		Disk       string `json:"disk"`
+		Recorded   string `json:"recorded"`
+		Promotable bool   `json:"promotable"`
+	} `json:"identity"`
 }
 
 // serving reports whether a primary may complete I/O (always true for
@@ -51,6 +58,9 @@ type PeerStatus struct {
 	Disk       string `json:"disk"`
 	AckedSeq   uint64 `json:"acked_seq"`
 	Behind     uint64 `json:"behind"`
+	// ResyncDone of ResyncTotal bytes of the running region resync.
+	ResyncTotal int64 `json:"resync_bytes_total"`
+	ResyncDone  int64 `json:"resync_bytes_done"`
 }
 
 // Values of the admin API that the harness compares against.

@@ -1,0 +1,152 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// controlPlaneFile is a member's control-plane state in its data directory
+// (docs/quorum.md; read here as a black box would, not from package
+// raftlog): the one file a replaced disk under a kept host keeps.
+const controlPlaneFile = "raft.state"
+
+// EvReplaceDisk: a data node's store was wiped (its disk replaced).
+const EvReplaceDisk = "disk-replaced"
+
+// WipeStore deletes a stopped data node's store (image, journal, meta,
+// history, resync state) and keeps its control-plane state: the disk was
+// replaced under a node whose raft log lives elsewhere. The node starts on
+// a new, empty disk with a new identity.
+func WipeStore(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("chaos: wipe store: %w", err)
+	}
+	for _, e := range ents {
+		if e.Name() == controlPlaneFile {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("chaos: wipe store: %w", err)
+		}
+	}
+	return nil
+}
+
+// replaceResyncRate slows the full sync of the replaced disk (64 MiB) to a
+// few seconds, so that the primary's kill lands inside it as often as after.
+const replaceResyncRate = "resync-rate: 16MiB"
+
+// injectReplaceDisk replaces the secondary's disk under load and kills the
+// primary at a random point of the new disk's full sync, or after it: the
+// node on the new disk may take over only with every acknowledged write
+// (its reads, right after the takeover, join the history the checks read),
+// and is otherwise promoted by nobody until the old primary returns.
+func injectReplaceDisk(ctx context.Context, r *Run) error {
+	for i := 0; r.Round(i, 1); i++ {
+		prim, sec, err := r.pair(ctx)
+		if err != nil {
+			return err
+		}
+		r.C.Kill(sec)
+		if err := WipeStore(r.C.Member(sec).DataDir); err != nil {
+			return err
+		}
+		r.C.Events().Add(EvReplaceDisk, sec, "store wiped, control-plane state kept")
+		if err := r.C.Start(ctx, sec); err != nil {
+			return err
+		}
+		at := r.killInFullSync(ctx, prim, sec)
+		r.W.Pause()
+		if err := r.afterPrimaryLoss(ctx, prim, sec, at); err != nil {
+			r.W.Resume()
+			return err
+		}
+		r.W.Resume()
+		r.expectWrites(ctx, 200, "no writes after %s's disk was replaced", sec)
+	}
+	return nil
+}
+
+// killInFullSync kills the primary at a random point of sec's return: a
+// sixth of the time at once (sec still starting), half of the time when the
+// primary reports a random share of sec's full sync done, else once sec is
+// in sync and up to 300 ms later. It returns what the primary last said.
+func (r *Run) killInFullSync(ctx context.Context, prim, sec string) string {
+	mode, want := r.Rand.IntN(6), r.Rand.Float64()
+	deadline := time.Now().Add(60 * time.Second)
+	seen := "no status"
+	for mode > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		st, err := r.C.Status(ctx, prim)
+		if p := peerOf(st, sec); err == nil && p != nil {
+			seen = fmt.Sprintf("%s %s, resync %d of %d bytes", p.Connection, p.Disk, p.ResyncDone, p.ResyncTotal)
+			inSync := p.Connection == ConnConnected && p.Disk == DiskUpToDate
+			// Connected and not UpToDate: the numbers are the new disk's.
+			syncing := p.Connection == ConnConnected && !inSync && p.ResyncTotal > 0
+			if mode <= 3 && syncing && float64(p.ResyncDone) >= want*float64(p.ResyncTotal) {
+				break
+			}
+			if inSync {
+				if mode > 3 {
+					r.Sleep(ctx, 0, 300*time.Millisecond)
+				}
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.C.Kill(prim)
+	r.C.Events().Add("replace", prim, "killed with %s at %s", sec, seen)
+	return seen
+}
+
+func peerOf(st MemberStatus, name string) *PeerStatus {
+	for i := range st.Peers {
+		if st.Peers[i].Name == name {
+			return &st.Peers[i]
+		}
+	}
+	return nil
+}
+
+// afterPrimaryLoss: within a few failover timeouts the node on the new disk
+// is primary (it must then serve every acknowledged write: the reads go
+// into the history) or it is not (it must then not be UpToDate with a
+// recorded disk, which would make its idleness a liveness failure). Either
+// way the old primary returns and the cluster ends in sync.
+func (r *Run) afterPrimaryLoss(ctx context.Context, prim, sec, at string) error {
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := r.C.WaitPrimaryAmong(wctx, []*Member{r.C.Member(sec)})
+	cancel()
+	if err == nil {
+		r.Note("%s took over after its full sync (%s at the kill)", sec, at)
+		r.verifyNow(ctx)
+		return r.rejoin(ctx, prim)
+	}
+	st, serr := r.C.Status(ctx, sec)
+	switch {
+	case serr != nil:
+		r.Anomaly("%s on the new disk answers no status after the primary's death: %v", sec, serr)
+	case st.Disk == DiskUpToDate && st.Identity != nil && st.Identity.Promotable:
+		r.Anomaly("%s is UpToDate and promotable but was not promoted within 5 s of the primary's death (%s at the kill)", sec, at)
+	default:
+		r.Note("%s not promoted: disk %s, %s at the kill", sec, st.Disk, at)
+	}
+	if err := r.C.Start(ctx, prim); err != nil {
+		return err
+	}
+	wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	next, err := r.C.WaitPrimary(wctx, "")
+	cancel()
+	if err != nil {
+		r.Anomaly("no primary after %s returned: %v", prim, err)
+		return nil
+	}
+	r.verifyNow(ctx)
+	r.WaitInSync(ctx, 60*time.Second)
+	r.C.Events().Add("replace", next, "primary after %s returned", prim)
+	return nil
+}
