@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -266,6 +267,45 @@ func injectBitFlipRepair(ctx context.Context, r *Run) error {
 		sec, st.Checksums.Errors, st.Checksums.Repaired, st.Checksums.Unrepaired, len(flipped))
 	if st.Checksums.Repaired != uint64(len(flipped)) || st.Checksums.Unrepaired != 0 {
 		r.Anomaly("%d blocks flipped, %d repaired, %d unrepaired", len(flipped), st.Checksums.Repaired, st.Checksums.Unrepaired)
+	}
+	return nil
+}
+
+// injectOneWayCuts drops one or two random directions among the data nodes
+// and the witness for 0.5-6 s each round: the cuts a silent switch port or
+// a half-broken firewall make, on the links of the control plane as well
+// as the data path. Nothing is demanded during the cut (writes may stall,
+// the primary may fence or move); after it every acknowledged write must
+// still read back (the history), writes must resume and the nodes end in
+// sync.
+func injectOneWayCuts(ctx context.Context, r *Run) error {
+	fw, err := r.C.Firewall(ctx)
+	if err != nil {
+		return err
+	}
+	members := r.C.Members()
+	for i := 0; r.Round(i, 1); i++ {
+		var cuts []string
+		for k := 1 + r.Rand.IntN(2); len(cuts) < k; {
+			from := r.Rand.IntN(len(members))
+			to := (from + 1 + r.Rand.IntN(len(members)-1)) % len(members)
+			cut := members[from].Name + "->" + members[to].Name
+			if slices.Contains(cuts, cut) {
+				continue
+			}
+			if err := fw.Block(ctx, members[from].Endpoint(), members[to].Endpoint()); err != nil {
+				return err
+			}
+			cuts = append(cuts, cut)
+		}
+		n, t0 := r.W.WritesOK(), time.Now()
+		r.Sleep(ctx, 500*time.Millisecond, 6*time.Second)
+		r.Note("round %d: %d writes acknowledged in %v with %v cut", i, r.W.WritesOK()-n, time.Since(t0).Round(time.Millisecond), cuts)
+		if err := fw.Heal(ctx); err != nil {
+			return err
+		}
+		r.expectWrites(ctx, 200, "no writes after healing %v", cuts)
+		r.WaitInSync(ctx, 60*time.Second)
 	}
 	return nil
 }
