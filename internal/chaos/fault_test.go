@@ -148,20 +148,23 @@ func TestFlipDataBit(t *testing.T) {
 	require.True(t, set[0] >= BlockSize && set[0] < 2*BlockSize, what)
 }
 
-// TestWipeStore: the store goes, the control-plane state (under the name
+// TestWipeStore: the store goes, the control-plane state (under the names
 // package raftlog gives it) stays.
 func TestWipeStore(t *testing.T) {
-	require.Equal(t, raftlog.FileName, controlPlaneFile)
+	require.Equal(t, []string{raftlog.FileName, raftlog.JoinFileName}, controlPlaneFiles)
 	dir := t.TempDir()
-	for _, name := range []string{controlPlaneFile, dataImage, "meta", filepath.Join(journalSubdir, "00000001.seg")} {
+	for _, name := range append([]string{dataImage, "meta", filepath.Join(journalSubdir, "00000001.seg")}, controlPlaneFiles...) {
 		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644))
 	}
 	require.NoError(t, WipeStore(dir))
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
-	require.Len(t, ents, 1)
-	require.Equal(t, controlPlaneFile, ents[0].Name())
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	require.ElementsMatch(t, controlPlaneFiles, left)
 	require.Error(t, WipeStore(filepath.Join(dir, "missing")))
 }
 

@@ -61,7 +61,7 @@ func Scenarios() []Scenario {
 			Shape: quorumShape(), Needs: NeedFailover, Inject: injectNoQuorum},
 		{Name: "failover-oneway-cuts", Doc: "2 data + witness: drop one or two random directions among primary, secondary and witness for 0.5-6 s, heal: writes may stall, fence or move meanwhile; every acknowledged write reads back, writes resume, in sync at the end",
 			Shape: quorumShape(), Needs: NeedFailover | NeedNft, Inject: injectOneWayCuts},
-		{Name: "failover-replace-disk", Doc: "2 data + witness: kill -9 the secondary under load and replace its disk (store wiped, control-plane state kept), restart it; kill -9 the primary at a random point of the new disk's full sync or after it: the node on the new disk takes over only holding every acknowledged write, else nobody does until the old primary returns; in sync at the end",
+		{Name: "failover-replace-disk", Doc: "2 data + witness: kill -9 the secondary under load and replace its disk (store wiped, control-plane state kept) or its host (data directory wiped, then grbd member replace), restart it; kill -9 the primary at a random point of the new disk's full sync or after it: the node on the new disk takes over only holding every acknowledged write, else nobody does until the old primary returns; in sync at the end",
 			Shape: Shape{DataNodes: 2, Witness: true, Replication: replaceResyncRate, ExtraYAML: QuorumYAML}, Needs: NeedFailover, Inject: injectReplaceDisk},
 	}
 }

@@ -4,14 +4,20 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
-// controlPlaneFile is a member's control-plane state in its data directory
-// (docs/quorum.md; read here as a black box would, not from package
-// raftlog): the one file a replaced disk under a kept host keeps.
-const controlPlaneFile = "raft.state"
+// controlPlaneFiles are a member's control-plane state in its data
+// directory (docs/raftlog.md; named here as a black box would, not from
+// package raftlog): its raft log and its join identity, the files a
+// replaced disk under a kept host keeps. Without member.id a member that
+// joined through `grbd member replace` would run under its initial raft ID
+// and find itself replaced (chaos seed 430).
+var controlPlaneFiles = []string{"raft.state", "member.id"}
 
 // EvReplaceDisk: a data node's store was wiped (its disk replaced).
 const EvReplaceDisk = "disk-replaced"
@@ -26,7 +32,7 @@ func WipeStore(dir string) error {
 		return fmt.Errorf("chaos: wipe store: %w", err)
 	}
 	for _, e := range ents {
-		if e.Name() == controlPlaneFile {
+		if slices.Contains(controlPlaneFiles, e.Name()) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
@@ -40,7 +46,8 @@ func WipeStore(dir string) error {
 // few seconds, so that the primary's kill lands inside it as often as after.
 const replaceResyncRate = "resync-rate: 16MiB"
 
-// injectReplaceDisk replaces the secondary's disk under load and kills the
+// injectReplaceDisk replaces the secondary's disk (or half of the time its
+// host: replaceUnderLoad) under load and kills the
 // primary at a random point of the new disk's full sync, or after it: the
 // node on the new disk may take over only with every acknowledged write
 // (its reads, right after the takeover, join the history the checks read),
@@ -51,12 +58,7 @@ func injectReplaceDisk(ctx context.Context, r *Run) error {
 		if err != nil {
 			return err
 		}
-		r.C.Kill(sec)
-		if err := WipeStore(r.C.Member(sec).DataDir); err != nil {
-			return err
-		}
-		r.C.Events().Add(EvReplaceDisk, sec, "store wiped, control-plane state kept")
-		if err := r.C.Start(ctx, sec); err != nil {
+		if err := r.replaceUnderLoad(ctx, sec, r.Rand.IntN(2) == 0); err != nil {
 			return err
 		}
 		at := r.killInFullSync(ctx, prim, sec)
@@ -69,6 +71,48 @@ func injectReplaceDisk(ctx context.Context, r *Run) error {
 		r.expectWrites(ctx, 200, "no writes after %s's disk was replaced", sec)
 	}
 	return nil
+}
+
+// replaceUnderLoad kills sec and starts it again on a new disk: its store
+// wiped (a replaced disk), or with host its whole data directory, the
+// control-plane state too (a replaced host), which `grbd member replace`
+// then admits again, retried as an operator would while the members learn
+// that the node lost its state.
+func (r *Run) replaceUnderLoad(ctx context.Context, sec string, host bool) error {
+	r.C.Kill(sec)
+	dir := r.C.Member(sec).DataDir
+	if host {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("chaos: replace host: %w", err)
+		}
+		r.C.Events().Add(EvReplaceDisk, sec, "data directory wiped (a replaced host)")
+	} else {
+		if err := WipeStore(dir); err != nil {
+			return err
+		}
+		r.C.Events().Add(EvReplaceDisk, sec, "store wiped, control-plane state kept")
+	}
+	if err := r.C.Start(ctx, sec); err != nil || !host {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := exec.CommandContext(ctx, r.C.cfg.Bin, "member", "replace", sec, "--config", r.C.ConfigPath()).CombinedOutput()
+		if err == nil {
+			r.C.Events().Add("replace", sec, "grbd member replace: %s", strings.TrimSpace(lastLine(string(out))))
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			r.Anomaly("grbd member replace %s failed for 30 s: %v: %s", sec, err, lastLine(string(out)))
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndexByte(s, '\n')+1:]
 }
 
 // killInFullSync kills the primary at a random point of sec's return: a
@@ -124,6 +168,7 @@ func (r *Run) afterPrimaryLoss(ctx context.Context, prim, sec, at string) error 
 	if err == nil {
 		r.Note("%s took over after its full sync (%s at the kill)", sec, at)
 		r.verifyNow(ctx)
+		r.W.Resume()
 		return r.rejoin(ctx, prim)
 	}
 	st, serr := r.C.Status(ctx, sec)
@@ -145,8 +190,9 @@ func (r *Run) afterPrimaryLoss(ctx context.Context, prim, sec, at string) error 
 		r.Anomaly("no primary after %s returned: %v", prim, err)
 		return nil
 	}
-	r.verifyNow(ctx)
-	r.WaitInSync(ctx, 60*time.Second)
 	r.C.Events().Add("replace", next, "primary after %s returned", prim)
+	r.verifyNow(ctx)
+	r.W.Resume()
+	r.WaitInSync(ctx, 60*time.Second)
 	return nil
 }
