@@ -76,8 +76,7 @@ func injectReplaceDisk(ctx context.Context, r *Run) error {
 // replaceUnderLoad kills sec and starts it again on a new disk: its store
 // wiped (a replaced disk), or with host its whole data directory, the
 // control-plane state too (a replaced host), which `grbd member replace`
-// then admits again, retried as an operator would while the members learn
-// that the node lost its state.
+// then admits again.
 func (r *Run) replaceUnderLoad(ctx context.Context, sec string, host bool) error {
 	r.C.Kill(sec)
 	dir := r.C.Member(sec).DataDir
@@ -95,16 +94,23 @@ func (r *Run) replaceUnderLoad(ctx context.Context, sec string, host bool) error
 	if err := r.C.Start(ctx, sec); err != nil || !host {
 		return err
 	}
+	r.memberReplace(ctx, sec)
+	return nil
+}
+
+// memberReplace runs `grbd member replace name`, retried for up to 30 s as
+// an operator would while the members learn that name lost its state.
+func (r *Run) memberReplace(ctx context.Context, name string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, err := exec.CommandContext(ctx, r.C.cfg.Bin, "member", "replace", sec, "--config", r.C.ConfigPath()).CombinedOutput()
+		out, err := exec.CommandContext(ctx, r.C.cfg.Bin, "member", "replace", name, "--config", r.C.ConfigPath()).CombinedOutput()
 		if err == nil {
-			r.C.Events().Add("replace", sec, "grbd member replace: %s", strings.TrimSpace(lastLine(string(out))))
-			return nil
+			r.C.Events().Add("replace", name, "grbd member replace: %s", lastLine(string(out)))
+			return
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			r.Anomaly("grbd member replace %s failed for 30 s: %v: %s", sec, err, lastLine(string(out)))
-			return nil
+			r.Anomaly("grbd member replace %s failed for 30 s: %v: %s", name, err, lastLine(string(out)))
+			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -195,4 +201,70 @@ func (r *Run) afterPrimaryLoss(ctx context.Context, prim, sec, at string) error 
 	r.W.Resume()
 	r.WaitInSync(ctx, 60*time.Second)
 	return nil
+}
+
+// injectWipedWitness: the secondary is killed and Outdated while writes go
+// on, then the witness's host is replaced (its data directory wiped) and
+// the primary killed. The Outdated secondary and the empty witness start:
+// together they are two of three members, but the witness has no vote
+// until `grbd member replace` and the secondary lacks acknowledged writes,
+// so nobody may be promoted (an empty witness must never elect a node over
+// the data). The old primary returns, the witness is replaced, and every
+// acknowledged write reads back.
+func injectWipedWitness(ctx context.Context, r *Run) error {
+	w := witness(r)
+	for i := 0; r.Round(i, 1); i++ {
+		prim, sec, err := r.pair(ctx)
+		if err != nil {
+			return err
+		}
+		r.C.Kill(sec)
+		if !r.awaitOutdated(ctx, prim, sec) {
+			return r.rejoin(ctx, sec)
+		}
+		r.Sleep(ctx, 200*time.Millisecond, time.Second) // writes sec misses
+		r.C.Kill(w.Name)
+		if err := os.RemoveAll(w.DataDir); err != nil {
+			return fmt.Errorf("chaos: wipe witness: %w", err)
+		}
+		r.C.Events().Add(EvReplaceDisk, w.Name, "data directory wiped (a replaced host)")
+		r.Sleep(ctx, 0, 500*time.Millisecond)
+		r.C.Kill(prim)
+		r.W.Pause()
+		for _, name := range []string{w.Name, sec} {
+			if err := r.C.Start(ctx, name); err != nil {
+				r.W.Resume()
+				return err
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := r.C.WaitPrimaryAmong(wctx, []*Member{r.C.Member(sec)}); err == nil {
+			r.Anomaly("the Outdated %s was promoted with a wiped witness while %s, which holds the data, was down", sec, prim)
+		}
+		cancel()
+		if err := r.C.Start(ctx, prim); err != nil {
+			r.W.Resume()
+			return err
+		}
+		r.memberReplace(ctx, w.Name)
+		r.verifyNow(ctx)
+		r.W.Resume()
+		r.expectWrites(ctx, 200, "no writes after the witness was replaced")
+		r.WaitInSync(ctx, 60*time.Second)
+	}
+	return nil
+}
+
+// awaitOutdated waits up to 10 s until the primary's control plane records
+// peer as Outdated.
+func (r *Run) awaitOutdated(ctx context.Context, prim, peer string) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if st, err := r.C.Status(ctx, prim); err == nil && st.Quorum != nil && slices.Contains(st.Quorum.Outdated, peer) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.Anomaly("%s never recorded the killed %s as Outdated", prim, peer)
+	return false
 }
