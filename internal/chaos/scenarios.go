@@ -63,6 +63,8 @@ func Scenarios() []Scenario {
 			Shape: quorumShape(), Needs: NeedFailover | NeedNft, Inject: injectOneWayCuts},
 		{Name: "failover-wiped-witness", Doc: "2 data + witness: kill -9 the secondary and wait until it is Outdated, wipe the witness's data directory (a replaced host), kill -9 the primary; start the witness and the Outdated secondary: nobody may be promoted (the empty witness has no vote, the secondary lacks writes); the primary returns, grbd member replace admits the witness, nothing acknowledged lost",
 			Shape: quorumShape(), Needs: NeedFailover, Inject: injectWipedWitness},
+		{Name: "failover-resize", Doc: "2 data + witness: grow the device under load with grbd resize and kill -9 the primary racing the command, right after it, or not at all: a grow reported done is on the node that takes over, every size is the old or the new one, images (sizes included) identical at the end",
+			Shape: quorumShape(), Needs: NeedFailover, Inject: injectResizeFailover},
 		{Name: "failover-replace-disk", Doc: "2 data + witness: kill -9 the secondary under load and replace its disk (store wiped, control-plane state kept) or its host (data directory wiped, then grbd member replace), restart it; kill -9 the primary at a random point of the new disk's full sync or after it: the node on the new disk takes over only holding every acknowledged write, else nobody does until the old primary returns; in sync at the end",
 			Shape: Shape{DataNodes: 2, Witness: true, Replication: replaceResyncRate, ExtraYAML: QuorumYAML}, Needs: NeedFailover, Inject: injectReplaceDisk},
 	}

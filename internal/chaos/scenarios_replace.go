@@ -46,12 +46,12 @@ func WipeStore(dir string) error {
 // few seconds, so that the primary's kill lands inside it as often as after.
 const replaceResyncRate = "resync-rate: 16MiB"
 
-// injectReplaceDisk replaces the secondary's disk (or half of the time its
-// host: replaceUnderLoad) under load and kills the
-// primary at a random point of the new disk's full sync, or after it: the
-// node on the new disk may take over only with every acknowledged write
-// (its reads, right after the takeover, join the history the checks read),
-// and is otherwise promoted by nobody until the old primary returns.
+// injectReplaceDisk replaces the secondary's disk (or, half of the time,
+// its host: replaceUnderLoad) under load and kills the primary at a random
+// point of the new disk's full sync, or after it: the node on the new disk
+// may take over only with every acknowledged write (its reads, right after
+// the takeover, join the history the checks read), and is otherwise
+// promoted by nobody until the old primary returns.
 func injectReplaceDisk(ctx context.Context, r *Run) error {
 	for i := 0; r.Round(i, 1); i++ {
 		prim, sec, err := r.pair(ctx)
@@ -63,11 +63,11 @@ func injectReplaceDisk(ctx context.Context, r *Run) error {
 		}
 		at := r.killInFullSync(ctx, prim, sec)
 		r.W.Pause()
-		if err := r.afterPrimaryLoss(ctx, prim, sec, at); err != nil {
-			r.W.Resume()
+		err = r.afterPrimaryLoss(ctx, prim, sec, at)
+		r.W.Resume()
+		if err != nil {
 			return err
 		}
-		r.W.Resume()
 		r.expectWrites(ctx, 200, "no writes after %s's disk was replaced", sec)
 	}
 	return nil

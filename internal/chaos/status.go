@@ -14,12 +14,14 @@ import (
 // is decoded leniently (unknown fields ignored) so that the admin API can
 // grow without breaking the suite.
 type MemberStatus struct {
-	Name    string       `json:"name"`
-	Role    string       `json:"role"` // Primary or Secondary
-	Disk    string       `json:"disk"` // UpToDate, Outdated, Inconsistent
-	NBD     string       `json:"nbd"`
-	Peers   []PeerStatus `json:"peers"`
-	Journal struct {
+	Name string `json:"name"`
+	Role string `json:"role"` // Primary or Secondary
+	Disk string `json:"disk"` // UpToDate, Outdated, Inconsistent
+	NBD  string `json:"nbd"`
+	// DeviceSize is the exported device's size in bytes.
+	DeviceSize int64        `json:"device_size"`
+	Peers      []PeerStatus `json:"peers"`
+	Journal    struct {
 		LastSeq       uint64 `json:"last_seq"`
 		DurableSeq    uint64 `json:"durable_seq"`
 		ExtentRecords uint64 `json:"extent_records"`
