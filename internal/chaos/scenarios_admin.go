@@ -45,7 +45,8 @@ func injectAdminOps(ctx context.Context, r *Run) error {
 	return nil
 }
 
-// grbd runs the grbd CLI against the cluster's config.
+// grbd runs the grbd CLI against the cluster's config; a success is an
+// event, a failure an error with the output's last line.
 func (r *Run) grbd(ctx context.Context, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()

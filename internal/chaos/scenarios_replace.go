@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,13 +102,12 @@ func (r *Run) replaceUnderLoad(ctx context.Context, sec string, host bool) error
 func (r *Run) memberReplace(ctx context.Context, name string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, err := exec.CommandContext(ctx, r.C.cfg.Bin, "member", "replace", name, "--config", r.C.ConfigPath()).CombinedOutput()
+		_, err := r.grbd(ctx, "member", "replace", name)
 		if err == nil {
-			r.C.Events().Add("replace", name, "grbd member replace: %s", lastLine(string(out)))
 			return
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			r.Anomaly("grbd member replace %s failed for 30 s: %v: %s", name, err, lastLine(string(out)))
+			r.Anomaly("%v (retried for 30 s)", err)
 			return
 		}
 		time.Sleep(200 * time.Millisecond)

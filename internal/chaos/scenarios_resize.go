@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"time"
 )
 
@@ -40,10 +39,7 @@ func injectResizeFailover(ctx context.Context, r *Run) error {
 		mode := r.Rand.IntN(3)
 		done := make(chan error, 1)
 		go func() {
-			out, err := exec.CommandContext(ctx, r.C.cfg.Bin, "resize", "--config", r.C.ConfigPath(), "--size", fmt.Sprint(grown)).CombinedOutput()
-			if err != nil {
-				err = fmt.Errorf("%w: %s", err, lastLine(string(out)))
-			}
+			_, err := r.grbd(ctx, "resize", "--size", fmt.Sprint(grown))
 			done <- err
 		}()
 		var cmdErr error
