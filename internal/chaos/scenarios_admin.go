@@ -117,22 +117,8 @@ func (r *Run) noTakeoverWhileDown(ctx context.Context, prim, sec, how string) er
 	r.C.Kill(prim)
 	r.W.Pause()
 	defer r.W.Resume()
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err := r.C.WaitPrimaryAmong(wctx, []*Member{r.C.Member(sec)})
-	cancel()
-	if err == nil {
+	if r.takesOver(ctx, sec) {
 		r.Anomaly("the %s secondary %s took over from the killed %s", how, sec, prim)
 	}
-	if err := r.C.Start(ctx, prim); err != nil {
-		return err
-	}
-	wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-	_, err = r.C.WaitPrimary(wctx, "")
-	cancel()
-	if err != nil {
-		r.Anomaly("no primary after %s returned: %v", prim, err)
-		return nil
-	}
-	r.verifyNow(ctx)
-	return nil
+	return r.primaryReturns(ctx, prim)
 }

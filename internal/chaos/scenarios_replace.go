@@ -129,7 +129,7 @@ func (r *Run) killInFullSync(ctx context.Context, prim, sec string) string {
 	seen := "no status"
 	for mode > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 		st, err := r.C.Status(ctx, prim)
-		if p := peerOf(st, sec); err == nil && p != nil {
+		if p, ok := st.peer(sec); err == nil && ok {
 			seen = fmt.Sprintf("%s %s, resync %d of %d bytes", p.Connection, p.Disk, p.ResyncDone, p.ResyncTotal)
 			inSync := p.Connection == ConnConnected && p.Disk == DiskUpToDate
 			// Connected and not UpToDate: the numbers are the new disk's.
@@ -151,25 +151,13 @@ func (r *Run) killInFullSync(ctx context.Context, prim, sec string) string {
 	return seen
 }
 
-func peerOf(st MemberStatus, name string) *PeerStatus {
-	for i := range st.Peers {
-		if st.Peers[i].Name == name {
-			return &st.Peers[i]
-		}
-	}
-	return nil
-}
-
 // afterPrimaryLoss: within a few failover timeouts the node on the new disk
 // is primary (it must then serve every acknowledged write: the reads go
 // into the history) or it is not (it must then not be UpToDate with a
 // recorded disk, which would make its idleness a liveness failure). Either
 // way the old primary returns and the cluster ends in sync.
 func (r *Run) afterPrimaryLoss(ctx context.Context, prim, sec, at string) error {
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err := r.C.WaitPrimaryAmong(wctx, []*Member{r.C.Member(sec)})
-	cancel()
-	if err == nil {
+	if r.takesOver(ctx, sec) {
 		r.Note("%s took over after its full sync (%s at the kill)", sec, at)
 		r.verifyNow(ctx)
 		r.W.Resume()
@@ -184,20 +172,38 @@ func (r *Run) afterPrimaryLoss(ctx context.Context, prim, sec, at string) error 
 	default:
 		r.Note("%s not promoted: disk %s, %s at the kill", sec, st.Disk, at)
 	}
+	if err := r.primaryReturns(ctx, prim); err != nil {
+		return err
+	}
+	r.W.Resume()
+	r.WaitInSync(ctx, 60*time.Second)
+	return nil
+}
+
+// takesOver reports whether name becomes the primary within 5 s (several
+// failover timeouts) of the primary's death.
+func (r *Run) takesOver(ctx context.Context, name string) bool {
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := r.C.WaitPrimaryAmong(wctx, []*Member{r.C.Member(name)})
+	return err == nil
+}
+
+// primaryReturns starts the killed primary again, waits up to 30 s for a
+// primary and reads every block from it (the reads go into the history).
+func (r *Run) primaryReturns(ctx context.Context, prim string) error {
 	if err := r.C.Start(ctx, prim); err != nil {
 		return err
 	}
-	wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	next, err := r.C.WaitPrimary(wctx, "")
 	cancel()
 	if err != nil {
 		r.Anomaly("no primary after %s returned: %v", prim, err)
 		return nil
 	}
-	r.C.Events().Add("replace", next, "primary after %s returned", prim)
+	r.C.Events().Add("primary", next, "after %s returned", prim)
 	r.verifyNow(ctx)
-	r.W.Resume()
-	r.WaitInSync(ctx, 60*time.Second)
 	return nil
 }
 
@@ -228,28 +234,34 @@ func injectWipedWitness(ctx context.Context, r *Run) error {
 		r.C.Events().Add(EvReplaceDisk, w.Name, "data directory wiped (a replaced host)")
 		r.Sleep(ctx, 0, 500*time.Millisecond)
 		r.C.Kill(prim)
-		r.W.Pause()
-		for _, name := range []string{w.Name, sec} {
-			if err := r.C.Start(ctx, name); err != nil {
-				r.W.Resume()
-				return err
-			}
-		}
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if _, err := r.C.WaitPrimaryAmong(wctx, []*Member{r.C.Member(sec)}); err == nil {
-			r.Anomaly("the Outdated %s was promoted with a wiped witness while %s, which holds the data, was down", sec, prim)
-		}
-		cancel()
-		if err := r.C.Start(ctx, prim); err != nil {
-			r.W.Resume()
+		if err := r.wipedWitnessWindow(ctx, w.Name, prim, sec); err != nil {
 			return err
 		}
-		r.memberReplace(ctx, w.Name)
-		r.verifyNow(ctx)
-		r.W.Resume()
 		r.expectWrites(ctx, 200, "no writes after the witness was replaced")
 		r.WaitInSync(ctx, 60*time.Second)
 	}
+	return nil
+}
+
+// wipedWitnessWindow: with the primary dead and the workload paused, the
+// empty witness and the Outdated sec start and must promote nobody; the
+// primary returns, the witness is replaced and every block read back.
+func (r *Run) wipedWitnessWindow(ctx context.Context, w, prim, sec string) error {
+	r.W.Pause()
+	defer r.W.Resume()
+	for _, name := range []string{w, sec} {
+		if err := r.C.Start(ctx, name); err != nil {
+			return err
+		}
+	}
+	if r.takesOver(ctx, sec) {
+		r.Anomaly("the Outdated %s was promoted with a wiped witness while %s, which holds the data, was down", sec, prim)
+	}
+	if err := r.C.Start(ctx, prim); err != nil {
+		return err
+	}
+	r.memberReplace(ctx, w)
+	r.verifyNow(ctx)
 	return nil
 }
 

@@ -65,6 +65,16 @@ type PeerStatus struct {
 	ResyncDone  int64 `json:"resync_bytes_done"`
 }
 
+// peer finds a peer by name.
+func (s MemberStatus) peer(name string) (PeerStatus, bool) {
+	for _, p := range s.Peers {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return PeerStatus{}, false
+}
+
 // Values of the admin API that the harness compares against.
 const (
 	RolePrimary   = "Primary"
@@ -164,15 +174,11 @@ func (c *Cluster) InSync(ctx context.Context) (ok bool, why string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	peers := map[string]PeerStatus{}
-	for _, p := range st.Peers {
-		peers[p.Name] = p
-	}
 	for _, m := range c.DataNodes() {
 		if m.Name == name {
 			continue
 		}
-		p, ok := peers[m.Name]
+		p, ok := st.peer(m.Name)
 		if !ok || p.Connection != ConnConnected || p.Disk != DiskUpToDate || p.Behind != 0 {
 			return false, fmt.Sprintf("primary %s sees %s as %+v", name, m.Name, p)
 		}
