@@ -12,9 +12,9 @@ import (
 // above from are no longer in the journal (also when a seq up to LastSeq is
 // missing: fn had the records before the hole), or when an extent record's
 // blocks no longer hold its data (a later write), and fn's error if fn
-// fails. w.Data is only valid during the call of fn. fn runs without any journal lock
-// held; appends and checkpoints go on meanwhile (a segment freed meanwhile
-// stays readable until ReadRecords returns).
+// fails. w.Data is only valid during the call of fn. fn runs without any
+// journal lock held; appends and checkpoints go on meanwhile (a segment
+// freed meanwhile stays readable until ReadRecords returns).
 func (j *Journal) ReadRecords(from uint64, fn func(Write) error) error {
 	type snap struct {
 		s   *segment
