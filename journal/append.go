@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -297,9 +296,9 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, placed []bool, out []Logge
 			n = extentRecordLen(int64(len(w.Data)))
 			j.extentSeq = w.Seq
 			j.extentBytes += int64(len(w.Data))
-			// The record's CRCs are the blocks' checksums: Apply need not
-			// compute them again.
-			sums = bytes.Clone(buf[pos+RecordHeaderSize : pos+RecordHeaderSize+int64(len(w.Data))/SumBlockSize*4])
+			if len(w.BlockSums) == 4*len(w.Data)/SumBlockSize {
+				sums = w.BlockSums // the checksum table takes them: Data is not read again
+			}
 		}
 		pos += n
 		seg.size += n

@@ -7,13 +7,14 @@ import (
 	"math"
 	"slices"
 
+	"github.com/grbd/grbd/internal/blockid"
 	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/extent"
 )
 
 // Large writes in place (docs/journal.md, "Large writes in place"). A write
 // of at least InPlaceMin bytes on whole blocks is journaled as an extent
-// record: its seq, range and a CRC32C per block, not its bytes. Its data
+// record: its seq, range and an ID per block (blockid), not its bytes. Its data
 // is written once, to data.img, by Apply. The rules that keep that safe:
 //
 //   - Replay never applies an older record over it: a write becomes an
@@ -28,7 +29,7 @@ import (
 //     replica's LastSeq covers it, so it must not count as equal to a peer
 //     there.
 //   - ReadRecords serves it from data.img only while the blocks still hold
-//     it (their CRCs match); otherwise ErrCompacted sends the peer to a
+//     it (their IDs match); otherwise ErrCompacted sends the peer to a
 //     region resync.
 
 // The block of the journal's checksums is the one crc32c joins: a
@@ -39,20 +40,23 @@ const _ = uint(crc32c.BlockSize-SumBlockSize) + uint(SumBlockSize-crc32c.BlockSi
 // DefaultInPlaceMin is the smallest write done in place by default.
 const DefaultInPlaceMin = 64 << 10
 
-// encodeExtent is EncodeRecord for an extent record: the sums are
-// computed from r.Data, or, without Data, taken from r.Sums (a decoded
-// record re-encodes to the same bytes).
+// encodeExtent is EncodeRecord for an extent record: the sums are taken
+// from r.Sums when they are whole (a decoded record re-encodes to the same
+// bytes, its version included), else computed from r.Data.
 func encodeExtent(dst []byte, r *Record) ([]byte, error) {
 	length := r.Length
 	if r.Data != nil {
 		length = int64(len(r.Data))
 	}
+	whole := int64(len(r.Sums)) == 4*(length/SumBlockSize)
 	switch {
 	case r.ZeroLength != 0 || r.Resize != 0 || length <= 0 || length > MaxWriteSize || length%SumBlockSize != 0 ||
 		r.Offset < 0 || r.Offset%SumBlockSize != 0 || r.Offset > math.MaxInt64-length:
 		return dst, fmt.Errorf("%w: extent record of [%d,+%d) not on whole blocks", ErrInvalidWrite, r.Offset, length)
-	case r.Data == nil && int64(len(r.Sums)) != 4*(length/SumBlockSize):
+	case r.Data == nil && !whole:
 		return dst, fmt.Errorf("%w: extent record of %d bytes with %d bytes of sums", ErrInvalidWrite, length, len(r.Sums))
+	case r.CRCSums && !whole:
+		return dst, fmt.Errorf("%w: a CRC32C extent record is only re-encoded", ErrInvalidWrite)
 	}
 	if err := checkRecordHeader(r); err != nil {
 		return dst, err
@@ -62,17 +66,29 @@ func encodeExtent(dst []byte, r *Record) ([]byte, error) {
 	dst = slices.Grow(dst, n)[:start+n]
 	b := dst[start:]
 	sums := b[RecordHeaderSize:]
-	switch {
-	case r.Data == nil:
+	if whole {
 		copy(sums, r.Sums)
-	case int64(len(r.BlockSums)) == 4*(length/SumBlockSize):
-		copy(sums, r.BlockSums)
-	default:
-		crc32c.Blocks(sums[:0], r.Data)
+	} else {
+		blockid.Append(sums[:0], r.Data, SumBlockSize)
 	}
 	clear(sums[length/SumBlockSize*4:])
-	putRecordHeader(b, r, extentVersion, typeExtent, uint64(length), crc32.Checksum(sums, crc32c.Table))
+	version := byte(extentIDVersion)
+	if r.CRCSums {
+		version = extentVersion
+	}
+	putRecordHeader(b, r, version, typeExtent, uint64(length), crc32.Checksum(sums, crc32c.Table))
 	return dst, nil
+}
+
+// extentSum is what an extent record's sum of block b is: its block ID
+// (blockid: not CRC32C, which is blind to blocks that end in their own
+// CRC32C, docs/journal.md "Block IDs"), or its CRC32C in a version-3
+// record.
+func extentSum(b []byte, crcSums bool) uint32 {
+	if crcSums {
+		return crc32.Checksum(b, crc32c.Table)
+	}
+	return blockid.Of(b)
 }
 
 // takesInPlace reports whether w, the next write of batch (placed says
@@ -167,7 +183,7 @@ func (j *Journal) replayExtent(rec *Record) {
 		j.extentBlocks = map[int64]extentBlock{}
 	}
 	for i := int64(0); i < rec.Length; i += SumBlockSize {
-		j.extentBlocks[rec.Offset+i] = extentBlock{sum: binary.LittleEndian.Uint32(rec.Sums[i/SumBlockSize*4:])}
+		j.extentBlocks[rec.Offset+i] = extentBlock{sum: binary.LittleEndian.Uint32(rec.Sums[i/SumBlockSize*4:]), crc: rec.CRCSums}
 	}
 }
 
@@ -175,6 +191,7 @@ func (j *Journal) replayExtent(rec *Record) {
 // verifyExtents checked it.
 type extentBlock struct {
 	sum     uint32
+	crc     bool // sum is a CRC32C (a version-3 record), not a block ID
 	partial bool // a later record wrote part of the block: it cannot be checked
 }
 
@@ -210,7 +227,7 @@ func (j *Journal) replayOverExtents(w *Write) {
 // records that no later record wrote: one that does not hold the record's
 // data lost it to a crash before the data-file write. Such blocks become
 // suspects (openActivity), and so do blocks a later record wrote only in
-// part (their CRC no longer tells). The data file is then synced: a crash
+// part (their ID no longer tells). The data file is then synced: a crash
 // of the process left the extents' data in the page cache only, and
 // DurableSeq is about to claim it.
 func (j *Journal) verifyExtents() error {
@@ -237,7 +254,7 @@ func (j *Journal) verifyExtents() error {
 		}
 		for i, off := range offs[:n] {
 			x := j.extentBlocks[off]
-			if !x.partial && crc32.Checksum(run[i*SumBlockSize:(i+1)*SumBlockSize], crc32c.Table) == x.sum {
+			if !x.partial && extentSum(run[i*SumBlockSize:(i+1)*SumBlockSize], x.crc) == x.sum {
 				continue
 			}
 			j.torn = append(j.torn, extent.Extent{Offset: uint64(off), Length: SumBlockSize})
@@ -257,7 +274,7 @@ func (j *Journal) verifyExtents() error {
 }
 
 // readExtent reads the data of extent record rec from data.img into buf
-// (grown as needed) and checks it against the record's CRCs: a later
+// (grown as needed) and checks it against the record's sums: a later
 // write, or a crash before the data-file write, leaves other bytes there,
 // and the record can no longer be served (ErrCompacted).
 func (j *Journal) readExtent(rec *Record, buf []byte) ([]byte, error) {
@@ -267,7 +284,7 @@ func (j *Journal) readExtent(rec *Record, buf []byte) ([]byte, error) {
 	}
 	le := binary.LittleEndian
 	for i := int64(0); i < rec.Length; i += SumBlockSize {
-		if crc32.Checksum(buf[i:i+SumBlockSize], crc32c.Table) != le.Uint32(rec.Sums[i/SumBlockSize*4:]) {
+		if extentSum(buf[i:i+SumBlockSize], rec.CRCSums) != le.Uint32(rec.Sums[i/SumBlockSize*4:]) {
 			return buf, fmt.Errorf("%w: %w: seq %d, block at %d", ErrCompacted, ErrExtentGone, rec.Seq, rec.Offset+i)
 		}
 	}

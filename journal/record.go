@@ -40,13 +40,18 @@ const (
 	// misreading it.
 	resizeVersion = 2
 	// extentVersion is the record version of extent records (writes done
-	// in place): version-1 and -2 code reports them as ErrVersion.
+	// in place) whose sums are CRC32C: version-1 and -2 code reports them
+	// as ErrVersion. Read, no longer written (extentIDVersion).
 	extentVersion = 3
+	// extentIDVersion is the record version of extent records whose sums
+	// are block IDs (internal/blockid): version-3 code reports them as
+	// ErrVersion.
+	extentIDVersion = 4
 
 	typeWrite  = 1
 	typeZero   = 2
 	typeResize = 3 // version 2 only
-	typeExtent = 4 // version 3 only
+	typeExtent = 4 // versions 3 and 4 only
 
 	maxZeroLength = 1 << 62
 	// MaxDeviceSize bounds a store's size (and a resize record's).
@@ -66,9 +71,9 @@ type Write struct {
 	Resize     int64
 	// BlockSums, when not nil, are the CRC32C of each SumBlockSize block of
 	// Data (little-endian uint32s, crc32c.Blocks), computed by the caller
-	// for another use (a wire frame): an extent record takes them instead
-	// of reading Data again. They must be Data's: an extent record with a
-	// wrong sum reads as corrupt after a crash. Not stored.
+	// for another use (a wire frame): the checksum table takes them instead
+	// of reading Data again. They must be Data's: a wrong one makes the
+	// block read as corrupt. Not stored.
 	BlockSums []byte
 }
 
@@ -77,14 +82,16 @@ type Write struct {
 //
 // InPlace marks an extent record (docs/journal.md, "Large writes in place"):
 // the write's data went to the data file in place, and the record keeps its
-// Length and a CRC32C of each of its SumBlockSize blocks (Sums) instead of
-// its bytes. To encode one, set InPlace and Data (block-aligned); a decoded
-// one has Data nil and Sums aliasing the input.
+// Length and the block ID (internal/blockid) of each of its SumBlockSize blocks
+// (Sums) instead of its bytes. To encode one, set InPlace and Data
+// (block-aligned); a decoded one has Data nil and Sums aliasing the input.
+// CRCSums marks a version-3 extent record, whose Sums are CRC32C.
 type Record struct {
 	Write
 	Salt    uint64
 	Synced  int64
 	InPlace bool
+	CRCSums bool
 	Length  int64
 	Sums    []byte
 }
@@ -215,7 +222,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		return r, 0, fmt.Errorf("%w: record header crc %#x, want %#x", ErrCorrupt, got, want)
 	}
 	version := b[4]
-	if version != formatVersion && version != resizeVersion && version != extentVersion {
+	if version != formatVersion && version != resizeVersion && version != extentVersion && version != extentIDVersion {
 		return r, 0, fmt.Errorf("%w: record version %d", ErrVersion, b[4])
 	}
 	typ, flags, length := b[5], le.Uint16(b[6:]), int64(le.Uint32(b[8:]))
@@ -240,7 +247,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		length != extentRecordLen(int64(dlen))):
 		return Record{}, 0, fmt.Errorf("%w: extent record length %d data %d offset %d", ErrCorrupt, length, dlen, off)
 	case (version == formatVersion) != (typ == typeWrite || typ == typeZero) || (version == resizeVersion) != (typ == typeResize) ||
-		(version == extentVersion) != (typ == typeExtent) || typ == 0 || typ > typeExtent:
+		(version == extentVersion || version == extentIDVersion) != (typ == typeExtent) || typ == 0 || typ > typeExtent:
 		return Record{}, 0, fmt.Errorf("%w: record type %d in version %d", ErrCorrupt, typ, version)
 	case off > math.MaxInt64-dlen:
 		return Record{}, 0, fmt.Errorf("%w: record offset %d length %d", ErrCorrupt, off, dlen)
@@ -262,7 +269,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 	}
 	if typ == typeExtent {
 		n := RecordHeaderSize + 4*int64(dlen/SumBlockSize)
-		r.InPlace, r.Length, r.Sums = true, int64(dlen), b[RecordHeaderSize:n:n]
+		r.InPlace, r.Length, r.Sums, r.CRCSums = true, int64(dlen), b[RecordHeaderSize:n:n], version == extentVersion
 		return r, int(length), nil
 	}
 	r.Data = b[RecordHeaderSize : RecordHeaderSize+int64(dlen) : RecordHeaderSize+int64(dlen)]

@@ -85,10 +85,11 @@ func TestDecodeRecordRejects(t *testing.T) {
 		mutate func(b []byte) []byte
 		want   error
 	}{
-		{"future version", func(b []byte) []byte { b[4] = extentVersion + 1; return reseal(b) }, ErrVersion},
+		{"future version", func(b []byte) []byte { b[4] = extentIDVersion + 1; return reseal(b) }, ErrVersion},
 		{"unknown type", func(b []byte) []byte { b[5] = typeExtent + 1; return reseal(b) }, ErrCorrupt},
 		{"extent type in version 1", func(b []byte) []byte { b[5] = typeExtent; return reseal(b) }, ErrCorrupt},
 		{"write in version 3", func(b []byte) []byte { b[4] = extentVersion; return reseal(b) }, ErrCorrupt},
+		{"write in version 4", func(b []byte) []byte { b[4] = extentIDVersion; return reseal(b) }, ErrCorrupt},
 		{"resize type in version 1", func(b []byte) []byte { b[5] = typeResize; return reseal(b) }, ErrCorrupt},
 		{"write in version 2", func(b []byte) []byte { b[4] = resizeVersion; return reseal(b) }, ErrCorrupt},
 		{"flags set", func(b []byte) []byte { b[6] = 1; return reseal(b) }, ErrCorrupt},

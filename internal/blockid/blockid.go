@@ -1,0 +1,26 @@
+// Package blockid names bytes for the checks that ask whether a block or a
+// chunk holds these bytes and not others: an extent record's blocks
+// (journal replay, catch-up) and grbd verify's chunks. It uses XXH64, not
+// the CRC32C of every grbd format: a CRC is affine, so every block that
+// ends in the CRC32C of the bytes before it (a common checksummed page
+// layout) has one and the same CRC32C, and so has any run of such blocks
+// (docs/journal.md, "Block IDs").
+package blockid
+
+import (
+	"encoding/binary"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Of is the ID of b: the low 32 bits of its XXH64 (seed 0).
+func Of(b []byte) uint32 { return uint32(xxhash.Sum64(b)) }
+
+// Append appends to dst the ID of each size-byte piece of data, as
+// little-endian uint32s; a shorter last piece gets none.
+func Append(dst, data []byte, size int) []byte {
+	for i := 0; i+size <= len(data); i += size {
+		dst = binary.LittleEndian.AppendUint32(dst, Of(data[i:i+size]))
+	}
+	return dst
+}
