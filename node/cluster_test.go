@@ -3,8 +3,10 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/grbd/grbd/internal/bufpool"
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/datadir"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/freeport"
@@ -486,6 +489,31 @@ func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
 
 	_, err = c.nodes["d1"].Verify(ctx, false)
 	require.ErrorIs(t, err, ErrNotPrimary)
+}
+
+// Chunks made of blocks that end in their own CRC32C (a checksummed page
+// layout; the fault suite's workload) all have one CRC32C: verify compares
+// block IDs, so it still sees that the replicas differ.
+func TestVerifySeesBlocksThatEndInTheirOwnCRC32C(t *testing.T) {
+	t.Parallel()
+	selfSummed := func(i int) []byte {
+		b := block(i)
+		binary.LittleEndian.PutUint32(b[4092:], crc32.Checksum(b[:4092], crc32c.Table))
+		return b
+	}
+	c, p := newSyncedPair(t, 4)
+	retryFenced(t, func() error { return p.dev.WriteAt(selfSummed(1), 0, false) })
+	c.waitUpToDate(p)
+	img, err := os.OpenFile(filepath.Join(c.nodes["d1"].me.DataDir, "data.img"), os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = img.WriteAt(selfSummed(2), 0) // another such block behind d1's back
+	require.NoError(t, err)
+	require.NoError(t, img.Close())
+
+	res, err := p.Verify(t.Context(), false)
+	require.NoError(t, err)
+	require.Empty(t, res[0].Error)
+	require.Equal(t, []extent.Extent{{Offset: 0, Length: primary.VerifyChunk}}, res[0].OutOfSync)
 }
 
 func TestDisconnectOutdatesAndConnectCatchesUp(t *testing.T) {

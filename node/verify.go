@@ -67,12 +67,12 @@ func (n *Node) serveAdmin(peer string, s net.Conn) {
 			n.log.Warn("refusing admin request", "peer", peer, "type", m.Type())
 			return
 		}
-		sums, err := primary.ChunkSums(n.store.ReadAt, req.Offset, req.Length, req.Chunk)
+		sums, err := primary.ChunkSums(n.store.ReadAt, req.Offset, req.Length, req.Chunk, !req.IDs)
 		if err != nil {
 			n.log.Error("verify: read", "err", err)
 			return
 		}
-		if err := w.WriteMsg(&wire.VerifyReply{ID: req.ID, Offset: req.Offset, Chunk: req.Chunk, Sums: sums}); err != nil {
+		if err := w.WriteMsg(&wire.VerifyReply{ID: req.ID, Offset: req.Offset, Chunk: req.Chunk, Sums: sums, IDs: req.IDs}); err != nil {
 			return
 		}
 		if err := w.Flush(); err != nil {

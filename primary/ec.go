@@ -2,9 +2,7 @@ package primary
 
 import (
 	"fmt"
-	"hash/crc32"
 
-	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/ec"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
@@ -181,7 +179,7 @@ func (s shardLayout) encodeChunk(off, n int64) (int64, error) {
 	return b - a, nil
 }
 
-// ecChunkSums is the CRC-32C of each chunk of shard range [off, off+length)
+// ecChunkSums is the block ID of each chunk of shard range [off, off+length)
 // as this full copy encodes it: what shard peer `shard` must hold.
 // It encodes ecSumsStep chunks at a time: a verify batch is 64 MiB of
 // shard, and encoding it at once held k+m times that in memory (256 MiB
@@ -196,7 +194,7 @@ func (p *Side) ecChunkSums(shard int, off, length, chunk uint64) ([]uint32, erro
 			return nil, err
 		}
 		for o := uint64(0); o < b-a; o += chunk {
-			sums = append(sums, crc32.Checksum(piece[o:min(o+chunk, b-a)], crc32c.Table))
+			sums = append(sums, chunkSum(piece[o:min(o+chunk, b-a)], false))
 		}
 	}
 	return sums, nil

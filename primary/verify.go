@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"sync/atomic"
 	"time"
 
+	"github.com/grbd/grbd/internal/blockid"
 	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/ec"
 	"github.com/grbd/grbd/internal/events"
@@ -170,18 +172,25 @@ type verifyExchange struct {
 // compare returns the chunks of [off, off+length) whose sums differ.
 func (v *verifyExchange) compare(off, length uint64) ([]extent.Extent, error) {
 	v.id++
-	if err := v.w.WriteMsg(&wire.VerifyRequest{ID: v.id, Offset: off, Length: length, Chunk: VerifyChunk}); err != nil {
+	if err := v.w.WriteMsg(&wire.VerifyRequest{ID: v.id, Offset: off, Length: length, Chunk: VerifyChunk, IDs: true}); err != nil {
 		return nil, err
 	}
 	if err := v.w.Flush(); err != nil {
 		return nil, err
 	}
 	m, err := v.r.ReadMsg()
+	if errors.Is(err, io.EOF) && v.id == 1 {
+		// A release before chunk IDs refuses the request's flag (FlagIDs)
+		// and ends the stream.
+		return nil, fmt.Errorf("%w: the peer ended the verify stream at its first request (it stopped, or "+
+			"it runs a grbd release that predates block-ID verify and refuses it: upgrade every data node): %w",
+			ErrPeerFailed, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	rep, ok := m.(*wire.VerifyReply)
-	if !ok || rep.ID != v.id || rep.Offset != off {
+	if !ok || rep.ID != v.id || rep.Offset != off || !rep.IDs {
 		return nil, fmt.Errorf("%w: bad verify reply %v", ErrPeerFailed, m.Type())
 	}
 	mine, err := v.mineOf(off, length)
@@ -201,11 +210,14 @@ func (v *verifyExchange) compare(off, length uint64) ([]extent.Extent, error) {
 	return bad, nil
 }
 
-// ChunkSums is the CRC-32C of each chunk of [off, off+length). A chunk
-// with a corrupt block gets a sum that cannot match its bytes (the other
-// side's good copy), so verify reports it out of sync and --resync
-// rewrites it.
-func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64) ([]uint32, error) {
+// ChunkSums is the block ID (internal/blockid), or with crc the CRC-32C
+// (what a primary of an earlier release asks for), of each chunk of [off,
+// off+length). A CRC cannot tell apart chunks made of blocks that end in
+// their own CRC-32C, however their bytes differ (docs/journal.md, "Block
+// IDs"). A chunk with a corrupt block gets a sum that cannot match its
+// bytes (the other side's good copy), so verify reports it out of sync and
+// --resync rewrites it.
+func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64, crc bool) ([]uint32, error) {
 	sums := make([]uint32, 0, (length+chunk-1)/chunk)
 	buf := make([]byte, chunk)
 	for o := off; o < off+length; o += chunk {
@@ -215,13 +227,21 @@ func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64) ([]uin
 		if err != nil && !corrupt {
 			return nil, err
 		}
-		sum := crc32.Checksum(b, crc32c.Table)
+		sum := chunkSum(b, crc)
 		if corrupt {
 			sum = ^sum
 		}
 		sums = append(sums, sum)
 	}
 	return sums, nil
+}
+
+// chunkSum is a chunk's ID, or with crc its CRC-32C.
+func chunkSum(b []byte, crc bool) uint32 {
+	if crc {
+		return crc32.Checksum(b, crc32c.Table)
+	}
+	return blockid.Of(b)
 }
 
 // rewrite writes the primary's own bytes of each extent again through the

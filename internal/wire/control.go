@@ -125,24 +125,30 @@ func (*Pong) Type() Type { return TypePong }
 
 func (m *Pong) code(c *codec) { (*Ping)(m).code(c) }
 
-// VerifyRequest asks for the CRC32C of every Chunk-sized piece of
-// [Offset, Offset+Length); the answer is a VerifyReply with the same ID.
+// VerifyRequest asks for the CRC32C, or with IDs (FlagIDs) the block ID
+// (internal/blockid), of every Chunk-sized piece of [Offset,
+// Offset+Length); the answer is a VerifyReply with the same ID.
 //
 //	0      8        16       24      32
 //	| id   | offset | length | chunk |
 //	| u64  | u64    | u64    | u64   |
 type VerifyRequest struct {
 	ID, Offset, Length, Chunk uint64
+	IDs                       bool
 }
 
 // Type implements Message.
 func (*VerifyRequest) Type() Type { return TypeVerifyRequest }
 
-func (m *VerifyRequest) code(c *codec) { c.u64s(&m.ID, &m.Offset, &m.Length, &m.Chunk) }
+func (m *VerifyRequest) code(c *codec) {
+	c.u64s(&m.ID, &m.Offset, &m.Length, &m.Chunk)
+	c.flag(FlagIDs, &m.IDs)
+}
 
-// VerifyReply carries the CRC32C of consecutive Chunk-sized pieces starting at
-// Offset. count must equal the number of sums that follow; it is bounded by
-// MaxBody (at most (MaxBody-28)/4).
+// VerifyReply carries the CRC32C, or with IDs (FlagIDs) the block ID, of
+// consecutive Chunk-sized pieces starting at Offset. count must equal the
+// number of sums that follow; it is bounded by MaxBody (at most
+// (MaxBody-28)/4).
 //
 //	0      8        16      24      28
 //	| id   | offset | chunk | count | sums[count]
@@ -150,6 +156,7 @@ func (m *VerifyRequest) code(c *codec) { c.u64s(&m.ID, &m.Offset, &m.Length, &m.
 type VerifyReply struct {
 	ID, Offset, Chunk uint64
 	Sums              []uint32
+	IDs               bool
 }
 
 // Type implements Message.
@@ -159,6 +166,7 @@ func (*VerifyReply) Type() Type { return TypeVerifyReply }
 // across reads); count bounds the allocation by the body already in memory.
 func (m *VerifyReply) code(c *codec) {
 	c.u64s(&m.ID, &m.Offset, &m.Chunk)
+	c.flag(FlagIDs, &m.IDs)
 	n := c.count("sums", len(m.Sums), 4, maxSums, 4)
 	if !c.decoding {
 		c.sums = m.Sums

@@ -66,9 +66,12 @@ const (
 	MaxString = 255
 	// FlagFUA in a Write or Zero frame: the client asked for this write to
 	// be durable before it completes, so the peer syncs it promptly and
-	// acknowledges it at AckDurable. The only flag defined; every other bit,
-	// and FUA on other types, is ErrMalformed.
+	// acknowledges it at AckDurable. FUA on other types is ErrMalformed.
 	FlagFUA uint16 = 1 << 0
+	// FlagIDs in a VerifyRequest asks for chunk IDs (internal/blockid)
+	// instead of CRC32Cs; in a VerifyReply it says the sums are IDs. On
+	// other types, as every other bit, ErrMalformed.
+	FlagIDs uint16 = 1 << 1
 )
 
 // Header field offsets. Part of the format: do not change.
