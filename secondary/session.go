@@ -225,9 +225,9 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 		s.node.Diverged(h.From, fmt.Sprintf("rewound to seq %d", d.Common))
 	}
 	if len(suspects) > 0 {
-		s.log.Warn("a power loss left regions that may differ from the primary's: resyncing them",
+		s.log.Warn("an unclean stop (a power loss, or a crash that cut a large write) left regions that may differ from the primary's: resyncing them",
 			"primary", h.From, "bytes", extent.Bytes(suspects))
-		s.node.Inconsistent(fmt.Sprintf("a power loss left %d bytes in doubt: resyncing them from %s", extent.Bytes(suspects), h.From))
+		s.node.Inconsistent(fmt.Sprintf("an unclean stop left %d bytes in doubt: resyncing them from %s", extent.Bytes(suspects), h.From))
 	}
 	next, err := s.becomeInconsistent(from, rs, pri, mine, sa, suspects)
 	if err != nil {
