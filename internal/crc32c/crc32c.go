@@ -48,7 +48,7 @@ func (s *shift) apply(c uint32) uint32 {
 func Join4K(crcA, crcB uint32) uint32 { return join4K.apply(crcA) ^ crcB }
 
 // Blocks appends to dst the CRC-32C of each BlockSize block of data, as
-// little-endian uint32s (the layout of an extent record's sums). len(data)
+// little-endian uint32s (the layout of a wire frame's block sums). len(data)
 // must be a multiple of BlockSize.
 func Blocks(dst, data []byte) []byte {
 	for i := 0; i+BlockSize <= len(data); i += BlockSize {

@@ -50,7 +50,7 @@ type Write struct {
 // BlockSumsMin is the least Write data on whole 4 KiB blocks for which a
 // Reader computes BlockSums: the journal's default threshold for writes in
 // place (journal.DefaultInPlaceMin, pinned in internal/peerwire), whose
-// extent records keep those checksums. With another journal.in-place-min
+// checksum table takes those checksums. With another journal.in-place-min
 // the sums still give the frame's CRC, so the data is still read once.
 const BlockSumsMin = 64 << 10
 
