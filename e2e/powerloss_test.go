@@ -61,7 +61,7 @@ func TestPowerLossOfSecondary(t *testing.T) {
 	sec = c.reboot("n1")
 	c.waitPeer(30 * time.Second)
 	c.stopAndCompare(prim, sec)
-	require.Contains(t, logOf(t, c, "n1-rebooted"), "left regions that may differ from the peers")
+	require.Contains(t, logOf(t, c, "n1-rebooted"), "left regions that may differ from the primary's")
 }
 
 // Both data nodes lose power: whichever is promoted writes what it held in
