@@ -1,6 +1,6 @@
 // Package blockid names bytes for the checks that ask whether a block or a
 // chunk holds these bytes and not others: an extent record's blocks
-// (journal replay, catch-up) and grbd verify's chunks. It uses XXH64, not
+// (journal replay, catch-up) and grbd verify's chunks. It uses XXH3, not
 // the CRC32C of every grbd format: a CRC is affine, so every block that
 // ends in the CRC32C of the bytes before it (a common checksummed page
 // layout) has one and the same CRC32C, and so has any run of such blocks
@@ -10,11 +10,13 @@ package blockid
 import (
 	"encoding/binary"
 
-	"github.com/cespare/xxhash/v2"
+	"github.com/zeebo/xxh3"
 )
 
-// Of is the ID of b: the low 32 bits of its XXH64 (seed 0).
-func Of(b []byte) uint32 { return uint32(xxhash.Sum64(b)) }
+// Of is the ID of b: the low 32 bits of its XXH3 (64-bit, seed 0). XXH3,
+// not XXH64: 37 GB/s against 10-12 on this machine's 4 KiB blocks (CRC-32C:
+// 19-21), and every large write pays it on every node.
+func Of(b []byte) uint32 { return uint32(xxh3.Hash(b)) }
 
 // Append appends to dst the ID of each size-byte piece of data, as
 // little-endian uint32s; a shorter last piece gets none.
