@@ -72,7 +72,7 @@ func (p *Side) write(w journal.Write, fua bool, owned *sharedBuf) error {
 		return nil
 	}
 	if n := len(w.Data); wire.BlockSummed(n) && w.BlockSums == nil {
-		// Once, here in the client's goroutine: the extent record keeps
+		// Once, here in the client's goroutine: the checksum table takes
 		// them and every peer's frame CRC is joined from them. Never
 		// reused: queued wire messages share them.
 		w.BlockSums = crc32c.Blocks(make([]byte, 0, 4*(n/crc32c.BlockSize)), w.Data)
