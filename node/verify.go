@@ -67,7 +67,7 @@ func (n *Node) serveAdmin(peer string, s net.Conn) {
 			n.log.Warn("refusing admin request", "peer", peer, "type", m.Type())
 			return
 		}
-		sums, err := primary.ChunkSums(n.store.ReadAt, req.Offset, req.Length, req.Chunk, !req.IDs)
+		sums, err := primary.ChunkSums(n.store.ReadAt, req.Offset, req.Length, req.Chunk, req.IDs)
 		if err != nil {
 			n.log.Error("verify: read", "err", err)
 			return

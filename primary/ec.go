@@ -194,7 +194,7 @@ func (p *Side) ecChunkSums(shard int, off, length, chunk uint64) ([]uint32, erro
 			return nil, err
 		}
 		for o := uint64(0); o < b-a; o += chunk {
-			sums = append(sums, chunkSum(piece[o:min(o+chunk, b-a)], false))
+			sums = append(sums, chunkSum(piece[o:min(o+chunk, b-a)], true))
 		}
 	}
 	return sums, nil

@@ -85,7 +85,7 @@ func (mirrorLayout) paced() bool { return true }
 func (mirrorLayout) clearHead(last uint64) uint64 { return last }
 
 func (mirrorLayout) sums(read ec.ReadFunc, off, length uint64) ([]uint32, error) {
-	return ChunkSums(read, off, length, VerifyChunk, false)
+	return ChunkSums(read, off, length, VerifyChunk, true)
 }
 
 // sendChunkLocked sends the bytes with a sequence number ordered with live

@@ -210,14 +210,14 @@ func (v *verifyExchange) compare(off, length uint64) ([]extent.Extent, error) {
 	return bad, nil
 }
 
-// ChunkSums is the block ID (internal/blockid), or with crc the CRC-32C
+// ChunkSums is the block ID (internal/blockid) with ids, else the CRC-32C
 // (what a primary of an earlier release asks for), of each chunk of [off,
 // off+length). A CRC cannot tell apart chunks made of blocks that end in
 // their own CRC-32C, however their bytes differ (docs/journal.md, "Block
 // IDs"). A chunk with a corrupt block gets a sum that cannot match its
 // bytes (the other side's good copy), so verify reports it out of sync and
 // --resync rewrites it.
-func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64, crc bool) ([]uint32, error) {
+func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64, ids bool) ([]uint32, error) {
 	sums := make([]uint32, 0, (length+chunk-1)/chunk)
 	buf := make([]byte, chunk)
 	for o := off; o < off+length; o += chunk {
@@ -227,7 +227,7 @@ func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64, crc bo
 		if err != nil && !corrupt {
 			return nil, err
 		}
-		sum := chunkSum(b, crc)
+		sum := chunkSum(b, ids)
 		if corrupt {
 			sum = ^sum
 		}
@@ -236,12 +236,12 @@ func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64, crc bo
 	return sums, nil
 }
 
-// chunkSum is a chunk's ID, or with crc its CRC-32C.
-func chunkSum(b []byte, crc bool) uint32 {
-	if crc {
-		return crc32.Checksum(b, crc32c.Table)
+// chunkSum is a chunk's ID with ids, else its CRC-32C.
+func chunkSum(b []byte, ids bool) uint32 {
+	if ids {
+		return blockid.Of(b)
 	}
-	return blockid.Of(b)
+	return crc32.Checksum(b, crc32c.Table)
 }
 
 // rewrite writes the primary's own bytes of each extent again through the
