@@ -316,9 +316,12 @@ func finish(ctx context.Context, r *Run, healthy bool) {
 	for i := range sums {
 		sums[i] = c.DataNodes()[i].Name + "=" + sums[i][:16]
 	}
-	for _, s := range sums[1:] {
+	nodes := c.DataNodes()
+	for i, s := range sums[1:] {
 		if s[len(s)-16:] != sums[0][len(sums[0])-16:] {
-			r.Anomaly("images differ after a clean stop with every node UpToDate: %s", strings.Join(sums, " "))
+			where := describeImageDiff(nodes[0], nodes[i+1])
+			r.Anomaly("images differ after a clean stop with every node UpToDate: %s; %s and %s: %s",
+				strings.Join(sums, " "), nodes[0].Name, nodes[i+1].Name, where)
 			return
 		}
 	}
