@@ -55,7 +55,7 @@ func encodeExtent(dst []byte, r *Record) ([]byte, error) {
 		return dst, fmt.Errorf("%w: extent record of [%d,+%d) not on whole blocks", ErrInvalidWrite, r.Offset, length)
 	case r.Data == nil && !whole:
 		return dst, fmt.Errorf("%w: extent record of %d bytes with %d bytes of sums", ErrInvalidWrite, length, len(r.Sums))
-	case r.CRCSums && !whole:
+	case r.CRC && !whole:
 		return dst, fmt.Errorf("%w: a CRC32C extent record is only re-encoded", ErrInvalidWrite)
 	}
 	if err := checkRecordHeader(r); err != nil {
@@ -72,8 +72,8 @@ func encodeExtent(dst []byte, r *Record) ([]byte, error) {
 		blockid.Append(sums[:0], r.Data, SumBlockSize)
 	}
 	clear(sums[length/SumBlockSize*4:])
-	version := byte(extentIDVersion)
-	if r.CRCSums {
+	version := byte(idVersion)
+	if r.CRC {
 		version = extentVersion
 	}
 	putRecordHeader(b, r, version, typeExtent, uint64(length), crc32.Checksum(sums, crc32c.Table))
@@ -183,7 +183,7 @@ func (j *Journal) replayExtent(rec *Record) {
 		j.extentBlocks = map[int64]extentBlock{}
 	}
 	for i := int64(0); i < rec.Length; i += SumBlockSize {
-		j.extentBlocks[rec.Offset+i] = extentBlock{sum: binary.LittleEndian.Uint32(rec.Sums[i/SumBlockSize*4:]), crc: rec.CRCSums}
+		j.extentBlocks[rec.Offset+i] = extentBlock{sum: binary.LittleEndian.Uint32(rec.Sums[i/SumBlockSize*4:]), crc: rec.CRC}
 	}
 }
 
@@ -284,7 +284,7 @@ func (j *Journal) readExtent(rec *Record, buf []byte) ([]byte, error) {
 	}
 	le := binary.LittleEndian
 	for i := int64(0); i < rec.Length; i += SumBlockSize {
-		if extentSum(buf[i:i+SumBlockSize], rec.CRCSums) != le.Uint32(rec.Sums[i/SumBlockSize*4:]) {
+		if extentSum(buf[i:i+SumBlockSize], rec.CRC) != le.Uint32(rec.Sums[i/SumBlockSize*4:]) {
 			return buf, fmt.Errorf("%w: %w: seq %d, block at %d", ErrCompacted, ErrExtentGone, rec.Seq, rec.Offset+i)
 		}
 	}

@@ -34,12 +34,12 @@ func TestExtentRecordRoundTrip(t *testing.T) {
 	b, err := EncodeRecord(nil, r)
 	require.NoError(t, err)
 	require.Len(t, b, RecordHeaderSize+16, "three sums, padded to 8 bytes")
-	require.Equal(t, byte(extentIDVersion), b[4])
+	require.Equal(t, byte(idVersion), b[4])
 	got, n, err := DecodeRecord(b)
 	require.NoError(t, err)
 	require.Equal(t, len(b), n)
 	require.True(t, got.InPlace)
-	require.False(t, got.CRCSums)
+	require.False(t, got.CRC)
 	require.Nil(t, got.Data)
 	require.EqualValues(t, len(data), got.Length)
 	require.Equal(t, r.Offset, got.Offset)
@@ -60,13 +60,13 @@ func TestExtentRecordRoundTrip(t *testing.T) {
 	// A version-3 record (CRC32C sums, written by earlier builds) decodes as
 	// one and re-encodes to the same bytes.
 	v3 := r
-	v3.Data, v3.Length, v3.CRCSums, v3.Sums = nil, int64(len(data)), true, crc32c.Blocks(nil, data)
+	v3.Data, v3.Length, v3.CRC, v3.Sums = nil, int64(len(data)), true, crc32c.Blocks(nil, data)
 	b3, err := EncodeRecord(nil, v3)
 	require.NoError(t, err)
 	require.Equal(t, byte(extentVersion), b3[4])
 	got, _, err = DecodeRecord(b3)
 	require.NoError(t, err)
-	require.True(t, got.CRCSums)
+	require.True(t, got.CRC)
 	require.Equal(t, v3.Sums, got.Sums)
 	again, err = EncodeRecord(nil, got)
 	require.NoError(t, err)
@@ -389,7 +389,7 @@ func toVersion3(t *testing.T, fs vfs.FS, dir string, data []byte) int {
 			}
 			if rec.InPlace {
 				require.EqualValues(t, len(data), rec.Length)
-				rec.CRCSums, rec.Sums = true, crc32c.Blocks(nil, data)
+				rec.CRC, rec.Sums = true, crc32c.Blocks(nil, data)
 				enc, err := EncodeRecord(nil, rec)
 				require.NoError(t, err)
 				require.Len(t, enc, l)

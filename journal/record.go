@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/grbd/grbd/internal/blockid"
 	"github.com/grbd/grbd/internal/crc32c"
 )
 
@@ -41,15 +42,18 @@ const (
 	resizeVersion = 2
 	// extentVersion is the record version of extent records (writes done
 	// in place) whose sums are CRC32C: version-1 and -2 code reports them
-	// as ErrVersion. Read, no longer written (extentIDVersion).
+	// as ErrVersion. Read, no longer written (idVersion).
 	extentVersion = 3
-	// extentIDVersion is the record version of extent records whose sums
-	// are block IDs (internal/blockid): version-3 code reports them as
-	// ErrVersion.
-	extentIDVersion = 4
+	// idVersion is the record version whose data checks are block IDs
+	// (internal/blockid), not CRC32C: extent records (their sums) and write
+	// records (their dcrc). Version-3 code reports them as ErrVersion.
+	// CRC32C cannot tell a torn record or extent from a whole one when the
+	// data is made of blocks that end in their own CRC32C (docs/journal.md,
+	// "Block IDs").
+	idVersion = 4
 
-	typeWrite  = 1
-	typeZero   = 2
+	typeWrite  = 1 // versions 1 and 4
+	typeZero   = 2 // version 1 only
 	typeResize = 3 // version 2 only
 	typeExtent = 4 // versions 3 and 4 only
 
@@ -85,13 +89,14 @@ type Write struct {
 // Length and the block ID (internal/blockid) of each of its SumBlockSize blocks
 // (Sums) instead of its bytes. To encode one, set InPlace and Data
 // (block-aligned); a decoded one has Data nil and Sums aliasing the input.
-// CRCSums marks a version-3 extent record, whose Sums are CRC32C.
+// CRC marks a record of an earlier build whose data check is CRC32C: a
+// version-1 write (dcrc) or a version-3 extent record (Sums).
 type Record struct {
 	Write
 	Salt    uint64
 	Synced  int64
 	InPlace bool
-	CRCSums bool
+	CRC     bool
 	Length  int64
 	Sums    []byte
 }
@@ -154,18 +159,20 @@ func EncodeRecord(dst []byte, r Record) ([]byte, error) {
 	start := len(dst)
 	dst = slices.Grow(dst, n)[:start+n]
 	b := dst[start:]
-	typ, dlen, version := byte(typeWrite), uint64(len(r.Data)), byte(formatVersion)
+	typ, dlen, version := byte(typeWrite), uint64(len(r.Data)), byte(idVersion)
 	switch {
 	case r.ZeroLength > 0:
-		typ, dlen = typeZero, uint64(r.ZeroLength)
+		typ, dlen, version = typeZero, uint64(r.ZeroLength), formatVersion
 	case r.Resize > 0:
 		typ, dlen, version = typeResize, uint64(r.Resize), resizeVersion
+	case r.CRC:
+		version = formatVersion
 	}
 	var dcrc uint32
 	if typ == typeWrite {
 		copy(b[RecordHeaderSize:], r.Data)
 		clear(b[RecordHeaderSize+len(r.Data):])
-		dcrc = crc32.Checksum(b[RecordHeaderSize:], crc32c.Table)
+		dcrc = dataCheck(b[RecordHeaderSize:], r.CRC)
 	}
 	putRecordHeader(b, &r, version, typ, dlen, dcrc)
 	return dst, nil
@@ -222,7 +229,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		return r, 0, fmt.Errorf("%w: record header crc %#x, want %#x", ErrCorrupt, got, want)
 	}
 	version := b[4]
-	if version != formatVersion && version != resizeVersion && version != extentVersion && version != extentIDVersion {
+	if version != formatVersion && version != resizeVersion && version != extentVersion && version != idVersion {
 		return r, 0, fmt.Errorf("%w: record version %d", ErrVersion, b[4])
 	}
 	typ, flags, length := b[5], le.Uint16(b[6:]), int64(le.Uint32(b[8:]))
@@ -246,8 +253,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 	case typ == typeExtent && (dlen == 0 || dlen > MaxWriteSize || dlen%SumBlockSize != 0 || off%SumBlockSize != 0 ||
 		length != extentRecordLen(int64(dlen))):
 		return Record{}, 0, fmt.Errorf("%w: extent record length %d data %d offset %d", ErrCorrupt, length, dlen, off)
-	case (version == formatVersion) != (typ == typeWrite || typ == typeZero) || (version == resizeVersion) != (typ == typeResize) ||
-		(version == extentVersion || version == extentIDVersion) != (typ == typeExtent) || typ == 0 || typ > typeExtent:
+	case !versionHolds(version, typ):
 		return Record{}, 0, fmt.Errorf("%w: record type %d in version %d", ErrCorrupt, typ, version)
 	case off > math.MaxInt64-dlen:
 		return Record{}, 0, fmt.Errorf("%w: record offset %d length %d", ErrCorrupt, off, dlen)
@@ -264,16 +270,45 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		r.Resize = int64(dlen)
 		return r, int(length), nil
 	}
-	if got := crc32.Checksum(b[RecordHeaderSize:length], crc32c.Table); got != dcrc {
-		return Record{}, 0, fmt.Errorf("%w: record data crc %#x, want %#x", ErrCorrupt, got, dcrc)
-	}
 	if typ == typeExtent {
+		// Its sums are IDs or CRCs; the check over them is CRC32C either way.
+		if got := crc32.Checksum(b[RecordHeaderSize:length], crc32c.Table); got != dcrc {
+			return Record{}, 0, fmt.Errorf("%w: extent record sums crc %#x, want %#x", ErrCorrupt, got, dcrc)
+		}
 		n := RecordHeaderSize + 4*int64(dlen/SumBlockSize)
-		r.InPlace, r.Length, r.Sums, r.CRCSums = true, int64(dlen), b[RecordHeaderSize:n:n], version == extentVersion
+		r.InPlace, r.Length, r.Sums, r.CRC = true, int64(dlen), b[RecordHeaderSize:n:n], version == extentVersion
 		return r, int(length), nil
+	}
+	r.CRC = version == formatVersion
+	if got := dataCheck(b[RecordHeaderSize:length], r.CRC); got != dcrc {
+		return Record{}, 0, fmt.Errorf("%w: record data check %#x, want %#x", ErrCorrupt, got, dcrc)
 	}
 	r.Data = b[RecordHeaderSize : RecordHeaderSize+int64(dlen) : RecordHeaderSize+int64(dlen)]
 	return r, int(length), nil
+}
+
+// versionHolds reports whether a record of version may be of type typ.
+func versionHolds(version, typ byte) bool {
+	switch version {
+	case formatVersion:
+		return typ == typeWrite || typ == typeZero
+	case resizeVersion:
+		return typ == typeResize
+	case extentVersion:
+		return typ == typeExtent
+	case idVersion:
+		return typ == typeWrite || typ == typeExtent
+	}
+	return false
+}
+
+// dataCheck is a write record's dcrc over its data and padding: the block
+// ID of the bytes (version 4), or with crc their CRC32C (version 1).
+func dataCheck(b []byte, crc bool) uint32 {
+	if crc {
+		return crc32.Checksum(b, crc32c.Table)
+	}
+	return blockid.Of(b)
 }
 
 // Segment header, part of the format: do not change. Bytes [48,64) are the

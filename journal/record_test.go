@@ -85,12 +85,19 @@ func TestDecodeRecordRejects(t *testing.T) {
 		mutate func(b []byte) []byte
 		want   error
 	}{
-		{"future version", func(b []byte) []byte { b[4] = extentIDVersion + 1; return reseal(b) }, ErrVersion},
+		{"future version", func(b []byte) []byte { b[4] = idVersion + 1; return reseal(b) }, ErrVersion},
 		{"unknown type", func(b []byte) []byte { b[5] = typeExtent + 1; return reseal(b) }, ErrCorrupt},
-		{"extent type in version 1", func(b []byte) []byte { b[5] = typeExtent; return reseal(b) }, ErrCorrupt},
+		{"extent type in version 1", func(b []byte) []byte { b[4], b[5] = formatVersion, typeExtent; return reseal(b) }, ErrCorrupt},
 		{"write in version 3", func(b []byte) []byte { b[4] = extentVersion; return reseal(b) }, ErrCorrupt},
-		{"write in version 4", func(b []byte) []byte { b[4] = extentIDVersion; return reseal(b) }, ErrCorrupt},
-		{"resize type in version 1", func(b []byte) []byte { b[5] = typeResize; return reseal(b) }, ErrCorrupt},
+		{"a version-4 data check read as version 1", func(b []byte) []byte { b[4] = formatVersion; return reseal(b) }, ErrCorrupt},
+		{"zero in version 4", func([]byte) []byte {
+			z, err := EncodeRecord(nil, Record{Write: Write{Seq: 1, ZeroLength: 4096}})
+			require.NoError(t, err)
+			z[4] = idVersion
+			return reseal(z)
+		}, ErrCorrupt},
+		{"resize type in version 1", func(b []byte) []byte { b[4], b[5] = formatVersion, typeResize; return reseal(b) }, ErrCorrupt},
+		{"resize type in version 4", func(b []byte) []byte { b[5] = typeResize; return reseal(b) }, ErrCorrupt},
 		{"write in version 2", func(b []byte) []byte { b[4] = resizeVersion; return reseal(b) }, ErrCorrupt},
 		{"flags set", func(b []byte) []byte { b[6] = 1; return reseal(b) }, ErrCorrupt},
 		{"seq zero", func(b []byte) []byte { clear(b[16:24]); return reseal(b) }, ErrCorrupt},
@@ -218,5 +225,25 @@ func TestRegionSizeFor(t *testing.T) {
 			require.Equal(t, tc.expect, got)
 			require.LessOrEqual(t, regionCount(tc.dev, got), int64(maxRegions))
 		})
+	}
+}
+
+// A record torn by a crash between two of its data blocks, whose second
+// block still holds the bytes a reused segment had there: when every block
+// ends in its own CRC32C, a CRC32C of the data (version 1) cannot tell, and
+// replay would take stale bytes for the write. Version 4's check can.
+func TestWriteRecordTornBetweenSelfSummedBlocks(t *testing.T) {
+	data := selfSummed(fill(8<<10, 1))
+	stale := selfSummed(fill(4<<10, 2))
+	for _, crc := range []bool{false, true} {
+		b, err := EncodeRecord(nil, Record{Write: Write{Seq: 5, Offset: 8192, Data: data}, Salt: 3, CRC: crc})
+		require.NoError(t, err)
+		copy(b[RecordHeaderSize+4096:], stale)
+		_, _, err = DecodeRecord(b)
+		if crc {
+			require.NoError(t, err, "version 1: CRC32C is blind to it")
+		} else {
+			require.ErrorIs(t, err, ErrCorrupt)
+		}
 	}
 }
