@@ -324,13 +324,17 @@ func TestExtentDataCheckpointsOnItsOwnBound(t *testing.T) {
 		"no checkpoint after %d KiB of extent data", (window+8)*size>>10)
 }
 
-// Version-3 extent records (CRC32C sums, from earlier builds) still replay:
-// an intact one is kept, a torn one's missing block becomes a suspect.
+// Records of earlier builds still replay: version-3 extent records (CRC32C
+// sums) are kept when intact and make a torn block a suspect; version-1
+// writes (CRC32C of the data) read back.
 func TestExtentVersion3Replays(t *testing.T) {
 	for _, torn := range []bool{false, true} {
 		mem := vfs.NewMem()
 		o := extOptions(mem, "1")
 		j, err := Open(o)
+		require.NoError(t, err)
+		small := fill(4<<10, 3)
+		_, err = j.Append(Write{Offset: 32 << 10, Data: small}) // a write record
 		require.NoError(t, err)
 		mine := fill(8<<10, 2)
 		ls, err := j.Log([]Write{{Offset: 0, Data: mine}})
@@ -349,7 +353,7 @@ func TestExtentVersion3Replays(t *testing.T) {
 			require.NoError(t, f.Close())
 		}
 		j.closeNoCheckpoint()
-		require.Equal(t, 1, toVersion3(t, crashed, "/db/journal", mine), "extent records rewritten")
+		require.Equal(t, 2, toVersion3(t, crashed, "/db/journal", mine), "records rewritten")
 
 		o.FS = crashed
 		j, err = Open(o)
@@ -362,13 +366,18 @@ func TestExtentVersion3Replays(t *testing.T) {
 			require.Len(t, recs, 1)
 			require.True(t, bytes.Equal(mine, recs[0].Data), "served from data.img, checked by CRC32C")
 		}
+		require.Equal(t, ls[0].Seq, j.LastSeq())
+		got := make([]byte, len(small))
+		require.NoError(t, j.ReadAt(got, 32<<10))
+		require.True(t, bytes.Equal(small, got), "the version-1 write replayed")
 		require.NoError(t, j.Close())
 	}
 }
 
 // toVersion3 rewrites every extent record in the segments of dir, each a
-// write of data, as version 3 (CRC32C sums), as an earlier build wrote
-// them, and returns how many it rewrote.
+// write of data, as version 3 (CRC32C sums), and every write record as
+// version 1 (CRC32C of its data), as an earlier build wrote them, and
+// returns how many records it rewrote.
 func toVersion3(t *testing.T, fs vfs.FS, dir string, data []byte) int {
 	t.Helper()
 	names, err := fs.ReadDir(dir)
@@ -387,9 +396,12 @@ func toVersion3(t *testing.T, fs vfs.FS, dir string, data []byte) int {
 			if err != nil {
 				break
 			}
-			if rec.InPlace {
-				require.EqualValues(t, len(data), rec.Length)
-				rec.CRC, rec.Sums = true, crc32c.Blocks(nil, data)
+			if rec.InPlace || (len(rec.Data) > 0 && !rec.CRC) {
+				rec.CRC = true
+				if rec.InPlace {
+					require.EqualValues(t, len(data), rec.Length)
+					rec.Sums = crc32c.Blocks(nil, data)
+				}
 				enc, err := EncodeRecord(nil, rec)
 				require.NoError(t, err)
 				require.Len(t, enc, l)
