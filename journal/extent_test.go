@@ -327,7 +327,7 @@ func TestExtentDataCheckpointsOnItsOwnBound(t *testing.T) {
 // Records of earlier builds still replay: version-3 extent records (CRC32C
 // sums) are kept when intact and make a torn block a suspect; version-1
 // writes (CRC32C of the data) read back.
-func TestExtentVersion3Replays(t *testing.T) {
+func TestEarlierRecordVersionsReplay(t *testing.T) {
 	for _, torn := range []bool{false, true} {
 		mem := vfs.NewMem()
 		o := extOptions(mem, "1")
@@ -353,7 +353,7 @@ func TestExtentVersion3Replays(t *testing.T) {
 			require.NoError(t, f.Close())
 		}
 		j.closeNoCheckpoint()
-		require.Equal(t, 2, toVersion3(t, crashed, "/db/journal", mine), "records rewritten")
+		require.Equal(t, 2, toEarlierVersions(t, crashed, "/db/journal", mine), "records rewritten")
 
 		o.FS = crashed
 		j, err = Open(o)
@@ -374,11 +374,11 @@ func TestExtentVersion3Replays(t *testing.T) {
 	}
 }
 
-// toVersion3 rewrites every extent record in the segments of dir, each a
+// toEarlierVersions rewrites every extent record in the segments of dir, each a
 // write of data, as version 3 (CRC32C sums), and every write record as
 // version 1 (CRC32C of its data), as an earlier build wrote them, and
 // returns how many records it rewrote.
-func toVersion3(t *testing.T, fs vfs.FS, dir string, data []byte) int {
+func toEarlierVersions(t *testing.T, fs vfs.FS, dir string, data []byte) int {
 	t.Helper()
 	names, err := fs.ReadDir(dir)
 	require.NoError(t, err)
