@@ -297,6 +297,7 @@ func finish(ctx context.Context, r *Run, healthy bool) {
 	}
 	compare := running == len(c.DataNodes()) && running > 1 && r.WaitInSync(ctx, 60*time.Second)
 	r.noteExtents(ctx)
+	r.noteCutExtents()
 	if err := c.StopAll(ctx); err != nil {
 		r.Anomaly("clean stop failed: %v", err)
 		return
