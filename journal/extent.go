@@ -80,17 +80,6 @@ func encodeExtent(dst []byte, r *Record) ([]byte, error) {
 	return dst, nil
 }
 
-// extentSum is what an extent record's sum of block b is: its block ID
-// (blockid: not CRC32C, which is blind to blocks that end in their own
-// CRC32C, docs/journal.md "Block IDs"), or its CRC32C in a version-3
-// record.
-func extentSum(b []byte, crcSums bool) uint32 {
-	if crcSums {
-		return crc32.Checksum(b, crc32c.Table)
-	}
-	return blockid.Of(b)
-}
-
 // takesInPlace reports whether w, the next write of batch (placed says
 // which of batch's writes became extent records), may become an extent
 // record. Caller holds mu.
@@ -254,7 +243,7 @@ func (j *Journal) verifyExtents() error {
 		}
 		for i, off := range offs[:n] {
 			x := j.extentBlocks[off]
-			if !x.partial && extentSum(run[i*SumBlockSize:(i+1)*SumBlockSize], x.crc) == x.sum {
+			if !x.partial && blockid.OrCRC(run[i*SumBlockSize:(i+1)*SumBlockSize], x.crc) == x.sum {
 				continue
 			}
 			j.torn = append(j.torn, extent.Extent{Offset: uint64(off), Length: SumBlockSize})
@@ -284,7 +273,7 @@ func (j *Journal) readExtent(rec *Record, buf []byte) ([]byte, error) {
 	}
 	le := binary.LittleEndian
 	for i := int64(0); i < rec.Length; i += SumBlockSize {
-		if extentSum(buf[i:i+SumBlockSize], rec.CRC) != le.Uint32(rec.Sums[i/SumBlockSize*4:]) {
+		if blockid.OrCRC(buf[i:i+SumBlockSize], rec.CRC) != le.Uint32(rec.Sums[i/SumBlockSize*4:]) {
 			return buf, fmt.Errorf("%w: %w: seq %d, block at %d", ErrCompacted, ErrExtentGone, rec.Seq, rec.Offset+i)
 		}
 	}

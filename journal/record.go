@@ -172,7 +172,7 @@ func EncodeRecord(dst []byte, r Record) ([]byte, error) {
 	if typ == typeWrite {
 		copy(b[RecordHeaderSize:], r.Data)
 		clear(b[RecordHeaderSize+len(r.Data):])
-		dcrc = dataCheck(b[RecordHeaderSize:], r.CRC)
+		dcrc = blockid.OrCRC(b[RecordHeaderSize:], r.CRC) // data + padding
 	}
 	putRecordHeader(b, &r, version, typ, dlen, dcrc)
 	return dst, nil
@@ -280,7 +280,7 @@ func DecodeRecord(b []byte) (r Record, n int, err error) {
 		return r, int(length), nil
 	}
 	r.CRC = version == formatVersion
-	if got := dataCheck(b[RecordHeaderSize:length], r.CRC); got != dcrc {
+	if got := blockid.OrCRC(b[RecordHeaderSize:length], r.CRC); got != dcrc {
 		return Record{}, 0, fmt.Errorf("%w: record data check %#x, want %#x", ErrCorrupt, got, dcrc)
 	}
 	r.Data = b[RecordHeaderSize : RecordHeaderSize+int64(dlen) : RecordHeaderSize+int64(dlen)]
@@ -300,15 +300,6 @@ func versionHolds(version, typ byte) bool {
 		return typ == typeWrite || typ == typeExtent
 	}
 	return false
-}
-
-// dataCheck is a write record's dcrc over its data and padding: the block
-// ID of the bytes (version 4), or with crc their CRC32C (version 1).
-func dataCheck(b []byte, crc bool) uint32 {
-	if crc {
-		return crc32.Checksum(b, crc32c.Table)
-	}
-	return blockid.Of(b)
 }
 
 // Segment header, part of the format: do not change. Bytes [48,64) are the

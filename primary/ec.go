@@ -3,6 +3,7 @@ package primary
 import (
 	"fmt"
 
+	"github.com/grbd/grbd/internal/blockid"
 	"github.com/grbd/grbd/internal/ec"
 	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/wire"
@@ -194,7 +195,7 @@ func (p *Side) ecChunkSums(shard int, off, length, chunk uint64) ([]uint32, erro
 			return nil, err
 		}
 		for o := uint64(0); o < b-a; o += chunk {
-			sums = append(sums, chunkSum(piece[o:min(o+chunk, b-a)], true))
+			sums = append(sums, blockid.Of(piece[o:min(o+chunk, b-a)]))
 		}
 	}
 	return sums, nil

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"sync/atomic"
 	"time"
 
 	"github.com/grbd/grbd/internal/blockid"
-	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/grbd/grbd/internal/ec"
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/internal/extent"
@@ -227,21 +225,13 @@ func ChunkSums(read func([]byte, int64) error, off, length, chunk uint64, ids bo
 		if err != nil && !corrupt {
 			return nil, err
 		}
-		sum := chunkSum(b, ids)
+		sum := blockid.OrCRC(b, !ids)
 		if corrupt {
 			sum = ^sum
 		}
 		sums = append(sums, sum)
 	}
 	return sums, nil
-}
-
-// chunkSum is a chunk's ID with ids, else its CRC-32C.
-func chunkSum(b []byte, ids bool) uint32 {
-	if ids {
-		return blockid.Of(b)
-	}
-	return crc32.Checksum(b, crc32c.Table)
 }
 
 // rewrite writes the primary's own bytes of each extent again through the

@@ -9,7 +9,9 @@ package blockid
 
 import (
 	"encoding/binary"
+	"hash/crc32"
 
+	"github.com/grbd/grbd/internal/crc32c"
 	"github.com/zeebo/xxh3"
 )
 
@@ -17,6 +19,16 @@ import (
 // not XXH64: 37 GB/s against 10-12 on this machine's 4 KiB blocks (CRC-32C:
 // 19-21), and every large write pays it on every node.
 func Of(b []byte) uint32 { return uint32(xxh3.Hash(b)) }
+
+// OrCRC is b's ID, or with crc its CRC-32C: what the records and messages
+// of earlier builds carry where this one carries an ID (a version-1 write
+// record, a version-3 extent record, a VerifyReply without flag IDs).
+func OrCRC(b []byte, crc bool) uint32 {
+	if crc {
+		return crc32.Checksum(b, crc32c.Table)
+	}
+	return Of(b)
+}
 
 // Append appends to dst the ID of each size-byte piece of data, as
 // little-endian uint32s; a shorter last piece gets none.

@@ -45,3 +45,9 @@ func TestAppend(t *testing.T) {
 func TestOfKnownAnswer(t *testing.T) {
 	require.Equal(t, uint32(0x38d394c2), Of(nil))
 }
+
+func TestOrCRC(t *testing.T) {
+	b := selfSummed(3)
+	require.Equal(t, Of(b), OrCRC(b, false))
+	require.Equal(t, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)), OrCRC(b, true))
+}
