@@ -22,7 +22,8 @@ func TestMalformedBodies(t *testing.T) {
 		{"ack level 0", TypeAck, 0, cat(u64(1), []byte{0})},
 		{"ack level 4", TypeAck, 0, cat(u64(1), []byte{4})},
 		{"ack FUA", TypeAck, FlagFUA, cat(u64(1), []byte{1})},
-		{"write unknown flag", TypeWrite, 1 << 1, cat(u64(1), u64(2), u64(3))},
+		{"write unknown flag", TypeWrite, 1 << 1, cat(u64(1), u64(2), u64(3))}, // FlagIDs: verify only
+		{"verifyrequest FUA", TypeVerifyRequest, FlagFUA, make([]byte, 32)},
 		{"write top flag", TypeWrite, 1 << 15, cat(u64(1), u64(2), u64(3))},
 		{"write fixed part short", TypeWrite, 0, make([]byte, 23)},
 		{"write empty body", TypeWrite, 0, nil},
