@@ -26,7 +26,7 @@ type Logged struct {
 	// replica acknowledges it only after Apply.
 	Extent bool
 	ticket uint64
-	sums   []byte // an extent record's block CRCs (little-endian), for the checksum table
+	sums   []byte // an extent record's block IDs (little-endian), for the checksum table
 }
 
 // Append journals w and applies it to the data file. With w.Seq == 0 the
@@ -296,9 +296,10 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, placed []bool, out []Logge
 			n = extentRecordLen(int64(len(w.Data)))
 			j.extentSeq = w.Seq
 			j.extentBytes += int64(len(w.Data))
-			if len(w.BlockSums) == 4*len(w.Data)/SumBlockSize {
-				sums = w.BlockSums // the checksum table takes them: Data is not read again
-			}
+			// The checksum table takes the record's block IDs: Data is
+			// not hashed again. Copied: buf is reused by the next batch.
+			ids := buf[pos+RecordHeaderSize:][:4*len(w.Data)/SumBlockSize]
+			sums = append(make([]byte, 0, len(ids)), ids...)
 		}
 		pos += n
 		seg.size += n
@@ -509,9 +510,9 @@ func (j *Journal) ReadAt(p []byte, off int64) error {
 
 // ReadSummed is ReadAt of whole blocks at a block boundary that also
 // appends to sums, and returns, the CRC32C of each block read
-// (little-endian, as crc32c.Blocks makes them): the checksums it checked
-// the data with, so that a caller who frames the data (a resync copy,
-// wire.ResyncData.BlockSums) need not read it again.
+// (little-endian, as crc32c.Blocks makes them), computed while the block
+// is in cache after its check, so that a caller who frames the data (a
+// resync copy, wire.ResyncData.BlockSums) need not read it again.
 func (j *Journal) ReadSummed(p []byte, off int64, sums []byte) ([]byte, error) {
 	if off%SumBlockSize != 0 || len(p)%SumBlockSize != 0 {
 		return sums, fmt.Errorf("%w: summed read [%d,+%d)", ErrNotWholeBlocks, off, len(p))

@@ -9,11 +9,13 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/grbd/grbd/internal/blockid"
 	"github.com/grbd/grbd/internal/crc32c"
 )
 
-// Block checksums (docs/journal.md, "Block checksums"). The store keeps a
-// CRC-32C of every SumBlockSize block of the data file in memory: apply
+// Block checksums (docs/journal.md, "Block checksums"). The store keeps the
+// block ID (internal/blockid) of every SumBlockSize block of the data file
+// in memory: apply
 // updates it after every data-file write, ReadAt checks every block it
 // returns against it, and a block that fails is reported as a
 // *ChecksumError, never returned as data. The table is saved in data.sum by
@@ -30,7 +32,7 @@ const sumChunkBlocks = 1 << 16
 
 // zeroBlockSum is the checksum of a block of zeros: of every block of a
 // new, grown or zeroed range.
-var zeroBlockSum = crc32.Checksum(zeros[:SumBlockSize], crc32c.Table)
+var zeroBlockSum = blockid.Of(zeros[:SumBlockSize])
 
 // blockPool holds scratch blocks for partial-block writes and rechecks.
 var blockPool = sync.Pool{New: func() any { return new([SumBlockSize]byte) }}
@@ -122,14 +124,21 @@ func (t *sumTable) gen(b int64) uint32 {
 	return atomic.LoadUint32(t.chunk(b).genOf(b))
 }
 
-// blockSum is the checksum of block data p; a block cut short by the end
-// of the device counts as padded with zeros, so a grow keeps it valid.
+// blockSum is the checksum of block data p: its block ID, not its CRC-32C,
+// so that a block the disk left stale or misplaced is told from the one
+// written even where both end in the CRC-32C of their bytes (a common page
+// layout, whose blocks all share one CRC-32C: docs/journal.md, "Block
+// IDs"). A block cut short by the end of the device counts as padded with
+// zeros, so a grow keeps it valid.
 func blockSum(p []byte) uint32 {
-	c := crc32.Checksum(p, crc32c.Table)
-	if pad := SumBlockSize - len(p); pad > 0 {
-		c = crc32.Update(c, crc32c.Table, zeros[:pad])
+	if len(p) >= SumBlockSize {
+		return blockid.Of(p)
 	}
-	return c
+	bp := blockPool.Get().(*[SumBlockSize]byte)
+	defer blockPool.Put(bp)
+	n := copy(bp[:], p)
+	clear(bp[n:])
+	return blockid.Of(bp[:])
 }
 
 // blockSpan is the block range [first, last] that [off, end) touches.
@@ -189,8 +198,9 @@ func (j *Journal) edgesIntact(w *Write, buf []byte) (lo, hi bool, err error) {
 }
 
 // updateSums sets the checksums of the blocks w wrote: computed from
-// w.Data for whole blocks (or taken from sums, an extent record's), read back for the partly written ones (unless
-// they were corrupt before, see edgesIntact). Apply serializes writes that
+// w.Data for whole blocks (or taken from sums, the block IDs of w's extent
+// record), read back for the partly written ones (unless they were corrupt
+// before, see edgesIntact). Apply serializes writes that
 // share a block, so the read-back sees this write's result.
 func (j *Journal) updateSums(w *Write, loOK, hiOK bool, buf, sums []byte) error {
 	off, end := w.Offset, w.Offset+int64(len(w.Data))+w.ZeroLength
@@ -227,17 +237,17 @@ func (j *Journal) updateSums(w *Write, loOK, hiOK bool, buf, sums []byte) error 
 // verify checks the blocks of p, read from the aligned offset off, against
 // the table and rechecks the ones that fail (see recheck), copying a good
 // re-read into p. It returns the blocks that are corrupt. With sums, it
-// appends to it the checksum of each block of p as it leaves.
+// appends to it the CRC-32C of each block of p as it leaves (p is whole
+// blocks then: ReadSummed).
 func (j *Journal) verify(p []byte, off int64, sums *[]byte) ([]int64, error) {
 	var bad []int64
 	var buf []byte
 	for i := int64(0); i < int64(len(p)); i += SumBlockSize {
 		blk := p[i:min(i+SumBlockSize, int64(len(p)))]
 		b := (off + i) / SumBlockSize
-		sum := blockSum(blk)
-		if sum == j.sums.get(b) {
+		if blockSum(blk) == j.sums.get(b) {
 			if sums != nil {
-				*sums = binary.LittleEndian.AppendUint32(*sums, sum)
+				*sums = binary.LittleEndian.AppendUint32(*sums, crc32.Checksum(blk, crc32c.Table))
 			}
 			continue
 		}
@@ -254,7 +264,7 @@ func (j *Journal) verify(p []byte, off int64, sums *[]byte) ([]int64, error) {
 		}
 		copy(blk, buf)
 		if sums != nil {
-			*sums = binary.LittleEndian.AppendUint32(*sums, blockSum(blk))
+			*sums = binary.LittleEndian.AppendUint32(*sums, crc32.Checksum(blk, crc32c.Table))
 		}
 	}
 	if len(bad) > 0 {

@@ -32,7 +32,7 @@ import (
 //     it (their IDs match); otherwise ErrCompacted sends the peer to a
 //     region resync.
 
-// The block of the journal's checksums is the one crc32c joins: a
+// The block of ReadSummed's CRC32Cs is the one crc32c joins: a
 // compile-time check that they stay equal (a negative constant does not
 // convert to uint).
 const _ = uint(crc32c.BlockSize-SumBlockSize) + uint(SumBlockSize-crc32c.BlockSize)

@@ -25,11 +25,10 @@ func (j *Journal) WriteInPlace(w Write) error {
 
 // LogInPlace is the first half of WriteInPlace: it takes w's position and
 // orders w with the writes logged before and after it, and returns it for
-// ApplyInPlace, which the caller may run on another goroutine. w.Data (and
-// w.BlockSums: the checksum table takes them when they cover whole blocks;
-// they must be Data's) must stay valid and unchanged until ApplyInPlace
-// returns. (Measured: a resync target writing two copies at once on this
-// machine's one shared disk was no faster than one; docs/journal.md.)
+// ApplyInPlace, which the caller may run on another goroutine. w.Data must
+// stay valid and unchanged until ApplyInPlace returns. (Measured: a resync
+// target writing two copies at once on this machine's one shared disk was
+// no faster than one; docs/journal.md.)
 func (j *Journal) LogInPlace(w Write) (Logged, error) {
 	if err := checkWrite(&w); err != nil {
 		return Logged{}, err
@@ -57,11 +56,7 @@ func (j *Journal) LogInPlace(w Write) (Logged, error) {
 	j.inPlaceSeq = w.Seq
 	j.lastSeqA.Store(w.Seq)
 	j.inPlace.Add(uint64(len(w.Data)) + uint64(w.ZeroLength))
-	l := Logged{Write: w, ticket: ticket}
-	if w.Offset%SumBlockSize == 0 && len(w.Data)%SumBlockSize == 0 && len(w.BlockSums) == 4*len(w.Data)/SumBlockSize {
-		l.sums = w.BlockSums // the checksum table takes them: Data is not read again
-	}
-	return l, nil
+	return Logged{Write: w, ticket: ticket}, nil
 }
 
 // ApplyInPlace writes l, from LogInPlace, to the data file (once every

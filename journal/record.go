@@ -73,12 +73,6 @@ type Write struct {
 	Data       []byte
 	ZeroLength int64
 	Resize     int64
-	// BlockSums, when not nil, are the CRC32C of each SumBlockSize block of
-	// Data (little-endian uint32s, crc32c.Blocks), computed by the caller
-	// for another use (a wire frame): the checksum table takes them instead
-	// of reading Data again. They must be Data's: a wrong one makes the
-	// block read as corrupt. Not stored.
-	BlockSums []byte
 }
 
 // Record is a Write as stored in the journal, with the journal's salt and the

@@ -23,7 +23,11 @@ import (
 const (
 	sumName       = "data.sum"
 	sumHeaderSize = 36
-	sumVersion    = 1
+	// sumVersion 2 holds block IDs; version 1, written by earlier builds,
+	// CRC-32Cs, which the table no longer holds: such a file is decoded (it
+	// still says the store was closed cleanly) and the table rebuilt.
+	sumVersion    = 2
+	sumVersionCRC = 1
 	sumMagic      = 0x4d555347 // "GSUM" little-endian
 )
 
@@ -31,6 +35,7 @@ var le = binary.LittleEndian
 
 // sumHeader is data.sum's header.
 type sumHeader struct {
+	version   byte
 	blockSize uint32
 	count     uint64 // blocks
 	salt      uint64 // the store's salt: a file from another store is refused
@@ -57,7 +62,8 @@ func encodeSums(t *sumTable, blocks int64, salt uint64) []byte {
 // decodeSums parses a data.sum file. The layout: magic u32, version u8,
 // 3 reserved zero bytes, block size u32, count u64, salt u64, body CRC u32,
 // header CRC u32 (over the 32 bytes before it), then count u32 checksums,
-// one per block in device order.
+// one per block in device order: block IDs in version 2, CRC-32Cs in
+// version 1.
 func decodeSums(b []byte) (sumHeader, []byte, error) {
 	var h sumHeader
 	if len(b) < sumHeaderSize {
@@ -69,13 +75,13 @@ func decodeSums(b []byte) (sumHeader, []byte, error) {
 	if got, want := crc32.Checksum(b[:32], crc32c.Table), le.Uint32(b[32:]); got != want {
 		return h, nil, fmt.Errorf("%w: checksum file header CRC %#x, want %#x", ErrCorrupt, got, want)
 	}
-	if v := b[4]; v != sumVersion {
+	if v := b[4]; v != sumVersion && v != sumVersionCRC {
 		return h, nil, fmt.Errorf("%w: checksum file version %d", ErrVersion, v)
 	}
 	if b[5] != 0 || b[6] != 0 || b[7] != 0 {
 		return h, nil, fmt.Errorf("%w: checksum file reserved bytes set", ErrCorrupt)
 	}
-	h = sumHeader{blockSize: le.Uint32(b[8:]), count: le.Uint64(b[12:]), salt: le.Uint64(b[20:]), bodyCRC: le.Uint32(b[28:])}
+	h = sumHeader{version: b[4], blockSize: le.Uint32(b[8:]), count: le.Uint64(b[12:]), salt: le.Uint64(b[20:]), bodyCRC: le.Uint32(b[28:])}
 	body := b[sumHeaderSize:]
 	if h.blockSize != SumBlockSize {
 		return h, nil, fmt.Errorf("%w: checksum block size %d, want %d", ErrCorrupt, h.blockSize, SumBlockSize)
@@ -95,8 +101,8 @@ func decodeSums(b []byte) (sumHeader, []byte, error) {
 func (j *Journal) setupSums() error {
 	blocks := (j.devSize.Load() + SumBlockSize - 1) / SumBlockSize
 	name := filepath.Join(j.dir, sumName)
-	t, why := j.loadSums(name, blocks)
-	j.openedClean = t != nil
+	t, clean, why := j.loadSums(name, blocks)
+	j.openedClean = clean
 	if t == nil {
 		start := time.Now()
 		var err error
@@ -119,32 +125,37 @@ func (j *Journal) setupSums() error {
 	return nil
 }
 
-// loadSums reads data.sum, or says why it cannot be used.
-func (j *Journal) loadSums(name string, blocks int64) (*sumTable, string) {
+// loadSums reads data.sum, or says why it cannot be used. clean reports
+// that the file is this store's, written by a clean Close: also so for a
+// version-1 file, whose CRC-32Cs the table cannot take (the table is then
+// rebuilt, but the activity log need not treat the stop as a crash).
+func (j *Journal) loadSums(name string, blocks int64) (t *sumTable, clean bool, why string) {
 	if j.replayed > 0 {
-		return nil, fmt.Sprintf("the journal replayed %d records", j.replayed)
+		return nil, false, fmt.Sprintf("the journal replayed %d records", j.replayed)
 	}
 	b, err := vfs.ReadFile(j.fs, name)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, "no checksum file: the store was not closed cleanly"
+		return nil, false, "no checksum file: the store was not closed cleanly"
 	}
 	if err != nil {
-		return nil, err.Error()
+		return nil, false, err.Error()
 	}
 	h, body, err := decodeSums(b)
 	switch {
 	case err != nil:
-		return nil, err.Error()
+		return nil, false, err.Error()
 	case h.salt != j.salt:
-		return nil, "the checksum file belongs to another store"
+		return nil, false, "the checksum file belongs to another store"
 	case int64(h.count) != blocks:
-		return nil, fmt.Sprintf("the checksum file has %d blocks, the device %d", h.count, blocks)
+		return nil, false, fmt.Sprintf("the checksum file has %d blocks, the device %d", h.count, blocks)
+	case h.version == sumVersionCRC:
+		return nil, true, "the checksum file holds an earlier build's CRC-32Cs, not block IDs"
 	}
-	t := newSumTable(blocks)
+	t = newSumTable(blocks)
 	for i := int64(0); i < blocks; i++ {
 		t.set(i, le.Uint32(body[4*i:]))
 	}
-	return t, ""
+	return t, true, ""
 }
 
 // rebuildSums computes the table from the data file. Only the file's data

@@ -77,7 +77,7 @@ func (n *Node) writeMetrics(w *metrics.Writer, st Status, ns blockdev.Stats) {
 	w.Counter("grbd_journal_segments_reused_total", "Journal segments made in the file of a freed one (no new pages or blocks).", float64(j.SegmentsReused))
 	w.Counter("grbd_activity_log_commits_total", "Activity log transactions (a write entered an extent not logged hot).", float64(j.ActivityCommits))
 	w.Gauge("grbd_suspect_bytes", "Bytes an unclean stop (a power loss, or a crash that cut a large write) left in doubt on this node, not yet made equal to the peers.", float64(j.SuspectBytes))
-	w.Counter("grbd_checksum_errors_total", "Reads of a block whose bytes failed its CRC-32C (each one is retried after a repair).", float64(n.store.Stats().ChecksumErrors))
+	w.Counter("grbd_checksum_errors_total", "Reads of a block whose bytes failed its checksum, its block ID (each one is retried after a repair).", float64(n.store.Stats().ChecksumErrors))
 	w.Counter("grbd_blocks_repaired_total", "Corrupt blocks rewritten from an UpToDate peer.", float64(n.repairedBlocks.Load()))
 	w.Counter("grbd_blocks_unrepaired_total", "Corrupt blocks no peer could repair: their reads failed with EIO.", float64(n.unrepairedBlocks.Load()))
 

@@ -45,16 +45,19 @@ func TestVerifyFindsAndRepairsDivergence(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotPrimary)
 }
 
-// Chunks made of blocks that end in their own CRC32C (a checksummed page
-// layout; the fault suite's workload) all have one CRC32C: verify compares
-// block IDs, so it still sees that the replicas differ.
+// selfSummed is block(i) ending in the CRC32C of the bytes before it (a
+// checksummed page layout; the fault suite's workload): all such blocks,
+// and runs of them, share one CRC32C.
+func selfSummed(i int) []byte {
+	b := block(i)
+	binary.LittleEndian.PutUint32(b[4092:], crc32.Checksum(b[:4092], crc32c.Table))
+	return b
+}
+
+// Chunks made of blocks that end in their own CRC32C all have one CRC32C:
+// verify compares block IDs, so it still sees that the replicas differ.
 func TestVerifySeesBlocksThatEndInTheirOwnCRC32C(t *testing.T) {
 	t.Parallel()
-	selfSummed := func(i int) []byte {
-		b := block(i)
-		binary.LittleEndian.PutUint32(b[4092:], crc32.Checksum(b[:4092], crc32c.Table))
-		return b
-	}
 	c, p := newSyncedPair(t, 4)
 	retryFenced(t, func() error { return p.dev.WriteAt(selfSummed(1), 0, false) })
 	c.waitUpToDate(p)

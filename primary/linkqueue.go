@@ -78,7 +78,7 @@ func (l *link) enqueueRecord(w journal.Write) bool {
 	if !l.waitRoom() {
 		return false
 	}
-	m, buf := shippedWrite(w, l.p.epoch, false, nil)
+	m, buf := shippedWrite(w, nil, l.p.epoch, false, nil)
 	l.enqueueShared(m, buf)
 	buf.release() // the queue holds its own reference
 	return true

@@ -12,7 +12,7 @@ import (
 )
 
 // Block repair (docs/replication.md, "Block checksums and repair"). The
-// journal checks every block it reads against its CRC-32C. When a block of
+// journal checks every block it reads against its checksum (its block ID). When a block of
 // the primary fails, the primary asks an UpToDate peer for its copy
 // (wire.BlockRequest on an admin stream), checks that the copy holds every
 // write the primary logged to that block, and writes it back through the

@@ -33,21 +33,22 @@ type sharedBuf struct {
 }
 
 // shippedWrite is the message that ships the logged write w to mirror
-// peers, and the buffer its data lives in (nil for a zeroing or resize):
-// owned when w.Data lives there, else a pooled copy. The caller holds one
+// peers (with sums, the CRC32C of its blocks, or nil: peerwire.ShippedWrite),
+// and the buffer its data lives in (nil for a zeroing or resize): owned
+// when w.Data lives there, else a pooled copy. The caller holds one
 // reference to it.
-func shippedWrite(w journal.Write, epoch uint64, fua bool, owned *sharedBuf) (wire.Message, *sharedBuf) {
+func shippedWrite(w journal.Write, sums []byte, epoch uint64, fua bool, owned *sharedBuf) (wire.Message, *sharedBuf) {
 	switch {
 	case len(w.Data) == 0:
 		return peerwire.WireWrite(w, epoch, fua), nil
 	case owned != nil:
 		owned.hold()
-		return peerwire.ShippedWrite(w, epoch, fua), owned
+		return peerwire.ShippedWrite(w, sums, epoch, fua), owned
 	}
 	s := newSharedBuf(len(w.Data))
 	copy(*s.buf, w.Data)
 	w.Data = *s.buf
-	return peerwire.ShippedWrite(w, epoch, fua), s
+	return peerwire.ShippedWrite(w, sums, epoch, fua), s
 }
 
 // newSharedBuf is a pooled buffer of n bytes, its contents undefined. The

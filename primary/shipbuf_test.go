@@ -23,7 +23,7 @@ func TestShippedWriteBufferLifetime(t *testing.T) {
 	a, b := p.links[0], p.links[1]
 
 	client := bytes.Repeat([]byte{7}, 1<<20)
-	m, buf := shippedWrite(journal.Write{Seq: 1, Data: client}, 1, false, nil)
+	m, buf := shippedWrite(journal.Write{Seq: 1, Data: client}, nil, 1, false, nil)
 	a.enqueueLive(m, buf)
 	b.enqueueLive(m, buf)
 	buf.release() // the maker's reference
@@ -48,7 +48,7 @@ func TestShippedWriteBufferLifetime(t *testing.T) {
 	require.Panics(t, buf.release, "a release too many is a bug, not a silent reuse")
 
 	// A closed queue takes no reference: nothing would release it.
-	m, buf = shippedWrite(journal.Write{Seq: 2, Data: client}, 1, false, nil)
+	m, buf = shippedWrite(journal.Write{Seq: 2, Data: client}, nil, 1, false, nil)
 	b.enqueueLive(m, buf)
 	require.EqualValues(t, 1, buf.refs.Load())
 	buf.release()
@@ -61,7 +61,7 @@ func TestOwnedBufferIsShippedWithoutACopy(t *testing.T) {
 	p.AddPeer("a", -1)
 	a := p.links[0]
 	client := newSharedBufOf(bufpool.Get(1 << 20))
-	m, buf := shippedWrite(journal.Write{Seq: 1, Data: *client.buf}, 1, false, client)
+	m, buf := shippedWrite(journal.Write{Seq: 1, Data: *client.buf}, nil, 1, false, client)
 	require.Same(t, client, buf)
 	require.Same(t, &(*client.buf)[0], &m.(*wire.Write).Data[0], "the message holds the client's bytes")
 	a.enqueueLive(m, buf)

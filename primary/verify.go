@@ -17,7 +17,8 @@ import (
 )
 
 // Online verify (grbd verify): the primary asks each connected peer for the
-// CRC-32C of every chunk of the device over an admin stream, compares them
+// block ID (internal/blockid) of every chunk of the device over an admin
+// stream, compares them
 // with its own, rechecks the mismatches (a chunk written meanwhile differs
 // for a moment without being out of sync), and reports what still differs.
 // With resync, it rewrites those regions through the normal write path, so

@@ -25,8 +25,11 @@ const maxBatchBytes = 4 << 20
 
 // writeReq is one client write from the queue to its completion.
 type writeReq struct {
-	w   journal.Write
-	fua bool
+	w journal.Write
+	// sums are the CRC32C of each block of a large w.Data, for the peers'
+	// wire frames (wire.Write.BlockSums), or nil.
+	sums []byte
+	fua  bool
 	// owned holds w.Data when the client handed it over (WriteOwned).
 	owned *sharedBuf
 	// ready gets one value: false when the leader logged (or failed) the
@@ -71,18 +74,18 @@ func (p *Side) write(w journal.Write, fua bool, owned *sharedBuf) error {
 		}
 		return nil
 	}
-	if n := len(w.Data); wire.BlockSummed(n) && w.BlockSums == nil {
-		// Once, here in the client's goroutine: the checksum table takes
-		// them and every peer's frame CRC is joined from them. Never
-		// reused: queued wire messages share them.
-		w.BlockSums = crc32c.Blocks(make([]byte, 0, 4*(n/crc32c.BlockSize)), w.Data)
+	var sums []byte
+	if n := len(w.Data); wire.BlockSummed(n) && len(p.links) > 0 {
+		// Once, here in the client's goroutine: every peer's frame CRC is
+		// joined from them. Never reused: queued wire messages share them.
+		sums = crc32c.Blocks(make([]byte, 0, 4*(n/crc32c.BlockSize)), w.Data)
 	}
 	if !p.cfg.DisconnectOnCongestion {
 		for _, l := range p.links {
 			l.waitUncongested()
 		}
 	}
-	r := &writeReq{w: w, fua: fua, owned: owned, ready: make(chan bool, 1)}
+	r := &writeReq{w: w, sums: sums, fua: fua, owned: owned, ready: make(chan bool, 1)}
 	p.qmu.Lock()
 	p.queue = append(p.queue, r)
 	lead := !p.leading
@@ -204,7 +207,7 @@ func (p *Side) logBatch(batch []*writeReq) {
 			var buf *sharedBuf
 			if !own {
 				if msg == nil {
-					msg, shared = shippedWrite(l.Write, p.epoch, r.fua, r.owned)
+					msg, shared = shippedWrite(l.Write, r.sums, p.epoch, r.fua, r.owned)
 				}
 				m, buf = msg, shared
 			}

@@ -98,7 +98,7 @@ func (a *applier) run(r *wire.Reader) error {
 			}
 		}
 		if w, ok := a.batchable(m); ok {
-			more := r.Buffered() > 0 && len(a.pending)+1 < maxApplyBatch && len(a.arena)+len(w.Data)+len(w.BlockSums) < maxApplyBytes
+			more := r.Buffered() > 0 && len(a.pending)+1 < maxApplyBatch && len(a.arena)+len(w.Data) < maxApplyBytes
 			if more || a.keepsLogged() {
 				// Copied: the next read overwrites the Reader's buffers.
 				a.queue(w)
@@ -158,11 +158,10 @@ func (a *applier) batchable(m wire.Message) (journal.Write, bool) {
 	return w, true
 }
 
-// queue keeps w for the next batch, its data and block checksums copied
-// out of the Reader (the next read overwrites both).
+// queue keeps w for the next batch, its data copied out of the Reader (the
+// next read overwrites it).
 func (a *applier) queue(w journal.Write) {
 	w.Data = a.keep(w.Data)
-	w.BlockSums = a.keep(w.BlockSums)
 	a.pending = append(a.pending, w)
 }
 

@@ -33,9 +33,9 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 }
 
 // TestBurstOfLargeWritesKeepsBlockSums: large writes that arrive together
-// are journaled as one batch of extent records whose checksums come from
-// the wire Reader, which reuses its buffer on every read; each write keeps
-// its own checksums (copied out with its data), so every block reads back
+// are journaled as one batch of extent records, each with its data copied
+// out of the wire Reader (which reuses its buffer on every read) and the
+// block checksums of its own record in the table, so every block reads back
 // with a matching checksum, also after a reopen replays the records.
 func TestBurstOfLargeWritesKeepsBlockSums(t *testing.T) {
 	fs := vfs.NewMem()

@@ -1,7 +1,6 @@
 package secondary
 
 import (
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -51,20 +50,14 @@ func newCopier(a *applier) *copier {
 	return c
 }
 
-// submit keeps w's data and block checksums in a buffer of its own (the
-// next read overwrites the Reader's), logs w in place and queues it.
+// submit keeps w's data in a buffer of its own (the next read overwrites
+// the Reader's), logs w in place and queues it.
 func (c *copier) submit(w journal.Write) error {
 	if err := c.failed(); err != nil {
 		return err
 	}
-	// Grown once to what the copy needs (appending the sums after the data
-	// regrew it, copying the data again, on a buffer's first copies).
-	buf := slices.Grow((<-c.free)[:0], len(w.Data)+len(w.BlockSums))
-	buf = append(append(buf, w.Data...), w.BlockSums...)
-	w.Data, w.BlockSums = buf[:len(w.Data):len(w.Data)], buf[len(w.Data):]
-	if len(w.BlockSums) == 0 {
-		w.BlockSums = nil
-	}
+	buf := append((<-c.free)[:0], w.Data...)
+	w.Data = buf
 	l, err := c.a.s.store.LogInPlace(w)
 	if err != nil {
 		c.free <- buf

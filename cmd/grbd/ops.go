@@ -60,8 +60,8 @@ func newVerifyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify --config FILE [--resync]",
 		Short: "Compare every block of the peers with the primary's",
-		Long: `Asks the primary to compare the CRC-32C of every 64 KiB chunk of the device on
-each connected peer with its own (online: chunks written during the pass are
+		Long: `Asks the primary to compare a hash (the block ID) of every 64 KiB chunk of the
+device on each connected peer with its own (online: chunks written during the pass are
 rechecked), and prints the out-of-sync regions. With --resync the primary
 rewrites those regions so the peers get them again. Exits 1 when regions are
 out of sync (and were not resynced) or a peer could not be verified.`,

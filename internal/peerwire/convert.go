@@ -10,30 +10,27 @@ import (
 	"github.com/grbd/grbd/journal"
 )
 
-// A Reader computes block checksums for the writes the journal writes in
-// place by default: a compile-time check that the two thresholds stay equal
-// (a negative constant does not convert to uint).
-const _ = uint(wire.BlockSumsMin-journal.DefaultInPlaceMin) + uint(journal.DefaultInPlaceMin-wire.BlockSumsMin)
-
 // WireWrite converts a journal record to its wire message, copying the data:
-// the caller's buffer is not retained. Its BlockSums are shared, not copied:
-// the caller must not reuse them. The message is shared, read-only, by
+// the caller's buffer is not retained. The message is shared, read-only, by
 // every peer queue.
 func WireWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 	w.Data = append([]byte(nil), w.Data...)
-	return ShippedWrite(w, epoch, fua)
+	return ShippedWrite(w, nil, epoch, fua)
 }
 
 // ShippedWrite is WireWrite without the copy of w.Data: the message holds
 // w.Data itself, which must not change until the message has been sent.
-func ShippedWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
+// blockSums, when not nil, are the CRC32C of each block of w.Data
+// (wire.Write.BlockSums: every peer's frame CRC is joined from them), shared,
+// not copied: the caller must not reuse them.
+func ShippedWrite(w journal.Write, blockSums []byte, epoch uint64, fua bool) wire.Message {
 	switch {
 	case w.Resize > 0:
 		return &wire.Resize{Seq: w.Seq, Epoch: epoch, Size: uint64(w.Resize)}
 	case w.ZeroLength > 0:
 		return &wire.Zero{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), Length: uint64(w.ZeroLength), FUA: fua}
 	}
-	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: w.Data, BlockSums: w.BlockSums}
+	return &wire.Write{Seq: w.Seq, Epoch: epoch, Offset: uint64(w.Offset), FUA: fua, Data: w.Data, BlockSums: blockSums}
 }
 
 // ClientWrite converts a client write or zeroing message to its journal
@@ -41,7 +38,7 @@ func ShippedWrite(w journal.Write, epoch uint64, fua bool) wire.Message {
 func ClientWrite(m wire.Message) (journal.Write, bool) {
 	switch m := m.(type) {
 	case *wire.Write:
-		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data, BlockSums: m.BlockSums}, true
+		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), Data: m.Data}, true
 	case *wire.Zero:
 		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Offset: int64(m.Offset), ZeroLength: int64(m.Length)}, true
 	}
@@ -57,7 +54,7 @@ func JournalWrite(m wire.Message, epoch uint64) (journal.Write, bool) {
 	}
 	switch m := m.(type) {
 	case *wire.ResyncData:
-		return journal.Write{Seq: m.AsOf, Epoch: epoch, Offset: int64(m.Offset), Data: m.Data, BlockSums: m.BlockSums}, true
+		return journal.Write{Seq: m.AsOf, Epoch: epoch, Offset: int64(m.Offset), Data: m.Data}, true
 	case *wire.Resize:
 		return journal.Write{Seq: m.Seq, Epoch: m.Epoch, Resize: int64(m.Size)}, true
 	}

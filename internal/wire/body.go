@@ -64,11 +64,10 @@ func encode[T any](c *codec, t Type, v *T, code func(*T, *codec)) {
 var errNil = errors.New("nil message")
 
 // decodeBody fills m (of type h.typ) from a checksummed body, using c;
-// sums are the block checksums checkCRC computed, or nil.
-func decodeBody(m Message, h header, body, sums []byte, c *codec) error {
+func decodeBody(m Message, h header, body []byte, c *codec) error {
 	// Field by field: c is the Reader's, and clearing all of it costs.
 	c.typ, c.flags, c.decoding, c.allowed, c.b, c.err = h.typ, h.flags, true, 0, body, nil
-	c.rawSums = sums
+	c.rawSums = nil
 	m.code(c)
 	if c.flags&^c.allowed != 0 {
 		c.fail(ErrMalformed, "flags %#04x, allowed %#04x", c.flags, c.allowed)

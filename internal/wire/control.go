@@ -68,9 +68,7 @@ func (m *ResyncRequest) code(c *codec) {
 //	| u64  | u64    |
 //
 // BlockSums is not sent; it is as Write's: the sender's block checksums of
-// Data (the frame's CRC is joined from them), and a Reader's, computed
-// while it checks the frame, on data of at least BlockSumsMin bytes on
-// whole blocks.
+// Data, which the frame's CRC is joined from (a Reader leaves it nil).
 type ResyncData struct {
 	AsOf      uint64
 	Offset    uint64

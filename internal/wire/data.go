@@ -36,9 +36,7 @@ const nackMaxCode = NackState
 // BlockSums is not sent. It holds the CRC32C of each 4 KiB block of Data
 // (little-endian uint32s, as crc32c.Blocks makes them) when the sender has
 // them, and the frame's CRC is then joined from them instead of read from
-// Data again: they must be Data's. A Reader sets them on every Write of at
-// least BlockSumsMin bytes on whole blocks (valid until its next read, like
-// Data), computed while it checks the frame.
+// Data again: they must be Data's. A Reader leaves it nil.
 type Write struct {
 	Seq, Epoch uint64
 	Offset     uint64
@@ -47,15 +45,13 @@ type Write struct {
 	BlockSums  []byte
 }
 
-// BlockSumsMin is the least Write data on whole 4 KiB blocks for which a
-// Reader computes BlockSums: the journal's default threshold for writes in
-// place (journal.DefaultInPlaceMin, pinned in internal/peerwire), whose
-// checksum table takes those checksums. With another journal.in-place-min
-// the sums still give the frame's CRC, so the data is still read once.
+// BlockSumsMin is the least data on whole 4 KiB blocks for which a sender
+// gains by computing BlockSums once for every peer's frame (or while the
+// data is in cache, as a resync source does) rather than letting each
+// frame's CRC read the data again.
 const BlockSumsMin = 64 << 10
 
-// BlockSummed reports whether Write data of n bytes gets BlockSums from a
-// Reader, so that a sender gains by computing them.
+// BlockSummed reports whether Write data of n bytes is worth BlockSums.
 func BlockSummed(n int) bool { return n >= BlockSumsMin && n%crc32c.BlockSize == 0 }
 
 // Type implements Message.
@@ -69,13 +65,12 @@ func (m *Write) code(c *codec) {
 	c.blockSums(m.Data, &m.BlockSums)
 }
 
-// blockSums codes the block checksums of data, which are not sent: decoding
-// they are the Reader's (checkCRC), encoding the sender's, which the frame's
-// CRC is then joined from.
+// blockSums codes the block checksums of data, which are not sent: the
+// sender's, which the frame's CRC is then joined from; none decoding.
 func (c *codec) blockSums(data []byte, sums *[]byte) {
 	switch {
 	case c.decoding:
-		*sums = c.rawSums
+		*sums = nil
 	case len(*sums) == 0:
 	case len(data)%crc32c.BlockSize != 0 || len(*sums) != 4*(len(data)/crc32c.BlockSize):
 		c.fail(ErrMalformed, "%d bytes of block sums for %d data bytes", len(*sums), len(data))

@@ -184,8 +184,8 @@ type plan struct {
 	buf   []byte
 	raw   []byte
 	sums  []uint32
-	// rawSums are the CRC32Cs of raw's blocks (Write.BlockSums): encoding,
-	// the frame's CRC is joined from them; decoding, the Reader's.
+	// rawSums are the CRC32Cs of raw's blocks (Write.BlockSums), when the
+	// sender has them: the frame's CRC is joined from them.
 	rawSums []byte
 }
 
@@ -314,36 +314,18 @@ func parseHeader(b []byte) (header, error) {
 	}, nil
 }
 
-// checkCRC verifies h against header bytes hdr[0:12] and body. The data of
-// a Write of at least BlockSumsMin bytes on whole blocks is checksummed per
-// block instead, into sums (appended to sums[:0] and returned; nil for
-// other frames), and the frame's CRC joined from those (the same value):
-// the receiver needs the block checksums anyway, so the data is read once.
-func checkCRC(h header, hdr, body, sums []byte) ([]byte, error) {
+// checkCRC verifies h against header bytes hdr[0:12] and body, in one pass.
+// (A Reader used to checksum large data block by block and hand the block
+// checksums to the journal; the journal's block checksums are block IDs
+// now, docs/journal.md, "Block IDs", so nothing on the receiving side needs
+// them.)
+func checkCRC(h header, hdr, body []byte) error {
 	c := crc32.Update(0, crc32c.Table, hdr[:offCRC])
-	if fixed, ok := summedFixed(h.typ); ok && BlockSummed(len(body)-fixed) {
-		sums = crc32c.Blocks(sums[:0], body[fixed:])
-		c = crc32c.Extend(crc32.Update(c, crc32c.Table, body[:fixed]), sums)
-	} else {
-		sums = nil
-		c = crc32.Update(c, crc32c.Table, body)
-	}
+	c = crc32.Update(c, crc32c.Table, body)
 	if c != h.crc {
-		return nil, fmt.Errorf("wire: %v frame crc %#08x, computed %#08x: %w", h.typ, h.crc, c, ErrChecksum)
+		return fmt.Errorf("wire: %v frame crc %#08x, computed %#08x: %w", h.typ, h.crc, c, ErrChecksum)
 	}
-	return sums, nil
-}
-
-// summedFixed says whether a Reader computes the block checksums of typ's
-// data (Write, ResyncData), and the length of the fields before the data.
-func summedFixed(typ Type) (int, bool) {
-	switch typ {
-	case TypeWrite:
-		return writeFixed, true
-	case TypeResyncData:
-		return resyncDataFixed, true
-	}
-	return 0, false
+	return nil
 }
 
 // AppendFrame appends m's frame to dst and returns the extended slice. It is
@@ -388,15 +370,14 @@ func DecodeFrame(b []byte) (Message, int, error) {
 		return nil, 0, fmt.Errorf("wire: %d of %d frame bytes: %w", len(b), end, ErrShort)
 	}
 	body := b[HeaderSize:end:end]
-	sums, err := checkCRC(h, b, body, nil)
-	if err != nil {
+	if err := checkCRC(h, b, body); err != nil {
 		return nil, 0, err
 	}
 	m := newMessage(h.typ)
 	if m == nil {
 		return nil, 0, fmt.Errorf("wire: type %d: %w", uint8(h.typ), ErrUnknownType)
 	}
-	if err := decodeBody(m, h, body, sums, new(codec)); err != nil {
+	if err := decodeBody(m, h, body, new(codec)); err != nil {
 		return nil, 0, err
 	}
 	return m, end, nil

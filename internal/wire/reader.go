@@ -15,16 +15,13 @@ import (
 // as its bytes arrive rather than as announced, and is kept for the Reader's
 // life.
 type Reader struct {
-	br   *bufio.Reader
-	hdr  [HeaderSize]byte
-	body []byte
-	// blockSums: a large Write's block checksums (Write.BlockSums), kept
-	// for reuse like body.
-	blockSums []byte
-	limit     int   // largest body accepted; 0 means MaxBody
-	err       error // sticky: the stream position is unknown after any error
-	msgs      slots
-	codec     codec // decodes every body: a fresh one would escape through the Message interface, an allocation per read
+	br    *bufio.Reader
+	hdr   [HeaderSize]byte
+	body  []byte
+	limit int   // largest body accepted; 0 means MaxBody
+	err   error // sticky: the stream position is unknown after any error
+	msgs  slots
+	codec codec // decodes every body: a fresh one would escape through the Message interface, an allocation per read
 }
 
 // slots holds the reused message values.
@@ -195,18 +192,14 @@ func (r *Reader) read() (Message, error) {
 	if err != nil {
 		return nil, readErr(h.typ.String()+" body", len(body), h.length, err)
 	}
-	sums, err := checkCRC(h, r.hdr[:], body, r.blockSums)
-	if err != nil {
+	if err := checkCRC(h, r.hdr[:], body); err != nil {
 		return nil, err
-	}
-	if sums != nil {
-		r.blockSums = sums
 	}
 	m := r.msgs.get(h.typ)
 	if m == nil {
 		return nil, fmt.Errorf("wire: type %d: %w", uint8(h.typ), ErrUnknownType)
 	}
-	if err := decodeBody(m, h, body, sums, &r.codec); err != nil {
+	if err := decodeBody(m, h, body, &r.codec); err != nil {
 		return nil, err
 	}
 	return m, nil
