@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -221,6 +222,37 @@ func FlipDataBit(dataDir string, off, n int64, rng *rand.Rand) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("data.img bit %d of byte %d", bit, at), nil
+}
+
+// MisdirectBlock copies the n bytes of data.img at from over those at to
+// (a write the disk put in the wrong place, or an older block it left
+// behind): the damage a CRC-32C table cannot see when both blocks end in
+// their own CRC-32C, as every workload block does (block.go). It does
+// nothing, and returns false, when the two hold the same bytes.
+func MisdirectBlock(dataDir string, to, from, n int64) (bool, error) {
+	path := filepath.Join(dataDir, dataImage)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return false, fmt.Errorf("chaos: misdirect block: %w", err)
+	}
+	defer f.Close()
+	b, old := make([]byte, n), make([]byte, n)
+	if _, err := f.ReadAt(b, from); err != nil {
+		return false, fmt.Errorf("chaos: misdirect block of %s at %d: %w", path, from, err)
+	}
+	if _, err := f.ReadAt(old, to); err != nil {
+		return false, fmt.Errorf("chaos: misdirect block of %s to %d: %w", path, to, err)
+	}
+	if bytes.Equal(b, old) {
+		return false, nil
+	}
+	if _, err := f.WriteAt(b, to); err != nil {
+		return false, fmt.Errorf("chaos: misdirect block of %s to %d: %w", path, to, err)
+	}
+	if err := f.Sync(); err != nil {
+		return false, fmt.Errorf("chaos: misdirect block: %w", err)
+	}
+	return true, nil
 }
 
 func flipBit(path string, off int64, bit uint) error {

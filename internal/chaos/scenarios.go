@@ -23,7 +23,7 @@ func Scenarios() []Scenario {
 			Shape: Shape{DataNodes: 1}, Inject: injectTornTail},
 		{Name: "single-journal-bitflip", Doc: "flip a bit in a synced journal record: the node must refuse to start; undone, it starts with nothing lost. A flip in the unsynced tail is cut (or refused), never applied",
 			Shape: Shape{DataNodes: 1}, Inject: injectJournalBitFlip},
-		{Name: "single-data-bitflip", Doc: "flip bits in data.img blocks of a cleanly stopped node: with no peer to repair them, reads of those blocks must fail (EIO), never return the bad bytes",
+		{Name: "single-data-bitflip", Doc: "flip bits in data.img blocks of a cleanly stopped node, or copy another written block over them (a misdirected write: a whole block that ends in its own CRC-32C): with no peer to repair them, reads of those blocks must fail (EIO), never return the bad bytes",
 			Shape: Shape{DataNodes: 1}, Inject: injectDataBitFlip},
 		{Name: "single-disk-full", Doc: "fill the node's filesystem under load, then free it: writes may fail, nothing acknowledged may be lost, service resumes (after a restart if the store failed)",
 			Shape: Shape{DataNodes: 1, TmpfsData: "n0"}, Needs: NeedRoot, Inject: injectDiskFull},
@@ -47,7 +47,7 @@ func Scenarios() []Scenario {
 			Shape: quorumShape(), Needs: NeedFailover, Inject: injectStallCrash},
 		{Name: "failover-isolate-primary", Doc: "2 data + witness: partition the primary from both others: it fences (EIO), the other side takes over; heal: one primary, data identical",
 			Shape: quorumShape(), Needs: NeedFailover | NeedNft, Inject: injectIsolatePrimary},
-		{Name: "failover-data-bitflip-repair", Doc: "2 data + witness: flip bits in data.img blocks of the cleanly stopped secondary, restart it, make it primary (stop the old one cleanly), bring the old one back: every flipped block reads back right, repaired from the peer",
+		{Name: "failover-data-bitflip-repair", Doc: "2 data + witness: flip bits in data.img blocks of the cleanly stopped secondary, or copy another written block over them (a misdirected write), restart it, make it primary (stop the old one cleanly), bring the old one back: every damaged block reads back right, repaired from the peer",
 			Shape: quorumShape(), Needs: NeedFailover, Inject: injectBitFlipRepair},
 		{Name: "failover-disk-full-primary", Doc: "2 data + witness: fill the primary's filesystem under load: its disk fails, it gives the role back and the secondary serves within seconds with nothing lost; free the disk, restart it: it catches up",
 			Shape: diskShape(false), Needs: NeedFailover | NeedRoot, Inject: injectDiskFailure(rolePrimary, false)},
@@ -290,6 +290,25 @@ func injectJournalBitFlip(ctx context.Context, r *Run) error {
 	return nil
 }
 
+// damageBlock damages a written block of data.img in dataDir: the i-th
+// damage of a round flips a bit when i is even, and copies another written
+// block over it when i is odd (a misdirected or lost write, which leaves a
+// whole valid-looking block: the check must be on what the block is, not
+// only on whether it is intact). It returns the block and what it did.
+func (r *Run) damageBlock(dataDir string, i int) (int, string, error) {
+	b := r.writtenBlock()
+	if i%2 == 1 {
+		if other := r.writtenBlock(); other != b {
+			done, err := MisdirectBlock(dataDir, r.W.Offset(b), r.W.Offset(other), BlockSize)
+			if err != nil || done {
+				return b, fmt.Sprintf("block %d's bytes copied over it (a misdirected write)", other), err
+			}
+		}
+	}
+	what, err := FlipDataBit(dataDir, r.W.Offset(b), BlockSize, r.Rand)
+	return b, what, err
+}
+
 // writtenBlock picks a register that holds an acknowledged write (any one
 // when none does): a flipped bit in a block never written is no damage a
 // replica could repair.
@@ -318,9 +337,8 @@ func injectDataBitFlip(ctx context.Context, r *Run) error {
 	if err := r.C.Stop(ctx, node.Name); err != nil {
 		return err
 	}
-	for range 4 {
-		b := r.writtenBlock()
-		what, err := FlipDataBit(node.DataDir, r.W.Offset(b), BlockSize, r.Rand)
+	for i := range 4 {
+		b, what, err := r.damageBlock(node.DataDir, i)
 		if err != nil {
 			return err
 		}

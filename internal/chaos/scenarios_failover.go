@@ -204,10 +204,11 @@ func (c *Cluster) WaitPrimaryAmong(ctx context.Context, members []*Member) (stri
 	}
 }
 
-// injectBitFlipRepair damages blocks of the secondary while it is stopped,
-// then makes it the primary with the old primary back as its UpToDate
-// peer: the verification reads must return every block right, each flipped
-// one repaired from the peer (the new primary's status counts them).
+// injectBitFlipRepair damages blocks of the secondary while it is stopped
+// (bit flips and misdirected writes: damageBlock), then makes it the
+// primary with the old primary back as its UpToDate peer: the verification
+// reads must return every block right, each damaged one repaired from the
+// peer (the new primary's status counts them).
 func injectBitFlipRepair(ctx context.Context, r *Run) error {
 	prim, sec, err := r.pair(ctx)
 	if err != nil {
@@ -222,9 +223,8 @@ func injectBitFlipRepair(ctx context.Context, r *Run) error {
 		return err
 	}
 	flipped := map[int]bool{}
-	for range 4 {
-		b := r.writtenBlock()
-		what, err := FlipDataBit(r.C.Member(sec).DataDir, r.W.Offset(b), BlockSize, r.Rand)
+	for i := range 4 {
+		b, what, err := r.damageBlock(r.C.Member(sec).DataDir, i)
 		if err != nil {
 			return err
 		}
@@ -263,10 +263,10 @@ func injectBitFlipRepair(ctx context.Context, r *Run) error {
 	if err != nil {
 		return err
 	}
-	r.Note("%s: %d checksum errors, %d blocks repaired, %d unrepaired (%d blocks flipped)",
+	r.Note("%s: %d checksum errors, %d blocks repaired, %d unrepaired (%d blocks damaged)",
 		sec, st.Checksums.Errors, st.Checksums.Repaired, st.Checksums.Unrepaired, len(flipped))
 	if st.Checksums.Repaired != uint64(len(flipped)) || st.Checksums.Unrepaired != 0 {
-		r.Anomaly("%d blocks flipped, %d repaired, %d unrepaired", len(flipped), st.Checksums.Repaired, st.Checksums.Unrepaired)
+		r.Anomaly("%d blocks damaged, %d repaired, %d unrepaired", len(flipped), st.Checksums.Repaired, st.Checksums.Unrepaired)
 	}
 	return nil
 }
