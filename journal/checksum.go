@@ -15,11 +15,10 @@ import (
 
 // Block checksums (docs/journal.md, "Block checksums"). The store keeps the
 // block ID (internal/blockid) of every SumBlockSize block of the data file
-// in memory: apply
-// updates it after every data-file write, ReadAt checks every block it
-// returns against it, and a block that fails is reported as a
-// *ChecksumError, never returned as data. The table is saved in data.sum by
-// a clean Close and rebuilt from the data file after anything else.
+// in memory: apply updates it after every data-file write, ReadAt checks
+// every block it returns against it, and a block that fails is reported as
+// a *ChecksumError, never returned as data. The table is saved in data.sum
+// by a clean Close and rebuilt from the data file after anything else.
 
 // SumBlockSize is the checksum granularity: a read of one corrupt byte
 // fails the whole block around it.
