@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -298,8 +299,7 @@ func (j *Journal) writeLogged(buf []byte, ws []Write, placed []bool, out []Logge
 			j.extentBytes += int64(len(w.Data))
 			// The checksum table takes the record's block IDs: Data is
 			// not hashed again. Copied: buf is reused by the next batch.
-			ids := buf[pos+RecordHeaderSize:][:4*len(w.Data)/SumBlockSize]
-			sums = append(make([]byte, 0, len(ids)), ids...)
+			sums = bytes.Clone(buf[pos+RecordHeaderSize:][:4*len(w.Data)/SumBlockSize])
 		}
 		pos += n
 		seg.size += n

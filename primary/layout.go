@@ -40,8 +40,8 @@ type peerLayout interface {
 	// clearHead is what the peer must hold before its Clear if it catches
 	// up now, the primary's journal ending at last.
 	clearHead(last uint64) uint64
-	// sums is the block ID (ChunkSums) of each VerifyChunk of the peer's store range
-	// [off, off+length) as this primary's copy says it must be.
+	// sums is the block ID (ChunkSums) of each VerifyChunk of the peer's
+	// store range [off, off+length) as this primary's copy says it must be.
 	sums(read ec.ReadFunc, off, length uint64) ([]uint32, error)
 }
 

@@ -83,6 +83,10 @@ type Side struct {
 	inflight map[uint64]inflightWrite
 
 	links []*link // fixed after start
+	// fullCopies: some peer keeps a full copy (a mirror, not a shard), so
+	// the block CRCs of a large write are worth computing for its frame.
+	// Fixed after start.
+	fullCopies bool
 
 	tr        Transport
 	ctl       PeerControl
@@ -135,6 +139,8 @@ func (p *Side) AddPeer(name string, shard int) {
 	l := newLink(p, name)
 	if shard >= 0 {
 		l.shard, l.layout = shard, shardLayout{l: l, shard: shard}
+	} else {
+		p.fullCopies = true
 	}
 	p.links = append(p.links, l)
 }

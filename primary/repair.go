@@ -12,16 +12,16 @@ import (
 )
 
 // Block repair (docs/replication.md, "Block checksums and repair"). The
-// journal checks every block it reads against its checksum (its block ID). When a block of
-// the primary fails, the primary asks an UpToDate peer for its copy
-// (wire.BlockRequest on an admin stream), checks that the copy holds every
-// write the primary logged to that block, and writes it back through the
-// normal write path: the repair is journaled and replicated like any write,
-// and the client's read is retried. A block no peer can supply fails the
-// read with EIO; it is never returned as data. Erasure-code shard peers
-// hold no copy of the device's bytes: a corrupt block of an EC primary is
-// not repaired (decoding it from K shards is future work) and fails its
-// reads.
+// journal checks every block it reads against its checksum (its block ID).
+// When a block of the primary fails, the primary asks an UpToDate peer for
+// its copy (wire.BlockRequest on an admin stream), checks that the copy
+// holds every write the primary logged to that block, and writes it back
+// through the normal write path: the repair is journaled and replicated
+// like any write, and the client's read is retried. A block no peer can
+// supply fails the read with EIO; it is never returned as data.
+// Erasure-code shard peers hold no copy of the device's bytes: a corrupt
+// block of an EC primary is not repaired (decoding it from K shards is
+// future work) and fails its reads.
 
 // ErrUnrepairable reports a corrupt block that no UpToDate peer could
 // supply: the read fails.

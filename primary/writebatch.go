@@ -75,7 +75,7 @@ func (p *Side) write(w journal.Write, fua bool, owned *sharedBuf) error {
 		return nil
 	}
 	var sums []byte
-	if n := len(w.Data); wire.BlockSummed(n) && len(p.links) > 0 {
+	if n := len(w.Data); wire.BlockSummed(n) && p.fullCopies {
 		// Once, here in the client's goroutine: every peer's frame CRC is
 		// joined from them. Never reused: queued wire messages share them.
 		sums = crc32c.Blocks(make([]byte, 0, 4*(n/crc32c.BlockSize)), w.Data)

@@ -222,13 +222,13 @@ func injectBitFlipRepair(ctx context.Context, r *Run) error {
 	if err := r.C.Stop(ctx, sec); err != nil {
 		return err
 	}
-	flipped := map[int]bool{}
+	damaged := map[int]bool{}
 	for i := range 4 {
 		b, what, err := r.damageBlock(r.C.Member(sec).DataDir, i)
 		if err != nil {
 			return err
 		}
-		flipped[b] = true
+		damaged[b] = true
 		r.C.Events().Add(EvBitFlip, sec, "block %d: %s", b, what)
 	}
 	if err := r.C.Start(ctx, sec); err != nil {
@@ -264,9 +264,9 @@ func injectBitFlipRepair(ctx context.Context, r *Run) error {
 		return err
 	}
 	r.Note("%s: %d checksum errors, %d blocks repaired, %d unrepaired (%d blocks damaged)",
-		sec, st.Checksums.Errors, st.Checksums.Repaired, st.Checksums.Unrepaired, len(flipped))
-	if st.Checksums.Repaired != uint64(len(flipped)) || st.Checksums.Unrepaired != 0 {
-		r.Anomaly("%d blocks damaged, %d repaired, %d unrepaired", len(flipped), st.Checksums.Repaired, st.Checksums.Unrepaired)
+		sec, st.Checksums.Errors, st.Checksums.Repaired, st.Checksums.Unrepaired, len(damaged))
+	if st.Checksums.Repaired != uint64(len(damaged)) || st.Checksums.Unrepaired != 0 {
+		r.Anomaly("%d blocks damaged, %d repaired, %d unrepaired", len(damaged), st.Checksums.Repaired, st.Checksums.Unrepaired)
 	}
 	return nil
 }
