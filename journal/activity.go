@@ -71,6 +71,7 @@ type activity struct {
 type actEntry struct {
 	seq       uint64 // the highest seq applied into it
 	used      uint64 // the clock at its last write: eviction takes the oldest
+	pin       uint64 // an in-place write's: the data.sum save it waits for (sumFile.done)
 	committed bool   // a transaction holding it is durable
 }
 
@@ -180,6 +181,23 @@ func (j *Journal) createActFile(path string) (vfs.File, error) {
 	return f, nil
 }
 
+// readActivityLog reads the newest usable activity log of the store's two
+// files, or nil for none (before openActivity, which writes them).
+func (j *Journal) readActivityLog() *actLog {
+	var best *actLog
+	for _, name := range actNames {
+		f, err := j.fs.OpenFile(filepath.Join(j.dir, name), os.O_RDONLY, 0)
+		if err != nil {
+			continue
+		}
+		if l, _ := j.readAct(f); l != nil && (best == nil || l.gen > best.gen) {
+			best = l
+		}
+		_ = f.Close()
+	}
+	return best
+}
+
 // readAct decodes one activity log file, or says why it cannot be used
 // ("" for an empty file).
 func (j *Journal) readAct(f vfs.File) (*actLog, string) {
@@ -215,8 +233,11 @@ func mergeExtentNums(a, b []uint32) []uint32 {
 
 // activate returns once the extents of [off, end) are in the activity log
 // on disk, and records seq as applied into them. A write's data-file write
-// must not start before.
-func (j *Journal) activate(seq uint64, off, end int64) error {
+// must not start before. inPlace (a write without a record, which replay
+// cannot re-apply) also pins the extents until a data.sum save that
+// started after now has completed: till then only the log tells Open that
+// data.sum may be stale there.
+func (j *Journal) activate(seq uint64, off, end int64, inPlace bool) error {
 	if end <= off || plantedNoActivityLog {
 		return nil
 	}
@@ -233,6 +254,9 @@ func (j *Journal) activate(seq uint64, off, end int64) error {
 			a.hot[x] = e
 		}
 		e.seq, e.used = max(e.seq, seq), a.clock
+		if inPlace {
+			e.pin = max(e.pin, j.sumf.started.Load()+1)
+		}
 		pending = pending || !e.committed
 	}
 	j.lookAheadLocked(last)
@@ -333,10 +357,10 @@ func (j *Journal) evictActLocked() {
 	if len(a.hot) <= a.max {
 		return
 	}
-	durable := j.durable.Load()
+	durable, saved := j.durable.Load(), j.sumf.done.Load()
 	var old []uint32
 	for x, e := range a.hot {
-		if e.committed && e.seq <= durable {
+		if e.committed && e.seq <= durable && e.pin <= saved {
 			old = append(old, x)
 		}
 	}

@@ -124,7 +124,7 @@ func (j *Journal) applyLogged(l Logged, inPlace bool) error {
 	off, end := l.Offset, l.Offset+int64(len(l.Data))+l.ZeroLength
 	// The activity log first: a crash must find every data.img byte that
 	// no durable record explains inside a logged extent.
-	err := j.activate(l.Seq, off, end)
+	err := j.activate(l.Seq, off, end, inPlace)
 	j.applyMu.Lock()
 	for j.overlapsBefore(l.ticket, off, end) {
 		j.applyCond.Wait()

@@ -17,8 +17,8 @@ import (
 // block ID (internal/blockid) of every SumBlockSize block of the data file
 // in memory: apply updates it after every data-file write, ReadAt checks
 // every block it returns against it, and a block that fails is reported as
-// a *ChecksumError, never returned as data. The table is saved in data.sum
-// by a clean Close and rebuilt from the data file after anything else.
+// a *ChecksumError, never returned as data. The table is kept in data.sum
+// (sumfile.go, sumstore.go), so that it outlives a crash too.
 
 // SumBlockSize is the checksum granularity: a read of one corrupt byte
 // fails the whole block around it.
@@ -115,6 +115,14 @@ func (t *sumTable) set(b int64, v uint32) {
 	c := t.chunk(b)
 	atomic.StoreUint32(&c.sums[b%sumChunkBlocks], v)
 	atomic.AddUint32(c.genOf(b), 1)
+}
+
+// gensInto appends the change counters of the first blocks blocks.
+func (t *sumTable) gensInto(dst []uint32, blocks int64) []uint32 {
+	for b := int64(0); b < blocks; b += sumGenBlocks {
+		dst = append(dst, t.gen(b))
+	}
+	return dst
 }
 
 // gen is block b's change counter: it moves with every set of b (and of

@@ -113,7 +113,9 @@ func TestChecksumFileDamage(t *testing.T) {
 		damage func(b []byte) []byte
 	}{
 		{"header bit", func(b []byte) []byte { b[13] ^= 1; return b }},
-		{"body bit", func(b []byte) []byte { b[sumHeaderSize+8] ^= 1; return b }},
+		{"page bit", func(b []byte) []byte { b[sumPageSize+8] ^= 1; return b }},
+		{"page index", func(b []byte) []byte { return resealPage(b, sumPageTrailer, 1) }},
+		{"page of another store", func(b []byte) []byte { return resealPage(b, sumPageTrailer+8, 12345) }},
 		{"truncated", func(b []byte) []byte { return b[:len(b)-4] }},
 		{"empty", func([]byte) []byte { return nil }},
 		{"version", func(b []byte) []byte { b[4] = 9; return b }},
@@ -132,6 +134,15 @@ func TestChecksumFileDamage(t *testing.T) {
 			require.Equal(t, fill(2*SumBlockSize, 5), p)
 		})
 	}
+}
+
+// resealPage sets the u64 at off of data.sum's first page to v and makes
+// the page's CRC match again.
+func resealPage(b []byte, off int, v uint64) []byte {
+	page := b[sumPageSize : 2*sumPageSize]
+	le.PutUint64(page[off:], v)
+	le.PutUint32(page[sumPageSize-4:], crc32.Checksum(page[:sumPageSize-4], crc32c.Table))
+	return b
 }
 
 // Readers racing writers to the same blocks (aligned and not) never see a
@@ -214,6 +225,24 @@ func TestChecksumGrow(t *testing.T) {
 	require.Equal(t, fill(100, 6), p[testDev+SumBlockSize:testDev+SumBlockSize+100])
 	flipBit(t, fs, testDev+3*SumBlockSize)
 	require.ErrorIs(t, j.ReadAt(p, 0), ErrChecksum)
+}
+
+// encodeSums encodes blocks entries of t as an earlier build's whole-file
+// data.sum (version 2) with the store's salt.
+func encodeSums(t *sumTable, blocks int64, salt uint64) []byte {
+	b := make([]byte, sumHeaderSize+4*blocks)
+	body := b[sumHeaderSize:]
+	for i := int64(0); i < blocks; i++ {
+		le.PutUint32(body[4*i:], t.get(i))
+	}
+	le.PutUint32(b[0:], sumMagic)
+	b[4] = sumVersionIDs
+	le.PutUint32(b[8:], SumBlockSize)
+	le.PutUint64(b[12:], uint64(blocks))
+	le.PutUint64(b[20:], salt)
+	le.PutUint32(b[28:], crc32.Checksum(body, crc32c.Table))
+	le.PutUint32(b[32:], crc32.Checksum(b[:32], crc32c.Table))
+	return b
 }
 
 func TestDecodeSumsErrors(t *testing.T) {

@@ -31,24 +31,47 @@ const powerLossSeeds = 150
 //     acknowledged as durable): see sectorExplained.
 //
 // TestPowerLossExtents runs the same with extent records (writes in place).
-func TestPowerLoss(t *testing.T) { powerLossSeedsRun(t, false) }
+//
+// TestPowerLossPages runs it on a device of several data.sum pages, writes
+// spread over them, so that Open takes most pages from data.sum (the
+// others' devices are one page, always re-read): a page a checkpoint failed
+// to save fails the read of the whole device.
+func TestPowerLoss(t *testing.T) { powerLossSeedsRun(t, powerLossCase{dev: testDev}, powerLossSeeds) }
 
-func TestPowerLossExtents(t *testing.T) { powerLossSeedsRun(t, true) }
+func TestPowerLossExtents(t *testing.T) {
+	powerLossSeedsRun(t, powerLossCase{dev: testDev, extents: true}, powerLossSeeds)
+}
+
+func TestPowerLossPages(t *testing.T) {
+	powerLossSeedsRun(t, powerLossCase{dev: 4 * sumPageBlocks * SumBlockSize, extents: true, pages: true}, powerLossSeeds/3)
+}
+
+// powerLossCase is a variant of the power-loss harness.
+type powerLossCase struct {
+	dev     int64
+	extents bool // extent records too
+	pages   bool // writes spread over data.sum's pages
+}
 
 // powerLossSeedsRun runs the seeds in parallel and requires that some of
 // them crashed a journal that had reused segment files (segfile.go), so
 // that the harness covers reuse.
-func powerLossSeedsRun(t *testing.T, extents bool) {
-	var reused atomic.Uint64
+func powerLossSeedsRun(t *testing.T, c powerLossCase, seeds int) {
+	var reused, fromFile atomic.Uint64
 	t.Run("seeds", func(t *testing.T) {
-		for seed := range uint64(racetest.Sample(powerLossSeeds)) {
+		for seed := range uint64(racetest.Sample(seeds)) {
 			t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 				t.Parallel()
-				reused.Add(powerLoss(t, seed, extents))
+				r, f := powerLoss(t, seed, c)
+				reused.Add(r)
+				fromFile.Add(f)
 			})
 		}
 	})
 	require.NotZero(t, reused.Load(), "no seed reused a segment file")
+	if c.pages {
+		require.NotZero(t, fromFile.Load(), "no seed took a page with data from data.sum")
+	}
 }
 
 // histWrite is a write as the journal logged it.
@@ -57,16 +80,23 @@ type histWrite struct {
 	inPlace bool
 }
 
-// powerLoss returns how many segment files the crashed journal had reused.
-func powerLoss(t *testing.T, seed uint64, extents bool) uint64 {
+// powerLoss returns how many segment files the crashed journal had reused
+// and how many pages holding written blocks the recovered one took from
+// data.sum.
+func powerLoss(t *testing.T, seed uint64, c powerLossCase) (reused, fromFile uint64) {
 	rng := rand.New(rand.NewPCG(seed, 42))
 	mem := vfs.NewMem()
 	o := testOptions(mem)
+	o.DeviceSize = c.dev
 	o.SegmentSize, o.MaxSize = 8<<10, 32<<10 // rotations, checkpoints, backpressure
-	gen := randWrite
-	if extents {
-		o.InPlaceMin = SumBlockSize
+	gen := func(rng *rand.Rand) Write { return randWriteIn(rng, c.dev) }
+	if c.pages {
+		gen = func(rng *rand.Rand) Write { return spread(randWriteBlocks(rng), c.dev, rng) }
+	} else if c.extents {
 		gen = randWriteBlocks
+	}
+	if c.extents {
+		o.InPlaceMin = SumBlockSize
 	}
 	// An activity log of 4 KiB extents, three hot, looking one ahead:
 	// transactions and evictions all the time.
@@ -154,7 +184,7 @@ func powerLoss(t *testing.T, seed uint64, extents bool) uint64 {
 	crashed := mem.CrashClone(rng)
 	close(stop)
 	j.closeNoCheckpoint()
-	reused := j.reused.Load()
+	reused = j.reused.Load()
 	wg.Wait()
 	histMu.Lock()
 	defer histMu.Unlock()
@@ -169,7 +199,7 @@ func powerLoss(t *testing.T, seed uint64, extents bool) uint64 {
 	require.Equal(t, last, j2.DurableSeq())
 
 	// The model of the recovered prefix, and what lost writes may have left.
-	m := newModel()
+	m := newModelOf(c.dev)
 	for s := uint64(1); s <= last; s++ {
 		w, ok := hist[s]
 		require.True(t, ok, "recovered seq %d was never appended", s)
@@ -201,10 +231,10 @@ func powerLoss(t *testing.T, seed uint64, extents bool) uint64 {
 
 	// What a sector may hold besides the model: see sectorExplained.
 	certain := max(ack, j2.Stats().CheckpointSeq)
-	dev := make([]byte, testDev)
-	require.NoError(t, j2.ReadAt(dev, 0))
+	dev := make([]byte, c.dev)
+	require.NoError(t, j2.ReadAt(dev, 0), "a false checksum error: a page of data.sum older than its blocks")
 	suspects := j2.Suspects()
-	for s := 0; s < testDev; s += 512 {
+	for s := 0; s < int(c.dev); s += 512 {
 		got := dev[s : s+512]
 		if bytes.Equal(got, m.data[s:s+512]) {
 			continue
@@ -219,7 +249,23 @@ func powerLoss(t *testing.T, seed uint64, extents bool) uint64 {
 	seq, err := j2.Append(Write{Data: []byte("after the crash")})
 	require.NoError(t, err)
 	require.NoError(t, j2.Sync(seq))
-	return reused
+	return reused, j2.sumf.fromFile
+}
+
+// spread moves a write of the first 64 KiB to the same place in one of the
+// device's 64 KiB pieces that start a data.sum page or end one.
+func spread(w Write, dev int64, rng *rand.Rand) Write {
+	const piece = 64 << 10
+	var starts []int64
+	for p := int64(0); p*sumPageBlocks*SumBlockSize < dev; p++ {
+		at := p * sumPageBlocks * SumBlockSize
+		starts = append(starts, at, min(dev, at+sumPageBlocks*SumBlockSize)-piece)
+	}
+	w.Offset = w.Offset%piece + starts[rng.IntN(len(starts))]
+	if w.Offset+int64(len(w.Data))+w.ZeroLength > dev {
+		w.Offset = dev - int64(len(w.Data)) - w.ZeroLength
+	}
+	return w
 }
 
 // sectorExplained reports whether a power loss may leave got in the sector

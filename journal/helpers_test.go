@@ -86,8 +86,11 @@ type model struct {
 	regions []uint64
 }
 
-func newModel() *model {
-	return &model{data: make([]byte, testDev), regions: make([]uint64, testDev/testRegion)}
+func newModel() *model { return newModelOf(testDev) }
+
+// newModelOf is a model of a device of dev bytes.
+func newModelOf(dev int64) *model {
+	return &model{data: make([]byte, dev), regions: make([]uint64, dev/testRegion)}
 }
 
 func (m *model) apply(w Write) {
@@ -136,9 +139,12 @@ func requireModel(t *testing.T, j *Journal, m *model) {
 }
 
 // randWrite returns a sector-aligned write: data (mostly) or zeroes.
-func randWrite(rng *rand.Rand) Write {
+func randWrite(rng *rand.Rand) Write { return randWriteIn(rng, testDev) }
+
+// randWriteIn is randWrite on a device of dev bytes.
+func randWriteIn(rng *rand.Rand, dev int64) Write {
 	sectors := 1 + rng.IntN(16)
-	off := int64(rng.IntN(testDev/512-sectors+1)) * 512
+	off := int64(rng.IntN(int(dev)/512-sectors+1)) * 512
 	if rng.IntN(8) == 0 {
 		return Write{Offset: off, ZeroLength: int64(sectors) * 512}
 	}

@@ -131,8 +131,10 @@ type Journal struct {
 	imageSynced     atomic.Uint64         // every extent record <= it has its data durable in data.img
 	extentBlocks    map[int64]extentBlock // Open only: for verifyExtents
 	torn            []extent.Extent       // Open only: blocks of extent records without their data
+	touched         []extent.Extent       // Open only: the ranges replay wrote (or grew)
 
 	sums           *sumTable // nil until Open has replayed; then set once
+	sumf           sumFile   // data.sum (sumstore.go)
 	openedClean    bool      // created, or the last run closed cleanly
 	act            activity
 	checksumErrors atomic.Uint64
@@ -242,6 +244,7 @@ func Open(opts Options) (*Journal, error) {
 	j.spaceCond.L = &j.mu
 	j.applyCond.L = &j.applyMu
 	j.syncCond.L = &j.smu
+	j.act.extent = cmp.Or(opts.activityExtentSize, ActivityExtentSize) // setupSums reads the log
 	err := j.open(opts.DeviceSize, opts.RegionSize)
 	if err == nil {
 		err = j.openActivity(j.openedClean, opts.ActivityExtents, cmp.Or(opts.activityExtentSize, ActivityExtentSize),
@@ -365,10 +368,14 @@ func (j *Journal) create(deviceSize, wantRegion int64) error {
 		}
 	}
 	seg.dirSynced = true
+	blocks := (deviceSize + SumBlockSize - 1) / SumBlockSize
+	j.sums = newSumTable(blocks)
+	if err := j.writeSumFile(filepath.Join(j.dir, sumName), blocks); err != nil {
+		return err
+	}
 	if _, err := j.writeMeta(encodeMeta(nil, &meta{deviceSize: deviceSize, regionSize: rs, salt: j.salt, regions: j.regions})); err != nil {
 		return err
 	}
-	j.sums = newSumTable((deviceSize + SumBlockSize - 1) / SumBlockSize)
 	j.openedClean = true
 	j.log.Info("journal: created store", "dir", j.dir, "device_size", deviceSize, "region_size", rs)
 	return nil
@@ -481,8 +488,8 @@ func (j *Journal) closeNoCheckpoint() {
 	j.shutdown(false)
 }
 
-// shutdown closes the store; clean (a checkpoint covered every write)
-// saves the block checksums for the next Open.
+// shutdown closes the store; clean (a checkpoint covered every write and
+// saved the block checksums) tells the next Open so.
 func (j *Journal) shutdown(clean bool) {
 	j.ckMu.Lock() // waits for a checkpoint a caller started concurrently
 	j.ckClosed = true
@@ -502,12 +509,10 @@ func (j *Journal) shutdown(clean bool) {
 	j.life.Lock()
 	j.lifeClosed = true
 	j.life.Unlock()
+	// data.sum first: once the log has no hot extent, only data.sum
+	// vouches for the blocks.
+	j.closeSums(clean && j.failed() == nil)
 	j.closeActivity(clean && j.failed() == nil)
-	if clean && j.failed() == nil {
-		if err := j.saveSums(); err != nil {
-			j.log.Warn("journal: the next Open rebuilds the block checksums", "err", err)
-		}
-	}
 	j.closeFiles(true)
 }
 
@@ -518,6 +523,7 @@ func (j *Journal) shutdown(clean bool) {
 // could not be repaired or examined; the chaos soak, seed 66).
 func (j *Journal) closeFiles(tidy bool) {
 	j.closeActivity(false)
+	j.closeSums(false)
 	j.closeDirect()
 	if j.data != nil {
 		_ = j.data.Close()

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/vfs"
 )
 
@@ -429,12 +430,15 @@ func (j *Journal) replayRecord(num uint64, off int64, rec *Record, ckpt uint64) 
 		return nil
 	case rec.InPlace:
 		j.replayExtent(rec)
+		j.touch(w.Offset, w.Offset+rec.Length)
 	case w.Resize > 0:
 		// Idempotent: the data file may have grown before the crash.
+		j.touch(j.devSize.Load(), w.Resize)
 		if err := j.grow(w.Resize); err != nil {
 			return fmt.Errorf("journal: replay resize seq %d: %w", w.Seq, err)
 		}
 	default:
+		j.touch(w.Offset, w.Offset+int64(len(w.Data))+w.ZeroLength)
 		if err := j.apply(w); err != nil {
 			return fmt.Errorf("journal: replay seq %d: %w", w.Seq, err)
 		}
@@ -444,6 +448,20 @@ func (j *Journal) replayRecord(num uint64, off int64, rec *Record, ckpt uint64) 
 	}
 	j.replayed++
 	return nil
+}
+
+// touch notes that replay wrote (or grew) [off, end): the block checksums
+// data.sum holds there may be older than the blocks (setupSums re-reads
+// them). Adjacent ranges merge as they come.
+func (j *Journal) touch(off, end int64) {
+	if end <= off {
+		return
+	}
+	if n := len(j.touched); n > 0 && int64(j.touched[n-1].End()) == off {
+		j.touched[n-1].Length += uint64(end - off)
+		return
+	}
+	j.touched = append(j.touched, extent.Extent{Offset: uint64(off), Length: uint64(end - off)})
 }
 
 // zeroFrom reports whether every byte from off to the end is zero.

@@ -2,38 +2,149 @@ package journal
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
-	"os"
-	"path/filepath"
-	"time"
 
 	"github.com/grbd/grbd/internal/crc32c"
-	"github.com/grbd/grbd/internal/vfs"
 )
 
-// The checksum file data.sum (docs/journal.md, "Block checksums"): a clean
-// Close writes it, Open reads it and removes it before the store takes
-// writes. Its absence after a crash is what tells Open to rebuild the table
-// from the data file: a write the crash cut off may have reached data.img
-// without its record, and a checksum saved earlier would call it corrupt.
+// The checksum file data.sum (docs/journal.md, "The checksum file"): the
+// table of block IDs on disk, so that a restart after a crash re-reads only
+// the blocks a crash can have left unexplained, and a block that rotted
+// before the crash is still caught by its ID after it.
+//
+// Version 3 is paged: a 4 KiB header, then one 4 KiB page per sumPageBlocks
+// blocks, each with its own index, the store's salt and a CRC-32C, updated
+// in place by every checkpoint (the pages whose blocks changed) before the
+// checkpoint frees the records that explain them. A page that fails its CRC
+// (torn, rotted, never written) costs a re-read of its blocks from
+// data.img, never an error. Versions 1 and 2 were whole-file snapshots a
+// clean Close wrote (decodeSums): an upgrade reads them once.
 
 const (
-	sumName       = "data.sum"
-	sumHeaderSize = 36
-	// sumVersion 2 holds block IDs; version 1, written by earlier builds,
-	// CRC-32Cs, which the table no longer holds: such a file is decoded (it
-	// still says the store was closed cleanly) and the table rebuilt.
-	sumVersion    = 2
+	sumName = "data.sum"
+	// sumVersion is the paged layout; sumVersionIDs and sumVersionCRC the
+	// whole-file ones of earlier builds (block IDs, CRC-32Cs).
+	sumVersion    = 3
+	sumVersionIDs = 2
 	sumVersionCRC = 1
 	sumMagic      = 0x4d555347 // "GSUM" little-endian
+	// sumPageSize is the size of the header and of each page.
+	sumPageSize = 4096
+	// sumPageBlocks is the blocks per page: 15 of the table's change
+	// counters (sumGenBlocks), so a checkpoint finds a page's changes by
+	// counter, and 3840 bytes of IDs, leaving room for the page's trailer.
+	sumPageBlocks = 15 * sumGenBlocks
+	// sumPageTrailer is where a page's index, salt and CRC start.
+	sumPageTrailer = 4 * sumPageBlocks
+	// sumCleanFlag in the header's flags: the last run closed cleanly, so
+	// every page is current and no extent is in doubt.
+	sumCleanFlag = 1
+	// sumHeaderSize is the size of the whole-file versions' header.
+	sumHeaderSize = 36
 )
 
 var le = binary.LittleEndian
 
-// sumHeader is data.sum's header.
+// sumOffset is page p's offset in data.sum.
+func sumOffset(p int64) int64 { return (p + 1) * sumPageSize }
+
+// sumPages is the number of pages for blocks blocks.
+func sumPages(blocks int64) int64 { return (blocks + sumPageBlocks - 1) / sumPageBlocks }
+
+// encodeSumHeader encodes the version-3 header. Layout (little-endian):
+// magic u32, version u8, 3 reserved zero bytes, block size u32, page
+// blocks u32, salt u64, flags u32, CRC-32C u32 of the 28 bytes before it;
+// zeros to sumPageSize.
+func encodeSumHeader(dst []byte, salt uint64, clean bool) []byte {
+	b := append(dst[:0], make([]byte, sumPageSize)...)
+	le.PutUint32(b[0:], sumMagic)
+	b[4] = sumVersion
+	le.PutUint32(b[8:], SumBlockSize)
+	le.PutUint32(b[12:], sumPageBlocks)
+	le.PutUint64(b[16:], salt)
+	if clean {
+		le.PutUint32(b[24:], sumCleanFlag)
+	}
+	le.PutUint32(b[28:], crc32.Checksum(b[:28], crc32c.Table))
+	return b
+}
+
+// decodeSumHeader parses a version-3 header (the first 32 bytes of b; the
+// rest of the header page is not read).
+func decodeSumHeader(b []byte) (salt uint64, clean bool, err error) {
+	if len(b) < 32 {
+		return 0, false, fmt.Errorf("%w: checksum file header of %d bytes", ErrTruncated, len(b))
+	}
+	if m := le.Uint32(b[0:]); m != sumMagic {
+		return 0, false, fmt.Errorf("%w: checksum file magic %#x", ErrCorrupt, m)
+	}
+	if got, want := crc32.Checksum(b[:28], crc32c.Table), le.Uint32(b[28:]); got != want {
+		return 0, false, fmt.Errorf("%w: checksum file header CRC %#x, want %#x", ErrCorrupt, got, want)
+	}
+	if v := b[4]; v != sumVersion {
+		return 0, false, fmt.Errorf("%w: checksum file version %d", ErrVersion, v)
+	}
+	switch flags := le.Uint32(b[24:]); {
+	case b[5] != 0 || b[6] != 0 || b[7] != 0 || flags&^sumCleanFlag != 0:
+		return 0, false, fmt.Errorf("%w: checksum file reserved bits set", ErrCorrupt)
+	case le.Uint32(b[8:]) != SumBlockSize || le.Uint32(b[12:]) != sumPageBlocks:
+		return 0, false, fmt.Errorf("%w: checksum file of %d-byte blocks, %d per page", ErrCorrupt, le.Uint32(b[8:]), le.Uint32(b[12:]))
+	default:
+		return le.Uint64(b[16:]), flags&sumCleanFlag != 0, nil
+	}
+}
+
+// encodeSumPage appends page p of t (whose first blocks entries are the
+// device's; the rest of the page holds the zero block's ID).
+func encodeSumPage(dst []byte, t *sumTable, p, blocks int64, salt uint64) []byte {
+	first := p * sumPageBlocks
+	return appendSumPage(dst, p, salt, func(k int64) uint32 {
+		if first+k < blocks {
+			return t.get(first + k)
+		}
+		return zeroBlockSum
+	})
+}
+
+// appendSumPage appends page p with the IDs id(0..sumPageBlocks-1).
+// Layout: the sumPageBlocks IDs (u32), page index u64, salt u64, zeros,
+// and at sumPageSize-4 the CRC-32C of all the bytes before it.
+func appendSumPage(dst []byte, p int64, salt uint64, id func(k int64) uint32) []byte {
+	at := len(dst)
+	dst = append(dst, make([]byte, sumPageSize)...)
+	b := dst[at:]
+	for k := int64(0); k < sumPageBlocks; k++ {
+		le.PutUint32(b[4*k:], id(k))
+	}
+	le.PutUint64(b[sumPageTrailer:], uint64(p))
+	le.PutUint64(b[sumPageTrailer+8:], salt)
+	le.PutUint32(b[sumPageSize-4:], crc32.Checksum(b[:sumPageSize-4], crc32c.Table))
+	return dst
+}
+
+// decodeSumPage checks a page and returns its index, salt and IDs.
+func decodeSumPage(b []byte) (p int64, salt uint64, ids []byte, err error) {
+	if len(b) < sumPageSize {
+		return 0, 0, nil, fmt.Errorf("%w: checksum page of %d bytes", ErrTruncated, len(b))
+	}
+	b = b[:sumPageSize]
+	if got, want := crc32.Checksum(b[:sumPageSize-4], crc32c.Table), le.Uint32(b[sumPageSize-4:]); got != want {
+		return 0, 0, nil, fmt.Errorf("%w: checksum page CRC %#x, want %#x", ErrCorrupt, got, want)
+	}
+	for _, x := range b[sumPageTrailer+16 : sumPageSize-4] {
+		if x != 0 {
+			return 0, 0, nil, fmt.Errorf("%w: checksum page reserved bytes set", ErrCorrupt)
+		}
+	}
+	idx := le.Uint64(b[sumPageTrailer:])
+	if idx > 1<<40 {
+		return 0, 0, nil, fmt.Errorf("%w: checksum page index %d", ErrCorrupt, idx)
+	}
+	return int64(idx), le.Uint64(b[sumPageTrailer+8:]), b[:sumPageTrailer], nil
+}
+
+// sumHeader is the header of the whole-file versions 1 and 2.
 type sumHeader struct {
 	version   byte
 	blockSize uint32
@@ -42,28 +153,11 @@ type sumHeader struct {
 	bodyCRC   uint32
 }
 
-// encodeSums encodes blocks entries of t with the store's salt.
-func encodeSums(t *sumTable, blocks int64, salt uint64) []byte {
-	b := make([]byte, sumHeaderSize+4*blocks)
-	body := b[sumHeaderSize:]
-	for i := int64(0); i < blocks; i++ {
-		le.PutUint32(body[4*i:], t.get(i))
-	}
-	le.PutUint32(b[0:], sumMagic)
-	b[4] = sumVersion
-	le.PutUint32(b[8:], SumBlockSize)
-	le.PutUint64(b[12:], uint64(blocks))
-	le.PutUint64(b[20:], salt)
-	le.PutUint32(b[28:], crc32.Checksum(body, crc32c.Table))
-	le.PutUint32(b[32:], crc32.Checksum(b[:32], crc32c.Table))
-	return b
-}
-
-// decodeSums parses a data.sum file. The layout: magic u32, version u8,
-// 3 reserved zero bytes, block size u32, count u64, salt u64, body CRC u32,
-// header CRC u32 (over the 32 bytes before it), then count u32 checksums,
-// one per block in device order: block IDs in version 2, CRC-32Cs in
-// version 1.
+// decodeSums parses a whole-file data.sum of an earlier build. The layout:
+// magic u32, version u8, 3 reserved zero bytes, block size u32, count u64,
+// salt u64, body CRC u32, header CRC u32 (over the 32 bytes before it),
+// then count u32 checksums, one per block in device order: block IDs in
+// version 2, CRC-32Cs in version 1.
 func decodeSums(b []byte) (sumHeader, []byte, error) {
 	var h sumHeader
 	if len(b) < sumHeaderSize {
@@ -75,7 +169,7 @@ func decodeSums(b []byte) (sumHeader, []byte, error) {
 	if got, want := crc32.Checksum(b[:32], crc32c.Table), le.Uint32(b[32:]); got != want {
 		return h, nil, fmt.Errorf("%w: checksum file header CRC %#x, want %#x", ErrCorrupt, got, want)
 	}
-	if v := b[4]; v != sumVersion && v != sumVersionCRC {
+	if v := b[4]; v != sumVersionIDs && v != sumVersionCRC {
 		return h, nil, fmt.Errorf("%w: checksum file version %d", ErrVersion, v)
 	}
 	if b[5] != 0 || b[6] != 0 || b[7] != 0 {
@@ -93,146 +187,4 @@ func decodeSums(b []byte) (sumHeader, []byte, error) {
 		return h, nil, fmt.Errorf("%w: checksum file body CRC %#x, want %#x", ErrCorrupt, got, h.bodyCRC)
 	}
 	return h, body, nil
-}
-
-// setupSums gives the opened store its checksum table: from data.sum when
-// a clean Close left one that fits, else rebuilt from the data file. Then
-// it removes data.sum (durably) before the first write can change a block.
-func (j *Journal) setupSums() error {
-	blocks := (j.devSize.Load() + SumBlockSize - 1) / SumBlockSize
-	name := filepath.Join(j.dir, sumName)
-	t, clean, why := j.loadSums(name, blocks)
-	j.openedClean = clean
-	if t == nil {
-		start := time.Now()
-		var err error
-		if t, err = j.rebuildSums(blocks); err != nil {
-			return err
-		}
-		j.log.Info("journal: rebuilt block checksums from the data file", "reason", why,
-			"bytes", j.devSize.Load(), "took", time.Since(start).Round(time.Millisecond))
-	}
-	err := j.fs.Remove(name)
-	switch {
-	case err == nil:
-		if err := j.fs.SyncDir(j.dir); err != nil {
-			return fmt.Errorf("journal: sync dir %s: %w", j.dir, err)
-		}
-	case !errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("journal: remove %s: %w", sumName, err)
-	}
-	j.sums = t
-	return nil
-}
-
-// loadSums reads data.sum, or says why it cannot be used. clean reports
-// that the file is this store's, written by a clean Close: also so for a
-// version-1 file, whose CRC-32Cs the table cannot take (the table is then
-// rebuilt, but the activity log need not treat the stop as a crash).
-func (j *Journal) loadSums(name string, blocks int64) (t *sumTable, clean bool, why string) {
-	if j.replayed > 0 {
-		return nil, false, fmt.Sprintf("the journal replayed %d records", j.replayed)
-	}
-	b, err := vfs.ReadFile(j.fs, name)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, false, "no checksum file: the store was not closed cleanly"
-	}
-	if err != nil {
-		return nil, false, err.Error()
-	}
-	h, body, err := decodeSums(b)
-	switch {
-	case err != nil:
-		return nil, false, err.Error()
-	case h.salt != j.salt:
-		return nil, false, "the checksum file belongs to another store"
-	case int64(h.count) != blocks:
-		return nil, false, fmt.Sprintf("the checksum file has %d blocks, the device %d", h.count, blocks)
-	case h.version == sumVersionCRC:
-		return nil, true, "the checksum file holds an earlier build's CRC-32Cs, not block IDs"
-	}
-	t = newSumTable(blocks)
-	for i := int64(0); i < blocks; i++ {
-		t.set(i, le.Uint32(body[4*i:]))
-	}
-	return t, true, ""
-}
-
-// rebuildSums computes the table from the data file. Only the file's data
-// ranges are read: a hole reads back as zeros, whose checksum every entry
-// of a new table already holds. (Reading a sparse 1 GiB data.img took 3.5 s
-// at each restart after a crash on this machine, nearly all of it the
-// kernel zero-filling page-cache pages for the holes.)
-func (j *Journal) rebuildSums(blocks int64) (*sumTable, error) {
-	t := newSumTable(blocks)
-	size := j.devSize.Load()
-	buf := make([]byte, 1<<20)
-	err := dataRanges(j.data, size, func(start, end int64) error {
-		for off := start; off < end; off += int64(len(buf)) {
-			p := buf[:min(int64(len(buf)), end-off)]
-			if n, err := j.data.ReadAt(p, off); n < len(p) {
-				return fmt.Errorf("journal: read data file at %d for checksums: %w", off, err)
-			}
-			for i := 0; i < len(p); i += SumBlockSize {
-				t.set((off+int64(i))/SumBlockSize, blockSum(p[i:min(i+SumBlockSize, len(p))]))
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
-// dataRanges calls fn, in order, for the ranges of f's first size bytes
-// that may hold data, widened to whole checksum blocks and never
-// overlapping: all of it where f cannot tell (vfs.DataFinder). It syncs f
-// first, so that the file system answers from its allocation rather than
-// from dirty pages: OpenZFS 2.2 could report freshly written data as a hole
-// (openzfs/zfs#15526).
-func dataRanges(f vfs.File, size int64, fn func(start, end int64) error) error {
-	df, ok := f.(vfs.DataFinder)
-	if !ok {
-		return fn(0, size)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("journal: sync the data file: %w", err)
-	}
-	for off := int64(0); off < size; {
-		start, end, err := df.NextData(off)
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case errors.Is(err, vfs.ErrNotSupported):
-			return fn(off, size)
-		case err != nil:
-			return fmt.Errorf("journal: find data in the data file: %w", err)
-		case end <= start || start < off:
-			return fmt.Errorf("journal: data file reports data range [%d, %d) after %d", start, end, off)
-		}
-		start = max(off, start/SumBlockSize*SumBlockSize)
-		if start >= size {
-			return nil
-		}
-		end = min(size, (end+SumBlockSize-1)/SumBlockSize*SumBlockSize)
-		if err := fn(start, end); err != nil {
-			return err
-		}
-		off = end
-	}
-	return nil
-}
-
-// saveSums writes data.sum for the next Open: the last step of a clean
-// Close, when every write is applied and checkpointed.
-func (j *Journal) saveSums() error {
-	if j.sums == nil {
-		return nil
-	}
-	blocks := (j.devSize.Load() + SumBlockSize - 1) / SumBlockSize
-	if err := vfs.WriteFileAtomic(j.fs, filepath.Join(j.dir, sumName), encodeSums(j.sums, blocks, j.salt)); err != nil {
-		return fmt.Errorf("journal: save block checksums: %w", err)
-	}
-	return nil
 }

@@ -134,6 +134,9 @@ func (j *Journal) checkpoint() error {
 	if err := j.failed(); err != nil {
 		return err
 	}
+	// Before the applies are waited for: an in-place write activated
+	// before this count waits for a later save (activate's pin).
+	save := j.sumf.started.Add(1)
 	j.mu.Lock()
 	ck, appended, extentBytes := j.highSeq(), j.appended, j.extentBytes
 	j.metaBuf = encodeMeta(j.metaBuf[:0], &meta{
@@ -156,6 +159,15 @@ func (j *Journal) checkpoint() error {
 	if err == nil {
 		if serr := j.data.Sync(); serr != nil {
 			err = j.fail(fmt.Errorf("journal: sync data file: %w", serr))
+		}
+	}
+	// The checksums of the blocks these records wrote, before the meta
+	// file lets replay forget the records.
+	if err == nil {
+		if serr := j.saveSums(); serr != nil {
+			err = j.fail(serr)
+		} else {
+			j.sumf.done.Store(save)
 		}
 	}
 	if err == nil {
