@@ -69,7 +69,9 @@ func powerLossSeedsRun(t *testing.T, c powerLossCase, seeds int) {
 		}
 	})
 	require.NotZero(t, reused.Load(), "no seed reused a segment file")
-	if c.pages {
+	// About half the seeds do (measured: 27 of 50): required of the full
+	// run, not of the race detector's sample of six.
+	if c.pages && !racetest.Enabled {
 		require.NotZero(t, fromFile.Load(), "no seed took a page with data from data.sum")
 	}
 }
