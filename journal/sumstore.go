@@ -36,7 +36,7 @@ type sumFile struct {
 	// that completed.
 	started, done atomic.Uint64
 	pages         atomic.Uint64 // pages written since Open
-	fromFile      uint64        // pages with written blocks Open took from data.sum (tests)
+	fromFile      uint64        // pages with written blocks Open took from data.sum
 }
 
 // sumLoad is what Open found in data.sum.
@@ -74,19 +74,28 @@ func (j *Journal) setupSums() error {
 		if err != nil {
 			return err
 		}
+		j.countFromFile(ld, doubt)
 		j.log.Info("journal: re-read the block checksums a crash can have left stale", "pages", n,
-			"bytes", n*sumPageBlocks*SumBlockSize, "took", time.Since(start).Round(time.Millisecond))
-	}
-	for p, d := range ld.data {
-		if d && (doubt == nil || !doubt[p]) {
-			j.sumf.fromFile++
-		}
+			"bytes", n*sumPageBlocks*SumBlockSize, "took", time.Since(start).Round(time.Millisecond),
+			"pages_with_data_kept", j.sumf.fromFile)
+	} else {
+		j.countFromFile(ld, nil)
 	}
 	j.sums, j.touched = t, nil
 	if rewrite {
 		return j.writeSumFile(name, blocks)
 	}
 	return j.openSumFile(name, blocks, doubt)
+}
+
+// countFromFile counts the pages holding a written block's ID that Open
+// took from data.sum (not in doubt): for the log, and tests.
+func (j *Journal) countFromFile(ld sumLoad, doubt []bool) {
+	for p, d := range ld.data {
+		if d && (doubt == nil || !doubt[p]) {
+			j.sumf.fromFile++
+		}
+	}
 }
 
 // sumsSaved records that data.sum holds the table as it is now.
