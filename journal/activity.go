@@ -83,7 +83,6 @@ func (j *Journal) openActivity(clean bool, maxExtents int, extentSize, ahead int
 	a := &j.act
 	a.cond.L = &a.mu
 	a.hot, a.max, a.extent, a.ahead, a.boot = map[uint32]*actEntry{}, maxExtents, extentSize, ahead, bootHash(bootID)
-	var best *actLog
 	for i, name := range actNames {
 		path := filepath.Join(j.dir, name)
 		f, err := j.fs.OpenFile(path, os.O_RDWR, 0)
@@ -98,17 +97,8 @@ func (j *Journal) openActivity(clean bool, maxExtents int, extentSize, ahead int
 		if a.sizes[i], err = f.Size(); err != nil {
 			return fmt.Errorf("journal: stat %s: %w", name, err)
 		}
-		l, why := j.readAct(f)
-		if l == nil {
-			if why != "" {
-				j.log.Warn("journal: activity log file not usable", "file", name, "reason", why)
-			}
-			continue
-		}
-		if best == nil || l.gen > best.gen {
-			best = l
-		}
 	}
+	best := j.newestAct(a.files, true)
 	var sus []uint32
 	if best != nil {
 		a.gen = best.gen
@@ -184,16 +174,40 @@ func (j *Journal) createActFile(path string) (vfs.File, error) {
 // readActivityLog reads the newest usable activity log of the store's two
 // files, or nil for none (before openActivity, which writes them).
 func (j *Journal) readActivityLog() *actLog {
+	var files [2]vfs.File
+	for i, name := range actNames {
+		if f, err := j.fs.OpenFile(filepath.Join(j.dir, name), os.O_RDONLY, 0); err == nil {
+			files[i] = f // missing or unreadable: nil
+		}
+	}
+	defer func() {
+		for _, f := range files {
+			if f != nil {
+				_ = f.Close()
+			}
+		}
+	}()
+	return j.newestAct(files, false)
+}
+
+// newestAct returns the newest usable log of the two files (nil ones are
+// missing), or nil; warn logs why a file is not usable.
+func (j *Journal) newestAct(files [2]vfs.File, warn bool) *actLog {
 	var best *actLog
-	for _, name := range actNames {
-		f, err := j.fs.OpenFile(filepath.Join(j.dir, name), os.O_RDONLY, 0)
-		if err != nil {
+	for i, f := range files {
+		if f == nil {
 			continue
 		}
-		if l, _ := j.readAct(f); l != nil && (best == nil || l.gen > best.gen) {
+		l, why := j.readAct(f)
+		if l == nil {
+			if why != "" && warn {
+				j.log.Warn("journal: activity log file not usable", "file", actNames[i], "reason", why)
+			}
+			continue
+		}
+		if best == nil || l.gen > best.gen {
 			best = l
 		}
-		_ = f.Close()
 	}
 	return best
 }

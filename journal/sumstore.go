@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -207,7 +208,7 @@ func (j *Journal) sumsInDoubt(ld sumLoad, blocks int64) []bool {
 			doubt[p], some = true, true
 		}
 	}
-	for _, x := range append(j.touched, j.torn...) {
+	for _, x := range slices.Concat(j.touched, j.torn) {
 		mark(int64(x.Offset), int64(x.End()))
 	}
 	if !ld.clean {
@@ -323,20 +324,11 @@ func (j *Journal) writeSumFile(name string, blocks int64) error {
 		return fmt.Errorf("journal: open %s: %w", sumName, err)
 	}
 	j.sumf.f = f
-	buf := encodeSumHeader(nil, j.salt, false)
-	for p := int64(0); p < sumPages(blocks); p++ {
-		buf = encodeSumPage(buf, j.sums, p, blocks, j.salt)
-		if len(buf) >= 1<<20 || p == sumPages(blocks)-1 {
-			if err := j.writeSums(buf, sumOffset(p)-int64(len(buf))+sumPageSize); err != nil {
-				return err
-			}
-			buf = buf[:0]
-		}
+	if err := j.writeSums(encodeSumHeader(nil, j.salt, false), 0); err != nil {
+		return err
 	}
-	if len(buf) > 0 { // the header of a device without blocks
-		if err := j.writeSums(buf, 0); err != nil {
-			return err
-		}
+	if _, err := j.writeSumPages(blocks, func(int64) bool { return true }); err != nil {
+		return err
 	}
 	if err := f.Truncate(sumOffset(sumPages(blocks))); err != nil {
 		return fmt.Errorf("journal: size %s: %w", sumName, err)
@@ -359,16 +351,12 @@ func (j *Journal) openSumFile(name string, blocks int64, doubt []bool) error {
 		return fmt.Errorf("journal: open %s: %w", sumName, err)
 	}
 	j.sumf.f = f
-	var buf []byte
-	for p := int64(0); p < int64(len(doubt)); p++ {
-		if doubt[p] {
-			buf = encodeSumPage(buf[:0], j.sums, p, blocks, j.salt)
-			if err := j.writeSums(buf, sumOffset(p)); err != nil {
-				return err
-			}
+	if doubt != nil {
+		if _, err := j.writeSumPages(blocks, func(p int64) bool { return doubt[p] }); err != nil {
+			return err
 		}
 	}
-	if err := j.writeSums(encodeSumHeader(buf[:0], j.salt, false), 0); err != nil {
+	if err := j.writeSums(encodeSumHeader(nil, j.salt, false), 0); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
@@ -387,21 +375,13 @@ func (j *Journal) writeSums(b []byte, off int64) error {
 	return nil
 }
 
-// saveSums writes, durably, the pages of data.sum whose blocks' entries
-// changed since the last save: a checkpoint's, after every write it covers
-// has set its entries and before the meta file frees their records. Runs
-// of adjacent pages go in one write.
-func (j *Journal) saveSums() error {
+// writeSumPages writes the pages p of data.sum for which want(p) holds,
+// runs of adjacent pages (up to 1 MiB) in one write, without a sync. It
+// reports whether it wrote any.
+func (j *Journal) writeSumPages(blocks int64, want func(p int64) bool) (wrote bool, err error) {
 	s := &j.sumf
-	if s.f == nil {
-		return nil
-	}
-	blocks := (j.devSize.Load() + SumBlockSize - 1) / SumBlockSize
-	// The counters first: an entry set after its counter was read is saved
-	// again next time, since its counter moved.
-	s.gens = j.sums.gensInto(s.gens[:0], blocks)
 	s.buf = s.buf[:0]
-	next, wrote := int64(-1), false // the page after the last one in buf
+	next := int64(-1) // the page after the last one in buf
 	flush := func() error {
 		if len(s.buf) == 0 {
 			return nil
@@ -411,18 +391,34 @@ func (j *Journal) saveSums() error {
 		return err
 	}
 	for p := int64(0); p < sumPages(blocks); p++ {
-		if !s.pageChanged(p) {
+		if !want(p) {
 			continue
 		}
 		if p != next || len(s.buf) >= 1<<20 {
 			if err := flush(); err != nil {
-				return err
+				return wrote, err
 			}
 		}
 		s.buf = encodeSumPage(s.buf, j.sums, p, blocks, j.salt)
 		next = p + 1
 	}
-	if err := flush(); err != nil {
+	return wrote, flush()
+}
+
+// saveSums writes, durably, the pages of data.sum whose blocks' entries
+// changed since the last save: a checkpoint's, after every write it covers
+// has set its entries and before the meta file frees their records.
+func (j *Journal) saveSums() error {
+	s := &j.sumf
+	if s.f == nil {
+		return nil
+	}
+	blocks := (j.devSize.Load() + SumBlockSize - 1) / SumBlockSize
+	// The counters first: an entry set after its counter was read is saved
+	// again next time, since its counter moved.
+	s.gens = j.sums.gensInto(s.gens[:0], blocks)
+	wrote, err := j.writeSumPages(blocks, s.pageChanged)
+	if err != nil {
 		return err
 	}
 	if wrote {
