@@ -144,13 +144,32 @@ func (j *Journal) checkpoint() error {
 	})
 	j.mu.Unlock()
 
+	err := j.persistCheckpoint(ck, save)
+	if err != nil {
+		j.mu.Lock()
+		j.ckptFails++
+		j.ckptErr = err
+		j.spaceCond.Broadcast()
+		j.mu.Unlock()
+		return err
+	}
+
+	j.freeCheckpointed(ck, appended, extentBytes)
+	return nil
+}
+
+// persistCheckpoint makes everything up to ck durable outside the journal:
+// the records, the data file, the block checksums (the save numbered save)
+// and last the meta file that says ck. Any failure it returns has failed
+// the journal where the failure is sticky.
+func (j *Journal) persistCheckpoint(ck, save uint64) error {
 	// The journal must hold every record up to ck durably before the meta
 	// says ck: otherwise a crash could lose records ck-k..ck from the journal
 	// while they are skipped as checkpointed, and ReadRecords would silently
 	// jump over them.
 	err := j.Sync(ck)
 	// Every record <= ck reached the data file before it is synced (the
-	// snapshot above took them all; later ones may land too, harmlessly).
+	// caller's snapshot took them all; later ones may land too, harmlessly).
 	// A write that failed meanwhile failed the journal: claim nothing.
 	j.waitApplied()
 	if err == nil {
@@ -176,15 +195,13 @@ func (j *Journal) checkpoint() error {
 			err = j.fail(err)
 		}
 	}
-	if err != nil {
-		j.mu.Lock()
-		j.ckptFails++
-		j.ckptErr = err
-		j.spaceCond.Broadcast()
-		j.mu.Unlock()
-		return err
-	}
+	return err
+}
 
+// freeCheckpointed records a completed checkpoint at ck (appended and
+// extentBytes were the counters at its snapshot) and frees the segments it
+// covers.
+func (j *Journal) freeCheckpointed(ck uint64, appended, extentBytes int64) {
 	j.mu.Lock()
 	j.ckptSeq.Store(ck)
 	j.ckptAppended, j.ckptExtentBytes = appended, extentBytes
@@ -209,7 +226,6 @@ func (j *Journal) checkpoint() error {
 	j.ckpts.Add(1)
 
 	j.retire(free, reusable, live)
-	return nil
 }
 
 // freeable returns, with mu held, the oldest segments that a checkpoint at
