@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -27,7 +26,7 @@ func fioVerifyArgs(uri string, extra ...string) []string {
 func startFioVerify(t *testing.T, uri string, extra ...string) func() string {
 	t.Helper()
 	fio := exec.Command("fio", fioVerifyArgs(uri, extra...)...)
-	fio.Dir = os.TempDir()
+	fio.Dir = t.TempDir() // fio leaves verify state files there
 	var out strings.Builder
 	fio.Stdout, fio.Stderr = &out, &out
 	require.NoError(t, fio.Start())

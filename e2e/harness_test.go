@@ -236,13 +236,18 @@ func run(t *testing.T, timeout time.Duration, name string, args ...string) strin
 	return out
 }
 
-// runErr runs a command in a scratch directory (fio leaves verify state files
-// in its working directory).
+// runErr runs a command in a scratch directory of its own, removed after
+// it (fio leaves verify state files in its working directory).
 func runErr(timeout time.Duration, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	dir, err := os.MkdirTemp("", "grbd-e2e-run-")
+	if err != nil {
+		return "", fmt.Errorf("scratch directory for %s: %w", name, err)
+	}
+	defer os.RemoveAll(dir)
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = os.TempDir()
+	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -48,7 +47,7 @@ func TestLargeWritesSurvivePrimaryKill(t *testing.T) {
 	// --thread: one process to kill (forked job processes outlived the
 	// parent's kill and kept spinning on the dead server).
 	fio := exec.Command("fio", fioVerifyArgs(prim.uri(), "--bs=1m", "--size=48m", "--offset_increment=48m", "--rate_iops=,24", "--thread")...)
-	fio.Dir = os.TempDir()
+	fio.Dir = t.TempDir() // fio leaves verify state files there
 	require.NoError(t, fio.Start())
 	done := make(chan error, 1)
 	go func() { done <- fio.Wait() }()
