@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/grbd/grbd/internal/extent"
 	"github.com/grbd/grbd/internal/member"
 	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/quorum"
@@ -28,16 +27,20 @@ type Status struct {
 	// DiskError is the error that failed the disk (Disk Failed);
 	// ControlPlaneError the one that stopped the control plane (the
 	// member then neither votes nor serves).
-	DiskError         string              `json:"disk_error,omitempty"`
-	ControlPlaneError string              `json:"control_plane_error,omitempty"`
-	Quorum            member.QuorumStatus `json:"quorum"`
-	DeviceSize        int64               `json:"device_size"`
-	NBD               string              `json:"nbd"`
-	Uptime            float64             `json:"uptime_seconds"`
-	Journal           JournalStatus       `json:"journal"`
-	IO                IOStatus            `json:"io"`
-	Checksums         ChecksumStatus      `json:"checksums"`
-	Protocol          string              `json:"protocol"`
+	DiskError         string `json:"disk_error,omitempty"`
+	ControlPlaneError string `json:"control_plane_error,omitempty"`
+	// DiskStall is the oldest operation on the store that has not returned
+	// for a second or more (a disk that may hang); Journal then shows the
+	// figures read before it.
+	DiskStall  *DiskStall          `json:"disk_stall,omitempty"`
+	Quorum     member.QuorumStatus `json:"quorum"`
+	DeviceSize int64               `json:"device_size"`
+	NBD        string              `json:"nbd"`
+	Uptime     float64             `json:"uptime_seconds"`
+	Journal    JournalStatus       `json:"journal"`
+	IO         IOStatus            `json:"io"`
+	Checksums  ChecksumStatus      `json:"checksums"`
+	Protocol   string              `json:"protocol"`
 	// Redundancy is "ec K+M" for an erasure-coded resource, else empty;
 	// Shard is then this node's shard (absent on the full-copy node).
 	Redundancy string `json:"redundancy,omitempty"`
@@ -101,7 +104,7 @@ type ChecksumStatus struct {
 
 // Status reports the node's current state.
 func (n *Node) Status() Status {
-	js := n.store.Stats()
+	js, _ := n.journalStatus()
 	ns := n.nbd.Stats()
 	qs := n.ctl.Status()
 	role, disk, peers := RoleSecondary, "", []PeerStatus{}
@@ -127,17 +130,13 @@ func (n *Node) Status() Status {
 		DeviceSize: n.store.Size(),
 		NBD:        "nbd://" + n.NBDAddr().String(),
 		Uptime:     time.Since(n.started).Seconds(),
-		Journal: JournalStatus{
-			LastSeq: js.LastSeq, DurableSeq: js.DurableSeq, CheckpointSeq: js.CheckpointSeq,
-			FirstRetainedSeq: js.FirstRetainedSeq, Bytes: js.JournalBytes, Segments: js.Segments, Syncs: js.Syncs,
-			SuspectBytes: extent.Bytes(n.store.Suspects()), ActivityCommits: js.ActivityCommits,
-			ExtentRecords: js.ExtentRecords, SegmentsReused: js.SegmentsReused,
-		},
+		Journal:    js.journal,
+		DiskStall:  n.diskStall(),
 		IO: IOStatus{
 			Connections: ns.Connections, Reads: ns.Reads, Writes: ns.Writes, Flushes: ns.Flushes,
 			BytesRead: ns.BytesRead, BytesWritten: ns.BytesWritten, Errors: ns.Errors,
 		},
-		Checksums: ChecksumStatus{Errors: js.ChecksumErrors, Repaired: n.repairedBlocks.Load(), Unrepaired: n.unrepairedBlocks.Load()},
+		Checksums: ChecksumStatus{Errors: js.checksumErrors, Repaired: n.repairedBlocks.Load(), Unrepaired: n.unrepairedBlocks.Load()},
 	}
 	id := n.identity(qs.State)
 	st.Identity = &id

@@ -3,6 +3,7 @@ package node
 import (
 	"sync/atomic"
 
+	"github.com/grbd/grbd/internal/vfs"
 	"github.com/grbd/grbd/replicator"
 )
 
@@ -22,6 +23,17 @@ type faultHooks struct {
 	// forgeOffer: a secondary offers this resync progress without checking
 	// it, so that the primary's checks are tested alone.
 	forgeOffer atomic.Pointer[replicator.ResyncProgress]
+	// disk, set before Start, is the file system under the data
+	// directory (default vfs.Default): a test's disk can hang.
+	disk vfs.FS
+}
+
+// diskFS is the file system under the data directory.
+func (f *faultHooks) diskFS() vfs.FS {
+	if f == nil || f.disk == nil {
+		return vfs.Default
+	}
+	return f.disk
 }
 
 func (f *faultHooks) dropsPiece(peer string, seq uint64) bool {

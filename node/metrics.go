@@ -35,6 +35,11 @@ func (n *Node) writeMetrics(w *metrics.Writer, st Status, ns blockdev.Stats) {
 		w.Bool("grbd_disk_state", "1 for this node's disk state.", st.Disk == d, "state", d)
 	}
 	w.Counter("grbd_disk_failures_total", "Disk failures (I/O error, full or read-only file system) that detached this node's disk.", float64(n.diskErrors.Load()))
+	var stall float64
+	if s, ok := n.disk.Stalled(); ok {
+		stall = s.For.Seconds()
+	}
+	w.Gauge("grbd_disk_stall_seconds", "How long the oldest operation on this node's store has been in flight (0: none); a disk that hangs makes it grow.", stall)
 
 	// NBD traffic.
 	for _, c := range []struct {
@@ -77,7 +82,7 @@ func (n *Node) writeMetrics(w *metrics.Writer, st Status, ns blockdev.Stats) {
 	w.Counter("grbd_journal_segments_reused_total", "Journal segments made in the file of a freed one (no new pages or blocks).", float64(j.SegmentsReused))
 	w.Counter("grbd_activity_log_commits_total", "Activity log transactions (a write entered an extent not logged hot).", float64(j.ActivityCommits))
 	w.Gauge("grbd_suspect_bytes", "Bytes an unclean stop (a power loss, or a crash that cut a large write) left in doubt on this node, not yet made equal to the peers.", float64(j.SuspectBytes))
-	w.Counter("grbd_checksum_errors_total", "Reads of a block whose bytes failed its checksum, its block ID (each one is retried after a repair).", float64(n.store.Stats().ChecksumErrors))
+	w.Counter("grbd_checksum_errors_total", "Reads of a block whose bytes failed its checksum, its block ID (each one is retried after a repair).", float64(st.Checksums.Errors))
 	w.Counter("grbd_blocks_repaired_total", "Corrupt blocks rewritten from an UpToDate peer.", float64(n.repairedBlocks.Load()))
 	w.Counter("grbd_blocks_unrepaired_total", "Corrupt blocks no peer could repair: their reads failed with EIO.", float64(n.unrepairedBlocks.Load()))
 

@@ -150,6 +150,13 @@ type Node struct {
 	// diskErrors counts disk failures (metrics).
 	diskErr    atomic.Pointer[error]
 	diskErrors atomic.Uint64
+	// disk is the file system under the data directory's store and sidecar
+	// files, watched for operations that do not return (diskwatch.go);
+	// lastJournal is the store's figures as last read (shown while a read
+	// hangs), journalRead the read in flight.
+	disk        *vfs.Watched
+	lastJournal atomic.Pointer[journalFigures]
+	journalRead atomic.Pointer[journalRead]
 
 	discMu       sync.Mutex
 	disconnected map[string]bool // grbd disconnect: peers without a data path
@@ -194,6 +201,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	}
 	n.bg.Go(func() { n.ctl.Run(n.ctx) })
 	n.bg.Go(func() { member.WatchLinks(n.ctx, n.cfg, name, n.mesh.Connected, n.events) })
+	n.bg.Go(func() { n.watchDisk(n.ctx, time.Second, diskStallWarn) })
 	n.mesh.Serve(n.peerLn)
 	n.mesh.Start()
 	n.wg.Add(2)
@@ -249,7 +257,8 @@ func (n *Node) inPlaceMin() int64 {
 // there before.
 func (n *Node) openDisk() (exists bool, err error) {
 	cfg, me := n.cfg, n.me
-	n.meta = sidecar.New(vfs.Default, me.DataDir)
+	n.disk = vfs.Watch(n.opts.faults.diskFS())
+	n.meta = sidecar.New(n.disk, me.DataDir)
 	if n.ec != nil {
 		n.ec.OpenLayout()
 	}
@@ -273,6 +282,7 @@ func (n *Node) openDisk() (exists bool, err error) {
 		MaxSize:     int64(cfg.Journal.MaxSize),
 		Logger:      n.log,
 		BootID:      n.opts.BootID,
+		FS:          n.disk,
 
 		ActivityExtents: cfg.Journal.ActivityExtents,
 		InPlaceMin:      n.inPlaceMin(),

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/config"
 	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
 )
@@ -159,4 +160,20 @@ func TestStatusPerShardHealth(t *testing.T) {
 	r.Peers[0].Shard = nil
 	printPeers(&b, r, statusView{})
 	require.NotContains(t, b.String(), "SHARD", "mirrors have no shard column")
+}
+
+// A member whose disk does not answer gets a line below the table; an
+// unreachable one (no status at all) is printed without it.
+func TestStatusNamesADiskThatHangs(t *testing.T) {
+	cfg := &config.Config{Cluster: "c", Device: config.Device{Size: 1 << 20},
+		Nodes: []config.Member{{Name: "a"}, {Name: "b"}}}
+	rows := []memberStatus{
+		{Member: "a", Reachable: true, Status: &node.Status{Role: node.RolePrimary, Disk: node.DiskUpToDate,
+			DiskStall: &node.DiskStall{Op: "sync", File: "/data/a/journal/00000003.seg", Seconds: 42}}},
+		{Member: "b", Reachable: false, Error: "connection refused"},
+	}
+	var out strings.Builder
+	printStatus(&out, cfg, rows, statusView{})
+	require.Contains(t, out.String(), "a: DISK NOT ANSWERING: a sync of /data/a/journal/00000003.seg has not returned for 42 s")
+	require.NotContains(t, out.String(), "b: DISK")
 }

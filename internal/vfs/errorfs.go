@@ -25,13 +25,15 @@ const (
 	OpSize
 	OpPunchHole
 	OpClose
+	OpAllocate
+	OpNextData
 )
 
 var opNames = [...]string{
 	OpOpen: "open", OpRemove: "remove", OpRename: "rename", OpReadDir: "readdir",
 	OpMkdirAll: "mkdirall", OpSyncDir: "syncdir", OpStat: "stat", OpRead: "read",
 	OpWrite: "write", OpSync: "sync", OpTruncate: "truncate", OpSize: "size",
-	OpPunchHole: "punchhole", OpClose: "close",
+	OpPunchHole: "punchhole", OpClose: "close", OpAllocate: "allocate", OpNextData: "nextdata",
 }
 
 func (o Op) String() string {

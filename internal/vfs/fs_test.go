@@ -23,6 +23,7 @@ func eachFS(t *testing.T, fn func(t *testing.T, fs vfs.FS, dir string)) {
 		require.NoError(t, fs.MkdirAll("/tmp/test", 0o755))
 		fn(t, fs, "/tmp/test")
 	})
+	t.Run("watched os", func(t *testing.T) { fn(t, vfs.Watch(vfs.Default), t.TempDir()) })
 }
 
 func create(t *testing.T, fs vfs.FS, name string, data []byte) vfs.File {

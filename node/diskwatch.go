@@ -1,0 +1,134 @@
+package node
+
+// A disk that hangs (docs/replication.md, "A disk that hangs") fails no
+// operation: its writes and syncs just never return, and whatever waits for
+// them waits too. Nothing is acknowledged that did not reach the disk, so
+// no data is at risk, but a node that only waits tells nobody why. The
+// store and sidecar files go through a vfs.Watched file system, and the
+// oldest operation in flight shows in status, in the metrics and, once it
+// has waited diskStallWarn, in the log. The node does not detach such a disk
+// (see the docs for why).
+
+import (
+	"context"
+	"time"
+
+	"github.com/grbd/grbd/internal/extent"
+)
+
+const (
+	// diskStallShown: an operation on the store in flight this long shows
+	// in status (disk_stall) and in grbd_disk_stall_seconds.
+	diskStallShown = time.Second
+	// diskStallWarn: ... and this long, in the log at WARN (once).
+	diskStallWarn = 10 * time.Second
+)
+
+// DiskStall is the oldest operation on the node's store that has not
+// returned, once it has waited a second.
+type DiskStall struct {
+	Op      string  `json:"op"`   // write, sync, read, ...
+	File    string  `json:"file"` // its file
+	Seconds float64 `json:"seconds"`
+}
+
+// journalFigures is what Status shows of the store.
+type journalFigures struct {
+	journal        JournalStatus
+	checksumErrors uint64
+}
+
+// diskStall is the oldest store operation in flight, when it has waited
+// diskStallShown.
+func (n *Node) diskStall() *DiskStall {
+	st, ok := n.disk.Stalled()
+	if !ok || st.For < diskStallShown {
+		return nil
+	}
+	return &DiskStall{Op: st.Op.String(), File: st.Name, Seconds: st.For.Seconds()}
+}
+
+// journalWait bounds how long Status waits for the store's figures: a
+// write that hangs holds the journal's locks, and status must still answer.
+const journalWait = 2 * time.Second
+
+// journalRead is a read of the store's figures in flight; done is closed
+// once f is set.
+type journalRead struct {
+	done chan struct{}
+	f    journalFigures
+}
+
+// journalStatus returns the store's figures, or, when they take longer
+// than journalWait (the disk may hang), the figures read last (fresh is
+// then false). One read runs at a time: callers meanwhile wait for it, and
+// a read that hangs is never joined by a second one.
+func (n *Node) journalStatus() (f journalFigures, fresh bool) {
+	r := &journalRead{done: make(chan struct{})}
+	if !n.journalRead.CompareAndSwap(nil, r) {
+		if cur := n.journalRead.Load(); cur != nil {
+			r = cur
+		} else {
+			return n.journalStatus() // the read ended just now: start another
+		}
+	} else {
+		go func() {
+			r.f = n.readJournal()
+			n.lastJournal.Store(&r.f)
+			n.journalRead.Store(nil)
+			close(r.done)
+		}()
+	}
+	t := time.NewTimer(journalWait)
+	defer t.Stop()
+	select {
+	case <-r.done:
+		return r.f, true
+	case <-t.C:
+		if last := n.lastJournal.Load(); last != nil {
+			return *last, false
+		}
+		return journalFigures{}, false
+	}
+}
+
+// readJournal reads the store's figures.
+func (n *Node) readJournal() journalFigures {
+	js := n.store.Stats()
+	return journalFigures{
+		journal: JournalStatus{
+			LastSeq: js.LastSeq, DurableSeq: js.DurableSeq, CheckpointSeq: js.CheckpointSeq,
+			FirstRetainedSeq: js.FirstRetainedSeq, Bytes: js.JournalBytes, Segments: js.Segments, Syncs: js.Syncs,
+			SuspectBytes: extent.Bytes(n.store.Suspects()), ActivityCommits: js.ActivityCommits,
+			ExtentRecords: js.ExtentRecords, SegmentsReused: js.SegmentsReused,
+		},
+		checksumErrors: js.ChecksumErrors,
+	}
+}
+
+// watchDisk logs, once, a store operation that has not returned for warn,
+// and again when the disk answers.
+func (n *Node) watchDisk(ctx context.Context, every, warn time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var warned time.Time // the start of the operation warned about
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, ok := n.disk.Stalled()
+		now := time.Now()
+		started := now.Add(-st.For)
+		if !warned.IsZero() && (!ok || started.Sub(warned) > every) {
+			n.log.Info("disk: the operation that hung returned (or another took its place)", "waited", now.Sub(warned).Round(time.Millisecond))
+			warned = time.Time{}
+		}
+		if ok && st.For >= warn && warned.IsZero() {
+			n.log.Warn("disk: an operation on the store has not returned: the disk may hang (requests that need it wait; the node does not detach it)",
+				"op", st.Op.String(), "file", st.Name, "waited", st.For.Round(time.Millisecond))
+			warned = started
+		}
+	}
+}
