@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,6 +85,32 @@ func runResendScenario(t *testing.T, bin string) resendReport {
 	t.Logf("%d writes, %d in flight at the kill; FLUSH answered %.2fs after the kill; direct read from %s",
 		r.Issued, r.InflightAtKill, deref(r.FlushAfterKill), r.DirectNode)
 	return r
+}
+
+// TestProxyFollowsPastAHungPrimary: the primary hangs (SIGSTOP: its ports
+// accept connections and nothing answers, as a node stuck in its disk) and
+// the cluster fails over; writes through the proxy go on at the new
+// primary while the old one still hangs. (The proxy dialled the new
+// primary with the time its locate had spent waiting for the hung node,
+// and so stayed without a primary for as long as that node hung.)
+func TestProxyFollowsPastAHungPrimary(t *testing.T) {
+	t.Parallel()
+	c := newReplCluster(t, "C", "64MiB")
+	n0, _ := c.startPair()
+	_, uri := c.startProxy(grbdBin)
+	run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+uri, "--rw=write", "--bs=64k", "--size=1m")
+
+	require.NoError(t, n0.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = n0.Signal(syscall.SIGCONT) }) // before the harness stops it
+	stopped := time.Now()
+	out, err := runErr(40*time.Second, "fio", "--name=w", "--ioengine=nbd", "--uri="+uri, "--rw=write", "--bs=64k", "--size=1m", "--offset=2m")
+	require.NoError(t, err, "writes through the proxy while the old primary hangs:\n%s", out)
+	took := time.Since(stopped)
+	t.Logf("1 MiB written through the proxy %v after the primary hung", took.Round(time.Millisecond))
+	require.Less(t, took, 15*time.Second, "the proxy reached the new primary only late")
+	st, err := c.status("n1")
+	require.NoError(t, err)
+	require.Equal(t, node.RolePrimary, st.Role)
 }
 
 // httpGetJSON fetches GET /status of an admin address as text.

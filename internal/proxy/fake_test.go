@@ -19,6 +19,8 @@ type fakeCluster struct {
 	primary string // "" while none serves
 	epoch   uint64
 	log     []string // "NODE OP OFF+LEN", in execution order
+	// slowLocate: a member never answers, so Locate takes all its time.
+	slowLocate bool
 }
 
 // fakeNode's mode decides what its connections do with requests.
@@ -88,6 +90,13 @@ func (c *fakeCluster) logged() []string {
 func (c *fakeCluster) Locate(ctx context.Context) (Primary, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.slowLocate {
+		// A member that never answers: the answers of the others count
+		// once the locate's time is up (as ClusterLocator's).
+		c.mu.Unlock()
+		<-ctx.Done()
+		c.mu.Lock()
+	}
 	if c.primary == "" {
 		return Primary{}, fmt.Errorf("%w: fake: none", ErrNotPrimary)
 	}
@@ -95,6 +104,9 @@ func (c *fakeCluster) Locate(ctx context.Context) (Primary, error) {
 }
 
 func (c *fakeCluster) Dial(ctx context.Context, p Primary) (Backend, error) {
+	if err := ctx.Err(); err != nil { // as net.Dialer with a context that ended
+		return nil, fmt.Errorf("fake: dial %s: %w", p.Name, err)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.primary != p.Name {

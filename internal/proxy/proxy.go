@@ -60,7 +60,7 @@ type Options struct {
 	// Retry is the pause between attempts while no primary serves. Default
 	// 20 ms: each attempt costs one GET /status per data node.
 	Retry time.Duration
-	// LocateTimeout bounds one Locate and one Dial. Default 1 s.
+	// LocateTimeout bounds one Locate, and then one Dial. Default 1 s.
 	LocateTimeout time.Duration
 	Logger        *slog.Logger
 }
@@ -295,15 +295,20 @@ func (p *Proxy) Connect(ctx context.Context) error {
 	}
 }
 
-// connect locates the primary and opens a session to it.
+// connect locates the primary and opens a session to it. The dial has a
+// timeout of its own: a member that accepts and never answers (a node hung
+// in its disk, a host that drops packets) makes Locate use all of its
+// time, and the new primary it found must still be reached.
 func (p *Proxy) connect(ctx context.Context) (*session, error) {
 	lctx, cancel := context.WithTimeout(ctx, p.opts.LocateTimeout)
-	defer cancel()
 	prim, err := p.loc.Locate(lctx)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
-	be, err := p.dial.Dial(lctx, prim)
+	dctx, cancel := context.WithTimeout(ctx, p.opts.LocateTimeout)
+	defer cancel()
+	be, err := p.dial.Dial(dctx, prim)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: connect to %s at %s: %w", prim.Name, prim.Addr, err)
 	}

@@ -22,9 +22,16 @@ const testSize = 1 << 20
 // names, the first one promoted.
 func startProxy(t *testing.T, hold time.Duration, names ...string) (*fakeCluster, *Proxy) {
 	t.Helper()
+	return startProxyWith(t, Options{HoldTimeout: hold}, names...)
+}
+
+// startProxyWith is startProxy with opts (the test's Poll and Retry).
+func startProxyWith(t *testing.T, opts Options, names ...string) (*fakeCluster, *Proxy) {
+	t.Helper()
 	c := newFakeCluster(testSize, names...)
 	c.promote(names[0])
-	p := New(c, c, Options{HoldTimeout: hold, Poll: 10 * time.Millisecond, Retry: 2 * time.Millisecond})
+	opts.Poll, opts.Retry = 10*time.Millisecond, 2*time.Millisecond
+	p := New(c, c, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, p.Connect(ctx))
 	done := make(chan struct{})
@@ -242,6 +249,24 @@ func TestFollowsPrimaryCutOff(t *testing.T) {
 	c.promote("n1")
 	require.NoError(t, wait(t, res))
 	require.Contains(t, c.logged(), "n1 write 512+512")
+	require.Equal(t, "n1", p.Status().Primary)
+}
+
+// TestFollowsPrimaryPastAHungMember: the old primary hangs (its disk) and
+// never answers, so finding the new primary takes the whole locate timeout;
+// the proxy must still connect to it (it dialled with the locate's expired
+// context, and failed, until the hung node died).
+func TestFollowsPrimaryPastAHungMember(t *testing.T) {
+	c, p := startProxyWith(t, Options{HoldTimeout: 10 * time.Second, LocateTimeout: 50 * time.Millisecond}, "n0", "n1")
+	c.set("n0", modeBlackhole, 0)
+	res := async(func() error { return p.WriteAt(pattern(7, 512), 1024, true) })
+	entered(t, c.nodes["n0"])
+	c.mu.Lock()
+	c.slowLocate = true
+	c.mu.Unlock()
+	c.promote("n1")
+	require.NoError(t, wait(t, res))
+	require.Contains(t, c.logged(), "n1 write 1024+512")
 	require.Equal(t, "n1", p.Status().Primary)
 }
 
