@@ -79,10 +79,10 @@ type actEntry struct {
 // suspect (clean says the store was closed cleanly; without a log, an
 // unclean stop suspects the whole device), and writes the log back with
 // no hot extents before any write can reach data.img.
-func (j *Journal) openActivity(clean bool, maxExtents int, extentSize, ahead int64, bootID string) error {
+func (j *Journal) openActivity(clean bool, maxExtents int, ahead int64, bootID string) error {
 	a := &j.act
 	a.cond.L = &a.mu
-	a.hot, a.max, a.extent, a.ahead, a.boot = map[uint32]*actEntry{}, maxExtents, extentSize, ahead, bootHash(bootID)
+	a.hot, a.max, a.ahead, a.boot = map[uint32]*actEntry{}, maxExtents, ahead, bootHash(bootID)
 	for i, name := range actNames {
 		path := filepath.Join(j.dir, name)
 		f, err := j.fs.OpenFile(path, os.O_RDWR, 0)

@@ -244,11 +244,10 @@ func Open(opts Options) (*Journal, error) {
 	j.spaceCond.L = &j.mu
 	j.applyCond.L = &j.applyMu
 	j.syncCond.L = &j.smu
-	j.act.extent = cmp.Or(opts.activityExtentSize, ActivityExtentSize) // setupSums reads the log
+	j.act.extent = cmp.Or(opts.activityExtentSize, ActivityExtentSize) // set first: setupSums reads the log
 	err := j.open(opts.DeviceSize, opts.RegionSize)
 	if err == nil {
-		err = j.openActivity(j.openedClean, opts.ActivityExtents, cmp.Or(opts.activityExtentSize, ActivityExtentSize),
-			cmp.Or(opts.activityLookahead, actLookahead), cmp.Or(opts.BootID, bootID()))
+		err = j.openActivity(j.openedClean, opts.ActivityExtents, cmp.Or(opts.activityLookahead, actLookahead), cmp.Or(opts.BootID, bootID()))
 	}
 	if err != nil {
 		j.closeFiles(false)

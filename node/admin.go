@@ -104,7 +104,7 @@ type ChecksumStatus struct {
 
 // Status reports the node's current state.
 func (n *Node) Status() Status {
-	js, _ := n.journalStatus()
+	js := n.journalStatus()
 	ns := n.nbd.Stats()
 	qs := n.ctl.Status()
 	role, disk, peers := RoleSecondary, "", []PeerStatus{}

@@ -60,10 +60,10 @@ type journalRead struct {
 }
 
 // journalStatus returns the store's figures, or, when they take longer
-// than journalWait (the disk may hang), the figures read last (fresh is
-// then false). One read runs at a time: callers meanwhile wait for it, and
-// a read that hangs is never joined by a second one.
-func (n *Node) journalStatus() (f journalFigures, fresh bool) {
+// than journalWait (the disk may hang), the figures read last. One read
+// runs at a time: callers meanwhile wait for it, and a read that hangs is
+// never joined by a second one.
+func (n *Node) journalStatus() journalFigures {
 	r := &journalRead{done: make(chan struct{})}
 	if !n.journalRead.CompareAndSwap(nil, r) {
 		if cur := n.journalRead.Load(); cur != nil {
@@ -83,12 +83,12 @@ func (n *Node) journalStatus() (f journalFigures, fresh bool) {
 	defer t.Stop()
 	select {
 	case <-r.done:
-		return r.f, true
+		return r.f
 	case <-t.C:
 		if last := n.lastJournal.Load(); last != nil {
-			return *last, false
+			return *last
 		}
-		return journalFigures{}, false
+		return journalFigures{}
 	}
 }
 
