@@ -121,3 +121,57 @@ func TestWatchDiskLogsOnce(t *testing.T) {
 	require.NoError(t, <-synced)
 	require.Eventually(t, func() bool { return strings.Contains(text(), "returned (or another") }, 5*time.Second, 5*time.Millisecond)
 }
+
+// A secondary whose disk hangs in its syncs (writes still reach its page
+// cache and are acknowledged) holds the primary's flushes only until the
+// flush timeout: the primary drops it and Outdates it, and the flush
+// completes without it; it is not counted again while its syncs hang. Once
+// its disk answers, it catches up. Without the bound, the flush waited for
+// as long as the disk hung.
+func TestSecondaryWhoseSyncsHangIsDropped(t *testing.T) {
+	t.Parallel()
+	var hangDir atomic.Pointer[string]
+	release := make(chan struct{})
+	disk := vfs.WithErrors(vfs.Default, func(op vfs.Op, name string) error {
+		if dir := hangDir.Load(); dir != nil && op == vfs.OpSync && strings.HasPrefix(name, *dir) {
+			<-release
+		}
+		return nil
+	})
+	c := newTestCluster(t, 2, true, "replication:\n  peer-timeout: 3s\n  flush-timeout: 3s\n", Options{faults: &faultHooks{disk: disk}})
+	var unblock sync.Once
+	defer unblock.Do(func() { close(release) })
+	p := c.primary()
+	writeBlocks(t, p, 0, 4)
+	c.waitUpToDate(p)
+	sec := c.nodes[c.other(p)]
+	dir := sec.me.DataDir + string(filepath.Separator)
+	hangDir.Store(&dir)
+
+	writeBlocks(t, p, 4, 8)
+	start := time.Now()
+	flushed := make(chan error, 1)
+	go func() { flushed <- p.dev.Flush() }()
+	select {
+	case err := <-flushed:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the flush still waits for a secondary whose syncs hang")
+	}
+	took := time.Since(start)
+	require.GreaterOrEqual(t, took, 3*time.Second, "the flush completed before the flush timeout: the secondary's sync did not hang")
+	require.Equal(t, DiskOutdated, p.Status().Peers[0].Disk)
+
+	// While its syncs still hang, it is not counted again (its new session
+	// waits behind the hung sync), so flushes do not stall once more.
+	time.Sleep(time.Second)
+	writeBlocks(t, p, 8, 10)
+	start = time.Now()
+	require.NoError(t, p.dev.Flush())
+	require.Less(t, time.Since(start), time.Second, "a second flush waited for the secondary whose syncs hang")
+	require.NotEqual(t, DiskUpToDate, p.Status().Peers[0].Disk)
+
+	unblock.Do(func() { close(release) })
+	writeBlocks(t, p, 8, 12)
+	c.waitUpToDate(p)
+}

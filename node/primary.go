@@ -51,6 +51,7 @@ func (n *Node) newPrimary(st quorum.State) *primary.Side {
 		SuspendOnNoQuorum:      n.cfg.Quorum.OnNoQuorum == config.OnNoQuorumSuspend,
 		SuspendTimeout:         n.cfg.Quorum.SuspendTimeout.D(),
 		PeerTimeout:            n.cfg.Replication.PeerTimeout.D(),
+		FlushTimeout:           n.cfg.Replication.FlushTimeout.D(),
 		DisconnectOnCongestion: n.cfg.Replication.OnCongestion == config.CongestionDisconnect,
 		CongestionFill:         int64(n.cfg.Replication.CongestionFill),
 		ResyncRate:             int64(n.cfg.Replication.ResyncRate),

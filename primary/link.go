@@ -37,6 +37,8 @@ const (
 	// connectGrace: a peer without a session for this long is lost (and
 	// Outdated) instead of holding writes back.
 	connectGrace = 200 * time.Millisecond
+	// defaultFlushTimeout: see Config.FlushTimeout (config's default).
+	defaultFlushTimeout = 30 * time.Second
 )
 
 // link is the primary's side of one peer: it opens a data stream on the
@@ -73,6 +75,8 @@ type link struct {
 	catchup   atomic.Uint64 // bytes moved by catch-up and resync
 	sentBytes atomic.Uint64 // bytes written to the peer's data streams (frames)
 	lastAckNs atomic.Int64  // unix nanos of the last ack (or session start)
+	// lastDurableNs: unix nanos of the last durable ack (a flush done).
+	lastDurableNs atomic.Int64
 	// sentSeq is the highest sequence queued for the peer. Records appended
 	// for another peer's resync are never sent to this one, so what it owes
 	// is measured against this, not against the journal's LastSeq.
@@ -101,7 +105,8 @@ func (l *link) kickSession() {
 	}
 }
 
-func (l *link) lastAck() time.Time { return time.Unix(0, l.lastAckNs.Load()) }
+func (l *link) lastAck() time.Time     { return time.Unix(0, l.lastAckNs.Load()) }
+func (l *link) lastDurable() time.Time { return time.Unix(0, l.lastDurableNs.Load()) }
 
 // run serves the peer until ctx ends: it opens a data stream on the member
 // link, runs a session on it, and starts over with backoff. A peer that has
@@ -236,7 +241,11 @@ func (l *link) recv(r *wire.Reader) error {
 		p := l.p
 		switch m := m.(type) {
 		case *wire.Ack:
-			l.lastAckNs.Store(time.Now().UnixNano())
+			now := time.Now().UnixNano()
+			l.lastAckNs.Store(now)
+			if m.Level >= wire.AckDurable {
+				l.lastDurableNs.Store(now)
+			}
 			p.coreMu.Lock()
 			var caught bool
 			caught, err = p.core.PeerAcked(l.name, m.Seq, replicator.Level(m.Level), l.clearHead())
@@ -256,6 +265,7 @@ func (l *link) recv(r *wire.Reader) error {
 			if m.Err != 0 {
 				return fmt.Errorf("%w: flush %d: errno %d", ErrPeerFailed, m.Seq, m.Err)
 			}
+			l.lastDurableNs.Store(time.Now().UnixNano())
 			p.coreMu.Lock()
 			err = p.core.Ack(l.name, m.Seq, replicator.Durable)
 			p.releaseLocked()

@@ -118,6 +118,9 @@ func New(ctx context.Context, cfg Config, node Node, st quorum.State) *Side {
 	if cfg.CongestionFill <= 0 {
 		cfg.CongestionFill = defaultCongestionFill
 	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = defaultFlushTimeout
+	}
 	p := &Side{
 		cfg: cfg, node: node, store: cfg.Store, epoch: st.Epoch, log: cfg.Log.With("epoch", st.Epoch), state: st,
 		core:     replicator.NewPrimary(cfg.Protocol),
@@ -411,19 +414,23 @@ func (p *Side) retainLoop() {
 	}
 }
 
-// watchdog disconnects a counted peer that acknowledged nothing for
-// replication.peer-timeout while writes wait for it (a paused or wedged
-// peer, a silent link): its member session is dropped, which ends every
-// stream to it at once, and it is then Outdated and writes go on.
+// watchdog disconnects a counted peer that stalls the writes waiting for
+// it: one that acknowledged nothing for replication.peer-timeout while it
+// owes a write (a paused or wedged peer, a silent link), or one that
+// completed no flush for replication.flush-timeout while a flush waits for
+// it (its disk hangs: writes still reach its page cache and are
+// acknowledged, syncs never return). Its member session is dropped, which
+// ends every stream to it at once; it is then Outdated and writes go on.
 //
-// The wait is measured from the later of its last ack and the first tick
-// that saw it owe a write: after an idle spell its last ack is old, and a
-// write in flight for a moment must not look like a dead peer.
+// Each wait is measured from the later of the peer's last answer and the
+// first tick that saw it owe one: after an idle spell its last ack is old,
+// and a write or flush in flight for a moment must not look like a dead
+// peer.
 func (p *Side) watchdog() {
-	timeout := p.cfg.PeerTimeout
-	t := time.NewTicker(max(timeout/10, 10*time.Millisecond))
+	t := time.NewTicker(max(p.cfg.PeerTimeout/10, 10*time.Millisecond))
 	defer t.Stop()
-	owing := make(map[*link]time.Time) // first tick that saw the peer owe a write
+	owing := make(map[*link]time.Time)    // first tick that saw the peer owe a write
+	flushing := make(map[*link]time.Time) // first tick that saw a flush wait for it
 	for {
 		select {
 		case <-p.ctx.Done():
@@ -433,26 +440,50 @@ func (p *Side) watchdog() {
 		now := time.Now()
 		for _, l := range p.links {
 			sent := l.sentSeq.Load()
-			if !l.live.Load() || l.acked.Load() >= sent {
-				delete(owing, l)
+			owesWrite := l.live.Load() && l.acked.Load() < sent
+			if overdue(owing, l, owesWrite, l.lastAck(), now, p.cfg.PeerTimeout) {
+				l.log.Warn("peer acknowledged nothing within the peer timeout: disconnecting it", "timeout", p.cfg.PeerTimeout, "acked", l.acked.Load(), "sent", sent)
+				p.dropPeer(l, "acknowledged nothing within the peer timeout")
 				continue
 			}
-			since, ok := owing[l]
-			if !ok {
-				since = now
-				owing[l] = now
-			}
-			if last := l.lastAck(); last.After(since) {
-				since = last
-			}
-			if now.Sub(since) > timeout {
-				l.log.Warn("peer acknowledged nothing within the peer timeout: disconnecting it", "timeout", timeout, "acked", l.acked.Load(), "sent", sent)
-				delete(owing, l)
-				l.kickSession()
-				p.tr.Drop(l.name, "acknowledged nothing within the peer timeout")
+			p.coreMu.Lock()
+			flush := p.core.FlushWaitingOn(l.name)
+			p.coreMu.Unlock()
+			if overdue(flushing, l, flush > 0, l.lastDurable(), now, p.cfg.FlushTimeout) {
+				l.log.Warn("peer completed no flush within the flush timeout (its disk may hang): disconnecting it", "timeout", p.cfg.FlushTimeout, "flush_seq", flush)
+				p.dropPeer(l, "completed no flush within the flush timeout")
 			}
 		}
 	}
+}
+
+// overdue tracks one wait of l in since (the first tick that saw it):
+// true, and forgotten, once it lasted longer than timeout from the later of
+// that tick and last, the peer's last answer of that kind.
+func overdue(since map[*link]time.Time, l *link, waiting bool, last, now time.Time, timeout time.Duration) bool {
+	if !waiting {
+		delete(since, l)
+		return false
+	}
+	from, ok := since[l]
+	if !ok {
+		from = now
+		since[l] = now
+	}
+	if last.After(from) {
+		from = last
+	}
+	if now.Sub(from) <= timeout {
+		return false
+	}
+	delete(since, l)
+	return true
+}
+
+// dropPeer ends l's session and its whole member session.
+func (p *Side) dropPeer(l *link, why string) {
+	l.kickSession()
+	p.tr.Drop(l.name, why)
 }
 
 // PeerStatuses reports every link.

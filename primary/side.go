@@ -38,6 +38,9 @@ type Config struct {
 	SuspendOnNoQuorum bool
 	SuspendTimeout    time.Duration
 	PeerTimeout       time.Duration // a counted peer silent this long is dropped
+	// FlushTimeout: a counted peer that completes no flush this long while
+	// one waits for it is dropped (0: defaultFlushTimeout).
+	FlushTimeout time.Duration
 	// DisconnectOnCongestion: a live peer more than CongestionFill behind
 	// is cut off (on-congestion: disconnect) instead of holding new writes
 	// until it drained (block).

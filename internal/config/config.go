@@ -164,6 +164,13 @@ type Replication struct {
 	// long while writes wait for it is disconnected (and Outdated), and a
 	// member link that stays silent this long is torn down (mesh keepalive).
 	PeerTimeout Duration `yaml:"peer-timeout,omitempty"`
+	// FlushTimeout: a counted peer that completes no flush for this long
+	// while a flush waits for it (its disk hangs: it still acknowledges
+	// writes, which reach its page cache) is disconnected and Outdated,
+	// as DRBD's ko-count does for requests. Generous: a healthy disk may
+	// take seconds to write back a large dirty cache. Default 30 s (or
+	// peer-timeout, if longer).
+	FlushTimeout Duration `yaml:"flush-timeout,omitempty"`
 	// ResyncRate bounds region resync traffic per peer, bytes per second
 	// (0: unlimited), so that application writes keep their bandwidth.
 	ResyncRate Size `yaml:"resync-rate,omitempty"`
@@ -244,6 +251,7 @@ const (
 	DefaultFailoverTimeout = Duration(250 * time.Millisecond)
 	DefaultSuspendTimeout  = Duration(30 * time.Second)
 	DefaultPeerTimeout     = Duration(2 * time.Second)
+	DefaultFlushTimeout    = Duration(30 * time.Second)
 	DefaultStreamWindow    = Size(4 << 20) // = mesh.DefaultStreamWindow (config imports no runtime package)
 	// The stream window's bounds: yamux's own initial window, and a
 	// size whose buffering per stream a host can afford.

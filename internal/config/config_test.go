@@ -49,6 +49,7 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, CongestionBlock, c.Replication.OnCongestion)
 	require.Equal(t, DefaultCongestionFill, c.Replication.CongestionFill)
 	require.Equal(t, DefaultStreamWindow, c.Replication.StreamWindow)
+	require.Equal(t, DefaultFlushTimeout, c.Replication.FlushTimeout)
 	require.Equal(t, "/etc/grbd/alpha", c.Nodes[0].DataDir, "relative dir resolved against the file")
 	require.Equal(t, "/var/lib/grbd/beta", c.Nodes[1].DataDir)
 	m, witness, err := c.Member("w")
@@ -65,6 +66,14 @@ func TestParseQuorum(t *testing.T) {
 	require.False(t, c.Quorum.AutoFailoverOn())
 	require.Equal(t, OnNoQuorumSuspend, c.Quorum.OnNoQuorum)
 	require.Equal(t, time.Second, c.Quorum.Lease.D())
+}
+
+// A peer-timeout above the default flush-timeout raises the flush-timeout's
+// default with it instead of making the config invalid.
+func TestFlushTimeoutFollowsALongPeerTimeout(t *testing.T) {
+	c, err := Parse("c.yaml", []byte(good+"replication:\n  peer-timeout: 45s\n"))
+	require.NoError(t, err)
+	require.Equal(t, 45*time.Second, c.Replication.FlushTimeout.D())
 }
 
 func TestMarshalRoundTrip(t *testing.T) {
@@ -104,6 +113,7 @@ func TestParseErrors(t *testing.T) {
 		{"huge stream window", func(s string) string { return s + "replication:\n  stream-window: 1GiB\n" }, "c.yaml:23: replication.stream-window: 1GiB: must be between 256KiB and 256MiB"},
 		{"bad congestion policy", func(s string) string { return s + "replication:\n  on-congestion: pull-ahead\n" }, `c.yaml:23: replication.on-congestion: "pull-ahead": want "block" or "disconnect"`},
 		{"small congestion fill", func(s string) string { return s + "replication:\n  congestion-fill: 64KiB\n" }, "c.yaml:23: replication.congestion-fill: 64KiB: must be between 1MiB and 1GiB"},
+		{"short flush timeout", func(s string) string { return s + "replication:\n  peer-timeout: 5s\n  flush-timeout: 4s\n" }, "c.yaml:24: replication.flush-timeout: must be at least replication.peer-timeout"},
 		{"bad split-brain policy", func(s string) string { return s + "replication:\n  after-split-brain: coin\n" }, "c.yaml:23: replication.after-split-brain: \"coin\""},
 		{"bad on-no-quorum", func(s string) string { return s + "quorum:\n  on-no-quorum: panic\n" }, "c.yaml:23: quorum.on-no-quorum: \"panic\""},
 		{"short lease", func(s string) string { return s + "quorum:\n  lease: 20ms\n" }, "c.yaml:23: quorum.lease: must be at least 5 ticks"},

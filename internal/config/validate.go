@@ -220,6 +220,7 @@ func (c *Config) validateQuorum(bad func(string, ...any)) {
 	fill(&q.FailoverTimeout, DefaultFailoverTimeout)
 	fill(&q.SuspendTimeout, DefaultSuspendTimeout)
 	fill(&c.Replication.PeerTimeout, DefaultPeerTimeout)
+	fill(&c.Replication.FlushTimeout, max(DefaultFlushTimeout, c.Replication.PeerTimeout))
 	switch {
 	case q.Tick.D() < time.Millisecond || q.Tick.D() > time.Second:
 		bad("must be between 1ms and 1s", "quorum", "tick")
@@ -236,6 +237,9 @@ func (c *Config) validateQuorum(bad func(string, ...any)) {
 	}
 	if c.Replication.PeerTimeout.D() < q.Tick.D() {
 		bad("must be at least one quorum tick", "replication", "peer-timeout")
+	}
+	if c.Replication.FlushTimeout.D() < c.Replication.PeerTimeout.D() {
+		bad("must be at least replication.peer-timeout", "replication", "flush-timeout")
 	}
 }
 
