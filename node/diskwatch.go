@@ -55,16 +55,19 @@ const journalWait = 2 * time.Second
 // journalRead is a read of the store's figures in flight; done is closed
 // once f is set.
 type journalRead struct {
-	done chan struct{}
-	f    journalFigures
+	done  chan struct{}
+	start time.Time
+	f     journalFigures
 }
 
 // journalStatus returns the store's figures, or, when they take longer
 // than journalWait (the disk may hang), the figures read last. One read
 // runs at a time: callers meanwhile wait for it, and a read that hangs is
-// never joined by a second one.
+// never joined by a second one. A caller that finds the read in flight
+// for journalWait already does not wait again: status answers at once
+// for as long as the disk hangs.
 func (n *Node) journalStatus() journalFigures {
-	r := &journalRead{done: make(chan struct{})}
+	r := &journalRead{done: make(chan struct{}), start: time.Now()}
 	if !n.journalRead.CompareAndSwap(nil, r) {
 		if cur := n.journalRead.Load(); cur != nil {
 			r = cur
@@ -79,16 +82,28 @@ func (n *Node) journalStatus() journalFigures {
 			close(r.done)
 		}()
 	}
-	t := time.NewTimer(journalWait)
+	last := func() journalFigures {
+		if f := n.lastJournal.Load(); f != nil {
+			return *f
+		}
+		return journalFigures{}
+	}
+	wait := journalWait - time.Since(r.start)
+	if wait <= 0 {
+		select {
+		case <-r.done:
+			return r.f
+		default:
+			return last()
+		}
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-r.done:
 		return r.f
 	case <-t.C:
-		if last := n.lastJournal.Load(); last != nil {
-			return *last
-		}
-		return journalFigures{}
+		return last()
 	}
 }
 

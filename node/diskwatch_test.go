@@ -75,6 +75,10 @@ func TestHungDiskIsSeen(t *testing.T) {
 	require.Equal(t, ".seg", filepath.Ext(st.DiskStall.File))
 	require.GreaterOrEqual(t, st.DiskStall.Seconds, diskStallShown.Seconds())
 	require.Equal(t, before.Journal.LastSeq, st.Journal.LastSeq, "the figures read before the hang")
+	status() // the hung read is older than journalWait now: status does not wait for it again
+	asked := time.Now()
+	require.Equal(t, before.Journal.LastSeq, status().Journal.LastSeq)
+	require.Less(t, time.Since(asked), time.Second, "status waited again for the journal read that hangs")
 	select {
 	case err := <-wrote:
 		t.Fatalf("the write returned while its disk hangs: %v", err)
