@@ -79,5 +79,5 @@ func (j *Journal) Seal() error {
 	if j.closing.Load() {
 		return ErrClosed
 	}
-	return j.rewind(j.LastSeq(), "sealed")
+	return j.rewind(j.LastSeq(), 0, "sealed")
 }

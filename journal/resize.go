@@ -127,3 +127,48 @@ func (j *Journal) trimData(fsize int64) error {
 	}
 	return nil
 }
+
+// ShrinkTo cuts the device to size bytes, below its current size: a
+// secondary takes its primary's size that way when it is larger than the
+// primary's (it applied a grow that nobody acknowledged, and the new
+// primary never had it, or it was created from a larger device.size). The
+// bytes past size are dropped. Like Seal, it checkpoints and restarts the
+// journal at LastSeq, with the new size in the meta file: after a crash the
+// store has the old size or the new one. The caller must not Append,
+// WriteInPlace, Sync or ReadRecords concurrently.
+func (j *Journal) ShrinkTo(size int64) error {
+	if j.closing.Load() {
+		return ErrClosed
+	}
+	cur := j.devSize.Load()
+	switch {
+	case size <= 0 || size%SumBlockSize != 0:
+		return fmt.Errorf("%w: shrink to %d bytes: not a positive multiple of %d", ErrInvalidOptions, size, SumBlockSize)
+	case size >= cur:
+		return fmt.Errorf("%w: shrink to %d bytes, device has %d", ErrInvalidOptions, size, cur)
+	}
+	if err := j.rewind(j.LastSeq(), size, "shrunk"); err != nil {
+		return err
+	}
+	j.log.Warn("journal: device shrunk: the bytes past the new end are dropped", "size", size, "was", cur)
+	return nil
+}
+
+// shrinkLocked makes the in-memory store size bytes: the size first, so
+// that readers past it are refused before their checksums turn to zeros'
+// (a later grow brings zeros back there). data.sum keeps the dropped
+// blocks' pages: Open loads only the pages below the size, and the pages
+// of a later grow are re-read by replay (its resize record) or written
+// again by the next checkpoint (past the blocks saved last, or their
+// counters moved). Caller holds mu.
+func (j *Journal) shrinkLocked(size int64) {
+	old := j.devSize.Load()
+	j.devSize.Store(size)
+	j.regions = j.regions[:regionCount(size, j.regionSize)]
+	j.placed = nil
+	if j.sums != nil {
+		for b := size / SumBlockSize; b < (old+SumBlockSize-1)/SumBlockSize; b++ {
+			j.sums.set(b, zeroBlockSum)
+		}
+	}
+}

@@ -26,14 +26,16 @@ func (j *Journal) Rewind(seq uint64) ([]extent.Extent, error) {
 		return nil, nil
 	}
 	changed := j.ChangedSince(seq)
-	err := j.rewind(seq, "rewound")
+	err := j.rewind(seq, 0, "rewound")
 	if err != nil {
 		return nil, err
 	}
 	return changed, nil
 }
 
-func (j *Journal) rewind(seq uint64, what string) error {
+// rewind restarts the journal at seq; size, when not 0, is the device's
+// size from then on (ShrinkTo).
+func (j *Journal) rewind(seq uint64, size int64, what string) error {
 	if err := j.checkpoint(); err != nil {
 		return err
 	}
@@ -62,6 +64,10 @@ func (j *Journal) rewind(seq uint64, what string) error {
 		return err
 	}
 	j.mu.Lock()
+	shrunk := size > 0 && size < j.devSize.Load()
+	if shrunk {
+		j.shrinkLocked(size)
+	}
 	regions := make([]uint64, len(j.regions))
 	for r, s := range j.regions {
 		regions[r] = min(s, seq)
@@ -69,7 +75,9 @@ func (j *Journal) rewind(seq uint64, what string) error {
 	b := encodeMeta(nil, &meta{deviceSize: j.devSize.Load(), regionSize: j.regionSize, checkpointSeq: seq, salt: j.salt, regions: regions})
 	j.mu.Unlock()
 	if sticky, err := j.writeMeta(b); err != nil {
-		if sticky {
+		// A shrunk store is smaller in memory already: fail it rather
+		// than undo that.
+		if sticky || shrunk {
 			return j.fail(err)
 		}
 		_ = seg.f.Close()
@@ -77,6 +85,16 @@ func (j *Journal) rewind(seq uint64, what string) error {
 		return err
 	}
 	j.restartAt(seg, seq, regions)
+	if shrunk {
+		// After the meta: a crash before this leaves a larger data file,
+		// which Open cuts (trimData).
+		if err := j.data.Truncate(size); err != nil {
+			return j.fail(fmt.Errorf("journal: cut data file to %d bytes: %w", size, err))
+		}
+		if err := j.data.Sync(); err != nil {
+			return j.fail(fmt.Errorf("journal: sync data file: %w", err))
+		}
+	}
 	j.log.Info("journal: "+what, "to_seq", seq, "segment", num)
 	return nil
 }

@@ -64,6 +64,15 @@ func (n *Node) grown(cause string) {
 	n.events.Add(Event{Type: events.TypeResize, Bytes: size, Cause: cause, Detail: fmt.Sprintf("device is %d bytes", size)})
 }
 
+// shrunk records that a secondary took its primary's smaller size: it
+// dropped bytes past it that no acknowledged write put there
+// (docs/cli.md, "resize").
+func (n *Node) shrunk(cause string) {
+	size := n.store.Size()
+	n.log.Warn("device shrunk to the primary's size", "size", size, "cause", cause)
+	n.events.Add(Event{Type: events.TypeResize, Bytes: size, Cause: cause, Detail: fmt.Sprintf("device is %d bytes", size)})
+}
+
 // checkSize compares the store's size with device.size, which only names
 // the size a store is created with. Larger: the device was grown (grbd
 // resize) and the config is stale. Smaller: this node missed a grow while

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/internal/chaos"
 	"github.com/grbd/grbd/internal/nbdclient"
 	"github.com/grbd/grbd/journal"
 	"github.com/stretchr/testify/require"
@@ -165,4 +166,23 @@ func TestResizeConfigLargerThanStore(t *testing.T) {
 	c.waitUpToDate(p)
 	require.EqualValues(t, newSize, d1.store.Size())
 	c.requireGrown(p, newSize)
+}
+
+// A replaced disk on a host whose device.size says more than the cluster's
+// device (raised by hand instead of grbd resize) is created larger than
+// the primary's: it takes the primary's size from the full sync instead of
+// refusing its resize record at every reconnect (it never caught up).
+func TestReplacedDiskFromALargerConfigTakesThePrimarysSize(t *testing.T) {
+	t.Parallel()
+	c, p := newSyncedPair(t, 20)
+	name := c.other(p)
+	dir := c.nodes[name].me.DataDir
+	c.stop(name)
+	require.NoError(t, chaos.WipeStore(dir))
+	c.cfg.Device.Size = newSize
+	n := c.start(name)
+	require.EqualValues(t, newSize, n.store.Size(), "created from its config")
+	c.waitUpToDate(p)
+	require.EqualValues(t, oldSize, n.store.Size())
+	c.requireGrown(p, oldSize)
 }

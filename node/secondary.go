@@ -47,6 +47,7 @@ func (h secondaryHost) History() replicator.History              { return h.n.hi
 func (h secondaryHost) SetHistory(hist replicator.History) error { return h.n.setHistory(hist) }
 func (h secondaryHost) SplitBrain(peer, detail string)           { h.n.splitBrain(peer, detail) }
 func (h secondaryHost) Grown(cause string)                       { h.n.grown(cause) }
+func (h secondaryHost) Shrunk(cause string)                      { h.n.shrunk(cause) }
 func (h secondaryHost) FullCopyOfCode() bool                     { return h.n.ec != nil && !h.n.shardPeer() }
 
 // PrimaryArrived: a settled position serves reads until a primary connects.

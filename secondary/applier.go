@@ -367,6 +367,11 @@ func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 		}
 		return a.copies.submit(w)
 	}
+	if w.Resize > 0 && w.Resize < before && sa == nil && !s.cfg.ErasureCoded {
+		if err := a.takeSmallerSize(w); err != nil {
+			return a.nack(w.Seq, err)
+		}
+	}
 	if _, err := s.store.Append(w); err != nil {
 		return a.nack(w.Seq, err)
 	}
@@ -382,6 +387,27 @@ func (a *applier) appendWrite(m wire.Message, w journal.Write) error {
 	if w.Resize > before {
 		s.node.Grown(fmt.Sprintf("applied the primary's grow at seq %d", w.Seq))
 	}
+	return nil
+}
+
+// takeSmallerSize cuts this full copy to the size in the primary's resize
+// record w, below its own. The bytes past it hold no acknowledged write: a
+// grow that was acknowledged is on every node the control plane lets be
+// primary, this one included. So this node grew by a record nobody
+// acknowledged (it was primary, journaled its grow and was killed before
+// its peers had it; the rewind of that record keeps the size), or it was
+// created from a larger device.size than the cluster's. Without this it
+// refused the primary's record at every reconnect and never caught up.
+func (a *applier) takeSmallerSize(w journal.Write) error {
+	s := a.s
+	if err := a.drainCopies(); err != nil {
+		return err
+	}
+	was := s.store.Size()
+	if err := s.store.ShrinkTo(w.Resize); err != nil {
+		return err
+	}
+	s.node.Shrunk(fmt.Sprintf("took the primary's size at seq %d: %d bytes, was %d (the bytes past it came from no acknowledged write)", w.Seq, w.Resize, was))
 	return nil
 }
 

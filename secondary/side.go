@@ -84,13 +84,14 @@ type Node interface {
 	// PrimaryConnected and PrimaryLost report the data path from peer.
 	PrimaryConnected(peer, cause string)
 	PrimaryLost(peer, cause string)
-	// SplitBrain, Diverged, Inconsistent, Consistent and Grown report what
-	// happened to the data (events).
+	// SplitBrain, Diverged, Inconsistent, Consistent, Grown and Shrunk
+	// report what happened to the data (events).
 	SplitBrain(peer, detail string)
 	Diverged(peer, detail string)
 	Inconsistent(cause string)
 	Consistent(cause string)
 	Grown(cause string)
+	Shrunk(cause string)
 	// FullCopyOfCode: this node keeps a full copy of an erasure-coded
 	// resource (its Hello says so).
 	FullCopyOfCode() bool

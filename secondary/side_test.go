@@ -19,14 +19,14 @@ import (
 
 // fakeNode is the Node of these tests: it records what the side reports.
 type fakeNode struct {
-	mu                      sync.Mutex
-	hist                    replicator.History
-	consistent              *bool
-	connected, lost         []string
-	splitBrain, diverged    []string
-	inconsistent, consisted []string
-	disconnected            bool
-	applied                 uint64 // the control plane's applied epoch
+	mu                              sync.Mutex
+	hist                            replicator.History
+	consistent                      *bool
+	connected, lost                 []string
+	splitBrain, diverged            []string
+	inconsistent, consisted, shrunk []string
+	disconnected                    bool
+	applied                         uint64 // the control plane's applied epoch
 }
 
 func (f *fakeNode) Disconnected(string) bool            { return f.disconnected }
@@ -35,6 +35,7 @@ func (f *fakeNode) CheckDisk(_ string, err error) error { return err }
 func (f *fakeNode) PrimaryArrived()                     {}
 func (f *fakeNode) AppliedEpoch() uint64                { return f.applied }
 func (f *fakeNode) Grown(string)                        {}
+func (f *fakeNode) Shrunk(cause string)                 { f.record(&f.shrunk, cause) }
 func (f *fakeNode) FullCopyOfCode() bool                { return false }
 func (f *fakeNode) ShardApplier() *ShardApply           { return nil }
 
