@@ -86,6 +86,11 @@ func (d *device) complete(prim *primary.Side, err error) error {
 	if err != nil {
 		return d.n.checkDisk("nbd request", err)
 	}
+	if d.n.diskFailure() != nil {
+		// Detached while the request ran (a disk that hung and came
+		// back): a peer may serve now; the client retries there.
+		return ErrDiskFailed
+	}
 	if d.n.ctl.Serving() {
 		return nil
 	}

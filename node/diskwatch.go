@@ -6,14 +6,17 @@ package node
 // no data is at risk, but a node that only waits tells nobody why. The
 // store and sidecar files go through a vfs.Watched file system, and the
 // oldest operation in flight shows in status, in the metrics and, once it
-// has waited diskStallWarn, in the log. The node does not detach such a disk
-// (see the docs for why).
+// has waited diskStallWarn, in the log. Once one has been seen in flight
+// for device.disk-timeout, the disk is Failed and detached like a disk that
+// returns errors (health.go), without waiting for it.
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/grbd/grbd/internal/extent"
+	"github.com/grbd/grbd/internal/vfs"
 )
 
 const (
@@ -121,12 +124,43 @@ func (n *Node) readJournal() journalFigures {
 	}
 }
 
-// watchDisk logs, once, a store operation that has not returned for warn,
-// and again when the disk answers.
-func (n *Node) watchDisk(ctx context.Context, every, warn time.Duration) {
+// hangClock measures, tick by tick, how long the oldest operation on the
+// store has been seen in flight: from the first tick that saw it, not from
+// its start, and afresh after a tick that came late (the process itself
+// was stopped, or the host suspended, so an operation in flight across the
+// gap is no evidence of a disk that hangs).
+type hangClock struct {
+	every     time.Duration
+	lastTick  time.Time
+	seen      time.Time // the first tick that saw the operation in flight
+	opStarted time.Time
+}
+
+// observe records a tick at now that found st (ok: an operation in flight)
+// and returns how long that operation has been seen in flight.
+func (h *hangClock) observe(now time.Time, st vfs.Stall, ok bool) time.Duration {
+	late := !h.lastTick.IsZero() && now.Sub(h.lastTick) > 3*h.every
+	h.lastTick = now
+	started := now.Add(-st.For)
+	if !ok || late || h.seen.IsZero() || started.Sub(h.opStarted).Abs() > h.every {
+		h.seen, h.opStarted = time.Time{}, time.Time{}
+		if ok {
+			h.seen, h.opStarted = now, started
+		}
+		return 0
+	}
+	return now.Sub(h.seen)
+}
+
+// watchDisk logs an operation on the store that has not returned for warn,
+// once, and when it returns; with timeout (device.disk-timeout; 0: off), it
+// fails the disk once one has been seen in flight that long, which detaches
+// it (health.go).
+func (n *Node) watchDisk(ctx context.Context, every, warn, timeout time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var warned time.Time // the start of the operation warned about
+	clock := hangClock{every: every}
 	for {
 		select {
 		case <-ctx.Done():
@@ -141,9 +175,13 @@ func (n *Node) watchDisk(ctx context.Context, every, warn time.Duration) {
 			warned = time.Time{}
 		}
 		if ok && st.For >= warn && warned.IsZero() {
-			n.log.Warn("disk: an operation on the store has not returned: the disk may hang (requests that need it wait; the node does not detach it)",
-				"op", st.Op.String(), "file", st.Name, "waited", st.For.Round(time.Millisecond))
+			n.log.Warn("disk: an operation on the store has not returned: the disk may hang (requests that need it wait; it is detached after device.disk-timeout)",
+				"op", st.Op.String(), "file", st.Name, "waited", st.For.Round(time.Millisecond), "disk_timeout", timeout)
 			warned = started
+		}
+		if seen := clock.observe(now, st, ok); timeout > 0 && seen >= timeout && n.diskFailure() == nil {
+			n.failDisk(fmt.Errorf("%w: a %s of %s has not returned for %v (device.disk-timeout %v)",
+				ErrDiskHung, st.Op, st.Name, st.For.Round(time.Second), timeout))
 		}
 	}
 }

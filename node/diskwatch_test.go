@@ -111,7 +111,7 @@ func TestWatchDiskLogsOnce(t *testing.T) {
 	text := func() string { return strings.Join(logged.tail(), "\n") }
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	go n.watchDisk(ctx, 5*time.Millisecond, 50*time.Millisecond)
+	go n.watchDisk(ctx, 5*time.Millisecond, 50*time.Millisecond, 0)
 
 	f, err := disk.OpenFile("/f", os.O_RDWR|os.O_CREATE, 0o600)
 	require.NoError(t, err)
@@ -178,4 +178,106 @@ func TestSecondaryWhoseSyncsHangIsDropped(t *testing.T) {
 	unblock.Do(func() { close(release) })
 	writeBlocks(t, p, 8, 12)
 	c.waitUpToDate(p)
+}
+
+func TestHangClock(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	sec := time.Second
+	stall := func(at time.Duration, started time.Duration) (time.Time, vfs.Stall, bool) {
+		return t0.Add(at), vfs.Stall{Op: vfs.OpSync, Name: "f", For: at - started}, true
+	}
+	idle := func(at time.Duration) (time.Time, vfs.Stall, bool) { return t0.Add(at), vfs.Stall{}, false }
+	type tick func() (time.Time, vfs.Stall, bool)
+	for _, tc := range []struct {
+		name  string
+		ticks []tick
+		want  time.Duration // what the last tick returns
+	}{
+		{"seen from the first tick, not from its start", []tick{
+			func() (time.Time, vfs.Stall, bool) { return stall(10*sec, 0) },
+			func() (time.Time, vfs.Stall, bool) { return stall(11*sec, 0) },
+			func() (time.Time, vfs.Stall, bool) { return stall(12*sec, 0) },
+		}, 2 * sec},
+		{"nothing in flight", []tick{
+			func() (time.Time, vfs.Stall, bool) { return stall(10*sec, 0) },
+			func() (time.Time, vfs.Stall, bool) { return idle(11 * sec) },
+		}, 0},
+		{"another operation took its place", []tick{
+			func() (time.Time, vfs.Stall, bool) { return stall(10*sec, 0) },
+			func() (time.Time, vfs.Stall, bool) { return stall(11*sec, 0) },
+			func() (time.Time, vfs.Stall, bool) { return stall(12*sec, 11500*time.Millisecond) },
+			func() (time.Time, vfs.Stall, bool) { return stall(13*sec, 11500*time.Millisecond) },
+		}, sec},
+		{"a late tick (the process was stopped) starts over", []tick{
+			func() (time.Time, vfs.Stall, bool) { return stall(10*sec, 0) },
+			func() (time.Time, vfs.Stall, bool) { return stall(11*sec, 0) },
+			func() (time.Time, vfs.Stall, bool) { return stall(90*sec, 0) },
+			func() (time.Time, vfs.Stall, bool) { return stall(91*sec, 0) },
+		}, sec},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := hangClock{every: sec}
+			var got time.Duration
+			for _, tk := range tc.ticks {
+				got = c.observe(tk())
+			}
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// device.disk-timeout: a primary whose journal writes hang is detached once
+// one has been in flight that long: it is Failed, gives the role back, and
+// the UpToDate peer serves. Without it, the primary kept its lease and every
+// write waited for as long as the disk hung.
+func TestPrimaryWhoseDiskHangsIsDetached(t *testing.T) {
+	t.Parallel()
+	var hangDir atomic.Pointer[string]
+	release := make(chan struct{})
+	disk := vfs.WithErrors(vfs.Default, func(op vfs.Op, name string) error {
+		if dir := hangDir.Load(); dir != nil && (op == vfs.OpWrite || op == vfs.OpSync) && strings.HasPrefix(name, *dir) {
+			<-release // every file: the control plane's log too
+		}
+		return nil
+	})
+	c := newSizedCluster(t, "4MiB\n  disk-timeout: 2s", 2, true, "", Options{faults: &faultHooks{disk: disk}})
+	var unblock sync.Once
+	defer unblock.Do(func() { close(release) })
+	p := c.primary()
+	writeBlocks(t, p, 0, 4)
+	c.waitUpToDate(p)
+	dir := p.me.DataDir + string(filepath.Separator)
+	hangDir.Store(&dir)
+
+	start := time.Now()
+	stuck := make(chan error, 1)
+	go func() { stuck <- p.dev.WriteAt(block(7), 7*4096, false) }()
+	other := c.nodes[c.other(p)]
+	require.Eventually(t, func() bool { return other.currentPrimary() != nil && other.ctl.Serving() },
+		20*time.Second, 10*time.Millisecond, "the peer never took over from the primary whose disk hangs")
+	took := time.Since(start)
+	require.GreaterOrEqual(t, took, 2*time.Second, "taken over before the disk timeout")
+	t.Logf("taken over after %v", took)
+	require.ErrorIs(t, p.diskFailure(), ErrDiskHung)
+	asked := time.Now()
+	got := make(chan Status, 1)
+	go func() { got <- p.Status() }()
+	select {
+	case st := <-got:
+		require.Equal(t, DiskFailed, st.Disk)
+		require.Contains(t, st.DiskError, "disk not answering")
+		require.Less(t, time.Since(asked), 3*time.Second, "status waited for the hung disk")
+	case <-time.After(10 * time.Second):
+		t.Fatal("status hangs on a node whose disk hangs and was detached")
+	}
+	require.ErrorIs(t, p.dev.WriteAt(block(8), 8*4096, false), ErrDiskFailed, "new requests fail at once")
+	retryFenced(t, func() error { return other.dev.WriteAt(block(9), 9*4096, true) })
+
+	unblock.Do(func() { close(release) })
+	select {
+	case err := <-stuck:
+		require.Error(t, err, "the write that waited for the hung disk was acknowledged after the detach")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write that waited for the hung disk never returned")
+	}
 }

@@ -28,6 +28,10 @@ const DiskFailed = "Failed"
 // EIO: a write the node could not store is not acknowledged.
 var ErrDiskFailed = fmt.Errorf("node: disk failed: %w", syscall.EIO)
 
+// ErrDiskHung is the failure of a disk whose operation has not returned
+// within device.disk-timeout (diskwatch.go).
+var ErrDiskHung = errors.New("node: disk not answering")
+
 // isDiskError reports whether err says the store's disk cannot be written
 // or read: the journal's sticky failure, or a file operation (a path error)
 // that failed with an I/O error, no space, or a read-only file system. A
@@ -68,14 +72,21 @@ func (n *Node) checkDisk(op string, err error) error {
 	if !isDiskError(err) {
 		return err
 	}
-	werr := fmt.Errorf("%s: %w", op, err)
-	if n.diskErr.CompareAndSwap(nil, &werr) {
+	n.failDisk(fmt.Errorf("%s: %w", op, err))
+	return fmt.Errorf("%w: %w", ErrDiskFailed, err)
+}
+
+// failDisk makes the disk Failed for err and detaches it, the first time.
+// detach runs on a goroutine of its own: for a disk that hangs it may never
+// return (it waits for the requests inside the disk), and it must not hold
+// up whoever found the failure.
+func (n *Node) failDisk(err error) {
+	if n.diskErr.CompareAndSwap(nil, &err) {
 		n.diskErrors.Add(1)
-		n.log.Error("disk failed: detaching it (no more I/O here; an UpToDate peer takes over; restart the node on a repaired disk)", "op", op, "err", err)
-		n.events.Add(Event{Type: events.TypeDisk, State: DiskFailed, Cause: werr.Error()})
+		n.log.Error("disk failed: detaching it (no more I/O here; an UpToDate peer takes over; restart the node on a repaired disk)", "err", err)
+		n.events.Add(Event{Type: events.TypeDisk, State: DiskFailed, Cause: err.Error()})
 		go n.detach()
 	}
-	return fmt.Errorf("%w: %w", ErrDiskFailed, err)
 }
 
 // detach takes a Failed node out of the data path: it may no longer be

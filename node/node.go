@@ -201,7 +201,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	}
 	n.bg.Go(func() { n.ctl.Run(n.ctx) })
 	n.bg.Go(func() { member.WatchLinks(n.ctx, n.cfg, name, n.mesh.Connected, n.events) })
-	n.bg.Go(func() { n.watchDisk(n.ctx, time.Second, diskStallWarn) })
+	n.bg.Go(func() { n.watchDisk(n.ctx, time.Second, diskStallWarn, n.cfg.Device.DiskTimeoutOrDefault()) })
 	n.mesh.Serve(n.peerLn)
 	n.mesh.Start()
 	n.wg.Add(2)
@@ -231,6 +231,7 @@ func (n *Node) open() error {
 	cfg, me := n.cfg, n.me
 	cc := member.ControlConfig(cfg, me.Name, me.DataDir, n.log, n.reconcile)
 	cc.OnFail = func(err error) { _ = n.checkDisk("persist the control-plane log", err) }
+	cc.FS = n.disk // the same disk as the store: watched, and it hangs with it
 	// A store without a write may join a brand-new cluster; one with data
 	// but no control-plane state must not create one (docs/quorum.md).
 	cc.Fresh, cc.NewCluster = !exists || n.store.Stats().LastSeq == 0, n.opts.NewCluster

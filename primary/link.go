@@ -38,7 +38,7 @@ const (
 	// Outdated) instead of holding writes back.
 	connectGrace = 200 * time.Millisecond
 	// defaultFlushTimeout: see Config.FlushTimeout (config's default).
-	defaultFlushTimeout = 30 * time.Second
+	defaultFlushTimeout = 20 * time.Second
 )
 
 // link is the primary's side of one peer: it opens a data stream on the

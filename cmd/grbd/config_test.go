@@ -70,7 +70,7 @@ nodes:
 	require.ErrorContains(t, err, "3 errors in "+path)
 	require.Equal(t, []string{
 		path + `:3: device.size: size "1GB": want a non-negative integer with an optional KiB/MiB/GiB/TiB suffix`,
-		path + `:4: device.colour: unknown field "colour"; known fields here: size`,
+		path + `:4: device.colour: unknown field "colour"; known fields here: size, disk-timeout`,
 		path + `:8: quorum.lease: duration "soon": want e.g. 500ms or 2s`,
 	}, strings.Split(strings.TrimSpace(out), "\n"), "decode errors first: every one of them")
 

@@ -233,7 +233,7 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 	for _, r := range rows {
 		if r.Reachable && r.Status != nil && r.DiskStall != nil {
 			s := r.DiskStall
-			fmt.Fprintf(w, "%s: DISK NOT ANSWERING: a %s of %s has not returned for %.0f s; requests that need the disk wait (check the disk: the node does not detach it)\n",
+			fmt.Fprintf(w, "%s: DISK NOT ANSWERING: a %s of %s has not returned for %.0f s; requests that need the disk wait; check the disk (it is detached after device.disk-timeout, 20 s unless set)\n",
 				r.Member, s.Op, s.File, s.Seconds)
 		}
 	}

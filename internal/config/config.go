@@ -70,6 +70,22 @@ type Config struct {
 // Device describes the exported block device.
 type Device struct {
 	Size Size `yaml:"size"`
+	// DiskTimeout: an operation on a data node's store (its data
+	// directory) that has not returned for this long detaches the disk, as
+	// DRBD's disk-timeout: the node is Failed, a primary gives the role
+	// back so that an UpToDate peer takes over, and a secondary is never
+	// promoted (docs/replication.md, "A disk that hangs"). Unset: 20 s,
+	// below grbd proxy's 30 s hold timeout, so that its clients ride the
+	// failover out; 0s: off (the node waits as long as the disk hangs).
+	DiskTimeout *Duration `yaml:"disk-timeout,omitempty"`
+}
+
+// DiskTimeoutOrDefault is DiskTimeout with its default filled; 0: off.
+func (d Device) DiskTimeoutOrDefault() time.Duration {
+	if d.DiskTimeout == nil {
+		return DefaultDiskTimeout.D()
+	}
+	return d.DiskTimeout.D()
 }
 
 // Journal tunes the write-ahead journal of every data node.
@@ -168,8 +184,8 @@ type Replication struct {
 	// while a flush waits for it (its disk hangs: it still acknowledges
 	// writes, which reach its page cache) is disconnected and Outdated,
 	// as DRBD's ko-count does for requests. Generous: a healthy disk may
-	// take seconds to write back a large dirty cache. Default 30 s (or
-	// peer-timeout, if longer).
+	// take seconds to write back a large dirty cache. Default 20 s, below
+	// grbd proxy's 30 s hold timeout (or peer-timeout, if longer).
 	FlushTimeout Duration `yaml:"flush-timeout,omitempty"`
 	// ResyncRate bounds region resync traffic per peer, bytes per second
 	// (0: unlimited), so that application writes keep their bandwidth.
@@ -251,7 +267,9 @@ const (
 	DefaultFailoverTimeout = Duration(250 * time.Millisecond)
 	DefaultSuspendTimeout  = Duration(30 * time.Second)
 	DefaultPeerTimeout     = Duration(2 * time.Second)
-	DefaultFlushTimeout    = Duration(30 * time.Second)
+	DefaultFlushTimeout    = Duration(20 * time.Second)
+	DefaultDiskTimeout     = Duration(20 * time.Second)
+	MinDiskTimeout         = Duration(time.Second)
 	DefaultStreamWindow    = Size(4 << 20) // = mesh.DefaultStreamWindow (config imports no runtime package)
 	// The stream window's bounds: yamux's own initial window, and a
 	// size whose buffering per stream a host can afford.

@@ -50,6 +50,7 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, DefaultCongestionFill, c.Replication.CongestionFill)
 	require.Equal(t, DefaultStreamWindow, c.Replication.StreamWindow)
 	require.Equal(t, DefaultFlushTimeout, c.Replication.FlushTimeout)
+	require.Equal(t, DefaultDiskTimeout.D(), c.Device.DiskTimeoutOrDefault())
 	require.Equal(t, "/etc/grbd/alpha", c.Nodes[0].DataDir, "relative dir resolved against the file")
 	require.Equal(t, "/var/lib/grbd/beta", c.Nodes[1].DataDir)
 	m, witness, err := c.Member("w")
@@ -74,6 +75,13 @@ func TestFlushTimeoutFollowsALongPeerTimeout(t *testing.T) {
 	c, err := Parse("c.yaml", []byte(good+"replication:\n  peer-timeout: 45s\n"))
 	require.NoError(t, err)
 	require.Equal(t, 45*time.Second, c.Replication.FlushTimeout.D())
+}
+
+// disk-timeout: 0s turns the detach of a hung disk off; unset is the default.
+func TestDiskTimeoutOff(t *testing.T) {
+	c, err := Parse("c.yaml", []byte(strings.Replace(good, "size: 1GiB", "size: 1GiB\n  disk-timeout: 0s", 1)))
+	require.NoError(t, err)
+	require.Zero(t, c.Device.DiskTimeoutOrDefault())
 }
 
 func TestMarshalRoundTrip(t *testing.T) {
@@ -114,6 +122,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad congestion policy", func(s string) string { return s + "replication:\n  on-congestion: pull-ahead\n" }, `c.yaml:23: replication.on-congestion: "pull-ahead": want "block" or "disconnect"`},
 		{"small congestion fill", func(s string) string { return s + "replication:\n  congestion-fill: 64KiB\n" }, "c.yaml:23: replication.congestion-fill: 64KiB: must be between 1MiB and 1GiB"},
 		{"short flush timeout", func(s string) string { return s + "replication:\n  peer-timeout: 5s\n  flush-timeout: 4s\n" }, "c.yaml:24: replication.flush-timeout: must be at least replication.peer-timeout"},
+		{"short disk timeout", swap("size: 1GiB", "size: 1GiB\n  disk-timeout: 10ms"), "device.disk-timeout: must be 0s (off) or at least 1s"},
 		{"bad split-brain policy", func(s string) string { return s + "replication:\n  after-split-brain: coin\n" }, "c.yaml:23: replication.after-split-brain: \"coin\""},
 		{"bad on-no-quorum", func(s string) string { return s + "quorum:\n  on-no-quorum: panic\n" }, "c.yaml:23: quorum.on-no-quorum: \"panic\""},
 		{"short lease", func(s string) string { return s + "quorum:\n  lease: 20ms\n" }, "c.yaml:23: quorum.lease: must be at least 5 ticks"},

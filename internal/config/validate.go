@@ -241,6 +241,9 @@ func (c *Config) validateQuorum(bad func(string, ...any)) {
 	if c.Replication.FlushTimeout.D() < c.Replication.PeerTimeout.D() {
 		bad("must be at least replication.peer-timeout", "replication", "flush-timeout")
 	}
+	if d := c.Device.DiskTimeoutOrDefault(); d != 0 && d < MinDiskTimeout.D() {
+		bad(fmt.Sprintf("must be 0s (off) or at least %v", MinDiskTimeout.D()), "device", "disk-timeout")
+	}
 }
 
 // validateNBDLimits fills and checks the export's connection limits and TLS.

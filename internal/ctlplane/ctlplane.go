@@ -84,9 +84,15 @@ type Driver struct {
 
 	servingUntil atomic.Int64 // nanoseconds since start; <= 0: not serving
 	status       atomic.Pointer[quorum.Status]
-	changed      chan struct{}
-	stateCond    *sync.Cond    // on mu: applied state changed
-	stopped      chan struct{} // closed when failed is set
+	// promotable and failedPub publish Promotable and failed for readers
+	// that must not wait for mu: a do that persists the log holds mu for
+	// as long as the disk takes, forever if it hangs, and status must
+	// still answer.
+	promotable atomic.Pointer[promotability]
+	failedPub  atomic.Pointer[error]
+	changed    chan struct{}
+	stateCond  *sync.Cond    // on mu: applied state changed
+	stopped    chan struct{} // closed when failed is set
 }
 
 // Open reads the member's raft log and builds its core.
@@ -145,9 +151,10 @@ func (d *Driver) Stopped() <-chan struct{} { return d.stopped }
 
 // Err is why the control plane stopped, nil while it runs.
 func (d *Driver) Err() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.failed
+	if p := d.failedPub.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // joinIdentity reads (or, for a member without state, creates and
@@ -274,6 +281,7 @@ func (d *Driver) do(fn func(m *quorum.Member) error) error {
 				// The core believes the log is on disk: it is not safe to
 				// go on. Stop serving and refuse further work.
 				d.failed = fmt.Errorf("ctlplane: persist raft log: %w", err)
+				d.failedPub.Store(&d.failed)
 				d.servingUntil.Store(0)
 				d.log.Error("control plane stopped", "err", d.failed)
 				if d.cfg.OnFail != nil {
@@ -343,6 +351,9 @@ func (d *Driver) publishLocked() {
 	}
 	d.servingUntil.Store(until)
 	d.status.Store(&s)
+	if ok, why := d.m.Promotable(); d.promotable.Load() == nil || *d.promotable.Load() != (promotability{ok, why}) {
+		d.promotable.Store(&promotability{ok, why})
+	}
 	d.logPhaseLocked(s)
 	if s.Role != d.last.Role || s.Epoch != d.last.Epoch || s.Primary != d.last.Primary || s.Serving != d.last.Serving ||
 		s.Forced != d.last.Forced || !slices.Equal(s.Outdated, d.last.Outdated) || !maps.Equal(s.Disks, d.last.Disks) ||
@@ -506,9 +517,18 @@ func (d *Driver) SetDisk(disk uint64) {
 // Promotable reports whether this data node may be promoted without force,
 // and if not, why.
 func (d *Driver) Promotable() (ok bool, why string) {
-	d.mu.Lock()
+	if p := d.promotable.Load(); p != nil {
+		return p.ok, p.why
+	}
+	d.mu.Lock() // before the first publish
 	defer d.mu.Unlock()
 	return d.m.Promotable()
+}
+
+// promotability is Promotable's answer as last published.
+type promotability struct {
+	ok  bool
+	why string
 }
 
 // SetConsistent tells the core whether this node's disk may be promoted.

@@ -32,20 +32,32 @@ type ClusterLocator struct {
 // itself primary and serving (holding its lease); with several (an old
 // primary that has not noticed yet), the newest epoch.
 func (l *ClusterLocator) Locate(ctx context.Context) (Primary, error) {
-	type answer struct {
-		st  *node.Status
-		err error
-	}
 	nodes := l.Config.Nodes
-	answers := make([]answer, len(nodes))
+	answers := make([]statusAnswer, len(nodes))
 	var wg sync.WaitGroup
 	for i, m := range nodes {
 		wg.Go(func() {
 			st, err := l.status(ctx, m)
-			answers[i] = answer{st, err}
+			answers[i] = statusAnswer{st, err}
 		})
 	}
 	wg.Wait()
+	return pickPrimary(nodes, answers)
+}
+
+// statusAnswer is one data node's answer to GET /status.
+type statusAnswer struct {
+	st  *node.Status
+	err error
+}
+
+// pickPrimary chooses from the answers of nodes (same order) the node to
+// follow: primary, serving, and not detached; the newest epoch of those.
+// A primary whose disk failed (an I/O error, or a disk that hangs past
+// device.disk-timeout) still holds its lease until the control plane
+// takes the role back, and answers every request with an error meanwhile:
+// following it would hand those errors to the client.
+func pickPrimary(nodes []config.Member, answers []statusAnswer) (Primary, error) {
 	var (
 		best  Primary
 		found bool
@@ -58,9 +70,10 @@ func (l *ClusterLocator) Locate(ctx context.Context) (Primary, error) {
 			why = append(why, fmt.Sprintf("%s: %v", m.Name, a.err))
 		case a.st.Role != node.RolePrimary || !a.st.Quorum.Serving:
 			why = append(why, fmt.Sprintf("%s: %s, serving %v", m.Name, a.st.Role, a.st.Quorum.Serving))
+		case a.st.Disk == node.DiskFailed:
+			why = append(why, fmt.Sprintf("%s: primary, its disk failed", m.Name))
 		case !found || a.st.Quorum.Epoch > best.Epoch:
-			addr := m.NBD
-			found, best = true, Primary{Name: m.Name, Addr: addr, Epoch: a.st.Quorum.Epoch, Size: a.st.DeviceSize}
+			found, best = true, Primary{Name: m.Name, Addr: m.NBD, Epoch: a.st.Quorum.Epoch, Size: a.st.DeviceSize}
 		}
 	}
 	if !found {
