@@ -396,6 +396,13 @@ func (l *link) goLive(sent *uint64) error {
 	if err != nil {
 		return err
 	}
+	// The peer may be larger than this primary (it journaled a grow that
+	// nobody acknowledged, or was created from a larger device.size), and
+	// the records it caught up on need not hold a resize: tell it the size
+	// (it shrinks to it, secondary/applier.go), after the records.
+	if err := l.announceSize(0); err != nil {
+		return err
+	}
 	l.startLiveLocked(p.store.LastSeq())
 	return nil
 }

@@ -30,17 +30,18 @@ func (p *Side) Resize(size int64) error {
 }
 
 // announceSize journals the primary's current size again (a no-op record
-// here) and sends it to the peer first in a region resync, so that a peer
-// that missed a grow, and whose journal position is too old to get the
-// record through catch-up, grows before any region past its old end.
-// Caller holds mu.
-func (l *link) announceSize() error {
+// here) and sends it to the peer with flags: first in a region resync
+// (wire.ResizeResync), so that a peer that missed a grow, and whose journal
+// position is too old to get the record through catch-up, grows before any
+// region past its old end; and last in a journal catch-up, so that a peer
+// larger than the primary takes its size. Caller holds mu.
+func (l *link) announceSize(flags uint32) error {
 	p := l.p
 	size := p.store.Size()
 	seq, err := p.store.Append(journal.Write{Epoch: p.epoch, Resize: size})
 	if err != nil {
-		return fmt.Errorf("node: resync: announce size: %w", err)
+		return fmt.Errorf("node: announce size: %w", err)
 	}
-	l.enqueue(&wire.Resize{Seq: seq, Epoch: p.epoch, Size: uint64(l.layout.storeSize(size)), Flags: wire.ResizeResync})
+	l.enqueue(&wire.Resize{Seq: seq, Epoch: p.epoch, Size: uint64(l.layout.storeSize(size)), Flags: flags})
 	return nil
 }

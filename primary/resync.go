@@ -26,7 +26,7 @@ func (l *link) resync(from uint64, extra []extent.Extent, prog *wire.ResyncProgr
 	l.disk.Store(DiskInconsistent)
 	p.mu.Lock()
 	extents, total := l.planResyncLocked(from, extra, prog)
-	if err := l.announceSize(); err != nil {
+	if err := l.announceSize(wire.ResizeResync); err != nil {
 		p.mu.Unlock()
 		return err
 	}
