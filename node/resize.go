@@ -1,8 +1,10 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/grbd/grbd/internal/events"
 	"github.com/grbd/grbd/journal"
@@ -58,18 +60,20 @@ func (n *Node) Resize(size int64) error {
 }
 
 // grown records that the device grew (status shows the new size; events).
-func (n *Node) grown(cause string) {
-	size := n.store.Size()
-	n.log.Info("device grown", "size", size, "cause", cause)
-	n.events.Add(Event{Type: events.TypeResize, Bytes: size, Cause: cause, Detail: fmt.Sprintf("device is %d bytes", size)})
-}
+func (n *Node) grown(cause string) { n.resized(slog.LevelInfo, "device grown", cause) }
 
 // shrunk records that a secondary took its primary's smaller size: it
 // dropped bytes past it that no acknowledged write put there
 // (docs/cli.md, "resize").
 func (n *Node) shrunk(cause string) {
+	n.resized(slog.LevelWarn, "device shrunk to the primary's size", cause)
+}
+
+// resized logs the store's new size at level with msg, and adds a resize
+// event.
+func (n *Node) resized(level slog.Level, msg, cause string) {
 	size := n.store.Size()
-	n.log.Warn("device shrunk to the primary's size", "size", size, "cause", cause)
+	n.log.Log(context.Background(), level, msg, "size", size, "cause", cause)
 	n.events.Add(Event{Type: events.TypeResize, Bytes: size, Cause: cause, Detail: fmt.Sprintf("device is %d bytes", size)})
 }
 

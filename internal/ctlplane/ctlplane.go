@@ -140,6 +140,7 @@ func Open(cfg Config) (*Driver, error) {
 	d.stateCond = sync.NewCond(&d.mu)
 	s := m.Status()
 	d.status.Store(&s)
+	d.publishPromotableLocked()
 	return d, nil
 }
 
@@ -351,9 +352,7 @@ func (d *Driver) publishLocked() {
 	}
 	d.servingUntil.Store(until)
 	d.status.Store(&s)
-	if ok, why := d.m.Promotable(); d.promotable.Load() == nil || *d.promotable.Load() != (promotability{ok, why}) {
-		d.promotable.Store(&promotability{ok, why})
-	}
+	d.publishPromotableLocked()
 	d.logPhaseLocked(s)
 	if s.Role != d.last.Role || s.Epoch != d.last.Epoch || s.Primary != d.last.Primary || s.Serving != d.last.Serving ||
 		s.Forced != d.last.Forced || !slices.Equal(s.Outdated, d.last.Outdated) || !maps.Equal(s.Disks, d.last.Disks) ||
@@ -517,18 +516,23 @@ func (d *Driver) SetDisk(disk uint64) {
 // Promotable reports whether this data node may be promoted without force,
 // and if not, why.
 func (d *Driver) Promotable() (ok bool, why string) {
-	if p := d.promotable.Load(); p != nil {
-		return p.ok, p.why
-	}
-	d.mu.Lock() // before the first publish
-	defer d.mu.Unlock()
-	return d.m.Promotable()
+	p := d.promotable.Load() // published since Open
+	return p.ok, p.why
 }
 
 // promotability is Promotable's answer as last published.
 type promotability struct {
 	ok  bool
 	why string
+}
+
+// publishPromotableLocked publishes the core's Promotable, storing only a
+// change. Caller holds mu, or is Open.
+func (d *Driver) publishPromotableLocked() {
+	ok, why := d.m.Promotable()
+	if p := d.promotable.Load(); p == nil || *p != (promotability{ok, why}) {
+		d.promotable.Store(&promotability{ok, why})
+	}
 }
 
 // SetConsistent tells the core whether this node's disk may be promoted.
