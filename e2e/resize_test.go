@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/grbd/grbd/internal/config"
+	"github.com/grbd/grbd/node"
 )
 
 // nbdExportSize is the size nbdinfo reports on a new connection to uri.
@@ -108,4 +109,40 @@ func TestResize(t *testing.T) {
 	}
 	c.requireSameImages()
 	require.Contains(t, logOf(t, c, "n1-restarted"), "device grown", "n1 grew on its return")
+}
+
+// TestSplitBrainLoserThatGrewTakesTheWinnersSize: a primary grows while its
+// peer is away and is then lost; the peer is promoted with --force at the
+// old size. The old primary's grow was acknowledged by no node that is now
+// primary, so when `grbd resolve --discard` makes it resync from the
+// winner, it takes the winner's smaller size instead of keeping its own
+// (before, a store never shrank: the two images' sizes differed until the
+// operator grew the cluster to match).
+func TestSplitBrainLoserThatGrewTakesTheWinnersSize(t *testing.T) {
+	t.Parallel()
+	requireTools(t, "nbdinfo")
+	c, prim, sec := startFioPair(t, "64MiB") // a 256 MiB device
+	sec.kill9()
+	out, err := runErr(time.Minute, grbdBin, "resize", "--config", c.cfgPath, "--size", "320MiB")
+	require.NoError(t, err, out)
+	fioWrite(t, prim.uri(), "260m", "2m") // past the old end
+	prim.kill9()
+
+	sec = startMember(t, c.dir, "n1-forced", "listening ", "node", "--config", c.cfgPath, "--name", "n1")
+	run(t, 30*time.Second, grbdBin, "primary", "n1", "--force", "--config", c.cfgPath)
+	fioWrite(t, c.uri("n1"), "8m", "2m")
+	prim = startMember(t, c.dir, "n0-back", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n0")
+		return err == nil && st.Disk == node.DiskSplitBrain
+	}, 15*time.Second, 50*time.Millisecond, "n0 did not report the split brain")
+	run(t, 30*time.Second, grbdBin, "resolve", "--discard", "n0", "--config", c.cfgPath)
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskUpToDate && st.Peers[0].Behind == 0
+	}, 30*time.Second, 50*time.Millisecond, "n0 did not resync after resolve")
+	st, err := c.status("n0")
+	require.NoError(t, err)
+	require.EqualValues(t, 256<<20, st.DeviceSize, "n0 kept the size of a grow no primary has")
+	c.stopAndCompare(prim, sec)
 }

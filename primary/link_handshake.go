@@ -56,9 +56,19 @@ func (l *link) handshakeExtents(s net.Conn, r *wire.Reader, w *wire.Writer) (*wi
 	}
 	extra := make([]extent.Extent, 0, len(ex.Extents))
 	for _, e := range ex.Extents {
-		if e.Length == 0 || e.Offset+e.Length > size || e.Offset+e.Length < e.Offset {
-			return nil, nil, fmt.Errorf("%w: extent [%d,+%d) outside the device", ErrHandshake, e.Offset, e.Length)
+		if e.Length == 0 || e.Offset+e.Length < e.Offset {
+			return nil, nil, fmt.Errorf("%w: extent [%d,+%d) is empty or wraps", ErrHandshake, e.Offset, e.Length)
 		}
+		// A peer larger than this primary (it grew by a record no node
+		// that can be primary has, e.g. the loser of a split brain) names
+		// its own writes past this device's end: the resync's size
+		// announcement cuts them off there, so only the part inside is
+		// copied. Refusing them ended every session, and the peer never
+		// caught up.
+		if e.Offset >= size {
+			continue
+		}
+		e.Length = min(e.Length, size-e.Offset)
 		extra = append(extra, e)
 	}
 	return h, extra, nil
