@@ -146,3 +146,35 @@ func TestSplitBrainLoserThatGrewTakesTheWinnersSize(t *testing.T) {
 	require.EqualValues(t, 256<<20, st.DeviceSize, "n0 kept the size of a grow no primary has")
 	c.stopAndCompare(prim, sec)
 }
+
+// TestGrowDuringResync: the cluster grows while a wiped secondary is still
+// Inconsistent in its full resync, and writes land past the old end. The
+// resync planned at the old size finishes, the secondary takes the grow and
+// the writes past the old end, and both images end equal at the new size.
+func TestGrowDuringResync(t *testing.T) {
+	t.Parallel()
+	requireTools(t, "fio", "nbdinfo")
+	c := resumeCluster(t, 2, "256MiB", "32MiB")
+	n0 := c.start("n0", "n0")
+	n1 := c.start("n1", "n1")
+	c.waitPeersOf("n0", 20*time.Second, true)
+	fioWrite(t, c.uri("n0"), "0", "16m")
+	n1.stop()
+	wipeStore(t, c.cfg.Nodes[1].DataDir)
+	n1 = c.start("n1", "n1-wiped")
+	waitResync(t, c, "n0", "n1", 0.2)
+
+	out, err := runErr(time.Minute, grbdBin, "resize", "--config", c.cfgPath, "--size", "320MiB")
+	require.NoError(t, err, out)
+	st, err := c.status("n0")
+	require.NoError(t, err)
+	require.Equal(t, node.DiskInconsistent, st.Peers[0].Disk, "the grow did not land during the resync")
+	fioWrite(t, c.uri("n0"), "260m", "2m") // past the old end
+	c.waitPeersOf("n0", 2*time.Minute, true)
+	for _, n := range []string{"n0", "n1"} {
+		st, err := c.status(n)
+		require.NoError(t, err)
+		require.EqualValues(t, 320<<20, st.DeviceSize, "%s", n)
+	}
+	c.stopAndCompare(n0, n1)
+}
