@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"slices"
 	"sort"
 
@@ -72,6 +73,12 @@ func (s State) Clone() State {
 // promotion records one.
 func (s State) Promotable(name string, disk uint64) (bool, string) {
 	rec := s.Disks[name]
+	if owner := s.DiskOwner(disk, name); owner != "" && rec != disk {
+		// Refused by the cases below too (rec != disk, and the cluster has
+		// recorded disks, so its epoch is not 0): only the reason is new,
+		// so members of older versions apply the same commands alike.
+		return false, ForeignDiskReason(disk, owner)
+	}
 	switch {
 	case s.IsOutdated(name):
 		return false, "Outdated: it may lack acknowledged writes"
@@ -83,6 +90,30 @@ func (s State) Promotable(name string, disk uint64) (bool, string) {
 		return false, fmt.Sprintf("disk %s is not recorded as holding the data: it needs a sync from the primary", ShortDisk(disk))
 	}
 	return false, fmt.Sprintf("disk %s is not the recorded disk %s (replaced?): it needs a full sync from an UpToDate node", ShortDisk(disk), ShortDisk(rec))
+}
+
+// DiskOwner returns the data node other than name whose recorded disk is
+// disk ("" for none). Disk identities are drawn at random when a store is
+// created, so a node that presents another node's disk holds a data
+// directory that was moved or copied from that node: disks swapped between
+// hosts, a cloned host. Its data is that node's, never this one's.
+func (s State) DiskOwner(disk uint64, name string) string {
+	if disk == 0 {
+		return ""
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.Disks)) {
+		if n != name && s.Disks[n] == disk {
+			return n
+		}
+	}
+	return ""
+}
+
+// ForeignDiskReason says why a node that holds owner's disk is not
+// promoted, and what the operator does about it.
+func ForeignDiskReason(disk uint64, owner string) string {
+	return fmt.Sprintf("disk %s is the recorded disk of %s, not of this node: its data directory was moved or copied from %s "+
+		"(start it as %s again, or wipe it to take a full sync as this node)", ShortDisk(disk), owner, owner, owner)
 }
 
 // NeedsClear reports whether peer, caught up with disk, still needs the

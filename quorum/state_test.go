@@ -1,6 +1,7 @@
 package quorum
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -200,9 +201,17 @@ func TestPromotableSaysWhy(t *testing.T) {
 		{"b", 3 << 40, false, "not the recorded disk 00000200"},
 		{"c", 5, false, "Outdated"},
 		{"d", 5, false, "not recorded"},
+		// Disks swapped between hosts: each holds the other's.
+		{"b", 1 << 40, false, "the recorded disk of a, not of this node"},
+		{"a", 2 << 40, false, "the recorded disk of b, not of this node"},
+		{"c", 2 << 40, false, "the recorded disk of b"}, // Outdated, but the disk says more
+		{"d", 1 << 40, false, "moved or copied from a"},
 	} {
 		ok, why := st.Promotable(tc.node, tc.disk)
 		require.Equal(t, tc.ok, ok, tc.node)
+		if tc.disk != st.Disks[tc.node] {
+			require.Equal(t, st.DiskOwner(tc.disk, tc.node) != "", strings.Contains(why, "recorded disk of"), tc.node)
+		}
 		require.Contains(t, why, tc.why, tc.node)
 	}
 }
