@@ -215,3 +215,17 @@ func TestPromotableSaysWhy(t *testing.T) {
 		require.Contains(t, why, tc.why, tc.node)
 	}
 }
+
+// A host cloned with its data directory keeps the disk's ID through its
+// full sync, and the primary's Clear then records one disk for two nodes:
+// both stay promotable.
+func TestPromotableWithADiskRecordedTwice(t *testing.T) {
+	st := State{Epoch: 3, Primary: "a", Disks: map[string]uint64{"a": 7 << 40, "b": 7 << 40}}
+	for _, n := range []string{"a", "b"} {
+		ok, why := st.Promotable(n, 7<<40)
+		require.True(t, ok, "%s: %s", n, why)
+	}
+	ok, why := st.Promotable("c", 7<<40)
+	require.False(t, ok)
+	require.Contains(t, why, "the recorded disk of a")
+}
