@@ -155,7 +155,8 @@ func (h *hangClock) observe(now time.Time, st vfs.Stall, ok bool) time.Duration 
 // watchDisk logs an operation on the store that has not returned for warn,
 // once, and when it returns; with timeout (device.disk-timeout; 0: off), it
 // fails the disk once one has been seen in flight that long, which detaches
-// it (health.go).
+// it (health.go). Each tick also lifts a stale mark once the disk caught up
+// (clearStaleIfCaughtUp).
 func (n *Node) watchDisk(ctx context.Context, every, warn, timeout time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -166,6 +167,9 @@ func (n *Node) watchDisk(ctx context.Context, every, warn, timeout time.Duration
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if n.staleEpoch.Load() != 0 {
+			go n.clearStaleIfCaughtUp() // it talks to the control plane, which may wait for this disk
 		}
 		st, ok := n.disk.Stalled()
 		now := time.Now()

@@ -132,6 +132,9 @@ type Node struct {
 	primA    atomic.Pointer[primary.Side] // prim, for the I/O path
 	sec      *secondary.Side
 	lastRole RoleEvent
+	// staleEpoch: this node found itself primary of this epoch, which its
+	// disk has no record of (role.go, staleForRole); 0: none.
+	staleEpoch atomic.Uint64
 	// lastOutdated is the Outdated set of the last reconcile (events).
 	lastOutdated []string
 	// lastLost: the members that announced a lost state (events).

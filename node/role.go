@@ -1,6 +1,8 @@
 package node
 
 import (
+	"fmt"
+
 	"github.com/grbd/grbd/primary"
 	"github.com/grbd/grbd/quorum"
 )
@@ -26,6 +28,7 @@ func (n *Node) reconcile() {
 	default:
 	}
 	n.sec.SetEpoch(st.Epoch, st.Primary)
+	n.clearStaleIfCaughtUp()
 	switch {
 	case st.Role == quorum.RolePrimary && (n.prim == nil || n.prim.Epoch() != st.Epoch):
 		if n.prim != nil {
@@ -84,6 +87,14 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		_ = n.ctl.RequestDemote()
 		return
 	}
+	if why := n.staleForRole(st); why != "" {
+		if n.staleEpoch.Swap(st.Epoch) != st.Epoch {
+			n.log.Error("refusing the primary role: "+why, "epoch", st.Epoch)
+			n.ctl.SetStale(why)
+		}
+		_ = n.ctl.RequestDemote()
+		return
+	}
 	n.sec.StopSessions()
 	h := n.history().Enter(st.Epoch, n.store.LastSeq()+1, st.Forced)
 	if err := n.setHistory(h); err != nil {
@@ -116,3 +127,46 @@ func (n *Node) stopPrimaryLocked(err error) {
 // currentPrimary is the primary instance, or nil. Lock-free: every NBD
 // request asks.
 func (n *Node) currentPrimary() *primary.Side { return n.primA.Load() }
+
+// staleForRole says why this node must not serve as the primary of st's
+// epoch, "" when it may. A node that resumes a role it did not take in this
+// run (a restart) must find that epoch in its disk's history, which it
+// records before the epoch's first write: a disk without it is older than
+// the epoch, restored from a backup or a snapshot, and a peer may hold
+// writes acknowledged in it, which serving this disk would rewind (issue
+// 14's rule: a node that missed acknowledged writes never becomes primary;
+// the control plane cannot see this one, which was never Outdated). A node
+// that crashed between its promotion and that record wrote nothing in the
+// epoch and gives the role back too: another node takes over, or, where no
+// other is promotable, the operator forces it. A cluster with one data node
+// has no better copy: it serves.
+func (n *Node) staleForRole(st quorum.Status) string {
+	last := n.history().Last().Epoch
+	if st.TookRole == st.Epoch || last >= st.Epoch || len(n.cfg.Nodes) < 2 {
+		return ""
+	}
+	return fmt.Sprintf("its disk has no record of epoch %d, in which it is the primary (the newest on disk is %d): "+
+		"the disk is older than the epoch (restored from a backup or a snapshot?) and may lack writes acknowledged in it; "+
+		"a node with the data takes over (force it only if this disk is the only copy)", st.Epoch, last)
+}
+
+// clearStaleIfCaughtUp lifts the stale mark of staleForRole once this node
+// followed a primary of a later epoch and holds every record before that
+// epoch's first: the writes its disk lacked. Checked at every reconcile
+// and every second (watchDisk): a node that was never Outdated catches up
+// with no control-plane change.
+func (n *Node) clearStaleIfCaughtUp() {
+	se := n.staleEpoch.Load()
+	if se == 0 {
+		return
+	}
+	for _, e := range n.history() {
+		if e.Epoch > se {
+			if n.store.LastSeq()+1 >= e.FirstSeq && n.sec.Consistent() && n.staleEpoch.CompareAndSwap(se, 0) {
+				n.log.Info("the disk caught up past the epoch it had no record of: promotable again", "epoch", se, "seq", n.store.LastSeq())
+				n.ctl.SetStale("")
+			}
+			return
+		}
+	}
+}

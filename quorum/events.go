@@ -318,6 +318,17 @@ func (m *Member) Serving() bool { return m.now < m.ServingUntil() }
 // SetConsistent tells whether this data node's disk is consistent (no
 // unfinished resync, no split brain): only a consistent node proposes itself
 // in a failover.
+// SetStale marks this node's disk as unfit to serve as primary, with the
+// reason ("" clears it): the node found itself primary of an epoch its
+// disk has no record of (docs/quorum.md, "A disk older than its epoch").
+// A stale node does not take over, and a manual promotion needs force.
+func (m *Member) SetStale(reason string) {
+	m.stale = reason
+	if reason != "" && m.wantPromote != nil && !m.wantPromote.Force {
+		m.wantPromote = nil
+	}
+}
+
 func (m *Member) SetConsistent(ok bool) {
 	m.consistent = ok
 	if !ok && m.wantPromote != nil && !m.wantPromote.Force {
@@ -345,6 +356,9 @@ func (m *Member) Promotable() (bool, string) {
 	if !m.consistent {
 		return false, "its disk is Inconsistent (resync unfinished or split brain)"
 	}
+	if m.stale != "" {
+		return false, m.stale
+	}
 	return m.state.Promotable(m.self, m.disk)
 }
 
@@ -360,7 +374,7 @@ func (m *Member) maybeFailover() {
 	}
 	if m.state.Primary == m.self && m.promotedAt < 0 && m.applied >= m.bootCommit {
 		if ok, _ := m.Promotable(); m.cfg.AutoFailover && ok {
-			m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Disk: m.disk}
+			m.wantPromote = &Command{Type: CmdPromote, Node: m.self, By: m.runTag, Epoch: m.state.Epoch, Disk: m.disk}
 		} else {
 			m.wantDemote = true
 		}
@@ -383,7 +397,7 @@ func (m *Member) maybeFailover() {
 		}
 	}
 	if len(m.names) == 1 || m.now-m.heardPrimary >= int64(silence+m.rankNow()*m.stagger()) {
-		m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Disk: m.disk}
+		m.wantPromote = &Command{Type: CmdPromote, Node: m.self, By: m.runTag, Epoch: m.state.Epoch, Disk: m.disk}
 	}
 }
 
@@ -425,7 +439,10 @@ func (m *Member) RequestPromote(force bool) error {
 	if ok, why := m.state.Promotable(m.self, m.disk); !ok && !force {
 		return fmt.Errorf("%w: %s: %s (use force to promote it anyway: writes it lacks are lost)", ErrNotPromotable, m.self, why)
 	}
-	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, Epoch: m.state.Epoch, Force: force, Manual: true, Disk: m.disk}
+	if m.stale != "" && !force {
+		return fmt.Errorf("%w: %s: %s (use force to promote it anyway: writes it lacks are lost)", ErrNotPromotable, m.self, m.stale)
+	}
+	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, By: m.runTag, Epoch: m.state.Epoch, Force: force, Manual: true, Disk: m.disk}
 	m.lastPropose["promote"] = never
 	m.retryProposals()
 	return nil
@@ -539,11 +556,15 @@ type Status struct {
 	IDs         []uint64 // by position - 1: the current raft ID (0: none)
 	Learners    []string // members that joined and are not voters yet
 	LostState   []string // members that announced they lost their state: replace them
+	// TookRole is the epoch whose Promote this member proposed in this run
+	// (0: none): a role it did not take in this run was replayed from the
+	// log, from before a restart.
+	TookRole uint64
 }
 
 // Status reports the member's view.
 func (m *Member) Status() Status {
-	st := Status{State: m.State(), Now: m.now, Applied: m.applied, Phase: m.phase, PhaseReason: m.reason, ID: m.id, LostState: m.lostState()}
+	st := Status{State: m.State(), Now: m.now, Applied: m.applied, Phase: m.phase, PhaseReason: m.reason, ID: m.id, LostState: m.lostState(), TookRole: m.tookEpoch}
 	if m.rn != nil {
 		bs := m.rn.BasicStatus()
 		st.RaftLeader, st.RaftTerm = m.nameOf(bs.Lead), bs.Term

@@ -74,7 +74,7 @@ type Config struct {
 	NewCluster   bool
 	Timing       Timing
 	AutoFailover bool
-	Seed         uint64      // election jitter; any value
+	Seed         uint64      // election jitter and the tag of this run's Promotes; any value, drawn anew per run by real members
 	Logger       raft.Logger // nil: discard
 }
 
@@ -145,6 +145,9 @@ type Member struct {
 	// Every data node.
 	heardPrimary int64
 	consistent   bool
+	stale        string            // why this node's disk must not serve as primary (SetStale); "" none
+	tookEpoch    uint64            // the epoch this member's own Promote of this run began (Status.TookRole)
+	runTag       string            // names this run in its Promotes (By, which Apply ignores for them)
 	disk         uint64            // this data node's disk identity (SetDisk)
 	pending      map[uint64]uint64 // log index -> FromEpoch of persisted, unapplied Promotes
 
@@ -170,7 +173,7 @@ func NewMember(cfg Config) (*Member, error) {
 		cfg: cfg, self: cfg.Self, storage: cfg.Storage, promotedAt: -1,
 		leaseAcks: map[string]int64{}, pending: map[uint64]uint64{}, snapSince: map[uint64]int64{},
 		wantOutdate: map[string]uint64{}, wantClear: map[string]uint64{}, clearDisk: map[string]uint64{}, lastPropose: map[string]int64{},
-		rng: cfg.Seed*0x9e3779b97f4a7c15 + 1, consistent: true, fresh: cfg.Fresh,
+		rng: cfg.Seed*0x9e3779b97f4a7c15 + 1, consistent: true, fresh: cfg.Fresh, runTag: fmt.Sprintf("run-%016x", cfg.Seed),
 		probes: map[string]probeAnswer{}, counted: map[string]uint64{}, newcomers: map[string]bool{}, announced: map[string]announcement{},
 		removed: map[uint64]bool{}, wantReplace: map[string]replaceWant{},
 	}
@@ -423,6 +426,9 @@ func (m *Member) Advance() {
 		}
 		st := m.state.Clone()
 		if st.Apply(c, m.dataNodes) {
+			if c.Type == CmdPromote && c.Node == m.self && c.By == m.runTag {
+				m.tookEpoch = st.Epoch // proposed in this run, not replayed from the log
+			}
 			m.setState(st, e.Index)
 		}
 	}

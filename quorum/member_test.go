@@ -580,3 +580,61 @@ func TestStickinessIgnoresOwnCampaigns(t *testing.T) {
 	require.NoError(t, w.Step(vote))
 	require.Equal(t, st.Term+1, w.rn.BasicStatus().Term)
 }
+
+// TookRole names only a promotion this member proposed in this run, never
+// one it applies from the log: not even one that names it and the epoch it
+// proposes from itself. Here a's control-plane state is restored from a copy
+// taken in epoch 1 (its data directory came back from a backup): it
+// re-proposes its epoch-1 role, Promote{a, from 1}, while the log it catches
+// up on holds the Promote{a, from 1} of its previous run. A node uses
+// TookRole to tell a role it took from one its disk may be too old for.
+func TestTookRoleOnlyForThisRunsPromote(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	st := c.members["a"].Status()
+	require.Equal(t, uint64(1), st.TookRole)
+	require.Zero(t, c.members["b"].Status().TookRole)
+	backup := c.disks["a"]
+
+	restartAll := func(seed uint64) {
+		for _, n := range []string{"a", "b", "w"} {
+			c.crash(n)
+		}
+		c.start("b")
+		c.start("w")
+		ms := raft.NewMemoryStorage()
+		hs, snap, ents := persistedOf(c.disks["a"])
+		require.NoError(t, ms.ApplySnapshot(snap))
+		require.NoError(t, ms.SetHardState(hs))
+		require.NoError(t, ms.Append(ents))
+		cfg := c.config("a", ms)
+		cfg.Seed = seed // a real driver draws a new seed each run
+		m, err := NewMember(cfg)
+		require.NoError(t, err)
+		c.members["a"] = m
+	}
+	restartAll(1001)
+	c.tick(300)
+	st = c.members["a"].Status()
+	require.Equal(t, uint64(2), st.Epoch, "the restarted primary re-promotes itself")
+	require.Equal(t, uint64(2), st.TookRole)
+
+	c.disks["a"] = backup
+	restartAll(1002)
+	sawOld := false
+	for range 300 {
+		c.tick(1)
+		if st := c.members["a"].Status(); st.Primary == "a" && st.Epoch == 2 {
+			sawOld = true
+			require.Zero(t, st.TookRole, "the previous run's promotion counted as taken in this run")
+		}
+	}
+	require.True(t, sawOld, "a never applied its previous run's promotion")
+	// The control plane lets a serve it (the promotion committed after its
+	// boot): only the node's disk can say the role is older than the data.
+	st = c.members["a"].Status()
+	require.Equal(t, []string{"a"}, c.servers())
+	require.Equal(t, uint64(2), st.Epoch)
+	require.Zero(t, st.TookRole)
+}

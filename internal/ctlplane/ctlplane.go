@@ -535,6 +535,12 @@ func (d *Driver) publishPromotableLocked() {
 	}
 }
 
+// SetStale tells the core why this node's disk must not serve as primary
+// ("" clears it).
+func (d *Driver) SetStale(reason string) {
+	_ = d.do(func(m *quorum.Member) error { m.SetStale(reason); return nil })
+}
+
 // SetConsistent tells the core whether this node's disk may be promoted.
 func (d *Driver) SetConsistent(ok bool) {
 	_ = d.do(func(m *quorum.Member) error { m.SetConsistent(ok); return nil })
