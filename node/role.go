@@ -80,18 +80,18 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		_ = n.ctl.RequestDemote()
 		return
 	}
-	if n.shardPeer() && !n.ec.TakeOver(n.ctx, st) {
-		// Its store is one shard: it serves only once it rebuilt the
-		// device from K shards (package ecpeer); it failed: give the role
-		// back.
-		_ = n.ctl.RequestDemote()
-		return
-	}
 	if why := n.staleForRole(st); why != "" {
 		if n.staleEpoch.Swap(st.Epoch) != st.Epoch {
 			n.log.Error("refusing the primary role: "+why, "epoch", st.Epoch)
 			n.ctl.SetStale(why)
 		}
+		_ = n.ctl.RequestDemote()
+		return
+	}
+	if n.shardPeer() && !n.ec.TakeOver(n.ctx, st) {
+		// Its store is one shard: it serves only once it rebuilt the
+		// device from K shards (package ecpeer); it failed: give the role
+		// back.
 		_ = n.ctl.RequestDemote()
 		return
 	}
