@@ -242,10 +242,7 @@ func (n *Node) open() error {
 		return fmt.Errorf("node %s: control plane: %w", me.Name, err)
 	}
 	n.ctl.SetDisk(n.store.ID())
-	// A clone that took its full sync keeps its ID, so the same disk may be
-	// recorded twice: only a disk that is not this node's own counts.
-	st := n.ctl.Status()
-	if owner := st.DiskOwner(n.store.ID(), me.Name); owner != "" && st.Disks[me.Name] != n.store.ID() {
+	if owner := n.ctl.Status().DiskOwner(n.store.ID(), me.Name); owner != "" {
 		n.log.Error("this data directory holds another member's disk: this node is not promoted with it; start it as that member again, or wipe it to take a full sync as this one",
 			"disk_of", owner, "disk", quorum.ShortDisk(n.store.ID()), "data_dir", me.DataDir)
 	}

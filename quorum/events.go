@@ -315,9 +315,6 @@ func (m *Member) ServingUntil() int64 {
 // Serving reports whether this member may complete I/O as primary now.
 func (m *Member) Serving() bool { return m.now < m.ServingUntil() }
 
-// SetConsistent tells whether this data node's disk is consistent (no
-// unfinished resync, no split brain): only a consistent node proposes itself
-// in a failover.
 // SetStale marks this node's disk as unfit to serve as primary, with the
 // reason ("" clears it): the node found itself primary of an epoch its
 // disk has no record of (docs/quorum.md, "A disk older than its epoch").
@@ -329,6 +326,9 @@ func (m *Member) SetStale(reason string) {
 	}
 }
 
+// SetConsistent tells whether this data node's disk is consistent (no
+// unfinished resync, no split brain): only a consistent node proposes itself
+// in a failover.
 func (m *Member) SetConsistent(ok bool) {
 	m.consistent = ok
 	if !ok && m.wantPromote != nil && !m.wantPromote.Force {
@@ -436,11 +436,12 @@ func (m *Member) RequestPromote(force bool) error {
 	if m.state.IsOutdated(m.self) && !force {
 		return fmt.Errorf("%w: %s (use force to promote it anyway)", ErrOutdated, m.self)
 	}
-	if ok, why := m.state.Promotable(m.self, m.disk); !ok && !force {
-		return fmt.Errorf("%w: %s: %s (use force to promote it anyway: writes it lacks are lost)", ErrNotPromotable, m.self, why)
+	why := m.stale
+	if ok, w := m.state.Promotable(m.self, m.disk); !ok {
+		why = w
 	}
-	if m.stale != "" && !force {
-		return fmt.Errorf("%w: %s: %s (use force to promote it anyway: writes it lacks are lost)", ErrNotPromotable, m.self, m.stale)
+	if why != "" && !force {
+		return fmt.Errorf("%w: %s: %s (use force to promote it anyway: writes it lacks are lost)", ErrNotPromotable, m.self, why)
 	}
 	m.wantPromote = &Command{Type: CmdPromote, Node: m.self, By: m.runTag, Epoch: m.state.Epoch, Force: force, Manual: true, Disk: m.disk}
 	m.lastPropose["promote"] = never

@@ -73,11 +73,11 @@ func (s State) Clone() State {
 // promotion records one.
 func (s State) Promotable(name string, disk uint64) (bool, string) {
 	rec := s.Disks[name]
-	if owner := s.DiskOwner(disk, name); owner != "" && rec != disk {
+	if owner := s.DiskOwner(disk, name); owner != "" {
 		// Refused by the cases below too (rec != disk, and the cluster has
 		// recorded disks, so its epoch is not 0): only the reason is new,
 		// so members of older versions apply the same commands alike.
-		return false, ForeignDiskReason(disk, owner)
+		return false, foreignDiskReason(disk, owner)
 	}
 	switch {
 	case s.IsOutdated(name):
@@ -93,12 +93,15 @@ func (s State) Promotable(name string, disk uint64) (bool, string) {
 }
 
 // DiskOwner returns the data node other than name whose recorded disk is
-// disk ("" for none). Disk identities are drawn at random when a store is
-// created, so a node that presents another node's disk holds a data
-// directory that was moved or copied from that node: disks swapped between
-// hosts, a cloned host. Its data is that node's, never this one's.
+// disk, when disk is not name's own recorded disk ("" for none). Disk
+// identities are drawn at random when a store is created, so a node that
+// presents another node's disk holds a data directory that was moved or
+// copied from that node: disks swapped between hosts, a cloned host. Its
+// data is that node's, never this one's. A clone that took its full sync
+// keeps its ID, so one disk may be recorded for two nodes: there it is
+// each one's own.
 func (s State) DiskOwner(disk uint64, name string) string {
-	if disk == 0 {
+	if disk == 0 || s.Disks[name] == disk {
 		return ""
 	}
 	for _, n := range slices.Sorted(maps.Keys(s.Disks)) {
@@ -109,9 +112,9 @@ func (s State) DiskOwner(disk uint64, name string) string {
 	return ""
 }
 
-// ForeignDiskReason says why a node that holds owner's disk is not
+// foreignDiskReason says why a node that holds owner's disk is not
 // promoted, and what the operator does about it.
-func ForeignDiskReason(disk uint64, owner string) string {
+func foreignDiskReason(disk uint64, owner string) string {
 	return fmt.Sprintf("disk %s is the recorded disk of %s, not of this node: its data directory was moved or copied from %s "+
 		"(start it as %s again, or wipe it to take a full sync as this node)", ShortDisk(disk), owner, owner, owner)
 }
