@@ -17,7 +17,7 @@ func (c *replCluster) waitServing(name string, timeout time.Duration) time.Durat
 	start := time.Now()
 	for time.Since(start) < timeout {
 		st, err := c.status(name)
-		if err == nil && st.Role == node.RolePrimary && st.Quorum.Serving {
+		if err == nil && st.Role == node.RolePrimary && st.Quorum.Serving && !st.AwaitingPeers {
 			return time.Since(start)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -34,7 +34,7 @@ func (c *replCluster) servingPrimary(timeout time.Duration) string {
 	require.Eventually(c.t, func() bool {
 		found = nil
 		for _, m := range c.cfg.Nodes {
-			if st, err := c.status(m.Name); err == nil && st.Role == node.RolePrimary && st.Quorum.Serving {
+			if st, err := c.status(m.Name); err == nil && st.Role == node.RolePrimary && st.Quorum.Serving && !st.AwaitingPeers {
 				found = append(found, m.Name)
 			}
 		}

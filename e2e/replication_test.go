@@ -40,9 +40,14 @@ func newReplCluster(t *testing.T, protocol, journalMax string) *replCluster {
 }
 
 func newReplClusterN(t *testing.T, nodes int, protocol, journalMax string) *replCluster {
+	return newReplClusterWith(t, nodes, fmt.Sprintf("replication:\n  protocol: %s\n", protocol), journalMax)
+}
+
+// newReplClusterWith is newReplClusterN with extra config sections (a
+// quorum section replaces the tolerant default timings).
+func newReplClusterWith(t *testing.T, nodes int, extra, journalMax string) *replCluster {
 	t.Helper()
 	dir := t.TempDir()
-	extra := fmt.Sprintf("replication:\n  protocol: %s\n", protocol)
 	p := clusterConfig(t, dir, nodes, "256MiB", extra)
 	b, err := os.ReadFile(p)
 	require.NoError(t, err)

@@ -23,7 +23,11 @@ type Status struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
 	Role    string `json:"role"` // Primary or Secondary
-	Disk    string `json:"disk"` // UpToDate, Consistent, Outdated, Inconsistent, SplitBrain, Failed
+	// AwaitingPeers: a primary that took its role back after a restart
+	// serves no I/O until its peers showed their positions (docs/quorum.md,
+	// "A copy taken while the node was the primary").
+	AwaitingPeers bool   `json:"awaiting_peers,omitempty"`
+	Disk          string `json:"disk"` // UpToDate, Consistent, Outdated, Inconsistent, SplitBrain, Failed
 	// DiskError is the error that failed the disk (Disk Failed);
 	// ControlPlaneError the one that stopped the control plane (the
 	// member then neither votes nor serves).
@@ -108,8 +112,10 @@ func (n *Node) Status() Status {
 	ns := n.nbd.Stats()
 	qs := n.ctl.Status()
 	role, disk, peers := RoleSecondary, "", []PeerStatus{}
+	awaiting := false
 	if p := n.currentPrimary(); p != nil {
 		role, disk, peers = RolePrimary, DiskUpToDate, p.PeerStatuses()
+		awaiting = !p.Verified()
 		if n.diskFailure() != nil {
 			disk = DiskFailed
 		}
@@ -117,21 +123,22 @@ func (n *Node) Status() Status {
 		disk, peers = n.secondaryDisk(qs.IsOutdated(n.me.Name)), n.secondaryPeers()
 	}
 	st := Status{
-		Cluster:    n.cfg.Cluster,
-		Name:       n.me.Name,
-		Version:    Version,
-		Role:       role,
-		Disk:       disk,
-		Quorum:     member.StatusOf(qs),
-		Members:    member.Links(n.cfg, n.me.Name, n.mesh.Connected),
-		Verify:     n.verifyProgress(),
-		Protocol:   n.cfg.Replication.Protocol,
-		Peers:      peers,
-		DeviceSize: n.store.Size(),
-		NBD:        "nbd://" + n.NBDAddr().String(),
-		Uptime:     time.Since(n.started).Seconds(),
-		Journal:    js.journal,
-		DiskStall:  n.diskStall(),
+		Cluster:       n.cfg.Cluster,
+		Name:          n.me.Name,
+		Version:       Version,
+		Role:          role,
+		AwaitingPeers: awaiting,
+		Disk:          disk,
+		Quorum:        member.StatusOf(qs),
+		Members:       member.Links(n.cfg, n.me.Name, n.mesh.Connected),
+		Verify:        n.verifyProgress(),
+		Protocol:      n.cfg.Replication.Protocol,
+		Peers:         peers,
+		DeviceSize:    n.store.Size(),
+		NBD:           "nbd://" + n.NBDAddr().String(),
+		Uptime:        time.Since(n.started).Seconds(),
+		Journal:       js.journal,
+		DiskStall:     n.diskStall(),
 		IO: IOStatus{
 			Connections: ns.Connections, Reads: ns.Reads, Writes: ns.Writes, Flushes: ns.Flushes,
 			BytesRead: ns.BytesRead, BytesWritten: ns.BytesWritten, Errors: ns.Errors,

@@ -50,10 +50,12 @@ func (d *device) grace() time.Duration {
 	return q.Lease.D()*5/4 + 3*q.Tick.D()
 }
 
-// serving returns the primary instance once it may serve, waiting up to the
-// grace; nil with ErrReadOnly on a secondary.
+// serving returns the primary instance once it may serve (it holds the
+// lease and, resumed after a restart, its peers showed their positions:
+// primary.Side.Verified), waiting up to the grace; nil with ErrReadOnly on
+// a secondary.
 func (d *device) serving() (*primary.Side, error) {
-	var deadline time.Time
+	var deadline, verifyBy time.Time
 	for {
 		if d.n.diskFailure() != nil {
 			return nil, ErrDiskFailed
@@ -62,17 +64,25 @@ func (d *device) serving() (*primary.Side, error) {
 		if p == nil {
 			return nil, ErrReadOnly
 		}
-		if d.n.ctl.Serving() {
+		leased := d.n.ctl.Serving()
+		if leased && p.Verified() {
 			return p, nil
 		}
-		now := time.Now()
-		if deadline.IsZero() {
-			deadline = now.Add(d.grace())
+		by, wait := &deadline, d.grace()
+		if leased {
+			// A resumed role waits for its peers' positions: a handshake,
+			// or an Outdate, held back for the peer timeout after the
+			// start (primary.resumeCheck).
+			by, wait = &verifyBy, d.grace()+2*d.n.cfg.Replication.PeerTimeout.D()
 		}
-		if !now.Before(deadline) {
+		now := time.Now()
+		if by.IsZero() {
+			*by = now.Add(wait)
+		}
+		if !now.Before(*by) {
 			return nil, ErrFenced
 		}
-		time.Sleep(min(d.n.cfg.Quorum.Tick.D(), deadline.Sub(now)))
+		time.Sleep(min(d.n.cfg.Quorum.Tick.D(), by.Sub(now)))
 	}
 }
 

@@ -104,7 +104,7 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 		_ = n.ctl.RequestDemote()
 		return
 	}
-	p := n.newPrimary(st.State)
+	p := n.newPrimary(st)
 	p.Start()
 	n.prim = p
 	n.primA.Store(p)
@@ -148,6 +148,30 @@ func (n *Node) staleForRole(st quorum.Status) string {
 	return fmt.Sprintf("its disk has no record of epoch %d, in which it is the primary (the newest on disk is %d): "+
 		"the disk is older than the epoch (restored from a backup or a snapshot?) and may lack writes acknowledged in it; "+
 		"a node with the data takes over (force it only if this disk is the only copy)", st.Epoch, last)
+}
+
+// peerAhead handles a peer that refused to rewind records this node wrote
+// as the primary and its disk lacks (secondary.ErrAhead): the disk lost
+// writes, e.g. a copy taken while it was the primary was restored. A counted peer holds them, and this role acknowledged
+// nothing without it (a resumed role serves only once its peers showed
+// their position, primary.Side.Verified): this node steps down as stale,
+// and the peer, which holds the epoch's writes, takes over. An Outdated
+// peer's writes are no longer the epoch's acknowledged data, and this
+// primary may have acknowledged writes without it: both hold writes the
+// other lacks, a split brain for the operator (grbd resolve).
+func (n *Node) peerAhead(peer, detail string) {
+	st := n.ctl.Status()
+	if st.IsOutdated(peer) {
+		n.splitBrain(peer, detail)
+		return
+	}
+	why := fmt.Sprintf("%s holds records this node wrote as the primary and its disk lacks: the disk is older than its role "+
+		"(restored from a copy taken while it was the primary?); a node with the data takes over (force it only if this disk is the only copy)", peer)
+	if n.staleEpoch.Swap(st.Epoch) != st.Epoch {
+		n.log.Error("stepping down: "+why, "epoch", st.Epoch, "detail", detail)
+		n.ctl.SetStale(why)
+	}
+	_ = n.ctl.RequestDemote()
 }
 
 // clearStaleIfCaughtUp lifts the stale mark of staleForRole once this node

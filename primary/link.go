@@ -172,6 +172,9 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 			l.disk.Store(DiskSplitBrain)
 			l.p.node.SplitBrain(l.name, err.Error())
 		}
+		if errors.Is(err, ErrBehindPeer) {
+			l.p.node.PeerAhead(l.name, err.Error())
+		}
 		l.p.peerLost(l)
 		return err
 	}
@@ -185,6 +188,9 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 		l.p.peerLost(l)
 		return errDisconnected
 	}
+	l.p.coreMu.Lock()
+	l.p.resume.handshook(l.name)
+	l.p.coreMu.Unlock()
 	l.log.Info("peer connected", "peer_last_seq", hello.LastSeq, "inconsistent", hello.Flags&wire.HelloInconsistent != 0, "extra_extents", len(extra))
 	// What the peer holds as of this session (it may have lost an unsynced
 	// tail since the last one); set before its acks are read.

@@ -84,6 +84,9 @@ func (l *link) sendHello(w *wire.Writer, recorded uint64) error {
 	if p.cfg.Coder == nil {
 		me.Flags = wire.HelloResume
 	}
+	if p.cfg.Reestablished {
+		me.Flags |= wire.HelloReestablished
+	}
 	if err := w.WriteMsg(me); err != nil {
 		return err
 	}
@@ -101,6 +104,9 @@ func (l *link) checkPeerHello(m wire.Message, recorded uint64) (*wire.Hello, err
 	if nack, ok := m.(*wire.Nack); ok {
 		if nack.Code == wire.NackState && strings.HasPrefix(nack.Reason, secondary.SplitBrainReason) {
 			return nil, fmt.Errorf("%w: %s", ErrSplitBrain, nack.Reason)
+		}
+		if nack.Code == wire.NackState && strings.HasPrefix(nack.Reason, secondary.AheadReason) {
+			return nil, fmt.Errorf("%w: %s", ErrBehindPeer, nack.Reason)
 		}
 		return nil, fmt.Errorf("%w: peer refused: code %d: %s", ErrHandshake, nack.Code, nack.Reason)
 	}

@@ -29,6 +29,9 @@ var (
 	// ErrSplitBrain is returned when a peer's data diverged in a way that
 	// only the operator may resolve.
 	ErrSplitBrain = secondary.ErrSplitBrain
+	// ErrBehindPeer is returned when a peer holds records of this primary's
+	// own epoch that its disk lacks (secondary.ErrAhead).
+	ErrBehindPeer = secondary.ErrAhead
 )
 
 // Side is the write path of the primary of one epoch: every device
@@ -95,6 +98,8 @@ type Side struct {
 	repairMu sync.Mutex // one block repair at a time (repair.go)
 
 	verifying atomic.Pointer[verifyState] // the running verify (verify.go)
+
+	resume resumeCheck // a resumed role's wait for its peers (resumecheck.go)
 }
 
 type inflightWrite struct {
@@ -184,6 +189,7 @@ func (p *Side) Start() {
 	}
 	p.coreMu.Lock()
 	p.core.Begin(p.state, names)
+	p.resume.begin(p.cfg.Resumed && p.cfg.Coder == nil, p.state, names, p.cfg.PeerTimeout)
 	p.coreMu.Unlock()
 	p.wg.Go(p.runProposals)
 	for _, l := range p.links {
@@ -372,6 +378,7 @@ func (p *Side) OnState(st quorum.State) {
 	p.coreMu.Lock()
 	defer p.coreMu.Unlock()
 	p.state = st
+	p.resume.outdated(st)
 	for _, name := range p.core.ApplyState(st) {
 		p.log.Info("peer Outdated: no longer waited for", "peer", name)
 	}
@@ -391,6 +398,10 @@ func (p *Side) recordedDisk(peer string) uint64 {
 // Clear is applied, and its Outdate is proposed (replicator.Primary.PeerLost).
 func (p *Side) peerLost(l *link) {
 	p.coreMu.Lock()
+	if p.resume.holdOutdate(l.name, time.Now()) {
+		p.coreMu.Unlock()
+		return // the link retries, and calls again
+	}
 	_ = p.core.PeerLost(l.name)
 	p.releaseLocked()
 	p.coreMu.Unlock()

@@ -37,7 +37,14 @@ type Config struct {
 	// at once.
 	SuspendOnNoQuorum bool
 	SuspendTimeout    time.Duration
-	PeerTimeout       time.Duration // a counted peer silent this long is dropped
+	// Resumed: the role continues this node's own role from before a
+	// restart; it serves once every counted mirror peer has shown it holds
+	// nothing of the epoch this disk lacks (resumecheck.go).
+	Resumed bool
+	// Reestablished: it led the epoch before this one too
+	// (wire.HelloReestablished).
+	Reestablished bool
+	PeerTimeout   time.Duration // a counted peer silent this long is dropped
 	// FlushTimeout: a counted peer that completes no flush this long while
 	// one waits for it is dropped (0: defaultFlushTimeout).
 	FlushTimeout time.Duration
@@ -74,5 +81,8 @@ type Node interface {
 	// SplitBrain a peer whose data diverged; Event any other change.
 	PeerState(peer, state, cause string)
 	SplitBrain(peer, detail string)
+	// PeerAhead: peer holds records of this primary's epoch that its disk
+	// lacks (secondary.ErrAhead); the node must not go on serving it.
+	PeerAhead(peer, detail string)
 	Event(e events.Event)
 }

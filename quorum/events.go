@@ -561,11 +561,15 @@ type Status struct {
 	// (0: none): a role it did not take in this run was replayed from the
 	// log, from before a restart.
 	TookRole uint64
+	// Reestablished: the TookRole promotion followed this member's own
+	// role of the epoch before it (a primary that restarted): it led both.
+	Reestablished bool
 }
 
 // Status reports the member's view.
 func (m *Member) Status() Status {
-	st := Status{State: m.State(), Now: m.now, Applied: m.applied, Phase: m.phase, PhaseReason: m.reason, ID: m.id, LostState: m.lostState(), TookRole: m.tookEpoch}
+	st := Status{State: m.State(), Now: m.now, Applied: m.applied, Phase: m.phase, PhaseReason: m.reason, ID: m.id, LostState: m.lostState(), TookRole: m.tookEpoch,
+		Reestablished: m.tookFromSelf}
 	if m.rn != nil {
 		bs := m.rn.BasicStatus()
 		st.RaftLeader, st.RaftTerm = m.nameOf(bs.Lead), bs.Term

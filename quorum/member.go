@@ -147,6 +147,7 @@ type Member struct {
 	consistent   bool
 	stale        string            // why this node's disk must not serve as primary (SetStale); "" none
 	tookEpoch    uint64            // the epoch this member's own Promote of this run began (Status.TookRole)
+	tookFromSelf bool              // that Promote followed this member's own role (Status.Reestablished)
 	runTag       string            // names this run in its Promotes (By, which Apply ignores for them)
 	disk         uint64            // this data node's disk identity (SetDisk)
 	pending      map[uint64]uint64 // log index -> FromEpoch of persisted, unapplied Promotes
@@ -428,6 +429,7 @@ func (m *Member) Advance() {
 		if st.Apply(c, m.dataNodes) {
 			if c.Type == CmdPromote && c.Node == m.self && c.By == m.runTag {
 				m.tookEpoch = st.Epoch // proposed in this run, not replayed from the log
+				m.tookFromSelf = m.state.Primary == m.self
 			}
 			m.setState(st, e.Index)
 		}

@@ -594,6 +594,7 @@ func TestTookRoleOnlyForThisRunsPromote(t *testing.T) {
 	require.Equal(t, []string{"a"}, c.servers())
 	st := c.members["a"].Status()
 	require.Equal(t, uint64(1), st.TookRole)
+	require.False(t, st.Reestablished, "the first promotion follows no role of a")
 	require.Zero(t, c.members["b"].Status().TookRole)
 	backup := c.disks["a"]
 
@@ -619,6 +620,7 @@ func TestTookRoleOnlyForThisRunsPromote(t *testing.T) {
 	st = c.members["a"].Status()
 	require.Equal(t, uint64(2), st.Epoch, "the restarted primary re-promotes itself")
 	require.Equal(t, uint64(2), st.TookRole)
+	require.True(t, st.Reestablished, "a took back its own role of epoch 1")
 
 	c.disks["a"] = backup
 	restartAll(1002)
@@ -637,4 +639,19 @@ func TestTookRoleOnlyForThisRunsPromote(t *testing.T) {
 	require.Equal(t, []string{"a"}, c.servers())
 	require.Equal(t, uint64(2), st.Epoch)
 	require.Zero(t, st.TookRole)
+}
+
+// TestFailoverIsNotReestablished: a node that takes over from a lost
+// primary did not lead the epoch before its own, so its peers' records of
+// that epoch past its own are not its lost writes (wire.HelloReestablished).
+func TestFailoverIsNotReestablished(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	c.crash("a")
+	c.tick(300)
+	require.Equal(t, []string{"b"}, c.servers())
+	st := c.members["b"].Status()
+	require.Equal(t, st.Epoch, st.TookRole)
+	require.False(t, st.Reestablished, "b took over a's role, not its own")
 }

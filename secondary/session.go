@@ -196,6 +196,9 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 		s.refuse(c, fmt.Sprintf("%s: %s diverged from %s after seq %d; resolve with grbd resolve", SplitBrainReason, s.cfg.Name, h.From, d.Common))
 		return nil, nil, nil, fmt.Errorf("%w: diverged from %s after seq %d", ErrSplitBrain, h.From, d.Common)
 	}
+	if err := s.refuseRewindOfPrimarysWrites(c, h, pri, mine, d, rs, discard); err != nil {
+		return nil, nil, nil, err
+	}
 	// A power loss left extents that may differ from the primary's: they
 	// are resynced like a divergence, and the node is Inconsistent until.
 	suspects := s.store.Suspects()
@@ -239,6 +242,45 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 		ex.Flags = wire.ExtentsAll
 	}
 	return me, ex, nil, nil
+}
+
+// refuseRewindOfPrimarysWrites refuses the session when this node holds records
+// the primary wrote itself and lacks (primaryWrote): its disk lost them (a
+// copy taken while it was the primary was restored, or a power loss took
+// its unsynced tail), and they include writes it acknowledged. Rewinding them, as a deposed primary's
+// records are, would lose those writes; the primary steps down instead, and
+// this node, which holds them, takes over (docs/quorum.md, "A disk older
+// than its epoch is not served"). grbd resolve --discard on this node
+// rewinds them all the same. An erasure-code shard or an Inconsistent node
+// is not a copy to take over from, and keeps the rewind.
+func (s *Side) refuseRewindOfPrimarysWrites(c net.Conn, h *wire.Hello, pri, mine replicator.History, d replicator.Divergence, rs *replicator.ResyncState, discard bool) error {
+	if !d.Diverged || discard || rs != nil || s.node.ShardApplier() != nil {
+		return nil
+	}
+	lost := mine.EpochOf(d.Common + 1)
+	if !primaryWrote(h, pri, d.Common, lost) {
+		return nil
+	}
+	last := s.store.LastSeq()
+	s.log.Error("the primary lacks records it wrote itself, which this node holds: refusing to rewind them",
+		"primary", h.From, "epoch", lost, "from_seq", d.Common+1, "last_seq", last)
+	s.refuse(c, fmt.Sprintf("%s: %s holds records %d-%d of epoch %d, which %s wrote and lacks (was its disk restored from a copy?); "+
+		"it must step down, or discard them with grbd resolve --discard %s", AheadReason, s.cfg.Name, d.Common+1, last, lost, h.From, s.cfg.Name))
+	return fmt.Errorf("%w: %s lacks records %d-%d of epoch %d", ErrAhead, h.From, d.Common+1, last, lost)
+}
+
+// primaryWrote reports whether the primary of Hello h (history pri) wrote
+// the records of epoch lost after common that this node holds and it
+// lacks: they are of its current epoch, past its last record, or of the
+// epoch before its current one, past its entry into the current one, when
+// it led that epoch too (wire.HelloReestablished).
+func primaryWrote(h *wire.Hello, pri replicator.History, common, lost uint64) bool {
+	if lost == h.Epoch {
+		return common == h.LastSeq
+	}
+	n := len(pri)
+	return h.Flags&wire.HelloReestablished != 0 && n >= 2 && pri[n-1].Epoch == h.Epoch &&
+		common+1 == pri[n-1].FirstSeq && lost == pri[n-2].Epoch
 }
 
 // becomeInconsistent makes this node Inconsistent from seq from: it

@@ -30,11 +30,18 @@ var (
 	// ErrStaleEpoch is returned by Fence for an epoch older than one this
 	// side already follows.
 	ErrStaleEpoch = errors.New("secondary: stale epoch")
+	// ErrAhead is returned when this node holds records the primary wrote
+	// itself and lacks: the primary's disk lost them.
+	ErrAhead = errors.New("secondary: holds records the primary wrote and lost")
 )
 
 // SplitBrainReason opens the Nack reason a secondary sends when it refuses
 // to discard divergent data.
 const SplitBrainReason = "split brain"
+
+// AheadReason opens the Nack reason a secondary sends when it refuses to
+// rewind records the primary wrote itself and lacks.
+const AheadReason = "ahead of the primary"
 
 // Config is what a Side is built from.
 type Config struct {

@@ -19,6 +19,13 @@ const (
 	// that does not know the bit ignores it, and then neither side sends the
 	// message.
 	HelloResume uint32 = 4
+	// HelloReestablished, in a primary's Hello: it was also the primary of
+	// the epoch its history names before its current one (it restarted and
+	// took its role back), so it wrote every record of that epoch: a peer
+	// holding one past this primary's entry into its current epoch holds
+	// what this primary's disk lost, and refuses to rewind it
+	// (secondary.ErrAhead). A node that does not know the bit rewinds.
+	HelloReestablished uint32 = 8
 )
 
 // PutDisks fills Generation with two store identities. From a primary: the

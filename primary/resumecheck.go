@@ -1,0 +1,94 @@
+package primary
+
+import (
+	"time"
+
+	"github.com/grbd/grbd/quorum"
+)
+
+// resumeCheck holds a resumed role back from serving until every counted
+// mirror peer has completed a handshake or is Outdated. A node that resumes
+// the role of an epoch after a restart may run on a disk that lost records
+// of that very epoch (a copy taken during it was restored); only a peer's
+// handshake shows that (secondary.ErrAhead), and a read or write served
+// before it would return old data or journal records that conflict with the
+// peer's. A node promoted in this run needs no check: no peer holds records
+// of an epoch that begins with it. Guarded by Side.coreMu.
+//
+// Like DRBD's wfc-timeout, the check also gives those peers until holdUntil
+// to connect before a lost one is Outdated: a whole cluster restarts at
+// about the same time, and a peer Outdated only because it started a moment
+// later could no longer refuse a disk that lost writes (it would be a split
+// brain for the operator instead of a handover).
+type resumeCheck struct {
+	waiting   map[string]bool // peers still to show their position
+	done      chan struct{}   // closed once waiting is empty
+	holdUntil time.Time
+}
+
+// begin starts the check (on: the role was resumed) over the peers in
+// names that st counts, holding their Outdate back for wait.
+func (r *resumeCheck) begin(on bool, st quorum.State, names []string, wait time.Duration) {
+	r.done = make(chan struct{})
+	r.waiting = map[string]bool{}
+	r.holdUntil = time.Now().Add(wait)
+	if on {
+		for _, name := range names {
+			if !st.IsOutdated(name) {
+				r.waiting[name] = true
+			}
+		}
+	}
+	r.settle()
+}
+
+// handshook: peer completed a handshake; it holds nothing this disk lacks.
+func (r *resumeCheck) handshook(peer string) {
+	delete(r.waiting, peer)
+	r.settle()
+}
+
+// outdated drops the peers st Outdates: they are no longer waited for, and
+// what they hold is no longer the epoch's acknowledged data.
+func (r *resumeCheck) outdated(st quorum.State) {
+	for name := range r.waiting {
+		if st.IsOutdated(name) {
+			delete(r.waiting, name)
+		}
+	}
+	r.settle()
+}
+
+// holdOutdate reports whether a lost peer's Outdate waits: the check still
+// waits for it and the start-up wait has not passed.
+func (r *resumeCheck) holdOutdate(peer string, now time.Time) bool {
+	return r.waiting[peer] && now.Before(r.holdUntil)
+}
+
+func (r *resumeCheck) settle() {
+	if len(r.waiting) > 0 || r.done == nil {
+		return
+	}
+	select {
+	case <-r.done:
+	default:
+		close(r.done)
+	}
+}
+
+// Verified reports whether this primary may serve: it was promoted in this
+// run, or every peer its resumed role waited for showed its position.
+func (p *Side) Verified() bool {
+	p.coreMu.Lock()
+	done := p.resume.done
+	p.coreMu.Unlock()
+	if done == nil {
+		return false // not started
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
