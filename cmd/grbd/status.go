@@ -210,8 +210,11 @@ func printStatus(w io.Writer, cfg *config.Config, rows []memberStatus, v statusV
 			continue
 		}
 		role := r.Role
-		if role == node.RolePrimary && !r.Quorum.Serving {
+		switch {
+		case role == node.RolePrimary && !r.Quorum.Serving:
 			role += " (fenced)"
+		case role == node.RolePrimary && r.AwaitingPeers:
+			role += " (awaiting peers)"
 		}
 		j := r.Journal
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s in %d segments\n", r.Member, role, r.Disk, identityText(r.Identity), config.Size(r.DeviceSize), linksText(r.Members), r.NBD,
@@ -330,6 +333,9 @@ func printQuorum(w io.Writer, cfg *config.Config, rows []memberStatus) {
 		for _, r := range rows {
 			if r.Reachable && r.Member == q.Primary {
 				primary += map[bool]string{true: " (serving)", false: " (fenced: no lease)"}[r.Quorum.Serving]
+				if r.Quorum.Serving && r.AwaitingPeers {
+					primary = q.Primary + " (took its role back: awaiting its peers' positions before I/O)"
+				}
 			}
 		}
 	}
