@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grbd/grbd/node"
 	"github.com/stretchr/testify/require"
 )
 
@@ -41,17 +42,8 @@ func TestRestoredBackupOfThePrimaryIsNotServed(t *testing.T) {
 // and refuses to rewind them, so the restored node steps down and the peer
 // serves every acknowledged byte.
 func TestLiveCopyOfThePrimaryRestoredIsNotServed(t *testing.T) {
-	c, n0, n1, d0 := startWithCopyTarget(t, "quorum:\n  lease: 600ms\n  failover-timeout: 3s\n")
-	// A crash-consistent copy: n0 is paused while the directory is copied
-	// (the failover timeout is long enough that n1 does not take over).
-	require.NoError(t, n0.Signal(syscall.SIGSTOP))
-	out, err := exec.Command("cp", "-a", d0, d0+".snapshot").CombinedOutput()
-	require.NoError(t, n0.Signal(syscall.SIGCONT))
-	require.NoError(t, err, string(out))
-	fioWrite(t, c.uri("n0"), "8m", "8m") // after the copy, same epoch
-	st, err := c.status("n0")
-	require.NoError(t, err)
-	epoch := st.Quorum.Epoch
+	c, n0, n1, d0 := startWithCopyTarget(t, slowFailover)
+	epoch := c.liveCopyThenWrite(n0, d0)
 	stopAll(t, n0, n1)
 	n0, n1 = c.restoreAndStart(d0, d0+".snapshot")
 	log, err := os.ReadFile(n0.Log)
@@ -61,14 +53,69 @@ func TestLiveCopyOfThePrimaryRestoredIsNotServed(t *testing.T) {
 	c.requireEveryWriteAndCatchUp(n0, n1)
 }
 
+// TestLiveCopyRestoredWhileThePeerIsDownIsASplitBrain: as above, but n1,
+// which holds the writes after the copy, is down when the restored n0
+// starts. n0 waits the start-up grace for it, Outdates it and serves
+// alone, so both now hold acknowledged writes the other lacks. When n1
+// returns it refuses to rewind its records, and n0 reports a split brain
+// instead of losing them silently; grbd resolve --discard n1 is the
+// operator's choice, after which n1 resyncs from n0.
+func TestLiveCopyRestoredWhileThePeerIsDownIsASplitBrain(t *testing.T) {
+	c, n0, n1, d0 := startWithCopyTarget(t, slowFailover)
+	c.liveCopyThenWrite(n0, d0)
+	stopAll(t, n0, n1)
+	restore(t, d0, d0+".snapshot")
+	n0 = startMember(t, c.dir, "n0-restored", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
+	require.Equal(t, "n0", c.servingPrimary(30*time.Second))
+	fioWrite(t, c.uri("n0"), "16m", "4m") // acknowledged by n0 alone
+	n1 = startMember(t, c.dir, "n1-back", "listening ", "node", "--config", c.cfgPath, "--name", "n1")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n0")
+		return err == nil && len(st.Peers) == 1 && st.Peers[0].Disk == node.DiskSplitBrain
+	}, 30*time.Second, 50*time.Millisecond, "n0 did not report the split brain")
+	log, err := os.ReadFile(n1.Log)
+	require.NoError(t, err)
+	require.Contains(t, string(log), "refusing to rewind them", "n1 did not refuse for the records n0 lost")
+	require.Equal(t, "n0", c.servingPrimary(5*time.Second), "the primary stopped serving")
+
+	run(t, 30*time.Second, grbdBin, "resolve", "--discard", "n1", "--config", c.cfgPath)
+	c.waitPeersOf("n0", time.Minute, true)
+	c.stopAndCompare(n0, n1)
+}
+
+// slowFailover keeps n1 from taking over while n0 is paused for a copy.
+const slowFailover = "quorum:\n  lease: 600ms\n  failover-timeout: 3s\n"
+
+// liveCopyThenWrite copies n0's data directory d0 to d0.snapshot while n0
+// is the primary (paused, as a crash-consistent storage snapshot), writes
+// 8 MiB more through n0 in the same epoch, and returns that epoch.
+func (c *replCluster) liveCopyThenWrite(n0 *proc, d0 string) uint64 {
+	t := c.t
+	t.Helper()
+	require.NoError(t, n0.Signal(syscall.SIGSTOP))
+	out, err := exec.Command("cp", "-a", d0, d0+".snapshot").CombinedOutput()
+	require.NoError(t, n0.Signal(syscall.SIGCONT))
+	require.NoError(t, err, string(out))
+	fioWrite(t, c.uri("n0"), "8m", "8m")
+	st, err := c.status("n0")
+	require.NoError(t, err)
+	return st.Quorum.Epoch
+}
+
+// restore puts the copy at copyDir back in place of the data directory dir.
+func restore(t *testing.T, dir, copyDir string) {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", "rm -rf "+dir+" && mv "+copyDir+" "+dir).CombinedOutput()
+	require.NoError(t, err, string(out))
+}
+
 // restoreAndStart puts n0's copy at copyDir back in place of its data
 // directory dir, starts both nodes, and requires n1, which holds every
 // write, to serve.
 func (c *replCluster) restoreAndStart(dir, copyDir string) (n0, n1 *proc) {
 	t := c.t
 	t.Helper()
-	out, err := exec.Command("sh", "-c", "rm -rf "+dir+" && mv "+copyDir+" "+dir).CombinedOutput()
-	require.NoError(t, err, string(out))
+	restore(t, dir, copyDir)
 	n0 = startMember(t, c.dir, "n0-restored", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
 	n1 = startMember(t, c.dir, "n1-again", "listening ", "node", "--config", c.cfgPath, "--name", "n1")
 	require.Equal(t, "n1", c.servingPrimary(30*time.Second), "the restored disk serves")

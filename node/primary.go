@@ -105,5 +105,5 @@ func (h primaryHost) Disconnected(peer string) bool       { return h.n.isDisconn
 func (h primaryHost) History() replicator.History         { return h.n.history() }
 func (h primaryHost) PeerState(peer, state, cause string) { h.n.peerState(peer, state, cause) }
 func (h primaryHost) SplitBrain(peer, detail string)      { h.n.splitBrain(peer, detail) }
-func (h primaryHost) PeerAhead(peer, detail string)       { h.n.peerAhead(peer, detail) }
+func (h primaryHost) PeerAhead(peer, detail string) bool  { return h.n.peerAhead(peer, detail) }
 func (h primaryHost) Event(e events.Event)                { h.n.events.Add(e) }

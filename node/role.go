@@ -159,11 +159,11 @@ func (n *Node) staleForRole(st quorum.Status) string {
 // peer's writes are no longer the epoch's acknowledged data, and this
 // primary may have acknowledged writes without it: both hold writes the
 // other lacks, a split brain for the operator (grbd resolve).
-func (n *Node) peerAhead(peer, detail string) {
+func (n *Node) peerAhead(peer, detail string) (splitBrain bool) {
 	st := n.ctl.Status()
 	if st.IsOutdated(peer) {
 		n.splitBrain(peer, detail)
-		return
+		return true
 	}
 	why := fmt.Sprintf("%s holds records this node wrote as the primary and its disk lacks: the disk is older than its role "+
 		"(restored from a copy taken while it was the primary?); a node with the data takes over (force it only if this disk is the only copy)", peer)
@@ -172,6 +172,7 @@ func (n *Node) peerAhead(peer, detail string) {
 		n.ctl.SetStale(why)
 	}
 	_ = n.ctl.RequestDemote()
+	return false
 }
 
 // clearStaleIfCaughtUp lifts the stale mark of staleForRole once this node

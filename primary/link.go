@@ -172,8 +172,8 @@ func (l *link) session(ctx context.Context, s net.Conn) error {
 			l.disk.Store(DiskSplitBrain)
 			l.p.node.SplitBrain(l.name, err.Error())
 		}
-		if errors.Is(err, ErrBehindPeer) {
-			l.p.node.PeerAhead(l.name, err.Error())
+		if errors.Is(err, ErrBehindPeer) && l.p.node.PeerAhead(l.name, err.Error()) {
+			l.disk.Store(DiskSplitBrain)
 		}
 		l.p.peerLost(l)
 		return err

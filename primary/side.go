@@ -81,8 +81,9 @@ type Node interface {
 	// SplitBrain a peer whose data diverged; Event any other change.
 	PeerState(peer, state, cause string)
 	SplitBrain(peer, detail string)
-	// PeerAhead: peer holds records of this primary's epoch that its disk
-	// lacks (secondary.ErrAhead); the node must not go on serving it.
-	PeerAhead(peer, detail string)
+	// PeerAhead: peer holds records this primary wrote and its disk lacks
+	// (secondary.ErrAhead); the node steps down, or reports a split brain
+	// (true) when the peer is Outdated.
+	PeerAhead(peer, detail string) (splitBrain bool)
 	Event(e events.Event)
 }

@@ -55,7 +55,7 @@ func (node) Disconnected(string) bool         { return false }
 func (node) History() replicator.History      { return nil }
 func (node) PeerState(string, string, string) {}
 func (node) SplitBrain(string, string)        {}
-func (node) PeerAhead(string, string)         {}
+func (node) PeerAhead(string, string) bool    { return false }
 func (node) Event(events.Event)               {}
 
 // newSide is the primary of epoch 1 on an in-memory store, with peers.
