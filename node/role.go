@@ -165,8 +165,8 @@ func (n *Node) peerAhead(peer, detail string) (splitBrain bool) {
 		n.splitBrain(peer, detail)
 		return true
 	}
-	why := fmt.Sprintf("%s holds records this node wrote as the primary and its disk lacks: the disk is older than its role "+
-		"(restored from a copy taken while it was the primary?); a node with the data takes over (force it only if this disk is the only copy)", peer)
+	why := fmt.Sprintf("%s holds records this node wrote as the primary and its disk lacks (a power loss took its unsynced tail, "+
+		"or it was restored from a copy taken while it was the primary): a node with the data takes over (force it only if this disk is the only copy)", peer)
 	if n.staleEpoch.Swap(st.Epoch) != st.Epoch {
 		n.log.Error("stepping down: "+why, "epoch", st.Epoch, "detail", detail)
 		n.ctl.SetStale(why)

@@ -43,6 +43,8 @@ func Scenarios() []Scenario {
 			Shape: Shape{DataNodes: 2, Proxies: true}, Needs: NeedDialOverrides, Inject: injectLatency},
 		{Name: "failover-kill-primary", Doc: "2 data + witness: kill -9 the primary; another node is primary within the timeout with no acknowledged write lost; the old one rejoins",
 			Shape: quorumShape(), Needs: NeedFailover, Inject: injectFailoverKill},
+		{Name: "failover-primary-power-loss", Doc: "2 data + witness, protocol C: power loss of the primary (kill -9, its journal torn inside the unsynced tail the secondary holds), restart it at once: the secondary takes over, or the old primary takes its role back, finds the secondary holds records it lost and hands over; no acknowledged write is lost, not even an unflushed one (the secondary has it)",
+			Shape: quorumShape(), Needs: NeedFailover, Inject: injectPrimaryPowerLoss},
 		{Name: "failover-stall-crash", Doc: "2 data + witness, protocol C: stall the secondary (SIGSTOP, shorter than peer-timeout), kill -9 the primary and then the secondary, restart the secondary: it becomes primary and must hold every acknowledged write (catches a primary that acks before its peer has the write)",
 			Shape: quorumShape(), Needs: NeedFailover, Inject: injectStallCrash},
 		{Name: "failover-isolate-primary", Doc: "2 data + witness: partition the primary from both others: it fences (EIO), the other side takes over; heal: one primary, data identical",

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -48,6 +49,44 @@ func injectFailoverKill(ctx context.Context, r *Run) error {
 		if err := r.rejoin(ctx, old); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// injectPrimaryPowerLoss loses the primary's unsynced journal tail, which
+// its peer holds (protocol C journaled every acknowledged write there), and
+// restarts it at once. No new era: every acknowledged write must survive.
+// Before the primary handed over to a peer holding records it lost, a
+// primary that took its role back rewound the peer's copy of them.
+func injectPrimaryPowerLoss(ctx context.Context, r *Run) error {
+	for i := 0; r.Round(i, 2); i++ {
+		old, _, err := r.C.Primary(ctx)
+		if err != nil {
+			return err
+		}
+		if err := crashWithUnsyncedTail(ctx, r, old); err != nil {
+			return err
+		}
+		var dir string
+		for _, n := range r.C.DataNodes() {
+			if n.Name == old {
+				dir = n.DataDir
+			}
+		}
+		d, err := TearJournalTail(dir, r.Rand)
+		if errors.Is(err, ErrNothingToDamage) {
+			r.Note("round %d: %v", i, err)
+		} else if err != nil {
+			return err
+		} else {
+			r.C.Events().Add(EvTear, old, "%s", d)
+		}
+		if err := r.C.Start(ctx, old); err != nil {
+			return err
+		}
+		r.expectWrites(ctx, 200, "no writes after the primary's power loss")
+		r.verifyNow(ctx)
+		r.WaitInSync(ctx, 60*time.Second)
 	}
 	return nil
 }
