@@ -151,14 +151,15 @@ func (n *Node) staleForRole(st quorum.Status) string {
 }
 
 // peerAhead handles a peer that refused to rewind records this node wrote
-// as the primary and its disk lacks (secondary.ErrAhead): the disk lost
-// writes, e.g. a copy taken while it was the primary was restored. A counted peer holds them, and this role acknowledged
+// as the primary and its disk lacks (secondary.ErrAhead): a power loss took
+// the disk's unsynced tail, or a copy taken while it was the primary was
+// restored. A counted peer holds those writes, and this role acknowledged
 // nothing without it (a resumed role serves only once its peers showed
 // their position, primary.Side.Verified): this node steps down as stale,
-// and the peer, which holds the epoch's writes, takes over. An Outdated
-// peer's writes are no longer the epoch's acknowledged data, and this
-// primary may have acknowledged writes without it: both hold writes the
-// other lacks, a split brain for the operator (grbd resolve).
+// and the peer takes over. An Outdated peer's writes are no longer the
+// cluster's acknowledged data, and this primary may have acknowledged
+// writes without it: both hold writes the other lacks, a split brain for
+// the operator (grbd resolve).
 func (n *Node) peerAhead(peer, detail string) (splitBrain bool) {
 	st := n.ctl.Status()
 	if st.IsOutdated(peer) {

@@ -29,8 +29,8 @@ var (
 	// ErrSplitBrain is returned when a peer's data diverged in a way that
 	// only the operator may resolve.
 	ErrSplitBrain = secondary.ErrSplitBrain
-	// ErrBehindPeer is returned when a peer holds records of this primary's
-	// own epoch that its disk lacks (secondary.ErrAhead).
+	// ErrBehindPeer is returned when a peer holds records this primary
+	// wrote and its disk lacks (secondary.ErrAhead).
 	ErrBehindPeer = secondary.ErrAhead
 )
 

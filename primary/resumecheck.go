@@ -7,13 +7,14 @@ import (
 )
 
 // resumeCheck holds a resumed role back from serving until every counted
-// mirror peer has completed a handshake or is Outdated. A node that resumes
-// the role of an epoch after a restart may run on a disk that lost records
-// of that very epoch (a copy taken during it was restored); only a peer's
-// handshake shows that (secondary.ErrAhead), and a read or write served
-// before it would return old data or journal records that conflict with the
-// peer's. A node promoted in this run needs no check: no peer holds records
-// of an epoch that begins with it. Guarded by Side.coreMu.
+// mirror peer has completed a handshake or is Outdated. A node that takes
+// its role back after a restart may run on a disk that lost records it
+// wrote as the primary (a power loss took its unsynced tail, or a copy
+// taken while it was the primary was restored); only a peer's handshake
+// shows that (secondary.ErrAhead), and a read or write served before it
+// would return old data or journal records that conflict with the peer's.
+// A node that took over another node's role needs no check: it wrote none
+// of the records its peers hold. Guarded by Side.coreMu.
 //
 // Like DRBD's wfc-timeout, the check also gives those peers until holdUntil
 // to connect before a lost one is Outdated: a whole cluster restarts at

@@ -244,15 +244,16 @@ func (s *Side) agree(c net.Conn, h *wire.Hello, pri replicator.History) (*wire.H
 	return me, ex, nil, nil
 }
 
-// refuseRewindOfPrimarysWrites refuses the session when this node holds records
-// the primary wrote itself and lacks (primaryWrote): its disk lost them (a
-// copy taken while it was the primary was restored, or a power loss took
-// its unsynced tail), and they include writes it acknowledged. Rewinding them, as a deposed primary's
-// records are, would lose those writes; the primary steps down instead, and
-// this node, which holds them, takes over (docs/quorum.md, "A disk older
-// than its epoch is not served"). grbd resolve --discard on this node
-// rewinds them all the same. An erasure-code shard or an Inconsistent node
-// is not a copy to take over from, and keeps the rewind.
+// refuseRewindOfPrimarysWrites refuses the session when this node holds
+// records the primary wrote itself and lacks (primaryWrote): its disk lost
+// them (a power loss took its unsynced tail, or a copy taken while it was
+// the primary was restored), and they include writes it acknowledged.
+// Rewinding them, as a deposed primary's records are, would lose those
+// writes; the primary steps down instead, and this node, which holds them,
+// takes over (docs/quorum.md, "A copy taken while the node was the
+// primary"). grbd resolve --discard on this node rewinds them all the same.
+// An erasure-code shard or an Inconsistent node is not a copy to take over
+// from, and keeps the rewind.
 func (s *Side) refuseRewindOfPrimarysWrites(c net.Conn, h *wire.Hello, pri, mine replicator.History, d replicator.Divergence, rs *replicator.ResyncState, discard bool) error {
 	if !d.Diverged || discard || rs != nil || s.node.ShardApplier() != nil {
 		return nil
@@ -264,7 +265,7 @@ func (s *Side) refuseRewindOfPrimarysWrites(c net.Conn, h *wire.Hello, pri, mine
 	last := s.store.LastSeq()
 	s.log.Error("the primary lacks records it wrote itself, which this node holds: refusing to rewind them",
 		"primary", h.From, "epoch", lost, "from_seq", d.Common+1, "last_seq", last)
-	s.refuse(c, fmt.Sprintf("%s: %s holds records %d-%d of epoch %d, which %s wrote and lacks (was its disk restored from a copy?); "+
+	s.refuse(c, fmt.Sprintf("%s: %s holds records %d-%d of epoch %d, which %s wrote and lacks (a power loss, or its disk restored from a copy?); "+
 		"it must step down, or discard them with grbd resolve --discard %s", AheadReason, s.cfg.Name, d.Common+1, last, lost, h.From, s.cfg.Name))
 	return fmt.Errorf("%w: %s lacks records %d-%d of epoch %d", ErrAhead, h.From, d.Common+1, last, lost)
 }
