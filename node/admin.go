@@ -239,6 +239,10 @@ func (n *Node) servePrimary(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := n.awaitControlPlane(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err)
+		return
+	}
 	if err := n.ctl.RequestPromote(force); err != nil {
 		writeError(w, http.StatusConflict, err)
 		return
@@ -284,6 +288,32 @@ func (n *Node) awaitConsistent(ctx context.Context) error {
 	}
 	return nil
 }
+
+// awaitControlPlane waits, until ctx ends, for this member to know a raft
+// leader and to have applied every entry its log committed before this run.
+// A promotion asked for earlier names the epoch of a state the member is
+// still replaying (a node started a moment ago); the member drops it as moot
+// once the replay moves the epoch, and the operator's request is lost.
+func (n *Node) awaitControlPlane(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := n.ctl.Status()
+		if st.Replayed && st.RaftLeader != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s has not caught up with the control plane (leader %q, replayed %v): retry once it has",
+				errNoControlPlane, n.me.Name, st.RaftLeader, st.Replayed)
+		case <-tick.C:
+		}
+	}
+}
+
+// errNoControlPlane refuses a promotion while the member has no leader or
+// is still replaying its log.
+var errNoControlPlane = errors.New("node: control plane not caught up")
 
 // errNotConsistent refuses a promotion of a node whose disk is not
 // Consistent.

@@ -564,12 +564,15 @@ type Status struct {
 	// Reestablished: the TookRole promotion followed this member's own
 	// role of the epoch before it (a primary that restarted): it led both.
 	Reestablished bool
+	// Replayed: the member applied every entry its log had committed before
+	// this run, so State is at least as new as when it stopped.
+	Replayed bool
 }
 
 // Status reports the member's view.
 func (m *Member) Status() Status {
 	st := Status{State: m.State(), Now: m.now, Applied: m.applied, Phase: m.phase, PhaseReason: m.reason, ID: m.id, LostState: m.lostState(), TookRole: m.tookEpoch,
-		Reestablished: m.tookFromSelf}
+		Reestablished: m.tookFromSelf, Replayed: m.applied >= m.bootCommit}
 	if m.rn != nil {
 		bs := m.rn.BasicStatus()
 		st.RaftLeader, st.RaftTerm = m.nameOf(bs.Lead), bs.Term
