@@ -655,3 +655,22 @@ func TestFailoverIsNotReestablished(t *testing.T) {
 	require.Equal(t, st.Epoch, st.TookRole)
 	require.False(t, st.Reestablished, "b took over a's role, not its own")
 }
+
+// TestReplayedAfterRestart: a restarted member reports Replayed only once
+// it applied every entry its log had committed before the restart; until
+// then its State is older than when it stopped (grbd primary waits for it).
+func TestReplayedAfterRestart(t *testing.T) {
+	c := newCluster(t, true, dataAndWitness()...)
+	c.tick(100)
+	require.Equal(t, []string{"a"}, c.servers())
+	require.True(t, c.members["b"].Status().Replayed)
+	c.crash("b")
+	c.start("b")
+	st := c.members["b"].Status()
+	require.False(t, st.Replayed, "replayed before applying its log (epoch %d)", st.Epoch)
+	require.Zero(t, st.Epoch, "the state before the replay is the snapshot's")
+	c.tick(50)
+	st = c.members["b"].Status()
+	require.True(t, st.Replayed)
+	require.Equal(t, uint64(1), st.Epoch)
+}
