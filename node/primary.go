@@ -51,7 +51,7 @@ func (n *Node) newPrimary(st quorum.Status) *primary.Side {
 		SuspendOnNoQuorum:      n.cfg.Quorum.OnNoQuorum == config.OnNoQuorumSuspend,
 		SuspendTimeout:         n.cfg.Quorum.SuspendTimeout.D(),
 		Resumed:                st.TookRole != st.Epoch || st.Reestablished,
-		Reestablished:          st.TookRole == st.Epoch && st.Reestablished,
+		Reestablished:          st.Reestablished,
 		PeerTimeout:            n.cfg.Replication.PeerTimeout.D(),
 		FlushTimeout:           n.cfg.Replication.FlushTimeout.D(),
 		DisconnectOnCongestion: n.cfg.Replication.OnCongestion == config.CongestionDisconnect,

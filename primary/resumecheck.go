@@ -1,6 +1,7 @@
 package primary
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/grbd/grbd/quorum"
@@ -23,14 +24,15 @@ import (
 // brain for the operator instead of a handover).
 type resumeCheck struct {
 	waiting   map[string]bool // peers still to show their position
-	done      chan struct{}   // closed once waiting is empty
 	holdUntil time.Time
+	// done: waiting is empty. Atomic, since every NBD request reads it
+	// (Side.Verified) and coreMu is the write path's busiest lock.
+	done atomic.Bool
 }
 
 // begin starts the check (on: the role was resumed) over the peers in
 // names that st counts, holding their Outdate back for wait.
 func (r *resumeCheck) begin(on bool, st quorum.State, names []string, wait time.Duration) {
-	r.done = make(chan struct{})
 	r.waiting = map[string]bool{}
 	r.holdUntil = time.Now().Add(wait)
 	if on {
@@ -67,29 +69,12 @@ func (r *resumeCheck) holdOutdate(peer string, now time.Time) bool {
 }
 
 func (r *resumeCheck) settle() {
-	if len(r.waiting) > 0 || r.done == nil {
-		return
-	}
-	select {
-	case <-r.done:
-	default:
-		close(r.done)
+	if r.waiting != nil && len(r.waiting) == 0 {
+		r.done.Store(true)
 	}
 }
 
 // Verified reports whether this primary may serve: it was promoted in this
-// run, or every peer its resumed role waited for showed its position.
-func (p *Side) Verified() bool {
-	p.coreMu.Lock()
-	done := p.resume.done
-	p.coreMu.Unlock()
-	if done == nil {
-		return false // not started
-	}
-	select {
-	case <-done:
-		return true
-	default:
-		return false
-	}
-}
+// run, or every peer its resumed role waited for showed its position (false
+// before Start).
+func (p *Side) Verified() bool { return p.resume.done.Load() }

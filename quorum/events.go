@@ -561,8 +561,9 @@ type Status struct {
 	// (0: none): a role it did not take in this run was replayed from the
 	// log, from before a restart.
 	TookRole uint64
-	// Reestablished: the TookRole promotion followed this member's own
-	// role of the epoch before it (a primary that restarted): it led both.
+	// Reestablished: the current epoch began with this member's own
+	// Promote of this run (TookRole), which followed its own role of the
+	// epoch before (a primary that restarted): it led both.
 	Reestablished bool
 	// Replayed: the member applied every entry its log had committed before
 	// this run, so State is at least as new as when it stopped.
@@ -572,7 +573,7 @@ type Status struct {
 // Status reports the member's view.
 func (m *Member) Status() Status {
 	st := Status{State: m.State(), Now: m.now, Applied: m.applied, Phase: m.phase, PhaseReason: m.reason, ID: m.id, LostState: m.lostState(), TookRole: m.tookEpoch,
-		Reestablished: m.tookFromSelf, Replayed: m.applied >= m.bootCommit}
+		Reestablished: m.tookFromSelf && m.tookEpoch == m.state.Epoch, Replayed: m.applied >= m.bootCommit}
 	if m.rn != nil {
 		bs := m.rn.BasicStatus()
 		st.RaftLeader, st.RaftTerm = m.nameOf(bs.Lead), bs.Term

@@ -189,6 +189,22 @@ func crashWithUnsyncedTail(ctx context.Context, r *Run, node string) error {
 	return nil
 }
 
+// tearTail truncates the stopped node's last journal segment inside an
+// unsynced record (a power loss) and records it; a journal with nothing
+// to tear is noted for round.
+func tearTail(r *Run, node string, round int) error {
+	d, err := TearJournalTail(r.C.Member(node).DataDir, r.Rand)
+	switch {
+	case errors.Is(err, ErrNothingToDamage):
+		r.Note("round %d: %v", round, err)
+	case err != nil:
+		return err
+	default:
+		r.C.Events().Add(EvTear, node, "%s", d)
+	}
+	return nil
+}
+
 // startExpectingRefusal starts a node that must refuse its damaged journal.
 // It returns whether the node refused.
 func startExpectingRefusal(ctx context.Context, r *Run, node string) (bool, error) {
@@ -209,13 +225,8 @@ func injectTornTail(ctx context.Context, r *Run) error {
 		if err := crashWithUnsyncedTail(ctx, r, node.Name); err != nil {
 			return err
 		}
-		d, err := TearJournalTail(node.DataDir, r.Rand)
-		if errors.Is(err, ErrNothingToDamage) {
-			r.Note("round %d: %v", i, err)
-		} else if err != nil {
+		if err := tearTail(r, node.Name, i); err != nil {
 			return err
-		} else {
-			r.C.Events().Add(EvTear, node.Name, "%s", d)
 		}
 		r.W.NewEra()
 		r.C.Events().Add(EvNewEra, node.Name, "era %d", i+1)

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -67,19 +66,8 @@ func injectPrimaryPowerLoss(ctx context.Context, r *Run) error {
 		if err := crashWithUnsyncedTail(ctx, r, old); err != nil {
 			return err
 		}
-		var dir string
-		for _, n := range r.C.DataNodes() {
-			if n.Name == old {
-				dir = n.DataDir
-			}
-		}
-		d, err := TearJournalTail(dir, r.Rand)
-		if errors.Is(err, ErrNothingToDamage) {
-			r.Note("round %d: %v", i, err)
-		} else if err != nil {
+		if err := tearTail(r, old, i); err != nil {
 			return err
-		} else {
-			r.C.Events().Add(EvTear, old, "%s", d)
 		}
 		if err := r.C.Start(ctx, old); err != nil {
 			return err
