@@ -104,14 +104,8 @@ func (m *Member) maybeLead() {
 
 func (m *Member) resetElection() {
 	m.elapsed = 0
-	// splitmix64: deterministic jitter from the configured seed.
-	m.rng += 0x9e3779b97f4a7c15
-	z := m.rng
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	z ^= z >> 31
 	e := m.cfg.Timing.Election
-	m.electionTO = e + int(z%uint64(e))
+	m.electionTO = e + int(m.random()%uint64(e))
 }
 
 // Step feeds a message from another member. Raft and lease messages count
@@ -221,8 +215,8 @@ func (m *Member) senderID(msg Message, pos int) (fromID uint64, done bool, err e
 // is for another incarnation of this member, a disrupting vote request
 // while a live leader is heard, or a failover proposal the leader drops.
 func (m *Member) stepRaft(r pb.Message) error {
-	if r.To != m.id {
-		return nil // for another incarnation of this member
+	if r.To != m.id || m.rewoundBy(r) {
+		return nil // for another incarnation of this member, or this member's log lost entries
 	}
 	switch {
 	case fromLeader(r.Type):

@@ -111,6 +111,7 @@ type Member struct {
 	joinID      uint64
 	fresh       bool
 	joinedFresh bool                    // a data node that joined with an empty store in this run
+	rewound     string                  // why this member dropped its state in this run (rewoundBy); "" none
 	lastProbe   int64                   // tick of the last probe sent
 	probes      map[string]probeAnswer  // answers to the current probe
 	counted     map[string]uint64       // members counted empty (their join identity) when this one created the cluster
@@ -305,6 +306,11 @@ func (m *Member) ID() uint64 { return m.id }
 
 // Phase is where the member stands in the membership.
 func (m *Member) Phase() Phase { return m.phase }
+
+// JoinID is the join identity a member without state announces (phases
+// Probing and AwaitReplace), or the one it joins under; 0 for an initial
+// member with state.
+func (m *Member) JoinID() uint64 { return m.joinID }
 
 // Now is the member's tick counter.
 func (m *Member) Now() int64 { return m.now }
@@ -537,6 +543,16 @@ func (m *Member) nameOf(id uint64) string {
 		return ""
 	}
 	return m.names[p-1]
+}
+
+// random is splitmix64 on the configured seed: deterministic in tests,
+// drawn anew per run by real members.
+func (m *Member) random() uint64 {
+	m.rng += 0x9e3779b97f4a7c15
+	z := m.rng
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
 }
 
 // isData reports whether this member is a data node.

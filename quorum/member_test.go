@@ -41,10 +41,7 @@ func dataAndWitness() []MemberInfo {
 func (c *cluster) start(name string) {
 	st := raft.NewMemoryStorage()
 	if d := c.disks[name]; d != nil {
-		hs, snap, ents := persistedOf(d)
-		require.NoError(c.t, st.ApplySnapshot(snap))
-		require.NoError(c.t, st.SetHardState(hs))
-		require.NoError(c.t, st.Append(ents))
+		st = copyOf(c.t, d)
 	}
 	m, err := NewMember(c.config(name, st))
 	require.NoError(c.t, err)
@@ -75,6 +72,24 @@ func (c *cluster) wipe(name string) {
 	c.crash(name)
 	delete(c.disks, name)
 	delete(c.joinIDs, name)
+}
+
+// storageOf is what a driver reads back from a persisted raft state.
+func storageOf(t *testing.T, hs pb.HardState, snap pb.Snapshot, ents []pb.Entry) *raft.MemoryStorage {
+	st := raft.NewMemoryStorage()
+	if !raft.IsEmptySnap(snap) { // a member that dropped its state saved none
+		require.NoError(t, st.ApplySnapshot(snap))
+	}
+	require.NoError(t, st.SetHardState(hs))
+	require.NoError(t, st.Append(ents))
+	return st
+}
+
+// copyOf is a copy of a member's persisted raft state, as a restart reads
+// it or a backup of its data directory holds it.
+func copyOf(t *testing.T, d *raft.MemoryStorage) *raft.MemoryStorage {
+	hs, snap, ents := persistedOf(d)
+	return storageOf(t, hs, snap, ents)
 }
 
 func persistedOf(d *raft.MemoryStorage) (pb.HardState, pb.Snapshot, []pb.Entry) {
@@ -112,17 +127,16 @@ func (c *cluster) process() {
 			}
 			rd := m.Ready()
 			if rd.Persist {
-				d := raft.NewMemoryStorage()
 				hs, snap, ents := m.Persisted()
-				require.NoError(c.t, d.ApplySnapshot(snap))
-				require.NoError(c.t, d.SetHardState(hs))
-				require.NoError(c.t, d.Append(ents))
-				c.disks[mi.Name] = d
+				c.disks[mi.Name] = storageOf(c.t, hs, snap, ents)
 				// The driver's join-identity file after a persist: the ID
 				// a joined member runs under; none for the initial one.
-				if IncarnationOf(m.ID()) == 0 {
+				switch {
+				case m.ID() == 0: // dropped its state: the identity it announces
+					c.joinIDs[mi.Name] = m.JoinID()
+				case IncarnationOf(m.ID()) == 0:
 					delete(c.joinIDs, mi.Name)
-				} else {
+				default:
 					c.joinIDs[mi.Name] = m.ID()
 				}
 			}
@@ -604,12 +618,7 @@ func TestTookRoleOnlyForThisRunsPromote(t *testing.T) {
 		}
 		c.start("b")
 		c.start("w")
-		ms := raft.NewMemoryStorage()
-		hs, snap, ents := persistedOf(c.disks["a"])
-		require.NoError(t, ms.ApplySnapshot(snap))
-		require.NoError(t, ms.SetHardState(hs))
-		require.NoError(t, ms.Append(ents))
-		cfg := c.config("a", ms)
+		cfg := c.config("a", copyOf(t, c.disks["a"]))
 		cfg.Seed = seed // a real driver draws a new seed each run
 		m, err := NewMember(cfg)
 		require.NoError(t, err)

@@ -301,6 +301,9 @@ func (m *Member) evaluate() {
 		m.phase = PhaseAwaitReplace
 		m.reason = fmt.Sprintf("control-plane state lost: %s hold the cluster's log: this member must be replaced: run \"grbd member replace %s --config FILE\" on any host",
 			strings.Join(stale, ", "), m.self)
+		if m.rewound != "" {
+			m.reason = m.rewound + "; " + m.reason
+		}
 		return
 	}
 	if len(counted)+len(newcomer) > 0 && len(missing) == 0 {
@@ -390,6 +393,45 @@ func (m *Member) becomeReplaced(why string) {
 	m.phase, m.reason = PhaseReplaced, why
 	m.promotedAt, m.leaseAcks = -1, map[string]int64{}
 	m.wantPromote, m.wantDemote = nil, false
+}
+
+// rewoundBy checks a raft leader's heartbeat against this member's log. A
+// leader commits on a heartbeat no further than the member acknowledged,
+// and the member persisted every entry before it acknowledged it: a commit
+// index past the log's end means the log lost acknowledged entries, as one
+// restored with its data directory from an older copy does. Raft's rule
+// that a voter never forgets is broken, and raft itself would panic
+// ("tocommit out of range"). The member drops its state instead and awaits
+// a replace under a new join identity, as a wiped member does
+// (docs/quorum.md, "A restored control-plane log").
+func (m *Member) rewoundBy(r pb.Message) bool {
+	if r.Type != pb.MsgHeartbeat {
+		return false
+	}
+	last, _ := m.storage.LastIndex()
+	if r.Commit <= last {
+		return false
+	}
+	m.becomeRewound(fmt.Sprintf("control-plane log rewound (restored from an older copy?): it ends at index %d, but raft leader %s committed index %d on this member's acknowledgement",
+		last, m.names[PositionOf(r.From)-1], r.Commit))
+	return true
+}
+
+// becomeRewound rebuilds the member without state under a new join
+// identity, keeping its clock. Ready then persists the empty state (the
+// driver saves the new join identity with it) before the first probe goes
+// out.
+func (m *Member) becomeRewound(why string) {
+	cfg := m.cfg
+	cfg.Storage, cfg.JoinID, cfg.NewCluster = raft.NewMemoryStorage(), NewJoinID(m.random(), m.pos), false
+	fresh, err := NewMember(cfg)
+	if err != nil {
+		panic(fmt.Sprintf("quorum: rebuild a rewound member: %v", err)) // its config built this member
+	}
+	now, rng := m.now, m.rng
+	*m = *fresh
+	m.now, m.rng, m.lastProbe, m.rewound, m.dirty = now, rng, now, why, true
+	m.reason = why + "; asking the other members"
 }
 
 // join starts raft under the join identity: the leader added it as a

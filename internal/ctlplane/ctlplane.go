@@ -198,21 +198,27 @@ func (d *Driver) joinIdentity(l raftlog.Log) (uint64, error) {
 
 // noteSavedLocked brings the join-identity file in line with the raft
 // state just saved: the ID a joined member runs under, none for the
-// initial incarnation.
+// initial incarnation, and for a member that dropped its state (a rewound
+// log) the new identity it is about to announce.
 func (d *Driver) noteSavedLocked() error {
-	id := d.m.ID()
+	var want raftlog.JoinID
+	switch id := d.m.ID(); {
+	case id == 0:
+		want = raftlog.JoinID{ID: d.m.JoinID()}
+	case quorum.IncarnationOf(id) != 0:
+		want = raftlog.JoinID{ID: id, Joined: true}
+	}
 	switch {
-	case quorum.IncarnationOf(id) == 0 && d.joinSaved:
+	case want.ID == 0 && d.joinSaved:
 		if err := raftlog.RemoveJoinID(d.cfg.FS, d.cfg.Dir); err != nil {
 			return err
 		}
 		d.joinSaved = false
-	case quorum.IncarnationOf(id) != 0 && (!d.joinSaved || d.joinFile != raftlog.JoinID{ID: id, Joined: true}):
-		j := raftlog.JoinID{ID: id, Joined: true}
-		if err := raftlog.SaveJoinID(d.cfg.FS, d.cfg.Dir, j); err != nil {
+	case want.ID != 0 && (!d.joinSaved || d.joinFile != want):
+		if err := raftlog.SaveJoinID(d.cfg.FS, d.cfg.Dir, want); err != nil {
 			return err
 		}
-		d.joinFile, d.joinSaved = j, true
+		d.joinFile, d.joinSaved = want, true
 	}
 	return nil
 }
@@ -374,6 +380,10 @@ const phaseLogEvery = 30 * time.Second
 // takes no part in the control plane, and logs its joining.
 func (d *Driver) logPhaseLocked(s quorum.Status) {
 	changed := s.Phase != d.lastPhase
+	if changed && s.Phase == quorum.PhaseProbing && d.lastPhase == quorum.PhaseMember {
+		d.log.Error("control-plane log rewound: this member dropped its control-plane state and must be replaced (grbd member replace) before it votes again",
+			"join_id", fmt.Sprintf("%#x", s.JoinID), "detail", s.PhaseReason)
+	}
 	if changed && s.Phase == quorum.PhaseMember && d.lastPhase == quorum.PhaseJoining {
 		d.log.Info("joined the control plane", "raft_id", fmt.Sprintf("%#x", s.ID))
 	} else if changed && s.Phase == quorum.PhaseMember && d.lastPhase == quorum.PhaseProbing {

@@ -118,9 +118,12 @@ func (m *member) flush() {
 			_ = d.SetHardState(hs)
 			_ = d.Append(ents)
 			m.disk = d
-			if quorum.IncarnationOf(m.q.ID()) == 0 {
+			switch {
+			case m.q.ID() == 0: // dropped its state (a rewound log): the identity it announces
+				m.joinID = m.q.JoinID()
+			case quorum.IncarnationOf(m.q.ID()) == 0:
 				m.joinID = 0
-			} else {
+			default:
 				m.joinID = m.q.ID()
 			}
 		}
