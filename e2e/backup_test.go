@@ -83,50 +83,60 @@ func TestLiveCopyRestoredWhileThePeerIsDownIsASplitBrain(t *testing.T) {
 	c.stopAndCompare(n0, n1)
 }
 
-// TestSecondaryRestoredUnderARunningClusterIsReplaced: the secondary's
-// data directory is restored from a copy while the primary and the witness
-// run. The copy's control-plane log lacks entries the member acknowledged
-// after it (its Outdate and Clear), which the raft leader remembers.
-// Before, etcd raft panicked on the leader's first heartbeat ("tocommit out
-// of range") and the node exited at every start. Now the member drops its
-// control-plane state and says it must be replaced; after grbd member
-// replace it joins, is synced, and serves every write once the primary
-// stops.
-func TestSecondaryRestoredUnderARunningClusterIsReplaced(t *testing.T) {
-	c, n0, n1, _ := startWithCopyTarget(t, "")
-	d1 := c.cfg.Nodes[1].DataDir
-	stopAll(t, n1)
-	out, err := exec.Command("cp", "-a", d1, d1+".backup").CombinedOutput()
-	require.NoError(t, err, string(out))
-	n1 = c.start("n1", "n1-again")
-	c.waitPeersOf("n0", time.Minute, true)
-	require.Eventually(t, func() bool {
-		s0, err0 := c.status("n0")
-		s1, err1 := c.status("n1")
-		return err0 == nil && err1 == nil && s1.Quorum.Applied >= s0.Quorum.Applied
-	}, 10*time.Second, 50*time.Millisecond, "n1 never acknowledged the entries past the copy")
-	fioWrite(t, c.uri("n0"), "8m", "8m") // acknowledged by both, after the copy
+// TestRestoredUnderARunningClusterIsReplaced: a data node's data directory
+// is restored from a copy while the other node serves and the witness runs
+// (the secondary's; the primary's, after the peer took over). The copy's
+// control-plane log lacks entries the member acknowledged after it (its
+// Outdate and Clear), which the raft leader remembers. Before, etcd raft
+// panicked on the leader's first heartbeat ("tocommit out of range") and
+// the node exited at every start. Now the member drops its control-plane
+// state and says it must be replaced; after grbd member replace it joins,
+// is synced, and serves every write once the other node stops.
+func TestRestoredUnderARunningClusterIsReplaced(t *testing.T) {
+	for _, restored := range []string{"n1", "n0"} {
+		t.Run(restored, func(t *testing.T) { restoreUnderRunningCluster(t, restored) })
+	}
+}
 
-	stopAll(t, n1)
-	out, err = exec.Command("sh", "-c", "rm -rf "+d1+" && mv "+d1+".backup "+d1).CombinedOutput()
+func restoreUnderRunningCluster(t *testing.T, restored string) {
+	c, n0, n1, _ := startWithCopyTarget(t, "")
+	procs, other := map[string]*proc{"n0": n0, "n1": n1}, map[string]string{"n0": "n1", "n1": "n0"}[restored]
+	m, _, err := c.cfg.Member(restored)
+	require.NoError(t, err)
+	dir := m.DataDir
+	stopAll(t, procs[restored])
+	require.Equal(t, other, c.servingPrimary(30*time.Second))
+	out, err := exec.Command("cp", "-a", dir, dir+".backup").CombinedOutput()
 	require.NoError(t, err, string(out))
-	n1 = startMember(t, c.dir, "n1-restored", "listening ", "node", "--config", c.cfgPath, "--name", "n1")
-	logContains(t, n1, "control-plane log rewound", 15*time.Second)
-	c.awaitingReplace("n1")
-	st, err := c.status("n1")
+	procs[restored] = startMember(t, c.dir, restored+"-again", "listening ", "node", "--config", c.cfgPath, "--name", restored)
+	c.waitPeersOf(other, time.Minute, true)
+	require.Eventually(t, func() bool {
+		s0, err0 := c.status(other)
+		s1, err1 := c.status(restored)
+		return err0 == nil && err1 == nil && s1.Quorum.Applied >= s0.Quorum.Applied
+	}, 10*time.Second, 50*time.Millisecond, "%s never acknowledged the entries past the copy", restored)
+	fioWrite(t, c.uri(other), "8m", "8m") // acknowledged by both, after the copy
+
+	stopAll(t, procs[restored])
+	out, err = exec.Command("sh", "-c", "rm -rf "+dir+" && mv "+dir+".backup "+dir).CombinedOutput()
+	require.NoError(t, err, string(out))
+	procs[restored] = startMember(t, c.dir, restored+"-restored", "listening ", "node", "--config", c.cfgPath, "--name", restored)
+	logContains(t, procs[restored], "control-plane log rewound", 15*time.Second)
+	c.awaitingReplace(restored)
+	st, err := c.status(restored)
 	require.NoError(t, err)
 	require.Contains(t, st.Quorum.PhaseReason, "restored from an older copy")
 	sout := run(t, time.Minute, grbdBin, "status", "--config", c.cfgPath)
-	require.Contains(t, sout, "n1: awaiting replace (control-plane state lost): control-plane log rewound")
-	require.Equal(t, "n0", c.servingPrimary(5*time.Second), "the primary stopped serving")
+	require.Contains(t, sout, restored+": awaiting replace (control-plane state lost): control-plane log rewound")
+	require.Equal(t, other, c.servingPrimary(5*time.Second), "the primary stopped serving")
 
-	c.replaceSynced("n1", "n0")
-	stopAll(t, n0)
-	require.Equal(t, "n1", c.servingPrimary(30*time.Second))
-	fout := run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri("n1"), "--rw=write", "--bs=64k",
+	c.replaceSynced(restored, other)
+	stopAll(t, procs[other])
+	require.Equal(t, restored, c.servingPrimary(30*time.Second))
+	fout := run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri(restored), "--rw=write", "--bs=64k",
 		"--size=16m", "--verify=crc32c", "--verify_only", "--verify_fatal=1")
 	require.NotContains(t, fout, "verify: bad", fout)
-	stopAll(t, n1)
+	stopAll(t, procs[restored])
 }
 
 // slowFailover keeps n1 from taking over while n0 is paused for a copy, or
