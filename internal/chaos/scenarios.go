@@ -69,7 +69,7 @@ func Scenarios() []Scenario {
 			Shape: quorumShape(), Needs: NeedFailover, Inject: injectResizeFailover},
 		{Name: "failover-admin-ops", Doc: "2 data + witness, under load: grbd verify finds the in-sync copies equal; grbd disconnect Outdates the secondary first, grbd invalidate makes it resync in full; half of those rounds kill -9 the primary meanwhile: the secondary must not take over until the old primary returns; nothing acknowledged lost",
 			Shape: Shape{DataNodes: 2, Witness: true, Replication: replaceResyncRate, ExtraYAML: QuorumYAML}, Needs: NeedFailover, Inject: injectAdminOps},
-		{Name: "failover-replace-disk", Doc: "2 data + witness: kill -9 the secondary under load and replace its disk (store wiped, control-plane state kept) or its host (data directory wiped, then grbd member replace), restart it; kill -9 the primary at a random point of the new disk's full sync or after it: the node on the new disk takes over only holding every acknowledged write, else nobody does until the old primary returns; in sync at the end",
+		{Name: "failover-replace-disk", Doc: "2 data + witness: kill -9 the secondary under load and replace its disk (store wiped, control-plane state kept) or its host (data directory wiped, then grbd member replace), or restore an older copy of its data directory (its rewound control-plane log dropped, then grbd member replace), restart it; kill -9 the primary at a random point of the new disk's full sync or after it: the node on the new disk takes over only holding every acknowledged write, else nobody does until the old primary returns; in sync at the end",
 			Shape: Shape{DataNodes: 2, Witness: true, Replication: replaceResyncRate, ExtraYAML: QuorumYAML}, Needs: NeedFailover, Inject: injectReplaceDisk},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,19 +46,20 @@ func WipeStore(dir string) error {
 // few seconds, so that the primary's kill lands inside it as often as after.
 const replaceResyncRate = "resync-rate: 16MiB"
 
-// injectReplaceDisk replaces the secondary's disk (or, half of the time,
-// its host: replaceUnderLoad) under load and kills the primary at a random
-// point of the new disk's full sync, or after it: the node on the new disk
-// may take over only with every acknowledged write (its reads, right after
-// the takeover, join the history the checks read), and is otherwise
-// promoted by nobody until the old primary returns.
+// injectReplaceDisk replaces the secondary's disk (or its host, or
+// restores an older copy of its data directory: replaceUnderLoad) under
+// load and kills the primary at a random point of the new disk's full sync
+// (or the copy's catch-up), or after it: the node on the new disk may take
+// over only with every acknowledged write (its reads, right after the
+// takeover, join the history the checks read), and is otherwise promoted
+// by nobody until the old primary returns.
 func injectReplaceDisk(ctx context.Context, r *Run) error {
 	for i := 0; r.Round(i, 1); i++ {
 		prim, sec, err := r.pair(ctx)
 		if err != nil {
 			return err
 		}
-		if err := r.replaceUnderLoad(ctx, sec, r.Rand.IntN(2) == 0); err != nil {
+		if err := r.replaceUnderLoad(ctx, sec, replaceMode(r.Rand.IntN(3))); err != nil {
 			return err
 		}
 		at := r.killInFullSync(ctx, prim, sec)
@@ -72,14 +74,27 @@ func injectReplaceDisk(ctx context.Context, r *Run) error {
 	return nil
 }
 
+// replaceMode is what replaceUnderLoad puts under the secondary.
+type replaceMode int
+
+const (
+	replaceStore replaceMode = iota // a new disk under a kept host: the store wiped, the control-plane state kept
+	replaceHost                     // a new host: the whole data directory wiped, then grbd member replace
+	restoreCopy                     // an older copy of the whole data directory (a backup) restored
+)
+
 // replaceUnderLoad kills sec and starts it again on a new disk: its store
-// wiped (a replaced disk), or with host its whole data directory, the
+// wiped (a replaced disk), its whole data directory wiped, the
 // control-plane state too (a replaced host), which `grbd member replace`
-// then admits again.
-func (r *Run) replaceUnderLoad(ctx context.Context, sec string, host bool) error {
-	r.C.Kill(sec)
+// then admits again, or an older copy of the directory restored
+// (restoreOlderCopy).
+func (r *Run) replaceUnderLoad(ctx context.Context, sec string, mode replaceMode) error {
 	dir := r.C.Member(sec).DataDir
-	if host {
+	if mode == restoreCopy {
+		return r.restoreOlderCopy(ctx, sec, dir)
+	}
+	r.C.Kill(sec)
+	if mode == replaceHost {
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("chaos: replace host: %w", err)
 		}
@@ -90,11 +105,60 @@ func (r *Run) replaceUnderLoad(ctx context.Context, sec string, host bool) error
 		}
 		r.C.Events().Add(EvReplaceDisk, sec, "store wiped, control-plane state kept")
 	}
-	if err := r.C.Start(ctx, sec); err != nil || !host {
+	if err := r.C.Start(ctx, sec); err != nil || mode != replaceHost {
 		return err
 	}
 	r.memberReplace(ctx, sec)
 	return nil
+}
+
+// restoreOlderCopy copies sec's data directory (killed: as a storage
+// snapshot sees it), lets sec rejoin and acknowledge more writes and
+// control-plane entries (its Outdate and Clear), then kills it and restores
+// the copy. The raft leader finds the member's log rewound: it drops its
+// control-plane state and is admitted again by `grbd member replace`
+// (docs/quorum.md, "A restored control-plane log"); its disk lacks writes it
+// acknowledged, which it must never serve as the primary.
+func (r *Run) restoreOlderCopy(ctx context.Context, sec, dir string) error {
+	r.C.Kill(sec)
+	if out, err := exec.Command("cp", "-a", dir, dir+".copy").CombinedOutput(); err != nil {
+		return fmt.Errorf("chaos: copy %s: %w: %s", dir, err, out)
+	}
+	if err := r.C.Start(ctx, sec); err != nil {
+		return err
+	}
+	r.WaitInSync(ctx, 60*time.Second)
+	r.Sleep(ctx, 200*time.Millisecond, time.Second) // writes the copy lacks
+	r.C.Kill(sec)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("chaos: restore copy: %w", err)
+	}
+	if err := os.Rename(dir+".copy", dir); err != nil {
+		return fmt.Errorf("chaos: restore copy: %w", err)
+	}
+	r.C.Events().Add(EvReplaceDisk, sec, "an older copy of the data directory restored")
+	if err := r.C.Start(ctx, sec); err != nil {
+		return err
+	}
+	if r.awaitsReplace(ctx, sec) {
+		r.memberReplace(ctx, sec)
+	} else {
+		r.Note("%s kept its control-plane state after the restore (its log was not found rewound)", sec)
+	}
+	return nil
+}
+
+// awaitsReplace reports whether name says, within 10 s, that it lost its
+// control-plane state and awaits a replace.
+func (r *Run) awaitsReplace(ctx context.Context, name string) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if st, err := r.C.Status(ctx, name); err == nil && st.Quorum != nil && strings.HasPrefix(st.Quorum.Phase, "awaiting replace") {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
 }
 
 // memberReplace runs `grbd member replace name`, retried for up to 30 s as

@@ -39,6 +39,7 @@ type MemberStatus struct {
 		Epoch    uint64   `json:"epoch"`
 		Serving  bool     `json:"serving"`
 		Outdated []string `json:"outdated"`
+		Phase    string   `json:"phase"` // "member", or why not (e.g. "awaiting replace ...")
 	} `json:"quorum"`
 	// Identity is the data identity (builds with data identities; nil
 	// before): Promotable says whether the control plane may promote it.

@@ -2,6 +2,8 @@ package ctlplane
 
 import (
 	"context"
+	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -101,6 +103,12 @@ func (c *testCluster) start(name string, newCluster bool) *Driver {
 	return d
 }
 
+func (n *memNet) driver(name string) *Driver {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.drivers[name]
+}
+
 func (c *testCluster) stop(name string) {
 	c.net.mu.Lock()
 	delete(c.net.inbox, name)
@@ -116,23 +124,29 @@ func (c *testCluster) eventually(what string, ok func() bool) {
 	require.Eventually(c.t, ok, 10*time.Second, 5*time.Millisecond, what)
 }
 
-func TestDriverBootstrapAndReplace(t *testing.T) {
-	c := newTestCluster(t)
-	// Either data node may win the first election: under load the second
-	// one's staggered proposal can commit first.
+// startServing starts a, b and w and waits for a serving primary for
+// which also(its status, its name) holds. Either data node may win the
+// first election: under load the second one's staggered proposal can
+// commit first.
+func (c *testCluster) startServing(also func(quorum.Status, string) bool) (p *Driver, name string) {
+	c.t.Helper()
 	d := map[string]*Driver{"a": c.start("a", false), "b": c.start("b", false)}
 	c.start("w", false)
-	var p *Driver
-	var self string
 	c.eventually("a primary", func() bool {
-		for name, n := range d {
-			if n.Status().Serving {
-				p, self = n, name
+		for n, dr := range d {
+			if st := dr.Status(); st.Serving && also(st, n) {
+				p, name = dr, n
 				return true
 			}
 		}
 		return false
 	})
+	return p, name
+}
+
+func TestDriverBootstrapAndReplace(t *testing.T) {
+	c := newTestCluster(t)
+	p, self := c.startServing(func(quorum.Status, string) bool { return true })
 	_, ok, err := raftlog.LoadJoinID(c.fs[self], "dir")
 	require.NoError(t, err)
 	require.False(t, ok, "an initial member keeps no join identity")
@@ -226,4 +240,54 @@ func TestStoppedWhenLogCannotPersist(t *testing.T) {
 		t.Fatal("the control plane never reported that it stopped")
 	}
 	require.ErrorIs(t, d.Err(), syscall.ENOSPC)
+}
+
+// A member's directory restored from an older copy while the others run
+// (docs/quorum.md, "A restored control-plane log"): the member drops its
+// rewound log, saves an empty one with a new, unjoined identity before it
+// announces it, keeps that identity across a restart, and joins after the
+// replace. Without the driver's save of the identity, the restart would
+// announce another one than the replace may already have committed.
+func TestDriverRestoredLogAwaitsReplace(t *testing.T) {
+	c := newTestCluster(t)
+	p, self := c.startServing(func(st quorum.Status, name string) bool { return st.RaftLeader == name })
+	// A backup of the settled directory: its creation reached the disk too.
+	require.NoError(t, c.fs["w"].SyncDir("."))
+	backup := c.fs["w"].CrashClone(rand.New(rand.NewPCG(1, 2)))
+	l, err := raftlog.Load(backup, "dir")
+	require.NoError(t, err)
+	require.NotEmpty(t, l.Entries, "the copy holds a log")
+	other := map[string]string{"a": "b", "b": "a"}[self]
+	p.RequestOutdate(other) // an entry the copy lacks, which w acknowledges
+	c.eventually("w applied the Outdate", func() bool { return c.net.driver("w").Status().IsOutdated(other) })
+
+	c.stop("w")
+	c.fs["w"] = backup
+	w := c.start("w", false)
+	c.eventually("w awaits a replace", func() bool {
+		st := w.Status()
+		return st.Phase == quorum.PhaseAwaitReplace && strings.Contains(st.PhaseReason, "control-plane log rewound")
+	})
+	j, ok, err := raftlog.LoadJoinID(c.fs["w"], "dir")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, raftlog.JoinID{ID: w.Status().JoinID}, j, "the announced identity is saved, not joined")
+	l, err = raftlog.Load(c.fs["w"], "dir")
+	require.NoError(t, err)
+	require.Zero(t, l.HardState.Commit, "the rewound log is dropped on disk")
+	require.Empty(t, l.Entries)
+
+	c.stop("w")
+	w = c.start("w", false)
+	c.eventually("w announces the same identity after a restart", func() bool {
+		st := w.Status()
+		return st.Phase == quorum.PhaseAwaitReplace && st.JoinID == j.ID
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, _, err := p.Replace(ctx, "w")
+	require.NoError(t, err)
+	require.Equal(t, j.ID, id)
+	c.eventually("w joined", func() bool { return w.Status().Phase == quorum.PhaseMember && w.Status().ID == id })
+	require.True(t, p.Status().Serving)
 }
