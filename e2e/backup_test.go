@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -137,6 +138,56 @@ func restoreUnderRunningCluster(t *testing.T, restored string) {
 		"--size=16m", "--verify=crc32c", "--verify_only", "--verify_fatal=1")
 	require.NotContains(t, fout, "verify: bad", fout)
 	stopAll(t, procs[restored])
+}
+
+// TestRestoredSecondaryIsNotPromotedOverFlushedWrites: the whole cluster
+// stops (the primary first, so n1 is never Outdated), n1's data directory
+// is restored from a copy older than writes a FLUSH covered, and n0's host
+// does not come back. The witness and n1 are a majority, n1 is not
+// Outdated and its disk is the recorded one: before the durable watermark
+// n1 was promoted and served its old data, and every write after the copy
+// was lost. Now it is not promotable and says why; once n0 returns, n1
+// catches up, is promotable again, and serves every write after a
+// failover.
+func TestRestoredSecondaryIsNotPromotedOverFlushedWrites(t *testing.T) {
+	c, n0, n1, _ := startWithCopyTarget(t, "")
+	d1 := c.cfg.Nodes[1].DataDir
+	stopAll(t, n1)
+	out, err := exec.Command("cp", "-a", d1, d1+".backup").CombinedOutput()
+	require.NoError(t, err, string(out))
+	n1 = c.start("n1", "n1-again")
+	st := c.waitPeersOf("n0", time.Minute, true)
+	copied := st.Journal.LastSeq
+	run(t, 2*time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri("n0"), "--rw=write", "--bs=64k", "--iodepth=8",
+		"--offset=8m", "--size=8m", "--verify=crc32c", "--do_verify=0", "--end_fsync=1")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && st.Quorum.Durable > copied
+	}, 15*time.Second, 100*time.Millisecond, "the flushed writes were never recorded as durable")
+
+	stopPrimaryFirst(t, n0, n1)
+	c.restore(d1, d1+".backup")
+	n1 = startMember(t, c.dir, "n1-restored", "listening ", "node", "--config", c.cfgPath, "--name", "n1")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && st.Identity != nil && strings.Contains(st.Identity.NotPromotable, "recorded as flushed")
+	}, 15*time.Second, 100*time.Millisecond, "n1 never said it lacks flushed writes")
+	time.Sleep(3 * time.Second) // past the failover timeout
+	st, err = c.status("n1")
+	require.NoError(t, err)
+	require.NotEqual(t, node.RolePrimary, st.Role, "n1 was promoted with a disk that lacks flushed writes")
+
+	n0 = startMember(t, c.dir, "n0-back", "listening ", "node", "--config", c.cfgPath, "--name", "n0")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && st.Identity != nil && st.Identity.Promotable
+	}, time.Minute, 100*time.Millisecond, "n1 never caught up")
+	stopAll(t, n0)
+	require.Equal(t, "n1", c.servingPrimary(30*time.Second))
+	fout := run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri("n1"), "--rw=write", "--bs=64k",
+		"--size=16m", "--verify=crc32c", "--verify_only", "--verify_fatal=1")
+	require.NotContains(t, fout, "verify: bad", fout)
+	stopAll(t, n1)
 }
 
 // slowFailover keeps n1 from taking over while n0 is paused for a copy, or

@@ -135,6 +135,7 @@ type Node struct {
 	// staleEpoch: this node found itself primary of this epoch, which its
 	// disk has no record of (role.go, staleForRole); 0: none.
 	staleEpoch atomic.Uint64
+	stale      staleMarks // why the disk must not be promoted (SetStale)
 	// lastOutdated is the Outdated set of the last reconcile (events).
 	lastOutdated []string
 	// lastLost: the members that announced a lost state (events).
@@ -205,6 +206,7 @@ func Start(cfg *config.Config, name string, opts Options) (*Node, error) {
 	n.bg.Go(func() { n.ctl.Run(n.ctx) })
 	n.bg.Go(func() { member.WatchLinks(n.ctx, n.cfg, name, n.mesh.Connected, n.events) })
 	n.bg.Go(func() { n.watchDisk(n.ctx, time.Second, diskStallWarn, n.cfg.Device.DiskTimeoutOrDefault()) })
+	n.bg.Go(func() { n.watchDurable(n.ctx) })
 	n.mesh.Serve(n.peerLn)
 	n.mesh.Start()
 	n.wg.Add(2)

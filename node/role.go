@@ -83,8 +83,14 @@ func (n *Node) startPrimaryLocked(st quorum.Status) {
 	if why := n.staleForRole(st); why != "" {
 		if n.staleEpoch.Swap(st.Epoch) != st.Epoch {
 			n.log.Error("refusing the primary role: "+why, "epoch", st.Epoch)
-			n.ctl.SetStale(why)
+			n.setStale(true, why)
 		}
+		_ = n.ctl.RequestDemote()
+		return
+	}
+	if why := n.durableStale(st); why != "" {
+		n.log.Error("refusing the primary role: "+why, "epoch", st.Epoch)
+		n.setStale(false, why)
 		_ = n.ctl.RequestDemote()
 		return
 	}
@@ -170,7 +176,7 @@ func (n *Node) peerAhead(peer, detail string) (splitBrain bool) {
 		"or it was restored from a copy taken while it was the primary): a node with the data takes over (force it only if this disk is the only copy)", peer)
 	if n.staleEpoch.Swap(st.Epoch) != st.Epoch {
 		n.log.Error("stepping down: "+why, "epoch", st.Epoch, "detail", detail)
-		n.ctl.SetStale(why)
+		n.setStale(true, why)
 	}
 	_ = n.ctl.RequestDemote()
 	return false
@@ -190,7 +196,7 @@ func (n *Node) clearStaleIfCaughtUp() {
 		if e.Epoch > se {
 			if n.store.LastSeq()+1 >= e.FirstSeq && n.sec.Consistent() && n.staleEpoch.CompareAndSwap(se, 0) {
 				n.log.Info("the disk caught up past the epoch it had no record of: promotable again", "epoch", se, "seq", n.store.LastSeq())
-				n.ctl.SetStale("")
+				n.setStale(true, "")
 			}
 			return
 		}

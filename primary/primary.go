@@ -63,6 +63,13 @@ type Side struct {
 
 	mu sync.Mutex
 	ws []journal.Write // logBatch's scratch, under mu
+	// clientSeq is the last record every peer gets (a client write or a
+	// resize; not a resync record, which only its target gets), under mu.
+	clientSeq uint64
+	// flushed: every record up to here of clientSeq's kind is durable here
+	// and on every counted peer (a FLUSH covered it): the watermark the
+	// node records as quorum.State.Durable.
+	flushed atomic.Uint64
 
 	qmu     sync.Mutex  // guards the write queue (writebatch.go)
 	queue   []*writeReq // client writes waiting for a leader
@@ -305,6 +312,7 @@ func (p *Side) Flush(seq uint64) error {
 	if seq == 0 {
 		seq = p.store.LastSeq()
 	}
+	covered := min(p.clientSeq, seq)
 	var id replicator.ReqID
 	wt := p.submit(func(rid replicator.ReqID) error {
 		id = rid
@@ -331,8 +339,17 @@ func (p *Side) Flush(seq uint64) error {
 	p.releaseLocked()
 	p.coreMu.Unlock()
 	<-wt.done
+	if wt.err == nil {
+		for old := p.flushed.Load(); covered > old && !p.flushed.CompareAndSwap(old, covered); old = p.flushed.Load() {
+		}
+	}
 	return wt.err
 }
+
+// Flushed is the durable watermark: every write and resize up to it is
+// durable on this node and on every counted peer (docs/quorum.md, "Writes
+// recorded as flushed").
+func (p *Side) Flushed() uint64 { return p.flushed.Load() }
 
 // submit registers a waiter and feeds the core through fn, under coreMu.
 // Caller holds mu. The waiter is done when the core releases it (or stop or

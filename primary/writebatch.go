@@ -188,6 +188,9 @@ func (p *Side) logBatch(batch []*writeReq) {
 		ws = append(ws, r.w)
 	}
 	logged, err := p.store.Log(ws)
+	if len(logged) > 0 {
+		p.clientSeq = logged[len(logged)-1].Seq
+	}
 	clear(ws)
 	p.ws = ws[:0]
 	for i, r := range batch {

@@ -35,6 +35,14 @@ type State struct {
 	// replaced, empty disk) is never promoted (docs/quorum.md, "Data
 	// identity").
 	Disks map[string]uint64
+	// Durable is a sequence number every data node that is not Outdated
+	// holds durably, with every write before it: the primary of Epoch
+	// records the writes a completed FLUSH covered. A node whose journal
+	// ends before it lost writes acknowledged as flushed (its data directory
+	// restored from an older copy) and must not be promoted until it caught
+	// up (docs/quorum.md, "Writes recorded as flushed"). A forced promotion
+	// resets it: the new primary may lack writes before it.
+	Durable uint64
 }
 
 // IsOutdated reports whether name is Outdated.
@@ -165,9 +173,10 @@ const (
 	CmdDemote  CommandType = 2
 	CmdOutdate CommandType = 3
 	CmdClear   CommandType = 4
+	CmdDurable CommandType = 5
 )
 
-var cmdNames = map[CommandType]string{CmdPromote: "Promote", CmdDemote: "Demote", CmdOutdate: "Outdate", CmdClear: "Clear"}
+var cmdNames = map[CommandType]string{CmdPromote: "Promote", CmdDemote: "Demote", CmdOutdate: "Outdate", CmdClear: "Clear", CmdDurable: "Durable"}
 
 func (t CommandType) String() string {
 	if s, ok := cmdNames[t]; ok {
@@ -186,6 +195,8 @@ func (t CommandType) String() string {
 //     not, if Node's generation is still Gen; the generation then grows. A
 //     Clear with a Disk records it as Node's disk: Node holds every
 //     acknowledged write on it.
+//   - Durable: By, the primary of Epoch, records Seq as State.Durable if it
+//     is above it.
 type Command struct {
 	Type  CommandType
 	Node  string
@@ -199,10 +210,13 @@ type Command struct {
 	// Disk is the identity of Node's disk (Promote, Clear); 0 in commands
 	// written before data identity, which apply by the old rules.
 	Disk uint64
+	Seq  uint64 // Durable
 }
 
 func (c Command) String() string {
 	switch c.Type {
+	case CmdDurable:
+		return fmt.Sprintf("Durable{seq %d epoch %d by %s}", c.Seq, c.Epoch, c.By)
 	case CmdPromote:
 		return fmt.Sprintf("Promote{%s from epoch %d force=%v disk %s}", c.Node, c.Epoch, c.Force, ShortDisk(c.Disk))
 	case CmdDemote:
@@ -225,6 +239,9 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 		}
 		s.Epoch++
 		s.Primary, s.Forced = c.Node, c.Force
+		if c.Force {
+			s.Durable = 0
+		}
 		s.setOutdated(c.Node, false)
 		s.setDisk(c.Node, c.Disk)
 		return true
@@ -233,6 +250,12 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 			return false
 		}
 		s.Primary = ""
+		return true
+	case CmdDurable:
+		if c.Epoch != s.Epoch || c.By != s.Primary || c.By == "" || c.Seq <= s.Durable {
+			return false
+		}
+		s.Durable = c.Seq
 		return true
 	case CmdOutdate, CmdClear:
 		if c.Epoch != s.Epoch || c.By != s.Primary || c.By == "" || !slices.Contains(dataNodes, c.Node) || c.Gen != s.Gen[c.Node] {
@@ -263,21 +286,26 @@ func (s *State) Apply(c Command, dataNodes []string) bool {
 //	body:    | epoch u64 | forced u8 | primary string | count u16 | outdated string... |
 //	         | gens u16 | gens x (name string | gen u64) |  (sorted by name, gen > 0)
 //	         | disks u16 | disks x (name string | disk u64) | (sorted by name, disk > 0)
+//	version 3: a Durable command's body ends in | seq u64 |, and a state
+//	         with Durable > 0 ends in | durable u64 |; nothing else is v3
 //
 // Version 1 (before data identity) has neither disk nor the disks table;
-// both versions decode (a v1 command has Disk 0). A string is a u8 length
+// every version decodes (a v1 command has Disk 0). Version 3 is written only
+// where it is needed, so members of older versions go on reading every
+// other entry and snapshot. A string is a u8 length
 // and that many bytes (member names are at most 63 bytes). Integers are
 // little-endian; the CRC-32C covers every byte before it. length counts
 // the body bytes.
 const (
 	codecVersion   = 2
 	codecV1        = 1
+	codecV3        = 3
 	stateType      = 0xff
 	codecHeader    = 4
 	codecTrailer   = 4
 	maxName        = 63
 	maxOutdated    = 64
-	maxCommandBody = 8 + 8 + 1 + 2*(1+maxName) + 8
+	maxCommandBody = 8 + 8 + 1 + 2*(1+maxName) + 8 + 8
 )
 
 func appendName(dst []byte, s string) []byte {
@@ -296,9 +324,9 @@ func getName(b []byte) (string, []byte, error) {
 	return string(b[1 : 1+n]), b[1+n:], nil
 }
 
-func frame(typ byte, body []byte) []byte {
+func frame(version, typ byte, body []byte) []byte {
 	out := make([]byte, 0, codecHeader+len(body)+codecTrailer)
-	out = append(out, codecVersion, typ)
+	out = append(out, version, typ)
 	out = binary.LittleEndian.AppendUint16(out, uint16(len(body)))
 	out = append(out, body...)
 	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, crc32c.Table))
@@ -308,7 +336,7 @@ func unframe(b []byte) (version, typ byte, body []byte, err error) {
 	if len(b) < codecHeader+codecTrailer {
 		return 0, 0, nil, fmt.Errorf("%w: %d bytes", ErrCorrupt, len(b))
 	}
-	if b[0] != codecVersion && b[0] != codecV1 {
+	if b[0] != codecVersion && b[0] != codecV1 && b[0] != codecV3 {
 		return 0, 0, nil, fmt.Errorf("%w: version %d", ErrCorrupt, b[0])
 	}
 	n := int(binary.LittleEndian.Uint16(b[2:]))
@@ -335,7 +363,10 @@ func (c Command) Encode() ([]byte, error) {
 	body = appendName(body, c.Node)
 	body = appendName(body, c.By)
 	body = binary.LittleEndian.AppendUint64(body, c.Disk)
-	return frame(byte(c.Type), body), nil
+	if c.Type == CmdDurable {
+		return frame(codecV3, byte(c.Type), binary.LittleEndian.AppendUint64(body, c.Seq)), nil
+	}
+	return frame(codecVersion, byte(c.Type), body), nil
 }
 
 // DecodeCommand parses a log entry. Errors wrap ErrCorrupt.
@@ -366,6 +397,15 @@ func DecodeCommand(b []byte) (Command, error) {
 		}
 		c.Disk, rest = binary.LittleEndian.Uint64(rest), rest[8:]
 	}
+	if (version == codecV3) != (c.Type == CmdDurable) {
+		return Command{}, fmt.Errorf("%w: %v in version %d", ErrCorrupt, c.Type, version)
+	}
+	if version == codecV3 {
+		if len(rest) < 8 {
+			return Command{}, fmt.Errorf("%w: command body", ErrCorrupt)
+		}
+		c.Seq, rest = binary.LittleEndian.Uint64(rest), rest[8:]
+	}
 	if len(rest) != 0 {
 		return Command{}, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(rest))
 	}
@@ -394,7 +434,10 @@ func (s State) Encode() ([]byte, error) {
 	if body, err = appendTable(body, s.Disks); err != nil {
 		return nil, err
 	}
-	return frame(stateType, body), nil
+	if s.Durable > 0 {
+		return frame(codecV3, stateType, binary.LittleEndian.AppendUint64(body, s.Durable)), nil
+	}
+	return frame(codecVersion, stateType, body), nil
 }
 
 // DecodeState parses snapshot bytes; empty input is the zero State.
@@ -439,6 +482,12 @@ func DecodeState(b []byte) (State, error) {
 		if s.Disks, rest, err = decodeTable(rest, "disks"); err != nil {
 			return State{}, err
 		}
+	}
+	if version == codecV3 {
+		if len(rest) < 8 || binary.LittleEndian.Uint64(rest) == 0 {
+			return State{}, fmt.Errorf("%w: state durable", ErrCorrupt)
+		}
+		s.Durable, rest = binary.LittleEndian.Uint64(rest), rest[8:]
 	}
 	if len(rest) != 0 {
 		return State{}, fmt.Errorf("%w: state body", ErrCorrupt)

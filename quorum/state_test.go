@@ -43,6 +43,10 @@ func TestApply(t *testing.T) {
 		{"clear", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 3, Gen: 1}, true, State{Epoch: 3, Primary: "a", Outdated: []string{}, Gen: g("c", 2)}},
 		{"clear stale generation", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 3, Gen: 0}, false, base},
 		{"clear stale", Command{Type: CmdClear, Node: "c", By: "a", Epoch: 1, Gen: 1}, false, base},
+		{"durable", Command{Type: CmdDurable, By: "a", Epoch: 3, Seq: 40}, true, State{Epoch: 3, Primary: "a", Outdated: []string{"c"}, Gen: g("c", 1), Durable: 40}},
+		{"durable by non-primary", Command{Type: CmdDurable, By: "b", Epoch: 3, Seq: 40}, false, base},
+		{"durable stale epoch", Command{Type: CmdDurable, By: "a", Epoch: 2, Seq: 40}, false, base},
+		{"durable zero", Command{Type: CmdDurable, By: "a", Epoch: 3}, false, base},
 		{"unknown type", Command{Type: 9}, false, base},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +89,8 @@ func TestCommandRoundTrip(t *testing.T) {
 
 func TestStateRoundTrip(t *testing.T) {
 	for _, s := range []State{{}, {Epoch: 7, Primary: "alpha", Forced: true, Outdated: []string{"beta", "gamma"}, Gen: map[string]uint64{"beta": 3, "gamma": 1, "alpha": 2}},
-		{Epoch: 2, Primary: "beta", Disks: map[string]uint64{"alpha": 1, "beta": 0xfeed_f00d_0000_0001}}} {
+		{Epoch: 2, Primary: "beta", Disks: map[string]uint64{"alpha": 1, "beta": 0xfeed_f00d_0000_0001}},
+		{Epoch: 3, Primary: "beta", Disks: map[string]uint64{"beta": 2}, Durable: 1234}} {
 		b, err := s.Encode()
 		require.NoError(t, err)
 		got, err := DecodeState(b)
@@ -106,6 +111,7 @@ func seedCommands() []Command {
 		{Type: CmdClear, Node: "beta", By: "alpha", Epoch: 1<<64 - 1, Gen: 1<<64 - 1},
 		{Type: CmdPromote, Node: "gamma", Epoch: 5, Disk: 0x1234_5678_9abc_def0},
 		{Type: CmdClear, Node: "beta", By: "alpha", Epoch: 6, Gen: 2, Disk: 1<<64 - 1},
+		{Type: CmdDurable, By: "alpha", Epoch: 6, Seq: 1<<64 - 1},
 	}
 }
 
@@ -122,7 +128,8 @@ func FuzzDecodeCommand(f *testing.F) {
 // FuzzDecodeState: as FuzzDecodeCommand, for snapshots.
 func FuzzDecodeState(f *testing.F) {
 	for _, s := range []State{{}, {Epoch: 3, Primary: "a", Outdated: []string{"b"}, Gen: map[string]uint64{"b": 1}},
-		{Epoch: 4, Primary: "a", Gen: map[string]uint64{"b": 2}, Disks: map[string]uint64{"a": 7, "b": 1 << 63}}} {
+		{Epoch: 4, Primary: "a", Gen: map[string]uint64{"b": 2}, Disks: map[string]uint64{"a": 7, "b": 1 << 63}},
+		{Epoch: 5, Primary: "b", Durable: 99}} {
 		b, _ := s.Encode()
 		f.Add(b)
 	}
@@ -228,4 +235,38 @@ func TestPromotableWithADiskRecordedTwice(t *testing.T) {
 	ok, why := st.Promotable("c", 7<<40)
 	require.False(t, ok)
 	require.Contains(t, why, "the recorded disk of a")
+}
+
+// TestDurableWatermark: the watermark grows only, a forced promotion resets
+// it (the new primary may lack writes before it), and version 3 is written
+// only for what needs it, so older members read everything else; a
+// version-3 encoding of anything else is corrupt (not canonical).
+func TestDurableWatermark(t *testing.T) {
+	s := State{Epoch: 3, Primary: "a", Durable: 50}
+	require.False(t, s.Apply(Command{Type: CmdDurable, By: "a", Epoch: 3, Seq: 50}, dataNodes), "not above")
+	require.True(t, s.Apply(Command{Type: CmdDurable, By: "a", Epoch: 3, Seq: 60}, dataNodes))
+	require.True(t, s.Apply(Command{Type: CmdPromote, Node: "b", Epoch: 3}, dataNodes))
+	require.Equal(t, uint64(60), s.Durable, "a failover keeps it: the new primary holds every acknowledged write")
+	require.True(t, s.Apply(Command{Type: CmdPromote, Node: "c", Epoch: 4, Force: true}, dataNodes))
+	require.Zero(t, s.Durable, "a forced promotion resets it")
+
+	for _, c := range seedCommands() {
+		b, err := c.Encode()
+		require.NoError(t, err)
+		require.Equal(t, c.Type == CmdDurable, b[0] == codecV3, "%v", c)
+	}
+	b, _ := State{Epoch: 1}.Encode()
+	require.Equal(t, byte(codecVersion), b[0])
+	b, _ = State{Epoch: 1, Durable: 1}.Encode()
+	require.Equal(t, byte(codecV3), b[0])
+	eight := make([]byte, 8)
+	b, _ = Command{Type: CmdOutdate, Node: "b", By: "a", Epoch: 1}.Encode()
+	_, err := DecodeCommand(frame(codecV3, b[1], append(b[codecHeader:len(b)-codecTrailer:len(b)-codecTrailer], 1, 0, 0, 0, 0, 0, 0, 0)))
+	require.ErrorIs(t, err, ErrCorrupt, "a version-3 Outdate")
+	b, _ = Command{Type: CmdDurable, By: "a", Epoch: 1, Seq: 1}.Encode()
+	_, err = DecodeCommand(frame(codecVersion, b[1], b[codecHeader:len(b)-codecTrailer-8]))
+	require.ErrorIs(t, err, ErrCorrupt, "a version-2 Durable")
+	b, _ = State{Epoch: 1}.Encode()
+	_, err = DecodeState(frame(codecV3, stateType, append(b[codecHeader:len(b)-codecTrailer:len(b)-codecTrailer], eight...)))
+	require.ErrorIs(t, err, ErrCorrupt, "a version-3 state without a watermark")
 }

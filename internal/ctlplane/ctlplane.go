@@ -360,7 +360,7 @@ func (d *Driver) publishLocked() {
 	d.status.Store(&s)
 	d.publishPromotableLocked()
 	d.logPhaseLocked(s)
-	if s.Role != d.last.Role || s.Epoch != d.last.Epoch || s.Primary != d.last.Primary || s.Serving != d.last.Serving ||
+	if s.Role != d.last.Role || s.Epoch != d.last.Epoch || s.Primary != d.last.Primary || s.Serving != d.last.Serving || s.Durable != d.last.Durable ||
 		s.Forced != d.last.Forced || !slices.Equal(s.Outdated, d.last.Outdated) || !maps.Equal(s.Disks, d.last.Disks) ||
 		s.Phase != d.last.Phase || s.PhaseReason != d.last.PhaseReason || !slices.Equal(s.IDs, d.last.IDs) ||
 		!slices.Equal(s.Learners, d.last.Learners) || !slices.Equal(s.LostState, d.last.LostState) {
@@ -506,6 +506,12 @@ func (d *Driver) RequestDemote() error {
 // RequestOutdate asks, as primary, for peer to be marked Outdated.
 func (d *Driver) RequestOutdate(peer string) {
 	_ = d.do(func(m *quorum.Member) error { m.RequestOutdate(peer); return nil })
+}
+
+// RequestDurable asks, as primary, for seq to be recorded as the durable
+// watermark (quorum.Member.RequestDurable).
+func (d *Driver) RequestDurable(seq uint64) {
+	_ = d.do(func(m *quorum.Member) error { m.RequestDurable(seq); return nil })
 }
 
 // RequestClear asks, as primary, for peer to leave Outdated and for disk

@@ -116,6 +116,9 @@ type QuorumStatus struct {
 	RaftLeader string   `json:"raft_leader"`
 	RaftTerm   uint64   `json:"raft_term"`
 	Applied    uint64   `json:"applied_index"`
+	// Durable is the durable watermark: every node that is not Outdated
+	// holds every write up to this journal sequence (docs/quorum.md).
+	Durable uint64 `json:"durable_seq,omitempty"`
 	// Membership (docs/quorum.md, "Membership and replaced members").
 	// Phase is "member" for a member taking part; otherwise why not, e.g.
 	// "awaiting replace (control-plane state lost)".
@@ -130,7 +133,7 @@ type QuorumStatus struct {
 // StatusOf converts the control plane's view for the admin API.
 func StatusOf(s quorum.Status) QuorumStatus {
 	out := QuorumStatus{Epoch: s.Epoch, Primary: s.Primary, Forced: s.Forced, Outdated: s.Outdated,
-		Serving: s.Serving, RaftLeader: s.RaftLeader, RaftTerm: s.RaftTerm, Applied: s.Applied}
+		Serving: s.Serving, RaftLeader: s.RaftLeader, RaftTerm: s.RaftTerm, Applied: s.Applied, Durable: s.Durable}
 	if out.Outdated == nil {
 		out.Outdated = []string{}
 	}
