@@ -66,7 +66,7 @@ func roleCause(me string, first bool, prev, ev RoleEvent, st quorum.Status) stri
 	case st.Phase != quorum.PhaseMember:
 		// Without control-plane state (a wiped or rewound member) it knows
 		// no epoch: epoch 0 is not the cluster's.
-		return "no control-plane state: " + st.Phase.String()
+		return "not a member of the control plane yet: " + st.Phase.String()
 	case first && ev.Role == RolePrimary:
 		return fmt.Sprintf("started as the primary of epoch %d", ev.Epoch)
 	case first && st.Primary == "":
