@@ -123,6 +123,7 @@ func restoreUnderRunningCluster(t *testing.T, restored string) {
 	require.NoError(t, err, string(out))
 	procs[restored] = startMember(t, c.dir, restored+"-restored", "listening ", "node", "--config", c.cfgPath, "--name", restored)
 	logContains(t, procs[restored], "control-plane log rewound", 15*time.Second)
+	require.NotContains(t, logOf(t, c, restored+"-again"), "control-plane log rewound", "a plain restart was taken for a restore")
 	c.awaitingReplace(restored)
 	st, err := c.status(restored)
 	require.NoError(t, err)
@@ -188,6 +189,32 @@ func TestRestoredSecondaryIsNotPromotedOverFlushedWrites(t *testing.T) {
 		"--size=16m", "--verify=crc32c", "--verify_only", "--verify_fatal=1")
 	require.NotContains(t, fout, "verify: bad", fout)
 	stopAll(t, n1)
+}
+
+// TestCopyOfADemotedPrimaryRestoredIsNotServed: as
+// TestLiveCopyOfThePrimaryRestoredIsNotServed, but n0 is demoted cleanly
+// (grbd secondary) before the cluster stops, and a FLUSH covered the writes
+// after the copy. Its next promotion does not follow its own role, so the
+// peer is not told that n0 wrote the epoch's later records; the durable
+// watermark keeps the restored copy from serving instead: n0 refuses the
+// role, n1 serves every write, and n0 catches up.
+func TestCopyOfADemotedPrimaryRestoredIsNotServed(t *testing.T) {
+	c, n0, n1, d0 := startWithCopyTarget(t, slowFailover)
+	st, err := c.status("n0")
+	require.NoError(t, err)
+	copied := st.Journal.LastSeq
+	c.liveCopyThenWrite(n0, d0)
+	// A FLUSH (after a write outside the verified 16 MiB).
+	run(t, 30*time.Second, "fio", "--name=f", "--ioengine=nbd", "--uri="+c.uri("n0"), "--rw=write", "--bs=64k",
+		"--offset=32m", "--size=64k", "--end_fsync=1")
+	require.Eventually(t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && st.Quorum.Durable > copied+64
+	}, 15*time.Second, 100*time.Millisecond, "the flushed writes were never recorded as durable")
+	run(t, 30*time.Second, grbdBin, "secondary", "n0", "--config", c.cfgPath)
+	stopPrimaryFirst(t, n0, n1)
+	n0, n1 = c.restoreAndStart(d0, d0+".snapshot")
+	c.requireEveryWriteAndCatchUp(n0, n1)
 }
 
 // slowFailover keeps n1 from taking over while n0 is paused for a copy, or

@@ -562,12 +562,15 @@ type Status struct {
 	// Replayed: the member applied every entry its log had committed before
 	// this run, so State is at least as new as when it stopped.
 	Replayed bool
+	// Rewound says why the member dropped its control-plane state in this
+	// run (a log restored from an older copy); "" when it did not.
+	Rewound string
 }
 
 // Status reports the member's view.
 func (m *Member) Status() Status {
 	st := Status{State: m.State(), Now: m.now, Applied: m.applied, Phase: m.phase, PhaseReason: m.reason, ID: m.id, LostState: m.lostState(), TookRole: m.tookEpoch,
-		Reestablished: m.tookFromSelf && m.tookEpoch == m.state.Epoch, Replayed: m.applied >= m.bootCommit}
+		Reestablished: m.tookFromSelf && m.tookEpoch == m.state.Epoch, Replayed: m.applied >= m.bootCommit, Rewound: m.rewound}
 	if m.rn != nil {
 		bs := m.rn.BasicStatus()
 		st.RaftLeader, st.RaftTerm = m.nameOf(bs.Lead), bs.Term

@@ -81,6 +81,8 @@ type Driver struct {
 	joinSaved bool
 	lastPhase quorum.Phase
 	phaseLog  time.Time // when the phase was last logged
+	// rewoundLogged: the member's drop of a rewound log was logged.
+	rewoundLogged bool
 
 	servingUntil atomic.Int64 // nanoseconds since start; <= 0: not serving
 	status       atomic.Pointer[quorum.Status]
@@ -380,9 +382,10 @@ const phaseLogEvery = 30 * time.Second
 // takes no part in the control plane, and logs its joining.
 func (d *Driver) logPhaseLocked(s quorum.Status) {
 	changed := s.Phase != d.lastPhase
-	if changed && s.Phase == quorum.PhaseProbing && d.lastPhase == quorum.PhaseMember {
+	if s.Rewound != "" && !d.rewoundLogged {
+		d.rewoundLogged = true
 		d.log.Error("control-plane log rewound: this member dropped its control-plane state and must be replaced (grbd member replace) before it votes again",
-			"join_id", fmt.Sprintf("%#x", s.JoinID), "detail", s.PhaseReason)
+			"join_id", fmt.Sprintf("%#x", s.JoinID), "detail", s.Rewound)
 	}
 	if changed && s.Phase == quorum.PhaseMember && d.lastPhase == quorum.PhaseJoining {
 		d.log.Info("joined the control plane", "raft_id", fmt.Sprintf("%#x", s.ID))

@@ -268,6 +268,8 @@ func TestDriverRestoredLogAwaitsReplace(t *testing.T) {
 		st := w.Status()
 		return st.Phase == quorum.PhaseAwaitReplace && strings.Contains(st.PhaseReason, "control-plane log rewound")
 	})
+	require.Contains(t, w.Status().Rewound, "raft leader "+self)
+	require.Empty(t, p.Status().Rewound)
 	j, ok, err := raftlog.LoadJoinID(c.fs["w"], "dir")
 	require.NoError(t, err)
 	require.True(t, ok)
