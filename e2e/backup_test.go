@@ -24,8 +24,7 @@ import (
 func TestRestoredBackupOfThePrimaryIsNotServed(t *testing.T) {
 	c, n0, n1, d0 := startWithCopyTarget(t, slowFailover)
 	stopAll(t, n0, n1)
-	out, err := exec.Command("cp", "-a", d0, d0+".backup").CombinedOutput()
-	require.NoError(t, err, string(out))
+	copyDir(t, d0, d0+".backup")
 	n0 = c.start("n0", "n0")
 	n1 = c.start("n1", "n1")
 	c.waitPeersOf("n0", time.Minute, true)
@@ -107,8 +106,7 @@ func restoreUnderRunningCluster(t *testing.T, restored string) {
 	dir := m.DataDir
 	stopAll(t, procs[restored])
 	require.Equal(t, other, c.servingPrimary(30*time.Second))
-	out, err := exec.Command("cp", "-a", dir, dir+".backup").CombinedOutput()
-	require.NoError(t, err, string(out))
+	copyDir(t, dir, dir+".backup")
 	procs[restored] = startMember(t, c.dir, restored+"-again", "listening ", "node", "--config", c.cfgPath, "--name", restored)
 	c.waitPeersOf(other, time.Minute, true)
 	require.Eventually(t, func() bool {
@@ -119,8 +117,7 @@ func restoreUnderRunningCluster(t *testing.T, restored string) {
 	fioWrite(t, c.uri(other), "8m", "8m") // acknowledged by both, after the copy
 
 	stopAll(t, procs[restored])
-	out, err = exec.Command("sh", "-c", "rm -rf "+dir+" && mv "+dir+".backup "+dir).CombinedOutput()
-	require.NoError(t, err, string(out))
+	putBack(t, dir, dir+".backup")
 	procs[restored] = startMember(t, c.dir, restored+"-restored", "listening ", "node", "--config", c.cfgPath, "--name", restored)
 	logContains(t, procs[restored], "control-plane log rewound", 15*time.Second)
 	require.NotContains(t, logOf(t, c, restored+"-again"), "control-plane log rewound", "a plain restart was taken for a restore")
@@ -135,9 +132,7 @@ func restoreUnderRunningCluster(t *testing.T, restored string) {
 	c.replaceSynced(restored, other)
 	stopAll(t, procs[other])
 	require.Equal(t, restored, c.servingPrimary(30*time.Second))
-	fout := run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri(restored), "--rw=write", "--bs=64k",
-		"--size=16m", "--verify=crc32c", "--verify_only", "--verify_fatal=1")
-	require.NotContains(t, fout, "verify: bad", fout)
+	c.requireEveryWrite(restored)
 	stopAll(t, procs[restored])
 }
 
@@ -154,17 +149,13 @@ func TestRestoredSecondaryIsNotPromotedOverFlushedWrites(t *testing.T) {
 	c, n0, n1, _ := startWithCopyTarget(t, "")
 	d1 := c.cfg.Nodes[1].DataDir
 	stopAll(t, n1)
-	out, err := exec.Command("cp", "-a", d1, d1+".backup").CombinedOutput()
-	require.NoError(t, err, string(out))
+	copyDir(t, d1, d1+".backup")
 	n1 = c.start("n1", "n1-again")
 	st := c.waitPeersOf("n0", time.Minute, true)
 	copied := st.Journal.LastSeq
 	run(t, 2*time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri("n0"), "--rw=write", "--bs=64k", "--iodepth=8",
 		"--offset=8m", "--size=8m", "--verify=crc32c", "--do_verify=0", "--end_fsync=1")
-	require.Eventually(t, func() bool {
-		st, err := c.status("n1")
-		return err == nil && st.Quorum.Durable > copied
-	}, 15*time.Second, 100*time.Millisecond, "the flushed writes were never recorded as durable")
+	c.waitDurable(copied)
 
 	stopPrimaryFirst(t, n0, n1)
 	c.restore(d1, d1+".backup")
@@ -174,7 +165,7 @@ func TestRestoredSecondaryIsNotPromotedOverFlushedWrites(t *testing.T) {
 		return err == nil && st.Identity != nil && strings.Contains(st.Identity.NotPromotable, "recorded as flushed")
 	}, 15*time.Second, 100*time.Millisecond, "n1 never said it lacks flushed writes")
 	time.Sleep(3 * time.Second) // past the failover timeout
-	st, err = c.status("n1")
+	st, err := c.status("n1")
 	require.NoError(t, err)
 	require.NotEqual(t, node.RolePrimary, st.Role, "n1 was promoted with a disk that lacks flushed writes")
 
@@ -185,9 +176,7 @@ func TestRestoredSecondaryIsNotPromotedOverFlushedWrites(t *testing.T) {
 	}, time.Minute, 100*time.Millisecond, "n1 never caught up")
 	stopAll(t, n0)
 	require.Equal(t, "n1", c.servingPrimary(30*time.Second))
-	fout := run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri("n1"), "--rw=write", "--bs=64k",
-		"--size=16m", "--verify=crc32c", "--verify_only", "--verify_fatal=1")
-	require.NotContains(t, fout, "verify: bad", fout)
+	c.requireEveryWrite("n1")
 	stopAll(t, n1)
 }
 
@@ -207,10 +196,7 @@ func TestCopyOfADemotedPrimaryRestoredIsNotServed(t *testing.T) {
 	// A FLUSH (after a write outside the verified 16 MiB).
 	run(t, 30*time.Second, "fio", "--name=f", "--ioengine=nbd", "--uri="+c.uri("n0"), "--rw=write", "--bs=64k",
 		"--offset=32m", "--size=64k", "--end_fsync=1")
-	require.Eventually(t, func() bool {
-		st, err := c.status("n1")
-		return err == nil && st.Quorum.Durable > copied+64
-	}, 15*time.Second, 100*time.Millisecond, "the flushed writes were never recorded as durable")
+	c.waitDurable(copied + 64)
 	run(t, 30*time.Second, grbdBin, "secondary", "n0", "--config", c.cfgPath)
 	stopPrimaryFirst(t, n0, n1)
 	n0, n1 = c.restoreAndStart(d0, d0+".snapshot")
@@ -229,7 +215,7 @@ func (c *replCluster) liveCopyThenWrite(n0 *proc, d0 string) uint64 {
 	t.Helper()
 	require.NoError(t, n0.Signal(syscall.SIGSTOP))
 	out, err := exec.Command("cp", "-a", d0, d0+".snapshot").CombinedOutput()
-	require.NoError(t, n0.Signal(syscall.SIGCONT))
+	require.NoError(t, n0.Signal(syscall.SIGCONT)) // before any check: n0 must not stay paused
 	require.NoError(t, err, string(out))
 	fioWrite(t, c.uri("n0"), "8m", "8m")
 	st, err := c.status("n0")
@@ -247,8 +233,7 @@ func (c *replCluster) restore(dir, copyDir string) {
 	t := c.t
 	t.Helper()
 	stopAll(t, c.witness)
-	out, err := exec.Command("sh", "-c", "rm -rf "+dir+" && mv "+copyDir+" "+dir).CombinedOutput()
-	require.NoError(t, err, string(out))
+	putBack(t, dir, copyDir)
 	c.witness = startMember(t, c.dir, "w-again", "ready witness", "witness", "--config", c.cfgPath, "--name", "w")
 }
 
@@ -282,14 +267,45 @@ func startWithCopyTarget(t *testing.T, extra string) (c *replCluster, n0, n1 *pr
 func (c *replCluster) requireEveryWriteAndCatchUp(n0, n1 *proc) {
 	t := c.t
 	t.Helper()
-	fout := run(t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri("n1"), "--rw=write", "--bs=64k",
-		"--size=16m", "--verify=crc32c", "--verify_only", "--verify_fatal=1")
-	require.NotContains(t, fout, "verify: bad", fout)
+	c.requireEveryWrite("n1")
 	c.waitPeersOf("n1", time.Minute, true)
 	st, err := c.status("n0")
 	require.NoError(t, err)
 	require.True(t, st.Identity.Promotable, "n0 caught up but is not promotable: %s", st.Identity.NotPromotable)
 	c.stopAndCompare(n0, n1)
+}
+
+// requireEveryWrite requires the 16 MiB the tests write to verify on name.
+func (c *replCluster) requireEveryWrite(name string) {
+	c.t.Helper()
+	out := run(c.t, time.Minute, "fio", "--name=w", "--ioengine=nbd", "--uri="+c.uri(name), "--rw=write", "--bs=64k",
+		"--size=16m", "--verify=crc32c", "--verify_only", "--verify_fatal=1")
+	require.NotContains(c.t, out, "verify: bad", out)
+}
+
+// waitDurable waits until n1 knows a durable watermark above seq: the
+// primary recorded the flushed writes (at most durableEvery after the FLUSH).
+func (c *replCluster) waitDurable(above uint64) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool {
+		st, err := c.status("n1")
+		return err == nil && st.Quorum.Durable > above
+	}, 15*time.Second, 100*time.Millisecond, "the flushed writes were never recorded as durable")
+}
+
+// copyDir copies a stopped (or paused) member's data directory, as a backup
+// or a storage snapshot would.
+func copyDir(t *testing.T, dir, to string) {
+	t.Helper()
+	out, err := exec.Command("cp", "-a", dir, to).CombinedOutput()
+	require.NoError(t, err, string(out))
+}
+
+// putBack restores the copy at copyDir in place of dir.
+func putBack(t *testing.T, dir, copyDir string) {
+	t.Helper()
+	require.NoError(t, os.RemoveAll(dir))
+	require.NoError(t, os.Rename(copyDir, dir))
 }
 
 // stopPrimaryFirst stops n0, then n1 (slowFailover: n1 does not take over

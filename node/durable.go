@@ -28,20 +28,20 @@ type staleMarks struct {
 	role, durable string
 }
 
-// setStale sets one reason (role or the durable watermark) and hands the
-// control plane what remains, when it changed.
-func (n *Node) setStale(role bool, why string) {
+// setStale sets one reason (role or the durable watermark), hands the
+// control plane what remains when it changed, and returns the reason it
+// replaced.
+func (n *Node) setStale(role bool, why string) (old string) {
 	s := &n.stale
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.role
+	slot := &s.durable
 	if role {
-		s.role = why
-	} else {
-		old, s.durable = s.durable, why
+		slot = &s.role
 	}
+	old, *slot = *slot, why
 	if old == why {
-		return
+		return old
 	}
 	var all []string
 	for _, r := range []string{s.role, s.durable} {
@@ -50,6 +50,7 @@ func (n *Node) setStale(role bool, why string) {
 		}
 	}
 	n.ctl.SetStale(strings.Join(all, "; "))
+	return old
 }
 
 // durableStale says why this node's disk must not be promoted under st's
@@ -72,16 +73,12 @@ func (n *Node) durableStale(st quorum.Status) string {
 // checkDurable marks or unmarks this node by durableStale.
 func (n *Node) checkDurable(st quorum.Status) {
 	why := n.durableStale(st)
-	n.stale.mu.Lock()
-	was := n.stale.durable
-	n.stale.mu.Unlock()
-	switch {
+	switch was := n.setStale(false, why); {
 	case why != "" && was == "":
 		n.log.Error("not promotable: "+why, "last_seq", n.store.LastSeq(), "durable", st.Durable)
 	case why == "" && was != "":
 		n.log.Info("the disk caught up past the recorded durable watermark: promotable again", "last_seq", n.store.LastSeq())
 	}
-	n.setStale(false, why)
 }
 
 // watchDurable checks the watermark every second (a node catches up with

@@ -340,10 +340,20 @@ func (p *Side) Flush(seq uint64) error {
 	p.coreMu.Unlock()
 	<-wt.done
 	if wt.err == nil {
-		for old := p.flushed.Load(); covered > old && !p.flushed.CompareAndSwap(old, covered); old = p.flushed.Load() {
-		}
+		p.raiseFlushed(covered)
 	}
 	return wt.err
+}
+
+// raiseFlushed moves the durable watermark up to seq (flushes complete in
+// any order).
+func (p *Side) raiseFlushed(seq uint64) {
+	for {
+		old := p.flushed.Load()
+		if seq <= old || p.flushed.CompareAndSwap(old, seq) {
+			return
+		}
+	}
 }
 
 // Flushed is the durable watermark: every write and resize up to it is
